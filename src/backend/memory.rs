@@ -1,0 +1,276 @@
+//! The in-memory backend: one lock over all state, so every write is atomic
+//! with its side effects, exactly as the Redis scripts are. Nothing survives a
+//! restart of the process.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::{sync::Notify, time::Instant};
+use uuid::Uuid;
+
+use super::{
+    Consumer, ConsumerConfig, Delivery, EventStore, Notification, NotificationFeed, WorkQueue,
+    NOTIFICATIONS_MAX_LEN,
+};
+use crate::{
+    domain::{now, Event, EventStatus, NewEvent},
+    error::{Error, Result},
+};
+
+/// All of Herald's state in this process.
+#[derive(Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<State>>,
+    queued: Arc<Notify>,
+    notified: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    events: HashMap<Uuid, Event>,
+    /// Queued, never delivered entries, oldest first.
+    queue: VecDeque<(u64, Event)>,
+    /// Delivered, not acknowledged entries by sequence number.
+    pending: BTreeMap<u64, Pending>,
+    dead: Vec<(Delivery, String)>,
+    notifications: VecDeque<(u64, Event)>,
+    last_entry: u64,
+    last_notification: u64,
+}
+
+struct Pending {
+    event: Event,
+    consumer: String,
+    delivered_at: Instant,
+    deliveries: u64,
+}
+
+impl State {
+    fn enqueue(&mut self, event: &Event) {
+        self.last_entry += 1;
+        self.queue.push_back((self.last_entry, event.clone()));
+    }
+
+    fn log(&mut self, event: &Event) {
+        self.last_notification += 1;
+        self.notifications.push_back((self.last_notification, event.clone()));
+        while self.notifications.len() > NOTIFICATIONS_MAX_LEN {
+            self.notifications.pop_front();
+        }
+    }
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied write
+        // (each write completes before any call that could panic), so the state
+        // behind a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Entries moved to the dead-letter list, with their reasons.
+    pub fn dead_letters(&self) -> Vec<(Delivery, String)> {
+        self.lock().dead.clone()
+    }
+}
+
+/// Memory entry ids and cursors look like Redis stream ids: `0-{sequence}`.
+fn entry_id(seq: u64) -> String {
+    format!("0-{seq}")
+}
+
+fn parse_entry_id(id: &str) -> Result<u64> {
+    id.split_once('-')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .ok_or_else(|| Error::invalid("cursor", format!("is not a valid cursor: {id:?}")))
+}
+
+#[async_trait]
+impl EventStore for MemoryBackend {
+    async fn create(&self, event: NewEvent) -> Result<Event> {
+        let event = event.into_event();
+        let mut state = self.lock();
+        state.events.insert(event.id, event.clone());
+        state.enqueue(&event);
+        state.log(&event);
+        drop(state);
+        self.queued.notify_waiters();
+        self.notified.notify_waiters();
+        Ok(event)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Event> {
+        self.lock().events.get(&id).cloned().ok_or(Error::NotFound(id))
+    }
+
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+        let mut state = self.lock();
+        let event = state.events.get_mut(&id).ok_or(Error::NotFound(id))?;
+        if event.status == status {
+            return Ok(event.clone());
+        }
+        if !event.status.can_become(status) {
+            return Err(Error::InvalidTransition { from: event.status, to: status });
+        }
+        event.status = status;
+        event.updated_at = now();
+        let event = event.clone();
+        if status.enqueues() {
+            state.enqueue(&event);
+        }
+        state.log(&event);
+        drop(state);
+        if status.enqueues() {
+            self.queued.notify_waiters();
+        }
+        self.notified.notify_waiters();
+        Ok(event)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl WorkQueue for MemoryBackend {
+    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
+        Arc::new(MemoryConsumer {
+            backend: MemoryBackend {
+                state: self.state.clone(),
+                queued: self.queued.clone(),
+                notified: self.notified.clone(),
+            },
+            config,
+            drained_own: Mutex::new(false),
+        })
+    }
+}
+
+struct MemoryConsumer {
+    backend: MemoryBackend,
+    config: ConsumerConfig,
+    drained_own: Mutex<bool>,
+}
+
+impl MemoryConsumer {
+    /// Takes what is available now, following the order of [`Consumer::receive`].
+    fn take(&self, max: usize) -> Vec<Delivery> {
+        let mut state = self.backend.lock();
+        let now = Instant::now();
+        let name = &self.config.name;
+        let mut drained = self.drained_own.lock().unwrap_or_else(|p| p.into_inner());
+        let claimable: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                (!*drained && p.consumer == *name)
+                    || now.duration_since(p.delivered_at) >= self.config.claim_idle
+            })
+            .map(|(seq, _)| *seq)
+            .take(max)
+            .collect();
+        *drained = true;
+        let mut out = Vec::new();
+        for seq in claimable {
+            if let Some(p) = state.pending.get_mut(&seq) {
+                p.consumer.clone_from(name);
+                p.delivered_at = now;
+                p.deliveries += 1;
+                out.push(Delivery { entry_id: entry_id(seq), event: p.event.clone(), deliveries: p.deliveries });
+            }
+        }
+        while out.len() < max {
+            let Some((seq, event)) = state.queue.pop_front() else { break };
+            state.pending.insert(
+                seq,
+                Pending { event: event.clone(), consumer: name.clone(), delivered_at: now, deliveries: 1 },
+            );
+            out.push(Delivery { entry_id: entry_id(seq), event, deliveries: 1 });
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + self.config.block;
+        loop {
+            let queued = self.backend.queued.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            let batch = self.take(max.max(1));
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            // Wake for new entries, or in time to reclaim idle ones.
+            let wake = deadline.min(Instant::now() + self.config.claim_idle.max(Duration::from_millis(10)));
+            if tokio::time::timeout_at(wake, queued).await.is_err() && Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, entry_ids: &[String]) -> Result<()> {
+        let seqs = entry_ids.iter().map(|id| parse_entry_id(id)).collect::<Result<Vec<_>>>()?;
+        let mut state = self.backend.lock();
+        for seq in seqs {
+            state.pending.remove(&seq);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let seq = parse_entry_id(&delivery.entry_id)?;
+        let mut state = self.backend.lock();
+        state.pending.remove(&seq);
+        state.dead.push((delivery.clone(), reason.to_owned()));
+        Ok(())
+    }
+
+    async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
+        let state = self.backend.lock();
+        let mut counts = BTreeMap::<String, u64>::new();
+        for p in state.pending.values() {
+            *counts.entry(p.consumer.clone()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl NotificationFeed for MemoryBackend {
+    async fn latest_cursor(&self) -> Result<String> {
+        Ok(entry_id(self.lock().last_notification))
+    }
+
+    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>> {
+        let after = parse_entry_id(cursor)?;
+        let deadline = Instant::now() + block;
+        loop {
+            let notified = self.notified.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                let batch: Vec<Notification> = state
+                    .notifications
+                    .iter()
+                    .skip_while(|(seq, _)| *seq <= after)
+                    .take(max)
+                    .map(|(seq, event)| Notification { cursor: entry_id(*seq), event: event.clone() })
+                    .collect();
+                if !batch.is_empty() {
+                    return Ok(batch);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Storage, work queue and notification log, behind traits with one Redis and
+//! one memory implementation that pass the same behavioural tests.
+//!
+//! - [`EventStore`]: the producer half the logger uses. Creating an event
+//!   stores its record, queues it for the processors and appends it to the
+//!   notification log in one atomic write; so does every status change.
+//! - [`WorkQueue`] / [`Consumer`]: the consumer half the processors use, with
+//!   consumer-group semantics (at-least-once: an entry stays pending until
+//!   acknowledged, and entries idle too long are reclaimed by other consumers).
+//! - [`NotificationFeed`]: the log of creations and status changes that each
+//!   logger tails to fan out to live subscribers.
+
+mod memory;
+mod redis;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use self::memory::MemoryBackend;
+pub use self::redis::{Keys, RedisBackend};
+use crate::{
+    domain::{Event, EventStatus, NewEvent},
+    error::Result,
+};
+
+/// The producer half: records, with their queue and notification entries.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores a new PENDING event, queues it and logs its creation, atomically.
+    async fn create(&self, event: NewEvent) -> Result<Event>;
+    /// The event with this id, or [`crate::Error::NotFound`].
+    async fn get(&self, id: Uuid) -> Result<Event>;
+    /// Moves the event to `status` atomically with its notification entry (and
+    /// its queue entry when the new status enqueues). The same status again is a
+    /// no-op success; a forbidden transition is [`crate::Error::InvalidTransition`].
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event>;
+    /// Succeeds when the backend can serve requests.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// How one consumer of the work queue behaves.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Unique name of the consumer within the group.
+    pub name: String,
+    /// Entries pending longer than this, with any consumer, are reclaimed.
+    pub claim_idle: Duration,
+    /// How long one [`Consumer::receive`] waits for new entries.
+    pub block: Duration,
+}
+
+/// One queue entry handed to a consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The entry's id in the queue, to acknowledge it.
+    pub entry_id: String,
+    /// The event as it was queued.
+    pub event: Event,
+    /// How many times the entry has been delivered, this time included.
+    pub deliveries: u64,
+}
+
+/// The consumer half: a factory of consumers in the group `processors`.
+pub trait WorkQueue: Send + Sync + 'static {
+    /// A consumer with this configuration.
+    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer>;
+}
+
+/// One member of the consumer group.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// Up to `max` entries: first this consumer's own pending entries (once,
+    /// after start), then entries idle longer than `claim_idle` with any
+    /// consumer, then new entries, waiting up to `block` for them.
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>>;
+    /// Acknowledges entries: they are done and never delivered again.
+    async fn ack(&self, entry_ids: &[String]) -> Result<()>;
+    /// Moves an entry to the dead-letter stream with a reason, and acknowledges
+    /// it, atomically.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
+    /// The number of entries pending (delivered, not acknowledged) per consumer.
+    async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>>;
+}
+
+/// One entry of the notification log: an event as it was after a creation or
+/// status change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// Position in the log; reading after it resumes from here.
+    pub cursor: String,
+    /// The event after the change.
+    pub event: Event,
+}
+
+/// The log of creations and status changes.
+#[async_trait]
+pub trait NotificationFeed: Send + Sync + 'static {
+    /// The cursor of the newest entry (`0-0` when the log is empty): reading
+    /// after it yields only what comes next.
+    async fn latest_cursor(&self) -> Result<String>;
+    /// Up to `max` entries after `cursor`, waiting up to `block` for one. Meant
+    /// for one reader per process (the logger's tail).
+    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>>;
+}
+
+/// Both halves and the feed of one backend, ready to share.
+#[derive(Clone)]
+pub struct Backend {
+    /// `"redis"` or `"memory"`, for logs.
+    pub kind: &'static str,
+    /// The producer half.
+    pub store: Arc<dyn EventStore>,
+    /// The consumer half.
+    pub queue: Arc<dyn WorkQueue>,
+    /// The notification log.
+    pub feed: Arc<dyn NotificationFeed>,
+}
+
+/// Which backend to open.
+#[derive(Clone, Debug)]
+pub enum BackendConfig {
+    /// In this process only; nothing survives a restart.
+    Memory,
+    /// Redis at `url`, with every key under `prefix`.
+    Redis {
+        /// A `redis://` URL.
+        url: String,
+        /// Key prefix (normally `herald`).
+        prefix: String,
+    },
+}
+
+/// Opens the configured backend. Redis connections are made lazily, so this
+/// succeeds while Redis is down; only a malformed URL fails.
+pub fn open(config: &BackendConfig) -> Result<Backend> {
+    match config {
+        BackendConfig::Memory => {
+            let backend = Arc::new(MemoryBackend::default());
+            Ok(Backend {
+                kind: "memory",
+                store: backend.clone(),
+                queue: backend.clone(),
+                feed: backend,
+            })
+        }
+        BackendConfig::Redis { url, prefix } => {
+            let backend = Arc::new(RedisBackend::open(url, Keys::new(prefix))?);
+            Ok(Backend {
+                kind: "redis",
+                store: backend.clone(),
+                queue: backend.clone(),
+                feed: backend,
+            })
+        }
+    }
+}
+
+/// Longest the notification log grows before its oldest entries are trimmed.
+pub const NOTIFICATIONS_MAX_LEN: usize = 100_000;
+/// The consumer group of the processors.
+pub const GROUP: &str = "processors";

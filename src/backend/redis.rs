@@ -1,0 +1,587 @@
+//! The Redis backend.
+//!
+//! A short primer, since everything here leans on Redis Streams: a stream is an
+//! append-only log of entries (`XADD`), each with a time-based id and a few
+//! field/value pairs. A consumer group (`XGROUP CREATE`) hands each entry to one
+//! consumer (`XREADGROUP ... >`); the entry then sits in the group's pending
+//! entries list (PEL) until acknowledged (`XACK`). Entries left pending by a
+//! consumer that died are taken over by another (`XAUTOCLAIM`), and Redis counts
+//! how often each entry was delivered (`XPENDING`).
+//!
+//! Keys (all under a prefix, `herald` by default, that tests vary):
+//! - `{prefix}:event:{id}`: hash, the event record: `id`, `user_id`,
+//!   `description`, `status`, `created_at` and `updated_at` (microseconds).
+//! - `{prefix}:events`: stream, the work queue read by the group `processors`;
+//!   entries carry the record's fields. Never trimmed here: trimming ignores
+//!   the PEL and would drop unprocessed work.
+//! - `{prefix}:notifications`: stream, every creation and status change, tailed
+//!   by each logger for live subscribers; trimmed to about
+//!   [`NOTIFICATIONS_MAX_LEN`] entries (nobody acknowledges it).
+//! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
+//!   `reason`, `deliveries` and `entry_id`.
+//!
+//! Every write that must be atomic is one Lua script: the record with its queue
+//! and notification entries on creation, and the status with its notification
+//! (and, entering PENDING, queue) entry on a change. Blocking reads use
+//! connections of their own, never the shared multiplexed one.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use ::redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    streams::{StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
+    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script, Value,
+};
+use async_trait::async_trait;
+use tokio::{sync::Mutex, time::Instant};
+use tracing::{info, instrument, warn};
+use uuid::Uuid;
+
+use super::{
+    Consumer, ConsumerConfig, Delivery, EventStore, Notification, NotificationFeed, WorkQueue, GROUP,
+    NOTIFICATIONS_MAX_LEN,
+};
+use crate::{
+    domain::{from_micros, now, to_micros, Event, EventStatus, NewEvent},
+    error::{Error, Result},
+};
+
+/// How long one command may take before the shared connection gives up on it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The keys of one Herald deployment.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`herald` in production).
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    /// The hash holding one event record.
+    pub fn event(&self, id: Uuid) -> String {
+        format!("{}:event:{id}", self.prefix)
+    }
+
+    /// The work-queue stream.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// The notification-log stream.
+    pub fn notifications(&self) -> String {
+        format!("{}:notifications", self.prefix)
+    }
+
+    /// The dead-letter stream.
+    pub fn dead(&self) -> String {
+        format!("{}:events:dead", self.prefix)
+    }
+}
+
+/// KEYS: record, queue, notifications. ARGV: notifications max length, then the
+/// record's field/value pairs.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('HERALD_EXISTS event id already taken')
+end
+local record = {unpack(ARGV, 2)}
+redis.call('HSET', KEYS[1], unpack(record))
+redis.call('XADD', KEYS[2], '*', unpack(record))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
+return 1
+";
+
+/// KEYS: record, queue, notifications. ARGV: new status, updated_at (micros),
+/// notifications max length, '1' to enqueue, then the statuses it may come from.
+/// Returns {outcome, record or current status}.
+const UPDATE_STATUS: &str = r"
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'missing', ''} end
+if current == ARGV[1] then return {'same', redis.call('HGETALL', KEYS[1])} end
+local allowed = false
+for i = 5, #ARGV do
+  if ARGV[i] == current then allowed = true end
+end
+if not allowed then return {'forbidden', current} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+local record = redis.call('HGETALL', KEYS[1])
+if ARGV[4] == '1' then redis.call('XADD', KEYS[2], '*', unpack(record)) end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(record))
+return {'changed', record}
+";
+
+/// Maps a Redis error: anything about reaching the server is UNAVAILABLE.
+fn redis_error(err: RedisError) -> Error {
+    let transient = err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
+        || err.is_timeout()
+        || matches!(err.code(), Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY"));
+    if transient {
+        Error::Unavailable(err.to_string())
+    } else {
+        Error::Internal(format!("redis: {err}"))
+    }
+}
+
+fn is_nogroup(err: &RedisError) -> bool {
+    err.code() == Some("NOGROUP")
+}
+
+/// The record's fields as written to the hash and the streams.
+fn record(event: &Event) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", event.id.to_string()),
+        ("user_id", event.user_id.clone()),
+        ("description", event.description.clone()),
+        ("status", event.status.as_str().to_owned()),
+        ("created_at", to_micros(event.created_at).to_string()),
+        ("updated_at", to_micros(event.updated_at).to_string()),
+    ]
+}
+
+/// Reads a record back from its fields.
+fn parse_record(fields: &HashMap<String, String>) -> Result<Event> {
+    let get = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
+    };
+    let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
+    let micros = |name: &str| get(name)?.parse::<i64>().map(from_micros).map_err(|_| bad(name));
+    Ok(Event {
+        id: Uuid::try_parse(get("id")?).map_err(|_| bad("id"))?,
+        user_id: get("user_id")?.clone(),
+        description: get("description")?.clone(),
+        status: EventStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
+        created_at: micros("created_at")?,
+        updated_at: micros("updated_at")?,
+    })
+}
+
+fn string(value: Value) -> Result<String> {
+    ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
+}
+
+/// Reads a flat `[field, value, ...]` array (HGETALL in a script) into a map.
+fn flat_map(value: Value) -> Result<HashMap<String, String>> {
+    let Value::Array(items) = value else {
+        return Err(Error::Internal("redis reply: expected an array".into()));
+    };
+    let mut items = items.into_iter();
+    let mut map = HashMap::new();
+    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        map.insert(string(k)?, string(v)?);
+    }
+    Ok(map)
+}
+
+fn stream_entry_event(entry: StreamId) -> Result<(String, Event)> {
+    let fields = entry
+        .map
+        .into_iter()
+        .map(|(k, v)| Ok((k, string(v)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    Ok((entry.id, parse_record(&fields)?))
+}
+
+/// Opens a connection of its own for blocking reads, with a response timeout
+/// above the block time (redis-rs's default of 500 ms would cut every `BLOCK`).
+async fn blocking_connection(client: &Client, block: Duration) -> Result<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(redis_error)
+}
+
+/// Herald on Redis; see the module docs for the layout.
+pub struct RedisBackend {
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    create: Arc<Script>,
+    update_status: Arc<Script>,
+    /// The feed's own connection for blocking `XREAD`s, made on first use.
+    feed_conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisBackend {
+    /// Prepares a backend; connections are made on first use, so this works
+    /// while Redis is down. Fails only on a malformed URL.
+    pub fn open(url: &str, keys: Keys) -> Result<Self> {
+        let client = Client::open(url).map_err(|e| Error::Internal(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(redis_error)?;
+        Ok(Self {
+            client,
+            conn,
+            keys,
+            create: Arc::new(Script::new(CREATE)),
+            update_status: Arc::new(Script::new(UPDATE_STATUS)),
+            feed_conn: Mutex::new(None),
+        })
+    }
+
+    /// The keys this backend uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisBackend {
+    #[instrument(skip_all)]
+    async fn create(&self, event: NewEvent) -> Result<Event> {
+        let event = event.into_event();
+        let mut invocation = self.create.prepare_invoke();
+        invocation
+            .key(self.keys.event(event.id))
+            .key(self.keys.events())
+            .key(self.keys.notifications())
+            .arg(NOTIFICATIONS_MAX_LEN);
+        for (field, value) in record(&event) {
+            invocation.arg(field).arg(value);
+        }
+        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+        Ok(event)
+    }
+
+    #[instrument(skip_all)]
+    async fn get(&self, id: Uuid) -> Result<Event> {
+        let fields: HashMap<String, String> =
+            self.conn.clone().hgetall(self.keys.event(id)).await.map_err(redis_error)?;
+        if fields.is_empty() {
+            return Err(Error::NotFound(id));
+        }
+        parse_record(&fields)
+    }
+
+    #[instrument(skip_all)]
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+        let mut invocation = self.update_status.prepare_invoke();
+        invocation
+            .key(self.keys.event(id))
+            .key(self.keys.events())
+            .key(self.keys.notifications())
+            .arg(status.as_str())
+            .arg(to_micros(now()))
+            .arg(NOTIFICATIONS_MAX_LEN)
+            .arg(if status.enqueues() { "1" } else { "0" });
+        for source in status.sources() {
+            invocation.arg(source.as_str());
+        }
+        let (outcome, detail): (String, Value) =
+            invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+        match outcome.as_str() {
+            "missing" => Err(Error::NotFound(id)),
+            "forbidden" => {
+                let current = string(detail)?;
+                let from = EventStatus::parse(&current)
+                    .ok_or_else(|| Error::Internal(format!("stored status {current:?} is unknown")))?;
+                Err(Error::InvalidTransition { from, to: status })
+            }
+            "same" | "changed" => parse_record(&flat_map(detail)?),
+            other => Err(Error::Internal(format!("unexpected script outcome {other:?}"))),
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
+
+impl WorkQueue for RedisBackend {
+    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
+        Arc::new(RedisConsumer {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            config,
+            state: Mutex::new(ConsumerState {
+                reader: None,
+                own_cursor: Some("0".into()),
+                claim_cursor: "0-0".into(),
+                next_claim: Instant::now(),
+                group_ready: false,
+            }),
+        })
+    }
+}
+
+struct RedisConsumer {
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    config: ConsumerConfig,
+    /// Held across the blocking read: one consumer reads from one task.
+    state: Mutex<ConsumerState>,
+}
+
+struct ConsumerState {
+    /// The connection for blocking reads; dropped after an error and remade.
+    reader: Option<MultiplexedConnection>,
+    /// Where the scan of this consumer's own pending entries is; `None` once done.
+    own_cursor: Option<String>,
+    /// Where the `XAUTOCLAIM` scan is.
+    claim_cursor: String,
+    /// When to scan for idle entries again.
+    next_claim: Instant,
+    /// Whether the group is known to exist.
+    group_ready: bool,
+}
+
+impl RedisConsumer {
+    async fn ensure_group(&self, state: &mut ConsumerState) -> Result<()> {
+        if state.group_ready {
+            return Ok(());
+        }
+        let created: Result<(), RedisError> =
+            self.conn.clone().xgroup_create_mkstream(self.keys.events(), GROUP, "0").await;
+        match created {
+            Ok(()) => info!(group = GROUP, stream = %self.keys.events(), "created consumer group"),
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(redis_error(e)),
+        }
+        state.group_ready = true;
+        Ok(())
+    }
+
+    /// Adds delivery counts (from `XPENDING`) to entries just handed to us.
+    async fn with_counts(&self, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        let pending: StreamPendingCountReply = self
+            .conn
+            .clone()
+            .xpending_consumer_count(
+                self.keys.events(),
+                GROUP,
+                &first.id,
+                &last.id,
+                // Other entries of ours may lie in the same id range.
+                entries.len() * 4 + 100,
+                &self.config.name,
+            )
+            .await
+            .map_err(redis_error)?;
+        let counts: HashMap<String, u64> =
+            pending.ids.into_iter().map(|p| (p.id, p.times_delivered as u64)).collect();
+        self.deliveries(entries, |id| counts.get(id).copied().unwrap_or(1))
+    }
+
+    fn deliveries(&self, entries: Vec<StreamId>, count: impl Fn(&str) -> u64) -> Result<Vec<Delivery>> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                let deliveries = count(&entry.id);
+                let (entry_id, event) = stream_entry_event(entry)?;
+                Ok(Delivery { entry_id, event, deliveries })
+            })
+            .collect()
+    }
+
+    async fn read_group(&self, state: &mut ConsumerState, id: &str, max: usize, block: bool) -> Result<Vec<StreamId>> {
+        let mut options = StreamReadOptions::default().group(GROUP, &self.config.name).count(max);
+        if block {
+            options = options.block(self.config.block.as_millis() as usize);
+        }
+        let reply: Result<Option<StreamReadReply>, RedisError> = if block {
+            if state.reader.is_none() {
+                state.reader = Some(blocking_connection(&self.client, self.config.block).await?);
+            }
+            let reader = state.reader.as_mut().ok_or_else(|| Error::Internal("no reader".into()))?;
+            reader.xread_options(&[self.keys.events()], &[id], &options).await
+        } else {
+            self.conn.clone().xread_options(&[self.keys.events()], &[id], &options).await
+        };
+        match reply {
+            Ok(reply) => Ok(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect()),
+            Err(e) => {
+                if is_nogroup(&e) {
+                    warn!(group = GROUP, "consumer group missing, recreating it");
+                    state.group_ready = false;
+                } else if block {
+                    state.reader = None;
+                }
+                Err(redis_error(e))
+            }
+        }
+    }
+
+    async fn claim_idle(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<StreamId>> {
+        let options = StreamAutoClaimOptions::default().count(max);
+        let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
+            .conn
+            .clone()
+            .xautoclaim_options(
+                self.keys.events(),
+                GROUP,
+                &self.config.name,
+                self.config.claim_idle.as_millis() as u64,
+                &state.claim_cursor,
+                options,
+            )
+            .await;
+        let reply = reply.map_err(|e| {
+            if is_nogroup(&e) {
+                state.group_ready = false;
+            }
+            redis_error(e)
+        })?;
+        if reply.next_stream_id == "0-0" {
+            // Scanned the whole PEL: look again after a while.
+            state.next_claim = Instant::now() + self.config.claim_idle / 2;
+        }
+        state.claim_cursor = reply.next_stream_id;
+        Ok(reply.claimed)
+    }
+}
+
+#[async_trait]
+impl Consumer for RedisConsumer {
+    #[instrument(skip_all, fields(consumer = %self.config.name))]
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
+        let mut state = self.state.lock().await;
+        self.ensure_group(&mut state).await?;
+        if let Some(cursor) = state.own_cursor.clone() {
+            let entries = self.read_group(&mut state, &cursor, max, false).await?;
+            match entries.last() {
+                Some(last) => {
+                    state.own_cursor = Some(last.id.clone());
+                    return self.with_counts(entries).await;
+                }
+                None => state.own_cursor = None,
+            }
+        }
+        if Instant::now() >= state.next_claim {
+            let claimed = self.claim_idle(&mut state, max).await?;
+            if !claimed.is_empty() {
+                return self.with_counts(claimed).await;
+            }
+        }
+        let entries = self.read_group(&mut state, ">", max, true).await?;
+        self.deliveries(entries, |_| 1)
+    }
+
+    #[instrument(skip_all)]
+    async fn ack(&self, entry_ids: &[String]) -> Result<()> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = self
+            .conn
+            .clone()
+            .xack(self.keys.events(), GROUP, entry_ids)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let mut fields = record(&delivery.event);
+        fields.push(("reason", reason.to_owned()));
+        fields.push(("deliveries", delivery.deliveries.to_string()));
+        fields.push(("entry_id", delivery.entry_id.clone()));
+        let _: () = ::redis::pipe()
+            .atomic()
+            .xadd(self.keys.dead(), "*", &fields)
+            .ignore()
+            .xack(self.keys.events(), GROUP, &[&delivery.entry_id])
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
+        let reply: Value = ::redis::cmd("XPENDING")
+            .arg(self.keys.events())
+            .arg(GROUP)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        // [count, first, last, [[consumer, count], ...] or nil]
+        let Value::Array(mut parts) = reply else {
+            return Err(Error::Internal("redis reply: XPENDING is not an array".into()));
+        };
+        let consumers = if parts.len() == 4 { parts.swap_remove(3) } else { Value::Nil };
+        let pairs: Vec<(String, String)> = match consumers {
+            Value::Nil => Vec::new(),
+            other => ::redis::from_redis_value(other).map_err(|e| Error::Internal(format!("redis reply: {e}")))?,
+        };
+        pairs
+            .into_iter()
+            .map(|(name, count)| {
+                let count = count.parse().map_err(|_| Error::Internal("redis reply: bad pending count".into()))?;
+                Ok((name, count))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl NotificationFeed for RedisBackend {
+    async fn latest_cursor(&self) -> Result<String> {
+        let newest: Vec<(String, HashMap<String, Value>)> = ::redis::cmd("XREVRANGE")
+            .arg(self.keys.notifications())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(newest.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+    }
+
+    #[instrument(skip_all)]
+    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>> {
+        let mut guard = self.feed_conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(blocking_connection(&self.client, block).await?);
+        }
+        let conn = guard.as_mut().ok_or_else(|| Error::Internal("no feed connection".into()))?;
+        let options = StreamReadOptions::default()
+            .count(max.max(1))
+            .block(block.as_millis() as usize);
+        let reply: Result<Option<StreamReadReply>, RedisError> =
+            conn.xread_options(&[self.keys.notifications()], &[cursor], &options).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                *guard = None;
+                return Err(redis_error(e));
+            }
+        };
+        reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|entry| {
+                let (cursor, event) = stream_entry_event(entry)?;
+                Ok(Notification { cursor, event })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,26 @@
+//! Herald's contract and shared core: the generated protobuf code, the domain
+//! types with their validation and status rules, and (feature `backend`) the
+//! storage, queue and notification-log backends on Redis and in memory.
+//!
+//! # Layout
+//! - [`pb`]: code generated from `proto/herald/v1` and the descriptor set served
+//!   by reflection.
+//! - [`domain`]: events, statuses and their lifecycle, input validation, and the
+//!   conversions between domain types and protobuf messages.
+//! - [`error`]: the one error type, and its mapping onto gRPC status codes.
+//! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
+//!   `NotificationFeed` traits, their Redis and memory implementations, and the
+//!   factory that picks one.
+//! - [`testing`] (feature `testing`): a private `redis-server` per test.
+
+pub mod domain;
+pub mod error;
+pub mod pb;
+
+#[cfg(feature = "backend")]
+pub mod backend;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use domain::{Event, EventStatus, FieldViolation, NewEvent};
+pub use error::{Error, Result};

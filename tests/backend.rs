@@ -1,0 +1,217 @@
+//! Behavioural tests of the backends: every check runs on memory and on a
+//! private redis-server, and both must behave the same.
+
+use std::{sync::Arc, time::Duration};
+
+use herald::{
+    backend::{self, Backend, BackendConfig, ConsumerConfig},
+    testing::{skip_redis_tests, RedisServer},
+    Error, EventStatus, NewEvent,
+};
+use uuid::Uuid;
+
+fn consumer_config(name: &str, claim_idle_ms: u64) -> ConsumerConfig {
+    ConsumerConfig {
+        name: name.into(),
+        claim_idle: Duration::from_millis(claim_idle_ms),
+        block: Duration::from_millis(100),
+    }
+}
+
+fn new_event(user: &str, description: &str) -> NewEvent {
+    NewEvent::new(user, description).expect("valid event")
+}
+
+async fn create_then_get(b: Backend) {
+    let created = b.store.create(new_event("alice", "hello")).await.expect("create");
+    assert_eq!(created.status, EventStatus::Pending);
+    assert_eq!(b.store.get(created.id).await.expect("get"), created);
+    let missing = Uuid::now_v7();
+    assert!(matches!(b.store.get(missing).await, Err(Error::NotFound(id)) if id == missing));
+}
+
+async fn status_transitions(b: Backend) {
+    let e = b.store.create(new_event("alice", "hello")).await.expect("create");
+    let forbidden = b.store.update_status(e.id, EventStatus::Opened).await;
+    assert!(matches!(
+        forbidden,
+        Err(Error::InvalidTransition { from: EventStatus::Pending, to: EventStatus::Opened })
+    ));
+    assert_eq!(b.store.get(e.id).await.expect("get"), e, "a rejected change changes nothing");
+
+    let processed = b.store.update_status(e.id, EventStatus::Processed).await.expect("processed");
+    assert_eq!(processed.status, EventStatus::Processed);
+    assert!(processed.updated_at >= e.updated_at);
+    assert_eq!(processed.created_at, e.created_at);
+    let again = b.store.update_status(e.id, EventStatus::Processed).await.expect("no-op");
+    assert_eq!(again, processed, "the same status again is a no-op");
+    let opened = b.store.update_status(e.id, EventStatus::Opened).await.expect("opened");
+    assert_eq!(b.store.get(e.id).await.expect("get"), opened);
+
+    let missing = Uuid::now_v7();
+    assert!(matches!(
+        b.store.update_status(missing, EventStatus::Processed).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn queue_delivers_once_and_acks(b: Backend) {
+    let c = b.queue.consumer(consumer_config("c1", 60_000));
+    let first = b.store.create(new_event("u1", "one")).await.expect("create");
+    let second = b.store.create(new_event("u2", "two")).await.expect("create");
+    let got = c.receive(10).await.expect("receive");
+    assert_eq!(got.iter().map(|d| d.event.clone()).collect::<Vec<_>>(), [first, second]);
+    assert!(got.iter().all(|d| d.deliveries == 1));
+    assert_eq!(c.pending_by_consumer().await.expect("pending"), [("c1".to_owned(), 2)]);
+    let ids: Vec<String> = got.iter().map(|d| d.entry_id.clone()).collect();
+    c.ack(&ids).await.expect("ack");
+    assert!(c.pending_by_consumer().await.expect("pending").is_empty());
+    assert!(c.receive(10).await.expect("receive").is_empty(), "nothing new");
+}
+
+async fn idle_entries_are_reclaimed_and_counted(b: Backend) {
+    let dead = b.queue.consumer(consumer_config("dead", 60_000));
+    let e = b.store.create(new_event("u", "lost")).await.expect("create");
+    assert_eq!(dead.receive(10).await.expect("receive").len(), 1);
+    drop(dead); // it dies without acknowledging
+
+    let live = b.queue.consumer(consumer_config("live", 200));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got = live.receive(10).await.expect("receive");
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 1, "the idle entry is reclaimed");
+    assert_eq!(got[0].event, e);
+    assert_eq!(got[0].deliveries, 2);
+    assert_eq!(live.pending_by_consumer().await.expect("pending"), [("live".to_owned(), 1)]);
+}
+
+async fn restarted_consumer_drains_its_own_pending_first(b: Backend) {
+    let before = b.queue.consumer(consumer_config("worker-1", 60_000));
+    let e = b.store.create(new_event("u", "in flight")).await.expect("create");
+    assert_eq!(before.receive(10).await.expect("receive").len(), 1);
+    drop(before);
+    let after = b.queue.consumer(consumer_config("worker-1", 60_000));
+    let got = after.receive(10).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, e);
+    assert!(got[0].deliveries >= 1);
+}
+
+async fn dead_letter_acknowledges(b: Backend) {
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    b.store.create(new_event("u", "doomed")).await.expect("create");
+    let got = c.receive(10).await.expect("receive");
+    c.dead_letter(&got[0], "gave up").await.expect("dead letter");
+    assert!(c.pending_by_consumer().await.expect("pending").is_empty());
+}
+
+async fn redrive_requeues(b: Backend) {
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let e = b.store.create(new_event("u", "again")).await.expect("create");
+    let got = c.receive(10).await.expect("receive");
+    c.ack(&[got[0].entry_id.clone()]).await.expect("ack");
+    b.store.update_status(e.id, EventStatus::Failed).await.expect("failed");
+    assert!(c.receive(10).await.expect("receive").is_empty(), "FAILED is not queued");
+    b.store.update_status(e.id, EventStatus::Pending).await.expect("redrive");
+    let again = c.receive(10).await.expect("receive");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.id, e.id);
+    assert_eq!(again[0].event.status, EventStatus::Pending);
+}
+
+async fn feed_logs_every_change_in_order(b: Backend) {
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let e = b.store.create(new_event("alice", "hi")).await.expect("create");
+    b.store.update_status(e.id, EventStatus::Processed).await.expect("processed");
+    b.store.update_status(e.id, EventStatus::Processed).await.expect("no-op logs nothing");
+    let _ = b.store.update_status(e.id, EventStatus::Failed).await; // rejected: logs nothing
+    let got = b.feed.read_after(&start, 100, Duration::from_millis(100)).await.expect("read");
+    let statuses: Vec<EventStatus> = got.iter().map(|n| n.event.status).collect();
+    assert_eq!(statuses, [EventStatus::Pending, EventStatus::Processed]);
+    assert_eq!(b.feed.latest_cursor().await.expect("cursor"), got[1].cursor);
+    let rest = b.feed.read_after(&got[0].cursor, 100, Duration::from_millis(50)).await.expect("read");
+    assert_eq!(rest, got[1..]);
+    let none = b.feed.read_after(&got[1].cursor, 100, Duration::from_millis(50)).await.expect("read");
+    assert!(none.is_empty());
+}
+
+async fn blocked_feed_read_wakes_on_write(b: Backend) {
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let feed = b.feed.clone();
+    let reader = tokio::spawn(async move { feed.read_after(&start, 10, Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = b.store.create(new_event("bob", "wake up")).await.expect("create");
+    let got = tokio::time::timeout(Duration::from_secs(4), reader)
+        .await
+        .expect("woken before the block time")
+        .expect("join")
+        .expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, e);
+}
+
+async fn concurrent_creates_are_all_queued(b: Backend) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = Arc::clone(&b.store);
+        tasks.push(tokio::spawn(async move { store.create(new_event(&format!("u{i}"), "x")).await }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("create");
+    }
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let mut seen = 0;
+    while seen < 50 {
+        let got = c.receive(20).await.expect("receive");
+        assert!(!got.is_empty(), "only {seen} of 50 queued");
+        seen += got.len();
+    }
+    assert_eq!(seen, 50);
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(backend::open(&BackendConfig::Memory).expect("memory")).await;
+                }
+            )*
+        }
+
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if skip_redis_tests() {
+                        return;
+                    }
+                    let server = RedisServer::start();
+                    let config = BackendConfig::Redis { url: server.url(), prefix: "test".into() };
+                    super::$name(backend::open(&config).expect("redis")).await;
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    create_then_get,
+    status_transitions,
+    queue_delivers_once_and_acks,
+    idle_entries_are_reclaimed_and_counted,
+    restarted_consumer_drains_its_own_pending_first,
+    dead_letter_acknowledges,
+    redrive_requeues,
+    feed_logs_every_change_in_order,
+    blocked_feed_read_wakes_on_write,
+    concurrent_creates_are_all_queued,
+);
