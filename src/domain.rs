@@ -155,8 +155,8 @@ impl NewEvent {
     pub fn new(user_id: impl Into<String>, description: impl Into<String>) -> Result<Self, Error> {
         let (user_id, description) = (user_id.into(), description.into());
         let mut violations = Vec::new();
-        check_text(&mut violations, "user_id", &user_id, MAX_USER_ID_BYTES, false);
-        check_text(&mut violations, "description", &description, MAX_DESCRIPTION_BYTES, true);
+        check_text(&mut violations, "user_id", &user_id, MAX_USER_ID_BYTES);
+        check_text(&mut violations, "description", &description, MAX_DESCRIPTION_BYTES);
         if violations.is_empty() {
             Ok(Self { user_id, description })
         } else {
@@ -188,7 +188,9 @@ impl NewEvent {
     }
 }
 
-fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize, multiline: bool) {
+/// Not blank, at most `max` bytes, and one line: the notification is printed as
+/// a single line, so control characters (newlines included) are refused.
+fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
         out.push(FieldViolation::new(field, "is required and must not be blank"));
     } else if value.len() > max {
@@ -196,10 +198,7 @@ fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usiz
             field,
             format!("must be at most {max} bytes, got {}", value.len()),
         ));
-    } else if value
-        .chars()
-        .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\t')))
-    {
+    } else if value.chars().any(char::is_control) {
         out.push(FieldViolation::new(field, "must not contain control characters"));
     }
 }
@@ -309,6 +308,34 @@ impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
     }
 }
 
+/// A validated Subscribe request: whose notifications to stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    /// The user whose notifications are streamed.
+    pub user_id: String,
+}
+
+impl SubscriptionFilter {
+    /// Whether a logged change is a notification for this subscriber: the
+    /// event reached PROCESSED and belongs to the user.
+    pub fn matches(&self, event: &Event) -> bool {
+        event.status == EventStatus::Processed && event.user_id == self.user_id
+    }
+}
+
+impl TryFrom<pb::SubscribeRequest> for SubscriptionFilter {
+    type Error = Error;
+
+    fn try_from(r: pb::SubscribeRequest) -> Result<Self, Error> {
+        let mut violations = Vec::new();
+        check_text(&mut violations, "user_id", &r.user_id, MAX_USER_ID_BYTES);
+        match violations.is_empty() {
+            true => Ok(Self { user_id: r.user_id }),
+            false => Err(Error::InvalidArgument(violations)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +346,7 @@ mod tests {
 
     #[test]
     fn valid_event_is_accepted() {
-        let e = NewEvent::new("alice", "Welcome\nto Herald").expect("valid");
+        let e = NewEvent::new("alice", "Welcome to Herald").expect("valid");
         assert_eq!(e.user_id(), "alice");
         let stored = e.into_event();
         assert_eq!(stored.status, EventStatus::Pending);
@@ -337,6 +364,7 @@ mod tests {
             ("", "", &["user_id", "description"]),
             ("bo\nb", "hi", &["user_id"]),
             ("bob", "bell\u{7}", &["description"]),
+            ("bob", "two\nlines", &["description"]),
         ];
         for (user, desc, want) in cases {
             let err = NewEvent::new(*user, *desc).expect_err("must be rejected");

@@ -215,3 +215,46 @@ backend_tests!(
     blocked_feed_read_wakes_on_write,
     concurrent_creates_are_all_queued,
 );
+
+/// After Redis lost its data (a restart without persistence), the consumer
+/// recreates the group and carries on.
+#[tokio::test]
+async fn redis_consumer_recreates_a_vanished_group() {
+    if skip_redis_tests() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let config = BackendConfig::Redis { url: server.url(), prefix: "test".into() };
+    let b = backend::open(&config).expect("redis");
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    b.store.create(new_event("u", "before")).await.expect("create");
+    assert_eq!(c.receive(10).await.expect("receive").len(), 1);
+
+    server.restart(); // no AOF: everything is gone, the group too
+    let mut created = None;
+    for _ in 0..50 {
+        match b.store.create(new_event("u", "after")).await {
+            Ok(e) => {
+                created = Some(e);
+                break;
+            }
+            Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("unexpected error while Redis restarts: {e}"),
+        }
+    }
+    let created = created.expect("Redis is back");
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        match c.receive(10).await {
+            Ok(batch) if !batch.is_empty() => {
+                got = batch;
+                break;
+            }
+            Ok(_) => {}
+            Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("receive after restart: {e}"),
+        }
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, created);
+}

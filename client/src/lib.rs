@@ -1,1 +1,23 @@
-//! stub
+//! `herald-client`: the Rust client of Herald's gRPC API, used by other services,
+//! by the processors (for `UpdateStatus`) and by the `herald` command-line tool.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herald_client::Error> {
+//! let client = herald_client::Client::connect("http://127.0.0.1:50051").await?;
+//! let event = client.create_event("alice", "Your order shipped").await?;
+//! println!("{} is {}", event.id, event.status);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`client`]: [`Client`], typed async methods over the generated stubs, with
+//!   retries of idempotent calls while the server is unavailable.
+//! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
+//! - `main.rs` (binary `herald`): the command-line tool.
+
+pub mod client;
+pub mod error;
+
+pub use client::{Client, Notification, RetryPolicy};
+pub use error::Error;
+pub use herald::{Event, EventStatus, FieldViolation};

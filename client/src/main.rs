@@ -1,1 +1,136 @@
-fn main(){}
+//! `herald`: Herald's command-line tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use herald::{domain::rfc3339, Event, EventStatus};
+use herald_client::{Client, Error};
+use uuid::Uuid;
+
+/// Herald's command-line tool: create, inspect and follow events.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The logger to talk to.
+    #[arg(long, global = true, env = "HERALD_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Print JSON (one object per line) instead of readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an event; prints it as stored (PENDING).
+    Create {
+        /// The user the event concerns.
+        #[arg(long)]
+        user_id: String,
+        /// Text of the notification.
+        #[arg(long)]
+        description: String,
+    },
+    /// Show one event.
+    Get {
+        /// The event's id (a UUID).
+        id: Uuid,
+    },
+    /// Change an event's status.
+    UpdateStatus {
+        /// The event's id (a UUID).
+        id: Uuid,
+        /// The new status: pending, processed, opened or failed.
+        #[arg(value_parser = parse_status)]
+        status: EventStatus,
+    },
+    /// Print each notification sent to a user as it arrives, until interrupted.
+    Subscribe {
+        /// Whose notifications to follow.
+        #[arg(long)]
+        user_id: String,
+    },
+}
+
+fn parse_status(s: &str) -> Result<EventStatus, String> {
+    EventStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for v in err.violations() {
+                eprintln!("  {}: {}", v.field, v.description);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), Error> {
+    let client = Client::connect(cli.server.clone()).await?;
+    match &cli.command {
+        Command::Create { user_id, description } => {
+            print_event(&client.create_event(user_id, description).await?, cli.json);
+        }
+        Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),
+        Command::UpdateStatus { id, status } => {
+            print_event(&client.update_status(*id, *status).await?, cli.json);
+        }
+        Command::Subscribe { user_id } => {
+            let mut stream = client.subscribe(user_id).await?;
+            if !cli.json {
+                eprintln!("following notifications for {user_id} (Ctrl-C to stop)");
+            }
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(n)) if cli.json => {
+                            let mut value = event_json(&n.event);
+                            value["cursor"] = n.cursor.into();
+                            println!("{value}");
+                        }
+                        Some(Ok(n)) => println!(
+                            "{}  {}  {}: {}",
+                            rfc3339(n.event.updated_at), n.event.id, n.event.user_id, n.event.description
+                        ),
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(()),
+                    },
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn event_json(e: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": e.id.to_string(),
+        "user_id": e.user_id,
+        "description": e.description,
+        "status": e.status.as_str(),
+        "created_at": rfc3339(e.created_at),
+        "updated_at": rfc3339(e.updated_at),
+    })
+}
+
+fn print_event(e: &Event, json: bool) {
+    if json {
+        println!("{}", event_json(e));
+    } else {
+        println!("event_id:    {}", e.id);
+        println!("user_id:     {}", e.user_id);
+        println!("description: {}", e.description);
+        println!("status:      {}", e.status);
+        println!("created_at:  {}", rfc3339(e.created_at));
+        println!("updated_at:  {}", rfc3339(e.updated_at));
+    }
+}

@@ -1,1 +1,107 @@
-//! stub
+//! `herald-logger`: Herald's front door. Serves `herald.v1.EventLogger` and
+//! `herald.v1.Notifier` with gRPC health and reflection on one port, over the
+//! Redis backend, or, without Redis, over the memory backend with a processor
+//! worker embedded, so one command runs the whole system.
+//!
+//! # Layout
+//! - [`config`]: flags with `HERALD_*` env twins.
+//! - [`service`]: the EventLogger handlers.
+//! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
+//!   the notification log.
+//! - [`server`]: registration of every service, health tracking, serving with
+//!   graceful shutdown.
+//! - [`run`] / [`run_with_sink`]: wire it all up on a bound listener.
+
+pub mod config;
+pub mod notifier;
+pub mod server;
+pub mod service;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald::backend::{self, BackendConfig};
+use herald_client::Client;
+use herald_processor::{run_worker, LineSink, Sink};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Config;
+use notifier::{Fanout, NotifierService};
+use service::EventLoggerService;
+
+/// Runs the logger on `listener` until `shutdown` is cancelled; an embedded
+/// worker prints notifications on stdout.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_sink(listener, config, Arc::new(LineSink::stdout()), shutdown).await
+}
+
+/// [`run`], with the embedded worker (if any) delivering through `sink`.
+pub async fn run_with_sink(
+    listener: TcpListener,
+    config: Config,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener address")?;
+    let backend_config = match &config.redis_url {
+        Some(url) => BackendConfig::Redis { url: url.clone(), prefix: config.redis_prefix.clone() },
+        None => BackendConfig::Memory,
+    };
+    let backend = backend::open(&backend_config).context("--redis-url")?;
+    if config.redis_url.is_none() {
+        warn!(
+            "NO --redis-url: running on the in-memory backend with an embedded worker. \
+             Every event is LOST when this process stops. Use --redis-url for anything that matters."
+        );
+    }
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let fanout = Fanout::new(config.subscriber_buffer as usize);
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(server::watch_health(reporter, backend.store.clone(), shutdown.clone()));
+    background.spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));
+
+    // The worker stops first, so its last UpdateStatus calls still reach this server.
+    let stop_server = CancellationToken::new();
+    let worker = if config.runs_worker() {
+        let mut target = addr;
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let client = Client::connect_lazy(format!("http://{target}")).context("embedded worker client")?;
+        let queue = backend.queue.clone();
+        let worker_config = config.embedded_worker.clone();
+        let worker_shutdown = shutdown.clone();
+        Some(tokio::spawn(async move {
+            run_worker(queue.as_ref(), client, sink, &worker_config, worker_shutdown).await;
+        }))
+    } else {
+        None
+    };
+    {
+        let (shutdown, stop_server) = (shutdown.clone(), stop_server.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(worker) = worker {
+                let _ = worker.await;
+            }
+            stop_server.cancel();
+        });
+    }
+
+    info!(%addr, store = backend.kind, worker = config.runs_worker(), "listening");
+    let served = server::serve(
+        listener,
+        EventLoggerService::new(backend.store.clone()),
+        NotifierService::new(fanout, shutdown.clone()),
+        health,
+        stop_server,
+        config.shutdown_grace(),
+    )
+    .await;
+    shutdown.cancel();
+    background.shutdown().await;
+    served
+}

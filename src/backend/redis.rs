@@ -426,6 +426,27 @@ impl RedisConsumer {
         }
     }
 
+    async fn receive_once(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        if let Some(cursor) = state.own_cursor.clone() {
+            let entries = self.read_group(state, &cursor, max, false).await?;
+            match entries.last() {
+                Some(last) => {
+                    state.own_cursor = Some(last.id.clone());
+                    return self.with_counts(entries).await;
+                }
+                None => state.own_cursor = None,
+            }
+        }
+        if Instant::now() >= state.next_claim {
+            let claimed = self.claim_idle(state, max).await?;
+            if !claimed.is_empty() {
+                return self.with_counts(claimed).await;
+            }
+        }
+        let entries = self.read_group(state, ">", max, true).await?;
+        self.deliveries(entries, |_| 1)
+    }
+
     async fn claim_idle(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<StreamId>> {
         let options = StreamAutoClaimOptions::default().count(max);
         let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
@@ -459,27 +480,16 @@ impl RedisConsumer {
 impl Consumer for RedisConsumer {
     #[instrument(skip_all, fields(consumer = %self.config.name))]
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>> {
-        let max = max.max(1);
         let mut state = self.state.lock().await;
         self.ensure_group(&mut state).await?;
-        if let Some(cursor) = state.own_cursor.clone() {
-            let entries = self.read_group(&mut state, &cursor, max, false).await?;
-            match entries.last() {
-                Some(last) => {
-                    state.own_cursor = Some(last.id.clone());
-                    return self.with_counts(entries).await;
-                }
-                None => state.own_cursor = None,
+        match self.receive_once(&mut state, max.max(1)).await {
+            // The group vanished (Redis restarted without its data): recreate it and go on.
+            Err(_) if !state.group_ready => {
+                self.ensure_group(&mut state).await?;
+                self.receive_once(&mut state, max.max(1)).await
             }
+            result => result,
         }
-        if Instant::now() >= state.next_claim {
-            let claimed = self.claim_idle(&mut state, max).await?;
-            if !claimed.is_empty() {
-                return self.with_counts(claimed).await;
-            }
-        }
-        let entries = self.read_group(&mut state, ">", max, true).await?;
-        self.deliveries(entries, |_| 1)
     }
 
     #[instrument(skip_all)]

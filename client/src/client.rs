@@ -1,0 +1,177 @@
+//! [`Client`]: typed calls to the logger.
+
+use std::{pin::Pin, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use herald::{
+    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
+    Event, EventStatus,
+};
+use tonic::{transport::Channel, Code};
+use uuid::Uuid;
+
+use crate::Error;
+
+/// How idempotent calls are retried while the server answers UNAVAILABLE.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0: no retries).
+    pub retries: u32,
+    /// Wait before the first retry; doubles each time.
+    pub initial_backoff: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 5,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One notification received through [`Client::subscribe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The event whose notification was sent.
+    pub event: Event,
+    /// Its position in the notification log.
+    pub cursor: String,
+}
+
+/// A connection to a Herald logger. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    logger: EventLoggerClient<Channel>,
+    notifier: NotifierClient<Channel>,
+    retry: RetryPolicy,
+}
+
+impl Client {
+    /// Connects to the logger at `url` (`http://host:port`), failing if it
+    /// cannot be reached now.
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        let url = url.into();
+        let channel = endpoint(&url)?
+            .connect()
+            .await
+            .map_err(|e| Error::Connect { url: url.clone(), reason: error_chain(&e) })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client that connects on first use (and reconnects as needed), for
+    /// services that may start before the logger.
+    pub fn connect_lazy(url: impl Into<String>) -> Result<Self, Error> {
+        Ok(Self::from_channel(endpoint(&url.into())?.connect_lazy()))
+    }
+
+    fn from_channel(channel: Channel) -> Self {
+        Self {
+            logger: EventLoggerClient::new(channel.clone()),
+            notifier: NotifierClient::new(channel),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same client with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Creates an event; not retried, since a retry could create it twice.
+    pub async fn create_event(&self, user_id: &str, description: &str) -> Result<Event, Error> {
+        let request = pb::CreateEventRequest { user_id: user_id.into(), description: description.into() };
+        let response = self.logger.clone().create_event(request).await?;
+        event_of(response.into_inner().event)
+    }
+
+    /// The event with this id.
+    pub async fn get_event(&self, id: Uuid) -> Result<Event, Error> {
+        let response = self
+            .retrying(|mut logger| async move {
+                logger.get_event(pb::GetEventRequest { event_id: id.to_string() }).await
+            })
+            .await?;
+        event_of(response.event)
+    }
+
+    /// Moves the event to `status`; retried, since setting a status twice is a no-op.
+    pub async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event, Error> {
+        let request = pb::UpdateStatusRequest { event_id: id.to_string(), status: status.to_pb() as i32 };
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.update_status(request).await }
+            })
+            .await?;
+        event_of(response.event)
+    }
+
+    /// Notifications sent to `user_id`, as they are sent, until the server ends
+    /// the stream (an error item) or the stream is dropped.
+    pub async fn subscribe(
+        &self,
+        user_id: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<Notification, Error>> + Send>>, Error> {
+        let request = pb::SubscribeRequest { user_id: user_id.into() };
+        let stream = self.notifier.clone().subscribe(request).await?.into_inner();
+        Ok(Box::pin(stream.map(|item| {
+            let message = item?;
+            Ok(Notification { event: event_of(message.event)?, cursor: message.cursor })
+        })))
+    }
+
+    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(EventLoggerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            match call(self.logger.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == Code::Unavailable && attempt < self.retry.retries => {
+                    attempt += 1;
+                    tracing::debug!(attempt, message = status.message(), "logger unavailable, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+}
+
+/// The endpoint for `url`; a bare `host:port` means `http://host:port`.
+fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, Error> {
+    let url = if url.contains("://") { url.to_owned() } else { format!("http://{url}") };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::Connect { url, reason: e.to_string() })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
+fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {
+    let event = event.ok_or_else(|| Error::InvalidResponse("response lacks the event".into()))?;
+    Event::try_from(event).map_err(|e| Error::InvalidResponse(e.to_string()))
+}
+
+/// An error with its sources, since transport errors hide the cause there.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,84 @@
+//! The client's error type.
+
+use herald::FieldViolation;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// What a call through [`crate::Client`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{code:?}: {message}")]
+    Rpc {
+        /// The gRPC status code.
+        code: Code,
+        /// The server's message.
+        message: String,
+        /// For INVALID_ARGUMENT: which fields were wrong and why.
+        violations: Vec<FieldViolation>,
+    },
+    /// The server could not be reached at all (bad URL, connection refused).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The server URL.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The server sent something this client cannot read.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+impl Error {
+    /// The gRPC code: the server's, UNAVAILABLE when it could not be reached,
+    /// INTERNAL for an unreadable response.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Rpc { code, .. } => *code,
+            Self::Connect { .. } => Code::Unavailable,
+            Self::InvalidResponse(_) => Code::Internal,
+        }
+    }
+
+    /// The field violations of an INVALID_ARGUMENT error (empty otherwise).
+    pub fn violations(&self) -> &[FieldViolation] {
+        match self {
+            Self::Rpc { violations, .. } => violations,
+            _ => &[],
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        let violations = status
+            .get_error_details()
+            .bad_request()
+            .map(|br| {
+                br.field_violations
+                    .iter()
+                    .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self::Rpc {
+            code: status.code(),
+            message: status.message().to_owned(),
+            violations,
+        }
+    }
+}
+
+impl From<herald::Error> for Error {
+    fn from(err: herald::Error) -> Self {
+        match err {
+            herald::Error::InvalidArgument(violations) => Self::Rpc {
+                code: Code::InvalidArgument,
+                message: herald::Error::InvalidArgument(violations.clone()).to_string(),
+                violations,
+            },
+            other => Self::InvalidResponse(other.to_string()),
+        }
+    }
+}

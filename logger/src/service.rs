@@ -1,0 +1,52 @@
+//! `herald.v1.EventLogger`: thin handlers that convert, call the store, map errors.
+
+use std::sync::Arc;
+
+use herald::{
+    backend::EventStore,
+    domain::{parse_event_id, StatusChange},
+    pb::{self, event_logger_server::EventLogger},
+    NewEvent,
+};
+use tonic::{Request, Response, Status};
+
+/// The EventLogger service over an [`EventStore`].
+pub struct EventLoggerService {
+    store: Arc<dyn EventStore>,
+}
+
+impl EventLoggerService {
+    /// The service over `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[tonic::async_trait]
+impl EventLogger for EventLoggerService {
+    async fn create_event(
+        &self,
+        request: Request<pb::CreateEventRequest>,
+    ) -> Result<Response<pb::CreateEventResponse>, Status> {
+        let event = self.store.create(NewEvent::try_from(request.into_inner())?).await?;
+        Ok(Response::new(pb::CreateEventResponse { event: Some(event.into()) }))
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<pb::GetEventRequest>,
+    ) -> Result<Response<pb::GetEventResponse>, Status> {
+        let id = parse_event_id(&request.into_inner().event_id, "event_id")?;
+        let event = self.store.get(id).await?;
+        Ok(Response::new(pb::GetEventResponse { event: Some(event.into()) }))
+    }
+
+    async fn update_status(
+        &self,
+        request: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
+        let change = StatusChange::try_from(request.into_inner())?;
+        let event = self.store.update_status(change.id, change.status).await?;
+        Ok(Response::new(pb::UpdateStatusResponse { event: Some(event.into()) }))
+    }
+}

@@ -1,0 +1,135 @@
+//! Shared support of the logger's end-to-end tests: real servers on
+//! `127.0.0.1:0`, stopped through their shutdown token.
+
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use herald_client::Client;
+use herald_logger::Config;
+use herald_processor::{LineSink, Sink};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// A writer whose output tests can read: the lines a [`LineSink`] printed.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Lines {
+    /// A line sink writing here.
+    pub fn sink(&self) -> Arc<dyn Sink> {
+        Arc::new(LineSink::new(self.clone()))
+    }
+
+    /// Every complete line written so far.
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().expect("lines lock").clone();
+        String::from_utf8(bytes).expect("utf-8").lines().map(str::to_owned).collect()
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lines lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A logger running in this process.
+pub struct Logger {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Logger {
+    /// Starts a logger with `args` (flags) on a free port; an embedded worker
+    /// writes to `sink`.
+    pub async fn start(args: &[&str], sink: Arc<dyn Sink>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config::from_args(args);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(herald_logger::run_with_sink(listener, config, sink, shutdown.clone()));
+        Self { addr, shutdown, handle }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A raw gRPC channel to it, for the generated clients.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.url()).await.expect("connect to the logger")
+    }
+
+    /// Stops it and waits for the end, which must come within `limit`.
+    pub async fn stop_within(self, limit: Duration) {
+        self.shutdown.cancel();
+        tokio::time::timeout(limit, self.handle)
+            .await
+            .expect("logger stops in time")
+            .expect("join")
+            .expect("logger ran without error");
+    }
+}
+
+/// A processor running in this process.
+pub struct Processor {
+    pub handle: JoinHandle<anyhow::Result<()>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Processor {
+    /// Starts a processor on `redis_url`, calling the logger at `logger_url`.
+    pub fn start(redis_url: &str, logger_url: &str, worker_args: &[&str], sink: Arc<dyn Sink>) -> Self {
+        let config = herald_processor::Config {
+            redis_url: redis_url.to_owned(),
+            redis_prefix: "herald".into(),
+            logger_url: logger_url.to_owned(),
+            worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
+        };
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(herald_processor::run(config, sink, shutdown.clone()));
+        Self { handle, shutdown }
+    }
+
+    /// Kills it on the spot: nothing in flight is finished or acknowledged.
+    pub fn kill(self) {
+        self.handle.abort();
+    }
+}
+
+/// Polls `check` until it yields a value or `limit` passes (then panics with `what`).
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! The processor's configuration: clap flags, each with an env twin.
+
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// Flags of a worker, shared by `herald-processor` and the logger's embedded worker.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerConfig {
+    /// Name of this consumer in the group; unique per processor.
+    #[arg(long, env = "HERALD_CONSUMER_NAME", default_value_t = default_consumer_name())]
+    pub consumer_name: String,
+    /// Events in flight at once.
+    #[arg(long, env = "HERALD_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Reclaim entries pending longer than this (milliseconds) from other consumers.
+    #[arg(long, env = "HERALD_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_idle_ms: u64,
+    /// Dead-letter an entry delivered more than this many times, marking its event FAILED.
+    #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_deliveries: u64,
+    /// Longest wait of one blocking read for new entries (milliseconds).
+    #[arg(long, env = "HERALD_BLOCK_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub block_ms: u64,
+    /// On shutdown, how long events in flight may take to finish (milliseconds).
+    #[arg(long, env = "HERALD_WORKER_GRACE_MS", default_value_t = 10_000)]
+    pub grace_ms: u64,
+}
+
+impl WorkerConfig {
+    /// Reclaim entries idle longer than this.
+    pub fn claim_idle(&self) -> Duration {
+        Duration::from_millis(self.claim_idle_ms)
+    }
+
+    /// Longest blocking read.
+    pub fn block(&self) -> Duration {
+        Duration::from_millis(self.block_ms)
+    }
+
+    /// Shutdown grace time for events in flight.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self::parse_from_args(&[])
+    }
+}
+
+impl WorkerConfig {
+    /// The defaults, overridden by `args` (flag syntax, without a program name).
+    pub fn parse_from_args(args: &[&str]) -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            worker: WorkerConfig,
+        }
+        let argv = std::iter::once("worker").chain(args.iter().copied());
+        Wrapper::parse_from(argv).worker
+    }
+}
+
+/// `herald-processor`: consumes Herald's event stream and sends notifications.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "herald-processor", version, about)]
+pub struct Config {
+    /// Redis holding Herald's streams, e.g. redis://127.0.0.1:6379/.
+    #[arg(long, env = "HERALD_REDIS_URL")]
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
+    pub redis_prefix: String,
+    /// The logger whose UpdateStatus marks events processed.
+    #[arg(long, env = "HERALD_LOGGER_URL", default_value = "http://127.0.0.1:50051")]
+    pub logger_url: String,
+    /// Worker flags.
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+}
+
+/// `{host name}-{pid}`: unique per process on a host.
+pub fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_owned());
+    format!("{host}-{}", std::process::id())
+}

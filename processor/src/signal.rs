@@ -1,0 +1,32 @@
+//! Shutdown on SIGINT or SIGTERM, for every Herald binary.
+
+use tokio_util::sync::CancellationToken;
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
