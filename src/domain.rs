@@ -71,7 +71,9 @@ impl EventStatus {
 
     /// The statuses from which an event may move to `self`.
     pub fn sources(self) -> impl Iterator<Item = EventStatus> {
-        Self::ALL.into_iter().filter(move |from| from.can_become(self))
+        Self::ALL
+            .into_iter()
+            .filter(move |from| from.can_become(self))
     }
 
     /// Whether entering this status puts the event (back) on the work queue.
@@ -104,8 +106,13 @@ impl EventStatus {
             Ok(pb::EventStatus::Processed) => Ok(Self::Processed),
             Ok(pb::EventStatus::Opened) => Ok(Self::Opened),
             Ok(pb::EventStatus::Failed) => Ok(Self::Failed),
-            Ok(pb::EventStatus::Unspecified) => Err(Error::invalid(field, "must be set to a status")),
-            Err(_) => Err(Error::invalid(field, format!("unknown status value {value}"))),
+            Ok(pb::EventStatus::Unspecified) => {
+                Err(Error::invalid(field, "must be set to a status"))
+            }
+            Err(_) => Err(Error::invalid(
+                field,
+                format!("unknown status value {value}"),
+            )),
         }
     }
 
@@ -156,9 +163,17 @@ impl NewEvent {
         let (user_id, description) = (user_id.into(), description.into());
         let mut violations = Vec::new();
         check_text(&mut violations, "user_id", &user_id, MAX_USER_ID_BYTES);
-        check_text(&mut violations, "description", &description, MAX_DESCRIPTION_BYTES);
+        check_text(
+            &mut violations,
+            "description",
+            &description,
+            MAX_DESCRIPTION_BYTES,
+        );
         if violations.is_empty() {
-            Ok(Self { user_id, description })
+            Ok(Self {
+                user_id,
+                description,
+            })
         } else {
             Err(Error::InvalidArgument(violations))
         }
@@ -192,14 +207,20 @@ impl NewEvent {
 /// a single line, so control characters (newlines included) are refused.
 fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
-        out.push(FieldViolation::new(field, "is required and must not be blank"));
+        out.push(FieldViolation::new(
+            field,
+            "is required and must not be blank",
+        ));
     } else if value.len() > max {
         out.push(FieldViolation::new(
             field,
             format!("must be at most {max} bytes, got {}", value.len()),
         ));
     } else if value.chars().any(char::is_control) {
-        out.push(FieldViolation::new(field, "must not contain control characters"));
+        out.push(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ));
     }
 }
 
@@ -208,7 +229,8 @@ pub fn parse_event_id(value: &str, field: &str) -> Result<Uuid, Error> {
     if value.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
-    Uuid::try_parse(value).map_err(|_| Error::invalid(field, format!("is not a valid UUID: {value:?}")))
+    Uuid::try_parse(value)
+        .map_err(|_| Error::invalid(field, format!("is not a valid UUID: {value:?}")))
 }
 
 /// The current time, truncated to microseconds (the precision kept in storage).
@@ -259,7 +281,8 @@ impl TryFrom<pb::Event> for Event {
     fn try_from(e: pb::Event) -> Result<Self, Error> {
         let bad = |what: &str| Error::Internal(format!("malformed event from server: {what}"));
         let time = |t: Option<prost_types::Timestamp>, what: &str| {
-            t.and_then(|t| SystemTime::try_from(t).ok()).ok_or_else(|| bad(what))
+            t.and_then(|t| SystemTime::try_from(t).ok())
+                .ok_or_else(|| bad(what))
         };
         Ok(Event {
             id: Uuid::try_parse(&e.event_id).map_err(|_| bad("event_id"))?,
@@ -386,10 +409,19 @@ mod tests {
     #[test]
     fn lifecycle_allows_exactly_the_designed_transitions() {
         use EventStatus::*;
-        let allowed = [(Pending, Processed), (Processed, Opened), (Pending, Failed), (Failed, Pending)];
+        let allowed = [
+            (Pending, Processed),
+            (Processed, Opened),
+            (Pending, Failed),
+            (Failed, Pending),
+        ];
         for from in EventStatus::ALL {
             for to in EventStatus::ALL {
-                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
             }
         }
         assert_eq!(Pending.sources().collect::<Vec<_>>(), [Failed]);
@@ -401,11 +433,20 @@ mod tests {
         for s in EventStatus::ALL {
             assert_eq!(EventStatus::parse(s.as_str()), Some(s));
             assert_eq!(EventStatus::parse(&s.as_str().to_lowercase()), Some(s));
-            assert_eq!(EventStatus::from_pb(s.to_pb() as i32, "status").ok(), Some(s));
+            assert_eq!(
+                EventStatus::from_pb(s.to_pb() as i32, "status").ok(),
+                Some(s)
+            );
         }
         assert!(EventStatus::parse("done").is_none());
-        assert_eq!(fields(EventStatus::from_pb(0, "status").expect_err("unspecified")), ["status"]);
-        assert_eq!(fields(EventStatus::from_pb(42, "status").expect_err("unknown")), ["status"]);
+        assert_eq!(
+            fields(EventStatus::from_pb(0, "status").expect_err("unspecified")),
+            ["status"]
+        );
+        assert_eq!(
+            fields(EventStatus::from_pb(42, "status").expect_err("unknown")),
+            ["status"]
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ impl RedisServer {
 
     fn spawn(append_only: bool) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        let mut server = Self { port: 0, dir, append_only, child: None };
+        let mut server = Self {
+            port: 0,
+            dir,
+            append_only,
+            child: None,
+        };
         for _ in 0..5 {
             server.port = free_port();
             if server.try_start() {
@@ -105,7 +110,11 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.try_start() {
-            assert!(Instant::now() < deadline, "redis-server did not restart on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }

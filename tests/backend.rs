@@ -4,9 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use herald::{
-    backend::{self, Backend, BackendConfig, ConsumerConfig},
-    testing::{skip_redis_tests, RedisServer},
     Error, EventStatus, NewEvent,
+    backend::{self, Backend, BackendConfig, ConsumerConfig},
+    testing::{RedisServer, skip_redis_tests},
 };
 use uuid::Uuid;
 
@@ -23,7 +23,11 @@ fn new_event(user: &str, description: &str) -> NewEvent {
 }
 
 async fn create_then_get(b: Backend) {
-    let created = b.store.create(new_event("alice", "hello")).await.expect("create");
+    let created = b
+        .store
+        .create(new_event("alice", "hello"))
+        .await
+        .expect("create");
     assert_eq!(created.status, EventStatus::Pending);
     assert_eq!(b.store.get(created.id).await.expect("get"), created);
     let missing = Uuid::now_v7();
@@ -31,21 +35,44 @@ async fn create_then_get(b: Backend) {
 }
 
 async fn status_transitions(b: Backend) {
-    let e = b.store.create(new_event("alice", "hello")).await.expect("create");
+    let e = b
+        .store
+        .create(new_event("alice", "hello"))
+        .await
+        .expect("create");
     let forbidden = b.store.update_status(e.id, EventStatus::Opened).await;
     assert!(matches!(
         forbidden,
-        Err(Error::InvalidTransition { from: EventStatus::Pending, to: EventStatus::Opened })
+        Err(Error::InvalidTransition {
+            from: EventStatus::Pending,
+            to: EventStatus::Opened
+        })
     ));
-    assert_eq!(b.store.get(e.id).await.expect("get"), e, "a rejected change changes nothing");
+    assert_eq!(
+        b.store.get(e.id).await.expect("get"),
+        e,
+        "a rejected change changes nothing"
+    );
 
-    let processed = b.store.update_status(e.id, EventStatus::Processed).await.expect("processed");
+    let processed = b
+        .store
+        .update_status(e.id, EventStatus::Processed)
+        .await
+        .expect("processed");
     assert_eq!(processed.status, EventStatus::Processed);
     assert!(processed.updated_at >= e.updated_at);
     assert_eq!(processed.created_at, e.created_at);
-    let again = b.store.update_status(e.id, EventStatus::Processed).await.expect("no-op");
+    let again = b
+        .store
+        .update_status(e.id, EventStatus::Processed)
+        .await
+        .expect("no-op");
     assert_eq!(again, processed, "the same status again is a no-op");
-    let opened = b.store.update_status(e.id, EventStatus::Opened).await.expect("opened");
+    let opened = b
+        .store
+        .update_status(e.id, EventStatus::Opened)
+        .await
+        .expect("opened");
     assert_eq!(b.store.get(e.id).await.expect("get"), opened);
 
     let missing = Uuid::now_v7();
@@ -57,21 +84,42 @@ async fn status_transitions(b: Backend) {
 
 async fn queue_delivers_once_and_acks(b: Backend) {
     let c = b.queue.consumer(consumer_config("c1", 60_000));
-    let first = b.store.create(new_event("u1", "one")).await.expect("create");
-    let second = b.store.create(new_event("u2", "two")).await.expect("create");
+    let first = b
+        .store
+        .create(new_event("u1", "one"))
+        .await
+        .expect("create");
+    let second = b
+        .store
+        .create(new_event("u2", "two"))
+        .await
+        .expect("create");
     let got = c.receive(10).await.expect("receive");
-    assert_eq!(got.iter().map(|d| d.event.clone()).collect::<Vec<_>>(), [first, second]);
+    assert_eq!(
+        got.iter().map(|d| d.event.clone()).collect::<Vec<_>>(),
+        [first, second]
+    );
     assert!(got.iter().all(|d| d.deliveries == 1));
-    assert_eq!(c.pending_by_consumer().await.expect("pending"), [("c1".to_owned(), 2)]);
+    assert_eq!(
+        c.pending_by_consumer().await.expect("pending"),
+        [("c1".to_owned(), 2)]
+    );
     let ids: Vec<String> = got.iter().map(|d| d.entry_id.clone()).collect();
     c.ack(&ids).await.expect("ack");
     assert!(c.pending_by_consumer().await.expect("pending").is_empty());
-    assert!(c.receive(10).await.expect("receive").is_empty(), "nothing new");
+    assert!(
+        c.receive(10).await.expect("receive").is_empty(),
+        "nothing new"
+    );
 }
 
 async fn idle_entries_are_reclaimed_and_counted(b: Backend) {
     let dead = b.queue.consumer(consumer_config("dead", 60_000));
-    let e = b.store.create(new_event("u", "lost")).await.expect("create");
+    let e = b
+        .store
+        .create(new_event("u", "lost"))
+        .await
+        .expect("create");
     assert_eq!(dead.receive(10).await.expect("receive").len(), 1);
     drop(dead); // it dies without acknowledging
 
@@ -87,12 +135,19 @@ async fn idle_entries_are_reclaimed_and_counted(b: Backend) {
     assert_eq!(got.len(), 1, "the idle entry is reclaimed");
     assert_eq!(got[0].event, e);
     assert_eq!(got[0].deliveries, 2);
-    assert_eq!(live.pending_by_consumer().await.expect("pending"), [("live".to_owned(), 1)]);
+    assert_eq!(
+        live.pending_by_consumer().await.expect("pending"),
+        [("live".to_owned(), 1)]
+    );
 }
 
 async fn restarted_consumer_drains_its_own_pending_first(b: Backend) {
     let before = b.queue.consumer(consumer_config("worker-1", 60_000));
-    let e = b.store.create(new_event("u", "in flight")).await.expect("create");
+    let e = b
+        .store
+        .create(new_event("u", "in flight"))
+        .await
+        .expect("create");
     assert_eq!(before.receive(10).await.expect("receive").len(), 1);
     drop(before);
     let after = b.queue.consumer(consumer_config("worker-1", 60_000));
@@ -104,20 +159,38 @@ async fn restarted_consumer_drains_its_own_pending_first(b: Backend) {
 
 async fn dead_letter_acknowledges(b: Backend) {
     let c = b.queue.consumer(consumer_config("c", 60_000));
-    b.store.create(new_event("u", "doomed")).await.expect("create");
+    b.store
+        .create(new_event("u", "doomed"))
+        .await
+        .expect("create");
     let got = c.receive(10).await.expect("receive");
-    c.dead_letter(&got[0], "gave up").await.expect("dead letter");
+    c.dead_letter(&got[0], "gave up")
+        .await
+        .expect("dead letter");
     assert!(c.pending_by_consumer().await.expect("pending").is_empty());
 }
 
 async fn redrive_requeues(b: Backend) {
     let c = b.queue.consumer(consumer_config("c", 60_000));
-    let e = b.store.create(new_event("u", "again")).await.expect("create");
+    let e = b
+        .store
+        .create(new_event("u", "again"))
+        .await
+        .expect("create");
     let got = c.receive(10).await.expect("receive");
     c.ack(&[got[0].entry_id.clone()]).await.expect("ack");
-    b.store.update_status(e.id, EventStatus::Failed).await.expect("failed");
-    assert!(c.receive(10).await.expect("receive").is_empty(), "FAILED is not queued");
-    b.store.update_status(e.id, EventStatus::Pending).await.expect("redrive");
+    b.store
+        .update_status(e.id, EventStatus::Failed)
+        .await
+        .expect("failed");
+    assert!(
+        c.receive(10).await.expect("receive").is_empty(),
+        "FAILED is not queued"
+    );
+    b.store
+        .update_status(e.id, EventStatus::Pending)
+        .await
+        .expect("redrive");
     let again = c.receive(10).await.expect("receive");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.id, e.id);
@@ -126,26 +199,53 @@ async fn redrive_requeues(b: Backend) {
 
 async fn feed_logs_every_change_in_order(b: Backend) {
     let start = b.feed.latest_cursor().await.expect("cursor");
-    let e = b.store.create(new_event("alice", "hi")).await.expect("create");
-    b.store.update_status(e.id, EventStatus::Processed).await.expect("processed");
-    b.store.update_status(e.id, EventStatus::Processed).await.expect("no-op logs nothing");
+    let e = b
+        .store
+        .create(new_event("alice", "hi"))
+        .await
+        .expect("create");
+    b.store
+        .update_status(e.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    b.store
+        .update_status(e.id, EventStatus::Processed)
+        .await
+        .expect("no-op logs nothing");
     let _ = b.store.update_status(e.id, EventStatus::Failed).await; // rejected: logs nothing
-    let got = b.feed.read_after(&start, 100, Duration::from_millis(100)).await.expect("read");
+    let got = b
+        .feed
+        .read_after(&start, 100, Duration::from_millis(100))
+        .await
+        .expect("read");
     let statuses: Vec<EventStatus> = got.iter().map(|n| n.event.status).collect();
     assert_eq!(statuses, [EventStatus::Pending, EventStatus::Processed]);
     assert_eq!(b.feed.latest_cursor().await.expect("cursor"), got[1].cursor);
-    let rest = b.feed.read_after(&got[0].cursor, 100, Duration::from_millis(50)).await.expect("read");
+    let rest = b
+        .feed
+        .read_after(&got[0].cursor, 100, Duration::from_millis(50))
+        .await
+        .expect("read");
     assert_eq!(rest, got[1..]);
-    let none = b.feed.read_after(&got[1].cursor, 100, Duration::from_millis(50)).await.expect("read");
+    let none = b
+        .feed
+        .read_after(&got[1].cursor, 100, Duration::from_millis(50))
+        .await
+        .expect("read");
     assert!(none.is_empty());
 }
 
 async fn blocked_feed_read_wakes_on_write(b: Backend) {
     let start = b.feed.latest_cursor().await.expect("cursor");
     let feed = b.feed.clone();
-    let reader = tokio::spawn(async move { feed.read_after(&start, 10, Duration::from_secs(5)).await });
+    let reader =
+        tokio::spawn(async move { feed.read_after(&start, 10, Duration::from_secs(5)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let e = b.store.create(new_event("bob", "wake up")).await.expect("create");
+    let e = b
+        .store
+        .create(new_event("bob", "wake up"))
+        .await
+        .expect("create");
     let got = tokio::time::timeout(Duration::from_secs(4), reader)
         .await
         .expect("woken before the block time")
@@ -159,7 +259,9 @@ async fn concurrent_creates_are_all_queued(b: Backend) {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let store = Arc::clone(&b.store);
-        tasks.push(tokio::spawn(async move { store.create(new_event(&format!("u{i}"), "x")).await }));
+        tasks.push(tokio::spawn(async move {
+            store.create(new_event(&format!("u{i}"), "x")).await
+        }));
     }
     for t in tasks {
         t.await.expect("join").expect("create");
@@ -224,10 +326,16 @@ async fn redis_consumer_recreates_a_vanished_group() {
         return;
     }
     let mut server = RedisServer::start();
-    let config = BackendConfig::Redis { url: server.url(), prefix: "test".into() };
+    let config = BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    };
     let b = backend::open(&config).expect("redis");
     let c = b.queue.consumer(consumer_config("c", 60_000));
-    b.store.create(new_event("u", "before")).await.expect("create");
+    b.store
+        .create(new_event("u", "before"))
+        .await
+        .expect("create");
     assert_eq!(c.receive(10).await.expect("receive").len(), 1);
 
     server.restart(); // no AOF: everything is gone, the group too

@@ -4,10 +4,10 @@ use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt};
 use herald::{
-    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
     Event, EventStatus,
+    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
-use tonic::{transport::Channel, Code};
+use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
 use crate::Error;
@@ -58,7 +58,10 @@ impl Client {
         let channel = endpoint(&url)?
             .connect()
             .await
-            .map_err(|e| Error::Connect { url: url.clone(), reason: error_chain(&e) })?;
+            .map_err(|e| Error::Connect {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         Ok(Self::from_channel(channel))
     }
 
@@ -84,7 +87,10 @@ impl Client {
 
     /// Creates an event; not retried, since a retry could create it twice.
     pub async fn create_event(&self, user_id: &str, description: &str) -> Result<Event, Error> {
-        let request = pb::CreateEventRequest { user_id: user_id.into(), description: description.into() };
+        let request = pb::CreateEventRequest {
+            user_id: user_id.into(),
+            description: description.into(),
+        };
         let response = self.logger.clone().create_event(request).await?;
         event_of(response.into_inner().event)
     }
@@ -93,7 +99,11 @@ impl Client {
     pub async fn get_event(&self, id: Uuid) -> Result<Event, Error> {
         let response = self
             .retrying(|mut logger| async move {
-                logger.get_event(pb::GetEventRequest { event_id: id.to_string() }).await
+                logger
+                    .get_event(pb::GetEventRequest {
+                        event_id: id.to_string(),
+                    })
+                    .await
             })
             .await?;
         event_of(response.event)
@@ -101,7 +111,10 @@ impl Client {
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
     pub async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event, Error> {
-        let request = pb::UpdateStatusRequest { event_id: id.to_string(), status: status.to_pb() as i32 };
+        let request = pb::UpdateStatusRequest {
+            event_id: id.to_string(),
+            status: status.to_pb() as i32,
+        };
         let response = self
             .retrying(|mut logger| {
                 let request = request.clone();
@@ -117,11 +130,16 @@ impl Client {
         &self,
         user_id: &str,
     ) -> Result<Pin<Box<dyn Stream<Item = Result<Notification, Error>> + Send>>, Error> {
-        let request = pb::SubscribeRequest { user_id: user_id.into() };
+        let request = pb::SubscribeRequest {
+            user_id: user_id.into(),
+        };
         let stream = self.notifier.clone().subscribe(request).await?.into_inner();
         Ok(Box::pin(stream.map(|item| {
             let message = item?;
-            Ok(Notification { event: event_of(message.event)?, cursor: message.cursor })
+            Ok(Notification {
+                event: event_of(message.event)?,
+                cursor: message.cursor,
+            })
         })))
     }
 
@@ -135,9 +153,15 @@ impl Client {
         loop {
             match call(self.logger.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) if status.code() == Code::Unavailable && attempt < self.retry.retries => {
+                Err(status)
+                    if status.code() == Code::Unavailable && attempt < self.retry.retries =>
+                {
                     attempt += 1;
-                    tracing::debug!(attempt, message = status.message(), "logger unavailable, retrying");
+                    tracing::debug!(
+                        attempt,
+                        message = status.message(),
+                        "logger unavailable, retrying"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
@@ -149,9 +173,16 @@ impl Client {
 
 /// The endpoint for `url`; a bare `host:port` means `http://host:port`.
 fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, Error> {
-    let url = if url.contains("://") { url.to_owned() } else { format!("http://{url}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::Connect { url, reason: e.to_string() })?;
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| Error::Connect {
+            url,
+            reason: e.to_string(),
+        })?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use herald::{domain::rfc3339, Event, EventStatus};
+use herald::{Event, EventStatus, domain::rfc3339};
 use herald_client::{Client, Error};
 use uuid::Uuid;
 
@@ -13,7 +13,12 @@ use uuid::Uuid;
 #[command(version, about)]
 struct Cli {
     /// The logger to talk to.
-    #[arg(long, global = true, env = "HERALD_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     server: String,
     /// Print JSON (one object per line) instead of readable text.
     #[arg(long, global = true)]
@@ -55,7 +60,8 @@ enum Command {
 }
 
 fn parse_status(s: &str) -> Result<EventStatus, String> {
-    EventStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
+    EventStatus::parse(s)
+        .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,7 +82,10 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli) -> Result<(), Error> {
     let client = Client::connect(cli.server.clone()).await?;
     match &cli.command {
-        Command::Create { user_id, description } => {
+        Command::Create {
+            user_id,
+            description,
+        } => {
             print_event(&client.create_event(user_id, description).await?, cli.json);
         }
         Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use herald::backend::{self, BackendConfig};
 use herald_client::Client;
-use herald_processor::{run_worker, LineSink, Sink};
+use herald_processor::{LineSink, Sink, run_worker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,7 +33,11 @@ use service::EventLoggerService;
 
 /// Runs the logger on `listener` until `shutdown` is cancelled; an embedded
 /// worker prints notifications on stdout.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     run_with_sink(listener, config, Arc::new(LineSink::stdout()), shutdown).await
 }
 
@@ -46,7 +50,10 @@ pub async fn run_with_sink(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let backend_config = match &config.redis_url {
-        Some(url) => BackendConfig::Redis { url: url.clone(), prefix: config.redis_prefix.clone() },
+        Some(url) => BackendConfig::Redis {
+            url: url.clone(),
+            prefix: config.redis_prefix.clone(),
+        },
         None => BackendConfig::Memory,
     };
     let backend = backend::open(&backend_config).context("--redis-url")?;
@@ -60,7 +67,11 @@ pub async fn run_with_sink(
     let (reporter, health) = tonic_health::server::health_reporter();
     let fanout = Fanout::new(config.subscriber_buffer as usize);
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(server::watch_health(reporter, backend.store.clone(), shutdown.clone()));
+    background.spawn(server::watch_health(
+        reporter,
+        backend.store.clone(),
+        shutdown.clone(),
+    ));
     background.spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));
 
     // The worker stops first, so its last UpdateStatus calls still reach this server.
@@ -70,12 +81,20 @@ pub async fn run_with_sink(
         if target.ip().is_unspecified() {
             target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let client = Client::connect_lazy(format!("http://{target}")).context("embedded worker client")?;
+        let client =
+            Client::connect_lazy(format!("http://{target}")).context("embedded worker client")?;
         let queue = backend.queue.clone();
         let worker_config = config.embedded_worker.clone();
         let worker_shutdown = shutdown.clone();
         Some(tokio::spawn(async move {
-            run_worker(queue.as_ref(), client, sink, &worker_config, worker_shutdown).await;
+            run_worker(
+                queue.as_ref(),
+                client,
+                sink,
+                &worker_config,
+                worker_shutdown,
+            )
+            .await;
         }))
     } else {
         None

@@ -10,8 +10,8 @@ use std::{
     collections::HashMap,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicU8, Ordering},
         Arc, Mutex, MutexGuard,
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -48,7 +48,11 @@ pub struct Fanout {
 impl Fanout {
     /// A fan-out with `buffer` messages of room per subscriber.
     pub fn new(buffer: usize) -> Arc<Self> {
-        Arc::new(Self { subscribers: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0), buffer })
+        Arc::new(Self {
+            subscribers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            buffer,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<u64, Subscriber>>> {
@@ -70,11 +74,24 @@ impl Fanout {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let end = Arc::new(AtomicU8::new(OPEN));
         let user = filter.user_id.clone();
-        self.lock()
-            .entry(user.clone())
-            .or_default()
-            .insert(id, Subscriber { filter, tx, end: end.clone() });
-        Subscription { rx, end, cursor: String::new(), _guard: Guard { fanout: self.clone(), user, id } }
+        self.lock().entry(user.clone()).or_default().insert(
+            id,
+            Subscriber {
+                filter,
+                tx,
+                end: end.clone(),
+            },
+        );
+        Subscription {
+            rx,
+            end,
+            cursor: String::new(),
+            _guard: Guard {
+                fanout: self.clone(),
+                user,
+                id,
+            },
+        }
     }
 
     fn remove(&self, user: &str, id: u64) {
@@ -90,7 +107,9 @@ impl Fanout {
     /// Hands one logged change to the subscribers it concerns.
     pub fn publish(&self, notification: &Notification) {
         let mut subscribers = self.lock();
-        let Some(of_user) = subscribers.get_mut(&notification.event.user_id) else { return };
+        let Some(of_user) = subscribers.get_mut(&notification.event.user_id) else {
+            return;
+        };
         let message = pb::SubscribeResponse {
             event: Some(notification.event.clone().into()),
             cursor: notification.cursor.clone(),
@@ -124,7 +143,11 @@ impl Fanout {
 
     /// Tails the notification log from its current end and publishes every
     /// entry, until `shutdown`; then ends every subscription.
-    pub async fn tail(self: Arc<Self>, feed: Arc<dyn NotificationFeed>, shutdown: CancellationToken) {
+    pub async fn tail(
+        self: Arc<Self>,
+        feed: Arc<dyn NotificationFeed>,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
         let mut cursor = None;
         loop {
@@ -133,7 +156,9 @@ impl Fanout {
                     Some(c) => c,
                     None => feed.latest_cursor().await?,
                 };
-                let batch = feed.read_after(&current, 1_000, Duration::from_secs(5)).await?;
+                let batch = feed
+                    .read_after(&current, 1_000, Duration::from_secs(5))
+                    .await?;
                 Ok::<_, herald::Error>((current, batch))
             };
             let result = tokio::select! {
@@ -185,7 +210,8 @@ struct Subscription {
 }
 
 /// The response stream of Subscribe.
-pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
 /// The Notifier service over a [`Fanout`].
 pub struct NotifierService {

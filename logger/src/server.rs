@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, transport::Server};
-use tonic_health::{server::HealthReporter, ServingStatus};
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{notifier::NotifierService, service::EventLoggerService};
@@ -29,7 +29,9 @@ pub async fn serve(
     listener: TcpListener,
     logger: EventLoggerService,
     notifier: NotifierService,
-    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     stop: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
@@ -42,7 +44,9 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -53,7 +57,10 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?)
         .add_service(EventLoggerServer::new(logger))
         .add_service(NotifierServer::new(notifier))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
     tokio::select! {
         result = server => result?,
         () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -66,7 +73,11 @@ pub async fn serve(
 
 /// Keeps health in step with the store: SERVING while it answers, NOT_SERVING
 /// while it does not, and NOT_SERVING from shutdown on.
-pub async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>, shutdown: CancellationToken) {
+pub async fn watch_health(
+    reporter: HealthReporter,
+    store: Arc<dyn EventStore>,
+    shutdown: CancellationToken,
+) {
     let mut last = None;
     loop {
         let status = match store.ping().await {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use herald::{
-    backend::EventStore,
-    domain::{parse_event_id, StatusChange},
-    pb::{self, event_logger_server::EventLogger},
     NewEvent,
+    backend::EventStore,
+    domain::{StatusChange, parse_event_id},
+    pb::{self, event_logger_server::EventLogger},
 };
 use tonic::{Request, Response, Status};
 
@@ -28,8 +28,13 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::CreateEventResponse>, Status> {
-        let event = self.store.create(NewEvent::try_from(request.into_inner())?).await?;
-        Ok(Response::new(pb::CreateEventResponse { event: Some(event.into()) }))
+        let event = self
+            .store
+            .create(NewEvent::try_from(request.into_inner())?)
+            .await?;
+        Ok(Response::new(pb::CreateEventResponse {
+            event: Some(event.into()),
+        }))
     }
 
     async fn get_event(
@@ -38,7 +43,9 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::GetEventResponse>, Status> {
         let id = parse_event_id(&request.into_inner().event_id, "event_id")?;
         let event = self.store.get(id).await?;
-        Ok(Response::new(pb::GetEventResponse { event: Some(event.into()) }))
+        Ok(Response::new(pb::GetEventResponse {
+            event: Some(event.into()),
+        }))
     }
 
     async fn update_status(
@@ -47,6 +54,8 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
         let change = StatusChange::try_from(request.into_inner())?;
         let event = self.store.update_status(change.id, change.status).await?;
-        Ok(Response::new(pb::UpdateStatusResponse { event: Some(event.into()) }))
+        Ok(Response::new(pb::UpdateStatusResponse {
+            event: Some(event.into()),
+        }))
     }
 }

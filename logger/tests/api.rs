@@ -6,15 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Lines, Logger};
+use common::{Lines, Logger, eventually};
 use futures_util::StreamExt;
 use herald::{
-    pb::{self, event_logger_client::EventLoggerClient},
     EventStatus,
+    pb::{self, event_logger_client::EventLoggerClient},
 };
 use herald_processor::sink::notification_line;
 use tonic::Code;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// The field names of an INVALID_ARGUMENT error, checking the code.
 fn invalid_fields(err: &herald_client::Error) -> Vec<String> {
@@ -23,7 +25,11 @@ fn invalid_fields(err: &herald_client::Error) -> Vec<String> {
 }
 
 fn status_fields(status: &tonic::Status) -> Vec<String> {
-    herald_client::Error::from(status.clone()).violations().iter().map(|v| v.field.clone()).collect()
+    herald_client::Error::from(status.clone())
+        .violations()
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -32,12 +38,21 @@ async fn embedded_default_processes_events_and_rejects_bad_input() {
     let logger = Logger::start(&[], lines.sink()).await;
     let client = logger.client().await;
 
-    let err = client.create_event("", " ").await.expect_err("blank fields");
+    let err = client
+        .create_event("", " ")
+        .await
+        .expect_err("blank fields");
     assert_eq!(invalid_fields(&err), ["user_id", "description"]);
-    let err = client.create_event(&"u".repeat(257), "hi").await.expect_err("long user id");
+    let err = client
+        .create_event(&"u".repeat(257), "hi")
+        .await
+        .expect_err("long user id");
     assert_eq!(invalid_fields(&err), ["user_id"]);
 
-    let event = client.create_event("alice", "Welcome to Herald").await.expect("create");
+    let event = client
+        .create_event("alice", "Welcome to Herald")
+        .await
+        .expect("create");
     assert_eq!(event.status, EventStatus::Pending);
     let processed = eventually(Duration::from_secs(10), "PROCESSED", || async {
         let e = client.get_event(event.id).await.expect("get");
@@ -49,7 +64,10 @@ async fn embedded_default_processes_events_and_rejects_bad_input() {
     assert_eq!(lines.lines(), [notification_line(&event)]);
     assert_eq!(
         lines.lines(),
-        [format!("Event {} has been sent to alice: Welcome to Herald", event.id)]
+        [format!(
+            "Event {} has been sent to alice: Welcome to Herald",
+            event.id
+        )]
     );
     logger.stop_within(Duration::from_secs(10)).await;
 }
@@ -58,10 +76,14 @@ async fn embedded_default_processes_events_and_rejects_bad_input() {
 async fn ids_and_statuses_are_checked_and_rejections_change_nothing() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
     let client = logger.client().await;
-    let mut raw = EventLoggerClient::connect(logger.url()).await.expect("connect");
+    let mut raw = EventLoggerClient::connect(logger.url())
+        .await
+        .expect("connect");
 
     let status = raw
-        .get_event(pb::GetEventRequest { event_id: "not-a-uuid".into() })
+        .get_event(pb::GetEventRequest {
+            event_id: "not-a-uuid".into(),
+        })
         .await
         .expect_err("malformed id");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -70,7 +92,10 @@ async fn ids_and_statuses_are_checked_and_rejections_change_nothing() {
     let unknown = uuid::Uuid::now_v7();
     let err = client.get_event(unknown).await.expect_err("unknown id");
     assert_eq!(err.code(), Code::NotFound);
-    let err = client.update_status(unknown, EventStatus::Processed).await.expect_err("unknown id");
+    let err = client
+        .update_status(unknown, EventStatus::Processed)
+        .await
+        .expect_err("unknown id");
     assert_eq!(err.code(), Code::NotFound);
 
     let event = client.create_event("bob", "hello").await.expect("create");
@@ -81,21 +106,40 @@ async fn ids_and_statuses_are_checked_and_rejections_change_nothing() {
     .await;
 
     let status = raw
-        .update_status(pb::UpdateStatusRequest { event_id: event.id.to_string(), status: 0 })
+        .update_status(pb::UpdateStatusRequest {
+            event_id: event.id.to_string(),
+            status: 0,
+        })
         .await
         .expect_err("unspecified status");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status_fields(&status), ["status"]);
 
-    let err = client.update_status(event.id, EventStatus::Pending).await.expect_err("forbidden");
+    let err = client
+        .update_status(event.id, EventStatus::Pending)
+        .await
+        .expect_err("forbidden");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let err = client.update_status(event.id, EventStatus::Failed).await.expect_err("forbidden");
+    let err = client
+        .update_status(event.id, EventStatus::Failed)
+        .await
+        .expect_err("forbidden");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(client.get_event(event.id).await.expect("get"), processed, "unchanged");
+    assert_eq!(
+        client.get_event(event.id).await.expect("get"),
+        processed,
+        "unchanged"
+    );
 
-    let again = client.update_status(event.id, EventStatus::Processed).await.expect("no-op");
+    let again = client
+        .update_status(event.id, EventStatus::Processed)
+        .await
+        .expect("no-op");
     assert_eq!(again, processed);
-    let opened = client.update_status(event.id, EventStatus::Opened).await.expect("opened");
+    let opened = client
+        .update_status(event.id, EventStatus::Opened)
+        .await
+        .expect("opened");
     assert_eq!(opened.status, EventStatus::Opened);
     logger.stop_within(Duration::from_secs(10)).await;
 }
@@ -105,22 +149,30 @@ async fn health_and_reflection_cover_every_service() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
     let mut health = HealthClient::new(logger.channel().await);
     for service in ["", "herald.v1.EventLogger", "herald.v1.Notifier"] {
-        let status = eventually(Duration::from_secs(5), "SERVING", || {
+        eventually(Duration::from_secs(5), "SERVING", || {
             let mut health = health.clone();
             async move {
-                let response = health.check(HealthCheckRequest { service: service.into() }).await.ok()?;
+                let response = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .ok()?;
                 (response.into_inner().status == ServingStatus::Serving as i32).then_some(())
             }
         })
         .await;
-        assert_eq!(status, ());
     }
-    let unknown = health.check(HealthCheckRequest { service: "nope".into() }).await;
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await;
     assert_eq!(unknown.expect_err("unknown service").code(), Code::NotFound);
 
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(logger.channel().await);
     let request = ServerReflectionRequest {
@@ -165,8 +217,14 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     let mut idle = client.subscribe("nobody").await.expect("subscribe");
     // Subscriptions register when the stream starts; give the server a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let other = client.create_event("carol", "not for alice").await.expect("create");
-    let mine = client.create_event("alice", "for alice").await.expect("create");
+    let other = client
+        .create_event("carol", "not for alice")
+        .await
+        .expect("create");
+    let mine = client
+        .create_event("alice", "for alice")
+        .await
+        .expect("create");
 
     let first = tokio::time::timeout(Duration::from_secs(10), alice.next())
         .await
@@ -177,12 +235,20 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     assert_eq!(first.event.status, EventStatus::Processed);
     assert!(!first.cursor.is_empty());
     // carol's event was processed too, and alice heard nothing of it.
-    eventually(Duration::from_secs(10), "carol's event processed", || async {
-        let e = client.get_event(other.id).await.expect("get");
-        (e.status == EventStatus::Processed).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "carol's event processed",
+        || async {
+            let e = client.get_event(other.id).await.expect("get");
+            (e.status == EventStatus::Processed).then_some(())
+        },
+    )
     .await;
-    assert!(tokio::time::timeout(Duration::from_millis(300), alice.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), alice.next())
+            .await
+            .is_err()
+    );
 
     // Shutdown ends open streams with UNAVAILABLE, well within the grace time.
     logger.shutdown.cancel();
@@ -191,7 +257,10 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
             .await
             .expect("stream ended in time")
             .expect("an end status");
-        assert_eq!(end.expect_err("ends with an error").code(), Code::Unavailable);
+        assert_eq!(
+            end.expect_err("ends with an error").code(),
+            Code::Unavailable
+        );
     }
     tokio::time::timeout(Duration::from_secs(5), logger.handle)
         .await

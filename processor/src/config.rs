@@ -74,7 +74,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
     pub redis_prefix: String,
     /// The logger whose UpdateStatus marks events processed.
-    #[arg(long, env = "HERALD_LOGGER_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "HERALD_LOGGER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub logger_url: String,
     /// Worker flags.
     #[command(flatten)]

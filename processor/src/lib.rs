@@ -32,7 +32,11 @@ pub use worker::run_worker;
 
 /// Runs a processor on Redis until `shutdown` is cancelled, then finishes the
 /// events in flight (within the worker's grace time).
-pub async fn run(config: Config, sink: Arc<dyn Sink>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let backend = backend::open(&BackendConfig::Redis {
         url: config.redis_url.clone(),
         prefix: config.redis_prefix.clone(),
@@ -45,6 +49,13 @@ pub async fn run(config: Config, sink: Arc<dyn Sink>, shutdown: CancellationToke
         concurrency = config.worker.concurrency,
         "processor started"
     );
-    run_worker(backend.queue.as_ref(), client, sink, &config.worker, shutdown).await;
+    run_worker(
+        backend.queue.as_ref(),
+        client,
+        sink,
+        &config.worker,
+        shutdown,
+    )
+    .await;
     Ok(())
 }

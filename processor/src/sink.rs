@@ -1,9 +1,6 @@
 //! Where notifications go. Later sinks (webhooks, e-mail) implement [`Sink`].
 
-use std::{
-    io::Write,
-    sync::Mutex,
-};
+use std::{io::Write, sync::Mutex};
 
 use async_trait::async_trait;
 use herald::Event;
@@ -18,7 +15,10 @@ pub trait Sink: Send + Sync + 'static {
 
 /// The notification line: `Event {event_id} has been sent to {user_id}: {description}`.
 pub fn notification_line(event: &Event) -> String {
-    format!("Event {} has been sent to {}: {}", event.id, event.user_id, event.description)
+    format!(
+        "Event {} has been sent to {}: {}",
+        event.id, event.user_id, event.description
+    )
 }
 
 /// Writes each notification as one [`notification_line`] to a writer (stdout
@@ -30,7 +30,9 @@ pub struct LineSink {
 impl LineSink {
     /// A sink writing to `out`.
     pub fn new(out: impl Write + Send + 'static) -> Self {
-        Self { out: Mutex::new(Box::new(out)) }
+        Self {
+            out: Mutex::new(Box::new(out)),
+        }
     }
 
     /// A sink writing to standard output.
@@ -44,7 +46,10 @@ impl Sink for LineSink {
     async fn deliver(&self, event: &Event) -> anyhow::Result<()> {
         let line = notification_line(event);
         // One short write under the lock, so lines from concurrent deliveries never interleave.
-        let mut out = self.out.lock().map_err(|_| anyhow::anyhow!("line sink lock poisoned"))?;
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| anyhow::anyhow!("line sink lock poisoned"))?;
         writeln!(out, "{line}")?;
         out.flush()?;
         Ok(())

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use herald::{
-    backend::{Consumer, ConsumerConfig, Delivery, WorkQueue},
     EventStatus,
+    backend::{Consumer, ConsumerConfig, Delivery, WorkQueue},
 };
 use herald_client::{Client, Error as ClientError};
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -47,7 +47,12 @@ pub async fn run_worker(
         claim_idle: config.claim_idle(),
         block: config.block(),
     });
-    let context = Arc::new(Context { consumer, client, sink, max_deliveries: config.max_deliveries });
+    let context = Arc::new(Context {
+        consumer,
+        client,
+        sink,
+        max_deliveries: config.max_deliveries,
+    });
     let permits = Arc::new(Semaphore::new(config.concurrency as usize));
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(100);
@@ -100,11 +105,16 @@ pub async fn run_worker(
     let in_flight = tasks.len();
     if in_flight > 0 {
         info!(in_flight, "finishing events in flight");
-        if tokio::time::timeout(config.grace(), async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(config.grace(), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
-            warn!(left = tasks.len(), "grace time over; unfinished entries stay pending for another consumer");
+            warn!(
+                left = tasks.len(),
+                "grace time over; unfinished entries stay pending for another consumer"
+            );
         }
     }
 }
@@ -113,7 +123,12 @@ async fn handle(context: &Context, delivery: Delivery) {
     let outcome = process(context, &delivery).await;
     let id = delivery.event.id;
     let result = match &outcome {
-        Outcome::Ack => context.consumer.ack(std::slice::from_ref(&delivery.entry_id)).await,
+        Outcome::Ack => {
+            context
+                .consumer
+                .ack(std::slice::from_ref(&delivery.entry_id))
+                .await
+        }
         Outcome::DeadLetter(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "dead-lettering event");
             context.consumer.dead_letter(&delivery, reason).await
@@ -142,14 +157,20 @@ async fn process(context: &Context, delivery: &Delivery) -> Outcome {
                 debug!(event_id = %event.id, status = %current.status, "already settled");
                 return Outcome::Ack;
             }
-            Err(err) if err.code() == Code::NotFound => return Outcome::DeadLetter("event not found".into()),
+            Err(err) if err.code() == Code::NotFound => {
+                return Outcome::DeadLetter("event not found".into());
+            }
             _ => {}
         }
     }
     if let Err(err) = context.sink.deliver(event).await {
         return Outcome::Retry(format!("sink failed: {err:#}"));
     }
-    match context.client.update_status(event.id, EventStatus::Processed).await {
+    match context
+        .client
+        .update_status(event.id, EventStatus::Processed)
+        .await
+    {
         Ok(_) => Outcome::Ack,
         Err(err) => settle_error(err),
     }
@@ -157,7 +178,11 @@ async fn process(context: &Context, delivery: &Delivery) -> Outcome {
 
 /// Marks the event FAILED, then dead-letters the entry.
 async fn give_up(context: &Context, delivery: &Delivery, reason: String) -> Outcome {
-    match context.client.update_status(delivery.event.id, EventStatus::Failed).await {
+    match context
+        .client
+        .update_status(delivery.event.id, EventStatus::Failed)
+        .await
+    {
         Ok(_) => Outcome::DeadLetter(reason),
         Err(err) => settle_error(err),
     }

@@ -13,11 +13,11 @@ use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, Notification, NotificationFeed, WorkQueue,
-    NOTIFICATIONS_MAX_LEN,
+    Consumer, ConsumerConfig, Delivery, EventStore, NOTIFICATIONS_MAX_LEN, Notification,
+    NotificationFeed, WorkQueue,
 };
 use crate::{
-    domain::{now, Event, EventStatus, NewEvent},
+    domain::{Event, EventStatus, NewEvent, now},
     error::{Error, Result},
 };
 
@@ -57,7 +57,8 @@ impl State {
 
     fn log(&mut self, event: &Event) {
         self.last_notification += 1;
-        self.notifications.push_back((self.last_notification, event.clone()));
+        self.notifications
+            .push_back((self.last_notification, event.clone()));
         while self.notifications.len() > NOTIFICATIONS_MAX_LEN {
             self.notifications.pop_front();
         }
@@ -69,7 +70,9 @@ impl MemoryBackend {
         // A panic while holding the lock cannot leave a half-applied write
         // (each write completes before any call that could panic), so the state
         // behind a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Entries moved to the dead-letter list, with their reasons.
@@ -104,7 +107,11 @@ impl EventStore for MemoryBackend {
     }
 
     async fn get(&self, id: Uuid) -> Result<Event> {
-        self.lock().events.get(&id).cloned().ok_or(Error::NotFound(id))
+        self.lock()
+            .events
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NotFound(id))
     }
 
     async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
@@ -114,7 +121,10 @@ impl EventStore for MemoryBackend {
             return Ok(event.clone());
         }
         if !event.status.can_become(status) {
-            return Err(Error::InvalidTransition { from: event.status, to: status });
+            return Err(Error::InvalidTransition {
+                from: event.status,
+                to: status,
+            });
         }
         event.status = status;
         event.updated_at = now();
@@ -180,16 +190,31 @@ impl MemoryConsumer {
                 p.consumer.clone_from(name);
                 p.delivered_at = now;
                 p.deliveries += 1;
-                out.push(Delivery { entry_id: entry_id(seq), event: p.event.clone(), deliveries: p.deliveries });
+                out.push(Delivery {
+                    entry_id: entry_id(seq),
+                    event: p.event.clone(),
+                    deliveries: p.deliveries,
+                });
             }
         }
         while out.len() < max {
-            let Some((seq, event)) = state.queue.pop_front() else { break };
+            let Some((seq, event)) = state.queue.pop_front() else {
+                break;
+            };
             state.pending.insert(
                 seq,
-                Pending { event: event.clone(), consumer: name.clone(), delivered_at: now, deliveries: 1 },
+                Pending {
+                    event: event.clone(),
+                    consumer: name.clone(),
+                    delivered_at: now,
+                    deliveries: 1,
+                },
             );
-            out.push(Delivery { entry_id: entry_id(seq), event, deliveries: 1 });
+            out.push(Delivery {
+                entry_id: entry_id(seq),
+                event,
+                deliveries: 1,
+            });
         }
         out
     }
@@ -208,7 +233,8 @@ impl Consumer for MemoryConsumer {
                 return Ok(batch);
             }
             // Wake for new entries, or in time to reclaim idle ones.
-            let wake = deadline.min(Instant::now() + self.config.claim_idle.max(Duration::from_millis(10)));
+            let wake = deadline
+                .min(Instant::now() + self.config.claim_idle.max(Duration::from_millis(10)));
             if tokio::time::timeout_at(wake, queued).await.is_err() && Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
@@ -216,7 +242,10 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn ack(&self, entry_ids: &[String]) -> Result<()> {
-        let seqs = entry_ids.iter().map(|id| parse_entry_id(id)).collect::<Result<Vec<_>>>()?;
+        let seqs = entry_ids
+            .iter()
+            .map(|id| parse_entry_id(id))
+            .collect::<Result<Vec<_>>>()?;
         let mut state = self.backend.lock();
         for seq in seqs {
             state.pending.remove(&seq);
@@ -248,7 +277,12 @@ impl NotificationFeed for MemoryBackend {
         Ok(entry_id(self.lock().last_notification))
     }
 
-    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>> {
+    async fn read_after(
+        &self,
+        cursor: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Notification>> {
         let after = parse_entry_id(cursor)?;
         let deadline = Instant::now() + block;
         loop {
@@ -262,7 +296,10 @@ impl NotificationFeed for MemoryBackend {
                     .iter()
                     .skip_while(|(seq, _)| *seq <= after)
                     .take(max)
-                    .map(|(seq, event)| Notification { cursor: entry_id(*seq), event: event.clone() })
+                    .map(|(seq, event)| Notification {
+                        cursor: entry_id(*seq),
+                        event: event.clone(),
+                    })
                     .collect();
                 if !batch.is_empty() {
                     return Ok(batch);

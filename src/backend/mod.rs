@@ -102,7 +102,12 @@ pub trait NotificationFeed: Send + Sync + 'static {
     async fn latest_cursor(&self) -> Result<String>;
     /// Up to `max` entries after `cursor`, waiting up to `block` for one. Meant
     /// for one reader per process (the logger's tail).
-    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>>;
+    async fn read_after(
+        &self,
+        cursor: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Notification>>;
 }
 
 /// Both halves and the feed of one backend, ready to share.

@@ -28,9 +28,12 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ::redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
-    streams::{StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
     AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    streams::{
+        StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
+        StreamReadReply,
+    },
 };
 use async_trait::async_trait;
 use tokio::{sync::Mutex, time::Instant};
@@ -38,11 +41,11 @@ use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, Notification, NotificationFeed, WorkQueue, GROUP,
-    NOTIFICATIONS_MAX_LEN,
+    Consumer, ConsumerConfig, Delivery, EventStore, GROUP, NOTIFICATIONS_MAX_LEN, Notification,
+    NotificationFeed, WorkQueue,
 };
 use crate::{
-    domain::{from_micros, now, to_micros, Event, EventStatus, NewEvent},
+    domain::{Event, EventStatus, NewEvent, from_micros, now, to_micros},
     error::{Error, Result},
 };
 
@@ -60,7 +63,9 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (`herald` in production).
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
     /// The hash holding one event record.
@@ -122,7 +127,10 @@ fn redis_error(err: RedisError) -> Error {
         || err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_timeout()
-        || matches!(err.code(), Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY"));
+        || matches!(
+            err.code(),
+            Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY")
+        );
     if transient {
         Error::Unavailable(err.to_string())
     } else {
@@ -154,7 +162,12 @@ fn parse_record(fields: &HashMap<String, String>) -> Result<Event> {
             .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
     };
     let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
-    let micros = |name: &str| get(name)?.parse::<i64>().map(from_micros).map_err(|_| bad(name));
+    let micros = |name: &str| {
+        get(name)?
+            .parse::<i64>()
+            .map(from_micros)
+            .map_err(|_| bad(name))
+    };
     Ok(Event {
         id: Uuid::try_parse(get("id")?).map_err(|_| bad("id"))?,
         user_id: get("user_id")?.clone(),
@@ -218,13 +231,15 @@ impl RedisBackend {
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
     pub fn open(url: &str, keys: Keys) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| Error::Internal(format!("invalid Redis URL: {e}")))?;
+        let client =
+            Client::open(url).map_err(|e| Error::Internal(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(redis_error)?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(redis_error)?;
         Ok(Self {
             client,
             conn,
@@ -255,14 +270,21 @@ impl EventStore for RedisBackend {
         for (field, value) in record(&event) {
             invocation.arg(field).arg(value);
         }
-        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
         Ok(event)
     }
 
     #[instrument(skip_all)]
     async fn get(&self, id: Uuid) -> Result<Event> {
-        let fields: HashMap<String, String> =
-            self.conn.clone().hgetall(self.keys.event(id)).await.map_err(redis_error)?;
+        let fields: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.event(id))
+            .await
+            .map_err(redis_error)?;
         if fields.is_empty() {
             return Err(Error::NotFound(id));
         }
@@ -283,18 +305,23 @@ impl EventStore for RedisBackend {
         for source in status.sources() {
             invocation.arg(source.as_str());
         }
-        let (outcome, detail): (String, Value) =
-            invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+        let (outcome, detail): (String, Value) = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
         match outcome.as_str() {
             "missing" => Err(Error::NotFound(id)),
             "forbidden" => {
                 let current = string(detail)?;
-                let from = EventStatus::parse(&current)
-                    .ok_or_else(|| Error::Internal(format!("stored status {current:?} is unknown")))?;
+                let from = EventStatus::parse(&current).ok_or_else(|| {
+                    Error::Internal(format!("stored status {current:?} is unknown"))
+                })?;
                 Err(Error::InvalidTransition { from, to: status })
             }
             "same" | "changed" => parse_record(&flat_map(detail)?),
-            other => Err(Error::Internal(format!("unexpected script outcome {other:?}"))),
+            other => Err(Error::Internal(format!(
+                "unexpected script outcome {other:?}"
+            ))),
         }
     }
 
@@ -352,8 +379,11 @@ impl RedisConsumer {
         if state.group_ready {
             return Ok(());
         }
-        let created: Result<(), RedisError> =
-            self.conn.clone().xgroup_create_mkstream(self.keys.events(), GROUP, "0").await;
+        let created: Result<(), RedisError> = self
+            .conn
+            .clone()
+            .xgroup_create_mkstream(self.keys.events(), GROUP, "0")
+            .await;
         match created {
             Ok(()) => info!(group = GROUP, stream = %self.keys.events(), "created consumer group"),
             Err(e) if e.code() == Some("BUSYGROUP") => {}
@@ -382,24 +412,43 @@ impl RedisConsumer {
             )
             .await
             .map_err(redis_error)?;
-        let counts: HashMap<String, u64> =
-            pending.ids.into_iter().map(|p| (p.id, p.times_delivered as u64)).collect();
+        let counts: HashMap<String, u64> = pending
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect();
         self.deliveries(entries, |id| counts.get(id).copied().unwrap_or(1))
     }
 
-    fn deliveries(&self, entries: Vec<StreamId>, count: impl Fn(&str) -> u64) -> Result<Vec<Delivery>> {
+    fn deliveries(
+        &self,
+        entries: Vec<StreamId>,
+        count: impl Fn(&str) -> u64,
+    ) -> Result<Vec<Delivery>> {
         entries
             .into_iter()
             .map(|entry| {
                 let deliveries = count(&entry.id);
                 let (entry_id, event) = stream_entry_event(entry)?;
-                Ok(Delivery { entry_id, event, deliveries })
+                Ok(Delivery {
+                    entry_id,
+                    event,
+                    deliveries,
+                })
             })
             .collect()
     }
 
-    async fn read_group(&self, state: &mut ConsumerState, id: &str, max: usize, block: bool) -> Result<Vec<StreamId>> {
-        let mut options = StreamReadOptions::default().group(GROUP, &self.config.name).count(max);
+    async fn read_group(
+        &self,
+        state: &mut ConsumerState,
+        id: &str,
+        max: usize,
+        block: bool,
+    ) -> Result<Vec<StreamId>> {
+        let mut options = StreamReadOptions::default()
+            .group(GROUP, &self.config.name)
+            .count(max);
         if block {
             options = options.block(self.config.block.as_millis() as usize);
         }
@@ -407,13 +456,25 @@ impl RedisConsumer {
             if state.reader.is_none() {
                 state.reader = Some(blocking_connection(&self.client, self.config.block).await?);
             }
-            let reader = state.reader.as_mut().ok_or_else(|| Error::Internal("no reader".into()))?;
-            reader.xread_options(&[self.keys.events()], &[id], &options).await
+            let reader = state
+                .reader
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no reader".into()))?;
+            reader
+                .xread_options(&[self.keys.events()], &[id], &options)
+                .await
         } else {
-            self.conn.clone().xread_options(&[self.keys.events()], &[id], &options).await
+            self.conn
+                .clone()
+                .xread_options(&[self.keys.events()], &[id], &options)
+                .await
         };
         match reply {
-            Ok(reply) => Ok(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect()),
+            Ok(reply) => Ok(reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect()),
             Err(e) => {
                 if is_nogroup(&e) {
                     warn!(group = GROUP, "consumer group missing, recreating it");
@@ -533,17 +594,26 @@ impl Consumer for RedisConsumer {
             .map_err(redis_error)?;
         // [count, first, last, [[consumer, count], ...] or nil]
         let Value::Array(mut parts) = reply else {
-            return Err(Error::Internal("redis reply: XPENDING is not an array".into()));
+            return Err(Error::Internal(
+                "redis reply: XPENDING is not an array".into(),
+            ));
         };
-        let consumers = if parts.len() == 4 { parts.swap_remove(3) } else { Value::Nil };
+        let consumers = if parts.len() == 4 {
+            parts.swap_remove(3)
+        } else {
+            Value::Nil
+        };
         let pairs: Vec<(String, String)> = match consumers {
             Value::Nil => Vec::new(),
-            other => ::redis::from_redis_value(other).map_err(|e| Error::Internal(format!("redis reply: {e}")))?,
+            other => ::redis::from_redis_value(other)
+                .map_err(|e| Error::Internal(format!("redis reply: {e}")))?,
         };
         pairs
             .into_iter()
             .map(|(name, count)| {
-                let count = count.parse().map_err(|_| Error::Internal("redis reply: bad pending count".into()))?;
+                let count = count
+                    .parse()
+                    .map_err(|_| Error::Internal("redis reply: bad pending count".into()))?;
                 Ok((name, count))
             })
             .collect()
@@ -562,21 +632,32 @@ impl NotificationFeed for RedisBackend {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        Ok(newest.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+        Ok(newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
     }
 
     #[instrument(skip_all)]
-    async fn read_after(&self, cursor: &str, max: usize, block: Duration) -> Result<Vec<Notification>> {
+    async fn read_after(
+        &self,
+        cursor: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Notification>> {
         let mut guard = self.feed_conn.lock().await;
         if guard.is_none() {
             *guard = Some(blocking_connection(&self.client, block).await?);
         }
-        let conn = guard.as_mut().ok_or_else(|| Error::Internal("no feed connection".into()))?;
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no feed connection".into()))?;
         let options = StreamReadOptions::default()
             .count(max.max(1))
             .block(block.as_millis() as usize);
-        let reply: Result<Option<StreamReadReply>, RedisError> =
-            conn.xread_options(&[self.keys.notifications()], &[cursor], &options).await;
+        let reply: Result<Option<StreamReadReply>, RedisError> = conn
+            .xread_options(&[self.keys.notifications()], &[cursor], &options)
+            .await;
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {

@@ -30,7 +30,11 @@ impl Lines {
     /// Every complete line written so far.
     pub fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().expect("lines lock").clone();
-        String::from_utf8(bytes).expect("utf-8").lines().map(str::to_owned).collect()
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -60,8 +64,17 @@ impl Logger {
         let addr = listener.local_addr().expect("addr");
         let config = Config::from_args(args);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(herald_logger::run_with_sink(listener, config, sink, shutdown.clone()));
-        Self { addr, shutdown, handle }
+        let handle = tokio::spawn(herald_logger::run_with_sink(
+            listener,
+            config,
+            sink,
+            shutdown.clone(),
+        ));
+        Self {
+            addr,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -78,7 +91,9 @@ impl Logger {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(self.url()).await.expect("connect to the logger")
+        Client::connect(self.url())
+            .await
+            .expect("connect to the logger")
     }
 
     /// Stops it and waits for the end, which must come within `limit`.
@@ -100,7 +115,12 @@ pub struct Processor {
 
 impl Processor {
     /// Starts a processor on `redis_url`, calling the logger at `logger_url`.
-    pub fn start(redis_url: &str, logger_url: &str, worker_args: &[&str], sink: Arc<dyn Sink>) -> Self {
+    pub fn start(
+        redis_url: &str,
+        logger_url: &str,
+        worker_args: &[&str],
+        sink: Arc<dyn Sink>,
+    ) -> Self {
         let config = herald_processor::Config {
             redis_url: redis_url.to_owned(),
             redis_prefix: "herald".into(),
@@ -129,7 +149,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

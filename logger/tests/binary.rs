@@ -1,0 +1,119 @@
+//! The real `herald-logger` binary, as a newcomer starts it: no flags but a
+//! port, the memory backend and the embedded worker.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use herald::{EventStatus, testing::free_port};
+use herald_client::Client;
+use tonic::Code;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on a free port; returns it, its URL, and its stdout lines.
+async fn start_logger() -> (Running, String, mpsc::Receiver<String>) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run herald-logger");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let running = Running(child);
+    for _ in 0..100 {
+        if Client::connect(url.clone()).await.is_ok() {
+            return (running, url, rx);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("herald-logger did not start listening on port {port}");
+}
+
+#[tokio::test]
+async fn one_command_runs_the_whole_system() {
+    let (_logger, url, stdout) = start_logger().await;
+    let client = Client::connect(url).await.expect("connect");
+    let event = client
+        .create_event("alice", "Welcome to Herald")
+        .await
+        .expect("create");
+
+    let expected = format!(
+        "Event {} has been sent to alice: Welcome to Herald",
+        event.id
+    );
+    let line = stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a notification line on stdout");
+    assert_eq!(line, expected);
+    for _ in 0..100 {
+        if client.get_event(event.id).await.expect("get").status == EventStatus::Processed {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("event {} never became PROCESSED", event.id);
+}
+
+#[tokio::test]
+async fn sigterm_stops_it_promptly_with_subscribers_connected() {
+    let (mut logger, url, _stdout) = start_logger().await;
+    let client = Client::connect(url).await.expect("connect");
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        streams.push(
+            client
+                .subscribe(&format!("user-{i}"))
+                .await
+                .expect("subscribe"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &logger.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    for stream in &mut streams {
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("stream ended in time")
+            .expect("an end status");
+        assert_eq!(
+            end.expect_err("ends with an error").code(),
+            Code::Unavailable
+        );
+    }
+    for _ in 0..100 {
+        if let Some(exit) = logger.0.try_wait().expect("wait") {
+            assert!(exit.success(), "clean exit, got {exit}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("herald-logger still running 5 s after SIGTERM");
+}

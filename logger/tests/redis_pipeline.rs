@@ -1,0 +1,313 @@
+//! The pipeline on a private redis-server: a logger and separate processors,
+//! all in this process over real sockets, with faults injected.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use common::{Lines, Logger, Processor, eventually};
+use herald::{
+    Event, EventStatus,
+    backend::{self, BackendConfig, Consumer, ConsumerConfig},
+    testing::{RedisServer, skip_redis_tests},
+};
+use herald_client::Client;
+use herald_processor::sink::notification_line;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use uuid::Uuid;
+
+/// Waits until every event is PROCESSED.
+async fn all_processed(client: &Client, ids: &[Uuid], limit: Duration) {
+    for id in ids {
+        eventually(limit, &format!("event {id} PROCESSED"), || async {
+            let e = client.get_event(*id).await.ok()?;
+            (e.status == EventStatus::Processed).then_some(())
+        })
+        .await;
+    }
+}
+
+fn assert_each_printed(events: &[Event], lines: &[String]) {
+    let printed: HashSet<&str> = lines.iter().map(String::as_str).collect();
+    for e in events {
+        assert!(
+            printed.contains(notification_line(e).as_str()),
+            "no line printed for {}",
+            e.id
+        );
+    }
+}
+
+async fn create_many(client: &Client, n: usize, tag: &str) -> Vec<Event> {
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = format!("user-{}", i % 37);
+        events.push(
+            client
+                .create_event(&user, &format!("{tag} {i}"))
+                .await
+                .expect("create"),
+        );
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_process_a_thousand_events_none_lost() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let (lines_a, lines_b) = (Lines::default(), Lines::default());
+    let a = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--consumer-name", "a"],
+        lines_a.sink(),
+    );
+    let b = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--consumer-name", "b"],
+        lines_b.sink(),
+    );
+    let client = logger.client().await;
+
+    let events = create_many(&client, 1_000, "event").await;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    all_processed(&client, &ids, Duration::from_secs(60)).await;
+
+    let mut lines = lines_a.lines();
+    lines.extend(lines_b.lines());
+    assert_each_printed(&events, &lines);
+    assert!(
+        !lines_a.lines().is_empty() && !lines_b.lines().is_empty(),
+        "both processors took part"
+    );
+
+    a.shutdown.cancel();
+    b.shutdown.cancel();
+    a.handle.await.expect("join").expect("processor a");
+    b.handle.await.expect("join").expect("processor b");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// Starts processor "a" that takes `n` entries but cannot finish them (its
+/// logger URL leads nowhere, so UpdateStatus never succeeds and nothing is
+/// acknowledged), waits until it holds all of them, and kills it. Returns a
+/// consumer to inspect the group with.
+async fn strand_with_killed_processor(redis: &RedisServer, n: u64) -> std::sync::Arc<dyn Consumer> {
+    let nowhere = format!("http://127.0.0.1:{}", herald::testing::free_port());
+    let a = Processor::start(
+        &redis.url(),
+        &nowhere,
+        &["--consumer-name", "a"],
+        Lines::default().sink(),
+    );
+    let inspect = backend::open(&BackendConfig::Redis {
+        url: redis.url(),
+        prefix: "herald".into(),
+    })
+    .expect("backend")
+    .queue
+    .consumer(ConsumerConfig {
+        name: "inspector".into(),
+        claim_idle: Duration::from_secs(3600),
+        block: Duration::from_millis(10),
+    });
+    eventually(
+        Duration::from_secs(20),
+        "entries pending with a",
+        || async {
+            let pending = inspect.pending_by_consumer().await.ok()?;
+            (pending == [("a".to_owned(), n)]).then_some(())
+        },
+    )
+    .await;
+    a.kill();
+    inspect
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_often_delivered_events_are_failed_and_dead_lettered() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let events = create_many(&client, 5, "poison").await;
+    let inspect = strand_with_killed_processor(&redis, 5).await;
+
+    // The reclaim is the second delivery: one more than "b" allows.
+    let lines_b = Lines::default();
+    let b = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &[
+            "--consumer-name",
+            "b",
+            "--claim-idle-ms",
+            "300",
+            "--max-deliveries",
+            "1",
+        ],
+        lines_b.sink(),
+    );
+    for e in &events {
+        eventually(Duration::from_secs(20), "FAILED", || async {
+            (client.get_event(e.id).await.ok()?.status == EventStatus::Failed).then_some(())
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(10), "nothing pending", || async {
+        inspect
+            .pending_by_consumer()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("herald:events:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let dead_ids: HashSet<&str> = dead.iter().map(|(_, f)| f["id"].as_str()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(dead_ids, ids.iter().map(String::as_str).collect());
+    assert!(
+        dead.iter()
+            .all(|(_, f)| f["deliveries"] == "2" && f["reason"].contains("2 times"))
+    );
+    assert!(lines_b.lines().is_empty(), "given up without sending again");
+
+    b.shutdown.cancel();
+    b.handle.await.expect("join").expect("processor b");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_processors_pending_entries_are_reclaimed() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let events = create_many(&client, 50, "doomed").await;
+
+    let inspect = strand_with_killed_processor(&redis, 50).await;
+
+    let lines_b = Lines::default();
+    let b = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--consumer-name", "b", "--claim-idle-ms", "500"],
+        lines_b.sink(),
+    );
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    all_processed(&client, &ids, Duration::from_secs(30)).await;
+    assert_each_printed(&events, &lines_b.lines());
+    eventually(Duration::from_secs(10), "nothing pending", || async {
+        inspect
+            .pending_by_consumer()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    b.shutdown.cancel();
+    b.handle.await.expect("join").expect("processor b");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_survived_and_no_acknowledged_event_is_lost() {
+    if skip_redis_tests() {
+        return;
+    }
+    let mut redis = RedisServer::start_with_aof();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let lines = Lines::default();
+    let p = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--consumer-name", "p", "--claim-idle-ms", "1000"],
+        lines.sink(),
+    );
+    let client = logger.client().await;
+    let mut health = HealthClient::new(logger.channel().await);
+    let health_is = |want: ServingStatus| {
+        let mut health = health.clone();
+        async move {
+            let r = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?;
+            (r.into_inner().status == want as i32).then_some(())
+        }
+    };
+
+    let mut events = create_many(&client, 100, "before").await;
+    redis.stop();
+
+    let err = client
+        .create_event("alice", "while Redis is down")
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let err = client
+        .get_event(events[0].id)
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    eventually(Duration::from_secs(10), "NOT_SERVING", || {
+        health_is(ServingStatus::NotServing)
+    })
+    .await;
+
+    redis.restart();
+    eventually(Duration::from_secs(20), "SERVING again", || {
+        health_is(ServingStatus::Serving)
+    })
+    .await;
+    let first_after = eventually(Duration::from_secs(20), "creates succeed again", || async {
+        client.create_event("alice", "after the restart").await.ok()
+    })
+    .await;
+    events.push(first_after);
+    events.extend(create_many(&client, 100, "after").await);
+
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    all_processed(&client, &ids, Duration::from_secs(60)).await;
+    assert_each_printed(&events, &lines.lines());
+    let _ = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+
+    p.shutdown.cancel();
+    p.handle.await.expect("join").expect("processor");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
