@@ -8,6 +8,7 @@ use herald::{
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
 use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
 use crate::Error;
@@ -47,6 +48,7 @@ pub struct Notification {
 pub struct Client {
     logger: EventLoggerClient<Channel>,
     notifier: NotifierClient<Channel>,
+    health: HealthClient<Channel>,
     retry: RetryPolicy,
 }
 
@@ -74,7 +76,8 @@ impl Client {
     fn from_channel(channel: Channel) -> Self {
         Self {
             logger: EventLoggerClient::new(channel.clone()),
-            notifier: NotifierClient::new(channel),
+            notifier: NotifierClient::new(channel.clone()),
+            health: HealthClient::new(channel),
             retry: RetryPolicy::default(),
         }
     }
@@ -141,6 +144,22 @@ impl Client {
                 cursor: message.cursor,
             })
         })))
+    }
+
+    /// The gRPC health status (`SERVING`, `NOT_SERVING`, ...) of `service`
+    /// (`""` for the whole server).
+    pub async fn health(&self, service: &str) -> Result<String, Error> {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let status = self
+            .health
+            .clone()
+            .check(request)
+            .await?
+            .into_inner()
+            .status();
+        Ok(status.as_str_name().to_owned())
     }
 
     async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>

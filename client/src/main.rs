@@ -51,6 +51,12 @@ enum Command {
         #[arg(value_parser = parse_status)]
         status: EventStatus,
     },
+    /// Check the logger's health; exits non-zero unless it is SERVING.
+    Health {
+        /// The service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Print each notification sent to a user as it arrives, until interrupted.
     Subscribe {
         /// Whose notifications to follow.
@@ -92,11 +98,23 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::UpdateStatus { id, status } => {
             print_event(&client.update_status(*id, *status).await?, cli.json);
         }
+        Command::Health { service } => {
+            let status = client.health(service).await?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "status": status }));
+            } else {
+                println!("{status}");
+            }
+            if status != "SERVING" {
+                return Err(Error::Rpc {
+                    code: tonic::Code::Unavailable,
+                    message: format!("logger is {status}"),
+                    violations: Vec::new(),
+                });
+            }
+        }
         Command::Subscribe { user_id } => {
             let mut stream = client.subscribe(user_id).await?;
-            if !cli.json {
-                eprintln!("following notifications for {user_id} (Ctrl-C to stop)");
-            }
             loop {
                 tokio::select! {
                     item = stream.next() => match item {

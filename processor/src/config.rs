@@ -24,7 +24,7 @@ pub struct WorkerConfig {
     pub block_ms: u64,
     /// On shutdown, how long events in flight may take to finish (milliseconds).
     #[arg(long, env = "HERALD_WORKER_GRACE_MS", default_value_t = 10_000)]
-    pub grace_ms: u64,
+    pub worker_grace_ms: u64,
 }
 
 impl WorkerConfig {
@@ -40,7 +40,7 @@ impl WorkerConfig {
 
     /// Shutdown grace time for events in flight.
     pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.grace_ms)
+        Duration::from_millis(self.worker_grace_ms)
     }
 }
 
