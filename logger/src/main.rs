@@ -7,17 +7,14 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    herald_processor::process::init_tracing();
     let config = Config::parse();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(herald_processor::signal::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(herald_processor::process::cancel_on_signal(
+        shutdown.clone(),
+    ));
     herald_logger::run(listener, config, shutdown).await
 }

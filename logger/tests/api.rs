@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lines, Logger, eventually};
+use common::{Lines, Logger, assert_ends_unavailable, eventually};
 use futures_util::StreamExt;
 use herald::{
     EventStatus,
@@ -253,14 +253,7 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     // Shutdown ends open streams with UNAVAILABLE, well within the grace time.
     logger.shutdown.cancel();
     for stream in [&mut alice, &mut idle] {
-        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("stream ended in time")
-            .expect("an end status");
-        assert_eq!(
-            end.expect_err("ends with an error").code(),
-            Code::Unavailable
-        );
+        assert_ends_unavailable(stream).await;
     }
     tokio::time::timeout(Duration::from_secs(5), logger.handle)
         .await

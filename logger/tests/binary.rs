@@ -1,6 +1,8 @@
 //! The real `herald-logger` binary, as a newcomer starts it: no flags but a
 //! port, the memory backend and the embedded worker.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -8,10 +10,9 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
+use common::assert_ends_unavailable;
 use herald::{EventStatus, testing::free_port};
 use herald_client::Client;
-use tonic::Code;
 
 struct Running(Child);
 
@@ -99,14 +100,7 @@ async fn sigterm_stops_it_promptly_with_subscribers_connected() {
     assert!(status.success());
 
     for stream in &mut streams {
-        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("stream ended in time")
-            .expect("an end status");
-        assert_eq!(
-            end.expect_err("ends with an error").code(),
-            Code::Unavailable
-        );
+        assert_ends_unavailable(stream).await;
     }
     for _ in 0..100 {
         if let Some(exit) = logger.0.try_wait().expect("wait") {

@@ -9,6 +9,7 @@ use std::{
 };
 
 use common::{Lines, Logger, Processor, eventually};
+use futures_util::StreamExt;
 use herald::{
     Event, EventStatus,
     backend::{self, BackendConfig, Consumer, ConsumerConfig},
@@ -21,6 +22,18 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use uuid::Uuid;
+
+/// A private redis-server with a logger on it and a client of that logger;
+/// `None` when Redis tests are skipped.
+async fn redis_and_logger() -> Option<(RedisServer, Logger, Client)> {
+    if skip_redis_tests() {
+        return None;
+    }
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let client = logger.client().await;
+    Some((redis, logger, client))
+}
 
 /// Waits until every event is PROCESSED.
 async fn all_processed(client: &Client, ids: &[Uuid], limit: Duration) {
@@ -60,11 +73,9 @@ async fn create_many(client: &Client, n: usize, tag: &str) -> Vec<Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_process_a_thousand_events_none_lost() {
-    if skip_redis_tests() {
+    let Some((redis, logger, client)) = redis_and_logger().await else {
         return;
-    }
-    let redis = RedisServer::start();
-    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    };
     let (lines_a, lines_b) = (Lines::default(), Lines::default());
     let a = Processor::start(
         &redis.url(),
@@ -78,11 +89,37 @@ async fn two_processors_process_a_thousand_events_none_lost() {
         &["--consumer-name", "b"],
         lines_b.sink(),
     );
-    let client = logger.client().await;
+    let mut subscription = client.subscribe("user-0").await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let events = create_many(&client, 1_000, "event").await;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     all_processed(&client, &ids, Duration::from_secs(60)).await;
+
+    // The subscriber heard of each of its user's events exactly once, and nothing else.
+    let mut expected: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.user_id == "user-0")
+        .map(|e| e.id)
+        .collect();
+    let mut heard = Vec::new();
+    while heard.len() < expected.len() {
+        let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+            .await
+            .expect("every notification arrives")
+            .expect("stream open")
+            .expect("notification");
+        assert_eq!(next.event.status, EventStatus::Processed);
+        heard.push(next.event.id);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), subscription.next())
+            .await
+            .is_err()
+    );
+    heard.sort();
+    expected.sort();
+    assert_eq!(heard, expected);
 
     let mut lines = lines_a.lines();
     lines.extend(lines_b.lines());
@@ -137,12 +174,9 @@ async fn strand_with_killed_processor(redis: &RedisServer, n: u64) -> std::sync:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_often_delivered_events_are_failed_and_dead_lettered() {
-    if skip_redis_tests() {
+    let Some((redis, logger, client)) = redis_and_logger().await else {
         return;
-    }
-    let redis = RedisServer::start();
-    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
-    let client = logger.client().await;
+    };
     let events = create_many(&client, 5, "poison").await;
     let inspect = strand_with_killed_processor(&redis, 5).await;
 
@@ -204,12 +238,9 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_processors_pending_entries_are_reclaimed() {
-    if skip_redis_tests() {
+    let Some((redis, logger, client)) = redis_and_logger().await else {
         return;
-    }
-    let redis = RedisServer::start();
-    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
-    let client = logger.client().await;
+    };
     let events = create_many(&client, 50, "doomed").await;
 
     let inspect = strand_with_killed_processor(&redis, 50).await;

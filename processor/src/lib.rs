@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags (with `HERALD_*` env twins) and defaults.
-//! - [`signal`]: shutdown on SIGINT/SIGTERM, shared with the logger.
+//! - [`process`]: logging set-up and shutdown on SIGINT/SIGTERM, shared with
+//!   the logger binary.
 //! - [`sink`]: the [`Sink`] abstraction and the line sink that prints
 //!   `Event {event_id} has been sent to {user_id}: {description}`.
 //! - [`worker`]: the consume/deliver/update/acknowledge loop, [`run_worker`],
@@ -15,7 +16,7 @@
 //! - [`run`]: the whole processor on Redis, as the binary runs it.
 
 pub mod config;
-pub mod signal;
+pub mod process;
 pub mod sink;
 pub mod worker;
 

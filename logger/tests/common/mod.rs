@@ -138,6 +138,21 @@ impl Processor {
     }
 }
 
+/// Asserts that a subscription ends within 5 s, with UNAVAILABLE.
+pub async fn assert_ends_unavailable<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<herald_client::Notification, herald_client::Error>>
+        + Unpin,
+{
+    use futures_util::StreamExt;
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("stream ended in time")
+        .expect("an end status");
+    let err = end.expect_err("ends with an error");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+}
+
 /// Polls `check` until it yields a value or `limit` passes (then panics with `what`).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

@@ -1,4 +1,5 @@
-//! Shutdown on SIGINT or SIGTERM, for every Herald binary.
+//! Process plumbing shared by every Herald server binary: logging set-up and
+//! shutdown on SIGINT or SIGTERM.
 
 use tokio_util::sync::CancellationToken;
 
@@ -31,4 +32,14 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     shutdown_signal().await;
     tracing::info!("shutdown requested");
     token.cancel();
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
