@@ -342,3 +342,19 @@ async fn redis_restart_is_survived_and_no_acknowledged_event_is_lost() {
     p.handle.await.expect("join").expect("processor");
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_flag_embeds_a_processor_in_a_redis_logger() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let lines = Lines::default();
+    let logger = Logger::start(&["--redis-url", &redis.url(), "--worker"], lines.sink()).await;
+    let client = logger.client().await;
+    let events = create_many(&client, 20, "embedded").await;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    all_processed(&client, &ids, Duration::from_secs(30)).await;
+    assert_each_printed(&events, &lines.lines());
+    logger.stop_within(Duration::from_secs(15)).await;
+}
