@@ -3,7 +3,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins
+RUN cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home herald

@@ -13,7 +13,8 @@
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
-//! - `main.rs` (binary `herald`): the command-line tool.
+//! - `bin/herald/` (binary `herald`): the command-line tool, with `bench`, the
+//!   benchmark suite.
 
 pub mod client;
 pub mod error;

@@ -8,9 +8,11 @@ use herald::{
     pb::{event_logger_server::EventLoggerServer, notifier_server::NotifierServer},
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{server::NamedService, transport::Server};
+use tonic::{
+    server::NamedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
@@ -51,14 +53,16 @@ pub async fn serve(
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(EventLoggerServer::new(logger))
         .add_service(NotifierServer::new(notifier))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // Nagle's algorithm would hold small responses back for the peer's
+            // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
+            // listeners tonic binds itself.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
     tokio::select! {

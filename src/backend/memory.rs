@@ -291,10 +291,13 @@ impl NotificationFeed for MemoryBackend {
             notified.as_mut().enable();
             {
                 let state = self.lock();
+                // Sequence numbers ascend: find the start by bisection, not a scan.
+                let start = state
+                    .notifications
+                    .partition_point(|(seq, _)| *seq <= after);
                 let batch: Vec<Notification> = state
                     .notifications
-                    .iter()
-                    .skip_while(|(seq, _)| *seq <= after)
+                    .range(start..)
                     .take(max)
                     .map(|(seq, event)| Notification {
                         cursor: entry_id(*seq),

@@ -28,8 +28,9 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ::redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script, Value,
+    AsyncCommands, AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value,
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    io::tcp::TcpSettings,
     streams::{
         StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
         StreamReadReply,
@@ -231,8 +232,14 @@ impl RedisBackend {
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
     pub fn open(url: &str, keys: Keys) -> Result<Self> {
-        let client =
-            Client::open(url).map_err(|e| Error::Internal(format!("invalid Redis URL: {e}")))?;
+        let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL: {e}"));
+        // Commands are small and pipelined: without TCP_NODELAY, Nagle's
+        // algorithm holds them back for the server's delayed ACK.
+        let info = url
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = Client::open(info).map_err(invalid)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

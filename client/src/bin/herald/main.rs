@@ -1,5 +1,7 @@
 //! `herald`: Herald's command-line tool.
 
+mod bench;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +59,9 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Measure a running Herald: ingest, end-to-end and fan-out benchmarks.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Print each notification sent to a user as it arrives, until interrupted.
     Subscribe {
         /// Whose notifications to follow.
@@ -73,6 +78,15 @@ fn parse_status(s: &str) -> Result<EventStatus, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(which) = &cli.command {
+        return match bench::run(&cli.server, which, cli.json).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -113,6 +127,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 });
             }
         }
+        Command::Bench(_) => unreachable!("handled in main"),
         Command::Subscribe { user_id } => {
             let mut stream = client.subscribe(user_id).await?;
             loop {

@@ -1,0 +1,633 @@
+//! `herald bench`: load generators that measure a running Herald over gRPC.
+//!
+//! - `ingest`: closed-loop CreateEvent calls, against the same closed loop of
+//!   `grpc.health.v1.Health/Check` on the same server as the floor.
+//! - `e2e`: create N events and wait, through Notifier subscriptions, until
+//!   every one is PROCESSED.
+//! - `fanout`: S subscriptions to one user, a burst of E events, and the delay
+//!   from PROCESSED to arrival at each subscriber.
+//!
+//! Latencies go into HDR histograms (microseconds). Times that span processes
+//! (`e2e`, `fanout`) compare the server's timestamps with this machine's clock,
+//! so run the benchmark on the server's machine.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use herald::{
+    EventStatus,
+    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Closed-loop CreateEvent throughput and latency, against the Health/Check floor.
+    Ingest(IngestArgs),
+    /// Create N events and measure until every one is PROCESSED.
+    E2e(E2eArgs),
+    /// Many subscribers of one user; delivery latency of a burst of events.
+    Fanout(FanoutArgs),
+}
+
+/// Flags of `bench ingest`.
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Measured time of each of the two loops (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before each loop.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+}
+
+/// Flags of `bench e2e`.
+#[derive(Args)]
+pub struct E2eArgs {
+    /// Events to create.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Create at this many events per second; as fast as possible without it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// CreateEvent calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Users (and subscriptions) the events are spread over.
+    #[arg(long, default_value_t = 16)]
+    users: usize,
+    /// Give up waiting for notifications after this long.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// Flags of `bench fanout`.
+#[derive(Args)]
+pub struct FanoutArgs {
+    /// Concurrent Subscribe streams, all for one user.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Events created in one burst for that user.
+    #[arg(long, default_value_t = 100)]
+    events: u64,
+    /// Subscribe streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    streams_per_connection: usize,
+    /// Give up waiting for messages after this long.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (use e.g. 10s or 500ms)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Runs one benchmark against `server` and prints its results.
+pub async fn run(server: &str, bench: &Bench, json: bool) -> anyhow::Result<()> {
+    let report = match bench {
+        Bench::Ingest(args) => ingest(server, args).await?,
+        Bench::E2e(args) => e2e(server, args).await?,
+        Bench::Fanout(args) => fanout(server, args).await?,
+    };
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// One measured series: how many operations, over how long, with what latencies.
+struct Series {
+    name: String,
+    ops: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Series {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency_us: histogram(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "ops": self.ops,
+            "errors": self.errors,
+            "seconds": self.elapsed.as_secs_f64(),
+            "ops_per_sec": self.rate(),
+            "p50_ms": self.quantile_ms(0.5),
+            "p99_ms": self.quantile_ms(0.99),
+            "p999_ms": self.quantile_ms(0.999),
+            "max_ms": self.latency_us.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// What a benchmark found: its series and a few named figures.
+struct Report {
+    bench: &'static str,
+    series: Vec<Series>,
+    figures: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    fn json(&self) -> Value {
+        let mut out = json!({
+            "benchmark": self.bench,
+            "series": self.series.iter().map(Series::json).collect::<Vec<_>>(),
+        });
+        for (name, value) in &self.figures {
+            out[*name] = value.clone();
+        }
+        out
+    }
+
+    fn table(&self) -> String {
+        let mut out = format!(
+            "{:<28} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            self.bench, "ops", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
+        );
+        for s in &self.series {
+            out += &format!(
+                "{:<28} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}\n",
+                s.name,
+                s.ops,
+                s.rate(),
+                s.quantile_ms(0.5),
+                s.quantile_ms(0.99),
+                s.quantile_ms(0.999),
+                s.latency_us.max() as f64 / 1000.0,
+                s.errors
+            );
+        }
+        for (name, value) in &self.figures {
+            out += &format!("{name}: {value}\n");
+        }
+        out
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 h, three significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
+}
+
+async fn connect_all(server: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let endpoint = Endpoint::from_shared(url.clone())?.tcp_nodelay(true);
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+fn spinner(message: &str, length: Option<u64>) -> ProgressBar {
+    let bar = match length {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Calls `call` from `concurrency` tasks in a closed loop for `warmup` then
+/// `duration`, measuring only the second part.
+async fn closed_loop<F, Fut>(
+    name: &str,
+    channels: &[Channel],
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> Series
+where
+    F: Fn(Channel) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let bar = spinner(name, Some(duration.as_secs().max(1)));
+    let start = Instant::now();
+    let (measure_from, end) = (start + warmup, start + warmup + duration);
+    let mut tasks = JoinSet::new();
+    for i in 0..concurrency.max(1) {
+        let (channel, call) = (channels[i % channels.len()].clone(), call.clone());
+        tasks.spawn(async move {
+            let mut series = Series::new("");
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let result = call(channel.clone()).await;
+                if t0 >= measure_from {
+                    match result {
+                        Ok(()) => {
+                            series.ops += 1;
+                            record(&mut series.latency_us, t0.elapsed());
+                        }
+                        Err(_) => series.errors += 1,
+                    }
+                }
+            }
+            series
+        });
+    }
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                bar.set_position(start.elapsed().saturating_sub(warmup).as_secs());
+            }
+        })
+    };
+    let mut total = Series::new(name);
+    while let Some(part) = tasks.join_next().await {
+        let part = part.expect("benchmark task panicked");
+        total.ops += part.ops;
+        total.errors += part.errors;
+        total
+            .latency_us
+            .add(&part.latency_us)
+            .expect("same histogram bounds");
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    total.elapsed = duration;
+    total
+}
+
+async fn ingest(server: &str, args: &IngestArgs) -> anyhow::Result<Report> {
+    let channels = connect_all(server, args.connections).await?;
+    let floor = closed_loop(
+        "health (floor)",
+        &channels,
+        args.concurrency,
+        args.warmup,
+        args.duration,
+        |ch| async {
+            HealthClient::new(ch)
+                .check(HealthCheckRequest::default())
+                .await
+                .map(drop)
+        },
+    )
+    .await;
+    let counter = Arc::new(AtomicU64::new(0));
+    let ingest = closed_loop(
+        "ingest",
+        &channels,
+        args.concurrency,
+        args.warmup,
+        args.duration,
+        move |ch| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let request = pb::CreateEventRequest {
+                    user_id: format!("bench-user-{}", n % 1000),
+                    description: format!("benchmark event {n}"),
+                };
+                EventLoggerClient::new(ch)
+                    .create_event(request)
+                    .await
+                    .map(drop)
+            }
+        },
+    )
+    .await;
+    let ratio = ingest.rate() / floor.rate().max(f64::EPSILON);
+    Ok(Report {
+        bench: "ingest",
+        figures: vec![
+            ("concurrency", json!(args.concurrency)),
+            ("connections", json!(args.connections)),
+            (
+                "ingest_over_floor",
+                json!((ratio * 1000.0).round() / 1000.0),
+            ),
+        ],
+        series: vec![floor, ingest],
+    })
+}
+
+/// A run-unique prefix, so user ids of earlier runs never match.
+fn run_tag() -> String {
+    format!("bench-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Time from a server timestamp to now, on this machine's clock.
+fn since(t: Option<prost_types::Timestamp>) -> Duration {
+    t.and_then(|t| SystemTime::try_from(t).ok())
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
+    let tag = run_tag();
+    let channels = connect_all(server, args.connections).await?;
+    let users: Vec<String> = (0..args.users.max(1))
+        .map(|i| format!("{tag}-user-{i}"))
+        .collect();
+
+    // Subscriptions first: Subscribe returns once the server registered it.
+    let seen = Arc::new(Mutex::new((HashSet::new(), histogram(), None::<Instant>)));
+    let mut readers = JoinSet::new();
+    for (i, user) in users.iter().enumerate() {
+        let mut client = NotifierClient::new(channels[i % channels.len()].clone());
+        let mut stream = client
+            .subscribe(pb::SubscribeRequest {
+                user_id: user.clone(),
+            })
+            .await?
+            .into_inner();
+        let seen = seen.clone();
+        readers.spawn(async move {
+            while let Some(message) = stream.message().await? {
+                let Some(event) = message.event else { continue };
+                if event.status != EventStatus::Processed.to_pb() as i32 {
+                    continue;
+                }
+                let latency = since(event.created_at);
+                let mut seen = seen.lock().expect("lock");
+                if seen.0.insert(event.event_id) {
+                    record(&mut seen.1, latency);
+                    seen.2 = Some(Instant::now());
+                }
+            }
+            Ok::<_, tonic::Status>(())
+        });
+    }
+
+    let bar = spinner("processed", Some(args.events));
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut creators = JoinSet::new();
+    for i in 0..args.concurrency.max(1) {
+        let mut client = EventLoggerClient::new(channels[i % channels.len()].clone());
+        let (next, users, rate, n) = (next.clone(), users.clone(), args.rate, args.events);
+        creators.spawn(async move {
+            let mut series = Series::new("create");
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until(
+                        (start + Duration::from_secs_f64(k as f64 / rate)).into(),
+                    )
+                    .await;
+                }
+                let request = pb::CreateEventRequest {
+                    user_id: users[k as usize % users.len()].clone(),
+                    description: format!("benchmark event {k}"),
+                };
+                let t0 = Instant::now();
+                match client.create_event(request).await {
+                    Ok(_) => {
+                        series.ops += 1;
+                        record(&mut series.latency_us, t0.elapsed());
+                    }
+                    Err(_) => series.errors += 1,
+                }
+            }
+            series
+        });
+    }
+    let mut create = Series::new("create (CreateEvent)");
+    let deadline = start + args.timeout;
+    let mut creators_done = false;
+    loop {
+        let done = seen.lock().expect("lock").0.len() as u64;
+        bar.set_position(done);
+        if !creators_done && creators.is_empty() {
+            creators_done = true;
+            create.elapsed = start.elapsed();
+        }
+        while let Some(part) = creators.try_join_next() {
+            let part = part.expect("creator panicked");
+            create.ops += part.ops;
+            create.errors += part.errors;
+            create
+                .latency_us
+                .add(&part.latency_us)
+                .expect("same bounds");
+        }
+        if creators_done && done >= create.ops {
+            break;
+        }
+        if Instant::now() > deadline {
+            bar.abandon();
+            break;
+        }
+        if let Some(ended) = readers.try_join_next() {
+            bar.abandon();
+            let why = match ended {
+                Ok(Ok(())) => "stream ended".to_owned(),
+                Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                Err(e) => e.to_string(),
+            };
+            bail!("a subscription ended early: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bar.finish_and_clear();
+    readers.abort_all();
+    let (ids, latency, last) = std::mem::replace(
+        &mut *seen.lock().expect("lock"),
+        (HashSet::new(), histogram(), None),
+    );
+    let mut processed = Series::new("create to notification");
+    processed.ops = ids.len() as u64;
+    processed.errors = create.ops.saturating_sub(processed.ops);
+    processed.elapsed = last.map_or(start.elapsed(), |t| t.duration_since(start));
+    processed.latency_us = latency;
+    Ok(Report {
+        bench: "e2e",
+        figures: vec![
+            ("events", json!(args.events)),
+            ("rate", json!(args.rate)),
+            ("created", json!(create.ops)),
+            ("processed", json!(processed.ops)),
+            ("missing", json!(create.ops - processed.ops.min(create.ops))),
+            ("sustained_events_per_sec", json!(processed.rate().round())),
+        ],
+        series: vec![create, processed],
+    })
+}
+
+async fn fanout(server: &str, args: &FanoutArgs) -> anyhow::Result<Report> {
+    let user = format!("{}-fanout", run_tag());
+    let connections = args
+        .subscribers
+        .div_ceil(args.streams_per_connection.max(1))
+        .max(1);
+    let channels = connect_all(server, connections).await?;
+    let bar = spinner("subscribing", Some(args.subscribers as u64));
+    let arrived = Arc::new(AtomicU64::new(0));
+    let mut readers = JoinSet::new();
+    for i in 0..args.subscribers {
+        let mut client = NotifierClient::new(channels[i % channels.len()].clone());
+        let mut stream = client
+            .subscribe(pb::SubscribeRequest {
+                user_id: user.clone(),
+            })
+            .await
+            .context("subscribe")?
+            .into_inner();
+        bar.inc(1);
+        let (arrived, expected) = (arrived.clone(), args.events);
+        readers.spawn(async move {
+            let mut latency = histogram();
+            let mut got = 0;
+            while got < expected {
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        record(
+                            &mut latency,
+                            since(message.event.and_then(|e| e.updated_at)),
+                        );
+                        got += 1;
+                        arrived.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            latency
+        });
+    }
+    bar.finish_and_clear();
+
+    let expected = args.subscribers as u64 * args.events;
+    let bar = spinner("delivered", Some(expected));
+    let start = Instant::now();
+    let mut logger = EventLoggerClient::new(channels[0].clone());
+    let mut created = 0;
+    for k in 0..args.events {
+        let request = pb::CreateEventRequest {
+            user_id: user.clone(),
+            description: format!("fanout event {k}"),
+        };
+        if logger.create_event(request).await.is_ok() {
+            created += 1;
+        }
+    }
+    let deadline = start + args.timeout;
+    while arrived.load(Ordering::Relaxed) < created * args.subscribers as u64
+        && Instant::now() < deadline
+    {
+        bar.set_position(arrived.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    if arrived.load(Ordering::Relaxed) < created * args.subscribers as u64 {
+        readers.abort_all();
+    }
+    let mut delivery = Series::new("processed to subscriber");
+    while let Some(part) = readers.join_next().await {
+        if let Ok(h) = part {
+            delivery.latency_us.add(&h).expect("same bounds");
+        }
+    }
+    delivery.ops = arrived.load(Ordering::Relaxed);
+    delivery.errors = expected.saturating_sub(delivery.ops);
+    delivery.elapsed = elapsed;
+    Ok(Report {
+        bench: "fanout",
+        figures: vec![
+            ("subscribers", json!(args.subscribers)),
+            ("events", json!(args.events)),
+            ("expected_messages", json!(expected)),
+            ("arrived_messages", json!(delivery.ops)),
+            ("all_arrived", json!(delivery.ops == expected)),
+        ],
+        series: vec![delivery],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Prints the summary table of scripts/bench.sh from its results.jsonl."""
+
+import json
+import sys
+
+
+def main():
+    path, cores, processors = sys.argv[1], sys.argv[2], sys.argv[3]
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    print(f"\nHerald benchmarks: {cores} cores, Redis runs with {processors} processors\n")
+    print(f"{'backend':<8} {'benchmark':<34} {'result':>14} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}")
+    for r in rows:
+        backend, bench = r["backend"], r["benchmark"]
+        if bench == "rss":
+            print(f"{backend:<8} {'logger peak RSS':<34} {str(r['logger_peak_rss_mb']) + ' MB':>14}")
+            continue
+        for s in r["series"]:
+            name = f"{bench}: {s['name']}"
+            if bench == "e2e" and r.get("rate"):
+                name = f"e2e @{r['rate']:.0f}/s: {s['name']}"
+            result = f"{s['ops_per_sec']:,.0f}/s"
+            if bench == "fanout":
+                result = f"{s['ops']}/{r['expected_messages']} msgs"
+            print(f"{backend:<8} {name:<34} {result:>14} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['p999_ms']:>9.2f}")
+        if bench == "ingest":
+            print(f"{backend:<8} {'ingest / health floor':<34} {r['ingest_over_floor']:>14.3f}")
+        if bench == "e2e" and r["missing"]:
+            print(f"{backend:<8} {'e2e: MISSING notifications':<34} {r['missing']:>14}")
+
+
+if __name__ == "__main__":
+    main()
