@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["proto"])?;
     fs::write(out_dir.join("herald_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // google.rpc.Status is tonic-types' own type, not generated twice.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

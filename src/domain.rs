@@ -331,6 +331,40 @@ impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
     }
 }
 
+/// Most changes in one BatchUpdateStatus call.
+pub const MAX_BATCH_CHANGES: usize = 1000;
+
+/// Checks a BatchUpdateStatus request: its size (else INVALID_ARGUMENT on
+/// `requests`), then each change on its own, with field names like
+/// `requests[3].event_id`.
+pub fn parse_batch_changes(
+    r: pb::BatchUpdateStatusRequest,
+) -> Result<Vec<Result<StatusChange, Error>>, Error> {
+    let n = r.requests.len();
+    if n == 0 || n > MAX_BATCH_CHANGES {
+        return Err(Error::invalid(
+            "requests",
+            format!("must hold 1 to {MAX_BATCH_CHANGES} changes, got {n}"),
+        ));
+    }
+    Ok(r.requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            StatusChange::try_from(request).map_err(|err| {
+                Error::InvalidArgument(
+                    err.into_violations()
+                        .into_iter()
+                        .map(|v| {
+                            FieldViolation::new(format!("requests[{i}].{}", v.field), v.description)
+                        })
+                        .collect(),
+                )
+            })
+        })
+        .collect())
+}
+
 /// A validated Subscribe request: whose notifications to stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionFilter {
@@ -457,6 +491,43 @@ mod tests {
         })
         .expect_err("invalid");
         assert_eq!(fields(err), ["event_id", "status"]);
+    }
+
+    #[test]
+    fn batch_requests_are_sized_and_checked_per_item() {
+        let item = |id: &str, status: i32| pb::UpdateStatusRequest {
+            event_id: id.into(),
+            status,
+        };
+        let empty = pb::BatchUpdateStatusRequest { requests: vec![] };
+        assert_eq!(
+            fields(parse_batch_changes(empty).expect_err("empty")),
+            ["requests"]
+        );
+        let too_many = pb::BatchUpdateStatusRequest {
+            requests: vec![item("x", 1); MAX_BATCH_CHANGES + 1],
+        };
+        assert_eq!(
+            fields(parse_batch_changes(too_many).expect_err("too many")),
+            ["requests"]
+        );
+
+        let id = Uuid::now_v7();
+        let request = pb::BatchUpdateStatusRequest {
+            requests: vec![
+                item(&id.to_string(), 2),
+                item("bad", 2),
+                item(&id.to_string(), 0),
+            ],
+        };
+        let items = parse_batch_changes(request).expect("sized right");
+        assert_eq!(
+            items[0].as_ref().expect("valid").status,
+            EventStatus::Processed
+        );
+        let fields_of = |r: &Result<StatusChange, Error>| fields(r.clone().expect_err("invalid"));
+        assert_eq!(fields_of(&items[1]), ["requests[1].event_id"]);
+        assert_eq!(fields_of(&items[2]), ["requests[2].status"]);
     }
 
     #[test]

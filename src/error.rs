@@ -10,7 +10,7 @@ use crate::domain::{EventStatus, FieldViolation};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong in Herald's core.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input: one violation per problem, each naming its field.
     #[error("invalid argument: {}", join(.0))]
@@ -53,6 +53,25 @@ impl Error {
         match self {
             Self::InvalidArgument(v) => v,
             _ => Vec::new(),
+        }
+    }
+}
+
+impl Error {
+    /// This error as a `google.rpc.Status` message, as batch responses carry
+    /// it per item (with the same code, message and field violations).
+    pub fn into_rpc_status(self) -> tonic_types::pb::Status {
+        use prost::Message;
+        let status = Status::from(self);
+        let plain = || tonic_types::pb::Status {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: Vec::new(),
+        };
+        // With details, tonic's status carries exactly this message, encoded.
+        match status.details() {
+            [] => plain(),
+            details => tonic_types::pb::Status::decode(details).unwrap_or_else(|_| plain()),
         }
     }
 }

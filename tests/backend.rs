@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
+    domain::StatusChange,
     testing::{RedisServer, skip_redis_tests},
 };
 use uuid::Uuid;
@@ -276,6 +277,89 @@ async fn concurrent_creates_are_all_queued(b: Backend) {
     assert_eq!(seen, 50);
 }
 
+async fn batches_keep_each_items_outcome(b: Backend) {
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let events = b
+        .store
+        .create_many(vec![
+            new_event("a", "1"),
+            new_event("b", "2"),
+            new_event("c", "3"),
+        ])
+        .await
+        .expect("create_many");
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.user_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    let unknown = Uuid::now_v7();
+    let change = |id, status| StatusChange { id, status };
+    let results = b
+        .store
+        .update_status_many(&[
+            change(events[0].id, EventStatus::Processed),
+            change(events[1].id, EventStatus::Opened),
+            change(unknown, EventStatus::Processed),
+            change(events[0].id, EventStatus::Processed),
+        ])
+        .await
+        .expect("update_status_many");
+    assert!(matches!(&results[0], Ok(e) if e.status == EventStatus::Processed));
+    assert!(matches!(results[1], Err(Error::InvalidTransition { .. })));
+    assert!(matches!(results[2], Err(Error::NotFound(id)) if id == unknown));
+    assert_eq!(
+        results[3].as_ref().expect("no-op"),
+        results[0].as_ref().expect("changed")
+    );
+    let logged = b
+        .feed
+        .read_after(&start, 100, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert_eq!(logged.len(), 4, "three creations and one change");
+    assert_eq!(
+        b.store.get(events[1].id).await.expect("get"),
+        events[1],
+        "unchanged"
+    );
+}
+
+async fn concurrent_status_changes_all_apply(b: Backend) {
+    let events = b
+        .store
+        .create_many((0..100).map(|i| new_event(&format!("u{i}"), "x")).collect())
+        .await
+        .expect("create_many");
+    let mut tasks = Vec::new();
+    for e in &events {
+        for _ in 0..2 {
+            let (store, id) = (Arc::clone(&b.store), e.id);
+            tasks.push(tokio::spawn(async move {
+                store.update_status(id, EventStatus::Processed).await
+            }));
+        }
+    }
+    for t in tasks {
+        let e = t.await.expect("join").expect("update");
+        assert_eq!(e.status, EventStatus::Processed);
+    }
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    b.store
+        .update_status(events[0].id, EventStatus::Opened)
+        .await
+        .expect("opened");
+    let after = b
+        .feed
+        .read_after(&start, 10, Duration::from_millis(50))
+        .await
+        .expect("read");
+    assert_eq!(after.len(), 1);
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -316,6 +400,8 @@ backend_tests!(
     feed_logs_every_change_in_order,
     blocked_feed_read_wakes_on_write,
     concurrent_creates_are_all_queued,
+    batches_keep_each_items_outcome,
+    concurrent_status_changes_all_apply,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer

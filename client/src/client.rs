@@ -127,6 +127,38 @@ impl Client {
         event_of(response.event)
     }
 
+    /// Applies several status changes in one call (at most 1,000); each has its
+    /// own result, in order. Retried as a whole while the server is unavailable,
+    /// since every change is idempotent.
+    pub async fn batch_update_status(
+        &self,
+        changes: &[(Uuid, EventStatus)],
+    ) -> Result<Vec<Result<Event, Error>>, Error> {
+        let request = pb::BatchUpdateStatusRequest {
+            requests: changes
+                .iter()
+                .map(|(id, status)| pb::UpdateStatusRequest {
+                    event_id: id.to_string(),
+                    status: status.to_pb() as i32,
+                })
+                .collect(),
+        };
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.batch_update_status(request).await }
+            })
+            .await?;
+        if response.results.len() != changes.len() {
+            return Err(Error::InvalidResponse(format!(
+                "{} results for {} changes",
+                response.results.len(),
+                changes.len()
+            )));
+        }
+        Ok(response.results.into_iter().map(batch_result).collect())
+    }
+
     /// Notifications sent to `user_id`, as they are sent, until the server ends
     /// the stream (an error item) or the stream is dropped.
     pub async fn subscribe(
@@ -207,6 +239,21 @@ fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, Error> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true))
+}
+
+/// One item of a BatchUpdateStatus response, its error read like a call's.
+fn batch_result(result: pb::UpdateStatusResult) -> Result<Event, Error> {
+    use prost::Message;
+    match result.result {
+        Some(pb::update_status_result::Result::Event(event)) => event_of(Some(event)),
+        Some(pb::update_status_result::Result::Error(status)) => Err(tonic::Status::with_details(
+            Code::from_i32(status.code),
+            status.message.clone(),
+            status.encode_to_vec().into(),
+        )
+        .into()),
+        None => Err(Error::InvalidResponse("batch result is empty".into())),
+    }
 }
 
 fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {

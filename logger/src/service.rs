@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use herald::{
-    NewEvent,
+    Error, NewEvent,
     backend::EventStore,
-    domain::{StatusChange, parse_event_id},
+    domain::{StatusChange, parse_batch_changes, parse_event_id},
     pb::{self, event_logger_server::EventLogger},
 };
 use tonic::{Request, Response, Status};
@@ -57,5 +57,35 @@ impl EventLogger for EventLoggerService {
         Ok(Response::new(pb::UpdateStatusResponse {
             event: Some(event.into()),
         }))
+    }
+
+    async fn batch_update_status(
+        &self,
+        request: Request<pb::BatchUpdateStatusRequest>,
+    ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
+        let items = parse_batch_changes(request.into_inner())?;
+        let valid: Vec<StatusChange> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok().copied())
+            .collect();
+        let mut applied = self.store.update_status_many(&valid).await?.into_iter();
+        let results = items
+            .into_iter()
+            .map(|item| {
+                let outcome = item.and_then(|_| {
+                    applied.next().unwrap_or_else(|| {
+                        Err(Error::Internal("store answered too few results".into()))
+                    })
+                });
+                let result = match outcome {
+                    Ok(event) => pb::update_status_result::Result::Event(event.into()),
+                    Err(err) => pb::update_status_result::Result::Error(err.into_rpc_status()),
+                };
+                pb::UpdateStatusResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
 }

@@ -261,3 +261,81 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
         .expect("join")
         .expect("clean stop");
 }
+
+#[tokio::test]
+async fn batch_update_status_answers_each_change_on_its_own() {
+    let logger = Logger::start(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let event = client
+        .create_event("erin", "batch me")
+        .await
+        .expect("create");
+    eventually(Duration::from_secs(10), "PROCESSED", || async {
+        (client.get_event(event.id).await.ok()?.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+    let unknown = uuid::Uuid::now_v7();
+    let results = client
+        .batch_update_status(&[
+            (event.id, EventStatus::Opened),
+            (unknown, EventStatus::Processed),
+            (event.id, EventStatus::Pending),
+            (event.id, EventStatus::Opened),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(
+        results[0].as_ref().expect("opened").status,
+        EventStatus::Opened
+    );
+    assert_eq!(
+        results[1].as_ref().expect_err("unknown").code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        results[2].as_ref().expect_err("forbidden").code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        results[3].as_ref().expect("no-op").status,
+        EventStatus::Opened
+    );
+
+    let mut raw = EventLoggerClient::new(logger.channel().await);
+    let item = |id: &str, status: EventStatus| pb::UpdateStatusRequest {
+        event_id: id.into(),
+        status: status.to_pb() as i32,
+    };
+    let response = raw
+        .batch_update_status(pb::BatchUpdateStatusRequest {
+            requests: vec![
+                item("nope", EventStatus::Opened),
+                item(&event.id.to_string(), EventStatus::Opened),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    let Some(pb::update_status_result::Result::Error(error)) = &response.results[0].result else {
+        panic!("the malformed id is refused: {response:?}");
+    };
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    let status = tonic::Status::with_details(
+        Code::InvalidArgument,
+        "",
+        prost::Message::encode_to_vec(error).into(),
+    );
+    assert_eq!(status_fields(&status), ["requests[0].event_id"]);
+    assert!(matches!(
+        response.results[1].result,
+        Some(pb::update_status_result::Result::Event(_))
+    ));
+
+    let empty = raw
+        .batch_update_status(pb::BatchUpdateStatusRequest { requests: vec![] })
+        .await
+        .expect_err("empty batch");
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(status_fields(&empty), ["requests"]);
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -1,18 +1,29 @@
 //! The worker loop: receive, deliver through the sink, mark PROCESSED, ack.
+//!
+//! Events are delivered concurrently (up to `--concurrency` in flight). Each
+//! delivered event goes to the settler, which marks the events PROCESSED in
+//! batches (one BatchUpdateStatus call each) and acknowledges the batch's
+//! entries with one XACK: an entry is acknowledged only after its event's
+//! status change succeeded.
 
 use std::{sync::Arc, time::Duration};
 
 use herald::{
     EventStatus,
-    backend::{Consumer, ConsumerConfig, Delivery, WorkQueue},
+    backend::{Consumer, ConsumerConfig, Delivery, WorkQueue, run_batches},
 };
 use herald_client::{Client, Error as ClientError};
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::{config::WorkerConfig, sink::Sink};
+
+/// Most events one BatchUpdateStatus call settles.
+const SETTLE_BATCH: usize = 256;
+/// Settle calls under way at once.
+const SETTLES_IN_FLIGHT: usize = 4;
 
 /// What to do with an entry after handling it.
 #[derive(Debug)]
@@ -25,6 +36,10 @@ enum Outcome {
     Retry(String),
 }
 
+/// A delivered event waiting to be marked PROCESSED; its permit is a place
+/// among the events in flight, returned once it is settled.
+type Delivered = (Delivery, OwnedSemaphorePermit);
+
 struct Context {
     consumer: Arc<dyn Consumer>,
     client: Client,
@@ -34,7 +49,7 @@ struct Context {
 
 /// Consumes the queue as one member of the group until `shutdown` is
 /// cancelled, with up to `concurrency` events in flight; then waits (at most
-/// the grace time) for those to finish.
+/// the grace time) for those to be settled.
 pub async fn run_worker(
     queue: &dyn WorkQueue,
     client: Client,
@@ -53,11 +68,19 @@ pub async fn run_worker(
         sink,
         max_deliveries: config.max_deliveries,
     });
+    let (settle, settle_queue) = mpsc::channel::<Delivered>(config.concurrency as usize);
+    let settler = {
+        let context = context.clone();
+        tokio::spawn(run_batches(
+            settle_queue,
+            SETTLE_BATCH,
+            SETTLES_IN_FLIGHT,
+            move |batch| settle_batch(context.clone(), batch),
+        ))
+    };
     let permits = Arc::new(Semaphore::new(config.concurrency as usize));
-    let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        while tasks.try_join_next().is_some() {}
         let first = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -87,40 +110,117 @@ pub async fn run_worker(
         };
         let mut first = Some(first);
         for delivery in batch {
-            let permit = match first.take() {
-                Some(permit) => permit,
-                None => match permits.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    // receive() returned no more than there was room for.
-                    Err(_) => break,
-                },
+            let Some(permit) = first
+                .take()
+                .or_else(|| permits.clone().try_acquire_owned().ok())
+            else {
+                // receive() returned no more than there was room for.
+                break;
             };
-            let context = context.clone();
-            tasks.spawn(async move {
-                handle(&context, delivery).await;
-                drop(permit);
+            let (context, settle) = (context.clone(), settle.clone());
+            tokio::spawn(async move {
+                if let Some(delivery) = deliver(&context, delivery).await {
+                    // The settler outlives every sender, so this cannot fail
+                    // but at shutdown, when the entry simply stays pending.
+                    let _ = settle.send((delivery, permit)).await;
+                }
             });
         }
     }
-    let in_flight = tasks.len();
+    drop(settle);
+    let in_flight = config.concurrency as usize - permits.available_permits();
     if in_flight > 0 {
         info!(in_flight, "finishing events in flight");
-        if tokio::time::timeout(config.grace(), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
-            warn!(
-                left = tasks.len(),
-                "grace time over; unfinished entries stay pending for another consumer"
-            );
+    }
+    let all = permits.acquire_many(config.concurrency);
+    if tokio::time::timeout(config.grace(), all).await.is_err() {
+        warn!("grace time over; unsettled entries stay pending for another consumer");
+    }
+    settler.abort();
+}
+
+/// Delivers one event through the sink; returns it if it is now to be marked
+/// PROCESSED, or settles it here (redelivered and already done, given up, or
+/// failed to deliver).
+async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
+    let outcome = match check_redelivery(context, &delivery).await {
+        Some(outcome) => outcome,
+        None => match context.sink.deliver(&delivery.event).await {
+            Ok(()) => return Some(delivery),
+            Err(err) => Outcome::Retry(format!("sink failed: {err:#}")),
+        },
+    };
+    apply(context, &delivery, outcome).await;
+    None
+}
+
+/// For an entry delivered before: settles it if it needs no (more) sending.
+async fn check_redelivery(context: &Context, delivery: &Delivery) -> Option<Outcome> {
+    let event = &delivery.event;
+    if delivery.deliveries > context.max_deliveries {
+        let reason = format!("delivered {} times without success", delivery.deliveries);
+        return Some(
+            match context
+                .client
+                .update_status(event.id, EventStatus::Failed)
+                .await
+            {
+                Ok(_) => Outcome::DeadLetter(reason),
+                Err(err) => settle_error(err),
+            },
+        );
+    }
+    if delivery.deliveries > 1 {
+        // An earlier attempt may have finished all but the ack.
+        match context.client.get_event(event.id).await {
+            Ok(current) if current.status != EventStatus::Pending => {
+                debug!(event_id = %event.id, status = %current.status, "already settled");
+                return Some(Outcome::Ack);
+            }
+            Err(err) if err.code() == Code::NotFound => {
+                return Some(Outcome::DeadLetter("event not found".into()));
+            }
+            _ => {}
         }
+    }
+    None
+}
+
+/// Marks a batch of delivered events PROCESSED with one call, then
+/// acknowledges the entries whose change succeeded with one XACK.
+async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
+    let changes: Vec<_> = batch
+        .iter()
+        .map(|(d, _)| (d.event.id, EventStatus::Processed))
+        .collect();
+    let outcomes: Vec<Outcome> = match context.client.batch_update_status(&changes).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map_or_else(settle_error, |_| Outcome::Ack))
+            .collect(),
+        Err(err) => {
+            let reason = format!("BatchUpdateStatus failed: {err}");
+            batch
+                .iter()
+                .map(|_| Outcome::Retry(reason.clone()))
+                .collect()
+        }
+    };
+    let mut acks = Vec::with_capacity(batch.len());
+    for ((delivery, _), outcome) in batch.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Ack => acks.push(delivery.entry_id.clone()),
+            other => apply(&context, delivery, other).await,
+        }
+    }
+    if let Err(err) = context.consumer.ack(&acks).await {
+        // The entries stay pending and are reclaimed later: at least once.
+        warn!(error = %err, entries = acks.len(), "cannot acknowledge entries");
     }
 }
 
-async fn handle(context: &Context, delivery: Delivery) {
-    let outcome = process(context, &delivery).await;
+/// Carries out an outcome for one entry.
+async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
     let id = delivery.event.id;
     let result = match &outcome {
         Outcome::Ack => {
@@ -131,7 +231,7 @@ async fn handle(context: &Context, delivery: Delivery) {
         }
         Outcome::DeadLetter(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "dead-lettering event");
-            context.consumer.dead_letter(&delivery, reason).await
+            context.consumer.dead_letter(delivery, reason).await
         }
         Outcome::Retry(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "delivery failed; will retry");
@@ -139,61 +239,16 @@ async fn handle(context: &Context, delivery: Delivery) {
         }
     };
     if let Err(err) = result {
-        // The entry stays pending and is reclaimed later: at least once.
         warn!(event_id = %id, error = %err, ?outcome, "cannot settle queue entry");
     }
 }
 
-async fn process(context: &Context, delivery: &Delivery) -> Outcome {
-    let event = &delivery.event;
-    if delivery.deliveries > context.max_deliveries {
-        let reason = format!("delivered {} times without success", delivery.deliveries);
-        return give_up(context, delivery, reason).await;
-    }
-    if delivery.deliveries > 1 {
-        // Redelivered: an earlier attempt may have finished all but the ack.
-        match context.client.get_event(event.id).await {
-            Ok(current) if current.status != EventStatus::Pending => {
-                debug!(event_id = %event.id, status = %current.status, "already settled");
-                return Outcome::Ack;
-            }
-            Err(err) if err.code() == Code::NotFound => {
-                return Outcome::DeadLetter("event not found".into());
-            }
-            _ => {}
-        }
-    }
-    if let Err(err) = context.sink.deliver(event).await {
-        return Outcome::Retry(format!("sink failed: {err:#}"));
-    }
-    match context
-        .client
-        .update_status(event.id, EventStatus::Processed)
-        .await
-    {
-        Ok(_) => Outcome::Ack,
-        Err(err) => settle_error(err),
-    }
-}
-
-/// Marks the event FAILED, then dead-letters the entry.
-async fn give_up(context: &Context, delivery: &Delivery, reason: String) -> Outcome {
-    match context
-        .client
-        .update_status(delivery.event.id, EventStatus::Failed)
-        .await
-    {
-        Ok(_) => Outcome::DeadLetter(reason),
-        Err(err) => settle_error(err),
-    }
-}
-
-/// What an UpdateStatus error means for the entry.
+/// What a status-change error means for the entry.
 fn settle_error(err: ClientError) -> Outcome {
     match err.code() {
         // The event moved on without us (e.g. already PROCESSED): nothing left to do.
         Code::FailedPrecondition => Outcome::Ack,
         Code::NotFound => Outcome::DeadLetter("event not found".into()),
-        _ => Outcome::Retry(format!("UpdateStatus failed: {err}")),
+        _ => Outcome::Retry(format!("status change failed: {err}")),
     }
 }

@@ -17,7 +17,7 @@ use super::{
     NotificationFeed, WorkQueue,
 };
 use crate::{
-    domain::{Event, EventStatus, NewEvent, now},
+    domain::{Event, NewEvent, StatusChange, now},
     error::{Error, Result},
 };
 
@@ -53,6 +53,28 @@ impl State {
     fn enqueue(&mut self, event: &Event) {
         self.last_entry += 1;
         self.queue.push_back((self.last_entry, event.clone()));
+    }
+
+    fn change_status(&mut self, change: StatusChange) -> Result<Event> {
+        let StatusChange { id, status } = change;
+        let event = self.events.get_mut(&id).ok_or(Error::NotFound(id))?;
+        if event.status == status {
+            return Ok(event.clone());
+        }
+        if !event.status.can_become(status) {
+            return Err(Error::InvalidTransition {
+                from: event.status,
+                to: status,
+            });
+        }
+        event.status = status;
+        event.updated_at = now();
+        let event = event.clone();
+        if status.enqueues() {
+            self.enqueue(&event);
+        }
+        self.log(&event);
+        Ok(event)
     }
 
     fn log(&mut self, event: &Event) {
@@ -94,16 +116,18 @@ fn parse_entry_id(id: &str) -> Result<u64> {
 
 #[async_trait]
 impl EventStore for MemoryBackend {
-    async fn create(&self, event: NewEvent) -> Result<Event> {
-        let event = event.into_event();
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        let events: Vec<Event> = events.into_iter().map(NewEvent::into_event).collect();
         let mut state = self.lock();
-        state.events.insert(event.id, event.clone());
-        state.enqueue(&event);
-        state.log(&event);
+        for event in &events {
+            state.events.insert(event.id, event.clone());
+            state.enqueue(event);
+            state.log(event);
+        }
         drop(state);
         self.queued.notify_waiters();
         self.notified.notify_waiters();
-        Ok(event)
+        Ok(events)
     }
 
     async fn get(&self, id: Uuid) -> Result<Event> {
@@ -114,31 +138,13 @@ impl EventStore for MemoryBackend {
             .ok_or(Error::NotFound(id))
     }
 
-    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
         let mut state = self.lock();
-        let event = state.events.get_mut(&id).ok_or(Error::NotFound(id))?;
-        if event.status == status {
-            return Ok(event.clone());
-        }
-        if !event.status.can_become(status) {
-            return Err(Error::InvalidTransition {
-                from: event.status,
-                to: status,
-            });
-        }
-        event.status = status;
-        event.updated_at = now();
-        let event = event.clone();
-        if status.enqueues() {
-            state.enqueue(&event);
-        }
-        state.log(&event);
+        let results: Vec<Result<Event>> = changes.iter().map(|c| state.change_status(*c)).collect();
         drop(state);
-        if status.enqueues() {
-            self.queued.notify_waiters();
-        }
+        self.queued.notify_waiters();
         self.notified.notify_waiters();
-        Ok(event)
+        Ok(results)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -10,6 +10,7 @@
 //! - [`NotificationFeed`]: the log of creations and status changes that each
 //!   logger tails to fan out to live subscribers.
 
+mod batch;
 mod memory;
 mod redis;
 
@@ -18,26 +19,53 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend};
 use crate::{
-    domain::{Event, EventStatus, NewEvent},
+    domain::{Event, EventStatus, NewEvent, StatusChange},
     error::Result,
 };
 
 /// The producer half: records, with their queue and notification entries.
+///
+/// The batch methods are the primitives: a backend does a whole batch in one
+/// atomic write (one script, one lock). The single-item methods are batches of
+/// one.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Stores a new PENDING event, queues it and logs its creation, atomically.
-    async fn create(&self, event: NewEvent) -> Result<Event>;
+    /// Stores new PENDING events, queues them and logs their creation, all
+    /// atomically; returns them in order.
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
+    /// Applies status changes in order, each atomically with its notification
+    /// entry (and its queue entry when the new status enqueues). Each change
+    /// has its own outcome: the same status again is a no-op success, a
+    /// forbidden transition [`crate::Error::InvalidTransition`], an unknown
+    /// event [`crate::Error::NotFound`]. The outer error is for the whole call
+    /// (Redis down).
+    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
     /// The event with this id, or [`crate::Error::NotFound`].
     async fn get(&self, id: Uuid) -> Result<Event>;
-    /// Moves the event to `status` atomically with its notification entry (and
-    /// its queue entry when the new status enqueues). The same status again is a
-    /// no-op success; a forbidden transition is [`crate::Error::InvalidTransition`].
-    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event>;
     /// Succeeds when the backend can serve requests.
     async fn ping(&self) -> Result<()>;
+
+    /// Stores one new event; see [`EventStore::create_many`].
+    async fn create(&self, event: NewEvent) -> Result<Event> {
+        let mut created = self.create_many(vec![event]).await?;
+        created
+            .pop()
+            .ok_or_else(|| crate::Error::Internal("create returned nothing".into()))
+    }
+
+    /// Applies one status change; see [`EventStore::update_status_many`].
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+        let mut results = self
+            .update_status_many(&[StatusChange { id, status }])
+            .await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(crate::Error::Internal("update returned nothing".into())))
+    }
 }
 
 /// How one consumer of the work queue behaves.
@@ -137,15 +165,16 @@ pub enum BackendConfig {
     },
 }
 
-/// Opens the configured backend. Redis connections are made lazily, so this
-/// succeeds while Redis is down; only a malformed URL fails.
+/// Opens the configured backend, its store wrapped in [`Batching`]. Redis
+/// connections are made lazily, so this succeeds while Redis is down; only a
+/// malformed URL fails. Needs a Tokio runtime (for the batching tasks).
 pub fn open(config: &BackendConfig) -> Result<Backend> {
     match config {
         BackendConfig::Memory => {
             let backend = Arc::new(MemoryBackend::default());
             Ok(Backend {
                 kind: "memory",
-                store: backend.clone(),
+                store: Arc::new(Batching::new(backend.clone())),
                 queue: backend.clone(),
                 feed: backend,
             })
@@ -154,7 +183,7 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
             let backend = Arc::new(RedisBackend::open(url, Keys::new(prefix))?);
             Ok(Backend {
                 kind: "redis",
-                store: backend.clone(),
+                store: Arc::new(Batching::new(backend.clone())),
                 queue: backend.clone(),
                 feed: backend,
             })

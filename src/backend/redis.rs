@@ -46,7 +46,7 @@ use super::{
     NotificationFeed, WorkQueue,
 };
 use crate::{
-    domain::{Event, EventStatus, NewEvent, from_micros, now, to_micros},
+    domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
     error::{Error, Result},
 };
 
@@ -90,36 +90,53 @@ impl Keys {
     }
 }
 
-/// KEYS: record, queue, notifications. ARGV: notifications max length, then the
-/// record's field/value pairs.
-const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.error_reply('HERALD_EXISTS event id already taken')
+/// Creates a batch of events. KEYS: queue, notifications, then one record key
+/// per event. ARGV: notifications max length, the number of arguments per
+/// record, then each record's field/value pairs. Checks every id first, so
+/// either all of the batch is written or none of it.
+const CREATE_MANY: &str = r"
+local n = tonumber(ARGV[2])
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return redis.error_reply('HERALD_EXISTS event id already taken')
+  end
 end
-local record = {unpack(ARGV, 2)}
-redis.call('HSET', KEYS[1], unpack(record))
-redis.call('XADD', KEYS[2], '*', unpack(record))
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
-return 1
+for i = 3, #KEYS do
+  local first = 3 + (i - 3) * n
+  local record = {unpack(ARGV, first, first + n - 1)}
+  redis.call('HSET', KEYS[i], unpack(record))
+  redis.call('XADD', KEYS[1], '*', unpack(record))
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
+end
+return #KEYS - 2
 ";
 
-/// KEYS: record, queue, notifications. ARGV: new status, updated_at (micros),
-/// notifications max length, '1' to enqueue, then the statuses it may come from.
-/// Returns {outcome, record or current status}.
-const UPDATE_STATUS: &str = r"
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {'missing', ''} end
-if current == ARGV[1] then return {'same', redis.call('HGETALL', KEYS[1])} end
-local allowed = false
-for i = 5, #ARGV do
-  if ARGV[i] == current then allowed = true end
+/// Applies a batch of status changes, each on its own. KEYS: queue,
+/// notifications, then one record key per change. ARGV: updated_at (micros),
+/// notifications max length, then per change: new status, '1' to enqueue, and
+/// the statuses it may come from joined by commas. Returns per change
+/// {outcome, record or current status}.
+const UPDATE_STATUS_MANY: &str = r"
+local out = {}
+for i = 3, #KEYS do
+  local a = 3 + (i - 3) * 3
+  local target, enqueue, sources = ARGV[a], ARGV[a + 1], ',' .. ARGV[a + 2] .. ','
+  local current = redis.call('HGET', KEYS[i], 'status')
+  if not current then
+    out[#out + 1] = {'missing', ''}
+  elseif current == target then
+    out[#out + 1] = {'same', redis.call('HGETALL', KEYS[i])}
+  elseif not string.find(sources, ',' .. current .. ',', 1, true) then
+    out[#out + 1] = {'forbidden', current}
+  else
+    redis.call('HSET', KEYS[i], 'status', target, 'updated_at', ARGV[1])
+    local record = redis.call('HGETALL', KEYS[i])
+    if enqueue == '1' then redis.call('XADD', KEYS[1], '*', unpack(record)) end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(record))
+    out[#out + 1] = {'changed', record}
+  end
 end
-if not allowed then return {'forbidden', current} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
-local record = redis.call('HGETALL', KEYS[1])
-if ARGV[4] == '1' then redis.call('XADD', KEYS[2], '*', unpack(record)) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(record))
-return {'changed', record}
+return out
 ";
 
 /// Maps a Redis error: anything about reaching the server is UNAVAILABLE.
@@ -143,9 +160,12 @@ fn is_nogroup(err: &RedisError) -> bool {
     err.code() == Some("NOGROUP")
 }
 
+/// How many fields a record has.
+const RECORD_FIELDS: usize = 6;
+
 /// The record's fields as written to the hash and the streams.
-fn record(event: &Event) -> Vec<(&'static str, String)> {
-    vec![
+fn record(event: &Event) -> [(&'static str, String); RECORD_FIELDS] {
+    [
         ("id", event.id.to_string()),
         ("user_id", event.user_id.clone()),
         ("description", event.description.clone()),
@@ -153,6 +173,26 @@ fn record(event: &Event) -> Vec<(&'static str, String)> {
         ("created_at", to_micros(event.created_at).to_string()),
         ("updated_at", to_micros(event.updated_at).to_string()),
     ]
+}
+
+/// The result of one change of the status script.
+fn status_outcome(change: StatusChange, outcome: &str, detail: Value) -> Result<Event> {
+    match outcome {
+        "missing" => Err(Error::NotFound(change.id)),
+        "forbidden" => {
+            let current = string(detail)?;
+            let from = EventStatus::parse(&current)
+                .ok_or_else(|| Error::Internal(format!("stored status {current:?} is unknown")))?;
+            Err(Error::InvalidTransition {
+                from,
+                to: change.status,
+            })
+        }
+        "same" | "changed" => parse_record(&flat_map(detail)?),
+        other => Err(Error::Internal(format!(
+            "unexpected script outcome {other:?}"
+        ))),
+    }
 }
 
 /// Reads a record back from its fields.
@@ -251,8 +291,8 @@ impl RedisBackend {
             client,
             conn,
             keys,
-            create: Arc::new(Script::new(CREATE)),
-            update_status: Arc::new(Script::new(UPDATE_STATUS)),
+            create: Arc::new(Script::new(CREATE_MANY)),
+            update_status: Arc::new(Script::new(UPDATE_STATUS_MANY)),
             feed_conn: Mutex::new(None),
         })
     }
@@ -265,23 +305,29 @@ impl RedisBackend {
 
 #[async_trait]
 impl EventStore for RedisBackend {
-    #[instrument(skip_all)]
-    async fn create(&self, event: NewEvent) -> Result<Event> {
-        let event = event.into_event();
+    #[instrument(skip_all, fields(n = events.len()))]
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events: Vec<Event> = events.into_iter().map(NewEvent::into_event).collect();
         let mut invocation = self.create.prepare_invoke();
         invocation
-            .key(self.keys.event(event.id))
             .key(self.keys.events())
             .key(self.keys.notifications())
-            .arg(NOTIFICATIONS_MAX_LEN);
-        for (field, value) in record(&event) {
-            invocation.arg(field).arg(value);
+            .arg(NOTIFICATIONS_MAX_LEN)
+            .arg(RECORD_FIELDS * 2);
+        for event in &events {
+            invocation.key(self.keys.event(event.id));
+            for (field, value) in record(event) {
+                invocation.arg(field).arg(value);
+            }
         }
         let _: i64 = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        Ok(event)
+        Ok(events)
     }
 
     #[instrument(skip_all)]
@@ -298,38 +344,41 @@ impl EventStore for RedisBackend {
         parse_record(&fields)
     }
 
-    #[instrument(skip_all)]
-    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+    #[instrument(skip_all, fields(n = changes.len()))]
+    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut invocation = self.update_status.prepare_invoke();
         invocation
-            .key(self.keys.event(id))
             .key(self.keys.events())
             .key(self.keys.notifications())
-            .arg(status.as_str())
             .arg(to_micros(now()))
-            .arg(NOTIFICATIONS_MAX_LEN)
-            .arg(if status.enqueues() { "1" } else { "0" });
-        for source in status.sources() {
-            invocation.arg(source.as_str());
+            .arg(NOTIFICATIONS_MAX_LEN);
+        for change in changes {
+            let sources: Vec<&str> = change.status.sources().map(EventStatus::as_str).collect();
+            invocation
+                .key(self.keys.event(change.id))
+                .arg(change.status.as_str())
+                .arg(if change.status.enqueues() { "1" } else { "0" })
+                .arg(sources.join(","));
         }
-        let (outcome, detail): (String, Value) = invocation
+        let outcomes: Vec<(String, Value)> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        match outcome.as_str() {
-            "missing" => Err(Error::NotFound(id)),
-            "forbidden" => {
-                let current = string(detail)?;
-                let from = EventStatus::parse(&current).ok_or_else(|| {
-                    Error::Internal(format!("stored status {current:?} is unknown"))
-                })?;
-                Err(Error::InvalidTransition { from, to: status })
-            }
-            "same" | "changed" => parse_record(&flat_map(detail)?),
-            other => Err(Error::Internal(format!(
-                "unexpected script outcome {other:?}"
-            ))),
+        if outcomes.len() != changes.len() {
+            return Err(Error::Internal(format!(
+                "status script answered {} outcomes for {} changes",
+                outcomes.len(),
+                changes.len()
+            )));
         }
+        Ok(changes
+            .iter()
+            .zip(outcomes)
+            .map(|(change, (outcome, detail))| status_outcome(*change, &outcome, detail))
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -576,7 +625,7 @@ impl Consumer for RedisConsumer {
 
     #[instrument(skip_all)]
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let mut fields = record(&delivery.event);
+        let mut fields = record(&delivery.event).to_vec();
         fields.push(("reason", reason.to_owned()));
         fields.push(("deliveries", delivery.deliveries.to_string()));
         fields.push(("entry_id", delivery.entry_id.clone()));

@@ -1,0 +1,166 @@
+//! Opportunistic batching of single creates and status changes.
+//!
+//! Concurrent `create` and `update_status` calls are queued, and a background
+//! task hands whatever is queued to the backend's batch method as one write (one
+//! Lua script in Redis): under load, many calls share one round trip and one
+//! script run; when idle, a call goes alone, without waiting for company. Each
+//! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
+
+use std::{future::Future, sync::Arc};
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::EventStore;
+use crate::{
+    domain::{Event, EventStatus, NewEvent, StatusChange},
+    error::{Error, Result},
+};
+
+/// Most items in one batch.
+pub const MAX_BATCH: usize = 256;
+/// Batches under way at once; more calls wait, and grow the next batch.
+const MAX_IN_FLIGHT: usize = 8;
+/// Calls queued before callers wait for room.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+type Job<T> = (T, oneshot::Sender<Result<Event>>);
+
+/// An [`EventStore`] that batches single calls into the inner store's batch methods.
+pub struct Batching {
+    inner: Arc<dyn EventStore>,
+    creates: mpsc::Sender<Job<NewEvent>>,
+    changes: mpsc::Sender<Job<StatusChange>>,
+}
+
+impl Batching {
+    /// Wraps `inner`; spawns the batching tasks, so it needs a Tokio runtime.
+    /// The tasks end when this is dropped.
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        let (creates, create_rx) = mpsc::channel(QUEUE);
+        let (changes, change_rx) = mpsc::channel(QUEUE);
+        let store = inner.clone();
+        tokio::spawn(run_batches(
+            create_rx,
+            MAX_BATCH,
+            MAX_IN_FLIGHT,
+            move |jobs| {
+                let store = store.clone();
+                answer(jobs, async move |events: Vec<NewEvent>| {
+                    let n = events.len();
+                    match store.create_many(events).await {
+                        Ok(created) => created.into_iter().map(Ok).collect(),
+                        Err(err) => vec![Err(err); n],
+                    }
+                })
+            },
+        ));
+        let store = inner.clone();
+        tokio::spawn(run_batches(
+            change_rx,
+            MAX_BATCH,
+            MAX_IN_FLIGHT,
+            move |jobs| {
+                let store = store.clone();
+                answer(jobs, async move |changes: Vec<StatusChange>| {
+                    match store.update_status_many(&changes).await {
+                        Ok(results) => results,
+                        Err(err) => vec![Err(err); changes.len()],
+                    }
+                })
+            },
+        ));
+        Self {
+            inner,
+            creates,
+            changes,
+        }
+    }
+
+    async fn submit<T>(queue: &mpsc::Sender<Job<T>>, item: T) -> Result<Event> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || Error::Unavailable("store is shutting down".into());
+        queue.send((item, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// Feeds what `queue` holds to `run`, in batches of up to `max_batch` items,
+/// with at most `max_in_flight` batches under way: a batch never waits for
+/// more items, but items that arrive while batches are under way join the
+/// next one. Ends when every sender is gone and the batches under way are done.
+pub async fn run_batches<T, F, Fut>(
+    mut queue: mpsc::Receiver<T>,
+    max_batch: usize,
+    max_in_flight: usize,
+    run: F,
+) where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let max_in_flight = max_in_flight.max(1);
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let work = run(batch);
+        tokio::spawn(async move {
+            work.await;
+            drop(slot);
+        });
+    }
+    let _ = slots.acquire_many(max_in_flight as u32).await;
+}
+
+/// Runs a batch of jobs with `run` and hands each caller its result.
+async fn answer<T>(jobs: Vec<Job<T>>, run: impl AsyncFnOnce(Vec<T>) -> Vec<Result<Event>>) {
+    let (items, replies): (Vec<T>, Vec<_>) = jobs.into_iter().unzip();
+    let mut results = run(items).await.into_iter();
+    for reply in replies {
+        let result = results
+            .next()
+            .unwrap_or_else(|| Err(Error::Internal("batch answered too few results".into())));
+        // The caller may have gone; the write stands either way.
+        let _ = reply.send(result);
+    }
+}
+
+#[async_trait]
+impl EventStore for Batching {
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        self.inner.create_many(events).await
+    }
+
+    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
+        self.inner.update_status_many(changes).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Event> {
+        self.inner.get(id).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn create(&self, event: NewEvent) -> Result<Event> {
+        Self::submit(&self.creates, event).await
+    }
+
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+        Self::submit(&self.changes, StatusChange { id, status }).await
+    }
+}
