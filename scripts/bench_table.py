@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints the summary table of scripts/bench.sh from its results.jsonl."""
+"""Prints the summary table of scripts/bench.sh from its results.jsonl; exits 1
+if any run lost a notification or a call failed."""
 
 import json
 import sys
@@ -8,6 +9,7 @@ import sys
 def main():
     path, cores, processors = sys.argv[1], sys.argv[2], sys.argv[3]
     rows = [json.loads(line) for line in open(path) if line.strip()]
+    problems = []
     print(f"\nHerald benchmarks: {cores} cores, Redis runs with {processors} processors\n")
     print(f"{'backend':<8} {'benchmark':<34} {'result':>14} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}")
     for r in rows:
@@ -27,6 +29,14 @@ def main():
             print(f"{backend:<8} {'ingest / health floor':<34} {r['ingest_over_floor']:>14.3f}")
         if bench == "e2e" and r["missing"]:
             print(f"{backend:<8} {'e2e: MISSING notifications':<34} {r['missing']:>14}")
+            problems.append(f"{backend} e2e lost {r['missing']} notifications")
+        if bench == "fanout" and not r["all_arrived"]:
+            problems.append(f"{backend} fanout: {r['arrived_messages']} of {r['expected_messages']} arrived")
+        if bench != "fanout":
+            problems += [f"{backend} {bench}: {s['errors']} failed calls" for s in r["series"] if s["errors"]]
+    for p in problems:
+        print(f"FAILED: {p}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":
