@@ -153,6 +153,15 @@ impl Series {
         }
     }
 
+    /// Adds another task's counts and latencies to these.
+    fn merge(&mut self, other: Series) {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms share their bounds");
+    }
+
     fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
@@ -314,13 +323,7 @@ where
     };
     let mut total = Series::new(name);
     while let Some(part) = tasks.join_next().await {
-        let part = part.expect("benchmark task panicked");
-        total.ops += part.ops;
-        total.errors += part.errors;
-        total
-            .latency_us
-            .add(&part.latency_us)
-            .expect("same histogram bounds");
+        total.merge(part.expect("benchmark task panicked"));
     }
     ticker.abort();
     bar.finish_and_clear();
@@ -476,13 +479,7 @@ async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
             create.elapsed = start.elapsed();
         }
         while let Some(part) = creators.try_join_next() {
-            let part = part.expect("creator panicked");
-            create.ops += part.ops;
-            create.errors += part.errors;
-            create
-                .latency_us
-                .add(&part.latency_us)
-                .expect("same bounds");
+            create.merge(part.expect("creator panicked"));
         }
         if creators_done && done >= create.ops {
             break;
