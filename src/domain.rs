@@ -148,58 +148,316 @@ pub struct Event {
     pub created_at: SystemTime,
     /// When the status last changed (microsecond precision).
     pub updated_at: SystemTime,
+    /// Group of the event; empty if none.
+    pub category: String,
+    /// Kind of event; empty if none.
+    pub event_type: String,
+    /// Session the event belongs to; empty if none.
+    pub session_id: String,
+    /// Free-form data, if any was sent.
+    pub payload: Option<Payload>,
+    /// When the event happened (microsecond precision).
+    pub occurred_at: SystemTime,
+    /// The client's idempotency key; empty if none.
+    pub request_id: String,
+    /// Which client sent the event; empty while no identities are configured.
+    pub source: String,
+}
+
+/// An event's payload: a JSON object.
+pub type Payload = serde_json::Map<String, serde_json::Value>;
+
+/// Longest accepted `category`, `type`, `session_id` and `request_id`, in bytes.
+pub const MAX_ATTRIBUTE_BYTES: usize = 128;
+/// Largest accepted payload, as compact JSON, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024;
+/// Deepest accepted nesting of objects and lists in a payload (the payload itself is 1).
+pub const MAX_PAYLOAD_DEPTH: usize = 8;
+/// Most keys accepted in a payload, counting every nested object.
+pub const MAX_PAYLOAD_KEYS: usize = 256;
+
+/// A request to create an event as received, before validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventInput {
+    /// The user the event concerns.
+    pub user_id: String,
+    /// Text of the notification.
+    pub description: String,
+    /// Optional group.
+    pub category: String,
+    /// Optional kind.
+    pub event_type: String,
+    /// Optional session.
+    pub session_id: String,
+    /// Optional free-form data.
+    pub payload: Option<Payload>,
+    /// When it happened; `None` means when received.
+    pub occurred_at: Option<SystemTime>,
+    /// Optional idempotency key.
+    pub request_id: String,
+}
+
+/// Checks of payloads against per-type schemas (the event-type registry).
+pub trait PayloadRules: Send + Sync {
+    /// The problems of `payload` (field names starting with `payload`) for a
+    /// registered `event_type`, or `None` if the type is not registered.
+    fn check(&self, event_type: &str, payload: &serde_json::Value) -> Option<Vec<FieldViolation>>;
+}
+
+/// No registered types.
+struct NoTypes;
+
+impl PayloadRules for NoTypes {
+    fn check(&self, _: &str, _: &serde_json::Value) -> Option<Vec<FieldViolation>> {
+        None
+    }
+}
+
+/// What a new event is checked against besides the fixed limits.
+#[derive(Clone)]
+pub struct Rules {
+    /// Per-type payload schemas.
+    pub types: std::sync::Arc<dyn PayloadRules>,
+    /// Whether a type that is not registered is refused.
+    pub reject_unknown_types: bool,
+    /// How far ahead of the server's clock `occurred_at` may be.
+    pub max_future_skew: Duration,
+    /// How old `occurred_at` may be.
+    pub max_age: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            types: std::sync::Arc::new(NoTypes),
+            reject_unknown_types: false,
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// A validated request to create an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
-    user_id: String,
-    description: String,
+    input: EventInput,
+    source: String,
 }
 
 impl NewEvent {
-    /// Validates the fields; every problem is reported, each naming its field.
+    /// An event with only the required fields, checked with the default rules.
     pub fn new(user_id: impl Into<String>, description: impl Into<String>) -> Result<Self, Error> {
-        let (user_id, description) = (user_id.into(), description.into());
+        let input = EventInput {
+            user_id: user_id.into(),
+            description: description.into(),
+            ..EventInput::default()
+        };
+        Self::validate(input, &Rules::default())
+    }
+
+    /// Validates every field against the limits and `rules`; every problem is
+    /// reported, each naming its field.
+    pub fn validate(input: EventInput, rules: &Rules) -> Result<Self, Error> {
         let mut violations = Vec::new();
-        check_text(&mut violations, "user_id", &user_id, MAX_USER_ID_BYTES);
-        check_text(
-            &mut violations,
-            "description",
-            &description,
-            MAX_DESCRIPTION_BYTES,
-        );
+        let v = &mut violations;
+        check_text(v, "user_id", &input.user_id, MAX_USER_ID_BYTES);
+        check_text(v, "description", &input.description, MAX_DESCRIPTION_BYTES);
+        for (field, value) in [
+            ("category", &input.category),
+            ("type", &input.event_type),
+            ("session_id", &input.session_id),
+            ("request_id", &input.request_id),
+        ] {
+            if !value.is_empty() {
+                check_text(v, field, value, MAX_ATTRIBUTE_BYTES);
+            }
+        }
+        if let Some(at) = input.occurred_at {
+            check_occurred_at(v, at, rules);
+        }
+        let payload_ok = match &input.payload {
+            Some(payload) => check_payload_limits(v, payload),
+            None => true,
+        };
+        if !input.event_type.is_empty() && payload_ok {
+            let payload = serde_json::Value::Object(input.payload.clone().unwrap_or_default());
+            match rules.types.check(&input.event_type, &payload) {
+                Some(problems) => v.extend(problems),
+                None if rules.reject_unknown_types => {
+                    v.push(FieldViolation::new(
+                        "type",
+                        format!("unknown event type {:?}", input.event_type),
+                    ));
+                }
+                None => {}
+            }
+        }
         if violations.is_empty() {
             Ok(Self {
-                user_id,
-                description,
+                input,
+                source: String::new(),
             })
         } else {
             Err(Error::InvalidArgument(violations))
         }
     }
 
+    /// The same event, sent by the client `source`.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// The client's idempotency key; empty if none.
+    pub fn request_id(&self) -> &str {
+        &self.input.request_id
+    }
+
+    /// Which client sent the event.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The user the event concerns.
     pub fn user_id(&self) -> &str {
-        &self.user_id
+        &self.input.user_id
     }
 
     /// Text of the notification.
     pub fn description(&self) -> &str {
-        &self.description
+        &self.input.description
     }
 
     /// The event as first stored: a fresh UUID v7, PENDING, created now.
     pub fn into_event(self) -> Event {
         let now = now();
+        let input = self.input;
         Event {
             id: Uuid::now_v7(),
-            user_id: self.user_id,
-            description: self.description,
+            user_id: input.user_id,
+            description: input.description,
             status: EventStatus::Pending,
             created_at: now,
             updated_at: now,
+            category: input.category,
+            event_type: input.event_type,
+            session_id: input.session_id,
+            payload: input.payload,
+            occurred_at: input.occurred_at.map_or(now, |t| from_micros(to_micros(t))),
+            request_id: input.request_id,
+            source: self.source,
         }
+    }
+}
+
+/// `occurred_at` within the allowed skew ahead and age behind the server clock.
+fn check_occurred_at(out: &mut Vec<FieldViolation>, at: SystemTime, rules: &Rules) {
+    let now = SystemTime::now();
+    if let Ok(ahead) = at.duration_since(now) {
+        if ahead > rules.max_future_skew {
+            out.push(FieldViolation::new(
+                "occurred_at",
+                format!(
+                    "invalid timestamp: {} is more than {} s ahead of the server clock",
+                    rfc3339(at),
+                    rules.max_future_skew.as_secs()
+                ),
+            ));
+        }
+    } else if now.duration_since(at).is_ok_and(|age| age > rules.max_age) {
+        out.push(FieldViolation::new(
+            "occurred_at",
+            format!(
+                "invalid timestamp: {} is older than the maximum age of {} s",
+                rfc3339(at),
+                rules.max_age.as_secs()
+            ),
+        ));
+    }
+}
+
+/// The payload's size, depth and key count; false if any is exceeded.
+fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> bool {
+    /// The nesting depth below `value`, counting its keys into `keys`.
+    fn walk(value: &serde_json::Value, keys: &mut usize) -> usize {
+        match value {
+            serde_json::Value::Object(map) => {
+                *keys += map.len();
+                1 + map.values().map(|v| walk(v, keys)).max().unwrap_or(0)
+            }
+            serde_json::Value::Array(items) => {
+                1 + items.iter().map(|v| walk(v, keys)).max().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+    let before = out.len();
+    let mut keys = 0;
+    let depth = walk(&serde_json::Value::Object(payload.clone()), &mut keys);
+    let size = serde_json::to_string(payload).map_or(usize::MAX, |s| s.len());
+    if size > MAX_PAYLOAD_BYTES {
+        out.push(FieldViolation::new(
+            "payload",
+            format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON, got {size}"),
+        ));
+    }
+    if depth > MAX_PAYLOAD_DEPTH {
+        out.push(FieldViolation::new(
+            "payload",
+            format!("must be nested at most {MAX_PAYLOAD_DEPTH} deep, got {depth}"),
+        ));
+    }
+    if keys > MAX_PAYLOAD_KEYS {
+        out.push(FieldViolation::new(
+            "payload",
+            format!("must have at most {MAX_PAYLOAD_KEYS} keys in all, got {keys}"),
+        ));
+    }
+    out.len() == before
+}
+
+/// A protobuf `Struct` as a JSON object. Whole numbers become JSON integers;
+/// numbers that JSON cannot carry (NaN, infinities) become null.
+pub fn struct_to_json(s: prost_types::Struct) -> Payload {
+    fn value(v: prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            // Struct numbers are doubles; whole ones read back as JSON integers.
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                serde_json::Value::Number((n as i64).into())
+            }
+            Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+            Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+            Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
+            Some(Kind::ListValue(l)) => {
+                serde_json::Value::Array(l.values.into_iter().map(value).collect())
+            }
+        }
+    }
+    s.fields.into_iter().map(|(k, v)| (k, value(v))).collect()
+}
+
+/// A JSON object as a protobuf `Struct` (numbers become doubles).
+pub fn json_to_struct(payload: &Payload) -> prost_types::Struct {
+    fn value(v: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    prost_types::Struct {
+        fields: payload.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
     }
 }
 
@@ -270,6 +528,13 @@ impl From<Event> for pb::Event {
             status: e.status.to_pb() as i32,
             created_at: Some(e.created_at.into()),
             updated_at: Some(e.updated_at.into()),
+            category: e.category,
+            r#type: e.event_type,
+            session_id: e.session_id,
+            payload: e.payload.as_ref().map(json_to_struct),
+            occurred_at: Some(e.occurred_at.into()),
+            request_id: e.request_id,
+            source: e.source,
         }
     }
 }
@@ -289,17 +554,42 @@ impl TryFrom<pb::Event> for Event {
             status: EventStatus::from_pb(e.status, "status").map_err(|_| bad("status"))?,
             created_at: time(e.created_at, "created_at")?,
             updated_at: time(e.updated_at, "updated_at")?,
+            occurred_at: time(e.occurred_at, "occurred_at")?,
             user_id: e.user_id,
             description: e.description,
+            category: e.category,
+            event_type: e.r#type,
+            session_id: e.session_id,
+            payload: e.payload.map(struct_to_json),
+            request_id: e.request_id,
+            source: e.source,
         })
     }
 }
 
-impl TryFrom<pb::CreateEventRequest> for NewEvent {
+impl TryFrom<pb::CreateEventRequest> for EventInput {
     type Error = Error;
 
+    /// Reads a request; only a timestamp out of range can fail here, the rest
+    /// is checked by [`NewEvent::validate`].
     fn try_from(r: pb::CreateEventRequest) -> Result<Self, Error> {
-        NewEvent::new(r.user_id, r.description)
+        let occurred_at =
+            match r.occurred_at {
+                Some(t) => Some(SystemTime::try_from(t).map_err(|_| {
+                    Error::invalid("occurred_at", "invalid timestamp: out of range")
+                })?),
+                None => None,
+            };
+        Ok(EventInput {
+            user_id: r.user_id,
+            description: r.description,
+            category: r.category,
+            event_type: r.r#type,
+            session_id: r.session_id,
+            payload: r.payload.map(struct_to_json),
+            occurred_at,
+            request_id: r.request_id,
+        })
     }
 }
 
@@ -440,6 +730,141 @@ mod tests {
         assert!(NewEvent::new("é".repeat(129), "x").is_err());
     }
 
+    fn input() -> EventInput {
+        EventInput {
+            user_id: "u".into(),
+            description: "d".into(),
+            ..EventInput::default()
+        }
+    }
+
+    fn check(input: EventInput, rules: &Rules) -> Vec<String> {
+        NewEvent::validate(input, rules)
+            .err()
+            .map(fields)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn optional_attributes_are_bounded_and_one_line() {
+        let rules = Rules::default();
+        let full = EventInput {
+            category: "page interaction".into(),
+            event_type: "pageview".into(),
+            session_id: "s".repeat(MAX_ATTRIBUTE_BYTES),
+            request_id: "r-1".into(),
+            ..input()
+        };
+        assert!(check(full.clone(), &rules).is_empty());
+        let bad = EventInput {
+            category: "c".repeat(MAX_ATTRIBUTE_BYTES + 1),
+            event_type: "page\nview".into(),
+            session_id: "  ".into(),
+            request_id: "r".repeat(MAX_ATTRIBUTE_BYTES + 1),
+            ..full
+        };
+        assert_eq!(
+            check(bad, &rules),
+            ["category", "type", "session_id", "request_id"]
+        );
+    }
+
+    #[test]
+    fn payload_limits_are_checked() {
+        let rules = Rules::default();
+        let payload = |v: serde_json::Value| EventInput {
+            payload: v.as_object().cloned(),
+            ..input()
+        };
+        let mut deep = serde_json::json!(1);
+        for _ in 0..=MAX_PAYLOAD_DEPTH {
+            deep = serde_json::json!({ "x": deep });
+        }
+        assert_eq!(
+            check(payload(deep.clone()), &rules),
+            ["payload"],
+            "one level too deep"
+        );
+        assert!(
+            check(payload(deep["x"].clone()), &rules).is_empty(),
+            "exactly the deepest allowed"
+        );
+        let many: serde_json::Map<_, _> = (0..=MAX_PAYLOAD_KEYS)
+            .map(|i| (format!("k{i}"), serde_json::json!(i)))
+            .collect();
+        assert_eq!(
+            check(payload(serde_json::Value::Object(many)), &rules),
+            ["payload"]
+        );
+        let big = serde_json::json!({ "text": "x".repeat(MAX_PAYLOAD_BYTES) });
+        assert_eq!(check(payload(big), &rules), ["payload"]);
+    }
+
+    #[test]
+    fn occurred_at_bounds_are_inclusive_of_the_allowed_window() {
+        let rules = Rules {
+            max_future_skew: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+            ..Rules::default()
+        };
+        let at = |t: SystemTime| EventInput {
+            occurred_at: Some(t),
+            ..input()
+        };
+        let now = SystemTime::now();
+        assert!(check(at(now + Duration::from_secs(50)), &rules).is_empty());
+        assert!(check(at(now - Duration::from_secs(3500)), &rules).is_empty());
+        let ahead =
+            NewEvent::validate(at(now + Duration::from_secs(70)), &rules).expect_err("ahead");
+        let v = ahead.into_violations();
+        assert_eq!(v[0].field, "occurred_at");
+        assert!(
+            v[0].description.starts_with("invalid timestamp: "),
+            "{}",
+            v[0].description
+        );
+        assert_eq!(
+            check(at(now - Duration::from_secs(3700)), &rules),
+            ["occurred_at"]
+        );
+        let stored = NewEvent::validate(at(now - Duration::from_secs(10)), &rules)
+            .expect("valid")
+            .into_event();
+        assert_eq!(
+            to_micros(stored.occurred_at),
+            to_micros(now - Duration::from_secs(10))
+        );
+        assert!(stored.occurred_at < stored.created_at);
+    }
+
+    #[test]
+    fn unknown_types_are_accepted_unless_rejected() {
+        let typed = EventInput {
+            event_type: "signup".into(),
+            ..input()
+        };
+        assert!(check(typed.clone(), &Rules::default()).is_empty());
+        let strict = Rules {
+            reject_unknown_types: true,
+            ..Rules::default()
+        };
+        assert_eq!(check(typed, &strict), ["type"]);
+        assert!(
+            check(input(), &strict).is_empty(),
+            "no type, nothing to look up"
+        );
+    }
+
+    #[test]
+    fn payloads_round_trip_through_struct() {
+        let payload = serde_json::json!({
+            "host": "example.com", "n": 1.5, "ok": true, "none": null,
+            "form": { "first_name": "Ada", "tags": ["a", 2] }
+        });
+        let map = payload.as_object().cloned().expect("object");
+        assert_eq!(struct_to_json(json_to_struct(&map)), map);
+    }
+
     #[test]
     fn lifecycle_allows_exactly_the_designed_transitions() {
         use EventStatus::*;
@@ -532,7 +957,19 @@ mod tests {
 
     #[test]
     fn event_round_trips_through_protobuf() {
-        let e = NewEvent::new("alice", "hi").expect("valid").into_event();
+        let input = EventInput {
+            category: "c".into(),
+            event_type: "t".into(),
+            session_id: "s".into(),
+            payload: serde_json::json!({"k": "v"}).as_object().cloned(),
+            occurred_at: Some(SystemTime::now() - Duration::from_secs(5)),
+            request_id: "r".into(),
+            ..input()
+        };
+        let e = NewEvent::validate(input, &Rules::default())
+            .expect("valid")
+            .with_source("app")
+            .into_event();
         let back = Event::try_from(pb::Event::from(e.clone())).expect("well-formed");
         assert_eq!(back, e);
     }

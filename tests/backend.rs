@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
-    domain::StatusChange,
+    domain::{EventInput, Rules, StatusChange},
     testing::{RedisServer, skip_redis_tests},
 };
 use uuid::Uuid;
@@ -360,6 +360,101 @@ async fn concurrent_status_changes_all_apply(b: Backend) {
     assert_eq!(after.len(), 1);
 }
 
+fn full_event(request_id: &str) -> NewEvent {
+    let input = EventInput {
+        user_id: "alice".into(),
+        description: "viewed the pricing page".into(),
+        category: "page interaction".into(),
+        event_type: "pageview".into(),
+        session_id: "session-1".into(),
+        payload: serde_json::json!({"host": "example.com", "path": "/pricing", "n": 1.5, "tags": ["a", 2]})
+            .as_object()
+            .cloned(),
+        occurred_at: Some(std::time::SystemTime::now() - Duration::from_secs(30)),
+        request_id: request_id.into(),
+    };
+    NewEvent::validate(input, &Rules::default()).expect("valid")
+}
+
+async fn every_field_round_trips(b: Backend) {
+    let created = b
+        .store
+        .create(full_event("").with_source("web"))
+        .await
+        .expect("create");
+    assert_eq!(created.source, "web");
+    assert_eq!(created.event_type, "pageview");
+    assert!(created.occurred_at < created.created_at);
+    assert_eq!(b.store.get(created.id).await.expect("get"), created);
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let queued = c.receive(10).await.expect("receive");
+    assert_eq!(
+        queued[0].event, created,
+        "the queue entry carries every field"
+    );
+    let processed = b
+        .store
+        .update_status(created.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    assert_eq!(processed.payload, created.payload);
+}
+
+async fn repeated_request_ids_return_the_first_event(b: Backend) {
+    let first = b
+        .store
+        .create(full_event("req-1").with_source("web"))
+        .await
+        .expect("create");
+    let again = b
+        .store
+        .create(full_event("req-1").with_source("web"))
+        .await
+        .expect("repeat");
+    assert_eq!(again, first);
+    let other_client = b
+        .store
+        .create(full_event("req-1").with_source("mobile"))
+        .await
+        .expect("other");
+    assert_ne!(other_client.id, first.id, "keys are per client");
+    let in_one_batch = b
+        .store
+        .create_many(vec![full_event("req-2"), full_event("req-2")])
+        .await
+        .expect("batch");
+    assert_eq!(in_one_batch[0].id, in_one_batch[1].id);
+
+    // Racing duplicates: one event, queued once.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = Arc::clone(&b.store);
+        tasks.push(tokio::spawn(async move {
+            store.create(full_event("req-3")).await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.expect("join").expect("create").id);
+    }
+    assert_eq!(ids.len(), 1);
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let mut queued = Vec::new();
+    loop {
+        let got = c.receive(100).await.expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        queued.extend(got.into_iter().map(|d| d.event.id));
+    }
+    assert_eq!(
+        queued.len(),
+        4,
+        "req-1 twice (two clients), req-2 once, req-3 once"
+    );
+    assert!(queued.contains(ids.iter().next().expect("one id")));
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -402,6 +497,8 @@ backend_tests!(
     concurrent_creates_are_all_queued,
     batches_keep_each_items_outcome,
     concurrent_status_changes_all_apply,
+    every_field_round_trips,
+    repeated_request_ids_return_the_first_event,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer

@@ -5,6 +5,7 @@ use std::{pin::Pin, time::Duration};
 use futures_util::{Stream, StreamExt};
 use herald::{
     Event, EventStatus,
+    domain::{EventInput, json_to_struct},
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
 use tonic::{Code, transport::Channel};
@@ -88,14 +89,45 @@ impl Client {
         self
     }
 
-    /// Creates an event; not retried, since a retry could create it twice.
+    /// Creates an event with only a user and a description; not retried,
+    /// since without a request id a retry could create it twice.
     pub async fn create_event(&self, user_id: &str, description: &str) -> Result<Event, Error> {
-        let request = pb::CreateEventRequest {
+        self.create(EventInput {
             user_id: user_id.into(),
             description: description.into(),
+            ..EventInput::default()
+        })
+        .await
+    }
+
+    /// Creates an event with any of its fields. With a `request_id` the call is
+    /// idempotent (the server answers a repeat with the first event), so it is
+    /// retried while the server is unavailable; without one it is not.
+    pub async fn create(&self, event: EventInput) -> Result<Event, Error> {
+        let request = pb::CreateEventRequest {
+            user_id: event.user_id,
+            description: event.description,
+            category: event.category,
+            r#type: event.event_type,
+            session_id: event.session_id,
+            payload: event.payload.as_ref().map(json_to_struct),
+            occurred_at: event.occurred_at.map(Into::into),
+            request_id: event.request_id,
         };
-        let response = self.logger.clone().create_event(request).await?;
-        event_of(response.into_inner().event)
+        let response = if request.request_id.is_empty() {
+            self.logger
+                .clone()
+                .create_event(request)
+                .await?
+                .into_inner()
+        } else {
+            self.retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.create_event(request).await }
+            })
+            .await?
+        };
+        event_of(response.event)
     }
 
     /// The event with this id.

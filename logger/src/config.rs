@@ -1,9 +1,12 @@
 //! The logger's configuration: clap flags, each with an env twin.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
+use herald::domain::Rules;
 use herald_processor::WorkerConfig;
+
+use crate::event_types::{DEFAULT_REGISTRY, EventTypes};
 
 /// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, health,
 /// reflection). Without --redis-url it runs the whole system in this process on
@@ -30,6 +33,19 @@ pub struct Config {
     /// Messages buffered per subscriber; one that falls further behind is cut off.
     #[arg(long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_buffer: u32,
+    /// Event-type registry: a JSON file of payload schemas per type. Without it,
+    /// the registry shipped in config/event-types.json is used.
+    #[arg(long, env = "HERALD_EVENT_TYPES")]
+    pub event_types: Option<PathBuf>,
+    /// Refuse events whose type is not in the registry.
+    #[arg(long, env = "HERALD_REJECT_UNKNOWN_TYPES")]
+    pub reject_unknown_types: bool,
+    /// How far ahead of this server's clock an event's occurred_at may be (seconds).
+    #[arg(long, env = "HERALD_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
+    pub max_future_skew_secs: u64,
+    /// How old an event's occurred_at may be (seconds; default 30 days).
+    #[arg(long, env = "HERALD_MAX_EVENT_AGE_SECS", default_value_t = 30 * 24 * 3600)]
+    pub max_event_age_secs: u64,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
@@ -44,6 +60,24 @@ impl Config {
     /// Shutdown grace time.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The validation rules: the event-type registry (loaded and compiled now)
+    /// and the timestamp bounds. The error says what to fix.
+    pub fn rules(&self) -> anyhow::Result<Rules> {
+        let types = match &self.event_types {
+            Some(path) => EventTypes::load(path),
+            None => {
+                EventTypes::parse(DEFAULT_REGISTRY).map_err(|e| format!("shipped event types: {e}"))
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("--event-types: {e}"))?;
+        Ok(Rules {
+            types: Arc::new(types),
+            reject_unknown_types: self.reject_unknown_types,
+            max_future_skew: Duration::from_secs(self.max_future_skew_secs),
+            max_age: Duration::from_secs(self.max_event_age_secs),
+        })
     }
 
     /// Whether this process runs a worker: always on memory, on request with Redis.

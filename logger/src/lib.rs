@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags with `HERALD_*` env twins.
+//! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
 //! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
 //!   the notification log.
@@ -13,6 +14,7 @@
 //! - [`run`] / [`run_with_sink`]: wire it all up on a bound listener.
 
 pub mod config;
+pub mod event_types;
 pub mod notifier;
 pub mod server;
 pub mod service;
@@ -49,6 +51,7 @@ pub async fn run_with_sink(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
+    let rules = config.rules()?;
     let backend_config = match &config.redis_url {
         Some(url) => BackendConfig::Redis {
             url: url.clone(),
@@ -113,7 +116,7 @@ pub async fn run_with_sink(
     info!(%addr, store = backend.kind, worker = config.runs_worker(), "listening");
     let served = server::serve(
         listener,
-        EventLoggerService::new(backend.store.clone()),
+        EventLoggerService::new(backend.store.clone(), rules),
         NotifierService::new(fanout, shutdown.clone()),
         health,
         stop_server,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use herald::{
     Error, NewEvent,
     backend::EventStore,
-    domain::{StatusChange, parse_batch_changes, parse_event_id},
+    domain::{EventInput, Rules, StatusChange, parse_batch_changes, parse_event_id},
     pb::{self, event_logger_server::EventLogger},
 };
 use tonic::{Request, Response, Status};
@@ -13,12 +13,13 @@ use tonic::{Request, Response, Status};
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
+    rules: Rules,
 }
 
 impl EventLoggerService {
-    /// The service over `store`.
-    pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store }
+    /// The service over `store`, checking new events against `rules`.
+    pub fn new(store: Arc<dyn EventStore>, rules: Rules) -> Self {
+        Self { store, rules }
     }
 }
 
@@ -28,9 +29,10 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::CreateEventResponse>, Status> {
+        let input = EventInput::try_from(request.into_inner())?;
         let event = self
             .store
-            .create(NewEvent::try_from(request.into_inner())?)
+            .create(NewEvent::validate(input, &self.rules)?)
             .await?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, WorkQueue,
+    NotificationFeed, REQUEST_ID_WINDOW, WorkQueue,
 };
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
@@ -37,6 +37,8 @@ struct State {
     /// Delivered, not acknowledged entries by sequence number.
     pending: BTreeMap<u64, Pending>,
     dead: Vec<(Delivery, String)>,
+    /// Idempotency keys by (source, request_id): the event created, and when.
+    requests: HashMap<(String, String), (Uuid, Instant)>,
     notifications: VecDeque<(u64, Event)>,
     last_entry: u64,
     last_notification: u64,
@@ -117,17 +119,36 @@ fn parse_entry_id(id: &str) -> Result<u64> {
 #[async_trait]
 impl EventStore for MemoryBackend {
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        let events: Vec<Event> = events.into_iter().map(NewEvent::into_event).collect();
         let mut state = self.lock();
-        for event in &events {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(events.len());
+        for new in events {
+            let key = (new.source().to_owned(), new.request_id().to_owned());
+            let prior = match state.requests.get(&key) {
+                Some((id, at))
+                    if !key.1.is_empty() && now.duration_since(*at) < REQUEST_ID_WINDOW =>
+                {
+                    state.events.get(id).cloned()
+                }
+                _ => None,
+            };
+            if let Some(prior) = prior {
+                out.push(prior);
+                continue;
+            }
+            let event = new.into_event();
+            if !key.1.is_empty() {
+                state.requests.insert(key, (event.id, now));
+            }
             state.events.insert(event.id, event.clone());
-            state.enqueue(event);
-            state.log(event);
+            state.enqueue(&event);
+            state.log(&event);
+            out.push(event);
         }
         drop(state);
         self.queued.notify_waiters();
         self.notified.notify_waiters();
-        Ok(events)
+        Ok(out)
     }
 
     async fn get(&self, id: Uuid) -> Result<Event> {

@@ -35,7 +35,9 @@ use crate::{
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Stores new PENDING events, queues them and logs their creation, all
-    /// atomically; returns them in order.
+    /// atomically; returns them in order. An event whose `request_id` its
+    /// client (`source`) already used within [`REQUEST_ID_WINDOW`] is not
+    /// stored: its place holds the event created the first time.
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
     /// Applies status changes in order, each atomically with its notification
     /// entry (and its queue entry when the new status enqueues). Each change
@@ -193,5 +195,7 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
 
 /// Longest the notification log grows before its oldest entries are trimmed.
 pub const NOTIFICATIONS_MAX_LEN: usize = 100_000;
+/// How long a client's `request_id` keeps answering with the event it created.
+pub const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The consumer group of the processors.
 pub const GROUP: &str = "processors";

@@ -17,6 +17,8 @@
 //! - `{prefix}:notifications`: stream, every creation and status change, tailed
 //!   by each logger for live subscribers; trimmed to about
 //!   [`NOTIFICATIONS_MAX_LEN`] entries (nobody acknowledges it).
+//! - `{prefix}:request:{source}:{request_id}`: string, the id of the event
+//!   created for that idempotency key; expires after [`REQUEST_ID_WINDOW`].
 //! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
 //!   `reason`, `deliveries` and `entry_id`.
 //!
@@ -43,7 +45,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, GROUP, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, WorkQueue,
+    NotificationFeed, REQUEST_ID_WINDOW, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
@@ -84,6 +86,12 @@ impl Keys {
         format!("{}:notifications", self.prefix)
     }
 
+    /// The idempotency key of `request_id` sent by client `source`; it holds
+    /// the id of the event created for it.
+    pub fn request(&self, source: &str, request_id: &str) -> String {
+        format!("{}:request:{source}:{request_id}", self.prefix)
+    }
+
     /// The dead-letter stream.
     pub fn dead(&self) -> String {
         format!("{}:events:dead", self.prefix)
@@ -91,24 +99,42 @@ impl Keys {
 }
 
 /// Creates a batch of events. KEYS: queue, notifications, then one record key
-/// per event. ARGV: notifications max length, the number of arguments per
-/// record, then each record's field/value pairs. Checks every id first, so
-/// either all of the batch is written or none of it.
+/// per event. ARGV: notifications max length, the number of field/value
+/// arguments per record, the idempotency window in seconds, then per event its
+/// idempotency key ('' for none) and its record's field/value pairs. Checks
+/// every id first, so the batch is written whole or not at all; an event whose
+/// idempotency key is already taken is not written, and its slot of the reply
+/// holds the id of the event that took the key ('' for events written).
 const CREATE_MANY: &str = r"
 local n = tonumber(ARGV[2])
+local stride = n + 1
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return redis.error_reply('HERALD_EXISTS event id already taken')
   end
 end
+local out = {}
 for i = 3, #KEYS do
-  local first = 3 + (i - 3) * n
-  local record = {unpack(ARGV, first, first + n - 1)}
-  redis.call('HSET', KEYS[i], unpack(record))
-  redis.call('XADD', KEYS[1], '*', unpack(record))
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
+  local first = 4 + (i - 3) * stride
+  local request_key = ARGV[first]
+  local record = {unpack(ARGV, first + 1, first + n)}
+  local prior = false
+  if request_key ~= '' then
+    prior = redis.call('GET', request_key)
+  end
+  if prior then
+    out[#out + 1] = prior
+  else
+    if request_key ~= '' then
+      redis.call('SET', request_key, record[2], 'EX', ARGV[3])
+    end
+    redis.call('HSET', KEYS[i], unpack(record))
+    redis.call('XADD', KEYS[1], '*', unpack(record))
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
+    out[#out + 1] = ''
+  end
 end
-return #KEYS - 2
+return out
 ";
 
 /// Applies a batch of status changes, each on its own. KEYS: queue,
@@ -161,10 +187,16 @@ fn is_nogroup(err: &RedisError) -> bool {
 }
 
 /// How many fields a record has.
-const RECORD_FIELDS: usize = 6;
+const RECORD_FIELDS: usize = 13;
 
-/// The record's fields as written to the hash and the streams.
+/// The record's fields as written to the hash and the streams. An absent
+/// payload is an empty string; a present one is its JSON.
 fn record(event: &Event) -> [(&'static str, String); RECORD_FIELDS] {
+    let payload = event
+        .payload
+        .as_ref()
+        .map(|p| serde_json::Value::Object(p.clone()).to_string())
+        .unwrap_or_default();
     [
         ("id", event.id.to_string()),
         ("user_id", event.user_id.clone()),
@@ -172,6 +204,13 @@ fn record(event: &Event) -> [(&'static str, String); RECORD_FIELDS] {
         ("status", event.status.as_str().to_owned()),
         ("created_at", to_micros(event.created_at).to_string()),
         ("updated_at", to_micros(event.updated_at).to_string()),
+        ("category", event.category.clone()),
+        ("type", event.event_type.clone()),
+        ("session_id", event.session_id.clone()),
+        ("payload", payload),
+        ("occurred_at", to_micros(event.occurred_at).to_string()),
+        ("request_id", event.request_id.clone()),
+        ("source", event.source.clone()),
     ]
 }
 
@@ -209,13 +248,33 @@ fn parse_record(fields: &HashMap<String, String>) -> Result<Event> {
             .map(from_micros)
             .map_err(|_| bad(name))
     };
+    let optional = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let payload = match fields.get("payload").map(String::as_str) {
+        None | Some("") => None,
+        Some(json) => match serde_json::from_str(json) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            _ => return Err(bad("payload")),
+        },
+    };
+    let created_at = micros("created_at")?;
     Ok(Event {
         id: Uuid::try_parse(get("id")?).map_err(|_| bad("id"))?,
         user_id: get("user_id")?.clone(),
         description: get("description")?.clone(),
         status: EventStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
-        created_at: micros("created_at")?,
+        created_at,
         updated_at: micros("updated_at")?,
+        occurred_at: if fields.contains_key("occurred_at") {
+            micros("occurred_at")?
+        } else {
+            created_at
+        },
+        category: optional("category"),
+        event_type: optional("type"),
+        session_id: optional("session_id"),
+        payload,
+        request_id: optional("request_id"),
+        source: optional("source"),
     })
 }
 
@@ -310,24 +369,43 @@ impl EventStore for RedisBackend {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<String> = events
+            .iter()
+            .map(|e| match e.request_id() {
+                "" => String::new(),
+                request_id => self.keys.request(e.source(), request_id),
+            })
+            .collect();
         let events: Vec<Event> = events.into_iter().map(NewEvent::into_event).collect();
         let mut invocation = self.create.prepare_invoke();
         invocation
             .key(self.keys.events())
             .key(self.keys.notifications())
             .arg(NOTIFICATIONS_MAX_LEN)
-            .arg(RECORD_FIELDS * 2);
-        for event in &events {
-            invocation.key(self.keys.event(event.id));
+            .arg(RECORD_FIELDS * 2)
+            .arg(REQUEST_ID_WINDOW.as_secs());
+        for (event, request_key) in events.iter().zip(&keys) {
+            invocation.key(self.keys.event(event.id)).arg(request_key);
             for (field, value) in record(event) {
                 invocation.arg(field).arg(value);
             }
         }
-        let _: i64 = invocation
+        let priors: Vec<String> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        Ok(events)
+        let mut out = Vec::with_capacity(events.len());
+        for (event, prior) in events.into_iter().zip(priors) {
+            if prior.is_empty() {
+                out.push(event);
+            } else {
+                // A repeated request: the event that first took the key.
+                let id = Uuid::try_parse(&prior)
+                    .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))?;
+                out.push(self.get(id).await?);
+            }
+        }
+        Ok(out)
     }
 
     #[instrument(skip_all)]

@@ -360,6 +360,7 @@ async fn ingest(server: &str, args: &IngestArgs) -> anyhow::Result<Report> {
                 let request = pb::CreateEventRequest {
                     user_id: format!("bench-user-{}", n % 1000),
                     description: format!("benchmark event {n}"),
+                    ..Default::default()
                 };
                 EventLoggerClient::new(ch)
                     .create_event(request)
@@ -455,6 +456,7 @@ async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
                 let request = pb::CreateEventRequest {
                     user_id: users[k as usize % users.len()].clone(),
                     description: format!("benchmark event {k}"),
+                    ..Default::default()
                 };
                 let t0 = Instant::now();
                 match client.create_event(request).await {
@@ -575,6 +577,7 @@ async fn fanout(server: &str, args: &FanoutArgs) -> anyhow::Result<Report> {
         let request = pb::CreateEventRequest {
             user_id: user.clone(),
             description: format!("fanout event {k}"),
+            ..Default::default()
         };
         if logger.create_event(request).await.is_ok() {
             created += 1;

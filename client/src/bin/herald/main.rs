@@ -2,11 +2,14 @@
 
 mod bench;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::SystemTime};
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use herald::{Event, EventStatus, domain::rfc3339};
+use herald::{
+    Event, EventStatus,
+    domain::{EventInput, Payload, rfc3339},
+};
 use herald_client::{Client, Error};
 use uuid::Uuid;
 
@@ -39,6 +42,24 @@ enum Command {
         /// Text of the notification.
         #[arg(long)]
         description: String,
+        /// Group of the event, e.g. "page interaction".
+        #[arg(long, default_value = "")]
+        category: String,
+        /// Kind of event, e.g. "pageview"; a registered type's payload is checked.
+        #[arg(long = "type", default_value = "")]
+        event_type: String,
+        /// Session the event belongs to.
+        #[arg(long, default_value = "")]
+        session_id: String,
+        /// Free-form data: a JSON object.
+        #[arg(long, value_parser = parse_payload)]
+        payload: Option<Payload>,
+        /// When it happened (RFC 3339, e.g. 2026-11-22T10:00:00Z); default now.
+        #[arg(long, value_parser = parse_time)]
+        occurred_at: Option<SystemTime>,
+        /// Idempotency key: repeating the create with it returns the first event.
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// Show one event.
     Get {
@@ -68,6 +89,21 @@ enum Command {
         #[arg(long)]
         user_id: String,
     },
+}
+
+fn parse_payload(s: &str) -> Result<Payload, String> {
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the payload must be a JSON object".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let t: prost_types::Timestamp = s
+        .parse()
+        .map_err(|_| format!("not an RFC 3339 time: {s:?} (e.g. 2026-11-22T10:00:00Z)"))?;
+    SystemTime::try_from(t).map_err(|_| format!("time out of range: {s:?}"))
 }
 
 fn parse_status(s: &str) -> Result<EventStatus, String> {
@@ -105,8 +141,24 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Create {
             user_id,
             description,
+            category,
+            event_type,
+            session_id,
+            payload,
+            occurred_at,
+            request_id,
         } => {
-            print_event(&client.create_event(user_id, description).await?, cli.json);
+            let input = EventInput {
+                user_id: user_id.clone(),
+                description: description.clone(),
+                category: category.clone(),
+                event_type: event_type.clone(),
+                session_id: session_id.clone(),
+                payload: payload.clone(),
+                occurred_at: *occurred_at,
+                request_id: request_id.clone(),
+            };
+            print_event(&client.create(input).await?, cli.json);
         }
         Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),
         Command::UpdateStatus { id, status } => {
@@ -161,6 +213,13 @@ fn event_json(e: &Event) -> serde_json::Value {
         "status": e.status.as_str(),
         "created_at": rfc3339(e.created_at),
         "updated_at": rfc3339(e.updated_at),
+        "category": e.category,
+        "type": e.event_type,
+        "session_id": e.session_id,
+        "payload": e.payload,
+        "occurred_at": rfc3339(e.occurred_at),
+        "request_id": e.request_id,
+        "source": e.source,
     })
 }
 
@@ -174,5 +233,26 @@ fn print_event(e: &Event, json: bool) {
         println!("status:      {}", e.status);
         println!("created_at:  {}", rfc3339(e.created_at));
         println!("updated_at:  {}", rfc3339(e.updated_at));
+        if e.occurred_at != e.created_at {
+            println!("occurred_at: {}", rfc3339(e.occurred_at));
+        }
+        let optional = [
+            ("category:   ", &e.category),
+            ("type:       ", &e.event_type),
+            ("session_id: ", &e.session_id),
+            ("request_id: ", &e.request_id),
+            ("source:     ", &e.source),
+        ];
+        for (label, value) in optional {
+            if !value.is_empty() {
+                println!("{label} {value}");
+            }
+        }
+        if let Some(payload) = &e.payload {
+            println!(
+                "payload:     {}",
+                serde_json::Value::Object(payload.clone())
+            );
+        }
     }
 }
