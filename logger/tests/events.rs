@@ -1,0 +1,223 @@
+//! Events for real traffic, over gRPC against in-process loggers: attributes,
+//! per-type payload validation with the shipped registry, timestamps,
+//! idempotency, and the web analytics samples through the whole pipeline.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Lines, Logger, Processor, eventually};
+use herald::{
+    EventStatus,
+    domain::EventInput,
+    testing::{RedisServer, skip_redis_tests},
+};
+use herald_client::Client;
+use herald_processor::sink::notification_line;
+use serde_json::json;
+use tonic::Code;
+
+fn event(user: &str, event_type: &str, payload: serde_json::Value) -> EventInput {
+    EventInput {
+        user_id: user.into(),
+        description: format!("{event_type} by {user}"),
+        category: "page interaction".into(),
+        event_type: event_type.into(),
+        session_id: format!("{user}-session"),
+        payload: payload.as_object().cloned(),
+        ..EventInput::default()
+    }
+}
+
+/// The web analytics samples of the shipped registry, as a front end sends them.
+fn web_analytics(user: &str) -> Vec<EventInput> {
+    vec![
+        event(
+            user,
+            "pageview",
+            json!({"host": "shop.example", "path": "/"}),
+        ),
+        event(
+            user,
+            "cta click",
+            json!({"host": "shop.example", "path": "/", "element": "buy-now"}),
+        ),
+        event(
+            user,
+            "form interaction",
+            json!({"form": {"first_name": "Ada", "last_name": "Lovelace"}}),
+        ),
+    ]
+}
+
+fn violations(err: &herald_client::Error) -> Vec<(String, String)> {
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    err.violations()
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn payloads_are_checked_against_their_types_schema() {
+    let logger = Logger::start(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+
+    for sample in web_analytics("ada") {
+        let stored = client.create(sample.clone()).await.expect("valid sample");
+        assert_eq!(stored.event_type, sample.event_type);
+        assert_eq!(stored.payload, sample.payload);
+        assert_eq!(stored.session_id, "ada-session");
+        assert_eq!(stored.source, "", "no identities configured");
+    }
+
+    let err = client
+        .create(event(
+            "ada",
+            "form interaction",
+            json!({"form": {"last_name": 7}}),
+        ))
+        .await
+        .expect_err("bad form");
+    assert_eq!(
+        violations(&err),
+        [
+            (
+                "payload.form.first_name".to_owned(),
+                "is required".to_owned()
+            ),
+            (
+                "payload.form.last_name".to_owned(),
+                "expected string".to_owned()
+            ),
+        ]
+    );
+    let err = client
+        .create(event("ada", "pageview", json!({})))
+        .await
+        .expect_err("no payload fields");
+    let fields: Vec<String> = violations(&err).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["payload.host", "payload.path"]);
+    let unknown = client
+        .create(event("ada", "checkout", json!({"total": 12.5})))
+        .await
+        .expect("unknown types pass");
+    assert_eq!(unknown.payload, json!({"total": 12.5}).as_object().cloned());
+
+    let future = EventInput {
+        occurred_at: Some(SystemTime::now() + Duration::from_secs(600)),
+        ..event("ada", "checkout", json!({}))
+    };
+    let err = client.create(future).await.expect_err("too far ahead");
+    let v = violations(&err);
+    assert_eq!(v[0].0, "occurred_at");
+    assert!(v[0].1.starts_with("invalid timestamp: "), "{}", v[0].1);
+    let past = EventInput {
+        occurred_at: Some(SystemTime::now() - Duration::from_secs(3600)),
+        ..event("ada", "checkout", json!({}))
+    };
+    let stored = client.create(past).await.expect("an hour ago is fine");
+    assert!(stored.occurred_at < stored.created_at);
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn strict_loggers_refuse_unknown_types_and_bad_registries_stop_start_up() {
+    let logger = Logger::start(&["--reject-unknown-types"], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let err = client
+        .create(event("ada", "checkout", json!({})))
+        .await
+        .expect_err("unknown type");
+    assert_eq!(violations(&err)[0].0, "type");
+    client
+        .create(web_analytics("ada").remove(0))
+        .await
+        .expect("registered type");
+    logger.stop_within(Duration::from_secs(10)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("types.json");
+    std::fs::write(
+        &path,
+        r#"{"event_types": {"signup": {"type": "no such type"}}}"#,
+    )
+    .expect("write");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config =
+        herald_logger::Config::from_args(&["--event-types", path.to_str().expect("utf-8")]);
+    let err = herald_logger::run(listener, config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect_err("a bad registry stops start-up");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("--event-types") && message.contains("\"signup\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_returns_the_first_event() {
+    let lines = Lines::default();
+    let logger = Logger::start(&[], lines.sink()).await;
+    let client = logger.client().await;
+    let with_key = EventInput {
+        request_id: "order-42".into(),
+        ..event("bo", "checkout", json!({}))
+    };
+    let first = client.create(with_key.clone()).await.expect("create");
+    let again = client.create(with_key).await.expect("repeat");
+    assert_eq!(again.id, first.id);
+    eventually(Duration::from_secs(10), "PROCESSED", || async {
+        (client.get_event(first.id).await.ok()?.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+    assert_eq!(
+        lines.lines(),
+        [notification_line(&first)],
+        "queued and notified once"
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_analytics_events_go_through_the_whole_pipeline() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let lines = Lines::default();
+    let processor = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--consumer-name", "p"],
+        lines.sink(),
+    );
+    let client: Client = logger.client().await;
+    let mut created = Vec::new();
+    for user in ["ada", "grace"] {
+        for sample in web_analytics(user) {
+            created.push(client.create(sample).await.expect("create"));
+        }
+    }
+    for e in &created {
+        let processed = eventually(Duration::from_secs(20), "PROCESSED", || async {
+            let got = client.get_event(e.id).await.ok()?;
+            (got.status == EventStatus::Processed).then_some(got)
+        })
+        .await;
+        assert_eq!(
+            processed.payload, e.payload,
+            "payload survives the pipeline"
+        );
+        assert_eq!(processed.session_id, e.session_id);
+        assert_eq!(processed.occurred_at, e.occurred_at);
+        assert!(lines.lines().contains(&notification_line(e)));
+    }
+    processor.shutdown.cancel();
+    processor.handle.await.expect("join").expect("processor");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
