@@ -624,33 +624,62 @@ impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
 /// Most changes in one BatchUpdateStatus call.
 pub const MAX_BATCH_CHANGES: usize = 1000;
 
+/// Most events in one CreateEvents call.
+pub const MAX_BATCH_CREATES: usize = 1000;
+
+/// Checks the size of a batch request's `requests` field.
+fn check_batch_size(n: usize, max: usize) -> Result<(), Error> {
+    if n == 0 || n > max {
+        return Err(Error::invalid(
+            "requests",
+            format!("must hold 1 to {max} items, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Names the fields of item `i`'s error as `requests[i].field`.
+fn within_item<T>(i: usize, result: Result<T, Error>) -> Result<T, Error> {
+    result.map_err(|err| match err {
+        Error::InvalidArgument(violations) => Error::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| FieldViolation::new(format!("requests[{i}].{}", v.field), v.description))
+                .collect(),
+        ),
+        other => other,
+    })
+}
+
 /// Checks a BatchUpdateStatus request: its size (else INVALID_ARGUMENT on
 /// `requests`), then each change on its own, with field names like
 /// `requests[3].event_id`.
 pub fn parse_batch_changes(
     r: pb::BatchUpdateStatusRequest,
 ) -> Result<Vec<Result<StatusChange, Error>>, Error> {
-    let n = r.requests.len();
-    if n == 0 || n > MAX_BATCH_CHANGES {
-        return Err(Error::invalid(
-            "requests",
-            format!("must hold 1 to {MAX_BATCH_CHANGES} changes, got {n}"),
-        ));
-    }
+    check_batch_size(r.requests.len(), MAX_BATCH_CHANGES)?;
+    Ok(r.requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| within_item(i, StatusChange::try_from(request)))
+        .collect())
+}
+
+/// Checks a CreateEvents request: its size, then each event on its own
+/// against `rules`, with field names like `requests[2].payload.host`.
+pub fn parse_batch_creates(
+    r: pb::CreateEventsRequest,
+    rules: &Rules,
+) -> Result<Vec<Result<NewEvent, Error>>, Error> {
+    check_batch_size(r.requests.len(), MAX_BATCH_CREATES)?;
     Ok(r.requests
         .into_iter()
         .enumerate()
         .map(|(i, request)| {
-            StatusChange::try_from(request).map_err(|err| {
-                Error::InvalidArgument(
-                    err.into_violations()
-                        .into_iter()
-                        .map(|v| {
-                            FieldViolation::new(format!("requests[{i}].{}", v.field), v.description)
-                        })
-                        .collect(),
-                )
-            })
+            within_item(
+                i,
+                EventInput::try_from(request).and_then(|input| NewEvent::validate(input, rules)),
+            )
         })
         .collect())
 }

@@ -104,16 +104,7 @@ impl Client {
     /// idempotent (the server answers a repeat with the first event), so it is
     /// retried while the server is unavailable; without one it is not.
     pub async fn create(&self, event: EventInput) -> Result<Event, Error> {
-        let request = pb::CreateEventRequest {
-            user_id: event.user_id,
-            description: event.description,
-            category: event.category,
-            r#type: event.event_type,
-            session_id: event.session_id,
-            payload: event.payload.as_ref().map(json_to_struct),
-            occurred_at: event.occurred_at.map(Into::into),
-            request_id: event.request_id,
-        };
+        let request = create_request(event);
         let response = if request.request_id.is_empty() {
             self.logger
                 .clone()
@@ -128,6 +119,52 @@ impl Client {
             .await?
         };
         event_of(response.event)
+    }
+
+    /// Creates up to 1,000 events in one call; each has its own result, in
+    /// order (field names of errors look like `requests[2].user_id`). Retried
+    /// while the server is unavailable only if every event has a request id.
+    pub async fn create_many(
+        &self,
+        events: Vec<EventInput>,
+    ) -> Result<Vec<Result<Event, Error>>, Error> {
+        let n = events.len();
+        let idempotent = events.iter().all(|e| !e.request_id.is_empty());
+        let request = pb::CreateEventsRequest {
+            requests: events.into_iter().map(create_request).collect(),
+        };
+        let response = if idempotent {
+            self.retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.create_events(request).await }
+            })
+            .await?
+        } else {
+            self.logger
+                .clone()
+                .create_events(request)
+                .await?
+                .into_inner()
+        };
+        if response.results.len() != n {
+            return Err(Error::InvalidResponse(format!(
+                "{} results for {n} events",
+                response.results.len()
+            )));
+        }
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(pb::create_event_result::Result::Event(event)) => {
+                    item_result(Some(event), None)
+                }
+                Some(pb::create_event_result::Result::Error(status)) => {
+                    item_result(None, Some(status))
+                }
+                None => item_result(None, None),
+            })
+            .collect())
     }
 
     /// The event with this id.
@@ -188,7 +225,19 @@ impl Client {
                 changes.len()
             )));
         }
-        Ok(response.results.into_iter().map(batch_result).collect())
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(pb::update_status_result::Result::Event(event)) => {
+                    item_result(Some(event), None)
+                }
+                Some(pb::update_status_result::Result::Error(status)) => {
+                    item_result(None, Some(status))
+                }
+                None => item_result(None, None),
+            })
+            .collect())
     }
 
     /// Notifications sent to `user_id`, as they are sent, until the server ends
@@ -273,18 +322,35 @@ fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, Error> {
         .keep_alive_while_idle(true))
 }
 
-/// One item of a BatchUpdateStatus response, its error read like a call's.
-fn batch_result(result: pb::UpdateStatusResult) -> Result<Event, Error> {
+/// A request to create `event`.
+fn create_request(event: EventInput) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        user_id: event.user_id,
+        description: event.description,
+        category: event.category,
+        r#type: event.event_type,
+        session_id: event.session_id,
+        payload: event.payload.as_ref().map(json_to_struct),
+        occurred_at: event.occurred_at.map(Into::into),
+        request_id: event.request_id,
+    }
+}
+
+/// One item of a batch response: its event, or its error read like a call's.
+fn item_result(
+    event: Option<pb::Event>,
+    error: Option<tonic_types::pb::Status>,
+) -> Result<Event, Error> {
     use prost::Message;
-    match result.result {
-        Some(pb::update_status_result::Result::Event(event)) => event_of(Some(event)),
-        Some(pb::update_status_result::Result::Error(status)) => Err(tonic::Status::with_details(
+    match (event, error) {
+        (Some(event), _) => event_of(Some(event)),
+        (None, Some(status)) => Err(tonic::Status::with_details(
             Code::from_i32(status.code),
             status.message.clone(),
             status.encode_to_vec().into(),
         )
         .into()),
-        None => Err(Error::InvalidResponse("batch result is empty".into())),
+        (None, None) => Err(Error::InvalidResponse("batch result is empty".into())),
     }
 }
 

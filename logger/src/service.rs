@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use herald::{
-    Error, NewEvent,
+    Error, Event, NewEvent,
     backend::EventStore,
-    domain::{EventInput, Rules, StatusChange, parse_batch_changes, parse_event_id},
+    domain::{
+        EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates, parse_event_id,
+    },
     pb::{self, event_logger_server::EventLogger},
 };
 use tonic::{Request, Response, Status};
@@ -61,33 +63,76 @@ impl EventLogger for EventLoggerService {
         }))
     }
 
+    async fn create_events(
+        &self,
+        request: Request<pb::CreateEventsRequest>,
+    ) -> Result<Response<pb::CreateEventsResponse>, Status> {
+        let items = parse_batch_creates(request.into_inner(), &self.rules)?;
+        let outcomes = apply_valid(items, async |valid| {
+            let created = self.store.create_many(valid).await?;
+            Ok(created.into_iter().map(Ok).collect())
+        })
+        .await?;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| pb::CreateEventResult {
+                result: Some(match outcome {
+                    Ok(event) => pb::create_event_result::Result::Event(event.into()),
+                    Err(err) => pb::create_event_result::Result::Error(err.into_rpc_status()),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::CreateEventsResponse { results }))
+    }
+
     async fn batch_update_status(
         &self,
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
         let items = parse_batch_changes(request.into_inner())?;
-        let valid: Vec<StatusChange> = items
-            .iter()
-            .filter_map(|i| i.as_ref().ok().copied())
-            .collect();
-        let mut applied = self.store.update_status_many(&valid).await?.into_iter();
-        let results = items
+        let outcomes = apply_valid(items, async |valid: Vec<StatusChange>| {
+            self.store.update_status_many(&valid).await
+        })
+        .await?;
+        let results = outcomes
             .into_iter()
-            .map(|item| {
-                let outcome = item.and_then(|_| {
-                    applied.next().unwrap_or_else(|| {
-                        Err(Error::Internal("store answered too few results".into()))
-                    })
-                });
-                let result = match outcome {
+            .map(|outcome| pb::UpdateStatusResult {
+                result: Some(match outcome {
                     Ok(event) => pb::update_status_result::Result::Event(event.into()),
                     Err(err) => pb::update_status_result::Result::Error(err.into_rpc_status()),
-                };
-                pb::UpdateStatusResult {
-                    result: Some(result),
-                }
+                }),
             })
             .collect();
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
+}
+
+/// Runs the valid items of a batch through `apply` in one call and puts each
+/// outcome back in its item's place; refused items keep their errors.
+async fn apply_valid<T>(
+    items: Vec<Result<T, Error>>,
+    apply: impl AsyncFnOnce(Vec<T>) -> Result<Vec<Result<Event, Error>>, Error>,
+) -> Result<Vec<Result<Event, Error>>, Error> {
+    let mut valid = Vec::new();
+    let mut slots = Vec::with_capacity(items.len());
+    for item in items {
+        slots.push(match item {
+            Ok(value) => {
+                valid.push(value);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        });
+    }
+    let mut applied = apply(valid).await?.into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|slot| {
+            slot.and_then(|()| {
+                applied.next().unwrap_or_else(|| {
+                    Err(Error::Internal("store answered too few results".into()))
+                })
+            })
+        })
+        .collect())
 }

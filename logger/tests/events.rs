@@ -221,3 +221,56 @@ async fn web_analytics_events_go_through_the_whole_pipeline() {
     processor.handle.await.expect("join").expect("processor");
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn create_events_answers_each_item_in_order() {
+    let lines = Lines::default();
+    let logger = Logger::start(&[], lines.sink()).await;
+    let client = logger.client().await;
+    let mut batch = web_analytics("kim");
+    batch.insert(
+        1,
+        EventInput {
+            user_id: String::new(),
+            ..event("kim", "checkout", json!({}))
+        },
+    );
+    batch.push(event("kim", "pageview", json!({"host": "shop.example"})));
+    let results = client.create_many(batch.clone()).await.expect("batch");
+    assert_eq!(results.len(), 5);
+    let stored: Vec<_> = [0, 2, 3]
+        .iter()
+        .map(|&i| results[i].as_ref().expect("valid item").clone())
+        .collect();
+    assert_eq!(stored[0].event_type, "pageview");
+    assert_eq!(stored[2].event_type, "form interaction");
+    let fields = |i: usize| -> Vec<String> {
+        let err = results[i].as_ref().expect_err("refused item");
+        violations(err).into_iter().map(|(f, _)| f).collect()
+    };
+    assert_eq!(fields(1), ["requests[1].user_id"]);
+    assert_eq!(fields(4), ["requests[4].payload.path"]);
+    for e in &stored {
+        let got = client.get_event(e.id).await.expect("stored");
+        // The embedded worker may have processed it already.
+        assert_eq!(
+            (got.payload.as_ref(), got.created_at),
+            (e.payload.as_ref(), e.created_at)
+        );
+    }
+    // Only the valid items were queued: three notification lines in the end.
+    eventually(Duration::from_secs(10), "three deliveries", || async {
+        (lines.lines().len() == 3).then_some(())
+    })
+    .await;
+
+    let err = client
+        .create_many(Vec::new())
+        .await
+        .expect_err("empty batch");
+    assert_eq!(violations(&err)[0].0, "requests");
+    let too_many = vec![event("kim", "checkout", json!({})); 1001];
+    let err = client.create_many(too_many).await.expect_err("too many");
+    assert_eq!(violations(&err)[0].0, "requests");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
