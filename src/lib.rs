@@ -8,6 +8,7 @@
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
+//! - [`query`]: ListEvents queries, their order and page tokens.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
 //!   `NotificationFeed` traits, their Redis and memory implementations, and the
 //!   factory that picks one.
@@ -16,6 +17,7 @@
 pub mod domain;
 pub mod error;
 pub mod pb;
+pub mod query;
 
 #[cfg(feature = "backend")]
 pub mod backend;

@@ -181,6 +181,27 @@ impl Client {
         event_of(response.event)
     }
 
+    /// One page of events matching `request` (filters, order, page size and
+    /// token as in `ListEventsRequest`), and the token of the next page
+    /// (empty when there is none).
+    pub async fn list_events(
+        &self,
+        request: pb::ListEventsRequest,
+    ) -> Result<(Vec<Event>, String), Error> {
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.list_events(request).await }
+            })
+            .await?;
+        let events = response
+            .events
+            .into_iter()
+            .map(|e| event_of(Some(e)))
+            .collect::<Result<_, _>>()?;
+        Ok((events, response.next_page_token))
+    }
+
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
     pub async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event, Error> {
         let request = pb::UpdateStatusRequest {

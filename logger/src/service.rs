@@ -9,6 +9,7 @@ use herald::{
         EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates, parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
+    query::ListQuery,
 };
 use tonic::{Request, Response, Status};
 
@@ -49,6 +50,21 @@ impl EventLogger for EventLoggerService {
         let event = self.store.get(id).await?;
         Ok(Response::new(pb::GetEventResponse {
             event: Some(event.into()),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let query = ListQuery::try_from(request.into_inner())?;
+        let page = self.store.list(&query).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            next_page_token: page
+                .next
+                .map(|p| query.next_page_token(p))
+                .unwrap_or_default(),
+            events: page.events.into_iter().map(Into::into).collect(),
         }))
     }
 

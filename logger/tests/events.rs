@@ -274,3 +274,70 @@ async fn create_events_answers_each_item_in_order() {
     assert_eq!(violations(&err)[0].0, "requests");
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn list_events_filters_orders_and_pages() {
+    let logger = Logger::start(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let base = SystemTime::now() - Duration::from_secs(600);
+    for (i, secs) in [30u64, 10, 20, 40].into_iter().enumerate() {
+        let input = EventInput {
+            occurred_at: Some(base + Duration::from_secs(secs)),
+            description: format!("step {i}"),
+            ..event("lee", "pageview", json!({"host": "h", "path": "/"}))
+        };
+        client.create(input).await.expect("create");
+    }
+    client
+        .create(event("max", "pageview", json!({"host": "h", "path": "/"})))
+        .await
+        .expect("create");
+
+    let request = |page_token: String| herald::pb::ListEventsRequest {
+        session_id: "lee-session".into(),
+        page_size: 3,
+        page_token,
+        ..Default::default()
+    };
+    let (first, token) = client
+        .list_events(request(String::new()))
+        .await
+        .expect("page 1");
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect::<Vec<_>>(),
+        ["step 1", "step 2", "step 0"]
+    );
+    assert!(!token.is_empty());
+    let (second, end) = client.list_events(request(token)).await.expect("page 2");
+    assert_eq!(
+        second
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect::<Vec<_>>(),
+        ["step 3"]
+    );
+    assert!(end.is_empty());
+
+    let newest = herald::pb::ListEventsRequest {
+        user_id: "lee".into(),
+        order_by: "occurred_at desc".into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    let (top, _) = client.list_events(newest).await.expect("newest");
+    assert_eq!(top[0].description, "step 3");
+
+    let bad = herald::pb::ListEventsRequest {
+        order_by: "user_id".into(),
+        page_token: "not-a-token".into(),
+        page_size: -5,
+        ..Default::default()
+    };
+    let err = client.list_events(bad).await.expect_err("bad request");
+    let fields: Vec<String> = violations(&err).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["page_size", "order_by", "page_token"]);
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -16,6 +16,7 @@ use super::EventStore;
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
+    query::{ListQuery, Page},
 };
 
 /// Most items in one batch.
@@ -150,6 +151,10 @@ impl EventStore for Batching {
 
     async fn get(&self, id: Uuid) -> Result<Event> {
         self.inner.get(id).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.inner.list(query).await
     }
 
     async fn ping(&self) -> Result<()> {

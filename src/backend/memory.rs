@@ -19,6 +19,7 @@ use super::{
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
     error::{Error, Result},
+    query::{ListQuery, Page, page_of},
 };
 
 /// All of Herald's state in this process.
@@ -157,6 +158,20 @@ impl EventStore for MemoryBackend {
             .get(&id)
             .cloned()
             .ok_or(Error::NotFound(id))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        // The memory backend is for one process and small data: a filtered
+        // scan in the reference order, under the lock for a consistent page.
+        let state = self.lock();
+        let matching = state
+            .events
+            .values()
+            .filter(|e| query.matches(e))
+            .cloned()
+            .collect();
+        drop(state);
+        Ok(page_of(query, matching))
     }
 
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {

@@ -25,6 +25,7 @@ pub use self::redis::{Keys, RedisBackend};
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::Result,
+    query::{ListQuery, Page},
 };
 
 /// The producer half: records, with their queue and notification entries.
@@ -48,6 +49,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
     /// The event with this id, or [`crate::Error::NotFound`].
     async fn get(&self, id: Uuid) -> Result<Event>;
+    /// One page of the events matching `query`, in its order; the same events
+    /// in the same pages as [`crate::query::page_of`] gives, except that a
+    /// page may end early (with a next position) to bound the work of one call.
+    async fn list(&self, query: &ListQuery) -> Result<Page>;
     /// Succeeds when the backend can serve requests.
     async fn ping(&self) -> Result<()>;
 

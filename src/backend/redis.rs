@@ -17,6 +17,10 @@
 //! - `{prefix}:notifications`: stream, every creation and status change, tailed
 //!   by each logger for live subscribers; trimmed to about
 //!   [`NOTIFICATIONS_MAX_LEN`] entries (nobody acknowledges it).
+//! - `{prefix}:idx:all`, `{prefix}:idx:{user|session|category|type|status}:{value}`:
+//!   sorted sets of event ids scored by occurred_at (microseconds), the query
+//!   indexes; written by the same scripts as the records (the status index
+//!   follows every status change). Ties sort by id, as ListEvents orders.
 //! - `{prefix}:request:{source}:{request_id}`: string, the id of the event
 //!   created for that idempotency key; expires after [`REQUEST_ID_WINDOW`].
 //! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
@@ -50,6 +54,7 @@ use super::{
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
     error::{Error, Result},
+    query::{ListQuery, Page, Position},
 };
 
 /// How long one command may take before the shared connection gives up on it.
@@ -92,21 +97,52 @@ impl Keys {
         format!("{}:request:{source}:{request_id}", self.prefix)
     }
 
+    /// The query index of events whose `kind` (user, session, category, type,
+    /// status) is `value`.
+    pub fn index(&self, kind: &str, value: &str) -> String {
+        format!("{}:idx:{kind}:{value}", self.prefix)
+    }
+
+    /// The query index of every event.
+    pub fn index_all(&self) -> String {
+        format!("{}:idx:all", self.prefix)
+    }
+
     /// The dead-letter stream.
     pub fn dead(&self) -> String {
         format!("{}:events:dead", self.prefix)
     }
 }
 
+/// Lua shared by the scripts: a record's fields by name, and the query
+/// indexes (sorted sets scored by occurred_at) an event belongs in.
+const INDEX_FUNCTIONS: &str = r"
+local function fields_of(record)
+  local f = {}
+  for j = 1, #record, 2 do f[record[j]] = record[j + 1] end
+  return f
+end
+local function index_keys(prefix, f)
+  local keys = {prefix .. ':idx:all', prefix .. ':idx:user:' .. f.user_id,
+                prefix .. ':idx:status:' .. f.status}
+  if f.session_id ~= '' then keys[#keys + 1] = prefix .. ':idx:session:' .. f.session_id end
+  if f.category ~= '' then keys[#keys + 1] = prefix .. ':idx:category:' .. f.category end
+  if f.type ~= '' then keys[#keys + 1] = prefix .. ':idx:type:' .. f.type end
+  return keys
+end
+";
+
 /// Creates a batch of events. KEYS: queue, notifications, then one record key
 /// per event. ARGV: notifications max length, the number of field/value
-/// arguments per record, the idempotency window in seconds, then per event its
+/// arguments per record, the idempotency window in seconds, the key prefix
+/// (for the query indexes), then per event its
 /// idempotency key ('' for none) and its record's field/value pairs. Checks
 /// every id first, so the batch is written whole or not at all; an event whose
 /// idempotency key is already taken is not written, and its slot of the reply
 /// holds the id of the event that took the key ('' for events written).
 const CREATE_MANY: &str = r"
 local n = tonumber(ARGV[2])
+local prefix = ARGV[4]
 local stride = n + 1
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -115,7 +151,7 @@ for i = 3, #KEYS do
 end
 local out = {}
 for i = 3, #KEYS do
-  local first = 4 + (i - 3) * stride
+  local first = 5 + (i - 3) * stride
   local request_key = ARGV[first]
   local record = {unpack(ARGV, first + 1, first + n)}
   local prior = false
@@ -129,6 +165,10 @@ for i = 3, #KEYS do
       redis.call('SET', request_key, record[2], 'EX', ARGV[3])
     end
     redis.call('HSET', KEYS[i], unpack(record))
+    local f = fields_of(record)
+    for _, index in ipairs(index_keys(prefix, f)) do
+      redis.call('ZADD', index, f.occurred_at, f.id)
+    end
     redis.call('XADD', KEYS[1], '*', unpack(record))
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
     out[#out + 1] = ''
@@ -139,13 +179,15 @@ return out
 
 /// Applies a batch of status changes, each on its own. KEYS: queue,
 /// notifications, then one record key per change. ARGV: updated_at (micros),
-/// notifications max length, then per change: new status, '1' to enqueue, and
+/// notifications max length, the key prefix (for the status index), then per
+/// change: new status, '1' to enqueue, and
 /// the statuses it may come from joined by commas. Returns per change
 /// {outcome, record or current status}.
 const UPDATE_STATUS_MANY: &str = r"
 local out = {}
+local prefix = ARGV[3]
 for i = 3, #KEYS do
-  local a = 3 + (i - 3) * 3
+  local a = 4 + (i - 3) * 3
   local target, enqueue, sources = ARGV[a], ARGV[a + 1], ',' .. ARGV[a + 2] .. ','
   local current = redis.call('HGET', KEYS[i], 'status')
   if not current then
@@ -157,6 +199,9 @@ for i = 3, #KEYS do
   else
     redis.call('HSET', KEYS[i], 'status', target, 'updated_at', ARGV[1])
     local record = redis.call('HGETALL', KEYS[i])
+    local f = fields_of(record)
+    redis.call('ZREM', prefix .. ':idx:status:' .. current, f.id)
+    redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, f.id)
     if enqueue == '1' then redis.call('XADD', KEYS[1], '*', unpack(record)) end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(record))
     out[#out + 1] = {'changed', record}
@@ -327,7 +372,44 @@ pub struct RedisBackend {
     feed_conn: Mutex<Option<MultiplexedConnection>>,
 }
 
+/// Most index entries one ListEvents call reads before it returns a short page.
+const LIST_SCAN_LIMIT: usize = 10_000;
+
 impl RedisBackend {
+    /// The index to walk for `query`: the smallest of those its equality
+    /// filters name (so a query never scans every event when it has one).
+    async fn most_selective_index(&self, query: &ListQuery) -> Result<String> {
+        let mut candidates = Vec::new();
+        for (kind, value) in [
+            ("user", query.user_id.as_str()),
+            ("session", query.session_id.as_str()),
+            ("category", query.category.as_str()),
+            ("type", query.event_type.as_str()),
+            ("status", query.status.map_or("", EventStatus::as_str)),
+        ] {
+            if !value.is_empty() {
+                candidates.push(self.keys.index(kind, value));
+            }
+        }
+        if candidates.len() < 2 {
+            return Ok(candidates.pop().unwrap_or_else(|| self.keys.index_all()));
+        }
+        let mut sizes = ::redis::pipe();
+        for key in &candidates {
+            sizes.zcard(key);
+        }
+        let sizes: Vec<u64> = sizes
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        let smallest = sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .map_or(0, |(i, _)| i);
+        Ok(candidates.swap_remove(smallest))
+    }
+
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
     pub fn open(url: &str, keys: Keys) -> Result<Self> {
@@ -350,8 +432,10 @@ impl RedisBackend {
             client,
             conn,
             keys,
-            create: Arc::new(Script::new(CREATE_MANY)),
-            update_status: Arc::new(Script::new(UPDATE_STATUS_MANY)),
+            create: Arc::new(Script::new(&format!("{INDEX_FUNCTIONS}{CREATE_MANY}"))),
+            update_status: Arc::new(Script::new(&format!(
+                "{INDEX_FUNCTIONS}{UPDATE_STATUS_MANY}"
+            ))),
             feed_conn: Mutex::new(None),
         })
     }
@@ -383,7 +467,8 @@ impl EventStore for RedisBackend {
             .key(self.keys.notifications())
             .arg(NOTIFICATIONS_MAX_LEN)
             .arg(RECORD_FIELDS * 2)
-            .arg(REQUEST_ID_WINDOW.as_secs());
+            .arg(REQUEST_ID_WINDOW.as_secs())
+            .arg(&self.keys.prefix);
         for (event, request_key) in events.iter().zip(&keys) {
             invocation.key(self.keys.event(event.id)).arg(request_key);
             for (field, value) in record(event) {
@@ -432,7 +517,8 @@ impl EventStore for RedisBackend {
             .key(self.keys.events())
             .key(self.keys.notifications())
             .arg(to_micros(now()))
-            .arg(NOTIFICATIONS_MAX_LEN);
+            .arg(NOTIFICATIONS_MAX_LEN)
+            .arg(&self.keys.prefix);
         for change in changes {
             let sources: Vec<&str> = change.status.sources().map(EventStatus::as_str).collect();
             invocation
@@ -457,6 +543,102 @@ impl EventStore for RedisBackend {
             .zip(outcomes)
             .map(|(change, (outcome, detail))| status_outcome(*change, &outcome, detail))
             .collect())
+    }
+
+    #[instrument(skip_all)]
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let index = self.most_selective_index(query).await?;
+        let (mut min, mut max) = (
+            query
+                .after_micros
+                .map_or("-inf".to_owned(), |a| a.to_string()),
+            query
+                .before_micros
+                .map_or("+inf".to_owned(), |b| format!("({b}")),
+        );
+        // Resume at the cursor's score; ties before it are skipped below.
+        if let Some(cursor) = query.after {
+            let at = cursor.occurred_micros.to_string();
+            match query.descending {
+                false
+                    if query
+                        .after_micros
+                        .is_none_or(|a| a <= cursor.occurred_micros) =>
+                {
+                    min = at
+                }
+                true if query
+                    .before_micros
+                    .is_none_or(|b| b > cursor.occurred_micros) =>
+                {
+                    max = at
+                }
+                _ => {}
+            }
+        }
+        let chunk = (query.page_size + 1).clamp(64, 1000);
+        let mut events = Vec::with_capacity(query.page_size + 1);
+        let (mut offset, mut scanned, mut last_scanned) = (0, 0, None);
+        loop {
+            let mut range = ::redis::cmd("ZRANGE");
+            range.arg(&index);
+            if query.descending {
+                range.arg(&max).arg(&min).arg("BYSCORE").arg("REV");
+            } else {
+                range.arg(&min).arg(&max).arg("BYSCORE");
+            }
+            range.arg("LIMIT").arg(offset).arg(chunk).arg("WITHSCORES");
+            let members: Vec<(String, f64)> = range
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            let exhausted = members.len() < chunk;
+            offset += members.len();
+            let positions: Vec<Position> = members
+                .into_iter()
+                .filter_map(|(id, score)| {
+                    Some(Position {
+                        occurred_micros: score as i64,
+                        id: Uuid::try_parse(&id).ok()?,
+                    })
+                })
+                .filter(|p| query.is_past_cursor(*p))
+                .collect();
+            scanned += positions.len();
+            last_scanned = positions.last().copied().or(last_scanned);
+            let mut records: Vec<HashMap<String, String>> = Vec::new();
+            if !positions.is_empty() {
+                let mut fetch = ::redis::pipe();
+                for p in &positions {
+                    fetch.hgetall(self.keys.event(p.id));
+                }
+                records = fetch
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(redis_error)?;
+            }
+            for record in records.iter().filter(|r| !r.is_empty()) {
+                let event = parse_record(record)?;
+                if query.matches(&event) {
+                    events.push(event);
+                    if events.len() > query.page_size {
+                        events.truncate(query.page_size);
+                        let next = events.last().map(Position::of);
+                        return Ok(Page { events, next });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page { events, next: None });
+            }
+            if scanned >= LIST_SCAN_LIMIT {
+                // Bound one call's work: a short page, resumed from here.
+                return Ok(Page {
+                    events,
+                    next: last_scanned,
+                });
+            }
+        }
     }
 
     async fn ping(&self) -> Result<()> {

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use herald::{
     Event, EventStatus,
     domain::{EventInput, Payload, rfc3339},
+    pb,
 };
 use herald_client::{Client, Error};
 use uuid::Uuid;
@@ -60,6 +61,42 @@ enum Command {
         /// Idempotency key: repeating the create with it returns the first event.
         #[arg(long, default_value = "")]
         request_id: String,
+    },
+    /// List events matching filters, oldest first, as a table (or JSON lines).
+    List {
+        /// Only this user's events.
+        #[arg(long, default_value = "")]
+        user_id: String,
+        /// Only this session's events.
+        #[arg(long, default_value = "")]
+        session_id: String,
+        /// Only this category.
+        #[arg(long, default_value = "")]
+        category: String,
+        /// Only this type.
+        #[arg(long = "type", default_value = "")]
+        event_type: String,
+        /// Only this status: pending, processed, opened or failed.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<EventStatus>,
+        /// Only events that occurred at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        after: Option<SystemTime>,
+        /// Only events that occurred before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        before: Option<SystemTime>,
+        /// Newest first.
+        #[arg(long)]
+        desc: bool,
+        /// Events per page (at most 1,000).
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        /// Start at this page token (printed after a page when more follow).
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// Follow every page to the end.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one event.
     Get {
@@ -159,6 +196,68 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 request_id: request_id.clone(),
             };
             print_event(&client.create(input).await?, cli.json);
+        }
+        Command::List {
+            user_id,
+            session_id,
+            category,
+            event_type,
+            status,
+            after,
+            before,
+            desc,
+            page_size,
+            page_token,
+            all,
+        } => {
+            let mut request = pb::ListEventsRequest {
+                user_id: user_id.clone(),
+                session_id: session_id.clone(),
+                category: category.clone(),
+                r#type: event_type.clone(),
+                status: status.map_or(0, |s| s.to_pb() as i32),
+                occurred_after: after.map(Into::into),
+                occurred_before: before.map(Into::into),
+                page_size: *page_size,
+                page_token: page_token.clone(),
+                order_by: if *desc {
+                    "occurred_at desc".into()
+                } else {
+                    String::new()
+                },
+            };
+            if !cli.json {
+                println!(
+                    "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
+                    "EVENT_ID", "OCCURRED_AT", "STATUS", "USER_ID", "TYPE"
+                );
+            }
+            loop {
+                let (events, next) = client.list_events(request.clone()).await?;
+                for e in &events {
+                    if cli.json {
+                        println!("{}", event_json(e));
+                    } else {
+                        println!(
+                            "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  {}",
+                            e.id,
+                            rfc3339(e.occurred_at),
+                            e.status.as_str(),
+                            e.user_id,
+                            e.event_type,
+                            e.description
+                        );
+                    }
+                }
+                if next.is_empty() {
+                    break;
+                }
+                if !*all {
+                    eprintln!("more: --page-token {next}");
+                    break;
+                }
+                request.page_token = next;
+            }
         }
         Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),
         Command::UpdateStatus { id, status } => {
