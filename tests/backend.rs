@@ -726,3 +726,49 @@ async fn redis_consumer_recreates_a_vanished_group() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event, created);
 }
+
+/// A request id answers with its event only within the window.
+async fn request_ids_expire_after_the_window(config: BackendConfig) {
+    let options = backend::StoreOptions {
+        request_id_window: Duration::from_secs(1),
+    };
+    let b = backend::open_with(&config, &options).expect("backend");
+    let first = b
+        .store
+        .create(full_event("short-lived"))
+        .await
+        .expect("create");
+    assert_eq!(
+        b.store
+            .create(full_event("short-lived"))
+            .await
+            .expect("repeat")
+            .id,
+        first.id
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let later = b
+        .store
+        .create(full_event("short-lived"))
+        .await
+        .expect("after the window");
+    assert_ne!(later.id, first.id);
+}
+
+#[tokio::test]
+async fn memory_request_ids_expire_after_the_window() {
+    request_ids_expire_after_the_window(BackendConfig::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_request_ids_expire_after_the_window() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    request_ids_expire_after_the_window(BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    })
+    .await;
+}

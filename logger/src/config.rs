@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
-use herald::domain::Rules;
+use herald::{backend::StoreOptions, domain::Rules};
 use herald_processor::WorkerConfig;
 
 use crate::event_types::{DEFAULT_REGISTRY, EventTypes};
@@ -46,6 +46,10 @@ pub struct Config {
     /// How old an event's occurred_at may be (seconds; default 30 days).
     #[arg(long, env = "HERALD_MAX_EVENT_AGE_SECS", default_value_t = 30 * 24 * 3600)]
     pub max_event_age_secs: u64,
+    /// How long a client's request_id keeps answering with the event it
+    /// created (seconds; default 24 h).
+    #[arg(long, env = "HERALD_REQUEST_ID_WINDOW_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_id_window_secs: u64,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
@@ -78,6 +82,13 @@ impl Config {
             max_future_skew: Duration::from_secs(self.max_future_skew_secs),
             max_age: Duration::from_secs(self.max_event_age_secs),
         })
+    }
+
+    /// The store's options.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            request_id_window: Duration::from_secs(self.request_id_window_secs),
+        }
     }
 
     /// Whether this process runs a worker: always on memory, on request with Redis.

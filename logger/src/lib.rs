@@ -59,7 +59,8 @@ pub async fn run_with_sink(
         },
         None => BackendConfig::Memory,
     };
-    let backend = backend::open(&backend_config).context("--redis-url")?;
+    let backend =
+        backend::open_with(&backend_config, &config.store_options()).context("--redis-url")?;
     if config.redis_url.is_none() {
         warn!(
             "NO --redis-url: running on the in-memory backend with an embedded worker. \

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, REQUEST_ID_WINDOW, WorkQueue,
+    NotificationFeed, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
@@ -23,11 +23,17 @@ use crate::{
 };
 
 /// All of Herald's state in this process.
-#[derive(Default)]
 pub struct MemoryBackend {
     state: Arc<Mutex<State>>,
     queued: Arc<Notify>,
     notified: Arc<Notify>,
+    request_id_window: Duration,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new(&StoreOptions::default())
+    }
 }
 
 #[derive(Default)]
@@ -91,6 +97,16 @@ impl State {
 }
 
 impl MemoryBackend {
+    /// An empty backend.
+    pub fn new(options: &StoreOptions) -> Self {
+        Self {
+            state: Arc::default(),
+            queued: Arc::default(),
+            notified: Arc::default(),
+            request_id_window: options.request_id_window,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied write
         // (each write completes before any call that could panic), so the state
@@ -127,7 +143,7 @@ impl EventStore for MemoryBackend {
             let key = (new.source().to_owned(), new.request_id().to_owned());
             let prior = match state.requests.get(&key) {
                 Some((id, at))
-                    if !key.1.is_empty() && now.duration_since(*at) < REQUEST_ID_WINDOW =>
+                    if !key.1.is_empty() && now.duration_since(*at) < self.request_id_window =>
                 {
                     state.events.get(id).cloned()
                 }
@@ -195,6 +211,7 @@ impl WorkQueue for MemoryBackend {
                 state: self.state.clone(),
                 queued: self.queued.clone(),
                 notified: self.notified.clone(),
+                request_id_window: self.request_id_window,
             },
             config,
             drained_own: Mutex::new(false),

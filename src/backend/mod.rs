@@ -37,7 +37,7 @@ use crate::{
 pub trait EventStore: Send + Sync + 'static {
     /// Stores new PENDING events, queues them and logs their creation, all
     /// atomically; returns them in order. An event whose `request_id` its
-    /// client (`source`) already used within [`REQUEST_ID_WINDOW`] is not
+    /// client (`source`) already used within the request-id window is not
     /// stored: its place holds the event created the first time.
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
     /// Applies status changes in order, each atomically with its notification
@@ -176,9 +176,29 @@ pub enum BackendConfig {
 /// connections are made lazily, so this succeeds while Redis is down; only a
 /// malformed URL fails. Needs a Tokio runtime (for the batching tasks).
 pub fn open(config: &BackendConfig) -> Result<Backend> {
+    open_with(config, &StoreOptions::default())
+}
+
+/// Options of the store, whichever the backend.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a client's `request_id` keeps answering with the event it created.
+    pub request_id_window: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            request_id_window: DEFAULT_REQUEST_ID_WINDOW,
+        }
+    }
+}
+
+/// [`open`] with store options other than the defaults.
+pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backend> {
     match config {
         BackendConfig::Memory => {
-            let backend = Arc::new(MemoryBackend::default());
+            let backend = Arc::new(MemoryBackend::new(options));
             Ok(Backend {
                 kind: "memory",
                 store: Arc::new(Batching::new(backend.clone())),
@@ -187,7 +207,7 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
             })
         }
         BackendConfig::Redis { url, prefix } => {
-            let backend = Arc::new(RedisBackend::open(url, Keys::new(prefix))?);
+            let backend = Arc::new(RedisBackend::open(url, Keys::new(prefix), options)?);
             Ok(Backend {
                 kind: "redis",
                 store: Arc::new(Batching::new(backend.clone())),
@@ -200,7 +220,8 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
 
 /// Longest the notification log grows before its oldest entries are trimmed.
 pub const NOTIFICATIONS_MAX_LEN: usize = 100_000;
-/// How long a client's `request_id` keeps answering with the event it created.
-pub const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long a client's `request_id` keeps answering with the event it created,
+/// unless [`StoreOptions`] say otherwise.
+pub const DEFAULT_REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The consumer group of the processors.
 pub const GROUP: &str = "processors";

@@ -22,7 +22,7 @@
 //!   indexes; written by the same scripts as the records (the status index
 //!   follows every status change). Ties sort by id, as ListEvents orders.
 //! - `{prefix}:request:{source}:{request_id}`: string, the id of the event
-//!   created for that idempotency key; expires after [`REQUEST_ID_WINDOW`].
+//!   created for that idempotency key; expires after the request-id window.
 //! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
 //!   `reason`, `deliveries` and `entry_id`.
 //!
@@ -49,7 +49,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, GROUP, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, REQUEST_ID_WINDOW, WorkQueue,
+    NotificationFeed, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
@@ -370,6 +370,8 @@ pub struct RedisBackend {
     update_status: Arc<Script>,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
+    /// How long idempotency keys are kept.
+    request_id_window: Duration,
 }
 
 /// Most index entries one ListEvents call reads before it returns a short page.
@@ -412,7 +414,7 @@ impl RedisBackend {
 
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
-    pub fn open(url: &str, keys: Keys) -> Result<Self> {
+    pub fn open(url: &str, keys: Keys, options: &StoreOptions) -> Result<Self> {
         let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL: {e}"));
         // Commands are small and pipelined: without TCP_NODELAY, Nagle's
         // algorithm holds them back for the server's delayed ACK.
@@ -437,6 +439,7 @@ impl RedisBackend {
                 "{INDEX_FUNCTIONS}{UPDATE_STATUS_MANY}"
             ))),
             feed_conn: Mutex::new(None),
+            request_id_window: options.request_id_window,
         })
     }
 
@@ -467,7 +470,7 @@ impl EventStore for RedisBackend {
             .key(self.keys.notifications())
             .arg(NOTIFICATIONS_MAX_LEN)
             .arg(RECORD_FIELDS * 2)
-            .arg(REQUEST_ID_WINDOW.as_secs())
+            .arg(self.request_id_window.as_secs().max(1))
             .arg(&self.keys.prefix);
         for (event, request_key) in events.iter().zip(&keys) {
             invocation.key(self.keys.event(event.id)).arg(request_key);
