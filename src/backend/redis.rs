@@ -10,12 +10,15 @@
 //!
 //! Keys (all under a prefix, `herald` by default, that tests vary):
 //! - `{prefix}:event:{id}`: hash, the event record: `id`, `user_id`,
-//!   `description`, `status`, `created_at` and `updated_at` (microseconds).
+//!   `description`, `status`, `created_at`, `updated_at`, `occurred_at` (the
+//!   times in microseconds), `category`, `type`, `session_id`, `payload` (JSON,
+//!   empty if none), `request_id` and `source`.
 //! - `{prefix}:events`: stream, the work queue read by the group `processors`;
-//!   entries carry the record's fields. Never trimmed here: trimming ignores
-//!   the PEL and would drop unprocessed work.
-//! - `{prefix}:notifications`: stream, every creation and status change, tailed
-//!   by each logger for live subscribers; trimmed to about
+//!   each entry has one field, `event`: the record's fields as one JSON object.
+//!   Never trimmed here: trimming ignores the PEL and would drop unprocessed work.
+//! - `{prefix}:notifications`: stream, every creation and status change (entries
+//!   like the work queue's), tailed by each logger for live subscribers; trimmed
+//!   to about
 //!   [`NOTIFICATIONS_MAX_LEN`] entries (nobody acknowledges it).
 //! - `{prefix}:idx:all`, `{prefix}:idx:{user|session|category|type|status}:{value}`:
 //!   sorted sets of event ids scored by occurred_at (microseconds), the query
@@ -135,15 +138,16 @@ end
 /// Creates a batch of events. KEYS: queue, notifications, then one record key
 /// per event. ARGV: notifications max length, the number of field/value
 /// arguments per record, the idempotency window in seconds, the key prefix
-/// (for the query indexes), then per event its
-/// idempotency key ('' for none) and its record's field/value pairs. Checks
+/// (for the query indexes), then per event its idempotency key ('' for none),
+/// its stream entry (the record as one JSON object) and its record's
+/// field/value pairs. Checks
 /// every id first, so the batch is written whole or not at all; an event whose
 /// idempotency key is already taken is not written, and its slot of the reply
 /// holds the id of the event that took the key ('' for events written).
 const CREATE_MANY: &str = r"
 local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
-local stride = n + 1
+local stride = n + 2
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return redis.error_reply('HERALD_EXISTS event id already taken')
@@ -153,7 +157,8 @@ local out = {}
 for i = 3, #KEYS do
   local first = 5 + (i - 3) * stride
   local request_key = ARGV[first]
-  local record = {unpack(ARGV, first + 1, first + n)}
+  local entry = ARGV[first + 1]
+  local record = {unpack(ARGV, first + 2, first + n + 1)}
   local prior = false
   if request_key ~= '' then
     prior = redis.call('GET', request_key)
@@ -169,8 +174,8 @@ for i = 3, #KEYS do
     for _, index in ipairs(index_keys(prefix, f)) do
       redis.call('ZADD', index, f.occurred_at, f.id)
     end
-    redis.call('XADD', KEYS[1], '*', unpack(record))
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(record))
+    redis.call('XADD', KEYS[1], '*', 'event', entry)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', entry)
     out[#out + 1] = ''
   end
 end
@@ -202,8 +207,9 @@ for i = 3, #KEYS do
     local f = fields_of(record)
     redis.call('ZREM', prefix .. ':idx:status:' .. current, f.id)
     redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, f.id)
-    if enqueue == '1' then redis.call('XADD', KEYS[1], '*', unpack(record)) end
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(record))
+    local entry = cjson.encode(f)
+    if enqueue == '1' then redis.call('XADD', KEYS[1], '*', 'event', entry) end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', entry)
     out[#out + 1] = {'changed', record}
   end
 end
@@ -340,12 +346,24 @@ fn flat_map(value: Value) -> Result<HashMap<String, String>> {
     Ok(map)
 }
 
+/// A stream entry's single field: the record's fields as one JSON object.
+/// One field instead of thirteen keeps XADD and XREAD cheap for Redis.
+fn entry_json(fields: &[(&'static str, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
 fn stream_entry_event(entry: StreamId) -> Result<(String, Event)> {
-    let fields = entry
+    let json = entry
         .map
-        .into_iter()
-        .map(|(k, v)| Ok((k, string(v)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("stream entry {} has no event", entry.id)))?;
+    let fields: HashMap<String, String> = serde_json::from_str(&string(json)?)
+        .map_err(|e| Error::Internal(format!("stream entry {}: {e}", entry.id)))?;
     Ok((entry.id, parse_record(&fields)?))
 }
 
@@ -473,8 +491,12 @@ impl EventStore for RedisBackend {
             .arg(self.request_id_window.as_secs().max(1))
             .arg(&self.keys.prefix);
         for (event, request_key) in events.iter().zip(&keys) {
-            invocation.key(self.keys.event(event.id)).arg(request_key);
-            for (field, value) in record(event) {
+            let fields = record(event);
+            invocation
+                .key(self.keys.event(event.id))
+                .arg(request_key)
+                .arg(entry_json(&fields));
+            for (field, value) in fields {
                 invocation.arg(field).arg(value);
             }
         }
