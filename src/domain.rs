@@ -684,6 +684,41 @@ pub fn parse_batch_creates(
         .collect())
 }
 
+/// The per-item results of the batch RPCs (`CreateEventResult`,
+/// `UpdateStatusResult`): each holds an event or the error that refused it.
+pub trait BatchResult: Sized {
+    /// The message for one item's outcome.
+    fn from_outcome(outcome: Result<Event, Error>) -> Self;
+    /// The event or the error it holds (neither if the server sent an empty one).
+    fn into_parts(self) -> (Option<pb::Event>, Option<tonic_types::pb::Status>);
+}
+
+macro_rules! batch_result {
+    ($message:ident, $oneof:ident) => {
+        impl BatchResult for pb::$message {
+            fn from_outcome(outcome: Result<Event, Error>) -> Self {
+                Self {
+                    result: Some(match outcome {
+                        Ok(event) => pb::$oneof::Result::Event(event.into()),
+                        Err(err) => pb::$oneof::Result::Error(err.into_rpc_status()),
+                    }),
+                }
+            }
+
+            fn into_parts(self) -> (Option<pb::Event>, Option<tonic_types::pb::Status>) {
+                match self.result {
+                    Some(pb::$oneof::Result::Event(event)) => (Some(event), None),
+                    Some(pb::$oneof::Result::Error(status)) => (None, Some(status)),
+                    None => (None, None),
+                }
+            }
+        }
+    };
+}
+
+batch_result!(CreateEventResult, create_event_result);
+batch_result!(UpdateStatusResult, update_status_result);
+
 /// A validated Subscribe request: whose notifications to stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionFilter {

@@ -5,7 +5,7 @@ use std::{pin::Pin, time::Duration};
 use futures_util::{Stream, StreamExt};
 use herald::{
     Event, EventStatus,
-    domain::{EventInput, json_to_struct},
+    domain::{BatchResult, EventInput, json_to_struct},
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
 use tonic::{Code, transport::Channel};
@@ -152,19 +152,7 @@ impl Client {
                 response.results.len()
             )));
         }
-        Ok(response
-            .results
-            .into_iter()
-            .map(|r| match r.result {
-                Some(pb::create_event_result::Result::Event(event)) => {
-                    item_result(Some(event), None)
-                }
-                Some(pb::create_event_result::Result::Error(status)) => {
-                    item_result(None, Some(status))
-                }
-                None => item_result(None, None),
-            })
-            .collect())
+        Ok(response.results.into_iter().map(item_result).collect())
     }
 
     /// The event with this id.
@@ -246,19 +234,7 @@ impl Client {
                 changes.len()
             )));
         }
-        Ok(response
-            .results
-            .into_iter()
-            .map(|r| match r.result {
-                Some(pb::update_status_result::Result::Event(event)) => {
-                    item_result(Some(event), None)
-                }
-                Some(pb::update_status_result::Result::Error(status)) => {
-                    item_result(None, Some(status))
-                }
-                None => item_result(None, None),
-            })
-            .collect())
+        Ok(response.results.into_iter().map(item_result).collect())
     }
 
     /// Notifications sent to `user_id`, as they are sent, until the server ends
@@ -358,12 +334,9 @@ fn create_request(event: EventInput) -> pb::CreateEventRequest {
 }
 
 /// One item of a batch response: its event, or its error read like a call's.
-fn item_result(
-    event: Option<pb::Event>,
-    error: Option<tonic_types::pb::Status>,
-) -> Result<Event, Error> {
+fn item_result(result: impl BatchResult) -> Result<Event, Error> {
     use prost::Message;
-    match (event, error) {
+    match result.into_parts() {
         (Some(event), _) => event_of(Some(event)),
         (None, Some(status)) => Err(tonic::Status::with_details(
             Code::from_i32(status.code),

@@ -6,7 +6,8 @@ use herald::{
     Error, Event, NewEvent,
     backend::EventStore,
     domain::{
-        EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates, parse_event_id,
+        BatchResult, EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates,
+        parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
     query::ListQuery,
@@ -91,12 +92,7 @@ impl EventLogger for EventLoggerService {
         .await?;
         let results = outcomes
             .into_iter()
-            .map(|outcome| pb::CreateEventResult {
-                result: Some(match outcome {
-                    Ok(event) => pb::create_event_result::Result::Event(event.into()),
-                    Err(err) => pb::create_event_result::Result::Error(err.into_rpc_status()),
-                }),
-            })
+            .map(BatchResult::from_outcome)
             .collect();
         Ok(Response::new(pb::CreateEventsResponse { results }))
     }
@@ -112,12 +108,7 @@ impl EventLogger for EventLoggerService {
         .await?;
         let results = outcomes
             .into_iter()
-            .map(|outcome| pb::UpdateStatusResult {
-                result: Some(match outcome {
-                    Ok(event) => pb::update_status_result::Result::Event(event.into()),
-                    Err(err) => pb::update_status_result::Result::Error(err.into_rpc_status()),
-                }),
-            })
+            .map(BatchResult::from_outcome)
             .collect();
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
