@@ -9,7 +9,8 @@ output. A command ending in `&` runs in the background; what it prints shows
 up after the next foreground commands, as it would in a terminal.
 
 Values that differ from run to run are matched, not compared: an RFC 3339
-timestamp matches any timestamp, and a UUID matches any UUID, bound on first
+timestamp matches any timestamp, a fresh API key or SHA-256 digest any such
+value, and a UUID matches any UUID, bound on first
 sight, so later uses of the same README UUID (in commands too) stand for the
 value the server really returned.
 
@@ -21,6 +22,7 @@ Usage: scripts/check_readme.py [--print] LOGGER_BINARY BIN_DIR
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +31,9 @@ import time
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
-DEFAULT_ADDR = "127.0.0.1:50051"
+# Fresh API keys and their SHA-256 digests differ on every run: matched, not compared.
+SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
+ADDR = re.compile(r"127\.0\.0\.1:5005\d")
 
 
 def blocks(readme):
@@ -57,7 +61,9 @@ def free_port():
 
 class Session:
     def __init__(self, addr, bin_dir):
-        self.addr = addr
+        # README addresses 127.0.0.1:5005N become free ports; :50051 is the
+        # logger this script started.
+        self.addrs = {"127.0.0.1:50051": addr}
         self.bound = {}  # README UUID -> real UUID
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
                         HERALD_SERVER="http://" + addr)
@@ -67,17 +73,19 @@ class Session:
     def command(self, text):
         for readme_id, real_id in self.bound.items():
             text = text.replace(readme_id, real_id)
-        return text.replace(DEFAULT_ADDR, self.addr)
+        return ADDR.sub(lambda m: self.addrs.setdefault(m.group(), f"127.0.0.1:{free_port()}"), text)
 
     def run(self, text):
         text = self.command(text)
         if text.rstrip().endswith("&"):
             out = tempfile.TemporaryFile()
+            # A session of its own, so stopping it stops everything it started.
             proc = subprocess.Popen(["bash", "-c", text.rstrip()[:-1]], stdout=out,
-                                    stderr=subprocess.STDOUT, env=self.env)
+                                    stderr=subprocess.STDOUT, env=self.env,
+                                    start_new_session=True)
             self.background.append((proc, out))
             self.offsets.append(0)
-            time.sleep(0.5)  # let it connect, as a person would before the next command
+            time.sleep(1.0)  # let it start or connect, as a person would wait
             return None, ""
         proc = subprocess.run(["bash", "-c", text], capture_output=True, text=True,
                               env=self.env, timeout=60)
@@ -94,7 +102,10 @@ class Session:
 
     def stop(self):
         for proc, _ in self.background:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
 
     def matches(self, expected, actual):
@@ -105,13 +116,15 @@ class Session:
         for want, got in zip(expected, actual):
             pattern, ids = "", []
             pos = 0
-            for m in re.finditer(f"{UUID.pattern}|{TIME.pattern}", want):
+            for m in re.finditer(f"{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}", want):
                 pattern += re.escape(want[pos:m.start()])
                 if UUID.fullmatch(m.group()):
                     pattern += f"({UUID.pattern})"
                     ids.append(m.group())
-                else:
+                elif TIME.fullmatch(m.group()):
                     pattern += TIME.pattern
+                else:
+                    pattern += f"(?:{SECRET.pattern})"
                 pos = m.end()
             pattern += re.escape(want[pos:])
             found = re.fullmatch(pattern, got)

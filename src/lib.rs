@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`pb`]: code generated from `proto/herald/v1` and the descriptor set served
 //!   by reflection.
+//! - [`auth`]: scopes of API keys, and how keys are hashed.
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
@@ -14,6 +15,7 @@
 //!   factory that picks one.
 //! - [`testing`] (feature `testing`): a private `redis-server` per test.
 
+pub mod auth;
 pub mod domain;
 pub mod error;
 pub mod pb;

@@ -8,7 +8,12 @@ use herald::{
     domain::{BatchResult, EventInput, json_to_struct},
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
-use tonic::{Code, transport::Channel};
+use tonic::{
+    Code,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
@@ -44,11 +49,49 @@ pub struct Notification {
     pub cursor: String,
 }
 
+/// Sends the API key, if any, as `authorization: Bearer <key>` on every call.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl ApiKey {
+    /// The interceptor for `key`; an empty key sends nothing.
+    pub fn bearer(key: &str) -> Result<Self, Error> {
+        match key.trim() {
+            "" => Ok(Self(None)),
+            key => format!("Bearer {key}")
+                .parse()
+                .map(|v| Self(Some(v)))
+                .map_err(|_| Error::Connect {
+                    url: String::new(),
+                    reason: "the API key holds characters a header cannot carry".into(),
+                }),
+        }
+    }
+}
+
+impl Interceptor for ApiKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that carries the API key.
+type Authed = InterceptedService<Channel, ApiKey>;
+
 /// A connection to a Herald logger. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct Client {
-    logger: EventLoggerClient<Channel>,
-    notifier: NotifierClient<Channel>,
+    channel: Channel,
+    logger: EventLoggerClient<Authed>,
+    notifier: NotifierClient<Authed>,
     health: HealthClient<Channel>,
     retry: RetryPolicy,
 }
@@ -75,12 +118,35 @@ impl Client {
     }
 
     fn from_channel(channel: Channel) -> Self {
+        Self::with_key(channel, ApiKey::default())
+    }
+
+    fn with_key(channel: Channel, key: ApiKey) -> Self {
         Self {
-            logger: EventLoggerClient::new(channel.clone()),
-            notifier: NotifierClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            logger: EventLoggerClient::with_interceptor(channel.clone(), key.clone()),
+            notifier: NotifierClient::with_interceptor(channel.clone(), key),
+            health: HealthClient::new(channel.clone()),
+            channel,
             retry: RetryPolicy::default(),
         }
+    }
+
+    /// The same client, authenticating every call with `key` (an API key);
+    /// an empty key means none.
+    pub fn with_api_key(self, key: &str) -> Result<Self, Error> {
+        let value = match key.trim() {
+            "" => None,
+            key => Some(
+                format!("Bearer {key}")
+                    .parse()
+                    .map_err(|_| Error::Connect {
+                        url: String::new(),
+                        reason: "the API key holds characters a header cannot carry".into(),
+                    })?,
+            ),
+        };
+        let retry = self.retry;
+        Ok(Self::with_key(self.channel, ApiKey(value)).with_retry(retry))
     }
 
     /// The same client with another retry policy.
@@ -274,7 +340,7 @@ impl Client {
 
     async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
-        F: Fn(EventLoggerClient<Channel>) -> Fut,
+        F: Fn(EventLoggerClient<Authed>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut backoff = self.retry.initial_backoff;

@@ -19,6 +19,6 @@
 pub mod client;
 pub mod error;
 
-pub use client::{Client, Notification, RetryPolicy};
+pub use client::{ApiKey, Client, Notification, RetryPolicy};
 pub use error::Error;
 pub use herald::{Event, EventStatus, FieldViolation};

@@ -6,7 +6,10 @@ use clap::Parser;
 use herald::{backend::StoreOptions, domain::Rules};
 use herald_processor::WorkerConfig;
 
-use crate::event_types::{DEFAULT_REGISTRY, EventTypes};
+use crate::{
+    auth::KeyRing,
+    event_types::{DEFAULT_REGISTRY, EventTypes},
+};
 
 /// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, health,
 /// reflection). Without --redis-url it runs the whole system in this process on
@@ -50,6 +53,14 @@ pub struct Config {
     /// created (seconds; default 24 h).
     #[arg(long, env = "HERALD_REQUEST_ID_WINDOW_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_id_window_secs: u64,
+    /// API keys file: per client, its id, the SHA-256 of its key and its
+    /// scopes (`herald keys new` makes entries). Without it, every call is
+    /// allowed (open mode), and only on a loopback address.
+    #[arg(long, env = "HERALD_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Allow open mode (no keys file) on a non-loopback address.
+    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
@@ -82,6 +93,19 @@ impl Config {
             max_future_skew: Duration::from_secs(self.max_future_skew_secs),
             max_age: Duration::from_secs(self.max_event_age_secs),
         })
+    }
+
+    /// The API keys, checked against where the server listens: open mode is
+    /// refused off loopback unless --allow-anonymous.
+    pub fn key_ring(&self, listen: SocketAddr) -> anyhow::Result<KeyRing> {
+        match &self.keys_file {
+            Some(path) => KeyRing::load(path).map_err(|e| anyhow::anyhow!("--keys-file: {e}")),
+            None if listen.ip().is_loopback() || self.allow_anonymous => Ok(KeyRing::open()),
+            None => anyhow::bail!(
+                "refusing to serve {listen} without --keys-file: anyone who can reach it could \
+                 write events; give a keys file, listen on loopback, or pass --allow-anonymous"
+            ),
+        }
     }
 
     /// The store's options.

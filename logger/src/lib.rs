@@ -4,6 +4,7 @@
 //! worker embedded, so one command runs the whole system.
 //!
 //! # Layout
+//! - [`auth`]: API keys and scopes, checked for every call by one tower layer.
 //! - [`config`]: flags with `HERALD_*` env twins.
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
@@ -13,6 +14,7 @@
 //!   graceful shutdown.
 //! - [`run`] / [`run_with_sink`]: wire it all up on a bound listener.
 
+pub mod auth;
 pub mod config;
 pub mod event_types;
 pub mod notifier;
@@ -22,13 +24,17 @@ pub mod service;
 use std::sync::Arc;
 
 use anyhow::Context;
-use herald::backend::{self, BackendConfig};
+use herald::{
+    auth::Scope,
+    backend::{self, BackendConfig},
+};
 use herald_client::Client;
 use herald_processor::{LineSink, Sink, run_worker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use auth::AuthLayer;
 pub use config::Config;
 use notifier::{Fanout, NotifierService};
 use service::EventLoggerService;
@@ -52,6 +58,21 @@ pub async fn run_with_sink(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let rules = config.rules()?;
+    let mut keys = config.key_ring(addr)?;
+    // The embedded worker calls this server like any processor, with a key of its own.
+    let worker_key = if config.runs_worker() {
+        keys.add_internal(
+            "embedded-worker",
+            vec![Scope::EventsProcess, Scope::EventsRead],
+        )
+        .map_err(|e| anyhow::anyhow!(e))?
+    } else {
+        None
+    };
+    let keys = Arc::new(keys);
+    if keys.is_open() {
+        warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
+    }
     let backend_config = match &config.redis_url {
         Some(url) => BackendConfig::Redis {
             url: url.clone(),
@@ -85,8 +106,9 @@ pub async fn run_with_sink(
         if target.ip().is_unspecified() {
             target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let client =
-            Client::connect_lazy(format!("http://{target}")).context("embedded worker client")?;
+        let client = Client::connect_lazy(format!("http://{target}"))
+            .and_then(|c| c.with_api_key(worker_key.as_deref().unwrap_or_default()))
+            .context("embedded worker client")?;
         let queue = backend.queue.clone();
         let worker_config = config.embedded_worker.clone();
         let worker_shutdown = shutdown.clone();
@@ -120,6 +142,7 @@ pub async fn run_with_sink(
         EventLoggerService::new(backend.store.clone(), rules),
         NotifierService::new(fanout, shutdown.clone()),
         health,
+        AuthLayer::new(keys),
         stop_server,
         config.shutdown_grace(),
     )

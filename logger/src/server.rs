@@ -16,7 +16,7 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
-use crate::{notifier::NotifierService, service::EventLoggerService};
+use crate::{auth::AuthLayer, notifier::NotifierService, service::EventLoggerService};
 
 /// The names health reports on: the whole server ("") and each service.
 pub const HEALTH_SERVICES: [&str; 3] = [
@@ -34,6 +34,7 @@ pub async fn serve(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    auth: AuthLayer,
     stop: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
@@ -53,6 +54,7 @@ pub async fn serve(
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(auth)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

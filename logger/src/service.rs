@@ -14,6 +14,8 @@ use herald::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::Identity;
+
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
@@ -33,11 +35,10 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::CreateEventResponse>, Status> {
+        let source = source_of(&request);
         let input = EventInput::try_from(request.into_inner())?;
-        let event = self
-            .store
-            .create(NewEvent::validate(input, &self.rules)?)
-            .await?;
+        let new = NewEvent::validate(input, &self.rules)?.with_source(source);
+        let event = self.store.create(new).await?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
         }))
@@ -84,8 +85,13 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::CreateEventsRequest>,
     ) -> Result<Response<pb::CreateEventsResponse>, Status> {
+        let source = source_of(&request);
         let items = parse_batch_creates(request.into_inner(), &self.rules)?;
-        let outcomes = apply_valid(items, async |valid| {
+        let outcomes = apply_valid(items, async |valid: Vec<NewEvent>| {
+            let valid = valid
+                .into_iter()
+                .map(|e| e.with_source(source.clone()))
+                .collect();
             let created = self.store.create_many(valid).await?;
             Ok(created.into_iter().map(Ok).collect())
         })
@@ -112,6 +118,15 @@ impl EventLogger for EventLoggerService {
             .collect();
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
+}
+
+/// The client id of the caller (an event's `source`); empty in open mode.
+fn source_of<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Identity>()
+        .map(|identity| identity.client_id.clone())
+        .unwrap_or_default()
 }
 
 /// Runs the valid items of a batch through `apply` in one call and puts each

@@ -80,6 +80,15 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub logger_url: String,
+    /// API key for the logger (needs the events:process scope); none in open mode.
+    #[arg(
+        long,
+        env = "HERALD_API_KEY",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub api_key: String,
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,

@@ -43,7 +43,10 @@ pub async fn run(
         prefix: config.redis_prefix.clone(),
     })
     .context("--redis-url")?;
-    let client = Client::connect_lazy(config.logger_url.clone()).context("--logger-url")?;
+    let client = Client::connect_lazy(config.logger_url.clone())
+        .context("--logger-url")?
+        .with_api_key(&config.api_key)
+        .context("--api-key")?;
     tracing::info!(
         consumer = %config.worker.consumer_name,
         logger = %config.logger_url,

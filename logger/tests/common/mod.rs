@@ -121,10 +121,22 @@ impl Processor {
         worker_args: &[&str],
         sink: Arc<dyn Sink>,
     ) -> Self {
+        Self::start_with_key(redis_url, logger_url, "", worker_args, sink)
+    }
+
+    /// [`Processor::start`], authenticating with `api_key`.
+    pub fn start_with_key(
+        redis_url: &str,
+        logger_url: &str,
+        api_key: &str,
+        worker_args: &[&str],
+        sink: Arc<dyn Sink>,
+    ) -> Self {
         let config = herald_processor::Config {
             redis_url: redis_url.to_owned(),
             redis_prefix: "herald".into(),
             logger_url: logger_url.to_owned(),
+            api_key: api_key.to_owned(),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
         };
         let shutdown = CancellationToken::new();

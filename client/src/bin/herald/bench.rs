@@ -28,6 +28,7 @@ use herald::{
     EventStatus,
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
+use herald_client::ApiKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -119,11 +120,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs one benchmark against `server` and prints its results.
-pub async fn run(server: &str, bench: &Bench, json: bool) -> anyhow::Result<()> {
+pub async fn run(server: &str, api_key: &str, bench: &Bench, json: bool) -> anyhow::Result<()> {
+    let key = ApiKey::bearer(api_key)?;
     let report = match bench {
-        Bench::Ingest(args) => ingest(server, args).await?,
-        Bench::E2e(args) => e2e(server, args).await?,
-        Bench::Fanout(args) => fanout(server, args).await?,
+        Bench::Ingest(args) => ingest(server, &key, args).await?,
+        Bench::E2e(args) => e2e(server, &key, args).await?,
+        Bench::Fanout(args) => fanout(server, &key, args).await?,
     };
     if json {
         println!("{}", report.json());
@@ -331,7 +333,7 @@ where
     total
 }
 
-async fn ingest(server: &str, args: &IngestArgs) -> anyhow::Result<Report> {
+async fn ingest(server: &str, key: &ApiKey, args: &IngestArgs) -> anyhow::Result<Report> {
     let channels = connect_all(server, args.connections).await?;
     let floor = closed_loop(
         "health (floor)",
@@ -348,6 +350,7 @@ async fn ingest(server: &str, args: &IngestArgs) -> anyhow::Result<Report> {
     )
     .await;
     let counter = Arc::new(AtomicU64::new(0));
+    let key = key.clone();
     let ingest = closed_loop(
         "ingest",
         &channels,
@@ -356,13 +359,14 @@ async fn ingest(server: &str, args: &IngestArgs) -> anyhow::Result<Report> {
         args.duration,
         move |ch| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
+            let key = key.clone();
             async move {
                 let request = pb::CreateEventRequest {
                     user_id: format!("bench-user-{}", n % 1000),
                     description: format!("benchmark event {n}"),
                     ..Default::default()
                 };
-                EventLoggerClient::new(ch)
+                EventLoggerClient::with_interceptor(ch, key)
                     .create_event(request)
                     .await
                     .map(drop)
@@ -397,7 +401,7 @@ fn since(t: Option<prost_types::Timestamp>) -> Duration {
         .unwrap_or_default()
 }
 
-async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
+async fn e2e(server: &str, key: &ApiKey, args: &E2eArgs) -> anyhow::Result<Report> {
     let tag = run_tag();
     let channels = connect_all(server, args.connections).await?;
     let users: Vec<String> = (0..args.users.max(1))
@@ -408,7 +412,8 @@ async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
     let seen = Arc::new(Mutex::new((HashSet::new(), histogram(), None::<Instant>)));
     let mut readers = JoinSet::new();
     for (i, user) in users.iter().enumerate() {
-        let mut client = NotifierClient::new(channels[i % channels.len()].clone());
+        let mut client =
+            NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
         let mut stream = client
             .subscribe(pb::SubscribeRequest {
                 user_id: user.clone(),
@@ -438,7 +443,8 @@ async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
     let next = Arc::new(AtomicU64::new(0));
     let mut creators = JoinSet::new();
     for i in 0..args.concurrency.max(1) {
-        let mut client = EventLoggerClient::new(channels[i % channels.len()].clone());
+        let mut client =
+            EventLoggerClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
         let (next, users, rate, n) = (next.clone(), users.clone(), args.rate, args.events);
         creators.spawn(async move {
             let mut series = Series::new("create");
@@ -526,7 +532,7 @@ async fn e2e(server: &str, args: &E2eArgs) -> anyhow::Result<Report> {
     })
 }
 
-async fn fanout(server: &str, args: &FanoutArgs) -> anyhow::Result<Report> {
+async fn fanout(server: &str, key: &ApiKey, args: &FanoutArgs) -> anyhow::Result<Report> {
     let user = format!("{}-fanout", run_tag());
     let connections = args
         .subscribers
@@ -537,7 +543,8 @@ async fn fanout(server: &str, args: &FanoutArgs) -> anyhow::Result<Report> {
     let arrived = Arc::new(AtomicU64::new(0));
     let mut readers = JoinSet::new();
     for i in 0..args.subscribers {
-        let mut client = NotifierClient::new(channels[i % channels.len()].clone());
+        let mut client =
+            NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
         let mut stream = client
             .subscribe(pb::SubscribeRequest {
                 user_id: user.clone(),
@@ -571,7 +578,7 @@ async fn fanout(server: &str, args: &FanoutArgs) -> anyhow::Result<Report> {
     let expected = args.subscribers as u64 * args.events;
     let bar = spinner("delivered", Some(expected));
     let start = Instant::now();
-    let mut logger = EventLoggerClient::new(channels[0].clone());
+    let mut logger = EventLoggerClient::with_interceptor(channels[0].clone(), key.clone());
     let mut created = 0;
     for k in 0..args.events {
         let request = pb::CreateEventRequest {

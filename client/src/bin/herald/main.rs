@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use herald::{
     Event, EventStatus,
+    auth::{Scope, generate_key, hash_key},
     domain::{EventInput, Payload, rfc3339},
     pb,
 };
@@ -26,6 +27,16 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// API key, sent as authorization: Bearer <key>; none in open mode.
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_API_KEY",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    api_key: String,
     /// Print JSON (one object per line) instead of readable text.
     #[arg(long, global = true)]
     json: bool,
@@ -117,6 +128,9 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Make API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure a running Herald: ingest, end-to-end and fan-out benchmarks.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -126,6 +140,45 @@ enum Command {
         #[arg(long)]
         user_id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh API key (once) and the entry to add to the logger's keys file.
+    New {
+        /// The client the key is for; it becomes the source of its events.
+        #[arg(long)]
+        client_id: String,
+        /// Comma-separated scopes: events:write, events:read, events:process,
+        /// notifications:subscribe, admin.
+        #[arg(long, value_delimiter = ',', value_parser = parse_scope, required = true)]
+        scopes: Vec<Scope>,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s.trim()).ok_or_else(|| {
+        format!(
+            "unknown scope {s:?}: use {}",
+            Scope::ALL.map(Scope::as_str).join(", ")
+        )
+    })
+}
+
+/// Prints a new key and its keys-file entry; the key is not stored anywhere.
+fn new_key(client_id: &str, scopes: &[Scope]) -> anyhow::Result<()> {
+    let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    let entry = serde_json::json!({
+        "client_id": client_id,
+        "key_sha256": hash_key(&key),
+        "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    });
+    println!("key:   {key}");
+    println!("entry: {entry}");
+    eprintln!(
+        "the key is shown once: give it to the client; add the entry to the keys file's \"keys\" list"
+    );
+    Ok(())
 }
 
 fn parse_payload(s: &str) -> Result<Payload, String> {
@@ -151,8 +204,17 @@ fn parse_status(s: &str) -> Result<EventStatus, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Keys(KeysCommand::New { client_id, scopes }) = &cli.command {
+        return match new_key(client_id, scopes) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Bench(which) = &cli.command {
-        return match bench::run(&cli.server, which, cli.json).await {
+        return match bench::run(&cli.server, &cli.api_key, which, cli.json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -173,7 +235,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), Error> {
-    let client = Client::connect(cli.server.clone()).await?;
+    let client = Client::connect(cli.server.clone())
+        .await?
+        .with_api_key(&cli.api_key)?;
     match &cli.command {
         Command::Create {
             user_id,
@@ -226,14 +290,15 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                     String::new()
                 },
             };
-            if !cli.json {
-                println!(
-                    "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
-                    "EVENT_ID", "OCCURRED_AT", "STATUS", "USER_ID", "TYPE"
-                );
-            }
+            let mut header = !cli.json;
             loop {
                 let (events, next) = client.list_events(request.clone()).await?;
+                if std::mem::take(&mut header) {
+                    println!(
+                        "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
+                        "EVENT_ID", "OCCURRED_AT", "STATUS", "USER_ID", "TYPE"
+                    );
+                }
                 for e in &events {
                     if cli.json {
                         println!("{}", event_json(e));
@@ -278,7 +343,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 });
             }
         }
-        Command::Bench(_) => unreachable!("handled in main"),
+        Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
         Command::Subscribe { user_id } => {
             let mut stream = client.subscribe(user_id).await?;
             loop {

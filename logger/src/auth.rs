@@ -1,0 +1,354 @@
+//! Authentication and authorization of every call, as one tower layer.
+//!
+//! With a keys file, a call must carry `authorization: Bearer <key>` for a
+//! known key (else UNAUTHENTICATED) whose scopes cover the method (else
+//! PERMISSION_DENIED naming the scope). Health checks and reflection are open
+//! to all. The caller's [`Identity`] goes into the request's extensions, where
+//! handlers read the client id (an event's `source`). Without a keys file
+//! every call is anonymous and allowed (open mode, loopback only unless
+//! `--allow-anonymous`).
+
+use std::{
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use herald::auth::{Scope, generate_key, hash_key};
+use serde_json::Value;
+use tonic::Status;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The client id of the key; empty for an anonymous caller (open mode).
+    pub client_id: String,
+    scopes: Vec<Scope>,
+}
+
+impl Identity {
+    /// Whether this identity may use `scope`.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| *s == scope || *s == Scope::Admin)
+    }
+}
+
+struct KeyEntry {
+    hash: [u8; 32],
+    identity: Identity,
+}
+
+/// The configured keys, or none (open mode).
+pub struct KeyRing {
+    entries: Option<Vec<KeyEntry>>,
+}
+
+impl KeyRing {
+    /// No keys: every call is anonymous and allowed.
+    pub fn open() -> Self {
+        Self { entries: None }
+    }
+
+    /// Whether calls are checked.
+    pub fn is_open(&self) -> bool {
+        self.entries.is_none()
+    }
+
+    /// Loads a keys file; the error names the file and the problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read keys file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("keys file {}: {e}", path.display()))
+    }
+
+    /// Reads `{"keys": [{"client_id": "...", "key_sha256": "<hex>", "scopes": [...]}]}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let keys = root
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("expected an object with a \"keys\" array")?;
+        let mut entries = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let field = |name: &str| key.get(name).and_then(Value::as_str);
+            let client_id = field("client_id")
+                .filter(|c| !c.trim().is_empty())
+                .ok_or(format!("keys[{i}]: client_id is required"))?;
+            let hash = field("key_sha256").and_then(parse_hash).ok_or(format!(
+                "keys[{i}] ({client_id}): key_sha256 must be 64 hex digits"
+            ))?;
+            let scopes = key
+                .get("scopes")
+                .and_then(Value::as_array)
+                .ok_or(format!("keys[{i}] ({client_id}): scopes must be a list"))?
+                .iter()
+                .map(|s| {
+                    s.as_str().and_then(Scope::parse).ok_or(format!(
+                        "keys[{i}] ({client_id}): unknown scope {s}; known: {}",
+                        Scope::ALL.map(Scope::as_str).join(", ")
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            entries.push(KeyEntry {
+                hash,
+                identity: Identity {
+                    client_id: client_id.to_owned(),
+                    scopes,
+                },
+            });
+        }
+        if entries.is_empty() {
+            return Err("no keys: remove --keys-file to run in open mode".into());
+        }
+        Ok(Self {
+            entries: Some(entries),
+        })
+    }
+
+    /// Adds a fresh key for a component inside this process (the embedded
+    /// worker) and returns it; in open mode there is nothing to add.
+    pub fn add_internal(
+        &mut self,
+        client_id: &str,
+        scopes: Vec<Scope>,
+    ) -> Result<Option<String>, String> {
+        let Some(entries) = &mut self.entries else {
+            return Ok(None);
+        };
+        let key = generate_key().map_err(|e| format!("no randomness for an internal key: {e}"))?;
+        let hash = parse_hash(&hash_key(&key)).ok_or("hash of a fresh key")?;
+        entries.push(KeyEntry {
+            hash,
+            identity: Identity {
+                client_id: client_id.to_owned(),
+                scopes,
+            },
+        });
+        Ok(Some(key))
+    }
+
+    /// The identity of a presented key. Every entry is compared, in constant
+    /// time, so timing tells nothing about which hashes exist.
+    fn identify(&self, key: &str) -> Option<Identity> {
+        let presented = parse_hash(&hash_key(key))?;
+        let mut found = None;
+        for entry in self.entries.as_deref().unwrap_or_default() {
+            let diff = entry
+                .hash
+                .iter()
+                .zip(presented)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(entry.identity.clone());
+            }
+        }
+        found
+    }
+
+    /// Who is calling `path` with these headers, if allowed.
+    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Identity, Status> {
+        let Some(_) = &self.entries else {
+            return Ok(Identity {
+                client_id: String::new(),
+                scopes: vec![Scope::Admin],
+            });
+        };
+        let Some(scope) = Scope::required_for(path) else {
+            return Ok(Identity {
+                client_id: String::new(),
+                scopes: Vec::new(),
+            });
+        };
+        let key = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("missing credentials: send authorization: Bearer <key>")
+            })?;
+        let identity = self
+            .identify(key.trim())
+            .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        if identity.allows(scope) {
+            Ok(identity)
+        } else {
+            Err(Status::permission_denied(format!(
+                "client {} lacks the scope {scope}",
+                identity.client_id
+            )))
+        }
+    }
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The tower layer that checks every call against a [`KeyRing`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    keys: Arc<KeyRing>,
+}
+
+impl AuthLayer {
+    /// A layer checking calls against `keys`.
+    pub fn new(keys: Arc<KeyRing>) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    keys: Arc<KeyRing>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Auth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.keys.check(request.uri().path(), request.headers()) {
+            Ok(identity) => {
+                request.extensions_mut().insert(identity);
+                // The ready service answers this call; a clone waits for the next.
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                Box::pin(ready.call(request))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        let text = format!(
+            r#"{{"keys": [
+                {{"client_id": "shop", "key_sha256": "{}", "scopes": ["events:write"]}},
+                {{"client_id": "ops", "key_sha256": "{}", "scopes": ["admin"]}}
+            ]}}"#,
+            hash_key("shop-key"),
+            hash_key("ops-key")
+        );
+        KeyRing::parse(&text).expect("valid keys file")
+    }
+
+    fn headers(key: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(key) = key {
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {key}").parse().expect("header"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn keys_and_scopes_decide() {
+        let ring = ring();
+        let create = "/herald.v1.EventLogger/CreateEvent";
+        let get = "/herald.v1.EventLogger/GetEvent";
+        assert_eq!(
+            ring.check(create, &headers(Some("shop-key")))
+                .expect("allowed")
+                .client_id,
+            "shop"
+        );
+        let denied = ring
+            .check(get, &headers(Some("shop-key")))
+            .expect_err("no read scope");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("events:read"));
+        assert_eq!(
+            ring.check(get, &headers(None)).expect_err("none").code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            ring.check(get, &headers(Some("nope")))
+                .expect_err("wrong")
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            ring.check(get, &headers(Some("ops-key")))
+                .expect("admin")
+                .client_id,
+            "ops"
+        );
+        assert!(
+            ring.check("/grpc.health.v1.Health/Check", &headers(None))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_keys_files_say_what_is_wrong() {
+        let cases = [
+            ("[]", "\"keys\" array"),
+            (
+                r#"{"keys": [{"key_sha256": "00", "scopes": []}]}"#,
+                "client_id",
+            ),
+            (
+                r#"{"keys": [{"client_id": "a", "key_sha256": "00", "scopes": []}]}"#,
+                "64 hex",
+            ),
+            (r#"{"keys": []}"#, "no keys"),
+        ];
+        for (text, problem) in cases {
+            let err = KeyRing::parse(text).err().expect("invalid");
+            assert!(err.contains(problem), "{text}: {err}");
+        }
+        let bad_scope = format!(
+            r#"{{"keys": [{{"client_id": "a", "key_sha256": "{}", "scopes": ["events:fly"]}}]}}"#,
+            hash_key("k")
+        );
+        assert!(
+            KeyRing::parse(&bad_scope)
+                .err()
+                .expect("invalid")
+                .contains("unknown scope")
+        );
+    }
+}

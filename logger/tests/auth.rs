@@ -1,0 +1,291 @@
+//! API keys and scopes over gRPC: every RPC against no key, a wrong key, a key
+//! without the scope, and the right key; the caller becomes the source.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Lines, Logger, eventually};
+use herald::{
+    EventStatus,
+    auth::hash_key,
+    domain::EventInput,
+    pb::{self, event_logger_client::EventLoggerClient},
+};
+use herald_client::{ApiKey, Client};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const CLIENTS: [(&str, &str); 5] = [
+    ("shop", "events:write"),
+    ("analyst", "events:read"),
+    ("worker", "events:process"),
+    ("dashboard", "notifications:subscribe"),
+    ("ops", "admin"),
+];
+
+fn key_of(client: &str) -> String {
+    format!("test-key-of-{client}")
+}
+
+fn keys_file(dir: &tempfile::TempDir) -> String {
+    let entries: Vec<_> = CLIENTS
+        .iter()
+        .map(|(client, scope)| {
+            serde_json::json!({"client_id": client, "key_sha256": hash_key(&key_of(client)), "scopes": [scope]})
+        })
+        .collect();
+    let path = dir.path().join("keys.json");
+    std::fs::write(&path, serde_json::json!({ "keys": entries }).to_string()).expect("write keys");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+/// Calls one RPC with `key`, answering only the status code.
+async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
+    let mut raw = EventLoggerClient::with_interceptor(
+        logger.channel().await,
+        ApiKey::bearer(key).expect("key"),
+    );
+    let create = || pb::CreateEventRequest {
+        user_id: "u".into(),
+        description: "d".into(),
+        ..Default::default()
+    };
+    let change = || pb::UpdateStatusRequest {
+        event_id: event_id.into(),
+        status: EventStatus::Processed.to_pb() as i32,
+    };
+    let result = match rpc {
+        "CreateEvent" => raw.create_event(create()).await.map(drop),
+        "CreateEvents" => raw
+            .create_events(pb::CreateEventsRequest {
+                requests: vec![create()],
+            })
+            .await
+            .map(drop),
+        "GetEvent" => raw
+            .get_event(pb::GetEventRequest {
+                event_id: event_id.into(),
+            })
+            .await
+            .map(drop),
+        "ListEvents" => raw
+            .list_events(pb::ListEventsRequest::default())
+            .await
+            .map(drop),
+        "UpdateStatus" => raw.update_status(change()).await.map(drop),
+        "BatchUpdateStatus" => raw
+            .batch_update_status(pb::BatchUpdateStatusRequest {
+                requests: vec![change()],
+            })
+            .await
+            .map(drop),
+        "Subscribe" => {
+            let client = Client::connect(logger.url())
+                .await
+                .expect("connect")
+                .with_api_key(key)
+                .expect("key");
+            return match client.subscribe("u").await {
+                Ok(_) => Code::Ok,
+                Err(err) => err.code(),
+            };
+        }
+        other => panic!("no such RPC {other}"),
+    };
+    result.map_or_else(|status| status.code(), |()| Code::Ok)
+}
+
+#[tokio::test]
+async fn every_rpc_checks_the_key_and_its_scope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let logger = Logger::start(&["--keys-file", &keys], Lines::default().sink()).await;
+    let shop = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("shop"))
+        .expect("key");
+    let event = shop
+        .create_event("u", "seed")
+        .await
+        .expect("create with the write scope");
+    let id = event.id.to_string();
+
+    let table = [
+        ("CreateEvent", "shop", "analyst"),
+        ("CreateEvents", "shop", "worker"),
+        ("GetEvent", "analyst", "shop"),
+        ("ListEvents", "analyst", "dashboard"),
+        ("UpdateStatus", "worker", "analyst"),
+        ("BatchUpdateStatus", "worker", "shop"),
+        ("Subscribe", "dashboard", "worker"),
+    ];
+    for (rpc, allowed, denied) in table {
+        assert_eq!(
+            call(&logger, rpc, "", &id).await,
+            Code::Unauthenticated,
+            "{rpc} without a key"
+        );
+        assert_eq!(
+            call(&logger, rpc, "wrong-key", &id).await,
+            Code::Unauthenticated,
+            "{rpc} with a wrong key"
+        );
+        assert_eq!(
+            call(&logger, rpc, &key_of(denied), &id).await,
+            Code::PermissionDenied,
+            "{rpc} as {denied}"
+        );
+        assert_eq!(
+            call(&logger, rpc, &key_of(allowed), &id).await,
+            Code::Ok,
+            "{rpc} as {allowed}"
+        );
+        assert_eq!(
+            call(&logger, rpc, &key_of("ops"), &id).await,
+            Code::Ok,
+            "{rpc} as admin"
+        );
+    }
+
+    // The denial names the missing scope; health needs no key.
+    let analyst = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("analyst"))
+        .expect("key");
+    let err = analyst
+        .create_event("u", "d")
+        .await
+        .expect_err("read-only key");
+    assert!(err.to_string().contains("events:write"), "{err}");
+    let mut health = HealthClient::new(logger.channel().await);
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health is open");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_caller_becomes_the_source_and_the_embedded_worker_has_its_own_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let lines = Lines::default();
+    let logger = Logger::start(&["--keys-file", &keys], lines.sink()).await;
+    let shop = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("shop"))
+        .expect("key");
+    let input = EventInput {
+        user_id: "u".into(),
+        description: "bought".into(),
+        ..EventInput::default()
+    };
+    let event = shop.create(input).await.expect("create");
+    assert_eq!(event.source, "shop", "set from the key, not the request");
+    let batch = shop.create_many(vec![EventInput {
+        user_id: "v".into(),
+        description: "d".into(),
+        ..EventInput::default()
+    }]);
+    assert_eq!(
+        batch.await.expect("batch")[0]
+            .as_ref()
+            .expect("created")
+            .source,
+        "shop"
+    );
+
+    let analyst = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("analyst"))
+        .expect("key");
+    eventually(
+        Duration::from_secs(10),
+        "PROCESSED by the embedded worker",
+        || async {
+            (analyst.get_event(event.id).await.ok()?.status == EventStatus::Processed).then_some(())
+        },
+    )
+    .await;
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn open_mode_is_refused_off_loopback() {
+    let config = herald_logger::Config::from_args(&[]);
+    let public = "0.0.0.0:50051".parse().expect("addr");
+    let err = config.key_ring(public).err().expect("refused");
+    assert!(format!("{err}").contains("--allow-anonymous"), "{err}");
+    assert!(
+        config
+            .key_ring("127.0.0.1:50051".parse().expect("addr"))
+            .expect("loopback")
+            .is_open()
+    );
+    let anonymous = herald_logger::Config::from_args(&["--allow-anonymous"]);
+    assert!(anonymous.key_ring(public).expect("allowed").is_open());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processors_need_the_process_scope() {
+    if herald::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald::testing::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let logger = Logger::start(
+        &["--redis-url", &redis.url(), "--keys-file", &keys],
+        Lines::default().sink(),
+    )
+    .await;
+    let shop = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("shop"))
+        .expect("key");
+    let analyst = Client::connect(logger.url())
+        .await
+        .expect("connect")
+        .with_api_key(&key_of("analyst"))
+        .expect("key");
+
+    // A processor with a key lacking events:process delivers but cannot settle.
+    let wrong = common::Processor::start_with_key(
+        &redis.url(),
+        &logger.url(),
+        &key_of("analyst"),
+        &["--consumer-name", "w"],
+        Lines::default().sink(),
+    );
+    let event = shop
+        .create_event("u", "needs a processor")
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        analyst.get_event(event.id).await.expect("get").status,
+        EventStatus::Pending
+    );
+    wrong.kill();
+
+    let right = common::Processor::start_with_key(
+        &redis.url(),
+        &logger.url(),
+        &key_of("worker"),
+        &["--consumer-name", "r", "--claim-idle-ms", "300"],
+        Lines::default().sink(),
+    );
+    eventually(Duration::from_secs(20), "PROCESSED", || async {
+        (analyst.get_event(event.id).await.ok()?.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+    right.shutdown.cancel();
+    right.handle.await.expect("join").expect("processor");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
