@@ -1,4 +1,4 @@
-//! Authentication and authorization of every call, as one tower layer.
+//! Authentication, authorization and rate limits of every call, as one tower layer.
 //!
 //! With a keys file, a call must carry `authorization: Bearer <key>` for a
 //! known key (else UNAUTHENTICATED) whose scopes cover the method (else
@@ -19,12 +19,16 @@ use herald::auth::{Scope, generate_key, hash_key};
 use serde_json::Value;
 use tonic::Status;
 
+use crate::limits::{Rate, RateLimiter};
+
 /// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
     /// The client id of the key; empty for an anonymous caller (open mode).
     pub client_id: String,
     scopes: Vec<Scope>,
+    /// The client's own rate limit, if its key sets one.
+    rate: Option<Rate>,
 }
 
 impl Identity {
@@ -92,11 +96,25 @@ impl KeyRing {
                     ))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let number = |name: &str| key.get(name).map(|v| v.as_f64().filter(|n| *n > 0.0));
+            let rate = match (number("rate_per_sec"), number("burst")) {
+                (None, None) => None,
+                (Some(Some(per_sec)), burst) => Some(Rate {
+                    per_sec,
+                    burst: burst.flatten().unwrap_or(per_sec).max(1.0),
+                }),
+                _ => {
+                    return Err(format!(
+                        "keys[{i}] ({client_id}): rate_per_sec (and burst) must be positive numbers"
+                    ));
+                }
+            };
             entries.push(KeyEntry {
                 hash,
                 identity: Identity {
                     client_id: client_id.to_owned(),
                     scopes,
+                    rate,
                 },
             });
         }
@@ -125,6 +143,7 @@ impl KeyRing {
             identity: Identity {
                 client_id: client_id.to_owned(),
                 scopes,
+                rate: None,
             },
         });
         Ok(Some(key))
@@ -154,12 +173,14 @@ impl KeyRing {
             return Ok(Identity {
                 client_id: String::new(),
                 scopes: vec![Scope::Admin],
+                rate: None,
             });
         };
         let Some(scope) = Scope::required_for(path) else {
             return Ok(Identity {
                 client_id: String::new(),
                 scopes: Vec::new(),
+                rate: None,
             });
         };
         let key = headers
@@ -199,12 +220,13 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 #[derive(Clone)]
 pub struct AuthLayer {
     keys: Arc<KeyRing>,
+    limits: Arc<RateLimiter>,
 }
 
 impl AuthLayer {
-    /// A layer checking calls against `keys`.
-    pub fn new(keys: Arc<KeyRing>) -> Self {
-        Self { keys }
+    /// A layer checking calls against `keys`, then against their client's rate.
+    pub fn new(keys: Arc<KeyRing>, limits: Arc<RateLimiter>) -> Self {
+        Self { keys, limits }
     }
 }
 
@@ -215,6 +237,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         Auth {
             inner,
             keys: self.keys.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -224,6 +247,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     keys: Arc<KeyRing>,
+    limits: Arc<RateLimiter>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
@@ -244,7 +268,17 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.keys.check(request.uri().path(), request.headers()) {
+        let path = request.uri().path();
+        let admitted = self
+            .keys
+            .check(path, request.headers())
+            .and_then(|identity| {
+                if Scope::required_for(path).is_some() {
+                    self.limits.admit(&identity.client_id, identity.rate)?;
+                }
+                Ok(identity)
+            });
+        match admitted {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
                 // The ready service answers this call; a clone waits for the next.

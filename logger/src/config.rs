@@ -9,6 +9,7 @@ use herald_processor::WorkerConfig;
 use crate::{
     auth::KeyRing,
     event_types::{DEFAULT_REGISTRY, EventTypes},
+    limits::Rate,
 };
 
 /// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, health,
@@ -58,6 +59,16 @@ pub struct Config {
     /// allowed (open mode), and only on a loopback address.
     #[arg(long, env = "HERALD_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
+    /// Calls a second each client may make on average (0: no limit); a key's
+    /// own rate_per_sec in the keys file wins.
+    #[arg(long, env = "HERALD_RATE_LIMIT", default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Calls a client may make at once after a quiet spell (default: one second's worth).
+    #[arg(long, env = "HERALD_RATE_BURST")]
+    pub rate_burst: Option<f64>,
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_message_bytes: u64,
     /// Allow open mode (no keys file) on a non-loopback address.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -105,6 +116,23 @@ impl Config {
                 "refusing to serve {listen} without --keys-file: anyone who can reach it could \
                  write events; give a keys file, listen on loopback, or pass --allow-anonymous"
             ),
+        }
+    }
+
+    /// The default rate limit, checked: `None` when unlimited.
+    pub fn default_rate(&self) -> anyhow::Result<Option<Rate>> {
+        match (self.rate_limit, self.rate_burst) {
+            (r, _) if r < 0.0 || !r.is_finite() => {
+                anyhow::bail!("--rate-limit must be 0 or a positive number")
+            }
+            (0.0, _) => Ok(None),
+            (_, Some(b)) if b < 1.0 || !b.is_finite() => {
+                anyhow::bail!("--rate-burst must be at least 1")
+            }
+            (per_sec, burst) => Ok(Some(Rate {
+                per_sec,
+                burst: burst.unwrap_or(per_sec).max(1.0),
+            })),
         }
     }
 

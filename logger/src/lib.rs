@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`auth`]: API keys and scopes, checked for every call by one tower layer.
 //! - [`config`]: flags with `HERALD_*` env twins.
+//! - [`limits`]: per-client token-bucket rate limits.
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
 //! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod event_types;
+pub mod limits;
 pub mod notifier;
 pub mod server;
 pub mod service;
@@ -36,6 +38,7 @@ use tracing::{info, warn};
 
 use auth::AuthLayer;
 pub use config::Config;
+use limits::RateLimiter;
 use notifier::{Fanout, NotifierService};
 use service::EventLoggerService;
 
@@ -58,6 +61,7 @@ pub async fn run_with_sink(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let rules = config.rules()?;
+    let limits = Arc::new(RateLimiter::new(config.default_rate()?));
     let mut keys = config.key_ring(addr)?;
     // The embedded worker calls this server like any processor, with a key of its own.
     let worker_key = if config.runs_worker() {
@@ -142,9 +146,12 @@ pub async fn run_with_sink(
         EventLoggerService::new(backend.store.clone(), rules),
         NotifierService::new(fanout, shutdown.clone()),
         health,
-        AuthLayer::new(keys),
-        stop_server,
-        config.shutdown_grace(),
+        server::ServeOptions {
+            auth: AuthLayer::new(keys, limits),
+            max_message_bytes: config.max_message_bytes as usize,
+            stop: stop_server,
+            grace: config.shutdown_grace(),
+        },
     )
     .await;
     shutdown.cancel();

@@ -25,6 +25,18 @@ pub const HEALTH_SERVICES: [&str; 3] = [
     <NotifierServer<NotifierService> as NamedService>::NAME,
 ];
 
+/// How the server treats calls and its own end.
+pub struct ServeOptions {
+    /// Checks credentials, scopes and rate limits of every call.
+    pub auth: AuthLayer,
+    /// Largest request or response message.
+    pub max_message_bytes: usize,
+    /// Cancelled to stop accepting calls.
+    pub stop: CancellationToken,
+    /// How long open calls may take to finish after `stop`.
+    pub grace: Duration,
+}
+
 /// Serves every service on `listener` until `stop` is cancelled, then lets
 /// open calls finish for at most `grace`.
 pub async fn serve(
@@ -34,10 +46,14 @@ pub async fn serve(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    auth: AuthLayer,
-    stop: CancellationToken,
-    grace: Duration,
+    options: ServeOptions,
 ) -> anyhow::Result<()> {
+    let ServeOptions {
+        auth,
+        max_message_bytes,
+        stop,
+        grace,
+    } = options;
     // Both reflection versions describe every service, each other included, and
     // google.rpc's error details, so grpcurl can decode BadRequest violations.
     let reflection = || {
@@ -58,8 +74,16 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(EventLoggerServer::new(logger))
-        .add_service(NotifierServer::new(notifier))
+        .add_service(
+            EventLoggerServer::new(logger)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            NotifierServer::new(notifier)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small responses back for the peer's
             // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers

@@ -289,3 +289,111 @@ async fn processors_need_the_process_scope() {
     right.handle.await.expect("join").expect("processor");
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn clients_over_their_rate_are_told_when_to_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.json");
+    let keys = serde_json::json!({"keys": [
+        {"client_id": "slow", "key_sha256": hash_key("slow-key"), "scopes": ["admin"], "rate_per_sec": 1, "burst": 2},
+        {"client_id": "fast", "key_sha256": hash_key("fast-key"), "scopes": ["admin"]},
+    ]});
+    std::fs::write(&path, keys.to_string()).expect("write");
+    let logger = Logger::start(
+        &[
+            "--keys-file",
+            path.to_str().expect("utf-8"),
+            "--rate-limit",
+            "1000",
+        ],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = |key: &str| {
+        let url = logger.url();
+        let key = key.to_owned();
+        async move {
+            Client::connect(url)
+                .await
+                .expect("connect")
+                .with_api_key(&key)
+                .expect("key")
+                .with_retry(herald_client::RetryPolicy {
+                    retries: 0,
+                    ..Default::default()
+                })
+        }
+    };
+    let slow = client("slow-key").await;
+    slow.create_event("u", "one")
+        .await
+        .expect("within the burst");
+    slow.create_event("u", "two")
+        .await
+        .expect("within the burst");
+    let err = slow
+        .create_event("u", "three")
+        .await
+        .expect_err("over the rate");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let mut raw = EventLoggerClient::with_interceptor(
+        logger.channel().await,
+        ApiKey::bearer("slow-key").expect("key"),
+    );
+    let status = raw
+        .get_event(pb::GetEventRequest {
+            event_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .expect_err("still over the rate");
+    use tonic_types::StatusExt;
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("a retry delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(1),
+        "{delay:?}"
+    );
+
+    // Other clients have buckets of their own (here the default of 1,000/s).
+    let fast = client("fast-key").await;
+    for i in 0..20 {
+        fast.create_event("u", &format!("fast {i}"))
+            .await
+            .expect("unaffected");
+    }
+    // Health checks are never limited.
+    let mut health = HealthClient::new(logger.channel().await);
+    for _ in 0..5 {
+        health
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("health");
+    }
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn messages_over_the_size_limit_are_refused() {
+    let logger = Logger::start(&["--max-message-bytes", "4096"], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let big = EventInput {
+        user_id: "u".into(),
+        description: "d".into(),
+        payload: serde_json::json!({"text": "x".repeat(8000)})
+            .as_object()
+            .cloned(),
+        ..EventInput::default()
+    };
+    let err = client.create(big).await.expect_err("too large");
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err}"
+    );
+    client
+        .create_event("u", "small")
+        .await
+        .expect("small messages pass");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
