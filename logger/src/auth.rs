@@ -29,6 +29,8 @@ pub struct Identity {
     scopes: Vec<Scope>,
     /// The client's own rate limit, if its key sets one.
     rate: Option<Rate>,
+    /// For an end user's token: the user it speaks for.
+    pub user: Option<String>,
 }
 
 impl Identity {
@@ -48,12 +50,17 @@ struct KeyEntry {
 /// The configured keys, or none (open mode).
 pub struct KeyRing {
     entries: Option<Vec<KeyEntry>>,
+    /// Verifies end users' tokens (HS256), when configured.
+    user_secret: Option<jsonwebtoken::DecodingKey>,
 }
 
 impl KeyRing {
     /// No keys: every call is anonymous and allowed.
     pub fn open() -> Self {
-        Self { entries: None }
+        Self {
+            entries: None,
+            user_secret: None,
+        }
     }
 
     /// Whether calls are checked.
@@ -115,6 +122,7 @@ impl KeyRing {
                     client_id: client_id.to_owned(),
                     scopes,
                     rate,
+                    user: None,
                 },
             });
         }
@@ -123,7 +131,39 @@ impl KeyRing {
         }
         Ok(Self {
             entries: Some(entries),
+            user_secret: None,
         })
+    }
+
+    /// The same ring, also accepting end users' tokens signed (HS256) with `secret`.
+    pub fn with_user_secret(mut self, secret: &str) -> Self {
+        self.user_secret = Some(jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
+        self
+    }
+
+    /// The user a token names (`sub`), if it is a valid, unexpired token
+    /// signed with the user-token secret.
+    fn user_of(&self, token: &str) -> Result<Option<String>, Status> {
+        let Some(secret) = &self.user_secret else {
+            return Ok(None);
+        };
+        if token.split('.').count() != 3 {
+            return Ok(None);
+        }
+        let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        let data =
+            jsonwebtoken::decode::<Value>(token, secret, &validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        Status::unauthenticated("expired user token")
+                    }
+                    _ => Status::unauthenticated("invalid user token"),
+                }
+            })?;
+        match data.claims.get("sub").and_then(Value::as_str) {
+            Some(user) if !user.is_empty() => Ok(Some(user.to_owned())),
+            _ => Err(Status::unauthenticated("user token without a sub claim")),
+        }
     }
 
     /// Adds a fresh key for a component inside this process (the embedded
@@ -144,6 +184,7 @@ impl KeyRing {
                 client_id: client_id.to_owned(),
                 scopes,
                 rate: None,
+                user: None,
             },
         });
         Ok(Some(key))
@@ -174,6 +215,7 @@ impl KeyRing {
                 client_id: String::new(),
                 scopes: vec![Scope::Admin],
                 rate: None,
+                user: None,
             });
         };
         let Some(scope) = Scope::required_for(path) else {
@@ -181,6 +223,7 @@ impl KeyRing {
                 client_id: String::new(),
                 scopes: Vec::new(),
                 rate: None,
+                user: None,
             });
         };
         let key = headers
@@ -190,9 +233,14 @@ impl KeyRing {
             .ok_or_else(|| {
                 Status::unauthenticated("missing credentials: send authorization: Bearer <key>")
             })?;
-        let identity = self
-            .identify(key.trim())
-            .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        let key = key.trim();
+        let identity = match self.identify(key) {
+            Some(identity) => identity,
+            None => match self.user_of(key)? {
+                Some(user) => return user_may_call(user, scope),
+                None => return Err(Status::unauthenticated("unknown API key")),
+            },
+        };
         if identity.allows(scope) {
             Ok(identity)
         } else {
@@ -201,6 +249,23 @@ impl KeyRing {
                 identity.client_id
             )))
         }
+    }
+}
+
+/// An end user may only Subscribe and UpdateStatus, and the handlers then hold
+/// them to their own notifications and to marking their own events OPENED.
+fn user_may_call(user: String, scope: Scope) -> Result<Identity, Status> {
+    match scope {
+        Scope::NotificationsSubscribe | Scope::EventsProcess => Ok(Identity {
+            client_id: String::new(),
+            scopes: Vec::new(),
+            rate: None,
+            user: Some(user),
+        }),
+        _ => Err(Status::permission_denied(format!(
+            "user tokens may only subscribe to their own notifications and mark their own \
+             events opened; this call needs the scope {scope}"
+        ))),
     }
 }
 
@@ -274,7 +339,11 @@ where
             .check(path, request.headers())
             .and_then(|identity| {
                 if Scope::required_for(path).is_some() {
-                    self.limits.admit(&identity.client_id, identity.rate)?;
+                    let bucket = match &identity.user {
+                        Some(user) => format!("user:{user}"),
+                        None => identity.client_id.clone(),
+                    };
+                    self.limits.admit(&bucket, identity.rate)?;
                 }
                 Ok(identity)
             });

@@ -69,6 +69,11 @@ pub struct Config {
     /// Largest request or response message, in bytes.
     #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u64,
+    /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
+    /// the user id and an `exp`): such a token may Subscribe to its user's
+    /// notifications and mark its user's events OPENED, nothing else.
+    #[arg(long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
+    pub user_token_secret: Option<String>,
     /// Allow open mode (no keys file) on a non-loopback address.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -109,14 +114,21 @@ impl Config {
     /// The API keys, checked against where the server listens: open mode is
     /// refused off loopback unless --allow-anonymous.
     pub fn key_ring(&self, listen: SocketAddr) -> anyhow::Result<KeyRing> {
-        match &self.keys_file {
+        let ring = match &self.keys_file {
             Some(path) => KeyRing::load(path).map_err(|e| anyhow::anyhow!("--keys-file: {e}")),
             None if listen.ip().is_loopback() || self.allow_anonymous => Ok(KeyRing::open()),
             None => anyhow::bail!(
                 "refusing to serve {listen} without --keys-file: anyone who can reach it could \
                  write events; give a keys file, listen on loopback, or pass --allow-anonymous"
             ),
-        }
+        }?;
+        Ok(match self.user_token_secret.as_deref() {
+            Some(secret) if secret.len() < 16 => {
+                anyhow::bail!("--user-token-secret must be at least 16 bytes")
+            }
+            Some(secret) => ring.with_user_secret(secret),
+            None => ring,
+        })
     }
 
     /// The default rate limit, checked: `None` when unlimited.

@@ -234,7 +234,13 @@ impl Notifier for NotifierService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let user = crate::service::user_of(&request);
         let filter = SubscriptionFilter::try_from(request.into_inner())?;
+        if user.is_some_and(|user| user != filter.user_id) {
+            return Err(Status::permission_denied(
+                "user tokens may only subscribe to their own notifications",
+            ));
+        }
         if self.shutdown.is_cancelled() {
             return Err(Status::unavailable("server is shutting down"));
         }

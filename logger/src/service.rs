@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use herald::{
-    Error, Event, NewEvent,
+    Error, Event, EventStatus, NewEvent,
     backend::EventStore,
     domain::{
         BatchResult, EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates,
@@ -74,7 +74,19 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::UpdateStatusRequest>,
     ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
+        let user = user_of(&request);
         let change = StatusChange::try_from(request.into_inner())?;
+        if let Some(user) = user {
+            // An end user's token: only their own events, only to OPENED.
+            if change.status != EventStatus::Opened {
+                return Err(Status::permission_denied("user tokens may only set OPENED"));
+            }
+            if self.store.get(change.id).await?.user_id != user {
+                return Err(Status::permission_denied(
+                    "user tokens may only open their own events",
+                ));
+            }
+        }
         let event = self.store.update_status(change.id, change.status).await?;
         Ok(Response::new(pb::UpdateStatusResponse {
             event: Some(event.into()),
@@ -107,6 +119,11 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
+        if user_of(&request).is_some() {
+            return Err(Status::permission_denied(
+                "user tokens may not use BatchUpdateStatus",
+            ));
+        }
         let items = parse_batch_changes(request.into_inner())?;
         let outcomes = apply_valid(items, async |valid: Vec<StatusChange>| {
             self.store.update_status_many(&valid).await
@@ -127,6 +144,14 @@ fn source_of<T>(request: &Request<T>) -> String {
         .get::<Identity>()
         .map(|identity| identity.client_id.clone())
         .unwrap_or_default()
+}
+
+/// The end user whose token made the call, if it was a user token.
+pub(crate) fn user_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .and_then(|identity| identity.user.clone())
 }
 
 /// Runs the valid items of a batch through `apply` in one call and puts each

@@ -397,3 +397,107 @@ async fn messages_over_the_size_limit_are_refused() {
         .expect("small messages pass");
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+const USER_SECRET: &str = "a-test-secret-of-enough-length";
+
+/// A user token for `user`, signed with `secret`, expiring `ttl_secs` from now
+/// (negative: already expired).
+fn user_token(user: &str, secret: &str, ttl_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let claims = serde_json::json!({"sub": user, "exp": now + ttl_secs});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token")
+}
+
+#[tokio::test]
+async fn user_tokens_reach_only_their_own_notifications_and_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let logger = Logger::start(
+        &["--keys-file", &keys, "--user-token-secret", USER_SECRET],
+        Lines::default().sink(),
+    )
+    .await;
+    let as_key = |key: String| {
+        let url = logger.url();
+        async move {
+            Client::connect(url)
+                .await
+                .expect("connect")
+                .with_api_key(&key)
+                .expect("key")
+        }
+    };
+    let shop = as_key(key_of("shop")).await;
+    let analyst = as_key(key_of("analyst")).await;
+    let ada = as_key(user_token("ada", USER_SECRET, 600)).await;
+
+    let mut own = ada.subscribe("ada").await.expect("own notifications");
+    let other = ada.subscribe("bob").await.err().expect("someone else's");
+    assert_eq!(other.code(), Code::PermissionDenied);
+    let adas = shop.create_event("ada", "for ada").await.expect("create");
+    let bobs = shop.create_event("bob", "for bob").await.expect("create");
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(10), own.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("notification");
+    assert_eq!(first.event.id, adas.id);
+    eventually(Duration::from_secs(10), "bob's event processed", || async {
+        (analyst.get_event(bobs.id).await.ok()?.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+
+    let opened = ada
+        .update_status(adas.id, EventStatus::Opened)
+        .await
+        .expect("opens her own");
+    assert_eq!(opened.status, EventStatus::Opened);
+    let err = ada
+        .update_status(bobs.id, EventStatus::Opened)
+        .await
+        .expect_err("not hers");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = ada
+        .update_status(adas.id, EventStatus::Failed)
+        .await
+        .expect_err("only OPENED");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        ada.create_event("ada", "x")
+            .await
+            .expect_err("no writes")
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        ada.get_event(adas.id).await.expect_err("no reads").code(),
+        Code::PermissionDenied
+    );
+    let batch = ada
+        .batch_update_status(&[(adas.id, EventStatus::Opened)])
+        .await;
+    assert_eq!(
+        batch.expect_err("no batches").code(),
+        Code::PermissionDenied
+    );
+
+    let expired = as_key(user_token("ada", USER_SECRET, -600)).await;
+    let err = expired.subscribe("ada").await.err().expect("expired");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.to_string().contains("expired"), "{err}");
+    let forged = as_key(user_token("ada", "some-other-secret-entirely", 600)).await;
+    assert_eq!(
+        forged.subscribe("ada").await.err().expect("forged").code(),
+        Code::Unauthenticated
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
