@@ -101,11 +101,7 @@ async fn every_rpc_checks_the_key_and_its_scope() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = keys_file(&dir);
     let logger = Logger::start(&["--keys-file", &keys], Lines::default().sink()).await;
-    let shop = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("shop"))
-        .expect("key");
+    let shop = logger.client_with_key(&key_of("shop")).await;
     let event = shop
         .create_event("u", "seed")
         .await
@@ -150,11 +146,7 @@ async fn every_rpc_checks_the_key_and_its_scope() {
     }
 
     // The denial names the missing scope; health needs no key.
-    let analyst = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("analyst"))
-        .expect("key");
+    let analyst = logger.client_with_key(&key_of("analyst")).await;
     let err = analyst
         .create_event("u", "d")
         .await
@@ -174,11 +166,7 @@ async fn the_caller_becomes_the_source_and_the_embedded_worker_has_its_own_key()
     let keys = keys_file(&dir);
     let lines = Lines::default();
     let logger = Logger::start(&["--keys-file", &keys], lines.sink()).await;
-    let shop = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("shop"))
-        .expect("key");
+    let shop = logger.client_with_key(&key_of("shop")).await;
     let input = EventInput {
         user_id: "u".into(),
         description: "bought".into(),
@@ -199,11 +187,7 @@ async fn the_caller_becomes_the_source_and_the_embedded_worker_has_its_own_key()
         "shop"
     );
 
-    let analyst = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("analyst"))
-        .expect("key");
+    let analyst = logger.client_with_key(&key_of("analyst")).await;
     eventually(
         Duration::from_secs(10),
         "PROCESSED by the embedded worker",
@@ -244,16 +228,8 @@ async fn processors_need_the_process_scope() {
         Lines::default().sink(),
     )
     .await;
-    let shop = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("shop"))
-        .expect("key");
-    let analyst = Client::connect(logger.url())
-        .await
-        .expect("connect")
-        .with_api_key(&key_of("analyst"))
-        .expect("key");
+    let shop = logger.client_with_key(&key_of("shop")).await;
+    let analyst = logger.client_with_key(&key_of("analyst")).await;
 
     // A processor with a key lacking events:process delivers but cannot settle.
     let wrong = common::Processor::start_with_key(

@@ -90,6 +90,11 @@ impl Logger {
             .expect("connect")
     }
 
+    /// A client of it that authenticates with `key` (an API key or user token).
+    pub async fn client_with_key(&self, key: &str) -> Client {
+        self.client().await.with_api_key(key).expect("a usable key")
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(self.url())
             .await
