@@ -66,6 +66,9 @@ pub struct Config {
     /// Calls a client may make at once after a quiet spell (default: one second's worth).
     #[arg(long, env = "HERALD_RATE_BURST")]
     pub rate_burst: Option<f64>,
+    /// Subscribe streams one client (or user) may hold open at once.
+    #[arg(long, env = "HERALD_MAX_STREAMS_PER_CLIENT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_streams_per_client: u64,
     /// Largest request or response message, in bytes.
     #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u64,

@@ -144,7 +144,11 @@ pub async fn run_with_sink(
     let served = server::serve(
         listener,
         EventLoggerService::new(backend.store.clone(), rules),
-        NotifierService::new(fanout, shutdown.clone()),
+        NotifierService::new(
+            fanout,
+            shutdown.clone(),
+            config.max_streams_per_client as usize,
+        ),
         health,
         server::ServeOptions {
             auth: AuthLayer::new(keys, limits),

@@ -83,6 +83,7 @@ impl Fanout {
             },
         );
         Subscription {
+            _slot: None,
             rx,
             end,
             cursor: String::new(),
@@ -207,6 +208,8 @@ struct Subscription {
     /// The cursor of the last message sent, to tell a cut-off client where to resume.
     cursor: String,
     _guard: Guard,
+    /// Counts this stream against its client's limit while it is open.
+    _slot: Option<StreamSlot>,
 }
 
 /// The response stream of Subscribe.
@@ -217,12 +220,70 @@ pub type SubscribeStream =
 pub struct NotifierService {
     fanout: Arc<Fanout>,
     shutdown: CancellationToken,
+    streams: Arc<StreamCounts>,
 }
 
 impl NotifierService {
-    /// The service; its streams end with UNAVAILABLE when `shutdown` is cancelled.
-    pub fn new(fanout: Arc<Fanout>, shutdown: CancellationToken) -> Self {
-        Self { fanout, shutdown }
+    /// The service; its streams end with UNAVAILABLE when `shutdown` is
+    /// cancelled, and each client (or user) may hold `max_streams` at once.
+    pub fn new(fanout: Arc<Fanout>, shutdown: CancellationToken, max_streams: usize) -> Self {
+        let streams = Arc::new(StreamCounts {
+            max: max_streams,
+            open: Mutex::new(HashMap::new()),
+        });
+        Self {
+            fanout,
+            shutdown,
+            streams,
+        }
+    }
+}
+
+/// Open Subscribe streams per client id (or user, for user tokens).
+struct StreamCounts {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl StreamCounts {
+    /// A place for one more stream of `client`, held until the guard drops.
+    fn acquire(self: &Arc<Self>, client: String) -> Result<StreamSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(client.clone()).or_default();
+        if *count >= self.max {
+            let who = if client.is_empty() {
+                "anonymous callers"
+            } else {
+                client.as_str()
+            };
+            return Err(Status::resource_exhausted(format!(
+                "too many open Subscribe streams for {who} (at most {})",
+                self.max
+            )));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            counts: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One open stream's place in [`StreamCounts`].
+struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    client: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -235,6 +296,10 @@ impl Notifier for NotifierService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let user = crate::service::user_of(&request);
+        let client = match &user {
+            Some(user) => format!("user:{user}"),
+            None => crate::service::source_of(&request),
+        };
         let filter = SubscriptionFilter::try_from(request.into_inner())?;
         if user.is_some_and(|user| user != filter.user_id) {
             return Err(Status::permission_denied(
@@ -244,8 +309,10 @@ impl Notifier for NotifierService {
         if self.shutdown.is_cancelled() {
             return Err(Status::unavailable("server is shutting down"));
         }
+        let slot = self.streams.acquire(client)?;
         info!(user_id = %filter.user_id, "subscriber connected");
-        let subscription = self.fanout.subscribe(filter);
+        let mut subscription = self.fanout.subscribe(filter);
+        subscription._slot = Some(slot);
         let shutdown = self.shutdown.clone();
         let stream = futures_util::stream::unfold(Some(subscription), move |state| {
             let shutdown = shutdown.clone();

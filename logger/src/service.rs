@@ -138,7 +138,7 @@ impl EventLogger for EventLoggerService {
 }
 
 /// The client id of the caller (an event's `source`); empty in open mode.
-fn source_of<T>(request: &Request<T>) -> String {
+pub(crate) fn source_of<T>(request: &Request<T>) -> String {
     request
         .extensions()
         .get::<Identity>()

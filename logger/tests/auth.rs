@@ -477,3 +477,31 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
     );
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn each_client_holds_a_bounded_number_of_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let logger = Logger::start(
+        &["--keys-file", &keys, "--max-streams-per-client", "2"],
+        Lines::default().sink(),
+    )
+    .await;
+    let dashboard = logger.client_with_key(&key_of("dashboard")).await;
+    let first = dashboard.subscribe("a").await.expect("first");
+    let _second = dashboard.subscribe("b").await.expect("second");
+    let third = dashboard
+        .subscribe("c")
+        .await
+        .err()
+        .expect("over the limit");
+    assert_eq!(third.code(), Code::ResourceExhausted);
+    let ops = logger.client_with_key(&key_of("ops")).await;
+    let _other = ops.subscribe("a").await.expect("other clients count apart");
+    drop(first);
+    eventually(Duration::from_secs(5), "a freed place", || async {
+        dashboard.subscribe("d").await.ok()
+    })
+    .await;
+    logger.stop_within(Duration::from_secs(10)).await;
+}
