@@ -499,7 +499,7 @@ async fn each_client_holds_a_bounded_number_of_streams() {
     let ops = logger.client_with_key(&key_of("ops")).await;
     let _other = ops.subscribe("a").await.expect("other clients count apart");
     drop(first);
-    eventually(Duration::from_secs(5), "a freed place", || async {
+    let _fourth = eventually(Duration::from_secs(5), "a freed place", || async {
         dashboard.subscribe("d").await.ok()
     })
     .await;
