@@ -393,7 +393,13 @@ fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> boo
     }
     let before = out.len();
     let mut keys = 0;
-    let depth = walk(&serde_json::Value::Object(payload.clone()), &mut keys);
+    // The payload object itself is level 1; no copy of it is made to walk it.
+    keys += payload.len();
+    let depth = 1 + payload
+        .values()
+        .map(|v| walk(v, &mut keys))
+        .max()
+        .unwrap_or(0);
     let size = serde_json::to_string(payload).map_or(usize::MAX, |s| s.len());
     if size > MAX_PAYLOAD_BYTES {
         out.push(FieldViolation::new(

@@ -34,6 +34,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A caller without credentials, allowed `scopes`.
+    fn anonymous(scopes: Vec<Scope>) -> Self {
+        Self {
+            client_id: String::new(),
+            scopes,
+            rate: None,
+            user: None,
+        }
+    }
+
     /// Whether this identity may use `scope`.
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes
@@ -209,22 +219,22 @@ impl KeyRing {
     }
 
     /// Who is calling `path` with these headers, if allowed.
+    #[cfg(test)]
     fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Identity, Status> {
+        self.check_scope(Scope::required_for(path), headers)
+    }
+
+    /// Who is calling a method that needs `scope` (`None`: open to all).
+    fn check_scope(
+        &self,
+        scope: Option<Scope>,
+        headers: &http::HeaderMap,
+    ) -> Result<Identity, Status> {
         let Some(_) = &self.entries else {
-            return Ok(Identity {
-                client_id: String::new(),
-                scopes: vec![Scope::Admin],
-                rate: None,
-                user: None,
-            });
+            return Ok(Identity::anonymous(vec![Scope::Admin]));
         };
-        let Some(scope) = Scope::required_for(path) else {
-            return Ok(Identity {
-                client_id: String::new(),
-                scopes: Vec::new(),
-                rate: None,
-                user: None,
-            });
+        let Some(scope) = scope else {
+            return Ok(Identity::anonymous(Vec::new()));
         };
         let key = headers
             .get(http::header::AUTHORIZATION)
@@ -257,10 +267,8 @@ impl KeyRing {
 fn user_may_call(user: String, scope: Scope) -> Result<Identity, Status> {
     match scope {
         Scope::NotificationsSubscribe | Scope::EventsProcess => Ok(Identity {
-            client_id: String::new(),
-            scopes: Vec::new(),
-            rate: None,
             user: Some(user),
+            ..Identity::anonymous(Vec::new())
         }),
         _ => Err(Status::permission_denied(format!(
             "user tokens may only subscribe to their own notifications and mark their own \
@@ -333,12 +341,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
+        let scope = Scope::required_for(request.uri().path());
         let admitted = self
             .keys
-            .check(path, request.headers())
+            .check_scope(scope, request.headers())
             .and_then(|identity| {
-                if Scope::required_for(path).is_some() {
+                if scope.is_some() {
                     let bucket = match &identity.user {
                         Some(user) => format!("user:{user}"),
                         None => identity.client_id.clone(),

@@ -59,16 +59,6 @@ impl Fanout {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many subscribers are connected to this logger.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
-    }
-
-    /// Whether no subscriber is connected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter) -> Subscription {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

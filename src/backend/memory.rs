@@ -115,11 +115,6 @@ impl MemoryBackend {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Entries moved to the dead-letter list, with their reasons.
-    pub fn dead_letters(&self) -> Vec<(Delivery, String)> {
-        self.lock().dead.clone()
-    }
 }
 
 /// Memory entry ids and cursors look like Redis stream ids: `0-{sequence}`.
@@ -192,10 +187,18 @@ impl EventStore for MemoryBackend {
 
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
         let mut state = self.lock();
+        let before = (state.last_entry, state.last_notification);
         let results: Vec<Result<Event>> = changes.iter().map(|c| state.change_status(*c)).collect();
+        let after = (state.last_entry, state.last_notification);
         drop(state);
-        self.queued.notify_waiters();
-        self.notified.notify_waiters();
+        // Wake readers only for what this batch really queued or logged
+        // (no-ops and refused changes write nothing).
+        if after.0 != before.0 {
+            self.queued.notify_waiters();
+        }
+        if after.1 != before.1 {
+            self.notified.notify_waiters();
+        }
         Ok(results)
     }
 

@@ -460,11 +460,6 @@ impl RedisBackend {
             request_id_window: options.request_id_window,
         })
     }
-
-    /// The keys this backend uses.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
 }
 
 #[async_trait]
