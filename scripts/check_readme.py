@@ -3,7 +3,7 @@
 each answer, so the README cannot drift from the server.
 
 Every ```console block of README.md is run, in order, as a terminal session:
-`$ command` lines are run with bash (stderr shown with stdout, as a terminal
+`$ command` lines are run with bash in a scratch directory (stderr shown with stdout, as a terminal
 shows them), and the lines after a command up to the next `$` are its expected
 output. A command ending in `&` runs in the background; what it prints shows
 up after the next foreground commands, as it would in a terminal.
@@ -33,7 +33,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 # Fresh API keys and their SHA-256 digests differ on every run: matched, not compared.
 SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
-ADDR = re.compile(r"127\.0\.0\.1:5005\d")
+ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d)")
 
 
 def blocks(readme):
@@ -60,10 +60,11 @@ def free_port():
 
 
 class Session:
-    def __init__(self, addr, bin_dir):
-        # README addresses 127.0.0.1:5005N become free ports; :50051 is the
-        # logger this script started.
-        self.addrs = {"127.0.0.1:50051": addr}
+    def __init__(self, addr, bin_dir, workdir):
+        # README ports 5005N (on 127.0.0.1 or localhost) become free ports;
+        # 50051 is the logger this script started.
+        self.ports = {"50051": addr.split(":")[1]}
+        self.workdir = workdir
         self.bound = {}  # README UUID -> real UUID
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
                         HERALD_SERVER="http://" + addr)
@@ -73,7 +74,12 @@ class Session:
     def command(self, text):
         for readme_id, real_id in self.bound.items():
             text = text.replace(readme_id, real_id)
-        return ADDR.sub(lambda m: self.addrs.setdefault(m.group(), f"127.0.0.1:{free_port()}"), text)
+        return self.addrs(text)
+
+    def addrs(self, text):
+        """text with README ports replaced by the real ones."""
+        return ADDR.sub(lambda m: f"{m.group(1)}:{self.ports.setdefault(m.group(2), str(free_port()))}",
+                        text)
 
     def run(self, text):
         text = self.command(text)
@@ -82,13 +88,13 @@ class Session:
             # A session of its own, so stopping it stops everything it started.
             proc = subprocess.Popen(["bash", "-c", text.rstrip()[:-1]], stdout=out,
                                     stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+                                    cwd=self.workdir, start_new_session=True)
             self.background.append((proc, out))
             self.offsets.append(0)
             time.sleep(1.0)  # let it start or connect, as a person would wait
             return None, ""
         proc = subprocess.run(["bash", "-c", text], capture_output=True, text=True,
-                              env=self.env, timeout=60)
+                              env=self.env, cwd=self.workdir, timeout=60)
         return proc.returncode, proc.stdout + proc.stderr
 
     def background_output(self):
@@ -114,6 +120,7 @@ class Session:
             return False
         bindings = dict(self.bound)
         for want, got in zip(expected, actual):
+            want = self.addrs(want)
             pattern, ids = "", []
             pos = 0
             for m in re.finditer(f"{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}", want):
@@ -144,11 +151,16 @@ def main():
     if len(args) != 2:
         sys.exit(__doc__)
     logger_bin, bin_dir = os.path.abspath(args[0]), os.path.abspath(args[1])
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    readme = open(os.path.join(root, "README.md")).read()
+    # Commands run in a scratch directory (files they write stay out of the
+    # repository) that sees the repository's config/ as the README does.
+    workdir = tempfile.TemporaryDirectory()
+    os.symlink(os.path.join(root, "config"), os.path.join(workdir.name, "config"))
     addr = f"127.0.0.1:{free_port()}"
     logger = subprocess.Popen([logger_bin, "--listen", addr], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
-    session = Session(addr, bin_dir)
+    session = Session(addr, bin_dir, workdir.name)
     passed = failed = 0
     try:
         for _ in range(100):
@@ -185,6 +197,7 @@ def main():
         session.stop()
         logger.terminate()
         logger.wait(timeout=10)
+        workdir.cleanup()
     print(f"readme: {passed} passed, {failed} failed")
     sys.exit(1 if failed or not passed else 0)
 

@@ -17,7 +17,7 @@ use tonic::{
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
-use crate::Error;
+use crate::{Error, Tls};
 
 /// How idempotent calls are retried while the server answers UNAVAILABLE.
 #[derive(Clone, Copy, Debug)]
@@ -61,9 +61,8 @@ impl ApiKey {
             key => format!("Bearer {key}")
                 .parse()
                 .map(|v| Self(Some(v)))
-                .map_err(|_| Error::Connect {
-                    url: String::new(),
-                    reason: "the API key holds characters a header cannot carry".into(),
+                .map_err(|_| {
+                    Error::Setup("the API key holds characters a header cannot carry".into())
                 }),
         }
     }
@@ -97,11 +96,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the logger at `url` (`http://host:port`), failing if it
-    /// cannot be reached now.
+    /// Connects to the logger at `url` (`http://host:port`, or `https://`
+    /// trusting the public web roots), failing if it cannot be reached now.
     pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        Self::connect_with(url, &Tls::default()).await
+    }
+
+    /// [`Client::connect`] with TLS settings (a CA to trust, a client certificate).
+    pub async fn connect_with(url: impl Into<String>, tls: &Tls) -> Result<Self, Error> {
         let url = url.into();
-        let channel = endpoint(&url)?
+        let channel = tls
+            .endpoint(&url)?
             .connect()
             .await
             .map_err(|e| Error::Connect {
@@ -114,7 +119,14 @@ impl Client {
     /// A client that connects on first use (and reconnects as needed), for
     /// services that may start before the logger.
     pub fn connect_lazy(url: impl Into<String>) -> Result<Self, Error> {
-        Ok(Self::from_channel(endpoint(&url.into())?.connect_lazy()))
+        Self::connect_lazy_with(url, &Tls::default())
+    }
+
+    /// [`Client::connect_lazy`] with TLS settings.
+    pub fn connect_lazy_with(url: impl Into<String>, tls: &Tls) -> Result<Self, Error> {
+        Ok(Self::from_channel(
+            tls.endpoint(&url.into())?.connect_lazy(),
+        ))
     }
 
     fn from_channel(channel: Channel) -> Self {
@@ -134,19 +146,8 @@ impl Client {
     /// The same client, authenticating every call with `key` (an API key);
     /// an empty key means none.
     pub fn with_api_key(self, key: &str) -> Result<Self, Error> {
-        let value = match key.trim() {
-            "" => None,
-            key => Some(
-                format!("Bearer {key}")
-                    .parse()
-                    .map_err(|_| Error::Connect {
-                        url: String::new(),
-                        reason: "the API key holds characters a header cannot carry".into(),
-                    })?,
-            ),
-        };
         let retry = self.retry;
-        Ok(Self::with_key(self.channel, ApiKey(value)).with_retry(retry))
+        Ok(Self::with_key(self.channel, ApiKey::bearer(key)?).with_retry(retry))
     }
 
     /// The same client with another retry policy.
@@ -367,24 +368,6 @@ impl Client {
 }
 
 /// The endpoint for `url`; a bare `host:port` means `http://host:port`.
-fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, Error> {
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| Error::Connect {
-            url,
-            reason: e.to_string(),
-        })?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
-}
-
 /// A request to create `event`.
 fn create_request(event: EventInput) -> pb::CreateEventRequest {
     pb::CreateEventRequest {
@@ -420,12 +403,16 @@ fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {
 }
 
 /// An error with its sources, since transport errors hide the cause there.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Wrappers often repeat their cause's words; say each thing once.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

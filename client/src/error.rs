@@ -28,16 +28,22 @@ pub enum Error {
     /// The server sent something this client cannot read.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+    /// The client's own settings are unusable (a key a header cannot carry,
+    /// an unreadable certificate file).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl Error {
     /// The gRPC code: the server's, UNAVAILABLE when it could not be reached,
-    /// INTERNAL for an unreadable response.
+    /// INTERNAL for an unreadable response, INVALID_ARGUMENT for unusable
+    /// settings.
     pub fn code(&self) -> Code {
         match self {
             Self::Rpc { code, .. } => *code,
             Self::Connect { .. } => Code::Unavailable,
             Self::InvalidResponse(_) => Code::Internal,
+            Self::Setup(_) => Code::InvalidArgument,
         }
     }
 
@@ -62,9 +68,20 @@ impl From<Status> for Error {
                     .collect()
             })
             .unwrap_or_default();
+        // A transport failure ("transport error") says why only in its
+        // sources: a refused TLS handshake, a reset connection.
+        let mut message = status.message().to_owned();
+        if let Some(source) = std::error::Error::source(&status) {
+            let chain = crate::client::error_chain(source);
+            message = if chain.starts_with(&message) {
+                chain
+            } else {
+                format!("{message}: {chain}")
+            };
+        }
         Self::Rpc {
             code: status.code(),
-            message: status.message().to_owned(),
+            message,
             violations,
         }
     }

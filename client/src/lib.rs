@@ -13,12 +13,16 @@
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
+//! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
+//!   for mutual TLS, and [`TlsArgs`], the flags that name them.
 //! - `bin/herald/` (binary `herald`): the command-line tool, with `bench`, the
 //!   benchmark suite.
 
 pub mod client;
 pub mod error;
+pub mod tls;
 
 pub use client::{ApiKey, Client, Notification, RetryPolicy};
 pub use error::Error;
 pub use herald::{Event, EventStatus, FieldViolation};
+pub use tls::{Tls, TlsArgs};

@@ -176,19 +176,12 @@ impl KeyRing {
         }
     }
 
-    /// Adds a fresh key for a component inside this process (the embedded
-    /// worker) and returns it; in open mode there is nothing to add.
-    pub fn add_internal(
-        &mut self,
-        client_id: &str,
-        scopes: Vec<Scope>,
-    ) -> Result<Option<String>, String> {
-        let Some(entries) = &mut self.entries else {
-            return Ok(None);
-        };
+    /// A ring holding one fresh key only, for a component inside this process
+    /// (the embedded worker), and that key.
+    pub fn internal(client_id: &str, scopes: Vec<Scope>) -> Result<(Self, String), String> {
         let key = generate_key().map_err(|e| format!("no randomness for an internal key: {e}"))?;
         let hash = parse_hash(&hash_key(&key)).ok_or("hash of a fresh key")?;
-        entries.push(KeyEntry {
+        let entry = KeyEntry {
             hash,
             identity: Identity {
                 client_id: client_id.to_owned(),
@@ -196,8 +189,12 @@ impl KeyRing {
                 rate: None,
                 user: None,
             },
-        });
-        Ok(Some(key))
+        };
+        let ring = Self {
+            entries: Some(vec![entry]),
+            user_secret: None,
+        };
+        Ok((ring, key))
     }
 
     /// The identity of a presented key. Every entry is compared, in constant

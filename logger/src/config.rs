@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use herald::{backend::StoreOptions, domain::Rules};
+use herald_client::tls::read_pem;
 use herald_processor::WorkerConfig;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::{
     auth::KeyRing,
@@ -77,6 +79,17 @@ pub struct Config {
     /// notifications and mark its user's events OPENED, nothing else.
     #[arg(long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
     pub user_token_secret: Option<String>,
+    /// PEM certificate chain to serve TLS with (with --tls-key); without
+    /// it, plain HTTP/2.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must be signed by:
+    /// every connection must present one (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Allow open mode (no keys file) on a non-loopback address.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -149,6 +162,27 @@ impl Config {
                 burst: burst.unwrap_or(per_sec).max(1.0),
             })),
         }
+    }
+
+    /// The TLS settings, files read: `None` for plain HTTP/2. The error names the flag.
+    pub fn server_tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let mut tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                read_pem(cert, "CERTIFICATE", "--tls-cert")?,
+                read_pem(key, "PRIVATE KEY", "--tls-key")?,
+            ))
+            .timeout(Duration::from_secs(10));
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read_pem(
+                ca,
+                "CERTIFICATE",
+                "--tls-client-ca",
+            )?));
+        }
+        Ok(Some(tls))
     }
 
     /// The store's options.

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use auth::AuthLayer;
+use auth::{AuthLayer, KeyRing};
 pub use config::Config;
 use limits::RateLimiter;
 use notifier::{Fanout, NotifierService};
@@ -62,17 +62,8 @@ pub async fn run_with_sink(
     let addr = listener.local_addr().context("listener address")?;
     let rules = config.rules()?;
     let limits = Arc::new(RateLimiter::new(config.default_rate()?));
-    let mut keys = config.key_ring(addr)?;
-    // The embedded worker calls this server like any processor, with a key of its own.
-    let worker_key = if config.runs_worker() {
-        keys.add_internal(
-            "embedded-worker",
-            vec![Scope::EventsProcess, Scope::EventsRead],
-        )
-        .map_err(|e| anyhow::anyhow!(e))?
-    } else {
-        None
-    };
+    let keys = config.key_ring(addr)?;
+    let tls = config.server_tls()?;
     let keys = Arc::new(keys);
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
@@ -105,18 +96,25 @@ pub async fn run_with_sink(
 
     // The worker stops first, so its last UpdateStatus calls still reach this server.
     let stop_server = CancellationToken::new();
-    let worker = if config.runs_worker() {
-        let mut target = addr;
-        if target.ip().is_unspecified() {
-            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let client = Client::connect_lazy(format!("http://{target}"))
-            .and_then(|c| c.with_api_key(worker_key.as_deref().unwrap_or_default()))
+    // The embedded worker calls this server like any processor, over a
+    // loopback listener of its own that admits only its key: that way it
+    // needs neither the server's CA nor a client certificate.
+    let (worker, internal) = if config.runs_worker() {
+        let (ring, key) = KeyRing::internal(
+            "embedded-worker",
+            vec![Scope::EventsProcess, Scope::EventsRead],
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("loopback listener of the embedded worker")?;
+        let client = Client::connect_lazy(format!("http://{}", listener.local_addr()?))
+            .and_then(|c| c.with_api_key(&key))
             .context("embedded worker client")?;
         let queue = backend.queue.clone();
         let worker_config = config.embedded_worker.clone();
         let worker_shutdown = shutdown.clone();
-        Some(tokio::spawn(async move {
+        let worker = tokio::spawn(async move {
             run_worker(
                 queue.as_ref(),
                 client,
@@ -125,9 +123,11 @@ pub async fn run_with_sink(
                 worker_shutdown,
             )
             .await;
-        }))
+        });
+        let auth = AuthLayer::new(Arc::new(ring), Arc::new(RateLimiter::new(None)));
+        (Some(worker), Some((listener, auth)))
     } else {
-        None
+        (None, None)
     };
     {
         let (shutdown, stop_server) = (shutdown.clone(), stop_server.clone());
@@ -140,7 +140,7 @@ pub async fn run_with_sink(
         });
     }
 
-    info!(%addr, store = backend.kind, worker = config.runs_worker(), "listening");
+    info!(%addr, store = backend.kind, worker = config.runs_worker(), tls = config.tls_cert.is_some(), "listening");
     let served = server::serve(
         listener,
         EventLoggerService::new(backend.store.clone(), rules),
@@ -152,6 +152,8 @@ pub async fn run_with_sink(
         health,
         server::ServeOptions {
             auth: AuthLayer::new(keys, limits),
+            tls,
+            internal,
             max_message_bytes: config.max_message_bytes as usize,
             stop: stop_server,
             grace: config.shutdown_grace(),

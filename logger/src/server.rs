@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
+
 use herald::{
     backend::EventStore,
     pb::{event_logger_server::EventLoggerServer, notifier_server::NotifierServer},
@@ -11,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     server::NamedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
@@ -29,6 +31,11 @@ pub const HEALTH_SERVICES: [&str; 3] = [
 pub struct ServeOptions {
     /// Checks credentials, scopes and rate limits of every call.
     pub auth: AuthLayer,
+    /// TLS (and client certificates) on the public listener; `None`: plain HTTP/2.
+    pub tls: Option<ServerTlsConfig>,
+    /// A loopback listener, always plain HTTP/2, for the embedded worker, with
+    /// its own layer that admits only the worker's key.
+    pub internal: Option<(TcpListener, AuthLayer)>,
     /// Largest request or response message.
     pub max_message_bytes: usize,
     /// Cancelled to stop accepting calls.
@@ -37,23 +44,84 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-/// Serves every service on `listener` until `stop` is cancelled, then lets
-/// open calls finish for at most `grace`.
-pub async fn serve(
+/// The services one listener serves; cheap to clone.
+#[derive(Clone)]
+struct Services<H> {
+    logger: Arc<EventLoggerService>,
+    notifier: Arc<NotifierService>,
+    health: H,
+    max_message_bytes: usize,
+}
+
+/// Serves every service on `listener` (and the internal listener, if any)
+/// until `stop` is cancelled, then lets open calls finish for at most `grace`.
+pub async fn serve<H>(
     listener: TcpListener,
     logger: EventLoggerService,
     notifier: NotifierService,
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    health: tonic_health::pb::health_server::HealthServer<H>,
     options: ServeOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    H: tonic_health::pb::health_server::Health,
+{
     let ServeOptions {
         auth,
+        tls,
+        internal,
         max_message_bytes,
         stop,
         grace,
     } = options;
+    let services = Services {
+        logger: Arc::new(logger),
+        notifier: Arc::new(notifier),
+        health,
+        max_message_bytes,
+    };
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert, --tls-key or --tls-client-ca")?;
+    }
+    let public = serve_on(builder, listener, auth, services.clone(), stop.clone());
+    let internal = async {
+        match internal {
+            Some((listener, auth)) => {
+                serve_on(Server::builder(), listener, auth, services, stop.clone()).await
+            }
+            None => Ok(()),
+        }
+    };
+    tokio::select! {
+        result = async { tokio::try_join!(public, internal) } => { result?; }
+        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(?grace, "calls still open after the grace time; closing them");
+        }
+    }
+    info!("server stopped");
+    Ok(())
+}
+
+/// Serves `services` on `listener` through `builder` (which may hold TLS)
+/// until `stop` is cancelled and the open calls have ended.
+async fn serve_on<H>(
+    builder: Server,
+    listener: TcpListener,
+    auth: AuthLayer,
+    services: Services<tonic_health::pb::health_server::HealthServer<H>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let Services {
+        logger,
+        notifier,
+        health,
+        max_message_bytes,
+    } = services;
     // Both reflection versions describe every service, each other included, and
     // google.rpc's error details, so grpcurl can decode BadRequest violations.
     let reflection = || {
@@ -67,7 +135,7 @@ pub async fn serve(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let server = Server::builder()
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(auth)
@@ -75,12 +143,12 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            EventLoggerServer::new(logger)
+            EventLoggerServer::from_arc(logger)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )
         .add_service(
-            NotifierServer::new(notifier)
+            NotifierServer::from_arc(notifier)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )
@@ -89,15 +157,9 @@ pub async fn serve(
             // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
             // listeners tonic binds itself.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop.clone().cancelled_owned(),
-        );
-    tokio::select! {
-        result = server => result?,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            warn!(?grace, "calls still open after the grace time; closing them");
-        }
-    }
-    info!("server stopped");
+            stop.cancelled_owned(),
+        )
+        .await?;
     Ok(())
 }
 

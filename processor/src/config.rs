@@ -73,7 +73,7 @@ pub struct Config {
     /// Prefix of every Redis key.
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
     pub redis_prefix: String,
-    /// The logger whose UpdateStatus marks events processed.
+    /// The logger whose UpdateStatus marks events processed (http:// or https://).
     #[arg(
         long,
         env = "HERALD_LOGGER_URL",
@@ -89,6 +89,9 @@ pub struct Config {
         hide_default_value = true
     )]
     pub api_key: String,
+    /// TLS towards an https:// logger: the CA to trust and the client certificate.
+    #[command(flatten)]
+    pub tls: herald_client::TlsArgs,
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,

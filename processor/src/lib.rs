@@ -43,7 +43,8 @@ pub async fn run(
         prefix: config.redis_prefix.clone(),
     })
     .context("--redis-url")?;
-    let client = Client::connect_lazy(config.logger_url.clone())
+    let tls = config.tls.tls()?;
+    let client = Client::connect_lazy_with(config.logger_url.clone(), &tls)
         .context("--logger-url")?
         .with_api_key(&config.api_key)
         .context("--api-key")?;

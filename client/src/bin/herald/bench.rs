@@ -28,11 +28,11 @@ use herald::{
     EventStatus,
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
-use herald_client::ApiKey;
+use herald_client::{ApiKey, Tls};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The benchmarks.
@@ -120,12 +120,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs one benchmark against `server` and prints its results.
-pub async fn run(server: &str, api_key: &str, bench: &Bench, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    server: &str,
+    api_key: &str,
+    tls: &Tls,
+    bench: &Bench,
+    json: bool,
+) -> anyhow::Result<()> {
     let key = ApiKey::bearer(api_key)?;
     let report = match bench {
-        Bench::Ingest(args) => ingest(server, &key, args).await?,
-        Bench::E2e(args) => e2e(server, &key, args).await?,
-        Bench::Fanout(args) => fanout(server, &key, args).await?,
+        Bench::Ingest(args) => ingest(server, tls, &key, args).await?,
+        Bench::E2e(args) => e2e(server, tls, &key, args).await?,
+        Bench::Fanout(args) => fanout(server, tls, &key, args).await?,
     };
     if json {
         println!("{}", report.json());
@@ -240,20 +246,15 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
 }
 
-async fn connect_all(server: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
+async fn connect_all(server: &str, tls: &Tls, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = tls.endpoint(server)?;
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        let endpoint = Endpoint::from_shared(url.clone())?.tcp_nodelay(true);
         channels.push(
             endpoint
                 .connect()
                 .await
-                .with_context(|| format!("cannot connect to {url}"))?,
+                .with_context(|| format!("cannot connect to {server}"))?,
         );
     }
     Ok(channels)
@@ -333,8 +334,13 @@ where
     total
 }
 
-async fn ingest(server: &str, key: &ApiKey, args: &IngestArgs) -> anyhow::Result<Report> {
-    let channels = connect_all(server, args.connections).await?;
+async fn ingest(
+    server: &str,
+    tls: &Tls,
+    key: &ApiKey,
+    args: &IngestArgs,
+) -> anyhow::Result<Report> {
+    let channels = connect_all(server, tls, args.connections).await?;
     let floor = closed_loop(
         "health (floor)",
         &channels,
@@ -401,9 +407,9 @@ fn since(t: Option<prost_types::Timestamp>) -> Duration {
         .unwrap_or_default()
 }
 
-async fn e2e(server: &str, key: &ApiKey, args: &E2eArgs) -> anyhow::Result<Report> {
+async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::Result<Report> {
     let tag = run_tag();
-    let channels = connect_all(server, args.connections).await?;
+    let channels = connect_all(server, tls, args.connections).await?;
     let users: Vec<String> = (0..args.users.max(1))
         .map(|i| format!("{tag}-user-{i}"))
         .collect();
@@ -532,13 +538,18 @@ async fn e2e(server: &str, key: &ApiKey, args: &E2eArgs) -> anyhow::Result<Repor
     })
 }
 
-async fn fanout(server: &str, key: &ApiKey, args: &FanoutArgs) -> anyhow::Result<Report> {
+async fn fanout(
+    server: &str,
+    tls: &Tls,
+    key: &ApiKey,
+    args: &FanoutArgs,
+) -> anyhow::Result<Report> {
     let user = format!("{}-fanout", run_tag());
     let connections = args
         .subscribers
         .div_ceil(args.streams_per_connection.max(1))
         .max(1);
-    let channels = connect_all(server, connections).await?;
+    let channels = connect_all(server, tls, connections).await?;
     let bar = spinner("subscribing", Some(args.subscribers as u64));
     let arrived = Arc::new(AtomicU64::new(0));
     let mut readers = JoinSet::new();

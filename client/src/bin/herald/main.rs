@@ -12,7 +12,7 @@ use herald::{
     domain::{EventInput, Payload, rfc3339},
     pb,
 };
-use herald_client::{Client, Error};
+use herald_client::{Client, Error, TlsArgs};
 use uuid::Uuid;
 
 /// Herald's command-line tool: create, inspect and follow events.
@@ -40,6 +40,9 @@ struct Cli {
     /// Print JSON (one object per line) instead of readable text.
     #[arg(long, global = true)]
     json: bool,
+    /// TLS: the CA to trust and the client certificate.
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -214,7 +217,11 @@ async fn main() -> ExitCode {
         };
     }
     if let Command::Bench(which) = &cli.command {
-        return match bench::run(&cli.server, &cli.api_key, which, cli.json).await {
+        let run = async {
+            let tls = cli.tls.tls()?;
+            bench::run(&cli.server, &cli.api_key, &tls, which, cli.json).await
+        };
+        return match run.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -235,7 +242,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), Error> {
-    let client = Client::connect(cli.server.clone())
+    let client = Client::connect_with(cli.server.clone(), &cli.tls.tls()?)
         .await?
         .with_api_key(&cli.api_key)?;
     match &cli.command {
