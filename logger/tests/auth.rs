@@ -1,5 +1,6 @@
-//! API keys and scopes over gRPC: every RPC against no key, a wrong key, a key
-//! without the scope, and the right key; the caller becomes the source.
+//! API keys, scopes and user tokens over gRPC: every RPC against no key, a
+//! wrong key, a key without the scope, the right key, an expired user token,
+//! another user's token and the user's own; the caller becomes the source.
 
 mod common;
 
@@ -100,7 +101,11 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
 async fn every_rpc_checks_the_key_and_its_scope() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = keys_file(&dir);
-    let logger = Logger::start(&["--keys-file", &keys], Lines::default().sink()).await;
+    let logger = Logger::start(
+        &["--keys-file", &keys, "--user-token-secret", USER_SECRET],
+        Lines::default().sink(),
+    )
+    .await;
     let shop = logger.client_with_key(&key_of("shop")).await;
     let event = shop
         .create_event("u", "seed")
@@ -108,16 +113,23 @@ async fn every_rpc_checks_the_key_and_its_scope() {
         .expect("create with the write scope");
     let id = event.id.to_string();
 
+    // End users' tokens for the event's user "u": expired, another user's, own.
+    let expired = user_token("u", USER_SECRET, -3_600);
+    let other_user = user_token("x", USER_SECRET, 600);
+    let own_user = user_token("u", USER_SECRET, 600);
+    // RPC, a client allowed, a client denied, and whether u's own token may
+    // call it (Subscribe to u; the status change here is PROCESSED, which a
+    // user may not set).
     let table = [
-        ("CreateEvent", "shop", "analyst"),
-        ("CreateEvents", "shop", "worker"),
-        ("GetEvent", "analyst", "shop"),
-        ("ListEvents", "analyst", "dashboard"),
-        ("UpdateStatus", "worker", "analyst"),
-        ("BatchUpdateStatus", "worker", "shop"),
-        ("Subscribe", "dashboard", "worker"),
+        ("CreateEvent", "shop", "analyst", false),
+        ("CreateEvents", "shop", "worker", false),
+        ("GetEvent", "analyst", "shop", false),
+        ("ListEvents", "analyst", "dashboard", false),
+        ("UpdateStatus", "worker", "analyst", false),
+        ("BatchUpdateStatus", "worker", "shop", false),
+        ("Subscribe", "dashboard", "worker", true),
     ];
-    for (rpc, allowed, denied) in table {
+    for (rpc, allowed, denied, user_allowed) in table {
         assert_eq!(
             call(&logger, rpc, "", &id).await,
             Code::Unauthenticated,
@@ -142,6 +154,26 @@ async fn every_rpc_checks_the_key_and_its_scope() {
             call(&logger, rpc, &key_of("ops"), &id).await,
             Code::Ok,
             "{rpc} as admin"
+        );
+        assert_eq!(
+            call(&logger, rpc, &expired, &id).await,
+            Code::Unauthenticated,
+            "{rpc} with an expired user token"
+        );
+        assert_eq!(
+            call(&logger, rpc, &other_user, &id).await,
+            Code::PermissionDenied,
+            "{rpc} with another user's token"
+        );
+        let own = if user_allowed {
+            Code::Ok
+        } else {
+            Code::PermissionDenied
+        };
+        assert_eq!(
+            call(&logger, rpc, &own_user, &id).await,
+            own,
+            "{rpc} with the user's own token"
         );
     }
 
