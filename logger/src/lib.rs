@@ -62,9 +62,8 @@ pub async fn run_with_sink(
     let addr = listener.local_addr().context("listener address")?;
     let rules = config.rules()?;
     let limits = Arc::new(RateLimiter::new(config.default_rate()?));
-    let keys = config.key_ring(addr)?;
+    let keys = Arc::new(config.key_ring(addr)?);
     let tls = config.server_tls()?;
-    let keys = Arc::new(keys);
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
