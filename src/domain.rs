@@ -469,7 +469,7 @@ pub fn json_to_struct(payload: &Payload) -> prost_types::Struct {
 
 /// Not blank, at most `max` bytes, and one line: the notification is printed as
 /// a single line, so control characters (newlines included) are refused.
-fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
+pub(crate) fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
         out.push(FieldViolation::new(
             field,
@@ -724,34 +724,6 @@ macro_rules! batch_result {
 
 batch_result!(CreateEventResult, create_event_result);
 batch_result!(UpdateStatusResult, update_status_result);
-
-/// A validated Subscribe request: whose notifications to stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubscriptionFilter {
-    /// The user whose notifications are streamed.
-    pub user_id: String,
-}
-
-impl SubscriptionFilter {
-    /// Whether a logged change is a notification for this subscriber: the
-    /// event reached PROCESSED and belongs to the user.
-    pub fn matches(&self, event: &Event) -> bool {
-        event.status == EventStatus::Processed && event.user_id == self.user_id
-    }
-}
-
-impl TryFrom<pb::SubscribeRequest> for SubscriptionFilter {
-    type Error = Error;
-
-    fn try_from(r: pb::SubscribeRequest) -> Result<Self, Error> {
-        let mut violations = Vec::new();
-        check_text(&mut violations, "user_id", &r.user_id, MAX_USER_ID_BYTES);
-        match violations.is_empty() {
-            true => Ok(Self { user_id: r.user_id }),
-            false => Err(Error::InvalidArgument(violations)),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
 //! - [`query`]: ListEvents queries, their order and page tokens.
+//! - [`subscription`]: Subscribe filters and notification-log cursors.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
 //!   `NotificationFeed` traits, their Redis and memory implementations, and the
 //!   factory that picks one.
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod pb;
 pub mod query;
+pub mod subscription;
 
 #[cfg(feature = "backend")]
 pub mod backend;

@@ -731,6 +731,7 @@ async fn redis_consumer_recreates_a_vanished_group() {
 async fn request_ids_expire_after_the_window(config: BackendConfig) {
     let options = backend::StoreOptions {
         request_id_window: Duration::from_secs(1),
+        ..Default::default()
     };
     let b = backend::open_with(&config, &options).expect("backend");
     let first = b
@@ -753,6 +754,72 @@ async fn request_ids_expire_after_the_window(config: BackendConfig) {
         .await
         .expect("after the window");
     assert_ne!(later.id, first.id);
+}
+
+/// The notification log keeps at most its maximum length (Redis trims whole
+/// nodes, so a little more) and at most its age, and says what it trimmed.
+async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig) {
+    let options = backend::StoreOptions {
+        notifications_max_len: 50,
+        ..Default::default()
+    };
+    let b = backend::open_with(&config, &options).expect("backend");
+    let fresh = b.feed.history().await.expect("history");
+    assert_eq!(fresh.trimmed_through, "0-0");
+    for i in 0..300 {
+        b.store
+            .create(new_event("u", &format!("e{i}")))
+            .await
+            .expect("create");
+    }
+    let history = b.feed.history().await.expect("history");
+    assert_eq!(history.last, b.feed.latest_cursor().await.expect("latest"));
+    assert_ne!(history.trimmed_through, "0-0", "something was trimmed");
+    let kept = b.feed.read_range("0-0", 1_000).await.expect("read");
+    assert!((50..300).contains(&kept.len()), "{} kept", kept.len());
+    assert_eq!(kept.last().expect("kept").cursor, history.last);
+    // Everything after the trimmed cursor is still there, and nothing before.
+    let after_trimmed = b
+        .feed
+        .read_range(&history.trimmed_through, 1_000)
+        .await
+        .expect("read");
+    assert_eq!(after_trimmed, kept);
+    let described: Vec<&str> = kept.iter().map(|n| n.event.description.as_str()).collect();
+    let first = 300 - kept.len();
+    let expected: Vec<String> = (first..300).map(|i| format!("e{i}")).collect();
+    assert_eq!(described, expected);
+    // Paging by cursor walks the same entries.
+    let page = b.feed.read_range(&kept[9].cursor, 5).await.expect("page");
+    assert_eq!(page, kept[10..15]);
+
+    // By age: everything logged before now goes.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.feed
+        .trim_older_than(Duration::ZERO)
+        .await
+        .expect("trim by age");
+    assert!(b.feed.read_range("0-0", 10).await.expect("read").is_empty());
+    let history = b.feed.history().await.expect("history");
+    assert_eq!(history.trimmed_through, history.last);
+}
+
+#[tokio::test]
+async fn memory_feed_history_is_bounded() {
+    feed_history_is_bounded_and_says_what_was_trimmed(BackendConfig::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_feed_history_is_bounded() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    feed_history_is_bounded_and_says_what_was_trimmed(BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,8 +1,7 @@
 //! [`Client`]: typed calls to the logger.
 
-use std::{pin::Pin, time::Duration};
+use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use herald::{
     Event, EventStatus,
     domain::{BatchResult, EventInput, json_to_struct},
@@ -38,15 +37,6 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(2),
         }
     }
-}
-
-/// One notification received through [`Client::subscribe`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
-    /// The event whose notification was sent.
-    pub event: Event,
-    /// Its position in the notification log.
-    pub cursor: String,
 }
 
 /// Sends the API key, if any, as `authorization: Bearer <key>` on every call.
@@ -90,9 +80,9 @@ type Authed = InterceptedService<Channel, ApiKey>;
 pub struct Client {
     channel: Channel,
     logger: EventLoggerClient<Authed>,
-    notifier: NotifierClient<Authed>,
+    pub(crate) notifier: NotifierClient<Authed>,
     health: HealthClient<Channel>,
-    retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Client {
@@ -304,25 +294,6 @@ impl Client {
         Ok(response.results.into_iter().map(item_result).collect())
     }
 
-    /// Notifications sent to `user_id`, as they are sent, until the server ends
-    /// the stream (an error item) or the stream is dropped.
-    pub async fn subscribe(
-        &self,
-        user_id: &str,
-    ) -> Result<Pin<Box<dyn Stream<Item = Result<Notification, Error>> + Send>>, Error> {
-        let request = pb::SubscribeRequest {
-            user_id: user_id.into(),
-        };
-        let stream = self.notifier.clone().subscribe(request).await?.into_inner();
-        Ok(Box::pin(stream.map(|item| {
-            let message = item?;
-            Ok(Notification {
-                event: event_of(message.event)?,
-                cursor: message.cursor,
-            })
-        })))
-    }
-
     /// The gRPC health status (`SERVING`, `NOT_SERVING`, ...) of `service`
     /// (`""` for the whole server).
     pub async fn health(&self, service: &str) -> Result<String, Error> {
@@ -397,7 +368,7 @@ fn item_result(result: impl BatchResult) -> Result<Event, Error> {
     }
 }
 
-fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {
+pub(crate) fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {
     let event = event.ok_or_else(|| Error::InvalidResponse("response lacks the event".into()))?;
     Event::try_from(event).map_err(|e| Error::InvalidResponse(e.to_string()))
 }

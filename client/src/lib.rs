@@ -13,6 +13,8 @@
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
+//! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
+//!   subscription that resumes by itself after a dropped connection.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
 //!   for mutual TLS, and [`TlsArgs`], the flags that name them.
 //! - `bin/herald/` (binary `herald`): the command-line tool, with `bench`, the
@@ -20,9 +22,11 @@
 
 pub mod client;
 pub mod error;
+pub mod subscribe;
 pub mod tls;
 
-pub use client::{ApiKey, Client, Notification, RetryPolicy};
+pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
 pub use herald::{Event, EventStatus, FieldViolation};
+pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::{Tls, TlsArgs};

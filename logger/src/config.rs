@@ -39,6 +39,16 @@ pub struct Config {
     /// Messages buffered per subscriber; one that falls further behind is cut off.
     #[arg(long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_buffer: u32,
+    /// Idle time after which a Subscribe stream gets a heartbeat (seconds).
+    #[arg(long, env = "HERALD_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// Most entries the notification log keeps for resuming subscribers;
+    /// older ones are trimmed as new ones arrive.
+    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notifications_max_len: u64,
+    /// Oldest entry the notification log keeps (seconds; default 24 h).
+    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notifications_max_age_secs: u64,
     /// Event-type registry: a JSON file of payload schemas per type. Without it,
     /// the registry shipped in config/event-types.json is used.
     #[arg(long, env = "HERALD_EVENT_TYPES")]
@@ -189,6 +199,8 @@ impl Config {
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             request_id_window: Duration::from_secs(self.request_id_window_secs),
+            notifications_max_len: usize::try_from(self.notifications_max_len)
+                .unwrap_or(usize::MAX),
         }
     }
 

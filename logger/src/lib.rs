@@ -23,7 +23,7 @@ pub mod notifier;
 pub mod server;
 pub mod service;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use herald::{
@@ -39,7 +39,7 @@ use tracing::{info, warn};
 use auth::{AuthLayer, KeyRing};
 pub use config::Config;
 use limits::RateLimiter;
-use notifier::{Fanout, NotifierService};
+use notifier::{Fanout, NotifierOptions, NotifierService};
 use service::EventLoggerService;
 
 /// Runs the logger on `listener` until `shutdown` is cancelled; an embedded
@@ -92,6 +92,11 @@ pub async fn run_with_sink(
         shutdown.clone(),
     ));
     background.spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));
+    background.spawn(notifier::retain(
+        backend.feed.clone(),
+        Duration::from_secs(config.notifications_max_age_secs),
+        shutdown.clone(),
+    ));
 
     // The worker stops first, so its last UpdateStatus calls still reach this server.
     let stop_server = CancellationToken::new();
@@ -145,8 +150,12 @@ pub async fn run_with_sink(
         EventLoggerService::new(backend.store.clone(), rules),
         NotifierService::new(
             fanout,
+            backend.feed.clone(),
             shutdown.clone(),
-            config.max_streams_per_client as usize,
+            NotifierOptions {
+                max_streams: config.max_streams_per_client as usize,
+                heartbeat: Duration::from_secs(config.heartbeat_secs),
+            },
         ),
         health,
         server::ServeOptions {

@@ -1,9 +1,13 @@
-//! `herald.v1.Notifier`: live notifications.
+//! `herald.v1.Notifier`: live notifications, filtered, resumable.
 //!
 //! One tail of the notification log per logger process ([`Fanout::tail`])
 //! feeds every local subscriber through a bounded queue of its own. A
-//! subscriber whose queue is full is cut off with RESOURCE_EXHAUSTED (never
-//! skipped silently); on shutdown every stream ends with UNAVAILABLE so clients
+//! subscriber that resumes after a cursor first reads the log itself (a page
+//! at a time, as fast as it takes them) and joins the live feed when it has
+//! caught up; cursors drop what it already had, so the switch has no gap and
+//! no duplicate. A subscriber whose queue is full is cut off (a Lagged message,
+//! then RESOURCE_EXHAUSTED), never skipped silently; idle streams get
+//! heartbeats; on shutdown every stream ends with UNAVAILABLE so clients
 //! reconnect elsewhere.
 
 use std::{
@@ -13,14 +17,14 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU8, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use futures_util::Stream;
 use herald::{
     backend::{Notification, NotificationFeed},
-    domain::SubscriptionFilter,
-    pb::{self, notifier_server::Notifier},
+    pb::{self, notifier_server::Notifier, subscribe_response::Kind},
+    subscription::{Cursor, SubscribeRequest, SubscriptionFilter},
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
@@ -32,17 +36,26 @@ const OPEN: u8 = 0;
 const LAGGED: u8 = 1;
 const CLOSED: u8 = 2;
 
+/// Entries read from the log per page while a subscriber catches up.
+const CATCH_UP_PAGE: usize = 500;
+
+/// Subscribers of every user's changes are filed under this key.
+const EVERY_USER: &str = "";
+
 struct Subscriber {
     filter: SubscriptionFilter,
     tx: mpsc::Sender<pb::SubscribeResponse>,
     end: Arc<AtomicU8>,
 }
 
-/// The local subscribers of one logger, by user id.
+/// The local subscribers of one logger, by user id (every user's under "").
 pub struct Fanout {
     subscribers: Mutex<HashMap<String, HashMap<u64, Subscriber>>>,
     next_id: AtomicU64,
     buffer: usize,
+    /// The newest cursor offered to every subscriber: an idle subscriber has
+    /// had everything up to it.
+    position: Mutex<Cursor>,
 }
 
 impl Fanout {
@@ -52,6 +65,7 @@ impl Fanout {
             subscribers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             buffer,
+            position: Mutex::new(Cursor::START),
         })
     }
 
@@ -59,7 +73,17 @@ impl Fanout {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter) -> Subscription {
+    fn position(&self) -> Cursor {
+        *self.position.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_position(&self, cursor: &str) {
+        if let Ok(cursor) = cursor.parse() {
+            *self.position.lock().unwrap_or_else(|p| p.into_inner()) = cursor;
+        }
+    }
+
+    fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter) -> Live {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let end = Arc::new(AtomicU8::new(OPEN));
@@ -72,11 +96,9 @@ impl Fanout {
                 end: end.clone(),
             },
         );
-        Subscription {
-            _slot: None,
+        Live {
             rx,
             end,
-            cursor: String::new(),
             _guard: Guard {
                 fanout: self.clone(),
                 user,
@@ -95,38 +117,39 @@ impl Fanout {
         }
     }
 
-    /// Hands one logged change to the subscribers it concerns.
+    /// Hands one logged change to the subscribers whose filters it matches;
+    /// its message is built once, and only if someone wants it.
     pub fn publish(&self, notification: &Notification) {
         let mut subscribers = self.lock();
-        let Some(of_user) = subscribers.get_mut(&notification.event.user_id) else {
-            return;
-        };
-        let message = pb::SubscribeResponse {
-            event: Some(notification.event.clone().into()),
-            cursor: notification.cursor.clone(),
-        };
-        of_user.retain(|_, sub| {
-            if !sub.filter.matches(&notification.event) {
-                return true;
-            }
-            match sub.tx.try_send(message.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    sub.end.store(LAGGED, Ordering::Release);
-                    false
+        let mut message = None;
+        for user in [notification.event.user_id.as_str(), EVERY_USER] {
+            let Some(group) = subscribers.get_mut(user) else {
+                continue;
+            };
+            group.retain(|_, sub| {
+                if !sub.filter.matches(&notification.event) {
+                    return true;
                 }
-                Err(TrySendError::Closed(_)) => false,
+                let message = message.get_or_insert_with(|| event_message(notification));
+                match sub.tx.try_send(message.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        sub.end.store(LAGGED, Ordering::Release);
+                        false
+                    }
+                    Err(TrySendError::Closed(_)) => false,
+                }
+            });
+            if group.is_empty() {
+                subscribers.remove(user);
             }
-        });
-        if of_user.is_empty() {
-            subscribers.remove(&notification.event.user_id);
         }
     }
 
     /// Ends every subscription with UNAVAILABLE.
     fn close_all(&self) {
-        for (_, of_user) in self.lock().drain() {
-            for (_, sub) in of_user {
+        for (_, group) in self.lock().drain() {
+            for (_, sub) in group {
                 sub.end.store(CLOSED, Ordering::Release);
             }
         }
@@ -159,10 +182,12 @@ impl Fanout {
             match result {
                 Ok((current, batch)) => {
                     backoff = Duration::from_millis(100);
-                    cursor = Some(batch.last().map_or(current, |n| n.cursor.clone()));
+                    let newest = batch.last().map_or(current, |n| n.cursor.clone());
                     for notification in &batch {
                         self.publish(notification);
                     }
+                    self.set_position(&newest);
+                    cursor = Some(newest);
                 }
                 Err(err) => {
                     warn!(error = %err, retry_in = ?backoff, "cannot read the notification log");
@@ -179,6 +204,33 @@ impl Fanout {
     }
 }
 
+/// Keeps the notification log within `max_age`, trimming it every minute
+/// (or every half of `max_age`, if shorter) until `shutdown`.
+pub async fn retain(
+    feed: Arc<dyn NotificationFeed>,
+    max_age: Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        if let Err(err) = feed.trim_older_than(max_age).await {
+            warn!(error = %err, "cannot trim the notification log");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// The message of one logged change.
+fn event_message(notification: &Notification) -> pb::SubscribeResponse {
+    pb::SubscribeResponse {
+        kind: Some(Kind::Event(notification.event.clone().into())),
+        cursor: notification.cursor.clone(),
+    }
+}
+
 /// Unregisters a subscriber when its stream is dropped (the client went away).
 struct Guard {
     fanout: Arc<Fanout>,
@@ -192,39 +244,53 @@ impl Drop for Guard {
     }
 }
 
-struct Subscription {
+/// A subscriber's place in the live feed.
+struct Live {
     rx: mpsc::Receiver<pb::SubscribeResponse>,
     end: Arc<AtomicU8>,
-    /// The cursor of the last message sent, to tell a cut-off client where to resume.
-    cursor: String,
     _guard: Guard,
-    /// Counts this stream against its client's limit while it is open.
-    _slot: Option<StreamSlot>,
 }
 
 /// The response stream of Subscribe.
 pub type SubscribeStream =
     Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
-/// The Notifier service over a [`Fanout`].
+/// How the Notifier treats its streams.
+#[derive(Clone, Copy, Debug)]
+pub struct NotifierOptions {
+    /// Subscribe streams one client (or user) may hold at once.
+    pub max_streams: usize,
+    /// Idle time after which a stream gets a heartbeat.
+    pub heartbeat: Duration,
+}
+
+/// The Notifier service over a [`Fanout`] and the log it tails.
 pub struct NotifierService {
     fanout: Arc<Fanout>,
+    feed: Arc<dyn NotificationFeed>,
     shutdown: CancellationToken,
     streams: Arc<StreamCounts>,
+    heartbeat: Duration,
 }
 
 impl NotifierService {
-    /// The service; its streams end with UNAVAILABLE when `shutdown` is
-    /// cancelled, and each client (or user) may hold `max_streams` at once.
-    pub fn new(fanout: Arc<Fanout>, shutdown: CancellationToken, max_streams: usize) -> Self {
+    /// The service; its streams end with UNAVAILABLE when `shutdown` is cancelled.
+    pub fn new(
+        fanout: Arc<Fanout>,
+        feed: Arc<dyn NotificationFeed>,
+        shutdown: CancellationToken,
+        options: NotifierOptions,
+    ) -> Self {
         let streams = Arc::new(StreamCounts {
-            max: max_streams,
+            max: options.max_streams,
             open: Mutex::new(HashMap::new()),
         });
         Self {
             fanout,
+            feed,
             shutdown,
             streams,
+            heartbeat: options.heartbeat,
         }
     }
 }
@@ -290,51 +356,200 @@ impl Notifier for NotifierService {
             Some(user) => format!("user:{user}"),
             None => crate::service::source_of(&request),
         };
-        let filter = SubscriptionFilter::try_from(request.into_inner())?;
+        let SubscribeRequest { filter, after } = request.into_inner().try_into()?;
         if user.is_some_and(|user| user != filter.user_id) {
             return Err(Status::permission_denied(
                 "user tokens may only subscribe to their own notifications",
             ));
         }
         if self.shutdown.is_cancelled() {
-            return Err(Status::unavailable("server is shutting down"));
+            return Err(shutting_down());
         }
         let slot = self.streams.acquire(client)?;
-        info!(user_id = %filter.user_id, "subscriber connected");
-        let mut subscription = self.fanout.subscribe(filter);
-        subscription._slot = Some(slot);
-        let shutdown = self.shutdown.clone();
-        let stream = futures_util::stream::unfold(Some(subscription), move |state| {
-            let shutdown = shutdown.clone();
-            async move {
-                let mut sub = state?;
-                tokio::select! {
-                    biased;
-                    message = sub.rx.recv() => match message {
-                        Some(message) => {
-                            sub.cursor.clone_from(&message.cursor);
-                            Some((Ok(message), Some(sub)))
-                        }
-                        None => Some((Err(end_status(&sub)), None)),
-                    },
-                    () = shutdown.cancelled() => Some((Err(shutting_down()), None)),
-                }
-            }
-        });
+        info!(user_id = %filter.user_id, after = ?after.map(|c| c.to_string()), "subscriber connected");
+        let stream = subscription(
+            SubscriptionParts {
+                fanout: self.fanout.clone(),
+                feed: self.feed.clone(),
+                shutdown: self.shutdown.clone(),
+                heartbeat: self.heartbeat,
+                slot,
+            },
+            filter,
+            after,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
-fn shutting_down() -> Status {
-    Status::unavailable("server is shutting down; reconnect to another logger")
+/// What one subscription stream holds on to.
+struct SubscriptionParts {
+    fanout: Arc<Fanout>,
+    feed: Arc<dyn NotificationFeed>,
+    shutdown: CancellationToken,
+    heartbeat: Duration,
+    /// Counts this stream against its client's limit while it is open.
+    slot: StreamSlot,
 }
 
-fn end_status(sub: &Subscription) -> Status {
-    match sub.end.load(Ordering::Acquire) {
-        LAGGED => Status::resource_exhausted(format!(
-            "subscriber fell too far behind; last cursor delivered: {:?}",
-            sub.cursor
-        )),
-        _ => shutting_down(),
+/// The messages of one subscription: a gap notice if history was lost, what
+/// was logged after `after` (if given), then live changes with heartbeats.
+fn subscription(
+    parts: SubscriptionParts,
+    filter: SubscriptionFilter,
+    after: Option<Cursor>,
+) -> impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send {
+    async_stream::stream! {
+        let SubscriptionParts { fanout, feed, shutdown, heartbeat, slot: _slot } = parts;
+        // The newest cursor this subscriber has had (or skipped as filtered out).
+        let mut last = None;
+        if let Some(requested) = after {
+            let start = match history_start(feed.as_ref(), requested).await {
+                Ok((start, gap)) => {
+                    if let Some(gap) = gap {
+                        yield Ok(gap);
+                    }
+                    start
+                }
+                Err(status) => {
+                    yield Err(status);
+                    return;
+                }
+            };
+            // Catch up from the log alone, then join the live feed and read
+            // the log once more for what came in meanwhile.
+            let mut cursor = start;
+            loop {
+                if shutdown.is_cancelled() {
+                    yield Err(shutting_down());
+                    return;
+                }
+                let page = match feed.read_range(&cursor.to_string(), CATCH_UP_PAGE).await {
+                    Ok(page) => page,
+                    Err(err) => {
+                        yield Err(Status::from(err));
+                        return;
+                    }
+                };
+                let full = page.len() == CATCH_UP_PAGE;
+                for notification in &page {
+                    if filter.matches(&notification.event) {
+                        yield Ok(event_message(notification));
+                    }
+                }
+                if let Some(newest) = page.last().and_then(|n| n.cursor.parse().ok()) {
+                    cursor = newest;
+                }
+                if !full {
+                    break;
+                }
+            }
+            last = Some(cursor);
+        }
+        let mut live = fanout.subscribe(filter.clone());
+        if let Some(mut cursor) = last {
+            loop {
+                let page = match feed.read_range(&cursor.to_string(), CATCH_UP_PAGE).await {
+                    Ok(page) => page,
+                    Err(err) => {
+                        yield Err(Status::from(err));
+                        return;
+                    }
+                };
+                for notification in &page {
+                    if filter.matches(&notification.event) {
+                        yield Ok(event_message(notification));
+                    }
+                }
+                match page.last().and_then(|n| n.cursor.parse().ok()) {
+                    Some(newest) if page.len() == CATCH_UP_PAGE => cursor = newest,
+                    Some(newest) => {
+                        cursor = newest;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            last = Some(cursor);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                message = live.rx.recv() => match message {
+                    Some(message) => {
+                        let cursor = message.cursor.parse::<Cursor>().ok();
+                        // Already sent while catching up from the log.
+                        if cursor.is_some() && last.is_some() && cursor <= last {
+                            continue;
+                        }
+                        last = cursor.or(last);
+                        yield Ok(message);
+                    }
+                    None => {
+                        let resume = last.map(|c| c.to_string()).unwrap_or_default();
+                        if live.end.load(Ordering::Acquire) == LAGGED {
+                            yield Ok(pb::SubscribeResponse {
+                                kind: Some(Kind::Lagged(pb::Lagged { buffered: fanout.buffer as u32 })),
+                                cursor: resume.clone(),
+                            });
+                            yield Err(Status::resource_exhausted(format!(
+                                "subscriber fell too far behind; resume after cursor {resume:?}"
+                            )));
+                        } else {
+                            yield Err(shutting_down());
+                        }
+                        return;
+                    }
+                },
+                () = shutdown.cancelled() => {
+                    yield Err(shutting_down());
+                    return;
+                }
+                () = tokio::time::sleep(heartbeat) => {
+                    // Idle: everything up to the fan-out's position was offered to
+                    // this subscriber and its queue is empty, so it has had it all.
+                    let cursor = last.max(Some(fanout.position())).unwrap_or(Cursor::START);
+                    last = Some(cursor);
+                    yield Ok(pb::SubscribeResponse {
+                        kind: Some(Kind::Heartbeat(pb::Heartbeat {
+                            sent_at: Some(SystemTime::now().into()),
+                        })),
+                        cursor: cursor.to_string(),
+                    });
+                }
+            }
+        }
     }
+}
+
+/// Where reading after `requested` starts, with a gap notice when the log no
+/// longer holds everything after it (trimmed, or reset since).
+async fn history_start(
+    feed: &dyn NotificationFeed,
+    requested: Cursor,
+) -> Result<(Cursor, Option<pb::SubscribeResponse>), Status> {
+    let history = feed.history().await?;
+    let parse = |text: &str| text.parse::<Cursor>().unwrap_or(Cursor::START);
+    let (trimmed, newest) = (parse(&history.trimmed_through), parse(&history.last));
+    let reason = if requested > newest {
+        "the cursor is ahead of the notification log, which was reset since; changes after it may be lost"
+    } else if requested < trimmed {
+        "history before the oldest kept cursor was trimmed by retention; changes after the requested cursor may be lost"
+    } else {
+        return Ok((requested, None));
+    };
+    let oldest = trimmed.to_string();
+    let gap = pb::SubscribeResponse {
+        kind: Some(Kind::HistoryGap(pb::HistoryGap {
+            requested_cursor: requested.to_string(),
+            oldest_cursor: oldest.clone(),
+            reason: reason.into(),
+        })),
+        cursor: oldest,
+    };
+    Ok((trimmed, Some(gap)))
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("server is shutting down; reconnect to another logger")
 }

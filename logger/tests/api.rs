@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lines, Logger, assert_ends_unavailable, eventually};
+use common::{
+    Lines, Logger, NO_RETRIES, assert_ends_unavailable, eventually, expect_event, next_event,
+};
 use futures_util::StreamExt;
 use herald::{
     EventStatus,
@@ -206,7 +208,7 @@ async fn health_and_reflection_cover_every_service() {
 #[tokio::test]
 async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
-    let client = logger.client().await;
+    let client = logger.client().await.with_retry(NO_RETRIES);
     let err = match client.subscribe(" ").await {
         Ok(_) => panic!("blank user accepted"),
         Err(err) => err,
@@ -226,11 +228,7 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
         .await
         .expect("create");
 
-    let first = tokio::time::timeout(Duration::from_secs(10), alice.next())
-        .await
-        .expect("a notification in time")
-        .expect("stream open")
-        .expect("notification");
+    let first = expect_event(&mut alice).await;
     assert_eq!(first.event.id, mine.id);
     assert_eq!(first.event.status, EventStatus::Processed);
     assert!(!first.cursor.is_empty());
@@ -245,9 +243,9 @@ async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     )
     .await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), alice.next())
+        next_event(&mut alice, Duration::from_millis(300))
             .await
-            .is_err()
+            .is_none()
     );
 
     // Shutdown ends open streams with UNAVAILABLE, well within the grace time.

@@ -452,12 +452,7 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
     assert_eq!(other.code(), Code::PermissionDenied);
     let adas = shop.create_event("ada", "for ada").await.expect("create");
     let bobs = shop.create_event("bob", "for bob").await.expect("create");
-    use futures_util::StreamExt;
-    let first = tokio::time::timeout(Duration::from_secs(10), own.next())
-        .await
-        .expect("in time")
-        .expect("open")
-        .expect("notification");
+    let first = common::expect_event(&mut own).await;
     assert_eq!(first.event.id, adas.id);
     eventually(Duration::from_secs(10), "bob's event processed", || async {
         (analyst.get_event(bobs.id).await.ok()?.status == EventStatus::Processed).then_some(())

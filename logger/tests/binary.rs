@@ -82,7 +82,10 @@ async fn one_command_runs_the_whole_system() {
 #[tokio::test]
 async fn sigterm_stops_it_promptly_with_subscribers_connected() {
     let (mut logger, url, _stdout) = start_logger().await;
-    let client = Client::connect(url).await.expect("connect");
+    let client = Client::connect(url)
+        .await
+        .expect("connect")
+        .with_retry(common::NO_RETRIES);
     let mut streams = Vec::new();
     for i in 0..20 {
         streams.push(

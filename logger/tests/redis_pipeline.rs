@@ -9,7 +9,6 @@ use std::{
 };
 
 use common::{Lines, Logger, Processor, eventually};
-use futures_util::StreamExt;
 use herald::{
     Event, EventStatus,
     backend::{self, BackendConfig, Consumer, ConsumerConfig},
@@ -104,18 +103,14 @@ async fn two_processors_process_a_thousand_events_none_lost() {
         .collect();
     let mut heard = Vec::new();
     while heard.len() < expected.len() {
-        let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
-            .await
-            .expect("every notification arrives")
-            .expect("stream open")
-            .expect("notification");
+        let next = common::expect_event(&mut subscription).await;
         assert_eq!(next.event.status, EventStatus::Processed);
         heard.push(next.event.id);
     }
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), subscription.next())
+        common::next_event(&mut subscription, Duration::from_millis(300))
             .await
-            .is_err()
+            .is_none()
     );
     heard.sort();
     expected.sort();

@@ -13,8 +13,8 @@ use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, StoreOptions, WorkQueue,
+    Consumer, ConsumerConfig, Delivery, EventStore, History, Notification, NotificationFeed,
+    StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
@@ -46,7 +46,11 @@ struct State {
     dead: Vec<(Delivery, String)>,
     /// Idempotency keys by (source, request_id): the event created, and when.
     requests: HashMap<(String, String), (Uuid, Instant)>,
-    notifications: VecDeque<(u64, Event)>,
+    /// The notification log: sequence number, when logged, the event.
+    notifications: VecDeque<(u64, Instant, Event)>,
+    /// The newest sequence number trimmed from the log (0: none).
+    trimmed_through: u64,
+    notifications_max_len: usize,
     last_entry: u64,
     last_notification: u64,
 }
@@ -89,18 +93,44 @@ impl State {
     fn log(&mut self, event: &Event) {
         self.last_notification += 1;
         self.notifications
-            .push_back((self.last_notification, event.clone()));
-        while self.notifications.len() > NOTIFICATIONS_MAX_LEN {
-            self.notifications.pop_front();
+            .push_back((self.last_notification, Instant::now(), event.clone()));
+        while self.notifications.len() > self.notifications_max_len {
+            self.trim_front();
         }
+    }
+
+    fn trim_front(&mut self) {
+        if let Some((seq, _, _)) = self.notifications.pop_front() {
+            self.trimmed_through = seq;
+        }
+    }
+
+    /// Up to `max` notifications after sequence number `after`.
+    fn notifications_after(&self, after: u64, max: usize) -> Vec<Notification> {
+        // Sequence numbers ascend: find the start by bisection, not a scan.
+        let start = self
+            .notifications
+            .partition_point(|(seq, _, _)| *seq <= after);
+        self.notifications
+            .range(start..)
+            .take(max)
+            .map(|(seq, _, event)| Notification {
+                cursor: entry_id(*seq),
+                event: event.clone(),
+            })
+            .collect()
     }
 }
 
 impl MemoryBackend {
     /// An empty backend.
     pub fn new(options: &StoreOptions) -> Self {
+        let state = State {
+            notifications_max_len: options.notifications_max_len.max(1),
+            ..State::default()
+        };
         Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             queued: Arc::default(),
             notified: Arc::default(),
             request_id_window: options.request_id_window,
@@ -351,28 +381,39 @@ impl NotificationFeed for MemoryBackend {
             let notified = self.notified.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let state = self.lock();
-                // Sequence numbers ascend: find the start by bisection, not a scan.
-                let start = state
-                    .notifications
-                    .partition_point(|(seq, _)| *seq <= after);
-                let batch: Vec<Notification> = state
-                    .notifications
-                    .range(start..)
-                    .take(max)
-                    .map(|(seq, event)| Notification {
-                        cursor: entry_id(*seq),
-                        event: event.clone(),
-                    })
-                    .collect();
-                if !batch.is_empty() {
-                    return Ok(batch);
-                }
+            let batch = self.lock().notifications_after(after, max);
+            if !batch.is_empty() {
+                return Ok(batch);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Vec::new());
             }
         }
+    }
+
+    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>> {
+        let after = parse_entry_id(cursor)?;
+        Ok(self.lock().notifications_after(after, max))
+    }
+
+    async fn history(&self) -> Result<History> {
+        let state = self.lock();
+        Ok(History {
+            trimmed_through: entry_id(state.trimmed_through),
+            last: entry_id(state.last_notification),
+        })
+    }
+
+    async fn trim_older_than(&self, age: Duration) -> Result<()> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        while state
+            .notifications
+            .front()
+            .is_some_and(|(_, at, _)| now.duration_since(*at) > age)
+        {
+            state.trim_front();
+        }
+        Ok(())
     }
 }

@@ -143,6 +143,25 @@ pub trait NotificationFeed: Send + Sync + 'static {
         max: usize,
         block: Duration,
     ) -> Result<Vec<Notification>>;
+    /// Up to `max` entries after `cursor`, without waiting; for any number
+    /// of readers (subscribers catching up).
+    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>>;
+    /// The bounds of what the log still holds.
+    async fn history(&self) -> Result<History>;
+    /// Removes the entries older than `age` (retention by age; the length
+    /// bound is kept on every write).
+    async fn trim_older_than(&self, age: Duration) -> Result<()>;
+}
+
+/// The bounds of the notification log's kept history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// Entries at or before this cursor may have been removed: reading after
+    /// an older cursor may miss some.
+    pub trimmed_through: String,
+    /// The newest cursor the log ever handed out: a cursor beyond it comes
+    /// from a log that was since reset.
+    pub last: String,
 }
 
 /// Both halves and the feed of one backend, ready to share.
@@ -184,12 +203,15 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
 pub struct StoreOptions {
     /// How long a client's `request_id` keeps answering with the event it created.
     pub request_id_window: Duration,
+    /// Longest the notification log grows before its oldest entries go.
+    pub notifications_max_len: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             request_id_window: DEFAULT_REQUEST_ID_WINDOW,
+            notifications_max_len: DEFAULT_NOTIFICATIONS_MAX_LEN,
         }
     }
 }
@@ -218,8 +240,9 @@ pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backe
     }
 }
 
-/// Longest the notification log grows before its oldest entries are trimmed.
-pub const NOTIFICATIONS_MAX_LEN: usize = 100_000;
+/// Longest the notification log grows before its oldest entries are
+/// trimmed, unless [`StoreOptions`] say otherwise.
+pub const DEFAULT_NOTIFICATIONS_MAX_LEN: usize = 500_000;
 /// How long a client's `request_id` keeps answering with the event it created,
 /// unless [`StoreOptions`] say otherwise.
 pub const DEFAULT_REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);

@@ -19,7 +19,8 @@
 //! - `{prefix}:notifications`: stream, every creation and status change (entries
 //!   like the work queue's), tailed by each logger for live subscribers; trimmed
 //!   to about
-//!   [`NOTIFICATIONS_MAX_LEN`] entries (nobody acknowledges it).
+//!   `--notifications-max-len` entries (nobody acknowledges it) and, by a
+//!   periodic trim, to entries younger than the retention age.
 //! - `{prefix}:idx:all`, `{prefix}:idx:{user|session|category|type|status}:{value}`:
 //!   sorted sets of event ids scored by occurred_at (microseconds), the query
 //!   indexes; written by the same scripts as the records (the status index
@@ -41,8 +42,8 @@ use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     io::tcp::TcpSettings,
     streams::{
-        StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
-        StreamReadReply,
+        StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamRangeReply,
+        StreamReadOptions, StreamReadReply,
     },
 };
 use async_trait::async_trait;
@@ -51,13 +52,14 @@ use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, GROUP, NOTIFICATIONS_MAX_LEN, Notification,
-    NotificationFeed, StoreOptions, WorkQueue,
+    Consumer, ConsumerConfig, Delivery, EventStore, GROUP, History, Notification, NotificationFeed,
+    StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
     error::{Error, Result},
     query::{ListQuery, Page, Position},
+    subscription::Cursor,
 };
 
 /// How long one command may take before the shared connection gives up on it.
@@ -390,6 +392,7 @@ pub struct RedisBackend {
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
     request_id_window: Duration,
+    notifications_max_len: usize,
 }
 
 /// Most index entries one ListEvents call reads before it returns a short page.
@@ -458,6 +461,7 @@ impl RedisBackend {
             ))),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
+            notifications_max_len: options.notifications_max_len,
         })
     }
 }
@@ -481,7 +485,7 @@ impl EventStore for RedisBackend {
         invocation
             .key(self.keys.events())
             .key(self.keys.notifications())
-            .arg(NOTIFICATIONS_MAX_LEN)
+            .arg(self.notifications_max_len)
             .arg(RECORD_FIELDS * 2)
             .arg(self.request_id_window.as_secs().max(1))
             .arg(&self.keys.prefix);
@@ -537,7 +541,7 @@ impl EventStore for RedisBackend {
             .key(self.keys.events())
             .key(self.keys.notifications())
             .arg(to_micros(now()))
-            .arg(NOTIFICATIONS_MAX_LEN)
+            .arg(self.notifications_max_len)
             .arg(&self.keys.prefix);
         for change in changes {
             let sources: Vec<&str> = change.status.sources().map(EventStatus::as_str).collect();
@@ -1001,14 +1005,93 @@ impl NotificationFeed for RedisBackend {
                 return Err(redis_error(e));
             }
         };
-        reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|entry| {
-                let (cursor, event) = stream_entry_event(entry)?;
-                Ok(Notification { cursor, event })
-            })
-            .collect()
+        notifications(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids))
     }
+
+    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>> {
+        let reply: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(
+                self.keys.notifications(),
+                format!("({cursor}"),
+                "+",
+                max.max(1),
+            )
+            .await
+            .map_err(redis_error)?;
+        notifications(reply.ids)
+    }
+
+    async fn history(&self) -> Result<History> {
+        let info: Result<HashMap<String, Value>, RedisError> = ::redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.keys.notifications())
+            .query_async(&mut self.conn.clone())
+            .await;
+        let info = match info {
+            Ok(info) => info,
+            // No log yet: nothing was ever trimmed.
+            Err(e) if e.to_string().contains("no such key") => HashMap::new(),
+            Err(e) => return Err(redis_error(e)),
+        };
+        let text = |name: &str| match info.get(name) {
+            Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Some(Value::SimpleString(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let int = |name: &str| match info.get(name) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let first = match info.get("first-entry") {
+            Some(Value::Array(entry)) => match entry.first() {
+                Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let last = text("last-generated-id").unwrap_or_else(|| "0-0".to_owned());
+        // Trimming does not move Redis's max-deleted-entry-id: what is gone is
+        // told by how many entries were ever added against how many are left
+        // (Redis 7; before it, anything before the first entry counts as gone).
+        let length = int("length").unwrap_or(0);
+        let trimmed_through = match (int("entries-added"), first) {
+            (Some(added), _) if added == length => "0-0".to_owned(),
+            (_, Some(first)) => Cursor::predecessor(first).to_string(),
+            (Some(_), None) => last.clone(),
+            (None, None) => "0-0".to_owned(),
+        };
+        Ok(History {
+            trimmed_through,
+            last,
+        })
+    }
+
+    async fn trim_older_than(&self, age: Duration) -> Result<()> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let min_ms = now_ms.saturating_sub(age.as_millis());
+        let _: u64 = ::redis::cmd("XTRIM")
+            .arg(self.keys.notifications())
+            .arg("MINID")
+            .arg(format!("{min_ms}-0"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
+
+/// The notifications of stream entries.
+fn notifications(entries: impl IntoIterator<Item = StreamId>) -> Result<Vec<Notification>> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let (cursor, event) = stream_entry_event(entry)?;
+            Ok(Notification { cursor, event })
+        })
+        .collect()
 }

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use herald_client::Client;
+use herald_client::{Client, Message, Notification, RetryPolicy, Subscription};
 use herald_logger::Config;
 use herald_processor::{LineSink, Sink};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -156,20 +156,49 @@ impl Processor {
     }
 }
 
-/// Asserts that a subscription ends within 5 s, with UNAVAILABLE.
-pub async fn assert_ends_unavailable<S>(stream: &mut S)
-where
-    S: futures_util::Stream<Item = Result<herald_client::Notification, herald_client::Error>>
-        + Unpin,
-{
+/// The next event message of `stream` within `limit`, skipping heartbeats and
+/// other notices; `None` if none came in time, `Some(Err)` if the stream
+/// ended with an error.
+pub async fn next_event(
+    stream: &mut Subscription,
+    limit: Duration,
+) -> Option<Result<Notification, herald_client::Error>> {
     use futures_util::StreamExt;
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return None,
+            Ok(None) => panic!("the stream ended without an error"),
+            Ok(Some(Err(err))) => return Some(Err(err)),
+            Ok(Some(Ok(Message::Event(n)))) => return Some(Ok(*n)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The next event of `stream`, which must come within 10 s.
+pub async fn expect_event(stream: &mut Subscription) -> Notification {
+    next_event(stream, Duration::from_secs(10))
         .await
-        .expect("stream ended in time")
-        .expect("an end status");
+        .expect("a notification in time")
+        .expect("the stream is open")
+}
+
+/// Asserts that a subscription ends within 5 s, with UNAVAILABLE.
+pub async fn assert_ends_unavailable(stream: &mut Subscription) {
+    let end = next_event(stream, Duration::from_secs(5))
+        .await
+        .expect("stream ended in time");
     let err = end.expect_err("ends with an error");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
 }
+
+/// Client retries that give up at once, to see how a stream ends.
+pub const NO_RETRIES: RetryPolicy = RetryPolicy {
+    retries: 0,
+    initial_backoff: Duration::ZERO,
+    max_backoff: Duration::ZERO,
+};
 
 /// Polls `check` until it yields a value or `limit` passes (then panics with `what`).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T

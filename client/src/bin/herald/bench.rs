@@ -26,7 +26,10 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use herald::{
     EventStatus,
-    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
+    pb::{
+        self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient,
+        subscribe_response::Kind,
+    },
 };
 use herald_client::{ApiKey, Tls};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -423,13 +426,16 @@ async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::R
         let mut stream = client
             .subscribe(pb::SubscribeRequest {
                 user_id: user.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();
         let seen = seen.clone();
         readers.spawn(async move {
             while let Some(message) = stream.message().await? {
-                let Some(event) = message.event else { continue };
+                let Some(Kind::Event(event)) = message.kind else {
+                    continue;
+                };
                 if event.status != EventStatus::Processed.to_pb() as i32 {
                     continue;
                 }
@@ -559,6 +565,7 @@ async fn fanout(
         let mut stream = client
             .subscribe(pb::SubscribeRequest {
                 user_id: user.clone(),
+                ..Default::default()
             })
             .await
             .context("subscribe")?
@@ -571,10 +578,11 @@ async fn fanout(
             while got < expected {
                 match stream.message().await {
                     Ok(Some(message)) => {
-                        record(
-                            &mut latency,
-                            since(message.event.and_then(|e| e.updated_at)),
-                        );
+                        // Heartbeats and other notices are not deliveries.
+                        let Some(Kind::Event(event)) = message.kind else {
+                            continue;
+                        };
+                        record(&mut latency, since(event.updated_at));
                         got += 1;
                         arrived.fetch_add(1, Ordering::Relaxed);
                     }

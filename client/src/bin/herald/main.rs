@@ -2,7 +2,10 @@
 
 mod bench;
 
-use std::{process::ExitCode, time::SystemTime};
+use std::{
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
@@ -12,7 +15,7 @@ use herald::{
     domain::{EventInput, Payload, rfc3339},
     pb,
 };
-use herald_client::{Client, Error, TlsArgs};
+use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions, TlsArgs};
 use uuid::Uuid;
 
 /// Herald's command-line tool: create, inspect and follow events.
@@ -137,11 +140,32 @@ enum Command {
     /// Measure a running Herald: ingest, end-to-end and fan-out benchmarks.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// Print each notification sent to a user as it arrives, until interrupted.
+    /// Print each notification (or other change) as it arrives, until
+    /// interrupted; reconnects and resumes by itself if the connection drops.
     Subscribe {
-        /// Whose notifications to follow.
-        #[arg(long)]
+        /// Whose notifications to follow; omit for every user's.
+        #[arg(long, default_value = "")]
         user_id: String,
+        /// Only this category (repeat for any of several).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Only this type (repeat for any of several).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only this session.
+        #[arg(long, default_value = "")]
+        session_id: String,
+        /// Changes into this status (repeat for several; default: processed,
+        /// i.e. notifications as they are sent).
+        #[arg(long = "status", value_parser = parse_status)]
+        statuses: Vec<EventStatus>,
+        /// First print what was logged after this cursor (from an earlier
+        /// run's output), then follow live.
+        #[arg(long, default_value = "")]
+        after: String,
+        /// Mark each notification shown as OPENED (as the recipient's app would).
+        #[arg(long)]
+        mark_opened: bool,
     },
 }
 
@@ -351,29 +375,92 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
         }
         Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
-        Command::Subscribe { user_id } => {
-            let mut stream = client.subscribe(user_id).await?;
+        Command::Subscribe {
+            user_id,
+            categories,
+            types,
+            session_id,
+            statuses,
+            after,
+            mark_opened,
+        } => {
+            let options = SubscribeOptions {
+                user_id: user_id.clone(),
+                categories: categories.clone(),
+                types: types.clone(),
+                session_id: session_id.clone(),
+                statuses: statuses.clone(),
+                after_cursor: after.clone(),
+            };
+            // Keep following through outages, as a terminal session would.
+            let follow = RetryPolicy {
+                retries: u32::MAX,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+            };
+            let mut stream = client
+                .clone()
+                .with_retry(follow)
+                .subscribe_with(options)
+                .await?;
             loop {
-                tokio::select! {
+                let message = tokio::select! {
                     item = stream.next() => match item {
-                        Some(Ok(n)) if cli.json => {
-                            let mut value = event_json(&n.event);
-                            value["cursor"] = n.cursor.into();
-                            println!("{value}");
-                        }
-                        Some(Ok(n)) => println!(
-                            "{}  {}  {}: {}",
-                            rfc3339(n.event.updated_at), n.event.id, n.event.user_id, n.event.description
-                        ),
-                        Some(Err(e)) => return Err(e),
+                        Some(item) => item?,
                         None => return Ok(()),
                     },
                     _ = tokio::signal::ctrl_c() => return Ok(()),
+                };
+                match message {
+                    Message::Event(n) => {
+                        show_notification(&n, !statuses.is_empty(), cli.json);
+                        if *mark_opened && n.event.status == EventStatus::Processed {
+                            client
+                                .update_status(n.event.id, EventStatus::Opened)
+                                .await?;
+                        }
+                    }
+                    Message::HistoryGap {
+                        requested_cursor,
+                        oldest_cursor,
+                        reason,
+                    } => eprintln!(
+                        "warning: history after {requested_cursor} is incomplete ({reason}); \
+                         continuing after {oldest_cursor}"
+                    ),
+                    Message::Heartbeat { .. } => {}
                 }
             }
         }
     }
     Ok(())
+}
+
+/// One line per change: JSON with its cursor, or time, id, (status,) user and text.
+fn show_notification(n: &Notification, with_status: bool, json: bool) {
+    let e = &n.event;
+    if json {
+        let mut value = event_json(e);
+        value["cursor"] = n.cursor.clone().into();
+        println!("{value}");
+    } else if with_status {
+        println!(
+            "{}  {}  {:<9}  {}: {}",
+            rfc3339(e.updated_at),
+            e.id,
+            e.status.as_str(),
+            e.user_id,
+            e.description
+        );
+    } else {
+        println!(
+            "{}  {}  {}: {}",
+            rfc3339(e.updated_at),
+            e.id,
+            e.user_id,
+            e.description
+        );
+    }
 }
 
 fn event_json(e: &Event) -> serde_json::Value {

@@ -1,0 +1,284 @@
+//! What a subscriber asked for: [`SubscriptionFilter`] (whose changes, of
+//! which categories, types, session and statuses) and where to resume
+//! ([`Cursor`]), validated from a `SubscribeRequest`.
+
+use std::{cmp::Ordering, fmt, str::FromStr};
+
+use crate::{
+    domain::{
+        Event, EventStatus, FieldViolation, MAX_ATTRIBUTE_BYTES, MAX_USER_ID_BYTES, check_text,
+    },
+    error::Error,
+    pb,
+};
+
+/// Most entries a filter list (categories, types, statuses) may hold.
+pub const MAX_FILTER_VALUES: usize = 64;
+
+/// A position in the notification log: a stream entry id `{ms}-{seq}`.
+/// Cursors order as the log does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Cursor {
+    /// Milliseconds part (0 on the memory backend).
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl Cursor {
+    /// The position before every entry.
+    pub const START: Cursor = Cursor { ms: 0, seq: 0 };
+
+    /// The position just before this one.
+    pub fn predecessor(self) -> Cursor {
+        match self {
+            Cursor { ms, seq: 0 } => Cursor {
+                ms: ms.saturating_sub(1),
+                seq: if ms == 0 { 0 } else { u64::MAX },
+            },
+            Cursor { ms, seq } => Cursor { ms, seq: seq - 1 },
+        }
+    }
+}
+
+impl Ord for Cursor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.ms, self.seq).cmp(&(other.ms, other.seq))
+    }
+}
+
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    /// Parses `{ms}-{seq}`; anything else is INVALID_ARGUMENT on `cursor`.
+    fn from_str(text: &str) -> Result<Self, Error> {
+        text.split_once('-')
+            .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
+            .map(|(ms, seq)| Cursor { ms, seq })
+            .ok_or_else(|| Error::invalid("cursor", format!("is not a valid cursor: {text:?}")))
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Which logged changes a subscriber receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    /// Whose changes; empty for every user's.
+    pub user_id: String,
+    /// Any of these categories; empty for all.
+    pub categories: Vec<String>,
+    /// Any of these types; empty for all.
+    pub types: Vec<String>,
+    /// Only this session; empty for all.
+    pub session_id: String,
+    /// Changes into any of these statuses (never empty; PROCESSED by default).
+    pub statuses: Vec<EventStatus>,
+}
+
+impl SubscriptionFilter {
+    /// Notifications (PROCESSED) of one user: the default subscription.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            categories: Vec::new(),
+            types: Vec::new(),
+            session_id: String::new(),
+            statuses: vec![EventStatus::Processed],
+        }
+    }
+
+    /// Whether a logged change (the event as it reached its status) is for
+    /// this subscriber.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.statuses.contains(&event.status)
+            && (self.user_id.is_empty() || event.user_id == self.user_id)
+            && (self.categories.is_empty() || self.categories.contains(&event.category))
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
+            && (self.session_id.is_empty() || event.session_id == self.session_id)
+    }
+}
+
+/// A validated Subscribe request: the filter and where to resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    /// Which changes.
+    pub filter: SubscriptionFilter,
+    /// Resume after this position; `None` for live changes only.
+    pub after: Option<Cursor>,
+}
+
+impl TryFrom<pb::SubscribeRequest> for SubscribeRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::SubscribeRequest) -> Result<Self, Error> {
+        let mut violations = Vec::new();
+        let v = &mut violations;
+        if !r.user_id.is_empty() {
+            check_text(v, "user_id", &r.user_id, MAX_USER_ID_BYTES);
+        }
+        if !r.session_id.is_empty() {
+            check_text(v, "session_id", &r.session_id, MAX_ATTRIBUTE_BYTES);
+        }
+        for (field, values) in [("categories", &r.categories), ("types", &r.types)] {
+            check_count(v, field, values.len());
+            for (i, value) in values.iter().enumerate() {
+                check_text(v, &format!("{field}[{i}]"), value, MAX_ATTRIBUTE_BYTES);
+            }
+        }
+        check_count(v, "statuses", r.statuses.len());
+        let mut statuses = Vec::new();
+        for (i, &value) in r.statuses.iter().enumerate() {
+            match EventStatus::from_pb(value, &format!("statuses[{i}]")) {
+                Ok(status) if !statuses.contains(&status) => statuses.push(status),
+                Ok(_) => {}
+                Err(err) => v.extend(err.into_violations()),
+            }
+        }
+        if statuses.is_empty() {
+            statuses.push(EventStatus::Processed);
+        }
+        let after = match r.after_cursor.as_str() {
+            "" => None,
+            text => match text.parse::<Cursor>() {
+                Ok(cursor) => Some(cursor),
+                Err(_) => {
+                    v.push(FieldViolation::new(
+                        "after_cursor",
+                        format!("is not a cursor of this server: {text:?}"),
+                    ));
+                    None
+                }
+            },
+        };
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        Ok(Self {
+            filter: SubscriptionFilter {
+                user_id: r.user_id,
+                categories: r.categories,
+                types: r.types,
+                session_id: r.session_id,
+                statuses,
+            },
+            after,
+        })
+    }
+}
+
+fn check_count(out: &mut Vec<FieldViolation>, field: &str, n: usize) {
+    if n > MAX_FILTER_VALUES {
+        out.push(FieldViolation::new(
+            field,
+            format!("may hold at most {MAX_FILTER_VALUES} values, got {n}"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewEvent;
+
+    fn request(f: impl FnOnce(&mut pb::SubscribeRequest)) -> Result<SubscribeRequest, Error> {
+        let mut r = pb::SubscribeRequest {
+            user_id: "ann".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        SubscribeRequest::try_from(r)
+    }
+
+    fn fields(err: Error) -> Vec<String> {
+        err.into_violations().into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn cursors_parse_print_and_order_like_the_log() {
+        let a: Cursor = "1700000000000-0".parse().expect("cursor");
+        let b: Cursor = "1700000000000-1".parse().expect("cursor");
+        let c: Cursor = "1700000000001-0".parse().expect("cursor");
+        assert!(a < b && b < c && Cursor::START < a);
+        assert_eq!(a.to_string(), "1700000000000-0");
+        for bad in ["", "12", "a-b", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_to_processed_notifications() {
+        let r = request(|_| {}).expect("valid");
+        assert_eq!(r.filter, SubscriptionFilter::user("ann"));
+        assert_eq!(r.after, None);
+        // Everyone's, for a dashboard.
+        assert!(request(|r| r.user_id.clear()).is_ok());
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = request(|r| {
+            r.categories = vec!["ok".into(), "".into()];
+            r.types = vec!["t\n".into()];
+            r.session_id = "s".repeat(MAX_ATTRIBUTE_BYTES + 1);
+            r.statuses = vec![0, 99];
+            r.after_cursor = "yesterday".into();
+        })
+        .expect_err("invalid");
+        assert_eq!(
+            fields(err),
+            [
+                "session_id",
+                "categories[1]",
+                "types[0]",
+                "statuses[0]",
+                "statuses[1]",
+                "after_cursor"
+            ]
+        );
+        let err = request(|r| r.types = vec!["t".into(); MAX_FILTER_VALUES + 1]).expect_err("many");
+        assert_eq!(fields(err), ["types"]);
+    }
+
+    #[test]
+    fn filters_apply_to_every_attribute() {
+        let mut event = NewEvent::new("ann", "hi").expect("valid").into_event();
+        event.category = "billing".into();
+        event.event_type = "invoice".into();
+        event.session_id = "s1".into();
+        event.status = EventStatus::Processed;
+        let all = request(|r| {
+            r.categories = vec!["billing".into(), "shop".into()];
+            r.types = vec!["invoice".into()];
+            r.session_id = "s1".into();
+        })
+        .expect("valid")
+        .filter;
+        assert!(all.matches(&event));
+        let miss = |f: fn(&mut SubscriptionFilter)| {
+            let mut filter = all.clone();
+            f(&mut filter);
+            !filter.matches(&event)
+        };
+        assert!(miss(|f| f.user_id = "bob".into()));
+        assert!(miss(|f| f.categories = vec!["shop".into()]));
+        assert!(miss(|f| f.types = vec!["receipt".into()]));
+        assert!(miss(|f| f.session_id = "s2".into()));
+        assert!(miss(|f| f.statuses = vec![EventStatus::Pending]));
+        let everyone = SubscriptionFilter {
+            user_id: String::new(),
+            ..SubscriptionFilter::user("")
+        };
+        assert!(everyone.matches(&event));
+    }
+}
