@@ -400,9 +400,10 @@ fn subscription(
     after: Option<Cursor>,
 ) -> impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send {
     async_stream::stream! {
-        let SubscriptionParts { fanout, feed, shutdown, heartbeat, slot: _slot } = parts;
+        let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot: _slot } = parts;
         // The newest cursor this subscriber has had (or skipped as filtered out).
         let mut last = None;
+        let mut live = None;
         if let Some(requested) = after {
             let start = match history_start(feed.as_ref(), requested).await {
                 Ok((start, gap)) => {
@@ -416,8 +417,8 @@ fn subscription(
                     return;
                 }
             };
-            // Catch up from the log alone, then join the live feed and read
-            // the log once more for what came in meanwhile.
+            // Catch up from the log alone; once caught up, join the live feed
+            // and read the log once more for what came in meanwhile.
             let mut cursor = start;
             loop {
                 if shutdown.is_cancelled() {
@@ -431,7 +432,6 @@ fn subscription(
                         return;
                     }
                 };
-                let full = page.len() == CATCH_UP_PAGE;
                 for notification in &page {
                     if filter.matches(&notification.event) {
                         yield Ok(event_message(notification));
@@ -440,38 +440,31 @@ fn subscription(
                 if let Some(newest) = page.last().and_then(|n| n.cursor.parse().ok()) {
                     cursor = newest;
                 }
-                if !full {
+                if page.len() == CATCH_UP_PAGE {
+                    continue;
+                }
+                if live.is_some() {
                     break;
                 }
+                live = Some(fanout.subscribe(filter.clone()));
             }
             last = Some(cursor);
         }
-        let mut live = fanout.subscribe(filter.clone());
-        if let Some(mut cursor) = last {
-            loop {
-                let page = match feed.read_range(&cursor.to_string(), CATCH_UP_PAGE).await {
-                    Ok(page) => page,
-                    Err(err) => {
-                        yield Err(Status::from(err));
-                        return;
-                    }
-                };
-                for notification in &page {
-                    if filter.matches(&notification.event) {
-                        yield Ok(event_message(notification));
-                    }
-                }
-                match page.last().and_then(|n| n.cursor.parse().ok()) {
-                    Some(newest) if page.len() == CATCH_UP_PAGE => cursor = newest,
-                    Some(newest) => {
-                        cursor = newest;
-                        break;
-                    }
-                    None => break,
-                }
+        let mut live = match live {
+            Some(live) => live,
+            None => {
+                // Everything up to the fan-out's position now was published
+                // before this subscriber joined; everything after reaches its
+                // queue. A live-only stream gets that cursor at once, so a
+                // client that loses the connection before any change resumes
+                // from here.
+                let joined_at = fanout.position();
+                let live = fanout.subscribe(filter.clone());
+                last = Some(joined_at);
+                yield Ok(heartbeat(joined_at));
+                live
             }
-            last = Some(cursor);
-        }
+        };
         loop {
             tokio::select! {
                 biased;
@@ -505,20 +498,25 @@ fn subscription(
                     yield Err(shutting_down());
                     return;
                 }
-                () = tokio::time::sleep(heartbeat) => {
+                () = tokio::time::sleep(idle) => {
                     // Idle: everything up to the fan-out's position was offered to
                     // this subscriber and its queue is empty, so it has had it all.
                     let cursor = last.max(Some(fanout.position())).unwrap_or(Cursor::START);
                     last = Some(cursor);
-                    yield Ok(pb::SubscribeResponse {
-                        kind: Some(Kind::Heartbeat(pb::Heartbeat {
-                            sent_at: Some(SystemTime::now().into()),
-                        })),
-                        cursor: cursor.to_string(),
-                    });
+                    yield Ok(heartbeat(cursor));
                 }
             }
         }
+    }
+}
+
+/// A heartbeat: the subscriber has had everything up to `cursor`.
+fn heartbeat(cursor: Cursor) -> pb::SubscribeResponse {
+    pb::SubscribeResponse {
+        kind: Some(Kind::Heartbeat(pb::Heartbeat {
+            sent_at: Some(SystemTime::now().into()),
+        })),
+        cursor: cursor.to_string(),
     }
 }
 
