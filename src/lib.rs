@@ -10,6 +10,7 @@
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
 //! - [`query`]: ListEvents queries, their order and page tokens.
+//! - [`random`]: seedable pseudo-random numbers for simulations.
 //! - [`subscription`]: Subscribe filters and notification-log cursors.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
 //!   `NotificationFeed` traits, their Redis and memory implementations, and the
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod pb;
 pub mod query;
+pub mod random;
 pub mod subscription;
 
 #[cfg(feature = "backend")]

@@ -13,6 +13,7 @@
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
+//! - [`simulate`]: the delivery simulator behind `herald simulate`.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
 //!   subscription that resumes by itself after a dropped connection.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
@@ -22,6 +23,7 @@
 
 pub mod client;
 pub mod error;
+pub mod simulate;
 pub mod subscribe;
 pub mod tls;
 

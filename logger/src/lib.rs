@@ -116,6 +116,7 @@ pub async fn run_with_sink(
             .and_then(|c| c.with_api_key(&key))
             .context("embedded worker client")?;
         let queue = backend.queue.clone();
+        let sink = config.embedded_worker.sink_over(sink);
         let worker_config = config.embedded_worker.clone();
         let worker_shutdown = shutdown.clone();
         let worker = tokio::spawn(async move {

@@ -29,7 +29,7 @@ use herald::{
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// How a subscription ended, when the server ended it.
 const OPEN: u8 = 0;
@@ -366,7 +366,7 @@ impl Notifier for NotifierService {
             return Err(shutting_down());
         }
         let slot = self.streams.acquire(client)?;
-        info!(user_id = %filter.user_id, after = ?after.map(|c| c.to_string()), "subscriber connected");
+        debug!(user_id = %filter.user_id, after = ?after.map(|c| c.to_string()), "subscriber connected");
         let stream = subscription(
             SubscriptionParts {
                 fanout: self.fanout.clone(),

@@ -1,8 +1,11 @@
 //! The processor's configuration: clap flags, each with an env twin.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::{Args, Parser};
+use herald::random::{SplitMix64, parse_ratio};
+
+use crate::sink::{SimulatedSink, Sink};
 
 /// Flags of a worker, shared by `herald-processor` and the logger's embedded worker.
 #[derive(Args, Clone, Debug)]
@@ -19,6 +22,20 @@ pub struct WorkerConfig {
     /// Dead-letter an entry delivered more than this many times, marking its event FAILED.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_deliveries: u64,
+    /// Wait before retrying a failed delivery (milliseconds); doubles per
+    /// attempt up to 10 s. After --max-deliveries attempts the event is FAILED.
+    #[arg(long, env = "HERALD_RETRY_BACKOFF_MS", default_value_t = 100)]
+    pub retry_backoff_ms: u64,
+    /// Where notifications go: `line` (print the notification line) or
+    /// `simulated` (lose --loss-ratio of attempts, print the rest).
+    #[arg(long, env = "HERALD_SINK", value_enum, default_value_t = SinkKind::Line)]
+    pub sink: SinkKind,
+    /// With --sink simulated: the share of delivery attempts lost (0 to 1).
+    #[arg(long, env = "HERALD_LOSS_RATIO", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub loss_ratio: f64,
+    /// With --sink simulated: seed of the losses (default: from the clock).
+    #[arg(long, env = "HERALD_SINK_SEED")]
+    pub sink_seed: Option<u64>,
     /// Longest wait of one blocking read for new entries (milliseconds).
     #[arg(long, env = "HERALD_BLOCK_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub block_ms: u64,
@@ -27,7 +44,37 @@ pub struct WorkerConfig {
     pub worker_grace_ms: u64,
 }
 
+/// Which sink a worker delivers through.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Print the notification line.
+    Line,
+    /// Lose a share of attempts (`--loss-ratio`), print the rest.
+    Simulated,
+}
+
 impl WorkerConfig {
+    /// The sink these flags ask for, over `inner` (which prints the lines).
+    pub fn sink_over(&self, inner: Arc<dyn Sink>) -> Arc<dyn Sink> {
+        match self.sink {
+            SinkKind::Line => inner,
+            SinkKind::Simulated => {
+                let rng = self
+                    .sink_seed
+                    .map_or_else(SplitMix64::from_time, SplitMix64::new);
+                Arc::new(SimulatedSink::new(inner, self.loss_ratio, rng))
+            }
+        }
+    }
+
+    /// Wait before retry number `attempt` (1 for the first retry).
+    pub fn retry_backoff(&self, attempt: u64) -> Duration {
+        let shift = attempt.saturating_sub(1).min(16) as u32;
+        Duration::from_millis(self.retry_backoff_ms)
+            .saturating_mul(1 << shift)
+            .min(Duration::from_secs(10))
+    }
+
     /// Reclaim entries idle longer than this.
     pub fn claim_idle(&self) -> Duration {
         Duration::from_millis(self.claim_idle_ms)

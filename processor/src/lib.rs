@@ -28,7 +28,7 @@ use herald_client::Client;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, WorkerConfig};
-pub use sink::{LineSink, Sink};
+pub use sink::{LineSink, SimulatedSink, Sink};
 pub use worker::run_worker;
 
 /// Runs a processor on Redis until `shutdown` is cancelled, then finishes the
@@ -57,7 +57,7 @@ pub async fn run(
     run_worker(
         backend.queue.as_ref(),
         client,
-        sink,
+        config.worker.sink_over(sink),
         &config.worker,
         shutdown,
     )

@@ -1,9 +1,14 @@
-//! Where notifications go. Later sinks (webhooks, e-mail) implement [`Sink`].
+//! Where notifications go: [`LineSink`] prints them, [`SimulatedSink`] loses
+//! a share of attempts for the delivery simulator. Later sinks (webhooks,
+//! e-mail) implement [`Sink`].
 
-use std::{io::Write, sync::Mutex};
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
-use herald::Event;
+use herald::{Event, random::SplitMix64};
 
 /// A destination of notifications.
 #[async_trait]
@@ -53,5 +58,74 @@ impl Sink for LineSink {
         writeln!(out, "{line}")?;
         out.flush()?;
         Ok(())
+    }
+}
+
+/// Loses each delivery attempt with a given probability (an error, as a
+/// flaky provider would give) and hands the others to an inner sink: the
+/// delivery simulator's sink.
+pub struct SimulatedSink {
+    inner: Arc<dyn Sink>,
+    loss_ratio: f64,
+    rng: Mutex<SplitMix64>,
+}
+
+impl SimulatedSink {
+    /// Loses `loss_ratio` of attempts (0 to 1), drawn from `rng`.
+    pub fn new(inner: Arc<dyn Sink>, loss_ratio: f64, rng: SplitMix64) -> Self {
+        Self {
+            inner,
+            loss_ratio,
+            rng: Mutex::new(rng),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for SimulatedSink {
+    async fn deliver(&self, event: &Event) -> anyhow::Result<()> {
+        let lost = self
+            .rng
+            .lock()
+            .map_err(|_| anyhow::anyhow!("simulated sink lock poisoned"))?
+            .chance(self.loss_ratio);
+        if lost {
+            anyhow::bail!("simulated loss of the notification of event {}", event.id);
+        }
+        self.inner.deliver(event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald::NewEvent;
+
+    #[tokio::test]
+    async fn the_simulated_sink_loses_its_share_and_passes_the_rest_on() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let inner = Arc::new(LineSink::new(Shared(out.clone())));
+        let sink = SimulatedSink::new(inner, 0.25, SplitMix64::new(9));
+        let event = NewEvent::new("u", "hi").expect("valid").into_event();
+        let mut lost = 0;
+        for _ in 0..4_000 {
+            if sink.deliver(&event).await.is_err() {
+                lost += 1;
+            }
+        }
+        // 1,000 expected, sd ~27: within five.
+        assert!((865..=1_135).contains(&lost), "{lost}");
+        let lines = String::from_utf8(out.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(lines.lines().count(), 4_000 - lost);
     }
 }

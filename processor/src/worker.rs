@@ -45,6 +45,8 @@ struct Context {
     client: Client,
     sink: Arc<dyn Sink>,
     max_deliveries: u64,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
 }
 
 /// Consumes the queue as one member of the group until `shutdown` is
@@ -67,6 +69,8 @@ pub async fn run_worker(
         client,
         sink,
         max_deliveries: config.max_deliveries,
+        config: config.clone(),
+        shutdown: shutdown.clone(),
     });
     let (settle, settle_queue) = mpsc::channel::<Delivered>(config.concurrency as usize);
     let settler = {
@@ -145,13 +149,50 @@ pub async fn run_worker(
 async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
     let outcome = match check_redelivery(context, &delivery).await {
         Some(outcome) => outcome,
-        None => match context.sink.deliver(&delivery.event).await {
+        None => match send(context, &delivery).await {
             Ok(()) => return Some(delivery),
-            Err(err) => Outcome::Retry(format!("sink failed: {err:#}")),
+            Err(outcome) => outcome,
         },
     };
     apply(context, &delivery, outcome).await;
     None
+}
+
+/// Sends through the sink, retrying failed attempts after a growing wait;
+/// the attempt that makes --max-deliveries gives the event up (FAILED,
+/// dead-lettered). On shutdown the entry is left pending for later.
+async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
+    let mut attempt = delivery.deliveries.max(1);
+    loop {
+        let err = match context.sink.deliver(&delivery.event).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if attempt >= context.max_deliveries {
+            let reason = format!("{attempt} delivery attempts failed, the last with: {err:#}");
+            return Err(give_up(context, &delivery.event, reason).await);
+        }
+        debug!(event_id = %delivery.event.id, attempt, error = %err, "delivery failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(context.config.retry_backoff(attempt)) => {}
+            () = context.shutdown.cancelled() => {
+                return Err(Outcome::Retry(format!("sink failed: {err:#}")));
+            }
+        }
+        attempt += 1;
+    }
+}
+
+/// Marks the event FAILED, then its entry is dead-lettered.
+async fn give_up(context: &Context, event: &herald::Event, reason: String) -> Outcome {
+    match context
+        .client
+        .update_status(event.id, EventStatus::Failed)
+        .await
+    {
+        Ok(_) => Outcome::DeadLetter(reason),
+        Err(err) => settle_error(err),
+    }
 }
 
 /// For an entry delivered before: settles it if it needs no (more) sending.
@@ -159,16 +200,7 @@ async fn check_redelivery(context: &Context, delivery: &Delivery) -> Option<Outc
     let event = &delivery.event;
     if delivery.deliveries > context.max_deliveries {
         let reason = format!("delivered {} times without success", delivery.deliveries);
-        return Some(
-            match context
-                .client
-                .update_status(event.id, EventStatus::Failed)
-                .await
-            {
-                Ok(_) => Outcome::DeadLetter(reason),
-                Err(err) => settle_error(err),
-            },
-        );
+        return Some(give_up(context, event, reason).await);
     }
     if delivery.deliveries > 1 {
         // An earlier attempt may have finished all but the ack.

@@ -4,6 +4,7 @@ mod bench;
 
 use std::{
     process::ExitCode,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -14,8 +15,12 @@ use herald::{
     auth::{Scope, generate_key, hash_key},
     domain::{EventInput, Payload, rfc3339},
     pb,
+    random::parse_ratio,
 };
-use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions, TlsArgs};
+use herald_client::{
+    Client, Error, Message, Notification, RetryPolicy, SubscribeOptions, TlsArgs,
+    simulate::{SimulateOptions, simulate},
+};
 use uuid::Uuid;
 
 /// Herald's command-line tool: create, inspect and follow events.
@@ -137,6 +142,10 @@ enum Command {
     /// Make API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Simulate users receiving and opening notifications while the
+    /// processors lose deliveries (start them with --sink simulated
+    /// --loss-ratio R); reports what the server says happened.
+    Simulate(SimulateArgs),
     /// Measure a running Herald: ingest, end-to-end and fan-out benchmarks.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -167,6 +176,32 @@ enum Command {
         #[arg(long)]
         mark_opened: bool,
     },
+}
+
+/// Flags of `herald simulate`.
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Simulated users, each with a live subscription.
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Events per user.
+    #[arg(long, default_value_t = 5)]
+    messages: usize,
+    /// The loss ratio the processors were started with (for the report).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    loss_ratio: f64,
+    /// The share of notifications each user marks OPENED.
+    #[arg(long, default_value_t = 0.3, value_parser = parse_ratio)]
+    open_ratio: f64,
+    /// The processors' --max-deliveries (for the report).
+    #[arg(long, default_value_t = 5)]
+    max_deliveries: u32,
+    /// Seed of the users' choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Give up waiting for the events to settle after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -375,6 +410,39 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
         }
         Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
+        Command::Simulate(args) => {
+            let options = SimulateOptions {
+                users: args.users,
+                messages: args.messages,
+                loss_ratio: args.loss_ratio,
+                open_ratio: args.open_ratio,
+                max_deliveries: args.max_deliveries,
+                seed: args.seed,
+                timeout: Duration::from_secs(args.timeout_secs),
+            };
+            let bar = indicatif::ProgressBar::new((args.users * args.messages) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} settled {pos}/{len} [{bar:40}] {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let progress = {
+                let bar = bar.clone();
+                Arc::new(move |settled: u64, created: u64| {
+                    bar.set_length(created.max(1));
+                    bar.set_position(settled);
+                })
+            };
+            let report = simulate(&client, &options, progress).await;
+            bar.finish_and_clear();
+            let report = report?;
+            if cli.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+        }
         Command::Subscribe {
             user_id,
             categories,
