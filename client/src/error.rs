@@ -73,7 +73,7 @@ impl From<Status> for Error {
         let mut message = status.message().to_owned();
         if let Some(source) = std::error::Error::source(&status) {
             let chain = crate::client::error_chain(source);
-            message = if chain.starts_with(&message) {
+            message = if chain.contains(&message) {
                 chain
             } else {
                 format!("{message}: {chain}")

@@ -168,7 +168,11 @@ impl Fanout {
             let step = async {
                 let current = match cursor.clone() {
                     Some(c) => c,
-                    None => feed.latest_cursor().await?,
+                    None => {
+                        let latest = feed.latest_cursor().await?;
+                        self.set_position(&latest);
+                        latest
+                    }
                 };
                 let batch = feed
                     .read_after(&current, 1_000, Duration::from_secs(5))
@@ -458,7 +462,13 @@ fn subscription(
                 // queue. A live-only stream gets that cursor at once, so a
                 // client that loses the connection before any change resumes
                 // from here.
-                let joined_at = fanout.position();
+                let mut joined_at = fanout.position();
+                if joined_at == Cursor::START {
+                    // The tail has not started: where it will start is no earlier.
+                    if let Ok(latest) = feed.latest_cursor().await {
+                        joined_at = latest.parse().unwrap_or(Cursor::START);
+                    }
+                }
                 let live = fanout.subscribe(filter.clone());
                 last = Some(joined_at);
                 yield Ok(heartbeat(joined_at));

@@ -5,6 +5,10 @@
 //! batches (one BatchUpdateStatus call each) and acknowledges the batch's
 //! entries with one XACK: an entry is acknowledged only after its event's
 //! status change succeeded.
+//!
+//! A failed delivery is retried in place after a growing wait; once the
+//! attempts (redeliveries of the entry included) reach `--max-deliveries`, the
+//! event is marked FAILED and its entry dead-lettered.
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,7 +48,6 @@ struct Context {
     consumer: Arc<dyn Consumer>,
     client: Client,
     sink: Arc<dyn Sink>,
-    max_deliveries: u64,
     config: WorkerConfig,
     shutdown: CancellationToken,
 }
@@ -68,7 +71,6 @@ pub async fn run_worker(
         consumer,
         client,
         sink,
-        max_deliveries: config.max_deliveries,
         config: config.clone(),
         shutdown: shutdown.clone(),
     });
@@ -168,7 +170,7 @@ async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
             Ok(()) => return Ok(()),
             Err(err) => err,
         };
-        if attempt >= context.max_deliveries {
+        if attempt >= context.config.max_deliveries {
             let reason = format!("{attempt} delivery attempts failed, the last with: {err:#}");
             return Err(give_up(context, &delivery.event, reason).await);
         }
@@ -198,7 +200,7 @@ async fn give_up(context: &Context, event: &herald::Event, reason: String) -> Ou
 /// For an entry delivered before: settles it if it needs no (more) sending.
 async fn check_redelivery(context: &Context, delivery: &Delivery) -> Option<Outcome> {
     let event = &delivery.event;
-    if delivery.deliveries > context.max_deliveries {
+    if delivery.deliveries > context.config.max_deliveries {
         let reason = format!("delivered {} times without success", delivery.deliveries);
         return Some(give_up(context, event, reason).await);
     }

@@ -266,6 +266,15 @@ fn parse_status(s: &str) -> Result<EventStatus, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings (a subscription resuming after a dropped connection) go to
+    // stderr; RUST_LOG=debug shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     if let Command::Keys(KeysCommand::New { client_id, scopes }) = &cli.command {
         return match new_key(client_id, scopes) {
             Ok(()) => ExitCode::SUCCESS,
