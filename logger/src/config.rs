@@ -39,7 +39,8 @@ pub struct Config {
     /// Messages buffered per subscriber; one that falls further behind is cut off.
     #[arg(long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_buffer: u32,
-    /// Idle time after which a Subscribe stream gets a heartbeat (seconds).
+    /// Idle time after which a Subscribe stream gets a heartbeat (seconds;
+    /// it comes within twice that).
     #[arg(long, env = "HERALD_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
     /// Most entries the notification log keeps for resuming subscribers;

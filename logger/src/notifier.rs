@@ -475,6 +475,12 @@ fn subscription(
                 live
             }
         };
+        // One timer per stream (not one per message): a tick that finds
+        // nothing sent since the last one sends a heartbeat, so an idle
+        // stream hears from the server every `idle` to twice that.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent = false;
         loop {
             tokio::select! {
                 biased;
@@ -486,6 +492,7 @@ fn subscription(
                             continue;
                         }
                         last = cursor.or(last);
+                        sent = true;
                         yield Ok(message);
                     }
                     None => {
@@ -508,7 +515,10 @@ fn subscription(
                     yield Err(shutting_down());
                     return;
                 }
-                () = tokio::time::sleep(idle) => {
+                _ = ticks.tick() => {
+                    if std::mem::take(&mut sent) {
+                        continue;
+                    }
                     // Idle: everything up to the fan-out's position was offered to
                     // this subscriber and its queue is empty, so it has had it all.
                     let cursor = last.max(Some(fanout.position())).unwrap_or(Cursor::START);
