@@ -630,6 +630,41 @@ async fn pages_stay_stable_while_events_arrive(b: Backend) {
     }
 }
 
+/// Counts per status follow every write, and only real changes.
+async fn status_counts_follow_every_write(b: Backend) {
+    let counts = || async { b.store.status_counts().await.expect("counts") };
+    assert_eq!(counts().await.total(), 0);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            b.store
+                .create(new_event("u", &format!("e{i}")))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    // A repeated request id creates nothing, so counts nothing.
+    b.store.create(full_event("once")).await.expect("create");
+    b.store.create(full_event("once")).await.expect("repeat");
+    let set = |id, status| b.store.update_status(id, status);
+    set(ids[0], EventStatus::Processed)
+        .await
+        .expect("processed");
+    set(ids[0], EventStatus::Opened).await.expect("opened");
+    set(ids[0], EventStatus::Opened).await.expect("no-op");
+    set(ids[1], EventStatus::Failed).await.expect("failed");
+    set(ids[1], EventStatus::Pending).await.expect("redriven");
+    set(ids[2], EventStatus::Failed).await.expect("failed");
+    let _ = set(ids[2], EventStatus::Opened).await; // refused: counts nothing
+    let got = counts().await;
+    assert_eq!(
+        (got.pending, got.processed, got.opened, got.failed),
+        (2, 0, 1, 1)
+    );
+    assert_eq!(got.total(), 4);
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -676,6 +711,7 @@ backend_tests!(
     repeated_request_ids_return_the_first_event,
     list_queries_follow_the_reference_order,
     pages_stay_stable_while_events_arrive,
+    status_counts_follow_every_write,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer

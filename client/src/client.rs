@@ -29,6 +29,13 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
 }
 
+/// How subscriptions resume by default: patient enough for a logger restart.
+const RESUBSCRIBE: RetryPolicy = RetryPolicy {
+    retries: 20,
+    initial_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(5),
+};
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -83,6 +90,7 @@ pub struct Client {
     pub(crate) notifier: NotifierClient<Authed>,
     health: HealthClient<Channel>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) resubscribe: RetryPolicy,
 }
 
 impl Client {
@@ -130,19 +138,30 @@ impl Client {
             health: HealthClient::new(channel.clone()),
             channel,
             retry: RetryPolicy::default(),
+            resubscribe: RESUBSCRIBE,
         }
     }
 
     /// The same client, authenticating every call with `key` (an API key);
     /// an empty key means none.
     pub fn with_api_key(self, key: &str) -> Result<Self, Error> {
-        let retry = self.retry;
-        Ok(Self::with_key(self.channel, ApiKey::bearer(key)?).with_retry(retry))
+        let (retry, resubscribe) = (self.retry, self.resubscribe);
+        Ok(Self::with_key(self.channel, ApiKey::bearer(key)?)
+            .with_retry(retry)
+            .with_resubscribe(resubscribe))
     }
 
     /// The same client with another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The same client with another policy for resuming subscriptions (by
+    /// default up to 20 reconnects in a row, 100 ms doubling to 5 s: about
+    /// 80 s of outage).
+    pub fn with_resubscribe(mut self, resubscribe: RetryPolicy) -> Self {
+        self.resubscribe = resubscribe;
         self
     }
 
@@ -292,6 +311,12 @@ impl Client {
             )));
         }
         Ok(response.results.into_iter().map(item_result).collect())
+    }
+
+    /// Counts of events by status and the logger's own counters (GetStats).
+    pub async fn stats(&self) -> Result<pb::GetStatsResponse, Error> {
+        self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })
+            .await
     }
 
     /// The gRPC health status (`SERVING`, `NOT_SERVING`, ...) of `service`

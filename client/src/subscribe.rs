@@ -129,8 +129,8 @@ impl Client {
 
     /// The changes `options` ask for. The first call's error is returned
     /// here; afterwards, when the connection drops, the server shuts down or
-    /// the subscriber lagged, the stream reconnects with backoff (the
-    /// client's [`RetryPolicy`], counted per outage) and resumes after the
+    /// the subscriber lagged, the stream reconnects with backoff (see
+    /// [`Client::with_resubscribe`], counted per outage) and resumes after the
     /// last cursor it saw. Other errors, and outages longer than the policy
     /// allows, end the stream with an error item.
     pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
@@ -143,7 +143,7 @@ impl Client {
             stream: Some(stream),
             delivered: None,
             failures: 0,
-            retry: self.retry,
+            retry: self.resubscribe,
             done: false,
         };
         Ok(Box::pin(futures_util::stream::unfold(state, next_message)))

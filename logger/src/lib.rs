@@ -146,18 +146,21 @@ pub async fn run_with_sink(
     }
 
     info!(%addr, store = backend.kind, worker = config.runs_worker(), tls = config.tls_cert.is_some(), "listening");
+    let notifier = NotifierService::new(
+        fanout,
+        backend.feed.clone(),
+        shutdown.clone(),
+        NotifierOptions {
+            max_streams: config.max_streams_per_client as usize,
+            heartbeat: Duration::from_secs(config.heartbeat_secs),
+        },
+    );
+    let logger = EventLoggerService::new(backend.store.clone(), rules)
+        .with_streams(notifier.active_streams());
     let served = server::serve(
         listener,
-        EventLoggerService::new(backend.store.clone(), rules),
-        NotifierService::new(
-            fanout,
-            backend.feed.clone(),
-            shutdown.clone(),
-            NotifierOptions {
-                max_streams: config.max_streams_per_client as usize,
-                heartbeat: Duration::from_secs(config.heartbeat_secs),
-            },
-        ),
+        logger,
+        notifier,
         health,
         server::ServeOptions {
             auth: AuthLayer::new(keys, limits),

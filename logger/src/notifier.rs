@@ -288,6 +288,7 @@ impl NotifierService {
         let streams = Arc::new(StreamCounts {
             max: options.max_streams,
             open: Mutex::new(HashMap::new()),
+            total: AtomicU64::new(0),
         });
         Self {
             fanout,
@@ -299,10 +300,30 @@ impl NotifierService {
     }
 }
 
+impl NotifierService {
+    /// The count of its open streams, for stats.
+    pub fn active_streams(&self) -> ActiveStreams {
+        ActiveStreams(self.streams.clone())
+    }
+}
+
 /// Open Subscribe streams per client id (or user, for user tokens).
 struct StreamCounts {
     max: usize,
     open: Mutex<HashMap<String, usize>>,
+    /// Open streams of every client.
+    total: AtomicU64,
+}
+
+/// How many Subscribe streams are open on this logger.
+#[derive(Clone)]
+pub struct ActiveStreams(Arc<StreamCounts>);
+
+impl ActiveStreams {
+    /// The number open now.
+    pub fn count(&self) -> u64 {
+        self.0.total.load(Ordering::Relaxed)
+    }
 }
 
 impl StreamCounts {
@@ -322,6 +343,7 @@ impl StreamCounts {
             )));
         }
         *count += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
         Ok(StreamSlot {
             counts: self.clone(),
             client,
@@ -337,6 +359,7 @@ struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
         let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = open.get_mut(&self.client) {
             *count -= 1;

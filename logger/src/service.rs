@@ -1,31 +1,114 @@
 //! `herald.v1.EventLogger`: thin handlers that convert, call the store, map errors.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Instant, SystemTime},
+};
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
     backend::EventStore,
     domain::{
-        BatchResult, EventInput, Rules, StatusChange, parse_batch_changes, parse_batch_creates,
-        parse_event_id,
+        BatchResult, EventInput, Rules, StatusChange, now, parse_batch_changes,
+        parse_batch_creates, parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
     query::ListQuery,
 };
 use tonic::{Request, Response, Status};
 
-use crate::auth::Identity;
+use crate::{auth::Identity, notifier::ActiveStreams};
 
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
     rules: Rules,
+    counters: Counters,
+    streams: Option<ActiveStreams>,
+}
+
+/// This logger's own counts since it started.
+struct Counters {
+    started: SystemTime,
+    clock: Instant,
+    created: AtomicU64,
+    updated: AtomicU64,
+    published: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Counters {
+    /// Counts what a write that started at `since` did: events created,
+    /// status changes applied and queue entries written. An event the write
+    /// did not change (a repeated request id, a status it already had) is not
+    /// counted; a failed write counts as a failure.
+    fn record<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = &'a Result<Event, Error>>,
+        since: SystemTime,
+        created: bool,
+    ) {
+        for outcome in outcomes {
+            match outcome {
+                Ok(event) => {
+                    let (count, at) = if created {
+                        (&self.created, event.created_at)
+                    } else {
+                        (&self.updated, event.updated_at)
+                    };
+                    if at < since {
+                        continue;
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if event.status.enqueues() {
+                        self.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(Error::Unavailable(_) | Error::Internal(_)) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 impl EventLoggerService {
     /// The service over `store`, checking new events against `rules`.
     pub fn new(store: Arc<dyn EventStore>, rules: Rules) -> Self {
-        Self { store, rules }
+        Self {
+            store,
+            rules,
+            counters: Counters {
+                started: SystemTime::now(),
+                clock: Instant::now(),
+                created: AtomicU64::new(0),
+                updated: AtomicU64::new(0),
+                published: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            },
+            streams: None,
+        }
+    }
+
+    /// Reports `streams` as the active subscribers in GetStats.
+    pub fn with_streams(mut self, streams: ActiveStreams) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
+    /// Counts the outcome of a single write that started at `since`, passing it on.
+    fn counted(
+        &self,
+        outcome: Result<Event, Error>,
+        since: SystemTime,
+        created: bool,
+    ) -> Result<Event, Error> {
+        self.counters.record([&outcome], since, created);
+        outcome
     }
 }
 
@@ -38,7 +121,8 @@ impl EventLogger for EventLoggerService {
         let source = source_of(&request);
         let input = EventInput::try_from(request.into_inner())?;
         let new = NewEvent::validate(input, &self.rules)?.with_source(source);
-        let event = self.store.create(new).await?;
+        let since = now();
+        let event = self.counted(self.store.create(new).await, since, true)?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
         }))
@@ -87,7 +171,12 @@ impl EventLogger for EventLoggerService {
                 ));
             }
         }
-        let event = self.store.update_status(change.id, change.status).await?;
+        let since = now();
+        let event = self.counted(
+            self.store.update_status(change.id, change.status).await,
+            since,
+            false,
+        )?;
         Ok(Response::new(pb::UpdateStatusResponse {
             event: Some(event.into()),
         }))
@@ -99,6 +188,7 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::CreateEventsResponse>, Status> {
         let source = source_of(&request);
         let items = parse_batch_creates(request.into_inner(), &self.rules)?;
+        let since = now();
         let outcomes = apply_valid(items, async |valid: Vec<NewEvent>| {
             let valid = valid
                 .into_iter()
@@ -107,7 +197,17 @@ impl EventLogger for EventLoggerService {
             let created = self.store.create_many(valid).await?;
             Ok(created.into_iter().map(Ok).collect())
         })
-        .await?;
+        .await;
+        let outcomes = match outcomes {
+            Ok(outcomes) => {
+                self.counters.record(&outcomes, since, true);
+                outcomes
+            }
+            Err(err) => {
+                self.counters.record([&Err(err.clone())], since, true);
+                return Err(err.into());
+            }
+        };
         let results = outcomes
             .into_iter()
             .map(BatchResult::from_outcome)
@@ -125,15 +225,41 @@ impl EventLogger for EventLoggerService {
             ));
         }
         let items = parse_batch_changes(request.into_inner())?;
+        let since = now();
         let outcomes = apply_valid(items, async |valid: Vec<StatusChange>| {
             self.store.update_status_many(&valid).await
         })
         .await?;
+        self.counters.record(&outcomes, since, false);
         let results = outcomes
             .into_iter()
             .map(BatchResult::from_outcome)
             .collect();
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let counts = self.store.status_counts().await?;
+        let c = &self.counters;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let load = |a: &AtomicU64| n(a.load(Ordering::Relaxed));
+        Ok(Response::new(pb::GetStatsResponse {
+            total_events: n(counts.total()),
+            pending_events: n(counts.pending),
+            processed_events: n(counts.processed),
+            opened_events: n(counts.opened),
+            failed_events: n(counts.failed),
+            events_created: load(&c.created),
+            status_updates: load(&c.updated),
+            events_published: load(&c.published),
+            publish_failures: load(&c.failures),
+            active_subscribers: n(self.streams.as_ref().map_or(0, ActiveStreams::count)),
+            started_at: Some(c.started.into()),
+            uptime: prost_types::Duration::try_from(c.clock.elapsed()).ok(),
+        }))
     }
 }
 

@@ -208,7 +208,7 @@ async fn health_and_reflection_cover_every_service() {
 #[tokio::test]
 async fn subscribers_get_their_own_notifications_and_shutdown_ends_streams() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
-    let client = logger.client().await.with_retry(NO_RETRIES);
+    let client = logger.client().await.with_resubscribe(NO_RETRIES);
     let err = match client.subscribe(" ").await {
         Ok(_) => panic!("blank user accepted"),
         Err(err) => err,
@@ -335,5 +335,83 @@ async fn batch_update_status_answers_each_change_on_its_own() {
         .expect_err("empty batch");
     assert_eq!(empty.code(), Code::InvalidArgument);
     assert_eq!(status_fields(&empty), ["requests"]);
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn get_stats_counts_events_by_status_and_this_loggers_work() {
+    let logger = Logger::start(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let fresh = client.stats().await.expect("stats");
+    assert_eq!(fresh.total_events, 0);
+    assert!(fresh.started_at.is_some() && fresh.uptime.is_some());
+
+    let _subscriptions = [
+        client.subscribe("sam").await.expect("subscribe"),
+        client.subscribe("tom").await.expect("subscribe"),
+    ];
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            client
+                .create_event("sam", &format!("n{i}"))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    // Rejected input counts nowhere.
+    assert!(client.create_event("", "bad").await.is_err());
+    eventually(Duration::from_secs(10), "all three processed", || async {
+        let stats = client.stats().await.ok()?;
+        (stats.processed_events == 3).then_some(())
+    })
+    .await;
+    client
+        .update_status(ids[0], EventStatus::Opened)
+        .await
+        .expect("open");
+    let stats = client.stats().await.expect("stats");
+    assert_eq!(stats.total_events, 3);
+    assert_eq!(
+        (
+            stats.pending_events,
+            stats.processed_events,
+            stats.opened_events,
+            stats.failed_events
+        ),
+        (0, 2, 1, 0)
+    );
+    assert_eq!(stats.events_created, 3);
+    assert_eq!(stats.events_published, 3);
+    // Three to PROCESSED by the embedded worker, one to OPENED.
+    assert_eq!(stats.status_updates, 4);
+    assert_eq!(stats.publish_failures, 0);
+    assert_eq!(stats.active_subscribers, 2);
+
+    // What changes nothing counts nothing: a repeated request id, a status
+    // the event already has.
+    let once = || herald::domain::EventInput {
+        user_id: "sam".into(),
+        description: "once".into(),
+        request_id: "r-1".into(),
+        ..Default::default()
+    };
+    let first = client.create(once()).await.expect("create");
+    client.create(once()).await.expect("repeat");
+    eventually(Duration::from_secs(10), "processed", || async {
+        let e = client.get_event(first.id).await.ok()?;
+        (e.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+    client
+        .update_status(ids[0], EventStatus::Opened)
+        .await
+        .expect("no-op");
+    let after = client.stats().await.expect("stats");
+    assert_eq!(after.events_created, 4);
+    // Only the new event's PROCESSED, not the no-op.
+    assert_eq!(after.status_updates, stats.status_updates + 1);
+    assert_eq!(after.total_events, 4);
     logger.stop_within(Duration::from_secs(10)).await;
 }

@@ -74,6 +74,7 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
             .list_events(pb::ListEventsRequest::default())
             .await
             .map(drop),
+        "GetStats" => raw.get_stats(pb::GetStatsRequest {}).await.map(drop),
         "UpdateStatus" => raw.update_status(change()).await.map(drop),
         "BatchUpdateStatus" => raw
             .batch_update_status(pb::BatchUpdateStatusRequest {
@@ -125,6 +126,7 @@ async fn every_rpc_checks_the_key_and_its_scope() {
         ("CreateEvents", "shop", "worker", false),
         ("GetEvent", "analyst", "shop", false),
         ("ListEvents", "analyst", "dashboard", false),
+        ("GetStats", "analyst", "worker", false),
         ("UpdateStatus", "worker", "analyst", false),
         ("BatchUpdateStatus", "worker", "shop", false),
         ("Subscribe", "dashboard", "worker", true),

@@ -85,7 +85,7 @@ async fn sigterm_stops_it_promptly_with_subscribers_connected() {
     let client = Client::connect(url)
         .await
         .expect("connect")
-        .with_retry(common::NO_RETRIES);
+        .with_resubscribe(common::NO_RETRIES);
     let mut streams = Vec::new();
     for i in 0..20 {
         streams.push(

@@ -504,7 +504,7 @@ async fn a_subscription_resumes_across_a_logger_restart_without_loss_or_duplicat
     let other = Logger::start(&args, Lines::default().sink()).await;
     let writer = other.client().await;
     // Patient enough to wait out the restart.
-    let client = first.client().await.with_retry(RetryPolicy {
+    let client = first.client().await.with_resubscribe(RetryPolicy {
         retries: 50,
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::EventStore;
+use super::{EventStore, StatusCounts};
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
@@ -159,6 +159,10 @@ impl EventStore for Batching {
 
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        self.inner.status_counts().await
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, History, Notification, NotificationFeed,
-    StoreOptions, WorkQueue,
+    StatusCounts, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
@@ -51,6 +51,8 @@ struct State {
     /// The newest sequence number trimmed from the log (0: none).
     trimmed_through: u64,
     notifications_max_len: usize,
+    /// Events per status, kept with every write.
+    counts: StatusCounts,
     last_entry: u64,
     last_notification: u64,
 }
@@ -80,9 +82,12 @@ impl State {
                 to: status,
             });
         }
+        let from = event.status;
         event.status = status;
         event.updated_at = now();
         let event = event.clone();
+        *self.counts.slot(from) -= 1;
+        *self.counts.slot(status) += 1;
         if status.enqueues() {
             self.enqueue(&event);
         }
@@ -183,6 +188,7 @@ impl EventStore for MemoryBackend {
                 state.requests.insert(key, (event.id, now));
             }
             state.events.insert(event.id, event.clone());
+            state.counts.pending += 1;
             state.enqueue(&event);
             state.log(&event);
             out.push(event);
@@ -234,6 +240,10 @@ impl EventStore for MemoryBackend {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        Ok(self.lock().counts)
     }
 }
 

@@ -55,6 +55,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Page>;
     /// Succeeds when the backend can serve requests.
     async fn ping(&self) -> Result<()>;
+    /// How many events are in each status now, kept with every write (O(1)).
+    async fn status_counts(&self) -> Result<StatusCounts>;
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
@@ -151,6 +153,36 @@ pub trait NotificationFeed: Send + Sync + 'static {
     /// Removes the entries older than `age` (retention by age; the length
     /// bound is kept on every write).
     async fn trim_older_than(&self, age: Duration) -> Result<()>;
+}
+
+/// How many events are in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Stored and queued, not yet delivered.
+    pub pending: u64,
+    /// Delivered, not opened.
+    pub processed: u64,
+    /// Opened by the recipient.
+    pub opened: u64,
+    /// Given up after every delivery attempt.
+    pub failed: u64,
+}
+
+impl StatusCounts {
+    /// Events in every status.
+    pub fn total(&self) -> u64 {
+        self.pending + self.processed + self.opened + self.failed
+    }
+
+    /// The count of `status`.
+    pub fn slot(&mut self, status: EventStatus) -> &mut u64 {
+        match status {
+            EventStatus::Pending => &mut self.pending,
+            EventStatus::Processed => &mut self.processed,
+            EventStatus::Opened => &mut self.opened,
+            EventStatus::Failed => &mut self.failed,
+        }
+    }
 }
 
 /// The bounds of the notification log's kept history.

@@ -25,6 +25,8 @@
 //!   sorted sets of event ids scored by occurred_at (microseconds), the query
 //!   indexes; written by the same scripts as the records (the status index
 //!   follows every status change). Ties sort by id, as ListEvents orders.
+//! - `{prefix}:stats`: hash, events per status (`PENDING`, `PROCESSED`, ...),
+//!   counted by the create and status scripts with their writes.
 //! - `{prefix}:request:{source}:{request_id}`: string, the id of the event
 //!   created for that idempotency key; expires after the request-id window.
 //! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
@@ -53,7 +55,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, Delivery, EventStore, GROUP, History, Notification, NotificationFeed,
-    StoreOptions, WorkQueue,
+    StatusCounts, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
@@ -89,6 +91,11 @@ impl Keys {
     /// The work-queue stream.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// Events per status: a hash kept by the create and status scripts.
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
     }
 
     /// The notification-log stream.
@@ -172,6 +179,7 @@ for i = 3, #KEYS do
       redis.call('SET', request_key, record[2], 'EX', ARGV[3])
     end
     redis.call('HSET', KEYS[i], unpack(record))
+    redis.call('HINCRBY', prefix .. ':stats', 'PENDING', 1)
     local f = fields_of(record)
     for _, index in ipairs(index_keys(prefix, f)) do
       redis.call('ZADD', index, f.occurred_at, f.id)
@@ -205,6 +213,8 @@ for i = 3, #KEYS do
     out[#out + 1] = {'forbidden', current}
   else
     redis.call('HSET', KEYS[i], 'status', target, 'updated_at', ARGV[1])
+    redis.call('HINCRBY', prefix .. ':stats', current, -1)
+    redis.call('HINCRBY', prefix .. ':stats', target, 1)
     local record = redis.call('HGETALL', KEYS[i])
     local f = fields_of(record)
     redis.call('ZREM', prefix .. ':idx:status:' .. current, f.id)
@@ -671,6 +681,21 @@ impl EventStore for RedisBackend {
             .await
             .map_err(redis_error)?;
         Ok(())
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        let stored: HashMap<String, i64> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.stats())
+            .await
+            .map_err(redis_error)?;
+        let mut counts = StatusCounts::default();
+        for status in EventStatus::ALL {
+            let n = stored.get(status.as_str()).copied().unwrap_or(0);
+            *counts.slot(status) = u64::try_from(n).unwrap_or(0);
+        }
+        Ok(counts)
     }
 }
 

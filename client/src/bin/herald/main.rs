@@ -142,6 +142,8 @@ enum Command {
     /// Make API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the counts of events by status and the logger's own counters.
+    Stats,
     /// Simulate users receiving and opening notifications while the
     /// processors lose deliveries (start them with --sink simulated
     /// --loss-ratio R); reports what the server says happened.
@@ -419,6 +421,47 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
         }
         Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
+        Command::Stats => {
+            let stats = client.stats().await?;
+            let started = stats
+                .started_at
+                .and_then(|t| SystemTime::try_from(t).ok())
+                .map(rfc3339)
+                .unwrap_or_default();
+            let uptime = stats
+                .uptime
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default()
+                .as_secs();
+            let fields = [
+                ("total_events", stats.total_events.to_string()),
+                ("pending_events", stats.pending_events.to_string()),
+                ("processed_events", stats.processed_events.to_string()),
+                ("opened_events", stats.opened_events.to_string()),
+                ("failed_events", stats.failed_events.to_string()),
+                ("events_created", stats.events_created.to_string()),
+                ("status_updates", stats.status_updates.to_string()),
+                ("events_published", stats.events_published.to_string()),
+                ("publish_failures", stats.publish_failures.to_string()),
+                ("active_subscribers", stats.active_subscribers.to_string()),
+                ("started_at", started),
+                ("uptime_secs", uptime.to_string()),
+            ];
+            if cli.json {
+                let object: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let value = v.parse::<i64>().map_or(v.clone().into(), Into::into);
+                        (k.to_owned(), value)
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Object(object));
+            } else {
+                for (name, value) in fields {
+                    println!("{name:<19} {value}");
+                }
+            }
+        }
         Command::Simulate(args) => {
             let options = SimulateOptions {
                 users: args.users,
@@ -477,7 +520,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             };
             let mut stream = client
                 .clone()
-                .with_retry(follow)
+                .with_resubscribe(follow)
                 .subscribe_with(options)
                 .await?;
             loop {
