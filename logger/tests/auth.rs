@@ -75,6 +75,17 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
             .await
             .map(drop),
         "GetStats" => raw.get_stats(pb::GetStatsRequest {}).await.map(drop),
+        "ListDeadLetters" => raw
+            .list_dead_letters(pb::ListDeadLettersRequest::default())
+            .await
+            .map(drop),
+        "RedriveEvents" => raw
+            .redrive_events(pb::RedriveEventsRequest {
+                event_ids: vec![event_id.into()],
+                all: false,
+            })
+            .await
+            .map(drop),
         "UpdateStatus" => raw.update_status(change()).await.map(drop),
         "BatchUpdateStatus" => raw
             .batch_update_status(pb::BatchUpdateStatusRequest {
@@ -127,6 +138,8 @@ async fn every_rpc_checks_the_key_and_its_scope() {
         ("GetEvent", "analyst", "shop", false),
         ("ListEvents", "analyst", "dashboard", false),
         ("GetStats", "analyst", "worker", false),
+        ("ListDeadLetters", "worker", "analyst", false),
+        ("RedriveEvents", "worker", "dashboard", false),
         ("UpdateStatus", "worker", "analyst", false),
         ("BatchUpdateStatus", "worker", "shop", false),
         ("Subscribe", "dashboard", "worker", true),

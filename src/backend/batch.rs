@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{EventStore, StatusCounts};
+use super::{DeadLetter, EventStore, StatusCounts};
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
@@ -163,6 +163,14 @@ impl EventStore for Batching {
 
     async fn status_counts(&self) -> Result<StatusCounts> {
         self.inner.status_counts().await
+    }
+
+    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(cursor, max).await
+    }
+
+    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
+        self.inner.remove_dead_letters(ids).await
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {

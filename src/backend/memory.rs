@@ -13,8 +13,8 @@ use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, History, Notification, NotificationFeed,
-    StatusCounts, StoreOptions, WorkQueue,
+    Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, History, Notification,
+    NotificationFeed, StatusCounts, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, NewEvent, StatusChange, now},
@@ -43,7 +43,9 @@ struct State {
     queue: VecDeque<(u64, Event)>,
     /// Delivered, not acknowledged entries by sequence number.
     pending: BTreeMap<u64, Pending>,
-    dead: Vec<(Delivery, String)>,
+    /// Dead letters by sequence number.
+    dead: BTreeMap<u64, (Delivery, String)>,
+    last_dead: u64,
     /// Idempotency keys by (source, request_id): the event created, and when.
     requests: HashMap<(String, String), (Uuid, Instant)>,
     /// The notification log: sequence number, when logged, the event.
@@ -245,6 +247,29 @@ impl EventStore for MemoryBackend {
     async fn status_counts(&self) -> Result<StatusCounts> {
         Ok(self.lock().counts)
     }
+
+    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        let after = parse_entry_id(cursor)?;
+        let state = self.lock();
+        Ok(state
+            .dead
+            .range(after + 1..)
+            .take(max)
+            .map(|(seq, (delivery, reason))| DeadLetter {
+                id: entry_id(*seq),
+                delivery: delivery.clone(),
+                reason: reason.clone(),
+            })
+            .collect())
+    }
+
+    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
+        let mut state = self.lock();
+        for id in ids {
+            state.dead.remove(&parse_entry_id(id)?);
+        }
+        Ok(())
+    }
 }
 
 impl WorkQueue for MemoryBackend {
@@ -359,7 +384,9 @@ impl Consumer for MemoryConsumer {
         let seq = parse_entry_id(&delivery.entry_id)?;
         let mut state = self.backend.lock();
         state.pending.remove(&seq);
-        state.dead.push((delivery.clone(), reason.to_owned()));
+        state.last_dead += 1;
+        let id = state.last_dead;
+        state.dead.insert(id, (delivery.clone(), reason.to_owned()));
         Ok(())
     }
 

@@ -57,6 +57,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// How many events are in each status now, kept with every write (O(1)).
     async fn status_counts(&self) -> Result<StatusCounts>;
+    /// Up to `max` dead letters after `cursor` (`0-0` for the first), oldest first.
+    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>>;
+    /// Removes these dead letters (their events were redriven).
+    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()>;
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
@@ -153,6 +157,17 @@ pub trait NotificationFeed: Send + Sync + 'static {
     /// Removes the entries older than `age` (retention by age; the length
     /// bound is kept on every write).
     async fn trim_older_than(&self, age: Duration) -> Result<()>;
+}
+
+/// A queue entry given up after too many failed deliveries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its position among the dead letters (a cursor to page after).
+    pub id: String,
+    /// The entry as it was last delivered.
+    pub delivery: Delivery,
+    /// Why it was given up.
+    pub reason: String,
 }
 
 /// How many events are in each status.

@@ -54,8 +54,8 @@ use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, Delivery, EventStore, GROUP, History, Notification, NotificationFeed,
-    StatusCounts, StoreOptions, WorkQueue,
+    Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, GROUP, History, Notification,
+    NotificationFeed, StatusCounts, StoreOptions, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
@@ -678,6 +678,53 @@ impl EventStore for RedisBackend {
     async fn ping(&self) -> Result<()> {
         let _: String = ::redis::cmd("PING")
             .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        let reply: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(self.keys.dead(), format!("({cursor}"), "+", max.max(1))
+            .await
+            .map_err(redis_error)?;
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let mut fields = HashMap::new();
+                for (name, value) in entry.map {
+                    fields.insert(name, string(value)?);
+                }
+                let take = |fields: &mut HashMap<String, String>, name: &str| {
+                    fields.remove(name).unwrap_or_default()
+                };
+                let reason = take(&mut fields, "reason");
+                let deliveries = take(&mut fields, "deliveries").parse().unwrap_or(0);
+                let entry_id = take(&mut fields, "entry_id");
+                Ok(DeadLetter {
+                    delivery: Delivery {
+                        entry_id,
+                        event: parse_record(&fields)?,
+                        deliveries,
+                    },
+                    id: entry.id,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: u64 = self
+            .conn
+            .clone()
+            .xdel(self.keys.dead(), ids)
             .await
             .map_err(redis_error)?;
         Ok(())

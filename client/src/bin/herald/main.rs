@@ -144,6 +144,10 @@ enum Command {
     Keys(KeysCommand),
     /// Print the counts of events by status and the logger's own counters.
     Stats,
+    /// Inspect and redrive dead letters (events given up after too many
+    /// failed deliveries).
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Simulate users receiving and opening notifications while the
     /// processors lose deliveries (start them with --sink simulated
     /// --loss-ratio R); reports what the server says happened.
@@ -204,6 +208,32 @@ struct SimulateArgs {
     /// Give up waiting for the events to settle after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List dead letters, oldest first: dead letter id, event id, user,
+    /// deliveries and reason.
+    List {
+        /// Most dead letters per page.
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Put FAILED events back in the queue and remove their dead letters.
+    Redrive {
+        /// Every dead letter's event.
+        #[arg(
+            long,
+            conflicts_with = "event_ids",
+            required_unless_present = "event_ids"
+        )]
+        all: bool,
+        /// The events to put back.
+        event_ids: Vec<Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -421,6 +451,56 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
         }
         Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
+        Command::DeadLetters(DeadLettersCommand::List { page_size, all }) => {
+            let mut token = String::new();
+            loop {
+                let (page, next) = client.list_dead_letters(*page_size, &token).await?;
+                for dead in page {
+                    let event = dead.event.unwrap_or_default();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "dead_letter_id": dead.dead_letter_id,
+                                "event_id": event.event_id,
+                                "user_id": event.user_id,
+                                "deliveries": dead.deliveries,
+                                "reason": dead.reason,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{}  {}  {}  {}  {}",
+                            dead.dead_letter_id,
+                            event.event_id,
+                            event.user_id,
+                            dead.deliveries,
+                            dead.reason
+                        );
+                    }
+                }
+                if next.is_empty() || !*all {
+                    break;
+                }
+                token = next;
+            }
+        }
+        Command::DeadLetters(DeadLettersCommand::Redrive { all, event_ids }) => {
+            let ids = (!*all).then_some(event_ids.as_slice());
+            let mut failed = None;
+            for result in client.redrive(ids).await? {
+                match result {
+                    Ok(event) => print_event(&event, cli.json),
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        failed = Some(err);
+                    }
+                }
+            }
+            if let Some(err) = failed {
+                return Err(err);
+            }
+        }
         Command::Stats => {
             let stats = client.stats().await?;
             let started = stats
