@@ -107,6 +107,9 @@ pub struct Config {
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
+    /// Logging flags.
+    #[command(flatten)]
+    pub log: herald_processor::process::LogArgs,
 }
 
 impl Config {

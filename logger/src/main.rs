@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    herald_processor::process::init_tracing();
     let config = Config::parse();
+    herald_processor::process::init_tracing(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;

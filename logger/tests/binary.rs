@@ -114,3 +114,53 @@ async fn sigterm_stops_it_promptly_with_subscribers_connected() {
     }
     panic!("herald-logger still running 5 s after SIGTERM");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    // The start-up lines (open-mode and memory-backend warnings, listening)
+    // are enough to look at.
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run herald-logger");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut lines = stderr.lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string() && value["fields"]["message"].is_string());
+        let listening = value["fields"]["message"] == "listening";
+        seen.push(value);
+        if listening {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|v| v["level"] == "WARN"),
+        "the open-mode warning, as JSON: {seen:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A bad value names the flag and the choices.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--log-format", "xml"])
+        .output()
+        .expect("run herald-logger");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("--log-format") && text.contains("json"),
+        "{text}"
+    );
+}

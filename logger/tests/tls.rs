@@ -234,6 +234,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
             client_key: Some(pki.path("client.key")),
         },
         worker: herald_processor::WorkerConfig::parse_from_args(&["--block-ms", "200"]),
+        log: Default::default(),
     };
     let processor = tokio::spawn(herald_processor::run(
         config,

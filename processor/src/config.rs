@@ -142,6 +142,9 @@ pub struct Config {
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,
+    /// Logging flags.
+    #[command(flatten)]
+    pub log: crate::process::LogArgs,
 }
 
 /// `{host name}-{pid}`: unique per process on a host.

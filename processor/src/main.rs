@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    herald_processor::process::init_tracing();
     let config = Config::parse();
+    herald_processor::process::init_tracing(config.log.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(herald_processor::process::cancel_on_signal(
         shutdown.clone(),

@@ -143,6 +143,7 @@ impl Processor {
             logger_url: logger_url.to_owned(),
             api_key: api_key.to_owned(),
             tls: herald_client::TlsArgs::default(),
+            log: Default::default(),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
         };
         let shutdown = CancellationToken::new();
