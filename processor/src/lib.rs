@@ -1,16 +1,18 @@
 //! `herald-processor`: a worker in the consumer group `processors`. For each
 //! queued event it sends the notification through the sinks, marks the event
 //! PROCESSED through the logger's `UpdateStatus` (with `herald-client`), and
-//! only then acknowledges the queue entry. Entries another consumer left
-//! pending too long are reclaimed; an entry delivered more than
-//! `--max-deliveries` times is dead-lettered and its event marked FAILED.
+//! only then acknowledges the queue entry. A failed delivery is retried after
+//! a growing wait; entries another consumer left pending too long are
+//! reclaimed; once the attempts reach `--max-deliveries`, the entry is
+//! dead-lettered and its event marked FAILED.
 //!
 //! # Layout
 //! - [`config`]: command-line flags (with `HERALD_*` env twins) and defaults.
-//! - [`process`]: logging set-up and shutdown on SIGINT/SIGTERM, shared with
-//!   the logger binary.
-//! - [`sink`]: the [`Sink`] abstraction and the line sink that prints
-//!   `Event {event_id} has been sent to {user_id}: {description}`.
+//! - [`process`]: logging set-up (`--log-format`) and shutdown on
+//!   SIGINT/SIGTERM, shared with the logger binary.
+//! - [`sink`]: the [`Sink`] abstraction, the line sink that prints
+//!   `Event {event_id} has been sent to {user_id}: {description}`, and the
+//!   simulated sink that loses a share of attempts.
 //! - [`worker`]: the consume/deliver/update/acknowledge loop, [`run_worker`],
 //!   shared with the logger's embedded worker.
 //! - [`run`]: the whole processor on Redis, as the binary runs it.
