@@ -102,15 +102,45 @@ impl EventLoggerService {
         self
     }
 
-    /// Counts the outcome of a single write that started at `since`, passing it on.
-    fn counted(
+    /// Runs one write (a creation if `created`, else a status change) and
+    /// counts what it did.
+    async fn counted(
         &self,
-        outcome: Result<Event, Error>,
-        since: SystemTime,
         created: bool,
+        write: impl Future<Output = Result<Event, Error>>,
     ) -> Result<Event, Error> {
+        let since = now();
+        let outcome = write.await;
         self.counters.record([&outcome], since, created);
         outcome
+    }
+
+    /// Runs a batch write and counts what each item did; a failed call
+    /// counts as one failure.
+    async fn counted_batch(
+        &self,
+        created: bool,
+        write: impl Future<Output = Result<Vec<Result<Event, Error>>, Error>>,
+    ) -> Result<Vec<Result<Event, Error>>, Error> {
+        let since = now();
+        let outcomes = write.await;
+        match &outcomes {
+            Ok(each) => self.counters.record(each, since, created),
+            Err(err) => self.counters.record([&Err(err.clone())], since, created),
+        }
+        outcomes
+    }
+
+    /// Applies the valid ones of these status changes in one store call,
+    /// counted; refused items keep their errors.
+    async fn apply_changes(
+        &self,
+        items: Vec<Result<StatusChange, Error>>,
+    ) -> Result<Vec<Result<Event, Error>>, Error> {
+        let write = apply_valid(items, async |valid: Vec<StatusChange>| {
+            self.store.update_status_many(&valid).await
+        });
+        self.counted_batch(false, write).await
     }
 }
 
@@ -123,8 +153,7 @@ impl EventLogger for EventLoggerService {
         let source = source_of(&request);
         let input = EventInput::try_from(request.into_inner())?;
         let new = NewEvent::validate(input, &self.rules)?.with_source(source);
-        let since = now();
-        let event = self.counted(self.store.create(new).await, since, true)?;
+        let event = self.counted(true, self.store.create(new)).await?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
         }))
@@ -173,12 +202,9 @@ impl EventLogger for EventLoggerService {
                 ));
             }
         }
-        let since = now();
-        let event = self.counted(
-            self.store.update_status(change.id, change.status).await,
-            since,
-            false,
-        )?;
+        let event = self
+            .counted(false, self.store.update_status(change.id, change.status))
+            .await?;
         Ok(Response::new(pb::UpdateStatusResponse {
             event: Some(event.into()),
         }))
@@ -190,26 +216,15 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::CreateEventsResponse>, Status> {
         let source = source_of(&request);
         let items = parse_batch_creates(request.into_inner(), &self.rules)?;
-        let since = now();
-        let outcomes = apply_valid(items, async |valid: Vec<NewEvent>| {
+        let write = apply_valid(items, async |valid: Vec<NewEvent>| {
             let valid = valid
                 .into_iter()
                 .map(|e| e.with_source(source.clone()))
                 .collect();
             let created = self.store.create_many(valid).await?;
             Ok(created.into_iter().map(Ok).collect())
-        })
-        .await;
-        let outcomes = match outcomes {
-            Ok(outcomes) => {
-                self.counters.record(&outcomes, since, true);
-                outcomes
-            }
-            Err(err) => {
-                self.counters.record([&Err(err.clone())], since, true);
-                return Err(err.into());
-            }
-        };
+        });
+        let outcomes = self.counted_batch(true, write).await?;
         let results = outcomes
             .into_iter()
             .map(BatchResult::from_outcome)
@@ -222,12 +237,7 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
         let items = parse_batch_changes(request.into_inner())?;
-        let since = now();
-        let outcomes = apply_valid(items, async |valid: Vec<StatusChange>| {
-            self.store.update_status_many(&valid).await
-        })
-        .await?;
-        self.counters.record(&outcomes, since, false);
+        let outcomes = self.apply_changes(items).await?;
         let results = outcomes
             .into_iter()
             .map(BatchResult::from_outcome)
@@ -275,29 +285,22 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::RedriveEventsRequest>,
     ) -> Result<Response<pb::RedriveEventsResponse>, Status> {
         let r = request.into_inner();
-        let dead = all_dead_letters(self.store.as_ref()).await?;
         let back = |id| StatusChange {
             id,
             status: EventStatus::Pending,
         };
-        let items: Vec<Result<StatusChange, Error>> = match (r.all, r.event_ids.len()) {
-            (true, 0) => {
-                let mut seen = HashSet::new();
-                dead.iter()
-                    .map(|d| d.delivery.event.id)
-                    .filter(|id| seen.insert(*id))
-                    .map(|id| Ok(back(id)))
-                    .collect()
-            }
+        let named: Option<Vec<Result<StatusChange, Error>>> = match (r.all, r.event_ids.len()) {
+            (true, 0) => None,
             (true, _) => {
                 return Err(Error::invalid("event_ids", "give event_ids or all, not both").into());
             }
-            (false, 1..=MAX_REDRIVE) => r
-                .event_ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| parse_event_id(id, &format!("event_ids[{i}]")).map(back))
-                .collect(),
+            (false, 1..=MAX_REDRIVE) => Some(
+                r.event_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| parse_event_id(id, &format!("event_ids[{i}]")).map(back))
+                    .collect(),
+            ),
             (false, n) => {
                 return Err(Error::invalid(
                     "event_ids",
@@ -306,15 +309,20 @@ impl EventLogger for EventLoggerService {
                 .into());
             }
         };
+        // Read before the changes: a redriven event that fails again at once
+        // gets a new dead letter, which must stay.
+        let dead = all_dead_letters(self.store.as_ref()).await?;
+        let items = named.unwrap_or_else(|| {
+            let mut seen = HashSet::new();
+            dead.iter()
+                .map(|d| d.delivery.event.id)
+                .filter(|id| seen.insert(*id))
+                .map(|id| Ok(back(id)))
+                .collect()
+        });
         let mut outcomes = Vec::with_capacity(items.len());
         for chunk in items.chunks(MAX_REDRIVE) {
-            let since = now();
-            let done = apply_valid(chunk.to_vec(), async |valid: Vec<StatusChange>| {
-                self.store.update_status_many(&valid).await
-            })
-            .await?;
-            self.counters.record(&done, since, false);
-            outcomes.extend(done);
+            outcomes.extend(self.apply_changes(chunk.to_vec()).await?);
         }
         // The dead letters of the events now back in the queue go.
         let back_in: HashSet<_> = outcomes.iter().flatten().map(|e| e.id).collect();

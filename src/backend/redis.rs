@@ -513,18 +513,40 @@ impl EventStore for RedisBackend {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        let mut out = Vec::with_capacity(events.len());
-        for (event, prior) in events.into_iter().zip(priors) {
-            if prior.is_empty() {
-                out.push(event);
-            } else {
-                // A repeated request: the event that first took the key.
-                let id = Uuid::try_parse(&prior)
-                    .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))?;
-                out.push(self.get(id).await?);
-            }
+        // Repeated requests answer with the events that first took their
+        // keys, all read in one round trip.
+        let mut repeats = ::redis::pipe();
+        let mut repeated = 0;
+        for prior in priors.iter().filter(|p| !p.is_empty()) {
+            let id = Uuid::try_parse(prior)
+                .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))?;
+            repeats.hgetall(self.keys.event(id));
+            repeated += 1;
         }
-        Ok(out)
+        let firsts: Vec<HashMap<String, String>> = if repeated == 0 {
+            Vec::new()
+        } else {
+            repeats
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?
+        };
+        let mut firsts = firsts.into_iter();
+        events
+            .into_iter()
+            .zip(priors)
+            .map(|(event, prior)| {
+                if prior.is_empty() {
+                    return Ok(event);
+                }
+                match firsts.next() {
+                    Some(fields) if !fields.is_empty() => parse_record(&fields),
+                    _ => Err(Error::Internal(format!(
+                        "the event {prior} of a repeated request id is gone"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     #[instrument(skip_all)]
