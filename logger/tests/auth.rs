@@ -41,6 +41,20 @@ fn keys_file(dir: &tempfile::TempDir) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
+/// A logger with the test clients' keys file (kept alive by the returned
+/// directory) and `extra` flags.
+async fn logger_with_keys(
+    extra: &[&str],
+    sink: std::sync::Arc<dyn herald_processor::Sink>,
+) -> (tempfile::TempDir, Logger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(&dir);
+    let mut args = vec!["--keys-file", keys.as_str()];
+    args.extend_from_slice(extra);
+    let logger = Logger::start(&args, sink).await;
+    (dir, logger)
+}
+
 /// Calls one RPC with `key`, answering only the status code.
 async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
     let mut raw = EventLoggerClient::with_interceptor(
@@ -111,10 +125,8 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
 
 #[tokio::test]
 async fn every_rpc_checks_the_key_and_its_scope() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys_file(&dir);
-    let logger = Logger::start(
-        &["--keys-file", &keys, "--user-token-secret", USER_SECRET],
+    let (_keys, logger) = logger_with_keys(
+        &["--user-token-secret", USER_SECRET],
         Lines::default().sink(),
     )
     .await;
@@ -209,10 +221,8 @@ async fn every_rpc_checks_the_key_and_its_scope() {
 
 #[tokio::test]
 async fn the_caller_becomes_the_source_and_the_embedded_worker_has_its_own_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys_file(&dir);
     let lines = Lines::default();
-    let logger = Logger::start(&["--keys-file", &keys], lines.sink()).await;
+    let (_keys, logger) = logger_with_keys(&[], lines.sink()).await;
     let shop = logger.client_with_key(&key_of("shop")).await;
     let input = EventInput {
         user_id: "u".into(),
@@ -268,13 +278,8 @@ async fn processors_need_the_process_scope() {
         return;
     }
     let redis = herald::testing::RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys_file(&dir);
-    let logger = Logger::start(
-        &["--redis-url", &redis.url(), "--keys-file", &keys],
-        Lines::default().sink(),
-    )
-    .await;
+    let (_keys, logger) =
+        logger_with_keys(&["--redis-url", &redis.url()], Lines::default().sink()).await;
     let shop = logger.client_with_key(&key_of("shop")).await;
     let analyst = logger.client_with_key(&key_of("analyst")).await;
 
@@ -441,10 +446,8 @@ fn user_token(user: &str, secret: &str, ttl_secs: i64) -> String {
 
 #[tokio::test]
 async fn user_tokens_reach_only_their_own_notifications_and_events() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys_file(&dir);
-    let logger = Logger::start(
-        &["--keys-file", &keys, "--user-token-secret", USER_SECRET],
+    let (_keys, logger) = logger_with_keys(
+        &["--user-token-secret", USER_SECRET],
         Lines::default().sink(),
     )
     .await;
@@ -522,13 +525,8 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
 
 #[tokio::test]
 async fn each_client_holds_a_bounded_number_of_streams() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys_file(&dir);
-    let logger = Logger::start(
-        &["--keys-file", &keys, "--max-streams-per-client", "2"],
-        Lines::default().sink(),
-    )
-    .await;
+    let (_keys, logger) =
+        logger_with_keys(&["--max-streams-per-client", "2"], Lines::default().sink()).await;
     let dashboard = logger.client_with_key(&key_of("dashboard")).await;
     let first = dashboard.subscribe("a").await.expect("first");
     let _second = dashboard.subscribe("b").await.expect("second");

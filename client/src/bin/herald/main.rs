@@ -513,32 +513,30 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or_default()
                 .as_secs();
-            let fields = [
-                ("total_events", stats.total_events.to_string()),
-                ("pending_events", stats.pending_events.to_string()),
-                ("processed_events", stats.processed_events.to_string()),
-                ("opened_events", stats.opened_events.to_string()),
-                ("failed_events", stats.failed_events.to_string()),
-                ("events_created", stats.events_created.to_string()),
-                ("status_updates", stats.status_updates.to_string()),
-                ("events_published", stats.events_published.to_string()),
-                ("publish_failures", stats.publish_failures.to_string()),
-                ("active_subscribers", stats.active_subscribers.to_string()),
-                ("started_at", started),
-                ("uptime_secs", uptime.to_string()),
+            let fields: [(&str, serde_json::Value); 12] = [
+                ("total_events", stats.total_events.into()),
+                ("pending_events", stats.pending_events.into()),
+                ("processed_events", stats.processed_events.into()),
+                ("opened_events", stats.opened_events.into()),
+                ("failed_events", stats.failed_events.into()),
+                ("events_created", stats.events_created.into()),
+                ("status_updates", stats.status_updates.into()),
+                ("events_published", stats.events_published.into()),
+                ("publish_failures", stats.publish_failures.into()),
+                ("active_subscribers", stats.active_subscribers.into()),
+                ("started_at", started.into()),
+                ("uptime_secs", uptime.into()),
             ];
             if cli.json {
-                let object: serde_json::Map<String, serde_json::Value> = fields
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let value = v.parse::<i64>().map_or(v.clone().into(), Into::into);
-                        (k.to_owned(), value)
-                    })
-                    .collect();
+                let object: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
                 println!("{}", serde_json::Value::Object(object));
             } else {
                 for (name, value) in fields {
-                    println!("{name:<19} {value}");
+                    match value {
+                        serde_json::Value::String(text) => println!("{name:<19} {text}"),
+                        number => println!("{name:<19} {number}"),
+                    }
                 }
             }
         }
