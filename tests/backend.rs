@@ -687,6 +687,193 @@ async fn status_counts_follow_every_write(b: Backend) {
     assert_eq!(got.total(), 4);
 }
 
+/// An event that occurred `ago` before now.
+fn backdated_event(description: &str, ago: Duration) -> NewEvent {
+    let input = EventInput {
+        user_id: "old".into(),
+        description: description.into(),
+        occurred_at: Some(std::time::SystemTime::now() - ago),
+        ..EventInput::default()
+    };
+    NewEvent::validate(input, &Rules::default()).expect("valid")
+}
+
+/// Runs retention slices of `slice` events up to `cutoff` as the logger's
+/// sweep does; returns (removed, kept) in all.
+async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> (u64, u64) {
+    let (mut removed, mut skip) = (0, 0);
+    loop {
+        let done = b
+            .store
+            .remove_older_than(cutoff, skip, slice)
+            .await
+            .expect("retention slice");
+        assert!(done.scanned as usize <= slice, "a slice is bounded");
+        removed += done.removed;
+        skip += done.kept as usize;
+        if (done.scanned as usize) < slice {
+            return (removed, skip as u64);
+        }
+    }
+}
+
+async fn retention_removes_old_settled_events_only(b: Backend) {
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            b.store
+                .create(new_event("u", &format!("e{i}")))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    let full = b.store.create(full_event("r1")).await.expect("create");
+    let set = |id, status| b.store.update_status(id, status);
+    set(ids[0], EventStatus::Processed)
+        .await
+        .expect("processed");
+    set(ids[1], EventStatus::Processed)
+        .await
+        .expect("processed");
+    set(ids[1], EventStatus::Opened).await.expect("opened");
+    set(ids[2], EventStatus::Failed).await.expect("failed");
+    set(full.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    // ids[3] and ids[4] stay PENDING; one of them is dead-lettered.
+    let got = c.receive(10).await.expect("receive");
+    let doomed = got.iter().find(|d| d.event.id == ids[4]).expect("queued");
+    c.dead_letter(doomed, "gave up").await.expect("dead letter");
+    // Occurred two hours ago but created now: younger than an hour's cutoff.
+    let backdated = b
+        .store
+        .create(backdated_event("late report", Duration::from_secs(7200)))
+        .await
+        .expect("create");
+    set(backdated.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(
+        sweep_all(&b, hour_ago, 2).await,
+        (0, 1),
+        "only the backdated event occurred before the cutoff, and it is young"
+    );
+    assert_eq!(b.store.trim_dead_letters(hour_ago).await.expect("trim"), 0);
+
+    let later = std::time::SystemTime::now() + Duration::from_secs(1);
+    let (removed, kept) = sweep_all(&b, later, 2).await;
+    assert_eq!((removed, kept), (5, 2), "the two PENDING events stay");
+    for id in [ids[0], ids[1], ids[2], full.id, backdated.id] {
+        assert!(
+            matches!(b.store.get(id).await, Err(Error::NotFound(_))),
+            "{id} is gone"
+        );
+    }
+    for id in [ids[3], ids[4]] {
+        assert_eq!(
+            b.store.get(id).await.expect("kept").status,
+            EventStatus::Pending
+        );
+    }
+    let listed: Vec<Uuid> = all_pages(&b, query(|_| {}))
+        .await
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [ids[3], ids[4]],
+        "index entries went with the records"
+    );
+    assert!(
+        all_pages(&b, query(|q| q.category = "page interaction".into()))
+            .await
+            .is_empty()
+    );
+    assert!(
+        all_pages(&b, query(|q| q.user_id = "old".into()))
+            .await
+            .is_empty()
+    );
+    let counts = b.store.status_counts().await.expect("counts");
+    assert_eq!(
+        (
+            counts.pending,
+            counts.processed,
+            counts.opened,
+            counts.failed
+        ),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(b.store.trim_dead_letters(later).await.expect("trim"), 1);
+    assert!(
+        b.store
+            .dead_letters("0-0", 10)
+            .await
+            .expect("dead")
+            .is_empty()
+    );
+    assert_eq!(
+        sweep_all(&b, later, 2).await,
+        (0, 2),
+        "nothing more to remove"
+    );
+}
+
+async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
+    for i in 0..5 {
+        b.store
+            .create(new_event("u", &format!("e{i}")))
+            .await
+            .expect("create");
+    }
+    assert_eq!(
+        b.queue.trim_acknowledged().await.expect("trim"),
+        0,
+        "no group has read anything yet"
+    );
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let got = c.receive(3).await.expect("receive");
+    assert_eq!(got.len(), 3);
+    c.ack(&[got[0].entry_id.clone(), got[2].entry_id.clone()])
+        .await
+        .expect("ack");
+    let trimmed = b.queue.trim_acknowledged().await.expect("trim");
+    let stats = b.queue.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.lag), (1, Some(2)));
+    assert!(stats.length >= 3, "{stats:?}");
+    if b.kind == "redis" {
+        // Only the entry below the oldest pending one could go.
+        assert_eq!((trimmed, stats.length), (1, 4));
+    }
+    // The pending entry and the undelivered ones are all still there.
+    assert_eq!(
+        c.pending_by_consumer().await.expect("pending"),
+        [("c".to_owned(), 1)]
+    );
+    let rest = c.receive(10).await.expect("receive");
+    assert_eq!(
+        rest.iter()
+            .map(|d| d.event.description.as_str())
+            .collect::<Vec<_>>(),
+        ["e3", "e4"]
+    );
+    let all: Vec<String> = rest.iter().map(|d| d.entry_id.clone()).collect();
+    c.ack(&all).await.expect("ack");
+    c.ack(&[got[1].entry_id.clone()]).await.expect("ack");
+    let trimmed = b.queue.trim_acknowledged().await.expect("trim");
+    let stats = b.queue.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.lag), (0, Some(0)));
+    if b.kind == "redis" {
+        // Everything but the last delivered entry.
+        assert_eq!((trimmed, stats.length), (3, 1));
+    }
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -734,6 +921,8 @@ backend_tests!(
     list_queries_follow_the_reference_order,
     pages_stay_stable_while_events_arrive,
     status_counts_follow_every_write,
+    retention_removes_old_settled_events_only,
+    queue_trim_keeps_unacknowledged_work,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer

@@ -6,13 +6,13 @@
 //! script run; when idle, a call goes alone, without waiting for company. Each
 //! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{DeadLetter, EventStore, StatusCounts};
+use super::{DeadLetter, EventStore, StatusCounts, Sweep};
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
@@ -171,6 +171,19 @@ impl EventStore for Batching {
 
     async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
         self.inner.remove_dead_letters(ids).await
+    }
+
+    async fn remove_older_than(
+        &self,
+        cutoff: SystemTime,
+        skip: usize,
+        max: usize,
+    ) -> Result<Sweep> {
+        self.inner.remove_older_than(cutoff, skip, max).await
+    }
+
+    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
+        self.inner.trim_dead_letters(cutoff).await
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {

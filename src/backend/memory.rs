@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, History, Notification,
-    NotificationFeed, StatusCounts, StoreOptions, WorkQueue,
+    NotificationFeed, QueueStats, StatusCounts, StoreOptions, Sweep, WorkQueue,
 };
 use crate::{
-    domain::{Event, NewEvent, StatusChange, now},
+    domain::{Event, EventStatus, NewEvent, StatusChange, now},
     error::{Error, Result},
     query::{ListQuery, Page, page_of},
 };
@@ -43,8 +43,8 @@ struct State {
     queue: VecDeque<(u64, Event)>,
     /// Delivered, not acknowledged entries by sequence number.
     pending: BTreeMap<u64, Pending>,
-    /// Dead letters by sequence number.
-    dead: BTreeMap<u64, (Delivery, String)>,
+    /// Dead letters by sequence number, with their reason and when they were given up.
+    dead: BTreeMap<u64, (Delivery, String, SystemTime)>,
     last_dead: u64,
     /// Idempotency keys by (source, request_id): the event created, and when.
     requests: HashMap<(String, String), (Uuid, Instant)>,
@@ -255,7 +255,7 @@ impl EventStore for MemoryBackend {
             .dead
             .range(after + 1..)
             .take(max)
-            .map(|(seq, (delivery, reason))| DeadLetter {
+            .map(|(seq, (delivery, reason, _))| DeadLetter {
                 id: entry_id(*seq),
                 delivery: delivery.clone(),
                 reason: reason.clone(),
@@ -270,8 +270,55 @@ impl EventStore for MemoryBackend {
         }
         Ok(())
     }
+
+    async fn remove_older_than(
+        &self,
+        cutoff: SystemTime,
+        skip: usize,
+        max: usize,
+    ) -> Result<Sweep> {
+        let mut state = self.lock();
+        // The same candidates, in the same order, as the Redis index gives.
+        let mut candidates: Vec<(SystemTime, Uuid)> = state
+            .events
+            .values()
+            .filter(|e| e.occurred_at < cutoff)
+            .map(|e| (e.occurred_at, e.id))
+            .collect();
+        candidates.sort_unstable();
+        let mut sweep = Sweep::default();
+        for (_, id) in candidates.into_iter().skip(skip).take(max) {
+            sweep.scanned += 1;
+            let Some(event) = state.events.get(&id) else {
+                continue;
+            };
+            if event.status == EventStatus::Pending || event.created_at >= cutoff {
+                sweep.kept += 1;
+                continue;
+            }
+            let status = event.status;
+            state.events.remove(&id);
+            *state.counts.slot(status) -= 1;
+            sweep.removed += 1;
+        }
+        // Idempotency keys past their window answer nothing any more.
+        let now = Instant::now();
+        let window = self.request_id_window;
+        state
+            .requests
+            .retain(|_, (_, at)| now.duration_since(*at) < window);
+        Ok(sweep)
+    }
+
+    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
+        let mut state = self.lock();
+        let before = state.dead.len();
+        state.dead.retain(|_, (_, _, at)| *at >= cutoff);
+        Ok((before - state.dead.len()) as u64)
+    }
 }
 
+#[async_trait]
 impl WorkQueue for MemoryBackend {
     fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
         Arc::new(MemoryConsumer {
@@ -283,6 +330,21 @@ impl WorkQueue for MemoryBackend {
             },
             config,
             drained_own: Mutex::new(false),
+        })
+    }
+
+    async fn trim_acknowledged(&self) -> Result<u64> {
+        // An acknowledged entry is dropped at once here.
+        Ok(0)
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let state = self.lock();
+        Ok(QueueStats {
+            length: (state.queue.len() + state.pending.len()) as u64,
+            pending: state.pending.len() as u64,
+            lag: Some(state.queue.len() as u64),
+            dead_letters: state.dead.len() as u64,
         })
     }
 }
@@ -386,7 +448,9 @@ impl Consumer for MemoryConsumer {
         state.pending.remove(&seq);
         state.last_dead += 1;
         let id = state.last_dead;
-        state.dead.insert(id, (delivery.clone(), reason.to_owned()));
+        state
+            .dead
+            .insert(id, (delivery.clone(), reason.to_owned(), SystemTime::now()));
         Ok(())
     }
 

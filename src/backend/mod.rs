@@ -14,7 +14,10 @@ mod batch;
 mod memory;
 mod redis;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -61,6 +64,14 @@ pub trait EventStore: Send + Sync + 'static {
     async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>>;
     /// Removes these dead letters (their events were redriven).
     async fn remove_dead_letters(&self, ids: &[String]) -> Result<()>;
+    /// One slice of retention: looks at up to `max` events that occurred
+    /// before `cutoff`, oldest first, after skipping the `skip` oldest, and
+    /// removes each that was also created before `cutoff` and is settled (not
+    /// PENDING), with its index entries and its count, atomically.
+    async fn remove_older_than(&self, cutoff: SystemTime, skip: usize, max: usize)
+    -> Result<Sweep>;
+    /// Removes the dead letters given up before `cutoff`; returns how many.
+    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64>;
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
@@ -104,9 +115,41 @@ pub struct Delivery {
 }
 
 /// The consumer half: a factory of consumers in the group `processors`.
+#[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// A consumer with this configuration.
     fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer>;
+    /// Removes the entries that every consumer group has acknowledged (none
+    /// while no group exists); returns how many. Unacknowledged entries, and
+    /// entries not yet delivered, always stay.
+    async fn trim_acknowledged(&self) -> Result<u64>;
+    /// The queue's sizes now.
+    async fn stats(&self) -> Result<QueueStats>;
+}
+
+/// The work queue's sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries in the queue, acknowledged ones not yet trimmed included.
+    pub length: u64,
+    /// Entries delivered to a consumer and not acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered to any consumer (`None` when Redis cannot tell).
+    pub lag: Option<u64>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
+}
+
+/// What one slice of retention did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Events removed.
+    pub removed: u64,
+    /// Events looked at and kept (PENDING, or created after the cutoff): the
+    /// next slice skips them.
+    pub kept: u64,
+    /// Events looked at; fewer than asked for means the slice reached the cutoff.
+    pub scanned: u64,
 }
 
 /// One member of the consumer group.

@@ -15,7 +15,8 @@
 //!   empty if none), `request_id` and `source`.
 //! - `{prefix}:events`: stream, the work queue read by the group `processors`;
 //!   each entry has one field, `event`: the record's fields as one JSON object.
-//!   Never trimmed here: trimming ignores the PEL and would drop unprocessed work.
+//!   Trimmed only below what every consumer group has acknowledged (a plain
+//!   `MAXLEN` trim ignores the PEL and would drop unprocessed work).
 //! - `{prefix}:notifications`: stream, every creation and status change (entries
 //!   like the work queue's), tailed by each logger for live subscribers; trimmed
 //!   to about
@@ -37,7 +38,11 @@
 //! (and, entering PENDING, queue) entry on a change. Blocking reads use
 //! connections of their own, never the shared multiplexed one.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use ::redis::{
     AsyncCommands, AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value,
@@ -55,7 +60,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, GROUP, History, Notification,
-    NotificationFeed, StatusCounts, StoreOptions, WorkQueue,
+    NotificationFeed, QueueStats, StatusCounts, StoreOptions, Sweep, WorkQueue,
 };
 use crate::{
     domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
@@ -228,6 +233,65 @@ end
 return out
 ";
 
+/// One slice of retention. ARGV: the key prefix, the cutoff (micros), how
+/// many of the oldest candidates to skip, the most to look at. Looks at the
+/// events that occurred before the cutoff, oldest first, and removes each that
+/// was also created before it and is not PENDING: its record, its index
+/// entries and its count. An index entry whose record is gone goes too.
+/// Returns {removed, kept, scanned}.
+const REMOVE_OLDER_THAN: &str = r"
+local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
+local all = prefix .. ':idx:all'
+local ids = redis.call('ZRANGE', all, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
+local removed, kept = 0, 0
+for _, id in ipairs(ids) do
+  local record = redis.call('HGETALL', prefix .. ':event:' .. id)
+  if #record == 0 then
+    redis.call('ZREM', all, id)
+  else
+    local f = fields_of(record)
+    if f.status == 'PENDING' or tonumber(f.created_at) >= cutoff then
+      kept = kept + 1
+    else
+      for _, index in ipairs(index_keys(prefix, f)) do redis.call('ZREM', index, id) end
+      redis.call('DEL', prefix .. ':event:' .. id)
+      redis.call('HINCRBY', prefix .. ':stats', f.status, -1)
+      removed = removed + 1
+    end
+  end
+end
+return {removed, kept, #ids}
+";
+
+/// Trims the work queue below what every consumer group has acknowledged.
+/// KEYS: the queue. A group's bound is its oldest pending entry or, with
+/// none pending, its last delivered entry (kept, so the bound is never past
+/// it); the queue keeps everything from the lowest bound on. With no group,
+/// nothing is trimmed. Returns how many entries went.
+const TRIM_ACKNOWLEDGED: &str = r"
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if type(groups) ~= 'table' or groups.err or #groups == 0 then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local lowest, lms, lseq = nil, nil, nil
+for _, g in ipairs(groups) do
+  local f = {}
+  for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+  local bound = f['last-delivered-id']
+  if tonumber(f['pending']) > 0 then
+    bound = redis.call('XPENDING', KEYS[1], f['name'])[2]
+  end
+  local ms, seq = parse(bound)
+  if lowest == nil or ms < lms or (ms == lms and seq < lseq) then
+    lowest, lms, lseq = bound, ms, seq
+  end
+end
+if lms == 0 and lseq == 0 then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', lowest)
+";
+
 /// Maps a Redis error: anything about reaching the server is UNAVAILABLE.
 fn redis_error(err: RedisError) -> Error {
     let transient = err.is_io_error()
@@ -398,6 +462,8 @@ pub struct RedisBackend {
     keys: Keys,
     create: Arc<Script>,
     update_status: Arc<Script>,
+    remove_older_than: Script,
+    trim_acknowledged: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
@@ -469,6 +535,8 @@ impl RedisBackend {
             update_status: Arc::new(Script::new(&format!(
                 "{INDEX_FUNCTIONS}{UPDATE_STATUS_MANY}"
             ))),
+            remove_older_than: Script::new(&format!("{INDEX_FUNCTIONS}{REMOVE_OLDER_THAN}")),
+            trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len,
@@ -752,6 +820,44 @@ impl EventStore for RedisBackend {
         Ok(())
     }
 
+    #[instrument(skip_all)]
+    async fn remove_older_than(
+        &self,
+        cutoff: SystemTime,
+        skip: usize,
+        max: usize,
+    ) -> Result<Sweep> {
+        let (removed, kept, scanned): (u64, u64, u64) = self
+            .remove_older_than
+            .arg(&self.keys.prefix)
+            .arg(to_micros(cutoff))
+            .arg(skip)
+            .arg(max.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(Sweep {
+            removed,
+            kept,
+            scanned,
+        })
+    }
+
+    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
+        // Dead-letter ids are the times (ms) they were given up.
+        let min_ms = cutoff
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        ::redis::cmd("XTRIM")
+            .arg(self.keys.dead())
+            .arg("MINID")
+            .arg(format!("{min_ms}-0"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
     async fn status_counts(&self) -> Result<StatusCounts> {
         let stored: HashMap<String, i64> = self
             .conn
@@ -768,7 +874,54 @@ impl EventStore for RedisBackend {
     }
 }
 
+#[async_trait]
 impl WorkQueue for RedisBackend {
+    async fn trim_acknowledged(&self) -> Result<u64> {
+        self.trim_acknowledged
+            .key(self.keys.events())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let (length, dead_letters): (u64, u64) = ::redis::pipe()
+            .xlen(self.keys.events())
+            .xlen(self.keys.dead())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        let groups: Result<Vec<HashMap<String, Value>>, RedisError> = ::redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.keys.events())
+            .query_async(&mut self.conn.clone())
+            .await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // No queue yet: nothing waits.
+            Err(e) if e.to_string().contains("no such key") => Vec::new(),
+            Err(e) => return Err(redis_error(e)),
+        };
+        let group = groups.iter().find(
+            |g| matches!(g.get("name"), Some(Value::BulkString(name)) if name == GROUP.as_bytes()),
+        );
+        let int = |name: &str| match group.and_then(|g| g.get(name)) {
+            Some(Value::Int(n)) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        Ok(QueueStats {
+            length,
+            pending: int("pending").unwrap_or(0),
+            // Without the group, every entry waits.
+            lag: if group.is_some() {
+                int("lag")
+            } else {
+                Some(length)
+            },
+            dead_letters,
+        })
+    }
+
     fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
         Arc::new(RedisConsumer {
             client: self.client.clone(),
