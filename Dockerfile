@@ -10,5 +10,6 @@ RUN useradd --system --uid 10001 --no-create-home herald
 COPY --from=build /src/target/release/herald-logger /src/target/release/herald-processor /src/target/release/herald /usr/local/bin/
 USER herald
 ENV HERALD_LISTEN=0.0.0.0:50051
-EXPOSE 50051
+# gRPC; Prometheus metrics of the logger and of a processor.
+EXPOSE 50051 9464 9465
 CMD ["herald-logger"]

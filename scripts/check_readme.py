@@ -33,7 +33,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 # Fresh API keys and their SHA-256 digests differ on every run: matched, not compared.
 SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
-ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d)")
+ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d)")
 
 
 def blocks(readme):
@@ -60,10 +60,10 @@ def free_port():
 
 
 class Session:
-    def __init__(self, addr, bin_dir, workdir):
-        # README ports 5005N (on 127.0.0.1 or localhost) become free ports;
-        # 50051 is the logger this script started.
-        self.ports = {"50051": addr.split(":")[1]}
+    def __init__(self, addr, metrics_addr, bin_dir, workdir):
+        # README ports 5005N and 946N (on 127.0.0.1 or localhost) become free
+        # ports; 50051 and 9464 are the logger this script started.
+        self.ports = {"50051": addr.split(":")[1], "9464": metrics_addr.split(":")[1]}
         self.workdir = workdir
         self.bound = {}  # README UUID -> real UUID
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
@@ -157,10 +157,11 @@ def main():
     # repository) that sees the repository's config/ as the README does.
     workdir = tempfile.TemporaryDirectory()
     os.symlink(os.path.join(root, "config"), os.path.join(workdir.name, "config"))
-    addr = f"127.0.0.1:{free_port()}"
-    logger = subprocess.Popen([logger_bin, "--listen", addr], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
-    session = Session(addr, bin_dir, workdir.name)
+    addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    logger = subprocess.Popen([logger_bin, "--listen", addr, "--metrics-listen", metrics_addr],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, RUST_LOG="warn"))
+    session = Session(addr, metrics_addr, bin_dir, workdir.name)
     passed = failed = 0
     try:
         for _ in range(100):

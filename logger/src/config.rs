@@ -12,7 +12,29 @@ use crate::{
     auth::KeyRing,
     event_types::{DEFAULT_REGISTRY, EventTypes},
     limits::Rate,
+    retention::RetentionOptions,
 };
+
+/// The `--retention` age: `None` keeps events forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// Reads `--retention`: a duration such as `30d` or `12h`, or `off`.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    match text.trim() {
+        "off" | "0" => Ok(Retention(None)),
+        other => parse_interval(other).map(|age| Retention(Some(age))),
+    }
+}
+
+/// Reads a positive duration such as `1m`, `30s` or `500ms`.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (expected e.g. 30d, 12h, 90m, 30s or 500ms)")),
+    }
+}
 
 /// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, health,
 /// reflection). Without --redis-url it runs the whole system in this process on
@@ -20,6 +42,10 @@ use crate::{
 #[derive(Parser, Clone, Debug)]
 #[command(name = "herald-logger", version, about)]
 pub struct Config {
+    /// A TOML file of options: keys are the long flags (`redis-url =
+    /// "redis://..."`); flags and HERALD_* variables win over it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to serve gRPC on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -50,6 +76,18 @@ pub struct Config {
     /// Oldest entry the notification log keeps (seconds; default 24 h).
     #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub notifications_max_age_secs: u64,
+    /// Events older than this (by occurred_at and created_at) are removed,
+    /// with their index entries, and so are dead letters as old; PENDING
+    /// events always stay. E.g. 30d, 12h, 90m; `off` keeps everything.
+    #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// Time between two retention sweeps (which also trim the work queue
+    /// below what every consumer group has acknowledged), e.g. 1m, 30s.
+    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    pub retention_interval: Duration,
+    /// Most events one retention slice (one Redis script) looks at.
+    #[arg(long, env = "HERALD_RETENTION_SLICE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub retention_slice: u32,
     /// Event-type registry: a JSON file of payload schemas per type. Without it,
     /// the registry shipped in config/event-types.json is used.
     #[arg(long, env = "HERALD_EVENT_TYPES")]
@@ -104,6 +142,9 @@ pub struct Config {
     /// Allow open mode (no keys file) on a non-loopback address.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_processor::metrics::parse_listen)]
+    pub metrics_listen: herald_processor::metrics::MetricsListen,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
@@ -197,6 +238,25 @@ impl Config {
             )?));
         }
         Ok(Some(tls))
+    }
+
+    /// How retention runs; the error says what to fix.
+    pub fn retention(&self) -> anyhow::Result<RetentionOptions> {
+        if let Retention(Some(max_age)) = self.retention
+            && max_age <= Duration::from_secs(self.request_id_window_secs)
+        {
+            anyhow::bail!(
+                "--retention ({}) must be longer than --request-id-window-secs ({} s): a \
+                 repeated request id must still find the event it created",
+                humantime::format_duration(max_age),
+                self.request_id_window_secs
+            );
+        }
+        Ok(RetentionOptions {
+            max_age: self.retention.0,
+            interval: self.retention_interval,
+            slice: self.retention_slice as usize,
+        })
     }
 
     /// The store's options.

@@ -7,19 +7,25 @@
 //! - [`auth`]: API keys and scopes, checked for every call by one tower layer.
 //! - [`config`]: flags with `HERALD_*` env twins.
 //! - [`limits`]: per-client token-bucket rate limits.
+//! - [`metrics`]: Prometheus metrics: the RPC layer, the event counts, the
+//!   gauges read at each scrape (served on `--metrics-listen`).
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
 //! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
 //!   the notification log.
+//! - [`retention`]: the background removal of old events and dead letters,
+//!   and the trimming of the acknowledged work queue.
 //! - [`server`]: registration of every service, health tracking, serving with
 //!   graceful shutdown.
-//! - [`run`] / [`run_with_sink`]: wire it all up on a bound listener.
+//! - [`run`] / [`run_with_sink`] / [`run_with`]: wire it all up on a bound listener.
 
 pub mod auth;
 pub mod config;
 pub mod event_types;
 pub mod limits;
+pub mod metrics;
 pub mod notifier;
+pub mod retention;
 pub mod server;
 pub mod service;
 
@@ -32,6 +38,7 @@ use herald::{
 };
 use herald_client::Client;
 use herald_processor::{LineSink, Sink, run_worker};
+use metrics::LoggerMetrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -59,11 +66,26 @@ pub async fn run_with_sink(
     sink: Arc<dyn Sink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics =
+        herald_processor::metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
+    run_with(listener, metrics, config, sink, shutdown).await
+}
+
+/// [`run_with_sink`], serving metrics on `metrics` (if any) instead of
+/// `--metrics-listen`.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: Config,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let rules = config.rules()?;
     let limits = Arc::new(RateLimiter::new(config.default_rate()?));
     let keys = Arc::new(config.key_ring(addr)?);
     let tls = config.server_tls()?;
+    let retention = config.retention()?;
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
@@ -83,6 +105,7 @@ pub async fn run_with_sink(
         );
     }
 
+    let meters = LoggerMetrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let fanout = Fanout::new(config.subscriber_buffer as usize);
     let mut background = tokio::task::JoinSet::new();
@@ -92,6 +115,12 @@ pub async fn run_with_sink(
         shutdown.clone(),
     ));
     background.spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));
+    background.spawn(retention::run(
+        backend.store.clone(),
+        backend.queue.clone(),
+        retention,
+        shutdown.clone(),
+    ));
     background.spawn(notifier::retain(
         backend.feed.clone(),
         Duration::from_secs(config.notifications_max_age_secs),
@@ -118,6 +147,7 @@ pub async fn run_with_sink(
         let queue = backend.queue.clone();
         let sink = config.embedded_worker.sink_over(sink);
         let worker_config = config.embedded_worker.clone();
+        let worker_metrics = meters.worker.clone();
         let worker_shutdown = shutdown.clone();
         let worker = tokio::spawn(async move {
             run_worker(
@@ -125,6 +155,7 @@ pub async fn run_with_sink(
                 client,
                 sink,
                 &worker_config,
+                worker_metrics,
                 worker_shutdown,
             )
             .await;
@@ -155,7 +186,20 @@ pub async fn run_with_sink(
             heartbeat: Duration::from_secs(config.heartbeat_secs),
         },
     );
-    let logger = EventLoggerService::new(backend.store.clone(), rules)
+    if let Some(listener) = metrics {
+        let refresh = meters.refresh(
+            backend.store.clone(),
+            backend.queue.clone(),
+            notifier.active_streams(),
+        );
+        background.spawn(herald_processor::metrics::serve(
+            listener,
+            meters.registry.clone(),
+            refresh,
+            shutdown.clone(),
+        ));
+    }
+    let logger = EventLoggerService::new(backend.store.clone(), rules, meters.events.clone())
         .with_streams(notifier.active_streams());
     let served = server::serve(
         listener,
@@ -164,6 +208,10 @@ pub async fn run_with_sink(
         health,
         server::ServeOptions {
             auth: AuthLayer::new(keys, limits),
+            metrics: meters
+                .rpc
+                .clone()
+                .counting_rejections(meters.events.clone()),
             tls,
             internal,
             max_message_bytes: config.max_message_bytes as usize,

@@ -1,13 +1,12 @@
 //! `herald-logger`: parses flags, sets up logging, binds and runs [`herald_logger::run`].
 
 use anyhow::Context;
-use clap::Parser;
 use herald_logger::Config;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config: Config = herald_processor::process::parse_args();
     herald_processor::process::init_tracing(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -18,7 +18,10 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
-use crate::{auth::AuthLayer, notifier::NotifierService, service::EventLoggerService};
+use crate::{
+    auth::AuthLayer, metrics::RpcMetricsLayer, notifier::NotifierService,
+    service::EventLoggerService,
+};
 
 /// The names health reports on: the whole server ("") and each service.
 pub const HEALTH_SERVICES: [&str; 3] = [
@@ -31,6 +34,8 @@ pub const HEALTH_SERVICES: [&str; 3] = [
 pub struct ServeOptions {
     /// Checks credentials, scopes and rate limits of every call.
     pub auth: AuthLayer,
+    /// Times every call on the public listener (refusals by `auth` included).
+    pub metrics: RpcMetricsLayer,
     /// TLS (and client certificates) on the public listener; `None`: plain HTTP/2.
     pub tls: Option<ServerTlsConfig>,
     /// A loopback listener, always plain HTTP/2, for the embedded worker, with
@@ -67,6 +72,7 @@ where
 {
     let ServeOptions {
         auth,
+        metrics,
         tls,
         internal,
         max_message_bytes,
@@ -85,11 +91,18 @@ where
             .tls_config(tls)
             .context("--tls-cert, --tls-key or --tls-client-ca")?;
     }
-    let public = serve_on(builder, listener, auth, services.clone(), stop.clone());
+    let public = serve_on(
+        builder,
+        listener,
+        (Some(metrics), auth),
+        services.clone(),
+        stop.clone(),
+    );
     let internal = async {
         match internal {
             Some((listener, auth)) => {
-                serve_on(Server::builder(), listener, auth, services, stop.clone()).await
+                let layers = (None, auth);
+                serve_on(Server::builder(), listener, layers, services, stop.clone()).await
             }
             None => Ok(()),
         }
@@ -105,11 +118,12 @@ where
 }
 
 /// Serves `services` on `listener` through `builder` (which may hold TLS)
-/// until `stop` is cancelled and the open calls have ended.
+/// and `layers` (metrics outermost, if any, then auth) until `stop` is
+/// cancelled and the open calls have ended.
 async fn serve_on<H>(
     builder: Server,
     listener: TcpListener,
-    auth: AuthLayer,
+    (metrics, auth): (Option<RpcMetricsLayer>, AuthLayer),
     services: Services<tonic_health::pb::health_server::HealthServer<H>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()>
@@ -138,6 +152,7 @@ where
     builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(tower::util::option_layer(metrics))
         .layer(auth)
         .add_service(health)
         .add_service(reflection().build_v1()?)

@@ -22,7 +22,7 @@ use herald::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{auth::Identity, notifier::ActiveStreams};
+use crate::{auth::Identity, metrics::EventMetrics, notifier::ActiveStreams};
 
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
@@ -32,21 +32,22 @@ pub struct EventLoggerService {
     streams: Option<ActiveStreams>,
 }
 
-/// This logger's own counts since it started.
+/// This logger's own counts since it started (queue entries written and
+/// failed writes are kept in the metrics alone).
 struct Counters {
     started: SystemTime,
     clock: Instant,
     created: AtomicU64,
     updated: AtomicU64,
-    published: AtomicU64,
-    failures: AtomicU64,
+    metrics: EventMetrics,
 }
 
 impl Counters {
     /// Counts what a write that started at `since` did: events created,
     /// status changes applied and queue entries written. An event the write
     /// did not change (a repeated request id, a status it already had) is not
-    /// counted; a failed write counts as a failure.
+    /// counted; a failed write counts as a failure, a refused item (in a
+    /// batch) as a rejection.
     fn record<'a>(
         &self,
         outcomes: impl IntoIterator<Item = &'a Result<Event, Error>>,
@@ -65,13 +66,19 @@ impl Counters {
                         continue;
                     }
                     count.fetch_add(1, Ordering::Relaxed);
+                    if created {
+                        self.metrics.created(&event.category, &event.event_type);
+                    } else {
+                        self.metrics.status_updated(event.status);
+                    }
                     if event.status.enqueues() {
-                        self.published.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.published.inc();
                     }
                 }
                 Err(Error::Unavailable(_) | Error::Internal(_)) => {
-                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.publish_failures.inc();
                 }
+                Err(err) if created => self.metrics.rejected(Status::from(err.clone()).code()),
                 Err(_) => {}
             }
         }
@@ -79,8 +86,9 @@ impl Counters {
 }
 
 impl EventLoggerService {
-    /// The service over `store`, checking new events against `rules`.
-    pub fn new(store: Arc<dyn EventStore>, rules: Rules) -> Self {
+    /// The service over `store`, checking new events against `rules` and
+    /// counting what it does in `metrics`.
+    pub fn new(store: Arc<dyn EventStore>, rules: Rules, metrics: EventMetrics) -> Self {
         Self {
             store,
             rules,
@@ -89,8 +97,7 @@ impl EventLoggerService {
                 clock: Instant::now(),
                 created: AtomicU64::new(0),
                 updated: AtomicU64::new(0),
-                published: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
+                metrics,
             },
             streams: None,
         }
@@ -355,8 +362,8 @@ impl EventLogger for EventLoggerService {
             failed_events: n(counts.failed),
             events_created: load(&c.created),
             status_updates: load(&c.updated),
-            events_published: load(&c.published),
-            publish_failures: load(&c.failures),
+            events_published: n(c.metrics.published.get()),
+            publish_failures: n(c.metrics.publish_failures.get()),
             active_subscribers: n(self.streams.as_ref().map_or(0, ActiveStreams::count)),
             started_at: Some(c.started.into()),
             uptime: prost_types::Duration::try_from(c.clock.elapsed()).ok(),

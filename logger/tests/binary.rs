@@ -23,11 +23,23 @@ impl Drop for Running {
     }
 }
 
-/// Starts the binary on a free port; returns it, its URL, and its stdout lines.
+/// Starts the binary on a free port, its metrics on another; returns it,
+/// its URL, and its stdout lines.
 async fn start_logger() -> (Running, String, mpsc::Receiver<String>) {
+    start_logger_with(&[]).await
+}
+
+/// [`start_logger`] with more flags.
+async fn start_logger_with(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(if args.contains(&"--metrics-listen") {
+            &[][..]
+        } else {
+            &["--metrics-listen", "off"][..]
+        })
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -70,13 +82,38 @@ async fn one_command_runs_the_whole_system() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a notification line on stdout");
     assert_eq!(line, expected);
-    for _ in 0..100 {
-        if client.get_event(event.id).await.expect("get").status == EventStatus::Processed {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("event {} never became PROCESSED", event.id);
+    common::eventually(Duration::from_secs(5), "PROCESSED", || async {
+        let event = client.get_event(event.id).await.expect("get");
+        (event.status == EventStatus::Processed).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_binary_serves_metrics_where_asked() {
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_logger, url, _stdout) =
+        start_logger_with(&["--metrics-listen", &metrics.to_string()]).await;
+    let client = Client::connect(url).await.expect("connect");
+    client.create_event("al", "counted").await.expect("create");
+    let scrape = common::Scrape::of(metrics).await;
+    assert_eq!(
+        scrape.get(
+            "herald_events_created_total",
+            &[("category", ""), ("type", "")]
+        ),
+        1.0
+    );
+
+    // A taken port stops start-up, naming the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", &metrics.to_string()])
+        .output()
+        .expect("run herald-logger");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--metrics-listen"), "{text}");
 }
 
 #[tokio::test]
@@ -126,6 +163,8 @@ fn json_logs_are_one_object_per_line() {
             &format!("127.0.0.1:{port}"),
             "--log-format",
             "json",
+            "--metrics-listen",
+            "off",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -161,6 +200,57 @@ fn json_logs_are_one_object_per_line() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("--log-format") && text.contains("json"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn flags_beat_env_beats_the_config_file() {
+    let (file_port, env_port, metrics_port) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\nmetrics-listen = \"127.0.0.1:{metrics_port}\"\n"
+        ),
+    )
+    .expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--config", path.to_str().expect("utf-8")])
+        .env("HERALD_LISTEN", format!("127.0.0.1:{env_port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run herald-logger");
+    let _running = Running(child);
+    let url = format!("http://127.0.0.1:{env_port}");
+    let client = common::eventually(Duration::from_secs(10), "the env's port", || async {
+        Client::connect(url.clone()).await.ok()
+    })
+    .await;
+    client.health("").await.expect("serving on the env's port");
+    // The file's metrics address applies, as no flag or variable sets one.
+    let scrape = common::Scrape::of(([127, 0, 0, 1], metrics_port).into()).await;
+    assert!(scrape.get("herald_uptime_seconds", &[]) >= 0.0);
+    assert!(
+        Client::connect(format!("http://127.0.0.1:{file_port}"))
+            .await
+            .is_err(),
+        "the file's listen address lost to the variable"
+    );
+
+    // A bad value in the file stops start-up, naming the option and the file.
+    std::fs::write(&path, "heartbeat-secs = 0\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run herald-logger");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("--heartbeat-secs") && text.contains("herald.toml"),
         "{text}"
     );
 }

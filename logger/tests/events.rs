@@ -146,8 +146,12 @@ async fn strict_loggers_refuse_unknown_types_and_bad_registries_stop_start_up() 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let config =
-        herald_logger::Config::from_args(&["--event-types", path.to_str().expect("utf-8")]);
+    let config = herald_logger::Config::from_args(&[
+        "--event-types",
+        path.to_str().expect("utf-8"),
+        "--metrics-listen",
+        "off",
+    ]);
     let err = herald_logger::run(listener, config, tokio_util::sync::CancellationToken::new())
         .await
         .expect_err("a bad registry stops start-up");

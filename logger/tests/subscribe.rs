@@ -539,7 +539,8 @@ async fn a_subscription_resumes_across_a_logger_restart_without_loss_or_duplicat
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("the same port again");
-    let config = herald_logger::Config::from_args(&args);
+    let config =
+        herald_logger::Config::from_args(&[&args[..], &["--metrics-listen", "off"]].concat());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let restarted = tokio::spawn(herald_logger::run(listener, config, shutdown.clone()));
     heard.extend(

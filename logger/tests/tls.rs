@@ -224,6 +224,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
     let lines = Lines::default();
     let shutdown = CancellationToken::new();
     let config = herald_processor::Config {
+        config: None,
         redis_url: redis.url(),
         redis_prefix: "herald".into(),
         logger_url: https.clone(),
@@ -235,6 +236,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
         },
         worker: herald_processor::WorkerConfig::parse_from_args(&["--block-ms", "200"]),
         log: Default::default(),
+        metrics_listen: herald_processor::metrics::MetricsListen(None),
     };
     let processor = tokio::spawn(herald_processor::run(
         config,
@@ -276,6 +278,8 @@ async fn bad_tls_settings_stop_start_up_naming_the_flag() {
         &pki.arg("server.pem"),
         "--tls-key",
         &pki.arg("ca.pem"),
+        "--metrics-listen",
+        "off",
     ];
     let err = herald_logger::run(
         listener().await,
@@ -286,7 +290,14 @@ async fn bad_tls_settings_stop_start_up_naming_the_flag() {
     .expect_err("a certificate is no key");
     assert!(format!("{err:#}").contains("--tls-key"), "{err:#}");
     let missing = pki.arg("missing.pem");
-    let args = ["--tls-cert", &missing, "--tls-key", &pki.arg("server.key")];
+    let args = [
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &pki.arg("server.key"),
+        "--metrics-listen",
+        "off",
+    ];
     let err = herald_logger::run(
         listener().await,
         Config::from_args(&args),

@@ -114,6 +114,10 @@ impl WorkerConfig {
 #[derive(Parser, Clone, Debug)]
 #[command(name = "herald-processor", version, about)]
 pub struct Config {
+    /// A TOML file of options: keys are the long flags (`redis-url =
+    /// "redis://..."`); flags and HERALD_* variables win over it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Redis holding Herald's streams, e.g. redis://127.0.0.1:6379/.
     #[arg(long, env = "HERALD_REDIS_URL")]
     pub redis_url: String,
@@ -139,6 +143,9 @@ pub struct Config {
     /// TLS towards an https:// logger: the CA to trust and the client certificate.
     #[command(flatten)]
     pub tls: herald_client::TlsArgs,
+    /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = crate::metrics::parse_listen)]
+    pub metrics_listen: crate::metrics::MetricsListen,
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,

@@ -8,16 +8,21 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags (with `HERALD_*` env twins) and defaults.
-//! - [`process`]: logging set-up (`--log-format`) and shutdown on
-//!   SIGINT/SIGTERM, shared with the logger binary.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint and the metrics every
+//!   server shares (uptime, queue sizes, the worker's counts), also used by
+//!   the logger.
+//! - [`process`]: flags with a `--config` file under them, logging set-up
+//!   (`--log-format`) and shutdown on SIGINT/SIGTERM, shared with the logger
+//!   binary.
 //! - [`sink`]: the [`Sink`] abstraction, the line sink that prints
 //!   `Event {event_id} has been sent to {user_id}: {description}`, and the
 //!   simulated sink that loses a share of attempts.
 //! - [`worker`]: the consume/deliver/update/acknowledge loop, [`run_worker`],
 //!   shared with the logger's embedded worker.
-//! - [`run`]: the whole processor on Redis, as the binary runs it.
+//! - [`run`] / [`run_with`]: the whole processor on Redis, as the binary runs it.
 
 pub mod config;
+pub mod metrics;
 pub mod process;
 pub mod sink;
 pub mod worker;
@@ -27,6 +32,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use herald::backend::{self, BackendConfig};
 use herald_client::Client;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, WorkerConfig};
@@ -34,9 +40,21 @@ pub use sink::{LineSink, SimulatedSink, Sink};
 pub use worker::run_worker;
 
 /// Runs a processor on Redis until `shutdown` is cancelled, then finishes the
-/// events in flight (within the worker's grace time).
+/// events in flight (within the worker's grace time); serves metrics where
+/// `--metrics-listen` says.
 pub async fn run(
     config: Config,
+    sink: Arc<dyn Sink>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
+    run_with(config, metrics, sink, shutdown).await
+}
+
+/// [`run`], serving metrics on `metrics` (if any) instead of `--metrics-listen`.
+pub async fn run_with(
+    config: Config,
+    metrics: Option<TcpListener>,
     sink: Arc<dyn Sink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -56,13 +74,38 @@ pub async fn run(
         concurrency = config.worker.concurrency,
         "processor started"
     );
+    let registry = prometheus::Registry::new();
+    let worker_metrics = metrics::WorkerMetrics::register(&registry);
+    let endpoint = metrics.map(|listener| {
+        let uptime = metrics::Uptime::register(&registry);
+        let queue_gauges = metrics::QueueGauges::register(&registry);
+        let queue = backend.queue.clone();
+        let refresh: metrics::Refresh = Arc::new(move || {
+            let (uptime, queue_gauges, queue) =
+                (uptime.clone(), queue_gauges.clone(), queue.clone());
+            Box::pin(async move {
+                uptime.refresh();
+                queue_gauges.refresh(queue.as_ref()).await;
+            })
+        });
+        tokio::spawn(metrics::serve(
+            listener,
+            registry,
+            refresh,
+            shutdown.clone(),
+        ))
+    });
     run_worker(
         backend.queue.as_ref(),
         client,
         config.worker.sink_over(sink),
         &config.worker,
+        worker_metrics,
         shutdown,
     )
     .await;
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
     Ok(())
 }

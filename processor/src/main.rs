@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
 use herald_processor::{Config, LineSink};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config: Config = herald_processor::process::parse_args();
     herald_processor::process::init_tracing(config.log.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(herald_processor::process::cancel_on_signal(

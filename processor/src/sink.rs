@@ -16,6 +16,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Sends the notification of `event`; an error leaves the event to be
     /// delivered again later.
     async fn deliver(&self, event: &Event) -> anyhow::Result<()>;
+    /// A short name for metrics' `sink` label, such as `line`.
+    fn name(&self) -> &'static str;
 }
 
 /// The notification line: `Event {event_id} has been sent to {user_id}: {description}`.
@@ -59,6 +61,10 @@ impl Sink for LineSink {
         out.flush()?;
         Ok(())
     }
+
+    fn name(&self) -> &'static str {
+        "line"
+    }
 }
 
 /// Loses each delivery attempt with a given probability (an error, as a
@@ -93,6 +99,10 @@ impl Sink for SimulatedSink {
             anyhow::bail!("simulated loss of the notification of event {}", event.id);
         }
         self.inner.deliver(event).await
+    }
+
+    fn name(&self) -> &'static str {
+        "simulated"
     }
 }
 

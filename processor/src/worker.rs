@@ -10,7 +10,10 @@
 //! attempts (redeliveries of the entry included) reach `--max-deliveries`, the
 //! event is marked FAILED and its entry dead-lettered.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use herald::{
     EventStatus,
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
-use crate::{config::WorkerConfig, sink::Sink};
+use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
 
 /// Most events one BatchUpdateStatus call settles.
 const SETTLE_BATCH: usize = 256;
@@ -40,15 +43,17 @@ enum Outcome {
     Retry(String),
 }
 
-/// A delivered event waiting to be marked PROCESSED; its permit is a place
-/// among the events in flight, returned once it is settled.
-type Delivered = (Delivery, OwnedSemaphorePermit);
+/// A delivered event waiting to be marked PROCESSED, with when it was
+/// received; its permit is a place among the events in flight, returned once
+/// it is settled.
+type Delivered = (Delivery, Instant, OwnedSemaphorePermit);
 
 struct Context {
     consumer: Arc<dyn Consumer>,
     client: Client,
     sink: Arc<dyn Sink>,
     config: WorkerConfig,
+    metrics: WorkerMetrics,
     shutdown: CancellationToken,
 }
 
@@ -60,6 +65,7 @@ pub async fn run_worker(
     client: Client,
     sink: Arc<dyn Sink>,
     config: &WorkerConfig,
+    metrics: WorkerMetrics,
     shutdown: CancellationToken,
 ) {
     let consumer = queue.consumer(ConsumerConfig {
@@ -72,6 +78,7 @@ pub async fn run_worker(
         client,
         sink,
         config: config.clone(),
+        metrics,
         shutdown: shutdown.clone(),
     });
     let (settle, settle_queue) = mpsc::channel::<Delivered>(config.concurrency as usize);
@@ -125,10 +132,11 @@ pub async fn run_worker(
             };
             let (context, settle) = (context.clone(), settle.clone());
             tokio::spawn(async move {
+                let received = Instant::now();
                 if let Some(delivery) = deliver(&context, delivery).await {
                     // The settler outlives every sender, so this cannot fail
                     // but at shutdown, when the entry simply stays pending.
-                    let _ = settle.send((delivery, permit)).await;
+                    let _ = settle.send((delivery, received, permit)).await;
                 }
             });
         }
@@ -167,8 +175,14 @@ async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
     let mut attempt = delivery.deliveries.max(1);
     loop {
         let err = match context.sink.deliver(&delivery.event).await {
-            Ok(()) => return Ok(()),
-            Err(err) => err,
+            Ok(()) => {
+                context.metrics.sent(context.sink.name());
+                return Ok(());
+            }
+            Err(err) => {
+                context.metrics.failed(context.sink.name());
+                err
+            }
         };
         if attempt >= context.config.max_deliveries {
             let reason = format!("{attempt} delivery attempts failed, the last with: {err:#}");
@@ -225,7 +239,7 @@ async fn check_redelivery(context: &Context, delivery: &Delivery) -> Option<Outc
 async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
     let changes: Vec<_> = batch
         .iter()
-        .map(|(d, _)| (d.event.id, EventStatus::Processed))
+        .map(|(d, _, _)| (d.event.id, EventStatus::Processed))
         .collect();
     let outcomes: Vec<Outcome> = match context.client.batch_update_status(&changes).await {
         Ok(results) => results
@@ -241,15 +255,22 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
         }
     };
     let mut acks = Vec::with_capacity(batch.len());
-    for ((delivery, _), outcome) in batch.iter().zip(outcomes) {
+    let mut received = Vec::with_capacity(batch.len());
+    for ((delivery, at, _), outcome) in batch.iter().zip(outcomes) {
         match outcome {
-            Outcome::Ack => acks.push(delivery.entry_id.clone()),
+            Outcome::Ack => {
+                acks.push(delivery.entry_id.clone());
+                received.push(*at);
+            }
             other => apply(&context, delivery, other).await,
         }
     }
-    if let Err(err) = context.consumer.ack(&acks).await {
+    match context.consumer.ack(&acks).await {
+        Ok(()) => received
+            .into_iter()
+            .for_each(|at| context.metrics.processed(at)),
         // The entries stay pending and are reclaimed later: at least once.
-        warn!(error = %err, entries = acks.len(), "cannot acknowledge entries");
+        Err(err) => warn!(error = %err, entries = acks.len(), "cannot acknowledge entries"),
     }
 }
 
@@ -265,7 +286,11 @@ async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
         }
         Outcome::DeadLetter(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "dead-lettering event");
-            context.consumer.dead_letter(delivery, reason).await
+            let result = context.consumer.dead_letter(delivery, reason).await;
+            if result.is_ok() {
+                context.metrics.dead_lettered();
+            }
+            result
         }
         Outcome::Retry(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "delivery failed; will retry");

@@ -52,26 +52,32 @@ impl Write for Lines {
 /// A logger running in this process.
 pub struct Logger {
     pub addr: SocketAddr,
+    /// Where it serves /metrics.
+    pub metrics_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Logger {
-    /// Starts a logger with `args` (flags) on a free port; an embedded worker
-    /// writes to `sink`.
+    /// Starts a logger with `args` (flags) on a free port, and its metrics
+    /// on another; an embedded worker writes to `sink`.
     pub async fn start(args: &[&str], sink: Arc<dyn Sink>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_addr = metrics.local_addr().expect("addr");
         let config = Config::from_args(args);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(herald_logger::run_with_sink(
+        let handle = tokio::spawn(herald_logger::run_with(
             listener,
+            Some(metrics),
             config,
             sink,
             shutdown.clone(),
         ));
         Self {
             addr,
+            metrics_addr,
             shutdown,
             handle,
         }
@@ -137,18 +143,31 @@ impl Processor {
         worker_args: &[&str],
         sink: Arc<dyn Sink>,
     ) -> Self {
-        let config = herald_processor::Config {
+        let config = Self::config(redis_url, logger_url, api_key, worker_args);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(herald_processor::run(config, sink, shutdown.clone()));
+        Self { handle, shutdown }
+    }
+
+    /// The configuration of a processor on `redis_url` calling `logger_url`
+    /// with `api_key` and `worker_args`, serving no metrics.
+    pub fn config(
+        redis_url: &str,
+        logger_url: &str,
+        api_key: &str,
+        worker_args: &[&str],
+    ) -> herald_processor::Config {
+        herald_processor::Config {
+            config: None,
             redis_url: redis_url.to_owned(),
             redis_prefix: "herald".into(),
             logger_url: logger_url.to_owned(),
             api_key: api_key.to_owned(),
             tls: herald_client::TlsArgs::default(),
             log: Default::default(),
+            metrics_listen: herald_processor::metrics::MetricsListen(None),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
-        };
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(herald_processor::run(config, sink, shutdown.clone()));
-        Self { handle, shutdown }
+        }
     }
 
     /// Kills it on the spot: nothing in flight is finished or acknowledged.
@@ -217,5 +236,74 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fetches `path` from the HTTP server at `addr`: the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics endpoint");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("read response");
+    let text = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_owned())
+}
+
+/// One scrape of a Prometheus endpoint.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// Scrapes `/metrics` at `addr`.
+    pub async fn of(addr: SocketAddr) -> Self {
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        Self(body)
+    }
+
+    /// The value of the sample `name` whose labels are exactly `labels`, if any.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        wanted.sort();
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, mut got) = match series.split_once('{') {
+                    Some((metric, rest)) => (
+                        metric,
+                        rest.trim_end_matches('}')
+                            .split(',')
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>(),
+                    ),
+                    None => (series, Vec::new()),
+                };
+                got.sort();
+                (metric == name && got == wanted).then(|| value.parse().expect("a number"))
+            })
+    }
+
+    /// [`Scrape::value`], which must be there.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{}", self.0))
     }
 }
