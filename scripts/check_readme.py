@@ -10,7 +10,7 @@ up after the next foreground commands, as it would in a terminal.
 
 Values that differ from run to run are matched, not compared: an RFC 3339
 timestamp matches any timestamp, a fresh API key or SHA-256 digest any such
-value, and a UUID matches any UUID, bound on first
+value, a W3C traceparent any traceparent, and a UUID matches any UUID, bound on first
 sight, so later uses of the same README UUID (in commands too) stand for the
 value the server really returned.
 
@@ -33,6 +33,8 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 # Fresh API keys and their SHA-256 digests differ on every run: matched, not compared.
 SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
+# A W3C traceparent holds fresh random ids: matched, not compared.
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d)")
 
 
@@ -123,9 +125,11 @@ class Session:
             want = self.addrs(want)
             pattern, ids = "", []
             pos = 0
-            for m in re.finditer(f"{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}", want):
+            for m in re.finditer(f"{TRACEPARENT.pattern}|{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}", want):
                 pattern += re.escape(want[pos:m.start()])
-                if UUID.fullmatch(m.group()):
+                if TRACEPARENT.fullmatch(m.group()):
+                    pattern += TRACEPARENT.pattern
+                elif UUID.fullmatch(m.group()):
                     pattern += f"({UUID.pattern})"
                     ids.append(m.group())
                 elif TIME.fullmatch(m.group()):

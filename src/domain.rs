@@ -10,7 +10,7 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{error::Error, pb};
+use crate::{error::Error, pb, trace::TraceParent};
 
 /// Longest accepted `user_id`, in bytes of UTF-8.
 pub const MAX_USER_ID_BYTES: usize = 256;
@@ -162,6 +162,8 @@ pub struct Event {
     pub request_id: String,
     /// Which client sent the event; empty while no identities are configured.
     pub source: String,
+    /// Trace context of the event's last change, if any.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// An event's payload: a JSON object.
@@ -242,6 +244,7 @@ impl Default for Rules {
 pub struct NewEvent {
     input: EventInput,
     source: String,
+    trace: Option<TraceParent>,
 }
 
 impl NewEvent {
@@ -296,6 +299,7 @@ impl NewEvent {
             Ok(Self {
                 input,
                 source: String::new(),
+                trace: None,
             })
         } else {
             Err(Error::InvalidArgument(violations))
@@ -305,6 +309,12 @@ impl NewEvent {
     /// The same event, sent by the client `source`.
     pub fn with_source(mut self, source: impl Into<String>) -> Self {
         self.source = source.into();
+        self
+    }
+
+    /// The same event, created in `trace` (its own span of it).
+    pub fn in_trace(mut self, trace: TraceParent) -> Self {
+        self.trace = Some(trace);
         self
     }
 
@@ -346,6 +356,7 @@ impl NewEvent {
             occurred_at: input.occurred_at.map_or(now, |t| from_micros(to_micros(t))),
             request_id: input.request_id,
             source: self.source,
+            traceparent: self.trace,
         }
     }
 }
@@ -541,6 +552,7 @@ impl From<Event> for pb::Event {
             occurred_at: Some(e.occurred_at.into()),
             request_id: e.request_id,
             source: e.source,
+            traceparent: e.traceparent.map(|t| t.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -569,6 +581,7 @@ impl TryFrom<pb::Event> for Event {
             payload: e.payload.map(struct_to_json),
             request_id: e.request_id,
             source: e.source,
+            traceparent: TraceParent::parse(&e.traceparent),
         })
     }
 }
@@ -606,6 +619,34 @@ pub struct StatusChange {
     pub id: Uuid,
     /// Its new status.
     pub status: EventStatus,
+    /// The trace context of the caller's work on the change, stored with it.
+    pub trace: Option<TraceParent>,
+}
+
+impl StatusChange {
+    /// A change of event `id` to `status`, outside any trace.
+    pub fn new(id: Uuid, status: EventStatus) -> Self {
+        Self {
+            id,
+            status,
+            trace: None,
+        }
+    }
+
+    /// The same change, in `trace`.
+    pub fn in_trace(self, trace: Option<TraceParent>) -> Self {
+        Self { trace, ..self }
+    }
+}
+
+impl From<StatusChange> for pb::UpdateStatusRequest {
+    fn from(c: StatusChange) -> Self {
+        pb::UpdateStatusRequest {
+            event_id: c.id.to_string(),
+            status: c.status.to_pb() as i32,
+            traceparent: c.trace.map(|t| t.to_string()).unwrap_or_default(),
+        }
+    }
 }
 
 impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
@@ -614,10 +655,19 @@ impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
     fn try_from(r: pb::UpdateStatusRequest) -> Result<Self, Error> {
         let id = parse_event_id(&r.event_id, "event_id");
         let status = EventStatus::from_pb(r.status, "status");
-        match (id, status) {
-            (Ok(id), Ok(status)) => Ok(StatusChange { id, status }),
-            (id, status) => Err(Error::InvalidArgument(
-                [id.err(), status.err()]
+        let trace = match r.traceparent.as_str() {
+            "" => Ok(None),
+            text => TraceParent::parse(text).map(Some).ok_or_else(|| {
+                Error::invalid(
+                    "traceparent",
+                    "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+                )
+            }),
+        };
+        match (id, status, trace) {
+            (Ok(id), Ok(status), Ok(trace)) => Ok(StatusChange { id, status, trace }),
+            (id, status, trace) => Err(Error::InvalidArgument(
+                [id.err(), status.err(), trace.err()]
                     .into_iter()
                     .flatten()
                     .flat_map(Error::into_violations)
@@ -951,13 +1001,23 @@ mod tests {
     }
 
     #[test]
-    fn update_request_reports_both_fields() {
+    fn update_request_reports_every_bad_field() {
         let err = StatusChange::try_from(pb::UpdateStatusRequest {
             event_id: "nope".into(),
             status: 0,
+            traceparent: "00-nope".into(),
         })
         .expect_err("invalid");
-        assert_eq!(fields(err), ["event_id", "status"]);
+        assert_eq!(fields(err), ["event_id", "status", "traceparent"]);
+        let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let change = StatusChange::try_from(pb::UpdateStatusRequest {
+            event_id: Uuid::now_v7().to_string(),
+            status: 2,
+            traceparent: traced.into(),
+        })
+        .expect("valid");
+        assert_eq!(change.trace.map(|t| t.to_string()).as_deref(), Some(traced));
+        assert_eq!(pb::UpdateStatusRequest::from(change).traceparent, traced);
     }
 
     #[test]
@@ -965,6 +1025,7 @@ mod tests {
         let item = |id: &str, status: i32| pb::UpdateStatusRequest {
             event_id: id.into(),
             status,
+            ..Default::default()
         };
         let empty = pb::BatchUpdateStatusRequest { requests: vec![] };
         assert_eq!(

@@ -12,6 +12,7 @@
 //! - [`query`]: ListEvents queries, their order and page tokens.
 //! - [`random`]: seedable pseudo-random numbers for simulations.
 //! - [`subscription`]: Subscribe filters and notification-log cursors.
+//! - [`trace`]: W3C trace context (`traceparent`) carried with each event.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
 //!   `NotificationFeed` traits, their Redis and memory implementations, and the
 //!   factory that picks one.
@@ -24,6 +25,7 @@ pub mod pb;
 pub mod query;
 pub mod random;
 pub mod subscription;
+pub mod trace;
 
 #[cfg(feature = "backend")]
 pub mod backend;

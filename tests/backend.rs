@@ -10,6 +10,7 @@ use herald::{
     pb,
     query::{ListQuery, page_of},
     testing::{RedisServer, skip_redis_tests},
+    trace::TraceParent,
 };
 use uuid::Uuid;
 
@@ -321,7 +322,7 @@ async fn batches_keep_each_items_outcome(b: Backend) {
         ["a", "b", "c"]
     );
     let unknown = Uuid::now_v7();
-    let change = |id, status| StatusChange { id, status };
+    let change = StatusChange::new;
     let results = b
         .store
         .update_status_many(&[
@@ -401,12 +402,14 @@ fn full_event(request_id: &str) -> NewEvent {
 }
 
 async fn every_field_round_trips(b: Backend) {
+    let trace = TraceParent::new_root();
     let created = b
         .store
-        .create(full_event("").with_source("web"))
+        .create(full_event("").with_source("web").in_trace(trace))
         .await
         .expect("create");
     assert_eq!(created.source, "web");
+    assert_eq!(created.traceparent, Some(trace));
     assert_eq!(created.event_type, "pageview");
     assert!(created.occurred_at < created.created_at);
     assert_eq!(b.store.get(created.id).await.expect("get"), created);
@@ -422,6 +425,28 @@ async fn every_field_round_trips(b: Backend) {
         .await
         .expect("processed");
     assert_eq!(processed.payload, created.payload);
+    assert_eq!(
+        processed.traceparent,
+        Some(trace),
+        "a change without a trace keeps the event's"
+    );
+    let span = trace.child();
+    let opened = b
+        .store
+        .update_status_many(&[
+            StatusChange::new(created.id, EventStatus::Opened).in_trace(Some(span))
+        ])
+        .await
+        .expect("opened")
+        .pop()
+        .expect("one result")
+        .expect("opened");
+    assert_eq!(
+        opened.traceparent,
+        Some(span),
+        "a traced change stores its span"
+    );
+    assert_eq!(b.store.get(created.id).await.expect("get"), opened);
 }
 
 async fn repeated_request_ids_return_the_first_event(b: Backend) {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use herald::{
     Event, EventStatus,
-    domain::{BatchResult, EventInput, json_to_struct},
+    domain::{BatchResult, EventInput, StatusChange, json_to_struct},
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
 use tonic::{
@@ -268,10 +268,13 @@ impl Client {
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
     pub async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event, Error> {
-        let request = pb::UpdateStatusRequest {
-            event_id: id.to_string(),
-            status: status.to_pb() as i32,
-        };
+        self.apply(StatusChange::new(id, status)).await
+    }
+
+    /// Applies one status change, with its trace context if it has one;
+    /// retried like [`Client::update_status`].
+    pub async fn apply(&self, change: StatusChange) -> Result<Event, Error> {
+        let request = pb::UpdateStatusRequest::from(change);
         let response = self
             .retrying(|mut logger| {
                 let request = request.clone();
@@ -286,16 +289,10 @@ impl Client {
     /// since every change is idempotent.
     pub async fn batch_update_status(
         &self,
-        changes: &[(Uuid, EventStatus)],
+        changes: &[StatusChange],
     ) -> Result<Vec<Result<Event, Error>>, Error> {
         let request = pb::BatchUpdateStatusRequest {
-            requests: changes
-                .iter()
-                .map(|(id, status)| pb::UpdateStatusRequest {
-                    event_id: id.to_string(),
-                    status: status.to_pb() as i32,
-                })
-                .collect(),
+            requests: changes.iter().map(|c| (*c).into()).collect(),
         };
         let response = self
             .retrying(|mut logger| {

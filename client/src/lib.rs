@@ -29,6 +29,6 @@ pub mod tls;
 
 pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
-pub use herald::{Event, EventStatus, FieldViolation};
+pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::{Tls, TlsArgs};

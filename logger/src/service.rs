@@ -19,8 +19,10 @@ use herald::{
     pb::{self, event_logger_server::EventLogger},
     query::ListQuery,
     subscription::Cursor,
+    trace::{self, TraceParent},
 };
 use tonic::{Request, Response, Status};
+use tracing::debug;
 
 use crate::{auth::Identity, metrics::EventMetrics, notifier::ActiveStreams};
 
@@ -66,6 +68,13 @@ impl Counters {
                         continue;
                     }
                     count.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        event_id = %event.id,
+                        status = %event.status,
+                        trace_id = %event.traceparent.map(|t| t.trace_id()).unwrap_or_default(),
+                        "{}",
+                        if created { "event created" } else { "status changed" }
+                    );
                     if created {
                         self.metrics.created(&event.category, &event.event_type);
                     } else {
@@ -158,8 +167,11 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::CreateEventResponse>, Status> {
         let source = source_of(&request);
+        let trace = call_trace(&request).map_or_else(TraceParent::new_root, |t| t.child());
         let input = EventInput::try_from(request.into_inner())?;
-        let new = NewEvent::validate(input, &self.rules)?.with_source(source);
+        let new = NewEvent::validate(input, &self.rules)?
+            .with_source(source)
+            .in_trace(trace);
         let event = self.counted(true, self.store.create(new)).await?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
@@ -197,7 +209,9 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::UpdateStatusRequest>,
     ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
         let user = user_of(&request);
-        let change = StatusChange::try_from(request.into_inner())?;
+        let header = call_trace(&request);
+        let mut change = StatusChange::try_from(request.into_inner())?;
+        change.trace = change.trace.or(header);
         if let Some(user) = user {
             // An end user's token: only their own events, only to OPENED.
             if change.status != EventStatus::Opened {
@@ -222,11 +236,13 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::CreateEventsRequest>,
     ) -> Result<Response<pb::CreateEventsResponse>, Status> {
         let source = source_of(&request);
+        // The events of one call share a trace, each its own span.
+        let trace = call_trace(&request).unwrap_or_else(TraceParent::new_root);
         let items = parse_batch_creates(request.into_inner(), &self.rules)?;
         let write = apply_valid(items, async |valid: Vec<NewEvent>| {
             let valid = valid
                 .into_iter()
-                .map(|e| e.with_source(source.clone()))
+                .map(|e| e.with_source(source.clone()).in_trace(trace.child()))
                 .collect();
             let created = self.store.create_many(valid).await?;
             Ok(created.into_iter().map(Ok).collect())
@@ -243,7 +259,11 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
-        let items = parse_batch_changes(request.into_inner())?;
+        let header = call_trace(&request);
+        let items = parse_batch_changes(request.into_inner())?
+            .into_iter()
+            .map(|item| item.map(|c| c.in_trace(c.trace.or(header))))
+            .collect();
         let outcomes = self.apply_changes(items).await?;
         let results = outcomes
             .into_iter()
@@ -291,11 +311,9 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::RedriveEventsRequest>,
     ) -> Result<Response<pb::RedriveEventsResponse>, Status> {
+        let trace = call_trace(&request).map(|t| t.child());
         let r = request.into_inner();
-        let back = |id| StatusChange {
-            id,
-            status: EventStatus::Pending,
-        };
+        let back = |id| StatusChange::new(id, EventStatus::Pending).in_trace(trace);
         let named: Option<Vec<Result<StatusChange, Error>>> = match (r.all, r.event_ids.len()) {
             (true, 0) => None,
             (true, _) => {
@@ -397,6 +415,16 @@ pub(crate) fn source_of<T>(request: &Request<T>) -> String {
         .get::<Identity>()
         .map(|identity| identity.client_id.clone())
         .unwrap_or_default()
+}
+
+/// The trace context the caller sent in its `traceparent` header, if valid
+/// (an invalid one is ignored, as W3C Trace Context asks).
+fn call_trace<T>(request: &Request<T>) -> Option<TraceParent> {
+    request
+        .metadata()
+        .get(trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 /// The end user whose token made the call, if it was a user token.

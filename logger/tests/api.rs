@@ -12,6 +12,7 @@ use common::{
 use futures_util::StreamExt;
 use herald::{
     EventStatus,
+    domain::StatusChange,
     pb::{self, event_logger_client::EventLoggerClient},
 };
 use herald_processor::sink::notification_line;
@@ -111,6 +112,7 @@ async fn ids_and_statuses_are_checked_and_rejections_change_nothing() {
         .update_status(pb::UpdateStatusRequest {
             event_id: event.id.to_string(),
             status: 0,
+            ..Default::default()
         })
         .await
         .expect_err("unspecified status");
@@ -275,10 +277,10 @@ async fn batch_update_status_answers_each_change_on_its_own() {
     let unknown = uuid::Uuid::now_v7();
     let results = client
         .batch_update_status(&[
-            (event.id, EventStatus::Opened),
-            (unknown, EventStatus::Processed),
-            (event.id, EventStatus::Pending),
-            (event.id, EventStatus::Opened),
+            StatusChange::new(event.id, EventStatus::Opened),
+            StatusChange::new(unknown, EventStatus::Processed),
+            StatusChange::new(event.id, EventStatus::Pending),
+            StatusChange::new(event.id, EventStatus::Opened),
         ])
         .await
         .expect("batch");
@@ -303,6 +305,7 @@ async fn batch_update_status_answers_each_change_on_its_own() {
     let item = |id: &str, status: EventStatus| pb::UpdateStatusRequest {
         event_id: id.into(),
         status: status.to_pb() as i32,
+        ..Default::default()
     };
     let response = raw
         .batch_update_status(pb::BatchUpdateStatusRequest {

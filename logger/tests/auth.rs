@@ -69,6 +69,7 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
     let change = || pb::UpdateStatusRequest {
         event_id: event_id.into(),
         status: EventStatus::Processed.to_pb() as i32,
+        ..Default::default()
     };
     let result = match rpc {
         "CreateEvent" => raw.create_event(create()).await.map(drop),
@@ -504,7 +505,10 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
         Code::PermissionDenied
     );
     let batch = ada
-        .batch_update_status(&[(adas.id, EventStatus::Opened)])
+        .batch_update_status(&[herald_client::StatusChange::new(
+            adas.id,
+            EventStatus::Opened,
+        )])
         .await;
     assert_eq!(
         batch.expect_err("no batches").code(),

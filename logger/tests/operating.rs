@@ -357,3 +357,74 @@ fn a_bad_config_file_names_the_file_and_the_option() {
     let err = parse(&["--config", "/nonexistent/herald.toml"]).expect_err("missing");
     assert!(err.contains("--config: cannot read"), "{err}");
 }
+
+#[tokio::test]
+async fn a_trace_follows_the_event_through_the_queue_and_the_processor() {
+    if skip_redis_tests() {
+        return;
+    }
+    use herald::{pb, trace::TraceParent};
+    let redis = RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let processor = Processor::start(
+        &redis.url(),
+        &logger.url(),
+        &["--block-ms", "200"],
+        Lines::default().sink(),
+    );
+    let caller = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .expect("valid");
+    let mut raw = pb::event_logger_client::EventLoggerClient::new(logger.channel().await);
+    let mut request = tonic::Request::new(pb::CreateEventRequest {
+        user_id: "tia".into(),
+        description: "traced".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", caller.to_string().parse().expect("ascii"));
+    let created = raw
+        .create_event(request)
+        .await
+        .expect("create")
+        .into_inner()
+        .event
+        .expect("event");
+    let at_creation = TraceParent::parse(&created.traceparent).expect("a traceparent");
+    assert_eq!(
+        at_creation.trace_id(),
+        caller.trace_id(),
+        "the caller's trace"
+    );
+    assert_ne!(
+        at_creation.span_id(),
+        caller.span_id(),
+        "the logger's own span"
+    );
+
+    let client = logger.client().await;
+    let id = created.event_id.parse().expect("uuid");
+    wait_processed(&client, id).await;
+    let processed = client.get_event(id).await.expect("get");
+    let settled = processed.traceparent.expect("a traceparent");
+    assert_eq!(
+        settled.trace_id(),
+        caller.trace_id(),
+        "the processor continued the trace it found in the queue entry"
+    );
+    assert_ne!(
+        settled.span_id(),
+        at_creation.span_id(),
+        "and its status change carried its own span"
+    );
+
+    // Without a header, an event starts a trace of its own.
+    let untraced = client
+        .create_event("tia", "untraced")
+        .await
+        .expect("create");
+    let own = untraced.traceparent.expect("a new trace");
+    assert_ne!(own.trace_id(), caller.trace_id());
+    processor.kill();
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -9,6 +9,10 @@
 //! A failed delivery is retried in place after a growing wait; once the
 //! attempts (redeliveries of the entry included) reach `--max-deliveries`, the
 //! event is marked FAILED and its entry dead-lettered.
+//!
+//! Each delivery is a span of the event's trace (W3C trace context, from
+//! the queue entry): its log lines carry the `trace_id`, and the status change
+//! that settles it carries the span's `traceparent` back to the logger.
 
 use std::{
     sync::Arc,
@@ -18,12 +22,14 @@ use std::{
 use herald::{
     EventStatus,
     backend::{Consumer, ConsumerConfig, Delivery, WorkQueue, run_batches},
+    domain::StatusChange,
+    trace::TraceParent,
 };
 use herald_client::{Client, Error as ClientError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
 
@@ -131,14 +137,28 @@ pub async fn run_worker(
                 break;
             };
             let (context, settle) = (context.clone(), settle.clone());
-            tokio::spawn(async move {
-                let received = Instant::now();
-                if let Some(delivery) = deliver(&context, delivery).await {
-                    // The settler outlives every sender, so this cannot fail
-                    // but at shutdown, when the entry simply stays pending.
-                    let _ = settle.send((delivery, received, permit)).await;
+            let received = Instant::now();
+            // This delivery is a span of the event's trace (a new trace for
+            // an entry queued without one).
+            let mut delivery = delivery;
+            let trace = delivery
+                .event
+                .traceparent
+                .map_or_else(TraceParent::new_root, |t| t.child());
+            delivery.event.traceparent = Some(trace);
+            let span =
+                info_span!("deliver", event_id = %delivery.event.id, trace_id = %trace.trace_id());
+            tokio::spawn(
+                async move {
+                    debug!(deliveries = delivery.deliveries, "delivering");
+                    if let Some(delivery) = deliver(&context, delivery).await {
+                        // The settler outlives every sender, so this cannot fail
+                        // but at shutdown, when the entry simply stays pending.
+                        let _ = settle.send((delivery, received, permit)).await;
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
     drop(settle);
@@ -201,11 +221,8 @@ async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
 
 /// Marks the event FAILED, then its entry is dead-lettered.
 async fn give_up(context: &Context, event: &herald::Event, reason: String) -> Outcome {
-    match context
-        .client
-        .update_status(event.id, EventStatus::Failed)
-        .await
-    {
+    let change = StatusChange::new(event.id, EventStatus::Failed).in_trace(event.traceparent);
+    match context.client.apply(change).await {
         Ok(_) => Outcome::DeadLetter(reason),
         Err(err) => settle_error(err),
     }
@@ -239,7 +256,9 @@ async fn check_redelivery(context: &Context, delivery: &Delivery) -> Option<Outc
 async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
     let changes: Vec<_> = batch
         .iter()
-        .map(|(d, _, _)| (d.event.id, EventStatus::Processed))
+        .map(|(d, _, _)| {
+            StatusChange::new(d.event.id, EventStatus::Processed).in_trace(d.event.traceparent)
+        })
         .collect();
     let outcomes: Vec<Outcome> = match context.client.batch_update_status(&changes).await {
         Ok(results) => results

@@ -191,6 +191,6 @@ impl EventStore for Batching {
     }
 
     async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
-        Self::submit(&self.changes, StatusChange { id, status }).await
+        Self::submit(&self.changes, StatusChange::new(id, status)).await
     }
 }

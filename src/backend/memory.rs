@@ -73,7 +73,7 @@ impl State {
     }
 
     fn change_status(&mut self, change: StatusChange) -> Result<Event> {
-        let StatusChange { id, status } = change;
+        let StatusChange { id, status, trace } = change;
         let event = self.events.get_mut(&id).ok_or(Error::NotFound(id))?;
         if event.status == status {
             return Ok(event.clone());
@@ -87,6 +87,9 @@ impl State {
         let from = event.status;
         event.status = status;
         event.updated_at = now();
+        if trace.is_some() {
+            event.traceparent = trace;
+        }
         let event = event.clone();
         *self.counts.slot(from) -= 1;
         *self.counts.slot(status) += 1;

@@ -84,7 +84,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Applies one status change; see [`EventStore::update_status_many`].
     async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
         let mut results = self
-            .update_status_many(&[StatusChange { id, status }])
+            .update_status_many(&[StatusChange::new(id, status)])
             .await?;
         results
             .pop()

@@ -12,7 +12,8 @@
 //! - `{prefix}:event:{id}`: hash, the event record: `id`, `user_id`,
 //!   `description`, `status`, `created_at`, `updated_at`, `occurred_at` (the
 //!   times in microseconds), `category`, `type`, `session_id`, `payload` (JSON,
-//!   empty if none), `request_id` and `source`.
+//!   empty if none), `request_id`, `source` and `traceparent` (of the last
+//!   change that carried one).
 //! - `{prefix}:events`: stream, the work queue read by the group `processors`;
 //!   each entry has one field, `event`: the record's fields as one JSON object.
 //!   Trimmed only below what every consumer group has acknowledged (a plain
@@ -67,6 +68,7 @@ use crate::{
     error::{Error, Result},
     query::{ListQuery, Page, Position},
     subscription::Cursor,
+    trace::TraceParent,
 };
 
 /// How long one command may take before the shared connection gives up on it.
@@ -200,15 +202,16 @@ return out
 /// Applies a batch of status changes, each on its own. KEYS: queue,
 /// notifications, then one record key per change. ARGV: updated_at (micros),
 /// notifications max length, the key prefix (for the status index), then per
-/// change: new status, '1' to enqueue, and
-/// the statuses it may come from joined by commas. Returns per change
+/// change: new status, '1' to enqueue, the statuses it may come from joined
+/// by commas, and its traceparent ('' keeps the record's). Returns per change
 /// {outcome, record or current status}.
 const UPDATE_STATUS_MANY: &str = r"
 local out = {}
 local prefix = ARGV[3]
 for i = 3, #KEYS do
-  local a = 4 + (i - 3) * 3
+  local a = 4 + (i - 3) * 4
   local target, enqueue, sources = ARGV[a], ARGV[a + 1], ',' .. ARGV[a + 2] .. ','
+  local trace = ARGV[a + 3]
   local current = redis.call('HGET', KEYS[i], 'status')
   if not current then
     out[#out + 1] = {'missing', ''}
@@ -218,6 +221,7 @@ for i = 3, #KEYS do
     out[#out + 1] = {'forbidden', current}
   else
     redis.call('HSET', KEYS[i], 'status', target, 'updated_at', ARGV[1])
+    if trace ~= '' then redis.call('HSET', KEYS[i], 'traceparent', trace) end
     redis.call('HINCRBY', prefix .. ':stats', current, -1)
     redis.call('HINCRBY', prefix .. ':stats', target, 1)
     local record = redis.call('HGETALL', KEYS[i])
@@ -314,7 +318,7 @@ fn is_nogroup(err: &RedisError) -> bool {
 }
 
 /// How many fields a record has.
-const RECORD_FIELDS: usize = 13;
+const RECORD_FIELDS: usize = 14;
 
 /// The record's fields as written to the hash and the streams. An absent
 /// payload is an empty string; a present one is its JSON.
@@ -338,6 +342,10 @@ fn record(event: &Event) -> [(&'static str, String); RECORD_FIELDS] {
         ("occurred_at", to_micros(event.occurred_at).to_string()),
         ("request_id", event.request_id.clone()),
         ("source", event.source.clone()),
+        (
+            "traceparent",
+            event.traceparent.map(|t| t.to_string()).unwrap_or_default(),
+        ),
     ]
 }
 
@@ -402,6 +410,9 @@ fn parse_record(fields: &HashMap<String, String>) -> Result<Event> {
         payload,
         request_id: optional("request_id"),
         source: optional("source"),
+        traceparent: fields
+            .get("traceparent")
+            .and_then(|t| TraceParent::parse(t)),
     })
 }
 
@@ -649,7 +660,8 @@ impl EventStore for RedisBackend {
                 .key(self.keys.event(change.id))
                 .arg(change.status.as_str())
                 .arg(if change.status.enqueues() { "1" } else { "0" })
-                .arg(sources.join(","));
+                .arg(sources.join(","))
+                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
         }
         let outcomes: Vec<(String, Value)> = invocation
             .invoke_async(&mut self.conn.clone())
