@@ -15,5 +15,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(herald_processor::process::cancel_on_signal(
         shutdown.clone(),
     ));
-    herald_logger::run(listener, config, shutdown).await
+    let spans = herald_processor::otel::init("herald-logger")?;
+    let ran = herald_logger::run(listener, config, shutdown).await;
+    if let Some(spans) = spans {
+        spans.finish().await;
+    }
+    ran
 }

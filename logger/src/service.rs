@@ -44,18 +44,28 @@ struct Counters {
     metrics: EventMetrics,
 }
 
+/// What a write does.
+#[derive(Clone, Copy)]
+enum Write {
+    /// Creates events, for a caller in this trace (if it sent one).
+    Create(Option<TraceParent>),
+    /// Changes statuses.
+    Change,
+}
+
 impl Counters {
-    /// Counts what a write that started at `since` did: events created,
-    /// status changes applied and queue entries written. An event the write
-    /// did not change (a repeated request id, a status it already had) is not
-    /// counted; a failed write counts as a failure, a refused item (in a
-    /// batch) as a rejection.
+    /// Counts (and logs, and traces) what a write that started at `since`
+    /// did: events created, status changes applied and queue entries written.
+    /// An event the write did not change (a repeated request id, a status it
+    /// already had) is not counted; a failed write counts as a failure, a
+    /// refused item (in a batch) as a rejection.
     fn record<'a>(
         &self,
         outcomes: impl IntoIterator<Item = &'a Result<Event, Error>>,
         since: SystemTime,
-        created: bool,
+        kind: Write,
     ) {
+        let created = matches!(kind, Write::Create(_));
         for outcome in outcomes {
             match outcome {
                 Ok(event) => {
@@ -75,6 +85,7 @@ impl Counters {
                         "{}",
                         if created { "event created" } else { "status changed" }
                     );
+                    trace_step(event, since, kind);
                     if created {
                         self.metrics.created(&event.category, &event.event_type);
                     } else {
@@ -92,6 +103,31 @@ impl Counters {
             }
         }
     }
+}
+
+/// Sends the span of one event's creation or change (with `otlp`): the
+/// creation's span is the event's own traceparent, under the caller's; a
+/// change's is a new span under the one that asked for it.
+fn trace_step(event: &Event, since: SystemTime, kind: Write) {
+    let Some(stored) = event.traceparent else {
+        return;
+    };
+    herald_processor::otel::record(|| {
+        let (name, context, parent) = match kind {
+            Write::Create(caller) => ("CreateEvent", stored, caller),
+            Write::Change => ("UpdateStatus", stored.child(), Some(stored)),
+        };
+        herald_processor::otel::Step {
+            name,
+            context,
+            parent,
+            start: since,
+            attributes: vec![
+                ("herald.event_id", event.id.to_string()),
+                ("herald.status", event.status.as_str().to_owned()),
+            ],
+        }
+    });
 }
 
 impl EventLoggerService {
@@ -122,12 +158,12 @@ impl EventLoggerService {
     /// counts what it did.
     async fn counted(
         &self,
-        created: bool,
+        kind: Write,
         write: impl Future<Output = Result<Event, Error>>,
     ) -> Result<Event, Error> {
         let since = now();
         let outcome = write.await;
-        self.counters.record([&outcome], since, created);
+        self.counters.record([&outcome], since, kind);
         outcome
     }
 
@@ -135,14 +171,14 @@ impl EventLoggerService {
     /// counts as one failure.
     async fn counted_batch(
         &self,
-        created: bool,
+        kind: Write,
         write: impl Future<Output = Result<Vec<Result<Event, Error>>, Error>>,
     ) -> Result<Vec<Result<Event, Error>>, Error> {
         let since = now();
         let outcomes = write.await;
         match &outcomes {
-            Ok(each) => self.counters.record(each, since, created),
-            Err(err) => self.counters.record([&Err(err.clone())], since, created),
+            Ok(each) => self.counters.record(each, since, kind),
+            Err(err) => self.counters.record([&Err(err.clone())], since, kind),
         }
         outcomes
     }
@@ -156,7 +192,7 @@ impl EventLoggerService {
         let write = apply_valid(items, async |valid: Vec<StatusChange>| {
             self.store.update_status_many(&valid).await
         });
-        self.counted_batch(false, write).await
+        self.counted_batch(Write::Change, write).await
     }
 }
 
@@ -167,12 +203,15 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::CreateEventResponse>, Status> {
         let source = source_of(&request);
-        let trace = call_trace(&request).map_or_else(TraceParent::new_root, |t| t.child());
+        let caller = call_trace(&request);
+        let trace = caller.map_or_else(TraceParent::new_root, |t| t.child());
         let input = EventInput::try_from(request.into_inner())?;
         let new = NewEvent::validate(input, &self.rules)?
             .with_source(source)
             .in_trace(trace);
-        let event = self.counted(true, self.store.create(new)).await?;
+        let event = self
+            .counted(Write::Create(caller), self.store.create(new))
+            .await?;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
         }))
@@ -224,7 +263,7 @@ impl EventLogger for EventLoggerService {
             }
         }
         let event = self
-            .counted(false, self.store.update_status(change.id, change.status))
+            .counted(Write::Change, self.store.apply(change))
             .await?;
         Ok(Response::new(pb::UpdateStatusResponse {
             event: Some(event.into()),
@@ -237,7 +276,8 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::CreateEventsResponse>, Status> {
         let source = source_of(&request);
         // The events of one call share a trace, each its own span.
-        let trace = call_trace(&request).unwrap_or_else(TraceParent::new_root);
+        let caller = call_trace(&request);
+        let trace = caller.unwrap_or_else(TraceParent::new_root);
         let items = parse_batch_creates(request.into_inner(), &self.rules)?;
         let write = apply_valid(items, async |valid: Vec<NewEvent>| {
             let valid = valid
@@ -247,7 +287,7 @@ impl EventLogger for EventLoggerService {
             let created = self.store.create_many(valid).await?;
             Ok(created.into_iter().map(Ok).collect())
         });
-        let outcomes = self.counted_batch(true, write).await?;
+        let outcomes = self.counted_batch(Write::Create(caller), write).await?;
         let results = outcomes
             .into_iter()
             .map(BatchResult::from_outcome)

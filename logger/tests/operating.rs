@@ -418,6 +418,23 @@ async fn a_trace_follows_the_event_through_the_queue_and_the_processor() {
         "and its status change carried its own span"
     );
 
+    // A single UpdateStatus takes the call's traceparent header.
+    let opener = caller.child();
+    let mut request = tonic::Request::new(pb::UpdateStatusRequest {
+        event_id: id.to_string(),
+        status: EventStatus::Opened.to_pb() as i32,
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", opener.to_string().parse().expect("ascii"));
+    let opened = raw
+        .update_status(request)
+        .await
+        .expect("opened")
+        .into_inner();
+    assert_eq!(opened.event.expect("event").traceparent, opener.to_string());
+
     // Without a header, an event starts a trace of its own.
     let untraced = client
         .create_event("tia", "untraced")

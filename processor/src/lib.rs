@@ -11,6 +11,8 @@
 //! - [`metrics`]: the Prometheus `/metrics` endpoint and the metrics every
 //!   server shares (uptime, queue sizes, the worker's counts), also used by
 //!   the logger.
+//! - [`otel`]: OpenTelemetry export of events' spans over OTLP (cargo
+//!   feature `otlp`), also used by the logger.
 //! - [`process`]: flags with a `--config` file under them, logging set-up
 //!   (`--log-format`) and shutdown on SIGINT/SIGTERM, shared with the logger
 //!   binary.
@@ -23,6 +25,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod otel;
 pub mod process;
 pub mod sink;
 pub mod worker;

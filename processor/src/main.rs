@@ -13,5 +13,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(herald_processor::process::cancel_on_signal(
         shutdown.clone(),
     ));
-    herald_processor::run(config, Arc::new(LineSink::stdout()), shutdown).await
+    let spans = herald_processor::otel::init("herald-processor")?;
+    let ran = herald_processor::run(config, Arc::new(LineSink::stdout()), shutdown).await;
+    if let Some(spans) = spans {
+        spans.finish().await;
+    }
+    ran
 }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
+use crate::{config::WorkerConfig, metrics::WorkerMetrics, otel, sink::Sink};
 
 /// Most events one BatchUpdateStatus call settles.
 const SETTLE_BATCH: usize = 256;
@@ -137,21 +137,32 @@ pub async fn run_worker(
                 break;
             };
             let (context, settle) = (context.clone(), settle.clone());
-            let received = Instant::now();
+            let (received, started) = (Instant::now(), std::time::SystemTime::now());
             // This delivery is a span of the event's trace (a new trace for
             // an entry queued without one).
             let mut delivery = delivery;
-            let trace = delivery
-                .event
-                .traceparent
-                .map_or_else(TraceParent::new_root, |t| t.child());
+            let parent = delivery.event.traceparent;
+            let trace = parent.map_or_else(TraceParent::new_root, |t| t.child());
             delivery.event.traceparent = Some(trace);
+            let (event_id, deliveries) = (delivery.event.id, delivery.deliveries);
             let span =
                 info_span!("deliver", event_id = %delivery.event.id, trace_id = %trace.trace_id());
             tokio::spawn(
                 async move {
-                    debug!(deliveries = delivery.deliveries, "delivering");
-                    if let Some(delivery) = deliver(&context, delivery).await {
+                    debug!(deliveries, "delivering");
+                    let delivered = deliver(&context, delivery).await;
+                    otel::record(|| otel::Step {
+                        name: "deliver",
+                        context: trace,
+                        parent,
+                        start: started,
+                        attributes: vec![
+                            ("herald.event_id", event_id.to_string()),
+                            ("herald.deliveries", deliveries.to_string()),
+                            ("herald.sink", context.sink.name().to_owned()),
+                        ],
+                    });
+                    if let Some(delivery) = delivered {
                         // The settler outlives every sender, so this cannot fail
                         // but at shutdown, when the entry simply stays pending.
                         let _ = settle.send((delivery, received, permit)).await;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{DeadLetter, EventStore, StatusCounts, Sweep};
 use crate::{
-    domain::{Event, EventStatus, NewEvent, StatusChange},
+    domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
     query::{ListQuery, Page},
 };
@@ -190,7 +190,7 @@ impl EventStore for Batching {
         Self::submit(&self.creates, event).await
     }
 
-    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
-        Self::submit(&self.changes, StatusChange::new(id, status)).await
+    async fn apply(&self, change: StatusChange) -> Result<Event> {
+        Self::submit(&self.changes, change).await
     }
 }

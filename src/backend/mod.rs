@@ -81,14 +81,18 @@ pub trait EventStore: Send + Sync + 'static {
             .ok_or_else(|| crate::Error::Internal("create returned nothing".into()))
     }
 
-    /// Applies one status change; see [`EventStore::update_status_many`].
-    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
-        let mut results = self
-            .update_status_many(&[StatusChange::new(id, status)])
-            .await?;
+    /// Applies one status change (with its trace context); see
+    /// [`EventStore::update_status_many`].
+    async fn apply(&self, change: StatusChange) -> Result<Event> {
+        let mut results = self.update_status_many(&[change]).await?;
         results
             .pop()
             .unwrap_or_else(|| Err(crate::Error::Internal("update returned nothing".into())))
+    }
+
+    /// Moves event `id` to `status`, outside any trace; see [`EventStore::apply`].
+    async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
+        self.apply(StatusChange::new(id, status)).await
     }
 }
 
