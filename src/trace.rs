@@ -117,22 +117,33 @@ fn new_span_id() -> [u8; 8] {
     id
 }
 
+thread_local! {
+    /// Ids only need to be unlikely to collide, not secret: a per-thread
+    /// generator seeded once from the OS (the clock if that fails) spares a
+    /// system call per event.
+    static IDS: std::cell::RefCell<crate::random::SplitMix64> = std::cell::RefCell::new({
+        let mut seed = [0u8; 8];
+        match getrandom::fill(&mut seed) {
+            Ok(()) => crate::random::SplitMix64::new(u64::from_le_bytes(seed)),
+            Err(_) => crate::random::SplitMix64::from_time(),
+        }
+    });
+}
+
 /// Random bytes, not all zero (the one invalid id).
 fn fill_nonzero(bytes: &mut [u8]) {
-    loop {
-        if getrandom::fill(bytes).is_err() {
-            // No OS randomness: fall back on the clock-seeded generator
-            // (ids only need to be unlikely to collide, not secret).
-            let mut rng = crate::random::SplitMix64::from_time();
+    IDS.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        loop {
             for chunk in bytes.chunks_mut(8) {
                 let word = rng.next_u64().to_le_bytes();
                 chunk.copy_from_slice(&word[..chunk.len()]);
             }
+            if bytes.iter().any(|b| *b != 0) {
+                return;
+            }
         }
-        if bytes.iter().any(|b| *b != 0) {
-            return;
-        }
-    }
+    });
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -358,14 +358,18 @@ where
         match admitted {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
-                // The ready service answers this call; a clone waits for the next.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(request))
+                Box::pin(take_ready(&mut self.inner).call(request))
             }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }
+}
+
+/// The service `poll_ready` made ready, to answer one call, leaving a clone
+/// in its place for the next (tower's rule for calls that outlive `call`).
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 #[cfg(test)]

@@ -208,10 +208,7 @@ pub async fn run_with(
         health,
         server::ServeOptions {
             auth: AuthLayer::new(keys, limits),
-            metrics: meters
-                .rpc
-                .clone()
-                .counting_rejections(meters.events.clone()),
+            metrics: meters.rpc.clone(),
             tls,
             internal,
             max_message_bytes: config.max_message_bytes as usize,

@@ -61,9 +61,10 @@ impl LoggerMetrics {
             )
             .expect("valid metric"),
         );
+        let events = EventMetrics::register(&registry);
         Self {
-            events: EventMetrics::register(&registry),
-            rpc: RpcMetricsLayer::register(&registry),
+            rpc: RpcMetricsLayer::register(&registry, Some(events.clone())),
+            events,
             worker: WorkerMetrics::register(&registry),
             uptime: Uptime::register(&registry),
             queue: QueueGauges::register(&registry),
@@ -173,10 +174,8 @@ impl EventMetrics {
 
     /// An event was created with this category and type.
     pub fn created(&self, category: &str, event_type: &str) {
-        let (category, event_type) = (self.bounded(category), self.bounded(event_type));
-        self.created
-            .with_label_values(&[category.as_str(), event_type.as_str()])
-            .inc();
+        let labels = [self.bounded(category), self.bounded(event_type)];
+        self.created.with_label_values(&labels).inc();
     }
 
     /// An event's status changed to `status`.
@@ -192,16 +191,16 @@ impl EventMetrics {
     }
 
     /// `value` as a label: itself while few values were seen, else [`OTHER`].
-    fn bounded(&self, value: &str) -> String {
+    fn bounded<'a>(&self, value: &'a str) -> &'a str {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(value) {
-            return value.to_owned();
+            return value;
         }
         if seen.len() < MAX_LABEL_VALUES {
             seen.insert(value.to_owned());
-            return value.to_owned();
+            return value;
         }
-        OTHER.to_owned()
+        OTHER
     }
 }
 
@@ -262,8 +261,9 @@ struct RpcInner {
 const UNKNOWN_METHOD: &str = "unknown";
 
 impl RpcMetricsLayer {
-    /// Registers the call histogram in `registry`.
-    pub fn register(registry: &Registry) -> Self {
+    /// Registers the call histogram in `registry`; refused CreateEvent(s)
+    /// calls are also counted in `events`, if given.
+    pub fn register(registry: &Registry, events: Option<EventMetrics>) -> Self {
         let mut known = HashSet::new();
         for set in [
             herald::pb::FILE_DESCRIPTOR_SET,
@@ -295,21 +295,9 @@ impl RpcMetricsLayer {
                     "gRPC calls served, by method and code: the time to the end of the response (of the stream, for Subscribe)",
                     &["method", "code"],
                 ),
-                events: None,
+                events,
                 known,
             }),
-        }
-    }
-
-    /// Also counts refused CreateEvent(s) calls in `events`.
-    pub fn counting_rejections(self, events: EventMetrics) -> Self {
-        let inner = RpcInner {
-            duration: self.inner.duration.clone(),
-            events: Some(events),
-            known: self.inner.known.clone(),
-        };
-        Self {
-            inner: Arc::new(inner),
         }
     }
 }
@@ -377,8 +365,7 @@ where
             since: Instant::now(),
             metrics: self.metrics.clone(),
         };
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let mut ready = crate::auth::take_ready(&mut self.inner);
         Box::pin(async move {
             let response = ready.call(request).await?;
             // A trailers-only response (every error, refusals by the auth

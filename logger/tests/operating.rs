@@ -375,16 +375,13 @@ async fn a_trace_follows_the_event_through_the_queue_and_the_processor() {
     let caller = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .expect("valid");
     let mut raw = pb::event_logger_client::EventLoggerClient::new(logger.channel().await);
-    let mut request = tonic::Request::new(pb::CreateEventRequest {
+    let request = pb::CreateEventRequest {
         user_id: "tia".into(),
         description: "traced".into(),
         ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("traceparent", caller.to_string().parse().expect("ascii"));
+    };
     let created = raw
-        .create_event(request)
+        .create_event(common::traced(request, &caller))
         .await
         .expect("create")
         .into_inner()
@@ -420,16 +417,13 @@ async fn a_trace_follows_the_event_through_the_queue_and_the_processor() {
 
     // A single UpdateStatus takes the call's traceparent header.
     let opener = caller.child();
-    let mut request = tonic::Request::new(pb::UpdateStatusRequest {
+    let request = pb::UpdateStatusRequest {
         event_id: id.to_string(),
         status: EventStatus::Opened.to_pb() as i32,
         ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("traceparent", opener.to_string().parse().expect("ascii"));
+    };
     let opened = raw
-        .update_status(request)
+        .update_status(common::traced(request, &opener))
         .await
         .expect("opened")
         .into_inner();

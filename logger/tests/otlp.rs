@@ -126,16 +126,13 @@ async fn an_events_journey_reaches_the_collector_as_one_trace() {
     let mut raw = pb::event_logger_client::EventLoggerClient::connect(url.clone())
         .await
         .expect("connect");
-    let mut request = tonic::Request::new(pb::CreateEventRequest {
+    let request = pb::CreateEventRequest {
         user_id: "otto".into(),
         description: "followed".into(),
         ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("traceparent", caller.to_string().parse().expect("ascii"));
+    };
     let created = raw
-        .create_event(request)
+        .create_event(common::traced(request, &caller))
         .await
         .expect("create")
         .into_inner()

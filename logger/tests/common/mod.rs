@@ -239,6 +239,16 @@ where
     }
 }
 
+/// A request carrying `trace` in its `traceparent` header.
+pub fn traced<T>(message: T, trace: &herald::trace::TraceParent) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        herald::trace::HEADER,
+        trace.to_string().parse().expect("an ASCII header"),
+    );
+    request
+}
+
 /// Fetches `path` from the HTTP server at `addr`: the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
