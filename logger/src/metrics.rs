@@ -253,7 +253,9 @@ struct RpcInner {
     duration: HistogramVec,
     events: Option<EventMetrics>,
     /// Every method this server serves, as `package.Service/Method`.
-    known: HashSet<String>,
+    known: HashSet<Arc<str>>,
+    /// The label of every other path.
+    unknown: Arc<str>,
 }
 
 /// The label of a call to a path no service has, so that made-up paths
@@ -277,12 +279,12 @@ impl RpcMetricsLayer {
             for file in files.file {
                 for service in &file.service {
                     for method in &service.method {
-                        known.insert(format!(
+                        known.insert(Arc::from(format!(
                             "{}.{}/{}",
                             file.package(),
                             service.name(),
                             method.name()
-                        ));
+                        )));
                     }
                 }
             }
@@ -297,18 +299,17 @@ impl RpcMetricsLayer {
                 ),
                 events,
                 known,
+                unknown: Arc::from(UNKNOWN_METHOD),
             }),
         }
     }
 }
 
 impl RpcInner {
-    fn method(&self, path: &str) -> &str {
+    /// The method label of `path`, shared rather than copied per call.
+    fn method(&self, path: &str) -> Arc<str> {
         let name = path.trim_start_matches('/');
-        match self.known.get(name) {
-            Some(known) => known,
-            None => UNKNOWN_METHOD,
-        }
+        self.known.get(name).unwrap_or(&self.unknown).clone()
     }
 
     fn record(&self, method: &str, code: Code, since: Instant) {
@@ -361,7 +362,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let call = Call {
-            method: self.metrics.method(request.uri().path()).to_owned(),
+            method: self.metrics.method(request.uri().path()),
             since: Instant::now(),
             metrics: self.metrics.clone(),
         };
@@ -386,7 +387,7 @@ where
 
 /// One call being timed.
 struct Call {
-    method: String,
+    method: Arc<str>,
     since: Instant,
     metrics: Arc<RpcInner>,
 }

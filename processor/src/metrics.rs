@@ -28,6 +28,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// Connections to `/metrics` served at once; more are closed at once (a
+/// scraper needs one).
+const MAX_CONNECTIONS: usize = 16;
 /// Longest a scrape waits for the gauges read from outside (Redis).
 const REFRESH_LIMIT: Duration = Duration::from_secs(2);
 
@@ -232,11 +235,6 @@ impl WorkerMetrics {
         }
     }
 
-    /// Metrics kept in a registry nobody reads, for a worker run without an endpoint.
-    pub fn unread() -> Self {
-        Self::register(&Registry::new())
-    }
-
     /// A notification went out through `sink`.
     pub fn sent(&self, sink: &str) {
         self.sent.with_label_values(&[sink]).inc();
@@ -312,8 +310,12 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        // Reap finished connections so the set stays small.
+        // Reap finished connections; past the limit, refuse the new one.
         while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            debug!("too many metrics connections; closing a new one");
+            continue;
+        }
         let (registry, refresh) = (registry.clone(), refresh.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {

@@ -520,6 +520,23 @@ impl RedisBackend {
         Ok(candidates.swap_remove(smallest))
     }
 
+    /// Removes the entries of stream `key` added before `cutoff` (entry ids
+    /// are the times, in ms, they were added); returns how many went. Only
+    /// for streams nobody acknowledges (the work queue has its own rule).
+    async fn trim_before(&self, key: &str, cutoff: SystemTime) -> Result<u64> {
+        let min_ms = cutoff
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        ::redis::cmd("XTRIM")
+            .arg(key)
+            .arg("MINID")
+            .arg(format!("{min_ms}-0"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
     pub fn open(url: &str, keys: Keys, options: &StoreOptions) -> Result<Self> {
@@ -856,18 +873,7 @@ impl EventStore for RedisBackend {
     }
 
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
-        // Dead-letter ids are the times (ms) they were given up.
-        let min_ms = cutoff
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        ::redis::cmd("XTRIM")
-            .arg(self.keys.dead())
-            .arg("MINID")
-            .arg(format!("{min_ms}-0"))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)
+        self.trim_before(&self.keys.dead(), cutoff).await
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
@@ -1328,18 +1334,10 @@ impl NotificationFeed for RedisBackend {
     }
 
     async fn trim_older_than(&self, age: Duration) -> Result<()> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let min_ms = now_ms.saturating_sub(age.as_millis());
-        let _: u64 = ::redis::cmd("XTRIM")
-            .arg(self.keys.notifications())
-            .arg("MINID")
-            .arg(format!("{min_ms}-0"))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        self.trim_before(&self.keys.notifications(), cutoff).await?;
         Ok(())
     }
 }
