@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // google.rpc.Status is tonic-types' own type, not generated twice.
         .extern_path(".google.rpc", "::tonic_types::pb")
+        // prost's codec, with undecodable messages made INVALID_ARGUMENT.
+        .codec_path("crate::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

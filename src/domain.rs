@@ -10,7 +10,11 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{error::Error, pb, trace::TraceParent};
+use crate::{
+    error::{Error, quote},
+    pb,
+    trace::TraceParent,
+};
 
 /// Longest accepted `user_id`, in bytes of UTF-8.
 pub const MAX_USER_ID_BYTES: usize = 256;
@@ -166,6 +170,25 @@ pub struct Event {
     pub traceparent: Option<TraceParent>,
 }
 
+impl Event {
+    /// The event cut to what identifies it and where it stands: id, user,
+    /// status and times (answers that would not fit otherwise carry this).
+    pub fn summary(&self) -> Event {
+        Event {
+            user_id: self.user_id.clone(),
+            description: String::new(),
+            category: String::new(),
+            event_type: String::new(),
+            session_id: String::new(),
+            payload: None,
+            request_id: String::new(),
+            source: String::new(),
+            traceparent: None,
+            ..*self
+        }
+    }
+}
+
 /// An event's payload: a JSON object.
 pub type Payload = serde_json::Map<String, serde_json::Value>;
 
@@ -289,7 +312,7 @@ impl NewEvent {
                 None if rules.reject_unknown_types => {
                     v.push(FieldViolation::new(
                         "type",
-                        format!("unknown event type {:?}", input.event_type),
+                        format!("unknown event type {}", quote(&input.event_type)),
                     ));
                 }
                 None => {}
@@ -479,9 +502,10 @@ pub fn json_to_struct(payload: &Payload) -> prost_types::Struct {
 }
 
 /// Not blank, at most `max` bytes, and one line: the notification is printed as
-/// a single line, so control characters (newlines included) are refused.
+/// a single line, so what breaks or reorders a line is refused
+/// ([`breaks_line`]).
 pub(crate) fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
-    if value.trim().is_empty() {
+    if is_blank(value) {
         out.push(FieldViolation::new(
             field,
             "is required and must not be blank",
@@ -491,12 +515,96 @@ pub(crate) fn check_text(out: &mut Vec<FieldViolation>, field: &str, value: &str
             field,
             format!("must be at most {max} bytes, got {}", value.len()),
         ));
-    } else if value.chars().any(char::is_control) {
+    } else if let Some(c) = value.chars().find(|&c| breaks_line(c)) {
         out.push(FieldViolation::new(
             field,
-            "must not contain control characters",
+            format!(
+                "must be one line: no control characters, line separators or \
+                 bidirectional controls (found U+{:04X})",
+                c as u32
+            ),
         ));
     }
+}
+
+/// Whether `value` shows nothing: only white space and invisible characters
+/// (Unicode's default-ignorable code points, such as U+200B zero-width
+/// space or U+FEFF).
+pub fn is_blank(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_whitespace() || is_default_ignorable(c))
+}
+
+/// Unicode's Default_Ignorable_Code_Point property: characters that are
+/// invisible where they are not supported.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+        | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Characters a one-line value may not hold: control characters (U+0000 to
+/// U+001F, U+007F to U+009F), the line and paragraph separators U+2028 and
+/// U+2029, and the bidirectional embedding, override and isolate controls
+/// U+202A to U+202E and U+2066 to U+2069 (which reorder how the rest of a
+/// line shows).
+pub fn breaks_line(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The path (`payload.a.b[2]`) of the first number in `payload` that JSON
+/// cannot hold (NaN or an infinity), if any.
+fn non_finite_number(payload: &prost_types::Struct) -> Option<String> {
+    fn walk(value: &prost_types::Value, path: String) -> Option<String> {
+        use prost_types::value::Kind;
+        match &value.kind {
+            Some(Kind::NumberValue(n)) if !n.is_finite() => Some(path),
+            Some(Kind::StructValue(s)) => fields(s, &path),
+            Some(Kind::ListValue(list)) => list
+                .values
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    fn fields(s: &prost_types::Struct, path: &str) -> Option<String> {
+        s.fields
+            .iter()
+            .find_map(|(key, v)| walk(v, format!("{path}.{key}")))
+    }
+    fields(payload, "payload")
+}
+
+/// Earliest and latest seconds a Timestamp may hold: 0001-01-01T00:00:00Z
+/// to 9999-12-31T23:59:59Z, as protobuf defines it.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
+/// A client's `google.protobuf.Timestamp` as a time, or INVALID_ARGUMENT on
+/// `field` for one that is not valid (nanos outside 0 to 999,999,999, or
+/// seconds outside years 1 to 9999): nothing is normalised.
+pub fn parse_timestamp(t: prost_types::Timestamp, field: &str) -> Result<SystemTime, Error> {
+    if !(0..=999_999_999).contains(&t.nanos) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "invalid timestamp: nanos must be 0 to 999999999, got {}",
+                t.nanos
+            ),
+        ));
+    }
+    if !TIMESTAMP_SECONDS.contains(&t.seconds) {
+        return Err(Error::invalid(
+            field,
+            "invalid timestamp: must be between years 1 and 9999",
+        ));
+    }
+    SystemTime::try_from(t).map_err(|_| Error::invalid(field, "invalid timestamp: out of range"))
 }
 
 /// Parses an event id: a UUID in its hyphenated text form, else INVALID_ARGUMENT on `field`.
@@ -505,7 +613,7 @@ pub fn parse_event_id(value: &str, field: &str) -> Result<Uuid, Error> {
         return Err(Error::invalid(field, "is required"));
     }
     Uuid::try_parse(value)
-        .map_err(|_| Error::invalid(field, format!("is not a valid UUID: {value:?}")))
+        .map_err(|_| Error::invalid(field, format!("is not a valid UUID: {}", quote(value))))
 }
 
 /// The current time, truncated to microseconds (the precision kept in storage).
@@ -589,16 +697,20 @@ impl TryFrom<pb::Event> for Event {
 impl TryFrom<pb::CreateEventRequest> for EventInput {
     type Error = Error;
 
-    /// Reads a request; only a timestamp out of range can fail here, the rest
-    /// is checked by [`NewEvent::validate`].
+    /// Reads a request; only an invalid timestamp or a payload number JSON
+    /// cannot hold (NaN, infinities) fails here, the rest is checked by
+    /// [`NewEvent::validate`].
     fn try_from(r: pb::CreateEventRequest) -> Result<Self, Error> {
-        let occurred_at =
-            match r.occurred_at {
-                Some(t) => Some(SystemTime::try_from(t).map_err(|_| {
-                    Error::invalid("occurred_at", "invalid timestamp: out of range")
-                })?),
-                None => None,
-            };
+        if let Some(path) = r.payload.as_ref().and_then(non_finite_number) {
+            return Err(Error::invalid(
+                &path,
+                "must be a finite number (JSON has no NaN or infinity)",
+            ));
+        }
+        let occurred_at = match r.occurred_at {
+            Some(t) => Some(parse_timestamp(t, "occurred_at")?),
+            None => None,
+        };
         Ok(EventInput {
             user_id: r.user_id,
             description: r.description,
@@ -710,10 +822,12 @@ fn within_item<T>(i: usize, result: Result<T, Error>) -> Result<T, Error> {
 /// Checks a BatchUpdateStatus request: its size (else INVALID_ARGUMENT on
 /// `requests`), then each change on its own, with field names like
 /// `requests[3].event_id`.
+/// `max` is the most items an answer can hold (at most [`MAX_BATCH_CHANGES`]).
 pub fn parse_batch_changes(
     r: pb::BatchUpdateStatusRequest,
+    max: usize,
 ) -> Result<Vec<Result<StatusChange, Error>>, Error> {
-    check_batch_size(r.requests.len(), MAX_BATCH_CHANGES)?;
+    check_batch_size(r.requests.len(), max.min(MAX_BATCH_CHANGES))?;
     Ok(r.requests
         .into_iter()
         .enumerate()
@@ -723,11 +837,13 @@ pub fn parse_batch_changes(
 
 /// Checks a CreateEvents request: its size, then each event on its own
 /// against `rules`, with field names like `requests[2].payload.host`.
+/// `max` is the most items an answer can hold (at most [`MAX_BATCH_CREATES`]).
 pub fn parse_batch_creates(
     r: pb::CreateEventsRequest,
     rules: &Rules,
+    max: usize,
 ) -> Result<Vec<Result<NewEvent, Error>>, Error> {
-    check_batch_size(r.requests.len(), MAX_BATCH_CREATES)?;
+    check_batch_size(r.requests.len(), max.min(MAX_BATCH_CREATES))?;
     Ok(r.requests
         .into_iter()
         .enumerate()
@@ -1029,14 +1145,14 @@ mod tests {
         };
         let empty = pb::BatchUpdateStatusRequest { requests: vec![] };
         assert_eq!(
-            fields(parse_batch_changes(empty).expect_err("empty")),
+            fields(parse_batch_changes(empty, MAX_BATCH_CHANGES).expect_err("empty")),
             ["requests"]
         );
         let too_many = pb::BatchUpdateStatusRequest {
             requests: vec![item("x", 1); MAX_BATCH_CHANGES + 1],
         };
         assert_eq!(
-            fields(parse_batch_changes(too_many).expect_err("too many")),
+            fields(parse_batch_changes(too_many, MAX_BATCH_CHANGES).expect_err("too many")),
             ["requests"]
         );
 
@@ -1048,7 +1164,7 @@ mod tests {
                 item(&id.to_string(), 0),
             ],
         };
-        let items = parse_batch_changes(request).expect("sized right");
+        let items = parse_batch_changes(request, MAX_BATCH_CHANGES).expect("sized right");
         assert_eq!(
             items[0].as_ref().expect("valid").status,
             EventStatus::Processed

@@ -80,20 +80,134 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(violations) => {
+                let (kept, dropped) = bounded(violations);
                 let mut details = ErrorDetails::new();
-                for v in &violations {
+                for v in &kept {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
-                let message = format!("invalid argument: {}", join(&violations));
+                let mut message = format!("invalid argument: {}", join(&kept));
+                if dropped > 0 {
+                    message.push_str(&format!(" (and {dropped} more)"));
+                }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             Error::NotFound(_) => Status::not_found(err.to_string()),
             Error::InvalidTransition { .. } => Status::failed_precondition(err.to_string()),
-            Error::Unavailable(_) => Status::unavailable(err.to_string()),
+            Error::Unavailable(_) => Status::unavailable(truncate(&err.to_string(), MAX_TEXT)),
             Error::Internal(details) => {
                 tracing::error!(%details, "internal error");
                 Status::internal("internal error")
             }
+        }
+    }
+}
+
+/// Most bytes of field names and descriptions one error carries in all; the
+/// rest of its violations are counted, not sent. With the message repeating
+/// them, an encoded error stays under [`MAX_ERROR_BYTES`].
+const MAX_VIOLATION_BYTES: usize = 320;
+/// Longest field name sent in a violation.
+const MAX_FIELD: usize = 96;
+/// Longest description sent in a violation, or message of another error.
+const MAX_TEXT: usize = 192;
+
+/// Most bytes one error takes as an encoded `google.rpc.Status` (message and
+/// details); batch responses count on it to fit every item's result.
+pub const MAX_ERROR_BYTES: usize = 960;
+
+/// The violations an error sends, each shortened, while they fit in
+/// [`MAX_VIOLATION_BYTES`]; and how many were left out.
+fn bounded(violations: Vec<FieldViolation>) -> (Vec<FieldViolation>, usize) {
+    let total = violations.len();
+    let mut used = 0;
+    let kept: Vec<FieldViolation> = violations
+        .into_iter()
+        .map(|v| FieldViolation {
+            field: truncate(&v.field, MAX_FIELD),
+            description: truncate(&v.description, MAX_TEXT),
+        })
+        .take_while(|v| {
+            used += v.field.len() + v.description.len() + 2;
+            used <= MAX_VIOLATION_BYTES
+        })
+        .collect();
+    let dropped = total - kept.len();
+    (kept, dropped)
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with
+/// an ellipsis where it was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A client's value, quoted for an error message: escaped, and no more than
+/// a short prefix of it (with its length) when it is long, so that errors
+/// stay small whatever was sent.
+pub fn quote(value: &str) -> String {
+    const PREFIX_CHARS: usize = 40;
+    let escaped: String = value
+        .chars()
+        .take(PREFIX_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().nth(PREFIX_CHARS).is_some() {
+        format!("\"{escaped}…\" ({} bytes)", value.len())
+    } else {
+        format!("\"{escaped}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        assert_eq!(quote("a\nb\u{202e}"), "\"a\\nb\\u{202e}\"");
+        let long = "x".repeat(1_000_000);
+        let quoted = quote(&long);
+        assert!(quoted.len() < 80, "{quoted}");
+        assert!(quoted.ends_with("(1000000 bytes)"), "{quoted}");
+    }
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        assert_eq!(truncate("héllo", 100), "héllo");
+        let cut = truncate(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+    }
+
+    #[test]
+    fn any_invalid_argument_encodes_under_the_error_bound() {
+        for (n, field, description) in [
+            (1, 10_000, 10_000),
+            (5_000, 3, 3),
+            (300, 200, 500),
+            (2, 95, 191),
+        ] {
+            let violations = (0..n)
+                .map(|i| {
+                    FieldViolation::new(
+                        format!("{i}{}", "f".repeat(field)),
+                        "é".repeat(description),
+                    )
+                })
+                .collect();
+            let status = Error::InvalidArgument(violations).into_rpc_status();
+            let size = status.encoded_len();
+            assert!(size <= MAX_ERROR_BYTES, "{n} violations: {size} bytes");
+            assert!(status.message.starts_with("invalid argument: "));
         }
     }
 }

@@ -5,12 +5,16 @@
 //! # Layout
 //! - [`pb`]: code generated from `proto/herald/v1` and the descriptor set served
 //!   by reflection.
+//! - [`codec`]: the protobuf codec of the generated code, which answers a
+//!   message that does not decode with INVALID_ARGUMENT naming the field.
 //! - [`auth`]: scopes of API keys, and how keys are hashed.
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
 //! - [`query`]: ListEvents queries, their order and page tokens.
 //! - [`random`]: seedable pseudo-random numbers for simulations.
+//! - [`sizing`]: answers that always fit the message size limit (batch
+//!   results, list pages).
 //! - [`subscription`]: Subscribe filters and notification-log cursors.
 //! - [`trace`]: W3C trace context (`traceparent`) carried with each event.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
@@ -19,11 +23,13 @@
 //! - [`testing`] (feature `testing`): a private `redis-server` per test.
 
 pub mod auth;
+pub mod codec;
 pub mod domain;
 pub mod error;
 pub mod pb;
 pub mod query;
 pub mod random;
+pub mod sizing;
 pub mod subscription;
 pub mod trace;
 

@@ -5,15 +5,12 @@
 //! the pages (they appear where they sort, on a later page or not at all),
 //! and nothing is repeated or skipped.
 
-use std::{
-    hash::{DefaultHasher, Hash, Hasher},
-    time::SystemTime,
-};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
 
 use crate::{
-    domain::{Event, EventStatus, FieldViolation, to_micros},
+    domain::{Event, EventStatus, FieldViolation, parse_timestamp, to_micros},
     error::Error,
     pb,
 };
@@ -155,19 +152,14 @@ impl TryFrom<pb::ListEventsRequest> for ListQuery {
                 .map_err(|e| violations.extend(e.into_violations()))
                 .ok(),
         };
-        let mut time = |t: Option<prost_types::Timestamp>, field: &str| {
-            let t = t?;
-            match SystemTime::try_from(t) {
+        let mut time =
+            |t: Option<prost_types::Timestamp>, field: &str| match parse_timestamp(t?, field) {
                 Ok(t) => Some(to_micros(t)),
-                Err(_) => {
-                    violations.push(FieldViolation::new(
-                        field,
-                        "invalid timestamp: out of range",
-                    ));
+                Err(err) => {
+                    violations.extend(err.into_violations());
                     None
                 }
-            }
-        };
+            };
         let after_micros = time(r.occurred_after, "occurred_after");
         let before_micros = time(r.occurred_before, "occurred_before");
         if let (Some(a), Some(b)) = (after_micros, before_micros)
@@ -192,7 +184,10 @@ impl TryFrom<pb::ListEventsRequest> for ListQuery {
             other => {
                 violations.push(FieldViolation::new(
                     "order_by",
-                    format!("must be \"occurred_at\" or \"occurred_at desc\", got {other:?}"),
+                    format!(
+                        "must be \"occurred_at\" or \"occurred_at desc\", got {}",
+                        crate::error::quote(other)
+                    ),
                 ));
                 false
             }

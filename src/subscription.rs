@@ -61,7 +61,12 @@ impl FromStr for Cursor {
         text.split_once('-')
             .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
             .map(|(ms, seq)| Cursor { ms, seq })
-            .ok_or_else(|| Error::invalid("cursor", format!("is not a valid cursor: {text:?}")))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "cursor",
+                    format!("is not a valid cursor: {}", crate::error::quote(text)),
+                )
+            })
     }
 }
 
@@ -155,7 +160,10 @@ impl TryFrom<pb::SubscribeRequest> for SubscribeRequest {
                 Err(_) => {
                     v.push(FieldViolation::new(
                         "after_cursor",
-                        format!("is not a cursor of this server: {text:?}"),
+                        format!(
+                            "is not a cursor of this server: {}",
+                            crate::error::quote(text)
+                        ),
                     ));
                     None
                 }

@@ -16,9 +16,10 @@ use tonic::{
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
-use crate::{Error, Tls};
+use crate::{Error, Tls, error::connection_lost};
 
-/// How idempotent calls are retried while the server answers UNAVAILABLE.
+/// How idempotent calls are retried while the server answers UNAVAILABLE
+/// or the connection breaks during the call.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retries).
@@ -331,9 +332,9 @@ impl Client {
     }
 
     /// Puts FAILED events back in the queue (as PENDING) and removes their
-    /// dead letters: these ids, or with `None` every dead letter's event.
-    /// Each event has its own result; retried, since putting back twice
-    /// changes nothing more.
+    /// dead letters: these ids, or with `None` every dead letter's event
+    /// (in as many calls as the answers need). Each event has its own
+    /// result; retried, since putting back twice changes nothing more.
     pub async fn redrive(&self, ids: Option<&[Uuid]>) -> Result<Vec<Result<Event, Error>>, Error> {
         let request = pb::RedriveEventsRequest {
             event_ids: ids
@@ -343,13 +344,22 @@ impl Client {
                 .collect(),
             all: ids.is_none(),
         };
-        let response = self
-            .retrying(|mut logger| {
-                let request = request.clone();
-                async move { logger.redrive_events(request).await }
-            })
-            .await?;
-        Ok(response.results.into_iter().map(item_result).collect())
+        let mut results = Vec::new();
+        loop {
+            let response = self
+                .retrying(|mut logger| {
+                    let request = request.clone();
+                    async move { logger.redrive_events(request).await }
+                })
+                .await?;
+            // Stop when a call put nothing back: its dead letters stay, and
+            // the next call would meet them again.
+            let before = results.len();
+            results.extend(response.results.into_iter().map(item_result));
+            if !response.more || results[before..].iter().all(Result::is_err) {
+                return Ok(results);
+            }
+        }
     }
 
     /// Counts of events by status and the logger's own counters (GetStats).
@@ -385,7 +395,8 @@ impl Client {
             match call(self.logger.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status)
-                    if status.code() == Code::Unavailable && attempt < self.retry.retries =>
+                    if (status.code() == Code::Unavailable || connection_lost(&status))
+                        && attempt < self.retry.retries =>
                 {
                     attempt += 1;
                     tracing::debug!(

@@ -80,11 +80,27 @@ impl From<Status> for Error {
             };
         }
         Self::Rpc {
-            code: status.code(),
+            code: if connection_lost(&status) {
+                Code::Unavailable
+            } else {
+                status.code()
+            },
             message,
             violations,
         }
     }
+}
+
+/// Whether `status` is this side's report of a connection that broke during
+/// the call (the server went away): such a status has a transport error as
+/// its source, which a status sent by the server never has. The call may or
+/// may not have been carried out, as with UNAVAILABLE; idempotent calls are
+/// retried.
+pub(crate) fn connection_lost(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::Cancelled | Code::Unavailable
+    ) && std::error::Error::source(status).is_some()
 }
 
 impl From<herald::Error> for Error {

@@ -61,7 +61,14 @@ struct KeyEntry {
 pub struct KeyRing {
     entries: Option<Vec<KeyEntry>>,
     /// Verifies end users' tokens (HS256), when configured.
-    user_secret: Option<jsonwebtoken::DecodingKey>,
+    user_secret: Option<UserTokens>,
+}
+
+/// How end users' tokens are checked: the key, and the rules (HS256; `exp`
+/// and `sub` required; `exp` and `nbf` checked with an explicit leeway).
+struct UserTokens {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
 }
 
 impl KeyRing {
@@ -145,27 +152,39 @@ impl KeyRing {
         })
     }
 
-    /// The same ring, also accepting end users' tokens signed (HS256) with `secret`.
-    pub fn with_user_secret(mut self, secret: &str) -> Self {
-        self.user_secret = Some(jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
+    /// The same ring, also accepting end users' tokens signed (HS256) with
+    /// `secret`, whose `exp` and `nbf` may be off by at most `leeway` (clock
+    /// skew between the signer and this server).
+    pub fn with_user_secret(mut self, secret: &str, leeway: std::time::Duration) -> Self {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        self.user_secret = Some(UserTokens {
+            key: jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        });
         self
     }
 
     /// The user a token names (`sub`), if it is a valid, unexpired token
     /// signed with the user-token secret.
     fn user_of(&self, token: &str) -> Result<Option<String>, Status> {
-        let Some(secret) = &self.user_secret else {
+        let Some(tokens) = &self.user_secret else {
             return Ok(None);
         };
         if token.split('.').count() != 3 {
             return Ok(None);
         }
-        let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         let data =
-            jsonwebtoken::decode::<Value>(token, secret, &validation).map_err(|e| {
+            jsonwebtoken::decode::<Value>(token, &tokens.key, &tokens.validation).map_err(|e| {
                 match e.kind() {
                     jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                         Status::unauthenticated("expired user token")
+                    }
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                        Status::unauthenticated("user token not valid yet (nbf)")
                     }
                     _ => Status::unauthenticated("invalid user token"),
                 }

@@ -27,6 +27,15 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
     }
 }
 
+/// Reads `--user-token-leeway`: a duration from 0s to 5m.
+fn parse_leeway(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > Duration::from_secs(300) => Err("must be at most 5m".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (expected e.g. 5s, or 0s for none)")),
+    }
+}
+
 /// Reads a positive duration such as `1m`, `30s` or `500ms`.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text.trim()) {
@@ -120,14 +129,41 @@ pub struct Config {
     /// Subscribe streams one client (or user) may hold open at once.
     #[arg(long, env = "HERALD_MAX_STREAMS_PER_CLIENT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_streams_per_client: u64,
-    /// Largest request or response message, in bytes.
-    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    /// Bytes (encoded messages) the Subscribe queues of one client (or user)
+    /// may hold together; a stream whose message would pass it is cut off
+    /// like one whose queue is full.
+    #[arg(long, env = "HERALD_MAX_BUFFERED_BYTES_PER_CLIENT", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    pub max_buffered_bytes_per_client: u64,
+    /// Largest request or response message, in bytes (at least 256 KiB, so
+    /// that the largest event fits in an answer).
+    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u64,
+    /// How long a request's message may take to arrive whole, e.g. 10s;
+    /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed.
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub body_timeout: Duration,
+    /// Calls (HTTP/2 streams) one connection may have open at once.
+    #[arg(long, env = "HERALD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest header list (metadata) of one request, in bytes.
+    #[arg(long, env = "HERALD_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub http2_max_header_list_size: u32,
+    /// Time between HTTP/2 keepalive pings to each client, e.g. 30s.
+    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed, e.g. 10s.
+    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub http2_keepalive_timeout: Duration,
     /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
     /// the user id and an `exp`): such a token may Subscribe to its user's
     /// notifications and mark its user's events OPENED, nothing else.
     #[arg(long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
     pub user_token_secret: Option<String>,
+    /// How far a user token's `exp` and `nbf` may be off (clock skew
+    /// between its signer and this server), e.g. 5s; 0s for none.
+    #[arg(long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    pub user_token_leeway: Duration,
     /// PEM certificate chain to serve TLS with (with --tls-key); without
     /// it, plain HTTP/2.
     #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
@@ -164,6 +200,24 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// The limits on request bodies.
+    pub fn body_limits(&self) -> crate::guard::BodyLimits {
+        crate::guard::BodyLimits {
+            max_message_bytes: self.max_message_bytes as usize,
+            timeout: self.body_timeout,
+        }
+    }
+
+    /// What one HTTP/2 connection may hold.
+    pub fn http2(&self) -> crate::server::Http2Options {
+        crate::server::Http2Options {
+            max_concurrent_streams: self.http2_max_concurrent_streams,
+            max_header_list_size: self.http2_max_header_list_size,
+            keepalive_interval: self.http2_keepalive_interval,
+            keepalive_timeout: self.http2_keepalive_timeout,
+        }
+    }
+
     /// The validation rules: the event-type registry (loaded and compiled now)
     /// and the timestamp bounds. The error says what to fix.
     pub fn rules(&self) -> anyhow::Result<Rules> {
@@ -197,7 +251,7 @@ impl Config {
             Some(secret) if secret.len() < 16 => {
                 anyhow::bail!("--user-token-secret must be at least 16 bytes")
             }
-            Some(secret) => ring.with_user_secret(secret),
+            Some(secret) => ring.with_user_secret(secret, self.user_token_leeway),
             None => ring,
         })
     }

@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`auth`]: API keys and scopes, checked for every call by one tower layer.
 //! - [`config`]: flags with `HERALD_*` env twins.
+//! - [`guard`]: reads and checks every request body (size, framing, time)
+//!   before a handler sees it.
 //! - [`limits`]: per-client token-bucket rate limits.
 //! - [`metrics`]: Prometheus metrics: the RPC layer, the event counts, the
 //!   gauges read at each scrape (served on `--metrics-listen`).
@@ -22,6 +24,7 @@
 pub mod auth;
 pub mod config;
 pub mod event_types;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod notifier;
@@ -183,6 +186,7 @@ pub async fn run_with(
         shutdown.clone(),
         NotifierOptions {
             max_streams: config.max_streams_per_client as usize,
+            max_buffered_bytes: config.max_buffered_bytes_per_client as usize,
             heartbeat: Duration::from_secs(config.heartbeat_secs),
         },
     );
@@ -200,7 +204,8 @@ pub async fn run_with(
         ));
     }
     let logger = EventLoggerService::new(backend.store.clone(), rules, meters.events.clone())
-        .with_streams(notifier.active_streams());
+        .with_streams(notifier.active_streams())
+        .with_message_limit(config.max_message_bytes as usize);
     let served = server::serve(
         listener,
         logger,
@@ -211,7 +216,8 @@ pub async fn run_with(
             metrics: meters.rpc.clone(),
             tls,
             internal,
-            max_message_bytes: config.max_message_bytes as usize,
+            body: config.body_limits(),
+            http2: config.http2(),
             stop: stop_server,
             grace: config.shutdown_grace(),
         },

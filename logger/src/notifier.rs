@@ -9,13 +9,20 @@
 //! then RESOURCE_EXHAUSTED), never skipped silently; idle streams get
 //! heartbeats; on shutdown every stream ends with UNAVAILABLE so clients
 //! reconnect elsewhere.
+//!
+//! What a client can make the logger hold is bounded twice: each queue by
+//! `--subscriber-buffer` messages, and all the queues of one client (or
+//! user) together by `--max-buffered-bytes-per-client`. A queue past either
+//! bound is emptied at once, in the publisher, whether or not its stream is
+//! being read, so a subscriber that stops reading holds nothing after its
+//! cut-off but its last messages.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -26,7 +33,8 @@ use herald::{
     pb::{self, notifier_server::Notifier, subscribe_response::Kind},
     subscription::{Cursor, SubscribeRequest, SubscriptionFilter},
 };
-use tokio::sync::mpsc::{self, error::TrySendError};
+use prost::Message;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -44,8 +52,128 @@ const EVERY_USER: &str = "";
 
 struct Subscriber {
     filter: SubscriptionFilter,
-    tx: mpsc::Sender<pb::SubscribeResponse>,
-    end: Arc<AtomicU8>,
+    queue: Arc<Queue>,
+}
+
+/// The bytes (encoded) one client's subscriber queues hold together, and
+/// their bound.
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    /// Takes `bytes` from the budget, if that many are left.
+    fn take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One subscriber's queue, shared by the publisher (which fills it, and
+/// empties it when cutting the subscriber off) and the stream (which drains
+/// it).
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    budget: Arc<Budget>,
+}
+
+struct QueueState {
+    messages: VecDeque<(pb::SubscribeResponse, usize)>,
+    /// Encoded bytes of `messages`, taken from the budget.
+    bytes: usize,
+    /// OPEN, LAGGED or CLOSED.
+    end: u8,
+    /// How many messages it held when it ended.
+    held: usize,
+}
+
+impl Queue {
+    fn new(budget: Arc<Budget>) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                messages: VecDeque::new(),
+                bytes: 0,
+                end: OPEN,
+                held: 0,
+            }),
+            ready: Notify::new(),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `message` (of `bytes`), or, past `max` messages or the client's
+    /// budget, ends the queue as LAGGED and frees what it held; false once
+    /// the queue has ended.
+    fn push(&self, message: &pb::SubscribeResponse, bytes: usize, max: usize) -> bool {
+        let mut state = self.lock();
+        if state.end != OPEN {
+            return false;
+        }
+        if state.messages.len() >= max || !self.budget.take(bytes) {
+            drop(state);
+            self.end(LAGGED);
+            return false;
+        }
+        state.messages.push_back((message.clone(), bytes));
+        state.bytes += bytes;
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Ends the queue (LAGGED or CLOSED) and frees every message in it.
+    fn end(&self, how: u8) {
+        let mut state = self.lock();
+        if state.end == OPEN {
+            state.end = how;
+            state.held = state.messages.len();
+        }
+        let freed = std::mem::take(&mut state.messages);
+        self.budget.give_back(std::mem::take(&mut state.bytes));
+        drop(state);
+        drop(freed);
+        self.ready.notify_one();
+    }
+
+    /// The next message, or how the queue ended and how many messages it
+    /// held then.
+    async fn pop(&self) -> Result<pb::SubscribeResponse, (u8, usize)> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some((message, bytes)) = state.messages.pop_front() {
+                    state.bytes -= bytes;
+                    self.budget.give_back(bytes);
+                    return Ok(message);
+                }
+                if state.end != OPEN {
+                    return Err((state.end, state.held));
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let state = self.lock();
+        self.budget.give_back(state.bytes);
+    }
 }
 
 /// The local subscribers of one logger, by user id (every user's under "").
@@ -83,22 +211,19 @@ impl Fanout {
         }
     }
 
-    fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter) -> Live {
-        let (tx, rx) = mpsc::channel(self.buffer);
+    fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter, budget: Arc<Budget>) -> Live {
+        let queue = Arc::new(Queue::new(budget));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let end = Arc::new(AtomicU8::new(OPEN));
         let user = filter.user_id.clone();
         self.lock().entry(user.clone()).or_default().insert(
             id,
             Subscriber {
                 filter,
-                tx,
-                end: end.clone(),
+                queue: queue.clone(),
             },
         );
         Live {
-            rx,
-            end,
+            queue,
             _guard: Guard {
                 fanout: self.clone(),
                 user,
@@ -118,7 +243,7 @@ impl Fanout {
     }
 
     /// Hands one logged change to the subscribers whose filters it matches;
-    /// its message is built once, and only if someone wants it.
+    /// its message is built (and measured) once, and only if someone wants it.
     pub fn publish(&self, notification: &Notification) {
         let mut subscribers = self.lock();
         let mut message = None;
@@ -130,15 +255,12 @@ impl Fanout {
                 if !sub.filter.matches(&notification.event) {
                     return true;
                 }
-                let message = message.get_or_insert_with(|| event_message(notification));
-                match sub.tx.try_send(message.clone()) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_)) => {
-                        sub.end.store(LAGGED, Ordering::Release);
-                        false
-                    }
-                    Err(TrySendError::Closed(_)) => false,
-                }
+                let (message, bytes) = message.get_or_insert_with(|| {
+                    let message = event_message(notification);
+                    let bytes = message.encoded_len();
+                    (message, bytes)
+                });
+                sub.queue.push(message, *bytes, self.buffer)
             });
             if group.is_empty() {
                 subscribers.remove(user);
@@ -150,7 +272,7 @@ impl Fanout {
     fn close_all(&self) {
         for (_, group) in self.lock().drain() {
             for (_, sub) in group {
-                sub.end.store(CLOSED, Ordering::Release);
+                sub.queue.end(CLOSED);
             }
         }
     }
@@ -250,8 +372,7 @@ impl Drop for Guard {
 
 /// A subscriber's place in the live feed.
 struct Live {
-    rx: mpsc::Receiver<pb::SubscribeResponse>,
-    end: Arc<AtomicU8>,
+    queue: Arc<Queue>,
     _guard: Guard,
 }
 
@@ -264,6 +385,8 @@ pub type SubscribeStream =
 pub struct NotifierOptions {
     /// Subscribe streams one client (or user) may hold at once.
     pub max_streams: usize,
+    /// Encoded bytes all the queues of one client (or user) may hold.
+    pub max_buffered_bytes: usize,
     /// Idle time after which a stream gets a heartbeat.
     pub heartbeat: Duration,
 }
@@ -287,6 +410,7 @@ impl NotifierService {
     ) -> Self {
         let streams = Arc::new(StreamCounts {
             max: options.max_streams,
+            max_bytes: options.max_buffered_bytes,
             open: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
         });
@@ -307,10 +431,12 @@ impl NotifierService {
     }
 }
 
-/// Open Subscribe streams per client id (or user, for user tokens).
+/// Open Subscribe streams per client id (or user, for user tokens), with
+/// the budget their queues share.
 struct StreamCounts {
     max: usize,
-    open: Mutex<HashMap<String, usize>>,
+    max_bytes: usize,
+    open: Mutex<HashMap<String, (usize, Arc<Budget>)>>,
     /// Open streams of every client.
     total: AtomicU64,
 }
@@ -330,7 +456,13 @@ impl StreamCounts {
     /// A place for one more stream of `client`, held until the guard drops.
     fn acquire(self: &Arc<Self>, client: String) -> Result<StreamSlot, Status> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(client.clone()).or_default();
+        let (count, budget) = open.entry(client.clone()).or_insert_with(|| {
+            let budget = Budget {
+                used: AtomicUsize::new(0),
+                max: self.max_bytes,
+            };
+            (0, Arc::new(budget))
+        });
         if *count >= self.max {
             let who = if client.is_empty() {
                 "anonymous callers"
@@ -343,10 +475,12 @@ impl StreamCounts {
             )));
         }
         *count += 1;
+        let budget = budget.clone();
         self.total.fetch_add(1, Ordering::Relaxed);
         Ok(StreamSlot {
             counts: self.clone(),
             client,
+            budget,
         })
     }
 }
@@ -355,13 +489,15 @@ impl StreamCounts {
 struct StreamSlot {
     counts: Arc<StreamCounts>,
     client: String,
+    /// The budget of its client's queues.
+    budget: Arc<Budget>,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.counts.total.fetch_sub(1, Ordering::Relaxed);
         let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.client) {
+        if let Some((count, _)) = open.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
                 open.remove(&self.client);
@@ -427,7 +563,7 @@ fn subscription(
     after: Option<Cursor>,
 ) -> impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send {
     async_stream::stream! {
-        let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot: _slot } = parts;
+        let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot } = parts;
         // The newest cursor this subscriber has had (or skipped as filtered out).
         let mut last = None;
         let mut live = None;
@@ -473,11 +609,11 @@ fn subscription(
                 if live.is_some() {
                     break;
                 }
-                live = Some(fanout.subscribe(filter.clone()));
+                live = Some(fanout.subscribe(filter.clone(), slot.budget.clone()));
             }
             last = Some(cursor);
         }
-        let mut live = match live {
+        let live = match live {
             Some(live) => live,
             None => {
                 // Everything up to the fan-out's position now was published
@@ -492,7 +628,7 @@ fn subscription(
                         joined_at = latest.parse().unwrap_or(Cursor::START);
                     }
                 }
-                let live = fanout.subscribe(filter.clone());
+                let live = fanout.subscribe(filter.clone(), slot.budget.clone());
                 last = Some(joined_at);
                 yield Ok(heartbeat(joined_at));
                 live
@@ -507,8 +643,8 @@ fn subscription(
         loop {
             tokio::select! {
                 biased;
-                message = live.rx.recv() => match message {
-                    Some(message) => {
+                message = live.queue.pop() => match message {
+                    Ok(message) => {
                         let cursor = message.cursor.parse::<Cursor>().ok();
                         // Already sent while catching up from the log.
                         if cursor.is_some() && last.is_some() && cursor <= last {
@@ -518,11 +654,11 @@ fn subscription(
                         sent = true;
                         yield Ok(message);
                     }
-                    None => {
+                    Err((end, held)) => {
                         let resume = last.map(|c| c.to_string()).unwrap_or_default();
-                        if live.end.load(Ordering::Acquire) == LAGGED {
+                        if end == LAGGED {
                             yield Ok(pb::SubscribeResponse {
-                                kind: Some(Kind::Lagged(pb::Lagged { buffered: fanout.buffer as u32 })),
+                                kind: Some(Kind::Lagged(pb::Lagged { buffered: u32::try_from(held).unwrap_or(u32::MAX) })),
                                 cursor: resume.clone(),
                             });
                             yield Err(Status::resource_exhausted(format!(

@@ -19,7 +19,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
-    auth::AuthLayer, metrics::RpcMetricsLayer, notifier::NotifierService,
+    auth::AuthLayer,
+    guard::{BodyLayer, BodyLimits},
+    metrics::RpcMetricsLayer,
+    notifier::NotifierService,
     service::EventLoggerService,
 };
 
@@ -41,21 +44,38 @@ pub struct ServeOptions {
     /// A loopback listener, always plain HTTP/2, for the embedded worker, with
     /// its own layer that admits only the worker's key.
     pub internal: Option<(TcpListener, AuthLayer)>,
-    /// Largest request or response message.
-    pub max_message_bytes: usize,
+    /// Largest request or response message, and how long a request's body
+    /// may take to arrive.
+    pub body: BodyLimits,
+    /// What one HTTP/2 connection may hold.
+    pub http2: Http2Options,
     /// Cancelled to stop accepting calls.
     pub stop: CancellationToken,
     /// How long open calls may take to finish after `stop`.
     pub grace: Duration,
 }
 
-/// The services one listener serves; cheap to clone.
+/// What one HTTP/2 connection may hold, and how a silent peer is found.
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Options {
+    /// Streams (calls) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Largest header list (metadata) of one request, in bytes.
+    pub max_header_list_size: u32,
+    /// Time between keepalive pings.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+/// The services one listener serves, and how; cheap to clone.
 #[derive(Clone)]
 struct Services<H> {
     logger: Arc<EventLoggerService>,
     notifier: Arc<NotifierService>,
     health: H,
-    max_message_bytes: usize,
+    body: BodyLimits,
+    http2: Http2Options,
 }
 
 /// Serves every service on `listener` (and the internal listener, if any)
@@ -75,7 +95,8 @@ where
         metrics,
         tls,
         internal,
-        max_message_bytes,
+        body,
+        http2,
         stop,
         grace,
     } = options;
@@ -83,7 +104,8 @@ where
         logger: Arc::new(logger),
         notifier: Arc::new(notifier),
         health,
-        max_message_bytes,
+        body,
+        http2,
     };
     let mut builder = Server::builder();
     if let Some(tls) = tls {
@@ -118,7 +140,8 @@ where
 }
 
 /// Serves `services` on `listener` through `builder` (which may hold TLS)
-/// and `layers` (metrics outermost, if any, then auth) until `stop` is
+/// and `layers` (metrics outermost, if any, then auth, then the body
+/// guard) until `stop` is
 /// cancelled and the open calls have ended.
 async fn serve_on<H>(
     builder: Server,
@@ -134,8 +157,10 @@ where
         logger,
         notifier,
         health,
-        max_message_bytes,
+        body,
+        http2,
     } = services;
+    let max_message_bytes = body.max_message_bytes;
     // Both reflection versions describe every service, each other included, and
     // google.rpc's error details, so grpcurl can decode BadRequest violations.
     let reflection = || {
@@ -150,10 +175,13 @@ where
             )
     };
     builder
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(http2.keepalive_interval))
+        .http2_keepalive_timeout(Some(http2.keepalive_timeout))
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .http2_max_header_list_size(http2.max_header_list_size)
         .layer(tower::util::option_layer(metrics))
         .layer(auth)
+        .layer(BodyLayer(body))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -13,11 +13,12 @@ use herald::{
     Error, Event, EventStatus, NewEvent,
     backend::{DeadLetter, EventStore},
     domain::{
-        BatchResult, EventInput, Rules, StatusChange, now, parse_batch_changes,
-        parse_batch_creates, parse_event_id,
+        EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
+        parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
-    query::ListQuery,
+    query::{ListQuery, Position},
+    sizing::{fit_page, fit_results, max_batch_items},
     subscription::Cursor,
     trace::{self, TraceParent},
 };
@@ -32,6 +33,8 @@ pub struct EventLoggerService {
     rules: Rules,
     counters: Counters,
     streams: Option<ActiveStreams>,
+    /// Largest response message: every answer is built to fit it.
+    message_limit: usize,
 }
 
 /// This logger's own counts since it started (queue entries written and
@@ -145,7 +148,19 @@ impl EventLoggerService {
                 metrics,
             },
             streams: None,
+            message_limit: 4 * 1024 * 1024,
         }
+    }
+
+    /// Builds every answer to fit in `bytes` (the server's message limit).
+    pub fn with_message_limit(mut self, bytes: usize) -> Self {
+        self.message_limit = bytes;
+        self
+    }
+
+    /// Most items of a batch whose answer fits, up to `max`.
+    fn batch_items(&self, max: usize) -> usize {
+        max_batch_items(self.message_limit, max)
     }
 
     /// Reports `streams` as the active subscribers in GetStats.
@@ -234,12 +249,18 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let query = ListQuery::try_from(request.into_inner())?;
         let page = self.store.list(&query).await?;
+        let mut events: Vec<pb::Event> = page.events.iter().cloned().map(Into::into).collect();
+        // A page too large for one answer ends early; the next starts after it.
+        let fitting = fit_page(&events, self.message_limit);
+        let next = if fitting < events.len() {
+            events.truncate(fitting);
+            page.events.get(fitting - 1).map(Position::of)
+        } else {
+            page.next
+        };
         Ok(Response::new(pb::ListEventsResponse {
-            next_page_token: page
-                .next
-                .map(|p| query.next_page_token(p))
-                .unwrap_or_default(),
-            events: page.events.into_iter().map(Into::into).collect(),
+            next_page_token: next.map(|p| query.next_page_token(p)).unwrap_or_default(),
+            events,
         }))
     }
 
@@ -256,7 +277,14 @@ impl EventLogger for EventLoggerService {
             if change.status != EventStatus::Opened {
                 return Err(Status::permission_denied("user tokens may only set OPENED"));
             }
-            if self.store.get(change.id).await?.user_id != user {
+            // An unknown id answers like another user's event, so that a
+            // token cannot tell which ids exist.
+            let owner = match self.store.get(change.id).await {
+                Ok(event) => Some(event.user_id),
+                Err(Error::NotFound(_)) => None,
+                Err(err) => return Err(err.into()),
+            };
+            if owner.as_deref() != Some(user.as_str()) {
                 return Err(Status::permission_denied(
                     "user tokens may only open their own events",
                 ));
@@ -278,7 +306,8 @@ impl EventLogger for EventLoggerService {
         // The events of one call share a trace, each its own span.
         let caller = call_trace(&request);
         let trace = caller.unwrap_or_else(TraceParent::new_root);
-        let items = parse_batch_creates(request.into_inner(), &self.rules)?;
+        let max = self.batch_items(herald::domain::MAX_BATCH_CREATES);
+        let items = parse_batch_creates(request.into_inner(), &self.rules, max)?;
         let write = apply_valid(items, async |valid: Vec<NewEvent>| {
             let valid = valid
                 .into_iter()
@@ -288,10 +317,7 @@ impl EventLogger for EventLoggerService {
             Ok(created.into_iter().map(Ok).collect())
         });
         let outcomes = self.counted_batch(Write::Create(caller), write).await?;
-        let results = outcomes
-            .into_iter()
-            .map(BatchResult::from_outcome)
-            .collect();
+        let results = fit_results(outcomes, self.message_limit);
         Ok(Response::new(pb::CreateEventsResponse { results }))
     }
 
@@ -300,15 +326,13 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::BatchUpdateStatusRequest>,
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
         let header = call_trace(&request);
-        let items = parse_batch_changes(request.into_inner())?
+        let max = self.batch_items(herald::domain::MAX_BATCH_CHANGES);
+        let items = parse_batch_changes(request.into_inner(), max)?
             .into_iter()
             .map(|item| item.map(|c| c.in_trace(c.trace.or(header))))
             .collect();
         let outcomes = self.apply_changes(items).await?;
-        let results = outcomes
-            .into_iter()
-            .map(BatchResult::from_outcome)
-            .collect();
+        let results = fit_results(outcomes, self.message_limit);
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
 
@@ -329,20 +353,26 @@ impl EventLogger for EventLoggerService {
                 .map_err(|_| Error::invalid("page_token", "is not a token of this list"))?,
         };
         let page = self.store.dead_letters(&after.to_string(), size).await?;
-        let next_page_token = match page.last() {
-            Some(last) if page.len() == size => last.id.clone(),
+        let full = page.len() == size;
+        let mut dead_letters: Vec<pb::DeadLetter> = page
+            .into_iter()
+            .map(|d| pb::DeadLetter {
+                dead_letter_id: d.id,
+                event: Some(d.delivery.event.into()),
+                reason: d.reason,
+                deliveries: i64::try_from(d.delivery.deliveries).unwrap_or(i64::MAX),
+            })
+            .collect();
+        // A page too large for one answer ends early; the next starts after it.
+        let fitting = fit_page(&dead_letters, self.message_limit);
+        let cut = fitting < dead_letters.len();
+        dead_letters.truncate(fitting);
+        let next_page_token = match dead_letters.last() {
+            Some(last) if full || cut => last.dead_letter_id.clone(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListDeadLettersResponse {
-            dead_letters: page
-                .into_iter()
-                .map(|d| pb::DeadLetter {
-                    dead_letter_id: d.id,
-                    event: Some(d.delivery.event.into()),
-                    reason: d.reason,
-                    deliveries: i64::try_from(d.delivery.deliveries).unwrap_or(i64::MAX),
-                })
-                .collect(),
+            dead_letters,
             next_page_token,
         }))
     }
@@ -354,12 +384,13 @@ impl EventLogger for EventLoggerService {
         let trace = call_trace(&request).map(|t| t.child());
         let r = request.into_inner();
         let back = |id| StatusChange::new(id, EventStatus::Pending).in_trace(trace);
+        let max = self.batch_items(MAX_REDRIVE);
         let named: Option<Vec<Result<StatusChange, Error>>> = match (r.all, r.event_ids.len()) {
             (true, 0) => None,
             (true, _) => {
                 return Err(Error::invalid("event_ids", "give event_ids or all, not both").into());
             }
-            (false, 1..=MAX_REDRIVE) => Some(
+            (false, n) if (1..=max).contains(&n) => Some(
                 r.event_ids
                     .iter()
                     .enumerate()
@@ -369,7 +400,7 @@ impl EventLogger for EventLoggerService {
             (false, n) => {
                 return Err(Error::invalid(
                     "event_ids",
-                    format!("must hold 1 to {MAX_REDRIVE} ids (or set all), got {n}"),
+                    format!("must hold 1 to {max} ids (or set all), got {n}"),
                 )
                 .into());
             }
@@ -377,18 +408,21 @@ impl EventLogger for EventLoggerService {
         // Read before the changes: a redriven event that fails again at once
         // gets a new dead letter, which must stay.
         let dead = all_dead_letters(self.store.as_ref()).await?;
+        // With all, the events of the oldest dead letters, as many as one
+        // answer holds; `more` tells the caller to come back for the rest.
+        let mut more = false;
         let items = named.unwrap_or_else(|| {
             let mut seen = HashSet::new();
-            dead.iter()
+            let mut ids: Vec<_> = dead
+                .iter()
                 .map(|d| d.delivery.event.id)
                 .filter(|id| seen.insert(*id))
-                .map(|id| Ok(back(id)))
-                .collect()
+                .collect();
+            more = ids.len() > max;
+            ids.truncate(max);
+            ids.into_iter().map(|id| Ok(back(id))).collect()
         });
-        let mut outcomes = Vec::with_capacity(items.len());
-        for chunk in items.chunks(MAX_REDRIVE) {
-            outcomes.extend(self.apply_changes(chunk.to_vec()).await?);
-        }
+        let outcomes = self.apply_changes(items).await?;
         // The dead letters of the events now back in the queue go.
         let back_in: HashSet<_> = outcomes.iter().flatten().map(|e| e.id).collect();
         let gone: Vec<String> = dead
@@ -397,11 +431,8 @@ impl EventLogger for EventLoggerService {
             .map(|d| d.id)
             .collect();
         self.store.remove_dead_letters(&gone).await?;
-        let results = outcomes
-            .into_iter()
-            .map(BatchResult::from_outcome)
-            .collect();
-        Ok(Response::new(pb::RedriveEventsResponse { results }))
+        let results = fit_results(outcomes, self.message_limit);
+        Ok(Response::new(pb::RedriveEventsResponse { results, more }))
     }
 
     async fn get_stats(

@@ -405,20 +405,22 @@ async fn clients_over_their_rate_are_told_when_to_retry() {
 
 #[tokio::test]
 async fn messages_over_the_size_limit_are_refused() {
-    let logger = Logger::start(&["--max-message-bytes", "4096"], Lines::default().sink()).await;
+    let logger = Logger::start(&["--max-message-bytes", "262144"], Lines::default().sink()).await;
     let client = logger.client().await;
-    let big = EventInput {
-        user_id: "u".into(),
-        description: "d".into(),
-        payload: serde_json::json!({"text": "x".repeat(8000)})
-            .as_object()
-            .cloned(),
-        ..EventInput::default()
-    };
-    let err = client.create(big).await.expect_err("too large");
-    assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
-        "{err}"
+    let big: Vec<EventInput> = (0..80)
+        .map(|i| EventInput {
+            user_id: format!("u{i}"),
+            description: "d".repeat(4000),
+            ..EventInput::default()
+        })
+        .collect();
+    let err = client.create_many(big).await.expect_err("too large");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.to_string().contains("--max-message-bytes"), "{err}");
+    assert_eq!(
+        client.stats().await.expect("stats").total_events,
+        0,
+        "nothing of a refused call is stored"
     );
     client
         .create_event("u", "small")

@@ -271,7 +271,7 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
             StatusChange::new(d.event.id, EventStatus::Processed).in_trace(d.event.traceparent)
         })
         .collect();
-    let outcomes: Vec<Outcome> = match context.client.batch_update_status(&changes).await {
+    let outcomes: Vec<Outcome> = match settle_call(&context, &changes).await {
         Ok(results) => results
             .into_iter()
             .map(|r| r.map_or_else(settle_error, |_| Outcome::Ack))
@@ -301,6 +301,30 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
             .for_each(|at| context.metrics.processed(at)),
         // The entries stay pending and are reclaimed later: at least once.
         Err(err) => warn!(error = %err, entries = acks.len(), "cannot acknowledge entries"),
+    }
+}
+
+/// The BatchUpdateStatus call of a settle, repeated while the logger is
+/// unavailable (restarting, say) until it answers or the worker stops: the
+/// changes are idempotent, and the events settle within about a second of
+/// the logger's return instead of waiting to be reclaimed.
+async fn settle_call(
+    context: &Context,
+    changes: &[StatusChange],
+) -> Result<Vec<Result<herald::Event, ClientError>>, ClientError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match context.client.batch_update_status(changes).await {
+            Err(err) if err.code() == Code::Unavailable && !context.shutdown.is_cancelled() => {
+                warn!(error = %err, retry_in = ?backoff, events = changes.len(), "cannot settle; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = context.shutdown.cancelled() => return Err(err),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
     }
 }
 

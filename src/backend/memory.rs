@@ -165,7 +165,12 @@ fn entry_id(seq: u64) -> String {
 fn parse_entry_id(id: &str) -> Result<u64> {
     id.split_once('-')
         .and_then(|(_, seq)| seq.parse().ok())
-        .ok_or_else(|| Error::invalid("cursor", format!("is not a valid cursor: {id:?}")))
+        .ok_or_else(|| {
+            Error::invalid(
+                "cursor",
+                format!("is not a valid cursor: {}", crate::error::quote(id)),
+            )
+        })
 }
 
 #[async_trait]

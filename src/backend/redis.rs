@@ -313,6 +313,13 @@ fn redis_error(err: RedisError) -> Error {
     }
 }
 
+/// Time between two scans for idle entries once the pending list was read
+/// through: a tenth of the idle time, between 100 ms and 1 s (one XAUTOCLAIM
+/// of at most a batch of entries each).
+fn claim_scan_interval(claim_idle: Duration) -> Duration {
+    (claim_idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
 fn is_nogroup(err: &RedisError) -> bool {
     err.code() == Some("NOGROUP")
 }
@@ -1134,8 +1141,10 @@ impl RedisConsumer {
             redis_error(e)
         })?;
         if reply.next_stream_id == "0-0" {
-            // Scanned the whole PEL: look again after a while.
-            state.next_claim = Instant::now() + self.config.claim_idle / 2;
+            // Scanned the whole PEL: look again soon, so that an entry is
+            // reclaimed within about a second (plus a blocking read) of
+            // reaching the idle time.
+            state.next_claim = Instant::now() + claim_scan_interval(self.config.claim_idle);
         }
         state.claim_cursor = reply.next_stream_id;
         Ok(reply.claimed)

@@ -260,15 +260,21 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 /// Prints a new key and its keys-file entry; the key is not stored anywhere.
-fn new_key(client_id: &str, scopes: &[Scope]) -> anyhow::Result<()> {
+/// Prints a fresh key and its keys-file entry: two labelled lines, or with
+/// `json` one object `{"key": ..., "entry": {...}}`.
+fn new_key(client_id: &str, scopes: &[Scope], json: bool) -> anyhow::Result<()> {
     let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
     let entry = serde_json::json!({
         "client_id": client_id,
         "key_sha256": hash_key(&key),
         "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     });
-    println!("key:   {key}");
-    println!("entry: {entry}");
+    if json {
+        println!("{}", serde_json::json!({ "key": key, "entry": entry }));
+    } else {
+        println!("key:   {key}");
+        println!("entry: {entry}");
+    }
     eprintln!(
         "the key is shown once: give it to the client; add the entry to the keys file's \"keys\" list"
     );
@@ -308,7 +314,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Command::Keys(KeysCommand::New { client_id, scopes }) = &cli.command {
-        return match new_key(client_id, scopes) {
+        return match new_key(client_id, scopes, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
