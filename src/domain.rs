@@ -954,6 +954,93 @@ mod tests {
     }
 
     #[test]
+    fn invisible_values_are_blank_and_line_breakers_are_refused() {
+        let rules = Rules::default();
+        for blank in ["\u{200B}", " \u{FEFF}\u{2060} ", "\u{00AD}", "\t\u{3000}"] {
+            let input = EventInput {
+                user_id: blank.into(),
+                ..input()
+            };
+            let err = NewEvent::validate(input, &rules).expect_err("blank");
+            assert_eq!(
+                err.into_violations()[0].description,
+                "is required and must not be blank",
+                "{blank:?}"
+            );
+        }
+        for breaker in [
+            '\u{202E}', '\u{2028}', '\u{2029}', '\u{2066}', '\u{0085}', '\n',
+        ] {
+            let input = EventInput {
+                description: format!("left {breaker} right"),
+                ..input()
+            };
+            let err = NewEvent::validate(input, &rules).expect_err("not one line");
+            let v = &err.into_violations()[0];
+            assert_eq!(v.field, "description");
+            assert!(
+                v.description.contains("one line"),
+                "{breaker:?}: {}",
+                v.description
+            );
+        }
+        // Letters of other scripts, marks and emoji (with a zero-width joiner) stay.
+        let fine = EventInput {
+            description: "שלום \u{200F}مرحبا 👩\u{200D}💻 café".into(),
+            ..input()
+        };
+        NewEvent::validate(fine, &rules).expect("one line, not blank");
+    }
+
+    #[test]
+    fn numbers_json_cannot_hold_and_invalid_timestamps_are_refused() {
+        use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
+        let number = |n: f64| Value {
+            kind: Some(Kind::NumberValue(n)),
+        };
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let list = Value {
+                kind: Some(Kind::ListValue(ListValue {
+                    values: vec![number(1.0), number(bad)],
+                })),
+            };
+            let request = pb::CreateEventRequest {
+                user_id: "u".into(),
+                description: "d".into(),
+                payload: Some(Struct {
+                    fields: [("a".to_owned(), list)].into(),
+                }),
+                ..Default::default()
+            };
+            let err = EventInput::try_from(request).expect_err("not JSON");
+            assert_eq!(fields(err), ["payload.a[1]"]);
+        }
+        for (seconds, nanos) in [
+            (0, 2_000_000_000),
+            (0, -1),
+            (i64::MAX, 0),
+            (-62_135_596_801, 0),
+        ] {
+            let request = pb::CreateEventRequest {
+                user_id: "u".into(),
+                description: "d".into(),
+                occurred_at: Some(Timestamp { seconds, nanos }),
+                ..Default::default()
+            };
+            let err = EventInput::try_from(request).expect_err("invalid timestamp");
+            assert_eq!(fields(err), ["occurred_at"], "{seconds} {nanos}");
+        }
+        let edge = parse_timestamp(
+            Timestamp {
+                seconds: 1,
+                nanos: 999_999_999,
+            },
+            "t",
+        );
+        assert!(edge.is_ok());
+    }
+
+    #[test]
     fn optional_attributes_are_bounded_and_one_line() {
         let rules = Rules::default();
         let full = EventInput {

@@ -115,3 +115,19 @@ impl From<herald::Error> for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_during_a_call_reads_as_unavailable() {
+        let broken = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let status = Status::from_error(Box::new(broken));
+        assert_eq!(status.code(), Code::Unknown);
+        assert_eq!(Error::from(status).code(), Code::Unavailable);
+        // The server's own UNKNOWN or INTERNAL stays what it is.
+        assert_eq!(Error::from(Status::internal("bug")).code(), Code::Internal);
+        assert_eq!(Error::from(Status::unknown("odd")).code(), Code::Unknown);
+    }
+}

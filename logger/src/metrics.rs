@@ -47,6 +47,7 @@ pub struct LoggerMetrics {
     queue: QueueGauges,
     statuses: IntGaugeVec,
     subscribers: prometheus::IntGauge,
+    subscriber_bytes: prometheus::IntGauge,
 }
 
 impl LoggerMetrics {
@@ -74,6 +75,11 @@ impl LoggerMetrics {
                 "herald_subscribers_active",
                 "Subscribe streams open on this logger",
             ),
+            subscriber_bytes: herald_processor::metrics::int_gauge(
+                &registry,
+                "herald_subscriber_buffered_bytes",
+                "Bytes (encoded messages) waiting in the Subscribe queues of this logger",
+            ),
             registry,
         }
     }
@@ -86,14 +92,14 @@ impl LoggerMetrics {
         queue: Arc<dyn WorkQueue>,
         streams: ActiveStreams,
     ) -> Refresh {
-        let (uptime, gauges, statuses, subscribers) = (
+        let (uptime, gauges, statuses) = (
             self.uptime.clone(),
             self.queue.clone(),
             self.statuses.clone(),
-            self.subscribers.clone(),
         );
+        let subscribers = (self.subscribers.clone(), self.subscriber_bytes.clone());
         Arc::new(move || {
-            let (uptime, gauges, statuses, subscribers) = (
+            let (uptime, gauges, statuses, (subscribers, subscriber_bytes)) = (
                 uptime.clone(),
                 gauges.clone(),
                 statuses.clone(),
@@ -103,6 +109,7 @@ impl LoggerMetrics {
             Box::pin(async move {
                 uptime.refresh();
                 subscribers.set(i64::try_from(streams.count()).unwrap_or(i64::MAX));
+                subscriber_bytes.set(i64::try_from(streams.buffered_bytes()).unwrap_or(i64::MAX));
                 if let Ok(mut counts) = store.status_counts().await {
                     for status in EventStatus::ALL {
                         let n = *counts.slot(status);

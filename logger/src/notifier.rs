@@ -450,6 +450,14 @@ impl ActiveStreams {
     pub fn count(&self) -> u64 {
         self.0.total.load(Ordering::Relaxed)
     }
+
+    /// The bytes (encoded messages) their queues hold now.
+    pub fn buffered_bytes(&self) -> usize {
+        let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values()
+            .map(|(_, budget)| budget.used.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl StreamCounts {

@@ -434,11 +434,21 @@ const USER_SECRET: &str = "a-test-secret-of-enough-length";
 /// A user token for `user`, signed with `secret`, expiring `ttl_secs` from now
 /// (negative: already expired).
 fn user_token(user: &str, secret: &str, ttl_secs: i64) -> String {
-    let now = std::time::SystemTime::now()
+    token_with(
+        secret,
+        serde_json::json!({"sub": user, "exp": now_secs() + ttl_secs}),
+    )
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs() as i64;
-    let claims = serde_json::json!({"sub": user, "exp": now + ttl_secs});
+        .as_secs() as i64
+}
+
+/// A token with exactly these claims, signed with `secret`.
+fn token_with(secret: &str, claims: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -490,6 +500,13 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
         .await
         .expect_err("not hers");
     assert_eq!(err.code(), Code::PermissionDenied);
+    // An id that exists nowhere answers the same: no probing for ids.
+    let unknown = ada
+        .update_status(uuid::Uuid::now_v7(), EventStatus::Opened)
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::PermissionDenied);
+    assert_eq!(unknown.to_string(), err.to_string());
     let err = ada
         .update_status(adas.id, EventStatus::Failed)
         .await
@@ -526,6 +543,71 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
         forged.subscribe("ada").await.err().expect("forged").code(),
         Code::Unauthenticated
     );
+    // Expired 30 s ago: past the default leeway of 5 s.
+    let just_expired = as_key(user_token("ada", USER_SECRET, -30)).await;
+    let err = just_expired.subscribe("ada").await.err().expect("expired");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    // Valid only in 50 minutes.
+    let early = token_with(
+        USER_SECRET,
+        serde_json::json!({"sub": "ada", "exp": now_secs() + 6000, "nbf": now_secs() + 3000}),
+    );
+    let err = as_key(early)
+        .await
+        .subscribe("ada")
+        .await
+        .err()
+        .expect("not yet");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("not valid yet"), "{err}");
+    // No exp at all.
+    let endless = token_with(USER_SECRET, serde_json::json!({"sub": "ada"}));
+    let err = as_key(endless)
+        .await
+        .subscribe("ada")
+        .await
+        .err()
+        .expect("no exp");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_token_leeway_is_what_the_flag_says() {
+    let (_keys, logger) = logger_with_keys(
+        &[
+            "--user-token-secret",
+            USER_SECRET,
+            "--user-token-leeway",
+            "60s",
+        ],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = |token: String| {
+        let url = logger.url();
+        async move {
+            Client::connect(url)
+                .await
+                .expect("connect")
+                .with_api_key(&token)
+                .expect("token")
+        }
+    };
+    let late = client(user_token("ada", USER_SECRET, -30)).await;
+    let _late = late.subscribe("ada").await.expect("within 60 s of exp");
+    let early = token_with(
+        USER_SECRET,
+        serde_json::json!({"sub": "ada", "exp": now_secs() + 600, "nbf": now_secs() + 30}),
+    );
+    let _early = client(early)
+        .await
+        .subscribe("ada")
+        .await
+        .expect("within 60 s of nbf");
+    let stale = client(user_token("ada", USER_SECRET, -120)).await;
+    let err = stale.subscribe("ada").await.err().expect("past the leeway");
+    assert_eq!(err.code(), Code::Unauthenticated);
     logger.stop_within(Duration::from_secs(10)).await;
 }
 

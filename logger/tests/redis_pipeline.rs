@@ -353,3 +353,46 @@ async fn worker_flag_embeds_a_processor_in_a_redis_logger() {
     assert_each_printed(&events, &lines.lines());
     logger.stop_within(Duration::from_secs(15)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_settle_soon_after_the_logger_comes_back() {
+    if skip_redis_tests() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let args = ["--redis-url", &redis.url()];
+    let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
+    let events = create_many(&logger.client().await, 50, "outage").await;
+    logger.stop_within(Duration::from_secs(10)).await;
+
+    // The processor delivers while no logger answers; its settles wait for
+    // longer than the client's own retries, far less than the reclaim time.
+    let lines = Lines::default();
+    let processor = Processor::start(
+        &redis.url(),
+        &format!("http://{addr}"),
+        &["--claim-idle-ms", "120000"],
+        lines.sink(),
+    );
+    eventually(Duration::from_secs(10), "every line printed", || async {
+        (lines.lines().len() >= events.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the same address again");
+    let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
+    let client = logger.client().await;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    all_processed(&client, &ids, Duration::from_secs(5)).await;
+    assert_eq!(lines.lines().len(), events.len(), "each line printed once");
+    processor.shutdown.cancel();
+    let _ = processor.handle.await;
+    logger.stop_within(Duration::from_secs(10)).await;
+}

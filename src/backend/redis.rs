@@ -1361,3 +1361,24 @@ fn notifications(entries: impl IntoIterator<Item = StreamId>) -> Result<Vec<Noti
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_entries_are_looked_for_often_enough_to_be_reclaimed_on_time() {
+        assert_eq!(
+            claim_scan_interval(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            claim_scan_interval(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            claim_scan_interval(Duration::from_millis(200)),
+            Duration::from_millis(100)
+        );
+    }
+}

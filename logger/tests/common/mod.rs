@@ -63,6 +63,11 @@ impl Logger {
     /// on another; an embedded worker writes to `sink`.
     pub async fn start(args: &[&str], sink: Arc<dyn Sink>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, args, sink).await
+    }
+
+    /// [`Logger::start`] on `listener` (an address taken before, say).
+    pub async fn start_on(listener: TcpListener, args: &[&str], sink: Arc<dyn Sink>) -> Self {
         let addr = listener.local_addr().expect("addr");
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let metrics_addr = metrics.local_addr().expect("addr");
