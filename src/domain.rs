@@ -170,25 +170,6 @@ pub struct Event {
     pub traceparent: Option<TraceParent>,
 }
 
-impl Event {
-    /// The event cut to what identifies it and where it stands: id, user,
-    /// status and times (answers that would not fit otherwise carry this).
-    pub fn summary(&self) -> Event {
-        Event {
-            user_id: self.user_id.clone(),
-            description: String::new(),
-            category: String::new(),
-            event_type: String::new(),
-            session_id: String::new(),
-            payload: None,
-            request_id: String::new(),
-            source: String::new(),
-            traceparent: None,
-            ..*self
-        }
-    }
-}
-
 /// An event's payload: a JSON object.
 pub type Payload = serde_json::Map<String, serde_json::Value>;
 
@@ -859,8 +840,12 @@ pub fn parse_batch_creates(
 /// The per-item results of the batch RPCs (`CreateEventResult`,
 /// `UpdateStatusResult`): each holds an event or the error that refused it.
 pub trait BatchResult: Sized {
+    /// The message for one item's outcome, as messages.
+    fn from_parts(outcome: Result<pb::Event, tonic_types::pb::Status>) -> Self;
     /// The message for one item's outcome.
-    fn from_outcome(outcome: Result<Event, Error>) -> Self;
+    fn from_outcome(outcome: Result<Event, Error>) -> Self {
+        Self::from_parts(outcome.map(Into::into).map_err(Error::into_rpc_status))
+    }
     /// The event or the error it holds (neither if the server sent an empty one).
     fn into_parts(self) -> (Option<pb::Event>, Option<tonic_types::pb::Status>);
 }
@@ -868,11 +853,11 @@ pub trait BatchResult: Sized {
 macro_rules! batch_result {
     ($message:ident, $oneof:ident) => {
         impl BatchResult for pb::$message {
-            fn from_outcome(outcome: Result<Event, Error>) -> Self {
+            fn from_parts(outcome: Result<pb::Event, tonic_types::pb::Status>) -> Self {
                 Self {
                     result: Some(match outcome {
-                        Ok(event) => pb::$oneof::Result::Event(event.into()),
-                        Err(err) => pb::$oneof::Result::Error(err.into_rpc_status()),
+                        Ok(event) => pb::$oneof::Result::Event(event),
+                        Err(status) => pb::$oneof::Result::Error(status),
                     }),
                 }
             }

@@ -6,12 +6,12 @@
 //! are built against the limit ([`fit_results`]): full events while they fit
 //! with room for the worst case of every item still to come, then events cut
 //! to their summary (id, user, status, times). A page of a list is cut short
-//! instead ([`fit_page`]), its next page token pointing after the last item
+//! instead ([`cut_to_fit`]), its next page token pointing after the last item
 //! sent.
 
 use prost::Message;
 
-use crate::{Error, Event, domain::BatchResult, error::MAX_ERROR_BYTES};
+use crate::{Error, Event, domain::BatchResult, error::MAX_ERROR_BYTES, pb};
 
 /// Most bytes one item of a batch answer takes at worst, framing included:
 /// an error (bounded by [`MAX_ERROR_BYTES`]) or a summary event.
@@ -45,13 +45,13 @@ pub fn fit_results<R: BatchResult + Message>(
         .into_iter()
         .map(|outcome| {
             worst_to_come -= MAX_RESULT_BYTES;
-            let summary = outcome.as_ref().ok().map(Event::summary);
             let mut result = R::from_outcome(outcome);
             let mut len = framed_len(&result);
-            if let Some(summary) = summary
-                && used + len + worst_to_come > budget
-            {
-                result = R::from_outcome(Ok(summary));
+            if used + len + worst_to_come > budget {
+                result = match result.into_parts() {
+                    (Some(event), _) => R::from_parts(Ok(summary(event))),
+                    (None, status) => R::from_parts(Err(status.unwrap_or_default())),
+                };
                 len = framed_len(&result);
             }
             used += len;
@@ -60,9 +60,32 @@ pub fn fit_results<R: BatchResult + Message>(
         .collect()
 }
 
+/// An event cut to what identifies it and where it stands: id, user, status
+/// and times.
+fn summary(event: pb::Event) -> pb::Event {
+    pb::Event {
+        event_id: event.event_id,
+        user_id: event.user_id,
+        status: event.status,
+        created_at: event.created_at,
+        updated_at: event.updated_at,
+        occurred_at: event.occurred_at,
+        ..pb::Event::default()
+    }
+}
+
+/// Cuts `items` to as many as fit in `limit` bytes (at least one, so a page
+/// always moves on); true if any were cut.
+pub fn cut_to_fit<M: Message>(items: &mut Vec<M>, limit: usize) -> bool {
+    let fitting = fit_page(items, limit);
+    let cut = fitting < items.len();
+    items.truncate(fitting);
+    cut
+}
+
 /// How many of `items` (as messages) fit in `limit` bytes; at least one, so
 /// a page always moves on.
-pub fn fit_page<M: Message>(items: &[M], limit: usize) -> usize {
+fn fit_page<M: Message>(items: &[M], limit: usize) -> usize {
     let budget = limit.saturating_sub(RESERVE);
     let mut used = 0;
     let fitting = items

@@ -18,7 +18,7 @@ use herald::{
     },
     pb::{self, event_logger_server::EventLogger},
     query::{ListQuery, Position},
-    sizing::{fit_page, fit_results, max_batch_items},
+    sizing::{cut_to_fit, fit_results, max_batch_items},
     subscription::Cursor,
     trace::{self, TraceParent},
 };
@@ -249,12 +249,11 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let query = ListQuery::try_from(request.into_inner())?;
         let page = self.store.list(&query).await?;
-        let mut events: Vec<pb::Event> = page.events.iter().cloned().map(Into::into).collect();
+        let positions: Vec<Position> = page.events.iter().map(Position::of).collect();
+        let mut events: Vec<pb::Event> = page.events.into_iter().map(Into::into).collect();
         // A page too large for one answer ends early; the next starts after it.
-        let fitting = fit_page(&events, self.message_limit);
-        let next = if fitting < events.len() {
-            events.truncate(fitting);
-            page.events.get(fitting - 1).map(Position::of)
+        let next = if cut_to_fit(&mut events, self.message_limit) {
+            positions.get(events.len() - 1).copied()
         } else {
             page.next
         };
@@ -364,9 +363,7 @@ impl EventLogger for EventLoggerService {
             })
             .collect();
         // A page too large for one answer ends early; the next starts after it.
-        let fitting = fit_page(&dead_letters, self.message_limit);
-        let cut = fitting < dead_letters.len();
-        dead_letters.truncate(fitting);
+        let cut = cut_to_fit(&mut dead_letters, self.message_limit);
         let next_page_token = match dead_letters.last() {
             Some(last) if full || cut => last.dead_letter_id.clone(),
             _ => String::new(),
