@@ -584,28 +584,23 @@ async fn the_token_leeway_is_what_the_flag_says() {
         Lines::default().sink(),
     )
     .await;
-    let client = |token: String| {
-        let url = logger.url();
-        async move {
-            Client::connect(url)
-                .await
-                .expect("connect")
-                .with_api_key(&token)
-                .expect("token")
-        }
-    };
-    let late = client(user_token("ada", USER_SECRET, -30)).await;
+    let late = logger
+        .client_with_key(&user_token("ada", USER_SECRET, -30))
+        .await;
     let _late = late.subscribe("ada").await.expect("within 60 s of exp");
     let early = token_with(
         USER_SECRET,
         serde_json::json!({"sub": "ada", "exp": now_secs() + 600, "nbf": now_secs() + 30}),
     );
-    let _early = client(early)
+    let _early = logger
+        .client_with_key(&early)
         .await
         .subscribe("ada")
         .await
         .expect("within 60 s of nbf");
-    let stale = client(user_token("ada", USER_SECRET, -120)).await;
+    let stale = logger
+        .client_with_key(&user_token("ada", USER_SECRET, -120))
+        .await;
     let err = stale.subscribe("ada").await.err().expect("past the leeway");
     assert_eq!(err.code(), Code::Unauthenticated);
     logger.stop_within(Duration::from_secs(10)).await;

@@ -70,6 +70,22 @@ impl Raw {
         send.send_request(request, false).expect("send headers")
     }
 
+    /// Opens a Subscribe stream of every user's new (PENDING) events, which
+    /// nobody reads until the caller does.
+    async fn subscribe_to_new_events(
+        &mut self,
+    ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+        let (response, mut stream) = self.start(METHODS[9]).await;
+        let request = pb::SubscribeRequest {
+            statuses: vec![pb::EventStatus::Pending as i32],
+            ..Default::default()
+        };
+        stream
+            .send_data(frame(&request.encode_to_vec()), true)
+            .expect("subscribe");
+        (response, stream)
+    }
+
     /// Calls `path` with exactly `body` and reads the answer (of a stream,
     /// its first message).
     async fn call(&mut self, path: &str, body: Bytes) -> Answer {
@@ -605,6 +621,18 @@ async fn a_batch_of_bad_ids_still_answers_and_applies_the_good_change() {
     logger.stop_within(Duration::from_secs(10)).await;
 }
 
+/// Creates `n` events of about 2 KB each in one call.
+async fn create_big_events(client: &herald_client::Client, n: usize) {
+    let events = (0..n)
+        .map(|i| herald::domain::EventInput {
+            user_id: format!("u{i}"),
+            description: "d".repeat(2000),
+            ..Default::default()
+        })
+        .collect();
+    client.create_many(events).await.expect("created");
+}
+
 #[tokio::test]
 async fn subscribers_that_stop_reading_hold_nothing_once_cut_off() {
     let logger = Logger::start(&["--subscriber-buffer", "64"], Lines::default().sink()).await;
@@ -613,30 +641,14 @@ async fn subscribers_that_stop_reading_hold_nothing_once_cut_off() {
     let mut raw = Raw::connect(logger.addr).await;
     let mut held = Vec::new();
     for _ in 0..200 {
-        let (response, mut stream) = raw.start(METHODS[9]).await;
-        let request = pb::SubscribeRequest {
-            statuses: vec![pb::EventStatus::Pending as i32],
-            ..Default::default()
-        };
-        stream
-            .send_data(frame(&request.encode_to_vec()), true)
-            .expect("subscribe");
-        held.push((response, stream));
+        held.push(raw.subscribe_to_new_events().await);
     }
     eventually(Duration::from_secs(10), "200 streams open", || async {
         (client.stats().await.ok()?.active_subscribers == 200).then_some(())
     })
     .await;
-    let description = "d".repeat(2000);
-    for chunk in 0..4 {
-        let events = (0..100)
-            .map(|i| herald::domain::EventInput {
-                user_id: format!("u{chunk}-{i}"),
-                description: description.clone(),
-                ..Default::default()
-            })
-            .collect();
-        client.create_many(events).await.expect("created");
+    for _ in 0..4 {
+        create_big_events(&client, 100).await;
     }
     // Every queue overflowed and was emptied on the spot, though each
     // stream is still open and unread.
@@ -658,26 +670,11 @@ async fn one_clients_queues_share_a_byte_budget() {
     .await;
     let client = logger.client().await;
     let mut raw = Raw::connect(logger.addr).await;
-    let (response, mut stream) = raw.start(METHODS[9]).await;
-    let request = pb::SubscribeRequest {
-        statuses: vec![pb::EventStatus::Pending as i32],
-        ..Default::default()
-    };
-    stream
-        .send_data(frame(&request.encode_to_vec()), true)
-        .expect("subscribe");
+    let (response, _stream) = raw.subscribe_to_new_events().await;
     let response = response.await.expect("stream starts");
     let mut body = response.into_body();
     // 100 events of 2 KB: more than the budget, far fewer than the buffer.
-    let description = "d".repeat(2000);
-    let events = (0..100)
-        .map(|i| herald::domain::EventInput {
-            user_id: format!("u{i}"),
-            description: description.clone(),
-            ..Default::default()
-        })
-        .collect();
-    client.create_many(events).await.expect("created");
+    create_big_events(&client, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Now read: the stream ends with a Lagged message and RESOURCE_EXHAUSTED.
     let mut data = BytesMut::new();
