@@ -15,6 +15,8 @@
 //! - [`service`]: the EventLogger handlers.
 //! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
 //!   the notification log.
+//! - [`queue`]: each subscriber's queue, and the byte budget one client's
+//!   queues share.
 //! - [`retention`]: the background removal of old events and dead letters,
 //!   and the trimming of the acknowledged work queue.
 //! - [`server`]: registration of every service, health tracking, serving with
@@ -28,6 +30,7 @@ pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod notifier;
+pub mod queue;
 pub mod retention;
 pub mod server;
 pub mod service;

@@ -12,17 +12,14 @@
 //!
 //! What a client can make the logger hold is bounded twice: each queue by
 //! `--subscriber-buffer` messages, and all the queues of one client (or
-//! user) together by `--max-buffered-bytes-per-client`. A queue past either
-//! bound is emptied at once, in the publisher, whether or not its stream is
-//! being read, so a subscriber that stops reading holds nothing after its
-//! cut-off but its last messages.
+//! user) together by `--max-buffered-bytes-per-client` (see [`crate::queue`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -34,15 +31,11 @@ use herald::{
     subscription::{Cursor, SubscribeRequest, SubscriptionFilter},
 };
 use prost::Message;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-/// How a subscription ended, when the server ended it.
-const OPEN: u8 = 0;
-const LAGGED: u8 = 1;
-const CLOSED: u8 = 2;
+use crate::queue::{Budget, Ended, Queue};
 
 /// Entries read from the log per page while a subscriber catches up.
 const CATCH_UP_PAGE: usize = 500;
@@ -53,127 +46,6 @@ const EVERY_USER: &str = "";
 struct Subscriber {
     filter: SubscriptionFilter,
     queue: Arc<Queue>,
-}
-
-/// The bytes (encoded) one client's subscriber queues hold together, and
-/// their bound.
-pub struct Budget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl Budget {
-    /// Takes `bytes` from the budget, if that many are left.
-    fn take(&self, bytes: usize) -> bool {
-        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes > self.max {
-            self.used.fetch_sub(bytes, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    fn give_back(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::Relaxed);
-    }
-}
-
-/// One subscriber's queue, shared by the publisher (which fills it, and
-/// empties it when cutting the subscriber off) and the stream (which drains
-/// it).
-struct Queue {
-    state: Mutex<QueueState>,
-    ready: Notify,
-    budget: Arc<Budget>,
-}
-
-struct QueueState {
-    messages: VecDeque<(pb::SubscribeResponse, usize)>,
-    /// Encoded bytes of `messages`, taken from the budget.
-    bytes: usize,
-    /// OPEN, LAGGED or CLOSED.
-    end: u8,
-    /// How many messages it held when it ended.
-    held: usize,
-}
-
-impl Queue {
-    fn new(budget: Arc<Budget>) -> Self {
-        Self {
-            state: Mutex::new(QueueState {
-                messages: VecDeque::new(),
-                bytes: 0,
-                end: OPEN,
-                held: 0,
-            }),
-            ready: Notify::new(),
-            budget,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues `message` (of `bytes`), or, past `max` messages or the client's
-    /// budget, ends the queue as LAGGED and frees what it held; false once
-    /// the queue has ended.
-    fn push(&self, message: &pb::SubscribeResponse, bytes: usize, max: usize) -> bool {
-        let mut state = self.lock();
-        if state.end != OPEN {
-            return false;
-        }
-        if state.messages.len() >= max || !self.budget.take(bytes) {
-            drop(state);
-            self.end(LAGGED);
-            return false;
-        }
-        state.messages.push_back((message.clone(), bytes));
-        state.bytes += bytes;
-        drop(state);
-        self.ready.notify_one();
-        true
-    }
-
-    /// Ends the queue (LAGGED or CLOSED) and frees every message in it.
-    fn end(&self, how: u8) {
-        let mut state = self.lock();
-        if state.end == OPEN {
-            state.end = how;
-            state.held = state.messages.len();
-        }
-        let freed = std::mem::take(&mut state.messages);
-        self.budget.give_back(std::mem::take(&mut state.bytes));
-        drop(state);
-        drop(freed);
-        self.ready.notify_one();
-    }
-
-    /// The next message, or how the queue ended and how many messages it
-    /// held then.
-    async fn pop(&self) -> Result<pb::SubscribeResponse, (u8, usize)> {
-        loop {
-            {
-                let mut state = self.lock();
-                if let Some((message, bytes)) = state.messages.pop_front() {
-                    state.bytes -= bytes;
-                    self.budget.give_back(bytes);
-                    return Ok(message);
-                }
-                if state.end != OPEN {
-                    return Err((state.end, state.held));
-                }
-            }
-            self.ready.notified().await;
-        }
-    }
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        let state = self.lock();
-        self.budget.give_back(state.bytes);
-    }
 }
 
 /// The local subscribers of one logger, by user id (every user's under "").
@@ -272,7 +144,7 @@ impl Fanout {
     fn close_all(&self) {
         for (_, group) in self.lock().drain() {
             for (_, sub) in group {
-                sub.queue.end(CLOSED);
+                sub.queue.end(Ended::Closed);
             }
         }
     }
@@ -454,9 +326,7 @@ impl ActiveStreams {
     /// The bytes (encoded messages) their queues hold now.
     pub fn buffered_bytes(&self) -> usize {
         let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.values()
-            .map(|(_, budget)| budget.used.load(Ordering::Relaxed))
-            .sum()
+        open.values().map(|(_, budget)| budget.used()).sum()
     }
 }
 
@@ -464,13 +334,9 @@ impl StreamCounts {
     /// A place for one more stream of `client`, held until the guard drops.
     fn acquire(self: &Arc<Self>, client: String) -> Result<StreamSlot, Status> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, budget) = open.entry(client.clone()).or_insert_with(|| {
-            let budget = Budget {
-                used: AtomicUsize::new(0),
-                max: self.max_bytes,
-            };
-            (0, Arc::new(budget))
-        });
+        let (count, budget) = open
+            .entry(client.clone())
+            .or_insert_with(|| (0, Arc::new(Budget::new(self.max_bytes))));
         if *count >= self.max {
             let who = if client.is_empty() {
                 "anonymous callers"
@@ -664,7 +530,7 @@ fn subscription(
                     }
                     Err((end, held)) => {
                         let resume = last.map(|c| c.to_string()).unwrap_or_default();
-                        if end == LAGGED {
+                        if end == Ended::Lagged {
                             yield Ok(pb::SubscribeResponse {
                                 kind: Some(Kind::Lagged(pb::Lagged { buffered: u32::try_from(held).unwrap_or(u32::MAX) })),
                                 cursor: resume.clone(),

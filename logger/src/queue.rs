@@ -1,0 +1,198 @@
+//! Subscriber queues: what a Subscribe stream has been handed and not yet
+//! sent, and the byte budget all the queues of one client share.
+//!
+//! A queue is filled by the fan-out and drained by its stream. Past its
+//! length bound or its client's budget it ends as lagged and is emptied in
+//! the publisher, at once, whether or not its stream is being read: a
+//! subscriber that stops reading holds nothing after its cut-off.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use herald::pb;
+use tokio::sync::Notify;
+
+/// How a queue ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Its subscriber fell too far behind and was cut off.
+    Lagged,
+    /// The server is shutting down.
+    Closed,
+}
+
+/// The bytes (encoded messages) one client's queues hold together, and
+/// their bound.
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    /// An empty budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// The bytes the queues hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` from the budget, if that many are left.
+    fn take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One subscriber's queue.
+pub struct Queue {
+    state: Mutex<State>,
+    ready: Notify,
+    budget: std::sync::Arc<Budget>,
+}
+
+struct State {
+    messages: VecDeque<(pb::SubscribeResponse, usize)>,
+    /// Encoded bytes of `messages`, taken from the budget.
+    bytes: usize,
+    /// How it ended, and how many messages it held then.
+    ended: Option<(Ended, usize)>,
+}
+
+impl Queue {
+    /// An empty queue whose messages count against `budget`.
+    pub fn new(budget: std::sync::Arc<Budget>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                messages: VecDeque::new(),
+                bytes: 0,
+                ended: None,
+            }),
+            ready: Notify::new(),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `message` (of `bytes`, encoded), or, past `max` messages or
+    /// the budget, ends the queue as lagged and frees what it held; false
+    /// once the queue has ended.
+    pub fn push(&self, message: &pb::SubscribeResponse, bytes: usize, max: usize) -> bool {
+        let mut state = self.lock();
+        if state.ended.is_some() {
+            return false;
+        }
+        if state.messages.len() >= max || !self.budget.take(bytes) {
+            drop(state);
+            self.end(Ended::Lagged);
+            return false;
+        }
+        state.messages.push_back((message.clone(), bytes));
+        state.bytes += bytes;
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Ends the queue and frees every message in it.
+    pub fn end(&self, how: Ended) {
+        let mut state = self.lock();
+        if state.ended.is_none() {
+            state.ended = Some((how, state.messages.len()));
+        }
+        let freed = std::mem::take(&mut state.messages);
+        self.budget.give_back(std::mem::take(&mut state.bytes));
+        drop(state);
+        drop(freed);
+        self.ready.notify_one();
+    }
+
+    /// The next message, or how the queue ended and how many messages it
+    /// held then.
+    pub async fn pop(&self) -> Result<pb::SubscribeResponse, (Ended, usize)> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some((message, bytes)) = state.messages.pop_front() {
+                    state.bytes -= bytes;
+                    self.budget.give_back(bytes);
+                    return Ok(message);
+                }
+                if let Some(ended) = state.ended {
+                    return Err(ended);
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        self.budget.give_back(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn message(n: usize) -> pb::SubscribeResponse {
+        pb::SubscribeResponse {
+            kind: None,
+            cursor: n.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_ends_lagged_and_frees_its_bytes() {
+        let budget = Arc::new(Budget::new(1000));
+        let queue = Queue::new(budget.clone());
+        assert!(queue.push(&message(1), 100, 2));
+        assert!(queue.push(&message(2), 100, 2));
+        assert_eq!(budget.used(), 200);
+        assert!(!queue.push(&message(3), 100, 2), "past the length bound");
+        assert_eq!(budget.used(), 0, "emptied at the cut-off, unread");
+        assert_eq!(queue.pop().await, Err((Ended::Lagged, 2)));
+        assert!(!queue.push(&message(4), 1, 2), "ended for good");
+    }
+
+    #[tokio::test]
+    async fn queues_of_one_client_share_the_budget() {
+        let budget = Arc::new(Budget::new(250));
+        let (a, b) = (Queue::new(budget.clone()), Queue::new(budget.clone()));
+        assert!(a.push(&message(1), 100, 10));
+        assert!(b.push(&message(1), 100, 10));
+        assert!(!b.push(&message(2), 100, 10), "past the shared budget");
+        assert_eq!(budget.used(), 100, "only a's message is left");
+        assert_eq!(a.pop().await.map(|m| m.cursor), Ok("1".into()));
+        assert_eq!(budget.used(), 0);
+        assert!(a.push(&message(2), 100, 10));
+        drop(a);
+        assert_eq!(budget.used(), 0, "a dropped queue gives its bytes back");
+    }
+}
