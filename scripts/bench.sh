@@ -80,28 +80,74 @@ wait_for_drain() {
   exit 1
 }
 
+# CPU time a process has used so far (user and system), in clock ticks.
+cpu_ticks() {
+  # Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# Bytes of memory Redis on port $1 uses.
+redis_used_memory() {
+  redis-cli -p "$1" INFO memory | awk -F: '/^used_memory:/ { print $2 + 0 }'
+}
+
+# Events stored, as the logger at $1 counts them.
+events_stored() {
+  "$BIN/herald" --server "$1" --json stats | python3 -c 'import json, sys; print(json.load(sys.stdin)["total_events"])'
+}
+
 # Peak resident memory (VmHWM) of a process, in MB.
 peak_rss_mb() {
   awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# bench LABEL SERVER ARGS...: one benchmark, its JSON tagged with the backend.
+# bench LABEL SERVER ARGS...: one benchmark, its JSON tagged with the backend;
+# the CPU seconds the benchmark client used go to $WORK/client-cpu.
 bench() {
   local backend="$1" server="$2"
   shift 2
   echo "== $backend: herald bench $*" >&2
-  "$BIN/herald" --server "$server" --json bench "$@" \
+  python3 -c '
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[2:])
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(str(used.ru_utime + used.ru_stime))
+sys.exit(done.returncode)' "$WORK/client-cpu" "$BIN/herald" --server "$server" --json bench "$@" \
     | python3 -c 'import json, sys; r = json.load(sys.stdin); r["backend"] = sys.argv[1]; print(json.dumps(r))' "$backend" \
     >> "$OUT/results.jsonl"
+}
+
+# e2e_with_cpu LABEL SERVER NAME=PID...: the unpaced end-to-end run, and the
+# CPU each named process (and the benchmark client) spent on it, per event.
+e2e_with_cpu() {
+  local backend="$1" server="$2"
+  shift 2
+  local before=()
+  for named in "$@"; do before+=("$(cpu_ticks "${named#*=}")"); done
+  bench "$backend" "$server" e2e --events "$E2E_EVENTS"
+  local tick i=0 parts=()
+  tick=$(getconf CLK_TCK)
+  for named in "$@"; do
+    parts+=("\"${named%%=*}\": $(( ($(cpu_ticks "${named#*=}") - before[i]) * 1000000 / tick / E2E_EVENTS ))")
+    i=$((i + 1))
+  done
+  local client
+  client=$(python3 -c 'import sys; print(round(float(open(sys.argv[1]).read()) * 1e6 / int(sys.argv[2])))' "$WORK/client-cpu" "$E2E_EVENTS")
+  local joined
+  joined=$(IFS=,; echo "${parts[*]}")
+  echo "{\"benchmark\": \"cpu\", \"backend\": \"$backend\", \"events\": $E2E_EVENTS, \"us_per_event\": {$joined}, \"client_us_per_event\": $client}" >> "$OUT/results.jsonl"
 }
 
 ingest() {
   bench "$1" "$2" ingest --concurrency 64 --connections 4 --duration "$DURATION" --warmup "$DURATION"
 }
 
+# rest_of_suite LABEL SERVER LOGGER_PID NAME=PID...: the end-to-end runs
+# (the first with the CPU of the named processes) and fan-out.
 rest_of_suite() {
   local backend="$1" server="$2" logger_pid="$3"
-  bench "$backend" "$server" e2e --events "$E2E_EVENTS"
+  shift 3
+  e2e_with_cpu "$backend" "$server" "$@"
   bench "$backend" "$server" e2e --events "$RATE_EVENTS" --rate 1000 --concurrency 16
   bench "$backend" "$server" fanout --subscribers "$SUBSCRIBERS" --events "$FANOUT_EVENTS"
   echo "{\"benchmark\": \"rss\", \"backend\": \"$backend\", \"logger_peak_rss_mb\": $(peak_rss_mb "$logger_pid")}" >> "$OUT/results.jsonl"
@@ -118,7 +164,7 @@ if [ "$ONLY" != redis ]; then
   PIDS+=("$logger")
   wait_for_port "$port"
   ingest memory "127.0.0.1:$port"
-  rest_of_suite memory "127.0.0.1:$port" "$logger"
+  rest_of_suite memory "127.0.0.1:$port" "$logger" "logger=$logger"
   kill "$logger"
   wait "$logger" 2>/dev/null || true
 fi
@@ -127,7 +173,8 @@ if [ "$ONLY" != memory ]; then
   rport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --dir "$WORK" --save "" --appendonly no \
     --daemonize no --logfile "$WORK/redis.log" &
-  PIDS+=("$!")
+  redis=$!
+  PIDS+=("$redis")
   wait_for_port "$rport"
   port=$(free_port)
   "$BIN/herald-logger" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$rport/" \
@@ -136,15 +183,23 @@ if [ "$ONLY" != memory ]; then
   PIDS+=("$logger")
   wait_for_port "$port"
   # Ingest measures the front door (logger and Redis) before processors start;
-  # they then drain what it queued before the end-to-end runs.
+  # they then drain what it queued before the end-to-end runs. What Redis
+  # holds per stored (PENDING) event is read over the ingest.
+  memory_before=$(redis_used_memory "$rport")
+  stored_before=$(events_stored "127.0.0.1:$port")
   ingest redis "127.0.0.1:$port"
+  memory_after=$(redis_used_memory "$rport")
+  stored_after=$(events_stored "127.0.0.1:$port")
+  echo "{\"benchmark\": \"memory\", \"backend\": \"redis\", \"events\": $((stored_after - stored_before)), \"bytes_per_event\": $(( (memory_after - memory_before) / (stored_after - stored_before) ))}" >> "$OUT/results.jsonl"
+  named=("redis=$redis" "logger=$logger")
   for i in $(seq 1 "$PROCESSORS"); do
     "$BIN/herald-processor" --redis-url "redis://127.0.0.1:$rport/" --logger-url "http://127.0.0.1:$port" \
       --consumer-name "bench-$i" > /dev/null 2> "$WORK/processor-$i.log" &
     PIDS+=("$!")
+    named+=("processor-$i=$!")
   done
   wait_for_drain "$rport"
-  rest_of_suite redis "127.0.0.1:$port" "$logger"
+  rest_of_suite redis "127.0.0.1:$port" "$logger" "${named[@]}"
 fi
 
 python3 scripts/bench_table.py "$OUT/results.jsonl" "$(nproc)" "$PROCESSORS"

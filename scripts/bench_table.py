@@ -17,6 +17,16 @@ def main():
         if bench == "rss":
             print(f"{backend:<8} {'logger peak RSS':<34} {str(r['logger_peak_rss_mb']) + ' MB':>14}")
             continue
+        if bench == "cpu":
+            each = r["us_per_event"]
+            for name, us in each.items():
+                print(f"{backend:<8} {'e2e CPU per event: ' + name:<34} {str(us) + ' us':>14}")
+            print(f"{backend:<8} {'e2e CPU per event: servers':<34} {str(sum(each.values())) + ' us':>14}")
+            print(f"{backend:<8} {'e2e CPU per event: bench client':<34} {str(r['client_us_per_event']) + ' us':>14}")
+            continue
+        if bench == "memory":
+            print(f"{backend:<8} {'Redis memory per stored event':<34} {str(r['bytes_per_event']) + ' B':>14}")
+            continue
         for s in r["series"]:
             name = f"{bench}: {s['name']}"
             if bench == "e2e" and r.get("rate"):

@@ -1,0 +1,45 @@
+-- Creates a batch of events. KEYS: queue, notifications, then one record key
+-- per event. ARGV: notifications max length, the number of field/value
+-- arguments per record, the idempotency window in seconds, the key prefix
+-- (for the query indexes), then per event its idempotency key ('' for none),
+-- its stream entry (the record as one JSON object) and its record's
+-- field/value pairs. Checks
+-- every id first, so the batch is written whole or not at all; an event whose
+-- idempotency key is already taken is not written, and its slot of the reply
+-- holds the id of the event that took the key ('' for events written).
+local n = tonumber(ARGV[2])
+local prefix = ARGV[4]
+local stride = n + 2
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return redis.error_reply('HERALD_EXISTS event id already taken')
+  end
+end
+local out = {}
+for i = 3, #KEYS do
+  local first = 5 + (i - 3) * stride
+  local request_key = ARGV[first]
+  local entry = ARGV[first + 1]
+  local record = {unpack(ARGV, first + 2, first + n + 1)}
+  local prior = false
+  if request_key ~= '' then
+    prior = redis.call('GET', request_key)
+  end
+  if prior then
+    out[#out + 1] = prior
+  else
+    if request_key ~= '' then
+      redis.call('SET', request_key, record[2], 'EX', ARGV[3])
+    end
+    redis.call('HSET', KEYS[i], unpack(record))
+    redis.call('HINCRBY', prefix .. ':stats', 'PENDING', 1)
+    local f = fields_of(record)
+    for _, index in ipairs(index_keys(prefix, f)) do
+      redis.call('ZADD', index, f.occurred_at, f.id)
+    end
+    redis.call('XADD', KEYS[1], '*', 'event', entry)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', entry)
+    out[#out + 1] = ''
+  end
+end
+return out

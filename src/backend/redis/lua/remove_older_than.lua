@@ -1,0 +1,27 @@
+-- One slice of retention. ARGV: the key prefix, the cutoff (micros), how
+-- many of the oldest candidates to skip, the most to look at. Looks at the
+-- events that occurred before the cutoff, oldest first, and removes each that
+-- was also created before it and is not PENDING: its record, its index
+-- entries and its count. An index entry whose record is gone goes too.
+-- Returns {removed, kept, scanned}.
+local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
+local all = prefix .. ':idx:all'
+local ids = redis.call('ZRANGE', all, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
+local removed, kept = 0, 0
+for _, id in ipairs(ids) do
+  local record = redis.call('HGETALL', prefix .. ':event:' .. id)
+  if #record == 0 then
+    redis.call('ZREM', all, id)
+  else
+    local f = fields_of(record)
+    if f.status == 'PENDING' or tonumber(f.created_at) >= cutoff then
+      kept = kept + 1
+    else
+      for _, index in ipairs(index_keys(prefix, f)) do redis.call('ZREM', index, id) end
+      redis.call('DEL', prefix .. ':event:' .. id)
+      redis.call('HINCRBY', prefix .. ':stats', f.status, -1)
+      removed = removed + 1
+    end
+  end
+end
+return {removed, kept, #ids}
