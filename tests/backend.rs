@@ -850,6 +850,9 @@ async fn retention_removes_old_settled_events_only(b: Backend) {
 }
 
 async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
+    // Before anything was written, the queue is there and empty.
+    let fresh = b.queue.stats().await.expect("stats of a fresh queue");
+    assert_eq!((fresh.length, fresh.pending), (0, 0), "{fresh:?}");
     for i in 0..5 {
         b.store
             .create(new_event("u", &format!("e{i}")))

@@ -83,17 +83,15 @@ impl NotificationFeed for RedisBackend {
     }
 
     async fn history(&self) -> Result<History> {
-        let info: Result<HashMap<String, Value>, RedisError> = ::redis::cmd("XINFO")
+        let key = self.keys.notifications();
+        let info = ::redis::cmd("XINFO")
             .arg("STREAM")
-            .arg(self.keys.notifications())
+            .arg(&key)
             .query_async(&mut self.conn.clone())
             .await;
-        let info = match info {
-            Ok(info) => info,
-            // No log yet: nothing was ever trimmed.
-            Err(e) if e.to_string().contains("no such key") => HashMap::new(),
-            Err(e) => return Err(redis_error(e)),
-        };
+        // No log yet: nothing was ever trimmed.
+        let info: HashMap<String, Value> =
+            self.unless_missing(&key, info).await?.unwrap_or_default();
         let text = |name: &str| match info.get(name) {
             Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
             Some(Value::SimpleString(text)) => Some(text.clone()),

@@ -56,7 +56,7 @@ use std::{
 };
 
 use ::redis::{
-    AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script,
+    AsyncCommands, AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script,
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     io::tcp::TcpSettings,
 };
@@ -130,6 +130,29 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
+    /// `reply` of a command on `key` that fails when the key is missing
+    /// (XINFO): `None` for a missing key. Redis answers that with a plain
+    /// ERR, so it is told apart from other errors by whether the key exists,
+    /// never by the message's words.
+    async fn unless_missing<T>(
+        &self,
+        key: &str,
+        reply: std::result::Result<T, RedisError>,
+    ) -> Result<Option<T>> {
+        match reply {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.code() == Some("ERR") => {
+                let exists: bool = self.conn.clone().exists(key).await.map_err(redis_error)?;
+                if exists {
+                    Err(redis_error(err))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(err) => Err(redis_error(err)),
+        }
+    }
+
     /// Removes the entries of stream `key` added before `cutoff` (entry ids
     /// are the times, in ms, they were added); returns how many went. Only
     /// for streams nobody acknowledges (the work queue has its own rule).

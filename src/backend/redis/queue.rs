@@ -50,17 +50,15 @@ impl WorkQueue for RedisBackend {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        let groups: Result<Vec<HashMap<String, Value>>, RedisError> = ::redis::cmd("XINFO")
+        let key = self.keys.events();
+        let groups = ::redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(self.keys.events())
+            .arg(&key)
             .query_async(&mut self.conn.clone())
             .await;
-        let groups = match groups {
-            Ok(groups) => groups,
-            // No queue yet: nothing waits.
-            Err(e) if e.to_string().contains("no such key") => Vec::new(),
-            Err(e) => return Err(redis_error(e)),
-        };
+        // No queue yet: nothing waits.
+        let groups: Vec<HashMap<String, Value>> =
+            self.unless_missing(&key, groups).await?.unwrap_or_default();
         let group = groups.iter().find(
             |g| matches!(g.get("name"), Some(Value::BulkString(name)) if name == GROUP.as_bytes()),
         );
