@@ -1,5 +1,7 @@
 //! Test support: a private `redis-server` per test, on a free port with an empty
 //! directory, killed on drop; it can be stopped and restarted to inject faults.
+//! And a private Redis Cluster ([`RedisCluster`]) of such servers, joined with
+//! `redis-cli --cluster create`.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -20,6 +22,8 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     append_only: bool,
+    /// Runs as a Redis Cluster node (its bus on port + 10000).
+    cluster: bool,
     child: Option<Child>,
 }
 
@@ -36,15 +40,20 @@ impl RedisServer {
     }
 
     fn spawn(append_only: bool) -> Self {
+        Self::spawn_on(append_only, false, free_port)
+    }
+
+    fn spawn_on(append_only: bool, cluster: bool, port: impl Fn() -> u16) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
         let mut server = Self {
             port: 0,
             dir,
             append_only,
+            cluster,
             child: None,
         };
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = port();
             if server.try_start() {
                 return server;
             }
@@ -58,6 +67,11 @@ impl RedisServer {
             .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
             .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            .args(if self.cluster {
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"][..]
+            } else {
+                &[][..]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -97,6 +111,14 @@ impl RedisServer {
         self.port
     }
 
+    /// Kills the server on the spot (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server gracefully (SIGTERM: the AOF is flushed) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -122,9 +144,93 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.kill();
+    }
+}
+
+/// A Redis Cluster owned by one test: `masters` masters with `replicas`
+/// replicas each, every node a [`RedisServer`] with cluster mode on, joined
+/// by `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them and waits until the cluster serves every
+    /// slot.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        assert!(masters >= 3, "a Redis Cluster needs at least 3 masters");
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| RedisServer::spawn_on(false, true, free_cluster_port))
+            .collect();
+        let cluster = Self { nodes };
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port)),
+            )
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli (Debian: apt-get install redis-tools) to join the cluster");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for node in &cluster.nodes {
+            cluster.wait_until_ok(node.port);
+        }
+        cluster
+    }
+
+    /// Waits until the node on `port` says the cluster is ok.
+    fn wait_until_ok(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.info(port).contains("cluster_state:ok") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ok on port {port}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `CLUSTER INFO` as the node on `port` answers it (empty if it does not).
+    pub fn info(&self, port: u16) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The `redis://` URLs of every node, to use as seeds.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, in the order they were started.
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+}
+
+/// A port that was free a moment ago, with its cluster bus port (+10000)
+/// free too: drawn from 20000 to 45535, below the ports the OS hands out on
+/// its own, so that the bus port is at most 55535.
+fn free_cluster_port() -> u16 {
+    loop {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).expect("randomness from the OS");
+        let port = 20_000 + u16::from_le_bytes(bytes) % 25_536;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
         }
     }
 }

@@ -1114,3 +1114,34 @@ async fn redis_request_ids_expire_after_the_window() {
     })
     .await;
 }
+
+/// The Redis Cluster of the tests: three masters with a replica each serve
+/// every slot, and keys of different hash tags, written through one node,
+/// read back through another (redis-cli follows the redirects).
+#[test]
+fn a_private_redis_cluster_serves_every_slot() {
+    if skip_redis_tests() {
+        return;
+    }
+    let mut cluster = herald::testing::RedisCluster::start(3, 1);
+    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port()).collect();
+    assert_eq!(ports.len(), 6);
+    let info = cluster.info(ports[0]);
+    assert!(info.contains("cluster_slots_ok:16384"), "{info}");
+    assert!(info.contains("cluster_known_nodes:6"), "{info}");
+    let cli = |port: u16, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for (i, key) in ["herald:{p00}:x", "herald:{p07}:x", "herald:{p15}:x"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(cli(ports[0], &["set", key, &i.to_string()]), "OK");
+        assert_eq!(cli(ports[2], &["get", key]), i.to_string());
+    }
+}
