@@ -142,6 +142,10 @@ pub struct Config {
     /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed.
     #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
     pub body_timeout: Duration,
+    /// Bytes of request messages all calls may hold at once (being received
+    /// or served); a call past it is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HERALD_MAX_PENDING_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=4 * 1024 * 1024 * 1024 - 1))]
+    pub max_pending_request_bytes: u64,
     /// Calls (HTTP/2 streams) one connection may have open at once.
     #[arg(long, env = "HERALD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub http2_max_concurrent_streams: u32,
@@ -200,12 +204,20 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// The limits on request bodies.
-    pub fn body_limits(&self) -> crate::guard::BodyLimits {
-        crate::guard::BodyLimits {
-            max_message_bytes: self.max_message_bytes as usize,
-            timeout: self.body_timeout,
+    /// The limits on request bodies; the error says what to fix.
+    pub fn body_limits(&self) -> anyhow::Result<crate::guard::BodyLimits> {
+        if self.max_pending_request_bytes < self.max_message_bytes {
+            anyhow::bail!(
+                "--max-pending-request-bytes ({}) must be at least --max-message-bytes ({})",
+                self.max_pending_request_bytes,
+                self.max_message_bytes
+            );
         }
+        Ok(crate::guard::BodyLimits::new(
+            self.max_message_bytes as usize,
+            self.body_timeout,
+            self.max_pending_request_bytes as usize,
+        ))
     }
 
     /// What one HTTP/2 connection may hold.

@@ -7,16 +7,22 @@
 //! is refused with a status that says which (RESOURCE_EXHAUSTED for size,
 //! DEADLINE_EXCEEDED for time, INVALID_ARGUMENT for framing), and no handler
 //! runs; a client that stops sending half way holds its bytes for the
-//! timeout at most. Reflection streams (bidirectional) pass untouched.
+//! timeout at most. All the calls being read or served at once may hold at
+//! most `--max-pending-request-bytes` of declared messages: past that a call
+//! is refused at once (RESOURCE_EXHAUSTED, retry later) instead of adding to
+//! what the server holds. A client that goes away while sending ends its
+//! call as CANCELLED. Reflection streams (bidirectional) pass untouched.
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Status, body::Body};
 
 use crate::auth::take_ready;
@@ -25,16 +31,31 @@ use crate::auth::take_ready;
 const HEADER: usize = 5;
 
 /// The limits on request bodies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BodyLimits {
     /// Largest request message (`--max-message-bytes`).
     pub max_message_bytes: usize,
     /// How long a body may take to arrive whole (`--body-timeout`).
     pub timeout: Duration,
+    /// Bytes of declared request messages all calls may hold at once
+    /// (`--max-pending-request-bytes`), shared by every listener.
+    pub pending: Arc<Semaphore>,
+}
+
+impl BodyLimits {
+    /// Limits of `max_message_bytes` per message, `timeout` per body and
+    /// `pending_bytes` in all (at least one largest message).
+    pub fn new(max_message_bytes: usize, timeout: Duration, pending_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            timeout,
+            pending: Arc::new(Semaphore::new(pending_bytes.max(max_message_bytes))),
+        }
+    }
 }
 
 /// The tower layer that reads and checks request bodies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BodyLayer(pub BodyLimits);
 
 impl<S> tower::Layer<S> for BodyLayer {
@@ -43,7 +64,7 @@ impl<S> tower::Layer<S> for BodyLayer {
     fn layer(&self, inner: S) -> Guard<S> {
         Guard {
             inner,
-            limits: self.0,
+            limits: self.0.clone(),
         }
     }
 }
@@ -76,13 +97,15 @@ where
         if request.uri().path().starts_with("/grpc.reflection.") {
             return Box::pin(inner.call(request));
         }
-        let limits = self.limits;
+        let limits = self.limits.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let compressed = parts.headers.contains_key("grpc-encoding");
-            let read = read_message(body, limits.max_message_bytes, compressed);
+            let read = read_message(body, &limits, compressed);
             let refusal = match tokio::time::timeout(limits.timeout, read).await {
-                Ok(Ok(bytes)) => {
+                Ok(Ok((bytes, _held))) => {
+                    // The message's share of the pending budget is held until
+                    // the call has its answer (a stream: until it starts).
                     let request = http::Request::from_parts(parts, Body::new(full(bytes)));
                     return inner.call(request).await;
                 }
@@ -102,18 +125,29 @@ fn full(bytes: Bytes) -> http_body_util::Full<Bytes> {
     http_body_util::Full::new(bytes)
 }
 
-/// Reads a body that must hold one gRPC frame of at most `max` bytes of
-/// message; `compressed` says whether the call named a `grpc-encoding`.
-async fn read_message(mut body: Body, max: usize, compressed: bool) -> Result<Bytes, Status> {
+/// Reads a body that must hold one gRPC frame within `limits`, with its
+/// share of the pending budget; `compressed` says whether the call named a
+/// `grpc-encoding`.
+async fn read_message(
+    mut body: Body,
+    limits: &BodyLimits,
+    compressed: bool,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Status> {
     let mut buf = BytesMut::new();
     let mut declared = None;
+    let mut held = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+        // A failed read is the client resetting the call or the connection.
+        let frame =
+            frame.map_err(|_| Status::cancelled("the client stopped sending the request"))?;
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         buf.extend_from_slice(&data);
         if declared.is_none() && buf.len() >= HEADER {
-            declared = Some(check_header(&buf[..HEADER], max, compressed)?);
+            let len = check_header(&buf[..HEADER], limits.max_message_bytes, compressed)?;
+            held = Some(take_pending(&limits.pending, len)?);
+            declared = Some(len);
         }
         if let Some(len) = declared
             && buf.len() > HEADER + len
@@ -124,7 +158,7 @@ async fn read_message(mut body: Body, max: usize, compressed: bool) -> Result<By
         }
     }
     match declared {
-        Some(len) if buf.len() == HEADER + len => Ok(buf.freeze()),
+        Some(len) if buf.len() == HEADER + len => Ok((buf.freeze(), held)),
         Some(len) => Err(Status::invalid_argument(format!(
             "the request message is cut short: its frame declares {len} bytes, the body ended after {}",
             buf.len() - HEADER
@@ -137,6 +171,19 @@ async fn read_message(mut body: Body, max: usize, compressed: bool) -> Result<By
             buf.len()
         ))),
     }
+}
+
+/// `len` bytes of the pending budget, if that many are free now.
+fn take_pending(pending: &Arc<Semaphore>, len: usize) -> Result<OwnedSemaphorePermit, Status> {
+    u32::try_from(len)
+        .ok()
+        .and_then(|n| pending.clone().try_acquire_many_owned(n).ok())
+        .ok_or_else(|| {
+            Status::resource_exhausted(
+                "the server is holding as many unfinished requests as it may \
+                 (--max-pending-request-bytes); retry shortly",
+            )
+        })
 }
 
 /// The message length a frame header declares, if the frame is acceptable.
@@ -180,7 +227,10 @@ mod tests {
     }
 
     async fn read(chunks: Vec<&'static [u8]>) -> Result<Bytes, Status> {
-        read_message(body(chunks), 8, false).await
+        let limits = BodyLimits::new(8, Duration::from_secs(1), 8);
+        read_message(body(chunks), &limits, false)
+            .await
+            .map(|(bytes, _)| bytes)
     }
 
     #[tokio::test]
@@ -233,5 +283,45 @@ mod tests {
             assert_eq!(status.code(), code, "{}", status.message());
             assert!(status.message().contains(words), "{}", status.message());
         }
+    }
+
+    #[tokio::test]
+    async fn the_pending_budget_is_held_while_a_message_is_and_given_back() {
+        let limits = BodyLimits::new(8, Duration::from_secs(1), 10);
+        let (_, first) = read_message(
+            body(vec![&[0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]]),
+            &limits,
+            false,
+        )
+        .await
+        .expect("within the budget");
+        let refused = read_message(body(vec![&[0, 0, 0, 0, 4, 1, 2, 3, 4]]), &limits, false)
+            .await
+            .expect_err("over the budget");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.message().contains("--max-pending-request-bytes"));
+        drop(first);
+        read_message(body(vec![&[0, 0, 0, 0, 4, 1, 2, 3, 4]]), &limits, false)
+            .await
+            .expect("given back");
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_mid_body_is_cancelled() {
+        let stream = futures_util::stream::iter(vec![
+            Ok(http_body::Frame::data(Bytes::from_static(&[
+                0, 0, 0, 0, 4, 1,
+            ]))),
+            Err(Status::unknown("connection reset")),
+        ]);
+        let limits = BodyLimits::new(8, Duration::from_secs(1), 8);
+        let status = read_message(
+            Body::new(http_body_util::StreamBody::new(stream)),
+            &limits,
+            false,
+        )
+        .await
+        .expect_err("gone");
+        assert_eq!(status.code(), Code::Cancelled);
     }
 }

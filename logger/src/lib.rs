@@ -92,6 +92,7 @@ pub async fn run_with(
     let keys = Arc::new(config.key_ring(addr)?);
     let tls = config.server_tls()?;
     let retention = config.retention()?;
+    let body = config.body_limits()?;
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
@@ -219,7 +220,7 @@ pub async fn run_with(
             metrics: meters.rpc.clone(),
             tls,
             internal,
-            body: config.body_limits(),
+            body,
             http2: config.http2(),
             stop: stop_server,
             grace: config.shutdown_grace(),

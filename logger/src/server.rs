@@ -141,8 +141,7 @@ where
 
 /// Serves `services` on `listener` through `builder` (which may hold TLS)
 /// and `layers` (metrics outermost, if any, then auth, then the body
-/// guard) until `stop` is
-/// cancelled and the open calls have ended.
+/// guard) until `stop` is cancelled and the open calls have ended.
 async fn serve_on<H>(
     builder: Server,
     listener: TcpListener,
@@ -161,6 +160,7 @@ where
         http2,
     } = services;
     let max_message_bytes = body.max_message_bytes;
+    let body = BodyLayer(body);
     // Both reflection versions describe every service, each other included, and
     // google.rpc's error details, so grpcurl can decode BadRequest violations.
     let reflection = || {
@@ -181,7 +181,7 @@ where
         .http2_max_header_list_size(http2.max_header_list_size)
         .layer(tower::util::option_layer(metrics))
         .layer(auth)
-        .layer(BodyLayer(body))
+        .layer(body)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -534,6 +534,67 @@ async fn bodies_that_never_finish_are_dropped_after_the_deadline() {
 }
 
 #[tokio::test]
+async fn unfinished_bodies_share_one_budget_and_gone_clients_are_cancelled() {
+    let logger = Logger::start(
+        &[
+            "--body-timeout",
+            "2s",
+            "--max-pending-request-bytes",
+            "2000000",
+        ],
+        Lines::default().sink(),
+    )
+    .await;
+    let mut raw = Raw::connect(logger.addr).await;
+    // Each declares 900 KB and sends 100 KB: two fit in the budget, the
+    // rest are refused at once instead of held.
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let (response, mut stream) = raw.start(METHODS[0]).await;
+        let mut head = BytesMut::new();
+        head.put_u8(0);
+        head.put_u32(900_000);
+        head.extend_from_slice(&vec![b'x'; 100_000]);
+        stream.send_data(head.freeze(), false).expect("send part");
+        calls.push((response, stream));
+    }
+    let mut codes = Vec::new();
+    for (response, _stream) in calls {
+        codes.push(answer(response, false).await.code);
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        [4, 4, 8, 8, 8, 8],
+        "2 DEADLINE_EXCEEDED, 4 RESOURCE_EXHAUSTED"
+    );
+    // The budget is whole again: a client that sends half a body and then
+    // resets the call frees its share, and counts as Cancelled, not as a bug.
+    let (_response, mut stream) = raw.start(METHODS[0]).await;
+    let mut head = BytesMut::new();
+    head.put_u8(0);
+    head.put_u32(900_000);
+    head.extend_from_slice(&vec![b'x'; 1000]);
+    stream.send_data(head.freeze(), false).expect("send part");
+    stream.send_reset(h2::Reason::CANCEL);
+    let answer = raw
+        .call(METHODS[6], frame(&pb::GetStatsRequest {}.encode_to_vec()))
+        .await;
+    assert_eq!(answer.code, 0, "{answer:?}");
+    eventually(Duration::from_secs(5), "the reset call counted", || async {
+        let page = Scrape::of(logger.metrics_addr).await;
+        assert!(
+            !page.0.contains("code=\"Internal\"") && !page.0.contains("code=\"Unknown\""),
+            "{}",
+            page.0
+        );
+        page.0.contains("code=\"Canceled\"").then_some(())
+    })
+    .await;
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
 async fn oversized_messages_are_resource_exhausted_naming_the_limit() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
     let mut raw = Raw::connect(logger.addr).await;
