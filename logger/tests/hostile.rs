@@ -70,6 +70,22 @@ impl Raw {
         send.send_request(request, false).expect("send headers")
     }
 
+    /// Starts a CreateEvent whose frame declares `declared` bytes but whose
+    /// body holds only `sent` of them, and never ends.
+    async fn start_unfinished(
+        &mut self,
+        declared: u32,
+        sent: usize,
+    ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+        let (response, mut stream) = self.start(METHODS[0]).await;
+        let mut head = BytesMut::new();
+        head.put_u8(0);
+        head.put_u32(declared);
+        head.extend_from_slice(&vec![b'x'; sent]);
+        stream.send_data(head.freeze(), false).expect("send part");
+        (response, stream)
+    }
+
     /// Opens a Subscribe stream of every user's new (PENDING) events, which
     /// nobody reads until the caller does.
     async fn subscribe_to_new_events(
@@ -510,14 +526,8 @@ async fn bodies_that_never_finish_are_dropped_after_the_deadline() {
     let started = std::time::Instant::now();
     let mut calls = Vec::new();
     for _ in 0..50 {
-        let (response, mut stream) = raw.start(METHODS[0]).await;
         // Declares 900 KB, sends 100 KB, never ends.
-        let mut head = BytesMut::new();
-        head.put_u8(0);
-        head.put_u32(900_000);
-        head.extend_from_slice(&vec![b'x'; 100_000]);
-        stream.send_data(head.freeze(), false).expect("send part");
-        calls.push((response, stream));
+        calls.push(raw.start_unfinished(900_000, 100_000).await);
     }
     for (response, _stream) in calls {
         let answer = answer(response, false).await;
@@ -550,13 +560,7 @@ async fn unfinished_bodies_share_one_budget_and_gone_clients_are_cancelled() {
     // rest are refused at once instead of held.
     let mut calls = Vec::new();
     for _ in 0..6 {
-        let (response, mut stream) = raw.start(METHODS[0]).await;
-        let mut head = BytesMut::new();
-        head.put_u8(0);
-        head.put_u32(900_000);
-        head.extend_from_slice(&vec![b'x'; 100_000]);
-        stream.send_data(head.freeze(), false).expect("send part");
-        calls.push((response, stream));
+        calls.push(raw.start_unfinished(900_000, 100_000).await);
     }
     let mut codes = Vec::new();
     for (response, _stream) in calls {
@@ -570,12 +574,7 @@ async fn unfinished_bodies_share_one_budget_and_gone_clients_are_cancelled() {
     );
     // The budget is whole again: a client that sends half a body and then
     // resets the call frees its share, and counts as Cancelled, not as a bug.
-    let (_response, mut stream) = raw.start(METHODS[0]).await;
-    let mut head = BytesMut::new();
-    head.put_u8(0);
-    head.put_u32(900_000);
-    head.extend_from_slice(&vec![b'x'; 1000]);
-    stream.send_data(head.freeze(), false).expect("send part");
+    let (_response, mut stream) = raw.start_unfinished(900_000, 1000).await;
     stream.send_reset(h2::Reason::CANCEL);
     let answer = raw
         .call(METHODS[6], frame(&pb::GetStatsRequest {}.encode_to_vec()))
