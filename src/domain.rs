@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{Error, quote},
+    partition::{Partitions, new_id},
     pb,
     trace::TraceParent,
 };
@@ -342,12 +343,13 @@ impl NewEvent {
         &self.input.description
     }
 
-    /// The event as first stored: a fresh UUID v7, PENDING, created now.
-    pub fn into_event(self) -> Event {
+    /// The event as first stored: PENDING, created now, with a fresh UUID v7
+    /// that carries its user's partition among `partitions`.
+    pub fn into_event(self, partitions: Partitions) -> Event {
         let now = now();
         let input = self.input;
         Event {
-            id: Uuid::now_v7(),
+            id: new_id(partitions.of_user(&input.user_id)),
             user_id: input.user_id,
             description: input.description,
             status: EventStatus::Pending,
@@ -888,7 +890,7 @@ mod tests {
     fn valid_event_is_accepted() {
         let e = NewEvent::new("alice", "Welcome to Herald").expect("valid");
         assert_eq!(e.user_id(), "alice");
-        let stored = e.into_event();
+        let stored = e.into_event(crate::partition::Partitions::default());
         assert_eq!(stored.status, EventStatus::Pending);
         assert_eq!(stored.id.get_version_num(), 7);
         assert_eq!(stored.created_at, stored.updated_at);
@@ -1109,7 +1111,7 @@ mod tests {
         );
         let stored = NewEvent::validate(at(now - Duration::from_secs(10)), &rules)
             .expect("valid")
-            .into_event();
+            .into_event(crate::partition::Partitions::default());
         assert_eq!(
             to_micros(stored.occurred_at),
             to_micros(now - Duration::from_secs(10))
@@ -1260,7 +1262,7 @@ mod tests {
         let e = NewEvent::validate(input, &Rules::default())
             .expect("valid")
             .with_source("app")
-            .into_event();
+            .into_event(crate::partition::Partitions::default());
         let back = Event::try_from(pb::Event::from(e.clone())).expect("well-formed");
         assert_eq!(back, e);
     }

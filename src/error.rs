@@ -29,6 +29,10 @@ pub enum Error {
     /// The storage backend cannot be reached; retrying later may work.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The storage holds another deployment's layout (another number of
+    /// partitions, an older layout): this process must not use it.
+    #[error("storage refused: {0}")]
+    Misconfigured(String),
     /// A bug or an unexpected state; details are logged, never sent to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,6 +98,9 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(err.to_string()),
             Error::InvalidTransition { .. } => Status::failed_precondition(err.to_string()),
             Error::Unavailable(_) => Status::unavailable(truncate(&err.to_string(), MAX_TEXT)),
+            Error::Misconfigured(_) => {
+                Status::failed_precondition(truncate(&err.to_string(), MAX_TEXT))
+            }
             Error::Internal(details) => {
                 tracing::error!(%details, "internal error");
                 Status::internal("internal error")

@@ -3,11 +3,15 @@
 //! storage, queue and notification-log backends on Redis and in memory.
 //!
 //! # Layout
+//! - [`partition`]: how the keyspace is split into partitions, and how an
+//!   event's user and id name its partition.
 //! - [`pb`]: code generated from `proto/herald/v1` and the descriptor set served
 //!   by reflection.
 //! - [`codec`]: the protobuf codec of the generated code, which answers a
 //!   message that does not decode with INVALID_ARGUMENT naming the field.
 //! - [`auth`]: scopes of API keys, and how keys are hashed.
+//! - [`cursor`]: positions in partitioned logs (stream entry ids, and the
+//!   cursors of the notification log and the dead letters).
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
@@ -15,7 +19,7 @@
 //! - [`random`]: seedable pseudo-random numbers for simulations.
 //! - [`sizing`]: answers that always fit the message size limit (batch
 //!   results, list pages).
-//! - [`subscription`]: Subscribe filters and notification-log cursors.
+//! - [`subscription`]: Subscribe filters and where a subscription resumes.
 //! - [`trace`]: W3C trace context (`traceparent`) carried with each event.
 //! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
 //!   `NotificationFeed` traits, their Redis and memory implementations, and the
@@ -24,8 +28,10 @@
 
 pub mod auth;
 pub mod codec;
+pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod partition;
 pub mod pb;
 pub mod query;
 pub mod random;

@@ -248,6 +248,34 @@ pub fn page_of(query: &ListQuery, mut events: Vec<Event>) -> Page {
     Page { events, next }
 }
 
+/// Merges the pages that several partitions gave for one query into the
+/// page of the whole: in the query's order, up to the furthest position
+/// every partition covered (a partition's page that ended early covers only
+/// up to its next position), so that the next page misses nothing.
+pub fn merge_pages(query: &ListQuery, pages: Vec<Page>) -> Page {
+    let first = |a: Position, b: Position| if query.descending { a.max(b) } else { a.min(b) };
+    let bound = pages.iter().filter_map(|p| p.next).reduce(first);
+    let covered = |p: Position| bound.is_none_or(|b| first(p, b) == p);
+    let mut events: Vec<Event> = pages
+        .into_iter()
+        .flat_map(|p| p.events)
+        .filter(|e| covered(Position::of(e)))
+        .collect();
+    events.sort_by_key(Position::of);
+    if query.descending {
+        events.reverse();
+    }
+    if events.len() > query.page_size {
+        events.truncate(query.page_size);
+        let next = events.last().map(Position::of);
+        return Page { events, next };
+    }
+    Page {
+        events,
+        next: bound,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,7 +114,7 @@ mod tests {
         };
         NewEvent::validate(input, &Default::default())
             .expect("within the limits")
-            .into_event()
+            .into_event(crate::partition::Partitions::default())
     }
 
     fn worst_error(i: usize) -> Error {
@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn small_results_are_left_whole() {
-        let event = NewEvent::new("u", "d").expect("valid").into_event();
+        let event = NewEvent::new("u", "d")
+            .expect("valid")
+            .into_event(crate::partition::Partitions::default());
         let outcomes = vec![Ok(event.clone()); 1000];
         let results: Vec<pb::CreateEventResult> = fit_results(outcomes, 1024 * 1024);
         let want = pb::Event::from(event);

@@ -2,9 +2,8 @@
 //! which categories, types, session and statuses) and where to resume
 //! ([`Cursor`]), validated from a `SubscribeRequest`.
 
-use std::{cmp::Ordering, fmt, str::FromStr};
-
 use crate::{
+    cursor::Cursor,
     domain::{
         Event, EventStatus, FieldViolation, MAX_ATTRIBUTE_BYTES, MAX_USER_ID_BYTES, check_text,
     },
@@ -14,67 +13,6 @@ use crate::{
 
 /// Most entries a filter list (categories, types, statuses) may hold.
 pub const MAX_FILTER_VALUES: usize = 64;
-
-/// A position in the notification log: a stream entry id `{ms}-{seq}`.
-/// Cursors order as the log does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Cursor {
-    /// Milliseconds part (0 on the memory backend).
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl Cursor {
-    /// The position before every entry.
-    pub const START: Cursor = Cursor { ms: 0, seq: 0 };
-
-    /// The position just before this one.
-    pub fn predecessor(self) -> Cursor {
-        match self {
-            Cursor { ms, seq: 0 } => Cursor {
-                ms: ms.saturating_sub(1),
-                seq: if ms == 0 { 0 } else { u64::MAX },
-            },
-            Cursor { ms, seq } => Cursor { ms, seq: seq - 1 },
-        }
-    }
-}
-
-impl Ord for Cursor {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.ms, self.seq).cmp(&(other.ms, other.seq))
-    }
-}
-
-impl PartialOrd for Cursor {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl FromStr for Cursor {
-    type Err = Error;
-
-    /// Parses `{ms}-{seq}`; anything else is INVALID_ARGUMENT on `cursor`.
-    fn from_str(text: &str) -> Result<Self, Error> {
-        text.split_once('-')
-            .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
-            .map(|(ms, seq)| Cursor { ms, seq })
-            .ok_or_else(|| {
-                Error::invalid(
-                    "cursor",
-                    format!("is not a valid cursor: {}", crate::error::quote(text)),
-                )
-            })
-    }
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
 
 /// Which logged changes a subscriber receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,18 +151,6 @@ mod tests {
     }
 
     #[test]
-    fn cursors_parse_print_and_order_like_the_log() {
-        let a: Cursor = "1700000000000-0".parse().expect("cursor");
-        let b: Cursor = "1700000000000-1".parse().expect("cursor");
-        let c: Cursor = "1700000000001-0".parse().expect("cursor");
-        assert!(a < b && b < c && Cursor::START < a);
-        assert_eq!(a.to_string(), "1700000000000-0");
-        for bad in ["", "12", "a-b", "1-", "-1", "1-2-3"] {
-            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn defaults_to_processed_notifications() {
         let r = request(|_| {}).expect("valid");
         assert_eq!(r.filter, SubscriptionFilter::user("ann"));
@@ -260,7 +186,9 @@ mod tests {
 
     #[test]
     fn filters_apply_to_every_attribute() {
-        let mut event = NewEvent::new("ann", "hi").expect("valid").into_event();
+        let mut event = NewEvent::new("ann", "hi")
+            .expect("valid")
+            .into_event(crate::partition::Partitions::default());
         event.category = "billing".into();
         event.event_type = "invoice".into();
         event.session_id = "s1".into();

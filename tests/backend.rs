@@ -6,6 +6,8 @@ use std::{sync::Arc, time::Duration};
 use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
+    cursor::{Cursor, PartitionEntry},
+    partition::Partitions,
     domain::{EventInput, Rules, StatusChange},
     pb,
     query::{ListQuery, page_of},
@@ -108,7 +110,7 @@ async fn queue_delivers_once_and_acks(b: Backend) {
         c.pending_by_consumer().await.expect("pending"),
         [("c1".to_owned(), 2)]
     );
-    let ids: Vec<String> = got.iter().map(|d| d.entry_id.clone()).collect();
+    let ids: Vec<PartitionEntry> = got.iter().map(|d| d.entry_id).collect();
     c.ack(&ids).await.expect("ack");
     assert!(c.pending_by_consumer().await.expect("pending").is_empty());
     assert!(
@@ -178,7 +180,12 @@ async fn dead_letter_acknowledges(b: Backend) {
     assert!(c.pending_by_consumer().await.expect("pending").is_empty());
 
     // Listed oldest first with their reasons, a page at a time, and removable.
-    let all = b.store.dead_letters("0-0", 10).await.expect("dead letters");
+    let start = Cursor::start(b.store.partitions());
+    let all = b
+        .store
+        .dead_letters(&start, 10)
+        .await
+        .expect("dead letters");
     assert_eq!(all.len(), 3);
     for (i, dead) in all.iter().enumerate() {
         assert_eq!(dead.reason, format!("gave up {i}"));
@@ -186,13 +193,19 @@ async fn dead_letter_acknowledges(b: Backend) {
         assert_eq!(dead.delivery.entry_id, got[i].entry_id);
         assert_eq!(dead.delivery.deliveries, 1);
     }
-    let page = b.store.dead_letters(&all[0].id, 1).await.expect("page");
+    let mut after_first = start.clone();
+    after_first.advance(all[0].id.partition, all[0].id.id);
+    let page = b.store.dead_letters(&after_first, 1).await.expect("page");
     assert_eq!(page, all[1..2]);
     b.store
-        .remove_dead_letters(&[all[1].id.clone()])
+        .remove_dead_letters(&[all[1].id])
         .await
         .expect("remove");
-    let left = b.store.dead_letters("0-0", 10).await.expect("dead letters");
+    let left = b
+        .store
+        .dead_letters(&start, 10)
+        .await
+        .expect("dead letters");
     assert_eq!(left, [all[0].clone(), all[2].clone()]);
 }
 
@@ -204,7 +217,7 @@ async fn redrive_requeues(b: Backend) {
         .await
         .expect("create");
     let got = c.receive(10).await.expect("receive");
-    c.ack(&[got[0].entry_id.clone()]).await.expect("ack");
+    c.ack(&[got[0].entry_id]).await.expect("ack");
     b.store
         .update_status(e.id, EventStatus::Failed)
         .await
@@ -246,16 +259,20 @@ async fn feed_logs_every_change_in_order(b: Backend) {
         .expect("read");
     let statuses: Vec<EventStatus> = got.iter().map(|n| n.event.status).collect();
     assert_eq!(statuses, [EventStatus::Pending, EventStatus::Processed]);
-    assert_eq!(b.feed.latest_cursor().await.expect("cursor"), got[1].cursor);
+    let mut after_first = start.clone();
+    after_first.advance(got[0].partition, got[0].entry);
+    let mut after_both = after_first.clone();
+    after_both.advance(got[1].partition, got[1].entry);
+    assert_eq!(b.feed.latest_cursor().await.expect("cursor"), after_both);
     let rest = b
         .feed
-        .read_after(&got[0].cursor, 100, Duration::from_millis(50))
+        .read_after(&after_first, 100, Duration::from_millis(50))
         .await
         .expect("read");
     assert_eq!(rest, got[1..]);
     let none = b
         .feed
-        .read_after(&got[1].cursor, 100, Duration::from_millis(50))
+        .read_after(&after_both, 100, Duration::from_millis(50))
         .await
         .expect("read");
     assert!(none.is_empty());
@@ -726,20 +743,25 @@ fn backdated_event(description: &str, ago: Duration) -> NewEvent {
 /// Runs retention slices of `slice` events up to `cutoff` as the logger's
 /// sweep does; returns (removed, kept) in all.
 async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> (u64, u64) {
-    let (mut removed, mut skip) = (0, 0);
-    loop {
-        let done = b
-            .store
-            .remove_older_than(cutoff, skip, slice)
-            .await
-            .expect("retention slice");
-        assert!(done.scanned as usize <= slice, "a slice is bounded");
-        removed += done.removed;
-        skip += done.kept as usize;
-        if (done.scanned as usize) < slice {
-            return (removed, skip as u64);
+    let (mut removed, mut kept) = (0, 0);
+    for partition in b.store.partitions().all() {
+        let mut skip = 0;
+        loop {
+            let done = b
+                .store
+                .remove_older_than(partition, cutoff, skip, slice)
+                .await
+                .expect("retention slice");
+            assert!(done.scanned as usize <= slice, "a slice is bounded");
+            removed += done.removed;
+            skip += done.kept as usize;
+            if (done.scanned as usize) < slice {
+                break;
+            }
         }
+        kept += skip as u64;
     }
+    (removed, kept)
 }
 
 async fn retention_removes_old_settled_events_only(b: Backend) {
@@ -837,7 +859,7 @@ async fn retention_removes_old_settled_events_only(b: Backend) {
     assert_eq!(b.store.trim_dead_letters(later).await.expect("trim"), 1);
     assert!(
         b.store
-            .dead_letters("0-0", 10)
+            .dead_letters(&Cursor::start(b.store.partitions()), 10)
             .await
             .expect("dead")
             .is_empty()
@@ -867,7 +889,7 @@ async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
     let c = b.queue.consumer(consumer_config("c", 60_000));
     let got = c.receive(3).await.expect("receive");
     assert_eq!(got.len(), 3);
-    c.ack(&[got[0].entry_id.clone(), got[2].entry_id.clone()])
+    c.ack(&[got[0].entry_id, got[2].entry_id])
         .await
         .expect("ack");
     let trimmed = b.queue.trim_acknowledged().await.expect("trim");
@@ -890,9 +912,9 @@ async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
             .collect::<Vec<_>>(),
         ["e3", "e4"]
     );
-    let all: Vec<String> = rest.iter().map(|d| d.entry_id.clone()).collect();
+    let all: Vec<PartitionEntry> = rest.iter().map(|d| d.entry_id).collect();
     c.ack(&all).await.expect("ack");
-    c.ack(&[got[1].entry_id.clone()]).await.expect("ack");
+    c.ack(&[got[1].entry_id]).await.expect("ack");
     let trimmed = b.queue.trim_acknowledged().await.expect("trim");
     let stats = b.queue.stats().await.expect("stats");
     assert_eq!((stats.pending, stats.lag), (0, Some(0)));
@@ -1039,8 +1061,9 @@ async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig
         ..Default::default()
     };
     let b = backend::open_with(&config, &options).expect("backend");
+    let start = Cursor::start(b.feed.partitions());
     let fresh = b.feed.history().await.expect("history");
-    assert_eq!(fresh.trimmed_through, "0-0");
+    assert_eq!(fresh.trimmed_through, start);
     for i in 0..300 {
         b.store
             .create(new_event("u", &format!("e{i}")))
@@ -1049,14 +1072,18 @@ async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig
     }
     let history = b.feed.history().await.expect("history");
     assert_eq!(history.last, b.feed.latest_cursor().await.expect("latest"));
-    assert_ne!(history.trimmed_through, "0-0", "something was trimmed");
-    let kept = b.feed.read_range("0-0", 1_000).await.expect("read");
+    assert_ne!(history.trimmed_through, start, "something was trimmed");
+    let kept = b.feed.read_range(&start, None, 1_000).await.expect("read");
     assert!((50..300).contains(&kept.len()), "{} kept", kept.len());
-    assert_eq!(kept.last().expect("kept").cursor, history.last);
+    let mut after_kept = start.clone();
+    for n in &kept {
+        after_kept.advance(n.partition, n.entry);
+    }
+    assert_eq!(after_kept, history.last);
     // Everything after the trimmed cursor is still there, and nothing before.
     let after_trimmed = b
         .feed
-        .read_range(&history.trimmed_through, 1_000)
+        .read_range(&history.trimmed_through, None, 1_000)
         .await
         .expect("read");
     assert_eq!(after_trimmed, kept);
@@ -1065,7 +1092,21 @@ async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig
     let expected: Vec<String> = (first..300).map(|i| format!("e{i}")).collect();
     assert_eq!(described, expected);
     // Paging by cursor walks the same entries.
-    let page = b.feed.read_range(&kept[9].cursor, 5).await.expect("page");
+    let mut after_ninth = start.clone();
+    after_ninth.advance(kept[9].partition, kept[9].entry);
+    let page = b
+        .feed
+        .read_range(&after_ninth, None, 5)
+        .await
+        .expect("page");
+    assert_eq!(page, kept[10..15]);
+    // The user's partition alone holds the same.
+    let only = b.feed.partitions().of_user("u");
+    let page = b
+        .feed
+        .read_range(&after_ninth, Some(only), 5)
+        .await
+        .expect("page");
     assert_eq!(page, kept[10..15]);
 
     // By age: everything logged before now goes.
@@ -1074,7 +1115,13 @@ async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig
         .trim_older_than(Duration::ZERO)
         .await
         .expect("trim by age");
-    assert!(b.feed.read_range("0-0", 10).await.expect("read").is_empty());
+    assert!(
+        b.feed
+            .read_range(&start, None, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     let history = b.feed.history().await.expect("history");
     assert_eq!(history.trimmed_through, history.last);
 }
@@ -1143,5 +1190,69 @@ fn a_private_redis_cluster_serves_every_slot() {
     {
         assert_eq!(cli(ports[0], &["set", key, &i.to_string()]), "OK");
         assert_eq!(cli(ports[2], &["get", key]), i.to_string());
+    }
+}
+
+/// A deployment's partition count is recorded on first use; a process with
+/// another count, or a Redis in the first (unpartitioned) layout, is refused
+/// with a message naming what differs, and nothing is written.
+#[tokio::test]
+async fn redis_refuses_another_partition_count_and_the_old_layout() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    let open = |prefix: &str, partitions: u16| {
+        let options = backend::StoreOptions {
+            partitions: Partitions::new(partitions).expect("partitions"),
+            ..Default::default()
+        };
+        let config = BackendConfig::Redis {
+            url: server.url(),
+            prefix: prefix.into(),
+        };
+        backend::open_with(&config, &options).expect("backend")
+    };
+    let first = open("test", 16);
+    first.store.prepare().await.expect("first use records 16");
+    first
+        .store
+        .create(new_event("u", "kept"))
+        .await
+        .expect("create");
+    let other = open("test", 8);
+    match other.store.prepare().await {
+        Err(Error::Misconfigured(why)) => {
+            assert!(why.contains("16") && why.contains("--partitions 8"), "{why}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(
+        other.store.create(new_event("u", "refused")).await,
+        Err(Error::Misconfigured(_))
+    ));
+    assert_eq!(
+        first.store.status_counts().await.expect("counts").total(),
+        1,
+        "the refused process wrote nothing"
+    );
+
+    // Data in the first layout: refused, whatever the partition count.
+    let mut conn = ::redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: String = ::redis::cmd("XADD")
+        .arg("old:events")
+        .arg("*")
+        .arg("event")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    match open("old", 16).store.prepare().await {
+        Err(Error::Misconfigured(why)) => assert!(why.contains("old:events"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }

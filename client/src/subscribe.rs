@@ -7,8 +7,8 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt};
 use herald::{
     Event, EventStatus,
+    cursor::Cursor,
     pb::{self, subscribe_response::Kind},
-    subscription::Cursor,
 };
 use tonic::{Code, Streaming};
 use tracing::{debug, warn};
@@ -202,11 +202,19 @@ async fn next_message(mut state: State) -> Option<(Result<Message, Error>, State
         }
         let message = match item.kind {
             Some(Kind::Event(event)) => {
+                // A cursor the delivered ones already cover is a repeat.
                 let cursor = item.cursor.parse::<Cursor>().ok();
-                if cursor.is_some() && state.delivered.is_some() && cursor <= state.delivered {
+                if let (Some(cursor), Some(delivered)) = (&cursor, &state.delivered)
+                    && cursor <= delivered
+                {
                     continue;
                 }
-                state.delivered = cursor.or(state.delivered);
+                if let Some(cursor) = cursor {
+                    state
+                        .delivered
+                        .get_or_insert_with(Cursor::default)
+                        .join(&cursor);
+                }
                 match event_of(Some(event)) {
                     Ok(event) => Message::Event(Box::new(Notification {
                         event,

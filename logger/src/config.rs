@@ -65,6 +65,11 @@ pub struct Config {
     /// Prefix of every Redis key.
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
     pub redis_prefix: String,
+    /// Partitions of the Redis keyspace (each in one Redis Cluster slot).
+    /// Fixed when a deployment is first used: every logger and processor of
+    /// it must give the same number.
+    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = herald::partition::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=i64::from(herald::partition::MAX_PARTITIONS)))]
+    pub partitions: u16,
     /// With --redis-url, also run a processor worker in this process.
     #[arg(long, env = "HERALD_WORKER")]
     pub worker: bool,
@@ -78,9 +83,9 @@ pub struct Config {
     /// it comes within twice that).
     #[arg(long, env = "HERALD_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
-    /// Most entries the notification log keeps for resuming subscribers;
-    /// older ones are trimmed as new ones arrive.
-    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most entries each partition's notification log keeps for resuming
+    /// subscribers; older ones are trimmed as new ones arrive.
+    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald::backend::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub notifications_max_len: u64,
     /// Oldest entry the notification log keeps (seconds; default 24 h).
     #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
@@ -331,6 +336,7 @@ impl Config {
             request_id_window: Duration::from_secs(self.request_id_window_secs),
             notifications_max_len: usize::try_from(self.notifications_max_len)
                 .unwrap_or(usize::MAX),
+            partitions: herald::partition::Partitions::new(self.partitions).unwrap_or_default(),
         }
     }
 

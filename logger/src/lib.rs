@@ -105,6 +105,13 @@ pub async fn run_with(
     };
     let backend =
         backend::open_with(&backend_config, &config.store_options()).context("--redis-url")?;
+    match backend.store.prepare().await {
+        Err(err @ herald::Error::Misconfigured(_)) => return Err(err.into()),
+        Err(err) => {
+            warn!(error = %err, "cannot check the storage layout yet; it is checked before first use")
+        }
+        Ok(()) => {}
+    }
     if config.redis_url.is_none() {
         warn!(
             "NO --redis-url: running on the in-memory backend with an embedded worker. \

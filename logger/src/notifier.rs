@@ -27,17 +27,19 @@ use std::{
 use futures_util::Stream;
 use herald::{
     backend::{Notification, NotificationFeed},
+    cursor::Cursor,
     pb::{self, notifier_server::Notifier, subscribe_response::Kind},
-    subscription::{Cursor, SubscribeRequest, SubscriptionFilter},
+    subscription::{SubscribeRequest, SubscriptionFilter},
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::queue::{Budget, Ended, Queue};
+use crate::queue::{Budget, Ended, Published, Queue};
 
-/// Entries read from the log per page while a subscriber catches up.
+/// Entries read from the log per page while a subscriber catches up (about
+/// this many in all when every partition is read).
 const CATCH_UP_PAGE: usize = 500;
 
 /// Subscribers of every user's changes are filed under this key.
@@ -50,77 +52,97 @@ struct Subscriber {
 
 /// The local subscribers of one logger, by user id (every user's under "").
 pub struct Fanout {
-    subscribers: Mutex<HashMap<String, HashMap<u64, Subscriber>>>,
+    subscribers: Mutex<Subscribers>,
     next_id: AtomicU64,
     buffer: usize,
+}
+
+/// What the fan-out's lock guards.
+#[derive(Default)]
+struct Subscribers {
+    by_user: HashMap<String, HashMap<u64, Subscriber>>,
     /// The newest cursor offered to every subscriber: an idle subscriber has
-    /// had everything up to it.
-    position: Mutex<Cursor>,
+    /// had everything up to it. Moved with each publication, under the same
+    /// lock as the subscribers, so a new subscriber's starting point is
+    /// exact.
+    position: Cursor,
 }
 
 impl Fanout {
     /// A fan-out with `buffer` messages of room per subscriber.
     pub fn new(buffer: usize) -> Arc<Self> {
         Arc::new(Self {
-            subscribers: Mutex::new(HashMap::new()),
+            subscribers: Mutex::default(),
             next_id: AtomicU64::new(0),
             buffer,
-            position: Mutex::new(Cursor::START),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<u64, Subscriber>>> {
+    fn lock(&self) -> MutexGuard<'_, Subscribers> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn position(&self) -> Cursor {
-        *self.position.lock().unwrap_or_else(|p| p.into_inner())
+        self.lock().position.clone()
     }
 
-    fn set_position(&self, cursor: &str) {
-        if let Ok(cursor) = cursor.parse() {
-            *self.position.lock().unwrap_or_else(|p| p.into_inner()) = cursor;
-        }
+    fn set_position(&self, cursor: &Cursor) {
+        self.lock().position.clone_from(cursor);
     }
 
-    fn subscribe(self: &Arc<Self>, filter: SubscriptionFilter, budget: Arc<Budget>) -> Live {
+    /// Registers a subscriber; returns its queue and the fan-out's position
+    /// at that moment (everything after it reaches the queue).
+    fn subscribe(
+        self: &Arc<Self>,
+        filter: SubscriptionFilter,
+        budget: Arc<Budget>,
+    ) -> (Live, Cursor) {
         let queue = Arc::new(Queue::new(budget));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let user = filter.user_id.clone();
-        self.lock().entry(user.clone()).or_default().insert(
+        let mut subscribers = self.lock();
+        subscribers.by_user.entry(user.clone()).or_default().insert(
             id,
             Subscriber {
                 filter,
                 queue: queue.clone(),
             },
         );
-        Live {
+        let position = subscribers.position.clone();
+        drop(subscribers);
+        let live = Live {
             queue,
             _guard: Guard {
                 fanout: self.clone(),
                 user,
                 id,
             },
-        }
+        };
+        (live, position)
     }
 
     fn remove(&self, user: &str, id: u64) {
         let mut subscribers = self.lock();
-        if let Some(of_user) = subscribers.get_mut(user) {
+        if let Some(of_user) = subscribers.by_user.get_mut(user) {
             of_user.remove(&id);
             if of_user.is_empty() {
-                subscribers.remove(user);
+                subscribers.by_user.remove(user);
             }
         }
     }
 
-    /// Hands one logged change to the subscribers whose filters it matches;
-    /// its message is built (and measured) once, and only if someone wants it.
+    /// Hands one logged change to the subscribers whose filters it matches,
+    /// and moves the fan-out's position past it; its message is built (and
+    /// measured) once, and only if someone wants it.
     pub fn publish(&self, notification: &Notification) {
-        let mut subscribers = self.lock();
+        let mut guard = self.lock();
+        let subscribers = &mut *guard;
+        subscribers
+            .position
+            .advance(notification.partition, notification.entry);
         let mut message = None;
         for user in [notification.event.user_id.as_str(), EVERY_USER] {
-            let Some(group) = subscribers.get_mut(user) else {
+            let Some(group) = subscribers.by_user.get_mut(user) else {
                 continue;
             };
             group.retain(|_, sub| {
@@ -128,21 +150,21 @@ impl Fanout {
                     return true;
                 }
                 let (message, bytes) = message.get_or_insert_with(|| {
-                    let message = event_message(notification);
-                    let bytes = message.encoded_len();
+                    let message = published(notification, &subscribers.position);
+                    let bytes = message.message.encoded_len();
                     (message, bytes)
                 });
                 sub.queue.push(message, *bytes, self.buffer)
             });
             if group.is_empty() {
-                subscribers.remove(user);
+                subscribers.by_user.remove(user);
             }
         }
     }
 
     /// Ends every subscription with UNAVAILABLE.
     fn close_all(&self) {
-        for (_, group) in self.lock().drain() {
+        for (_, group) in self.lock().by_user.drain() {
             for (_, sub) in group {
                 sub.queue.end(Ended::Closed);
             }
@@ -178,14 +200,13 @@ impl Fanout {
                 () = shutdown.cancelled() => break,
             };
             match result {
-                Ok((current, batch)) => {
+                Ok((mut current, batch)) => {
                     backoff = Duration::from_millis(100);
-                    let newest = batch.last().map_or(current, |n| n.cursor.clone());
                     for notification in &batch {
                         self.publish(notification);
+                        current.advance(notification.partition, notification.entry);
                     }
-                    self.set_position(&newest);
-                    cursor = Some(newest);
+                    cursor = Some(current);
                 }
                 Err(err) => {
                     warn!(error = %err, retry_in = ?backoff, "cannot read the notification log");
@@ -221,11 +242,22 @@ pub async fn retain(
     }
 }
 
-/// The message of one logged change.
-fn event_message(notification: &Notification) -> pb::SubscribeResponse {
+/// The message of one logged change, `cursor` being where a reader is
+/// once it has had it.
+fn event_message(notification: &Notification, cursor: &Cursor) -> pb::SubscribeResponse {
     pb::SubscribeResponse {
         kind: Some(Kind::Event(notification.event.clone().into())),
-        cursor: notification.cursor.clone(),
+        cursor: cursor.to_string(),
+    }
+}
+
+/// One logged change as the fan-out hands it out, published at `position`.
+fn published(notification: &Notification, position: &Cursor) -> Published {
+    Published {
+        partition: notification.partition,
+        entry: notification.entry,
+        cursor: Arc::new(position.clone()),
+        message: event_message(notification, position),
     }
 }
 
@@ -403,7 +435,7 @@ impl Notifier for NotifierService {
             return Err(shutting_down());
         }
         let slot = self.streams.acquire(client)?;
-        debug!(user_id = %filter.user_id, after = ?after.map(|c| c.to_string()), "subscriber connected");
+        debug!(user_id = %filter.user_id, after = ?after.as_ref().map(ToString::to_string), "subscriber connected");
         let stream = subscription(
             SubscriptionParts {
                 fanout: self.fanout.clone(),
@@ -438,73 +470,84 @@ fn subscription(
 ) -> impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send {
     async_stream::stream! {
         let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot } = parts;
-        // The newest cursor this subscriber has had (or skipped as filtered out).
-        let mut last = None;
-        let mut live = None;
-        if let Some(requested) = after {
-            let start = match history_start(feed.as_ref(), requested).await {
-                Ok((start, gap)) => {
-                    if let Some(gap) = gap {
-                        yield Ok(gap);
+        // Where this subscriber is in every partition: it has had (or
+        // skipped as filtered out) everything up to here.
+        let mut last;
+        let live = match after {
+            Some(requested) => {
+                let mut cursor = match history_start(feed.as_ref(), &requested).await {
+                    Ok((start, gap)) => {
+                        if let Some(gap) = gap {
+                            yield Ok(gap);
+                        }
+                        start
                     }
-                    start
-                }
-                Err(status) => {
-                    yield Err(status);
-                    return;
-                }
-            };
-            // Catch up from the log alone; once caught up, join the live feed
-            // and read the log once more for what came in meanwhile.
-            let mut cursor = start;
-            loop {
-                if shutdown.is_cancelled() {
-                    yield Err(shutting_down());
-                    return;
-                }
-                let page = match feed.read_range(&cursor.to_string(), CATCH_UP_PAGE).await {
-                    Ok(page) => page,
-                    Err(err) => {
-                        yield Err(Status::from(err));
+                    Err(status) => {
+                        yield Err(status);
                         return;
                     }
                 };
-                for notification in &page {
-                    if filter.matches(&notification.event) {
-                        yield Ok(event_message(notification));
+                // Catch up from the log alone; once caught up, join the live
+                // feed and read the log once more for what came in meanwhile.
+                // One user's changes are all in that user's partition.
+                let partitions = feed.partitions();
+                let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
+                let per_partition = match only {
+                    Some(_) => CATCH_UP_PAGE,
+                    None => CATCH_UP_PAGE.div_ceil(partitions.count()).max(32),
+                };
+                let mut live = None;
+                loop {
+                    if shutdown.is_cancelled() {
+                        yield Err(shutting_down());
+                        return;
                     }
+                    let page = match feed.read_range(&cursor, only, per_partition).await {
+                        Ok(page) => page,
+                        Err(err) => {
+                            yield Err(Status::from(err));
+                            return;
+                        }
+                    };
+                    for notification in &page {
+                        cursor.advance(notification.partition, notification.entry);
+                        if filter.matches(&notification.event) {
+                            yield Ok(event_message(notification, &cursor));
+                        }
+                    }
+                    if !page.is_empty() {
+                        continue;
+                    }
+                    if live.is_some() {
+                        break;
+                    }
+                    live = Some(fanout.subscribe(filter.clone(), slot.budget.clone()).0);
                 }
-                if let Some(newest) = page.last().and_then(|n| n.cursor.parse().ok()) {
-                    cursor = newest;
+                last = cursor;
+                match live {
+                    Some(live) => live,
+                    None => return,
                 }
-                if page.len() == CATCH_UP_PAGE {
-                    continue;
-                }
-                if live.is_some() {
-                    break;
-                }
-                live = Some(fanout.subscribe(filter.clone(), slot.budget.clone()));
             }
-            last = Some(cursor);
-        }
-        let live = match live {
-            Some(live) => live,
             None => {
-                // Everything up to the fan-out's position now was published
-                // before this subscriber joined; everything after reaches its
+                // Everything up to the fan-out's position when this subscriber
+                // joined was published before; everything after reaches its
                 // queue. A live-only stream gets that cursor at once, so a
                 // client that loses the connection before any change resumes
                 // from here.
-                let mut joined_at = fanout.position();
-                if joined_at == Cursor::START {
+                let (live, mut joined_at) = fanout.subscribe(filter.clone(), slot.budget.clone());
+                if joined_at.is_start() {
                     // The tail has not started: where it will start is no earlier.
-                    if let Ok(latest) = feed.latest_cursor().await {
-                        joined_at = latest.parse().unwrap_or(Cursor::START);
+                    match feed.latest_cursor().await {
+                        Ok(latest) => joined_at = latest,
+                        Err(err) => {
+                            yield Err(Status::from(err));
+                            return;
+                        }
                     }
                 }
-                let live = fanout.subscribe(filter.clone(), slot.budget.clone());
-                last = Some(joined_at);
-                yield Ok(heartbeat(joined_at));
+                yield Ok(heartbeat(&joined_at));
+                last = joined_at;
                 live
             }
         };
@@ -517,19 +560,24 @@ fn subscription(
         loop {
             tokio::select! {
                 biased;
-                message = live.queue.pop() => match message {
-                    Ok(message) => {
-                        let cursor = message.cursor.parse::<Cursor>().ok();
+                published = live.queue.pop() => match published {
+                    Ok(Published { partition, entry, cursor, mut message }) => {
                         // Already sent while catching up from the log.
-                        if cursor.is_some() && last.is_some() && cursor <= last {
+                        if last.has(partition, entry) {
                             continue;
                         }
-                        last = cursor.or(last);
+                        // Everything up to the fan-out's cursor was offered to
+                        // this subscriber, live or from the log; where it read
+                        // the log further, its cursor says so.
+                        last.join(&cursor);
+                        if last != *cursor {
+                            message.cursor = last.to_string();
+                        }
                         sent = true;
                         yield Ok(message);
                     }
                     Err((end, held)) => {
-                        let resume = last.map(|c| c.to_string()).unwrap_or_default();
+                        let resume = last.to_string();
                         if end == Ended::Lagged {
                             yield Ok(pb::SubscribeResponse {
                                 kind: Some(Kind::Lagged(pb::Lagged { buffered: u32::try_from(held).unwrap_or(u32::MAX) })),
@@ -554,9 +602,8 @@ fn subscription(
                     }
                     // Idle: everything up to the fan-out's position was offered to
                     // this subscriber and its queue is empty, so it has had it all.
-                    let cursor = last.max(Some(fanout.position())).unwrap_or(Cursor::START);
-                    last = Some(cursor);
-                    yield Ok(heartbeat(cursor));
+                    last.join(&fanout.position());
+                    yield Ok(heartbeat(&last));
                 }
             }
         }
@@ -564,7 +611,7 @@ fn subscription(
 }
 
 /// A heartbeat: the subscriber has had everything up to `cursor`.
-fn heartbeat(cursor: Cursor) -> pb::SubscribeResponse {
+fn heartbeat(cursor: &Cursor) -> pb::SubscribeResponse {
     pb::SubscribeResponse {
         kind: Some(Kind::Heartbeat(pb::Heartbeat {
             sent_at: Some(SystemTime::now().into()),
@@ -574,31 +621,48 @@ fn heartbeat(cursor: Cursor) -> pb::SubscribeResponse {
 }
 
 /// Where reading after `requested` starts, with a gap notice when the log no
-/// longer holds everything after it (trimmed, or reset since).
+/// longer holds everything after it in some partition (trimmed, or reset
+/// since): there it starts at the oldest entry kept.
 async fn history_start(
     feed: &dyn NotificationFeed,
-    requested: Cursor,
+    requested: &Cursor,
 ) -> Result<(Cursor, Option<pb::SubscribeResponse>), Status> {
+    requested.check(feed.partitions(), "after_cursor")?;
     let history = feed.history().await?;
-    let parse = |text: &str| text.parse::<Cursor>().unwrap_or(Cursor::START);
-    let (trimmed, newest) = (parse(&history.trimmed_through), parse(&history.last));
-    let reason = if requested > newest {
-        "the cursor is ahead of the notification log, which was reset since; changes after it may be lost"
-    } else if requested < trimmed {
-        "history before the oldest kept cursor was trimmed by retention; changes after the requested cursor may be lost"
-    } else {
-        return Ok((requested, None));
+    let mut start = requested.clone();
+    let (mut reset, mut trimmed) = (Vec::new(), Vec::new());
+    for p in feed.partitions().all() {
+        let at = requested.get(p);
+        if at > history.last.get(p) {
+            reset.push(p.to_string());
+        } else if at < history.trimmed_through.get(p) {
+            trimmed.push(p.to_string());
+        } else {
+            continue;
+        }
+        start.set(p, history.trimmed_through.get(p));
+    }
+    let reason = match (reset.is_empty(), trimmed.is_empty()) {
+        (true, true) => return Ok((start, None)),
+        (false, _) => format!(
+            "the cursor is ahead of the notification log of partitions {}, which was reset since; changes after it may be lost",
+            reset.join(",")
+        ),
+        (true, false) => format!(
+            "history of partitions {} before the oldest kept cursor was trimmed by retention; changes after the requested cursor may be lost",
+            trimmed.join(",")
+        ),
     };
-    let oldest = trimmed.to_string();
+    let oldest = start.to_string();
     let gap = pb::SubscribeResponse {
         kind: Some(Kind::HistoryGap(pb::HistoryGap {
             requested_cursor: requested.to_string(),
             oldest_cursor: oldest.clone(),
-            reason: reason.into(),
+            reason,
         })),
         cursor: oldest,
     };
-    Ok((trimmed, Some(gap)))
+    Ok((start, Some(gap)))
 }
 
 fn shutting_down() -> Status {

@@ -9,12 +9,16 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     },
 };
 
-use herald::pb;
+use herald::{
+    cursor::{Cursor, EntryId},
+    partition::Partition,
+    pb,
+};
 use tokio::sync::Notify;
 
 /// How a queue ended.
@@ -66,11 +70,25 @@ impl Budget {
 pub struct Queue {
     state: Mutex<State>,
     ready: Notify,
-    budget: std::sync::Arc<Budget>,
+    budget: Arc<Budget>,
+}
+
+/// One logged change as published to subscribers: the message, and where
+/// it is (its partition's entry, and the fan-out's cursor after it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// The partition whose log holds the change.
+    pub partition: Partition,
+    /// Its entry in that log.
+    pub entry: EntryId,
+    /// Every partition's position once this change was published.
+    pub cursor: Arc<Cursor>,
+    /// The message, its `cursor` field already `cursor` as text.
+    pub message: pb::SubscribeResponse,
 }
 
 struct State {
-    messages: VecDeque<(pb::SubscribeResponse, usize)>,
+    messages: VecDeque<(Published, usize)>,
     /// Encoded bytes of `messages`, taken from the budget.
     bytes: usize,
     /// How it ended, and how many messages it held then.
@@ -79,7 +97,7 @@ struct State {
 
 impl Queue {
     /// An empty queue whose messages count against `budget`.
-    pub fn new(budget: std::sync::Arc<Budget>) -> Self {
+    pub fn new(budget: Arc<Budget>) -> Self {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
@@ -98,7 +116,7 @@ impl Queue {
     /// Queues `message` (of `bytes`, encoded), or, past `max` messages or
     /// the budget, ends the queue as lagged and frees what it held; false
     /// once the queue has ended.
-    pub fn push(&self, message: &pb::SubscribeResponse, bytes: usize, max: usize) -> bool {
+    pub fn push(&self, message: &Published, bytes: usize, max: usize) -> bool {
         let mut state = self.lock();
         if state.ended.is_some() {
             return false;
@@ -130,7 +148,7 @@ impl Queue {
 
     /// The next message, or how the queue ended and how many messages it
     /// held then.
-    pub async fn pop(&self) -> Result<pb::SubscribeResponse, (Ended, usize)> {
+    pub async fn pop(&self) -> Result<Published, (Ended, usize)> {
         loop {
             {
                 let mut state = self.lock();
@@ -157,14 +175,17 @@ impl Drop for Queue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
-    fn message(n: usize) -> pb::SubscribeResponse {
-        pb::SubscribeResponse {
-            kind: None,
-            cursor: n.to_string(),
+    fn message(n: u64) -> Published {
+        Published {
+            partition: Partition::default(),
+            entry: EntryId { ms: 0, seq: n },
+            cursor: Arc::default(),
+            message: pb::SubscribeResponse {
+                kind: None,
+                cursor: n.to_string(),
+            },
         }
     }
 
@@ -189,7 +210,7 @@ mod tests {
         assert!(b.push(&message(1), 100, 10));
         assert!(!b.push(&message(2), 100, 10), "past the shared budget");
         assert_eq!(budget.used(), 100, "only a's message is left");
-        assert_eq!(a.pop().await.map(|m| m.cursor), Ok("1".into()));
+        assert_eq!(a.pop().await.map(|m| m.message.cursor), Ok("1".into()));
         assert_eq!(budget.used(), 0);
         assert!(a.push(&message(2), 100, 10));
         drop(a);

@@ -85,17 +85,21 @@ pub async fn sweep(
         .checked_sub(max_age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let slice = options.slice.max(1);
-    // Kept events stay where they are, oldest first: the next slice skips them.
-    let mut skip = 0;
-    loop {
-        let done = store.remove_older_than(cutoff, skip, slice).await?;
-        swept.events += done.removed;
-        skip += done.kept as usize;
-        if (done.scanned as usize) < slice {
-            break;
+    for partition in store.partitions().all() {
+        // Kept events stay where they are, oldest first: the next slice skips them.
+        let mut skip = 0;
+        loop {
+            let done = store
+                .remove_older_than(partition, cutoff, skip, slice)
+                .await?;
+            swept.events += done.removed;
+            skip += done.kept as usize;
+            if (done.scanned as usize) < slice {
+                break;
+            }
+            // Let other work in between slices.
+            tokio::task::yield_now().await;
         }
-        // Let other work in between slices.
-        tokio::task::yield_now().await;
     }
     swept.dead_letters = store.trim_dead_letters(cutoff).await?;
     Ok(swept)

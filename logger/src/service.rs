@@ -12,6 +12,7 @@ use std::{
 use herald::{
     Error, Event, EventStatus, NewEvent,
     backend::{DeadLetter, EventStore},
+    cursor::Cursor,
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
         parse_event_id,
@@ -19,7 +20,6 @@ use herald::{
     pb::{self, event_logger_server::EventLogger},
     query::{ListQuery, Position},
     sizing::{cut_to_fit, fit_results, max_batch_items},
-    subscription::Cursor,
     trace::{self, TraceParent},
 };
 use tonic::{Request, Response, Status};
@@ -98,7 +98,7 @@ impl Counters {
                         self.metrics.published.inc();
                     }
                 }
-                Err(Error::Unavailable(_) | Error::Internal(_)) => {
+                Err(Error::Unavailable(_) | Error::Misconfigured(_) | Error::Internal(_)) => {
                     self.metrics.publish_failures.inc();
                 }
                 Err(err) if created => self.metrics.rejected(Status::from(err.clone()).code()),
@@ -345,18 +345,22 @@ impl EventLogger for EventLoggerService {
             0 => 100,
             n => (n as usize).min(1_000),
         };
-        let after = match r.page_token.as_str() {
-            "" => Cursor::START,
+        let partitions = self.store.partitions();
+        let mut after = match r.page_token.as_str() {
+            "" => Cursor::start(partitions),
             token => token
                 .parse::<Cursor>()
-                .map_err(|_| Error::invalid("page_token", "is not a token of this list"))?,
+                .ok()
+                .filter(|c| c.check(partitions, "page_token").is_ok())
+                .ok_or_else(|| Error::invalid("page_token", "is not a token of this list"))?,
         };
-        let page = self.store.dead_letters(&after.to_string(), size).await?;
+        let page = self.store.dead_letters(&after, size).await?;
         let full = page.len() == size;
+        let ids: Vec<_> = page.iter().map(|d| d.id).collect();
         let mut dead_letters: Vec<pb::DeadLetter> = page
             .into_iter()
             .map(|d| pb::DeadLetter {
-                dead_letter_id: d.id,
+                dead_letter_id: d.id.to_string(),
                 event: Some(d.delivery.event.into()),
                 reason: d.reason,
                 deliveries: i64::try_from(d.delivery.deliveries).unwrap_or(i64::MAX),
@@ -364,9 +368,13 @@ impl EventLogger for EventLoggerService {
             .collect();
         // A page too large for one answer ends early; the next starts after it.
         let cut = cut_to_fit(&mut dead_letters, self.message_limit);
-        let next_page_token = match dead_letters.last() {
-            Some(last) if full || cut => last.dead_letter_id.clone(),
-            _ => String::new(),
+        for id in &ids[..dead_letters.len()] {
+            after.advance(id.partition, id.id);
+        }
+        let next_page_token = if full || cut {
+            after.to_string()
+        } else {
+            String::new()
         };
         Ok(Response::new(pb::ListDeadLettersResponse {
             dead_letters,
@@ -422,7 +430,7 @@ impl EventLogger for EventLoggerService {
         let outcomes = self.apply_changes(items).await?;
         // The dead letters of the events now back in the queue go.
         let back_in: HashSet<_> = outcomes.iter().flatten().map(|e| e.id).collect();
-        let gone: Vec<String> = dead
+        let gone: Vec<_> = dead
             .into_iter()
             .filter(|d| back_in.contains(&d.delivery.event.id))
             .map(|d| d.id)
@@ -463,12 +471,13 @@ const MAX_REDRIVE: usize = 1_000;
 /// Every dead letter, oldest first.
 async fn all_dead_letters(store: &dyn EventStore) -> Result<Vec<DeadLetter>, Error> {
     let mut all: Vec<DeadLetter> = Vec::new();
+    let mut cursor = Cursor::start(store.partitions());
     loop {
-        let cursor = all
-            .last()
-            .map_or_else(|| Cursor::START.to_string(), |d| d.id.clone());
         let page = store.dead_letters(&cursor, 1_000).await?;
         let done = page.len() < 1_000;
+        for dead in &page {
+            cursor.advance(dead.id.partition, dead.id.id);
+        }
         all.extend(page);
         if done {
             return Ok(all);

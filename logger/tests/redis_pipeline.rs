@@ -210,13 +210,20 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("herald:events:dead")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .expect("XRANGE");
+    // Each partition's dead letters, as stored.
+    let partitions = herald::partition::Partitions::default();
+    let keys = herald::backend::Keys::new("herald", partitions);
+    let mut dead: Vec<(String, HashMap<String, String>)> = Vec::new();
+    for p in partitions.all() {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(keys.dead(p))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE");
+        dead.extend(entries);
+    }
     let dead_ids: HashSet<&str> = dead.iter().map(|(_, f)| f["id"].as_str()).collect();
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(dead_ids, ids.iter().map(String::as_str).collect());

@@ -107,7 +107,7 @@ async fn filters_choose_which_changes_a_subscriber_gets() {
             .collect();
         assert_eq!(statuses, [EventStatus::Pending, EventStatus::Processed]);
     }
-    let cursors: Vec<herald::subscription::Cursor> = seen
+    let cursors: Vec<herald::cursor::Cursor> = seen
         .iter()
         .map(|(_, _, c)| c.parse().expect("cursor"))
         .collect();
@@ -251,7 +251,7 @@ async fn a_cursor_outside_the_kept_history_is_told_first() {
         } => {
             assert_eq!(requested_cursor, first[0].2);
             assert!(reason.contains("trimmed"), "{reason}");
-            let oldest: herald::subscription::Cursor = oldest_cursor.parse().expect("cursor");
+            let oldest: herald::cursor::Cursor = oldest_cursor.parse().expect("cursor");
             assert!(oldest > requested_cursor.parse().expect("cursor"));
         }
         other => panic!("expected a gap notice first, got {other:?}"),
@@ -261,9 +261,20 @@ async fn a_cursor_outside_the_kept_history_is_told_first() {
     assert!(first.iter().any(|(id, _, _)| *id == kept[0].0));
 
     // A cursor beyond the log (one from before a reset) is told too.
+    let partitions = herald::partition::Partitions::default();
+    let mut beyond = herald::cursor::Cursor::start(partitions);
+    for p in partitions.all() {
+        beyond.advance(
+            p,
+            herald::cursor::EntryId {
+                ms: 0,
+                seq: 999_999,
+            },
+        );
+    }
     let mut ahead = client
         .subscribe_with(SubscribeOptions {
-            after_cursor: "0-999999".into(),
+            after_cursor: beyond.to_string(),
             ..SubscribeOptions::user("di")
         })
         .await

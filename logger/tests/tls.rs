@@ -227,6 +227,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
         config: None,
         redis_url: redis.url(),
         redis_prefix: "herald".into(),
+        partitions: herald::partition::DEFAULT_PARTITIONS,
         logger_url: https.clone(),
         api_key: String::new(),
         tls: TlsArgs {

@@ -124,6 +124,11 @@ pub struct Config {
     /// Prefix of every Redis key.
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
     pub redis_prefix: String,
+    /// Partitions of the Redis keyspace (each in one Redis Cluster slot).
+    /// Fixed when a deployment is first used: every logger and processor of
+    /// it must give the same number.
+    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = herald::partition::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=i64::from(herald::partition::MAX_PARTITIONS)))]
+    pub partitions: u16,
     /// The logger whose UpdateStatus marks events processed (http:// or https://).
     #[arg(
         long,

@@ -30,10 +30,13 @@ pub mod process;
 pub mod sink;
 pub mod worker;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use herald::backend::{self, BackendConfig};
+use herald::{
+    backend::{self, BackendConfig, EventStore, StoreOptions},
+    partition::Partitions,
+};
 use herald_client::Client;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,11 +64,19 @@ pub async fn run_with(
     sink: Arc<dyn Sink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backend = backend::open(&BackendConfig::Redis {
-        url: config.redis_url.clone(),
-        prefix: config.redis_prefix.clone(),
-    })
+    let partitions = Partitions::new(config.partitions).context("--partitions")?;
+    let backend = backend::open_with(
+        &BackendConfig::Redis {
+            url: config.redis_url.clone(),
+            prefix: config.redis_prefix.clone(),
+        },
+        &StoreOptions {
+            partitions,
+            ..StoreOptions::default()
+        },
+    )
     .context("--redis-url")?;
+    wait_until_prepared(backend.store.as_ref(), &shutdown).await?;
     let tls = config.tls.tls()?;
     let client = Client::connect_lazy_with(config.logger_url.clone(), &tls)
         .context("--logger-url")?
@@ -111,4 +122,28 @@ pub async fn run_with(
         endpoint.abort();
     }
     Ok(())
+}
+
+/// Waits until `store` is prepared (see [`EventStore::prepare`](herald::backend::EventStore::prepare)), retrying
+/// while the storage cannot be reached; a storage that holds another layout
+/// is an error at once. Returns early (with `Ok`) on `shutdown`.
+async fn wait_until_prepared(
+    store: &dyn EventStore,
+    shutdown: &CancellationToken,
+) -> herald::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store.prepare().await {
+            Ok(()) => return Ok(()),
+            Err(err @ herald::Error::Misconfigured(_)) => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "cannot check the storage layout");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -126,7 +126,9 @@ mod tests {
         }
         let inner = Arc::new(LineSink::new(Shared(out.clone())));
         let sink = SimulatedSink::new(inner, 0.25, SplitMix64::new(9));
-        let event = NewEvent::new("u", "hi").expect("valid").into_event();
+        let event = NewEvent::new("u", "hi")
+            .expect("valid")
+            .into_event(herald::partition::Partitions::default());
         let mut lost = 0;
         for _ in 0..4_000 {
             if sink.deliver(&event).await.is_err() {

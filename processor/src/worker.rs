@@ -289,7 +289,7 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
     for ((delivery, at, _), outcome) in batch.iter().zip(outcomes) {
         match outcome {
             Outcome::Ack => {
-                acks.push(delivery.entry_id.clone());
+                acks.push(delivery.entry_id);
                 received.push(*at);
             }
             other => apply(&context, delivery, other).await,
@@ -335,7 +335,7 @@ async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
         Outcome::Ack => {
             context
                 .consumer
-                .ack(std::slice::from_ref(&delivery.entry_id))
+                .ack(&[delivery.entry_id])
                 .await
         }
         Outcome::DeadLetter(reason) => {

@@ -14,8 +14,10 @@ use uuid::Uuid;
 
 use super::{DeadLetter, EventStore, StatusCounts, Sweep};
 use crate::{
+    cursor::{Cursor, PartitionEntry},
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
+    partition::{Partition, Partitions},
     query::{ListQuery, Page},
 };
 
@@ -141,6 +143,14 @@ async fn answer<T>(jobs: Vec<Job<T>>, run: impl AsyncFnOnce(Vec<T>) -> Vec<Resul
 
 #[async_trait]
 impl EventStore for Batching {
+    fn partitions(&self) -> Partitions {
+        self.inner.partitions()
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        self.inner.prepare().await
+    }
+
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
         self.inner.create_many(events).await
     }
@@ -165,21 +175,24 @@ impl EventStore for Batching {
         self.inner.status_counts().await
     }
 
-    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(cursor, max).await
+    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(after, max).await
     }
 
-    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
+    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
         self.inner.remove_dead_letters(ids).await
     }
 
     async fn remove_older_than(
         &self,
+        partition: Partition,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
     ) -> Result<Sweep> {
-        self.inner.remove_older_than(cutoff, skip, max).await
+        self.inner
+            .remove_older_than(partition, cutoff, skip, max)
+            .await
     }
 
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {

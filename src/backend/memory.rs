@@ -1,6 +1,12 @@
 //! The in-memory backend: one lock over all state, so every write is atomic
 //! with its side effects, exactly as the Redis scripts are. Nothing survives a
 //! restart of the process.
+//!
+//! It follows the partitioned model of the Redis backend where a client can
+//! tell: each partition has its own notification log (with its own length
+//! bound and trimmed position), queue and dead-letter entries carry their
+//! partition, and retention sweeps one partition at a time. Entry ids are
+//! `0-{n}`, numbered across partitions, so merged reads keep log order.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -17,8 +23,10 @@ use super::{
     NotificationFeed, QueueStats, StatusCounts, StoreOptions, Sweep, WorkQueue,
 };
 use crate::{
+    cursor::{Cursor, EntryId, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange, now},
     error::{Error, Result},
+    partition::{Partition, Partitions},
     query::{ListQuery, Page, page_of},
 };
 
@@ -28,6 +36,7 @@ pub struct MemoryBackend {
     queued: Arc<Notify>,
     notified: Arc<Notify>,
     request_id_window: Duration,
+    partitions: Partitions,
 }
 
 impl Default for MemoryBackend {
@@ -38,28 +47,49 @@ impl Default for MemoryBackend {
 
 #[derive(Default)]
 struct State {
+    partitions: Partitions,
     events: HashMap<Uuid, Event>,
     /// Queued, never delivered entries, oldest first.
-    queue: VecDeque<(u64, Event)>,
+    queue: VecDeque<(PartitionEntry, Event)>,
     /// Delivered, not acknowledged entries by sequence number.
     pending: BTreeMap<u64, Pending>,
     /// Dead letters by sequence number, with their reason and when they were given up.
-    dead: BTreeMap<u64, (Delivery, String, SystemTime)>,
+    dead: BTreeMap<u64, (DeadLetter, SystemTime)>,
     last_dead: u64,
-    /// Idempotency keys by (source, request_id): the event created, and when.
-    requests: HashMap<(String, String), (Uuid, Instant)>,
-    /// The notification log: sequence number, when logged, the event.
-    notifications: VecDeque<(u64, Instant, Event)>,
-    /// The newest sequence number trimmed from the log (0: none).
-    trimmed_through: u64,
-    notifications_max_len: usize,
+    /// Idempotency keys by (partition, source, request_id): the event
+    /// created, and when.
+    requests: HashMap<(Partition, String, String), (Uuid, Instant)>,
+    /// The notification log of each partition.
+    logs: Vec<Log>,
+    /// Longest each partition's log grows.
+    log_max_len: usize,
     /// Events per status, kept with every write.
     counts: StatusCounts,
     last_entry: u64,
     last_notification: u64,
 }
 
+/// One partition's notification log.
+#[derive(Default)]
+struct Log {
+    /// Sequence number, when logged, the event.
+    entries: VecDeque<(u64, Instant, Event)>,
+    /// The newest sequence number trimmed from the log (0: none).
+    trimmed_through: u64,
+    /// The newest sequence number logged (0: none).
+    last: u64,
+}
+
+impl Log {
+    fn trim_front(&mut self) {
+        if let Some((seq, _, _)) = self.entries.pop_front() {
+            self.trimmed_through = seq;
+        }
+    }
+}
+
 struct Pending {
+    partition: Partition,
     event: Event,
     consumer: String,
     delivered_at: Instant,
@@ -67,9 +97,17 @@ struct Pending {
 }
 
 impl State {
+    fn partition_of(&self, event: &Event) -> Partition {
+        self.partitions.of_user(&event.user_id)
+    }
+
     fn enqueue(&mut self, event: &Event) {
         self.last_entry += 1;
-        self.queue.push_back((self.last_entry, event.clone()));
+        let entry = PartitionEntry {
+            partition: self.partition_of(event),
+            id: entry_id(self.last_entry),
+        };
+        self.queue.push_back((entry, event.clone()));
     }
 
     fn change_status(&mut self, change: StatusChange) -> Result<Event> {
@@ -102,41 +140,56 @@ impl State {
 
     fn log(&mut self, event: &Event) {
         self.last_notification += 1;
-        self.notifications
-            .push_back((self.last_notification, Instant::now(), event.clone()));
-        while self.notifications.len() > self.notifications_max_len {
-            self.trim_front();
+        let seq = self.last_notification;
+        let max_len = self.log_max_len;
+        let log = &mut self.logs[self.partitions.of_user(&event.user_id).index()];
+        log.entries.push_back((seq, Instant::now(), event.clone()));
+        log.last = seq;
+        while log.entries.len() > max_len {
+            log.trim_front();
         }
     }
 
-    fn trim_front(&mut self) {
-        if let Some((seq, _, _)) = self.notifications.pop_front() {
-            self.trimmed_through = seq;
+    /// Up to `max` notifications after `cursor` in each partition, in log order.
+    fn notifications_after(&self, cursor: &Cursor, max: usize) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for (partition, log) in self.partitions.all().zip(&self.logs) {
+            let after = cursor.get(partition).seq;
+            // Sequence numbers ascend: find the start by bisection, not a scan.
+            let start = log.entries.partition_point(|(seq, _, _)| *seq <= after);
+            out.extend(
+                log.entries
+                    .range(start..)
+                    .take(max)
+                    .map(|(seq, _, event)| Notification {
+                        partition,
+                        entry: entry_id(*seq),
+                        event: event.clone(),
+                    }),
+            );
         }
+        out.sort_unstable_by_key(|n| n.entry);
+        out
     }
 
-    /// Up to `max` notifications after sequence number `after`.
-    fn notifications_after(&self, after: u64, max: usize) -> Vec<Notification> {
-        // Sequence numbers ascend: find the start by bisection, not a scan.
-        let start = self
-            .notifications
-            .partition_point(|(seq, _, _)| *seq <= after);
-        self.notifications
-            .range(start..)
-            .take(max)
-            .map(|(seq, _, event)| Notification {
-                cursor: entry_id(*seq),
-                event: event.clone(),
-            })
-            .collect()
+    /// Each partition's log position by `position`.
+    fn cursor(&self, position: impl Fn(&Log) -> u64) -> Cursor {
+        let mut cursor = Cursor::start(self.partitions);
+        for (partition, log) in self.partitions.all().zip(&self.logs) {
+            cursor.set(partition, entry_id(position(log)));
+        }
+        cursor
     }
 }
 
 impl MemoryBackend {
     /// An empty backend.
     pub fn new(options: &StoreOptions) -> Self {
+        let partitions = options.partitions;
         let state = State {
-            notifications_max_len: options.notifications_max_len.max(1),
+            partitions,
+            logs: partitions.all().map(|_| Log::default()).collect(),
+            log_max_len: options.notifications_max_len.max(1),
             ..State::default()
         };
         Self {
@@ -144,6 +197,7 @@ impl MemoryBackend {
             queued: Arc::default(),
             notified: Arc::default(),
             request_id_window: options.request_id_window,
+            partitions,
         }
     }
 
@@ -157,33 +211,34 @@ impl MemoryBackend {
     }
 }
 
-/// Memory entry ids and cursors look like Redis stream ids: `0-{sequence}`.
-fn entry_id(seq: u64) -> String {
-    format!("0-{seq}")
-}
-
-fn parse_entry_id(id: &str) -> Result<u64> {
-    id.split_once('-')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .ok_or_else(|| {
-            Error::invalid(
-                "cursor",
-                format!("is not a valid cursor: {}", crate::error::quote(id)),
-            )
-        })
+/// Memory entry ids look like Redis stream ids: `0-{sequence}`.
+fn entry_id(seq: u64) -> EntryId {
+    EntryId { ms: 0, seq }
 }
 
 #[async_trait]
 impl EventStore for MemoryBackend {
+    fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
         let mut state = self.lock();
         let now = Instant::now();
         let mut out = Vec::with_capacity(events.len());
         for new in events {
-            let key = (new.source().to_owned(), new.request_id().to_owned());
+            let key = (
+                self.partitions.of_user(new.user_id()),
+                new.source().to_owned(),
+                new.request_id().to_owned(),
+            );
             let prior = match state.requests.get(&key) {
                 Some((id, at))
-                    if !key.1.is_empty() && now.duration_since(*at) < self.request_id_window =>
+                    if !key.2.is_empty() && now.duration_since(*at) < self.request_id_window =>
                 {
                     state.events.get(id).cloned()
                 }
@@ -193,8 +248,8 @@ impl EventStore for MemoryBackend {
                 out.push(prior);
                 continue;
             }
-            let event = new.into_event();
-            if !key.1.is_empty() {
+            let event = new.into_event(self.partitions);
+            if !key.2.is_empty() {
                 state.requests.insert(key, (event.id, now));
             }
             state.events.insert(event.id, event.clone());
@@ -256,31 +311,28 @@ impl EventStore for MemoryBackend {
         Ok(self.lock().counts)
     }
 
-    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
-        let after = parse_entry_id(cursor)?;
+    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
         let state = self.lock();
         Ok(state
             .dead
-            .range(after + 1..)
+            .values()
+            .filter(|(dead, _)| !after.has(dead.id.partition, dead.id.id))
             .take(max)
-            .map(|(seq, (delivery, reason, _))| DeadLetter {
-                id: entry_id(*seq),
-                delivery: delivery.clone(),
-                reason: reason.clone(),
-            })
+            .map(|(dead, _)| dead.clone())
             .collect())
     }
 
-    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
+    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
         let mut state = self.lock();
         for id in ids {
-            state.dead.remove(&parse_entry_id(id)?);
+            state.dead.remove(&id.id.seq);
         }
         Ok(())
     }
 
     async fn remove_older_than(
         &self,
+        partition: Partition,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
@@ -290,7 +342,7 @@ impl EventStore for MemoryBackend {
         let mut candidates: Vec<(SystemTime, Uuid)> = state
             .events
             .values()
-            .filter(|e| e.occurred_at < cutoff)
+            .filter(|e| e.occurred_at < cutoff && state.partition_of(e) == partition)
             .map(|e| (e.occurred_at, e.id))
             .collect();
         candidates.sort_unstable();
@@ -321,7 +373,7 @@ impl EventStore for MemoryBackend {
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
         let mut state = self.lock();
         let before = state.dead.len();
-        state.dead.retain(|_, (_, _, at)| *at >= cutoff);
+        state.dead.retain(|_, (_, at)| *at >= cutoff);
         Ok((before - state.dead.len()) as u64)
     }
 }
@@ -335,6 +387,7 @@ impl WorkQueue for MemoryBackend {
                 queued: self.queued.clone(),
                 notified: self.notified.clone(),
                 request_id_window: self.request_id_window,
+                partitions: self.partitions,
             },
             config,
             drained_own: Mutex::new(false),
@@ -388,19 +441,23 @@ impl MemoryConsumer {
                 p.delivered_at = now;
                 p.deliveries += 1;
                 out.push(Delivery {
-                    entry_id: entry_id(seq),
+                    entry_id: PartitionEntry {
+                        partition: p.partition,
+                        id: entry_id(seq),
+                    },
                     event: p.event.clone(),
                     deliveries: p.deliveries,
                 });
             }
         }
         while out.len() < max {
-            let Some((seq, event)) = state.queue.pop_front() else {
+            let Some((entry, event)) = state.queue.pop_front() else {
                 break;
             };
             state.pending.insert(
-                seq,
+                entry.id.seq,
                 Pending {
+                    partition: entry.partition,
                     event: event.clone(),
                     consumer: name.clone(),
                     delivered_at: now,
@@ -408,7 +465,7 @@ impl MemoryConsumer {
                 },
             );
             out.push(Delivery {
-                entry_id: entry_id(seq),
+                entry_id: entry,
                 event,
                 deliveries: 1,
             });
@@ -438,27 +495,28 @@ impl Consumer for MemoryConsumer {
         }
     }
 
-    async fn ack(&self, entry_ids: &[String]) -> Result<()> {
-        let seqs = entry_ids
-            .iter()
-            .map(|id| parse_entry_id(id))
-            .collect::<Result<Vec<_>>>()?;
+    async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
         let mut state = self.backend.lock();
-        for seq in seqs {
-            state.pending.remove(&seq);
+        for entry in entry_ids {
+            state.pending.remove(&entry.id.seq);
         }
         Ok(())
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let seq = parse_entry_id(&delivery.entry_id)?;
         let mut state = self.backend.lock();
-        state.pending.remove(&seq);
+        state.pending.remove(&delivery.entry_id.id.seq);
         state.last_dead += 1;
-        let id = state.last_dead;
-        state
-            .dead
-            .insert(id, (delivery.clone(), reason.to_owned(), SystemTime::now()));
+        let seq = state.last_dead;
+        let dead = DeadLetter {
+            id: PartitionEntry {
+                partition: delivery.entry_id.partition,
+                id: entry_id(seq),
+            },
+            delivery: delivery.clone(),
+            reason: reason.to_owned(),
+        };
+        state.dead.insert(seq, (dead, SystemTime::now()));
         Ok(())
     }
 
@@ -474,23 +532,26 @@ impl Consumer for MemoryConsumer {
 
 #[async_trait]
 impl NotificationFeed for MemoryBackend {
-    async fn latest_cursor(&self) -> Result<String> {
-        Ok(entry_id(self.lock().last_notification))
+    fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor> {
+        Ok(self.lock().cursor(|log| log.last))
     }
 
     async fn read_after(
         &self,
-        cursor: &str,
+        cursor: &Cursor,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Notification>> {
-        let after = parse_entry_id(cursor)?;
         let deadline = Instant::now() + block;
         loop {
             let notified = self.notified.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let batch = self.lock().notifications_after(after, max);
+            let batch = self.lock().notifications_after(cursor, max);
             if !batch.is_empty() {
                 return Ok(batch);
             }
@@ -500,28 +561,38 @@ impl NotificationFeed for MemoryBackend {
         }
     }
 
-    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>> {
-        let after = parse_entry_id(cursor)?;
-        Ok(self.lock().notifications_after(after, max))
+    async fn read_range(
+        &self,
+        cursor: &Cursor,
+        only: Option<Partition>,
+        max: usize,
+    ) -> Result<Vec<Notification>> {
+        let mut page = self.lock().notifications_after(cursor, max);
+        if let Some(only) = only {
+            page.retain(|n| n.partition == only);
+        }
+        Ok(page)
     }
 
     async fn history(&self) -> Result<History> {
         let state = self.lock();
         Ok(History {
-            trimmed_through: entry_id(state.trimmed_through),
-            last: entry_id(state.last_notification),
+            trimmed_through: state.cursor(|log| log.trimmed_through),
+            last: state.cursor(|log| log.last),
         })
     }
 
     async fn trim_older_than(&self, age: Duration) -> Result<()> {
         let mut state = self.lock();
         let now = Instant::now();
-        while state
-            .notifications
-            .front()
-            .is_some_and(|(_, at, _)| now.duration_since(*at) > age)
-        {
-            state.trim_front();
+        for log in &mut state.logs {
+            while log
+                .entries
+                .front()
+                .is_some_and(|(_, at, _)| now.duration_since(*at) > age)
+            {
+                log.trim_front();
+            }
         }
         Ok(())
     }

@@ -26,8 +26,10 @@ pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend};
 use crate::{
+    cursor::{Cursor, EntryId, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::Result,
+    partition::{Partition, Partitions},
     query::{ListQuery, Page},
 };
 
@@ -38,6 +40,13 @@ use crate::{
 /// one.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// The partitions of the deployment.
+    fn partitions(&self) -> Partitions;
+    /// Checks, once, that the storage holds this deployment's layout with
+    /// the same number of partitions (recording it on first use); an error
+    /// names what differs. Every other call checks it too before its first
+    /// use of the storage.
+    async fn prepare(&self) -> Result<()>;
     /// Stores new PENDING events, queues them and logs their creation, all
     /// atomically; returns them in order. An event whose `request_id` its
     /// client (`source`) already used within the request-id window is not
@@ -60,16 +69,23 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// How many events are in each status now, kept with every write (O(1)).
     async fn status_counts(&self) -> Result<StatusCounts>;
-    /// Up to `max` dead letters after `cursor` (`0-0` for the first), oldest first.
-    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>>;
+    /// Up to `max` dead letters past `after` in every partition, oldest
+    /// first (by the time they were given up).
+    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>>;
     /// Removes these dead letters (their events were redriven).
-    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()>;
-    /// One slice of retention: looks at up to `max` events that occurred
-    /// before `cutoff`, oldest first, after skipping the `skip` oldest, and
-    /// removes each that was also created before `cutoff` and is settled (not
-    /// PENDING), with its index entries and its count, atomically.
-    async fn remove_older_than(&self, cutoff: SystemTime, skip: usize, max: usize)
-    -> Result<Sweep>;
+    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()>;
+    /// One slice of retention in one partition: looks at up to `max` of its
+    /// events that occurred before `cutoff`, oldest first, after skipping the
+    /// `skip` oldest, and removes each that was also created before `cutoff`
+    /// and is settled (not PENDING), with its index entries and its count,
+    /// atomically.
+    async fn remove_older_than(
+        &self,
+        partition: Partition,
+        cutoff: SystemTime,
+        skip: usize,
+        max: usize,
+    ) -> Result<Sweep>;
     /// Removes the dead letters given up before `cutoff`; returns how many.
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64>;
 
@@ -110,8 +126,8 @@ pub struct ConsumerConfig {
 /// One queue entry handed to a consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// The entry's id in the queue, to acknowledge it.
-    pub entry_id: String,
+    /// The entry's partition and id in its queue, to acknowledge it.
+    pub entry_id: PartitionEntry,
     /// The event as it was queued.
     pub event: Event,
     /// How many times the entry has been delivered, this time included.
@@ -164,7 +180,7 @@ pub trait Consumer: Send + Sync + 'static {
     /// consumer, then new entries, waiting up to `block` for them.
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>>;
     /// Acknowledges entries: they are done and never delivered again.
-    async fn ack(&self, entry_ids: &[String]) -> Result<()>;
+    async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()>;
     /// Moves an entry to the dead-letter stream with a reason, and acknowledges
     /// it, atomically.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
@@ -176,29 +192,41 @@ pub trait Consumer: Send + Sync + 'static {
 /// status change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
-    /// Position in the log; reading after it resumes from here.
-    pub cursor: String,
+    /// The partition whose log holds the entry (its user's).
+    pub partition: Partition,
+    /// The entry's id in that partition's log.
+    pub entry: EntryId,
     /// The event after the change.
     pub event: Event,
 }
 
-/// The log of creations and status changes.
+/// The log of creations and status changes: one stream per partition.
+/// Entries of one partition are in the order they were logged; entries of
+/// different partitions have no order among them.
 #[async_trait]
 pub trait NotificationFeed: Send + Sync + 'static {
-    /// The cursor of the newest entry (`0-0` when the log is empty): reading
-    /// after it yields only what comes next.
-    async fn latest_cursor(&self) -> Result<String>;
-    /// Up to `max` entries after `cursor`, waiting up to `block` for one. Meant
-    /// for one reader per process (the logger's tail).
+    /// The partitions of the deployment.
+    fn partitions(&self) -> Partitions;
+    /// The newest entry of every partition: reading after it yields only
+    /// what comes next.
+    async fn latest_cursor(&self) -> Result<Cursor>;
+    /// Entries after `cursor` (up to `max` per partition), waiting up to
+    /// `block` for one. Meant for one reader per process (the logger's tail).
     async fn read_after(
         &self,
-        cursor: &str,
+        cursor: &Cursor,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Notification>>;
-    /// Up to `max` entries after `cursor`, without waiting; for any number
-    /// of readers (subscribers catching up).
-    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>>;
+    /// Entries after `cursor` in partition `only` (or in every partition),
+    /// up to `max` per partition, without waiting, for any number of readers
+    /// (subscribers catching up); merged in the order they were logged.
+    async fn read_range(
+        &self,
+        cursor: &Cursor,
+        only: Option<Partition>,
+        max: usize,
+    ) -> Result<Vec<Notification>>;
     /// The bounds of what the log still holds.
     async fn history(&self) -> Result<History>;
     /// Removes the entries older than `age` (retention by age; the length
@@ -209,8 +237,8 @@ pub trait NotificationFeed: Send + Sync + 'static {
 /// A queue entry given up after too many failed deliveries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// Its position among the dead letters (a cursor to page after).
-    pub id: String,
+    /// Where it is among the dead letters: its partition and entry id.
+    pub id: PartitionEntry,
     /// The entry as it was last delivered.
     pub delivery: Delivery,
     /// Why it was given up.
@@ -247,15 +275,15 @@ impl StatusCounts {
     }
 }
 
-/// The bounds of the notification log's kept history.
+/// The bounds of the notification log's kept history, per partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct History {
     /// Entries at or before this cursor may have been removed: reading after
-    /// an older cursor may miss some.
-    pub trimmed_through: String,
-    /// The newest cursor the log ever handed out: a cursor beyond it comes
-    /// from a log that was since reset.
-    pub last: String,
+    /// an older position in a partition may miss some of its entries.
+    pub trimmed_through: Cursor,
+    /// The newest entry each partition's log ever held: a position beyond it
+    /// comes from a log that was since reset.
+    pub last: Cursor,
 }
 
 /// Both halves and the feed of one backend, ready to share.
@@ -297,8 +325,11 @@ pub fn open(config: &BackendConfig) -> Result<Backend> {
 pub struct StoreOptions {
     /// How long a client's `request_id` keeps answering with the event it created.
     pub request_id_window: Duration,
-    /// Longest the notification log grows before its oldest entries go.
+    /// Longest each partition's notification log grows before its oldest
+    /// entries go.
     pub notifications_max_len: usize,
+    /// How many partitions the deployment has.
+    pub partitions: Partitions,
 }
 
 impl Default for StoreOptions {
@@ -306,6 +337,7 @@ impl Default for StoreOptions {
         Self {
             request_id_window: DEFAULT_REQUEST_ID_WINDOW,
             notifications_max_len: DEFAULT_NOTIFICATIONS_MAX_LEN,
+            partitions: Partitions::default(),
         }
     }
 }
@@ -323,7 +355,8 @@ pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backe
             })
         }
         BackendConfig::Redis { url, prefix } => {
-            let backend = Arc::new(RedisBackend::open(url, Keys::new(prefix), options)?);
+            let keys = Keys::new(prefix, options.partitions);
+            let backend = Arc::new(RedisBackend::open(url, keys, options)?);
             Ok(Backend {
                 kind: "redis",
                 store: Arc::new(Batching::new(backend.clone())),
@@ -336,7 +369,7 @@ pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backe
 
 /// Longest the notification log grows before its oldest entries are
 /// trimmed, unless [`StoreOptions`] say otherwise.
-pub const DEFAULT_NOTIFICATIONS_MAX_LEN: usize = 500_000;
+pub const DEFAULT_NOTIFICATIONS_MAX_LEN: usize = 32_000;
 /// How long a client's `request_id` keeps answering with the event it created,
 /// unless [`StoreOptions`] say otherwise.
 pub const DEFAULT_REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);

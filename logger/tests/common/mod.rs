@@ -166,6 +166,7 @@ impl Processor {
             config: None,
             redis_url: redis_url.to_owned(),
             redis_prefix: "herald".into(),
+            partitions: herald::partition::DEFAULT_PARTITIONS,
             logger_url: logger_url.to_owned(),
             api_key: api_key.to_owned(),
             tls: herald_client::TlsArgs::default(),

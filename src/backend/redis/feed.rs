@@ -1,4 +1,5 @@
-//! The notification log on Redis: a stream every logger tails.
+//! The notification log on Redis: a stream per partition, all of which
+//! every logger tails.
 
 use std::{
     collections::HashMap,
@@ -12,38 +13,57 @@ use ::redis::{
 use async_trait::async_trait;
 use tracing::instrument;
 
-use super::{RedisBackend, blocking_connection, record::stream_entry_event, redis_error};
+use super::{
+    RedisBackend, blocking_connection,
+    record::{entry_id_of, stream_entry_event},
+    redis_error,
+};
 use crate::backend::{History, Notification, NotificationFeed};
 use crate::{
+    cursor::{Cursor, EntryId},
     error::{Error, Result},
-    subscription::Cursor,
+    partition::{Partition, Partitions},
 };
 
 #[async_trait]
 impl NotificationFeed for RedisBackend {
-    async fn latest_cursor(&self) -> Result<String> {
-        let newest: Vec<(String, HashMap<String, Value>)> = ::redis::cmd("XREVRANGE")
-            .arg(self.keys.notifications())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+    fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor> {
+        self.checked().await?;
+        let mut newest = ::redis::pipe();
+        for p in self.partitions.all() {
+            newest
+                .cmd("XREVRANGE")
+                .arg(self.keys.notifications(p))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let newest: Vec<Vec<(String, HashMap<String, Value>)>> = newest
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        Ok(newest
-            .into_iter()
-            .next()
-            .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+        let mut cursor = Cursor::start(self.partitions);
+        for (p, entries) in self.partitions.all().zip(newest) {
+            if let Some((id, _)) = entries.first() {
+                cursor.set(p, entry_id_of(id)?);
+            }
+        }
+        Ok(cursor)
     }
 
     #[instrument(skip_all)]
     async fn read_after(
         &self,
-        cursor: &str,
+        cursor: &Cursor,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Notification>> {
+        self.checked().await?;
         let mut guard = self.feed_conn.lock().await;
         if guard.is_none() {
             *guard = Some(blocking_connection(&self.client, block).await?);
@@ -54,9 +74,18 @@ impl NotificationFeed for RedisBackend {
         let options = StreamReadOptions::default()
             .count(max.max(1))
             .block(block.as_millis() as usize);
-        let reply: Result<Option<StreamReadReply>, RedisError> = conn
-            .xread_options(&[self.keys.notifications()], &[cursor], &options)
-            .await;
+        let keys: Vec<String> = self
+            .partitions
+            .all()
+            .map(|p| self.keys.notifications(p))
+            .collect();
+        let ids: Vec<String> = self
+            .partitions
+            .all()
+            .map(|p| cursor.get(p).to_string())
+            .collect();
+        let reply: Result<Option<StreamReadReply>, RedisError> =
+            conn.xread_options(&keys, &ids, &options).await;
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
@@ -64,26 +93,84 @@ impl NotificationFeed for RedisBackend {
                 return Err(redis_error(e));
             }
         };
-        notifications(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids))
+        let mut out = Vec::new();
+        for stream in reply.into_iter().flat_map(|r| r.keys) {
+            let p = keys
+                .iter()
+                .position(|k| *k == stream.key)
+                .and_then(|i| self.partitions.get(i))
+                .ok_or_else(|| Error::Internal(format!("redis answered for {:?}", stream.key)))?;
+            out.extend(notifications(p, stream.ids)?);
+        }
+        Ok(out)
     }
 
-    async fn read_range(&self, cursor: &str, max: usize) -> Result<Vec<Notification>> {
-        let reply: StreamRangeReply = self
-            .conn
-            .clone()
-            .xrange_count(
-                self.keys.notifications(),
-                format!("({cursor}"),
-                "+",
-                max.max(1),
-            )
-            .await
-            .map_err(redis_error)?;
-        notifications(reply.ids)
+    async fn read_range(
+        &self,
+        cursor: &Cursor,
+        only: Option<Partition>,
+        max: usize,
+    ) -> Result<Vec<Notification>> {
+        let read = |p: Partition| async move {
+            let reply: StreamRangeReply = self
+                .conn
+                .clone()
+                .xrange_count(
+                    self.keys.notifications(p),
+                    format!("({}", cursor.get(p)),
+                    "+",
+                    max.max(1),
+                )
+                .await
+                .map_err(redis_error)?;
+            notifications(p, reply.ids)
+        };
+        let mut all: Vec<Notification> = match only {
+            Some(p) => {
+                self.checked().await?;
+                read(p).await?
+            }
+            None => self
+                .each_partition(read)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        // Roughly in log order across partitions (by the time each was logged).
+        all.sort_by_key(|n| n.entry);
+        Ok(all)
     }
 
     async fn history(&self) -> Result<History> {
-        let key = self.keys.notifications();
+        let bounds = self.each_partition(|p| self.history_in(p)).await?;
+        let mut history = History {
+            trimmed_through: Cursor::start(self.partitions),
+            last: Cursor::start(self.partitions),
+        };
+        for (p, (trimmed, last)) in self.partitions.all().zip(bounds) {
+            history.trimmed_through.set(p, trimmed);
+            history.last.set(p, last);
+        }
+        Ok(history)
+    }
+
+    async fn trim_older_than(&self, age: Duration) -> Result<()> {
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        self.each_partition(|p| async move {
+            self.trim_before(&self.keys.notifications(p), cutoff).await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+impl RedisBackend {
+    /// What partition `p`'s log has trimmed, and its newest entry ever.
+    async fn history_in(&self, p: Partition) -> Result<(EntryId, EntryId)> {
+        let key = self.keys.notifications(p);
         let info = ::redis::cmd("XINFO")
             .arg("STREAM")
             .arg(&key)
@@ -101,46 +188,45 @@ impl NotificationFeed for RedisBackend {
             Some(Value::Int(n)) => Some(*n),
             _ => None,
         };
-        let first = match info.get("first-entry") {
+        let first: Option<EntryId> = match info.get("first-entry") {
             Some(Value::Array(entry)) => match entry.first() {
                 Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).parse().ok(),
                 _ => None,
             },
             _ => None,
         };
-        let last = text("last-generated-id").unwrap_or_else(|| "0-0".to_owned());
+        let last = match text("last-generated-id") {
+            Some(id) => entry_id_of(&id)?,
+            None => EntryId::START,
+        };
         // Trimming does not move Redis's max-deleted-entry-id: what is gone is
         // told by how many entries were ever added against how many are left
         // (Redis 7; before it, anything before the first entry counts as gone).
         let length = int("length").unwrap_or(0);
         let trimmed_through = match (int("entries-added"), first) {
-            (Some(added), _) if added == length => "0-0".to_owned(),
-            (_, Some(first)) => Cursor::predecessor(first).to_string(),
-            (Some(_), None) => last.clone(),
-            (None, None) => "0-0".to_owned(),
+            (Some(added), _) if added == length => EntryId::START,
+            (_, Some(first)) => first.predecessor(),
+            (Some(_), None) => last,
+            (None, None) => EntryId::START,
         };
-        Ok(History {
-            trimmed_through,
-            last,
-        })
-    }
-
-    async fn trim_older_than(&self, age: Duration) -> Result<()> {
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(std::time::UNIX_EPOCH);
-        self.trim_before(&self.keys.notifications(), cutoff).await?;
-        Ok(())
+        Ok((trimmed_through, last))
     }
 }
 
-/// The notifications of stream entries.
-fn notifications(entries: impl IntoIterator<Item = StreamId>) -> Result<Vec<Notification>> {
+/// The notifications of partition `p`'s stream entries.
+fn notifications(
+    p: Partition,
+    entries: impl IntoIterator<Item = StreamId>,
+) -> Result<Vec<Notification>> {
     entries
         .into_iter()
         .map(|entry| {
-            let (cursor, event) = stream_entry_event(entry)?;
-            Ok(Notification { cursor, event })
+            let (entry, event) = stream_entry_event(entry)?;
+            Ok(Notification {
+                partition: p,
+                entry,
+                event,
+            })
         })
         .collect()
 }

@@ -8,31 +8,41 @@
 //! consumer that died are taken over by another (`XAUTOCLAIM`), and Redis counts
 //! how often each entry was delivered (`XPENDING`).
 //!
-//! Keys (all under a prefix, `herald` by default, that tests vary):
-//! - `{prefix}:event:{id}`: hash, the event record: `id`, `user_id`,
+//! Keys. The keyspace is split into partitions (see [`crate::partition`]):
+//! every key of partition 7 starts with `{prefix}:{p07}:`, whose hash tag puts
+//! the whole partition in one Redis Cluster slot, and every script touches one
+//! partition only. The prefix is `herald` by default; tests vary it.
+//! - `{prefix}:meta`: hash, the layout (`layout` = 2) and the number of
+//!   partitions, written once when the deployment is first used and checked
+//!   by every process that opens it. Keys of the first, unpartitioned layout
+//!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
+//!   to start instead.
+//! - `{p}:event:{id}`: hash, the event record: `id`, `user_id`,
 //!   `description`, `status`, `created_at`, `updated_at`, `occurred_at` (the
 //!   times in microseconds), `category`, `type`, `session_id`, `payload` (JSON,
 //!   empty if none), `request_id`, `source` and `traceparent` (of the last
 //!   change that carried one).
-//! - `{prefix}:events`: stream, the work queue read by the group `processors`;
-//!   each entry has one field, `event`: the record's fields as one JSON object.
-//!   Trimmed only below what every consumer group has acknowledged (a plain
-//!   `MAXLEN` trim ignores the PEL and would drop unprocessed work).
-//! - `{prefix}:notifications`: stream, every creation and status change (entries
-//!   like the work queue's), tailed by each logger for live subscribers; trimmed
-//!   to about
+//! - `{p}:events`: stream, the partition's work queue, read by the group
+//!   `processors`; each entry has one field, `event`: the record's fields as
+//!   one JSON object. Trimmed only below what every consumer group has
+//!   acknowledged (a plain `MAXLEN` trim ignores the PEL and would drop
+//!   unprocessed work).
+//! - `{p}:notifications`: stream, every creation and status change of the
+//!   partition's events (entries like the work queue's), tailed by each
+//!   logger for live subscribers; trimmed to about
 //!   `--notifications-max-len` entries (nobody acknowledges it) and, by a
 //!   periodic trim, to entries younger than the retention age.
-//! - `{prefix}:idx:all`, `{prefix}:idx:{user|session|category|type|status}:{value}`:
+//! - `{p}:idx:all`, `{p}:idx:{user|session|category|type|status}:{value}`:
 //!   sorted sets of event ids scored by occurred_at (microseconds), the query
 //!   indexes; written by the same scripts as the records (the status index
 //!   follows every status change). Ties sort by id, as ListEvents orders.
-//! - `{prefix}:stats`: hash, events per status (`PENDING`, `PROCESSED`, ...),
+//! - `{p}:stats`: hash, the partition's events per status (`PENDING`, ...),
 //!   counted by the create and status scripts with their writes.
-//! - `{prefix}:request:{source}:{request_id}`: string, the id of the event
+//! - `{p}:request:{source}:{request_id}`: string, the id of the event
 //!   created for that idempotency key; expires after the request-id window.
-//! - `{prefix}:events:dead`: stream, dead letters: the entry's fields plus
-//!   `reason`, `deliveries` and `entry_id`.
+//!   It lives in the partition of the event it creates (its user's).
+//! - `{p}:dead`: stream, dead letters: the entry's fields plus `reason`,
+//!   `deliveries` and `entry_id`.
 //!
 //! Every write that must be atomic is one Lua script: the record with its queue
 //! and notification entries on creation, and the status with its notification
@@ -60,10 +70,14 @@ use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     io::tcp::TcpSettings,
 };
-use tokio::sync::Mutex;
+use futures_util::future::try_join_all;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::StoreOptions;
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    partition::{Partition, Partitions},
+};
 
 pub use keys::Keys;
 
@@ -126,8 +140,15 @@ pub struct RedisBackend {
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
     request_id_window: Duration,
+    /// Longest each partition's notification log grows.
     notifications_max_len: usize,
+    partitions: Partitions,
+    /// Set once the layout in Redis is known to be this deployment's.
+    layout: OnceCell<()>,
 }
+
+/// The version of the key layout `{prefix}:meta` records.
+const LAYOUT: &str = "2";
 
 impl RedisBackend {
     /// `reply` of a command on `key` that fails when the key is missing
@@ -170,6 +191,63 @@ impl RedisBackend {
             .map_err(redis_error)
     }
 
+    /// Runs `each` for every partition at once; the answers in partition order.
+    async fn each_partition<T, F, Fut>(&self, each: F) -> Result<Vec<T>>
+    where
+        F: Fn(Partition) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.checked().await?;
+        try_join_all(self.partitions.all().map(each)).await
+    }
+
+    /// Checks the layout once (see [`crate::backend::EventStore::prepare`]).
+    async fn checked(&self) -> Result<()> {
+        self.layout
+            .get_or_try_init(|| self.check_layout())
+            .await
+            .map(|_| ())
+    }
+
+    /// Records this deployment's layout if Redis holds none, and refuses a
+    /// Redis that holds another one.
+    async fn check_layout(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for key in self.keys.legacy() {
+            let exists: bool = conn.exists(&key).await.map_err(redis_error)?;
+            if exists {
+                return Err(Error::Misconfigured(format!(
+                    "Redis holds data in Herald's first, unpartitioned layout (key {key}); \
+                     this version cannot read it: use another Redis (or --redis-prefix), \
+                     or remove the old keys"
+                )));
+            }
+        }
+        let meta = self.keys.meta();
+        let count = self.partitions.count().to_string();
+        let (_, _, layout, stored): ((), (), Option<String>, Option<String>) = ::redis::pipe()
+            .hset_nx(&meta, "layout", LAYOUT)
+            .hset_nx(&meta, "partitions", &count)
+            .hget(&meta, "layout")
+            .hget(&meta, "partitions")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if layout.as_deref() != Some(LAYOUT) {
+            return Err(Error::Misconfigured(format!(
+                "Redis key {meta} records layout {layout:?}; this version writes layout {LAYOUT}"
+            )));
+        }
+        if stored.as_deref() != Some(count.as_str()) {
+            return Err(Error::Misconfigured(format!(
+                "this deployment has {} partitions (recorded in {meta}) but this process was \
+                 started with --partitions {count}; start it with --partitions {0}",
+                stored.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
     pub fn open(url: &str, keys: Keys, options: &StoreOptions) -> Result<Self> {
@@ -200,7 +278,9 @@ impl RedisBackend {
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
-            notifications_max_len: options.notifications_max_len,
+            notifications_max_len: options.notifications_max_len.max(1),
+            partitions: options.partitions,
+            layout: OnceCell::new(),
         })
     }
 }

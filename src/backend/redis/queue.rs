@@ -1,6 +1,11 @@
-//! The work queue on Redis: a stream read by the consumer group, and its consumers.
+//! The work queue on Redis: a stream per partition, each read by the
+//! consumer group, and its consumers, which read every partition at once.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use ::redis::{
     AsyncCommands, Client, RedisError, Value,
@@ -16,11 +21,15 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Keys, RedisBackend, blocking_connection,
-    record::{record, stream_entry_event},
+    record::{entry_id_of, record, stream_entry_event},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP, QueueStats, WorkQueue};
-use crate::error::{Error, Result};
+use crate::{
+    cursor::{EntryId, PartitionEntry},
+    error::{Error, Result},
+    partition::{Partition, Partitions},
+};
 
 /// Time between two scans for idle entries once the pending list was read
 /// through: a tenth of the idle time, between 100 ms and 1 s (one XAUTOCLAIM
@@ -36,21 +45,67 @@ fn is_nogroup(err: &RedisError) -> bool {
 #[async_trait]
 impl WorkQueue for RedisBackend {
     async fn trim_acknowledged(&self) -> Result<u64> {
-        self.trim_acknowledged
-            .key(self.keys.events())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)
+        let trimmed = self
+            .each_partition(|p| async move {
+                self.trim_acknowledged
+                    .key(self.keys.events(p))
+                    .invoke_async::<u64>(&mut self.conn.clone())
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        Ok(trimmed.into_iter().sum())
     }
 
     async fn stats(&self) -> Result<QueueStats> {
+        let per_partition = self.each_partition(|p| self.stats_in(p)).await?;
+        Ok(per_partition.into_iter().fold(
+            QueueStats {
+                lag: Some(0),
+                ..QueueStats::default()
+            },
+            |sum, s| QueueStats {
+                length: sum.length + s.length,
+                pending: sum.pending + s.pending,
+                lag: sum.lag.zip(s.lag).map(|(a, b)| a + b),
+                dead_letters: sum.dead_letters + s.dead_letters,
+            },
+        ))
+    }
+
+    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
+        let count = self.partitions.count();
+        Arc::new(RedisConsumer {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            partitions: self.partitions,
+            streams: self.partitions.all().map(|p| self.keys.events(p)).collect(),
+            config,
+            state: Mutex::new(ConsumerState {
+                reader: None,
+                own: Some(vec![Some(EntryId::START); count]),
+                claim: vec![EntryId::START; count],
+                claim_from: 0,
+                next_claim: Instant::now(),
+                group_ready: false,
+                buffer: VecDeque::new(),
+                busy: 1,
+            }),
+        })
+    }
+}
+
+impl RedisBackend {
+    /// The queue sizes of partition `p`.
+    async fn stats_in(&self, p: Partition) -> Result<QueueStats> {
         let (length, dead_letters): (u64, u64) = ::redis::pipe()
-            .xlen(self.keys.events())
-            .xlen(self.keys.dead())
+            .xlen(self.keys.events(p))
+            .xlen(self.keys.dead(p))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        let key = self.keys.events();
+        let key = self.keys.events(p);
         let groups = ::redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&key)
@@ -78,28 +133,16 @@ impl WorkQueue for RedisBackend {
             dead_letters,
         })
     }
-
-    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
-        Arc::new(RedisConsumer {
-            client: self.client.clone(),
-            conn: self.conn.clone(),
-            keys: self.keys.clone(),
-            config,
-            state: Mutex::new(ConsumerState {
-                reader: None,
-                own_cursor: Some("0".into()),
-                claim_cursor: "0-0".into(),
-                next_claim: Instant::now(),
-                group_ready: false,
-            }),
-        })
-    }
 }
 
+/// One member of the group on every partition's queue.
 struct RedisConsumer {
     client: Client,
     conn: ConnectionManager,
     keys: Keys,
+    partitions: Partitions,
+    /// The queue stream of each partition.
+    streams: Vec<String>,
     config: ConsumerConfig,
     /// Held across the blocking read: one consumer reads from one task.
     state: Mutex<ConsumerState>,
@@ -108,14 +151,24 @@ struct RedisConsumer {
 struct ConsumerState {
     /// The connection for blocking reads; dropped after an error and remade.
     reader: Option<MultiplexedConnection>,
-    /// Where the scan of this consumer's own pending entries is; `None` once done.
-    own_cursor: Option<String>,
-    /// Where the `XAUTOCLAIM` scan is.
-    claim_cursor: String,
+    /// Per partition, where the scan of this consumer's own pending entries
+    /// is (`None` once done there); `None` once done everywhere.
+    own: Option<Vec<Option<EntryId>>>,
+    /// Per partition, where its `XAUTOCLAIM` scan is.
+    claim: Vec<EntryId>,
+    /// The partition the next scan for idle entries starts at.
+    claim_from: usize,
     /// When to scan for idle entries again.
     next_claim: Instant,
-    /// Whether the group is known to exist.
+    /// Whether the groups are known to exist.
     group_ready: bool,
+    /// Entries read beyond what the last receive asked for, handed out
+    /// first (they are this consumer's, pending, already).
+    buffer: VecDeque<Delivery>,
+    /// How many partitions had new entries at the last read: each is asked
+    /// for a share of the batch, so that one read takes about a batch and
+    /// every busy partition gets its turn.
+    busy: usize,
 }
 
 impl RedisConsumer {
@@ -123,22 +176,34 @@ impl RedisConsumer {
         if state.group_ready {
             return Ok(());
         }
-        let created: Result<(), RedisError> = self
-            .conn
-            .clone()
-            .xgroup_create_mkstream(self.keys.events(), GROUP, "0")
-            .await;
-        match created {
-            Ok(()) => info!(group = GROUP, stream = %self.keys.events(), "created consumer group"),
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(redis_error(e)),
+        for stream in &self.streams {
+            let created: Result<(), RedisError> = self
+                .conn
+                .clone()
+                .xgroup_create_mkstream(stream, GROUP, "0")
+                .await;
+            match created {
+                Ok(()) => info!(group = GROUP, %stream, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(redis_error(e)),
+            }
         }
         state.group_ready = true;
         Ok(())
     }
 
-    /// Adds delivery counts (from `XPENDING`) to entries just handed to us.
-    async fn with_counts(&self, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
+    /// The partition of a stream key in a reply.
+    fn partition_of(&self, stream: &str) -> Result<Partition> {
+        self.streams
+            .iter()
+            .position(|s| s == stream)
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| Error::Internal(format!("redis answered for stream {stream:?}")))
+    }
+
+    /// Adds delivery counts (from `XPENDING`) to entries of partition `p`
+    /// just handed to us.
+    async fn with_counts(&self, p: Partition, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
         };
@@ -146,7 +211,7 @@ impl RedisConsumer {
             .conn
             .clone()
             .xpending_consumer_count(
-                self.keys.events(),
+                &self.streams[p.index()],
                 GROUP,
                 &first.id,
                 &last.id,
@@ -161,41 +226,29 @@ impl RedisConsumer {
             .into_iter()
             .map(|p| (p.id, p.times_delivered as u64))
             .collect();
-        self.deliveries(entries, |id| counts.get(id).copied().unwrap_or(1))
+        deliveries(p, entries, |id| counts.get(id).copied().unwrap_or(1))
     }
 
-    fn deliveries(
-        &self,
-        entries: Vec<StreamId>,
-        count: impl Fn(&str) -> u64,
-    ) -> Result<Vec<Delivery>> {
-        entries
-            .into_iter()
-            .map(|entry| {
-                let deliveries = count(&entry.id);
-                let (entry_id, event) = stream_entry_event(entry)?;
-                Ok(Delivery {
-                    entry_id,
-                    event,
-                    deliveries,
-                })
-            })
-            .collect()
-    }
-
+    /// One `XREADGROUP` over the partitions `from` names (with the id to
+    /// read after in each); per partition, the entries read.
     async fn read_group(
         &self,
         state: &mut ConsumerState,
-        id: &str,
-        max: usize,
+        from: &[(Partition, String)],
+        count: usize,
         block: bool,
-    ) -> Result<Vec<StreamId>> {
+    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
         let mut options = StreamReadOptions::default()
             .group(GROUP, &self.config.name)
-            .count(max);
+            .count(count.max(1));
         if block {
             options = options.block(self.config.block.as_millis() as usize);
         }
+        let keys: Vec<&str> = from
+            .iter()
+            .map(|(p, _)| self.streams[p.index()].as_str())
+            .collect();
+        let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
         let reply: Result<Option<StreamReadReply>, RedisError> = if block {
             if state.reader.is_none() {
                 state.reader = Some(blocking_connection(&self.client, self.config.block).await?);
@@ -204,21 +257,17 @@ impl RedisConsumer {
                 .reader
                 .as_mut()
                 .ok_or_else(|| Error::Internal("no reader".into()))?;
-            reader
-                .xread_options(&[self.keys.events()], &[id], &options)
-                .await
+            reader.xread_options(&keys, &ids, &options).await
         } else {
-            self.conn
-                .clone()
-                .xread_options(&[self.keys.events()], &[id], &options)
-                .await
+            self.conn.clone().xread_options(&keys, &ids, &options).await
         };
         match reply {
-            Ok(reply) => Ok(reply
+            Ok(reply) => reply
                 .into_iter()
                 .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect()),
+                .filter(|k| !k.ids.is_empty())
+                .map(|k| Ok((self.partition_of(&k.key)?, k.ids)))
+                .collect(),
             Err(e) => {
                 if is_nogroup(&e) {
                     warn!(group = GROUP, "consumer group missing, recreating it");
@@ -231,83 +280,159 @@ impl RedisConsumer {
         }
     }
 
-    async fn receive_once(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
-        if let Some(cursor) = state.own_cursor.clone() {
-            let entries = self.read_group(state, &cursor, max, false).await?;
-            match entries.last() {
-                Some(last) => {
-                    state.own_cursor = Some(last.id.clone());
-                    return self.with_counts(entries).await;
-                }
-                None => state.own_cursor = None,
-            }
+    /// This consumer's own pending entries (left by an earlier run under
+    /// its name), once after start.
+    async fn own_pending(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let Some(own) = state.own.clone() else {
+            return Ok(Vec::new());
+        };
+        let from: Vec<(Partition, String)> = self
+            .partitions
+            .all()
+            .zip(&own)
+            .filter_map(|(p, at)| at.map(|at| (p, at.to_string())))
+            .collect();
+        let read = self.read_group(state, &from, max, false).await?;
+        let mut next: Vec<Option<EntryId>> = vec![None; own.len()];
+        let mut out = Vec::new();
+        for (p, entries) in read {
+            let Some(last) = entries.last() else { continue };
+            next[p.index()] = Some(entry_id_of(&last.id)?);
+            out.extend(self.with_counts(p, entries).await?);
         }
-        if Instant::now() >= state.next_claim {
-            let claimed = self.claim_idle(state, max).await?;
-            if !claimed.is_empty() {
-                return self.with_counts(claimed).await;
-            }
-        }
-        let entries = self.read_group(state, ">", max, true).await?;
-        self.deliveries(entries, |_| 1)
+        state.own = next.iter().any(Option::is_some).then_some(next);
+        Ok(out)
     }
 
-    async fn claim_idle(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<StreamId>> {
-        let options = StreamAutoClaimOptions::default().count(max);
-        let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
-            .conn
-            .clone()
-            .xautoclaim_options(
-                self.keys.events(),
-                GROUP,
-                &self.config.name,
-                self.config.claim_idle.as_millis() as u64,
-                &state.claim_cursor,
-                options,
-            )
-            .await;
-        let reply = reply.map_err(|e| {
-            if is_nogroup(&e) {
-                state.group_ready = false;
+    /// Entries idle longer than the claim time with any consumer, looked
+    /// for partition after partition from where the last scan left off.
+    async fn claim_idle(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let count = self.partitions.count();
+        for i in 0..count {
+            let index = (state.claim_from + i) % count;
+            let Some(p) = self.partitions.get(index) else {
+                continue;
+            };
+            let options = StreamAutoClaimOptions::default().count(max);
+            let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
+                .conn
+                .clone()
+                .xautoclaim_options(
+                    &self.streams[index],
+                    GROUP,
+                    &self.config.name,
+                    self.config.claim_idle.as_millis() as u64,
+                    state.claim[index].to_string(),
+                    options,
+                )
+                .await;
+            let reply = reply.map_err(|e| {
+                if is_nogroup(&e) {
+                    state.group_ready = false;
+                }
+                redis_error(e)
+            })?;
+            state.claim[index] = entry_id_of(&reply.next_stream_id)?;
+            if !reply.claimed.is_empty() {
+                state.claim_from = index;
+                return self.with_counts(p, reply.claimed).await;
             }
-            redis_error(e)
-        })?;
-        if reply.next_stream_id == "0-0" {
-            // Scanned the whole PEL: look again soon, so that an entry is
-            // reclaimed within about a second (plus a blocking read) of
-            // reaching the idle time.
-            state.next_claim = Instant::now() + claim_scan_interval(self.config.claim_idle);
         }
-        state.claim_cursor = reply.next_stream_id;
-        Ok(reply.claimed)
+        // Scanned every partition: look again soon, so that an entry is
+        // reclaimed within about a second (plus a blocking read) of
+        // reaching the idle time.
+        state.next_claim = Instant::now() + claim_scan_interval(self.config.claim_idle);
+        Ok(Vec::new())
     }
+
+    /// New entries of every partition, waiting up to the block time.
+    async fn new_entries(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let from: Vec<(Partition, String)> =
+            self.partitions.all().map(|p| (p, ">".to_owned())).collect();
+        let share = max.div_ceil(state.busy.max(1));
+        let read = self.read_group(state, &from, share, true).await?;
+        if !read.is_empty() {
+            state.busy = read.len();
+        }
+        let mut out = Vec::new();
+        for (p, entries) in read {
+            out.extend(deliveries(p, entries, |_| 1)?);
+        }
+        Ok(out)
+    }
+
+    async fn receive_once(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let mut got = self.own_pending(state, max).await?;
+        if got.is_empty() && Instant::now() >= state.next_claim {
+            got = self.claim_idle(state, max).await?;
+        }
+        if got.is_empty() {
+            got = self.new_entries(state, max).await?;
+        }
+        Ok(got)
+    }
+}
+
+/// Deliveries of entries of partition `p`, with their delivery counts.
+fn deliveries(
+    p: Partition,
+    entries: Vec<StreamId>,
+    count: impl Fn(&str) -> u64,
+) -> Result<Vec<Delivery>> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let deliveries = count(&entry.id);
+            let (id, event) = stream_entry_event(entry)?;
+            Ok(Delivery {
+                entry_id: PartitionEntry { partition: p, id },
+                event,
+                deliveries,
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
 impl Consumer for RedisConsumer {
     #[instrument(skip_all, fields(consumer = %self.config.name))]
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
         let mut state = self.state.lock().await;
-        self.ensure_group(&mut state).await?;
-        match self.receive_once(&mut state, max.max(1)).await {
-            // The group vanished (Redis restarted without its data): recreate it and go on.
-            Err(_) if !state.group_ready => {
-                self.ensure_group(&mut state).await?;
-                self.receive_once(&mut state, max.max(1)).await
-            }
-            result => result,
+        if state.buffer.is_empty() {
+            self.ensure_group(&mut state).await?;
+            let got = match self.receive_once(&mut state, max).await {
+                // The group vanished (Redis restarted without its data): recreate it and go on.
+                Err(_) if !state.group_ready => {
+                    self.ensure_group(&mut state).await?;
+                    self.receive_once(&mut state, max).await
+                }
+                result => result,
+            }?;
+            state.buffer.extend(got);
         }
+        let n = max.min(state.buffer.len());
+        Ok(state.buffer.drain(..n).collect())
     }
 
     #[instrument(skip_all)]
-    async fn ack(&self, entry_ids: &[String]) -> Result<()> {
+    async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
         if entry_ids.is_empty() {
             return Ok(());
         }
-        let _: i64 = self
-            .conn
-            .clone()
-            .xack(self.keys.events(), GROUP, entry_ids)
+        let mut acks = ::redis::pipe();
+        for p in self.partitions.all() {
+            let ids: Vec<String> = entry_ids
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.id.to_string())
+                .collect();
+            if !ids.is_empty() {
+                acks.xack(&self.streams[p.index()], GROUP, &ids).ignore();
+            }
+        }
+        let _: () = acks
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
         Ok(())
@@ -315,15 +440,17 @@ impl Consumer for RedisConsumer {
 
     #[instrument(skip_all)]
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let p = delivery.entry_id.partition;
+        let entry_id = delivery.entry_id.id.to_string();
         let mut fields = record(&delivery.event).to_vec();
         fields.push(("reason", reason.to_owned()));
         fields.push(("deliveries", delivery.deliveries.to_string()));
-        fields.push(("entry_id", delivery.entry_id.clone()));
+        fields.push(("entry_id", entry_id.clone()));
         let _: () = ::redis::pipe()
             .atomic()
-            .xadd(self.keys.dead(), "*", &fields)
+            .xadd(self.keys.dead(p), "*", &fields)
             .ignore()
-            .xack(self.keys.events(), GROUP, &[&delivery.entry_id])
+            .xack(&self.streams[p.index()], GROUP, &[&entry_id])
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
@@ -332,8 +459,21 @@ impl Consumer for RedisConsumer {
     }
 
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for stream in &self.streams {
+            for (name, count) in self.pending_in(stream).await? {
+                *totals.entry(name).or_default() += count;
+            }
+        }
+        Ok(totals.into_iter().collect())
+    }
+}
+
+impl RedisConsumer {
+    /// Pending entries per consumer in one partition's queue.
+    async fn pending_in(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         let reply: Value = ::redis::cmd("XPENDING")
-            .arg(self.keys.events())
+            .arg(stream)
             .arg(GROUP)
             .query_async(&mut self.conn.clone())
             .await

@@ -6,6 +6,7 @@ use ::redis::{Value, streams::StreamId};
 use uuid::Uuid;
 
 use crate::{
+    cursor::EntryId,
     domain::{Event, EventStatus, StatusChange, from_micros, to_micros},
     error::{Error, Result},
     trace::TraceParent,
@@ -137,7 +138,13 @@ pub(super) fn entry_json(fields: &[(&'static str, String)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-pub(super) fn stream_entry_event(entry: StreamId) -> Result<(String, Event)> {
+/// The id of a stream entry Redis gave.
+pub(super) fn entry_id_of(id: &str) -> Result<EntryId> {
+    id.parse()
+        .map_err(|_| Error::Internal(format!("redis gave the stream entry id {id:?}")))
+}
+
+pub(super) fn stream_entry_event(entry: StreamId) -> Result<(EntryId, Event)> {
     let json = entry
         .map
         .get("event")
@@ -145,5 +152,5 @@ pub(super) fn stream_entry_event(entry: StreamId) -> Result<(String, Event)> {
         .ok_or_else(|| Error::Internal(format!("stream entry {} has no event", entry.id)))?;
     let fields: HashMap<String, String> = serde_json::from_str(&string(json)?)
         .map_err(|e| Error::Internal(format!("stream entry {}: {e}", entry.id)))?;
-    Ok((entry.id, parse_record(&fields)?))
+    Ok((entry_id_of(&entry.id)?, parse_record(&fields)?))
 }

@@ -4,19 +4,24 @@ use std::{collections::HashMap, time::SystemTime};
 
 use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{
     RedisBackend,
-    record::{RECORD_FIELDS, entry_json, parse_record, record, status_outcome, string},
+    record::{
+        RECORD_FIELDS, entry_id_of, entry_json, parse_record, record, status_outcome, string,
+    },
     redis_error,
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, StatusCounts, Sweep};
 use crate::{
+    cursor::{Cursor, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
     error::{Error, Result},
-    query::{ListQuery, Page, Position},
+    partition::{Partition, Partitions},
+    query::{ListQuery, Page, Position, merge_pages},
 };
 
 /// Most index entries one ListEvents call reads before it returns a short page.
@@ -25,7 +30,7 @@ const LIST_SCAN_LIMIT: usize = 10_000;
 impl RedisBackend {
     /// The index to walk for `query`: the smallest of those its equality
     /// filters name (so a query never scans every event when it has one).
-    async fn most_selective_index(&self, query: &ListQuery) -> Result<String> {
+    async fn most_selective_index(&self, p: Partition, query: &ListQuery) -> Result<String> {
         let mut candidates = Vec::new();
         for (kind, value) in [
             ("user", query.user_id.as_str()),
@@ -35,11 +40,11 @@ impl RedisBackend {
             ("status", query.status.map_or("", EventStatus::as_str)),
         ] {
             if !value.is_empty() {
-                candidates.push(self.keys.index(kind, value));
+                candidates.push(self.keys.index(p, kind, value));
             }
         }
         if candidates.len() < 2 {
-            return Ok(candidates.pop().unwrap_or_else(|| self.keys.index_all()));
+            return Ok(candidates.pop().unwrap_or_else(|| self.keys.index_all(p)));
         }
         let mut sizes = ::redis::pipe();
         for key in &candidates {
@@ -58,33 +63,21 @@ impl RedisBackend {
     }
 }
 
-#[async_trait]
-impl EventStore for RedisBackend {
-    #[instrument(skip_all, fields(n = events.len()))]
-    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = events
-            .iter()
-            .map(|e| match e.request_id() {
-                "" => String::new(),
-                request_id => self.keys.request(e.source(), request_id),
-            })
-            .collect();
-        let events: Vec<Event> = events.into_iter().map(NewEvent::into_event).collect();
+impl RedisBackend {
+    /// Creates events of one partition with one script.
+    async fn create_in(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
         let mut invocation = self.create.prepare_invoke();
         invocation
-            .key(self.keys.events())
-            .key(self.keys.notifications())
+            .key(self.keys.events(p))
+            .key(self.keys.notifications(p))
             .arg(self.notifications_max_len)
             .arg(RECORD_FIELDS * 2)
             .arg(self.request_id_window.as_secs().max(1))
-            .arg(self.keys.prefix());
-        for (event, request_key) in events.iter().zip(&keys) {
+            .arg(self.keys.tag(p));
+        for (event, request_key) in &events {
             let fields = record(event);
             invocation
-                .key(self.keys.event(event.id))
+                .key(self.keys.event(p, event.id))
                 .arg(request_key)
                 .arg(entry_json(&fields));
             for (field, value) in fields {
@@ -96,13 +89,13 @@ impl EventStore for RedisBackend {
             .await
             .map_err(redis_error)?;
         // Repeated requests answer with the events that first took their
-        // keys, all read in one round trip.
+        // keys (in the same partition), all read in one round trip.
         let mut repeats = ::redis::pipe();
         let mut repeated = 0;
         for prior in priors.iter().filter(|p| !p.is_empty()) {
             let id = Uuid::try_parse(prior)
                 .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))?;
-            repeats.hgetall(self.keys.event(id));
+            repeats.hgetall(self.keys.event(p, id));
             repeated += 1;
         }
         let firsts: Vec<HashMap<String, String>> = if repeated == 0 {
@@ -117,7 +110,7 @@ impl EventStore for RedisBackend {
         events
             .into_iter()
             .zip(priors)
-            .map(|(event, prior)| {
+            .map(|((event, _), prior)| {
                 if prior.is_empty() {
                     return Ok(event);
                 }
@@ -131,36 +124,23 @@ impl EventStore for RedisBackend {
             .collect()
     }
 
-    #[instrument(skip_all)]
-    async fn get(&self, id: Uuid) -> Result<Event> {
-        let fields: HashMap<String, String> = self
-            .conn
-            .clone()
-            .hgetall(self.keys.event(id))
-            .await
-            .map_err(redis_error)?;
-        if fields.is_empty() {
-            return Err(Error::NotFound(id));
-        }
-        parse_record(&fields)
-    }
-
-    #[instrument(skip_all, fields(n = changes.len()))]
-    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Applies status changes of one partition with one script.
+    async fn update_in(
+        &self,
+        p: Partition,
+        changes: &[StatusChange],
+    ) -> Result<Vec<Result<Event>>> {
         let mut invocation = self.update_status.prepare_invoke();
         invocation
-            .key(self.keys.events())
-            .key(self.keys.notifications())
+            .key(self.keys.events(p))
+            .key(self.keys.notifications(p))
             .arg(to_micros(now()))
             .arg(self.notifications_max_len)
-            .arg(self.keys.prefix());
+            .arg(self.keys.tag(p));
         for change in changes {
             let sources: Vec<&str> = change.status.sources().map(EventStatus::as_str).collect();
             invocation
-                .key(self.keys.event(change.id))
+                .key(self.keys.event(p, change.id))
                 .arg(change.status.as_str())
                 .arg(if change.status.enqueues() { "1" } else { "0" })
                 .arg(sources.join(","))
@@ -184,9 +164,9 @@ impl EventStore for RedisBackend {
             .collect())
     }
 
-    #[instrument(skip_all)]
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let index = self.most_selective_index(query).await?;
+    /// One page of `query` within partition `p`.
+    async fn list_in(&self, p: Partition, query: &ListQuery) -> Result<Page> {
+        let index = self.most_selective_index(p, query).await?;
         let (mut min, mut max) = (
             query
                 .after_micros
@@ -248,8 +228,8 @@ impl EventStore for RedisBackend {
             let mut records: Vec<HashMap<String, String>> = Vec::new();
             if !positions.is_empty() {
                 let mut fetch = ::redis::pipe();
-                for p in &positions {
-                    fetch.hgetall(self.keys.event(p.id));
+                for position in &positions {
+                    fetch.hgetall(self.keys.event(p, position.id));
                 }
                 records = fetch
                     .query_async(&mut self.conn.clone())
@@ -280,19 +260,17 @@ impl EventStore for RedisBackend {
         }
     }
 
-    async fn ping(&self) -> Result<()> {
-        let _: String = ::redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
-        Ok(())
-    }
-
-    async fn dead_letters(&self, cursor: &str, max: usize) -> Result<Vec<DeadLetter>> {
+    /// Up to `max` dead letters of partition `p` past `after`.
+    async fn dead_letters_in(
+        &self,
+        p: Partition,
+        after: &Cursor,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>> {
         let reply: StreamRangeReply = self
             .conn
             .clone()
-            .xrange_count(self.keys.dead(), format!("({cursor}"), "+", max.max(1))
+            .xrange_count(self.keys.dead(p), format!("({}", after.get(p)), "+", max)
             .await
             .map_err(redis_error)?;
         reply
@@ -308,43 +286,206 @@ impl EventStore for RedisBackend {
                 };
                 let reason = take(&mut fields, "reason");
                 let deliveries = take(&mut fields, "deliveries").parse().unwrap_or(0);
-                let entry_id = take(&mut fields, "entry_id");
+                let entry_id = PartitionEntry {
+                    partition: p,
+                    id: take(&mut fields, "entry_id").parse().unwrap_or_default(),
+                };
                 Ok(DeadLetter {
                     delivery: Delivery {
                         entry_id,
                         event: parse_record(&fields)?,
                         deliveries,
                     },
-                    id: entry.id,
+                    id: PartitionEntry {
+                        partition: p,
+                        id: entry_id_of(&entry.id)?,
+                    },
                     reason,
                 })
             })
             .collect()
     }
+}
 
-    async fn remove_dead_letters(&self, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
+/// Splits `items` by partition, keeping each item's place: per partition,
+/// its items and their places in `items`.
+fn by_partition<T>(
+    partitions: Partitions,
+    items: impl IntoIterator<Item = (Partition, T)>,
+) -> Vec<(Partition, Vec<usize>, Vec<T>)> {
+    let mut groups: Vec<(Partition, Vec<usize>, Vec<T>)> = Vec::new();
+    let mut slot = vec![usize::MAX; partitions.count()];
+    for (i, (p, item)) in items.into_iter().enumerate() {
+        if slot[p.index()] == usize::MAX {
+            slot[p.index()] = groups.len();
+            groups.push((p, Vec::new(), Vec::new()));
         }
-        let _: u64 = self
+        let group = &mut groups[slot[p.index()]];
+        group.1.push(i);
+        group.2.push(item);
+    }
+    groups
+}
+
+/// Puts per-partition answers back in the order of the items they answer.
+fn in_place<T>(len: usize, answers: Vec<(Vec<usize>, Vec<T>)>) -> Result<Vec<T>> {
+    let mut out: Vec<Option<T>> = (0..len).map(|_| None).collect();
+    for (places, values) in answers {
+        for (place, value) in places.into_iter().zip(values) {
+            out[place] = Some(value);
+        }
+    }
+    out.into_iter()
+        .map(|v| v.ok_or_else(|| Error::Internal("a partition answered too little".into())))
+        .collect()
+}
+
+#[async_trait]
+impl EventStore for RedisBackend {
+    fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        self.checked().await
+    }
+
+    #[instrument(skip_all, fields(n = events.len()))]
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.checked().await?;
+        let len = events.len();
+        let items = events.into_iter().map(|new| {
+            let p = self.partitions.of_user(new.user_id());
+            let request_key = match new.request_id() {
+                "" => String::new(),
+                request_id => self.keys.request(p, new.source(), request_id),
+            };
+            (p, (new.into_event(self.partitions), request_key))
+        });
+        let groups = by_partition(self.partitions, items);
+        let answers = try_join_all(groups.into_iter().map(|(p, places, events)| async move {
+            Ok::<_, Error>((places, self.create_in(p, events).await?))
+        }))
+        .await?;
+        in_place(len, answers)
+    }
+
+    #[instrument(skip_all)]
+    async fn get(&self, id: Uuid) -> Result<Event> {
+        let p = self.partitions.of_id(id).ok_or(Error::NotFound(id))?;
+        self.checked().await?;
+        let fields: HashMap<String, String> = self
             .conn
             .clone()
-            .xdel(self.keys.dead(), ids)
+            .hgetall(self.keys.event(p, id))
             .await
             .map_err(redis_error)?;
+        if fields.is_empty() {
+            return Err(Error::NotFound(id));
+        }
+        parse_record(&fields)
+    }
+
+    #[instrument(skip_all, fields(n = changes.len()))]
+    async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.checked().await?;
+        // An id that names no partition of this deployment is no event of it.
+        let (known, unknown): (Vec<_>, Vec<_>) = changes
+            .iter()
+            .enumerate()
+            .partition(|(_, c)| self.partitions.of_id(c.id).is_some());
+        let groups = by_partition(
+            self.partitions,
+            known
+                .iter()
+                .filter_map(|(_, c)| Some((self.partitions.of_id(c.id)?, **c))),
+        );
+        let answers = try_join_all(groups.into_iter().map(|(p, places, changes)| async move {
+            Ok::<_, Error>((places, self.update_in(p, &changes).await?))
+        }))
+        .await?;
+        let mut outcomes: Vec<Option<Result<Event>>> = (0..changes.len()).map(|_| None).collect();
+        for (places, results) in answers {
+            for (place, result) in places.into_iter().zip(results) {
+                outcomes[known[place].0] = Some(result);
+            }
+        }
+        for (i, change) in unknown {
+            outcomes[i] = Some(Err(Error::NotFound(change.id)));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Internal("a partition answered too little".into())))
+            .collect()
+    }
+
+    #[instrument(skip_all)]
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.checked().await?;
+        if !query.user_id.is_empty() {
+            // A user's events are all in one partition.
+            return self
+                .list_in(self.partitions.of_user(&query.user_id), query)
+                .await;
+        }
+        let pages = self.each_partition(|p| self.list_in(p, query)).await?;
+        Ok(merge_pages(query, pages))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
+        let max = max.max(1);
+        let pages = self
+            .each_partition(|p| self.dead_letters_in(p, after, max))
+            .await?;
+        // The oldest first, whichever their partition.
+        let mut all: Vec<DeadLetter> = pages.into_iter().flatten().collect();
+        all.sort_unstable_by_key(|d| (d.id.id, d.id.partition));
+        all.truncate(max);
+        Ok(all)
+    }
+
+    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
+        let groups = by_partition(self.partitions, ids.iter().map(|e| (e.partition, e.id)));
+        try_join_all(groups.into_iter().map(|(p, _, ids)| async move {
+            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            let _: u64 = self
+                .conn
+                .clone()
+                .xdel(self.keys.dead(p), &ids)
+                .await
+                .map_err(redis_error)?;
+            Ok::<_, Error>(())
+        }))
+        .await?;
         Ok(())
     }
 
     #[instrument(skip_all)]
     async fn remove_older_than(
         &self,
+        partition: Partition,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
     ) -> Result<Sweep> {
+        self.checked().await?;
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
-            .arg(self.keys.prefix())
+            .arg(self.keys.tag(partition))
             .arg(to_micros(cutoff))
             .arg(skip)
             .arg(max.max(1))
@@ -359,20 +500,28 @@ impl EventStore for RedisBackend {
     }
 
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
-        self.trim_before(&self.keys.dead(), cutoff).await
+        let removed = self
+            .each_partition(|p| async move { self.trim_before(&self.keys.dead(p), cutoff).await })
+            .await?;
+        Ok(removed.into_iter().sum())
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
-        let stored: HashMap<String, i64> = self
-            .conn
-            .clone()
-            .hgetall(self.keys.stats())
+        self.checked().await?;
+        let mut stats = ::redis::pipe();
+        for p in self.partitions.all() {
+            stats.hgetall(self.keys.stats(p));
+        }
+        let stored: Vec<HashMap<String, i64>> = stats
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
         let mut counts = StatusCounts::default();
-        for status in EventStatus::ALL {
-            let n = stored.get(status.as_str()).copied().unwrap_or(0);
-            *counts.slot(status) = u64::try_from(n).unwrap_or(0);
+        for partition in stored {
+            for status in EventStatus::ALL {
+                let n = partition.get(status.as_str()).copied().unwrap_or(0);
+                *counts.slot(status) += u64::try_from(n).unwrap_or(0);
+            }
         }
         Ok(counts)
     }
