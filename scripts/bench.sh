@@ -65,13 +65,21 @@ wait_for_port() {
   exit 1
 }
 
-# Waits until the processors have taken and settled every queued entry.
+# Waits until the processors have taken and settled every queued entry, in
+# every partition's queue.
 wait_for_drain() {
   for _ in $(seq 1 600); do
-    local left
-    left=$(redis-cli -p "$1" XINFO GROUPS herald:events 2>/dev/null \
-      | awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }')
-    if [ "$(redis-cli -p "$1" XINFO GROUPS herald:events 2>/dev/null | wc -l)" -gt 0 ] && [ "$left" = 0 ]; then
+    local left=0 streams=0 stream
+    for stream in $(redis-cli -p "$1" --scan --pattern 'herald:{p*}:events'); do
+      streams=$((streams + 1))
+      if [ "$(redis-cli -p "$1" XINFO GROUPS "$stream" 2>/dev/null | wc -l)" -eq 0 ]; then
+        left=$((left + 1))
+        continue
+      fi
+      left=$((left + $(redis-cli -p "$1" XINFO GROUPS "$stream" \
+        | awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }')))
+    done
+    if [ "$streams" -gt 0 ] && [ "$left" = 0 ]; then
       return 0
     fi
     sleep 1

@@ -5,8 +5,9 @@
 //! A cursor is opaque to clients and versioned: `2:{P}:{base}:{entries}`,
 //! where `base` is the newest entry's milliseconds and `entries` lists, per
 //! partition, `{base - ms}.{seq}` (`{base - ms}` alone when `seq` is 0, empty
-//! before the first entry). Cursors of one deployment compare partition by
-//! partition: one is at or past another when it is in every partition.
+//! before the first entry). `start` is before every entry of any deployment.
+//! Cursors of one deployment compare partition by partition: one is at or
+//! past another when it is in every partition.
 
 use std::{cmp::Ordering, fmt, str::FromStr};
 
@@ -161,10 +162,10 @@ impl Cursor {
         self.positions.iter().all(|id| *id == EntryId::START)
     }
 
-    /// Checks that the cursor belongs to a deployment of `partitions`; the
-    /// error names `field`.
+    /// Checks that the cursor belongs to a deployment of `partitions` (or is
+    /// `start`); the error names `field`.
     pub fn check(&self, partitions: Partitions, field: &str) -> Result<()> {
-        if self.positions.len() == partitions.count() {
+        if self.positions.is_empty() || self.positions.len() == partitions.count() {
             Ok(())
         } else {
             Err(Error::invalid(
@@ -199,8 +200,14 @@ impl PartialOrd for Cursor {
     }
 }
 
+/// The text of the cursor before every entry, whatever the partitions.
+const START: &str = "start";
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.positions.is_empty() {
+            return f.write_str(START);
+        }
         let base = self.positions.iter().map(|id| id.ms).max().unwrap_or(0);
         write!(f, "{VERSION}:{}:{base}:", self.positions.len())?;
         for (i, id) in self.positions.iter().enumerate() {
@@ -229,6 +236,9 @@ impl FromStr for Cursor {
                 format!("is not a cursor of this server ({why}): {}", quote(text)),
             )
         };
+        if text == START {
+            return Ok(Self::default());
+        }
         let mut parts = text.splitn(4, ':');
         let (Some(version), Some(count), Some(base), Some(entries)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -314,6 +324,11 @@ mod tests {
         let mut memory = Cursor::start(p);
         memory.advance(p.get(3).expect("3"), EntryId { ms: 0, seq: 12 });
         assert_eq!(memory.to_string().parse::<Cursor>().expect("parse"), memory);
+        // `start` is before everything, in a deployment of any size.
+        let start: Cursor = "start".parse().expect("start");
+        assert!(start.is_start() && start <= memory);
+        assert_eq!(start.to_string(), "start");
+        assert!(start.check(p, "after_cursor").is_ok());
     }
 
     #[test]

@@ -366,4 +366,52 @@ mod tests {
             ["page_token"]
         );
     }
+
+    #[test]
+    fn merged_pages_stop_where_every_partition_has_been_read() {
+        let at = |micros: i64| {
+            let mut event = crate::NewEvent::new("u", "d")
+                .expect("valid")
+                .into_event(crate::partition::Partitions::default());
+            event.occurred_at = crate::domain::from_micros(micros);
+            event
+        };
+        let q = ListQuery::try_from(pb::ListEventsRequest {
+            page_size: 3,
+            ..request()
+        })
+        .expect("valid");
+        // One partition read everything; another stopped early at 20 (its
+        // scan bound), so nothing past 20 can be trusted complete.
+        let whole = Page {
+            events: vec![at(10), at(25), at(30)],
+            next: None,
+        };
+        let (five, twenty) = (at(5), at(20));
+        let cut_at = Some(Position::of(&twenty));
+        let cut = Page {
+            events: vec![five, twenty],
+            next: cut_at,
+        };
+        let page = merge_pages(&q, vec![whole.clone(), cut.clone()]);
+        let micros: Vec<i64> = page
+            .events
+            .iter()
+            .map(|e| to_micros(e.occurred_at))
+            .collect();
+        assert_eq!(micros, [5, 10, 20]);
+        assert_eq!(page.next, Some(Position::of(&page.events[2])));
+        // A smaller page ends at its own last event.
+        let two = ListQuery {
+            page_size: 2,
+            ..q.clone()
+        };
+        let page = merge_pages(&two, vec![whole.clone(), cut.clone()]);
+        assert_eq!(page.next, Some(Position::of(&page.events[1])));
+        // A larger one ends at the bound, with no event past it.
+        let ten = ListQuery { page_size: 10, ..q };
+        let page = merge_pages(&ten, vec![whole, cut]);
+        assert_eq!(page.events.len(), 3);
+        assert_eq!(page.next, cut_at);
+    }
 }

@@ -7,8 +7,8 @@ use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
     cursor::{Cursor, PartitionEntry},
-    partition::Partitions,
     domain::{EventInput, Rules, StatusChange},
+    partition::Partitions,
     pb,
     query::{ListQuery, page_of},
     testing::{RedisServer, skip_redis_tests},
@@ -1223,7 +1223,10 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
     let other = open("test", 8);
     match other.store.prepare().await {
         Err(Error::Misconfigured(why)) => {
-            assert!(why.contains("16") && why.contains("--partitions 8"), "{why}");
+            assert!(
+                why.contains("16") && why.contains("--partitions 8"),
+                "{why}"
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

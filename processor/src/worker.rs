@@ -332,12 +332,7 @@ async fn settle_call(
 async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
     let id = delivery.event.id;
     let result = match &outcome {
-        Outcome::Ack => {
-            context
-                .consumer
-                .ack(&[delivery.entry_id])
-                .await
-        }
+        Outcome::Ack => context.consumer.ack(&[delivery.entry_id]).await,
         Outcome::DeadLetter(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "dead-lettering event");
             let result = context.consumer.dead_letter(delivery, reason).await;
