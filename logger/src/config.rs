@@ -58,19 +58,10 @@ pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Redis holding Herald's data, e.g. redis://127.0.0.1:6379/. Without it:
-    /// in-memory backend plus an embedded worker, and nothing survives a restart.
-    #[arg(long, env = "HERALD_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key.
-    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
-    pub redis_prefix: String,
-    /// Partitions of the Redis keyspace (each in one Redis Cluster slot).
-    /// Fixed when a deployment is first used: every logger and processor of
-    /// it must give the same number.
-    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = herald::partition::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=i64::from(herald::partition::MAX_PARTITIONS)))]
-    pub partitions: u16,
-    /// With --redis-url, also run a processor worker in this process.
+    /// Where Herald's data is (none: the in-memory backend).
+    #[command(flatten)]
+    pub redis: herald_processor::RedisArgs,
+    /// With Redis, also run a processor worker in this process.
     #[arg(long, env = "HERALD_WORKER")]
     pub worker: bool,
     /// On shutdown, how long open calls may take to finish (milliseconds).
@@ -336,12 +327,12 @@ impl Config {
             request_id_window: Duration::from_secs(self.request_id_window_secs),
             notifications_max_len: usize::try_from(self.notifications_max_len)
                 .unwrap_or(usize::MAX),
-            partitions: herald::partition::Partitions::new(self.partitions).unwrap_or_default(),
+            partitions: self.redis.partitions(),
         }
     }
 
     /// Whether this process runs a worker: always on memory, on request with Redis.
     pub fn runs_worker(&self) -> bool {
-        self.redis_url.is_none() || self.worker
+        !self.redis.is_set() || self.worker
     }
 }

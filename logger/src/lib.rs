@@ -96,13 +96,7 @@ pub async fn run_with(
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
-    let backend_config = match &config.redis_url {
-        Some(url) => BackendConfig::Redis {
-            url: url.clone(),
-            prefix: config.redis_prefix.clone(),
-        },
-        None => BackendConfig::Memory,
-    };
+    let backend_config = config.redis.backend().unwrap_or(BackendConfig::Memory);
     let backend =
         backend::open_with(&backend_config, &config.store_options()).context("--redis-url")?;
     match backend.store.prepare().await {
@@ -112,7 +106,7 @@ pub async fn run_with(
         }
         Ok(()) => {}
     }
-    if config.redis_url.is_none() {
+    if !config.redis.is_set() {
         warn!(
             "NO --redis-url: running on the in-memory backend with an embedded worker. \
              Every event is LOST when this process stops. Use --redis-url for anything that matters."

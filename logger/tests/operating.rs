@@ -318,7 +318,10 @@ fn a_config_file_sets_options_under_the_flags() {
         "#,
     );
     let config = parse(&["--config", &path, "--heartbeat-secs", "9"]).expect("valid");
-    assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:1/"));
+    assert_eq!(
+        config.redis.redis_url.as_deref(),
+        Some("redis://127.0.0.1:1/")
+    );
     assert_eq!(config.heartbeat_secs, 9, "the flag wins over the file");
     assert_eq!(config.max_streams_per_client, 5);
     assert!(config.worker);

@@ -225,9 +225,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
     let shutdown = CancellationToken::new();
     let config = herald_processor::Config {
         config: None,
-        redis_url: redis.url(),
-        redis_prefix: "herald".into(),
-        partitions: herald::partition::DEFAULT_PARTITIONS,
+        redis: herald_processor::RedisArgs::node(&redis.url()),
         logger_url: https.clone(),
         api_key: String::new(),
         tls: TlsArgs {

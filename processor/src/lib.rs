@@ -33,15 +33,12 @@ pub mod worker;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use herald::{
-    backend::{self, BackendConfig, EventStore, StoreOptions},
-    partition::Partitions,
-};
+use herald::backend::{self, EventStore, StoreOptions};
 use herald_client::Client;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, WorkerConfig};
+pub use config::{Config, RedisArgs, WorkerConfig};
 pub use sink::{LineSink, SimulatedSink, Sink};
 pub use worker::run_worker;
 
@@ -64,14 +61,14 @@ pub async fn run_with(
     sink: Arc<dyn Sink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let partitions = Partitions::new(config.partitions).context("--partitions")?;
+    let backend_config = config
+        .redis
+        .backend()
+        .context("give --redis-url or --redis-cluster: where Herald's data is")?;
     let backend = backend::open_with(
-        &BackendConfig::Redis {
-            url: config.redis_url.clone(),
-            prefix: config.redis_prefix.clone(),
-        },
+        &backend_config,
         &StoreOptions {
-            partitions,
+            partitions: config.redis.partitions(),
             ..StoreOptions::default()
         },
     )

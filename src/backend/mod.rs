@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::memory::MemoryBackend;
-pub use self::redis::{Keys, RedisBackend};
+pub use self::redis::{Keys, RedisBackend, RedisTarget};
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange},
@@ -289,7 +289,7 @@ pub struct History {
 /// Both halves and the feed of one backend, ready to share.
 #[derive(Clone)]
 pub struct Backend {
-    /// `"redis"` or `"memory"`, for logs.
+    /// `"redis"`, `"redis-cluster"` or `"memory"`, for logs.
     pub kind: &'static str,
     /// The producer half.
     pub store: Arc<dyn EventStore>,
@@ -308,6 +308,14 @@ pub enum BackendConfig {
     Redis {
         /// A `redis://` URL.
         url: String,
+        /// Key prefix (normally `herald`).
+        prefix: String,
+    },
+    /// A Redis Cluster found through the nodes at `urls`, with every key
+    /// under `prefix`.
+    RedisCluster {
+        /// `redis://` URLs of some of the cluster's nodes.
+        urls: Vec<String>,
         /// Key prefix (normally `herald`).
         prefix: String,
     },
@@ -344,26 +352,32 @@ impl Default for StoreOptions {
 
 /// [`open`] with store options other than the defaults.
 pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backend> {
-    match config {
+    let (kind, target, prefix) = match config {
         BackendConfig::Memory => {
-            let backend = Arc::new(MemoryBackend::new(options));
-            Ok(Backend {
-                kind: "memory",
-                store: Arc::new(Batching::new(backend.clone())),
-                queue: backend.clone(),
-                feed: backend,
-            })
+            return Ok(assemble("memory", Arc::new(MemoryBackend::new(options))));
         }
-        BackendConfig::Redis { url, prefix } => {
-            let keys = Keys::new(prefix, options.partitions);
-            let backend = Arc::new(RedisBackend::open(url, keys, options)?);
-            Ok(Backend {
-                kind: "redis",
-                store: Arc::new(Batching::new(backend.clone())),
-                queue: backend.clone(),
-                feed: backend,
-            })
+        BackendConfig::Redis { url, prefix } => ("redis", RedisTarget::Node(url.clone()), prefix),
+        BackendConfig::RedisCluster { urls, prefix } => {
+            ("redis-cluster", RedisTarget::Cluster(urls.clone()), prefix)
         }
+    };
+    let keys = Keys::new(prefix, options.partitions);
+    Ok(assemble(
+        kind,
+        Arc::new(RedisBackend::open(&target, keys, options)?),
+    ))
+}
+
+/// A backend's three faces, its store wrapped in [`Batching`].
+fn assemble<B>(kind: &'static str, backend: Arc<B>) -> Backend
+where
+    B: EventStore + WorkQueue + NotificationFeed,
+{
+    Backend {
+        kind,
+        store: Arc::new(Batching::new(backend.clone())),
+        queue: backend.clone(),
+        feed: backend,
     }
 }
 

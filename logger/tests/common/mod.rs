@@ -164,9 +164,7 @@ impl Processor {
     ) -> herald_processor::Config {
         herald_processor::Config {
             config: None,
-            redis_url: redis_url.to_owned(),
-            redis_prefix: "herald".into(),
-            partitions: herald::partition::DEFAULT_PARTITIONS,
+            redis: herald_processor::RedisArgs::node(redis_url),
             logger_url: logger_url.to_owned(),
             api_key: api_key.to_owned(),
             tls: herald_client::TlsArgs::default(),

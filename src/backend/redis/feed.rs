@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tracing::instrument;
 
 use super::{
-    RedisBackend, blocking_connection,
+    RedisBackend, blocking_connection, poll,
     record::{entry_id_of, stream_entry_event},
     redis_error,
 };
@@ -32,25 +32,24 @@ impl NotificationFeed for RedisBackend {
     }
 
     async fn latest_cursor(&self) -> Result<Cursor> {
-        self.checked().await?;
-        let mut newest = ::redis::pipe();
-        for p in self.partitions.all() {
-            newest
-                .cmd("XREVRANGE")
-                .arg(self.keys.notifications(p))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1);
-        }
-        let newest: Vec<Vec<(String, HashMap<String, Value>)>> = newest
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let newest = self
+            .each_partition(|p| async move {
+                let newest: Vec<(String, HashMap<String, Value>)> = ::redis::cmd("XREVRANGE")
+                    .arg(self.keys.notifications(p))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(redis_error)?;
+                newest.first().map(|(id, _)| entry_id_of(id)).transpose()
+            })
+            .await?;
         let mut cursor = Cursor::start(self.partitions);
-        for (p, entries) in self.partitions.all().zip(newest) {
-            if let Some((id, _)) = entries.first() {
-                cursor.set(p, entry_id_of(id)?);
+        for (p, id) in self.partitions.all().zip(newest) {
+            if let Some(id) = id {
+                cursor.set(p, id);
             }
         }
         Ok(cursor)
@@ -64,9 +63,13 @@ impl NotificationFeed for RedisBackend {
         block: Duration,
     ) -> Result<Vec<Notification>> {
         self.checked().await?;
+        let Some(client) = &self.client else {
+            // A cluster: no one command reads every partition.
+            return poll(block, || self.read_range(cursor, None, max)).await;
+        };
         let mut guard = self.feed_conn.lock().await;
         if guard.is_none() {
-            *guard = Some(blocking_connection(&self.client, block).await?);
+            *guard = Some(blocking_connection(client, block).await?);
         }
         let conn = guard
             .as_mut()

@@ -54,6 +54,7 @@
 //! stream entries; `store` is the EventStore, `queue` the WorkQueue and its
 //! consumers, `feed` the NotificationFeed.
 
+mod connection;
 mod feed;
 mod keys;
 mod queue;
@@ -66,9 +67,7 @@ use std::{
 };
 
 use ::redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
-    io::tcp::TcpSettings,
+    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script, aio::MultiplexedConnection,
 };
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
@@ -79,12 +78,14 @@ use crate::{
     partition::{Partition, Partitions},
 };
 
+pub use connection::RedisTarget;
+use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
 
-/// How long one command may take before the shared connection gives up on it.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a reader of a cluster waits between two reads that found
+/// nothing, at most (blocking reads cannot span the slots of several
+/// partitions, so on a cluster the readers poll, sooner while busy).
+const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// Lua shared by the scripts: a record's fields by name, and the query
 /// indexes an event belongs in.
@@ -106,12 +107,33 @@ fn redis_error(err: RedisError) -> Error {
         || err.is_timeout()
         || matches!(
             err.code(),
-            Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY")
+            Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY" | "CLUSTERDOWN")
         );
     if transient {
         Error::Unavailable(err.to_string())
     } else {
         Error::Internal(format!("redis: {err}"))
+    }
+}
+
+/// Calls `read` until it yields something or `block` has passed, waiting a
+/// little longer after each empty read (up to [`MAX_POLL`]): how readers of
+/// a cluster wait for new entries.
+async fn poll<T, F, Fut>(block: Duration, mut read: F) -> Result<Vec<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + block;
+    let mut wait = Duration::from_millis(2);
+    loop {
+        let got = read().await?;
+        let now = tokio::time::Instant::now();
+        if !got.is_empty() || now >= deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(wait.min(deadline - now)).await;
+        wait = (wait * 2).min(MAX_POLL);
     }
 }
 
@@ -129,8 +151,10 @@ async fn blocking_connection(client: &Client, block: Duration) -> Result<Multipl
 
 /// Herald on Redis; see the module docs for the layout.
 pub struct RedisBackend {
-    client: Client,
-    conn: ConnectionManager,
+    /// Makes the blocking readers' connections; `None` on a cluster, whose
+    /// readers poll instead.
+    client: Option<Client>,
+    conn: Conn,
     keys: Keys,
     create: Arc<Script>,
     update_status: Arc<Script>,
@@ -250,22 +274,8 @@ impl RedisBackend {
 
     /// Prepares a backend; connections are made on first use, so this works
     /// while Redis is down. Fails only on a malformed URL.
-    pub fn open(url: &str, keys: Keys, options: &StoreOptions) -> Result<Self> {
-        let invalid = |e: RedisError| Error::Internal(format!("invalid Redis URL: {e}"));
-        // Commands are small and pipelined: without TCP_NODELAY, Nagle's
-        // algorithm holds them back for the server's delayed ACK.
-        let info = url
-            .into_connection_info()
-            .map_err(invalid)?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = Client::open(info).map_err(invalid)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(redis_error)?;
+    pub fn open(target: &RedisTarget, keys: Keys, options: &StoreOptions) -> Result<Self> {
+        let (conn, client) = connection::connect(target)?;
         Ok(Self {
             client,
             conn,

@@ -9,7 +9,7 @@ use std::{
 
 use ::redis::{
     AsyncCommands, Client, RedisError, Value,
-    aio::{ConnectionManager, MultiplexedConnection},
+    aio::MultiplexedConnection,
     streams::{
         StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
         StreamReadReply,
@@ -19,8 +19,10 @@ use async_trait::async_trait;
 use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, instrument, warn};
 
+use futures_util::future::try_join_all;
+
 use super::{
-    Keys, RedisBackend, blocking_connection,
+    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection,
     record::{entry_id_of, record, stream_entry_event},
     redis_error,
 };
@@ -137,8 +139,9 @@ impl RedisBackend {
 
 /// One member of the group on every partition's queue.
 struct RedisConsumer {
-    client: Client,
-    conn: ConnectionManager,
+    /// Makes the blocking reader's connection; `None` on a cluster.
+    client: Option<Client>,
+    conn: Conn,
     keys: Keys,
     partitions: Partitions,
     /// The queue stream of each partition.
@@ -249,9 +252,16 @@ impl RedisConsumer {
             .map(|(p, _)| self.streams[p.index()].as_str())
             .collect();
         let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
-        let reply: Result<Option<StreamReadReply>, RedisError> = if block {
+        let client = match (&self.client, block) {
+            (Some(client), true) => Some(client),
+            (Some(_), false) => None,
+            // A cluster: one command per partition (each in its own slot),
+            // all at once, never blocking.
+            (None, _) => return self.read_each(state, from, count).await,
+        };
+        let reply: Result<Option<StreamReadReply>, RedisError> = if let Some(client) = client {
             if state.reader.is_none() {
-                state.reader = Some(blocking_connection(&self.client, self.config.block).await?);
+                state.reader = Some(blocking_connection(client, self.config.block).await?);
             }
             let reader = state
                 .reader
@@ -274,6 +284,47 @@ impl RedisConsumer {
                     state.group_ready = false;
                 } else if block {
                     state.reader = None;
+                }
+                Err(redis_error(e))
+            }
+        }
+    }
+
+    /// [`RedisConsumer::read_group`] on a cluster: one non-blocking
+    /// `XREADGROUP` per partition, all at once.
+    async fn read_each(
+        &self,
+        state: &mut ConsumerState,
+        from: &[(Partition, String)],
+        count: usize,
+    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
+        let reads = from.iter().map(|(p, id)| {
+            let options = StreamReadOptions::default()
+                .group(GROUP, &self.config.name)
+                .count(count.max(1));
+            async move {
+                let reply: Option<StreamReadReply> = self
+                    .conn
+                    .clone()
+                    .xread_options(&[&self.streams[p.index()]], &[id], &options)
+                    .await?;
+                let ids: Vec<StreamId> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .collect();
+                Ok::<_, RedisError>((*p, ids))
+            }
+        });
+        match try_join_all(reads).await {
+            Ok(read) => Ok(read
+                .into_iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .collect()),
+            Err(e) => {
+                if is_nogroup(&e) {
+                    warn!(group = GROUP, "consumer group missing, recreating it");
+                    state.group_ready = false;
                 }
                 Err(redis_error(e))
             }
@@ -350,7 +401,22 @@ impl RedisConsumer {
         let from: Vec<(Partition, String)> =
             self.partitions.all().map(|p| (p, ">".to_owned())).collect();
         let share = max.div_ceil(state.busy.max(1));
-        let read = self.read_group(state, &from, share, true).await?;
+        let read = if self.client.is_some() {
+            self.read_group(state, &from, share, true).await?
+        } else {
+            // A cluster: poll until something comes or the block time ends.
+            let deadline = Instant::now() + self.config.block;
+            let mut wait = Duration::from_millis(2);
+            loop {
+                let read = self.read_group(state, &from, share, false).await?;
+                let now = Instant::now();
+                if !read.is_empty() || now >= deadline {
+                    break read;
+                }
+                tokio::time::sleep(wait.min(deadline - now)).await;
+                wait = (wait * 2).min(MAX_POLL);
+            }
+        };
         if !read.is_empty() {
             state.busy = read.len();
         }
@@ -417,24 +483,22 @@ impl Consumer for RedisConsumer {
 
     #[instrument(skip_all)]
     async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
-        if entry_ids.is_empty() {
-            return Ok(());
-        }
-        let mut acks = ::redis::pipe();
-        for p in self.partitions.all() {
+        // One XACK per partition (each in its own slot), all at once.
+        let acks = self.partitions.all().filter_map(|p| {
             let ids: Vec<String> = entry_ids
                 .iter()
                 .filter(|e| e.partition == p)
                 .map(|e| e.id.to_string())
                 .collect();
-            if !ids.is_empty() {
-                acks.xack(&self.streams[p.index()], GROUP, &ids).ignore();
-            }
-        }
-        let _: () = acks
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+            (!ids.is_empty()).then_some(async move {
+                self.conn
+                    .clone()
+                    .xack::<_, _, _, i64>(&self.streams[p.index()], GROUP, &ids)
+                    .await
+                    .map_err(redis_error)
+            })
+        });
+        try_join_all(acks).await?;
         Ok(())
     }
 

@@ -485,6 +485,7 @@ impl EventStore for RedisBackend {
         self.checked().await?;
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
+            .key(self.keys.index_all(partition))
             .arg(self.keys.tag(partition))
             .arg(to_micros(cutoff))
             .arg(skip)
@@ -507,15 +508,15 @@ impl EventStore for RedisBackend {
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
-        self.checked().await?;
-        let mut stats = ::redis::pipe();
-        for p in self.partitions.all() {
-            stats.hgetall(self.keys.stats(p));
-        }
-        let stored: Vec<HashMap<String, i64>> = stats
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let stored = self
+            .each_partition(|p| async move {
+                self.conn
+                    .clone()
+                    .hgetall::<_, HashMap<String, i64>>(self.keys.stats(p))
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
         let mut counts = StatusCounts::default();
         for partition in stored {
             for status in EventStatus::ALL {

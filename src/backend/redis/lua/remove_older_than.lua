@@ -1,11 +1,13 @@
--- One slice of retention. ARGV: the key prefix, the cutoff (micros), how
+-- One slice of retention in one partition. KEYS: the partition's index of
+-- every event (which also routes the script to the partition's node).
+-- ARGV: the partition's key prefix, the cutoff (micros), how
 -- many of the oldest candidates to skip, the most to look at. Looks at the
 -- events that occurred before the cutoff, oldest first, and removes each that
 -- was also created before it and is not PENDING: its record, its index
 -- entries and its count. An index entry whose record is gone goes too.
 -- Returns {removed, kept, scanned}.
 local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
-local all = prefix .. ':idx:all'
+local all = KEYS[1]
 local ids = redis.call('ZRANGE', all, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
 local removed, kept = 0, 0
 for _, id in ipairs(ids) do
