@@ -68,7 +68,17 @@ impl RedisServer {
             .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
             .args(if self.cluster {
-                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"][..]
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    // Replicas sync at once (by default a master waits 5 s
+                    // for more replicas), so a test's failover finds them
+                    // in sync.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ][..]
             } else {
                 &[][..]
             })
@@ -182,22 +192,59 @@ impl RedisCluster {
         for node in &cluster.nodes {
             cluster.wait_until_ok(node.port);
         }
+        for node in &cluster.nodes {
+            cluster.wait_until_synced(node.port);
+        }
         cluster
     }
 
-    /// Waits until the node on `port` says the cluster is ok.
-    fn wait_until_ok(&self, port: u16) {
+    /// Waits until the node on `port`, if it is a replica, has synced with
+    /// its master (only then can it take over from it).
+    fn wait_until_synced(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "info", "replication"])
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
+            if info.contains("role:master") || info.contains("master_link_status:up") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica on port {port} did not sync: {info}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the node on `port` says the cluster is ok (every slot
+    /// served: after a master failed, once a replica took over).
+    pub fn wait_until_ok(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.info(port).contains("cluster_state:ok") {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not become ok on port {port}"
-            );
+            if Instant::now() >= deadline {
+                let nodes = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "nodes"])
+                    .output()
+                    .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("the cluster did not become ok on port {port}; its nodes:\n{nodes}");
+            }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the node on `port` is a master now.
+    pub fn is_master(&self, port: u16) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "role"])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).starts_with("master"))
     }
 
     /// `CLUSTER INFO` as the node on `port` answers it (empty if it does not).

@@ -1275,3 +1275,43 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// With `wait_replicas`, a write no replica confirmed in time is UNAVAILABLE
+/// (it may be lost with its master), and a retry with the same request id
+/// finds the event instead of making another.
+#[tokio::test]
+async fn redis_writes_wait_for_replicas() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start(); // no replica
+    let options = backend::StoreOptions {
+        wait_replicas: 1,
+        ..Default::default()
+    };
+    let config = BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    };
+    let b = backend::open_with(&config, &options).expect("backend");
+    let input = || {
+        let input = EventInput {
+            user_id: "u".into(),
+            description: "waited".into(),
+            request_id: "r1".into(),
+            ..EventInput::default()
+        };
+        NewEvent::validate(input, &Rules::default()).expect("valid")
+    };
+    match b.store.create(input()).await {
+        Err(Error::Unavailable(why)) => assert!(why.contains("0 of the 1 replicas"), "{why}"),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let plain = backend::open(&config).expect("backend");
+    let first = plain.store.create(input()).await.expect("the retry");
+    assert_eq!(
+        plain.store.status_counts().await.expect("counts").total(),
+        1
+    );
+    assert_eq!(first.description, "waited");
+}

@@ -61,6 +61,12 @@ pub struct Config {
     /// Where Herald's data is (none: the in-memory backend).
     #[command(flatten)]
     pub redis: herald_processor::RedisArgs,
+    /// Replicas of the Redis node written to that must have each write
+    /// (event creations, status changes) before the call is answered: a
+    /// WAIT after each write batch, up to 1 s, then UNAVAILABLE. 0: answer
+    /// once the master has it (a failover may lose the last writes).
+    #[arg(long, env = "HERALD_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub redis_wait_replicas: u32,
     /// With Redis, also run a processor worker in this process.
     #[arg(long, env = "HERALD_WORKER")]
     pub worker: bool,
@@ -328,6 +334,7 @@ impl Config {
             notifications_max_len: usize::try_from(self.notifications_max_len)
                 .unwrap_or(usize::MAX),
             partitions: self.redis.partitions(),
+            wait_replicas: self.redis_wait_replicas,
         }
     }
 

@@ -338,6 +338,9 @@ pub struct StoreOptions {
     pub notifications_max_len: usize,
     /// How many partitions the deployment has.
     pub partitions: Partitions,
+    /// Replicas (of the Redis node written to) that must have each write
+    /// before it is answered: a `WAIT` after every write batch (0: none).
+    pub wait_replicas: u32,
 }
 
 impl Default for StoreOptions {
@@ -346,6 +349,7 @@ impl Default for StoreOptions {
             request_id_window: DEFAULT_REQUEST_ID_WINDOW,
             notifications_max_len: DEFAULT_NOTIFICATIONS_MAX_LEN,
             partitions: Partitions::default(),
+            wait_replicas: 0,
         }
     }
 }

@@ -149,6 +149,24 @@ impl Processor {
         sink: Arc<dyn Sink>,
     ) -> Self {
         let config = Self::config(redis_url, logger_url, api_key, worker_args);
+        Self::start_with_config(config, sink)
+    }
+
+    /// A processor on the Redis Cluster whose nodes are `seeds`.
+    pub fn start_on_cluster(
+        seeds: &[String],
+        logger_url: &str,
+        worker_args: &[&str],
+        sink: Arc<dyn Sink>,
+    ) -> Self {
+        let mut config = Self::config("", logger_url, "", worker_args);
+        config.redis =
+            herald_processor::RedisArgs::parse_from_args(&["--redis-cluster", &seeds.join(",")]);
+        Self::start_with_config(config, sink)
+    }
+
+    /// A processor with `config`, printing through `sink`.
+    pub fn start_with_config(config: herald_processor::Config, sink: Arc<dyn Sink>) -> Self {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(herald_processor::run(config, sink, shutdown.clone()));
         Self { handle, shutdown }

@@ -67,7 +67,8 @@ use std::{
 };
 
 use ::redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script, aio::MultiplexedConnection,
+    AsyncCommands, AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, Script,
+    ScriptInvocation, ServerErrorKind, aio::MultiplexedConnection,
 };
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
@@ -167,9 +168,14 @@ pub struct RedisBackend {
     /// Longest each partition's notification log grows.
     notifications_max_len: usize,
     partitions: Partitions,
+    /// Replicas that must have each write before it is answered (0: none).
+    wait_replicas: u32,
     /// Set once the layout in Redis is known to be this deployment's.
     layout: OnceCell<()>,
 }
+
+/// How long a write waits for `--redis-wait-replicas` replicas.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version of the key layout `{prefix}:meta` records.
 const LAYOUT: &str = "2";
@@ -213,6 +219,48 @@ impl RedisBackend {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)
+    }
+
+    /// Runs a write script and answers once it is applied and, with
+    /// `--redis-wait-replicas N`, once N replicas of its node have it: the
+    /// `WAIT` goes in one pipeline with the script, so it is sent over the
+    /// same connection to the same node (on a cluster, the script key's
+    /// master). A write that reaches fewer replicas in time is UNAVAILABLE:
+    /// it is applied on the master but could be lost with it, and a retry
+    /// with the same request id finds it.
+    async fn write<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T> {
+        let mut conn = self.conn.clone();
+        if self.wait_replicas == 0 {
+            return invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error);
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(WAIT_TIMEOUT.as_millis() as u64);
+        let reply: std::result::Result<(T, u32), RedisError> = pipe.query_async(&mut conn).await;
+        let (value, replicas) = match reply {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                invocation
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                pipe.query_async(&mut conn).await.map_err(redis_error)?
+            }
+            reply => reply.map_err(redis_error)?,
+        };
+        if replicas < self.wait_replicas {
+            return Err(Error::Unavailable(format!(
+                "the write reached {replicas} of the {} replicas --redis-wait-replicas asks for \
+                 within {} ms; retry (with the same request_id)",
+                self.wait_replicas,
+                WAIT_TIMEOUT.as_millis()
+            )));
+        }
+        Ok(value)
     }
 
     /// Runs `each` for every partition at once; the answers in partition order.
@@ -290,6 +338,7 @@ impl RedisBackend {
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),
             partitions: options.partitions,
+            wait_replicas: options.wait_replicas,
             layout: OnceCell::new(),
         })
     }

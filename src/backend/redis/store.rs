@@ -84,10 +84,7 @@ impl RedisBackend {
                 invocation.arg(field).arg(value);
             }
         }
-        let priors: Vec<String> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let priors: Vec<String> = self.write(&invocation).await?;
         // Repeated requests answer with the events that first took their
         // keys (in the same partition), all read in one round trip.
         let mut repeats = ::redis::pipe();
@@ -146,10 +143,7 @@ impl RedisBackend {
                 .arg(sources.join(","))
                 .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
         }
-        let outcomes: Vec<(String, Value)> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
         if outcomes.len() != changes.len() {
             return Err(Error::Internal(format!(
                 "status script answered {} outcomes for {} changes",
