@@ -3,8 +3,11 @@
 # backends, and prints one table. Starts everything it needs on free ports
 # (a private redis-server, the logger, the processors) and stops it all at the end.
 #
-#   scripts/bench.sh [--quick | --smoke] [--processors N] [--only memory|redis]
+#   scripts/bench.sh [--quick | --smoke] [--processors N] [--only memory|redis] [--cluster]
 #
+# --cluster: the Redis runs on a private Redis Cluster of 3 masters (started
+# with redis-server --cluster-enabled and joined with redis-cli) instead of
+# one redis-server; its CPU and memory are the three nodes' sums.
 # --quick: smaller runs (about 40 s in all); --smoke: tiny runs on the debug
 # build, for CI to check that the suite works and loses nothing (its figures
 # mean nothing). Exits non-zero if any notification was lost.
@@ -15,13 +18,15 @@ cd "$(dirname "$0")/.."
 SIZE=full
 PROCESSORS=2
 ONLY=""
+CLUSTER=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) SIZE=quick ;;
     --smoke) SIZE=smoke ;;
     --processors) PROCESSORS="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--quick | --smoke] [--processors N] [--only memory|redis]" >&2; exit 2 ;;
+    --cluster) CLUSTER=yes ;;
+    *) echo "usage: $0 [--quick | --smoke] [--processors N] [--only memory|redis] [--cluster]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -66,20 +71,20 @@ wait_for_port() {
 }
 
 # Waits until the processors have taken and settled every queued entry, in
-# every partition's queue.
+# every partition's queue (herald:{p00}:events ...; redis-cli -c follows a
+# cluster's redirects).
 wait_for_drain() {
   for _ in $(seq 1 600); do
-    local left=0 streams=0 stream
-    for stream in $(redis-cli -p "$1" --scan --pattern 'herald:{p*}:events'); do
-      streams=$((streams + 1))
-      if [ "$(redis-cli -p "$1" XINFO GROUPS "$stream" 2>/dev/null | wc -l)" -eq 0 ]; then
+    local left=0 p groups
+    for p in $(seq 0 15); do
+      groups=$(redis-cli -c -p "$1" XINFO GROUPS "herald:{p$(printf %02d "$p")}:events" 2>/dev/null || true)
+      if ! grep -q '^pending$' <<< "$groups"; then
         left=$((left + 1))
         continue
       fi
-      left=$((left + $(redis-cli -p "$1" XINFO GROUPS "$stream" \
-        | awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }')))
+      left=$((left + $(awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }' <<< "$groups")))
     done
-    if [ "$streams" -gt 0 ] && [ "$left" = 0 ]; then
+    if [ "$left" = 0 ]; then
       return 0
     fi
     sleep 1
@@ -95,8 +100,31 @@ cpu_ticks() {
 }
 
 # Bytes of memory Redis on port $1 uses.
+# Bytes Redis uses, summed over the nodes on the given ports.
 redis_used_memory() {
-  redis-cli -p "$1" INFO memory | awk -F: '/^used_memory:/ { print $2 + 0 }'
+  local port total=0
+  for port in "$@"; do
+    total=$((total + $(redis-cli -p "$port" INFO memory | awk -F: '/^used_memory:/ { print $2 + 0 }')))
+  done
+  echo "$total"
+}
+
+# A free port whose cluster bus port (+10000) is free too.
+free_cluster_port() {
+  python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 45535)
+    if free(p) and free(p + 10000):
+        print(p); break'
 }
 
 # Events stored, as the logger at $1 counts them.
@@ -178,36 +206,60 @@ if [ "$ONLY" != redis ]; then
 fi
 
 if [ "$ONLY" != memory ]; then
-  rport=$(free_port)
-  redis-server --port "$rport" --bind 127.0.0.1 --dir "$WORK" --save "" --appendonly no \
-    --daemonize no --logfile "$WORK/redis.log" &
-  redis=$!
-  PIDS+=("$redis")
-  wait_for_port "$rport"
+  named=()
+  rports=()
+  if [ -n "$CLUSTER" ]; then
+    label=cluster
+    for i in 1 2 3; do
+      p=$(free_cluster_port)
+      mkdir -p "$WORK/node-$i"
+      redis-server --port "$p" --bind 127.0.0.1 --dir "$WORK/node-$i" --save "" --appendonly no \
+        --cluster-enabled yes --cluster-node-timeout 2000 --daemonize no --logfile "$WORK/node-$i.log" &
+      PIDS+=("$!")
+      named+=("redis-$i=$!")
+      rports+=("$p")
+      wait_for_port "$p"
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${rports[@]}") --cluster-yes > /dev/null
+    for p in "${rports[@]}"; do
+      until redis-cli -p "$p" CLUSTER INFO | grep -q 'cluster_state:ok'; do sleep 0.1; done
+    done
+    target=(--redis-cluster "$(printf 'redis://127.0.0.1:%s,' "${rports[@]}" | sed 's/,$//')")
+  else
+    label=redis
+    p=$(free_port)
+    redis-server --port "$p" --bind 127.0.0.1 --dir "$WORK" --save "" --appendonly no \
+      --daemonize no --logfile "$WORK/redis.log" &
+    PIDS+=("$!")
+    named+=("redis=$!")
+    rports+=("$p")
+    wait_for_port "$p"
+    target=(--redis-url "redis://127.0.0.1:$p/")
+  fi
   port=$(free_port)
-  "$BIN/herald-logger" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$rport/" \
+  "$BIN/herald-logger" --listen "127.0.0.1:$port" "${target[@]}" \
     > /dev/null 2> "$WORK/redis-logger.log" &
   logger=$!
   PIDS+=("$logger")
+  named+=("logger=$logger")
   wait_for_port "$port"
   # Ingest measures the front door (logger and Redis) before processors start;
   # they then drain what it queued before the end-to-end runs. What Redis
   # holds per stored (PENDING) event is read over the ingest.
-  memory_before=$(redis_used_memory "$rport")
+  memory_before=$(redis_used_memory "${rports[@]}")
   stored_before=$(events_stored "127.0.0.1:$port")
-  ingest redis "127.0.0.1:$port"
-  memory_after=$(redis_used_memory "$rport")
+  ingest "$label" "127.0.0.1:$port"
+  memory_after=$(redis_used_memory "${rports[@]}")
   stored_after=$(events_stored "127.0.0.1:$port")
-  echo "{\"benchmark\": \"memory\", \"backend\": \"redis\", \"events\": $((stored_after - stored_before)), \"bytes_per_event\": $(( (memory_after - memory_before) / (stored_after - stored_before) ))}" >> "$OUT/results.jsonl"
-  named=("redis=$redis" "logger=$logger")
+  echo "{\"benchmark\": \"memory\", \"backend\": \"$label\", \"events\": $((stored_after - stored_before)), \"bytes_per_event\": $(( (memory_after - memory_before) / (stored_after - stored_before) ))}" >> "$OUT/results.jsonl"
   for i in $(seq 1 "$PROCESSORS"); do
-    "$BIN/herald-processor" --redis-url "redis://127.0.0.1:$rport/" --logger-url "http://127.0.0.1:$port" \
+    "$BIN/herald-processor" "${target[@]}" --logger-url "http://127.0.0.1:$port" \
       --consumer-name "bench-$i" > /dev/null 2> "$WORK/processor-$i.log" &
     PIDS+=("$!")
     named+=("processor-$i=$!")
   done
-  wait_for_drain "$rport"
-  rest_of_suite redis "127.0.0.1:$port" "$logger" "${named[@]}"
+  wait_for_drain "${rports[0]}"
+  rest_of_suite "$label" "127.0.0.1:$port" "$logger" "${named[@]}"
 fi
 
 python3 scripts/bench_table.py "$OUT/results.jsonl" "$(nproc)" "$PROCESSORS"
