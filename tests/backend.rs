@@ -969,6 +969,34 @@ macro_rules! backend_tests {
     };
 }
 
+/// A partition with a long queue does not hold back another's entries: they
+/// come within the first two batches, not after the 300 queued before them.
+async fn no_busy_partition_starves_the_others(b: Backend) {
+    let partitions = b.store.partitions();
+    let busy = "busy-user";
+    let quiet = (0..)
+        .map(|i| format!("quiet-{i}"))
+        .find(|u| partitions.of_user(u) != partitions.of_user(busy))
+        .expect("a user of another partition");
+    for i in 0..300 {
+        b.store
+            .create(new_event(busy, &format!("busy {i}")))
+            .await
+            .expect("create");
+    }
+    for i in 0..5 {
+        b.store
+            .create(new_event(&quiet, &format!("quiet {i}")))
+            .await
+            .expect("create");
+    }
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let mut got = c.receive(20).await.expect("receive");
+    got.extend(c.receive(20).await.expect("receive"));
+    let quiet_ones = got.iter().filter(|d| d.event.user_id == quiet).count();
+    assert_eq!(quiet_ones, 5, "the quiet partition's entries came early");
+}
+
 backend_tests!(
     create_then_get,
     status_transitions,
@@ -989,6 +1017,7 @@ backend_tests!(
     status_counts_follow_every_write,
     retention_removes_old_settled_events_only,
     queue_trim_keeps_unacknowledged_work,
+    no_busy_partition_starves_the_others,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer

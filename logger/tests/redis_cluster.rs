@@ -100,23 +100,7 @@ async fn two_processors_on_a_cluster_one_killed_mid_run_none_lost() {
         );
     }
     // The subscriber heard of each of its user's events exactly once.
-    let mut expected: Vec<Uuid> = events
-        .iter()
-        .filter(|e| e.user_id == "user-0")
-        .map(|e| e.id)
-        .collect();
-    let mut heard = Vec::new();
-    while heard.len() < expected.len() {
-        heard.push(common::expect_event(&mut subscription).await.event.id);
-    }
-    assert!(
-        common::next_event(&mut subscription, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
-    heard.sort();
-    expected.sort();
-    assert_eq!(heard, expected);
+    common::assert_heard_once(&mut subscription, &events, "user-0").await;
 
     b.shutdown.cancel();
     b.handle.await.expect("join").expect("processor b");

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use clap::{Args, Parser};
+use clap::{Args, FromArgMatches, Parser};
 use herald::{
     backend::BackendConfig,
     partition::Partitions,
@@ -48,6 +48,14 @@ pub struct WorkerConfig {
     pub worker_grace_ms: u64,
 }
 
+/// A group of flags `T` at its defaults, overridden by `args` (flag syntax,
+/// without a program name); a bad flag exits as clap does.
+fn parse_flags<T: Args + FromArgMatches>(name: &'static str, args: &[&str]) -> T {
+    let command = T::augment_args(clap::Command::new(name));
+    let matches = command.get_matches_from(std::iter::once(name).chain(args.iter().copied()));
+    T::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
 /// Where Herald's data is in Redis: flags shared by `herald-processor` and
 /// `herald-logger`.
 #[derive(Args, Clone, Debug)]
@@ -88,13 +96,7 @@ impl RedisArgs {
 
     /// The defaults, overridden by `args` (flag syntax, without a program name).
     pub fn parse_from_args(args: &[&str]) -> Self {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            redis: RedisArgs,
-        }
-        let argv = std::iter::once("redis").chain(args.iter().copied());
-        Wrapper::parse_from(argv).redis
+        parse_flags("redis", args)
     }
 
     /// Whether a Redis (node or cluster) is named.
@@ -180,13 +182,7 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     /// The defaults, overridden by `args` (flag syntax, without a program name).
     pub fn parse_from_args(args: &[&str]) -> Self {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            worker: WorkerConfig,
-        }
-        let argv = std::iter::once("worker").chain(args.iter().copied());
-        Wrapper::parse_from(argv).worker
+        parse_flags("worker", args)
     }
 }
 

@@ -49,8 +49,11 @@ impl Default for MemoryBackend {
 struct State {
     partitions: Partitions,
     events: HashMap<Uuid, Event>,
-    /// Queued, never delivered entries, oldest first.
-    queue: VecDeque<(PartitionEntry, Event)>,
+    /// Queued, never delivered entries of each partition, oldest first.
+    queues: Vec<VecDeque<(PartitionEntry, Event)>>,
+    /// The partition whose queue gives the next entry: they take turns, so
+    /// no busy partition starves the others.
+    next_queue: usize,
     /// Delivered, not acknowledged entries by sequence number.
     pending: BTreeMap<u64, Pending>,
     /// Dead letters by sequence number, with their reason and when they were given up.
@@ -97,6 +100,24 @@ struct Pending {
 }
 
 impl State {
+    /// Entries queued and not yet delivered.
+    fn queued(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// The oldest queued entry of the next partition (in turn) that has one.
+    fn next_queued(&mut self) -> Option<(PartitionEntry, Event)> {
+        let n = self.queues.len();
+        for i in 0..n {
+            let at = (self.next_queue + i) % n;
+            if let Some(entry) = self.queues[at].pop_front() {
+                self.next_queue = (at + 1) % n;
+                return Some(entry);
+            }
+        }
+        None
+    }
+
     fn partition_of(&self, event: &Event) -> Partition {
         self.partitions.of_user(&event.user_id)
     }
@@ -107,7 +128,7 @@ impl State {
             partition: self.partition_of(event),
             id: entry_id(self.last_entry),
         };
-        self.queue.push_back((entry, event.clone()));
+        self.queues[entry.partition.index()].push_back((entry, event.clone()));
     }
 
     fn change_status(&mut self, change: StatusChange) -> Result<Event> {
@@ -189,6 +210,7 @@ impl MemoryBackend {
         let state = State {
             partitions,
             logs: partitions.all().map(|_| Log::default()).collect(),
+            queues: partitions.all().map(|_| VecDeque::new()).collect(),
             log_max_len: options.notifications_max_len.max(1),
             ..State::default()
         };
@@ -402,9 +424,9 @@ impl WorkQueue for MemoryBackend {
     async fn stats(&self) -> Result<QueueStats> {
         let state = self.lock();
         Ok(QueueStats {
-            length: (state.queue.len() + state.pending.len()) as u64,
+            length: (state.queued() + state.pending.len()) as u64,
             pending: state.pending.len() as u64,
-            lag: Some(state.queue.len() as u64),
+            lag: Some(state.queued() as u64),
             dead_letters: state.dead.len() as u64,
         })
     }
@@ -451,7 +473,7 @@ impl MemoryConsumer {
             }
         }
         while out.len() < max {
-            let Some((entry, event)) = state.queue.pop_front() else {
+            let Some((entry, event)) = state.next_queued() else {
                 break;
             };
             state.pending.insert(

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use herald::{Event, EventStatus};
 use herald_client::{Client, Message, Notification, RetryPolicy, Subscription};
 use herald_logger::Config;
 use herald_processor::{LineSink, Sink};
@@ -338,4 +339,28 @@ impl Scrape {
         self.value(name, labels)
             .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{}", self.0))
     }
+}
+
+/// Reads `subscription` until it has had every event of `user` among
+/// `events` as PROCESSED; checks each came exactly once and nothing else.
+pub async fn assert_heard_once(subscription: &mut Subscription, events: &[Event], user: &str) {
+    let mut expected: Vec<uuid::Uuid> = events
+        .iter()
+        .filter(|e| e.user_id == user)
+        .map(|e| e.id)
+        .collect();
+    let mut heard = Vec::new();
+    while heard.len() < expected.len() {
+        let next = expect_event(subscription).await;
+        assert_eq!(next.event.status, EventStatus::Processed);
+        heard.push(next.event.id);
+    }
+    assert!(
+        next_event(subscription, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    heard.sort();
+    expected.sort();
+    assert_eq!(heard, expected);
 }

@@ -49,7 +49,12 @@
 //! (and, entering PENDING, queue) entry on a change. Blocking reads use
 //! connections of their own, never the shared multiplexed one.
 //!
-//! The code, by concern: `keys` names every key; `lua/` holds the scripts
+//! On a Redis Cluster (`--redis-cluster`) nothing changes but the
+//! connection: no command or pipeline spans two partitions, and readers
+//! poll each partition instead of one blocking read over all of them.
+//!
+//! The code, by concern: `connection` is the one connection type over a
+//! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` reads and writes event records and
 //! stream entries; `store` is the EventStore, `queue` the WorkQueue and its
 //! consumers, `feed` the NotificationFeed.
