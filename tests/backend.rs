@@ -197,16 +197,40 @@ async fn dead_letter_acknowledges(b: Backend) {
     after_first.advance(all[0].id.partition, all[0].id.id);
     let page = b.store.dead_letters(&after_first, 1).await.expect("page");
     assert_eq!(page, all[1..2]);
-    b.store
-        .remove_dead_letters(&[all[1].id])
+    // A redrive of an event removes its dead letters, and only those.
+    let redriven = b
+        .store
+        .redrive_many(&[StatusChange::new(
+            all[1].delivery.event.id,
+            EventStatus::Pending,
+        )])
         .await
-        .expect("remove");
+        .expect("redrive");
+    assert!(redriven[0].is_ok(), "{redriven:?}");
     let left = b
         .store
         .dead_letters(&start, 10)
         .await
         .expect("dead letters");
     assert_eq!(left, [all[0].clone(), all[2].clone()]);
+    // Redriving the rest takes the events of the oldest dead letters first.
+    let (outcomes, more) = b.store.redrive_all(None, 1).await.expect("redrive all");
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(
+        outcomes[0].as_ref().expect("redriven").id,
+        all[0].delivery.event.id
+    );
+    assert!(more, "one more dead letter is left");
+    let (outcomes, more) = b.store.redrive_all(None, 10).await.expect("redrive all");
+    assert_eq!(outcomes.len(), 1);
+    assert!(!more);
+    assert!(
+        b.store
+            .dead_letters(&start, 10)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
 }
 
 async fn redrive_requeues(b: Backend) {

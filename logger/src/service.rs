@@ -1,7 +1,6 @@
 //! `herald.v1.EventLogger`: thin handlers that convert, call the store, map errors.
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -11,7 +10,7 @@ use std::{
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
-    backend::{DeadLetter, EventStore},
+    backend::EventStore,
     cursor::Cursor,
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
@@ -410,32 +409,27 @@ impl EventLogger for EventLoggerService {
                 .into());
             }
         };
-        // Read before the changes: a redriven event that fails again at once
-        // gets a new dead letter, which must stay.
-        let dead = all_dead_letters(self.store.as_ref()).await?;
-        // With all, the events of the oldest dead letters, as many as one
-        // answer holds; `more` tells the caller to come back for the rest.
+        // One store operation: each event back to PENDING with its dead
+        // letters removed, atomically per partition.
         let mut more = false;
-        let items = named.unwrap_or_else(|| {
-            let mut seen = HashSet::new();
-            let mut ids: Vec<_> = dead
-                .iter()
-                .map(|d| d.delivery.event.id)
-                .filter(|id| seen.insert(*id))
-                .collect();
-            more = ids.len() > max;
-            ids.truncate(max);
-            ids.into_iter().map(|id| Ok(back(id))).collect()
-        });
-        let outcomes = self.apply_changes(items).await?;
-        // The dead letters of the events now back in the queue go.
-        let back_in: HashSet<_> = outcomes.iter().flatten().map(|e| e.id).collect();
-        let gone: Vec<_> = dead
-            .into_iter()
-            .filter(|d| back_in.contains(&d.delivery.event.id))
-            .map(|d| d.id)
-            .collect();
-        self.store.remove_dead_letters(&gone).await?;
+        let outcomes = match named {
+            Some(items) => {
+                let write = apply_valid(items, async |valid: Vec<StatusChange>| {
+                    self.store.redrive_many(&valid).await
+                });
+                self.counted_batch(Write::Change, write).await?
+            }
+            None => {
+                // The events of the oldest dead letters, as many as one
+                // answer holds; `more` tells the caller to come back.
+                let write = async {
+                    let (outcomes, others) = self.store.redrive_all(trace, max).await?;
+                    more = others;
+                    Ok(outcomes)
+                };
+                self.counted_batch(Write::Change, write).await?
+            }
+        };
         let results = fit_results(outcomes, self.message_limit);
         Ok(Response::new(pb::RedriveEventsResponse { results, more }))
     }
@@ -467,23 +461,6 @@ impl EventLogger for EventLoggerService {
 
 /// Most events one RedriveEvents call names (and one store call applies).
 const MAX_REDRIVE: usize = 1_000;
-
-/// Every dead letter, oldest first.
-async fn all_dead_letters(store: &dyn EventStore) -> Result<Vec<DeadLetter>, Error> {
-    let mut all: Vec<DeadLetter> = Vec::new();
-    let mut cursor = Cursor::start(store.partitions());
-    loop {
-        let page = store.dead_letters(&cursor, 1_000).await?;
-        let done = page.len() < 1_000;
-        for dead in &page {
-            cursor.advance(dead.id.partition, dead.id.id);
-        }
-        all.extend(page);
-        if done {
-            return Ok(all);
-        }
-    }
-}
 
 /// The client id of the caller (an event's `source`); empty in open mode.
 pub(crate) fn source_of<T>(request: &Request<T>) -> String {

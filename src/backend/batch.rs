@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{DeadLetter, EventStore, StatusCounts, Sweep};
 use crate::{
-    cursor::{Cursor, PartitionEntry},
+    cursor::Cursor,
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
     partition::{Partition, Partitions},
@@ -179,8 +179,8 @@ impl EventStore for Batching {
         self.inner.dead_letters(after, max).await
     }
 
-    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
-        self.inner.remove_dead_letters(ids).await
+    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
+        self.inner.redrive_many(changes).await
     }
 
     async fn remove_older_than(

@@ -344,12 +344,28 @@ impl EventStore for MemoryBackend {
             .collect())
     }
 
-    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
+    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
         let mut state = self.lock();
-        for id in ids {
-            state.dead.remove(&id.id.seq);
+        let before = state.last_entry;
+        let results: Vec<Result<Event>> = changes
+            .iter()
+            .map(|change| {
+                let result = state.change_status(*change);
+                if result.is_ok() {
+                    state
+                        .dead
+                        .retain(|_, (dead, _)| dead.delivery.event.id != change.id);
+                }
+                result
+            })
+            .collect();
+        let queued = state.last_entry != before;
+        drop(state);
+        if queued {
+            self.queued.notify_waiters();
+            self.notified.notify_waiters();
         }
-        Ok(())
+        Ok(results)
     }
 
     async fn remove_older_than(

@@ -15,6 +15,7 @@ mod memory;
 mod redis;
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -31,6 +32,7 @@ use crate::{
     error::Result,
     partition::{Partition, Partitions},
     query::{ListQuery, Page},
+    trace::TraceParent,
 };
 
 /// The producer half: records, with their queue and notification entries.
@@ -72,8 +74,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `max` dead letters past `after` in every partition, oldest
     /// first (by the time they were given up).
     async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>>;
-    /// Removes these dead letters (their events were redriven).
-    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()>;
+    /// Redrives events: each change (to PENDING) is applied on its own, as
+    /// [`EventStore::update_status_many`] does (FAILED events go back on the
+    /// queue), and each event that is PENDING after it loses its dead
+    /// letters; atomically per partition.
+    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
     /// One slice of retention in one partition: looks at up to `max` of its
     /// events that occurred before `cutoff`, oldest first, after skipping the
     /// `skip` oldest, and removes each that was also created before `cutoff`
@@ -88,6 +93,44 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Sweep>;
     /// Removes the dead letters given up before `cutoff`; returns how many.
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64>;
+
+    /// Redrives the events of the oldest dead letters, at most `max` of
+    /// them (see [`EventStore::redrive_many`]), in `trace`; reads only the
+    /// dead letters it needs. Also says whether dead letters of other events
+    /// remain.
+    async fn redrive_all(
+        &self,
+        trace: Option<TraceParent>,
+        max: usize,
+    ) -> Result<(Vec<Result<Event>>, bool)> {
+        let page_size = max.clamp(1, 1_000);
+        let (mut ids, mut seen) = (Vec::new(), HashSet::new());
+        let mut cursor = Cursor::start(self.partitions());
+        let mut more = false;
+        'pages: loop {
+            let page = self.dead_letters(&cursor, page_size).await?;
+            for dead in &page {
+                cursor.advance(dead.id.partition, dead.id.id);
+                let id = dead.delivery.event.id;
+                if !seen.contains(&id) {
+                    if ids.len() == max {
+                        more = true;
+                        break 'pages;
+                    }
+                    seen.insert(id);
+                    ids.push(id);
+                }
+            }
+            if page.len() < page_size {
+                break;
+            }
+        }
+        let changes: Vec<StatusChange> = ids
+            .into_iter()
+            .map(|id| StatusChange::new(id, EventStatus::Pending).in_trace(trace))
+            .collect();
+        Ok((self.redrive_many(&changes).await?, more))
+    }
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {

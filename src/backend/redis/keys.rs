@@ -95,6 +95,13 @@ impl Keys {
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
     }
+
+    /// The partition's dead-letter index: a hash from an event id to the ids
+    /// of its dead letters (space-separated), so a redrive finds them
+    /// without reading the stream.
+    pub fn dead_index(&self, partition: Partition) -> String {
+        format!("{}:dead:index", self.tag(partition))
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +123,7 @@ mod tests {
             keys.index(p, "user", "ann"),
             keys.index_all(p),
             keys.dead(p),
+            keys.dead_index(p),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

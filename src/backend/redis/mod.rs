@@ -43,6 +43,8 @@
 //!   It lives in the partition of the event it creates (its user's).
 //! - `{p}:dead`: stream, dead letters: the entry's fields plus `reason`,
 //!   `deliveries` and `entry_id`.
+//! - `{p}:dead:index`: hash, event id to the ids of its dead letters, written
+//!   with each dead letter and read by a redrive, which removes both.
 //!
 //! Every write that must be atomic is one Lua script: the record with its queue
 //! and notification entries on creation, and the status with its notification
@@ -98,8 +100,14 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 const INDEX_FUNCTIONS: &str = include_str!("lua/index_functions.lua");
 /// Creates a batch of events, atomically (see the script for its arguments).
 const CREATE_MANY: &str = include_str!("lua/create_many.lua");
+/// Lua shared by the status scripts: one status change.
+const CHANGE_STATUS: &str = include_str!("lua/change_status.lua");
 /// Applies a batch of status changes, each on its own.
 const UPDATE_STATUS_MANY: &str = include_str!("lua/update_status_many.lua");
+/// Redrives events: back to PENDING, their dead letters removed.
+const REDRIVE_MANY: &str = include_str!("lua/redrive_many.lua");
+/// Moves a queue entry to the dead letters, noted under its event.
+const DEAD_LETTER: &str = include_str!("lua/dead_letter.lua");
 /// One slice of retention.
 const REMOVE_OLDER_THAN: &str = include_str!("lua/remove_older_than.lua");
 /// Trims the work queue below what every consumer group has acknowledged.
@@ -164,6 +172,8 @@ pub struct RedisBackend {
     keys: Keys,
     create: Arc<Script>,
     update_status: Arc<Script>,
+    redrive: Script,
+    dead_letter: Arc<Script>,
     remove_older_than: Script,
     trim_acknowledged: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
@@ -335,8 +345,10 @@ impl RedisBackend {
             keys,
             create: Arc::new(Script::new(&format!("{INDEX_FUNCTIONS}{CREATE_MANY}"))),
             update_status: Arc::new(Script::new(&format!(
-                "{INDEX_FUNCTIONS}{UPDATE_STATUS_MANY}"
+                "{INDEX_FUNCTIONS}{CHANGE_STATUS}{UPDATE_STATUS_MANY}"
             ))),
+            redrive: Script::new(&format!("{INDEX_FUNCTIONS}{CHANGE_STATUS}{REDRIVE_MANY}")),
+            dead_letter: Arc::new(Script::new(DEAD_LETTER)),
             remove_older_than: Script::new(&format!("{INDEX_FUNCTIONS}{REMOVE_OLDER_THAN}")),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             feed_conn: Mutex::new(None),

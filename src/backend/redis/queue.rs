@@ -8,7 +8,7 @@ use std::{
 };
 
 use ::redis::{
-    AsyncCommands, Client, RedisError, Value,
+    AsyncCommands, Client, RedisError, Script, Value,
     aio::MultiplexedConnection,
     streams::{
         StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
@@ -78,6 +78,7 @@ impl WorkQueue for RedisBackend {
     fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
         let count = self.partitions.count();
         Arc::new(RedisConsumer {
+            dead_letter: self.dead_letter.clone(),
             client: self.client.clone(),
             conn: self.conn.clone(),
             keys: self.keys.clone(),
@@ -139,6 +140,8 @@ impl RedisBackend {
 
 /// One member of the group on every partition's queue.
 struct RedisConsumer {
+    /// The script that moves an entry to the dead letters.
+    dead_letter: Arc<Script>,
     /// Makes the blocking reader's connection; `None` on a cluster.
     client: Option<Client>,
     conn: Conn,
@@ -506,17 +509,26 @@ impl Consumer for RedisConsumer {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let p = delivery.entry_id.partition;
         let entry_id = delivery.entry_id.id.to_string();
-        let mut fields = record(&delivery.event).to_vec();
-        fields.push(("reason", reason.to_owned()));
-        fields.push(("deliveries", delivery.deliveries.to_string()));
-        fields.push(("entry_id", entry_id.clone()));
-        let _: () = ::redis::pipe()
-            .atomic()
-            .xadd(self.keys.dead(p), "*", &fields)
-            .ignore()
-            .xack(&self.streams[p.index()], GROUP, &[&entry_id])
-            .ignore()
-            .query_async(&mut self.conn.clone())
+        let mut invocation = self.dead_letter.prepare_invoke();
+        invocation
+            .key(self.keys.dead(p))
+            .key(self.keys.dead_index(p))
+            .key(&self.streams[p.index()])
+            .arg(GROUP)
+            .arg(&entry_id)
+            .arg(delivery.event.id.to_string());
+        for (field, value) in record(&delivery.event) {
+            invocation.arg(field).arg(value);
+        }
+        invocation
+            .arg("reason")
+            .arg(reason)
+            .arg("deliveries")
+            .arg(delivery.deliveries)
+            .arg("entry_id")
+            .arg(&entry_id);
+        let _: String = invocation
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
         Ok(())

@@ -144,18 +144,7 @@ impl RedisBackend {
                 .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
-        if outcomes.len() != changes.len() {
-            return Err(Error::Internal(format!(
-                "status script answered {} outcomes for {} changes",
-                outcomes.len(),
-                changes.len()
-            )));
-        }
-        Ok(changes
-            .iter()
-            .zip(outcomes)
-            .map(|(change, (outcome, detail))| status_outcome(*change, &outcome, detail))
-            .collect())
+        outcomes_of(changes, outcomes)
     }
 
     /// One page of `query` within partition `p`.
@@ -299,6 +288,82 @@ impl RedisBackend {
             })
             .collect()
     }
+
+    /// Runs `apply` once per partition on that partition's changes, all at
+    /// once, and puts the outcomes back in the changes' order. An id that
+    /// names no partition of this deployment is no event of it.
+    async fn by_partition_of_id<F, Fut>(
+        &self,
+        changes: &[StatusChange],
+        apply: F,
+    ) -> Result<Vec<Result<Event>>>
+    where
+        F: Fn(Partition, Vec<StatusChange>) -> Fut,
+        Fut: Future<Output = Result<Vec<Result<Event>>>>,
+    {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.checked().await?;
+        let (known, unknown): (Vec<_>, Vec<_>) = changes
+            .iter()
+            .enumerate()
+            .partition(|(_, c)| self.partitions.of_id(c.id).is_some());
+        let groups = by_partition(
+            self.partitions,
+            known
+                .iter()
+                .filter_map(|(_, c)| Some((self.partitions.of_id(c.id)?, **c))),
+        );
+        let answers = try_join_all(groups.into_iter().map(|(p, places, changes)| {
+            let run = apply(p, changes);
+            async move { Ok::<_, Error>((places, run.await?)) }
+        }))
+        .await?;
+        let mut outcomes: Vec<Option<Result<Event>>> = (0..changes.len()).map(|_| None).collect();
+        for (places, results) in answers {
+            for (place, result) in places.into_iter().zip(results) {
+                outcomes[known[place].0] = Some(result);
+            }
+        }
+        for (i, change) in unknown {
+            outcomes[i] = Some(Err(Error::NotFound(change.id)));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Internal("a partition answered too little".into())))
+            .collect()
+    }
+
+    /// Redrives events of one partition with one script.
+    async fn redrive_in(
+        &self,
+        p: Partition,
+        changes: &[StatusChange],
+    ) -> Result<Vec<Result<Event>>> {
+        let sources: Vec<&str> = EventStatus::Pending
+            .sources()
+            .map(EventStatus::as_str)
+            .collect();
+        let mut invocation = self.redrive.prepare_invoke();
+        invocation
+            .key(self.keys.events(p))
+            .key(self.keys.notifications(p))
+            .key(self.keys.dead(p))
+            .key(self.keys.dead_index(p))
+            .arg(to_micros(now()))
+            .arg(self.notifications_max_len)
+            .arg(self.keys.tag(p))
+            .arg(sources.join(","));
+        for change in changes {
+            invocation
+                .key(self.keys.event(p, change.id))
+                .arg(change.id.to_string())
+                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
+        }
+        let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
+        outcomes_of(changes, outcomes)
+    }
 }
 
 /// Splits `items` by partition, keeping each item's place: per partition,
@@ -319,6 +384,25 @@ fn by_partition<T>(
         group.2.push(item);
     }
     groups
+}
+
+/// The outcome of each change, from a status script's answers.
+fn outcomes_of(
+    changes: &[StatusChange],
+    outcomes: Vec<(String, Value)>,
+) -> Result<Vec<Result<Event>>> {
+    if outcomes.len() != changes.len() {
+        return Err(Error::Internal(format!(
+            "status script answered {} outcomes for {} changes",
+            outcomes.len(),
+            changes.len()
+        )));
+    }
+    Ok(changes
+        .iter()
+        .zip(outcomes)
+        .map(|(change, (outcome, detail))| status_outcome(*change, &outcome, detail))
+        .collect())
 }
 
 /// Puts per-partition answers back in the order of the items they answer.
@@ -385,38 +469,10 @@ impl EventStore for RedisBackend {
 
     #[instrument(skip_all, fields(n = changes.len()))]
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.checked().await?;
-        // An id that names no partition of this deployment is no event of it.
-        let (known, unknown): (Vec<_>, Vec<_>) = changes
-            .iter()
-            .enumerate()
-            .partition(|(_, c)| self.partitions.of_id(c.id).is_some());
-        let groups = by_partition(
-            self.partitions,
-            known
-                .iter()
-                .filter_map(|(_, c)| Some((self.partitions.of_id(c.id)?, **c))),
-        );
-        let answers = try_join_all(groups.into_iter().map(|(p, places, changes)| async move {
-            Ok::<_, Error>((places, self.update_in(p, &changes).await?))
-        }))
-        .await?;
-        let mut outcomes: Vec<Option<Result<Event>>> = (0..changes.len()).map(|_| None).collect();
-        for (places, results) in answers {
-            for (place, result) in places.into_iter().zip(results) {
-                outcomes[known[place].0] = Some(result);
-            }
-        }
-        for (i, change) in unknown {
-            outcomes[i] = Some(Err(Error::NotFound(change.id)));
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.ok_or_else(|| Error::Internal("a partition answered too little".into())))
-            .collect()
+        self.by_partition_of_id(changes, |p, changes| async move {
+            self.update_in(p, &changes).await
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -452,20 +508,12 @@ impl EventStore for RedisBackend {
         Ok(all)
     }
 
-    async fn remove_dead_letters(&self, ids: &[PartitionEntry]) -> Result<()> {
-        let groups = by_partition(self.partitions, ids.iter().map(|e| (e.partition, e.id)));
-        try_join_all(groups.into_iter().map(|(p, _, ids)| async move {
-            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            let _: u64 = self
-                .conn
-                .clone()
-                .xdel(self.keys.dead(p), &ids)
-                .await
-                .map_err(redis_error)?;
-            Ok::<_, Error>(())
-        }))
-        .await?;
-        Ok(())
+    #[instrument(skip_all, fields(n = changes.len()))]
+    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
+        self.by_partition_of_id(changes, |p, changes| async move {
+            self.redrive_in(p, &changes).await
+        })
+        .await
     }
 
     #[instrument(skip_all)]

@@ -4,7 +4,8 @@
 -- many of the oldest candidates to skip, the most to look at. Looks at the
 -- events that occurred before the cutoff, oldest first, and removes each that
 -- was also created before it and is not PENDING: its record, its index
--- entries and its count. An index entry whose record is gone goes too.
+-- entries, its count and its note in the dead-letter index. An index entry
+-- whose record is gone goes too.
 -- Returns {removed, kept, scanned}.
 local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
 local all = KEYS[1]
@@ -21,6 +22,7 @@ for _, id in ipairs(ids) do
     else
       for _, index in ipairs(index_keys(prefix, f)) do redis.call('ZREM', index, id) end
       redis.call('DEL', prefix .. ':event:' .. id)
+      redis.call('HDEL', prefix .. ':dead:index', id)
       redis.call('HINCRBY', prefix .. ':stats', f.status, -1)
       removed = removed + 1
     end
