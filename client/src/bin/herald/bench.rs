@@ -47,6 +47,23 @@ pub enum Bench {
     E2e(E2eArgs),
     /// Many subscribers of one user; delivery latency of a burst of events.
     Fanout(FanoutArgs),
+    /// Closed-loop GetStats throughput and latency (it adds up every
+    /// partition's counts).
+    Stats(StatsArgs),
+}
+
+/// Flags of `bench stats`.
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Measured time (e.g. 10s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
 }
 
 /// Flags of `bench ingest`.
@@ -135,6 +152,7 @@ pub async fn run(
         Bench::Ingest(args) => ingest(server, tls, &key, args).await?,
         Bench::E2e(args) => e2e(server, tls, &key, args).await?,
         Bench::Fanout(args) => fanout(server, tls, &key, args).await?,
+        Bench::Stats(args) => stats(server, tls, &key, args).await?,
     };
     if json {
         println!("{}", report.json());
@@ -399,6 +417,33 @@ async fn ingest(
 }
 
 /// A run-unique prefix, so user ids of earlier runs never match.
+async fn stats(server: &str, tls: &Tls, key: &ApiKey, args: &StatsArgs) -> anyhow::Result<Report> {
+    let channels = connect_all(server, tls, 1).await?;
+    let key = key.clone();
+    let series = closed_loop(
+        "GetStats",
+        &channels,
+        args.concurrency,
+        args.warmup,
+        args.duration,
+        move |ch| {
+            let key = key.clone();
+            async move {
+                EventLoggerClient::with_interceptor(ch, key)
+                    .get_stats(pb::GetStatsRequest::default())
+                    .await
+                    .map(drop)
+            }
+        },
+    )
+    .await;
+    Ok(Report {
+        bench: "stats",
+        figures: vec![("concurrency", json!(args.concurrency))],
+        series: vec![series],
+    })
+}
+
 fn run_tag() -> String {
     format!("bench-{}", uuid::Uuid::now_v7().simple())
 }
