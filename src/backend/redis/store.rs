@@ -305,34 +305,24 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         self.checked().await?;
-        let (known, unknown): (Vec<_>, Vec<_>) = changes
+        // An id that names no partition of this deployment is no event of it.
+        let unknown = changes.iter().map(|c| {
+            self.partitions
+                .of_id(c.id)
+                .is_none()
+                .then_some(Err(Error::NotFound(c.id)))
+        });
+        let known = changes
             .iter()
             .enumerate()
-            .partition(|(_, c)| self.partitions.of_id(c.id).is_some());
-        let groups = by_partition(
-            self.partitions,
-            known
-                .iter()
-                .filter_map(|(_, c)| Some((self.partitions.of_id(c.id)?, **c))),
-        );
+            .filter_map(|(i, c)| Some((i, self.partitions.of_id(c.id)?, *c)));
+        let groups = by_partition(self.partitions, known);
         let answers = try_join_all(groups.into_iter().map(|(p, places, changes)| {
             let run = apply(p, changes);
             async move { Ok::<_, Error>((places, run.await?)) }
         }))
         .await?;
-        let mut outcomes: Vec<Option<Result<Event>>> = (0..changes.len()).map(|_| None).collect();
-        for (places, results) in answers {
-            for (place, result) in places.into_iter().zip(results) {
-                outcomes[known[place].0] = Some(result);
-            }
-        }
-        for (i, change) in unknown {
-            outcomes[i] = Some(Err(Error::NotFound(change.id)));
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.ok_or_else(|| Error::Internal("a partition answered too little".into())))
-            .collect()
+        in_place(unknown.collect(), answers)
     }
 
     /// Redrives events of one partition with one script.
@@ -366,21 +356,21 @@ impl RedisBackend {
     }
 }
 
-/// Splits `items` by partition, keeping each item's place: per partition,
-/// its items and their places in `items`.
+/// Splits `items` (each with its place and partition) by partition: per
+/// partition, its items and their places.
 fn by_partition<T>(
     partitions: Partitions,
-    items: impl IntoIterator<Item = (Partition, T)>,
+    items: impl IntoIterator<Item = (usize, Partition, T)>,
 ) -> Vec<(Partition, Vec<usize>, Vec<T>)> {
     let mut groups: Vec<(Partition, Vec<usize>, Vec<T>)> = Vec::new();
     let mut slot = vec![usize::MAX; partitions.count()];
-    for (i, (p, item)) in items.into_iter().enumerate() {
+    for (place, p, item) in items {
         if slot[p.index()] == usize::MAX {
             slot[p.index()] = groups.len();
             groups.push((p, Vec::new(), Vec::new()));
         }
         let group = &mut groups[slot[p.index()]];
-        group.1.push(i);
+        group.1.push(place);
         group.2.push(item);
     }
     groups
@@ -405,9 +395,9 @@ fn outcomes_of(
         .collect())
 }
 
-/// Puts per-partition answers back in the order of the items they answer.
-fn in_place<T>(len: usize, answers: Vec<(Vec<usize>, Vec<T>)>) -> Result<Vec<T>> {
-    let mut out: Vec<Option<T>> = (0..len).map(|_| None).collect();
+/// Puts per-partition answers in the places of the items they answer, in
+/// `out` (which may hold some answers already); every place must be filled.
+fn in_place<T>(mut out: Vec<Option<T>>, answers: Vec<(Vec<usize>, Vec<T>)>) -> Result<Vec<T>> {
     for (places, values) in answers {
         for (place, value) in places.into_iter().zip(values) {
             out[place] = Some(value);
@@ -435,20 +425,20 @@ impl EventStore for RedisBackend {
         }
         self.checked().await?;
         let len = events.len();
-        let items = events.into_iter().map(|new| {
+        let items = events.into_iter().enumerate().map(|(place, new)| {
             let p = self.partitions.of_user(new.user_id());
             let request_key = match new.request_id() {
                 "" => String::new(),
                 request_id => self.keys.request(p, new.source(), request_id),
             };
-            (p, (new.into_event(self.partitions), request_key))
+            (place, p, (new.into_event(self.partitions), request_key))
         });
         let groups = by_partition(self.partitions, items);
         let answers = try_join_all(groups.into_iter().map(|(p, places, events)| async move {
             Ok::<_, Error>((places, self.create_in(p, events).await?))
         }))
         .await?;
-        in_place(len, answers)
+        in_place((0..len).map(|_| None).collect(), answers)
     }
 
     #[instrument(skip_all)]
