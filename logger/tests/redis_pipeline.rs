@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use common::{Lines, Logger, Processor, eventually};
 use herald::{
@@ -187,31 +184,21 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
             .then_some(())
     })
     .await;
-    let mut conn = redis::Client::open(redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    // Each partition's dead letters, as stored.
-    let partitions = herald::partition::Partitions::default();
-    let keys = herald::backend::Keys::new("herald", partitions);
-    let mut dead: Vec<(String, HashMap<String, String>)> = Vec::new();
-    for p in partitions.all() {
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(keys.dead(p))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .expect("XRANGE");
-        dead.extend(entries);
-    }
-    let dead_ids: HashSet<&str> = dead.iter().map(|(_, f)| f["id"].as_str()).collect();
-    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(dead_ids, ids.iter().map(String::as_str).collect());
+    // Every partition's dead letters, as the store reads them back.
+    let store = backend::open(&BackendConfig::Redis {
+        url: redis.url(),
+        prefix: "herald".into(),
+    })
+    .expect("backend")
+    .store;
+    let start = herald::cursor::Cursor::start(store.partitions());
+    let dead = store.dead_letters(&start, 100).await.expect("dead letters");
+    let dead_ids: HashSet<Uuid> = dead.iter().map(|d| d.delivery.event.id).collect();
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert_eq!(dead_ids, ids);
     assert!(
         dead.iter()
-            .all(|(_, f)| f["deliveries"] == "2" && f["reason"].contains("2 times"))
+            .all(|d| d.delivery.deliveries == 2 && d.reason.contains("2 times"))
     );
     assert!(lines_b.lines().is_empty(), "given up without sending again");
 

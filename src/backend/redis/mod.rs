@@ -17,14 +17,16 @@
 //!   by every process that opens it. Keys of the first, unpartitioned layout
 //!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
 //!   to start instead.
-//! - `{p}:event:{id}`: hash, the event record: `id`, `user_id`,
-//!   `description`, `status`, `created_at`, `updated_at`, `occurred_at` (the
-//!   times in microseconds), `category`, `type`, `session_id`, `payload` (JSON,
-//!   empty if none), `request_id`, `source` and `traceparent` (of the last
-//!   change that carried one).
+//! - `{p}:event:{id}`: hash, the event record: `pb`, what never changes
+//!   (id, user, description, times, attributes, payload, request id,
+//!   source) as protobuf bytes written once; beside it `status`,
+//!   `updated_at` and `traceparent` (of the last change that carried one),
+//!   which status changes rewrite, and `occurred_at`, `created_at` (micros)
+//!   and `ix` (its query-index keys, one per line), which the scripts read.
 //! - `{p}:events`: stream, the partition's work queue, read by the group
-//!   `processors`; each entry has one field, `event`: the record's fields as
-//!   one JSON object. Trimmed only below what every consumer group has
+//!   `processors`; each entry has the fields `pb`, `status`, `updated_at` and
+//!   `traceparent`: the record as it was when queued, nothing encoded in Lua
+//!   and no JSON to parse. Trimmed only below what every consumer group has
 //!   acknowledged (a plain `MAXLEN` trim ignores the PEL and would drop
 //!   unprocessed work).
 //! - `{p}:notifications`: stream, every creation and status change of the

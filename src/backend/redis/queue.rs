@@ -23,7 +23,7 @@ use futures_util::future::try_join_all;
 
 use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection,
-    record::{entry_id_of, record, stream_entry_event},
+    record::{entry, entry_id_of, stream_entry_event},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP, QueueStats, WorkQueue};
@@ -517,7 +517,7 @@ impl Consumer for RedisConsumer {
             .arg(GROUP)
             .arg(&entry_id)
             .arg(delivery.event.id.to_string());
-        for (field, value) in record(&delivery.event) {
+        for (field, value) in entry(&delivery.event) {
             invocation.arg(field).arg(value);
         }
         invocation

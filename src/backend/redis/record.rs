@@ -1,8 +1,13 @@
-//! Event records: the hash fields, the stream entries, and reading them back.
+//! Event records: the immutable part of an event as protobuf bytes written
+//! once, beside the few fields the scripts read or change (status, times,
+//! trace, the index keys); stream entries and dead letters carry the same
+//! bytes with the event's current status, so nothing is encoded in Lua and
+//! no reader parses JSON.
 
 use std::collections::HashMap;
 
 use ::redis::{Value, streams::StreamId};
+use prost::Message;
 use uuid::Uuid;
 
 use crate::{
@@ -12,39 +17,123 @@ use crate::{
     trace::TraceParent,
 };
 
-/// How many fields a record has.
-pub(super) const RECORD_FIELDS: usize = 14;
+/// A record's or entry's fields as Redis returns them: names to raw values.
+pub(super) type Fields = HashMap<String, Vec<u8>>;
 
-/// The record's fields as written to the hash and the streams. An absent
-/// payload is an empty string; a present one is its JSON.
-pub(super) fn record(event: &Event) -> [(&'static str, String); RECORD_FIELDS] {
-    let payload = event
-        .payload
-        .as_ref()
-        .map(|p| serde_json::Value::Object(p.clone()).to_string())
-        .unwrap_or_default();
+/// How many fields a record hash has.
+pub(super) const RECORD_FIELDS: usize = 7;
+
+/// The part of an event that never changes, as stored (field `pb`).
+#[derive(Clone, PartialEq, Message)]
+struct Stored {
+    /// The UUID's 16 bytes.
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    user_id: String,
+    #[prost(string, tag = "3")]
+    description: String,
+    /// Microseconds since the epoch.
+    #[prost(int64, tag = "4")]
+    created_at: i64,
+    /// Microseconds since the epoch.
+    #[prost(int64, tag = "5")]
+    occurred_at: i64,
+    #[prost(string, tag = "6")]
+    category: String,
+    #[prost(string, tag = "7")]
+    event_type: String,
+    #[prost(string, tag = "8")]
+    session_id: String,
+    /// The payload as JSON; empty for none.
+    #[prost(string, tag = "9")]
+    payload: String,
+    #[prost(string, tag = "10")]
+    request_id: String,
+    #[prost(string, tag = "11")]
+    source: String,
+}
+
+fn stored(event: &Event) -> Vec<u8> {
+    Stored {
+        id: event.id.as_bytes().to_vec(),
+        user_id: event.user_id.clone(),
+        description: event.description.clone(),
+        created_at: to_micros(event.created_at),
+        occurred_at: to_micros(event.occurred_at),
+        category: event.category.clone(),
+        event_type: event.event_type.clone(),
+        session_id: event.session_id.clone(),
+        payload: event
+            .payload
+            .as_ref()
+            .map(|p| serde_json::Value::Object(p.clone()).to_string())
+            .unwrap_or_default(),
+        request_id: event.request_id.clone(),
+        source: event.source.clone(),
+    }
+    .encode_to_vec()
+}
+
+/// The changing fields of an event, as records and entries hold them.
+fn changing(event: &Event) -> [(&'static str, Vec<u8>); 3] {
     [
-        ("id", event.id.to_string()),
-        ("user_id", event.user_id.clone()),
-        ("description", event.description.clone()),
-        ("status", event.status.as_str().to_owned()),
-        ("created_at", to_micros(event.created_at).to_string()),
-        ("updated_at", to_micros(event.updated_at).to_string()),
-        ("category", event.category.clone()),
-        ("type", event.event_type.clone()),
-        ("session_id", event.session_id.clone()),
-        ("payload", payload),
-        ("occurred_at", to_micros(event.occurred_at).to_string()),
-        ("request_id", event.request_id.clone()),
-        ("source", event.source.clone()),
+        ("status", event.status.as_str().as_bytes().to_vec()),
+        (
+            "updated_at",
+            to_micros(event.updated_at).to_string().into_bytes(),
+        ),
         (
             "traceparent",
-            event.traceparent.map(|t| t.to_string()).unwrap_or_default(),
+            event
+                .traceparent
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
         ),
     ]
 }
 
-/// The result of one change of the status script.
+/// The fields of a new record's hash: `pb`, `status`, `updated_at`,
+/// `traceparent`, `occurred_at` and `created_at` (micros, for the scripts'
+/// index scores and retention) and `ix`, the event's query-index keys other
+/// than `all` and its status's, one per line (`user:ann`, `type:…`).
+pub(super) fn record(event: &Event) -> [(&'static str, Vec<u8>); RECORD_FIELDS] {
+    let [status, updated_at, traceparent] = changing(event);
+    let mut ix = format!("user:{}", event.user_id);
+    for (kind, value) in [
+        ("session", &event.session_id),
+        ("category", &event.category),
+        ("type", &event.event_type),
+    ] {
+        if !value.is_empty() {
+            ix.push_str(&format!("\n{kind}:{value}"));
+        }
+    }
+    [
+        ("pb", stored(event)),
+        status,
+        updated_at,
+        traceparent,
+        (
+            "occurred_at",
+            to_micros(event.occurred_at).to_string().into_bytes(),
+        ),
+        (
+            "created_at",
+            to_micros(event.created_at).to_string().into_bytes(),
+        ),
+        ("ix", ix.into_bytes()),
+    ]
+}
+
+/// The fields of a stream entry or dead letter of the event as it is now.
+pub(super) fn entry(event: &Event) -> [(&'static str, Vec<u8>); 4] {
+    let [status, updated_at, traceparent] = changing(event);
+    [("pb", stored(event)), status, updated_at, traceparent]
+}
+
+/// The result of one change of a status script.
 pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value) -> Result<Event> {
     match outcome {
         "missing" => Err(Error::NotFound(change.id)),
@@ -64,50 +153,41 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
     }
 }
 
-/// Reads a record back from its fields.
-pub(super) fn parse_record(fields: &HashMap<String, String>) -> Result<Event> {
+/// Reads an event back from a record's or an entry's fields.
+pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
+    let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
     let get = |name: &str| {
         fields
             .get(name)
             .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
     };
-    let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
-    let micros = |name: &str| {
-        get(name)?
-            .parse::<i64>()
-            .map(from_micros)
-            .map_err(|_| bad(name))
-    };
-    let optional = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    let payload = match fields.get("payload").map(String::as_str) {
-        None | Some("") => None,
-        Some(json) => match serde_json::from_str(json) {
+    let text = |name: &str| std::str::from_utf8(get(name)?).map_err(|_| bad(name));
+    let stored = Stored::decode(get("pb")?.as_slice()).map_err(|_| bad("pb"))?;
+    let payload = match stored.payload.as_str() {
+        "" => None,
+        json => match serde_json::from_str(json) {
             Ok(serde_json::Value::Object(map)) => Some(map),
             _ => return Err(bad("payload")),
         },
     };
-    let created_at = micros("created_at")?;
     Ok(Event {
-        id: Uuid::try_parse(get("id")?).map_err(|_| bad("id"))?,
-        user_id: get("user_id")?.clone(),
-        description: get("description")?.clone(),
-        status: EventStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
-        created_at,
-        updated_at: micros("updated_at")?,
-        occurred_at: if fields.contains_key("occurred_at") {
-            micros("occurred_at")?
-        } else {
-            created_at
-        },
-        category: optional("category"),
-        event_type: optional("type"),
-        session_id: optional("session_id"),
+        id: Uuid::from_slice(&stored.id).map_err(|_| bad("id"))?,
+        user_id: stored.user_id,
+        description: stored.description,
+        status: EventStatus::parse(text("status")?).ok_or_else(|| bad("status"))?,
+        created_at: from_micros(stored.created_at),
+        updated_at: text("updated_at")?
+            .parse()
+            .map(from_micros)
+            .map_err(|_| bad("updated_at"))?,
+        occurred_at: from_micros(stored.occurred_at),
+        category: stored.category,
+        event_type: stored.event_type,
+        session_id: stored.session_id,
         payload,
-        request_id: optional("request_id"),
-        source: optional("source"),
-        traceparent: fields
-            .get("traceparent")
-            .and_then(|t| TraceParent::parse(t)),
+        request_id: stored.request_id,
+        source: stored.source,
+        traceparent: text("traceparent").ok().and_then(TraceParent::parse),
     })
 }
 
@@ -115,27 +195,30 @@ pub(super) fn string(value: Value) -> Result<String> {
     ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
 }
 
-/// Reads a flat `[field, value, ...]` array (HGETALL in a script) into a map.
-pub(super) fn flat_map(value: Value) -> Result<HashMap<String, String>> {
+/// Reads a flat `[field, value, ...]` array (HGETALL in a script) into fields.
+pub(super) fn flat_map(value: Value) -> Result<Fields> {
     let Value::Array(items) = value else {
         return Err(Error::Internal("redis reply: expected an array".into()));
     };
     let mut items = items.into_iter();
-    let mut map = HashMap::new();
+    let mut map = Fields::new();
     while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        map.insert(string(k)?, string(v)?);
+        map.insert(string(k)?, bytes(v)?);
     }
     Ok(map)
 }
 
-/// A stream entry's single field: the record's fields as one JSON object.
-/// One field instead of thirteen keeps XADD and XREAD cheap for Redis.
-pub(super) fn entry_json(fields: &[(&'static str, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::Value::Object(map).to_string()
+fn bytes(value: Value) -> Result<Vec<u8>> {
+    ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
+}
+
+/// A stream entry's fields.
+pub(super) fn entry_fields(entry: StreamId) -> Result<(String, Fields)> {
+    let mut fields = Fields::with_capacity(entry.map.len());
+    for (name, value) in entry.map {
+        fields.insert(name, bytes(value)?);
+    }
+    Ok((entry.id, fields))
 }
 
 /// The id of a stream entry Redis gave.
@@ -144,13 +227,37 @@ pub(super) fn entry_id_of(id: &str) -> Result<EntryId> {
         .map_err(|_| Error::Internal(format!("redis gave the stream entry id {id:?}")))
 }
 
+/// The event a stream entry carries, with the entry's id.
 pub(super) fn stream_entry_event(entry: StreamId) -> Result<(EntryId, Event)> {
-    let json = entry
-        .map
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::Internal(format!("stream entry {} has no event", entry.id)))?;
-    let fields: HashMap<String, String> = serde_json::from_str(&string(json)?)
-        .map_err(|e| Error::Internal(format!("stream entry {}: {e}", entry.id)))?;
-    Ok((entry_id_of(&entry.id)?, parse_record(&fields)?))
+    let (id, fields) = entry_fields(entry)?;
+    Ok((entry_id_of(&id)?, parse_record(&fields)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewEvent, partition::Partitions};
+
+    #[test]
+    fn a_record_reads_back_as_the_event() {
+        let mut event = NewEvent::new("ann", "hello")
+            .expect("valid")
+            .into_event(Partitions::default());
+        event.category = "billing".into();
+        event.payload = serde_json::json!({"n": 1, "x": [1.5, "y"]})
+            .as_object()
+            .cloned();
+        event.traceparent = Some(TraceParent::new_root());
+        let fields: Fields = record(&event)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(parse_record(&fields).expect("parse"), event);
+        assert_eq!(fields["ix"], b"user:ann\ncategory:billing");
+        let entry: Fields = entry(&event)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(parse_record(&entry).expect("parse"), event);
+    }
 }

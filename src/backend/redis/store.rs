@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{
     RedisBackend,
     record::{
-        RECORD_FIELDS, entry_id_of, entry_json, parse_record, record, status_outcome, string,
+        Fields, RECORD_FIELDS, entry_fields, entry_id_of, parse_record, record, status_outcome,
     },
     redis_error,
 };
@@ -75,12 +75,11 @@ impl RedisBackend {
             .arg(self.request_id_window.as_secs().max(1))
             .arg(self.keys.tag(p));
         for (event, request_key) in &events {
-            let fields = record(event);
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
-                .arg(entry_json(&fields));
-            for (field, value) in fields {
+                .arg(event.id.to_string());
+            for (field, value) in record(event) {
                 invocation.arg(field).arg(value);
             }
         }
@@ -95,7 +94,7 @@ impl RedisBackend {
             repeats.hgetall(self.keys.event(p, id));
             repeated += 1;
         }
-        let firsts: Vec<HashMap<String, String>> = if repeated == 0 {
+        let firsts: Vec<Fields> = if repeated == 0 {
             Vec::new()
         } else {
             repeats
@@ -141,7 +140,8 @@ impl RedisBackend {
                 .arg(change.status.as_str())
                 .arg(if change.status.enqueues() { "1" } else { "0" })
                 .arg(sources.join(","))
-                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
+                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default())
+                .arg(change.id.to_string());
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
         outcomes_of(changes, outcomes)
@@ -208,7 +208,7 @@ impl RedisBackend {
                 .collect();
             scanned += positions.len();
             last_scanned = positions.last().copied().or(last_scanned);
-            let mut records: Vec<HashMap<String, String>> = Vec::new();
+            let mut records: Vec<Fields> = Vec::new();
             if !positions.is_empty() {
                 let mut fetch = ::redis::pipe();
                 for position in &positions {
@@ -260,18 +260,15 @@ impl RedisBackend {
             .ids
             .into_iter()
             .map(|entry| {
-                let mut fields = HashMap::new();
-                for (name, value) in entry.map {
-                    fields.insert(name, string(value)?);
-                }
-                let take = |fields: &mut HashMap<String, String>, name: &str| {
-                    fields.remove(name).unwrap_or_default()
+                let (id, mut fields) = entry_fields(entry)?;
+                let mut take = |name: &str| {
+                    String::from_utf8_lossy(&fields.remove(name).unwrap_or_default()).into_owned()
                 };
-                let reason = take(&mut fields, "reason");
-                let deliveries = take(&mut fields, "deliveries").parse().unwrap_or(0);
+                let reason = take("reason");
+                let deliveries = take("deliveries").parse().unwrap_or(0);
                 let entry_id = PartitionEntry {
                     partition: p,
-                    id: take(&mut fields, "entry_id").parse().unwrap_or_default(),
+                    id: take("entry_id").parse().unwrap_or_default(),
                 };
                 Ok(DeadLetter {
                     delivery: Delivery {
@@ -281,7 +278,7 @@ impl RedisBackend {
                     },
                     id: PartitionEntry {
                         partition: p,
-                        id: entry_id_of(&entry.id)?,
+                        id: entry_id_of(&id)?,
                     },
                     reason,
                 })
@@ -445,7 +442,7 @@ impl EventStore for RedisBackend {
     async fn get(&self, id: Uuid) -> Result<Event> {
         let p = self.partitions.of_id(id).ok_or(Error::NotFound(id))?;
         self.checked().await?;
-        let fields: HashMap<String, String> = self
+        let fields: Fields = self
             .conn
             .clone()
             .hgetall(self.keys.event(p, id))

@@ -1,9 +1,9 @@
--- Lua shared by the status scripts: one status change of one event, with its
--- count, its status index entry, its notification entry and (entering a
--- status that enqueues) its queue entry. Returns {outcome, detail}:
--- {'missing', ''}, {'same', record}, {'forbidden', current status} or
--- {'changed', record}.
-local function change_status(queue, notifications, record_key, prefix, now, max_len,
+-- Lua shared by the status scripts: one status change of event `id`, with
+-- its count, its status index entry, its notification entry and (entering
+-- a status that enqueues) its queue entry. Returns {outcome, detail}:
+-- {'missing', ''}, {'same', record fields}, {'forbidden', current status}
+-- or {'changed', entry fields}.
+local function change_status(queue, notifications, record_key, id, prefix, now, max_len,
                              target, enqueue, sources, trace)
   local current = redis.call('HGET', record_key, 'status')
   if not current then
@@ -17,12 +17,12 @@ local function change_status(queue, notifications, record_key, prefix, now, max_
   if trace ~= '' then redis.call('HSET', record_key, 'traceparent', trace) end
   redis.call('HINCRBY', prefix .. ':stats', current, -1)
   redis.call('HINCRBY', prefix .. ':stats', target, 1)
-  local record = redis.call('HGETALL', record_key)
-  local f = fields_of(record)
-  redis.call('ZREM', prefix .. ':idx:status:' .. current, f.id)
-  redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, f.id)
-  local entry = cjson.encode(f)
-  if enqueue == '1' then redis.call('XADD', queue, '*', 'event', entry) end
-  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'event', entry)
-  return {'changed', record}
+  local got = redis.call('HMGET', record_key, 'pb', 'traceparent', 'occurred_at')
+  local f = {pb = got[1], traceparent = got[2], occurred_at = got[3]}
+  redis.call('ZREM', prefix .. ':idx:status:' .. current, id)
+  redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, id)
+  local entry = entry_of(f, target, now)
+  if enqueue == '1' then redis.call('XADD', queue, '*', unpack(entry)) end
+  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', unpack(entry))
+  return {'changed', entry}
 end

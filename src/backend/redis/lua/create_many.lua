@@ -1,12 +1,13 @@
--- Creates a batch of events. KEYS: queue, notifications, then one record key
--- per event. ARGV: notifications max length, the number of field/value
--- arguments per record, the idempotency window in seconds, the key prefix
--- (for the query indexes), then per event its idempotency key ('' for none),
--- its stream entry (the record as one JSON object) and its record's
--- field/value pairs. Checks
--- every id first, so the batch is written whole or not at all; an event whose
--- idempotency key is already taken is not written, and its slot of the reply
--- holds the id of the event that took the key ('' for events written).
+-- Creates a batch of events of one partition. KEYS: queue, notifications,
+-- then one record key per event. ARGV: notifications max length, the number
+-- of field/value arguments per record, the idempotency window in seconds,
+-- the partition's key prefix (for the query indexes and counts), then per
+-- event its idempotency key ('' for none), its id and its record's
+-- field/value pairs. Checks every id first, so the batch is written whole
+-- or not at all; an event whose idempotency key is already taken is not
+-- written, and its slot of the reply holds the id of the event that took
+-- the key ('' for events written). Each event's queue and notification
+-- entries carry its record's `pb` with its status.
 local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
 local stride = n + 2
@@ -18,8 +19,7 @@ end
 local out = {}
 for i = 3, #KEYS do
   local first = 5 + (i - 3) * stride
-  local request_key = ARGV[first]
-  local entry = ARGV[first + 1]
+  local request_key, id = ARGV[first], ARGV[first + 1]
   local record = {unpack(ARGV, first + 2, first + n + 1)}
   local prior = false
   if request_key ~= '' then
@@ -29,16 +29,17 @@ for i = 3, #KEYS do
     out[#out + 1] = prior
   else
     if request_key ~= '' then
-      redis.call('SET', request_key, record[2], 'EX', ARGV[3])
+      redis.call('SET', request_key, id, 'EX', ARGV[3])
     end
     redis.call('HSET', KEYS[i], unpack(record))
     redis.call('HINCRBY', prefix .. ':stats', 'PENDING', 1)
     local f = fields_of(record)
     for _, index in ipairs(index_keys(prefix, f)) do
-      redis.call('ZADD', index, f.occurred_at, f.id)
+      redis.call('ZADD', index, f.occurred_at, id)
     end
-    redis.call('XADD', KEYS[1], '*', 'event', entry)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', entry)
+    local entry = entry_of(f, f.status, f.updated_at)
+    redis.call('XADD', KEYS[1], '*', unpack(entry))
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
     out[#out + 1] = ''
   end
 end

@@ -1,15 +1,17 @@
 -- Lua shared by the scripts: a record's fields by name, and the query
--- indexes (sorted sets scored by occurred_at) an event belongs in.
+-- indexes (sorted sets scored by occurred_at) an event belongs in: every
+-- event's, its status's, and one per line of its `ix` field.
 local function fields_of(record)
   local f = {}
   for j = 1, #record, 2 do f[record[j]] = record[j + 1] end
   return f
 end
 local function index_keys(prefix, f)
-  local keys = {prefix .. ':idx:all', prefix .. ':idx:user:' .. f.user_id,
-                prefix .. ':idx:status:' .. f.status}
-  if f.session_id ~= '' then keys[#keys + 1] = prefix .. ':idx:session:' .. f.session_id end
-  if f.category ~= '' then keys[#keys + 1] = prefix .. ':idx:category:' .. f.category end
-  if f.type ~= '' then keys[#keys + 1] = prefix .. ':idx:type:' .. f.type end
+  local keys = {prefix .. ':idx:all', prefix .. ':idx:status:' .. f.status}
+  for line in string.gmatch(f.ix, '[^\n]+') do keys[#keys + 1] = prefix .. ':idx:' .. line end
   return keys
+end
+-- The fields of a stream entry of a record with fields `f`, now in `status`.
+local function entry_of(f, status, updated_at)
+  return {'pb', f.pb, 'status', status, 'updated_at', updated_at, 'traceparent', f.traceparent}
 end

@@ -10,7 +10,7 @@ local out = {}
 for i = 5, #KEYS do
   local a = 5 + (i - 5) * 2
   local id = ARGV[a]
-  local result = change_status(KEYS[1], KEYS[2], KEYS[i], ARGV[3], ARGV[1], ARGV[2],
+  local result = change_status(KEYS[1], KEYS[2], KEYS[i], id, ARGV[3], ARGV[1], ARGV[2],
                                'PENDING', '1', ARGV[4], ARGV[a + 1])
   if result[1] == 'changed' or result[1] == 'same' then
     local dead = redis.call('HGET', KEYS[4], id)
