@@ -1368,3 +1368,48 @@ async fn redis_writes_wait_for_replicas() {
     );
     assert_eq!(first.description, "waited");
 }
+
+/// A typical record (short fields, a small payload) is kept by Redis as one
+/// compact listpack: no field of it is longer than 64 bytes.
+#[tokio::test]
+async fn redis_keeps_a_typical_record_compact() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    let config = BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    };
+    let b = backend::open(&config).expect("backend");
+    let input = EventInput {
+        user_id: "ann".into(),
+        description: "Your invoice 42 is ready to download".into(),
+        category: "billing".into(),
+        payload: serde_json::json!({"invoice": 42, "amount": "12.50"})
+            .as_object()
+            .cloned(),
+        ..EventInput::default()
+    };
+    let event = b
+        .store
+        .create(NewEvent::validate(input, &Rules::default()).expect("valid"))
+        .await
+        .expect("create");
+    let partitions = b.store.partitions();
+    let key = backend::Keys::new("test", partitions)
+        .event(partitions.of_id(event.id).expect("partition"), event.id);
+    let mut conn = ::redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let encoding: String = ::redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("OBJECT ENCODING");
+    assert_eq!(encoding, "listpack");
+    assert_eq!(b.store.get(event.id).await.expect("get"), event);
+}

@@ -20,8 +20,12 @@ use crate::{
 /// A record's or entry's fields as Redis returns them: names to raw values.
 pub(super) type Fields = HashMap<String, Vec<u8>>;
 
-/// How many fields a record hash has.
-pub(super) const RECORD_FIELDS: usize = 7;
+/// Longest value of a record field: Redis keeps a hash whose values are all
+/// this short (and which has few fields) as one compact listpack, about half
+/// the memory of a hash table (`hash-max-listpack-value`, 64 by default).
+const MAX_FIELD_BYTES: usize = 64;
+/// The names of the pieces of a record's protobuf bytes, in order.
+const PB_PIECES: [&str; 8] = ["pb", "pb1", "pb2", "pb3", "pb4", "pb5", "pb6", "pb7"];
 
 /// The part of an event that never changes, as stored (field `pb`).
 #[derive(Clone, PartialEq, Message)]
@@ -94,11 +98,13 @@ fn changing(event: &Event) -> [(&'static str, Vec<u8>); 3] {
     ]
 }
 
-/// The fields of a new record's hash: `pb`, `status`, `updated_at`,
-/// `traceparent`, `occurred_at` and `created_at` (micros, for the scripts'
-/// index scores and retention) and `ix`, the event's query-index keys other
-/// than `all` and its status's, one per line (`user:ann`, `type:…`).
-pub(super) fn record(event: &Event) -> [(&'static str, Vec<u8>); RECORD_FIELDS] {
+/// The fields of a new record's hash: the protobuf bytes in pieces of at
+/// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left), `status`,
+/// `updated_at`, `traceparent`, `occurred_at` and `created_at` (micros, for
+/// the scripts' index scores and retention) and `ix`, the event's
+/// query-index keys other than `all` and its status's, one per line
+/// (`user:ann`, `type:…`).
+pub(super) fn record(event: &Event) -> Vec<(&'static str, Vec<u8>)> {
     let [status, updated_at, traceparent] = changing(event);
     let mut ix = format!("user:{}", event.user_id);
     for (kind, value) in [
@@ -110,8 +116,19 @@ pub(super) fn record(event: &Event) -> [(&'static str, Vec<u8>); RECORD_FIELDS] 
             ix.push_str(&format!("\n{kind}:{value}"));
         }
     }
-    [
-        ("pb", stored(event)),
+    let pb = stored(event);
+    let mut fields = Vec::with_capacity(8 + pb.len() / MAX_FIELD_BYTES);
+    let pieces = pb.chunks(MAX_FIELD_BYTES).count().min(PB_PIECES.len());
+    for (i, name) in PB_PIECES.iter().take(pieces).enumerate() {
+        let from = i * MAX_FIELD_BYTES;
+        let to = if i + 1 == pieces {
+            pb.len()
+        } else {
+            from + MAX_FIELD_BYTES
+        };
+        fields.push((*name, pb[from..to].to_vec()));
+    }
+    fields.extend([
         status,
         updated_at,
         traceparent,
@@ -124,7 +141,8 @@ pub(super) fn record(event: &Event) -> [(&'static str, Vec<u8>); RECORD_FIELDS] 
             to_micros(event.created_at).to_string().into_bytes(),
         ),
         ("ix", ix.into_bytes()),
-    ]
+    ]);
+    fields
 }
 
 /// The fields of a stream entry or dead letter of the event as it is now.
@@ -162,7 +180,14 @@ pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
             .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
     };
     let text = |name: &str| std::str::from_utf8(get(name)?).map_err(|_| bad(name));
-    let stored = Stored::decode(get("pb")?.as_slice()).map_err(|_| bad("pb"))?;
+    let mut pb = get("pb")?.clone();
+    for piece in &PB_PIECES[1..] {
+        match fields.get(*piece) {
+            Some(bytes) => pb.extend_from_slice(bytes),
+            None => break,
+        }
+    }
+    let stored = Stored::decode(pb.as_slice()).map_err(|_| bad("pb"))?;
     let payload = match stored.payload.as_str() {
         "" => None,
         json => match serde_json::from_str(json) {
@@ -254,6 +279,17 @@ mod tests {
             .collect();
         assert_eq!(parse_record(&fields).expect("parse"), event);
         assert_eq!(fields["ix"], b"user:ann\ncategory:billing");
+        // Every piece fits a compact hash; a long payload takes several.
+        assert!(fields.values().all(|v| v.len() <= MAX_FIELD_BYTES));
+        event.payload = serde_json::json!({"text": "x".repeat(300)})
+            .as_object()
+            .cloned();
+        let fields: Fields = record(&event)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert!(fields.contains_key("pb5"));
+        assert_eq!(parse_record(&fields).expect("parse"), event);
         let entry: Fields = entry(&event)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))

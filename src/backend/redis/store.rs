@@ -10,9 +10,7 @@ use uuid::Uuid;
 
 use super::{
     RedisBackend,
-    record::{
-        Fields, RECORD_FIELDS, entry_fields, entry_id_of, parse_record, record, status_outcome,
-    },
+    record::{Fields, entry_fields, entry_id_of, parse_record, record, status_outcome},
     redis_error,
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, StatusCounts, Sweep};
@@ -71,15 +69,17 @@ impl RedisBackend {
             .key(self.keys.events(p))
             .key(self.keys.notifications(p))
             .arg(self.notifications_max_len)
-            .arg(RECORD_FIELDS * 2)
+            .arg(0)
             .arg(self.request_id_window.as_secs().max(1))
             .arg(self.keys.tag(p));
         for (event, request_key) in &events {
+            let fields = record(event);
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
-                .arg(event.id.to_string());
-            for (field, value) in record(event) {
+                .arg(event.id.to_string())
+                .arg(fields.len() * 2);
+            for (field, value) in fields {
                 invocation.arg(field).arg(value);
             }
         }

@@ -17,8 +17,7 @@ local function change_status(queue, notifications, record_key, id, prefix, now, 
   if trace ~= '' then redis.call('HSET', record_key, 'traceparent', trace) end
   redis.call('HINCRBY', prefix .. ':stats', current, -1)
   redis.call('HINCRBY', prefix .. ':stats', target, 1)
-  local got = redis.call('HMGET', record_key, 'pb', 'traceparent', 'occurred_at')
-  local f = {pb = got[1], traceparent = got[2], occurred_at = got[3]}
+  local f = fields_of(redis.call('HGETALL', record_key))
   redis.call('ZREM', prefix .. ':idx:status:' .. current, id)
   redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, id)
   local entry = entry_of(f, target, now)

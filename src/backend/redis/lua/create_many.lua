@@ -1,26 +1,25 @@
 -- Creates a batch of events of one partition. KEYS: queue, notifications,
--- then one record key per event. ARGV: notifications max length, the number
--- of field/value arguments per record, the idempotency window in seconds,
--- the partition's key prefix (for the query indexes and counts), then per
--- event its idempotency key ('' for none), its id and its record's
--- field/value pairs. Checks every id first, so the batch is written whole
+-- then one record key per event. ARGV: notifications max length, (unused),
+-- the idempotency window in seconds, the partition's key prefix (for the
+-- query indexes and counts), then per event its idempotency key ('' for
+-- none), its id, the number n of its record's field/value arguments and
+-- those n arguments. Checks every id first, so the batch is written whole
 -- or not at all; an event whose idempotency key is already taken is not
 -- written, and its slot of the reply holds the id of the event that took
 -- the key ('' for events written). Each event's queue and notification
 -- entries carry its record's `pb` with its status.
-local n = tonumber(ARGV[2])
 local prefix = ARGV[4]
-local stride = n + 2
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return redis.error_reply('HERALD_EXISTS event id already taken')
   end
 end
 local out = {}
+local first = 5
 for i = 3, #KEYS do
-  local first = 5 + (i - 3) * stride
-  local request_key, id = ARGV[first], ARGV[first + 1]
-  local record = {unpack(ARGV, first + 2, first + n + 1)}
+  local request_key, id, n = ARGV[first], ARGV[first + 1], tonumber(ARGV[first + 2])
+  local record = {unpack(ARGV, first + 3, first + n + 2)}
+  first = first + n + 3
   local prior = false
   if request_key ~= '' then
     prior = redis.call('GET', request_key)

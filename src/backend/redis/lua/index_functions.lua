@@ -11,7 +11,19 @@ local function index_keys(prefix, f)
   for line in string.gmatch(f.ix, '[^\n]+') do keys[#keys + 1] = prefix .. ':idx:' .. line end
   return keys
 end
+-- A record's protobuf bytes: `pb`, then `pb1`, `pb2`, ... (a record keeps
+-- each field at most 64 bytes, so Redis stores the hash as a compact
+-- listpack).
+local function pb_of(f)
+  local parts, k = {f.pb}, 1
+  while f['pb' .. k] do
+    parts[#parts + 1] = f['pb' .. k]
+    k = k + 1
+  end
+  return table.concat(parts)
+end
 -- The fields of a stream entry of a record with fields `f`, now in `status`.
 local function entry_of(f, status, updated_at)
-  return {'pb', f.pb, 'status', status, 'updated_at', updated_at, 'traceparent', f.traceparent}
+  return {'pb', pb_of(f), 'status', status, 'updated_at', updated_at,
+          'traceparent', f.traceparent}
 end
