@@ -90,7 +90,7 @@ pub struct Config {
     /// Events older than this (by occurred_at and created_at) are removed,
     /// with their index entries, and so are dead letters as old; PENDING
     /// events always stay. E.g. 30d, 12h, 90m; `off` keeps everything.
-    #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    #[arg(long, env = "HERALD_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub retention: Retention,
     /// Time between two retention sweeps (which also trim the work queue
     /// below what every consumer group has acknowledged), e.g. 1m, 30s.
