@@ -416,7 +416,7 @@ async fn ingest(
     })
 }
 
-/// A run-unique prefix, so user ids of earlier runs never match.
+/// Closed-loop GetStats calls.
 async fn stats(server: &str, tls: &Tls, key: &ApiKey, args: &StatsArgs) -> anyhow::Result<Report> {
     let channels = connect_all(server, tls, 1).await?;
     let key = key.clone();
@@ -444,6 +444,7 @@ async fn stats(server: &str, tls: &Tls, key: &ApiKey, args: &StatsArgs) -> anyho
     })
 }
 
+/// A run-unique prefix, so user ids of earlier runs never match.
 fn run_tag() -> String {
     format!("bench-{}", uuid::Uuid::now_v7().simple())
 }
