@@ -11,7 +11,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use herald::backend::{EventStore, WorkQueue};
+use herald::{
+    EventStatus,
+    backend::{EventStore, WorkQueue},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -85,12 +88,21 @@ pub async fn sweep(
         .checked_sub(max_age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let slice = options.slice.max(1);
-    for partition in store.partitions().all() {
+    let settled = [
+        EventStatus::Processed,
+        EventStatus::Opened,
+        EventStatus::Failed,
+    ];
+    for (partition, status) in store
+        .partitions()
+        .all()
+        .flat_map(|p| settled.map(|status| (p, status)))
+    {
         // Kept events stay where they are, oldest first: the next slice skips them.
         let mut skip = 0;
         loop {
             let done = store
-                .remove_older_than(partition, cutoff, skip, slice)
+                .remove_older_than(partition, status, cutoff, skip, slice)
                 .await?;
             swept.events += done.removed;
             skip += done.kept as usize;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{DeadLetter, EventStore, StatusCounts, Sweep};
 use crate::{
     cursor::Cursor,
-    domain::{Event, NewEvent, StatusChange},
+    domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
     partition::{Partition, Partitions},
     query::{ListQuery, Page},
@@ -186,12 +186,13 @@ impl EventStore for Batching {
     async fn remove_older_than(
         &self,
         partition: Partition,
+        status: EventStatus,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
     ) -> Result<Sweep> {
         self.inner
-            .remove_older_than(partition, cutoff, skip, max)
+            .remove_older_than(partition, status, cutoff, skip, max)
             .await
     }
 

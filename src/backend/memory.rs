@@ -371,6 +371,7 @@ impl EventStore for MemoryBackend {
     async fn remove_older_than(
         &self,
         partition: Partition,
+        status: EventStatus,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
@@ -380,7 +381,9 @@ impl EventStore for MemoryBackend {
         let mut candidates: Vec<(SystemTime, Uuid)> = state
             .events
             .values()
-            .filter(|e| e.occurred_at < cutoff && state.partition_of(e) == partition)
+            .filter(|e| {
+                e.occurred_at < cutoff && e.status == status && state.partition_of(e) == partition
+            })
             .map(|e| (e.occurred_at, e.id))
             .collect();
         candidates.sort_unstable();

@@ -79,14 +79,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// queue), and each event that is PENDING after it loses its dead
     /// letters; atomically per partition.
     async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
-    /// One slice of retention in one partition: looks at up to `max` of its
-    /// events that occurred before `cutoff`, oldest first, after skipping the
-    /// `skip` oldest, and removes each that was also created before `cutoff`
-    /// and is settled (not PENDING), with its index entries and its count,
-    /// atomically.
+    /// One slice of retention among one partition's events in `status` (a
+    /// settled one: PENDING events are never removed): looks at up to `max`
+    /// of them that occurred before `cutoff`, oldest first, after skipping
+    /// the `skip` oldest, and removes each that was also created before
+    /// `cutoff`, with its index entries and its count, atomically.
     async fn remove_older_than(
         &self,
         partition: Partition,
+        status: EventStatus,
         cutoff: SystemTime,
         skip: usize,
         max: usize,

@@ -86,11 +86,6 @@ impl Keys {
         format!("{}:idx:{kind}:{value}", self.tag(partition))
     }
 
-    /// The partition's query index of every event.
-    pub fn index_all(&self, partition: Partition) -> String {
-        format!("{}:idx:all", self.tag(partition))
-    }
-
     /// The partition's dead-letter stream.
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
@@ -121,7 +116,6 @@ mod tests {
             keys.notifications(p),
             keys.request(p, "billing", "r1"),
             keys.index(p, "user", "ann"),
-            keys.index_all(p),
             keys.dead(p),
             keys.dead_index(p),
         ] {

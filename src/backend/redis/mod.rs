@@ -34,10 +34,13 @@
 //!   logger for live subscribers; trimmed to about
 //!   `--notifications-max-len` entries (nobody acknowledges it) and, by a
 //!   periodic trim, to entries younger than the retention age.
-//! - `{p}:idx:all`, `{p}:idx:{user|session|category|type|status}:{value}`:
-//!   sorted sets of event ids scored by occurred_at (microseconds), the query
-//!   indexes; written by the same scripts as the records (the status index
-//!   follows every status change). Ties sort by id, as ListEvents orders.
+//! - `{p}:idx:{user|session|category|type|status}:{value}`: sorted sets of
+//!   event ids scored by occurred_at (microseconds), the query indexes;
+//!   written by the same scripts as the records (the status index follows
+//!   every status change). Ties sort by id, as ListEvents orders. There is no
+//!   index of every event: the four status indexes together are one, merged
+//!   by a query without equality filters, and retention walks the settled
+//!   ones only (PENDING events are never removed).
 //! - `{p}:stats`: hash, the partition's events per status (`PENDING`, ...),
 //!   counted by the create and status scripts with their writes.
 //! - `{p}:request:{source}:{request_id}`: string, the id of the event

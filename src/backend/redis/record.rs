@@ -102,7 +102,7 @@ fn changing(event: &Event) -> [(&'static str, Vec<u8>); 3] {
 /// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left), `status`,
 /// `updated_at`, `traceparent`, `occurred_at` and `created_at` (micros, for
 /// the scripts' index scores and retention) and `ix`, the event's
-/// query-index keys other than `all` and its status's, one per line
+/// query-index keys other than its status's, one per line
 /// (`user:ann`, `type:…`).
 pub(super) fn record(event: &Event) -> Vec<(&'static str, Vec<u8>)> {
     let [status, updated_at, traceparent] = changing(event);

@@ -27,8 +27,13 @@ const LIST_SCAN_LIMIT: usize = 10_000;
 
 impl RedisBackend {
     /// The index to walk for `query`: the smallest of those its equality
-    /// filters name (so a query never scans every event when it has one).
-    async fn most_selective_index(&self, p: Partition, query: &ListQuery) -> Result<String> {
+    /// filters name (so a query never scans every event when it has one);
+    /// `None` when it names none.
+    async fn most_selective_index(
+        &self,
+        p: Partition,
+        query: &ListQuery,
+    ) -> Result<Option<String>> {
         let mut candidates = Vec::new();
         for (kind, value) in [
             ("user", query.user_id.as_str()),
@@ -42,7 +47,7 @@ impl RedisBackend {
             }
         }
         if candidates.len() < 2 {
-            return Ok(candidates.pop().unwrap_or_else(|| self.keys.index_all(p)));
+            return Ok(candidates.pop());
         }
         let mut sizes = ::redis::pipe();
         for key in &candidates {
@@ -57,7 +62,7 @@ impl RedisBackend {
             .enumerate()
             .min_by_key(|(_, n)| **n)
             .map_or(0, |(i, _)| i);
-        Ok(candidates.swap_remove(smallest))
+        Ok(Some(candidates.swap_remove(smallest)))
     }
 }
 
@@ -147,9 +152,23 @@ impl RedisBackend {
         outcomes_of(changes, outcomes)
     }
 
-    /// One page of `query` within partition `p`.
+    /// One page of `query` within partition `p`: from its most selective
+    /// index or, with no equality filter, from the status indexes (which
+    /// together hold every event), merged.
     async fn list_in(&self, p: Partition, query: &ListQuery) -> Result<Page> {
-        let index = self.most_selective_index(p, query).await?;
+        if let Some(index) = self.most_selective_index(p, query).await? {
+            return self.list_index(&index, p, query).await;
+        }
+        let pages = try_join_all(EventStatus::ALL.map(|status| {
+            let index = self.keys.index(p, "status", status.as_str());
+            async move { self.list_index(&index, p, query).await }
+        }))
+        .await?;
+        Ok(merge_pages(query, pages))
+    }
+
+    /// One page of `query` from `index`, a query index of partition `p`.
+    async fn list_index(&self, index: &str, p: Partition, query: &ListQuery) -> Result<Page> {
         let (mut min, mut max) = (
             query
                 .after_micros
@@ -183,7 +202,7 @@ impl RedisBackend {
         let (mut offset, mut scanned, mut last_scanned) = (0, 0, None);
         loop {
             let mut range = ::redis::cmd("ZRANGE");
-            range.arg(&index);
+            range.arg(index);
             if query.descending {
                 range.arg(&max).arg(&min).arg("BYSCORE").arg("REV");
             } else {
@@ -507,14 +526,18 @@ impl EventStore for RedisBackend {
     async fn remove_older_than(
         &self,
         partition: Partition,
+        status: EventStatus,
         cutoff: SystemTime,
         skip: usize,
         max: usize,
     ) -> Result<Sweep> {
+        if status == EventStatus::Pending {
+            return Ok(Sweep::default());
+        }
         self.checked().await?;
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
-            .key(self.keys.index_all(partition))
+            .key(self.keys.index(partition, "status", status.as_str()))
             .arg(self.keys.tag(partition))
             .arg(to_micros(cutoff))
             .arg(skip)

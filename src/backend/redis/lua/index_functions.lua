@@ -1,13 +1,14 @@
 -- Lua shared by the scripts: a record's fields by name, and the query
--- indexes (sorted sets scored by occurred_at) an event belongs in: every
--- event's, its status's, and one per line of its `ix` field.
+-- indexes (sorted sets scored by occurred_at) an event belongs in: its
+-- status's (together the status indexes hold every event), and one per
+-- line of its `ix` field.
 local function fields_of(record)
   local f = {}
   for j = 1, #record, 2 do f[record[j]] = record[j + 1] end
   return f
 end
 local function index_keys(prefix, f)
-  local keys = {prefix .. ':idx:all', prefix .. ':idx:status:' .. f.status}
+  local keys = {prefix .. ':idx:status:' .. f.status}
   for line in string.gmatch(f.ix, '[^\n]+') do keys[#keys + 1] = prefix .. ':idx:' .. line end
   return keys
 end

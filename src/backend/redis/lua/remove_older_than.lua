@@ -1,6 +1,7 @@
--- One slice of retention in one partition. KEYS: the partition's index of
--- every event (which also routes the script to the partition's node).
--- ARGV: the partition's key prefix, the cutoff (micros), how
+-- One slice of retention among one partition's events in one settled
+-- status. KEYS: that status's index in the partition (which also routes
+-- the script to the partition's node). ARGV: the partition's key prefix,
+-- the cutoff (micros), how
 -- many of the oldest candidates to skip, the most to look at. Looks at the
 -- events that occurred before the cutoff, oldest first, and removes each that
 -- was also created before it and is not PENDING: its record, its index
@@ -8,13 +9,13 @@
 -- whose record is gone goes too.
 -- Returns {removed, kept, scanned}.
 local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
-local all = KEYS[1]
-local ids = redis.call('ZRANGE', all, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
+local index = KEYS[1]
+local ids = redis.call('ZRANGE', index, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
 local removed, kept = 0, 0
 for _, id in ipairs(ids) do
   local record = redis.call('HGETALL', prefix .. ':event:' .. id)
   if #record == 0 then
-    redis.call('ZREM', all, id)
+    redis.call('ZREM', index, id)
   else
     local f = fields_of(record)
     if f.status == 'PENDING' or tonumber(f.created_at) >= cutoff then
