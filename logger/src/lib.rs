@@ -97,8 +97,8 @@ pub async fn run_with(
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
     let backend_config = config.redis.backend().unwrap_or(BackendConfig::Memory);
-    let backend =
-        backend::open_with(&backend_config, &config.store_options()).context("--redis-url")?;
+    let backend = backend::open_with(&backend_config, &config.store_options())
+        .context("--redis-url or --redis-cluster")?;
     match backend.store.prepare().await {
         Err(err @ herald::Error::Misconfigured(_)) => return Err(err.into()),
         Err(err) => {

@@ -72,7 +72,7 @@ pub async fn run_with(
             ..StoreOptions::default()
         },
     )
-    .context("--redis-url")?;
+    .context("--redis-url or --redis-cluster")?;
     wait_until_prepared(backend.store.as_ref(), &shutdown).await?;
     let tls = config.tls.tls()?;
     let client = Client::connect_lazy_with(config.logger_url.clone(), &tls)
