@@ -253,6 +253,10 @@ impl FromStr for Cursor {
         let base: u64 = base.parse().map_err(|_| bad("malformed"))?;
         let mut positions = Vec::with_capacity(count.count());
         for entry in entries.split(',') {
+            // Never hold more than the count it claims, however long the text.
+            if positions.len() == count.count() {
+                return Err(bad("wrong number of partitions"));
+            }
             if entry.is_empty() {
                 positions.push(EntryId::START);
                 continue;
@@ -364,6 +368,9 @@ mod tests {
             let err = bad.parse::<Cursor>().expect_err(bad);
             assert!(err.to_string().contains("cursor"), "{bad:?}: {err}");
         }
+        // A long run of entries is refused at the count it claims.
+        let long = format!("2:2:0:{}", ",".repeat(100_000));
+        assert!(long.parse::<Cursor>().is_err());
         let four = Cursor::start(partitions(4));
         let err = four.check(partitions(16), "after_cursor").expect_err("16");
         assert!(err.to_string().contains("4 partitions"), "{err}");

@@ -353,7 +353,10 @@ async fn batches_keep_each_items_outcome(b: Backend) {
             new_event("c", "3"),
         ])
         .await
-        .expect("create_many");
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
     assert_eq!(events.len(), 3);
     assert_eq!(
         events
@@ -399,7 +402,10 @@ async fn concurrent_status_changes_all_apply(b: Backend) {
         .store
         .create_many((0..100).map(|i| new_event(&format!("u{i}"), "x")).collect())
         .await
-        .expect("create_many");
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
     let mut tasks = Vec::new();
     for e in &events {
         for _ in 0..2 {
@@ -512,7 +518,10 @@ async fn repeated_request_ids_return_the_first_event(b: Backend) {
         .store
         .create_many(vec![full_event("req-2"), full_event("req-2")])
         .await
-        .expect("batch");
+        .expect("batch")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("both answered");
     assert_eq!(in_one_batch[0].id, in_one_batch[1].id);
 
     // Racing duplicates: one event, queued once.
@@ -577,7 +586,14 @@ async fn seed(b: &Backend) -> Vec<herald::Event> {
             NewEvent::validate(input, &Rules::default()).expect("valid")
         })
         .collect();
-    let mut events = b.store.create_many(inputs).await.expect("create_many");
+    let mut events = b
+        .store
+        .create_many(inputs)
+        .await
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
     for i in [0, 3] {
         events[i] = b
             .store
@@ -906,6 +922,11 @@ async fn retention_removes_old_settled_events_only(b: Backend) {
         sweep_all(&b, later, 2).await,
         (0, 0),
         "nothing more to remove"
+    );
+    assert_eq!(
+        b.store.sweep_older_than(later, 2).await.expect("sweep"),
+        (0, 0),
+        "the store's own sweep agrees"
     );
 }
 

@@ -11,10 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use herald::{
-    EventStatus,
-    backend::{EventStore, WorkQueue},
-};
+use herald::backend::{EventStore, WorkQueue};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -87,32 +84,7 @@ pub async fn sweep(
     let cutoff = SystemTime::now()
         .checked_sub(max_age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let slice = options.slice.max(1);
-    let settled = [
-        EventStatus::Processed,
-        EventStatus::Opened,
-        EventStatus::Failed,
-    ];
-    for (partition, status) in store
-        .partitions()
-        .all()
-        .flat_map(|p| settled.map(|status| (p, status)))
-    {
-        // Kept events stay where they are, oldest first: the next slice skips them.
-        let mut skip = 0;
-        loop {
-            let done = store
-                .remove_older_than(partition, status, cutoff, skip, slice)
-                .await?;
-            swept.events += done.removed;
-            skip += done.kept as usize;
-            if (done.scanned as usize) < slice {
-                break;
-            }
-            // Let other work in between slices.
-            tokio::task::yield_now().await;
-        }
-    }
+    swept.events = store.sweep_older_than(cutoff, options.slice).await?.0;
     swept.dead_letters = store.trim_dead_letters(cutoff).await?;
     Ok(swept)
 }

@@ -311,8 +311,7 @@ impl EventLogger for EventLoggerService {
                 .into_iter()
                 .map(|e| e.with_source(source.clone()).in_trace(trace.child()))
                 .collect();
-            let created = self.store.create_many(valid).await?;
-            Ok(created.into_iter().map(Ok).collect())
+            self.store.create_many(valid).await
         });
         let outcomes = self.counted_batch(Write::Create(caller), write).await?;
         let results = fit_results(outcomes, self.message_limit);

@@ -53,7 +53,7 @@ impl Batching {
                 answer(jobs, async move |events: Vec<NewEvent>| {
                     let n = events.len();
                     match store.create_many(events).await {
-                        Ok(created) => created.into_iter().map(Ok).collect(),
+                        Ok(results) => results,
                         Err(err) => vec![Err(err); n],
                     }
                 })
@@ -151,7 +151,7 @@ impl EventStore for Batching {
         self.inner.prepare().await
     }
 
-    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         self.inner.create_many(events).await
     }
 

@@ -248,7 +248,7 @@ impl EventStore for MemoryBackend {
         Ok(())
     }
 
-    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         let mut state = self.lock();
         let now = Instant::now();
         let mut out = Vec::with_capacity(events.len());
@@ -267,7 +267,7 @@ impl EventStore for MemoryBackend {
                 _ => None,
             };
             if let Some(prior) = prior {
-                out.push(prior);
+                out.push(Ok(prior));
                 continue;
             }
             let event = new.into_event(self.partitions);
@@ -278,7 +278,7 @@ impl EventStore for MemoryBackend {
             state.counts.pending += 1;
             state.enqueue(&event);
             state.log(&event);
-            out.push(event);
+            out.push(Ok(event));
         }
         drop(state);
         self.queued.notify_waiters();

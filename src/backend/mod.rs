@@ -49,11 +49,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// names what differs. Every other call checks it too before its first
     /// use of the storage.
     async fn prepare(&self) -> Result<()>;
-    /// Stores new PENDING events, queues them and logs their creation, all
-    /// atomically; returns them in order. An event whose `request_id` its
-    /// client (`source`) already used within the request-id window is not
-    /// stored: its place holds the event created the first time.
-    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
+    /// Stores new PENDING events, queues them and logs their creation:
+    /// atomically within each partition, so each event has its own outcome
+    /// (in order): the event stored, or the error of its partition's write
+    /// (nothing of that partition was written; the other partitions'
+    /// events stand). An event whose `request_id` its client (`source`)
+    /// already used within the request-id window is not stored: its place
+    /// holds the event created the first time. The outer error is for the
+    /// whole call (nothing written).
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>>;
     /// Applies status changes in order, each atomically with its notification
     /// entry (and its queue entry when the new status enqueues). Each change
     /// has its own outcome: the same status again is a no-op success, a
@@ -92,6 +96,41 @@ pub trait EventStore: Send + Sync + 'static {
         skip: usize,
         max: usize,
     ) -> Result<Sweep>;
+    /// All of retention up to `cutoff`: every partition's settled events,
+    /// slice after slice of at most `slice` (see
+    /// [`EventStore::remove_older_than`]), letting other work run in between.
+    /// Returns how many events went and how many were kept (created after
+    /// `cutoff`).
+    async fn sweep_older_than(&self, cutoff: SystemTime, slice: usize) -> Result<(u64, u64)> {
+        let slice = slice.max(1);
+        let settled = [
+            EventStatus::Processed,
+            EventStatus::Opened,
+            EventStatus::Failed,
+        ];
+        let (mut removed, mut kept) = (0, 0);
+        for partition in self.partitions().all() {
+            for status in settled {
+                // Kept events stay where they are, oldest first: the next
+                // slice skips them.
+                let mut skip = 0;
+                loop {
+                    let done = self
+                        .remove_older_than(partition, status, cutoff, skip, slice)
+                        .await?;
+                    removed += done.removed;
+                    skip += done.kept as usize;
+                    if (done.scanned as usize) < slice {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                kept += skip as u64;
+            }
+        }
+        Ok((removed, kept))
+    }
+
     /// Removes the dead letters given up before `cutoff`; returns how many.
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64>;
 
@@ -138,7 +177,7 @@ pub trait EventStore: Send + Sync + 'static {
         let mut created = self.create_many(vec![event]).await?;
         created
             .pop()
-            .ok_or_else(|| crate::Error::Internal("create returned nothing".into()))
+            .unwrap_or_else(|| Err(crate::Error::Internal("create returned nothing".into())))
     }
 
     /// Applies one status change (with its trace context); see

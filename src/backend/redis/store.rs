@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::SystemTime};
 
 use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -74,7 +74,6 @@ impl RedisBackend {
             .key(self.keys.events(p))
             .key(self.keys.notifications(p))
             .arg(self.notifications_max_len)
-            .arg(0)
             .arg(self.request_id_window.as_secs().max(1))
             .arg(self.keys.tag(p));
         for (event, request_key) in &events {
@@ -333,12 +332,7 @@ impl RedisBackend {
             .enumerate()
             .filter_map(|(i, c)| Some((i, self.partitions.of_id(c.id)?, *c)));
         let groups = by_partition(self.partitions, known);
-        let answers = try_join_all(groups.into_iter().map(|(p, places, changes)| {
-            let run = apply(p, changes);
-            async move { Ok::<_, Error>((places, run.await?)) }
-        }))
-        .await?;
-        in_place(unknown.collect(), answers)
+        Ok(per_partition(unknown.collect(), groups, apply).await)
     }
 
     /// Redrives events of one partition with one script.
@@ -411,16 +405,42 @@ fn outcomes_of(
         .collect())
 }
 
-/// Puts per-partition answers in the places of the items they answer, in
-/// `out` (which may hold some answers already); every place must be filled.
-fn in_place<T>(mut out: Vec<Option<T>>, answers: Vec<(Vec<usize>, Vec<T>)>) -> Result<Vec<T>> {
-    for (places, values) in answers {
-        for (place, value) in places.into_iter().zip(values) {
-            out[place] = Some(value);
+/// Runs `apply` on every partition's group of items at once and puts each
+/// outcome in its item's place in `out` (which may hold some outcomes
+/// already). Each partition's write is atomic and stands on its own: a group
+/// whose call failed gives each of its items that error, and the others
+/// keep theirs, so no caller is told of a failure its write did not have.
+async fn per_partition<T, F, Fut>(
+    mut out: Vec<Option<Result<Event>>>,
+    groups: Vec<(Partition, Vec<usize>, Vec<T>)>,
+    apply: F,
+) -> Vec<Result<Event>>
+where
+    F: Fn(Partition, Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<Event>>>>,
+{
+    let runs = groups.into_iter().map(|(p, places, items)| {
+        let run = apply(p, items);
+        async move { (places, run.await) }
+    });
+    for (places, outcome) in join_all(runs).await {
+        match outcome {
+            Ok(results) => {
+                for (place, result) in places.into_iter().zip(results) {
+                    out[place] = Some(result);
+                }
+            }
+            Err(err) => {
+                for place in places {
+                    out[place] = Some(Err(err.clone()));
+                }
+            }
         }
     }
     out.into_iter()
-        .map(|v| v.ok_or_else(|| Error::Internal("a partition answered too little".into())))
+        .map(|o| {
+            o.unwrap_or_else(|| Err(Error::Internal("a partition answered too little".into())))
+        })
         .collect()
 }
 
@@ -435,7 +455,7 @@ impl EventStore for RedisBackend {
     }
 
     #[instrument(skip_all, fields(n = events.len()))]
-    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+    async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -450,11 +470,19 @@ impl EventStore for RedisBackend {
             (place, p, (new.into_event(self.partitions), request_key))
         });
         let groups = by_partition(self.partitions, items);
-        let answers = try_join_all(groups.into_iter().map(|(p, places, events)| async move {
-            Ok::<_, Error>((places, self.create_in(p, events).await?))
-        }))
-        .await?;
-        in_place((0..len).map(|_| None).collect(), answers)
+        Ok(per_partition(
+            (0..len).map(|_| None).collect(),
+            groups,
+            |p, events| async move {
+                Ok(self
+                    .create_in(p, events)
+                    .await?
+                    .into_iter()
+                    .map(Ok)
+                    .collect())
+            },
+        )
+        .await)
     }
 
     #[instrument(skip_all)]
