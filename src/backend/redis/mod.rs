@@ -63,10 +63,11 @@
 //! The code, by concern: `connection` is the one connection type over a
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` reads and writes event records and
-//! stream entries; `store` is the EventStore, `queue` the WorkQueue and its
-//! consumers, `feed` the NotificationFeed.
+//! stream entries; `store` is the EventStore, `queue` the WorkQueue, `consumer`
+//! a member of its group, `feed` the NotificationFeed.
 
 mod connection;
+mod consumer;
 mod feed;
 mod keys;
 mod queue;

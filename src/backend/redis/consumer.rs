@@ -1,0 +1,540 @@
+//! A member of the consumer group on Redis: it reads every partition's queue
+//! at once (its own pending entries first after a start, then entries idle
+//! too long with anyone, then new ones), buffers what one read brought
+//! beyond a batch, and acknowledges and dead-letters per partition.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use ::redis::{
+    AsyncCommands, Client, RedisError, Script, Value,
+    aio::MultiplexedConnection,
+    streams::{
+        StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
+        StreamReadReply,
+    },
+};
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use tokio::{sync::Mutex, time::Instant};
+use tracing::{info, instrument, warn};
+
+use super::{
+    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection,
+    record::{entry, entry_id_of, stream_entry_event},
+    redis_error,
+};
+use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
+use crate::{
+    cursor::{EntryId, PartitionEntry},
+    error::{Error, Result},
+    partition::{Partition, Partitions},
+};
+
+/// Time between two scans for idle entries once the pending list was read
+/// through: a tenth of the idle time, between 100 ms and 1 s (one XAUTOCLAIM
+/// of at most a batch of entries each).
+fn claim_scan_interval(claim_idle: Duration) -> Duration {
+    (claim_idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+fn is_nogroup(err: &RedisError) -> bool {
+    err.code() == Some("NOGROUP")
+}
+
+/// One member of the group on every partition's queue.
+pub(super) struct RedisConsumer {
+    /// The script that moves an entry to the dead letters.
+    dead_letter: Arc<Script>,
+    /// Makes the blocking reader's connection; `None` on a cluster.
+    client: Option<Client>,
+    conn: Conn,
+    keys: Keys,
+    partitions: Partitions,
+    /// The queue stream of each partition.
+    streams: Vec<String>,
+    config: ConsumerConfig,
+    /// Held across the blocking read: one consumer reads from one task.
+    state: Mutex<ConsumerState>,
+}
+
+struct ConsumerState {
+    /// The connection for blocking reads; dropped after an error and remade.
+    reader: Option<MultiplexedConnection>,
+    /// Per partition, where the scan of this consumer's own pending entries
+    /// is (`None` once done there); `None` once done everywhere.
+    own: Option<Vec<Option<EntryId>>>,
+    /// Per partition, where its `XAUTOCLAIM` scan is.
+    claim: Vec<EntryId>,
+    /// The partition the next scan for idle entries starts at.
+    claim_from: usize,
+    /// When to scan for idle entries again.
+    next_claim: Instant,
+    /// Whether the groups are known to exist.
+    group_ready: bool,
+    /// Entries read beyond what the last receive asked for, handed out
+    /// first (they are this consumer's, pending, already).
+    buffer: VecDeque<Delivery>,
+    /// How many partitions had new entries at the last read: each is asked
+    /// for a share of the batch, so that one read takes about a batch and
+    /// every busy partition gets its turn.
+    busy: usize,
+}
+
+impl RedisConsumer {
+    /// A member of the group named by `config`, reading every partition of
+    /// `backend`.
+    pub(super) fn new(backend: &RedisBackend, config: ConsumerConfig) -> Self {
+        let count = backend.partitions.count();
+        RedisConsumer {
+            dead_letter: backend.dead_letter.clone(),
+            client: backend.client.clone(),
+            conn: backend.conn.clone(),
+            keys: backend.keys.clone(),
+            partitions: backend.partitions,
+            streams: backend
+                .partitions
+                .all()
+                .map(|p| backend.keys.events(p))
+                .collect(),
+            config,
+            state: Mutex::new(ConsumerState {
+                reader: None,
+                own: Some(vec![Some(EntryId::START); count]),
+                claim: vec![EntryId::START; count],
+                claim_from: 0,
+                next_claim: Instant::now(),
+                group_ready: false,
+                buffer: VecDeque::new(),
+                busy: 1,
+            }),
+        }
+    }
+
+    async fn ensure_group(&self, state: &mut ConsumerState) -> Result<()> {
+        if state.group_ready {
+            return Ok(());
+        }
+        for stream in &self.streams {
+            let created: Result<(), RedisError> = self
+                .conn
+                .clone()
+                .xgroup_create_mkstream(stream, GROUP, "0")
+                .await;
+            match created {
+                Ok(()) => info!(group = GROUP, %stream, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+        state.group_ready = true;
+        Ok(())
+    }
+
+    /// The partition of a stream key in a reply.
+    fn partition_of(&self, stream: &str) -> Result<Partition> {
+        self.streams
+            .iter()
+            .position(|s| s == stream)
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| Error::Internal(format!("redis answered for stream {stream:?}")))
+    }
+
+    /// Adds delivery counts (from `XPENDING`) to entries of partition `p`
+    /// just handed to us.
+    async fn with_counts(&self, p: Partition, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        let pending: StreamPendingCountReply = self
+            .conn
+            .clone()
+            .xpending_consumer_count(
+                &self.streams[p.index()],
+                GROUP,
+                &first.id,
+                &last.id,
+                // Other entries of ours may lie in the same id range.
+                entries.len() * 4 + 100,
+                &self.config.name,
+            )
+            .await
+            .map_err(redis_error)?;
+        let counts: HashMap<String, u64> = pending
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect();
+        deliveries(p, entries, |id| counts.get(id).copied().unwrap_or(1))
+    }
+
+    /// One `XREADGROUP` over the partitions `from` names (with the id to
+    /// read after in each); per partition, the entries read.
+    async fn read_group(
+        &self,
+        state: &mut ConsumerState,
+        from: &[(Partition, String)],
+        count: usize,
+        block: bool,
+    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
+        let mut options = StreamReadOptions::default()
+            .group(GROUP, &self.config.name)
+            .count(count.max(1));
+        if block {
+            options = options.block(self.config.block.as_millis() as usize);
+        }
+        let keys: Vec<&str> = from
+            .iter()
+            .map(|(p, _)| self.streams[p.index()].as_str())
+            .collect();
+        let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
+        let client = match (&self.client, block) {
+            (Some(client), true) => Some(client),
+            (Some(_), false) => None,
+            // A cluster: one command per partition (each in its own slot),
+            // all at once, never blocking.
+            (None, _) => return self.read_each(state, from, count).await,
+        };
+        let reply: Result<Option<StreamReadReply>, RedisError> = if let Some(client) = client {
+            if state.reader.is_none() {
+                state.reader = Some(blocking_connection(client, self.config.block).await?);
+            }
+            let reader = state
+                .reader
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no reader".into()))?;
+            reader.xread_options(&keys, &ids, &options).await
+        } else {
+            self.conn.clone().xread_options(&keys, &ids, &options).await
+        };
+        match reply {
+            Ok(reply) => reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .filter(|k| !k.ids.is_empty())
+                .map(|k| Ok((self.partition_of(&k.key)?, k.ids)))
+                .collect(),
+            Err(e) => {
+                if is_nogroup(&e) {
+                    warn!(group = GROUP, "consumer group missing, recreating it");
+                    state.group_ready = false;
+                } else if block {
+                    state.reader = None;
+                }
+                Err(redis_error(e))
+            }
+        }
+    }
+
+    /// [`RedisConsumer::read_group`] on a cluster: one non-blocking
+    /// `XREADGROUP` per partition, all at once.
+    async fn read_each(
+        &self,
+        state: &mut ConsumerState,
+        from: &[(Partition, String)],
+        count: usize,
+    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
+        let reads = from.iter().map(|(p, id)| {
+            let options = StreamReadOptions::default()
+                .group(GROUP, &self.config.name)
+                .count(count.max(1));
+            async move {
+                let reply: Option<StreamReadReply> = self
+                    .conn
+                    .clone()
+                    .xread_options(&[&self.streams[p.index()]], &[id], &options)
+                    .await?;
+                let ids: Vec<StreamId> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .collect();
+                Ok::<_, RedisError>((*p, ids))
+            }
+        });
+        match try_join_all(reads).await {
+            Ok(read) => Ok(read
+                .into_iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .collect()),
+            Err(e) => {
+                if is_nogroup(&e) {
+                    warn!(group = GROUP, "consumer group missing, recreating it");
+                    state.group_ready = false;
+                }
+                Err(redis_error(e))
+            }
+        }
+    }
+
+    /// This consumer's own pending entries (left by an earlier run under
+    /// its name), once after start.
+    async fn own_pending(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let Some(own) = state.own.clone() else {
+            return Ok(Vec::new());
+        };
+        let from: Vec<(Partition, String)> = self
+            .partitions
+            .all()
+            .zip(&own)
+            .filter_map(|(p, at)| at.map(|at| (p, at.to_string())))
+            .collect();
+        let read = self.read_group(state, &from, max, false).await?;
+        let mut next: Vec<Option<EntryId>> = vec![None; own.len()];
+        let mut out = Vec::new();
+        for (p, entries) in read {
+            let Some(last) = entries.last() else { continue };
+            next[p.index()] = Some(entry_id_of(&last.id)?);
+            out.extend(self.with_counts(p, entries).await?);
+        }
+        state.own = next.iter().any(Option::is_some).then_some(next);
+        Ok(out)
+    }
+
+    /// Entries idle longer than the claim time with any consumer, looked
+    /// for partition after partition from where the last scan left off.
+    async fn claim_idle(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let count = self.partitions.count();
+        for i in 0..count {
+            let index = (state.claim_from + i) % count;
+            let Some(p) = self.partitions.get(index) else {
+                continue;
+            };
+            let options = StreamAutoClaimOptions::default().count(max);
+            let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
+                .conn
+                .clone()
+                .xautoclaim_options(
+                    &self.streams[index],
+                    GROUP,
+                    &self.config.name,
+                    self.config.claim_idle.as_millis() as u64,
+                    state.claim[index].to_string(),
+                    options,
+                )
+                .await;
+            let reply = reply.map_err(|e| {
+                if is_nogroup(&e) {
+                    state.group_ready = false;
+                }
+                redis_error(e)
+            })?;
+            state.claim[index] = entry_id_of(&reply.next_stream_id)?;
+            if !reply.claimed.is_empty() {
+                state.claim_from = index;
+                return self.with_counts(p, reply.claimed).await;
+            }
+        }
+        // Scanned every partition: look again soon, so that an entry is
+        // reclaimed within about a second (plus a blocking read) of
+        // reaching the idle time.
+        state.next_claim = Instant::now() + claim_scan_interval(self.config.claim_idle);
+        Ok(Vec::new())
+    }
+
+    /// New entries of every partition, waiting up to the block time.
+    async fn new_entries(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let from: Vec<(Partition, String)> =
+            self.partitions.all().map(|p| (p, ">".to_owned())).collect();
+        let share = max.div_ceil(state.busy.max(1));
+        let read = if self.client.is_some() {
+            self.read_group(state, &from, share, true).await?
+        } else {
+            // A cluster: poll until something comes or the block time ends.
+            let deadline = Instant::now() + self.config.block;
+            let mut wait = Duration::from_millis(2);
+            loop {
+                let read = self.read_group(state, &from, share, false).await?;
+                let now = Instant::now();
+                if !read.is_empty() || now >= deadline {
+                    break read;
+                }
+                tokio::time::sleep(wait.min(deadline - now)).await;
+                wait = (wait * 2).min(MAX_POLL);
+            }
+        };
+        if !read.is_empty() {
+            state.busy = read.len();
+        }
+        let mut out = Vec::new();
+        for (p, entries) in read {
+            out.extend(deliveries(p, entries, |_| 1)?);
+        }
+        Ok(out)
+    }
+
+    async fn receive_once(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
+        let mut got = self.own_pending(state, max).await?;
+        if got.is_empty() && Instant::now() >= state.next_claim {
+            got = self.claim_idle(state, max).await?;
+        }
+        if got.is_empty() {
+            got = self.new_entries(state, max).await?;
+        }
+        Ok(got)
+    }
+}
+
+/// Deliveries of entries of partition `p`, with their delivery counts.
+fn deliveries(
+    p: Partition,
+    entries: Vec<StreamId>,
+    count: impl Fn(&str) -> u64,
+) -> Result<Vec<Delivery>> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let deliveries = count(&entry.id);
+            let (id, event) = stream_entry_event(entry)?;
+            Ok(Delivery {
+                entry_id: PartitionEntry { partition: p, id },
+                event,
+                deliveries,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Consumer for RedisConsumer {
+    #[instrument(skip_all, fields(consumer = %self.config.name))]
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
+        let mut state = self.state.lock().await;
+        if state.buffer.is_empty() {
+            self.ensure_group(&mut state).await?;
+            let got = match self.receive_once(&mut state, max).await {
+                // The group vanished (Redis restarted without its data): recreate it and go on.
+                Err(_) if !state.group_ready => {
+                    self.ensure_group(&mut state).await?;
+                    self.receive_once(&mut state, max).await
+                }
+                result => result,
+            }?;
+            state.buffer.extend(got);
+        }
+        let n = max.min(state.buffer.len());
+        Ok(state.buffer.drain(..n).collect())
+    }
+
+    #[instrument(skip_all)]
+    async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
+        // One XACK per partition (each in its own slot), all at once.
+        let acks = self.partitions.all().filter_map(|p| {
+            let ids: Vec<String> = entry_ids
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.id.to_string())
+                .collect();
+            (!ids.is_empty()).then_some(async move {
+                self.conn
+                    .clone()
+                    .xack::<_, _, _, i64>(&self.streams[p.index()], GROUP, &ids)
+                    .await
+                    .map_err(redis_error)
+            })
+        });
+        try_join_all(acks).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let p = delivery.entry_id.partition;
+        let entry_id = delivery.entry_id.id.to_string();
+        let mut invocation = self.dead_letter.prepare_invoke();
+        invocation
+            .key(self.keys.dead(p))
+            .key(self.keys.dead_index(p))
+            .key(&self.streams[p.index()])
+            .arg(GROUP)
+            .arg(&entry_id)
+            .arg(delivery.event.id.to_string());
+        for (field, value) in entry(&delivery.event) {
+            invocation.arg(field).arg(value);
+        }
+        invocation
+            .arg("reason")
+            .arg(reason)
+            .arg("deliveries")
+            .arg(delivery.deliveries)
+            .arg("entry_id")
+            .arg(&entry_id);
+        let _: String = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for stream in &self.streams {
+            for (name, count) in self.pending_in(stream).await? {
+                *totals.entry(name).or_default() += count;
+            }
+        }
+        Ok(totals.into_iter().collect())
+    }
+}
+
+impl RedisConsumer {
+    /// Pending entries per consumer in one partition's queue.
+    async fn pending_in(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+        let reply: Value = ::redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(GROUP)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        // [count, first, last, [[consumer, count], ...] or nil]
+        let Value::Array(mut parts) = reply else {
+            return Err(Error::Internal(
+                "redis reply: XPENDING is not an array".into(),
+            ));
+        };
+        let consumers = if parts.len() == 4 {
+            parts.swap_remove(3)
+        } else {
+            Value::Nil
+        };
+        let pairs: Vec<(String, String)> = match consumers {
+            Value::Nil => Vec::new(),
+            other => ::redis::from_redis_value(other)
+                .map_err(|e| Error::Internal(format!("redis reply: {e}")))?,
+        };
+        pairs
+            .into_iter()
+            .map(|(name, count)| {
+                let count = count
+                    .parse()
+                    .map_err(|_| Error::Internal("redis reply: bad pending count".into()))?;
+                Ok((name, count))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_entries_are_looked_for_often_enough_to_be_reclaimed_on_time() {
+        assert_eq!(
+            claim_scan_interval(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            claim_scan_interval(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            claim_scan_interval(Duration::from_millis(200)),
+            Duration::from_millis(100)
+        );
+    }
+}
