@@ -63,13 +63,15 @@
 //! The code, by concern: `connection` is the one connection type over a
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` reads and writes event records and
-//! stream entries; `store` is the EventStore, `queue` the WorkQueue, `consumer`
-//! a member of its group, `feed` the NotificationFeed.
+//! stream entries; `store` is the EventStore and `list` its ListEvents;
+//! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
+//! the NotificationFeed.
 
 mod connection;
 mod consumer;
 mod feed;
 mod keys;
+mod list;
 mod queue;
 mod record;
 mod store;
