@@ -32,7 +32,7 @@ impl Keys {
     }
 
     /// The prefix of every key of `partition`, `{prefix}:{pNN}` (the scripts
-    /// build index and stats keys from it).
+    /// build index keys from it).
     pub fn tag(&self, partition: Partition) -> &str {
         &self.tags[partition.index()]
     }
@@ -63,12 +63,6 @@ impl Keys {
         format!("{}:events", self.tag(partition))
     }
 
-    /// The partition's events per status: a hash kept by the create and
-    /// status scripts.
-    pub fn stats(&self, partition: Partition) -> String {
-        format!("{}:stats", self.tag(partition))
-    }
-
     /// The partition's notification-log stream.
     pub fn notifications(&self, partition: Partition) -> String {
         format!("{}:notifications", self.tag(partition))
@@ -84,6 +78,12 @@ impl Keys {
     /// category, type, status) is `value`.
     pub fn index(&self, partition: Partition, kind: &str, value: &str) -> String {
         format!("{}:idx:{kind}:{value}", self.tag(partition))
+    }
+
+    /// The partition's query index named by a line of a record's `ix`
+    /// field (`kind:value`, as in `user:ann`).
+    pub fn index_line(&self, partition: Partition, line: &str) -> String {
+        format!("{}:idx:{line}", self.tag(partition))
     }
 
     /// The partition's dead-letter stream.
@@ -112,7 +112,7 @@ mod tests {
         for key in [
             keys.event(p, id),
             keys.events(p),
-            keys.stats(p),
+            keys.index_line(p, "user:ann"),
             keys.notifications(p),
             keys.request(p, "billing", "r1"),
             keys.index(p, "user", "ann"),

@@ -40,9 +40,9 @@
 //!   every status change). Ties sort by id, as ListEvents orders. There is no
 //!   index of every event: the four status indexes together are one, merged
 //!   by a query without equality filters, and retention walks the settled
-//!   ones only (PENDING events are never removed).
-//! - `{p}:stats`: hash, the partition's events per status (`PENDING`, ...),
-//!   counted by the create and status scripts with their writes.
+//!   ones only (PENDING events are never removed). The partition's events
+//!   per status (GetStats) are the status indexes' sizes (`ZCARD`), so no
+//!   count is written per event.
 //! - `{p}:request:{source}:{request_id}`: string, the id of the event
 //!   created for that idempotency key; expires after the request-id window.
 //!   It lives in the partition of the event it creates (its user's).
@@ -53,7 +53,9 @@
 //!
 //! Every write that must be atomic is one Lua script: the record with its queue
 //! and notification entries on creation, and the status with its notification
-//! (and, entering PENDING, queue) entry on a change. Blocking reads use
+//! (and, entering PENDING, queue) entry on a change. These two run once per
+//! event, so they read their arguments by place and build no Lua tables per
+//! event; the Rust side computes the index keys. Blocking reads use
 //! connections of their own, never the shared multiplexed one.
 //!
 //! On a Redis Cluster (`--redis-cluster`) nothing changes but the
@@ -103,9 +105,6 @@ pub use keys::Keys;
 /// partitions, so on a cluster the readers poll, sooner while busy).
 const MAX_POLL: Duration = Duration::from_millis(50);
 
-/// Lua shared by the scripts: a record's fields by name, and the query
-/// indexes an event belongs in.
-const INDEX_FUNCTIONS: &str = include_str!("lua/index_functions.lua");
 /// Creates a batch of events, atomically (see the script for its arguments).
 const CREATE_MANY: &str = include_str!("lua/create_many.lua");
 /// Lua shared by the status scripts: one status change.
@@ -351,13 +350,13 @@ impl RedisBackend {
             client,
             conn,
             keys,
-            create: Arc::new(Script::new(&format!("{INDEX_FUNCTIONS}{CREATE_MANY}"))),
+            create: Arc::new(Script::new(CREATE_MANY)),
             update_status: Arc::new(Script::new(&format!(
-                "{INDEX_FUNCTIONS}{CHANGE_STATUS}{UPDATE_STATUS_MANY}"
+                "{CHANGE_STATUS}{UPDATE_STATUS_MANY}"
             ))),
-            redrive: Script::new(&format!("{INDEX_FUNCTIONS}{CHANGE_STATUS}{REDRIVE_MANY}")),
+            redrive: Script::new(&format!("{CHANGE_STATUS}{REDRIVE_MANY}")),
             dead_letter: Arc::new(Script::new(DEAD_LETTER)),
-            remove_older_than: Script::new(&format!("{INDEX_FUNCTIONS}{REMOVE_OLDER_THAN}")),
+            remove_older_than: Script::new(REMOVE_OLDER_THAN),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,

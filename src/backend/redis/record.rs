@@ -24,7 +24,8 @@ pub(super) type Fields = HashMap<String, Vec<u8>>;
 /// this short (and which has few fields) as one compact listpack, about half
 /// the memory of a hash table (`hash-max-listpack-value`, 64 by default).
 const MAX_FIELD_BYTES: usize = 64;
-/// The names of the pieces of a record's protobuf bytes, in order.
+/// The names of the pieces of a record's protobuf bytes, in order
+/// (`change_status.lua` reads the same eight by name).
 const PB_PIECES: [&str; 8] = ["pb", "pb1", "pb2", "pb3", "pb4", "pb5", "pb6", "pb7"];
 
 /// The part of an event that never changes, as stored (field `pb`).
@@ -98,13 +99,23 @@ fn changing(event: &Event) -> [(&'static str, Vec<u8>); 3] {
     ]
 }
 
-/// The fields of a new record's hash: the protobuf bytes in pieces of at
-/// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left), `status`,
-/// `updated_at`, `traceparent`, `occurred_at` and `created_at` (micros, for
-/// the scripts' index scores and retention) and `ix`, the event's
-/// query-index keys other than its status's, one per line
-/// (`user:ann`, `type:…`).
-pub(super) fn record(event: &Event) -> Vec<(&'static str, Vec<u8>)> {
+/// What creating an event writes (see `create_many.lua`).
+pub(super) struct NewRecord {
+    /// The record hash's fields: `status`, `updated_at`, `traceparent`,
+    /// `occurred_at` and `created_at` (micros, for the scripts' index scores
+    /// and retention) and `ix` always first and in that order (the create
+    /// script reads them by place), then the protobuf bytes in pieces of at
+    /// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left).
+    pub fields: Vec<(&'static str, Vec<u8>)>,
+    /// The protobuf bytes whole, as the stream entries carry them.
+    pub pb: Vec<u8>,
+    /// The event's query-index keys other than its status's (field `ix`),
+    /// one `kind:value` per line (`user:ann`, `type:…`).
+    pub ix: String,
+}
+
+/// The record of a new event.
+pub(super) fn record(event: &Event) -> NewRecord {
     let [status, updated_at, traceparent] = changing(event);
     let mut ix = format!("user:{}", event.user_id);
     for (kind, value) in [
@@ -113,21 +124,12 @@ pub(super) fn record(event: &Event) -> Vec<(&'static str, Vec<u8>)> {
         ("type", &event.event_type),
     ] {
         if !value.is_empty() {
-            ix.push_str(&format!("\n{kind}:{value}"));
+            ix.extend(["\n", kind, ":", value]);
         }
     }
     let pb = stored(event);
-    let mut fields = Vec::with_capacity(8 + pb.len() / MAX_FIELD_BYTES);
     let pieces = pb.chunks(MAX_FIELD_BYTES).count().min(PB_PIECES.len());
-    for (i, name) in PB_PIECES.iter().take(pieces).enumerate() {
-        let from = i * MAX_FIELD_BYTES;
-        let to = if i + 1 == pieces {
-            pb.len()
-        } else {
-            from + MAX_FIELD_BYTES
-        };
-        fields.push((*name, pb[from..to].to_vec()));
-    }
+    let mut fields = Vec::with_capacity(6 + pieces);
     fields.extend([
         status,
         updated_at,
@@ -140,9 +142,18 @@ pub(super) fn record(event: &Event) -> Vec<(&'static str, Vec<u8>)> {
             "created_at",
             to_micros(event.created_at).to_string().into_bytes(),
         ),
-        ("ix", ix.into_bytes()),
+        ("ix", ix.clone().into_bytes()),
     ]);
-    fields
+    for (i, name) in PB_PIECES.iter().take(pieces).enumerate() {
+        let from = i * MAX_FIELD_BYTES;
+        let to = if i + 1 == pieces {
+            pb.len()
+        } else {
+            from + MAX_FIELD_BYTES
+        };
+        fields.push((*name, pb[from..to].to_vec()));
+    }
+    NewRecord { fields, pb, ix }
 }
 
 /// The fields of a stream entry or dead letter of the event as it is now.
@@ -273,18 +284,29 @@ mod tests {
             .as_object()
             .cloned();
         event.traceparent = Some(TraceParent::new_root());
-        let fields: Fields = record(&event)
+        let new = record(&event);
+        // The create script reads the first six fields by place.
+        let names: Vec<&str> = new.fields.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names[..6],
+            ["status", "updated_at", "traceparent", "occurred_at", "created_at", "ix"]
+        );
+        assert_eq!(new.ix, "user:ann\ncategory:billing");
+        let fields: Fields = new
+            .fields
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         assert_eq!(parse_record(&fields).expect("parse"), event);
         assert_eq!(fields["ix"], b"user:ann\ncategory:billing");
+        assert_eq!(Stored::decode(new.pb.as_slice()).map(|s| s.user_id), Ok("ann".into()));
         // Every piece fits a compact hash; a long payload takes several.
         assert!(fields.values().all(|v| v.len() <= MAX_FIELD_BYTES));
         event.payload = serde_json::json!({"text": "x".repeat(300)})
             .as_object()
             .cloned();
         let fields: Fields = record(&event)
+            .fields
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();

@@ -1,7 +1,7 @@
 //! The EventStore on Redis: records, counts, dead letters, retention (the
 //! queries are in `list`).
 
-use std::{collections::HashMap, time::SystemTime};
+use std::time::SystemTime;
 
 use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     RedisBackend,
-    record::{Fields, entry_fields, entry_id_of, parse_record, record, status_outcome},
+    record::{Fields, NewRecord, entry_fields, entry_id_of, parse_record, record, status_outcome},
     redis_error,
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, StatusCounts, Sweep};
@@ -31,10 +31,9 @@ impl RedisBackend {
             .key(self.keys.events(p))
             .key(self.keys.notifications(p))
             .arg(self.notifications_max_len)
-            .arg(self.request_id_window.as_secs().max(1))
-            .arg(self.keys.tag(p));
+            .arg(self.request_id_window.as_secs().max(1));
         for (event, request_key) in &events {
-            let fields = record(event);
+            let NewRecord { fields, pb, ix } = record(event);
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
@@ -42,6 +41,13 @@ impl RedisBackend {
                 .arg(fields.len() * 2);
             for (field, value) in fields {
                 invocation.arg(field).arg(value);
+            }
+            invocation
+                .arg(pb)
+                .arg(1 + ix.lines().count())
+                .arg(self.keys.index(p, "status", event.status.as_str()));
+            for line in ix.lines() {
+                invocation.arg(self.keys.index_line(p, line));
             }
         }
         let priors: Vec<String> = self.write(&invocation).await?;
@@ -426,20 +432,23 @@ impl EventStore for RedisBackend {
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
+        // Every event is in exactly one status index: the counts are their sizes.
         let stored = self
             .each_partition(|p| async move {
-                self.conn
-                    .clone()
-                    .hgetall::<_, HashMap<String, i64>>(self.keys.stats(p))
+                let mut sizes = ::redis::pipe();
+                for status in EventStatus::ALL {
+                    sizes.zcard(self.keys.index(p, "status", status.as_str()));
+                }
+                sizes
+                    .query_async::<Vec<u64>>(&mut self.conn.clone())
                     .await
                     .map_err(redis_error)
             })
             .await?;
         let mut counts = StatusCounts::default();
         for partition in stored {
-            for status in EventStatus::ALL {
-                let n = partition.get(status.as_str()).copied().unwrap_or(0);
-                *counts.slot(status) += u64::try_from(n).unwrap_or(0);
+            for (status, n) in EventStatus::ALL.into_iter().zip(partition) {
+                *counts.slot(status) += n;
             }
         }
         Ok(counts)

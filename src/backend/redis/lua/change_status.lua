@@ -1,11 +1,14 @@
 -- Lua shared by the status scripts: one status change of event `id`, with
--- its count, its status index entry, its notification entry and (entering
--- a status that enqueues) its queue entry. Returns {outcome, detail}:
--- {'missing', ''}, {'same', record fields}, {'forbidden', current status}
--- or {'changed', entry fields}.
+-- its status index entry, its notification entry and (entering a status
+-- that enqueues) its queue entry. Reads the record with one HMGET of the
+-- fields it needs. Returns {outcome, detail}: {'missing', ''}, {'same',
+-- record fields}, {'forbidden', current status} or {'changed', entry
+-- fields}.
 local function change_status(queue, notifications, record_key, id, prefix, now, max_len,
                              target, enqueue, sources, trace)
-  local current = redis.call('HGET', record_key, 'status')
+  local r = redis.call('HMGET', record_key, 'status', 'occurred_at', 'traceparent',
+                       'pb', 'pb1', 'pb2', 'pb3', 'pb4', 'pb5', 'pb6', 'pb7')
+  local current = r[1]
   if not current then
     return {'missing', ''}
   elseif current == target then
@@ -13,14 +16,16 @@ local function change_status(queue, notifications, record_key, id, prefix, now, 
   elseif not string.find(',' .. sources .. ',', ',' .. current .. ',', 1, true) then
     return {'forbidden', current}
   end
-  redis.call('HSET', record_key, 'status', target, 'updated_at', now)
-  if trace ~= '' then redis.call('HSET', record_key, 'traceparent', trace) end
-  redis.call('HINCRBY', prefix .. ':stats', current, -1)
-  redis.call('HINCRBY', prefix .. ':stats', target, 1)
-  local f = fields_of(redis.call('HGETALL', record_key))
+  if trace == '' then trace = r[3] or '' end
+  redis.call('HSET', record_key, 'status', target, 'updated_at', now, 'traceparent', trace)
   redis.call('ZREM', prefix .. ':idx:status:' .. current, id)
-  redis.call('ZADD', prefix .. ':idx:status:' .. target, f.occurred_at, id)
-  local entry = entry_of(f, target, now)
+  redis.call('ZADD', prefix .. ':idx:status:' .. target, r[2], id)
+  local pb = r[4]
+  for j = 5, 11 do
+    if not r[j] then break end
+    pb = pb .. r[j]
+  end
+  local entry = {'pb', pb, 'status', target, 'updated_at', now, 'traceparent', trace}
   if enqueue == '1' then redis.call('XADD', queue, '*', unpack(entry)) end
   redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', unpack(entry))
   return {'changed', entry}

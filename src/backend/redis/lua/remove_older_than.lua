@@ -5,9 +5,22 @@
 -- many of the oldest candidates to skip, the most to look at. Looks at the
 -- events that occurred before the cutoff, oldest first, and removes each that
 -- was also created before it and is not PENDING: its record, its index
--- entries, its count and its note in the dead-letter index. An index entry
+-- entries and its note in the dead-letter index. An index entry
 -- whose record is gone goes too.
 -- Returns {removed, kept, scanned}.
+-- A record's fields by name.
+local function fields_of(record)
+  local f = {}
+  for j = 1, #record, 2 do f[record[j]] = record[j + 1] end
+  return f
+end
+-- The query indexes (sorted sets scored by occurred_at) an event belongs
+-- in: its status's, and one per line of its `ix` field.
+local function index_keys(prefix, f)
+  local keys = {prefix .. ':idx:status:' .. f.status}
+  for line in string.gmatch(f.ix, '[^\n]+') do keys[#keys + 1] = prefix .. ':idx:' .. line end
+  return keys
+end
 local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
 local index = KEYS[1]
 local ids = redis.call('ZRANGE', index, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
@@ -24,7 +37,6 @@ for _, id in ipairs(ids) do
       for _, index in ipairs(index_keys(prefix, f)) do redis.call('ZREM', index, id) end
       redis.call('DEL', prefix .. ':event:' .. id)
       redis.call('HDEL', prefix .. ':dead:index', id)
-      redis.call('HINCRBY', prefix .. ':stats', f.status, -1)
       removed = removed + 1
     end
   end
