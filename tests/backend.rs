@@ -1448,3 +1448,68 @@ async fn redis_keeps_a_typical_record_compact() {
     assert_eq!(encoding, "listpack");
     assert_eq!(b.store.get(event.id).await.expect("get"), event);
 }
+
+/// Queue and notification entries refer to their event's record. An entry
+/// whose record is gone (removed by retention, say) has nothing to deliver:
+/// the consumer acknowledges it and the feed skips it, and the events
+/// around it come through.
+#[tokio::test]
+async fn redis_entries_of_a_removed_record_are_skipped() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    let config = BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    };
+    let b = backend::open(&config).expect("backend");
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let kept = b
+        .store
+        .create(new_event("u", "kept"))
+        .await
+        .expect("create");
+    let gone = b
+        .store
+        .create(new_event("u", "gone"))
+        .await
+        .expect("create");
+    let partitions = b.store.partitions();
+    let key = backend::Keys::new("test", partitions)
+        .event(partitions.of_id(gone.id).expect("partition"), gone.id);
+    let mut conn = ::redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let removed: u64 = ::redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(removed, 1);
+
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let got = c.receive(10).await.expect("receive");
+    assert_eq!(
+        got.iter().map(|d| d.event.id).collect::<Vec<_>>(),
+        vec![kept.id]
+    );
+    c.ack(&[got[0].entry_id]).await.expect("ack");
+    assert_eq!(
+        b.queue.stats().await.expect("stats").pending,
+        0,
+        "the entry of the removed event was acknowledged"
+    );
+    let notes = b
+        .feed
+        .read_range(&start, None, 10)
+        .await
+        .expect("read_range");
+    assert_eq!(
+        notes.iter().map(|n| n.event.id).collect::<Vec<_>>(),
+        vec![kept.id]
+    );
+    assert_eq!(notes[0].event, kept);
+}

@@ -23,8 +23,8 @@ use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, instrument, warn};
 
 use super::{
-    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection,
-    record::{entry, entry_id_of, stream_entry_event},
+    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, events_of,
+    record::{EntryRef, entry, entry_id_of},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
@@ -143,6 +143,48 @@ impl RedisConsumer {
             .ok_or_else(|| Error::Internal(format!("redis answered for stream {stream:?}")))
     }
 
+    /// Deliveries of entries of partition `p`, with their delivery counts,
+    /// their events read from the records. An entry whose record is gone
+    /// (its event settled and removed by retention) has nothing left to
+    /// deliver: it is acknowledged.
+    async fn deliveries(
+        &self,
+        p: Partition,
+        entries: Vec<StreamId>,
+        count: impl Fn(&str) -> u64,
+    ) -> Result<Vec<Delivery>> {
+        let counts: Vec<u64> = entries.iter().map(|e| count(&e.id)).collect();
+        let refs = entries
+            .into_iter()
+            .map(EntryRef::of)
+            .collect::<Result<Vec<_>>>()?;
+        let events = events_of(&self.conn, &self.keys, p, &refs).await?;
+        let mut out = Vec::with_capacity(refs.len());
+        let mut gone = Vec::new();
+        for ((r, event), deliveries) in refs.iter().zip(events).zip(counts) {
+            let entry_id = PartitionEntry {
+                partition: p,
+                id: r.entry,
+            };
+            match event {
+                Some(event) => out.push(Delivery {
+                    entry_id,
+                    event,
+                    deliveries,
+                }),
+                None => gone.push(entry_id),
+            }
+        }
+        if !gone.is_empty() {
+            warn!(
+                entries = gone.len(),
+                "queue entries of removed events acknowledged"
+            );
+            self.ack(&gone).await?;
+        }
+        Ok(out)
+    }
+
     /// Adds delivery counts (from `XPENDING`) to entries of partition `p`
     /// just handed to us.
     async fn with_counts(&self, p: Partition, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
@@ -168,7 +210,8 @@ impl RedisConsumer {
             .into_iter()
             .map(|p| (p.id, p.times_delivered as u64))
             .collect();
-        deliveries(p, entries, |id| counts.get(id).copied().unwrap_or(1))
+        self.deliveries(p, entries, |id| counts.get(id).copied().unwrap_or(1))
+            .await
     }
 
     /// One `XREADGROUP` over the partitions `from` names (with the id to
@@ -361,7 +404,7 @@ impl RedisConsumer {
         }
         let mut out = Vec::new();
         for (p, entries) in read {
-            out.extend(deliveries(p, entries, |_| 1)?);
+            out.extend(self.deliveries(p, entries, |_| 1).await?);
         }
         Ok(out)
     }
@@ -376,26 +419,6 @@ impl RedisConsumer {
         }
         Ok(got)
     }
-}
-
-/// Deliveries of entries of partition `p`, with their delivery counts.
-fn deliveries(
-    p: Partition,
-    entries: Vec<StreamId>,
-    count: impl Fn(&str) -> u64,
-) -> Result<Vec<Delivery>> {
-    entries
-        .into_iter()
-        .map(|entry| {
-            let deliveries = count(&entry.id);
-            let (id, event) = stream_entry_event(entry)?;
-            Ok(Delivery {
-                entry_id: PartitionEntry { partition: p, id },
-                event,
-                deliveries,
-            })
-        })
-        .collect()
 }
 
 #[async_trait]

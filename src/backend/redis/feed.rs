@@ -11,11 +11,12 @@ use ::redis::{
     streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply},
 };
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use tracing::instrument;
 
 use super::{
-    RedisBackend, blocking_connection, poll,
-    record::{entry_id_of, stream_entry_event},
+    RedisBackend, blocking_connection, events_of, poll,
+    record::{EntryRef, entry_id_of},
     redis_error,
 };
 use crate::backend::{History, Notification, NotificationFeed};
@@ -96,16 +97,22 @@ impl NotificationFeed for RedisBackend {
                 return Err(redis_error(e));
             }
         };
-        let mut out = Vec::new();
-        for stream in reply.into_iter().flat_map(|r| r.keys) {
-            let p = keys
-                .iter()
-                .position(|k| *k == stream.key)
-                .and_then(|i| self.partitions.get(i))
-                .ok_or_else(|| Error::Internal(format!("redis answered for {:?}", stream.key)))?;
-            out.extend(notifications(p, stream.ids)?);
-        }
-        Ok(out)
+        drop(guard);
+        let reads = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .map(|stream| {
+                let p = keys
+                    .iter()
+                    .position(|k| *k == stream.key)
+                    .and_then(|i| self.partitions.get(i))
+                    .ok_or_else(|| {
+                        Error::Internal(format!("redis answered for {:?}", stream.key))
+                    })?;
+                Ok(self.notifications(p, stream.ids))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(try_join_all(reads).await?.into_iter().flatten().collect())
     }
 
     async fn read_range(
@@ -126,7 +133,7 @@ impl NotificationFeed for RedisBackend {
                 )
                 .await
                 .map_err(redis_error)?;
-            notifications(p, reply.ids)
+            self.notifications(p, reply.ids).await
         };
         let mut all: Vec<Notification> = match only {
             Some(p) => {
@@ -216,20 +223,29 @@ impl RedisBackend {
     }
 }
 
-/// The notifications of partition `p`'s stream entries.
-fn notifications(
-    p: Partition,
-    entries: impl IntoIterator<Item = StreamId>,
-) -> Result<Vec<Notification>> {
-    entries
-        .into_iter()
-        .map(|entry| {
-            let (entry, event) = stream_entry_event(entry)?;
-            Ok(Notification {
-                partition: p,
-                entry,
-                event,
+impl RedisBackend {
+    /// The notifications of partition `p`'s stream entries, their events
+    /// read from the records (an event removed since is skipped: it is gone).
+    async fn notifications(
+        &self,
+        p: Partition,
+        entries: impl IntoIterator<Item = StreamId>,
+    ) -> Result<Vec<Notification>> {
+        let refs = entries
+            .into_iter()
+            .map(EntryRef::of)
+            .collect::<Result<Vec<_>>>()?;
+        let events = events_of(&self.conn, &self.keys, p, &refs).await?;
+        Ok(refs
+            .iter()
+            .zip(events)
+            .filter_map(|(r, event)| {
+                Some(Notification {
+                    partition: p,
+                    entry: r.entry,
+                    event: event?,
+                })
             })
-        })
-        .collect()
+            .collect())
+    }
 }

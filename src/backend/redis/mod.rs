@@ -12,7 +12,7 @@
 //! every key of partition 7 starts with `{prefix}:{p07}:`, whose hash tag puts
 //! the whole partition in one Redis Cluster slot, and every script touches one
 //! partition only. The prefix is `herald` by default; tests vary it.
-//! - `{prefix}:meta`: hash, the layout (`layout` = 2) and the number of
+//! - `{prefix}:meta`: hash, the layout (`layout` = 3) and the number of
 //!   partitions, written once when the deployment is first used and checked
 //!   by every process that opens it. Keys of the first, unpartitioned layout
 //!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
@@ -24,14 +24,18 @@
 //!   which status changes rewrite, and `occurred_at`, `created_at` (micros)
 //!   and `ix` (its query-index keys, one per line), which the scripts read.
 //! - `{p}:events`: stream, the partition's work queue, read by the group
-//!   `processors`; each entry has the fields `pb`, `status`, `updated_at` and
-//!   `traceparent`: the record as it was when queued, nothing encoded in Lua
-//!   and no JSON to parse. Trimmed only below what every consumer group has
-//!   acknowledged (a plain `MAXLEN` trim ignores the PEL and would drop
-//!   unprocessed work).
+//!   `processors`; each entry has one field, `id`: its event's id (16
+//!   bytes). The consumer reads the records of the entries it took with one
+//!   pipelined `HMGET` each (an entry whose record is gone is acknowledged:
+//!   nothing is left to deliver). Trimmed only below what every consumer
+//!   group has acknowledged (a plain `MAXLEN` trim ignores the PEL and would
+//!   drop unprocessed work).
 //! - `{p}:notifications`: stream, every creation and status change of the
-//!   partition's events (entries like the work queue's), tailed by each
-//!   logger for live subscribers; trimmed to about
+//!   partition's events: `id` (16 bytes) and the `status`, `updated_at` and
+//!   `traceparent` the change left; the feed reads the rest from the record
+//!   (an event removed since is skipped). Entries refer to the record
+//!   instead of copying it, so an event's bytes are stored once. Tailed by
+//!   each logger for live subscribers; trimmed to about
 //!   `--notifications-max-len` entries (nobody acknowledges it) and, by a
 //!   periodic trim, to entries younger than the retention age.
 //! - `{p}:idx:{user|session|category|type|status}:{value}`: sorted sets of
@@ -46,8 +50,9 @@
 //! - `{p}:request:{source}:{request_id}`: string, the id of the event
 //!   created for that idempotency key; expires after the request-id window.
 //!   It lives in the partition of the event it creates (its user's).
-//! - `{p}:dead`: stream, dead letters: the entry's fields plus `reason`,
-//!   `deliveries` and `entry_id`.
+//! - `{p}:dead`: stream, dead letters: the event whole (`pb`, `status`,
+//!   `updated_at`, `traceparent`, so a dead letter outlives its record)
+//!   plus `reason`, `deliveries` and `entry_id`.
 //! - `{p}:dead:index`: hash, event id to the ids of its dead letters, written
 //!   with each dead letter and read by a redrive, which removes both.
 //!
@@ -92,6 +97,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::StoreOptions;
 use crate::{
+    domain::Event,
     error::{Error, Result},
     partition::{Partition, Partitions},
 };
@@ -99,6 +105,7 @@ use crate::{
 pub use connection::RedisTarget;
 use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
+use record::{EntryRef, READ_FIELDS};
 
 /// How long a reader of a cluster waits between two reads that found
 /// nothing, at most (blocking reads cannot span the slots of several
@@ -158,6 +165,35 @@ where
     }
 }
 
+/// The events that entries of partition `p` refer to, as of each entry,
+/// read from their records with one round trip (an `HMGET` each); `None`
+/// for an event whose record is gone (removed by retention).
+async fn events_of(
+    conn: &Conn,
+    keys: &Keys,
+    p: Partition,
+    refs: &[EntryRef],
+) -> Result<Vec<Option<Event>>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reads = ::redis::pipe();
+    for r in refs {
+        reads
+            .cmd("HMGET")
+            .arg(keys.event(p, r.id))
+            .arg(&READ_FIELDS[..]);
+    }
+    let values: Vec<Vec<Option<Vec<u8>>>> = reads
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(redis_error)?;
+    refs.iter()
+        .zip(values)
+        .map(|(r, values)| r.event(values))
+        .collect()
+}
+
 /// Opens a connection of its own for blocking reads, with a response timeout
 /// above the block time (redis-rs's default of 500 ms would cut every `BLOCK`).
 async fn blocking_connection(client: &Client, block: Duration) -> Result<MultiplexedConnection> {
@@ -200,7 +236,7 @@ pub struct RedisBackend {
 const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version of the key layout `{prefix}:meta` records.
-const LAYOUT: &str = "2";
+const LAYOUT: &str = "3";
 
 impl RedisBackend {
     /// `reply` of a command on `key` that fails when the key is missing
@@ -351,9 +387,7 @@ impl RedisBackend {
             conn,
             keys,
             create: Arc::new(Script::new(CREATE_MANY)),
-            update_status: Arc::new(Script::new(&format!(
-                "{CHANGE_STATUS}{UPDATE_STATUS_MANY}"
-            ))),
+            update_status: Arc::new(Script::new(&format!("{CHANGE_STATUS}{UPDATE_STATUS_MANY}"))),
             redrive: Script::new(&format!("{CHANGE_STATUS}{REDRIVE_MANY}")),
             dead_letter: Arc::new(Script::new(DEAD_LETTER)),
             remove_older_than: Script::new(REMOVE_OLDER_THAN),

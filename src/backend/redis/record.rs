@@ -107,8 +107,6 @@ pub(super) struct NewRecord {
     /// script reads them by place), then the protobuf bytes in pieces of at
     /// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left).
     pub fields: Vec<(&'static str, Vec<u8>)>,
-    /// The protobuf bytes whole, as the stream entries carry them.
-    pub pb: Vec<u8>,
     /// The event's query-index keys other than its status's (field `ix`),
     /// one `kind:value` per line (`user:ann`, `type:…`).
     pub ix: String,
@@ -153,7 +151,7 @@ pub(super) fn record(event: &Event) -> NewRecord {
         };
         fields.push((*name, pb[from..to].to_vec()));
     }
-    NewRecord { fields, pb, ix }
+    NewRecord { fields, ix }
 }
 
 /// The fields of a stream entry or dead letter of the event as it is now.
@@ -182,23 +180,71 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
     }
 }
 
-/// Reads an event back from a record's or an entry's fields.
+/// Reads an event back from a record's or a dead letter's fields.
 pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
-    let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
     let get = |name: &str| {
         fields
             .get(name)
+            .map(Vec::as_slice)
             .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
     };
-    let text = |name: &str| std::str::from_utf8(get(name)?).map_err(|_| bad(name));
-    let mut pb = get("pb")?.clone();
+    let mut pb = get("pb")?.to_vec();
     for piece in &PB_PIECES[1..] {
         match fields.get(*piece) {
             Some(bytes) => pb.extend_from_slice(bytes),
             None => break,
         }
     }
-    let stored = Stored::decode(pb.as_slice()).map_err(|_| bad("pb"))?;
+    event_from(
+        &pb,
+        get("status")?,
+        get("updated_at")?,
+        fields.get("traceparent").map(Vec::as_slice),
+    )
+}
+
+/// The fields a reader of stream entries reads of each record (`HMGET`):
+/// the changing ones, then every piece of the protobuf bytes.
+pub(super) const READ_FIELDS: [&str; 11] = [
+    "status",
+    "updated_at",
+    "traceparent",
+    "pb",
+    "pb1",
+    "pb2",
+    "pb3",
+    "pb4",
+    "pb5",
+    "pb6",
+    "pb7",
+];
+
+/// Reads an event back from the values of a record's [`READ_FIELDS`];
+/// `None` if the record is gone.
+pub(super) fn event_of_read(values: &[Option<Vec<u8>>]) -> Result<Option<Event>> {
+    let field = |i: usize| values.get(i).and_then(Option::as_deref);
+    let (Some(status), Some(updated_at), Some(first)) = (field(0), field(1), field(3)) else {
+        return Ok(None);
+    };
+    let mut pb = first.to_vec();
+    for i in 4..READ_FIELDS.len() {
+        match field(i) {
+            Some(piece) => pb.extend_from_slice(piece),
+            None => break,
+        }
+    }
+    event_from(&pb, status, updated_at, field(2)).map(Some)
+}
+
+/// An event from its protobuf bytes and its changing fields as stored.
+fn event_from(
+    pb: &[u8],
+    status: &[u8],
+    updated_at: &[u8],
+    traceparent: Option<&[u8]>,
+) -> Result<Event> {
+    let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
+    let stored = Stored::decode(pb).map_err(|_| bad("pb"))?;
     let payload = match stored.payload.as_str() {
         "" => None,
         json => match serde_json::from_str(json) {
@@ -210,12 +256,16 @@ pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
         id: Uuid::from_slice(&stored.id).map_err(|_| bad("id"))?,
         user_id: stored.user_id,
         description: stored.description,
-        status: EventStatus::parse(text("status")?).ok_or_else(|| bad("status"))?,
+        status: std::str::from_utf8(status)
+            .ok()
+            .and_then(EventStatus::parse)
+            .ok_or_else(|| bad("status"))?,
         created_at: from_micros(stored.created_at),
-        updated_at: text("updated_at")?
-            .parse()
+        updated_at: std::str::from_utf8(updated_at)
+            .ok()
+            .and_then(|t| t.parse().ok())
             .map(from_micros)
-            .map_err(|_| bad("updated_at"))?,
+            .ok_or_else(|| bad("updated_at"))?,
         occurred_at: from_micros(stored.occurred_at),
         category: stored.category,
         event_type: stored.event_type,
@@ -223,7 +273,9 @@ pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
         payload,
         request_id: stored.request_id,
         source: stored.source,
-        traceparent: text("traceparent").ok().and_then(TraceParent::parse),
+        traceparent: traceparent
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(TraceParent::parse),
     })
 }
 
@@ -263,10 +315,56 @@ pub(super) fn entry_id_of(id: &str) -> Result<EntryId> {
         .map_err(|_| Error::Internal(format!("redis gave the stream entry id {id:?}")))
 }
 
-/// The event a stream entry carries, with the entry's id.
-pub(super) fn stream_entry_event(entry: StreamId) -> Result<(EntryId, Event)> {
-    let (id, fields) = entry_fields(entry)?;
-    Ok((entry_id_of(&id)?, parse_record(&fields)?))
+/// What a queue or notification entry holds: the id of its event (16
+/// bytes, field `id`; the rest is in the record, read with
+/// [`READ_FIELDS`]) and, in the notification log, the change it records.
+pub(super) struct EntryRef {
+    /// The entry's id in its stream.
+    pub entry: EntryId,
+    /// The event's id.
+    pub id: Uuid,
+    /// `status`, `updated_at` and `traceparent` as the change left them
+    /// (`None` in the work queue, whose entries are all PENDING as their
+    /// record says while they matter).
+    pub change: Option<[Vec<u8>; 3]>,
+}
+
+impl EntryRef {
+    /// The reference a stream entry holds.
+    pub fn of(entry: StreamId) -> Result<Self> {
+        let (id, mut fields) = entry_fields(entry)?;
+        let bad = || Error::Internal(format!("stream entry {id} is malformed"));
+        let event = fields.remove("id").ok_or_else(bad)?;
+        let change = match (
+            fields.remove("status"),
+            fields.remove("updated_at"),
+            fields.remove("traceparent"),
+        ) {
+            (Some(status), Some(updated_at), trace) => {
+                Some([status, updated_at, trace.unwrap_or_default()])
+            }
+            _ => None,
+        };
+        Ok(Self {
+            entry: entry_id_of(&id)?,
+            id: Uuid::from_slice(&event).map_err(|_| bad())?,
+            change,
+        })
+    }
+
+    /// The event as of this entry, from the values of its record's
+    /// [`READ_FIELDS`] (`None` if the record is gone).
+    pub fn event(&self, mut values: Vec<Option<Vec<u8>>>) -> Result<Option<Event>> {
+        // A gone record stays gone: its status reads as missing.
+        if let Some(change) = &self.change
+            && values.first().is_some_and(Option::is_some)
+        {
+            for (slot, value) in values.iter_mut().zip(change) {
+                *slot = Some(value.clone());
+            }
+        }
+        event_of_read(&values)
+    }
 }
 
 #[cfg(test)]
@@ -289,7 +387,14 @@ mod tests {
         let names: Vec<&str> = new.fields.iter().map(|(name, _)| *name).collect();
         assert_eq!(
             names[..6],
-            ["status", "updated_at", "traceparent", "occurred_at", "created_at", "ix"]
+            [
+                "status",
+                "updated_at",
+                "traceparent",
+                "occurred_at",
+                "created_at",
+                "ix"
+            ]
         );
         assert_eq!(new.ix, "user:ann\ncategory:billing");
         let fields: Fields = new
@@ -299,7 +404,6 @@ mod tests {
             .collect();
         assert_eq!(parse_record(&fields).expect("parse"), event);
         assert_eq!(fields["ix"], b"user:ann\ncategory:billing");
-        assert_eq!(Stored::decode(new.pb.as_slice()).map(|s| s.user_id), Ok("ann".into()));
         // Every piece fits a compact hash; a long payload takes several.
         assert!(fields.values().all(|v| v.len() <= MAX_FIELD_BYTES));
         event.payload = serde_json::json!({"text": "x".repeat(300)})

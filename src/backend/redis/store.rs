@@ -33,19 +33,21 @@ impl RedisBackend {
             .arg(self.notifications_max_len)
             .arg(self.request_id_window.as_secs().max(1));
         for (event, request_key) in &events {
-            let NewRecord { fields, pb, ix } = record(event);
+            let NewRecord { fields, ix } = record(event);
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
                 .arg(event.id.to_string())
+                .arg(event.id.as_bytes())
                 .arg(fields.len() * 2);
             for (field, value) in fields {
                 invocation.arg(field).arg(value);
             }
-            invocation
-                .arg(pb)
-                .arg(1 + ix.lines().count())
-                .arg(self.keys.index(p, "status", event.status.as_str()));
+            invocation.arg(1 + ix.lines().count()).arg(self.keys.index(
+                p,
+                "status",
+                event.status.as_str(),
+            ));
             for line in ix.lines() {
                 invocation.arg(self.keys.index_line(p, line));
             }
@@ -108,7 +110,8 @@ impl RedisBackend {
                 .arg(if change.status.enqueues() { "1" } else { "0" })
                 .arg(sources.join(","))
                 .arg(change.trace.map(|t| t.to_string()).unwrap_or_default())
-                .arg(change.id.to_string());
+                .arg(change.id.to_string())
+                .arg(change.id.as_bytes());
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
         outcomes_of(changes, outcomes)
@@ -212,6 +215,7 @@ impl RedisBackend {
             invocation
                 .key(self.keys.event(p, change.id))
                 .arg(change.id.to_string())
+                .arg(change.id.as_bytes())
                 .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;

@@ -1,11 +1,12 @@
--- Lua shared by the status scripts: one status change of event `id`, with
--- its status index entry, its notification entry and (entering a status
--- that enqueues) its queue entry. Reads the record with one HMGET of the
--- fields it needs. Returns {outcome, detail}: {'missing', ''}, {'same',
--- record fields}, {'forbidden', current status} or {'changed', entry
--- fields}.
-local function change_status(queue, notifications, record_key, id, prefix, now, max_len,
-                             target, enqueue, sources, trace)
+-- Lua shared by the status scripts: one status change of event `id` (whose
+-- 16 bytes are `bytes`), with its status index entry, its notification
+-- entry and (entering a status that enqueues) its queue entry, which hold
+-- the id's bytes as the create script's do. Reads the record with one HMGET
+-- of the fields it needs. Returns {outcome, detail}: {'missing', ''}, {'same',
+-- record fields}, {'forbidden', current status} or {'changed', the
+-- record's changing fields and its protobuf bytes whole, as they are now}.
+local function change_status(queue, notifications, record_key, id, bytes, prefix, now,
+                             max_len, target, enqueue, sources, trace)
   local r = redis.call('HMGET', record_key, 'status', 'occurred_at', 'traceparent',
                        'pb', 'pb1', 'pb2', 'pb3', 'pb4', 'pb5', 'pb6', 'pb7')
   local current = r[1]
@@ -25,8 +26,8 @@ local function change_status(queue, notifications, record_key, id, prefix, now, 
     if not r[j] then break end
     pb = pb .. r[j]
   end
-  local entry = {'pb', pb, 'status', target, 'updated_at', now, 'traceparent', trace}
-  if enqueue == '1' then redis.call('XADD', queue, '*', unpack(entry)) end
-  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', unpack(entry))
-  return {'changed', entry}
+  if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
+  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'status', target,
+             'updated_at', now, 'traceparent', trace)
+  return {'changed', {'pb', pb, 'status', target, 'updated_at', now, 'traceparent', trace}}
 end

@@ -1,14 +1,15 @@
 -- Creates a batch of events of one partition. KEYS: queue, notifications,
 -- then one record key per event. ARGV: notifications max length, the
 -- idempotency window in seconds, then per event: its idempotency key (''
--- for none), its id, the number n of its record's field/value arguments,
+-- for none), its id, its id's 16 bytes, the number n of its record's field/value arguments,
 -- those n arguments (`status`, `updated_at`, `traceparent`, `occurred_at`
--- first, in that order), its protobuf bytes whole, the number k of its query
+-- first, in that order), the number k of its query
 -- indexes and those k index keys. Checks every id first, so the batch is
 -- written whole or not at all; an event whose idempotency key is already
 -- taken is not written, and its slot of the reply holds the id of the event
--- that took the key ('' for events written). Each event's queue and
--- notification entries carry its protobuf bytes with its status. Reads
+-- that took the key ('' for events written). Each event's queue entry holds
+-- its id's bytes (`id`), its notification entry the id with its status,
+-- updated_at and traceparent: readers read the rest from the record. Reads
 -- arguments by place and builds no tables: this runs once per event.
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -18,10 +19,10 @@ end
 local out = {}
 local a = 3
 for i = 3, #KEYS do
-  local request_key, id, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local r = a + 3
-  local pb, k = ARGV[r + n], tonumber(ARGV[r + n + 1])
-  local indexes = r + n + 2
+  local request_key, id, bytes, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local r = a + 4
+  local k = tonumber(ARGV[r + n])
+  local indexes = r + n + 1
   a = indexes + k
   local prior = request_key ~= '' and redis.call('GET', request_key)
   if prior then
@@ -35,9 +36,8 @@ for i = 3, #KEYS do
     for j = indexes, a - 1 do
       redis.call('ZADD', ARGV[j], occurred_at, id)
     end
-    redis.call('XADD', KEYS[1], '*', 'pb', pb, 'status', status, 'updated_at', updated_at,
-               'traceparent', trace)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'pb', pb, 'status', status,
+    redis.call('XADD', KEYS[1], '*', 'id', bytes)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'id', bytes, 'status', status,
                'updated_at', updated_at, 'traceparent', trace)
     out[#out + 1] = ''
   end

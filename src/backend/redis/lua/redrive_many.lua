@@ -4,14 +4,14 @@
 -- the ids of its dead letters), then one record key per event. ARGV:
 -- updated_at (micros), notifications max length, the partition's key
 -- prefix, the statuses PENDING may come from joined by commas, then per
--- event its id and its traceparent. Returns per event {outcome, detail}
+-- event its id, the id's 16 bytes and its traceparent. Returns per event {outcome, detail}
 -- (see change_status).
 local out = {}
 for i = 5, #KEYS do
-  local a = 5 + (i - 5) * 2
+  local a = 5 + (i - 5) * 3
   local id = ARGV[a]
-  local result = change_status(KEYS[1], KEYS[2], KEYS[i], id, ARGV[3], ARGV[1], ARGV[2],
-                               'PENDING', '1', ARGV[4], ARGV[a + 1])
+  local result = change_status(KEYS[1], KEYS[2], KEYS[i], id, ARGV[a + 1], ARGV[3], ARGV[1],
+                               ARGV[2], 'PENDING', '1', ARGV[4], ARGV[a + 2])
   if result[1] == 'changed' or result[1] == 'same' then
     local dead = redis.call('HGET', KEYS[4], id)
     if dead then
