@@ -1404,6 +1404,29 @@ async fn redis_writes_wait_for_replicas() {
     assert_eq!(first.description, "waited");
 }
 
+/// A private Redis with a backend on it under the prefix `test`, and a
+/// plain connection to look at (or tamper with) what it stores.
+async fn redis_with_conn() -> (RedisServer, Backend, ::redis::aio::MultiplexedConnection) {
+    let server = RedisServer::start();
+    let config = BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    };
+    let b = backend::open(&config).expect("backend");
+    let conn = ::redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    (server, b, conn)
+}
+
+/// The key of event `id`'s record under the prefix `test`.
+fn record_key(b: &Backend, id: Uuid) -> String {
+    let partitions = b.store.partitions();
+    backend::Keys::new("test", partitions).event(partitions.of_id(id).expect("partition"), id)
+}
+
 /// A typical record (short fields, a small payload) is kept by Redis as one
 /// compact listpack: no field of it is longer than 64 bytes.
 #[tokio::test]
@@ -1411,12 +1434,7 @@ async fn redis_keeps_a_typical_record_compact() {
     if skip_redis_tests() {
         return;
     }
-    let server = RedisServer::start();
-    let config = BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    };
-    let b = backend::open(&config).expect("backend");
+    let (_server, b, mut conn) = redis_with_conn().await;
     let input = EventInput {
         user_id: "ann".into(),
         description: "Your invoice 42 is ready to download".into(),
@@ -1431,17 +1449,9 @@ async fn redis_keeps_a_typical_record_compact() {
         .create(NewEvent::validate(input, &Rules::default()).expect("valid"))
         .await
         .expect("create");
-    let partitions = b.store.partitions();
-    let key = backend::Keys::new("test", partitions)
-        .event(partitions.of_id(event.id).expect("partition"), event.id);
-    let mut conn = ::redis::Client::open(server.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let encoding: String = ::redis::cmd("OBJECT")
         .arg("ENCODING")
-        .arg(&key)
+        .arg(record_key(&b, event.id))
         .query_async(&mut conn)
         .await
         .expect("OBJECT ENCODING");
@@ -1458,12 +1468,7 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
     if skip_redis_tests() {
         return;
     }
-    let server = RedisServer::start();
-    let config = BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    };
-    let b = backend::open(&config).expect("backend");
+    let (_server, b, mut conn) = redis_with_conn().await;
     let start = b.feed.latest_cursor().await.expect("cursor");
     let kept = b
         .store
@@ -1475,16 +1480,8 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
         .create(new_event("u", "gone"))
         .await
         .expect("create");
-    let partitions = b.store.partitions();
-    let key = backend::Keys::new("test", partitions)
-        .event(partitions.of_id(gone.id).expect("partition"), gone.id);
-    let mut conn = ::redis::Client::open(server.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let removed: u64 = ::redis::cmd("DEL")
-        .arg(&key)
+        .arg(record_key(&b, gone.id))
         .query_async(&mut conn)
         .await
         .expect("DEL");
