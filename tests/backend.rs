@@ -1509,4 +1509,29 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
         vec![kept.id]
     );
     assert_eq!(notes[0].event, kept);
+
+    // Reading one entry at a time from just after `kept`, the removed
+    // event's entry is read past, not taken for the end of the log.
+    let later = b
+        .store
+        .create(new_event("u", "later"))
+        .await
+        .expect("create");
+    let mut after_kept = start.clone();
+    after_kept.advance(notes[0].partition, notes[0].entry);
+    let ids = |notes: Vec<herald::backend::Notification>| {
+        notes.iter().map(|n| n.event.id).collect::<Vec<_>>()
+    };
+    let page = b
+        .feed
+        .read_range(&after_kept, None, 1)
+        .await
+        .expect("read_range");
+    assert_eq!(ids(page), vec![later.id]);
+    let live = b
+        .feed
+        .read_after(&after_kept, 1, Duration::from_secs(5))
+        .await
+        .expect("read_after");
+    assert_eq!(ids(live), vec![later.id]);
 }

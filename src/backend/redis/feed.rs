@@ -68,13 +68,6 @@ impl NotificationFeed for RedisBackend {
             // A cluster: no one command reads every partition.
             return poll(block, || self.read_range(cursor, None, max)).await;
         };
-        let mut guard = self.feed_conn.lock().await;
-        if guard.is_none() {
-            *guard = Some(blocking_connection(client, block).await?);
-        }
-        let conn = guard
-            .as_mut()
-            .ok_or_else(|| Error::Internal("no feed connection".into()))?;
         let options = StreamReadOptions::default()
             .count(max.max(1))
             .block(block.as_millis() as usize);
@@ -83,36 +76,59 @@ impl NotificationFeed for RedisBackend {
             .all()
             .map(|p| self.keys.notifications(p))
             .collect();
-        let ids: Vec<String> = self
-            .partitions
-            .all()
-            .map(|p| cursor.get(p).to_string())
-            .collect();
-        let reply: Result<Option<StreamReadReply>, RedisError> =
-            conn.xread_options(&keys, &ids, &options).await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => {
-                *guard = None;
-                return Err(redis_error(e));
+        let mut from = cursor.clone();
+        loop {
+            let ids: Vec<String> = self
+                .partitions
+                .all()
+                .map(|p| from.get(p).to_string())
+                .collect();
+            let mut guard = self.feed_conn.lock().await;
+            if guard.is_none() {
+                *guard = Some(blocking_connection(client, block).await?);
             }
-        };
-        drop(guard);
-        let reads = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .map(|stream| {
-                let p = keys
-                    .iter()
-                    .position(|k| *k == stream.key)
-                    .and_then(|i| self.partitions.get(i))
-                    .ok_or_else(|| {
-                        Error::Internal(format!("redis answered for {:?}", stream.key))
-                    })?;
-                Ok(self.notifications(p, stream.ids))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(try_join_all(reads).await?.into_iter().flatten().collect())
+            let conn = guard
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no feed connection".into()))?;
+            let reply: Result<Option<StreamReadReply>, RedisError> =
+                conn.xread_options(&keys, &ids, &options).await;
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    *guard = None;
+                    return Err(redis_error(e));
+                }
+            };
+            drop(guard);
+            let reads = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .map(|stream| {
+                    let p = keys
+                        .iter()
+                        .position(|k| *k == stream.key)
+                        .and_then(|i| self.partitions.get(i))
+                        .ok_or_else(|| {
+                            Error::Internal(format!("redis answered for {:?}", stream.key))
+                        })?;
+                    Ok(self.notifications(p, stream.ids))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if reads.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            for read in try_join_all(reads).await? {
+                out.extend(read.notifications);
+                if let Some((p, last)) = read.last {
+                    from.advance(p, last);
+                }
+            }
+            // Every entry read was of a removed event: read on past them.
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn read_range(
@@ -122,18 +138,26 @@ impl NotificationFeed for RedisBackend {
         max: usize,
     ) -> Result<Vec<Notification>> {
         let read = |p: Partition| async move {
-            let reply: StreamRangeReply = self
-                .conn
-                .clone()
-                .xrange_count(
-                    self.keys.notifications(p),
-                    format!("({}", cursor.get(p)),
-                    "+",
-                    max.max(1),
-                )
-                .await
-                .map_err(redis_error)?;
-            self.notifications(p, reply.ids).await
+            let mut after = cursor.get(p);
+            loop {
+                let reply: StreamRangeReply = self
+                    .conn
+                    .clone()
+                    .xrange_count(
+                        self.keys.notifications(p),
+                        format!("({after}"),
+                        "+",
+                        max.max(1),
+                    )
+                    .await
+                    .map_err(redis_error)?;
+                let read = self.notifications(p, reply.ids).await?;
+                match read.last {
+                    // Every entry read was of a removed event: read on past them.
+                    Some((_, last)) if read.notifications.is_empty() => after = last,
+                    _ => return Ok(read.notifications),
+                }
+            }
         };
         let mut all: Vec<Notification> = match only {
             Some(p) => {
@@ -223,29 +247,37 @@ impl RedisBackend {
     }
 }
 
+/// What one read of a partition's notification log gave.
+struct Read {
+    /// The notifications of the entries whose event is still there.
+    notifications: Vec<Notification>,
+    /// The partition and the last entry read, whether or not its event
+    /// is still there (`None` if nothing was read): where to read on from.
+    last: Option<(Partition, EntryId)>,
+}
+
 impl RedisBackend {
     /// The notifications of partition `p`'s stream entries, their events
     /// read from the records (an event removed since is skipped: it is gone).
-    async fn notifications(
-        &self,
-        p: Partition,
-        entries: impl IntoIterator<Item = StreamId>,
-    ) -> Result<Vec<Notification>> {
+    async fn notifications(&self, p: Partition, entries: Vec<StreamId>) -> Result<Read> {
         let refs = entries
             .into_iter()
             .map(EntryRef::of)
             .collect::<Result<Vec<_>>>()?;
         let events = events_of(&self.conn, &self.keys, p, &refs).await?;
-        Ok(refs
-            .iter()
-            .zip(events)
-            .filter_map(|(r, event)| {
-                Some(Notification {
-                    partition: p,
-                    entry: r.entry,
-                    event: event?,
+        Ok(Read {
+            last: refs.last().map(|r| (p, r.entry)),
+            notifications: refs
+                .iter()
+                .zip(events)
+                .filter_map(|(r, event)| {
+                    Some(Notification {
+                        partition: p,
+                        entry: r.entry,
+                        event: event?,
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+        })
     }
 }
