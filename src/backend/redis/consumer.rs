@@ -327,14 +327,18 @@ impl RedisConsumer {
             .collect();
         let read = self.read_group(state, &from, max, false).await?;
         let mut next: Vec<Option<EntryId>> = vec![None; own.len()];
-        let mut out = Vec::new();
-        for (p, entries) in read {
-            let Some(last) = entries.last() else { continue };
-            next[p.index()] = Some(entry_id_of(&last.id)?);
-            out.extend(self.with_counts(p, entries).await?);
+        for (p, entries) in &read {
+            if let Some(last) = entries.last() {
+                next[p.index()] = Some(entry_id_of(&last.id)?);
+            }
         }
+        let out = try_join_all(
+            read.into_iter()
+                .map(|(p, entries)| self.with_counts(p, entries)),
+        )
+        .await?;
         state.own = next.iter().any(Option::is_some).then_some(next);
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Entries idle longer than the claim time with any consumer, looked
@@ -402,11 +406,13 @@ impl RedisConsumer {
         if !read.is_empty() {
             state.busy = read.len();
         }
-        let mut out = Vec::new();
-        for (p, entries) in read {
-            out.extend(self.deliveries(p, entries, |_| 1).await?);
-        }
-        Ok(out)
+        // Every partition's records at once.
+        let out = try_join_all(
+            read.into_iter()
+                .map(|(p, entries)| self.deliveries(p, entries, |_| 1)),
+        )
+        .await?;
+        Ok(out.into_iter().flatten().collect())
     }
 
     async fn receive_once(&self, state: &mut ConsumerState, max: usize) -> Result<Vec<Delivery>> {
@@ -495,10 +501,9 @@ impl Consumer for RedisConsumer {
 
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        for stream in &self.streams {
-            for (name, count) in self.pending_in(stream).await? {
-                *totals.entry(name).or_default() += count;
-            }
+        let per_stream = try_join_all(self.streams.iter().map(|s| self.pending_in(s))).await?;
+        for (name, count) in per_stream.into_iter().flatten() {
+            *totals.entry(name).or_default() += count;
         }
         Ok(totals.into_iter().collect())
     }
