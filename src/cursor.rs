@@ -124,31 +124,31 @@ impl Cursor {
             .unwrap_or_default()
     }
 
-    /// Moves the position in `partition` to `id` if that is further on.
-    pub fn advance(&mut self, partition: Partition, id: EntryId) {
-        let i = partition.index();
+    /// The position in partition number `i`, made (at the start) if the
+    /// cursor has none there yet.
+    fn position_mut(&mut self, i: usize) -> &mut EntryId {
         if self.positions.len() <= i {
             self.positions.resize(i + 1, EntryId::START);
         }
-        self.positions[i] = self.positions[i].max(id);
+        &mut self.positions[i]
+    }
+
+    /// Moves the position in `partition` to `id` if that is further on.
+    pub fn advance(&mut self, partition: Partition, id: EntryId) {
+        let at = self.position_mut(partition.index());
+        *at = (*at).max(id);
     }
 
     /// Sets the position in `partition`, forward or back.
     pub fn set(&mut self, partition: Partition, id: EntryId) {
-        let i = partition.index();
-        if self.positions.len() <= i {
-            self.positions.resize(i + 1, EntryId::START);
-        }
-        self.positions[i] = id;
+        *self.position_mut(partition.index()) = id;
     }
 
     /// Moves to the further position of the two, partition by partition.
     pub fn join(&mut self, other: &Cursor) {
         for (i, id) in other.positions.iter().enumerate() {
-            if self.positions.len() <= i {
-                self.positions.resize(i + 1, EntryId::START);
-            }
-            self.positions[i] = self.positions[i].max(*id);
+            let at = self.position_mut(i);
+            *at = (*at).max(*id);
         }
     }
 
