@@ -73,7 +73,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Page>;
     /// Succeeds when the backend can serve requests.
     async fn ping(&self) -> Result<()>;
-    /// How many events are in each status now, kept with every write (O(1)).
+    /// How many events are in each status now (read from sizes the storage
+    /// keeps, never by scanning events).
     async fn status_counts(&self) -> Result<StatusCounts>;
     /// Up to `max` dead letters past `after` in every partition, oldest
     /// first (by the time they were given up).
@@ -87,7 +88,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// settled one: PENDING events are never removed): looks at up to `max`
     /// of them that occurred before `cutoff`, oldest first, after skipping
     /// the `skip` oldest, and removes each that was also created before
-    /// `cutoff`, with its index entries and its count, atomically.
+    /// `cutoff`, with its index entries, atomically.
     async fn remove_older_than(
         &self,
         partition: Partition,
@@ -211,7 +212,8 @@ pub struct ConsumerConfig {
 pub struct Delivery {
     /// The entry's partition and id in its queue, to acknowledge it.
     pub entry_id: PartitionEntry,
-    /// The event as it was queued.
+    /// The event (as it was queued, or on Redis as its record is when the
+    /// entry is read: then its status and trace may be newer).
     pub event: Event,
     /// How many times the entry has been delivered, this time included.
     pub deliveries: u64,

@@ -5,11 +5,7 @@ use futures_util::future::try_join_all;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{
-    RedisBackend,
-    record::{Fields, parse_record},
-    redis_error,
-};
+use super::{RedisBackend, read_records, record::event_of_read, redis_error};
 use crate::{
     domain::EventStatus,
     error::Result,
@@ -59,9 +55,7 @@ impl RedisBackend {
             .map_or(0, |(i, _)| i);
         Ok(Some(candidates.swap_remove(smallest)))
     }
-}
 
-impl RedisBackend {
     /// ListEvents: one page of `query`, from the user's partition or from
     /// every partition, merged.
     #[instrument(skip_all)]
@@ -152,19 +146,13 @@ impl RedisBackend {
                 .collect();
             scanned += positions.len();
             last_scanned = positions.last().copied().or(last_scanned);
-            let mut records: Vec<Fields> = Vec::new();
-            if !positions.is_empty() {
-                let mut fetch = ::redis::pipe();
-                for position in &positions {
-                    fetch.hgetall(self.keys.event(p, position.id));
-                }
-                records = fetch
-                    .query_async(&mut self.conn.clone())
-                    .await
-                    .map_err(redis_error)?;
-            }
-            for record in records.iter().filter(|r| !r.is_empty()) {
-                let event = parse_record(record)?;
+            let records =
+                read_records(&self.conn, &self.keys, p, positions.iter().map(|at| at.id)).await?;
+            for record in &records {
+                // A record removed since the index was read is skipped.
+                let Some(event) = event_of_read(record)? else {
+                    continue;
+                };
                 if query.matches(&event) {
                     events.push(event);
                     if events.len() > query.page_size {

@@ -70,7 +70,8 @@
 //! The code, by concern: `connection` is the one connection type over a
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` reads and writes event records and
-//! stream entries; `store` is the EventStore and `list` its ListEvents;
+//! stream entries; `store` is the EventStore, `list` its ListEvents and
+//! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
 //! the NotificationFeed.
 
@@ -81,6 +82,7 @@ mod keys;
 mod list;
 mod queue;
 mod record;
+mod split;
 mod store;
 
 use std::{
@@ -94,6 +96,7 @@ use ::redis::{
 };
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
+use uuid::Uuid;
 
 use super::StoreOptions;
 use crate::{
@@ -105,7 +108,7 @@ use crate::{
 pub use connection::RedisTarget;
 use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
-use record::{EntryRef, READ_FIELDS};
+use record::{EntryRef, READ_FIELDS, ReadValues};
 
 /// How long a reader of a cluster waits between two reads that found
 /// nothing, at most (blocking reads cannot span the slots of several
@@ -165,31 +168,44 @@ where
     }
 }
 
+/// The records of events `ids` of partition `p`, read with one round trip
+/// (an `HMGET` of [`READ_FIELDS`] each); a gone record reads as all `None`.
+async fn read_records(
+    conn: &Conn,
+    keys: &Keys,
+    p: Partition,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<Vec<ReadValues>> {
+    let mut reads = ::redis::pipe();
+    let mut n = 0;
+    for id in ids {
+        reads
+            .cmd("HMGET")
+            .arg(keys.event(p, id))
+            .arg(&READ_FIELDS[..]);
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    reads
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(redis_error)
+}
+
 /// The events that entries of partition `p` refer to, as of each entry,
-/// read from their records with one round trip (an `HMGET` each); `None`
-/// for an event whose record is gone (removed by retention).
+/// read from their records with one round trip; `None` for an event whose
+/// record is gone (removed by retention).
 async fn events_of(
     conn: &Conn,
     keys: &Keys,
     p: Partition,
     refs: &[EntryRef],
 ) -> Result<Vec<Option<Event>>> {
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut reads = ::redis::pipe();
-    for r in refs {
-        reads
-            .cmd("HMGET")
-            .arg(keys.event(p, r.id))
-            .arg(&READ_FIELDS[..]);
-    }
-    let values: Vec<Vec<Option<Vec<u8>>>> = reads
-        .query_async(&mut conn.clone())
-        .await
-        .map_err(redis_error)?;
+    let records = read_records(conn, keys, p, refs.iter().map(|r| r.id)).await?;
     refs.iter()
-        .zip(values)
+        .zip(&records)
         .map(|(r, values)| r.event(values))
         .collect()
 }
@@ -365,7 +381,9 @@ impl RedisBackend {
             .map_err(redis_error)?;
         if layout.as_deref() != Some(LAYOUT) {
             return Err(Error::Misconfigured(format!(
-                "Redis key {meta} records layout {layout:?}; this version writes layout {LAYOUT}"
+                "Redis key {meta} records layout {}; this version reads and writes layout \
+                 {LAYOUT} only: use another Redis (or --redis-prefix)",
+                layout.as_deref().unwrap_or("none")
             )));
         }
         if stored.as_deref() != Some(count.as_str()) {

@@ -24,9 +24,11 @@ pub(super) type Fields = HashMap<String, Vec<u8>>;
 /// this short (and which has few fields) as one compact listpack, about half
 /// the memory of a hash table (`hash-max-listpack-value`, 64 by default).
 const MAX_FIELD_BYTES: usize = 64;
+/// Where the pieces of the protobuf bytes start in [`READ_FIELDS`].
+const FIRST_PIECE: usize = 3;
 /// The names of the pieces of a record's protobuf bytes, in order
 /// (`change_status.lua` reads the same eight by name).
-const PB_PIECES: [&str; 8] = ["pb", "pb1", "pb2", "pb3", "pb4", "pb5", "pb6", "pb7"];
+const PB_PIECES: &[&str] = READ_FIELDS.split_at(FIRST_PIECE).1;
 
 /// The part of an event that never changes, as stored (field `pb`).
 #[derive(Clone, PartialEq, Message)]
@@ -182,29 +184,12 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
 
 /// Reads an event back from a record's or a dead letter's fields.
 pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
-    let get = |name: &str| {
-        fields
-            .get(name)
-            .map(Vec::as_slice)
-            .ok_or_else(|| Error::Internal(format!("stored event lacks field {name}")))
-    };
-    let mut pb = get("pb")?.to_vec();
-    for piece in &PB_PIECES[1..] {
-        match fields.get(*piece) {
-            Some(bytes) => pb.extend_from_slice(bytes),
-            None => break,
-        }
-    }
-    event_from(
-        &pb,
-        get("status")?,
-        get("updated_at")?,
-        fields.get("traceparent").map(Vec::as_slice),
-    )
+    assemble(|i| fields.get(READ_FIELDS[i]).map(Vec::as_slice))?
+        .ok_or_else(|| Error::Internal("stored event lacks its status or bytes".into()))
 }
 
-/// The fields a reader of stream entries reads of each record (`HMGET`):
-/// the changing ones, then every piece of the protobuf bytes.
+/// The fields a reader reads of each record (`HMGET`): the changing ones,
+/// then every piece of the protobuf bytes.
 pub(super) const READ_FIELDS: [&str; 11] = [
     "status",
     "updated_at",
@@ -219,19 +204,26 @@ pub(super) const READ_FIELDS: [&str; 11] = [
     "pb7",
 ];
 
+/// The values of a record's [`READ_FIELDS`], as `HMGET` gives them (all
+/// `None` if the record is gone).
+pub(super) type ReadValues = Vec<Option<Vec<u8>>>;
+
 /// Reads an event back from the values of a record's [`READ_FIELDS`];
 /// `None` if the record is gone.
-pub(super) fn event_of_read(values: &[Option<Vec<u8>>]) -> Result<Option<Event>> {
-    let field = |i: usize| values.get(i).and_then(Option::as_deref);
-    let (Some(status), Some(updated_at), Some(first)) = (field(0), field(1), field(3)) else {
+pub(super) fn event_of_read(values: &ReadValues) -> Result<Option<Event>> {
+    assemble(|i| values.get(i).and_then(Option::as_deref))
+}
+
+/// An event from the value of each of [`READ_FIELDS`] (by place), its
+/// protobuf pieces joined; `None` without a status or bytes.
+fn assemble<'a>(field: impl Fn(usize) -> Option<&'a [u8]>) -> Result<Option<Event>> {
+    let (Some(status), Some(updated_at), Some(first)) = (field(0), field(1), field(FIRST_PIECE))
+    else {
         return Ok(None);
     };
     let mut pb = first.to_vec();
-    for i in 4..READ_FIELDS.len() {
-        match field(i) {
-            Some(piece) => pb.extend_from_slice(piece),
-            None => break,
-        }
+    for piece in (FIRST_PIECE + 1..READ_FIELDS.len()).map_while(&field) {
+        pb.extend_from_slice(piece);
     }
     event_from(&pb, status, updated_at, field(2)).map(Some)
 }
@@ -354,16 +346,16 @@ impl EntryRef {
 
     /// The event as of this entry, from the values of its record's
     /// [`READ_FIELDS`] (`None` if the record is gone).
-    pub fn event(&self, mut values: Vec<Option<Vec<u8>>>) -> Result<Option<Event>> {
-        // A gone record stays gone: its status reads as missing.
-        if let Some(change) = &self.change
-            && values.first().is_some_and(Option::is_some)
-        {
-            for (slot, value) in values.iter_mut().zip(change) {
-                *slot = Some(value.clone());
-            }
+    pub fn event(&self, values: &ReadValues) -> Result<Option<Event>> {
+        let stored = |i: usize| values.get(i).and_then(Option::as_deref);
+        match &self.change {
+            // A gone record stays gone, whatever the entry says.
+            Some(change) if stored(0).is_some() => assemble(|i| match change.get(i) {
+                Some(value) => Some(value.as_slice()),
+                None => stored(i),
+            }),
+            _ => assemble(stored),
         }
-        event_of_read(&values)
     }
 }
 

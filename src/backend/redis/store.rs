@@ -5,14 +5,16 @@ use std::time::SystemTime;
 
 use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{
-    RedisBackend,
-    record::{Fields, NewRecord, entry_fields, entry_id_of, parse_record, record, status_outcome},
+    RedisBackend, read_records,
+    record::{
+        NewRecord, entry_fields, entry_id_of, event_of_read, parse_record, record, status_outcome,
+    },
     redis_error,
+    split::{by_partition, per_partition},
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, StatusCounts, Sweep};
 use crate::{
@@ -55,23 +57,17 @@ impl RedisBackend {
         let priors: Vec<String> = self.write(&invocation).await?;
         // Repeated requests answer with the events that first took their
         // keys (in the same partition), all read in one round trip.
-        let mut repeats = ::redis::pipe();
-        let mut repeated = 0;
-        for prior in priors.iter().filter(|p| !p.is_empty()) {
-            let id = Uuid::try_parse(prior)
-                .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))?;
-            repeats.hgetall(self.keys.event(p, id));
-            repeated += 1;
-        }
-        let firsts: Vec<Fields> = if repeated == 0 {
-            Vec::new()
-        } else {
-            repeats
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(redis_error)?
-        };
-        let mut firsts = firsts.into_iter();
+        let repeated = priors
+            .iter()
+            .filter(|prior| !prior.is_empty())
+            .map(|prior| {
+                Uuid::try_parse(prior)
+                    .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut firsts = read_records(&self.conn, &self.keys, p, repeated)
+            .await?
+            .into_iter();
         events
             .into_iter()
             .zip(priors)
@@ -79,12 +75,14 @@ impl RedisBackend {
                 if prior.is_empty() {
                     return Ok(event);
                 }
-                match firsts.next() {
-                    Some(fields) if !fields.is_empty() => parse_record(&fields),
-                    _ => Err(Error::Internal(format!(
-                        "the event {prior} of a repeated request id is gone"
-                    ))),
-                }
+                firsts
+                    .next()
+                    .and_then(|values| event_of_read(&values).transpose())
+                    .unwrap_or_else(|| {
+                        Err(Error::Internal(format!(
+                            "the event {prior} of a repeated request id is gone"
+                        )))
+                    })
             })
             .collect()
     }
@@ -103,12 +101,11 @@ impl RedisBackend {
             .arg(self.notifications_max_len)
             .arg(self.keys.tag(p));
         for change in changes {
-            let sources: Vec<&str> = change.status.sources().map(EventStatus::as_str).collect();
             invocation
                 .key(self.keys.event(p, change.id))
                 .arg(change.status.as_str())
                 .arg(if change.status.enqueues() { "1" } else { "0" })
-                .arg(sources.join(","))
+                .arg(sources_arg(change.status))
                 .arg(change.trace.map(|t| t.to_string()).unwrap_or_default())
                 .arg(change.id.to_string())
                 .arg(change.id.as_bytes());
@@ -160,47 +157,12 @@ impl RedisBackend {
             .collect()
     }
 
-    /// Runs `apply` once per partition on that partition's changes, all at
-    /// once, and puts the outcomes back in the changes' order. An id that
-    /// names no partition of this deployment is no event of it.
-    async fn by_partition_of_id<F, Fut>(
-        &self,
-        changes: &[StatusChange],
-        apply: F,
-    ) -> Result<Vec<Result<Event>>>
-    where
-        F: Fn(Partition, Vec<StatusChange>) -> Fut,
-        Fut: Future<Output = Result<Vec<Result<Event>>>>,
-    {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.checked().await?;
-        // An id that names no partition of this deployment is no event of it.
-        let unknown = changes.iter().map(|c| {
-            self.partitions
-                .of_id(c.id)
-                .is_none()
-                .then_some(Err(Error::NotFound(c.id)))
-        });
-        let known = changes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, self.partitions.of_id(c.id)?, *c)));
-        let groups = by_partition(self.partitions, known);
-        Ok(per_partition(unknown.collect(), groups, apply).await)
-    }
-
     /// Redrives events of one partition with one script.
     async fn redrive_in(
         &self,
         p: Partition,
         changes: &[StatusChange],
     ) -> Result<Vec<Result<Event>>> {
-        let sources: Vec<&str> = EventStatus::Pending
-            .sources()
-            .map(EventStatus::as_str)
-            .collect();
         let mut invocation = self.redrive.prepare_invoke();
         invocation
             .key(self.keys.events(p))
@@ -210,7 +172,7 @@ impl RedisBackend {
             .arg(to_micros(now()))
             .arg(self.notifications_max_len)
             .arg(self.keys.tag(p))
-            .arg(sources.join(","));
+            .arg(sources_arg(EventStatus::Pending));
         for change in changes {
             invocation
                 .key(self.keys.event(p, change.id))
@@ -223,24 +185,14 @@ impl RedisBackend {
     }
 }
 
-/// Splits `items` (each with its place and partition) by partition: per
-/// partition, its items and their places.
-fn by_partition<T>(
-    partitions: Partitions,
-    items: impl IntoIterator<Item = (usize, Partition, T)>,
-) -> Vec<(Partition, Vec<usize>, Vec<T>)> {
-    let mut groups: Vec<(Partition, Vec<usize>, Vec<T>)> = Vec::new();
-    let mut slot = vec![usize::MAX; partitions.count()];
-    for (place, p, item) in items {
-        if slot[p.index()] == usize::MAX {
-            slot[p.index()] = groups.len();
-            groups.push((p, Vec::new(), Vec::new()));
-        }
-        let group = &mut groups[slot[p.index()]];
-        group.1.push(place);
-        group.2.push(item);
-    }
-    groups
+/// The statuses `status` may be entered from, joined by commas, as the
+/// status scripts take them.
+fn sources_arg(status: EventStatus) -> String {
+    status
+        .sources()
+        .map(EventStatus::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The outcome of each change, from a status script's answers.
@@ -260,45 +212,6 @@ fn outcomes_of(
         .zip(outcomes)
         .map(|(change, (outcome, detail))| status_outcome(*change, &outcome, detail))
         .collect())
-}
-
-/// Runs `apply` on every partition's group of items at once and puts each
-/// outcome in its item's place in `out` (which may hold some outcomes
-/// already). Each partition's write is atomic and stands on its own: a group
-/// whose call failed gives each of its items that error, and the others
-/// keep theirs, so no caller is told of a failure its write did not have.
-async fn per_partition<T, F, Fut>(
-    mut out: Vec<Option<Result<Event>>>,
-    groups: Vec<(Partition, Vec<usize>, Vec<T>)>,
-    apply: F,
-) -> Vec<Result<Event>>
-where
-    F: Fn(Partition, Vec<T>) -> Fut,
-    Fut: Future<Output = Result<Vec<Result<Event>>>>,
-{
-    let runs = groups.into_iter().map(|(p, places, items)| {
-        let run = apply(p, items);
-        async move { (places, run.await) }
-    });
-    for (places, outcome) in join_all(runs).await {
-        match outcome {
-            Ok(results) => {
-                for (place, result) in places.into_iter().zip(results) {
-                    out[place] = Some(result);
-                }
-            }
-            Err(err) => {
-                for place in places {
-                    out[place] = Some(Err(err.clone()));
-                }
-            }
-        }
-    }
-    out.into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| Err(Error::Internal("a partition answered too little".into())))
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -346,16 +259,13 @@ impl EventStore for RedisBackend {
     async fn get(&self, id: Uuid) -> Result<Event> {
         let p = self.partitions.of_id(id).ok_or(Error::NotFound(id))?;
         self.checked().await?;
-        let fields: Fields = self
-            .conn
-            .clone()
-            .hgetall(self.keys.event(p, id))
-            .await
-            .map_err(redis_error)?;
-        if fields.is_empty() {
-            return Err(Error::NotFound(id));
-        }
-        parse_record(&fields)
+        let records = read_records(&self.conn, &self.keys, p, [id]).await?;
+        records
+            .first()
+            .map(event_of_read)
+            .transpose()?
+            .flatten()
+            .ok_or(Error::NotFound(id))
     }
 
     #[instrument(skip_all, fields(n = changes.len()))]
