@@ -76,7 +76,7 @@ wait_for_port() {
 wait_for_drain() {
   for _ in $(seq 1 600); do
     local left=0 p groups
-    for p in $(seq 0 15); do
+    for p in $(seq 0 $(( ${HERALD_PARTITIONS:-16} - 1 ))); do
       groups=$(redis-cli -c -p "$1" XINFO GROUPS "herald:{p$(printf %02d "$p")}:events" 2>/dev/null || true)
       if ! grep -q '^pending$' <<< "$groups"; then
         left=$((left + 1))

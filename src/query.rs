@@ -256,24 +256,16 @@ pub fn merge_pages(query: &ListQuery, pages: Vec<Page>) -> Page {
     let first = |a: Position, b: Position| if query.descending { a.max(b) } else { a.min(b) };
     let bound = pages.iter().filter_map(|p| p.next).reduce(first);
     let covered = |p: Position| bound.is_none_or(|b| first(p, b) == p);
-    let mut events: Vec<Event> = pages
+    let events: Vec<Event> = pages
         .into_iter()
         .flat_map(|p| p.events)
         .filter(|e| covered(Position::of(e)))
         .collect();
-    events.sort_by_key(Position::of);
-    if query.descending {
-        events.reverse();
+    let mut page = page_of(query, events);
+    if page.next.is_none() {
+        page.next = bound;
     }
-    if events.len() > query.page_size {
-        events.truncate(query.page_size);
-        let next = events.last().map(Position::of);
-        return Page { events, next };
-    }
-    Page {
-        events,
-        next: bound,
-    }
+    page
 }
 
 #[cfg(test)]

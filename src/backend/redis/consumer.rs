@@ -24,7 +24,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, events_of,
-    record::{EntryRef, entry, entry_id_of},
+    record::{EntryRef, entry, entry_id_of, from_value},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
@@ -531,8 +531,7 @@ impl RedisConsumer {
         };
         let pairs: Vec<(String, String)> = match consumers {
             Value::Nil => Vec::new(),
-            other => ::redis::from_redis_value(other)
-                .map_err(|e| Error::Internal(format!("redis reply: {e}")))?,
+            other => from_value(other)?,
         };
         pairs
             .into_iter()

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ::redis::{Value, streams::StreamId};
+use ::redis::{FromRedisValue, Value, streams::StreamId};
 use prost::Message;
 use uuid::Uuid;
 
@@ -167,7 +167,7 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
     match outcome {
         "missing" => Err(Error::NotFound(change.id)),
         "forbidden" => {
-            let current = string(detail)?;
+            let current: String = from_value(detail)?;
             let from = EventStatus::parse(&current)
                 .ok_or_else(|| Error::Internal(format!("stored status {current:?} is unknown")))?;
             Err(Error::InvalidTransition {
@@ -271,7 +271,8 @@ fn event_from(
     })
 }
 
-pub(super) fn string(value: Value) -> Result<String> {
+/// A value of a Redis reply as `T`; a reply of another shape is our bug.
+pub(super) fn from_value<T: FromRedisValue>(value: Value) -> Result<T> {
     ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
 }
 
@@ -283,20 +284,16 @@ pub(super) fn flat_map(value: Value) -> Result<Fields> {
     let mut items = items.into_iter();
     let mut map = Fields::new();
     while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        map.insert(string(k)?, bytes(v)?);
+        map.insert(from_value(k)?, from_value(v)?);
     }
     Ok(map)
-}
-
-fn bytes(value: Value) -> Result<Vec<u8>> {
-    ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
 }
 
 /// A stream entry's fields.
 pub(super) fn entry_fields(entry: StreamId) -> Result<(String, Fields)> {
     let mut fields = Fields::with_capacity(entry.map.len());
     for (name, value) in entry.map {
-        fields.insert(name, bytes(value)?);
+        fields.insert(name, from_value(value)?);
     }
     Ok((entry.id, fields))
 }
