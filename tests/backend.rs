@@ -780,38 +780,37 @@ fn backdated_event(description: &str, ago: Duration) -> NewEvent {
     NewEvent::validate(input, &Rules::default()).expect("valid")
 }
 
-/// Runs retention slices of `slice` events up to `cutoff` as the logger's
-/// sweep does; returns (removed, kept) in all.
+/// Runs retention up to `cutoff` in slices of `slice` events, as the
+/// logger's sweep does (`sweep_older_than`), after checking that a first
+/// slice of every partition's settled statuses stays within its bound;
+/// returns (removed, kept) in all.
 async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> (u64, u64) {
-    let (mut removed, mut kept) = (0, 0);
     let settled = [
         EventStatus::Processed,
         EventStatus::Opened,
         EventStatus::Failed,
     ];
+    let mut removed = 0;
     for (partition, status) in b
         .store
         .partitions()
         .all()
         .flat_map(|p| settled.map(|status| (p, status)))
     {
-        let mut skip = 0;
-        loop {
-            let done = b
-                .store
-                .remove_older_than(partition, status, cutoff, skip, slice)
-                .await
-                .expect("retention slice");
-            assert!(done.scanned as usize <= slice, "a slice is bounded");
-            removed += done.removed;
-            skip += done.kept as usize;
-            if (done.scanned as usize) < slice {
-                break;
-            }
-        }
-        kept += skip as u64;
+        let done = b
+            .store
+            .remove_older_than(partition, status, cutoff, 0, slice)
+            .await
+            .expect("retention slice");
+        assert!(done.scanned as usize <= slice, "a slice is bounded");
+        removed += done.removed;
     }
-    (removed, kept)
+    let (rest, kept) = b
+        .store
+        .sweep_older_than(cutoff, slice)
+        .await
+        .expect("retention sweep");
+    (removed + rest, kept)
 }
 
 async fn retention_removes_old_settled_events_only(b: Backend) {
