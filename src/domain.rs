@@ -138,6 +138,40 @@ impl fmt::Display for EventStatus {
     }
 }
 
+/// A set of statuses (the ones some reader of the notification log wants).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Statuses(u8);
+
+impl Statuses {
+    /// Every status.
+    pub const ALL: Self = Self(0b1111);
+    /// No status.
+    pub const NONE: Self = Self(0);
+
+    fn bit(status: EventStatus) -> u8 {
+        1 << EventStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or_default()
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(self, status: EventStatus) -> bool {
+        self.0 & Self::bit(status) != 0
+    }
+
+    /// Whether every status of `other` is in this set too.
+    pub fn covers(self, other: Self) -> bool {
+        other.0 & !self.0 == 0
+    }
+}
+
+impl FromIterator<EventStatus> for Statuses {
+    fn from_iter<I: IntoIterator<Item = EventStatus>>(statuses: I) -> Self {
+        Self(statuses.into_iter().fold(0, |set, s| set | Self::bit(s)))
+    }
+}
+
 /// A stored event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -881,6 +915,22 @@ batch_result!(UpdateStatusResult, update_status_result);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_of_statuses_holds_what_it_was_given() {
+        let some: Statuses = [EventStatus::Processed, EventStatus::Processed]
+            .into_iter()
+            .collect();
+        assert!(some.contains(EventStatus::Processed));
+        assert!(!some.contains(EventStatus::Pending));
+        assert!(Statuses::ALL.covers(some));
+        assert!(some.covers(Statuses::NONE));
+        assert!(!some.covers(Statuses::ALL));
+        assert_eq!(
+            EventStatus::ALL.into_iter().collect::<Statuses>(),
+            Statuses::ALL
+        );
+    }
 
     fn fields(err: Error) -> Vec<String> {
         err.into_violations().into_iter().map(|v| v.field).collect()

@@ -97,6 +97,33 @@ impl TraceParent {
     pub fn flags(&self) -> u8 {
         self.flags
     }
+
+    /// The trace id, span id and flags packed as [`Self::PACKED`] bytes
+    /// (how the Redis backend stores them: half the size of the text).
+    pub fn to_packed(&self) -> [u8; Self::PACKED] {
+        let mut out = [0u8; Self::PACKED];
+        out[..16].copy_from_slice(&self.trace_id);
+        out[16..24].copy_from_slice(&self.span_id);
+        out[24] = self.flags;
+        out
+    }
+
+    /// Reads what [`Self::to_packed`] wrote; `None` for anything else
+    /// (all zeros, the packing of no trace, included).
+    pub fn from_packed(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::PACKED] = bytes.try_into().ok()?;
+        let mut parsed = Self {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            flags: bytes[24],
+        };
+        parsed.trace_id.copy_from_slice(&bytes[..16]);
+        parsed.span_id.copy_from_slice(&bytes[16..24]);
+        (parsed.trace_id != [0; 16] && parsed.span_id != [0; 8]).then_some(parsed)
+    }
+
+    /// Bytes of a packed trace context.
+    pub const PACKED: usize = 25;
 }
 
 impl fmt::Display for TraceParent {
@@ -175,6 +202,14 @@ mod tests {
             TraceParent::parse(future).expect("valid").trace_id(),
             parsed.trace_id()
         );
+    }
+
+    #[test]
+    fn packed_contexts_round_trip() {
+        let root = TraceParent::new_root();
+        assert_eq!(TraceParent::from_packed(&root.to_packed()), Some(root));
+        assert_eq!(TraceParent::from_packed(&[0; TraceParent::PACKED]), None);
+        assert_eq!(TraceParent::from_packed(&root.to_packed()[1..]), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
     cursor::{Cursor, PartitionEntry},
-    domain::{EventInput, Rules, StatusChange},
+    domain::{EventInput, Rules, StatusChange, Statuses},
     partition::Partitions,
     pb,
     query::{ListQuery, page_of},
@@ -276,11 +276,7 @@ async fn feed_logs_every_change_in_order(b: Backend) {
         .await
         .expect("no-op logs nothing");
     let _ = b.store.update_status(e.id, EventStatus::Failed).await; // rejected: logs nothing
-    let got = b
-        .feed
-        .read_after(&start, 100, Duration::from_millis(100))
-        .await
-        .expect("read");
+    let got = read_after(&b, &start, 100, Duration::from_millis(100)).await;
     let statuses: Vec<EventStatus> = got.iter().map(|n| n.event.status).collect();
     assert_eq!(statuses, [EventStatus::Pending, EventStatus::Processed]);
     let mut after_first = start.clone();
@@ -288,25 +284,55 @@ async fn feed_logs_every_change_in_order(b: Backend) {
     let mut after_both = after_first.clone();
     after_both.advance(got[1].partition, got[1].entry);
     assert_eq!(b.feed.latest_cursor().await.expect("cursor"), after_both);
-    let rest = b
-        .feed
-        .read_after(&after_first, 100, Duration::from_millis(50))
-        .await
-        .expect("read");
+    let rest = read_after(&b, &after_first, 100, Duration::from_millis(50)).await;
     assert_eq!(rest, got[1..]);
-    let none = b
+    let none = read_after(&b, &after_both, 100, Duration::from_millis(50)).await;
+    assert!(none.is_empty());
+
+    // A reader wanting PROCESSED changes only gets that one, and is told
+    // it read through both.
+    let processed = b
         .feed
-        .read_after(&after_both, 100, Duration::from_millis(50))
+        .read_after(
+            &start,
+            100,
+            Duration::from_millis(100),
+            [EventStatus::Processed].into_iter().collect(),
+        )
         .await
         .expect("read");
-    assert!(none.is_empty());
+    assert_eq!(processed.notifications, got[1..]);
+    assert_eq!(processed.through, after_both);
+    let nothing = b
+        .feed
+        .read_after(&start, 100, Duration::from_millis(100), Statuses::NONE)
+        .await
+        .expect("read");
+    assert!(nothing.notifications.is_empty());
+    assert_eq!(nothing.through, after_both);
+}
+
+/// Every change after `cursor` (see [`backend::NotificationFeed::read_after`]).
+async fn read_after(
+    b: &Backend,
+    cursor: &Cursor,
+    max: usize,
+    block: Duration,
+) -> Vec<backend::Notification> {
+    b.feed
+        .read_after(cursor, max, block, Statuses::ALL)
+        .await
+        .expect("read")
+        .notifications
 }
 
 async fn blocked_feed_read_wakes_on_write(b: Backend) {
     let start = b.feed.latest_cursor().await.expect("cursor");
     let feed = b.feed.clone();
-    let reader =
-        tokio::spawn(async move { feed.read_after(&start, 10, Duration::from_secs(5)).await });
+    let reader = tokio::spawn(async move {
+        feed.read_after(&start, 10, Duration::from_secs(5), Statuses::ALL)
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let e = b
         .store
@@ -317,7 +343,8 @@ async fn blocked_feed_read_wakes_on_write(b: Backend) {
         .await
         .expect("woken before the block time")
         .expect("join")
-        .expect("read");
+        .expect("read")
+        .notifications;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event, e);
 }
@@ -384,11 +411,7 @@ async fn batches_keep_each_items_outcome(b: Backend) {
         results[3].as_ref().expect("no-op"),
         results[0].as_ref().expect("changed")
     );
-    let logged = b
-        .feed
-        .read_after(&start, 100, Duration::from_millis(100))
-        .await
-        .expect("read");
+    let logged = read_after(&b, &start, 100, Duration::from_millis(100)).await;
     assert_eq!(logged.len(), 4, "three creations and one change");
     assert_eq!(
         b.store.get(events[1].id).await.expect("get"),
@@ -424,11 +447,7 @@ async fn concurrent_status_changes_all_apply(b: Backend) {
         .update_status(events[0].id, EventStatus::Opened)
         .await
         .expect("opened");
-    let after = b
-        .feed
-        .read_after(&start, 10, Duration::from_millis(50))
-        .await
-        .expect("read");
+    let after = read_after(&b, &start, 10, Duration::from_millis(50)).await;
     assert_eq!(after.len(), 1);
 }
 
@@ -1426,8 +1445,8 @@ fn record_key(b: &Backend, id: Uuid) -> String {
     backend::Keys::new("test", partitions).event(partitions.of_id(id).expect("partition"), id)
 }
 
-/// A typical record (short fields, a small payload) is kept by Redis as one
-/// compact listpack: no field of it is longer than 64 bytes.
+/// A typical record (short fields, a small payload) is one Redis string
+/// holding little more than its bytes: no hash, no field names.
 #[tokio::test]
 async fn redis_keeps_a_typical_record_compact() {
     if skip_redis_tests() {
@@ -1448,13 +1467,27 @@ async fn redis_keeps_a_typical_record_compact() {
         .create(NewEvent::validate(input, &Rules::default()).expect("valid"))
         .await
         .expect("create");
-    let encoding: String = ::redis::cmd("OBJECT")
-        .arg("ENCODING")
-        .arg(record_key(&b, event.id))
+    let key = record_key(&b, event.id);
+    let (kind, length, usage): (String, usize, usize) = ::redis::pipe()
+        .cmd("TYPE")
+        .arg(&key)
+        .cmd("STRLEN")
+        .arg(&key)
+        .cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&key)
         .query_async(&mut conn)
         .await
-        .expect("OBJECT ENCODING");
-    assert_eq!(encoding, "listpack");
+        .expect("TYPE, STRLEN, MEMORY USAGE");
+    assert_eq!(kind, "string");
+    // Head, index keys, then the protobuf bytes of the fields as sent.
+    assert!(length < 200, "a record of {length} bytes");
+    // Beside the bytes: the key, the key table's entry, the object header
+    // and the allocator's rounding up.
+    assert!(
+        usage <= length + key.len() + 100,
+        "{usage} bytes for a record of {length}"
+    );
     assert_eq!(b.store.get(event.id).await.expect("get"), event);
 }
 
@@ -1527,10 +1560,14 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
         .await
         .expect("read_range");
     assert_eq!(ids(page), vec![later.id]);
+    // The live reader is told it read through the removed event's entry.
     let live = b
         .feed
-        .read_after(&after_kept, 1, Duration::from_secs(5))
+        .read_after(&after_kept, 1, Duration::from_secs(5), Statuses::ALL)
         .await
         .expect("read_after");
+    assert!(live.notifications.is_empty());
+    assert_ne!(live.through, after_kept);
+    let live = read_after(&b, &live.through, 1, Duration::from_secs(5)).await;
     assert_eq!(ids(live), vec![later.id]);
 }

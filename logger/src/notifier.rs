@@ -26,8 +26,10 @@ use std::{
 
 use futures_util::Stream;
 use herald::{
-    backend::{Notification, NotificationFeed},
+    EventStatus,
+    backend::{FeedRead, Notification, NotificationFeed},
     cursor::Cursor,
+    domain::Statuses,
     pb::{self, notifier_server::Notifier, subscribe_response::Kind},
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
@@ -66,6 +68,66 @@ struct Subscribers {
     /// lock as the subscribers, so a new subscriber's starting point is
     /// exact.
     position: Cursor,
+    /// How many subscribers want each status (in [`EventStatus::ALL`]'s
+    /// order): the tail reads the events of these statuses only.
+    wanting: [usize; 4],
+}
+
+impl Subscribers {
+    /// Hands one logged change to the subscribers whose filters it matches
+    /// (`buffer` messages of room each) and moves the position past it.
+    fn publish(&mut self, notification: &Notification, buffer: usize) {
+        self.position
+            .advance(notification.partition, notification.entry);
+        let mut message = None;
+        let mut cut_off = Vec::new();
+        for user in [notification.event.user_id.as_str(), EVERY_USER] {
+            let Some(group) = self.by_user.get_mut(user) else {
+                continue;
+            };
+            group.retain(|_, sub| {
+                if !sub.filter.matches(&notification.event) {
+                    return true;
+                }
+                let (message, bytes) = message.get_or_insert_with(|| {
+                    let message = published(notification, &self.position);
+                    let bytes = message.message.encoded_len();
+                    (message, bytes)
+                });
+                let kept = sub.queue.push(message, *bytes, buffer);
+                if !kept {
+                    cut_off.push(sub.filter.statuses.clone());
+                }
+                kept
+            });
+            if group.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+        for statuses in cut_off {
+            self.count_statuses(&statuses, false);
+        }
+    }
+
+    /// The statuses some subscriber wants.
+    fn wanted(&self) -> Statuses {
+        EventStatus::ALL
+            .into_iter()
+            .zip(self.wanting)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Counts `statuses` in (`up`) or out of [`Self::wanting`].
+    fn count_statuses(&mut self, statuses: &[EventStatus], up: bool) {
+        let statuses: Statuses = statuses.iter().copied().collect();
+        for (status, n) in EventStatus::ALL.into_iter().zip(&mut self.wanting) {
+            if statuses.contains(status) {
+                *n = if up { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
 }
 
 impl Fanout {
@@ -101,6 +163,7 @@ impl Fanout {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let user = filter.user_id.clone();
         let mut subscribers = self.lock();
+        subscribers.count_statuses(&filter.statuses, true);
         subscribers.by_user.entry(user.clone()).or_default().insert(
             id,
             Subscriber {
@@ -123,48 +186,42 @@ impl Fanout {
 
     fn remove(&self, user: &str, id: u64) {
         let mut subscribers = self.lock();
-        if let Some(of_user) = subscribers.by_user.get_mut(user) {
-            of_user.remove(&id);
-            if of_user.is_empty() {
-                subscribers.by_user.remove(user);
-            }
+        let Some(of_user) = subscribers.by_user.get_mut(user) else {
+            return;
+        };
+        let removed = of_user.remove(&id);
+        if of_user.is_empty() {
+            subscribers.by_user.remove(user);
+        }
+        if let Some(sub) = removed {
+            subscribers.count_statuses(&sub.filter.statuses, false);
         }
     }
 
-    /// Hands one logged change to the subscribers whose filters it matches,
-    /// and moves the fan-out's position past it; its message is built (and
-    /// measured) once, and only if someone wants it.
-    pub fn publish(&self, notification: &Notification) {
+    /// Hands what the tail read to the subscribers whose filters each
+    /// change matches, and moves the fan-out's position through the read;
+    /// each message is built (and measured) once, and only if someone wants
+    /// it. The read passed over the statuses outside `wanted`: if a
+    /// subscriber wanting one of them joined since, nothing is handed out
+    /// and `false` says to read again (else that subscriber would miss them).
+    fn publish_all(&self, read: &FeedRead, wanted: Statuses) -> bool {
         let mut guard = self.lock();
         let subscribers = &mut *guard;
-        subscribers
-            .position
-            .advance(notification.partition, notification.entry);
-        let mut message = None;
-        for user in [notification.event.user_id.as_str(), EVERY_USER] {
-            let Some(group) = subscribers.by_user.get_mut(user) else {
-                continue;
-            };
-            group.retain(|_, sub| {
-                if !sub.filter.matches(&notification.event) {
-                    return true;
-                }
-                let (message, bytes) = message.get_or_insert_with(|| {
-                    let message = published(notification, &subscribers.position);
-                    let bytes = message.message.encoded_len();
-                    (message, bytes)
-                });
-                sub.queue.push(message, *bytes, self.buffer)
-            });
-            if group.is_empty() {
-                subscribers.by_user.remove(user);
-            }
+        if !wanted.covers(subscribers.wanted()) {
+            return false;
         }
+        for notification in &read.notifications {
+            subscribers.publish(notification, self.buffer);
+        }
+        subscribers.position.join(&read.through);
+        true
     }
 
     /// Ends every subscription with UNAVAILABLE.
     fn close_all(&self) {
-        for (_, group) in self.lock().by_user.drain() {
+        let mut subscribers = self.lock();
+        subscribers.wanting = [0; 4];
+        for (_, group) in subscribers.by_user.drain() {
             for (_, sub) in group {
                 sub.queue.end(Ended::Closed);
             }
@@ -190,23 +247,24 @@ impl Fanout {
                         latest
                     }
                 };
-                let batch = feed
-                    .read_after(&current, 1_000, Duration::from_secs(5))
+                let wanted = self.lock().wanted();
+                let read = feed
+                    .read_after(&current, 1_000, Duration::from_secs(5), wanted)
                     .await?;
-                Ok::<_, herald::Error>((current, batch))
+                Ok::<_, herald::Error>((current, read, wanted))
             };
             let result = tokio::select! {
                 result = step => result,
                 () = shutdown.cancelled() => break,
             };
             match result {
-                Ok((mut current, batch)) => {
+                Ok((current, read, wanted)) => {
                     backoff = Duration::from_millis(100);
-                    for notification in &batch {
-                        self.publish(notification);
-                        current.advance(notification.partition, notification.entry);
-                    }
-                    cursor = Some(current);
+                    cursor = Some(if self.publish_all(&read, wanted) {
+                        read.through
+                    } else {
+                        current
+                    });
                 }
                 Err(err) => {
                     warn!(error = %err, retry_in = ?backoff, "cannot read the notification log");
@@ -667,4 +725,62 @@ async fn history_start(
 
 fn shutting_down() -> Status {
     Status::unavailable("server is shutting down; reconnect to another logger")
+}
+
+#[cfg(test)]
+mod tests {
+    use herald::{NewEvent, partition::Partitions};
+
+    use super::*;
+
+    fn wanted(fanout: &Fanout) -> Statuses {
+        fanout.lock().wanted()
+    }
+
+    fn change(user: &str, status: EventStatus, seq: u64) -> Notification {
+        let partitions = Partitions::default();
+        let mut event = NewEvent::new(user, "x")
+            .expect("valid")
+            .into_event(partitions);
+        event.status = status;
+        Notification {
+            partition: partitions.of_user(user),
+            entry: format!("1-{seq}").parse().expect("entry id"),
+            event,
+        }
+    }
+
+    #[test]
+    fn the_tail_reads_what_some_subscriber_wants() {
+        use EventStatus::{Failed, Processed};
+        let fanout = Fanout::new(1);
+        let budget = Arc::new(Budget::new(1 << 20));
+        assert_eq!(wanted(&fanout), Statuses::NONE);
+        let (ann, _) = fanout.subscribe(SubscriptionFilter::user("ann"), budget.clone());
+        let mut failures = SubscriptionFilter::user("bob");
+        failures.statuses = vec![Failed, Failed];
+        let (bob, _) = fanout.subscribe(failures, budget);
+        assert_eq!(wanted(&fanout), [Processed, Failed].into_iter().collect());
+
+        // A read that passed over FAILED changes is not handed out: bob
+        // wants them.
+        let read = FeedRead {
+            notifications: vec![change("ann", Processed, 1)],
+            through: Cursor::start(Partitions::default()),
+        };
+        assert!(!fanout.publish_all(&read, [Processed].into_iter().collect()));
+        assert!(fanout.publish_all(&read, Statuses::ALL));
+
+        drop(bob);
+        assert_eq!(wanted(&fanout), [Processed].into_iter().collect());
+        // Cut off (its queue holds one message), ann is no longer counted.
+        let read = FeedRead {
+            notifications: vec![change("ann", Processed, 2)],
+            through: Cursor::start(Partitions::default()),
+        };
+        assert!(fanout.publish_all(&read, Statuses::ALL));
+        assert_eq!(wanted(&fanout), Statuses::NONE);
+        drop(ann);
+        assert_eq!(wanted(&fanout), Statuses::NONE);
+    }
 }

@@ -19,12 +19,12 @@ use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, History, Notification,
+    Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, FeedRead, History, Notification,
     NotificationFeed, QueueStats, StatusCounts, StoreOptions, Sweep, WorkQueue,
 };
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
-    domain::{Event, EventStatus, NewEvent, StatusChange, now},
+    domain::{Event, EventStatus, NewEvent, StatusChange, Statuses, now},
     error::{Error, Result},
     partition::{Partition, Partitions},
     query::{ListQuery, Page, page_of},
@@ -586,18 +586,30 @@ impl NotificationFeed for MemoryBackend {
         cursor: &Cursor,
         max: usize,
         block: Duration,
-    ) -> Result<Vec<Notification>> {
+        wanted: Statuses,
+    ) -> Result<FeedRead> {
         let deadline = Instant::now() + block;
         loop {
             let notified = self.notified.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let batch = self.lock().notifications_after(cursor, max);
-            if !batch.is_empty() {
-                return Ok(batch);
+            let mut notifications = self.lock().notifications_after(cursor, max);
+            if !notifications.is_empty() {
+                let mut through = cursor.clone();
+                for n in &notifications {
+                    through.advance(n.partition, n.entry);
+                }
+                notifications.retain(|n| wanted.contains(n.event.status));
+                return Ok(FeedRead {
+                    notifications,
+                    through,
+                });
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
+                return Ok(FeedRead {
+                    notifications,
+                    through: cursor.clone(),
+                });
             }
         }
     }

@@ -28,7 +28,7 @@ pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
-    domain::{Event, EventStatus, NewEvent, StatusChange},
+    domain::{Event, EventStatus, NewEvent, StatusChange, Statuses},
     error::Result,
     partition::{Partition, Partitions},
     query::{ListQuery, Page},
@@ -285,6 +285,15 @@ pub struct Notification {
     pub event: Event,
 }
 
+/// What one [`NotificationFeed::read_after`] gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRead {
+    /// The entries wanted, of events still there.
+    pub notifications: Vec<Notification>,
+    /// The cursor past every entry read, wanted or not: where to read on.
+    pub through: Cursor,
+}
+
 /// The log of creations and status changes: one stream per partition.
 /// Entries of one partition are in the order they were logged; entries of
 /// different partitions have no order among them.
@@ -296,13 +305,18 @@ pub trait NotificationFeed: Send + Sync + 'static {
     /// what comes next.
     async fn latest_cursor(&self) -> Result<Cursor>;
     /// Entries after `cursor` (up to `max` per partition), waiting up to
-    /// `block` for one. Meant for one reader per process (the logger's tail).
+    /// `block` for one. Only changes into a status of `wanted` come back
+    /// (the others are passed over without reading their events), nor do
+    /// entries of removed events; [`FeedRead::through`] says how far the
+    /// read went all the same. Meant for one reader per process (the
+    /// logger's tail).
     async fn read_after(
         &self,
         cursor: &Cursor,
         max: usize,
         block: Duration,
-    ) -> Result<Vec<Notification>>;
+        wanted: Statuses,
+    ) -> Result<FeedRead>;
     /// Entries after `cursor` in partition `only` (or in every partition),
     /// up to `max` per partition, without waiting, for any number of readers
     /// (subscribers catching up); merged in the order they were logged.

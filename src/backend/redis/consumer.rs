@@ -24,7 +24,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, events_of,
-    record::{EntryRef, entry, entry_id_of, from_value},
+    record::{EntryRef, entry_id_of, from_value, record},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
@@ -481,11 +481,11 @@ impl Consumer for RedisConsumer {
             .key(&self.streams[p.index()])
             .arg(GROUP)
             .arg(&entry_id)
-            .arg(delivery.event.id.to_string());
-        for (field, value) in entry(&delivery.event) {
-            invocation.arg(field).arg(value);
-        }
-        invocation
+            .arg(delivery.event.id.to_string())
+            .arg("id")
+            .arg(delivery.event.id.as_bytes())
+            .arg("record")
+            .arg(record(&delivery.event)?.value)
             .arg("reason")
             .arg(reason)
             .arg("deliveries")

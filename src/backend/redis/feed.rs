@@ -19,9 +19,10 @@ use super::{
     record::{EntryRef, entry_id_of},
     redis_error,
 };
-use crate::backend::{History, Notification, NotificationFeed};
+use crate::backend::{FeedRead, History, Notification, NotificationFeed};
 use crate::{
     cursor::{Cursor, EntryId},
+    domain::Statuses,
     error::{Error, Result},
     partition::{Partition, Partitions},
 };
@@ -62,11 +63,21 @@ impl NotificationFeed for RedisBackend {
         cursor: &Cursor,
         max: usize,
         block: Duration,
-    ) -> Result<Vec<Notification>> {
+        wanted: Statuses,
+    ) -> Result<FeedRead> {
         self.checked().await?;
         let Some(client) = &self.client else {
             // A cluster: no one command reads every partition.
-            return poll(block, || self.read_range(cursor, None, max)).await;
+            return poll(block, cursor, || async {
+                let reads = self
+                    .each_partition(|p| async move {
+                        let entries = self.range_after(p, cursor.get(p), max).await?;
+                        self.notifications(p, entries, wanted).await
+                    })
+                    .await?;
+                Ok(joined(cursor, reads))
+            })
+            .await;
         };
         let options = StreamReadOptions::default()
             .count(max.max(1))
@@ -76,59 +87,43 @@ impl NotificationFeed for RedisBackend {
             .all()
             .map(|p| self.keys.notifications(p))
             .collect();
-        let mut from = cursor.clone();
-        loop {
-            let ids: Vec<String> = self
-                .partitions
-                .all()
-                .map(|p| from.get(p).to_string())
-                .collect();
-            let mut guard = self.feed_conn.lock().await;
-            if guard.is_none() {
-                *guard = Some(blocking_connection(client, block).await?);
-            }
-            let conn = guard
-                .as_mut()
-                .ok_or_else(|| Error::Internal("no feed connection".into()))?;
-            let reply: Result<Option<StreamReadReply>, RedisError> =
-                conn.xread_options(&keys, &ids, &options).await;
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(e) => {
-                    *guard = None;
-                    return Err(redis_error(e));
-                }
-            };
-            drop(guard);
-            let reads = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .map(|stream| {
-                    let p = keys
-                        .iter()
-                        .position(|k| *k == stream.key)
-                        .and_then(|i| self.partitions.get(i))
-                        .ok_or_else(|| {
-                            Error::Internal(format!("redis answered for {:?}", stream.key))
-                        })?;
-                    Ok(self.notifications(p, stream.ids))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if reads.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut out = Vec::new();
-            for read in try_join_all(reads).await? {
-                out.extend(read.notifications);
-                if let Some((p, last)) = read.last {
-                    from.advance(p, last);
-                }
-            }
-            // Every entry read was of a removed event: read on past them.
-            if !out.is_empty() {
-                return Ok(out);
-            }
+        let ids: Vec<String> = self
+            .partitions
+            .all()
+            .map(|p| cursor.get(p).to_string())
+            .collect();
+        let mut guard = self.feed_conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(blocking_connection(client, block).await?);
         }
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no feed connection".into()))?;
+        let reply: Result<Option<StreamReadReply>, RedisError> =
+            conn.xread_options(&keys, &ids, &options).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                *guard = None;
+                return Err(redis_error(e));
+            }
+        };
+        drop(guard);
+        let reads = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .map(|stream| {
+                let p = keys
+                    .iter()
+                    .position(|k| *k == stream.key)
+                    .and_then(|i| self.partitions.get(i))
+                    .ok_or_else(|| {
+                        Error::Internal(format!("redis answered for {:?}", stream.key))
+                    })?;
+                Ok(self.notifications(p, stream.ids, wanted))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(joined(cursor, try_join_all(reads).await?))
     }
 
     async fn read_range(
@@ -140,18 +135,8 @@ impl NotificationFeed for RedisBackend {
         let read = |p: Partition| async move {
             let mut after = cursor.get(p);
             loop {
-                let reply: StreamRangeReply = self
-                    .conn
-                    .clone()
-                    .xrange_count(
-                        self.keys.notifications(p),
-                        format!("({after}"),
-                        "+",
-                        max.max(1),
-                    )
-                    .await
-                    .map_err(redis_error)?;
-                let read = self.notifications(p, reply.ids).await?;
+                let entries = self.range_after(p, after, max).await?;
+                let read = self.notifications(p, entries, Statuses::ALL).await?;
                 match read.last {
                     // Every entry read was of a removed event: read on past them.
                     Some((_, last)) if read.notifications.is_empty() => after = last,
@@ -249,7 +234,7 @@ impl RedisBackend {
 
 /// What one read of a partition's notification log gave.
 struct Read {
-    /// The notifications of the entries whose event is still there.
+    /// The notifications of the wanted entries whose event is still there.
     notifications: Vec<Notification>,
     /// The partition and the last entry read, whether or not its event
     /// is still there (`None` if nothing was read): where to read on from.
@@ -257,16 +242,41 @@ struct Read {
 }
 
 impl RedisBackend {
-    /// The notifications of partition `p`'s stream entries, their events
-    /// read from the records (an event removed since is skipped: it is gone).
-    async fn notifications(&self, p: Partition, entries: Vec<StreamId>) -> Result<Read> {
-        let refs = entries
+    /// Up to `max` entries of partition `p`'s log after `after`.
+    async fn range_after(&self, p: Partition, after: EntryId, max: usize) -> Result<Vec<StreamId>> {
+        let reply: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(
+                self.keys.notifications(p),
+                format!("({after}"),
+                "+",
+                max.max(1),
+            )
+            .await
+            .map_err(redis_error)?;
+        Ok(reply.ids)
+    }
+
+    /// The notifications of partition `p`'s stream entries whose status is
+    /// `wanted` (told by the entry, so the others' records are not read),
+    /// their events read from the records (an event removed since is
+    /// skipped: it is gone).
+    async fn notifications(
+        &self,
+        p: Partition,
+        entries: Vec<StreamId>,
+        wanted: Statuses,
+    ) -> Result<Read> {
+        let mut refs = entries
             .into_iter()
             .map(EntryRef::of)
             .collect::<Result<Vec<_>>>()?;
+        let last = refs.last().map(|r| (p, r.entry));
+        refs.retain(|r| r.status().is_none_or(|s| wanted.contains(s)));
         let events = events_of(&self.conn, &self.keys, p, &refs).await?;
         Ok(Read {
-            last: refs.last().map(|r| (p, r.entry)),
+            last,
             notifications: refs
                 .iter()
                 .zip(events)
@@ -279,5 +289,21 @@ impl RedisBackend {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The reads of several partitions after `cursor` as one.
+fn joined(cursor: &Cursor, reads: Vec<Read>) -> FeedRead {
+    let mut through = cursor.clone();
+    let mut notifications = Vec::new();
+    for read in reads {
+        notifications.extend(read.notifications);
+        if let Some((p, last)) = read.last {
+            through.advance(p, last);
+        }
+    }
+    FeedRead {
+        notifications,
+        through,
     }
 }

@@ -5,7 +5,7 @@ use futures_util::future::try_join_all;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{RedisBackend, read_records, record::event_of_read, redis_error};
+use super::{RedisBackend, read_records, record::parse_record, redis_error};
 use crate::{
     domain::EventStatus,
     error::Result,
@@ -128,7 +128,7 @@ impl RedisBackend {
                 range.arg(&min).arg(&max).arg("BYSCORE");
             }
             range.arg("LIMIT").arg(offset).arg(chunk).arg("WITHSCORES");
-            let members: Vec<(String, f64)> = range
+            let members: Vec<(Vec<u8>, f64)> = range
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(redis_error)?;
@@ -139,7 +139,7 @@ impl RedisBackend {
                 .filter_map(|(id, score)| {
                     Some(Position {
                         occurred_micros: score as i64,
-                        id: Uuid::try_parse(&id).ok()?,
+                        id: Uuid::from_slice(&id).ok()?,
                     })
                 })
                 .filter(|p| query.is_past_cursor(*p))
@@ -148,11 +148,12 @@ impl RedisBackend {
             last_scanned = positions.last().copied().or(last_scanned);
             let records =
                 read_records(&self.conn, &self.keys, p, positions.iter().map(|at| at.id)).await?;
-            for record in &records {
+            for (at, record) in positions.iter().zip(&records) {
                 // A record removed since the index was read is skipped.
-                let Some(event) = event_of_read(record)? else {
+                let Some(record) = record else {
                     continue;
                 };
+                let event = parse_record(at.id, record, None)?;
                 if query.matches(&event) {
                     events.push(event);
                     if events.len() > query.page_size {

@@ -12,34 +12,39 @@
 //! every key of partition 7 starts with `{prefix}:{p07}:`, whose hash tag puts
 //! the whole partition in one Redis Cluster slot, and every script touches one
 //! partition only. The prefix is `herald` by default; tests vary it.
-//! - `{prefix}:meta`: hash, the layout (`layout` = 3) and the number of
+//! - `{prefix}:meta`: hash, the layout (`layout` = 4) and the number of
 //!   partitions, written once when the deployment is first used and checked
 //!   by every process that opens it. Keys of the first, unpartitioned layout
 //!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
 //!   to start instead.
-//! - `{p}:event:{id}`: hash, the event record: `pb`, what never changes
-//!   (id, user, description, times, attributes, payload, request id,
-//!   source) as protobuf bytes written once; beside it `status`,
-//!   `updated_at` and `traceparent` (of the last change that carried one),
-//!   which status changes rewrite, and `occurred_at`, `created_at` (micros)
-//!   and `ix` (its query-index keys, one per line), which the scripts read.
+//! - `{p}:event:{id}`: string, the event record (see `record`): a fixed
+//!   head of 42 bytes (status code, updated_at, created_at, the packed
+//!   traceparent of the last change that carried one), then the event's
+//!   query-index keys (for retention), then what never changes (id, user,
+//!   description, occurred_at, attributes, payload, request id, source) as
+//!   protobuf bytes. Written once with `SET`; a status change rewrites the
+//!   head in place (`GETRANGE`, `SETRANGE`). One string instead of a hash:
+//!   no field names, no per-field overhead, and readers fetch many records
+//!   with one `MGET`.
 //! - `{p}:events`: stream, the partition's work queue, read by the group
 //!   `processors`; each entry has one field, `id`: its event's id (16
 //!   bytes). The consumer reads the records of the entries it took with one
-//!   pipelined `HMGET` each (an entry whose record is gone is acknowledged:
-//!   nothing is left to deliver). Trimmed only below what every consumer
-//!   group has acknowledged (a plain `MAXLEN` trim ignores the PEL and would
-//!   drop unprocessed work).
+//!   `MGET` (an entry whose record is gone is acknowledged: nothing is left
+//!   to deliver). Trimmed only below what every consumer group has
+//!   acknowledged (a plain `MAXLEN` trim ignores the PEL and would drop
+//!   unprocessed work).
 //! - `{p}:notifications`: stream, every creation and status change of the
-//!   partition's events: `id` (16 bytes) and the `status`, `updated_at` and
-//!   `traceparent` the change left; the feed reads the rest from the record
-//!   (an event removed since is skipped). Entries refer to the record
-//!   instead of copying it, so an event's bytes are stored once. Tailed by
-//!   each logger for live subscribers; trimmed to about
+//!   partition's events: `id` (16 bytes) and `head`, the record's head as
+//!   the change left it; the feed reads the rest from the record (an event
+//!   removed since is skipped), and only for the statuses some subscriber
+//!   wants: the head tells the status without the record. Entries refer to
+//!   the record instead of copying it, so an event's bytes are stored once.
+//!   Tailed by each logger for live subscribers; trimmed to about
 //!   `--notifications-max-len` entries (nobody acknowledges it) and, by a
 //!   periodic trim, to entries younger than the retention age.
 //! - `{p}:idx:{user|session|category|type|status}:{value}`: sorted sets of
-//!   event ids scored by occurred_at (microseconds), the query indexes;
+//!   event ids (their 16 bytes) scored by occurred_at (microseconds), the
+//!   query indexes;
 //!   written by the same scripts as the records (the status index follows
 //!   every status change). Ties sort by id, as ListEvents orders. There is no
 //!   index of every event: the four status indexes together are one, merged
@@ -47,11 +52,11 @@
 //!   ones only (PENDING events are never removed). The partition's events
 //!   per status (GetStats) are the status indexes' sizes (`ZCARD`), so no
 //!   count is written per event.
-//! - `{p}:request:{source}:{request_id}`: string, the id of the event
-//!   created for that idempotency key; expires after the request-id window.
+//! - `{p}:request:{source}:{request_id}`: string, the id (16 bytes) of
+//!   the event created for that idempotency key; expires after the request-id window.
 //!   It lives in the partition of the event it creates (its user's).
-//! - `{p}:dead`: stream, dead letters: the event whole (`pb`, `status`,
-//!   `updated_at`, `traceparent`, so a dead letter outlives its record)
+//! - `{p}:dead`: stream, dead letters: the event whole (`record`, its
+//!   record's bytes as delivered, so a dead letter outlives its record)
 //!   plus `reason`, `deliveries` and `entry_id`.
 //! - `{p}:dead:index`: hash, event id to the ids of its dead letters, written
 //!   with each dead letter and read by a redrive, which removes both.
@@ -69,8 +74,8 @@
 //!
 //! The code, by concern: `connection` is the one connection type over a
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
-//! (loaded with `include_str!`); `record` reads and writes event records and
-//! stream entries; `store` is the EventStore, `list` its ListEvents and
+//! (loaded with `include_str!`); `record` encodes and reads event records
+//! and stream entries; `store` is the EventStore, `list` its ListEvents and
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
 //! the NotificationFeed.
@@ -98,8 +103,9 @@ use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
 
-use super::StoreOptions;
+use super::{FeedRead, StoreOptions};
 use crate::{
+    cursor::Cursor,
     domain::Event,
     error::{Error, Result},
     partition::{Partition, Partitions},
@@ -108,7 +114,7 @@ use crate::{
 pub use connection::RedisTarget;
 use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
-use record::{EntryRef, READ_FIELDS, ReadValues};
+use record::EntryRef;
 
 /// How long a reader of a cluster waits between two reads that found
 /// nothing, at most (blocking reads cannot span the slots of several
@@ -147,20 +153,20 @@ fn redis_error(err: RedisError) -> Error {
     }
 }
 
-/// Calls `read` until it yields something or `block` has passed, waiting a
-/// little longer after each empty read (up to [`MAX_POLL`]): how readers of
-/// a cluster wait for new entries.
-async fn poll<T, F, Fut>(block: Duration, mut read: F) -> Result<Vec<T>>
+/// Calls `read` until it reads past `cursor` or `block` has passed,
+/// waiting a little longer after each empty read (up to [`MAX_POLL`]): how
+/// the feed waits for new entries on a cluster.
+async fn poll<F, Fut>(block: Duration, cursor: &Cursor, mut read: F) -> Result<FeedRead>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Vec<T>>>,
+    Fut: Future<Output = Result<FeedRead>>,
 {
     let deadline = tokio::time::Instant::now() + block;
     let mut wait = Duration::from_millis(2);
     loop {
         let got = read().await?;
         let now = tokio::time::Instant::now();
-        if !got.is_empty() || now >= deadline {
+        if got.through != *cursor || now >= deadline {
             return Ok(got);
         }
         tokio::time::sleep(wait.min(deadline - now)).await;
@@ -168,27 +174,20 @@ where
     }
 }
 
-/// The records of events `ids` of partition `p`, read with one round trip
-/// (an `HMGET` of [`READ_FIELDS`] each); a gone record reads as all `None`.
+/// The records of events `ids` of partition `p`, read with one `MGET`
+/// (the keys of a partition share a slot); a gone record reads as `None`.
 async fn read_records(
     conn: &Conn,
     keys: &Keys,
     p: Partition,
     ids: impl IntoIterator<Item = Uuid>,
-) -> Result<Vec<ReadValues>> {
-    let mut reads = ::redis::pipe();
-    let mut n = 0;
-    for id in ids {
-        reads
-            .cmd("HMGET")
-            .arg(keys.event(p, id))
-            .arg(&READ_FIELDS[..]);
-        n += 1;
-    }
-    if n == 0 {
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let keys: Vec<String> = ids.into_iter().map(|id| keys.event(p, id)).collect();
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
-    reads
+    ::redis::cmd("MGET")
+        .arg(&keys)
         .query_async(&mut conn.clone())
         .await
         .map_err(redis_error)
@@ -206,7 +205,7 @@ async fn events_of(
     let records = read_records(conn, keys, p, refs.iter().map(|r| r.id)).await?;
     refs.iter()
         .zip(&records)
-        .map(|(r, values)| r.event(values))
+        .map(|(r, record)| r.event(record.as_deref()))
         .collect()
 }
 
@@ -252,7 +251,7 @@ pub struct RedisBackend {
 const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version of the key layout `{prefix}:meta` records.
-const LAYOUT: &str = "3";
+const LAYOUT: &str = "4";
 
 impl RedisBackend {
     /// `reply` of a command on `key` that fails when the key is missing

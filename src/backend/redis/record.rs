@@ -1,10 +1,25 @@
-//! Event records: the immutable part of an event as protobuf bytes written
-//! once, beside the few fields the scripts read or change (status, times,
-//! trace, the index keys); stream entries and dead letters carry the same
-//! bytes with the event's current status, so nothing is encoded in Lua and
-//! no reader parses JSON.
+//! Event records: one Redis string per event, written once on creation
+//! and changed in place by status changes. It starts with a fixed head of
+//! [`HEAD`] bytes, the part that changes and the part the scripts read:
+//!
+//! | bytes   | what                                                     |
+//! |---------|----------------------------------------------------------|
+//! | 0       | status code (`1` PENDING, `2` PROCESSED, `3` OPENED, `4` FAILED) |
+//! | 1..9    | updated_at, microseconds since the epoch, i64 big-endian |
+//! | 9..17   | created_at, the same way (retention reads it)            |
+//! | 17..42  | traceparent of the last change that carried one, packed (zeros: none) |
+//! | 42..44  | length n of `ix`, u16 big-endian                         |
+//!
+//! then `ix`, the event's query-index keys other than its status's (one
+//! `kind:value` per line, for retention; the first is always
+//! `user:{user_id}`, the one place the user id is stored), then the rest of
+//! what never changes as protobuf bytes. The event id is not in the record:
+//! it is in the record's key, and every reader knows it. A notification
+//! entry carries the head as the change left it; a dead letter the id and
+//! the record whole. Nothing is encoded in Lua and no reader parses JSON or
+//! text numbers.
 
-use std::collections::HashMap;
+use std::time::SystemTime;
 
 use ::redis::{FromRedisValue, Value, streams::StreamId};
 use prost::Message;
@@ -17,32 +32,24 @@ use crate::{
     trace::TraceParent,
 };
 
-/// A record's or entry's fields as Redis returns them: names to raw values.
-pub(super) type Fields = HashMap<String, Vec<u8>>;
+/// A stream entry's fields as Redis returns them: names to raw values.
+pub(super) type Fields = std::collections::HashMap<String, Vec<u8>>;
 
-/// Longest value of a record field: Redis keeps a hash whose values are all
-/// this short (and which has few fields) as one compact listpack, about half
-/// the memory of a hash table (`hash-max-listpack-value`, 64 by default).
-const MAX_FIELD_BYTES: usize = 64;
-/// Where the pieces of the protobuf bytes start in [`READ_FIELDS`].
-const FIRST_PIECE: usize = 3;
-/// The names of the pieces of a record's protobuf bytes, in order
-/// (`change_status.lua` reads the same eight by name).
-const PB_PIECES: &[&str] = READ_FIELDS.split_at(FIRST_PIECE).1;
+/// Bytes of a record's head (see the module docs).
+pub(super) const HEAD: usize = 42;
+/// Where `created_at` starts in the head.
+const CREATED_AT: usize = 9;
+/// Where the packed traceparent starts in the head.
+const TRACE: usize = 17;
+/// How the first line of every record's `ix` starts, before the user id.
+const USER_LINE: &str = "user:";
 
-/// The part of an event that never changes, as stored (field `pb`).
+/// The part of an event that never changes, as stored after `ix` (the id
+/// and user id are stored elsewhere).
 #[derive(Clone, PartialEq, Message)]
 struct Stored {
-    /// The UUID's 16 bytes.
-    #[prost(bytes = "vec", tag = "1")]
-    id: Vec<u8>,
-    #[prost(string, tag = "2")]
-    user_id: String,
     #[prost(string, tag = "3")]
     description: String,
-    /// Microseconds since the epoch.
-    #[prost(int64, tag = "4")]
-    created_at: i64,
     /// Microseconds since the epoch.
     #[prost(int64, tag = "5")]
     occurred_at: i64,
@@ -61,12 +68,78 @@ struct Stored {
     source: String,
 }
 
-fn stored(event: &Event) -> Vec<u8> {
-    Stored {
-        id: event.id.as_bytes().to_vec(),
-        user_id: event.user_id.clone(),
+/// The one-byte code of `status` in a record's head (the scripts compare
+/// and write codes; `change_status.lua` names their indexes).
+pub(super) fn code(status: EventStatus) -> u8 {
+    match status {
+        EventStatus::Pending => b'1',
+        EventStatus::Processed => b'2',
+        EventStatus::Opened => b'3',
+        EventStatus::Failed => b'4',
+    }
+}
+
+/// The status of a code.
+fn status_of(code: u8) -> Option<EventStatus> {
+    EventStatus::ALL
+        .into_iter()
+        .find(|s| self::code(*s) == code)
+}
+
+/// The codes of the statuses `status` may be entered from, as the status
+/// scripts take them.
+pub(super) fn source_codes(status: EventStatus) -> Vec<u8> {
+    status.sources().map(code).collect()
+}
+
+/// A time as the head holds it: microseconds, i64 big-endian.
+pub(super) fn micros_bytes(t: SystemTime) -> [u8; 8] {
+    to_micros(t).to_be_bytes()
+}
+
+/// A change's traceparent as the status scripts take it: packed, or
+/// empty to keep the record's.
+pub(super) fn trace_arg(trace: Option<TraceParent>) -> Vec<u8> {
+    trace.map_or_else(Vec::new, |t| t.to_packed().to_vec())
+}
+
+/// The head of `event`'s record as it is now.
+fn head(event: &Event) -> [u8; HEAD] {
+    let mut head = [0u8; HEAD];
+    head[0] = code(event.status);
+    head[1..CREATED_AT].copy_from_slice(&micros_bytes(event.updated_at));
+    head[CREATED_AT..TRACE].copy_from_slice(&micros_bytes(event.created_at));
+    if let Some(trace) = event.traceparent {
+        head[TRACE..].copy_from_slice(&trace.to_packed());
+    }
+    head
+}
+
+/// What creating an event writes (see `create_many.lua`).
+pub(super) struct NewRecord {
+    /// The record's bytes (see the module docs).
+    pub value: Vec<u8>,
+    /// The event's query-index keys other than its status's, one
+    /// `kind:value` per line (`user:ann`, `type:…`), as in the record.
+    pub ix: String,
+}
+
+/// The record of `event` as it is now.
+pub(super) fn record(event: &Event) -> Result<NewRecord> {
+    let mut ix = format!("{USER_LINE}{}", event.user_id);
+    for (kind, value) in [
+        ("session", &event.session_id),
+        ("category", &event.category),
+        ("type", &event.event_type),
+    ] {
+        if !value.is_empty() {
+            ix.extend(["\n", kind, ":", value]);
+        }
+    }
+    let ix_len = u16::try_from(ix.len())
+        .map_err(|_| Error::Internal(format!("index keys of {} bytes", ix.len())))?;
+    let stored = Stored {
         description: event.description.clone(),
-        created_at: to_micros(event.created_at),
         occurred_at: to_micros(event.occurred_at),
         category: event.category.clone(),
         event_type: event.event_type.clone(),
@@ -78,88 +151,15 @@ fn stored(event: &Event) -> Vec<u8> {
             .unwrap_or_default(),
         request_id: event.request_id.clone(),
         source: event.source.clone(),
-    }
-    .encode_to_vec()
-}
-
-/// The changing fields of an event, as records and entries hold them.
-fn changing(event: &Event) -> [(&'static str, Vec<u8>); 3] {
-    [
-        ("status", event.status.as_str().as_bytes().to_vec()),
-        (
-            "updated_at",
-            to_micros(event.updated_at).to_string().into_bytes(),
-        ),
-        (
-            "traceparent",
-            event
-                .traceparent
-                .map(|t| t.to_string())
-                .unwrap_or_default()
-                .into_bytes(),
-        ),
-    ]
-}
-
-/// What creating an event writes (see `create_many.lua`).
-pub(super) struct NewRecord {
-    /// The record hash's fields: `status`, `updated_at`, `traceparent`,
-    /// `occurred_at` and `created_at` (micros, for the scripts' index scores
-    /// and retention) and `ix` always first and in that order (the create
-    /// script reads them by place), then the protobuf bytes in pieces of at
-    /// most 64 bytes (`pb`, `pb1`, ...; the last takes what is left).
-    pub fields: Vec<(&'static str, Vec<u8>)>,
-    /// The event's query-index keys other than its status's (field `ix`),
-    /// one `kind:value` per line (`user:ann`, `type:…`).
-    pub ix: String,
-}
-
-/// The record of a new event.
-pub(super) fn record(event: &Event) -> NewRecord {
-    let [status, updated_at, traceparent] = changing(event);
-    let mut ix = format!("user:{}", event.user_id);
-    for (kind, value) in [
-        ("session", &event.session_id),
-        ("category", &event.category),
-        ("type", &event.event_type),
-    ] {
-        if !value.is_empty() {
-            ix.extend(["\n", kind, ":", value]);
-        }
-    }
-    let pb = stored(event);
-    let pieces = pb.chunks(MAX_FIELD_BYTES).count().min(PB_PIECES.len());
-    let mut fields = Vec::with_capacity(6 + pieces);
-    fields.extend([
-        status,
-        updated_at,
-        traceparent,
-        (
-            "occurred_at",
-            to_micros(event.occurred_at).to_string().into_bytes(),
-        ),
-        (
-            "created_at",
-            to_micros(event.created_at).to_string().into_bytes(),
-        ),
-        ("ix", ix.clone().into_bytes()),
-    ]);
-    for (i, name) in PB_PIECES.iter().take(pieces).enumerate() {
-        let from = i * MAX_FIELD_BYTES;
-        let to = if i + 1 == pieces {
-            pb.len()
-        } else {
-            from + MAX_FIELD_BYTES
-        };
-        fields.push((*name, pb[from..to].to_vec()));
-    }
-    NewRecord { fields, ix }
-}
-
-/// The fields of a stream entry or dead letter of the event as it is now.
-pub(super) fn entry(event: &Event) -> [(&'static str, Vec<u8>); 4] {
-    let [status, updated_at, traceparent] = changing(event);
-    [("pb", stored(event)), status, updated_at, traceparent]
+    };
+    let mut value = Vec::with_capacity(HEAD + 2 + ix.len() + stored.encoded_len());
+    value.extend_from_slice(&head(event));
+    value.extend_from_slice(&ix_len.to_be_bytes());
+    value.extend_from_slice(ix.as_bytes());
+    stored
+        .encode(&mut value)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(NewRecord { value, ix })
 }
 
 /// The result of one change of a status script.
@@ -167,76 +167,40 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
     match outcome {
         "missing" => Err(Error::NotFound(change.id)),
         "forbidden" => {
-            let current: String = from_value(detail)?;
-            let from = EventStatus::parse(&current)
+            let current: Vec<u8> = from_value(detail)?;
+            let from = current
+                .first()
+                .and_then(|c| status_of(*c))
                 .ok_or_else(|| Error::Internal(format!("stored status {current:?} is unknown")))?;
             Err(Error::InvalidTransition {
                 from,
                 to: change.status,
             })
         }
-        "same" | "changed" => parse_record(&flat_map(detail)?),
+        "same" | "changed" => parse_record(change.id, &from_value::<Vec<u8>>(detail)?, None),
         other => Err(Error::Internal(format!(
             "unexpected script outcome {other:?}"
         ))),
     }
 }
 
-/// Reads an event back from a record's or a dead letter's fields.
-pub(super) fn parse_record(fields: &Fields) -> Result<Event> {
-    assemble(|i| fields.get(READ_FIELDS[i]).map(Vec::as_slice))?
-        .ok_or_else(|| Error::Internal("stored event lacks its status or bytes".into()))
-}
-
-/// The fields a reader reads of each record (`HMGET`): the changing ones,
-/// then every piece of the protobuf bytes.
-pub(super) const READ_FIELDS: [&str; 11] = [
-    "status",
-    "updated_at",
-    "traceparent",
-    "pb",
-    "pb1",
-    "pb2",
-    "pb3",
-    "pb4",
-    "pb5",
-    "pb6",
-    "pb7",
-];
-
-/// The values of a record's [`READ_FIELDS`], as `HMGET` gives them (all
-/// `None` if the record is gone).
-pub(super) type ReadValues = Vec<Option<Vec<u8>>>;
-
-/// Reads an event back from the values of a record's [`READ_FIELDS`];
-/// `None` if the record is gone.
-pub(super) fn event_of_read(values: &ReadValues) -> Result<Option<Event>> {
-    assemble(|i| values.get(i).and_then(Option::as_deref))
-}
-
-/// An event from the value of each of [`READ_FIELDS`] (by place), its
-/// protobuf pieces joined; `None` without a status or bytes.
-fn assemble<'a>(field: impl Fn(usize) -> Option<&'a [u8]>) -> Result<Option<Event>> {
-    let (Some(status), Some(updated_at), Some(first)) = (field(0), field(1), field(FIRST_PIECE))
-    else {
-        return Ok(None);
-    };
-    let mut pb = first.to_vec();
-    for piece in (FIRST_PIECE + 1..READ_FIELDS.len()).map_while(&field) {
-        pb.extend_from_slice(piece);
-    }
-    event_from(&pb, status, updated_at, field(2)).map(Some)
-}
-
-/// An event from its protobuf bytes and its changing fields as stored.
-fn event_from(
-    pb: &[u8],
-    status: &[u8],
-    updated_at: &[u8],
-    traceparent: Option<&[u8]>,
-) -> Result<Event> {
+/// Reads event `id` back from its record's bytes, with `head` in place of
+/// the record's own (a notification entry's, as the change left it).
+pub(super) fn parse_record(id: Uuid, value: &[u8], head: Option<&[u8]>) -> Result<Event> {
     let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
-    let stored = Stored::decode(pb).map_err(|_| bad("pb"))?;
+    let (own, rest) = value.split_at_checked(HEAD).ok_or_else(|| bad("head"))?;
+    let head = head.unwrap_or(own);
+    if head.len() != HEAD {
+        return Err(bad("head"));
+    }
+    let (ix_len, rest) = rest.split_at_checked(2).ok_or_else(|| bad("ix"))?;
+    let ix_len = usize::from(u16::from_be_bytes([ix_len[0], ix_len[1]]));
+    let (ix, pb) = rest.split_at_checked(ix_len).ok_or_else(|| bad("ix"))?;
+    let user_id = std::str::from_utf8(ix)
+        .ok()
+        .and_then(|ix| ix.split('\n').next()?.strip_prefix(USER_LINE))
+        .ok_or_else(|| bad("ix"))?;
+    let stored = Stored::decode(pb).map_err(|_| bad("protobuf bytes"))?;
     let payload = match stored.payload.as_str() {
         "" => None,
         json => match serde_json::from_str(json) {
@@ -244,20 +208,18 @@ fn event_from(
             _ => return Err(bad("payload")),
         },
     };
+    let micros = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&head[at..at + 8]);
+        from_micros(i64::from_be_bytes(bytes))
+    };
     Ok(Event {
-        id: Uuid::from_slice(&stored.id).map_err(|_| bad("id"))?,
-        user_id: stored.user_id,
+        id,
+        user_id: user_id.to_owned(),
         description: stored.description,
-        status: std::str::from_utf8(status)
-            .ok()
-            .and_then(EventStatus::parse)
-            .ok_or_else(|| bad("status"))?,
-        created_at: from_micros(stored.created_at),
-        updated_at: std::str::from_utf8(updated_at)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .map(from_micros)
-            .ok_or_else(|| bad("updated_at"))?,
+        status: status_of(head[0]).ok_or_else(|| bad("status"))?,
+        created_at: micros(CREATED_AT),
+        updated_at: micros(1),
         occurred_at: from_micros(stored.occurred_at),
         category: stored.category,
         event_type: stored.event_type,
@@ -265,28 +227,13 @@ fn event_from(
         payload,
         request_id: stored.request_id,
         source: stored.source,
-        traceparent: traceparent
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .and_then(TraceParent::parse),
+        traceparent: TraceParent::from_packed(&head[TRACE..]),
     })
 }
 
 /// A value of a Redis reply as `T`; a reply of another shape is our bug.
 pub(super) fn from_value<T: FromRedisValue>(value: Value) -> Result<T> {
     ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
-}
-
-/// Reads a flat `[field, value, ...]` array (HGETALL in a script) into fields.
-pub(super) fn flat_map(value: Value) -> Result<Fields> {
-    let Value::Array(items) = value else {
-        return Err(Error::Internal("redis reply: expected an array".into()));
-    };
-    let mut items = items.into_iter();
-    let mut map = Fields::new();
-    while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        map.insert(from_value(k)?, from_value(v)?);
-    }
-    Ok(map)
 }
 
 /// A stream entry's fields.
@@ -305,17 +252,16 @@ pub(super) fn entry_id_of(id: &str) -> Result<EntryId> {
 }
 
 /// What a queue or notification entry holds: the id of its event (16
-/// bytes, field `id`; the rest is in the record, read with
-/// [`READ_FIELDS`]) and, in the notification log, the change it records.
+/// bytes, field `id`; the rest is in the record) and, in the notification
+/// log, the record's head as the change left it (field `head`).
 pub(super) struct EntryRef {
     /// The entry's id in its stream.
     pub entry: EntryId,
     /// The event's id.
     pub id: Uuid,
-    /// `status`, `updated_at` and `traceparent` as the change left them
-    /// (`None` in the work queue, whose entries are all PENDING as their
-    /// record says while they matter).
-    pub change: Option<[Vec<u8>; 3]>,
+    /// The head the change left (`None` in the work queue, whose entries
+    /// are all PENDING as their record says while they matter).
+    pub head: Option<Vec<u8>>,
 }
 
 impl EntryRef {
@@ -324,35 +270,29 @@ impl EntryRef {
         let (id, mut fields) = entry_fields(entry)?;
         let bad = || Error::Internal(format!("stream entry {id} is malformed"));
         let event = fields.remove("id").ok_or_else(bad)?;
-        let change = match (
-            fields.remove("status"),
-            fields.remove("updated_at"),
-            fields.remove("traceparent"),
-        ) {
-            (Some(status), Some(updated_at), trace) => {
-                Some([status, updated_at, trace.unwrap_or_default()])
-            }
-            _ => None,
-        };
+        let head = fields.remove("head");
+        if head.as_ref().is_some_and(|h| h.len() != HEAD) {
+            return Err(bad());
+        }
         Ok(Self {
             entry: entry_id_of(&id)?,
             id: Uuid::from_slice(&event).map_err(|_| bad())?,
-            change,
+            head,
         })
     }
 
-    /// The event as of this entry, from the values of its record's
-    /// [`READ_FIELDS`] (`None` if the record is gone).
-    pub fn event(&self, values: &ReadValues) -> Result<Option<Event>> {
-        let stored = |i: usize| values.get(i).and_then(Option::as_deref);
-        match &self.change {
-            // A gone record stays gone, whatever the entry says.
-            Some(change) if stored(0).is_some() => assemble(|i| match change.get(i) {
-                Some(value) => Some(value.as_slice()),
-                None => stored(i),
-            }),
-            _ => assemble(stored),
-        }
+    /// The status the entry records, read from its head without the record
+    /// (`None` for a queue entry).
+    pub fn status(&self) -> Option<EventStatus> {
+        self.head.as_ref().and_then(|h| status_of(h[0]))
+    }
+
+    /// The event as of this entry, from its record's bytes (`None` if the
+    /// record is gone: a gone record stays gone, whatever the entry says).
+    pub fn event(&self, record: Option<&[u8]>) -> Result<Option<Event>> {
+        record
+            .map(|r| parse_record(self.id, r, self.head.as_deref()))
+            .transpose()
     }
 }
 
@@ -371,44 +311,46 @@ mod tests {
             .as_object()
             .cloned();
         event.traceparent = Some(TraceParent::new_root());
-        let new = record(&event);
-        // The create script reads the first six fields by place.
-        let names: Vec<&str> = new.fields.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            names[..6],
-            [
-                "status",
-                "updated_at",
-                "traceparent",
-                "occurred_at",
-                "created_at",
-                "ix"
-            ]
-        );
+        let new = record(&event).expect("record");
         assert_eq!(new.ix, "user:ann\ncategory:billing");
-        let fields: Fields = new
-            .fields
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        assert_eq!(parse_record(&fields).expect("parse"), event);
-        assert_eq!(fields["ix"], b"user:ann\ncategory:billing");
-        // Every piece fits a compact hash; a long payload takes several.
-        assert!(fields.values().all(|v| v.len() <= MAX_FIELD_BYTES));
-        event.payload = serde_json::json!({"text": "x".repeat(300)})
-            .as_object()
-            .cloned();
-        let fields: Fields = record(&event)
-            .fields
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        assert!(fields.contains_key("pb5"));
-        assert_eq!(parse_record(&fields).expect("parse"), event);
-        let entry: Fields = entry(&event)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        assert_eq!(parse_record(&entry).expect("parse"), event);
+        // The scripts read the head and ix by place.
+        assert_eq!(new.value[0], b'1');
+        assert_eq!(new.value[HEAD..HEAD + 2], [0, new.ix.len() as u8]);
+        assert_eq!(
+            &new.value[HEAD + 2..HEAD + 2 + new.ix.len()],
+            new.ix.as_bytes()
+        );
+        assert_eq!(
+            parse_record(event.id, &new.value, None).expect("parse"),
+            event
+        );
+
+        // A notification entry's head stands for the change it records.
+        let mut changed = event.clone();
+        changed.status = EventStatus::Processed;
+        changed.updated_at += std::time::Duration::from_secs(1);
+        changed.traceparent = None;
+        let head = record(&changed).expect("record").value[..HEAD].to_vec();
+        assert_eq!(
+            parse_record(event.id, &new.value, Some(&head)).expect("parse"),
+            changed
+        );
+        assert!(parse_record(event.id, &new.value[..HEAD + 1], None).is_err());
+        // The user id reads back whole from the first line of `ix`
+        // (validation refuses one with a line break).
+        event.user_id = "ann:x".into();
+        let new = record(&event).expect("record");
+        assert_eq!(
+            parse_record(event.id, &new.value, None).expect("parse"),
+            event
+        );
+    }
+
+    #[test]
+    fn every_status_has_its_own_code() {
+        for status in EventStatus::ALL {
+            assert_eq!(status_of(code(status)), Some(status));
+        }
+        assert_eq!(source_codes(EventStatus::Opened), b"2");
     }
 }

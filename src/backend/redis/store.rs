@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::{
     RedisBackend, read_records,
     record::{
-        NewRecord, entry_fields, entry_id_of, event_of_read, parse_record, record, status_outcome,
+        NewRecord, code, entry_fields, entry_id_of, micros_bytes, parse_record, record,
+        source_codes, status_outcome, trace_arg,
     },
     redis_error,
     split::{by_partition, per_partition},
@@ -35,39 +36,34 @@ impl RedisBackend {
             .arg(self.notifications_max_len)
             .arg(self.request_id_window.as_secs().max(1));
         for (event, request_key) in &events {
-            let NewRecord { fields, ix } = record(event);
+            let NewRecord { value, ix } = record(event)?;
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
-                .arg(event.id.to_string())
                 .arg(event.id.as_bytes())
-                .arg(fields.len() * 2);
-            for (field, value) in fields {
-                invocation.arg(field).arg(value);
-            }
-            invocation.arg(1 + ix.lines().count()).arg(self.keys.index(
-                p,
-                "status",
-                event.status.as_str(),
-            ));
+                .arg(value)
+                .arg(to_micros(event.occurred_at))
+                .arg(1 + ix.lines().count())
+                .arg(self.keys.index(p, "status", event.status.as_str()));
             for line in ix.lines() {
                 invocation.arg(self.keys.index_line(p, line));
             }
         }
-        let priors: Vec<String> = self.write(&invocation).await?;
+        let priors: Vec<Vec<u8>> = self.write(&invocation).await?;
         // Repeated requests answer with the events that first took their
         // keys (in the same partition), all read in one round trip.
         let repeated = priors
             .iter()
             .filter(|prior| !prior.is_empty())
             .map(|prior| {
-                Uuid::try_parse(prior)
+                Uuid::from_slice(prior)
                     .map_err(|_| Error::Internal(format!("idempotency key holds {prior:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut firsts = read_records(&self.conn, &self.keys, p, repeated)
+        let mut firsts = read_records(&self.conn, &self.keys, p, repeated.iter().copied())
             .await?
-            .into_iter();
+            .into_iter()
+            .zip(&repeated);
         events
             .into_iter()
             .zip(priors)
@@ -75,14 +71,13 @@ impl RedisBackend {
                 if prior.is_empty() {
                     return Ok(event);
                 }
-                firsts
-                    .next()
-                    .and_then(|values| event_of_read(&values).transpose())
-                    .unwrap_or_else(|| {
-                        Err(Error::Internal(format!(
-                            "the event {prior} of a repeated request id is gone"
-                        )))
-                    })
+                match firsts.next() {
+                    Some((Some(record), id)) => parse_record(*id, &record, None),
+                    first => Err(Error::Internal(format!(
+                        "the event {:?} of a repeated request id is gone",
+                        first.map(|(_, id)| id)
+                    ))),
+                }
             })
             .collect()
     }
@@ -97,17 +92,16 @@ impl RedisBackend {
         invocation
             .key(self.keys.events(p))
             .key(self.keys.notifications(p))
-            .arg(to_micros(now()))
+            .arg(&micros_bytes(now()))
             .arg(self.notifications_max_len)
             .arg(self.keys.tag(p));
         for change in changes {
             invocation
                 .key(self.keys.event(p, change.id))
-                .arg(change.status.as_str())
+                .arg(&[code(change.status)])
                 .arg(if change.status.enqueues() { "1" } else { "0" })
-                .arg(sources_arg(change.status))
-                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default())
-                .arg(change.id.to_string())
+                .arg(source_codes(change.status))
+                .arg(trace_arg(change.trace))
                 .arg(change.id.as_bytes());
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
@@ -141,10 +135,13 @@ impl RedisBackend {
                     partition: p,
                     id: take("entry_id").parse().unwrap_or_default(),
                 };
+                let record = fields.remove("record").unwrap_or_default();
+                let event_id = Uuid::from_slice(&fields.remove("id").unwrap_or_default())
+                    .map_err(|_| Error::Internal(format!("dead letter {id} has no event id")))?;
                 Ok(DeadLetter {
                     delivery: Delivery {
                         entry_id,
-                        event: parse_record(&fields)?,
+                        event: parse_record(event_id, &record, None)?,
                         deliveries,
                     },
                     id: PartitionEntry {
@@ -169,30 +166,20 @@ impl RedisBackend {
             .key(self.keys.notifications(p))
             .key(self.keys.dead(p))
             .key(self.keys.dead_index(p))
-            .arg(to_micros(now()))
+            .arg(&micros_bytes(now()))
             .arg(self.notifications_max_len)
             .arg(self.keys.tag(p))
-            .arg(sources_arg(EventStatus::Pending));
+            .arg(source_codes(EventStatus::Pending));
         for change in changes {
             invocation
                 .key(self.keys.event(p, change.id))
                 .arg(change.id.to_string())
                 .arg(change.id.as_bytes())
-                .arg(change.trace.map(|t| t.to_string()).unwrap_or_default());
+                .arg(trace_arg(change.trace));
         }
         let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
         outcomes_of(changes, outcomes)
     }
-}
-
-/// The statuses `status` may be entered from, joined by commas, as the
-/// status scripts take them.
-fn sources_arg(status: EventStatus) -> String {
-    status
-        .sources()
-        .map(EventStatus::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The outcome of each change, from a status script's answers.
@@ -260,12 +247,10 @@ impl EventStore for RedisBackend {
         let p = self.partitions.of_id(id).ok_or(Error::NotFound(id))?;
         self.checked().await?;
         let records = read_records(&self.conn, &self.keys, p, [id]).await?;
-        records
-            .first()
-            .map(event_of_read)
-            .transpose()?
-            .flatten()
-            .ok_or(Error::NotFound(id))
+        match records.into_iter().next().flatten() {
+            Some(record) => parse_record(id, &record, None),
+            None => Err(Error::NotFound(id)),
+        }
     }
 
     #[instrument(skip_all, fields(n = changes.len()))]

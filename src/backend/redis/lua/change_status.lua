@@ -1,33 +1,34 @@
--- Lua shared by the status scripts: one status change of event `id` (whose
--- 16 bytes are `bytes`), with its status index entry, its notification
+-- Lua shared by the status scripts: one status change of the event whose
+-- id's 16 bytes are `bytes`, with its status index entry, its notification
 -- entry and (entering a status that enqueues) its queue entry, which hold
--- the id's bytes as the create script's do. Reads the record with one HMGET
--- of the fields it needs. Returns {outcome, detail}: {'missing', ''}, {'same',
--- record fields}, {'forbidden', current status} or {'changed', the
--- record's changing fields and its protobuf bytes whole, as they are now}.
-local function change_status(queue, notifications, record_key, id, bytes, prefix, now,
-                             max_len, target, enqueue, sources, trace)
-  local r = redis.call('HMGET', record_key, 'status', 'occurred_at', 'traceparent',
-                       'pb', 'pb1', 'pb2', 'pb3', 'pb4', 'pb5', 'pb6', 'pb7')
-  local current = r[1]
-  if not current then
+-- the id's bytes as the create script's do. `target` and `sources` are
+-- status codes (see record.rs), `now` is updated_at as the head holds it,
+-- `trace` a packed traceparent ('' keeps the record's). Reads and rewrites
+-- the record's head in place (GETRANGE, SETRANGE). Returns {outcome,
+-- detail}: {'missing', ''}, {'same', the record}, {'forbidden', current
+-- status code} or {'changed', the record as it is now}.
+local STATUS_NAMES = {['1'] = 'PENDING', ['2'] = 'PROCESSED', ['3'] = 'OPENED', ['4'] = 'FAILED'}
+local function change_status(queue, notifications, record_key, bytes, prefix, now, max_len,
+                             target, enqueue, sources, trace)
+  local head = redis.call('GETRANGE', record_key, 0, 41)
+  local current = string.sub(head, 1, 1)
+  if head == '' then
     return {'missing', ''}
   elseif current == target then
-    return {'same', redis.call('HGETALL', record_key)}
-  elseif not string.find(',' .. sources .. ',', ',' .. current .. ',', 1, true) then
+    return {'same', redis.call('GET', record_key)}
+  elseif not string.find(sources, current, 1, true) then
     return {'forbidden', current}
   end
-  if trace == '' then trace = r[3] or '' end
-  redis.call('HSET', record_key, 'status', target, 'updated_at', now, 'traceparent', trace)
-  redis.call('ZREM', prefix .. ':idx:status:' .. current, id)
-  redis.call('ZADD', prefix .. ':idx:status:' .. target, r[2], id)
-  local pb = r[4]
-  for j = 5, 11 do
-    if not r[j] then break end
-    pb = pb .. r[j]
-  end
+  if trace == '' then trace = string.sub(head, 18, 42) end
+  head = target .. now .. string.sub(head, 10, 17) .. trace
+  redis.call('SETRANGE', record_key, 0, head)
+  local from = prefix .. ':idx:status:' .. STATUS_NAMES[current]
+  -- The index score is occurred_at, which only the indexes and the
+  -- protobuf bytes hold.
+  local score = redis.call('ZSCORE', from, bytes) or '0'
+  redis.call('ZREM', from, bytes)
+  redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
-  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'status', target,
-             'updated_at', now, 'traceparent', trace)
-  return {'changed', {'pb', pb, 'status', target, 'updated_at', now, 'traceparent', trace}}
+  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'head', head)
+  return {'changed', redis.call('GET', record_key)}
 end
