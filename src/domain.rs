@@ -1267,13 +1267,14 @@ mod tests {
             status,
             ..Default::default()
         };
-        let empty = pb::BatchUpdateStatusRequest { requests: vec![] };
+        let empty = pb::BatchUpdateStatusRequest::default();
         assert_eq!(
             fields(parse_batch_changes(empty, MAX_BATCH_CHANGES).expect_err("empty")),
             ["requests"]
         );
         let too_many = pb::BatchUpdateStatusRequest {
             requests: vec![item("x", 1); MAX_BATCH_CHANGES + 1],
+            ..Default::default()
         };
         assert_eq!(
             fields(parse_batch_changes(too_many, MAX_BATCH_CHANGES).expect_err("too many")),
@@ -1287,6 +1288,7 @@ mod tests {
                 item("bad", 2),
                 item(&id.to_string(), 0),
             ],
+            ..Default::default()
         };
         let items = parse_batch_changes(request, MAX_BATCH_CHANGES).expect("sized right");
         assert_eq!(

@@ -33,11 +33,30 @@ fn framed_len(message: &impl Message) -> usize {
 }
 
 /// The results of a batch of `outcomes.len()` items (no more than
-/// [`max_batch_items`] of `limit`), within `limit` bytes in all.
+/// [`max_batch_items`] of `limit`), within `limit` bytes in all; with
+/// `summaries_only`, every event cut to its summary.
 pub fn fit_results<R: BatchResult + Message>(
     outcomes: Vec<Result<Event, Error>>,
     limit: usize,
+    summaries_only: bool,
 ) -> Vec<R> {
+    if summaries_only {
+        // A summary always fits: the batch was sized for the worst case.
+        return outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(event) => R::from_parts(Ok(summary(
+                    // Converted without what the summary leaves out.
+                    Event {
+                        payload: None,
+                        ..event
+                    }
+                    .into(),
+                ))),
+                Err(err) => R::from_outcome(Err(err)),
+            })
+            .collect();
+    }
     let budget = limit.saturating_sub(RESERVE);
     let mut worst_to_come = outcomes.len() * MAX_RESULT_BYTES;
     let mut used = 0;
@@ -140,7 +159,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let results: Vec<pb::UpdateStatusResult> = fit_results(outcomes, limit);
+            let results: Vec<pb::UpdateStatusResult> = fit_results(outcomes, limit, false);
             assert_eq!(results.len(), n);
             let size = pb::BatchUpdateStatusResponse {
                 results: results.clone(),
@@ -168,13 +187,26 @@ mod tests {
             .expect("valid")
             .into_event(crate::partition::Partitions::default());
         let outcomes = vec![Ok(event.clone()); 1000];
-        let results: Vec<pb::CreateEventResult> = fit_results(outcomes, 1024 * 1024);
+        let results: Vec<pb::CreateEventResult> = fit_results(outcomes, 1024 * 1024, false);
         let want = pb::Event::from(event);
         assert!(
             results
                 .into_iter()
                 .all(|r| r.into_parts().0.as_ref() == Some(&want))
         );
+    }
+
+    #[test]
+    fn summaries_are_given_when_asked_for() {
+        let mut event = NewEvent::new("u", "d")
+            .expect("valid")
+            .into_event(crate::partition::Partitions::default());
+        event.payload = serde_json::json!({"n": 1}).as_object().cloned();
+        let outcomes = vec![Ok(event.clone()), Err(Error::NotFound(event.id))];
+        let results: Vec<pb::UpdateStatusResult> = fit_results(outcomes, 1024 * 1024, true);
+        let (got, _) = results[0].clone().into_parts();
+        assert_eq!(got, Some(summary(pb::Event::from(event))));
+        assert!(matches!(results[1].clone().into_parts(), (None, Some(_))));
     }
 
     #[test]

@@ -128,13 +128,15 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        // Written into one buffer: this runs for every event sent out.
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut text[3..35]);
+        text[35] = b'-';
+        hex_into(&self.span_id, &mut text[36..52]);
+        text[52] = b'-';
+        hex_into(&[self.flags], &mut text[53..]);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -174,7 +176,18 @@ fn fill_nonzero(bytes: &mut [u8]) {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut text = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut text);
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// Writes `bytes` as lowercase hex digits into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
 fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {

@@ -292,8 +292,40 @@ impl Client {
         &self,
         changes: &[StatusChange],
     ) -> Result<Vec<Result<Event, Error>>, Error> {
+        Ok(self
+            .batch_update(changes, false)
+            .await?
+            .into_iter()
+            .map(item_result)
+            .collect())
+    }
+
+    /// Like [`Self::batch_update_status`], but each change's outcome comes
+    /// without its event (the server answers with summaries only): a
+    /// smaller, cheaper answer for callers that only need to know which
+    /// changes landed, such as a processor settling its deliveries.
+    pub async fn batch_update_status_outcomes(
+        &self,
+        changes: &[StatusChange],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        Ok(self
+            .batch_update(changes, true)
+            .await?
+            .into_iter()
+            .map(|result| item_parts(result).map(|_| ()))
+            .collect())
+    }
+
+    /// One BatchUpdateStatus call, retried while the server is unavailable;
+    /// one result per change.
+    async fn batch_update(
+        &self,
+        changes: &[StatusChange],
+        summaries_only: bool,
+    ) -> Result<Vec<pb::UpdateStatusResult>, Error> {
         let request = pb::BatchUpdateStatusRequest {
             requests: changes.iter().map(|c| (*c).into()).collect(),
+            summaries_only,
         };
         let response = self
             .retrying(|mut logger| {
@@ -308,7 +340,7 @@ impl Client {
                 changes.len()
             )));
         }
-        Ok(response.results.into_iter().map(item_result).collect())
+        Ok(response.results)
     }
 
     /// One page of dead letters (oldest first) and the next page's token
@@ -430,9 +462,14 @@ fn create_request(event: EventInput) -> pb::CreateEventRequest {
 
 /// One item of a batch response: its event, or its error read like a call's.
 fn item_result(result: impl BatchResult) -> Result<Event, Error> {
+    event_of(Some(item_parts(result)?))
+}
+
+/// The event a batch result holds, or the error it holds as a status.
+fn item_parts(result: impl BatchResult) -> Result<pb::Event, Error> {
     use prost::Message;
     match result.into_parts() {
-        (Some(event), _) => event_of(Some(event)),
+        (Some(event), _) => Ok(event),
         (None, Some(status)) => Err(tonic::Status::with_details(
             Code::from_i32(status.code),
             status.message.clone(),

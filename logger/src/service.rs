@@ -314,7 +314,7 @@ impl EventLogger for EventLoggerService {
             self.store.create_many(valid).await
         });
         let outcomes = self.counted_batch(Write::Create(caller), write).await?;
-        let results = fit_results(outcomes, self.message_limit);
+        let results = fit_results(outcomes, self.message_limit, false);
         Ok(Response::new(pb::CreateEventsResponse { results }))
     }
 
@@ -324,12 +324,14 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::BatchUpdateStatusResponse>, Status> {
         let header = call_trace(&request);
         let max = self.batch_items(herald::domain::MAX_BATCH_CHANGES);
-        let items = parse_batch_changes(request.into_inner(), max)?
+        let request = request.into_inner();
+        let summaries_only = request.summaries_only;
+        let items = parse_batch_changes(request, max)?
             .into_iter()
             .map(|item| item.map(|c| c.in_trace(c.trace.or(header))))
             .collect();
         let outcomes = self.apply_changes(items).await?;
-        let results = fit_results(outcomes, self.message_limit);
+        let results = fit_results(outcomes, self.message_limit, summaries_only);
         Ok(Response::new(pb::BatchUpdateStatusResponse { results }))
     }
 
@@ -429,7 +431,7 @@ impl EventLogger for EventLoggerService {
                 self.counted_batch(Write::Change, write).await?
             }
         };
-        let results = fit_results(outcomes, self.message_limit);
+        let results = fit_results(outcomes, self.message_limit, false);
         Ok(Response::new(pb::RedriveEventsResponse { results, more }))
     }
 

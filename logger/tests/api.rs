@@ -300,6 +300,18 @@ async fn batch_update_status_answers_each_change_on_its_own() {
         results[3].as_ref().expect("no-op").status,
         EventStatus::Opened
     );
+    let outcomes = client
+        .batch_update_status_outcomes(&[
+            StatusChange::new(event.id, EventStatus::Opened),
+            StatusChange::new(unknown, EventStatus::Processed),
+        ])
+        .await
+        .expect("batch");
+    assert!(outcomes[0].is_ok());
+    assert_eq!(
+        outcomes[1].as_ref().expect_err("unknown").code(),
+        Code::NotFound
+    );
 
     let mut raw = EventLoggerClient::new(logger.channel().await);
     let item = |id: &str, status: EventStatus| pb::UpdateStatusRequest {
@@ -313,6 +325,7 @@ async fn batch_update_status_answers_each_change_on_its_own() {
                 item("nope", EventStatus::Opened),
                 item(&event.id.to_string(), EventStatus::Opened),
             ],
+            ..Default::default()
         })
         .await
         .expect("batch")
@@ -332,8 +345,26 @@ async fn batch_update_status_answers_each_change_on_its_own() {
         Some(pb::update_status_result::Result::Event(_))
     ));
 
+    // Asked for summaries only, a caller gets each change's outcome and
+    // the event's id, user, status and times, nothing more.
+    let response = raw
+        .batch_update_status(pb::BatchUpdateStatusRequest {
+            requests: vec![item(&event.id.to_string(), EventStatus::Opened)],
+            summaries_only: true,
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    let Some(pb::update_status_result::Result::Event(summary)) = &response.results[0].result else {
+        panic!("the no-op is answered: {response:?}");
+    };
+    assert_eq!(summary.event_id, event.id.to_string());
+    assert_eq!(summary.status, pb::EventStatus::Opened as i32);
+    assert!(summary.updated_at.is_some());
+    assert!(summary.description.is_empty() && summary.traceparent.is_empty());
+
     let empty = raw
-        .batch_update_status(pb::BatchUpdateStatusRequest { requests: vec![] })
+        .batch_update_status(pb::BatchUpdateStatusRequest::default())
         .await
         .expect_err("empty batch");
     assert_eq!(empty.code(), Code::InvalidArgument);

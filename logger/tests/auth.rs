@@ -105,6 +105,7 @@ async fn call(logger: &Logger, rpc: &str, key: &str, event_id: &str) -> Code {
         "BatchUpdateStatus" => raw
             .batch_update_status(pb::BatchUpdateStatusRequest {
                 requests: vec![change()],
+                ..Default::default()
             })
             .await
             .map(drop),

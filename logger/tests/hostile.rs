@@ -280,6 +280,7 @@ fn valid_message(method: usize, ids: &[String]) -> Vec<u8> {
         4 => change(&ids[1]).encode_to_vec(),
         5 => pb::BatchUpdateStatusRequest {
             requests: ids.iter().map(change).collect(),
+            ..Default::default()
         }
         .encode_to_vec(),
         // GetStats has no fields: the fault has something to work on anyway.
@@ -663,7 +664,10 @@ async fn a_batch_of_bad_ids_still_answers_and_applies_the_good_change() {
     }));
     let mut logger_client = pb::event_logger_client::EventLoggerClient::new(logger.channel().await);
     let response = logger_client
-        .batch_update_status(pb::BatchUpdateStatusRequest { requests })
+        .batch_update_status(pb::BatchUpdateStatusRequest {
+            requests,
+            ..Default::default()
+        })
         .await
         .expect("the batch is answered")
         .into_inner();

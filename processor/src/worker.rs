@@ -311,10 +311,10 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
 async fn settle_call(
     context: &Context,
     changes: &[StatusChange],
-) -> Result<Vec<Result<herald::Event, ClientError>>, ClientError> {
+) -> Result<Vec<Result<(), ClientError>>, ClientError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match context.client.batch_update_status(changes).await {
+        match context.client.batch_update_status_outcomes(changes).await {
             Err(err) if err.code() == Code::Unavailable && !context.shutdown.is_cancelled() => {
                 warn!(error = %err, retry_in = ?backoff, events = changes.len(), "cannot settle; retrying");
                 tokio::select! {
