@@ -34,10 +34,11 @@
 //!   acknowledged (a plain `MAXLEN` trim ignores the PEL and would drop
 //!   unprocessed work).
 //! - `{p}:notifications`: stream, every creation and status change of the
-//!   partition's events: `id` (16 bytes) and `head`, the record's head as
-//!   the change left it; the feed reads the rest from the record (an event
-//!   removed since is skipped), and only for the statuses some subscriber
-//!   wants: the head tells the status without the record. Entries refer to
+//!   partition's events: `id` (16 bytes) and `change`, what the change
+//!   left in the record's head (status, updated_at, traceparent; 34 bytes);
+//!   the feed reads the rest from the record (an event removed since is
+//!   skipped), and only for the statuses some subscriber wants: the entry
+//!   tells the status without the record. Entries refer to
 //!   the record instead of copying it, so an event's bytes are stored once.
 //!   Tailed by each logger for live subscribers; trimmed to about
 //!   `--notifications-max-len` entries (nobody acknowledges it) and, by a

@@ -15,7 +15,8 @@
 //! `user:{user_id}`, the one place the user id is stored), then the rest of
 //! what never changes as protobuf bytes. The event id is not in the record:
 //! it is in the record's key, and every reader knows it. A notification
-//! entry carries the head as the change left it; a dead letter the id and
+//! entry carries what the change left in the head (the head without
+//! created_at, [`CHANGE`] bytes); a dead letter the id and
 //! the record whole. Nothing is encoded in Lua and no reader parses JSON or
 //! text numbers.
 
@@ -41,6 +42,9 @@ pub(super) const HEAD: usize = 42;
 const CREATED_AT: usize = 9;
 /// Where the packed traceparent starts in the head.
 const TRACE: usize = 17;
+/// Bytes of a change as a notification entry holds it: the head without
+/// created_at (status, updated_at, traceparent).
+pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
 /// How the first line of every record's `ix` starts, before the user id.
 const USER_LINE: &str = "user:";
 
@@ -184,14 +188,20 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
     }
 }
 
-/// Reads event `id` back from its record's bytes, with `head` in place of
-/// the record's own (a notification entry's, as the change left it).
-pub(super) fn parse_record(id: Uuid, value: &[u8], head: Option<&[u8]>) -> Result<Event> {
+/// Reads event `id` back from its record's bytes, with `change` (a
+/// notification entry's, [`CHANGE`] bytes) in place of what the record's
+/// head says now.
+pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Result<Event> {
     let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
     let (own, rest) = value.split_at_checked(HEAD).ok_or_else(|| bad("head"))?;
-    let head = head.unwrap_or(own);
-    if head.len() != HEAD {
-        return Err(bad("head"));
+    let mut head = [0u8; HEAD];
+    head.copy_from_slice(own);
+    if let Some(change) = change {
+        if change.len() != CHANGE {
+            return Err(bad("change"));
+        }
+        head[..CREATED_AT].copy_from_slice(&change[..CREATED_AT]);
+        head[TRACE..].copy_from_slice(&change[CREATED_AT..]);
     }
     let (ix_len, rest) = rest.split_at_checked(2).ok_or_else(|| bad("ix"))?;
     let ix_len = usize::from(u16::from_be_bytes([ix_len[0], ix_len[1]]));
@@ -253,15 +263,16 @@ pub(super) fn entry_id_of(id: &str) -> Result<EntryId> {
 
 /// What a queue or notification entry holds: the id of its event (16
 /// bytes, field `id`; the rest is in the record) and, in the notification
-/// log, the record's head as the change left it (field `head`).
+/// log, what the change left in the record's head (field `change`).
 pub(super) struct EntryRef {
     /// The entry's id in its stream.
     pub entry: EntryId,
     /// The event's id.
     pub id: Uuid,
-    /// The head the change left (`None` in the work queue, whose entries
-    /// are all PENDING as their record says while they matter).
-    pub head: Option<Vec<u8>>,
+    /// What the change left in the head, [`CHANGE`] bytes (`None` in the
+    /// work queue, whose entries are all PENDING as their record says while
+    /// they matter).
+    pub change: Option<Vec<u8>>,
 }
 
 impl EntryRef {
@@ -270,28 +281,28 @@ impl EntryRef {
         let (id, mut fields) = entry_fields(entry)?;
         let bad = || Error::Internal(format!("stream entry {id} is malformed"));
         let event = fields.remove("id").ok_or_else(bad)?;
-        let head = fields.remove("head");
-        if head.as_ref().is_some_and(|h| h.len() != HEAD) {
+        let change = fields.remove("change");
+        if change.as_ref().is_some_and(|c| c.len() != CHANGE) {
             return Err(bad());
         }
         Ok(Self {
             entry: entry_id_of(&id)?,
             id: Uuid::from_slice(&event).map_err(|_| bad())?,
-            head,
+            change,
         })
     }
 
-    /// The status the entry records, read from its head without the record
-    /// (`None` for a queue entry).
+    /// The status the entry records, read without the record (`None` for
+    /// a queue entry).
     pub fn status(&self) -> Option<EventStatus> {
-        self.head.as_ref().and_then(|h| status_of(h[0]))
+        self.change.as_ref().and_then(|c| status_of(c[0]))
     }
 
     /// The event as of this entry, from its record's bytes (`None` if the
     /// record is gone: a gone record stays gone, whatever the entry says).
     pub fn event(&self, record: Option<&[u8]>) -> Result<Option<Event>> {
         record
-            .map(|r| parse_record(self.id, r, self.head.as_deref()))
+            .map(|r| parse_record(self.id, r, self.change.as_deref()))
             .transpose()
     }
 }
@@ -325,14 +336,15 @@ mod tests {
             event
         );
 
-        // A notification entry's head stands for the change it records.
+        // A notification entry's change stands for what the record said then.
         let mut changed = event.clone();
         changed.status = EventStatus::Processed;
         changed.updated_at += std::time::Duration::from_secs(1);
         changed.traceparent = None;
-        let head = record(&changed).expect("record").value[..HEAD].to_vec();
+        let head = &record(&changed).expect("record").value[..HEAD];
+        let change = [&head[..CREATED_AT], &head[TRACE..]].concat();
         assert_eq!(
-            parse_record(event.id, &new.value, Some(&head)).expect("parse"),
+            parse_record(event.id, &new.value, Some(&change)).expect("parse"),
             changed
         );
         assert!(parse_record(event.id, &new.value[..HEAD + 1], None).is_err());

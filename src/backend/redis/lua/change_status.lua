@@ -1,7 +1,8 @@
 -- Lua shared by the status scripts: one status change of the event whose
 -- id's 16 bytes are `bytes`, with its status index entry, its notification
--- entry and (entering a status that enqueues) its queue entry, which hold
--- the id's bytes as the create script's do. `target` and `sources` are
+-- entry (the id and `change`: the new status, time and trace) and
+-- (entering a status that enqueues) its queue entry, as the create script
+-- writes them. `target` and `sources` are
 -- status codes (see record.rs), `now` is updated_at as the head holds it,
 -- `trace` a packed traceparent ('' keeps the record's). Reads and rewrites
 -- the record's head in place (GETRANGE, SETRANGE). Returns {outcome,
@@ -20,8 +21,8 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
     return {'forbidden', current}
   end
   if trace == '' then trace = string.sub(head, 18, 42) end
-  head = target .. now .. string.sub(head, 10, 17) .. trace
-  redis.call('SETRANGE', record_key, 0, head)
+  local change = target .. now .. trace
+  redis.call('SETRANGE', record_key, 0, target .. now .. string.sub(head, 10, 17) .. trace)
   local from = prefix .. ':idx:status:' .. STATUS_NAMES[current]
   -- The index score is occurred_at, which only the indexes and the
   -- protobuf bytes hold.
@@ -29,6 +30,6 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('ZREM', from, bytes)
   redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
-  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'head', head)
+  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'change', change)
   return {'changed', redis.call('GET', record_key)}
 end

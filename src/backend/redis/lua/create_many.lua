@@ -7,8 +7,8 @@
 -- at all; an event whose idempotency key is already taken is not written,
 -- and its slot of the reply holds the id bytes of the event that took the
 -- key ('' for events written). Each event's queue entry holds its id's
--- bytes (`id`), its notification entry the id and the record's head
--- (`head`): readers read the rest from the record. Reads arguments by
+-- bytes (`id`), its notification entry the id and the head without
+-- created_at (`change`): readers read the rest from the record. Reads arguments by
 -- place and builds no tables: this runs once per event.
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -33,8 +33,8 @@ for i = 3, #KEYS do
       redis.call('ZADD', ARGV[j], occurred_at, bytes)
     end
     redis.call('XADD', KEYS[1], '*', 'id', bytes)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'id', bytes, 'head',
-               string.sub(record, 1, 42))
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'id', bytes, 'change',
+               string.sub(record, 1, 9) .. string.sub(record, 18, 42))
     out[#out + 1] = ''
   end
 end
