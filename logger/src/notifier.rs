@@ -1,7 +1,10 @@
 //! `herald.v1.Notifier`: live notifications, filtered, resumable.
 //!
 //! One tail of the notification log per logger process ([`Fanout::tail`])
-//! feeds every local subscriber through a bounded queue of its own. A
+//! feeds every local subscriber through a bounded queue of its own. It reads
+//! the events of the statuses some local subscriber wants only, and while
+//! nobody wants anything it does not read the log at all: it moves to the
+//! log's end every 100 ms, and at once when a subscriber comes. A
 //! subscriber that resumes after a cursor first reads the log itself (a page
 //! at a time, as fast as it takes them) and joins the live feed when it has
 //! caught up; cursors drop what it already had, so the switch has no gap and
@@ -34,6 +37,7 @@ use herald::{
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
 use prost::Message;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -43,6 +47,9 @@ use crate::queue::{Budget, Ended, Published, Queue};
 /// Entries read from the log per page while a subscriber catches up (about
 /// this many in all when every partition is read).
 const CATCH_UP_PAGE: usize = 500;
+
+/// Longest the tail naps while no subscriber wants anything.
+const IDLE_NAP: Duration = Duration::from_millis(100);
 
 /// Subscribers of every user's changes are filed under this key.
 const EVERY_USER: &str = "";
@@ -57,6 +64,9 @@ pub struct Fanout {
     subscribers: Mutex<Subscribers>,
     next_id: AtomicU64,
     buffer: usize,
+    /// Woken when a subscriber registers (the tail naps while nobody wants
+    /// anything).
+    arrived: Notify,
 }
 
 /// What the fan-out's lock guards.
@@ -137,6 +147,7 @@ impl Fanout {
             subscribers: Mutex::default(),
             next_id: AtomicU64::new(0),
             buffer,
+            arrived: Notify::new(),
         })
     }
 
@@ -173,6 +184,7 @@ impl Fanout {
         );
         let position = subscribers.position.clone();
         drop(subscribers);
+        self.arrived.notify_one();
         let live = Live {
             queue,
             _guard: Guard {
@@ -228,6 +240,24 @@ impl Fanout {
         }
     }
 
+    /// While no subscriber wants anything: a read that passes over all that
+    /// was logged after `current` without reading it, returned after a nap
+    /// of up to [`IDLE_NAP`] (cut short when a subscriber registers, whose
+    /// wants then make the tail read again from `current`).
+    async fn pass_over(
+        &self,
+        feed: &dyn NotificationFeed,
+        current: &Cursor,
+    ) -> herald::Result<FeedRead> {
+        let mut through = feed.latest_cursor().await?;
+        through.join(current);
+        let _ = tokio::time::timeout(IDLE_NAP, self.arrived.notified()).await;
+        Ok(FeedRead {
+            notifications: Vec::new(),
+            through,
+        })
+    }
+
     /// Tails the notification log from its current end and publishes every
     /// entry, until `shutdown`; then ends every subscription.
     pub async fn tail(
@@ -248,9 +278,12 @@ impl Fanout {
                     }
                 };
                 let wanted = self.lock().wanted();
-                let read = feed
-                    .read_after(&current, 1_000, Duration::from_secs(5), wanted)
-                    .await?;
+                let read = if wanted == Statuses::NONE {
+                    self.pass_over(feed.as_ref(), &current).await?
+                } else {
+                    feed.read_after(&current, 1_000, Duration::from_secs(5), wanted)
+                        .await?
+                };
                 Ok::<_, herald::Error>((current, read, wanted))
             };
             let result = tokio::select! {
