@@ -1316,8 +1316,9 @@ fn a_private_redis_cluster_serves_every_slot() {
 }
 
 /// A deployment's partition count is recorded on first use; a process with
-/// another count, or a Redis in the first (unpartitioned) layout, is refused
-/// with a message naming what differs, and nothing is written.
+/// another count, or a Redis in the first (unpartitioned) layout or of
+/// another layout version, is refused with a message naming what differs,
+/// and nothing is written.
 #[tokio::test]
 async fn redis_refuses_another_partition_count_and_the_old_layout() {
     if skip_redis_tests() {
@@ -1378,6 +1379,21 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
         .expect("XADD");
     match open("old", 16).store.prepare().await {
         Err(Error::Misconfigured(why)) => assert!(why.contains("old:events"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Data of an earlier layout version (records as hashes): refused, named.
+    let _: () = ::redis::cmd("HSET")
+        .arg("v3:meta")
+        .arg("layout")
+        .arg("3")
+        .arg("partitions")
+        .arg("16")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    match open("v3", 16).store.prepare().await {
+        Err(Error::Misconfigured(why)) => assert!(why.contains("layout 3"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -1489,6 +1505,44 @@ async fn redis_keeps_a_typical_record_compact() {
         "{usage} bytes for a record of {length}"
     );
     assert_eq!(b.store.get(event.id).await.expect("get"), event);
+}
+
+/// Retention leaves nothing of a removed event in Redis: its record and
+/// every index entry (user, session, category, type, status) go.
+#[tokio::test]
+async fn redis_retention_leaves_no_index_entry_behind() {
+    if skip_redis_tests() {
+        return;
+    }
+    let (_server, b, mut conn) = redis_with_conn().await;
+    let event = b.store.create(full_event("r1")).await.expect("create");
+    b.store
+        .update_status(event.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    let swept = b
+        .store
+        .sweep_older_than(std::time::SystemTime::now() + Duration::from_secs(60), 10)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.0, 1, "removed");
+    let partitions = b.store.partitions();
+    let p = partitions.of_id(event.id).expect("partition");
+    let keys = backend::Keys::new("test", partitions);
+    let mut sizes = ::redis::pipe();
+    for (kind, value) in [
+        ("user", event.user_id.as_str()),
+        ("session", event.session_id.as_str()),
+        ("category", event.category.as_str()),
+        ("type", event.event_type.as_str()),
+        ("status", "PROCESSED"),
+    ] {
+        assert!(!value.is_empty(), "{kind} is set");
+        sizes.zcard(keys.index(p, kind, value));
+    }
+    sizes.exists(record_key(&b, event.id));
+    let left: Vec<u64> = sizes.query_async(&mut conn).await.expect("ZCARD");
+    assert_eq!(left, [0, 0, 0, 0, 0, 0]);
 }
 
 /// Queue and notification entries refer to their event's record. An entry

@@ -53,9 +53,10 @@ impl Keys {
         ]
     }
 
-    /// The hash holding one event record.
+    /// The string holding one event record, named by the id's 32 hex
+    /// digits (no dashes: shorter keys, and a key is stored per event).
     pub fn event(&self, partition: Partition, id: Uuid) -> String {
-        format!("{}:event:{id}", self.tag(partition))
+        format!("{}:event:{}", self.tag(partition), id.simple())
     }
 
     /// The partition's work-queue stream.
@@ -78,12 +79,6 @@ impl Keys {
     /// category, type, status) is `value`.
     pub fn index(&self, partition: Partition, kind: &str, value: &str) -> String {
         format!("{}:idx:{kind}:{value}", self.tag(partition))
-    }
-
-    /// The partition's query index named by a line of a record's `ix`
-    /// field (`kind:value`, as in `user:ann`).
-    pub fn index_line(&self, partition: Partition, line: &str) -> String {
-        format!("{}:idx:{line}", self.tag(partition))
     }
 
     /// The partition's dead-letter stream.
@@ -112,7 +107,6 @@ mod tests {
         for key in [
             keys.event(p, id),
             keys.events(p),
-            keys.index_line(p, "user:ann"),
             keys.notifications(p),
             keys.request(p, "billing", "r1"),
             keys.index(p, "user", "ann"),

@@ -10,9 +10,9 @@
 //! | 17..42  | traceparent of the last change that carried one, packed (zeros: none) |
 //! | 42..44  | length n of `ix`, u16 big-endian                         |
 //!
-//! then `ix`, the event's query-index keys other than its status's (one
-//! `kind:value` per line, for retention; the first is always
-//! `user:{user_id}`, the one place the user id is stored), then the rest of
+//! then `ix`, the event's query indexes other than its status's, for
+//! retention: the user id on the first line (the one place it is stored),
+//! then one `kind:value` line per other index (`category:billing`), then the rest of
 //! what never changes as protobuf bytes. The event id is not in the record:
 //! it is in the record's key, and every reader knows it. A notification
 //! entry carries what the change left in the head (the head without
@@ -45,8 +45,6 @@ const TRACE: usize = 17;
 /// Bytes of a change as a notification entry holds it: the head without
 /// created_at (status, updated_at, traceparent).
 pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
-/// How the first line of every record's `ix` starts, before the user id.
-const USER_LINE: &str = "user:";
 
 /// The part of an event that never changes, as stored after `ix` (the id
 /// and user id are stored elsewhere).
@@ -123,14 +121,15 @@ fn head(event: &Event) -> [u8; HEAD] {
 pub(super) struct NewRecord {
     /// The record's bytes (see the module docs).
     pub value: Vec<u8>,
-    /// The event's query-index keys other than its status's, one
-    /// `kind:value` per line (`user:ann`, `type:…`), as in the record.
-    pub ix: String,
+    /// The event's query indexes other than its status's, as kind and
+    /// value (`("user", "ann")` first).
+    pub indexes: Vec<(&'static str, String)>,
 }
 
 /// The record of `event` as it is now.
 pub(super) fn record(event: &Event) -> Result<NewRecord> {
-    let mut ix = format!("{USER_LINE}{}", event.user_id);
+    let mut indexes = vec![("user", event.user_id.clone())];
+    let mut ix = event.user_id.clone();
     for (kind, value) in [
         ("session", &event.session_id),
         ("category", &event.category),
@@ -138,6 +137,7 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
     ] {
         if !value.is_empty() {
             ix.extend(["\n", kind, ":", value]);
+            indexes.push((kind, value.clone()));
         }
     }
     let ix_len = u16::try_from(ix.len())
@@ -163,7 +163,7 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
     stored
         .encode(&mut value)
         .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(NewRecord { value, ix })
+    Ok(NewRecord { value, indexes })
 }
 
 /// The result of one change of a status script.
@@ -208,7 +208,7 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
     let (ix, pb) = rest.split_at_checked(ix_len).ok_or_else(|| bad("ix"))?;
     let user_id = std::str::from_utf8(ix)
         .ok()
-        .and_then(|ix| ix.split('\n').next()?.strip_prefix(USER_LINE))
+        .and_then(|ix| ix.split('\n').next())
         .ok_or_else(|| bad("ix"))?;
     let stored = Stored::decode(pb).map_err(|_| bad("protobuf bytes"))?;
     let payload = match stored.payload.as_str() {
@@ -323,14 +323,15 @@ mod tests {
             .cloned();
         event.traceparent = Some(TraceParent::new_root());
         let new = record(&event).expect("record");
-        assert_eq!(new.ix, "user:ann\ncategory:billing");
-        // The scripts read the head and ix by place.
-        assert_eq!(new.value[0], b'1');
-        assert_eq!(new.value[HEAD..HEAD + 2], [0, new.ix.len() as u8]);
         assert_eq!(
-            &new.value[HEAD + 2..HEAD + 2 + new.ix.len()],
-            new.ix.as_bytes()
+            new.indexes,
+            [("user", "ann".into()), ("category", "billing".into())]
         );
+        // The scripts read the head and ix by place.
+        let ix = b"ann\ncategory:billing";
+        assert_eq!(new.value[0], b'1');
+        assert_eq!(new.value[HEAD..HEAD + 2], [0, ix.len() as u8]);
+        assert_eq!(&new.value[HEAD + 2..HEAD + 2 + ix.len()], ix);
         assert_eq!(
             parse_record(event.id, &new.value, None).expect("parse"),
             event

@@ -36,17 +36,17 @@ impl RedisBackend {
             .arg(self.notifications_max_len)
             .arg(self.request_id_window.as_secs().max(1));
         for (event, request_key) in &events {
-            let NewRecord { value, ix } = record(event)?;
+            let NewRecord { value, indexes } = record(event)?;
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
                 .arg(event.id.as_bytes())
                 .arg(value)
                 .arg(to_micros(event.occurred_at))
-                .arg(1 + ix.lines().count())
+                .arg(1 + indexes.len())
                 .arg(self.keys.index(p, "status", event.status.as_str()));
-            for line in ix.lines() {
-                invocation.arg(self.keys.index_line(p, line));
+            for (kind, value) in &indexes {
+                invocation.arg(self.keys.index(p, kind, value));
             }
         }
         let priors: Vec<Vec<u8>> = self.write(&invocation).await?;

@@ -6,20 +6,23 @@
 -- first, and removes each that was also created before it and is not
 -- PENDING: its record, its index entries and its note in the dead-letter
 -- index. An index entry whose record is gone goes too. Index members are
--- ids' 16 bytes; records (see record.rs) are keyed by the id's text.
+-- ids' 16 bytes; records (see record.rs) are keyed by the id's 32 hex
+-- digits, the dead-letter index by the id's text.
 -- Returns {removed, kept, scanned}.
+local function hex(bytes)
+  return (string.gsub(bytes, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
 local function id_text(bytes)
-  local hex = string.gsub(bytes, '.', function(c) return string.format('%02x', string.byte(c)) end)
-  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' .. string.sub(hex, 13, 16)
-    .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21, 32)
+  local h = hex(bytes)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16)
+    .. '-' .. string.sub(h, 17, 20) .. '-' .. string.sub(h, 21, 32)
 end
 local prefix, cutoff = ARGV[1], tonumber(ARGV[2])
 local index = KEYS[1]
 local ids = redis.call('ZRANGE', index, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', ARGV[3], ARGV[4])
 local removed, kept = 0, 0
 for _, bytes in ipairs(ids) do
-  local id = id_text(bytes)
-  local key = prefix .. ':event:' .. id
+  local key = prefix .. ':event:' .. hex(bytes)
   local record = redis.call('GET', key)
   if not record then
     redis.call('ZREM', index, bytes)
@@ -27,10 +30,15 @@ for _, bytes in ipairs(ids) do
     kept = kept + 1
   else
     redis.call('ZREM', index, bytes)
+    -- `ix`: the user id, then `kind:value` lines.
     local ix = string.sub(record, 45, 44 + struct.unpack('>I2', record, 43))
-    for line in string.gmatch(ix, '[^\n]+') do redis.call('ZREM', prefix .. ':idx:' .. line, bytes) end
+    local kind = ':idx:user:'
+    for line in string.gmatch(ix, '[^\n]+') do
+      redis.call('ZREM', prefix .. kind .. line, bytes)
+      kind = ':idx:'
+    end
     redis.call('DEL', key)
-    redis.call('HDEL', prefix .. ':dead:index', id)
+    redis.call('HDEL', prefix .. ':dead:index', id_text(bytes))
     removed = removed + 1
   end
 end
