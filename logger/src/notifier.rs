@@ -159,6 +159,11 @@ impl Fanout {
         self.lock().position.clone()
     }
 
+    /// Whether no subscriber is registered (the tail then naps).
+    fn is_idle(&self) -> bool {
+        self.lock().by_user.is_empty()
+    }
+
     fn set_position(&self, cursor: &Cursor) {
         self.lock().position.clone_from(cursor);
     }
@@ -626,7 +631,24 @@ fn subscription(
                 // queue. A live-only stream gets that cursor at once, so a
                 // client that loses the connection before any change resumes
                 // from here.
+                // With no subscriber the tail does not follow the log closely
+                // (it naps): the log's end, read before joining, is then where
+                // this one starts (all before it was logged before it joined).
+                let idle_end = if fanout.is_idle() {
+                    match feed.latest_cursor().await {
+                        Ok(latest) => Some(latest),
+                        Err(err) => {
+                            yield Err(Status::from(err));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let (live, mut joined_at) = fanout.subscribe(filter.clone(), slot.budget.clone());
+                if let Some(end) = &idle_end {
+                    joined_at.join(end);
+                }
                 if joined_at.is_start() {
                     // The tail has not started: where it will start is no earlier.
                     match feed.latest_cursor().await {

@@ -150,6 +150,41 @@ async fn filters_choose_which_changes_a_subscriber_gets() {
     logger.stop_within(Duration::from_secs(10)).await;
 }
 
+/// A live subscription starts where the log ends when it joins, even on a
+/// logger with no subscriber (whose tail does not follow the log then):
+/// a change logged just before it is not sent, the next one is.
+#[tokio::test]
+async fn a_live_subscription_starts_at_the_end_of_the_log() {
+    let logger = Logger::start(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    // Something in the log, then a pause: the tail has started and naps.
+    client
+        .create(input("cleo", "long ago"))
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = client
+        .create(input("cleo", "before"))
+        .await
+        .expect("create");
+    let mut stream = client
+        .subscribe_with(SubscribeOptions {
+            user_id: "cleo".into(),
+            statuses: vec![EventStatus::Pending],
+            ..SubscribeOptions::default()
+        })
+        .await
+        .expect("subscribe");
+    let after = client.create(input("cleo", "after")).await.expect("create");
+    let first = expect_event(&mut stream).await;
+    assert_eq!(
+        first.event.id, after.id,
+        "{} was logged before the subscription",
+        before.id
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
 #[tokio::test]
 async fn resuming_after_a_cursor_has_no_gap_and_no_duplicate() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
