@@ -18,13 +18,13 @@
 //!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
 //!   to start instead.
 //! - `{p}:event:{id}`: string, the event record (see `record`), named by
-//!   the id's 32 hex digits: a fixed head of 42 bytes (status code,
-//!   updated_at, created_at, the packed traceparent of the last change that
-//!   carried one), then the event's user id and other query indexes (for
-//!   retention), then the rest of what never changes (description,
-//!   occurred_at, attributes, payload, request id, source) as protobuf
-//!   bytes. Written once with `SET`; a status change rewrites the
-//!   head in place (`GETRANGE`, `SETRANGE`). One string instead of a hash:
+//!   the id's 32 hex digits: a fixed head of 50 bytes (status code,
+//!   updated_at, created_at, occurred_at, the packed traceparent of the
+//!   last change that carried one), then the event's user id and other
+//!   query indexes (for retention), then the rest of what never changes
+//!   (description, attributes, payload, request id, source) as protobuf
+//!   bytes. Written once with `SET NX`; a status change reads it with one
+//!   `GET` and writes it back with the new head. One string instead of a hash:
 //!   no field names, no per-field overhead, and readers fetch many records
 //!   with one `MGET`.
 //! - `{p}:events`: stream, the partition's work queue, read by the group

@@ -7,16 +7,17 @@
 //! | 0       | status code (`1` PENDING, `2` PROCESSED, `3` OPENED, `4` FAILED) |
 //! | 1..9    | updated_at, microseconds since the epoch, i64 big-endian |
 //! | 9..17   | created_at, the same way (retention reads it)            |
-//! | 17..42  | traceparent of the last change that carried one, packed (zeros: none) |
-//! | 42..44  | length n of `ix`, u16 big-endian                         |
+//! | 17..25  | occurred_at, the same way (a status change scores the status index with it) |
+//! | 25..50  | traceparent of the last change that carried one, packed (zeros: none) |
+//! | 50..52  | length n of `ix`, u16 big-endian                         |
 //!
 //! then `ix`, the event's query indexes other than its status's, for
 //! retention: the user id on the first line (the one place it is stored),
 //! then one `kind:value` line per other index (`category:billing`), then the rest of
 //! what never changes as protobuf bytes. The event id is not in the record:
 //! it is in the record's key, and every reader knows it. A notification
-//! entry carries what the change left in the head (the head without
-//! created_at, [`CHANGE`] bytes); a dead letter the id and
+//! entry carries what the change left in the head (status, updated_at and
+//! traceparent, [`CHANGE`] bytes); a dead letter the id and
 //! the record whole. Nothing is encoded in Lua and no reader parses JSON or
 //! text numbers.
 
@@ -37,13 +38,15 @@ use crate::{
 pub(super) type Fields = std::collections::HashMap<String, Vec<u8>>;
 
 /// Bytes of a record's head (see the module docs).
-pub(super) const HEAD: usize = 42;
+pub(super) const HEAD: usize = 50;
 /// Where `created_at` starts in the head.
 const CREATED_AT: usize = 9;
+/// Where `occurred_at` starts in the head.
+const OCCURRED_AT: usize = 17;
 /// Where the packed traceparent starts in the head.
-const TRACE: usize = 17;
+const TRACE: usize = 25;
 /// Bytes of a change as a notification entry holds it: the head without
-/// created_at (status, updated_at, traceparent).
+/// the times that never change (status, updated_at, traceparent).
 pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
 
 /// The part of an event that never changes, as stored after `ix` (the id
@@ -52,9 +55,6 @@ pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
 struct Stored {
     #[prost(string, tag = "3")]
     description: String,
-    /// Microseconds since the epoch.
-    #[prost(int64, tag = "5")]
-    occurred_at: i64,
     #[prost(string, tag = "6")]
     category: String,
     #[prost(string, tag = "7")]
@@ -110,7 +110,8 @@ fn head(event: &Event) -> [u8; HEAD] {
     let mut head = [0u8; HEAD];
     head[0] = code(event.status);
     head[1..CREATED_AT].copy_from_slice(&micros_bytes(event.updated_at));
-    head[CREATED_AT..TRACE].copy_from_slice(&micros_bytes(event.created_at));
+    head[CREATED_AT..OCCURRED_AT].copy_from_slice(&micros_bytes(event.created_at));
+    head[OCCURRED_AT..TRACE].copy_from_slice(&micros_bytes(event.occurred_at));
     if let Some(trace) = event.traceparent {
         head[TRACE..].copy_from_slice(&trace.to_packed());
     }
@@ -144,7 +145,6 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
         .map_err(|_| Error::Internal(format!("index keys of {} bytes", ix.len())))?;
     let stored = Stored {
         description: event.description.clone(),
-        occurred_at: to_micros(event.occurred_at),
         category: event.category.clone(),
         event_type: event.event_type.clone(),
         session_id: event.session_id.clone(),
@@ -230,7 +230,7 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
         status: status_of(head[0]).ok_or_else(|| bad("status"))?,
         created_at: micros(CREATED_AT),
         updated_at: micros(1),
-        occurred_at: from_micros(stored.occurred_at),
+        occurred_at: micros(OCCURRED_AT),
         category: stored.category,
         event_type: stored.event_type,
         session_id: stored.session_id,

@@ -3,38 +3,43 @@
 -- idempotency window in seconds, then per event: its idempotency key (''
 -- for none), its id's 16 bytes, its record (see record.rs), its occurred_at
 -- (micros, the index score), the number k of its query indexes and those k
--- index keys. Checks every id first, so the batch is written whole or not
--- at all; an event whose idempotency key is already taken is not written,
--- and its slot of the reply holds the id bytes of the event that took the
--- key ('' for events written). Each event's queue entry holds its id's
--- bytes (`id`), its notification entry the id and the head without
--- created_at (`change`): readers read the rest from the record. Reads arguments by
--- place and builds no tables: this runs once per event.
+-- index keys. Claims every record key first (SET NX), so the batch is
+-- written whole or not at all (an id already taken undoes the claims); an
+-- event whose idempotency key is already taken is not written, and its
+-- slot of the reply holds the id bytes of the event that took the key (''
+-- for events written). Each event's queue entry holds its id's bytes
+-- (`id`), its notification entry the id and the head's status, updated_at
+-- and traceparent (`change`): readers read the rest from the record. Reads
+-- arguments by place and builds no tables per event: this runs once per
+-- event.
+local a = 3
 for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  if not redis.call('SET', KEYS[i], ARGV[a + 2], 'NX') then
+    for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
     return redis.error_reply('HERALD_EXISTS event id already taken')
   end
+  a = a + 5 + tonumber(ARGV[a + 4])
 end
 local out = {}
-local a = 3
+a = 3
 for i = 3, #KEYS do
   local request_key, bytes, record, occurred_at = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local indexes = a + 5
   a = indexes + tonumber(ARGV[a + 4])
   local prior = request_key ~= '' and redis.call('GET', request_key)
   if prior then
+    redis.call('DEL', KEYS[i])
     out[#out + 1] = prior
   else
     if request_key ~= '' then
       redis.call('SET', request_key, bytes, 'EX', ARGV[2])
     end
-    redis.call('SET', KEYS[i], record)
     for j = indexes, a - 1 do
       redis.call('ZADD', ARGV[j], occurred_at, bytes)
     end
     redis.call('XADD', KEYS[1], '*', 'id', bytes)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'id', bytes, 'change',
-               string.sub(record, 1, 9) .. string.sub(record, 18, 42))
+               string.sub(record, 1, 9) .. string.sub(record, 26, 50))
     out[#out + 1] = ''
   end
 end

@@ -31,7 +31,7 @@ for _, bytes in ipairs(ids) do
   else
     redis.call('ZREM', index, bytes)
     -- `ix`: the user id, then `kind:value` lines.
-    local ix = string.sub(record, 45, 44 + struct.unpack('>I2', record, 43))
+    local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
     local kind = ':idx:user:'
     for line in string.gmatch(ix, '[^\n]+') do
       redis.call('ZREM', prefix .. kind .. line, bytes)
