@@ -818,7 +818,13 @@ async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> 
     {
         let done = b
             .store
-            .remove_older_than(partition, status, cutoff, 0, slice)
+            .remove_older_than(backend::RetentionSlice {
+                partition,
+                status,
+                cutoff,
+                skip: 0,
+                max: slice,
+            })
             .await
             .expect("retention slice");
         assert!(done.scanned as usize <= slice, "a slice is bounded");

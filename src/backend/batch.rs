@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{DeadLetter, EventStore, StatusCounts, Sweep};
+use super::{DeadLetter, EventStore, RetentionSlice, StatusCounts, Sweep};
 use crate::{
     cursor::Cursor,
-    domain::{Event, EventStatus, NewEvent, StatusChange},
+    domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
-    partition::{Partition, Partitions},
+    partition::Partitions,
     query::{ListQuery, Page},
 };
 
@@ -183,17 +183,8 @@ impl EventStore for Batching {
         self.inner.redrive_many(changes).await
     }
 
-    async fn remove_older_than(
-        &self,
-        partition: Partition,
-        status: EventStatus,
-        cutoff: SystemTime,
-        skip: usize,
-        max: usize,
-    ) -> Result<Sweep> {
-        self.inner
-            .remove_older_than(partition, status, cutoff, skip, max)
-            .await
+    async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
+        self.inner.remove_older_than(slice).await
     }
 
     async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {

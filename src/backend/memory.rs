@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, FeedRead, History, Notification,
-    NotificationFeed, QueueStats, StatusCounts, StoreOptions, Sweep, WorkQueue,
+    NotificationFeed, QueueStats, RetentionSlice, StatusCounts, StoreOptions, Sweep, WorkQueue,
 };
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
@@ -368,14 +368,14 @@ impl EventStore for MemoryBackend {
         Ok(results)
     }
 
-    async fn remove_older_than(
-        &self,
-        partition: Partition,
-        status: EventStatus,
-        cutoff: SystemTime,
-        skip: usize,
-        max: usize,
-    ) -> Result<Sweep> {
+    async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
+        let RetentionSlice {
+            partition,
+            status,
+            cutoff,
+            skip,
+            max,
+        } = slice;
         let mut state = self.lock();
         // The same candidates, in the same order, as the Redis index gives.
         let mut candidates: Vec<(SystemTime, Uuid)> = state

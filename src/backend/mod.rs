@@ -84,19 +84,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// queue), and each event that is PENDING after it loses its dead
     /// letters; atomically per partition.
     async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
-    /// One slice of retention among one partition's events in `status` (a
-    /// settled one: PENDING events are never removed): looks at up to `max`
-    /// of them that occurred before `cutoff`, oldest first, after skipping
-    /// the `skip` oldest, and removes each that was also created before
-    /// `cutoff`, with its index entries, atomically.
-    async fn remove_older_than(
-        &self,
-        partition: Partition,
-        status: EventStatus,
-        cutoff: SystemTime,
-        skip: usize,
-        max: usize,
-    ) -> Result<Sweep>;
+    /// One slice of retention (see [`RetentionSlice`]): removes each event
+    /// it looks at that was also created before the cutoff, with its index
+    /// entries, atomically. PENDING events are never removed.
+    async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep>;
     /// All of retention up to `cutoff`: every partition's settled events,
     /// slice after slice of at most `slice` (see
     /// [`EventStore::remove_older_than`]), letting other work run in between.
@@ -117,7 +108,13 @@ pub trait EventStore: Send + Sync + 'static {
                 let mut skip = 0;
                 loop {
                     let done = self
-                        .remove_older_than(partition, status, cutoff, skip, slice)
+                        .remove_older_than(RetentionSlice {
+                            partition,
+                            status,
+                            cutoff,
+                            skip,
+                            max: slice,
+                        })
                         .await?;
                     removed += done.removed;
                     skip += done.kept as usize;
@@ -331,6 +328,23 @@ pub trait NotificationFeed: Send + Sync + 'static {
     /// Removes the entries older than `age` (retention by age; the length
     /// bound is kept on every write).
     async fn trim_older_than(&self, age: Duration) -> Result<()>;
+}
+
+/// One slice of retention: up to `max` of one partition's events in one
+/// settled status that occurred before `cutoff`, oldest first, after the
+/// `skip` oldest (kept by an earlier slice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionSlice {
+    /// The partition whose events it looks at.
+    pub partition: Partition,
+    /// The status whose events it looks at.
+    pub status: EventStatus,
+    /// Events that occurred and were created before this go.
+    pub cutoff: SystemTime,
+    /// How many of the oldest candidates it passes over.
+    pub skip: usize,
+    /// The most candidates it looks at.
+    pub max: usize,
 }
 
 /// A queue entry given up after too many failed deliveries.

@@ -17,7 +17,7 @@ use super::{
     redis_error,
     split::{by_partition, per_partition},
 };
-use crate::backend::{DeadLetter, Delivery, EventStore, StatusCounts, Sweep};
+use crate::backend::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
 use crate::{
     cursor::{Cursor, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
@@ -294,14 +294,14 @@ impl EventStore for RedisBackend {
     }
 
     #[instrument(skip_all)]
-    async fn remove_older_than(
-        &self,
-        partition: Partition,
-        status: EventStatus,
-        cutoff: SystemTime,
-        skip: usize,
-        max: usize,
-    ) -> Result<Sweep> {
+    async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
+        let RetentionSlice {
+            partition,
+            status,
+            cutoff,
+            skip,
+            max,
+        } = slice;
         if status == EventStatus::Pending {
             return Ok(Sweep::default());
         }
