@@ -295,24 +295,20 @@ impl EventStore for RedisBackend {
 
     #[instrument(skip_all)]
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
-        let RetentionSlice {
-            partition,
-            status,
-            cutoff,
-            skip,
-            max,
-        } = slice;
-        if status == EventStatus::Pending {
+        if slice.status == EventStatus::Pending {
             return Ok(Sweep::default());
         }
         self.checked().await?;
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
-            .key(self.keys.index(partition, "status", status.as_str()))
-            .arg(self.keys.tag(partition))
-            .arg(to_micros(cutoff))
-            .arg(skip)
-            .arg(max.max(1))
+            .key(
+                self.keys
+                    .index(slice.partition, "status", slice.status.as_str()),
+            )
+            .arg(self.keys.tag(slice.partition))
+            .arg(to_micros(slice.cutoff))
+            .arg(slice.skip)
+            .arg(slice.max.max(1))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
