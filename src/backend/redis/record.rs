@@ -12,9 +12,10 @@
 //! | 50..52  | length n of `ix`, u16 big-endian                         |
 //!
 //! then `ix`, the event's query indexes other than its status's, for
-//! retention: the user id on the first line (the one place it is stored),
-//! then one `kind:value` line per other index (`category:billing`), then the rest of
-//! what never changes as protobuf bytes. The event id is not in the record:
+//! retention: the user id on the first line, then one `kind:value` line per
+//! other index (`category:billing`); these lines are the only place the
+//! user id, session, category and type are stored. Then the rest of what
+//! never changes as protobuf bytes. The event id is not in the record:
 //! it is in the record's key, and every reader knows it. A notification
 //! entry carries what the change left in the head (status, updated_at and
 //! traceparent, [`CHANGE`] bytes); a dead letter the id and
@@ -50,17 +51,11 @@ const TRACE: usize = 25;
 pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
 
 /// The part of an event that never changes, as stored after `ix` (the id
-/// and user id are stored elsewhere).
+/// is in the key; the user id and the indexed attributes are in `ix`).
 #[derive(Clone, PartialEq, Message)]
 struct Stored {
     #[prost(string, tag = "3")]
     description: String,
-    #[prost(string, tag = "6")]
-    category: String,
-    #[prost(string, tag = "7")]
-    event_type: String,
-    #[prost(string, tag = "8")]
-    session_id: String,
     /// The payload as JSON; empty for none.
     #[prost(string, tag = "9")]
     payload: String,
@@ -145,9 +140,6 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
         .map_err(|_| Error::Internal(format!("index keys of {} bytes", ix.len())))?;
     let stored = Stored {
         description: event.description.clone(),
-        category: event.category.clone(),
-        event_type: event.event_type.clone(),
-        session_id: event.session_id.clone(),
         payload: event
             .payload
             .as_ref()
@@ -206,10 +198,19 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
     let (ix_len, rest) = rest.split_at_checked(2).ok_or_else(|| bad("ix"))?;
     let ix_len = usize::from(u16::from_be_bytes([ix_len[0], ix_len[1]]));
     let (ix, pb) = rest.split_at_checked(ix_len).ok_or_else(|| bad("ix"))?;
-    let user_id = std::str::from_utf8(ix)
-        .ok()
-        .and_then(|ix| ix.split('\n').next())
-        .ok_or_else(|| bad("ix"))?;
+    let mut lines = std::str::from_utf8(ix).map_err(|_| bad("ix"))?.split('\n');
+    let user_id = lines.next().unwrap_or_default().to_owned();
+    let (mut session_id, mut category, mut event_type) =
+        (String::new(), String::new(), String::new());
+    for line in lines {
+        let slot = match line.split_once(':') {
+            Some(("session", value)) => (&mut session_id, value),
+            Some(("category", value)) => (&mut category, value),
+            Some(("type", value)) => (&mut event_type, value),
+            _ => return Err(bad("ix")),
+        };
+        *slot.0 = slot.1.to_owned();
+    }
     let stored = Stored::decode(pb).map_err(|_| bad("protobuf bytes"))?;
     let payload = match stored.payload.as_str() {
         "" => None,
@@ -225,15 +226,15 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
     };
     Ok(Event {
         id,
-        user_id: user_id.to_owned(),
+        user_id,
         description: stored.description,
         status: status_of(head[0]).ok_or_else(|| bad("status"))?,
         created_at: micros(CREATED_AT),
         updated_at: micros(1),
         occurred_at: micros(OCCURRED_AT),
-        category: stored.category,
-        event_type: stored.event_type,
-        session_id: stored.session_id,
+        category,
+        event_type,
+        session_id,
         payload,
         request_id: stored.request_id,
         source: stored.source,
@@ -278,10 +279,11 @@ pub(super) struct EntryRef {
 impl EntryRef {
     /// The reference a stream entry holds.
     pub fn of(entry: StreamId) -> Result<Self> {
-        let (id, mut fields) = entry_fields(entry)?;
+        let StreamId { id, mut map, .. } = entry;
+        let mut field = |name: &str| map.remove(name).map(from_value::<Vec<u8>>).transpose();
+        let (event, change) = (field("id")?, field("change")?);
         let bad = || Error::Internal(format!("stream entry {id} is malformed"));
-        let event = fields.remove("id").ok_or_else(bad)?;
-        let change = fields.remove("change");
+        let event = event.ok_or_else(bad)?;
         if change.as_ref().is_some_and(|c| c.len() != CHANGE) {
             return Err(bad());
         }
@@ -349,9 +351,11 @@ mod tests {
             changed
         );
         assert!(parse_record(event.id, &new.value[..HEAD + 1], None).is_err());
-        // The user id reads back whole from the first line of `ix`
-        // (validation refuses one with a line break).
+        // The user id and attributes read back whole from `ix` (validation
+        // refuses a line break in them; a colon is fine).
         event.user_id = "ann:x".into();
+        event.session_id = "s:1".into();
+        event.event_type = "click".into();
         let new = record(&event).expect("record");
         assert_eq!(
             parse_record(event.id, &new.value, None).expect("parse"),

@@ -73,10 +73,12 @@ impl RedisBackend {
                 }
                 match firsts.next() {
                     Some((Some(record), id)) => parse_record(*id, &record, None),
-                    first => Err(Error::Internal(format!(
-                        "the event {:?} of a repeated request id is gone",
-                        first.map(|(_, id)| id)
+                    Some((None, id)) => Err(Error::Internal(format!(
+                        "the event {id} of a repeated request id is gone"
                     ))),
+                    None => Err(Error::Internal(
+                        "fewer records than repeated request ids".into(),
+                    )),
                 }
             })
             .collect()
