@@ -13,8 +13,10 @@
 //!   gauges read at each scrape (served on `--metrics-listen`).
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
-//! - [`notifier`]: the Notifier handler and the per-process fan-out that tails
-//!   the notification log.
+//! - [`notifier`]: the Notifier handler: filters, resuming after a cursor,
+//!   heartbeats, stream limits.
+//! - [`fanout`]: the per-process fan-out: local subscribers and the one tail
+//!   of the notification log that feeds them.
 //! - [`queue`]: each subscriber's queue, and the byte budget one client's
 //!   queues share.
 //! - [`retention`]: the background removal of old events and dead letters,
@@ -26,6 +28,7 @@
 pub mod auth;
 pub mod config;
 pub mod event_types;
+pub mod fanout;
 pub mod guard;
 pub mod limits;
 pub mod metrics;
@@ -51,8 +54,9 @@ use tracing::{info, warn};
 
 use auth::{AuthLayer, KeyRing};
 pub use config::Config;
+use fanout::Fanout;
 use limits::RateLimiter;
-use notifier::{Fanout, NotifierOptions, NotifierService};
+use notifier::{NotifierOptions, NotifierService};
 use service::EventLoggerService;
 
 /// Runs the logger on `listener` until `shutdown` is cancelled; an embedded

@@ -1,10 +1,7 @@
 //! `herald.v1.Notifier`: live notifications, filtered, resumable.
 //!
-//! One tail of the notification log per logger process ([`Fanout::tail`])
-//! feeds every local subscriber through a bounded queue of its own. It reads
-//! the events of the statuses some local subscriber wants only, and while
-//! nobody wants anything it does not read the log at all: it moves to the
-//! log's end every 100 ms, and at once when a subscriber comes. A
+//! One tail of the notification log per logger process feeds every local
+//! subscriber through a bounded queue of its own ([`crate::fanout`]). A
 //! subscriber that resumes after a cursor first reads the log itself (a page
 //! at a time, as fast as it takes them) and joins the live feed when it has
 //! caught up; cursors drop what it already had, so the switch has no gap and
@@ -21,7 +18,7 @@ use std::{
     collections::HashMap,
     pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
@@ -29,295 +26,23 @@ use std::{
 
 use futures_util::Stream;
 use herald::{
-    EventStatus,
-    backend::{FeedRead, Notification, NotificationFeed},
+    backend::NotificationFeed,
     cursor::Cursor,
-    domain::Statuses,
     pb::{self, notifier_server::Notifier, subscribe_response::Kind},
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
-use prost::Message;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::queue::{Budget, Ended, Published, Queue};
+use crate::{
+    fanout::{Fanout, event_message},
+    queue::{Budget, Ended, Published},
+};
 
 /// Entries read from the log per page while a subscriber catches up (about
 /// this many in all when every partition is read).
 const CATCH_UP_PAGE: usize = 500;
-
-/// Longest the tail naps while no subscriber wants anything.
-const IDLE_NAP: Duration = Duration::from_millis(100);
-
-/// Subscribers of every user's changes are filed under this key.
-const EVERY_USER: &str = "";
-
-struct Subscriber {
-    filter: SubscriptionFilter,
-    queue: Arc<Queue>,
-}
-
-/// The local subscribers of one logger, by user id (every user's under "").
-pub struct Fanout {
-    subscribers: Mutex<Subscribers>,
-    next_id: AtomicU64,
-    buffer: usize,
-    /// Woken when a subscriber registers (the tail naps while nobody wants
-    /// anything).
-    arrived: Notify,
-}
-
-/// What the fan-out's lock guards.
-#[derive(Default)]
-struct Subscribers {
-    by_user: HashMap<String, HashMap<u64, Subscriber>>,
-    /// The newest cursor offered to every subscriber: an idle subscriber has
-    /// had everything up to it. Moved with each publication, under the same
-    /// lock as the subscribers, so a new subscriber's starting point is
-    /// exact.
-    position: Cursor,
-    /// How many subscribers want each status (in [`EventStatus::ALL`]'s
-    /// order): the tail reads the events of these statuses only.
-    wanting: [usize; 4],
-}
-
-impl Subscribers {
-    /// Hands one logged change to the subscribers whose filters it matches
-    /// (`buffer` messages of room each) and moves the position past it.
-    fn publish(&mut self, notification: &Notification, buffer: usize) {
-        self.position
-            .advance(notification.partition, notification.entry);
-        let mut message = None;
-        let mut cut_off = Vec::new();
-        for user in [notification.event.user_id.as_str(), EVERY_USER] {
-            let Some(group) = self.by_user.get_mut(user) else {
-                continue;
-            };
-            group.retain(|_, sub| {
-                if !sub.filter.matches(&notification.event) {
-                    return true;
-                }
-                let (message, bytes) = message.get_or_insert_with(|| {
-                    let message = published(notification, &self.position);
-                    let bytes = message.message.encoded_len();
-                    (message, bytes)
-                });
-                let kept = sub.queue.push(message, *bytes, buffer);
-                if !kept {
-                    cut_off.push(sub.filter.statuses.clone());
-                }
-                kept
-            });
-            if group.is_empty() {
-                self.by_user.remove(user);
-            }
-        }
-        for statuses in cut_off {
-            self.count_statuses(&statuses, false);
-        }
-    }
-
-    /// The statuses some subscriber wants.
-    fn wanted(&self) -> Statuses {
-        EventStatus::ALL
-            .into_iter()
-            .zip(self.wanting)
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, _)| s)
-            .collect()
-    }
-
-    /// Counts `statuses` in (`up`) or out of [`Self::wanting`].
-    fn count_statuses(&mut self, statuses: &[EventStatus], up: bool) {
-        let statuses: Statuses = statuses.iter().copied().collect();
-        for (status, n) in EventStatus::ALL.into_iter().zip(&mut self.wanting) {
-            if statuses.contains(status) {
-                *n = if up { *n + 1 } else { n.saturating_sub(1) };
-            }
-        }
-    }
-}
-
-impl Fanout {
-    /// A fan-out with `buffer` messages of room per subscriber.
-    pub fn new(buffer: usize) -> Arc<Self> {
-        Arc::new(Self {
-            subscribers: Mutex::default(),
-            next_id: AtomicU64::new(0),
-            buffer,
-            arrived: Notify::new(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Subscribers> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn position(&self) -> Cursor {
-        self.lock().position.clone()
-    }
-
-    /// Whether no subscriber is registered (the tail then naps).
-    fn is_idle(&self) -> bool {
-        self.lock().by_user.is_empty()
-    }
-
-    fn set_position(&self, cursor: &Cursor) {
-        self.lock().position.clone_from(cursor);
-    }
-
-    /// Registers a subscriber; returns its queue and the fan-out's position
-    /// at that moment (everything after it reaches the queue).
-    fn subscribe(
-        self: &Arc<Self>,
-        filter: SubscriptionFilter,
-        budget: Arc<Budget>,
-    ) -> (Live, Cursor) {
-        let queue = Arc::new(Queue::new(budget));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let user = filter.user_id.clone();
-        let mut subscribers = self.lock();
-        subscribers.count_statuses(&filter.statuses, true);
-        subscribers.by_user.entry(user.clone()).or_default().insert(
-            id,
-            Subscriber {
-                filter,
-                queue: queue.clone(),
-            },
-        );
-        let position = subscribers.position.clone();
-        drop(subscribers);
-        self.arrived.notify_one();
-        let live = Live {
-            queue,
-            _guard: Guard {
-                fanout: self.clone(),
-                user,
-                id,
-            },
-        };
-        (live, position)
-    }
-
-    fn remove(&self, user: &str, id: u64) {
-        let mut subscribers = self.lock();
-        let Some(of_user) = subscribers.by_user.get_mut(user) else {
-            return;
-        };
-        let removed = of_user.remove(&id);
-        if of_user.is_empty() {
-            subscribers.by_user.remove(user);
-        }
-        if let Some(sub) = removed {
-            subscribers.count_statuses(&sub.filter.statuses, false);
-        }
-    }
-
-    /// Hands what the tail read to the subscribers whose filters each
-    /// change matches, and moves the fan-out's position through the read;
-    /// each message is built (and measured) once, and only if someone wants
-    /// it. The read passed over the statuses outside `wanted`: if a
-    /// subscriber wanting one of them joined since, nothing is handed out
-    /// and `false` says to read again (else that subscriber would miss them).
-    fn publish_all(&self, read: &FeedRead, wanted: Statuses) -> bool {
-        let mut guard = self.lock();
-        let subscribers = &mut *guard;
-        if !wanted.covers(subscribers.wanted()) {
-            return false;
-        }
-        for notification in &read.notifications {
-            subscribers.publish(notification, self.buffer);
-        }
-        subscribers.position.join(&read.through);
-        true
-    }
-
-    /// Ends every subscription with UNAVAILABLE.
-    fn close_all(&self) {
-        let mut subscribers = self.lock();
-        subscribers.wanting = [0; 4];
-        for (_, group) in subscribers.by_user.drain() {
-            for (_, sub) in group {
-                sub.queue.end(Ended::Closed);
-            }
-        }
-    }
-
-    /// While no subscriber wants anything: a read that passes over all that
-    /// was logged after `current` without reading it, returned after a nap
-    /// of up to [`IDLE_NAP`] (cut short when a subscriber registers, whose
-    /// wants then make the tail read again from `current`).
-    async fn pass_over(
-        &self,
-        feed: &dyn NotificationFeed,
-        current: &Cursor,
-    ) -> herald::Result<FeedRead> {
-        let mut through = feed.latest_cursor().await?;
-        through.join(current);
-        let _ = tokio::time::timeout(IDLE_NAP, self.arrived.notified()).await;
-        Ok(FeedRead {
-            notifications: Vec::new(),
-            through,
-        })
-    }
-
-    /// Tails the notification log from its current end and publishes every
-    /// entry, until `shutdown`; then ends every subscription.
-    pub async fn tail(
-        self: Arc<Self>,
-        feed: Arc<dyn NotificationFeed>,
-        shutdown: CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        let mut cursor = None;
-        loop {
-            let step = async {
-                let current = match cursor.clone() {
-                    Some(c) => c,
-                    None => {
-                        let latest = feed.latest_cursor().await?;
-                        self.set_position(&latest);
-                        latest
-                    }
-                };
-                let wanted = self.lock().wanted();
-                let read = if wanted == Statuses::NONE {
-                    self.pass_over(feed.as_ref(), &current).await?
-                } else {
-                    feed.read_after(&current, 1_000, Duration::from_secs(5), wanted)
-                        .await?
-                };
-                Ok::<_, herald::Error>((current, read, wanted))
-            };
-            let result = tokio::select! {
-                result = step => result,
-                () = shutdown.cancelled() => break,
-            };
-            match result {
-                Ok((current, read, wanted)) => {
-                    backoff = Duration::from_millis(100);
-                    cursor = Some(if self.publish_all(&read, wanted) {
-                        read.through
-                    } else {
-                        current
-                    });
-                }
-                Err(err) => {
-                    warn!(error = %err, retry_in = ?backoff, "cannot read the notification log");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        debug!("notification tail stopped");
-        self.close_all();
-    }
-}
 
 /// Keeps the notification log within `max_age`, trimming it every minute
 /// (or every half of `max_age`, if shorter) until `shutdown`.
@@ -336,44 +61,6 @@ pub async fn retain(
             () = shutdown.cancelled() => break,
         }
     }
-}
-
-/// The message of one logged change, `cursor` being where a reader is
-/// once it has had it.
-fn event_message(notification: &Notification, cursor: &Cursor) -> pb::SubscribeResponse {
-    pb::SubscribeResponse {
-        kind: Some(Kind::Event(notification.event.clone().into())),
-        cursor: cursor.to_string(),
-    }
-}
-
-/// One logged change as the fan-out hands it out, published at `position`.
-fn published(notification: &Notification, position: &Cursor) -> Published {
-    Published {
-        partition: notification.partition,
-        entry: notification.entry,
-        cursor: Arc::new(position.clone()),
-        message: event_message(notification, position),
-    }
-}
-
-/// Unregisters a subscriber when its stream is dropped (the client went away).
-struct Guard {
-    fanout: Arc<Fanout>,
-    user: String,
-    id: u64,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.fanout.remove(&self.user, self.id);
-    }
-}
-
-/// A subscriber's place in the live feed.
-struct Live {
-    queue: Arc<Queue>,
-    _guard: Guard,
 }
 
 /// The response stream of Subscribe.
@@ -631,10 +318,11 @@ fn subscription(
                 // queue. A live-only stream gets that cursor at once, so a
                 // client that loses the connection before any change resumes
                 // from here.
-                // With no subscriber the tail does not follow the log closely
-                // (it naps): the log's end, read before joining, is then where
-                // this one starts (all before it was logged before it joined).
-                let idle_end = if fanout.is_idle() {
+                // While the fan-out trails the log (no subscriber: the tail
+                // naps; or the tail has not started), the log's end, read
+                // before joining, is where this one starts: all before it
+                // was logged before it joined.
+                let end = if fanout.trails_log() {
                     match feed.latest_cursor().await {
                         Ok(latest) => Some(latest),
                         Err(err) => {
@@ -646,18 +334,8 @@ fn subscription(
                     None
                 };
                 let (live, mut joined_at) = fanout.subscribe(filter.clone(), slot.budget.clone());
-                if let Some(end) = &idle_end {
+                if let Some(end) = &end {
                     joined_at.join(end);
-                }
-                if joined_at.is_start() {
-                    // The tail has not started: where it will start is no earlier.
-                    match feed.latest_cursor().await {
-                        Ok(latest) => joined_at = latest,
-                        Err(err) => {
-                            yield Err(Status::from(err));
-                            return;
-                        }
-                    }
                 }
                 yield Ok(heartbeat(&joined_at));
                 last = joined_at;
@@ -780,62 +458,4 @@ async fn history_start(
 
 fn shutting_down() -> Status {
     Status::unavailable("server is shutting down; reconnect to another logger")
-}
-
-#[cfg(test)]
-mod tests {
-    use herald::{NewEvent, partition::Partitions};
-
-    use super::*;
-
-    fn wanted(fanout: &Fanout) -> Statuses {
-        fanout.lock().wanted()
-    }
-
-    fn change(user: &str, status: EventStatus, seq: u64) -> Notification {
-        let partitions = Partitions::default();
-        let mut event = NewEvent::new(user, "x")
-            .expect("valid")
-            .into_event(partitions);
-        event.status = status;
-        Notification {
-            partition: partitions.of_user(user),
-            entry: format!("1-{seq}").parse().expect("entry id"),
-            event,
-        }
-    }
-
-    #[test]
-    fn the_tail_reads_what_some_subscriber_wants() {
-        use EventStatus::{Failed, Processed};
-        let fanout = Fanout::new(1);
-        let budget = Arc::new(Budget::new(1 << 20));
-        assert_eq!(wanted(&fanout), Statuses::NONE);
-        let (ann, _) = fanout.subscribe(SubscriptionFilter::user("ann"), budget.clone());
-        let mut failures = SubscriptionFilter::user("bob");
-        failures.statuses = vec![Failed, Failed];
-        let (bob, _) = fanout.subscribe(failures, budget);
-        assert_eq!(wanted(&fanout), [Processed, Failed].into_iter().collect());
-
-        // A read that passed over FAILED changes is not handed out: bob
-        // wants them.
-        let read = FeedRead {
-            notifications: vec![change("ann", Processed, 1)],
-            through: Cursor::start(Partitions::default()),
-        };
-        assert!(!fanout.publish_all(&read, [Processed].into_iter().collect()));
-        assert!(fanout.publish_all(&read, Statuses::ALL));
-
-        drop(bob);
-        assert_eq!(wanted(&fanout), [Processed].into_iter().collect());
-        // Cut off (its queue holds one message), ann is no longer counted.
-        let read = FeedRead {
-            notifications: vec![change("ann", Processed, 2)],
-            through: Cursor::start(Partitions::default()),
-        };
-        assert!(fanout.publish_all(&read, Statuses::ALL));
-        assert_eq!(wanted(&fanout), Statuses::NONE);
-        drop(ann);
-        assert_eq!(wanted(&fanout), Statuses::NONE);
-    }
 }
