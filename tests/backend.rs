@@ -1350,15 +1350,11 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
         .await
         .expect("create");
     let other = open("test", 8);
-    match other.store.prepare().await {
-        Err(Error::Misconfigured(why)) => {
-            assert!(
-                why.contains("16") && why.contains("--partitions 8"),
-                "{why}"
-            );
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let why = refusal(&other).await;
+    assert!(
+        why.contains("16") && why.contains("--partitions 8"),
+        "{why}"
+    );
     assert!(matches!(
         other.store.create(new_event("u", "refused")).await,
         Err(Error::Misconfigured(_))
@@ -1383,10 +1379,8 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
         .query_async(&mut conn)
         .await
         .expect("XADD");
-    match open("old", 16).store.prepare().await {
-        Err(Error::Misconfigured(why)) => assert!(why.contains("old:events"), "{why}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let why = refusal(&open("old", 16)).await;
+    assert!(why.contains("old:events"), "{why}");
 
     // Data of an earlier layout version (records as hashes): refused, named.
     let _: () = ::redis::cmd("HSET")
@@ -1398,8 +1392,14 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
         .query_async(&mut conn)
         .await
         .expect("HSET");
-    match open("v3", 16).store.prepare().await {
-        Err(Error::Misconfigured(why)) => assert!(why.contains("layout 3"), "{why}"),
+    let why = refusal(&open("v3", 16)).await;
+    assert!(why.contains("layout 3"), "{why}");
+}
+
+/// Why a backend refuses to start (it must).
+async fn refusal(b: &Backend) -> String {
+    match b.store.prepare().await {
+        Err(Error::Misconfigured(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
