@@ -205,12 +205,23 @@ impl Client {
         &self,
         events: Vec<EventInput>,
     ) -> Result<Vec<Result<Event, Error>>, Error> {
-        let n = events.len();
         let idempotent = events.iter().all(|e| !e.request_id.is_empty());
         let request = pb::CreateEventsRequest {
             requests: events.into_iter().map(create_request).collect(),
         };
-        let response = if idempotent {
+        let results = self.create_batch(request, idempotent).await?;
+        Ok(results.into_iter().map(item_result).collect())
+    }
+
+    /// One CreateEvents call, retried while the server is unavailable if
+    /// `retry`; its results, checked to be one per request.
+    pub(crate) async fn create_batch(
+        &self,
+        request: pb::CreateEventsRequest,
+        retry: bool,
+    ) -> Result<Vec<pb::CreateEventResult>, Error> {
+        let n = request.requests.len();
+        let response = if retry {
             self.retrying(|mut logger| {
                 let request = request.clone();
                 async move { logger.create_events(request).await }
@@ -229,7 +240,7 @@ impl Client {
                 response.results.len()
             )));
         }
-        Ok(response.results.into_iter().map(item_result).collect())
+        Ok(response.results)
     }
 
     /// The event with this id.
@@ -445,9 +456,8 @@ impl Client {
     }
 }
 
-/// The endpoint for `url`; a bare `host:port` means `http://host:port`.
 /// A request to create `event`.
-fn create_request(event: EventInput) -> pb::CreateEventRequest {
+pub(crate) fn create_request(event: EventInput) -> pb::CreateEventRequest {
     pb::CreateEventRequest {
         user_id: event.user_id,
         description: event.description,
@@ -466,7 +476,7 @@ fn item_result(result: impl BatchResult) -> Result<Event, Error> {
 }
 
 /// The event a batch result holds, or the error it holds as a status.
-fn item_parts(result: impl BatchResult) -> Result<pb::Event, Error> {
+pub(crate) fn item_parts(result: impl BatchResult) -> Result<pb::Event, Error> {
     use prost::Message;
     match result.into_parts() {
         (Some(event), _) => Ok(event),

@@ -1,5 +1,7 @@
 //! The client's error type.
 
+use std::time::Duration;
+
 use herald::FieldViolation;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -16,6 +18,9 @@ pub enum Error {
         message: String,
         /// For INVALID_ARGUMENT: which fields were wrong and why.
         violations: Vec<FieldViolation>,
+        /// When the server said to try again (its `google.rpc.RetryInfo`,
+        /// sent with RESOURCE_EXHAUSTED by the rate limits).
+        retry_after: Option<Duration>,
     },
     /// The server could not be reached at all (bad URL, connection refused).
     #[error("cannot connect to {url}: {reason}")]
@@ -47,6 +52,14 @@ impl Error {
         }
     }
 
+    /// How long the server asked to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Rpc { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The field violations of an INVALID_ARGUMENT error (empty otherwise).
     pub fn violations(&self) -> &[FieldViolation] {
         match self {
@@ -58,8 +71,9 @@ impl Error {
 
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        let violations = status
-            .get_error_details()
+        let details = status.get_error_details();
+        let retry_after = details.retry_info().and_then(|info| info.retry_delay);
+        let violations = details
             .bad_request()
             .map(|br| {
                 br.field_violations
@@ -87,6 +101,7 @@ impl From<Status> for Error {
             },
             message,
             violations,
+            retry_after,
         }
     }
 }
@@ -110,6 +125,7 @@ impl From<herald::Error> for Error {
                 code: Code::InvalidArgument,
                 message: herald::Error::InvalidArgument(violations.clone()).to_string(),
                 violations,
+                retry_after: None,
             },
             other => Self::InvalidResponse(other.to_string()),
         }

@@ -1,5 +1,7 @@
 //! `herald-client`: the Rust client of Herald's gRPC API, used by other services,
-//! by the processors (for `UpdateStatus`) and by the `herald` command-line tool.
+//! by the processors (for `UpdateStatus`) and by the `herald` command-line tool
+//! (crate `herald-cli`). It is a library only: no flags, no progress bars, no
+//! storage crates.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), herald_client::Error> {
@@ -12,18 +14,15 @@
 //! # Layout
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
-//! - [`error`]: [`Error`], which keeps the gRPC code and the field violations.
-//! - [`simulate`]: the delivery simulator behind `herald simulate`.
+//! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
+//!   and the server's retry delay.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
 //!   subscription that resumes by itself after a dropped connection.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
-//!   for mutual TLS, and [`TlsArgs`], the flags that name them.
-//! - `bin/herald/` (binary `herald`): the command-line tool, with `bench`, the
-//!   benchmark suite.
+//!   for mutual TLS.
 
 pub mod client;
 pub mod error;
-pub mod simulate;
 pub mod subscribe;
 pub mod tls;
 
@@ -31,4 +30,4 @@ pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
-pub use tls::{Tls, TlsArgs};
+pub use tls::Tls;

@@ -128,43 +128,6 @@ pub fn read_pem(path: &Path, label: &str, flag: &str) -> Result<Vec<u8>, Error> 
     Ok(bytes)
 }
 
-/// The `--ca-cert`, `--client-cert` and `--client-key` flags (with env twins)
-/// of the command-line tool and the processor.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct TlsArgs {
-    /// PEM CA certificate(s) to trust for https:// servers, instead of the
-    /// public web roots.
-    #[arg(long, env = "HERALD_CA_CERT", global = true)]
-    pub ca_cert: Option<std::path::PathBuf>,
-    /// PEM client certificate, for servers that require one (mutual TLS).
-    #[arg(
-        long,
-        env = "HERALD_CLIENT_CERT",
-        global = true,
-        requires = "client_key"
-    )]
-    pub client_cert: Option<std::path::PathBuf>,
-    /// PEM private key of --client-cert.
-    #[arg(
-        long,
-        env = "HERALD_CLIENT_KEY",
-        global = true,
-        requires = "client_cert"
-    )]
-    pub client_key: Option<std::path::PathBuf>,
-}
-
-impl TlsArgs {
-    /// The settings these flags name, files read and checked.
-    pub fn tls(&self) -> Result<Tls, Error> {
-        Tls::from_files(
-            self.ca_cert.as_deref(),
-            self.client_cert.as_deref(),
-            self.client_key.as_deref(),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where Herald's data is (none: the in-memory backend).
     #[command(flatten)]
-    pub redis: herald_processor::RedisArgs,
+    pub redis: herald_runtime::flags::RedisArgs,
     /// Replicas of the Redis node written to that must have each write
     /// (event creations, status changes) before the call is answered: a
     /// WAIT after each write batch, up to 1 s, then UNAVAILABLE. 0: answer
@@ -185,14 +185,14 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_processor::metrics::parse_listen)]
-    pub metrics_listen: herald_processor::metrics::MetricsListen,
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_runtime::metrics::parse_listen)]
+    pub metrics_listen: herald_runtime::metrics::MetricsListen,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,
     /// Logging flags.
     #[command(flatten)]
-    pub log: herald_processor::process::LogArgs,
+    pub log: herald_runtime::process::LogArgs,
 }
 
 impl Config {

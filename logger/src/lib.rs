@@ -77,7 +77,7 @@ pub async fn run_with_sink(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics =
-        herald_processor::metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
+        herald_runtime::metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
     run_with(listener, metrics, config, sink, shutdown).await
 }
 
@@ -205,7 +205,7 @@ pub async fn run_with(
             backend.queue.clone(),
             notifier.active_streams(),
         );
-        background.spawn(herald_processor::metrics::serve(
+        background.spawn(herald_runtime::metrics::serve(
             listener,
             meters.registry.clone(),
             refresh,

@@ -6,16 +6,14 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = herald_processor::process::parse_args();
-    herald_processor::process::init_tracing(config.log.log_format);
+    let config: Config = herald_runtime::process::parse_args();
+    herald_runtime::process::init_tracing(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(herald_processor::process::cancel_on_signal(
-        shutdown.clone(),
-    ));
-    let spans = herald_processor::otel::init("herald-logger")?;
+    tokio::spawn(herald_runtime::process::cancel_on_signal(shutdown.clone()));
+    let spans = herald_runtime::otel::init("herald-logger")?;
     let ran = herald_logger::run(listener, config, shutdown).await;
     if let Some(spans) = spans {
         spans.finish().await;

@@ -15,9 +15,9 @@ use herald::{
     EventStatus,
     backend::{EventStore, WorkQueue},
 };
-use herald_processor::metrics::{
-    QueueGauges, Refresh, Uptime, WorkerMetrics, counter, counter_vec, duration_histogram_vec,
-    register,
+use herald_processor::metrics::WorkerMetrics;
+use herald_runtime::metrics::{
+    QueueGauges, Refresh, Uptime, counter, counter_vec, duration_histogram_vec, register,
 };
 use http_body::Frame;
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -70,12 +70,12 @@ impl LoggerMetrics {
             uptime: Uptime::register(&registry),
             queue: QueueGauges::register(&registry),
             statuses,
-            subscribers: herald_processor::metrics::int_gauge(
+            subscribers: herald_runtime::metrics::int_gauge(
                 &registry,
                 "herald_subscribers_active",
                 "Subscribe streams open on this logger",
             ),
-            subscriber_bytes: herald_processor::metrics::int_gauge(
+            subscriber_bytes: herald_runtime::metrics::int_gauge(
                 &registry,
                 "herald_subscriber_buffered_bytes",
                 "Bytes (encoded messages) waiting in the Subscribe queues of this logger",

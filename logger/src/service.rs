@@ -114,12 +114,12 @@ fn trace_step(event: &Event, since: SystemTime, kind: Write) {
     let Some(stored) = event.traceparent else {
         return;
     };
-    herald_processor::otel::record(|| {
+    herald_runtime::otel::record(|| {
         let (name, context, parent) = match kind {
             Write::Create(caller) => ("CreateEvent", stored, caller),
             Write::Change => ("UpdateStatus", stored.child(), Some(stored)),
         };
-        herald_processor::otel::Step {
+        herald_runtime::otel::Step {
             name,
             context,
             parent,

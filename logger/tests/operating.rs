@@ -300,7 +300,7 @@ fn parse(args: &[&str]) -> Result<herald_logger::Config, String> {
         .chain(args.iter().copied())
         .map(Into::into)
         .collect();
-    herald_processor::process::try_parse_args(argv).map_err(|e| e.to_string())
+    herald_runtime::process::try_parse_args(argv).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -333,7 +333,7 @@ fn a_config_file_sets_options_under_the_flags() {
     assert_eq!(config.embedded_worker.max_deliveries, 3);
     assert_eq!(
         config.log.log_format,
-        herald_processor::process::LogFormat::Json
+        herald_runtime::process::LogFormat::Json
     );
     // Untouched options keep their defaults.
     assert_eq!(config.subscriber_buffer, 1_024);

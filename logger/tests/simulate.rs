@@ -7,7 +7,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{Lines, Logger};
-use herald_client::simulate::{SimulateOptions, simulate};
+use herald_cli::simulate::{SimulateOptions, simulate};
 
 #[tokio::test]
 async fn observed_ratios_match_the_requested_ones() {

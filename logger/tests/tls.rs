@@ -12,8 +12,9 @@ use herald::{
     EventStatus,
     testing::{RedisServer, skip_redis_tests},
 };
-use herald_client::{Client, Error, Tls, TlsArgs};
+use herald_client::{Client, Error, Tls};
 use herald_logger::Config;
+use herald_runtime::flags::TlsArgs;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -225,7 +226,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
     let shutdown = CancellationToken::new();
     let config = herald_processor::Config {
         config: None,
-        redis: herald_processor::RedisArgs::node(&redis.url()),
+        redis: herald_runtime::flags::RedisArgs::node(&redis.url()),
         logger_url: https.clone(),
         api_key: String::new(),
         tls: TlsArgs {
@@ -235,7 +236,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
         },
         worker: herald_processor::WorkerConfig::parse_from_args(&["--block-ms", "200"]),
         log: Default::default(),
-        metrics_listen: herald_processor::metrics::MetricsListen(None),
+        metrics_listen: herald_runtime::metrics::MetricsListen(None),
     };
     let processor = tokio::spawn(herald_processor::run(
         config,

@@ -2,12 +2,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use clap::{Args, FromArgMatches, Parser};
-use herald::{
-    backend::BackendConfig,
-    partition::Partitions,
-    random::{SplitMix64, parse_ratio},
-};
+use clap::{Args, Parser};
+use herald::random::{SplitMix64, parse_ratio};
+use herald_runtime::flags::{RedisArgs, TlsArgs, parse_flags};
 
 use crate::sink::{SimulatedSink, Sink};
 
@@ -46,84 +43,6 @@ pub struct WorkerConfig {
     /// On shutdown, how long events in flight may take to finish (milliseconds).
     #[arg(long, env = "HERALD_WORKER_GRACE_MS", default_value_t = 10_000)]
     pub worker_grace_ms: u64,
-}
-
-/// A group of flags `T` at its defaults, overridden by `args` (flag syntax,
-/// without a program name); a bad flag exits as clap does.
-fn parse_flags<T: Args + FromArgMatches>(name: &'static str, args: &[&str]) -> T {
-    let command = T::augment_args(clap::Command::new(name));
-    let matches = command.get_matches_from(std::iter::once(name).chain(args.iter().copied()));
-    T::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
-}
-
-/// Where Herald's data is in Redis: flags shared by `herald-processor` and
-/// `herald-logger`.
-#[derive(Args, Clone, Debug)]
-pub struct RedisArgs {
-    /// Redis holding Herald's data, e.g. redis://127.0.0.1:6379/ (the
-    /// logger without it or --redis-cluster: in-memory backend plus an
-    /// embedded worker, and nothing survives a restart).
-    #[arg(long, env = "HERALD_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Seed nodes of a Redis Cluster holding Herald's data, in place of
-    /// --redis-url, e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
-    #[arg(
-        long,
-        env = "HERALD_REDIS_CLUSTER",
-        value_name = "URL[,URL...]",
-        value_delimiter = ',',
-        conflicts_with = "redis_url"
-    )]
-    pub redis_cluster: Vec<String>,
-    /// Prefix of every Redis key.
-    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
-    pub redis_prefix: String,
-    /// Partitions of the Redis keyspace (each in one Redis Cluster slot).
-    /// Fixed when a deployment is first used: every logger and processor of
-    /// it must give the same number.
-    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = herald::partition::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=i64::from(herald::partition::MAX_PARTITIONS)))]
-    pub partitions: u16,
-}
-
-impl RedisArgs {
-    /// Flags for one Redis node at `url`, every other flag at its default.
-    pub fn node(url: &str) -> Self {
-        Self {
-            redis_url: Some(url.to_owned()),
-            ..Self::parse_from_args(&[])
-        }
-    }
-
-    /// The defaults, overridden by `args` (flag syntax, without a program name).
-    pub fn parse_from_args(args: &[&str]) -> Self {
-        parse_flags("redis", args)
-    }
-
-    /// Whether a Redis (node or cluster) is named.
-    pub fn is_set(&self) -> bool {
-        self.redis_url.is_some() || !self.redis_cluster.is_empty()
-    }
-
-    /// The backend these flags name; `None` when no Redis is named.
-    pub fn backend(&self) -> Option<BackendConfig> {
-        let prefix = self.redis_prefix.clone();
-        match &self.redis_url {
-            Some(url) => Some(BackendConfig::Redis {
-                url: url.clone(),
-                prefix,
-            }),
-            None if !self.redis_cluster.is_empty() => Some(BackendConfig::RedisCluster {
-                urls: self.redis_cluster.clone(),
-                prefix,
-            }),
-            None => None,
-        }
-    }
-
-    /// The partitions these flags ask for.
-    pub fn partitions(&self) -> Partitions {
-        Partitions::new(self.partitions).unwrap_or_default()
-    }
 }
 
 /// Which sink a worker delivers through.
@@ -215,16 +134,16 @@ pub struct Config {
     pub api_key: String,
     /// TLS towards an https:// logger: the CA to trust and the client certificate.
     #[command(flatten)]
-    pub tls: herald_client::TlsArgs,
+    pub tls: TlsArgs,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = crate::metrics::parse_listen)]
-    pub metrics_listen: crate::metrics::MetricsListen,
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = herald_runtime::metrics::parse_listen)]
+    pub metrics_listen: herald_runtime::metrics::MetricsListen,
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,
     /// Logging flags.
     #[command(flatten)]
-    pub log: crate::process::LogArgs,
+    pub log: herald_runtime::process::LogArgs,
 }
 
 /// `{host name}-{pid}`: unique per process on a host.

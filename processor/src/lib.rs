@@ -8,14 +8,10 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags (with `HERALD_*` env twins) and defaults.
-//! - [`metrics`]: the Prometheus `/metrics` endpoint and the metrics every
-//!   server shares (uptime, queue sizes, the worker's counts), also used by
-//!   the logger.
-//! - [`otel`]: OpenTelemetry export of events' spans over OTLP (cargo
-//!   feature `otlp`), also used by the logger.
-//! - [`process`]: flags with a `--config` file under them, logging set-up
-//!   (`--log-format`) and shutdown on SIGINT/SIGTERM, shared with the logger
-//!   binary.
+//! - [`metrics`]: the worker's own metrics (notifications sent and failed,
+//!   dead letters, processing time), also kept by the logger's embedded
+//!   worker. The `/metrics` endpoint, logging, signals and OTLP export are
+//!   `herald-runtime`'s.
 //! - [`sink`]: the [`Sink`] abstraction, the line sink that prints
 //!   `Event {event_id} has been sent to {user_id}: {description}`, and the
 //!   simulated sink that loses a share of attempts.
@@ -25,8 +21,6 @@
 
 pub mod config;
 pub mod metrics;
-pub mod otel;
-pub mod process;
 pub mod sink;
 pub mod worker;
 
@@ -35,10 +29,11 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use herald::backend::{self, EventStore, StoreOptions};
 use herald_client::Client;
+use herald_runtime::metrics as endpoint;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, RedisArgs, WorkerConfig};
+pub use config::{Config, WorkerConfig};
 pub use sink::{LineSink, SimulatedSink, Sink};
 pub use worker::run_worker;
 
@@ -50,7 +45,7 @@ pub async fn run(
     sink: Arc<dyn Sink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
+    let metrics = endpoint::bind(config.metrics_listen.0, "--metrics-listen").await?;
     run_with(config, metrics, sink, shutdown).await
 }
 
@@ -87,11 +82,11 @@ pub async fn run_with(
     );
     let registry = prometheus::Registry::new();
     let worker_metrics = metrics::WorkerMetrics::register(&registry);
-    let endpoint = metrics.map(|listener| {
-        let uptime = metrics::Uptime::register(&registry);
-        let queue_gauges = metrics::QueueGauges::register(&registry);
+    let serving = metrics.map(|listener| {
+        let uptime = endpoint::Uptime::register(&registry);
+        let queue_gauges = endpoint::QueueGauges::register(&registry);
         let queue = backend.queue.clone();
-        let refresh: metrics::Refresh = Arc::new(move || {
+        let refresh: endpoint::Refresh = Arc::new(move || {
             let (uptime, queue_gauges, queue) =
                 (uptime.clone(), queue_gauges.clone(), queue.clone());
             Box::pin(async move {
@@ -99,7 +94,7 @@ pub async fn run_with(
                 queue_gauges.refresh(queue.as_ref()).await;
             })
         });
-        tokio::spawn(metrics::serve(
+        tokio::spawn(endpoint::serve(
             listener,
             registry,
             refresh,
@@ -115,8 +110,8 @@ pub async fn run_with(
         shutdown,
     )
     .await;
-    if let Some(endpoint) = endpoint {
-        endpoint.abort();
+    if let Some(serving) = serving {
+        serving.abort();
     }
     Ok(())
 }

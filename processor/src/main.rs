@@ -7,13 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = herald_processor::process::parse_args();
-    herald_processor::process::init_tracing(config.log.log_format);
+    let config: Config = herald_runtime::process::parse_args();
+    herald_runtime::process::init_tracing(config.log.log_format);
     let shutdown = CancellationToken::new();
-    tokio::spawn(herald_processor::process::cancel_on_signal(
-        shutdown.clone(),
-    ));
-    let spans = herald_processor::otel::init("herald-processor")?;
+    tokio::spawn(herald_runtime::process::cancel_on_signal(shutdown.clone()));
+    let spans = herald_runtime::otel::init("herald-processor")?;
     let ran = herald_processor::run(config, Arc::new(LineSink::stdout()), shutdown).await;
     if let Some(spans) = spans {
         spans.finish().await;

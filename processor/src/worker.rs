@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{config::WorkerConfig, metrics::WorkerMetrics, otel, sink::Sink};
+use herald_runtime::otel;
+
+use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
 
 /// Most events one BatchUpdateStatus call settles.
 const SETTLE_BATCH: usize = 256;

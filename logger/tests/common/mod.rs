@@ -161,8 +161,10 @@ impl Processor {
         sink: Arc<dyn Sink>,
     ) -> Self {
         let mut config = Self::config("", logger_url, "", worker_args);
-        config.redis =
-            herald_processor::RedisArgs::parse_from_args(&["--redis-cluster", &seeds.join(",")]);
+        config.redis = herald_runtime::flags::RedisArgs::parse_from_args(&[
+            "--redis-cluster",
+            &seeds.join(","),
+        ]);
         Self::start_with_config(config, sink)
     }
 
@@ -183,12 +185,12 @@ impl Processor {
     ) -> herald_processor::Config {
         herald_processor::Config {
             config: None,
-            redis: herald_processor::RedisArgs::node(redis_url),
+            redis: herald_runtime::flags::RedisArgs::node(redis_url),
             logger_url: logger_url.to_owned(),
             api_key: api_key.to_owned(),
-            tls: herald_client::TlsArgs::default(),
+            tls: herald_runtime::flags::TlsArgs::default(),
             log: Default::default(),
-            metrics_listen: herald_processor::metrics::MetricsListen(None),
+            metrics_listen: herald_runtime::metrics::MetricsListen(None),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
         }
     }

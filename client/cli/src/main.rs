@@ -1,7 +1,5 @@
 //! `herald`: Herald's command-line tool.
 
-mod bench;
-
 use std::{
     process::ExitCode,
     sync::Arc,
@@ -17,10 +15,12 @@ use herald::{
     pb,
     random::parse_ratio,
 };
-use herald_client::{
-    Client, Error, Message, Notification, RetryPolicy, SubscribeOptions, TlsArgs,
+use herald_cli::{
+    bench,
     simulate::{SimulateOptions, simulate},
 };
+use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions};
+use herald_runtime::flags::TlsArgs;
 use uuid::Uuid;
 
 /// Herald's command-line tool: create, inspect and follow events.
@@ -453,6 +453,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                     code: tonic::Code::Unavailable,
                     message: format!("logger is {status}"),
                     violations: Vec::new(),
+                    retry_after: None,
                 });
             }
         }

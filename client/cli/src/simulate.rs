@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::{Client, Error, Message, SubscribeOptions};
+use herald_client::{Client, Error, Message, SubscribeOptions};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
