@@ -16,6 +16,8 @@
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
 //!   and the server's retry delay.
+//! - [`publisher`]: [`Publisher`], which publishes events in the background
+//!   in batches, retrying while the logger is down, and never fails its caller.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
 //!   subscription that resumes by itself after a dropped connection.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
@@ -23,11 +25,19 @@
 
 pub mod client;
 pub mod error;
+pub mod publisher;
 pub mod subscribe;
 pub mod tls;
 
 pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
+pub use herald::domain::EventInput;
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
+pub use publisher::{Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull};
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::Tls;
+
+/// The README's Rust examples, compiled (and run unless marked `no_run`) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
