@@ -153,14 +153,17 @@ sys.exit(done.returncode)' "$WORK/client-cpu" "$BIN/herald" --server "$server" -
     >> "$OUT/results.jsonl"
 }
 
-# e2e_with_cpu LABEL SERVER NAME=PID...: the unpaced end-to-end run, and the
-# CPU each named process (and the benchmark client) spent on it, per event.
+# e2e_with_cpu LABEL SERVER VIA NAME=PID...: the unpaced end-to-end run,
+# creating with one call per event (VIA call) or through the client's
+# Publisher (VIA publisher), and the CPU each named process (and the
+# benchmark client) spent on it, per event.
 e2e_with_cpu() {
-  local backend="$1" server="$2"
-  shift 2
-  local before=()
+  local backend="$1" server="$2" via="$3"
+  shift 3
+  local before=() flags=()
+  [ "$via" = publisher ] && flags=(--publisher)
   for named in "$@"; do before+=("$(cpu_ticks "${named#*=}")"); done
-  bench "$backend" "$server" e2e --events "$E2E_EVENTS"
+  bench "$backend" "$server" e2e --events "$E2E_EVENTS" "${flags[@]}"
   local tick i=0 parts=()
   tick=$(getconf CLK_TCK)
   for named in "$@"; do
@@ -171,7 +174,7 @@ e2e_with_cpu() {
   client=$(python3 -c 'import sys; print(round(float(open(sys.argv[1]).read()) * 1e6 / int(sys.argv[2])))' "$WORK/client-cpu" "$E2E_EVENTS")
   local joined
   joined=$(IFS=,; echo "${parts[*]}")
-  echo "{\"benchmark\": \"cpu\", \"backend\": \"$backend\", \"events\": $E2E_EVENTS, \"us_per_event\": {$joined}, \"client_us_per_event\": $client}" >> "$OUT/results.jsonl"
+  echo "{\"benchmark\": \"cpu\", \"backend\": \"$backend\", \"via\": \"$via\", \"events\": $E2E_EVENTS, \"us_per_event\": {$joined}, \"client_us_per_event\": $client}" >> "$OUT/results.jsonl"
 }
 
 ingest() {
@@ -183,7 +186,8 @@ ingest() {
 rest_of_suite() {
   local backend="$1" server="$2" logger_pid="$3"
   shift 3
-  e2e_with_cpu "$backend" "$server" "$@"
+  e2e_with_cpu "$backend" "$server" call "$@"
+  e2e_with_cpu "$backend" "$server" publisher "$@"
   bench "$backend" "$server" e2e --events "$RATE_EVENTS" --rate 1000 --concurrency 16
   bench "$backend" "$server" fanout --subscribers "$SUBSCRIBERS" --events "$FANOUT_EVENTS"
   bench "$backend" "$server" stats --duration "$DURATION" --warmup 1s

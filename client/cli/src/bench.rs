@@ -104,6 +104,11 @@ pub struct E2eArgs {
     /// Give up waiting for notifications after this long.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Create through a `herald_client::Publisher` at its defaults (batched
+    /// CreateEvents) instead of one CreateEvent call per event; the create
+    /// latency is then not measured.
+    #[arg(long)]
+    publisher: bool,
 }
 
 /// Flags of `bench fanout`.
@@ -150,7 +155,7 @@ pub async fn run(
     let key = ApiKey::bearer(api_key)?;
     let report = match bench {
         Bench::Ingest(args) => ingest(server, tls, &key, args).await?,
-        Bench::E2e(args) => e2e(server, tls, &key, args).await?,
+        Bench::E2e(args) => e2e(server, tls, api_key, args).await?,
         Bench::Fanout(args) => fanout(server, tls, &key, args).await?,
         Bench::Stats(args) => stats(server, tls, &key, args).await?,
     };
@@ -456,7 +461,8 @@ fn since(t: Option<prost_types::Timestamp>) -> Duration {
         .unwrap_or_default()
 }
 
-async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::Result<Report> {
+async fn e2e(server: &str, tls: &Tls, api_key: &str, args: &E2eArgs) -> anyhow::Result<Report> {
+    let key = &ApiKey::bearer(api_key)?;
     let tag = run_tag();
     let channels = connect_all(server, tls, args.connections).await?;
     let users: Vec<String> = (0..args.users.max(1))
@@ -498,43 +504,20 @@ async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::R
 
     let bar = spinner("processed", Some(args.events));
     let start = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
     let mut creators = JoinSet::new();
-    for i in 0..args.concurrency.max(1) {
-        let mut client =
-            EventLoggerClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
-        let (next, users, rate, n) = (next.clone(), users.clone(), args.rate, args.events);
-        creators.spawn(async move {
-            let mut series = Series::new("create");
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= n {
-                    break;
-                }
-                if let Some(rate) = rate {
-                    tokio::time::sleep_until(
-                        (start + Duration::from_secs_f64(k as f64 / rate)).into(),
-                    )
-                    .await;
-                }
-                let request = pb::CreateEventRequest {
-                    user_id: users[k as usize % users.len()].clone(),
-                    description: format!("benchmark event {k}"),
-                    ..Default::default()
-                };
-                let t0 = Instant::now();
-                match client.create_event(request).await {
-                    Ok(_) => {
-                        series.ops += 1;
-                        record(&mut series.latency_us, t0.elapsed());
-                    }
-                    Err(_) => series.errors += 1,
-                }
-            }
-            series
-        });
+    if args.publisher {
+        let client = herald_client::Client::connect_with(server, tls)
+            .await?
+            .with_api_key(api_key)?;
+        creators.spawn(publish_all(client, users, args.events, args.rate, start));
+    } else {
+        create_each(&mut creators, &channels, key, users, args, start);
     }
-    let mut create = Series::new("create (CreateEvent)");
+    let mut create = Series::new(if args.publisher {
+        "create (Publisher)"
+    } else {
+        "create (CreateEvent)"
+    });
     let deadline = start + args.timeout;
     let mut creators_done = false;
     loop {
@@ -581,6 +564,7 @@ async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::R
         figures: vec![
             ("events", json!(args.events)),
             ("rate", json!(args.rate)),
+            ("via", json!(if args.publisher { "publisher" } else { "call" })),
             ("created", json!(create.ops)),
             ("processed", json!(processed.ops)),
             ("missing", json!(create.ops - processed.ops.min(create.ops))),
@@ -588,6 +572,94 @@ async fn e2e(server: &str, tls: &Tls, key: &ApiKey, args: &E2eArgs) -> anyhow::R
         ],
         series: vec![create, processed],
     })
+}
+
+/// The e2e run's events `k` of `n`: user and description.
+fn bench_event(users: &[String], k: u64) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        user_id: users[k as usize % users.len()].clone(),
+        description: format!("benchmark event {k}"),
+        ..Default::default()
+    }
+}
+
+/// When event `k` is due at `rate` events a second from `start` (at once without a rate).
+async fn pace(start: Instant, rate: Option<f64>, k: u64) {
+    if let Some(rate) = rate {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / rate)).into()).await;
+    }
+}
+
+/// Creates the e2e run's events with one CreateEvent call each, from
+/// `--concurrency` tasks on `creators`, timing each call.
+fn create_each(
+    creators: &mut JoinSet<Series>,
+    channels: &[Channel],
+    key: &ApiKey,
+    users: Vec<String>,
+    args: &E2eArgs,
+    start: Instant,
+) {
+    let next = Arc::new(AtomicU64::new(0));
+    for i in 0..args.concurrency.max(1) {
+        let mut client =
+            EventLoggerClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
+        let (next, users, rate, n) = (next.clone(), users.clone(), args.rate, args.events);
+        creators.spawn(async move {
+            let mut series = Series::new("create");
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    break;
+                }
+                pace(start, rate, k).await;
+                let t0 = Instant::now();
+                match client.create_event(bench_event(&users, k)).await {
+                    Ok(_) => {
+                        series.ops += 1;
+                        record(&mut series.latency_us, t0.elapsed());
+                    }
+                    Err(_) => series.errors += 1,
+                }
+            }
+            series
+        });
+    }
+}
+
+/// Publishes the e2e run's `n` events through a [`herald_client::Publisher`]
+/// (waiting for room rather than dropping), then flushes it.
+async fn publish_all(
+    client: herald_client::Client,
+    users: Vec<String>,
+    n: u64,
+    rate: Option<f64>,
+    start: Instant,
+) -> Series {
+    use herald_client::{EventInput, Publisher, PublisherOptions, WhenFull};
+    let publisher = Publisher::new(
+        client,
+        PublisherOptions {
+            when_full: WhenFull::Wait(Duration::from_secs(3600)),
+            ..PublisherOptions::default()
+        },
+    );
+    for k in 0..n {
+        pace(start, rate, k).await;
+        let event = bench_event(&users, k);
+        publisher
+            .publish(EventInput {
+                user_id: event.user_id,
+                description: event.description,
+                ..EventInput::default()
+            })
+            .await;
+    }
+    let stats = publisher.close(Duration::from_secs(60)).await;
+    let mut series = Series::new("create");
+    series.ops = stats.published;
+    series.errors = stats.refused + stats.dropped;
+    series
 }
 
 async fn fanout(
