@@ -6,6 +6,7 @@ use clap::Parser;
 use herald::{backend::StoreOptions, domain::Rules};
 use herald_client::tls::read_pem;
 use herald_processor::WorkerConfig;
+use herald_runtime::flags::{duration, duration_within, positive_duration};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::{
@@ -23,25 +24,7 @@ pub struct Retention(pub Option<Duration>);
 fn parse_retention(text: &str) -> Result<Retention, String> {
     match text.trim() {
         "off" | "0" => Ok(Retention(None)),
-        other => parse_interval(other).map(|age| Retention(Some(age))),
-    }
-}
-
-/// Reads `--user-token-leeway`: a duration from 0s to 5m.
-fn parse_leeway(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d > Duration::from_secs(300) => Err("must be at most 5m".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{e} (expected e.g. 5s, or 0s for none)")),
-    }
-}
-
-/// Reads a positive duration such as `1m`, `30s` or `500ms`.
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{e} (expected e.g. 30d, 12h, 90m, 30s or 500ms)")),
+        other => positive_duration(other).map(|age| Retention(Some(age))),
     }
 }
 
@@ -70,23 +53,23 @@ pub struct Config {
     /// With Redis, also run a processor worker in this process.
     #[arg(long, env = "HERALD_WORKER")]
     pub worker: bool,
-    /// On shutdown, how long open calls may take to finish (milliseconds).
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
-    pub shutdown_grace_ms: u64,
+    /// On shutdown, how long open calls may take to finish.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
+    pub shutdown_grace: Duration,
     /// Messages buffered per subscriber; one that falls further behind is cut off.
     #[arg(long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub subscriber_buffer: u32,
-    /// Idle time after which a Subscribe stream gets a heartbeat (seconds;
+    /// Idle time after which a Subscribe stream gets a heartbeat (1s to 1h;
     /// it comes within twice that).
-    #[arg(long, env = "HERALD_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub heartbeat_secs: u64,
+    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600)))]
+    pub heartbeat: Duration,
     /// Most entries each partition's notification log keeps for resuming
     /// subscribers; older ones are trimmed as new ones arrive.
     #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald::backend::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub notifications_max_len: u64,
-    /// Oldest entry the notification log keeps (seconds; default 24 h).
-    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub notifications_max_age_secs: u64,
+    /// Oldest entry the notification log keeps (at least 1s).
+    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
+    pub notifications_max_age: Duration,
     /// Events older than this (by occurred_at and created_at) are removed,
     /// with their index entries, and so are dead letters as old; PENDING
     /// events always stay. E.g. 30d, 12h, 90m; `off` keeps everything.
@@ -94,7 +77,7 @@ pub struct Config {
     pub retention: Retention,
     /// Time between two retention sweeps (which also trim the work queue
     /// below what every consumer group has acknowledged), e.g. 1m, 30s.
-    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     pub retention_interval: Duration,
     /// Most events one retention slice (one Redis script) looks at.
     #[arg(long, env = "HERALD_RETENTION_SLICE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -106,16 +89,16 @@ pub struct Config {
     /// Refuse events whose type is not in the registry.
     #[arg(long, env = "HERALD_REJECT_UNKNOWN_TYPES")]
     pub reject_unknown_types: bool,
-    /// How far ahead of this server's clock an event's occurred_at may be (seconds).
-    #[arg(long, env = "HERALD_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
-    pub max_future_skew_secs: u64,
-    /// How old an event's occurred_at may be (seconds; default 30 days).
-    #[arg(long, env = "HERALD_MAX_EVENT_AGE_SECS", default_value_t = 30 * 24 * 3600)]
-    pub max_event_age_secs: u64,
+    /// How far ahead of this server's clock an event's occurred_at may be.
+    #[arg(long, env = "HERALD_MAX_FUTURE_SKEW", default_value = "5m", value_parser = duration)]
+    pub max_future_skew: Duration,
+    /// How old an event's occurred_at may be.
+    #[arg(long, env = "HERALD_MAX_EVENT_AGE", default_value = "30d", value_parser = duration)]
+    pub max_event_age: Duration,
     /// How long a client's request_id keeps answering with the event it
-    /// created (seconds; default 24 h).
-    #[arg(long, env = "HERALD_REQUEST_ID_WINDOW_SECS", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_id_window_secs: u64,
+    /// created (at least 1s).
+    #[arg(long, env = "HERALD_REQUEST_ID_WINDOW", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
+    pub request_id_window: Duration,
     /// API keys file: per client, its id, the SHA-256 of its key and its
     /// scopes (`herald keys new` makes entries). Without it, every call is
     /// allowed (open mode), and only on a loopback address.
@@ -142,7 +125,7 @@ pub struct Config {
     pub max_message_bytes: u64,
     /// How long a request's message may take to arrive whole, e.g. 10s;
     /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed.
-    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub body_timeout: Duration,
     /// Bytes of request messages all calls may hold at once (being received
     /// or served); a call past it is refused with RESOURCE_EXHAUSTED.
@@ -155,11 +138,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
     pub http2_max_header_list_size: u32,
     /// Time between HTTP/2 keepalive pings to each client, e.g. 30s.
-    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
     pub http2_keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered before the connection is
     /// closed, e.g. 10s.
-    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub http2_keepalive_timeout: Duration,
     /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
     /// the user id and an `exp`): such a token may Subscribe to its user's
@@ -168,7 +151,7 @@ pub struct Config {
     pub user_token_secret: Option<String>,
     /// How far a user token's `exp` and `nbf` may be off (clock skew
     /// between its signer and this server), e.g. 5s; 0s for none.
-    #[arg(long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    #[arg(long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
     pub user_token_leeway: Duration,
     /// PEM certificate chain to serve TLS with (with --tls-key); without
     /// it, plain HTTP/2.
@@ -199,11 +182,6 @@ impl Config {
     /// Parses flags (and env twins) from `args`, program name excluded; for tests.
     pub fn from_args(args: &[&str]) -> Self {
         Self::parse_from(std::iter::once("herald-logger").chain(args.iter().copied()))
-    }
-
-    /// Shutdown grace time.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
     }
 
     /// The limits on request bodies; the error says what to fix.
@@ -245,8 +223,8 @@ impl Config {
         Ok(Rules {
             types: Arc::new(types),
             reject_unknown_types: self.reject_unknown_types,
-            max_future_skew: Duration::from_secs(self.max_future_skew_secs),
-            max_age: Duration::from_secs(self.max_event_age_secs),
+            max_future_skew: self.max_future_skew,
+            max_age: self.max_event_age,
         })
     }
 
@@ -311,13 +289,13 @@ impl Config {
     /// How retention runs; the error says what to fix.
     pub fn retention(&self) -> anyhow::Result<RetentionOptions> {
         if let Retention(Some(max_age)) = self.retention
-            && max_age <= Duration::from_secs(self.request_id_window_secs)
+            && max_age <= self.request_id_window
         {
             anyhow::bail!(
-                "--retention ({}) must be longer than --request-id-window-secs ({} s): a \
+                "--retention ({}) must be longer than --request-id-window ({}): a \
                  repeated request id must still find the event it created",
                 humantime::format_duration(max_age),
-                self.request_id_window_secs
+                humantime::format_duration(self.request_id_window)
             );
         }
         Ok(RetentionOptions {
@@ -330,7 +308,7 @@ impl Config {
     /// The store's options.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
-            request_id_window: Duration::from_secs(self.request_id_window_secs),
+            request_id_window: self.request_id_window,
             notifications_max_len: usize::try_from(self.notifications_max_len)
                 .unwrap_or(usize::MAX),
             partitions: self.redis.partitions(),

@@ -38,7 +38,7 @@ pub mod retention;
 pub mod server;
 pub mod service;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context;
 use herald::{
@@ -135,7 +135,7 @@ pub async fn run_with(
     ));
     background.spawn(notifier::retain(
         backend.feed.clone(),
-        Duration::from_secs(config.notifications_max_age_secs),
+        config.notifications_max_age,
         shutdown.clone(),
     ));
 
@@ -196,7 +196,7 @@ pub async fn run_with(
         NotifierOptions {
             max_streams: config.max_streams_per_client as usize,
             max_buffered_bytes: config.max_buffered_bytes_per_client as usize,
-            heartbeat: Duration::from_secs(config.heartbeat_secs),
+            heartbeat: config.heartbeat,
         },
     );
     if let Some(listener) = metrics {
@@ -228,7 +228,7 @@ pub async fn run_with(
             body,
             http2: config.http2(),
             stop: stop_server,
-            grace: config.shutdown_grace(),
+            grace: config.shutdown_grace,
         },
     )
     .await;

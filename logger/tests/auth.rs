@@ -308,7 +308,7 @@ async fn processors_need_the_process_scope() {
         &redis.url(),
         &logger.url(),
         &key_of("worker"),
-        &["--consumer-name", "r", "--claim-idle-ms", "300"],
+        &["--consumer-name", "r", "--claim-idle", "300ms"],
         Lines::default().sink(),
     );
     eventually(Duration::from_secs(20), "PROCESSED", || async {

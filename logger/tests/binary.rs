@@ -242,7 +242,7 @@ async fn flags_beat_env_beats_the_config_file() {
     );
 
     // A bad value in the file stops start-up, naming the option and the file.
-    std::fs::write(&path, "heartbeat-secs = 0\n").expect("write");
+    std::fs::write(&path, "heartbeat = \"0s\"\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
         .args(["--config", path.to_str().expect("utf-8")])
         .output()
@@ -250,7 +250,7 @@ async fn flags_beat_env_beats_the_config_file() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
-        text.contains("--heartbeat-secs") && text.contains("herald.toml"),
+        text.contains("--heartbeat") && text.contains("herald.toml"),
         "{text}"
     );
 }

@@ -46,8 +46,8 @@ async fn failed_events_are_listed_and_redriven() {
             "1",
             "--max-deliveries",
             "2",
-            "--retry-backoff-ms",
-            "1",
+            "--retry-backoff",
+            "1ms",
         ],
         Lines::default().sink(),
     )

@@ -171,10 +171,10 @@ async fn the_processor_metrics_count_failures_and_dead_letters() {
             "1",
             "--max-deliveries",
             "2",
-            "--retry-backoff-ms",
-            "1",
-            "--block-ms",
-            "200",
+            "--retry-backoff",
+            "1ms",
+            "--block",
+            "200ms",
         ],
     );
     let shutdown = CancellationToken::new();
@@ -224,8 +224,8 @@ async fn retention_removes_settled_events_and_keeps_pending_ones() {
         &[
             "--redis-url",
             &redis.url(),
-            "--request-id-window-secs",
-            "1",
+            "--request-id-window",
+            "1s",
             "--retention",
             "2s",
             "--retention-interval",
@@ -308,7 +308,7 @@ fn a_config_file_sets_options_under_the_flags() {
     let (_dir, path) = config_file(
         r#"
         redis-url = "redis://127.0.0.1:1/"
-        heartbeat_secs = 7
+        heartbeat = "7s"
         max-streams-per-client = 5
         worker = true
         retention = "7d"
@@ -317,12 +317,16 @@ fn a_config_file_sets_options_under_the_flags() {
         log-format = "json"
         "#,
     );
-    let config = parse(&["--config", &path, "--heartbeat-secs", "9"]).expect("valid");
+    let config = parse(&["--config", &path, "--heartbeat", "9s"]).expect("valid");
     assert_eq!(
         config.redis.redis_url.as_deref(),
         Some("redis://127.0.0.1:1/")
     );
-    assert_eq!(config.heartbeat_secs, 9, "the flag wins over the file");
+    assert_eq!(
+        config.heartbeat,
+        Duration::from_secs(9),
+        "the flag wins over the file"
+    );
     assert_eq!(config.max_streams_per_client, 5);
     assert!(config.worker);
     assert_eq!(
@@ -342,7 +346,8 @@ fn a_config_file_sets_options_under_the_flags() {
 #[test]
 fn a_bad_config_file_names_the_file_and_the_option() {
     let cases = [
-        ("heartbeat-secs = 0", "--heartbeat-secs"),
+        ("heartbeat = \"0s\"", "--heartbeat"),
+        ("claim-idle = 30000", "--claim-idle"),
         ("retention = \"soon\"", "--retention"),
         ("no-such-option = 1", "`no-such-option`"),
         ("worker = \"yes\"", "`worker` must be true or false"),
@@ -372,7 +377,7 @@ async fn a_trace_follows_the_event_through_the_queue_and_the_processor() {
     let processor = Processor::start(
         &redis.url(),
         &logger.url(),
-        &["--block-ms", "200"],
+        &["--block", "200ms"],
         Lines::default().sink(),
     );
     let caller = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

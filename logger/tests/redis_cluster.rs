@@ -55,7 +55,7 @@ async fn two_processors_on_a_cluster_one_killed_mid_run_none_lost() {
     let b = Processor::start_on_cluster(
         &seeds,
         &logger.url(),
-        &["--consumer-name", "b", "--claim-idle-ms", "1000"],
+        &["--consumer-name", "b", "--claim-idle", "1000ms"],
         lines_b.sink(),
     );
     let mut subscription = client.subscribe("user-0").await.expect("subscribe");

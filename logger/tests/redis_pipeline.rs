@@ -162,8 +162,8 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
         &[
             "--consumer-name",
             "b",
-            "--claim-idle-ms",
-            "300",
+            "--claim-idle",
+            "300ms",
             "--max-deliveries",
             "1",
         ],
@@ -220,7 +220,7 @@ async fn a_killed_processors_pending_entries_are_reclaimed() {
     let b = Processor::start(
         &redis.url(),
         &logger.url(),
-        &["--consumer-name", "b", "--claim-idle-ms", "500"],
+        &["--consumer-name", "b", "--claim-idle", "500ms"],
         lines_b.sink(),
     );
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
@@ -252,7 +252,7 @@ async fn redis_restart_is_survived_and_no_acknowledged_event_is_lost() {
     let p = Processor::start(
         &redis.url(),
         &logger.url(),
-        &["--consumer-name", "p", "--claim-idle-ms", "1000"],
+        &["--consumer-name", "p", "--claim-idle", "1000ms"],
         lines.sink(),
     );
     let client = logger.client().await;
@@ -351,7 +351,7 @@ async fn events_settle_soon_after_the_logger_comes_back() {
     let processor = Processor::start(
         &redis.url(),
         &format!("http://{addr}"),
-        &["--claim-idle-ms", "120000"],
+        &["--claim-idle", "120000ms"],
         lines.sink(),
     );
     eventually(Duration::from_secs(10), "every line printed", || async {

@@ -22,8 +22,8 @@ async fn observed_ratios_match_the_requested_ones() {
             "7",
             "--max-deliveries",
             "3",
-            "--retry-backoff-ms",
-            "1",
+            "--retry-backoff",
+            "1ms",
         ],
         lines.sink(),
     )

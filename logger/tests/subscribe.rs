@@ -323,7 +323,7 @@ async fn a_cursor_outside_the_kept_history_is_told_first() {
 
 #[tokio::test]
 async fn idle_streams_get_heartbeats_with_a_cursor_to_resume_from() {
-    let logger = Logger::start(&["--heartbeat-secs", "1"], Lines::default().sink()).await;
+    let logger = Logger::start(&["--heartbeat", "1s"], Lines::default().sink()).await;
     let client = logger.client().await;
     let mut stream = client.subscribe("eve").await.expect("subscribe");
     let mut heartbeats = Vec::new();
@@ -472,7 +472,7 @@ async fn a_thousand_subscribers_each_get_exactly_their_own() {
 
 #[tokio::test]
 async fn shutdown_ends_ten_thousand_streams_within_the_grace_time() {
-    let logger = Logger::start(&["--shutdown-grace-ms", "5000"], Lines::default().sink()).await;
+    let logger = Logger::start(&["--shutdown-grace", "5000ms"], Lines::default().sink()).await;
     let mut streams = Vec::new();
     for _ in 0..20 {
         let channel = logger.channel().await;

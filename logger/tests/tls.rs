@@ -234,7 +234,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
             client_cert: Some(pki.path("client.pem")),
             client_key: Some(pki.path("client.key")),
         },
-        worker: herald_processor::WorkerConfig::parse_from_args(&["--block-ms", "200"]),
+        worker: herald_processor::WorkerConfig::parse_from_args(&["--block", "200ms"]),
         log: Default::default(),
         metrics_listen: herald_runtime::metrics::MetricsListen(None),
     };

@@ -4,7 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use clap::{Args, Parser};
 use herald::random::{SplitMix64, parse_ratio};
-use herald_runtime::flags::{RedisArgs, TlsArgs, parse_flags};
+use herald_runtime::flags::{
+    RedisArgs, TlsArgs, duration, duration_within, parse_flags, positive_duration,
+};
 
 use crate::sink::{SimulatedSink, Sink};
 
@@ -17,16 +19,16 @@ pub struct WorkerConfig {
     /// Events in flight at once.
     #[arg(long, env = "HERALD_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
-    /// Reclaim entries pending longer than this (milliseconds) from other consumers.
-    #[arg(long, env = "HERALD_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub claim_idle_ms: u64,
+    /// Reclaim entries pending longer than this from other consumers.
+    #[arg(long, env = "HERALD_CLAIM_IDLE", default_value = "30s", value_parser = positive_duration)]
+    pub claim_idle: Duration,
     /// Dead-letter an entry delivered more than this many times, marking its event FAILED.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_deliveries: u64,
-    /// Wait before retrying a failed delivery (milliseconds); doubles per
-    /// attempt up to 10 s. After --max-deliveries attempts the event is FAILED.
-    #[arg(long, env = "HERALD_RETRY_BACKOFF_MS", default_value_t = 100)]
-    pub retry_backoff_ms: u64,
+    /// Wait before retrying a failed delivery; doubles per attempt up to
+    /// 10 s. After --max-deliveries attempts the event is FAILED.
+    #[arg(long, env = "HERALD_RETRY_BACKOFF", default_value = "100ms", value_parser = duration)]
+    pub retry_backoff: Duration,
     /// Where notifications go: `line` (print the notification line) or
     /// `simulated` (lose --loss-ratio of attempts, print the rest).
     #[arg(long, env = "HERALD_SINK", value_enum, default_value_t = SinkKind::Line)]
@@ -37,12 +39,12 @@ pub struct WorkerConfig {
     /// With --sink simulated: seed of the losses (default: from the clock).
     #[arg(long, env = "HERALD_SINK_SEED")]
     pub sink_seed: Option<u64>,
-    /// Longest wait of one blocking read for new entries (milliseconds).
-    #[arg(long, env = "HERALD_BLOCK_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub block_ms: u64,
-    /// On shutdown, how long events in flight may take to finish (milliseconds).
-    #[arg(long, env = "HERALD_WORKER_GRACE_MS", default_value_t = 10_000)]
-    pub worker_grace_ms: u64,
+    /// Longest wait of one blocking read for new entries (up to 1m).
+    #[arg(long, env = "HERALD_BLOCK", default_value = "2s", value_parser = duration_within(Duration::from_millis(1), Duration::from_secs(60)))]
+    pub block: Duration,
+    /// On shutdown, how long events in flight may take to finish.
+    #[arg(long, env = "HERALD_WORKER_GRACE", default_value = "10s", value_parser = duration)]
+    pub worker_grace: Duration,
 }
 
 /// Which sink a worker delivers through.
@@ -69,26 +71,11 @@ impl WorkerConfig {
     }
 
     /// Wait before retry number `attempt` (1 for the first retry).
-    pub fn retry_backoff(&self, attempt: u64) -> Duration {
+    pub fn retry_wait(&self, attempt: u64) -> Duration {
         let shift = attempt.saturating_sub(1).min(16) as u32;
-        Duration::from_millis(self.retry_backoff_ms)
+        self.retry_backoff
             .saturating_mul(1 << shift)
             .min(Duration::from_secs(10))
-    }
-
-    /// Reclaim entries idle longer than this.
-    pub fn claim_idle(&self) -> Duration {
-        Duration::from_millis(self.claim_idle_ms)
-    }
-
-    /// Longest blocking read.
-    pub fn block(&self) -> Duration {
-        Duration::from_millis(self.block_ms)
-    }
-
-    /// Shutdown grace time for events in flight.
-    pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.worker_grace_ms)
     }
 }
 

@@ -78,8 +78,8 @@ pub async fn run_worker(
 ) {
     let consumer = queue.consumer(ConsumerConfig {
         name: config.consumer_name.clone(),
-        claim_idle: config.claim_idle(),
-        block: config.block(),
+        claim_idle: config.claim_idle,
+        block: config.block,
     });
     let context = Arc::new(Context {
         consumer,
@@ -180,7 +180,10 @@ pub async fn run_worker(
         info!(in_flight, "finishing events in flight");
     }
     let all = permits.acquire_many(config.concurrency);
-    if tokio::time::timeout(config.grace(), all).await.is_err() {
+    if tokio::time::timeout(config.worker_grace, all)
+        .await
+        .is_err()
+    {
         warn!("grace time over; unsettled entries stay pending for another consumer");
     }
     settler.abort();
@@ -223,7 +226,7 @@ async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
         }
         debug!(event_id = %delivery.event.id, attempt, error = %err, "delivery failed; retrying");
         tokio::select! {
-            () = tokio::time::sleep(context.config.retry_backoff(attempt)) => {}
+            () = tokio::time::sleep(context.config.retry_wait(attempt)) => {}
             () = context.shutdown.cancelled() => {
                 return Err(Outcome::Retry(format!("sink failed: {err:#}")));
             }

@@ -2,6 +2,8 @@
 //! `herald` tool and the processor) and (feature `backend`) where Herald's
 //! data is in Redis (the logger and the processor).
 
+use std::time::Duration;
+
 use clap::{Args, FromArgMatches};
 #[cfg(feature = "backend")]
 use herald::{backend::BackendConfig, partition::Partitions};
@@ -13,6 +15,39 @@ pub fn parse_flags<T: Args + FromArgMatches>(name: &'static str, args: &[&str]) 
     let command = T::augment_args(clap::Command::new(name));
     let matches = command.get_matches_from(std::iter::once(name).chain(args.iter().copied()));
     T::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+/// Reads a duration flag: humantime, such as `500ms`, `30s`, `5m`, `12h`,
+/// `30d` or `1h 30m`; zero is allowed.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m, 12h or 30d)"))
+}
+
+/// Reads a duration flag that must be longer than zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".into()),
+        value => Ok(value),
+    }
+}
+
+/// A reader of duration flags from `min` to `max`, for `value_parser`.
+pub fn duration_within(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| match duration(text)? {
+        value if value < min => Err(format!(
+            "must be at least {}",
+            humantime::format_duration(min)
+        )),
+        value if value > max => Err(format!(
+            "must be at most {}",
+            humantime::format_duration(max)
+        )),
+        value => Ok(value),
+    }
 }
 
 /// Where Herald's data is in Redis: flags shared by `herald-processor` and
@@ -121,5 +156,26 @@ impl TlsArgs {
             self.client_cert.as_deref(),
             self.client_key.as_deref(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_humantime_within_their_bounds() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("0s"), Ok(Duration::ZERO));
+        assert!(duration("3").expect_err("no unit").contains("500ms, 30s"));
+        assert_eq!(
+            positive_duration("0s"),
+            Err("must be longer than zero".into())
+        );
+        let heartbeat = duration_within(Duration::from_secs(1), Duration::from_secs(3600));
+        assert_eq!(heartbeat("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(heartbeat("500ms"), Err("must be at least 1s".into()));
+        assert_eq!(heartbeat("2h"), Err("must be at most 1h".into()));
     }
 }

@@ -32,6 +32,7 @@ use herald::{
     },
 };
 use herald_client::{ApiKey, Tls};
+use herald_runtime::flags::positive_duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -59,10 +60,10 @@ pub struct StatsArgs {
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Measured time (e.g. 10s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     duration: Duration,
     /// Unmeasured time before it.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     warmup: Duration,
 }
 
@@ -76,10 +77,10 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Measured time of each of the two loops (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     duration: Duration,
     /// Unmeasured time before each loop.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     warmup: Duration,
 }
 
@@ -102,7 +103,7 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 16)]
     users: usize,
     /// Give up waiting for notifications after this long.
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = positive_duration)]
     timeout: Duration,
     /// Create through a `herald_client::Publisher` at its defaults (batched
     /// CreateEvents) instead of one CreateEvent call per event; the create
@@ -124,24 +125,8 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
     /// Give up waiting for messages after this long.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = positive_duration)]
     timeout: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (use e.g. 10s or 500ms)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Runs one benchmark against `server` and prints its results.
@@ -564,7 +549,10 @@ async fn e2e(server: &str, tls: &Tls, api_key: &str, args: &E2eArgs) -> anyhow::
         figures: vec![
             ("events", json!(args.events)),
             ("rate", json!(args.rate)),
-            ("via", json!(if args.publisher { "publisher" } else { "call" })),
+            (
+                "via",
+                json!(if args.publisher { "publisher" } else { "call" }),
+            ),
             ("created", json!(create.ops)),
             ("processed", json!(processed.ops)),
             ("missing", json!(create.ops - processed.ops.min(create.ops))),
@@ -759,19 +747,4 @@ async fn fanout(
         ],
         series: vec![delivery],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 }

@@ -205,9 +205,9 @@ struct SimulateArgs {
     /// Seed of the users' choices (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
-    /// Give up waiting for the events to settle after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout_secs: u64,
+    /// Give up waiting for the events to settle after this long.
+    #[arg(long, default_value = "5m", value_parser = herald_runtime::flags::positive_duration)]
+    timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -555,7 +555,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 open_ratio: args.open_ratio,
                 max_deliveries: args.max_deliveries,
                 seed: args.seed,
-                timeout: Duration::from_secs(args.timeout_secs),
+                timeout: args.timeout,
             };
             let bar = indicatif::ProgressBar::new((args.users * args.messages) as u64);
             bar.set_style(
