@@ -19,6 +19,8 @@ use herald::auth::{Scope, generate_key, hash_key};
 use serde_json::Value;
 use tonic::Status;
 
+use crate::loading::LoadError;
+
 use crate::limits::{Rate, RateLimiter};
 
 /// Who is calling.
@@ -57,6 +59,53 @@ struct KeyEntry {
     identity: Identity,
 }
 
+/// What is wrong with a keys file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The text is not JSON.
+    #[error("not valid JSON")]
+    NotJson(#[from] serde_json::Error),
+    /// The JSON is not `{"keys": [...]}`.
+    #[error("expected an object with a \"keys\" array")]
+    Shape,
+    /// An entry has no client id.
+    #[error("keys[{index}]: client_id is required")]
+    NoClientId {
+        /// The entry's place in the list.
+        index: usize,
+    },
+    /// An entry is wrong in another way.
+    #[error("keys[{index}] ({client_id}): {problem}")]
+    Entry {
+        /// The entry's place in the list.
+        index: usize,
+        /// Its client id.
+        client_id: String,
+        /// What is wrong.
+        problem: KeyProblem,
+    },
+    /// The list is empty.
+    #[error("no keys: remove --keys-file to run in open mode")]
+    Empty,
+}
+
+/// What is wrong with one entry of a keys file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    /// `key_sha256` is missing or not 64 hex digits.
+    #[error("key_sha256 must be 64 hex digits")]
+    Hash,
+    /// `scopes` is missing or not a list.
+    #[error("scopes must be a list")]
+    ScopesNotAList,
+    /// A scope is not one Herald knows (as written in the file).
+    #[error("unknown scope {0}; known: {known}", known = Scope::ALL.map(Scope::as_str).join(", "))]
+    UnknownScope(String),
+    /// `rate_per_sec` or `burst` is not a positive number.
+    #[error("rate_per_sec (and burst) must be positive numbers")]
+    Rate,
+}
+
 /// The configured keys, or none (open mode).
 pub struct KeyRing {
     entries: Option<Vec<KeyEntry>>,
@@ -86,38 +135,40 @@ impl KeyRing {
     }
 
     /// Loads a keys file; the error names the file and the problem.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read keys file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("keys file {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, LoadError<KeysError>> {
+        crate::loading::load(path, Self::parse)
     }
 
     /// Reads `{"keys": [{"client_id": "...", "key_sha256": "<hex>", "scopes": [...]}]}`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, KeysError> {
+        let root: Value = serde_json::from_str(text)?;
         let keys = root
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or("expected an object with a \"keys\" array")?;
+            .ok_or(KeysError::Shape)?;
         let mut entries = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
+        for (index, key) in keys.iter().enumerate() {
             let field = |name: &str| key.get(name).and_then(Value::as_str);
             let client_id = field("client_id")
                 .filter(|c| !c.trim().is_empty())
-                .ok_or(format!("keys[{i}]: client_id is required"))?;
-            let hash = field("key_sha256").and_then(parse_hash).ok_or(format!(
-                "keys[{i}] ({client_id}): key_sha256 must be 64 hex digits"
-            ))?;
+                .ok_or(KeysError::NoClientId { index })?;
+            let wrong = |problem: KeyProblem| KeysError::Entry {
+                index,
+                client_id: client_id.to_owned(),
+                problem,
+            };
+            let hash = field("key_sha256")
+                .and_then(parse_hash)
+                .ok_or_else(|| wrong(KeyProblem::Hash))?;
             let scopes = key
                 .get("scopes")
                 .and_then(Value::as_array)
-                .ok_or(format!("keys[{i}] ({client_id}): scopes must be a list"))?
+                .ok_or_else(|| wrong(KeyProblem::ScopesNotAList))?
                 .iter()
                 .map(|s| {
-                    s.as_str().and_then(Scope::parse).ok_or(format!(
-                        "keys[{i}] ({client_id}): unknown scope {s}; known: {}",
-                        Scope::ALL.map(Scope::as_str).join(", ")
-                    ))
+                    s.as_str()
+                        .and_then(Scope::parse)
+                        .ok_or_else(|| wrong(KeyProblem::UnknownScope(s.to_string())))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let number = |name: &str| key.get(name).map(|v| v.as_f64().filter(|n| *n > 0.0));
@@ -127,11 +178,7 @@ impl KeyRing {
                     per_sec,
                     burst: burst.flatten().unwrap_or(per_sec).max(1.0),
                 }),
-                _ => {
-                    return Err(format!(
-                        "keys[{i}] ({client_id}): rate_per_sec (and burst) must be positive numbers"
-                    ));
-                }
+                _ => return Err(wrong(KeyProblem::Rate)),
             };
             entries.push(KeyEntry {
                 hash,
@@ -144,7 +191,7 @@ impl KeyRing {
             });
         }
         if entries.is_empty() {
-            return Err("no keys: remove --keys-file to run in open mode".into());
+            return Err(KeysError::Empty);
         }
         Ok(Self {
             entries: Some(entries),
@@ -197,9 +244,12 @@ impl KeyRing {
 
     /// A ring holding one fresh key only, for a component inside this process
     /// (the embedded worker), and that key.
-    pub fn internal(client_id: &str, scopes: Vec<Scope>) -> Result<(Self, String), String> {
-        let key = generate_key().map_err(|e| format!("no randomness for an internal key: {e}"))?;
-        let hash = parse_hash(&hash_key(&key)).ok_or("hash of a fresh key")?;
+    pub fn internal(
+        client_id: &str,
+        scopes: Vec<Scope>,
+    ) -> Result<(Self, String), getrandom::Error> {
+        let key = generate_key()?;
+        let hash = parse_hash(&hash_key(&key)).expect("hash_key gives 64 hex digits");
         let entry = KeyEntry {
             hash,
             identity: Identity {
@@ -471,18 +521,18 @@ mod tests {
             (r#"{"keys": []}"#, "no keys"),
         ];
         for (text, problem) in cases {
-            let err = KeyRing::parse(text).err().expect("invalid");
+            let err = KeyRing::parse(text).err().expect("invalid").to_string();
             assert!(err.contains(problem), "{text}: {err}");
         }
         let bad_scope = format!(
             r#"{{"keys": [{{"client_id": "a", "key_sha256": "{}", "scopes": ["events:fly"]}}]}}"#,
             hash_key("k")
         );
+        let err = KeyRing::parse(&bad_scope).err().expect("invalid");
         assert!(
-            KeyRing::parse(&bad_scope)
-                .err()
-                .expect("invalid")
-                .contains("unknown scope")
+            matches!(&err, KeysError::Entry { problem: KeyProblem::UnknownScope(s), .. } if s == "\"events:fly\""),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("unknown scope"), "{err}");
     }
 }

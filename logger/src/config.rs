@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use clap::Parser;
 use herald::{backend::StoreOptions, domain::Rules};
 use herald_client::tls::read_pem;
@@ -214,12 +215,9 @@ impl Config {
     /// and the timestamp bounds. The error says what to fix.
     pub fn rules(&self) -> anyhow::Result<Rules> {
         let types = match &self.event_types {
-            Some(path) => EventTypes::load(path),
-            None => {
-                EventTypes::parse(DEFAULT_REGISTRY).map_err(|e| format!("shipped event types: {e}"))
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("--event-types: {e}"))?;
+            Some(path) => EventTypes::load(path).context("--event-types")?,
+            None => EventTypes::parse(DEFAULT_REGISTRY).context("the shipped event types")?,
+        };
         Ok(Rules {
             types: Arc::new(types),
             reject_unknown_types: self.reject_unknown_types,
@@ -232,7 +230,7 @@ impl Config {
     /// refused off loopback unless --allow-anonymous.
     pub fn key_ring(&self, listen: SocketAddr) -> anyhow::Result<KeyRing> {
         let ring = match &self.keys_file {
-            Some(path) => KeyRing::load(path).map_err(|e| anyhow::anyhow!("--keys-file: {e}")),
+            Some(path) => KeyRing::load(path).context("--keys-file"),
             None if listen.ip().is_loopback() || self.allow_anonymous => Ok(KeyRing::open()),
             None => anyhow::bail!(
                 "refusing to serve {listen} without --keys-file: anyone who can reach it could \

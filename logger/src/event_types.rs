@@ -11,11 +11,35 @@ use herald::domain::{FieldViolation, PayloadRules};
 use jsonschema::{Validator, error::ValidationErrorKind};
 use serde_json::Value;
 
+use crate::loading::LoadError;
+
 /// The registry shipped with Herald.
 pub const DEFAULT_REGISTRY: &str = include_str!("../../config/event-types.json");
 
 /// Most violations reported for one payload.
 const MAX_VIOLATIONS: usize = 20;
+
+/// What is wrong with an event-type registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The text is not JSON.
+    #[error("not valid JSON")]
+    NotJson(#[from] serde_json::Error),
+    /// The JSON is not `{"event_types": {...}}`.
+    #[error("expected an object with an \"event_types\" object")]
+    Shape,
+    /// A type's name is empty.
+    #[error("an event type has an empty name")]
+    EmptyName,
+    /// A type's schema is not a valid JSON Schema (draft 2020-12).
+    #[error("event type {name:?}: invalid schema: {reason}")]
+    InvalidSchema {
+        /// The type.
+        name: String,
+        /// What the schema compiler said.
+        reason: String,
+    },
+}
 
 /// Compiled payload schemas by event type.
 pub struct EventTypes {
@@ -25,26 +49,27 @@ pub struct EventTypes {
 impl EventTypes {
     /// Loads and compiles a registry file; the error names the file, the type
     /// and the problem.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read event types file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("event types file {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, LoadError<RegistryError>> {
+        crate::loading::load(path, Self::parse)
     }
 
     /// Compiles a registry from its JSON text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, RegistryError> {
+        let root: Value = serde_json::from_str(text)?;
         let types = root
             .get("event_types")
             .and_then(Value::as_object)
-            .ok_or("expected an object with an \"event_types\" object")?;
+            .ok_or(RegistryError::Shape)?;
         let mut schemas = BTreeMap::new();
         for (name, schema) in types {
             if name.trim().is_empty() {
-                return Err("an event type has an empty name".into());
+                return Err(RegistryError::EmptyName);
             }
-            let validator = jsonschema::draft202012::new(schema)
-                .map_err(|e| format!("event type {name:?}: invalid schema: {e}"))?;
+            let validator =
+                jsonschema::draft202012::new(schema).map_err(|e| RegistryError::InvalidSchema {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
             schemas.insert(name.clone(), validator);
         }
         Ok(Self { schemas })
@@ -162,21 +187,21 @@ mod tests {
             .err()
             .expect("invalid schema");
         assert!(
-            err.contains("\"signup\"") && err.contains("invalid schema"),
+            matches!(&err, RegistryError::InvalidSchema { name, .. } if name == "signup"),
             "{err}"
         );
         assert!(
-            EventTypes::parse("[]")
-                .err()
-                .expect("wrong shape")
-                .contains("event_types")
+            err.to_string().contains("\"signup\": invalid schema"),
+            "{err}"
         );
-        assert!(
-            EventTypes::parse("{")
-                .err()
-                .expect("not JSON")
-                .contains("not valid JSON")
-        );
+        assert!(matches!(
+            EventTypes::parse("[]").err(),
+            Some(RegistryError::Shape)
+        ));
+        assert!(matches!(
+            EventTypes::parse("{").err(),
+            Some(RegistryError::NotJson(_))
+        ));
     }
 
     #[test]

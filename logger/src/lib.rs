@@ -9,6 +9,7 @@
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
 //! - [`limits`]: per-client token-bucket rate limits.
+//! - [`loading`]: reading the JSON configuration files, and [`loading::LoadError`].
 //! - [`metrics`]: Prometheus metrics: the RPC layer, the event counts, the
 //!   gauges read at each scrape (served on `--metrics-listen`).
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
@@ -31,6 +32,7 @@ pub mod event_types;
 pub mod fanout;
 pub mod guard;
 pub mod limits;
+pub mod loading;
 pub mod metrics;
 pub mod notifier;
 pub mod queue;
@@ -149,7 +151,7 @@ pub async fn run_with(
             "embedded-worker",
             vec![Scope::EventsProcess, Scope::EventsRead],
         )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| anyhow::anyhow!("no randomness for the embedded worker's key: {e}"))?;
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .await
             .context("loopback listener of the embedded worker")?;
