@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::{Stream, TryStreamExt, stream};
 use herald::{
     Event, EventStatus,
     domain::{BatchResult, EventInput, StatusChange, json_to_struct},
@@ -16,7 +17,11 @@ use tonic::{
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
-use crate::{Error, Tls, error::connection_lost};
+use crate::{
+    Error, Tls,
+    error::connection_lost,
+    query::{ListEvents, Page},
+};
 
 /// How idempotent calls are retried while the server answers UNAVAILABLE
 /// or the connection breaks during the call.
@@ -257,13 +262,25 @@ impl Client {
         event_of(response.event)
     }
 
-    /// One page of events matching `request` (filters, order, page size and
-    /// token as in `ListEventsRequest`), and the token of the next page
-    /// (empty when there is none).
-    pub async fn list_events(
-        &self,
-        request: pb::ListEventsRequest,
-    ) -> Result<(Vec<Event>, String), Error> {
+    /// One page of the events `query` asks for, and the token of the next.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::{EventStatus, ListEvents};
+    ///
+    /// let page = client
+    ///     .list_events(ListEvents::new().user("alice").status(EventStatus::Processed))
+    ///     .await?;
+    /// for event in &page.items {
+    ///     println!("{} {}", event.id, event.description);
+    /// }
+    /// if let Some(token) = page.next {
+    ///     println!("more after {token}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_events(&self, query: ListEvents) -> Result<Page<Event>, Error> {
+        let request = query.to_request();
         let response = self
             .retrying(|mut logger| {
                 let request = request.clone();
@@ -275,7 +292,38 @@ impl Client {
             .into_iter()
             .map(|e| event_of(Some(e)))
             .collect::<Result<_, _>>()?;
-        Ok((events, response.next_page_token))
+        Ok(Page::new(events, response.next_page_token))
+    }
+
+    /// Every event `query` asks for, page after page, as a stream that reads
+    /// the next page when it needs it. The stream ends after the first error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use futures_util::TryStreamExt;
+    /// use herald_client::ListEvents;
+    ///
+    /// let all: Vec<_> = client.events(ListEvents::new().category("billing")).try_collect().await?;
+    /// println!("{} billing events", all.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn events(
+        &self,
+        query: ListEvents,
+    ) -> impl Stream<Item = Result<Event, Error>> + Send + 'static {
+        let client = self.clone();
+        stream::try_unfold(Some(query), move |query| {
+            let client = client.clone();
+            async move {
+                let Some(query) = query else {
+                    return Ok::<_, Error>(None);
+                };
+                let page = client.list_events(query.clone()).await?;
+                let next = page.next.map(|token| query.page_token(token));
+                Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+            }
+        })
+        .try_flatten()
     }
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.

@@ -16,6 +16,8 @@
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
 //!   and the server's retry delay.
+//! - [`query`]: [`ListEvents`], a ListEvents query built step by step, and
+//!   [`Page`], one page of its answer.
 //! - [`publisher`]: [`Publisher`], which publishes events in the background
 //!   in batches, retrying while the logger is down, and never fails its caller.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
@@ -26,6 +28,7 @@
 pub mod client;
 pub mod error;
 pub mod publisher;
+pub mod query;
 pub mod subscribe;
 pub mod tls;
 
@@ -34,6 +37,7 @@ pub use error::Error;
 pub use herald::domain::EventInput;
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use publisher::{Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull};
+pub use query::{ListEvents, Page};
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::Tls;
 

@@ -7,12 +7,13 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{Lines, Logger, Processor, eventually};
+use futures_util::TryStreamExt;
 use herald::{
     EventStatus,
     domain::EventInput,
     testing::{RedisServer, skip_redis_tests},
 };
-use herald_client::Client;
+use herald_client::{Client, ListEvents};
 use herald_processor::sink::notification_line;
 use serde_json::json;
 use tonic::Code;
@@ -297,42 +298,41 @@ async fn list_events_filters_orders_and_pages() {
         .await
         .expect("create");
 
-    let request = |page_token: String| herald::pb::ListEventsRequest {
-        session_id: "lee-session".into(),
-        page_size: 3,
-        page_token,
-        ..Default::default()
-    };
-    let (first, token) = client
-        .list_events(request(String::new()))
-        .await
-        .expect("page 1");
+    let session = ListEvents::new().session("lee-session").page_size(3);
+    let first = client.list_events(session.clone()).await.expect("page 1");
     assert_eq!(
         first
+            .items
             .iter()
             .map(|e| e.description.as_str())
             .collect::<Vec<_>>(),
         ["step 1", "step 2", "step 0"]
     );
-    assert!(!token.is_empty());
-    let (second, end) = client.list_events(request(token)).await.expect("page 2");
+    let token = first.next.expect("a second page");
+    let second = client
+        .list_events(session.page_token(token))
+        .await
+        .expect("page 2");
     assert_eq!(
         second
+            .items
             .iter()
             .map(|e| e.description.as_str())
             .collect::<Vec<_>>(),
         ["step 3"]
     );
-    assert!(end.is_empty());
+    assert_eq!(second.next, None);
+    let all: Vec<String> = client
+        .events(ListEvents::new().session("lee-session").page_size(3))
+        .map_ok(|e| e.description)
+        .try_collect()
+        .await
+        .expect("every page");
+    assert_eq!(all, ["step 1", "step 2", "step 0", "step 3"]);
 
-    let newest = herald::pb::ListEventsRequest {
-        user_id: "lee".into(),
-        order_by: "occurred_at desc".into(),
-        page_size: 1,
-        ..Default::default()
-    };
-    let (top, _) = client.list_events(newest).await.expect("newest");
-    assert_eq!(top[0].description, "step 3");
+    let newest = ListEvents::new().user("lee").newest_first().page_size(1);
+    let top = client.list_events(newest).await.expect("newest");
+    assert_eq!(top.items[0].description, "step 3");
 
     let bad = herald::pb::ListEventsRequest {
         order_by: "user_id".into(),
@@ -340,7 +340,8 @@ async fn list_events_filters_orders_and_pages() {
         page_size: -5,
         ..Default::default()
     };
-    let err = client.list_events(bad).await.expect_err("bad request");
+    let mut raw = herald::pb::event_logger_client::EventLoggerClient::new(logger.channel().await);
+    let err = herald_client::Error::from(raw.list_events(bad).await.expect_err("bad request"));
     let fields: Vec<String> = violations(&err).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["page_size", "order_by", "page_token"]);
     logger.stop_within(Duration::from_secs(10)).await;

@@ -257,12 +257,12 @@ async fn retention_removes_settled_events_and_keeps_pending_ones() {
     assert_eq!(kept.status, EventStatus::Pending);
     let stats = client.stats().await.expect("stats");
     assert_eq!((stats.total_events, stats.pending_events), (1, 1));
-    let (listed, _) = client
-        .list_events(herald::pb::ListEventsRequest::default())
+    let listed = client
+        .list_events(herald_client::ListEvents::new())
         .await
         .expect("list");
     assert_eq!(
-        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        listed.items.iter().map(|e| e.id).collect::<Vec<_>>(),
         [waiting.id]
     );
     logger.stop_within(Duration::from_secs(10)).await;

@@ -7,12 +7,12 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{Lines, Logger};
+use futures_util::TryStreamExt;
 use herald::{
     domain::EventInput,
-    pb,
     testing::{RedisServer, skip_redis_tests},
 };
-use herald_client::{Client, Publish, Publisher, PublisherOptions, WhenFull};
+use herald_client::{Client, ListEvents, Publish, Publisher, PublisherOptions, WhenFull};
 use tokio::net::TcpListener;
 
 /// A publisher of a logger at `addr` that may not be up yet, retrying fast.
@@ -48,24 +48,12 @@ async fn publish_all(publisher: &Publisher, user: &str, label: &str, n: usize) {
 
 /// The descriptions of every stored event of `user`.
 async fn descriptions_of(client: &Client, user: &str) -> Vec<String> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (events, next) = client
-            .list_events(pb::ListEventsRequest {
-                user_id: user.into(),
-                page_size: 1_000,
-                page_token: token,
-                ..pb::ListEventsRequest::default()
-            })
-            .await
-            .expect("list");
-        all.extend(events.into_iter().map(|e| e.description));
-        if next.is_empty() {
-            return all;
-        }
-        token = next;
-    }
+    client
+        .events(ListEvents::new().user(user).page_size(1_000))
+        .map_ok(|e| e.description)
+        .try_collect()
+        .await
+        .expect("list")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,14 +12,15 @@ use herald::{
     Event, EventStatus,
     auth::{Scope, generate_key, hash_key},
     domain::{EventInput, Payload, rfc3339},
-    pb,
     random::parse_ratio,
 };
 use herald_cli::{
     bench,
     simulate::{SimulateOptions, simulate},
 };
-use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions};
+use herald_client::{
+    Client, Error, ListEvents, Message, Notification, RetryPolicy, SubscribeOptions,
+};
 use herald_runtime::flags::TlsArgs;
 use uuid::Uuid;
 
@@ -112,7 +113,7 @@ enum Command {
         desc: bool,
         /// Events per page (at most 1,000).
         #[arg(long, default_value_t = 100)]
-        page_size: i32,
+        page_size: u32,
         /// Start at this page token (printed after a page when more follow).
         #[arg(long, default_value = "")]
         page_token: String,
@@ -387,54 +388,57 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             page_token,
             all,
         } => {
-            let mut request = pb::ListEventsRequest {
-                user_id: user_id.clone(),
-                session_id: session_id.clone(),
-                category: category.clone(),
-                r#type: event_type.clone(),
-                status: status.map_or(0, |s| s.to_pb() as i32),
-                occurred_after: after.map(Into::into),
-                occurred_before: before.map(Into::into),
-                page_size: *page_size,
-                page_token: page_token.clone(),
-                order_by: if *desc {
-                    "occurred_at desc".into()
+            let mut query = ListEvents::new()
+                .user(user_id)
+                .session(session_id)
+                .category(category)
+                .event_type(event_type)
+                .page_size(*page_size)
+                .page_token(page_token);
+            if let Some(status) = status {
+                query = query.status(*status);
+            }
+            if let Some(after) = after {
+                query = query.since(*after);
+            }
+            if let Some(before) = before {
+                query = query.until(*before);
+            }
+            if *desc {
+                query = query.newest_first();
+            }
+            if !cli.json {
+                println!(
+                    "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
+                    "EVENT_ID", "OCCURRED_AT", "STATUS", "USER_ID", "TYPE"
+                );
+            }
+            let print = |e: &Event| {
+                if cli.json {
+                    println!("{}", event_json(e));
                 } else {
-                    String::new()
-                },
-            };
-            let mut header = !cli.json;
-            loop {
-                let (events, next) = client.list_events(request.clone()).await?;
-                if std::mem::take(&mut header) {
                     println!(
-                        "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
-                        "EVENT_ID", "OCCURRED_AT", "STATUS", "USER_ID", "TYPE"
+                        "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  {}",
+                        e.id,
+                        rfc3339(e.occurred_at),
+                        e.status.as_str(),
+                        e.user_id,
+                        e.event_type,
+                        e.description
                     );
                 }
-                for e in &events {
-                    if cli.json {
-                        println!("{}", event_json(e));
-                    } else {
-                        println!(
-                            "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  {}",
-                            e.id,
-                            rfc3339(e.occurred_at),
-                            e.status.as_str(),
-                            e.user_id,
-                            e.event_type,
-                            e.description
-                        );
-                    }
+            };
+            if *all {
+                let mut events = std::pin::pin!(client.events(query));
+                while let Some(event) = events.next().await {
+                    print(&event?);
                 }
-                if next.is_empty() {
-                    break;
-                }
-                if !*all {
+            } else {
+                let page = client.list_events(query).await?;
+                page.items.iter().for_each(print);
+                if let Some(next) = page.next {
                     eprintln!("more: --page-token {next}");
-                    break;
                 }
-                request.page_token = next;
             }
         }
         Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),

@@ -13,12 +13,12 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use herald::{EventStatus, domain::EventInput, pb, random::SplitMix64};
+use herald::{EventStatus, domain::EventInput, random::SplitMix64};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use herald_client::{Client, Error, Message, SubscribeOptions};
+use herald_client::{Client, Error, ListEvents, Message, SubscribeOptions};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -268,19 +268,10 @@ fn processed_of(counts: &HashMap<EventStatus, u64>) -> u64 {
 /// How many of the run's events are in each status, read from the server.
 async fn count_by_status(client: &Client, run: &str) -> Result<HashMap<EventStatus, u64>, Error> {
     let mut counts = HashMap::new();
-    let mut request = pb::ListEventsRequest {
-        category: run.to_owned(),
-        page_size: 1_000,
-        ..Default::default()
-    };
-    loop {
-        let (events, next) = client.list_events(request.clone()).await?;
-        for event in events {
-            *counts.entry(event.status).or_default() += 1;
-        }
-        if next.is_empty() {
-            return Ok(counts);
-        }
-        request.page_token = next;
+    let mut events =
+        std::pin::pin!(client.events(ListEvents::new().category(run).page_size(1_000)));
+    while let Some(event) = events.next().await {
+        *counts.entry(event?.status).or_default() += 1;
     }
+    Ok(counts)
 }
