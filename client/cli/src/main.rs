@@ -407,6 +407,8 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             if *desc {
                 query = query.newest_first();
             }
+            // The header comes once the first page is in: an error prints alone.
+            let page = client.list_events(query.clone()).await?;
             if !cli.json {
                 println!(
                     "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  DESCRIPTION",
@@ -428,17 +430,16 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                     );
                 }
             };
-            if *all {
-                let mut events = std::pin::pin!(client.events(query));
-                while let Some(event) = events.next().await {
-                    print(&event?);
+            page.items.iter().for_each(print);
+            match page.next {
+                Some(next) if *all => {
+                    let mut rest = std::pin::pin!(client.events(query.page_token(next)));
+                    while let Some(event) = rest.next().await {
+                        print(&event?);
+                    }
                 }
-            } else {
-                let page = client.list_events(query).await?;
-                page.items.iter().for_each(print);
-                if let Some(next) = page.next {
-                    eprintln!("more: --page-token {next}");
-                }
+                Some(next) => eprintln!("more: --page-token {next}"),
+                None => {}
             }
         }
         Command::Get { id } => print_event(&client.get_event(*id).await?, cli.json),
