@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     Error, Tls,
+    admin::{DeadLetter, Health, Redrive, Stats},
     error::connection_lost,
     query::{ListEvents, Page},
 };
@@ -402,15 +403,16 @@ impl Client {
         Ok(response.results)
     }
 
-    /// One page of dead letters (oldest first) and the next page's token
-    /// (empty at the end); `page_size` 0 means the server's default.
+    /// One page of dead letters (oldest first) of at most `page_size` (0:
+    /// the server's default), starting at `page_token` (a [`Page::next`]; `""`
+    /// for the first page).
     pub async fn list_dead_letters(
         &self,
-        page_size: i32,
+        page_size: u32,
         page_token: &str,
-    ) -> Result<(Vec<pb::DeadLetter>, String), Error> {
+    ) -> Result<Page<DeadLetter>, Error> {
         let request = pb::ListDeadLettersRequest {
-            page_size,
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
             page_token: page_token.to_owned(),
         };
         let response = self
@@ -419,22 +421,64 @@ impl Client {
                 async move { logger.list_dead_letters(request).await }
             })
             .await?;
-        Ok((response.dead_letters, response.next_page_token))
+        let dead = response
+            .dead_letters
+            .into_iter()
+            .map(DeadLetter::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Page::new(dead, response.next_page_token))
+    }
+
+    /// Every dead letter, oldest first, read `page_size` at a time as the
+    /// stream needs them. The stream ends after the first error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use futures_util::TryStreamExt;
+    ///
+    /// let dead: Vec<_> = client.dead_letters(100).try_collect().await?;
+    /// for letter in &dead {
+    ///     println!("{} failed after {}: {}", letter.event.id, letter.deliveries, letter.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_letters(
+        &self,
+        page_size: u32,
+    ) -> impl Stream<Item = Result<DeadLetter, Error>> + Send + 'static {
+        let client = self.clone();
+        stream::try_unfold(Some(String::new()), move |token| {
+            let client = client.clone();
+            async move {
+                let Some(token) = token else {
+                    return Ok::<_, Error>(None);
+                };
+                let page = client.list_dead_letters(page_size, &token).await?;
+                Ok(Some((
+                    stream::iter(page.items.into_iter().map(Ok)),
+                    page.next,
+                )))
+            }
+        })
+        .try_flatten()
     }
 
     /// Puts FAILED events back in the queue (as PENDING) and removes their
-    /// dead letters: these ids, or with `None` every dead letter's event
-    /// (in as many calls as the answers need). Each event has its own
-    /// result; retried, since putting back twice changes nothing more.
-    pub async fn redrive(&self, ids: Option<&[Uuid]>) -> Result<Vec<Result<Event, Error>>, Error> {
-        let request = pb::RedriveEventsRequest {
-            event_ids: ids
-                .unwrap_or_default()
-                .iter()
-                .map(Uuid::to_string)
-                .collect(),
-            all: ids.is_none(),
-        };
+    /// dead letters, in as many calls as the answers need. Each event has
+    /// its own result (NOT_FOUND for an id that is not dead-lettered);
+    /// retried while unavailable, since putting back twice changes nothing
+    /// more.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::Redrive;
+    ///
+    /// let results = client.redrive(Redrive::All).await?;
+    /// println!("{} put back", results.iter().filter(|r| r.is_ok()).count());
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive(&self, which: Redrive) -> Result<Vec<Result<Event, Error>>, Error> {
+        let request = which.to_request();
         let mut results = Vec::new();
         loop {
             let response = self
@@ -453,15 +497,15 @@ impl Client {
         }
     }
 
-    /// Counts of events by status and the logger's own counters (GetStats).
-    pub async fn stats(&self) -> Result<pb::GetStatsResponse, Error> {
+    /// The logger's counts: events by status, and its own activity.
+    pub async fn stats(&self) -> Result<Stats, Error> {
         self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })
             .await
+            .map(Stats::from)
     }
 
-    /// The gRPC health status (`SERVING`, `NOT_SERVING`, ...) of `service`
-    /// (`""` for the whole server).
-    pub async fn health(&self, service: &str) -> Result<String, Error> {
+    /// The gRPC health of `service` (`""` for the whole server).
+    pub async fn health(&self, service: &str) -> Result<Health, Error> {
         let request = HealthCheckRequest {
             service: service.into(),
         };
@@ -472,7 +516,7 @@ impl Client {
             .await?
             .into_inner()
             .status();
-        Ok(status.as_str_name().to_owned())
+        Ok(Health::from(status))
     }
 
     async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>

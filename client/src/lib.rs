@@ -12,6 +12,8 @@
 //! ```
 //!
 //! # Layout
+//! - [`admin`]: [`DeadLetter`], [`Redrive`], [`Stats`] and [`Health`], what
+//!   operators read and do.
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
@@ -25,6 +27,7 @@
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
 //!   for mutual TLS.
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod publisher;
@@ -32,6 +35,7 @@ pub mod query;
 pub mod subscribe;
 pub mod tls;
 
+pub use admin::{DeadLetter, Health, Redrive, Stats};
 pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
 pub use herald::domain::EventInput;

@@ -378,7 +378,7 @@ async fn get_stats_counts_events_by_status_and_this_loggers_work() {
     let client = logger.client().await;
     let fresh = client.stats().await.expect("stats");
     assert_eq!(fresh.total_events, 0);
-    assert!(fresh.started_at.is_some() && fresh.uptime.is_some());
+    assert!(fresh.started_at.is_some() && fresh.uptime < Duration::from_secs(60));
 
     let _subscriptions = [
         client.subscribe("sam").await.expect("subscribe"),

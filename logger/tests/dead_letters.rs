@@ -7,32 +7,23 @@ mod common;
 use std::time::Duration;
 
 use common::{Lines, Logger, eventually};
+use futures_util::TryStreamExt;
 use herald::{EventStatus, pb};
-use herald_client::Client;
+use herald_client::{Client, DeadLetter, Redrive};
 use tonic::Code;
 use uuid::Uuid;
 
-/// Every dead letter, following the pages.
-async fn dead_letters(client: &Client) -> Vec<pb::DeadLetter> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (page, next) = client
-            .list_dead_letters(2, &token)
-            .await
-            .expect("list dead letters");
-        all.extend(page);
-        if next.is_empty() {
-            return all;
-        }
-        token = next;
-    }
+/// Every dead letter, following the pages (two a page, to have several).
+async fn dead_letters(client: &Client) -> Vec<DeadLetter> {
+    client
+        .dead_letters(2)
+        .try_collect()
+        .await
+        .expect("list dead letters")
 }
 
-fn event_ids(dead: &[pb::DeadLetter]) -> Vec<String> {
-    dead.iter()
-        .map(|d| d.event.clone().expect("event").event_id)
-        .collect()
+fn event_ids(dead: &[DeadLetter]) -> Vec<Uuid> {
+    dead.iter().map(|d| d.event.id).collect()
 }
 
 #[tokio::test]
@@ -68,10 +59,9 @@ async fn failed_events_are_listed_and_redriven() {
         (dead.len() == 3).then_some(dead)
     })
     .await;
-    let expected: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let mut listed = event_ids(&dead);
     listed.sort();
-    let mut sorted = expected.clone();
+    let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(listed, sorted);
     for d in &dead {
@@ -91,9 +81,11 @@ async fn failed_events_are_listed_and_redriven() {
 
     // Redrive one: it is PENDING again and its dead letter goes; the sink
     // loses it again, so it comes back as a new dead letter, last.
-    let first = dead[0].event.clone().expect("event").event_id;
-    let first_id: Uuid = first.parse().expect("uuid");
-    let results = client.redrive(Some(&[first_id])).await.expect("redrive");
+    let first = dead[0].event.id;
+    let results = client
+        .redrive(Redrive::Ids(vec![first]))
+        .await
+        .expect("redrive");
     assert_eq!(results.len(), 1);
     assert_eq!(
         results[0].as_ref().expect("put back").status,
@@ -105,14 +97,12 @@ async fn failed_events_are_listed_and_redriven() {
     })
     .await;
     assert!(
-        !again
-            .iter()
-            .any(|d| d.dead_letter_id == dead[0].dead_letter_id),
+        !again.iter().any(|d| d.id == dead[0].id),
         "the old dead letter was removed"
     );
 
     // Redrive all: every event goes back, each with its result.
-    let results = client.redrive(None).await.expect("redrive all");
+    let results = client.redrive(Redrive::All).await.expect("redrive all");
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(|r| r.is_ok()));
     eventually(Duration::from_secs(10), "all failed again", || async {
@@ -125,7 +115,7 @@ async fn failed_events_are_listed_and_redriven() {
     for request in [
         pb::RedriveEventsRequest::default(),
         pb::RedriveEventsRequest {
-            event_ids: vec![first.clone()],
+            event_ids: vec![first.to_string()],
             all: true,
         },
     ] {
@@ -134,7 +124,7 @@ async fn failed_events_are_listed_and_redriven() {
         assert!(err.message().contains("event_ids"), "{}", err.message());
     }
     let item = client
-        .redrive(Some(&[Uuid::nil()]))
+        .redrive(Redrive::Ids(vec![Uuid::nil()]))
         .await
         .expect("per-item results");
     assert_eq!(

@@ -484,7 +484,10 @@ async fn fuzz(logger: &Logger) {
     eprintln!("answers by grpc-status: {codes:?}");
     assert!(codes.get(&3).copied().unwrap_or(0) > 100, "{codes:?}");
     // Still healthy, still serving, and no refused call stored anything.
-    assert_eq!(client.health("").await.expect("health"), "SERVING");
+    assert_eq!(
+        client.health("").await.expect("health"),
+        herald_client::Health::Serving
+    );
     let stats = client.stats().await.expect("stats");
     assert_eq!(
         stats.total_events as usize,

@@ -19,7 +19,8 @@ use herald_cli::{
     simulate::{SimulateOptions, simulate},
 };
 use herald_client::{
-    Client, Error, ListEvents, Message, Notification, RetryPolicy, SubscribeOptions,
+    Client, DeadLetter, Error, Health, ListEvents, Message, Notification, Redrive, RetryPolicy,
+    SubscribeOptions,
 };
 use herald_runtime::flags::TlsArgs;
 use uuid::Uuid;
@@ -218,7 +219,7 @@ enum DeadLettersCommand {
     List {
         /// Most dead letters per page.
         #[arg(long, default_value_t = 100)]
-        page_size: i32,
+        page_size: u32,
         /// Follow every page.
         #[arg(long)]
         all: bool,
@@ -449,11 +450,11 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Health { service } => {
             let status = client.health(service).await?;
             if cli.json {
-                println!("{}", serde_json::json!({ "status": status }));
+                println!("{}", serde_json::json!({ "status": status.as_str() }));
             } else {
                 println!("{status}");
             }
-            if status != "SERVING" {
+            if status != Health::Serving {
                 return Err(Error::Rpc {
                     code: tonic::Code::Unavailable,
                     message: format!("logger is {status}"),
@@ -464,43 +465,47 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
         Command::DeadLetters(DeadLettersCommand::List { page_size, all }) => {
-            let mut token = String::new();
-            loop {
-                let (page, next) = client.list_dead_letters(*page_size, &token).await?;
-                for dead in page {
-                    let event = dead.event.unwrap_or_default();
-                    if cli.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "dead_letter_id": dead.dead_letter_id,
-                                "event_id": event.event_id,
-                                "user_id": event.user_id,
-                                "deliveries": dead.deliveries,
-                                "reason": dead.reason,
-                            })
-                        );
-                    } else {
-                        println!(
-                            "{}  {}  {}  {}  {}",
-                            dead.dead_letter_id,
-                            event.event_id,
-                            event.user_id,
-                            dead.deliveries,
-                            dead.reason
-                        );
-                    }
+            let print = |dead: &DeadLetter| {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "dead_letter_id": dead.id,
+                            "event_id": dead.event.id.to_string(),
+                            "user_id": dead.event.user_id,
+                            "deliveries": dead.deliveries,
+                            "reason": dead.reason,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}  {}  {}  {}  {}",
+                        dead.id, dead.event.id, dead.event.user_id, dead.deliveries, dead.reason
+                    );
                 }
-                if next.is_empty() || !*all {
-                    break;
+            };
+            if *all {
+                let mut dead = std::pin::pin!(client.dead_letters(*page_size));
+                while let Some(letter) = dead.next().await {
+                    print(&letter?);
                 }
-                token = next;
+            } else {
+                client
+                    .list_dead_letters(*page_size, "")
+                    .await?
+                    .items
+                    .iter()
+                    .for_each(print);
             }
         }
         Command::DeadLetters(DeadLettersCommand::Redrive { all, event_ids }) => {
-            let ids = (!*all).then_some(event_ids.as_slice());
+            let which = if *all {
+                Redrive::All
+            } else {
+                Redrive::Ids(event_ids.clone())
+            };
             let mut failed = None;
-            for result in client.redrive(ids).await? {
+            for result in client.redrive(which).await? {
                 match result {
                     Ok(event) => print_event(&event, cli.json),
                     Err(err) => {
@@ -515,16 +520,8 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Stats => {
             let stats = client.stats().await?;
-            let started = stats
-                .started_at
-                .and_then(|t| SystemTime::try_from(t).ok())
-                .map(rfc3339)
-                .unwrap_or_default();
-            let uptime = stats
-                .uptime
-                .and_then(|d| Duration::try_from(d).ok())
-                .unwrap_or_default()
-                .as_secs();
+            let started = stats.started_at.map(rfc3339).unwrap_or_default();
+            let uptime = stats.uptime.as_secs();
             let fields: [(&str, serde_json::Value); 12] = [
                 ("total_events", stats.total_events.into()),
                 ("pending_events", stats.pending_events.into()),
