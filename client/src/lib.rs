@@ -40,7 +40,9 @@ pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
 pub use herald::domain::EventInput;
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
-pub use publisher::{Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull};
+pub use publisher::{
+    Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,
+};
 pub use query::{ListEvents, Page};
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::Tls;

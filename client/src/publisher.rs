@@ -35,7 +35,7 @@ use std::{
 use herald::{domain::EventInput, pb, random::SplitMix64};
 use prost::Message as _;
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
     task::{JoinHandle, JoinSet},
     time::Instant,
 };
@@ -92,6 +92,69 @@ pub struct PublisherOptions {
     pub initial_backoff: Duration,
     /// Longest wait between retries.
     pub max_backoff: Duration,
+    /// Told of each event's outcome, with its type (for counts by type).
+    pub observer: Option<Observer>,
+}
+
+/// What became of a published event, in the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The logger stored it.
+    Published,
+    /// The logger refused it (invalid, not allowed).
+    Refused,
+    /// It was never sent: the buffer was full, it was too large, or the
+    /// publisher closed first.
+    Dropped,
+}
+
+impl Outcome {
+    /// `published`, `refused` or `dropped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Refused => "refused",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// A function told of each event's [`Outcome`] and its type; it runs on
+/// the publisher's tasks, so it should be quick (count, not block).
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+/// use herald_client::{Observer, Outcome, PublisherOptions};
+///
+/// let refused = Arc::new(AtomicU64::new(0));
+/// let seen = refused.clone();
+/// let options = PublisherOptions {
+///     observer: Some(Observer::new(move |outcome, _event_type| {
+///         if outcome == Outcome::Refused {
+///             seen.fetch_add(1, Ordering::Relaxed);
+///         }
+///     })),
+///     ..PublisherOptions::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct Observer(Arc<ObserveFn>);
+
+/// What an [`Observer`] calls.
+type ObserveFn = dyn Fn(Outcome, &str) + Send + Sync;
+
+impl Observer {
+    /// An observer calling `f` with each outcome and the event's type.
+    pub fn new(f: impl Fn(Outcome, &str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Default for PublisherOptions {
@@ -106,6 +169,7 @@ impl Default for PublisherOptions {
             call_timeout: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            observer: None,
         }
     }
 }
@@ -193,8 +257,8 @@ struct Shared {
     refused: AtomicU64,
     dropped: AtomicU64,
     retried: AtomicU64,
-    /// Tells the background task to stop and let go of what it holds.
-    stop: Arc<Notify>,
+    /// Set by close: the tasks stop and count what they hold as dropped.
+    stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -234,11 +298,11 @@ impl Publisher {
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             retried: AtomicU64::new(0),
-            stop: Arc::new(Notify::new()),
+            stop: watch::Sender::new(false),
             task: Mutex::new(None),
         });
         let (queue, items) = mpsc::unbounded_channel();
-        let task = tokio::spawn(dispatch(client, shared.clone(), items, shared.stop.clone()));
+        let task = tokio::spawn(dispatch(client, shared.clone(), items));
         if let Ok(mut slot) = shared.task.lock() {
             *slot = Some(task);
         }
@@ -251,17 +315,17 @@ impl Publisher {
     pub async fn publish(&self, event: EventInput) -> Publish {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
-            return self.drop_one("the publisher is closed");
+            return self.drop_one(&event, "the publisher is closed");
         }
         let room = match shared.room.clone().try_acquire_owned() {
             Ok(room) => room,
             Err(_) => match shared.options.when_full {
-                WhenFull::DropNewest => return self.drop_one("the buffer is full"),
+                WhenFull::DropNewest => return self.drop_one(&event, "the buffer is full"),
                 WhenFull::Wait(deadline) => {
                     match tokio::time::timeout(deadline, shared.room.clone().acquire_owned()).await
                     {
                         Ok(Ok(room)) => room,
-                        _ => return self.drop_one("the buffer stayed full"),
+                        _ => return self.drop_one(&event, "the buffer stayed full"),
                     }
                 }
             },
@@ -275,7 +339,7 @@ impl Publisher {
                 user_id = %request.user_id,
                 "event dropped: larger than a batch may be"
             );
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.settle(Outcome::Dropped, &request.r#type);
             return Publish::Dropped;
         }
         shared.full_reported.store(false, Ordering::Relaxed);
@@ -286,7 +350,11 @@ impl Publisher {
         };
         match self.queue.send(Item::Event(queued)) {
             Ok(()) => Publish::Queued,
-            Err(_) => self.drop_one("the publisher is closed"),
+            Err(mpsc::error::SendError(Item::Event(queued))) => {
+                shared.settle(Outcome::Dropped, &queued.request.r#type);
+                Publish::Dropped
+            }
+            Err(_) => unreachable!("an event was sent"),
         }
     }
 
@@ -333,21 +401,19 @@ impl Publisher {
                 "publisher closed with events unsent"
             );
         }
+        self.shared.stop.send_replace(true);
         let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
-            let lost = self.shared.buffered();
-            self.shared.stop.notify_one();
-            // The task lets go of what it holds, which gives the room back.
+            // The tasks count what they hold as dropped and give its room back.
             let _ = task.await;
-            self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
         }
         self.stats()
     }
 
-    /// Counts an event not kept, logging the first of a burst.
-    fn drop_one(&self, why: &'static str) -> Publish {
+    /// Counts `event`, not kept, as dropped, logging the first of a burst.
+    fn drop_one(&self, event: &EventInput, why: &'static str) -> Publish {
         let shared = &self.shared;
-        shared.dropped.fetch_add(1, Ordering::Relaxed);
+        shared.settle(Outcome::Dropped, &event.event_type);
         if !shared.full_reported.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 capacity = shared.options.capacity,
@@ -359,6 +425,25 @@ impl Publisher {
 }
 
 impl Shared {
+    /// Counts an event of `event_type` as settled with `outcome`, and tells the observer.
+    fn settle(&self, outcome: Outcome, event_type: &str) {
+        let counter = match outcome {
+            Outcome::Published => &self.published,
+            Outcome::Refused => &self.refused,
+            Outcome::Dropped => &self.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(Observer(observe)) = &self.options.observer {
+            observe(outcome, event_type);
+        }
+    }
+
+    /// Completes once close has stopped the publisher.
+    async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
     /// Events held now.
     fn buffered(&self) -> u64 {
         let free = self.room.available_permits();
@@ -378,20 +463,21 @@ fn stamped(mut event: EventInput) -> EventInput {
 
 /// The background task: gathers batches from the queue and sends them,
 /// `in_flight` at a time, until the queue is closed and everything is sent,
-/// or until `stop` (then what is held is let go).
-async fn dispatch(
-    client: Client,
-    shared: Arc<Shared>,
-    mut items: mpsc::UnboundedReceiver<Item>,
-    stop: Arc<Notify>,
-) {
+/// or until close stops it (then what is held is counted as dropped).
+async fn dispatch(client: Client, shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<Item>) {
     let mut sending = JoinSet::new();
     tokio::select! {
         () = send_all(&client, &shared, &mut items, &mut sending) => {}
-        () = stop.notified() => {
-            sending.shutdown().await;
+        () = shared.stopped() => {
             items.close();
-            while items.try_recv().is_ok() {}
+            while let Ok(item) = items.try_recv() {
+                match item {
+                    Item::Event(event) => shared.settle(Outcome::Dropped, &event.request.r#type),
+                    Item::Flush(done) => drop(done),
+                }
+            }
+            // Each send sees the stop too, and counts what it holds.
+            while sending.join_next().await.is_some() {}
         }
     }
 }
@@ -497,23 +583,22 @@ async fn send(client: Client, shared: Arc<Shared>, batch: Batch, seed: u64) {
         let request = pb::CreateEventsRequest {
             requests: events.iter().map(|e| e.request.clone()).collect(),
         };
-        let answer =
-            tokio::time::timeout(options.call_timeout, client.create_batch(request, false))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::from(tonic::Status::deadline_exceeded(
-                        "no answer to CreateEvents in time",
-                    )))
-                });
+        let call = tokio::time::timeout(options.call_timeout, client.create_batch(request, false));
+        let answer = tokio::select! {
+            answer = call => answer.unwrap_or_else(|_| {
+                Err(Error::from(tonic::Status::deadline_exceeded(
+                    "no answer to CreateEvents in time",
+                )))
+            }),
+            () = shared.stopped() => return give_up(&shared, &events),
+        };
         let mut asked_wait = None;
         match answer {
             Ok(results) => {
                 let mut again = Vec::new();
                 for (event, result) in events.into_iter().zip(results) {
                     match item_parts(result) {
-                        Ok(_) => {
-                            shared.published.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Ok(_) => shared.settle(Outcome::Published, &event.request.r#type),
                         Err(err) if retryable(err.code()) => {
                             asked_wait = asked_wait.max(err.retry_after());
                             again.push(event);
@@ -545,14 +630,24 @@ async fn send(client: Client, shared: Arc<Shared>, batch: Batch, seed: u64) {
             let half = backoff / 2;
             half + half.mul_f64(jitter.next_f64())
         });
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.stopped() => return give_up(&shared, &events),
+        }
         backoff = (backoff * 2).min(options.max_backoff);
+    }
+}
+
+/// Counts what a send held when the publisher was closed as dropped.
+fn give_up(shared: &Shared, events: &[Queued]) {
+    for event in events {
+        shared.settle(Outcome::Dropped, &event.request.r#type);
     }
 }
 
 /// Counts and logs an event the logger refused.
 fn refuse(shared: &Shared, event: &Queued, err: &Error) {
-    shared.refused.fetch_add(1, Ordering::Relaxed);
+    shared.settle(Outcome::Refused, &event.request.r#type);
     tracing::warn!(
         error = %err,
         user_id = %event.request.user_id,

@@ -4,7 +4,11 @@
 
 mod common;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use common::{Lines, Logger};
 use futures_util::TryStreamExt;
@@ -12,7 +16,9 @@ use herald::{
     domain::EventInput,
     testing::{RedisServer, skip_redis_tests},
 };
-use herald_client::{Client, ListEvents, Publish, Publisher, PublisherOptions, WhenFull};
+use herald_client::{
+    Client, ListEvents, Observer, Outcome, Publish, Publisher, PublisherOptions, WhenFull,
+};
 use tokio::net::TcpListener;
 
 /// A publisher of a logger at `addr` that may not be up yet, retrying fast.
@@ -179,11 +185,34 @@ async fn a_full_buffer_drops_the_newest_and_counts_it() {
 #[tokio::test]
 async fn refused_events_are_counted_and_not_retried() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
-    let publisher = publisher_of(logger.addr, fast_retries());
-    publish_all(&publisher, "cy", "good", 3).await;
+    let outcomes: Arc<Mutex<HashMap<(Outcome, String), u64>>> = Arc::default();
+    let seen = outcomes.clone();
+    let publisher = publisher_of(
+        logger.addr,
+        PublisherOptions {
+            observer: Some(Observer::new(move |outcome, event_type| {
+                let mut seen = seen.lock().expect("outcomes");
+                *seen.entry((outcome, event_type.to_owned())).or_default() += 1;
+            })),
+            ..fast_retries()
+        },
+    );
+    let typed = |user: &str, description: String, event_type: &str| EventInput {
+        event_type: event_type.into(),
+        ..event(user, description)
+    };
+    for i in 0..3 {
+        publisher
+            .publish(typed("cy", format!("good-{i}"), "t.good"))
+            .await;
+    }
     // No user id, and a description past its 4,096-byte limit.
-    publisher.publish(event("", "no user".into())).await;
-    publisher.publish(event("cy", "x".repeat(100_000))).await;
+    publisher
+        .publish(typed("", "no user".into(), "t.bad"))
+        .await;
+    publisher
+        .publish(typed("cy", "x".repeat(100_000), "t.bad"))
+        .await;
     publisher
         .flush(Duration::from_secs(10))
         .await
@@ -198,6 +227,14 @@ async fn refused_events_are_counted_and_not_retried() {
         ),
         (3, 2, 0, 0),
         "{stats:?}"
+    );
+    let outcomes = outcomes.lock().expect("outcomes").clone();
+    assert_eq!(
+        outcomes,
+        HashMap::from([
+            ((Outcome::Published, "t.good".to_owned()), 3),
+            ((Outcome::Refused, "t.bad".to_owned()), 2),
+        ])
     );
     assert_eq!(descriptions_of(&logger.client().await, "cy").await.len(), 3);
     logger.stop_within(Duration::from_secs(10)).await;
