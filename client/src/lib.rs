@@ -38,7 +38,7 @@ pub mod tls;
 pub use admin::{DeadLetter, Health, Redrive, Stats};
 pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
-pub use herald::domain::EventInput;
+pub use herald::domain::{EventInput, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use publisher::{
     Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,

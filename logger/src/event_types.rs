@@ -141,11 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn shipped_registry_checks_the_web_analytics_types() {
+    fn shipped_registry_checks_the_web_analytics_and_user_types() {
         let types = EventTypes::parse(DEFAULT_REGISTRY).expect("shipped registry compiles");
         assert_eq!(
             types.names().collect::<Vec<_>>(),
-            ["cta click", "form interaction", "pageview"]
+            [
+                "cta click",
+                "form interaction",
+                "pageview",
+                "user.created",
+                "user.deleted",
+                "user.updated"
+            ]
         );
         let ok = serde_json::json!({"host": "example.com", "path": "/"});
         assert!(fields(&types, "pageview", ok).is_empty());
