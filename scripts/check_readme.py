@@ -158,9 +158,11 @@ def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     readme = open(os.path.join(root, "README.md")).read()
     # Commands run in a scratch directory (files they write stay out of the
-    # repository) that sees the repository's config/ as the README does.
+    # repository) that sees the repository's config/, examples/ and proto/
+    # as the README does.
     workdir = tempfile.TemporaryDirectory()
-    os.symlink(os.path.join(root, "config"), os.path.join(workdir.name, "config"))
+    for shared in ("config", "examples", "proto"):
+        os.symlink(os.path.join(root, shared), os.path.join(workdir.name, shared))
     addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     logger = subprocess.Popen([logger_bin, "--listen", addr, "--metrics-listen", metrics_addr],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
