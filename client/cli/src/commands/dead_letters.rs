@@ -1,0 +1,99 @@
+//! `herald dead-letters list` and `redrive`.
+
+use futures_util::StreamExt;
+use herald_client::{Client, DeadLetter, Error, Redrive};
+use uuid::Uuid;
+
+use super::print_event;
+
+/// `herald dead-letters` subcommands.
+#[derive(clap::Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, oldest first: dead letter id, event id, user,
+    /// deliveries and reason.
+    List {
+        /// Most dead letters per page.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Put FAILED events back in the queue and remove their dead letters.
+    Redrive {
+        /// Every dead letter's event.
+        #[arg(
+            long,
+            conflicts_with = "event_ids",
+            required_unless_present = "event_ids"
+        )]
+        all: bool,
+        /// The events to put back.
+        event_ids: Vec<Uuid>,
+    },
+}
+
+/// Runs one `dead-letters` subcommand.
+pub async fn run(client: &Client, command: &DeadLettersCommand, json: bool) -> Result<(), Error> {
+    match command {
+        DeadLettersCommand::List { page_size, all } => list(client, *page_size, *all, json).await,
+        DeadLettersCommand::Redrive { all, event_ids } => {
+            redrive(client, *all, event_ids, json).await
+        }
+    }
+}
+
+async fn list(client: &Client, page_size: u32, all: bool, json: bool) -> Result<(), Error> {
+    let print = |dead: &DeadLetter| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "dead_letter_id": dead.id,
+                    "event_id": dead.event.id.to_string(),
+                    "user_id": dead.event.user_id,
+                    "deliveries": dead.deliveries,
+                    "reason": dead.reason,
+                })
+            );
+        } else {
+            println!(
+                "{}  {}  {}  {}  {}",
+                dead.id, dead.event.id, dead.event.user_id, dead.deliveries, dead.reason
+            );
+        }
+    };
+    if all {
+        let mut dead = std::pin::pin!(client.dead_letters(page_size));
+        while let Some(letter) = dead.next().await {
+            print(&letter?);
+        }
+    } else {
+        client
+            .list_dead_letters(page_size, "")
+            .await?
+            .items
+            .iter()
+            .for_each(print);
+    }
+    Ok(())
+}
+
+async fn redrive(client: &Client, all: bool, event_ids: &[Uuid], json: bool) -> Result<(), Error> {
+    let which = if all {
+        Redrive::All
+    } else {
+        Redrive::Ids(event_ids.to_vec())
+    };
+    let mut failed = None;
+    for result in client.redrive(which).await? {
+        match result {
+            Ok(event) => print_event(&event, json),
+            Err(err) => {
+                eprintln!("error: {err}");
+                failed = Some(err);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}

@@ -1,0 +1,93 @@
+//! The subcommands of `herald`, one module each, and what they share: the
+//! parsers of flag values and how an event is printed.
+
+pub mod admin;
+pub mod dead_letters;
+pub mod events;
+pub mod keys;
+pub mod simulate;
+pub mod subscribe;
+
+use std::time::SystemTime;
+
+use herald::{
+    Event, EventStatus,
+    domain::{Payload, rfc3339},
+};
+
+/// Reads `--payload`: a JSON object.
+pub fn parse_payload(s: &str) -> Result<Payload, String> {
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the payload must be a JSON object".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+/// Reads an RFC 3339 time flag.
+pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let t: prost_types::Timestamp = s
+        .parse()
+        .map_err(|_| format!("not an RFC 3339 time: {s:?} (e.g. 2026-11-22T10:00:00Z)"))?;
+    SystemTime::try_from(t).map_err(|_| format!("time out of range: {s:?}"))
+}
+
+/// Reads a status flag: pending, processed, opened or failed.
+pub fn parse_status(s: &str) -> Result<EventStatus, String> {
+    EventStatus::parse(s)
+        .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
+}
+
+/// An event as one JSON object.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": e.id.to_string(),
+        "user_id": e.user_id,
+        "description": e.description,
+        "status": e.status.as_str(),
+        "created_at": rfc3339(e.created_at),
+        "updated_at": rfc3339(e.updated_at),
+        "category": e.category,
+        "type": e.event_type,
+        "session_id": e.session_id,
+        "payload": e.payload,
+        "occurred_at": rfc3339(e.occurred_at),
+        "request_id": e.request_id,
+        "source": e.source,
+    })
+}
+
+/// Prints an event as labelled lines, or with `json` as one object.
+pub fn print_event(e: &Event, json: bool) {
+    if json {
+        println!("{}", event_json(e));
+    } else {
+        println!("event_id:    {}", e.id);
+        println!("user_id:     {}", e.user_id);
+        println!("description: {}", e.description);
+        println!("status:      {}", e.status);
+        println!("created_at:  {}", rfc3339(e.created_at));
+        println!("updated_at:  {}", rfc3339(e.updated_at));
+        if e.occurred_at != e.created_at {
+            println!("occurred_at: {}", rfc3339(e.occurred_at));
+        }
+        let optional = [
+            ("category:   ", &e.category),
+            ("type:       ", &e.event_type),
+            ("session_id: ", &e.session_id),
+            ("request_id: ", &e.request_id),
+            ("source:     ", &e.source),
+        ];
+        for (label, value) in optional {
+            if !value.is_empty() {
+                println!("{label} {value}");
+            }
+        }
+        if let Some(payload) = &e.payload {
+            println!(
+                "payload:     {}",
+                serde_json::Value::Object(payload.clone())
+            );
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `herald subscribe`: follows notifications until interrupted.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use herald::{EventStatus, domain::rfc3339};
+use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions};
+
+use super::{event_json, parse_status};
+
+/// Flags of `herald subscribe`.
+#[derive(clap::Args)]
+pub struct SubscribeArgs {
+    /// Whose notifications to follow; omit for every user's.
+    #[arg(long, default_value = "")]
+    user_id: String,
+    /// Only this category (repeat for any of several).
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// Only this type (repeat for any of several).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Only this session.
+    #[arg(long, default_value = "")]
+    session_id: String,
+    /// Changes into this status (repeat for several; default: processed,
+    /// i.e. notifications as they are sent).
+    #[arg(long = "status", value_parser = parse_status)]
+    statuses: Vec<EventStatus>,
+    /// First print what was logged after this cursor (from an earlier
+    /// run's output), then follow live.
+    #[arg(long, default_value = "")]
+    after: String,
+    /// Mark each notification shown as OPENED (as the recipient's app would).
+    #[arg(long)]
+    mark_opened: bool,
+}
+
+/// Prints each change as it arrives, resuming by itself after a dropped
+/// connection, until Ctrl-C.
+pub async fn run(client: &Client, args: &SubscribeArgs, json: bool) -> Result<(), Error> {
+    let SubscribeArgs {
+        user_id,
+        categories,
+        types,
+        session_id,
+        statuses,
+        after,
+        mark_opened,
+    } = args;
+    let options = SubscribeOptions {
+        user_id: user_id.clone(),
+        categories: categories.clone(),
+        types: types.clone(),
+        session_id: session_id.clone(),
+        statuses: statuses.clone(),
+        after_cursor: after.clone(),
+    };
+    // Keep following through outages, as a terminal session would.
+    let follow = RetryPolicy {
+        retries: u32::MAX,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(5),
+    };
+    let mut stream = client
+        .clone()
+        .with_resubscribe(follow)
+        .subscribe_with(options)
+        .await?;
+    loop {
+        let message = tokio::select! {
+            item = stream.next() => match item {
+                Some(item) => item?,
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        match message {
+            Message::Event(n) => {
+                show_notification(&n, !statuses.is_empty(), json);
+                if *mark_opened && n.event.status == EventStatus::Processed {
+                    client
+                        .update_status(n.event.id, EventStatus::Opened)
+                        .await?;
+                }
+            }
+            Message::HistoryGap {
+                requested_cursor,
+                oldest_cursor,
+                reason,
+            } => eprintln!(
+                "warning: history after {requested_cursor} is incomplete ({reason}); \
+                 continuing after {oldest_cursor}"
+            ),
+            Message::Heartbeat { .. } => {}
+        }
+    }
+}
+
+/// One line per change: JSON with its cursor, or time, id, (status,) user and text.
+fn show_notification(n: &Notification, with_status: bool, json: bool) {
+    let e = &n.event;
+    if json {
+        let mut value = event_json(e);
+        value["cursor"] = n.cursor.clone().into();
+        println!("{value}");
+    } else if with_status {
+        println!(
+            "{}  {}  {:<9}  {}: {}",
+            rfc3339(e.updated_at),
+            e.id,
+            e.status.as_str(),
+            e.user_id,
+            e.description
+        );
+    } else {
+        println!(
+            "{}  {}  {}: {}",
+            rfc3339(e.updated_at),
+            e.id,
+            e.user_id,
+            e.description
+        );
+    }
+}
