@@ -313,18 +313,16 @@ impl Client {
         query: ListEvents,
     ) -> impl Stream<Item = Result<Event, Error>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(query), move |query| {
-            let client = client.clone();
+        every_page(move |token| {
+            let (client, query) = (client.clone(), query.clone());
             async move {
-                let Some(query) = query else {
-                    return Ok::<_, Error>(None);
+                let query = match token {
+                    Some(token) => query.page_token(token),
+                    None => query,
                 };
-                let page = client.list_events(query.clone()).await?;
-                let next = page.next.map(|token| query.page_token(token));
-                Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+                client.list_events(query).await
             }
         })
-        .try_flatten()
     }
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
@@ -447,20 +445,13 @@ impl Client {
         page_size: u32,
     ) -> impl Stream<Item = Result<DeadLetter, Error>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(String::new()), move |token| {
+        every_page(move |token| {
             let client = client.clone();
             async move {
-                let Some(token) = token else {
-                    return Ok::<_, Error>(None);
-                };
-                let page = client.list_dead_letters(page_size, &token).await?;
-                Ok(Some((
-                    stream::iter(page.items.into_iter().map(Ok)),
-                    page.next,
-                )))
+                let token = token.unwrap_or_default();
+                client.list_dead_letters(page_size, &token).await
             }
         })
-        .try_flatten()
     }
 
     /// Puts FAILED events back in the queue (as PENDING) and removes their
@@ -546,6 +537,31 @@ impl Client {
             }
         }
     }
+}
+
+/// Every item of a listing, page after page: `fetch` reads the page a token
+/// names (`None`: the first), and the stream asks for the next page only when
+/// it needs it. The stream ends after the first error.
+fn every_page<T, F, Fut>(fetch: F) -> impl Stream<Item = Result<T, Error>> + Send + 'static
+where
+    T: Send + 'static,
+    F: Fn(Option<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Page<T>, Error>> + Send + 'static,
+{
+    stream::try_unfold(Some(None), move |token: Option<Option<String>>| {
+        let page = token.map(&fetch);
+        async move {
+            let Some(page) = page else {
+                return Ok::<_, Error>(None);
+            };
+            let page = page.await?;
+            Ok(Some((
+                stream::iter(page.items.into_iter().map(Ok)),
+                page.next.map(Some),
+            )))
+        }
+    })
+    .try_flatten()
 }
 
 /// A request to create `event`.

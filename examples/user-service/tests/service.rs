@@ -99,6 +99,14 @@ fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// Creates a user through the API, which must answer 201; the user as answered.
+async fn create_user(addr: SocketAddr, email: &str, name: &str) -> Value {
+    let body = json!({"email": email, "name": name});
+    let (status, answer) = call(addr, "POST", "/users", Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+    json_of(&answer)
+}
+
 /// The user events Herald holds, oldest first.
 async fn user_events(herald: SocketAddr) -> Vec<Event> {
     let client = Client::connect(format!("http://{herald}"))
@@ -141,15 +149,7 @@ async fn each_successful_operation_publishes_one_event_and_a_failed_one_none() {
     let api = service(&dir, herald.addr).await;
     let a = api.addr;
 
-    let (status, body) = call(
-        a,
-        "POST",
-        "/users",
-        Some(json!({"email": "Ada@Example.com", "name": "Ada"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let ada = json_of(&body);
+    let ada = create_user(a, "Ada@Example.com", "Ada").await;
     let id = ada["id"].as_str().expect("id").to_owned();
     assert_eq!(ada["email"], "ada@example.com");
 
@@ -277,15 +277,8 @@ async fn with_herald_stopped_the_api_answers_and_the_events_arrive_later() {
         .expect("addr");
     let api = service(&dir, herald_addr).await;
     let a = api.addr;
-    let (status, body) = call(
-        a,
-        "POST",
-        "/users",
-        Some(json!({"email": "grace@example.com", "name": "Grace"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let id = json_of(&body)["id"].as_str().expect("id").to_owned();
+    let grace = create_user(a, "grace@example.com", "Grace").await;
+    let id = grace["id"].as_str().expect("id").to_owned();
     let (status, _) = call(
         a,
         "PATCH",
