@@ -135,11 +135,20 @@ async fn exactly(herald: SocketAddr, n: usize) -> Vec<Event> {
     events
 }
 
-fn types(events: &[Event]) -> Vec<(&str, &str)> {
-    events
+/// Checks that `events` are one user's created, updated and deleted, in order.
+fn assert_one_lifecycle(events: &[Event], user_id: &str) {
+    let seen: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.event_type.as_str(), e.user_id.as_str()))
-        .collect()
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("user.created", user_id),
+            ("user.updated", user_id),
+            ("user.deleted", user_id)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,14 +243,7 @@ async fn each_successful_operation_publishes_one_event_and_a_failed_one_none() {
     assert_eq!(status, 404, "deleted users are gone");
 
     let events = exactly(herald.addr, 3).await;
-    assert_eq!(
-        types(&events),
-        [
-            ("user.created", id.as_str()),
-            ("user.updated", id.as_str()),
-            ("user.deleted", id.as_str())
-        ]
-    );
+    assert_one_lifecycle(&events, &id);
     let changes = &events[1].payload.as_ref().expect("payload")["changes"];
     assert_eq!(changes, &json!({"name": {"from": "Ada", "to": "Ada L."}}));
 
@@ -303,14 +305,7 @@ async fn with_herald_stopped_the_api_answers_and_the_events_arrive_later() {
             .expect("the same address"),
     );
     let events = exactly(herald.addr, 3).await;
-    assert_eq!(
-        types(&events),
-        [
-            ("user.created", id.as_str()),
-            ("user.updated", id.as_str()),
-            ("user.deleted", id.as_str())
-        ]
-    );
+    assert_one_lifecycle(&events, &id);
     api.stop().await;
     herald.stop().await;
 }
