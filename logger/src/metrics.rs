@@ -30,7 +30,7 @@ use crate::notifier::ActiveStreams;
 /// further ones are counted under [`OTHER`], so clients cannot grow the
 /// metrics without bound.
 const MAX_LABEL_VALUES: usize = 100;
-/// The label value of everything past [`MAX_LABEL_VALUES`].
+/// The label value of everything past `MAX_LABEL_VALUES`.
 pub const OTHER: &str = "_other";
 
 /// Every metric of one logger, in its own registry.

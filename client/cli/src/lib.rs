@@ -2,7 +2,7 @@
 //! (which stays a library without any of this crate's dependencies).
 //!
 //! # Layout
-//! - [`bench`]: `herald bench`, the benchmark suite (ingest, paced latency,
+//! - [`bench`](mod@bench): `herald bench`, the benchmark suite (ingest, paced latency,
 //!   end to end, fan-out, health floor).
 //! - [`simulate`]: `herald simulate`, deliveries through lossy processors,
 //!   with the report of what arrived.
