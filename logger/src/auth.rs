@@ -358,6 +358,23 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The client id of the caller (an event's `source`); empty in open mode.
+pub(crate) fn source_of<T>(request: &tonic::Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Identity>()
+        .map(|identity| identity.client_id.clone())
+        .unwrap_or_default()
+}
+
+/// The end user whose token made the call, if it was a user token.
+pub(crate) fn user_of<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .and_then(|identity| identity.user.clone())
+}
+
 /// The tower layer that checks every call against a [`KeyRing`].
 #[derive(Clone)]
 pub struct AuthLayer {

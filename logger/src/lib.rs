@@ -4,16 +4,19 @@
 //! worker embedded, so one command runs the whole system.
 //!
 //! # Layout
-//! - [`auth`]: API keys and scopes, checked for every call by one tower layer.
+//! - [`auth`]: API keys and scopes, checked for every call by one tower layer,
+//!   and the caller's identity as the handlers read it.
 //! - [`config`]: flags with `HERALD_*` env twins.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
-//! - [`limits`]: per-client token-bucket rate limits.
+//! - [`limits`]: per-client token-bucket rate limits, and the accounting of
+//!   open Subscribe streams per client.
 //! - [`loading`]: reading the JSON configuration files, and [`loading::LoadError`].
 //! - [`metrics`]: Prometheus metrics: the RPC layer, the event counts, the
 //!   gauges read at each scrape (served on `--metrics-listen`).
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
+//! - [`observe`]: what every write is counted, logged and traced as.
 //! - [`notifier`]: the Notifier handler: filters, resuming after a cursor,
 //!   heartbeats, stream limits.
 //! - [`fanout`]: the per-process fan-out: local subscribers and the one tail
@@ -35,6 +38,7 @@ pub mod limits;
 pub mod loading;
 pub mod metrics;
 pub mod notifier;
+pub mod observe;
 pub mod queue;
 pub mod retention;
 pub mod server;

@@ -1,18 +1,27 @@
-//! Per-client rate limits: a token bucket per client id.
+//! Per-client limits: a token bucket of calls per client id, and the
+//! accounting of open Subscribe streams per client.
 //!
 //! Each client may make `per_sec` calls a second on average, in bursts of up
 //! to `burst`. Over the limit, a call gets RESOURCE_EXHAUSTED with a
 //! `google.rpc.RetryInfo` saying when to try again. Health checks and
-//! reflection are not limited.
+//! reflection are not limited. [`StreamCounts`] holds each client's open
+//! streams (at most `--max-streams-per-client`) and the byte budget their
+//! queues share; [`ActiveStreams`] is its read-only view for stats and
+//! metrics.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::queue::Budget;
 
 /// A client's allowance.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,6 +87,99 @@ impl RateLimiter {
             ),
             details,
         ))
+    }
+}
+
+/// Open Subscribe streams per client id (or user, for user tokens), with
+/// the budget their queues share.
+pub struct StreamCounts {
+    max: usize,
+    max_bytes: usize,
+    open: Mutex<HashMap<String, (usize, Arc<Budget>)>>,
+    /// Open streams of every client.
+    total: AtomicU64,
+}
+
+/// How many Subscribe streams are open on this logger.
+#[derive(Clone)]
+pub struct ActiveStreams(Arc<StreamCounts>);
+
+impl ActiveStreams {
+    /// The view of `counts`.
+    pub fn of(counts: &Arc<StreamCounts>) -> Self {
+        Self(counts.clone())
+    }
+
+    /// The number open now.
+    pub fn count(&self) -> u64 {
+        self.0.total.load(Ordering::Relaxed)
+    }
+
+    /// The bytes (encoded messages) their queues hold now.
+    pub fn buffered_bytes(&self) -> usize {
+        let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values().map(|(_, budget)| budget.used()).sum()
+    }
+}
+
+impl StreamCounts {
+    /// At most `max` streams per client, whose queues hold at most
+    /// `max_bytes` together.
+    pub fn new(max: usize, max_bytes: usize) -> Self {
+        Self {
+            max,
+            max_bytes,
+            open: Mutex::new(HashMap::new()),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for one more stream of `client`, held until the guard drops.
+    pub fn acquire(self: &Arc<Self>, client: String) -> Result<StreamSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, budget) = open
+            .entry(client.clone())
+            .or_insert_with(|| (0, Arc::new(Budget::new(self.max_bytes))));
+        if *count >= self.max {
+            let who = if client.is_empty() {
+                "anonymous callers"
+            } else {
+                client.as_str()
+            };
+            return Err(Status::resource_exhausted(format!(
+                "too many open Subscribe streams for {who} (at most {})",
+                self.max
+            )));
+        }
+        *count += 1;
+        let budget = budget.clone();
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(StreamSlot {
+            counts: self.clone(),
+            client,
+            budget,
+        })
+    }
+}
+
+/// One open stream's place in [`StreamCounts`].
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    client: String,
+    /// The budget of its client's queues.
+    pub budget: Arc<Budget>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, _)) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
     }
 }
 

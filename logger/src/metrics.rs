@@ -24,7 +24,7 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Reg
 use prost::Message;
 use tonic::Code;
 
-use crate::notifier::ActiveStreams;
+use crate::limits::ActiveStreams;
 
 /// Most distinct values a label fed by clients (category, type) takes;
 /// further ones are counted under [`OTHER`], so clients cannot grow the

@@ -15,12 +15,8 @@
 //! user) together by `--max-buffered-bytes-per-client` (see [`crate::queue`]).
 
 use std::{
-    collections::HashMap,
     pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -37,7 +33,8 @@ use tracing::{debug, warn};
 
 use crate::{
     fanout::{Fanout, event_message},
-    queue::{Budget, Ended, Published},
+    limits::{ActiveStreams, StreamCounts, StreamSlot},
+    queue::{Ended, Published},
 };
 
 /// Entries read from the log per page while a subscriber catches up (about
@@ -95,12 +92,10 @@ impl NotifierService {
         shutdown: CancellationToken,
         options: NotifierOptions,
     ) -> Self {
-        let streams = Arc::new(StreamCounts {
-            max: options.max_streams,
-            max_bytes: options.max_buffered_bytes,
-            open: Mutex::new(HashMap::new()),
-            total: AtomicU64::new(0),
-        });
+        let streams = Arc::new(StreamCounts::new(
+            options.max_streams,
+            options.max_buffered_bytes,
+        ));
         Self {
             fanout,
             feed,
@@ -114,84 +109,7 @@ impl NotifierService {
 impl NotifierService {
     /// The count of its open streams, for stats.
     pub fn active_streams(&self) -> ActiveStreams {
-        ActiveStreams(self.streams.clone())
-    }
-}
-
-/// Open Subscribe streams per client id (or user, for user tokens), with
-/// the budget their queues share.
-struct StreamCounts {
-    max: usize,
-    max_bytes: usize,
-    open: Mutex<HashMap<String, (usize, Arc<Budget>)>>,
-    /// Open streams of every client.
-    total: AtomicU64,
-}
-
-/// How many Subscribe streams are open on this logger.
-#[derive(Clone)]
-pub struct ActiveStreams(Arc<StreamCounts>);
-
-impl ActiveStreams {
-    /// The number open now.
-    pub fn count(&self) -> u64 {
-        self.0.total.load(Ordering::Relaxed)
-    }
-
-    /// The bytes (encoded messages) their queues hold now.
-    pub fn buffered_bytes(&self) -> usize {
-        let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.values().map(|(_, budget)| budget.used()).sum()
-    }
-}
-
-impl StreamCounts {
-    /// A place for one more stream of `client`, held until the guard drops.
-    fn acquire(self: &Arc<Self>, client: String) -> Result<StreamSlot, Status> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, budget) = open
-            .entry(client.clone())
-            .or_insert_with(|| (0, Arc::new(Budget::new(self.max_bytes))));
-        if *count >= self.max {
-            let who = if client.is_empty() {
-                "anonymous callers"
-            } else {
-                client.as_str()
-            };
-            return Err(Status::resource_exhausted(format!(
-                "too many open Subscribe streams for {who} (at most {})",
-                self.max
-            )));
-        }
-        *count += 1;
-        let budget = budget.clone();
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(StreamSlot {
-            counts: self.clone(),
-            client,
-            budget,
-        })
-    }
-}
-
-/// One open stream's place in [`StreamCounts`].
-struct StreamSlot {
-    counts: Arc<StreamCounts>,
-    client: String,
-    /// The budget of its client's queues.
-    budget: Arc<Budget>,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.counts.total.fetch_sub(1, Ordering::Relaxed);
-        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, _)) = open.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.client);
-            }
-        }
+        ActiveStreams::of(&self.streams)
     }
 }
 
@@ -203,10 +121,10 @@ impl Notifier for NotifierService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let user = crate::service::user_of(&request);
+        let user = crate::auth::user_of(&request);
         let client = match &user {
             Some(user) => format!("user:{user}"),
-            None => crate::service::source_of(&request),
+            None => crate::auth::source_of(&request),
         };
         let SubscribeRequest { filter, after } = request.into_inner().try_into()?;
         if user.is_some_and(|user| user != filter.user_id) {

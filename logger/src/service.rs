@@ -1,12 +1,6 @@
 //! `herald.v1.EventLogger`: thin handlers that convert, call the store, map errors.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Instant, SystemTime},
-};
+use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
@@ -22,114 +16,22 @@ use herald::{
     trace::{self, TraceParent},
 };
 use tonic::{Request, Response, Status};
-use tracing::debug;
 
-use crate::{auth::Identity, metrics::EventMetrics, notifier::ActiveStreams};
+use crate::{
+    auth::{source_of, user_of},
+    limits::ActiveStreams,
+    metrics::EventMetrics,
+    observe::{Write, WriteObserver},
+};
 
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
     rules: Rules,
-    counters: Counters,
+    counters: WriteObserver,
     streams: Option<ActiveStreams>,
     /// Largest response message: every answer is built to fit it.
     message_limit: usize,
-}
-
-/// This logger's own counts since it started (queue entries written and
-/// failed writes are kept in the metrics alone).
-struct Counters {
-    started: SystemTime,
-    clock: Instant,
-    created: AtomicU64,
-    updated: AtomicU64,
-    metrics: EventMetrics,
-}
-
-/// What a write does.
-#[derive(Clone, Copy)]
-enum Write {
-    /// Creates events, for a caller in this trace (if it sent one).
-    Create(Option<TraceParent>),
-    /// Changes statuses.
-    Change,
-}
-
-impl Counters {
-    /// Counts (and logs, and traces) what a write that started at `since`
-    /// did: events created, status changes applied and queue entries written.
-    /// An event the write did not change (a repeated request id, a status it
-    /// already had) is not counted; a failed write counts as a failure, a
-    /// refused item (in a batch) as a rejection.
-    fn record<'a>(
-        &self,
-        outcomes: impl IntoIterator<Item = &'a Result<Event, Error>>,
-        since: SystemTime,
-        kind: Write,
-    ) {
-        let created = matches!(kind, Write::Create(_));
-        for outcome in outcomes {
-            match outcome {
-                Ok(event) => {
-                    let (count, at) = if created {
-                        (&self.created, event.created_at)
-                    } else {
-                        (&self.updated, event.updated_at)
-                    };
-                    if at < since {
-                        continue;
-                    }
-                    count.fetch_add(1, Ordering::Relaxed);
-                    debug!(
-                        event_id = %event.id,
-                        status = %event.status,
-                        trace_id = %event.traceparent.map(|t| t.trace_id()).unwrap_or_default(),
-                        "{}",
-                        if created { "event created" } else { "status changed" }
-                    );
-                    trace_step(event, since, kind);
-                    if created {
-                        self.metrics.created(&event.category, &event.event_type);
-                    } else {
-                        self.metrics.status_updated(event.status);
-                    }
-                    if event.status.enqueues() {
-                        self.metrics.published.inc();
-                    }
-                }
-                Err(Error::Unavailable(_) | Error::Misconfigured(_) | Error::Internal(_)) => {
-                    self.metrics.publish_failures.inc();
-                }
-                Err(err) if created => self.metrics.rejected(Status::from(err.clone()).code()),
-                Err(_) => {}
-            }
-        }
-    }
-}
-
-/// Sends the span of one event's creation or change (with `otlp`): the
-/// creation's span is the event's own traceparent, under the caller's; a
-/// change's is a new span under the one that asked for it.
-fn trace_step(event: &Event, since: SystemTime, kind: Write) {
-    let Some(stored) = event.traceparent else {
-        return;
-    };
-    herald_runtime::otel::record(|| {
-        let (name, context, parent) = match kind {
-            Write::Create(caller) => ("CreateEvent", stored, caller),
-            Write::Change => ("UpdateStatus", stored.child(), Some(stored)),
-        };
-        herald_runtime::otel::Step {
-            name,
-            context,
-            parent,
-            start: since,
-            attributes: vec![
-                ("herald.event_id", event.id.to_string()),
-                ("herald.status", event.status.as_str().to_owned()),
-            ],
-        }
-    });
 }
 
 impl EventLoggerService {
@@ -139,13 +41,7 @@ impl EventLoggerService {
         Self {
             store,
             rules,
-            counters: Counters {
-                started: SystemTime::now(),
-                clock: Instant::now(),
-                created: AtomicU64::new(0),
-                updated: AtomicU64::new(0),
-                metrics,
-            },
+            counters: WriteObserver::new(metrics),
             streams: None,
             message_limit: 4 * 1024 * 1024,
         }
@@ -442,35 +338,25 @@ impl EventLogger for EventLoggerService {
         let counts = self.store.status_counts().await?;
         let c = &self.counters;
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let load = |a: &AtomicU64| n(a.load(Ordering::Relaxed));
         Ok(Response::new(pb::GetStatsResponse {
             total_events: n(counts.total()),
             pending_events: n(counts.pending),
             processed_events: n(counts.processed),
             opened_events: n(counts.opened),
             failed_events: n(counts.failed),
-            events_created: load(&c.created),
-            status_updates: load(&c.updated),
-            events_published: n(c.metrics.published.get()),
-            publish_failures: n(c.metrics.publish_failures.get()),
+            events_created: n(c.created()),
+            status_updates: n(c.updated()),
+            events_published: n(c.published()),
+            publish_failures: n(c.publish_failures()),
             active_subscribers: n(self.streams.as_ref().map_or(0, ActiveStreams::count)),
-            started_at: Some(c.started.into()),
-            uptime: prost_types::Duration::try_from(c.clock.elapsed()).ok(),
+            started_at: Some(c.started().into()),
+            uptime: prost_types::Duration::try_from(c.uptime()).ok(),
         }))
     }
 }
 
 /// Most events one RedriveEvents call names (and one store call applies).
 const MAX_REDRIVE: usize = 1_000;
-
-/// The client id of the caller (an event's `source`); empty in open mode.
-pub(crate) fn source_of<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Identity>()
-        .map(|identity| identity.client_id.clone())
-        .unwrap_or_default()
-}
 
 /// The trace context the caller sent in its `traceparent` header, if valid
 /// (an invalid one is ignored, as W3C Trace Context asks).
@@ -480,14 +366,6 @@ fn call_trace<T>(request: &Request<T>) -> Option<TraceParent> {
         .get(trace::HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceParent::parse)
-}
-
-/// The end user whose token made the call, if it was a user token.
-pub(crate) fn user_of<T>(request: &Request<T>) -> Option<String> {
-    request
-        .extensions()
-        .get::<Identity>()
-        .and_then(|identity| identity.user.clone())
 }
 
 /// Runs the valid items of a batch through `apply` in one call and puts each
