@@ -26,6 +26,16 @@ use crate::{
 
 /// How idempotent calls are retried while the server answers UNAVAILABLE
 /// or the connection breaks during the call.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_client::{Client, RetryPolicy};
+///
+/// # fn demo() -> Result<(), herald_client::Error> {
+/// let patient = RetryPolicy { retries: 20, max_backoff: Duration::from_secs(10), ..RetryPolicy::default() };
+/// let client = Client::connect_lazy("http://127.0.0.1:50051")?.with_retry(patient);
+/// # let _ = client; Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retries).
@@ -54,6 +64,13 @@ impl Default for RetryPolicy {
 }
 
 /// Sends the API key, if any, as `authorization: Bearer <key>` on every call.
+///
+/// ```
+/// use herald_client::ApiKey;
+///
+/// assert!(ApiKey::bearer("hk_0123").is_ok());
+/// assert!(ApiKey::bearer("not\na header").is_err());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ApiKey(Option<MetadataValue<Ascii>>);
 
@@ -103,11 +120,26 @@ pub struct Client {
 impl Client {
     /// Connects to the logger at `url` (`http://host:port`, or `https://`
     /// trusting the public web roots), failing if it cannot be reached now.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), herald_client::Error> {
+    /// let client = herald_client::Client::connect("http://127.0.0.1:50051").await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
         Self::connect_with(url, &Tls::default()).await
     }
 
     /// [`Client::connect`] with TLS settings (a CA to trust, a client certificate).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), herald_client::Error> {
+    /// use herald_client::{Client, Tls};
+    ///
+    /// let tls = Tls::from_files(Some("ca.pem".as_ref()), None, None)?;
+    /// let client = Client::connect_with("https://herald.example:50051", &tls).await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub async fn connect_with(url: impl Into<String>, tls: &Tls) -> Result<Self, Error> {
         let url = url.into();
         let channel = tls
@@ -123,6 +155,13 @@ impl Client {
 
     /// A client that connects on first use (and reconnects as needed), for
     /// services that may start before the logger.
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), herald_client::Error> {
+    /// // No connection yet: the first call makes it (and waits for the logger).
+    /// let client = herald_client::Client::connect_lazy("http://127.0.0.1:50051")?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn connect_lazy(url: impl Into<String>) -> Result<Self, Error> {
         Self::connect_lazy_with(url, &Tls::default())
     }
@@ -151,6 +190,12 @@ impl Client {
 
     /// The same client, authenticating every call with `key` (an API key);
     /// an empty key means none.
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), herald_client::Error> {
+    /// let client = herald_client::Client::connect_lazy("http://127.0.0.1:50051")?.with_api_key("hk_0123")?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn with_api_key(self, key: &str) -> Result<Self, Error> {
         let (retry, resubscribe) = (self.retry, self.resubscribe);
         Ok(Self::with_key(self.channel, ApiKey::bearer(key)?)
@@ -174,6 +219,13 @@ impl Client {
 
     /// Creates an event with only a user and a description; not retried,
     /// since without a request id a retry could create it twice.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let event = client.create_event("alice", "Your order shipped").await?;
+    /// assert_eq!(event.status, herald_client::EventStatus::Pending);
+    /// # Ok(()) }
+    /// ```
     pub async fn create_event(&self, user_id: &str, description: &str) -> Result<Event, Error> {
         self.create(EventInput {
             user_id: user_id.into(),
@@ -186,6 +238,23 @@ impl Client {
     /// Creates an event with any of its fields. With a `request_id` the call is
     /// idempotent (the server answers a repeat with the first event), so it is
     /// retried while the server is unavailable; without one it is not.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::EventInput;
+    ///
+    /// let event = client
+    ///     .create(EventInput {
+    ///         user_id: "alice".into(),
+    ///         description: "Invoice 42 is ready".into(),
+    ///         category: "billing".into(),
+    ///         request_id: "invoice-42".into(),
+    ///         ..EventInput::default()
+    ///     })
+    ///     .await?;
+    /// println!("{}", event.id);
+    /// # Ok(()) }
+    /// ```
     pub async fn create(&self, event: EventInput) -> Result<Event, Error> {
         let request = create_request(event);
         let response = if request.request_id.is_empty() {
@@ -207,6 +276,24 @@ impl Client {
     /// Creates up to 1,000 events in one call; each has its own result, in
     /// order (field names of errors look like `requests[2].user_id`). Retried
     /// while the server is unavailable only if every event has a request id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::EventInput;
+    ///
+    /// let events = ["a", "b"].map(|user| EventInput {
+    ///     user_id: user.into(),
+    ///     description: "Maintenance tonight".into(),
+    ///     ..EventInput::default()
+    /// });
+    /// for result in client.create_many(events.to_vec()).await? {
+    ///     match result {
+    ///         Ok(event) => println!("created {}", event.id),
+    ///         Err(err) => println!("refused: {err}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn create_many(
         &self,
         events: Vec<EventInput>,
@@ -250,6 +337,14 @@ impl Client {
     }
 
     /// The event with this id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let created = client.create_event("alice", "Hello").await?;
+    /// let event = client.get_event(created.id).await?;
+    /// println!("{} is {}", event.id, event.status);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_event(&self, id: Uuid) -> Result<Event, Error> {
         let response = self
             .retrying(|mut logger| async move {
@@ -326,12 +421,32 @@ impl Client {
     }
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::EventStatus;
+    ///
+    /// let event = client.create_event("alice", "Hello").await?;
+    /// let opened = client.update_status(event.id, EventStatus::Opened).await;
+    /// // PENDING cannot become OPENED: FAILED_PRECONDITION.
+    /// assert!(opened.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event, Error> {
         self.apply(StatusChange::new(id, status)).await
     }
 
     /// Applies one status change, with its trace context if it has one;
     /// retried like [`Client::update_status`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::{EventStatus, StatusChange};
+    ///
+    /// let event = client.create_event("alice", "Hello").await?;
+    /// client.apply(StatusChange::new(event.id, EventStatus::Processed)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn apply(&self, change: StatusChange) -> Result<Event, Error> {
         let request = pb::UpdateStatusRequest::from(change);
         let response = self
@@ -346,6 +461,18 @@ impl Client {
     /// Applies several status changes in one call (at most 1,000); each has its
     /// own result, in order. Retried as a whole while the server is unavailable,
     /// since every change is idempotent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::{EventStatus, StatusChange};
+    ///
+    /// let event = client.create_event("alice", "Hello").await?;
+    /// let changes = [StatusChange::new(event.id, EventStatus::Processed)];
+    /// for result in client.batch_update_status(&changes).await? {
+    ///     println!("{:?}", result.map(|e| e.status));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn batch_update_status(
         &self,
         changes: &[StatusChange],
@@ -362,6 +489,17 @@ impl Client {
     /// without its event (the server answers with summaries only): a
     /// smaller, cheaper answer for callers that only need to know which
     /// changes landed, such as a processor settling its deliveries.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::{EventStatus, StatusChange};
+    ///
+    /// let event = client.create_event("alice", "Hello").await?;
+    /// let changes = [StatusChange::new(event.id, EventStatus::Processed)];
+    /// let outcomes = client.batch_update_status_outcomes(&changes).await?;
+    /// assert!(outcomes.iter().all(Result::is_ok));
+    /// # Ok(()) }
+    /// ```
     pub async fn batch_update_status_outcomes(
         &self,
         changes: &[StatusChange],
@@ -404,6 +542,15 @@ impl Client {
     /// One page of dead letters (oldest first) of at most `page_size` (0:
     /// the server's default), starting at `page_token` (a [`Page::next`]; `""`
     /// for the first page).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let page = client.list_dead_letters(100, "").await?;
+    /// for dead in &page.items {
+    ///     println!("{} {}", dead.event.id, dead.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_dead_letters(
         &self,
         page_size: u32,
@@ -489,6 +636,13 @@ impl Client {
     }
 
     /// The logger's counts: events by status, and its own activity.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let stats = client.stats().await?;
+    /// println!("{} events, {} pending", stats.total_events, stats.pending_events);
+    /// # Ok(()) }
+    /// ```
     pub async fn stats(&self) -> Result<Stats, Error> {
         self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })
             .await
@@ -496,6 +650,14 @@ impl Client {
     }
 
     /// The gRPC health of `service` (`""` for the whole server).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::Health;
+    ///
+    /// assert_eq!(client.health("").await?, Health::Serving);
+    /// # Ok(()) }
+    /// ```
     pub async fn health(&self, service: &str) -> Result<Health, Error> {
         let request = HealthCheckRequest {
             service: service.into(),

@@ -7,6 +7,22 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// What a call through [`crate::Client`] can fail with.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use herald_client::EventInput;
+/// use tonic::Code;
+///
+/// match client.create(EventInput::default()).await {
+///     Err(err) if err.code() == Code::InvalidArgument => {
+///         for v in err.violations() {
+///             println!("{}: {}", v.field, v.description);
+///         }
+///     }
+///     other => println!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error status.

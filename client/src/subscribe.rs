@@ -16,6 +16,17 @@ use tracing::{debug, warn};
 use crate::{Client, Error, RetryPolicy, client::event_of};
 
 /// What a subscription asks for; every filter given must match.
+///
+/// ```
+/// use herald_client::{EventStatus, SubscribeOptions};
+///
+/// let dashboard = SubscribeOptions {
+///     categories: vec!["billing".into()],
+///     statuses: EventStatus::ALL.to_vec(),
+///     ..SubscribeOptions::default()
+/// };
+/// # let _ = dashboard;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Whose changes; empty for every user's (needs notifications:subscribe).
@@ -123,6 +134,19 @@ struct State {
 
 impl Client {
     /// Notifications sent to `user_id`, live; see [`Client::subscribe_with`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let mut notifications = client.subscribe("alice").await?;
+    /// while let Some(message) = notifications.next().await {
+    ///     if let Some(n) = message?.into_notification() {
+    ///         println!("{}: {}", n.event.user_id, n.event.description);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&self, user_id: &str) -> Result<Subscription, Error> {
         self.subscribe_with(SubscribeOptions::user(user_id)).await
     }
@@ -133,6 +157,23 @@ impl Client {
     /// [`Client::with_resubscribe`], counted per outage) and resumes after the
     /// last cursor it saw. Other errors, and outages longer than the policy
     /// allows, end the stream with an error item.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use futures_util::StreamExt;
+    /// use herald_client::{Message, SubscribeOptions};
+    ///
+    /// let options = SubscribeOptions { after_cursor: "start".into(), ..SubscribeOptions::user("alice") };
+    /// let mut stream = client.subscribe_with(options).await?;
+    /// while let Some(message) = stream.next().await {
+    ///     match message? {
+    ///         Message::Event(n) => println!("{} after {}", n.event.id, n.cursor),
+    ///         Message::HistoryGap { reason, .. } => eprintln!("gap: {reason}"),
+    ///         Message::Heartbeat { .. } => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
         let request = options.request(&options.after_cursor);
         let stream = self.notifier.clone().subscribe(request).await?.into_inner();

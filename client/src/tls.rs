@@ -10,6 +10,15 @@ use crate::Error;
 
 /// TLS settings of a connection; the default trusts the public web roots for
 /// `https://` URLs and presents no client certificate.
+///
+/// ```
+/// use herald_client::Tls;
+///
+/// let tls = Tls::default()
+///     .with_ca_pem(std::fs::read("ca.pem").unwrap_or_default())
+///     .with_domain("herald.internal");
+/// assert!(tls.endpoint("http://127.0.0.1:50051").is_err(), "TLS settings need https://");
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Tls {
     ca: Option<Certificate>,
