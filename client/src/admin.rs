@@ -10,6 +10,17 @@ use uuid::Uuid;
 use crate::{Error, client::event_of};
 
 /// An event given up after too many delivery attempts (it is FAILED).
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use futures_util::TryStreamExt;
+///
+/// let dead: Vec<herald_client::DeadLetter> = client.dead_letters(100).try_collect().await?;
+/// for letter in dead {
+///     println!("{} ({} deliveries): {}", letter.event.id, letter.deliveries, letter.reason);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter {
     /// Its id among the dead letters.
@@ -71,6 +82,13 @@ impl Redrive {
 
 /// The logger's counts ([`Client::stats`](crate::Client::stats)): events
 /// stored by status, and this logger process's own activity.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// let stats = client.stats().await?;
+/// println!("{} PENDING of {}, up {:?}", stats.pending_events, stats.total_events, stats.uptime);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Events stored, every status.
@@ -124,6 +142,13 @@ impl From<pb::GetStatsResponse> for Stats {
 }
 
 /// A service's gRPC health ([`Client::health`](crate::Client::health)).
+///
+/// ```
+/// use herald_client::Health;
+///
+/// assert_eq!(Health::NotServing.as_str(), "NOT_SERVING");
+/// assert_eq!(Health::Serving.to_string(), "SERVING");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     /// It answers calls.

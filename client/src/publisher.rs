@@ -48,6 +48,15 @@ use crate::{
 };
 
 /// What [`Publisher::publish`] does when the buffer is full.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_client::{PublisherOptions, WhenFull};
+///
+/// // A batch job would rather wait a little than lose an event.
+/// let options = PublisherOptions { when_full: WhenFull::Wait(Duration::from_millis(250)), ..Default::default() };
+/// assert_ne!(options.when_full, WhenFull::DropNewest);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WhenFull {
     /// Drop the event being published, count it, and return at once.
@@ -97,6 +106,12 @@ pub struct PublisherOptions {
 }
 
 /// What became of a published event, in the end.
+///
+/// ```
+/// use herald_client::Outcome;
+///
+/// assert_eq!(Outcome::Refused.as_str(), "refused");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The logger stored it.
@@ -175,6 +190,18 @@ impl Default for PublisherOptions {
 }
 
 /// What became of one [`Publisher::publish`].
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use herald_client::{EventInput, Publish, Publisher, PublisherOptions};
+///
+/// let publisher = Publisher::new(client, PublisherOptions::default());
+/// let event = EventInput { user_id: "alice".into(), description: "Hi".into(), ..EventInput::default() };
+/// if publisher.publish(event).await == Publish::Dropped {
+///     // Counted in publisher.stats().dropped; the request goes on.
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Publish {
     /// In the buffer; it will be sent (and retried) in the background.
@@ -185,6 +212,16 @@ pub enum Publish {
 }
 
 /// The publisher's counts since it was made.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use herald_client::{Publisher, PublisherOptions};
+///
+/// let publisher = Publisher::new(client, PublisherOptions::default());
+/// let stats = publisher.stats();
+/// println!("published {} refused {} dropped {} buffered {}", stats.published, stats.refused, stats.dropped, stats.buffered);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PublisherStats {
     /// Events the logger stored.
@@ -201,6 +238,18 @@ pub struct PublisherStats {
 }
 
 /// [`Publisher::flush`] ran out of time with events still held.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use std::time::Duration;
+/// use herald_client::{Publisher, PublisherOptions};
+///
+/// let publisher = Publisher::new(client, PublisherOptions::default());
+/// if let Err(unflushed) = publisher.flush(Duration::from_secs(2)).await {
+///     eprintln!("Herald is slow: {} events still waiting", unflushed.buffered);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{buffered} events still buffered")]
 pub struct Unflushed {

@@ -99,6 +99,24 @@ impl ListEvents {
 }
 
 /// One page of a listing, and where the next one starts.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use herald_client::ListEvents;
+///
+/// let query = ListEvents::new().user("alice").page_size(100);
+/// let mut page = client.list_events(query.clone()).await?;
+/// loop {
+///     for event in &page.items {
+///         println!("{}", event.description);
+///     }
+///     match page.next {
+///         Some(token) => page = client.list_events(query.clone().page_token(token)).await?,
+///         None => break,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page<T> {
     /// What this page holds, in the query's order.

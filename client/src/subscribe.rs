@@ -65,6 +65,19 @@ impl SubscribeOptions {
 }
 
 /// One notification (or other change) received through a subscription.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use futures_util::StreamExt;
+///
+/// let mut stream = client.subscribe("alice").await?;
+/// if let Some(Ok(message)) = stream.next().await {
+///     if let Some(n) = message.into_notification() {
+///         println!("{} at {}", n.event.description, n.cursor);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
     /// The event as it was when it reached its status.
@@ -74,6 +87,21 @@ pub struct Notification {
 }
 
 /// One message of a subscription.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use futures_util::StreamExt;
+///
+/// let mut stream = client.subscribe("alice").await?;
+/// let mut resume_after = String::new();
+/// while let Some(message) = stream.next().await {
+///     let message = message?;
+///     // Saved, it lets a later run resume with SubscribeOptions::after_cursor.
+///     resume_after = message.cursor().to_owned();
+/// }
+/// # let _ = resume_after;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A change matching the filters: by default, a notification sent.
@@ -115,6 +143,16 @@ impl Message {
 }
 
 /// The stream of a subscription.
+///
+/// ```no_run
+/// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+/// use futures_util::StreamExt;
+///
+/// let mut subscription: herald_client::Subscription = client.subscribe("alice").await?;
+/// let first = subscription.next().await;
+/// # let _ = first;
+/// # Ok(()) }
+/// ```
 pub type Subscription = Pin<Box<dyn Stream<Item = Result<Message, Error>> + Send>>;
 
 /// Where a resuming subscription is.

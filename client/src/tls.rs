@@ -119,6 +119,12 @@ impl Tls {
 
 /// The file at `path`, checked to hold a PEM block whose label ends in
 /// `label` (`CERTIFICATE`, `PRIVATE KEY`); errors name `flag`.
+///
+/// ```
+/// let err = herald_client::tls::read_pem("missing.pem".as_ref(), "CERTIFICATE", "--ca-cert")
+///     .expect_err("no such file");
+/// assert!(err.to_string().starts_with("--ca-cert: cannot read missing.pem"));
+/// ```
 pub fn read_pem(path: &Path, label: &str, flag: &str) -> Result<Vec<u8>, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Setup(format!("{flag}: cannot read {}: {e}", path.display())))?;
