@@ -26,6 +26,7 @@ use herald::{
     pb::{self, subscribe_response::Kind},
     subscription::SubscriptionFilter,
 };
+use herald_runtime::process::Backoff;
 use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -258,7 +259,7 @@ impl Fanout {
         feed: Arc<dyn NotificationFeed>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::up_to(Duration::from_secs(5));
         let mut cursor = None;
         loop {
             let step = async {
@@ -285,7 +286,7 @@ impl Fanout {
             };
             match result {
                 Ok((current, read, wanted)) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     cursor = Some(if self.publish_all(&read, wanted) {
                         read.through
                     } else {
@@ -293,12 +294,10 @@ impl Fanout {
                     });
                 }
                 Err(err) => {
-                    warn!(error = %err, retry_in = ?backoff, "cannot read the notification log");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => break,
+                    warn!(error = %err, retry_in = ?backoff.next_wait(), "cannot read the notification log");
+                    if !backoff.sleep(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use herald::backend::{self, EventStore, StoreOptions};
 use herald_client::Client;
-use herald_runtime::metrics as endpoint;
+use herald_runtime::{metrics as endpoint, process::Backoff};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -123,18 +123,16 @@ async fn wait_until_prepared(
     store: &dyn EventStore,
     shutdown: &CancellationToken,
 ) -> herald::Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
         match store.prepare().await {
             Ok(()) => return Ok(()),
             Err(err @ herald::Error::Misconfigured(_)) => return Err(err),
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?backoff, "cannot check the storage layout");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return Ok(()),
+                tracing::warn!(error = %err, retry_in = ?backoff.next_wait(), "cannot check the storage layout");
+                if !backoff.sleep(shutdown).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

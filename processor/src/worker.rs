@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use herald_runtime::otel;
+use herald_runtime::{otel, process::Backoff};
 
 use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
 
@@ -100,7 +100,7 @@ pub async fn run_worker(
         ))
     };
     let permits = Arc::new(Semaphore::new(config.concurrency as usize));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
         let first = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -116,16 +116,14 @@ pub async fn run_worker(
         };
         let batch = match received {
             Ok(batch) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 batch
             }
             Err(err) => {
-                warn!(error = %err, retry_in = ?backoff, "cannot read the queue");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
+                warn!(error = %err, retry_in = ?backoff.next_wait(), "cannot read the queue");
+                if !backoff.sleep(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -317,16 +315,14 @@ async fn settle_call(
     context: &Context,
     changes: &[StatusChange],
 ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::up_to(Duration::from_secs(1));
     loop {
         match context.client.batch_update_status_outcomes(changes).await {
             Err(err) if err.code() == Code::Unavailable && !context.shutdown.is_cancelled() => {
-                warn!(error = %err, retry_in = ?backoff, events = changes.len(), "cannot settle; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = context.shutdown.cancelled() => return Err(err),
+                warn!(error = %err, retry_in = ?backoff.next_wait(), events = changes.len(), "cannot settle; retrying");
+                if !backoff.sleep(&context.shutdown).await {
+                    return Err(err);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             result => return result,
         }
