@@ -1,16 +1,9 @@
 //! The REST API: `POST /users`, `GET`, `PATCH` and `DELETE /users/{id}`,
-//! and `GET /metrics`. Each write publishes its event only after the
+//! and `GET /metrics` (rendered by [`crate::metrics`]). Each write publishes its event only after the
 //! database committed it, through the Publisher, which never fails or slows
 //! the request.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Router,
@@ -20,10 +13,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use herald_client::{EventInput, Outcome, Publisher};
+use herald_client::{EventInput, Publisher};
 use serde_json::{Value, json};
 
-use crate::store::{Change, Counts, Store, StoreError, User};
+use crate::{
+    metrics::Metrics,
+    store::{Change, Store, StoreError, User},
+};
 
 /// The event types this service publishes.
 pub const EVENT_TYPES: [&str; 3] = ["user.created", "user.updated", "user.deleted"];
@@ -40,100 +36,6 @@ pub struct App {
     store: Store,
     publisher: Publisher,
     metrics: Arc<Metrics>,
-}
-
-/// Counts kept in memory, so `/metrics` reads no database.
-pub struct Metrics {
-    started: Instant,
-    active: AtomicU64,
-    deleted: AtomicU64,
-    /// Per event type and outcome.
-    events: HashMap<(&'static str, Outcome), AtomicU64>,
-}
-
-impl Metrics {
-    /// Counts starting from the database's `counts`.
-    pub fn new(counts: Counts) -> Self {
-        let events = EVENT_TYPES
-            .into_iter()
-            .flat_map(|t| {
-                [Outcome::Published, Outcome::Refused, Outcome::Dropped]
-                    .map(|outcome| ((t, outcome), AtomicU64::new(0)))
-            })
-            .collect();
-        Self {
-            started: Instant::now(),
-            active: AtomicU64::new(counts.active),
-            deleted: AtomicU64::new(counts.deleted),
-            events,
-        }
-    }
-
-    /// Counts an event's outcome (the Publisher's observer calls this).
-    pub fn observe(&self, outcome: Outcome, event_type: &str) {
-        if let Some(count) = EVENT_TYPES
-            .into_iter()
-            .find(|t| *t == event_type)
-            .and_then(|t| self.events.get(&(t, outcome)))
-        {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The Prometheus text exposition of every count.
-    fn render(&self, publisher: &Publisher) -> String {
-        use std::fmt::Write;
-        let active = self.active.load(Ordering::Relaxed);
-        let deleted = self.deleted.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
-        let mut gauge = |name: &str, help: &str, value: String| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            );
-        };
-        gauge(
-            "user_service_users_total",
-            "Users ever created (active and deleted).",
-            (active + deleted).to_string(),
-        );
-        gauge(
-            "user_service_users_active",
-            "Users not deleted.",
-            active.to_string(),
-        );
-        gauge(
-            "user_service_users_deleted",
-            "Users deleted (soft: their rows are kept).",
-            deleted.to_string(),
-        );
-        gauge(
-            "user_service_uptime_seconds",
-            "Seconds since the service started.",
-            format!("{:.3}", self.started.elapsed().as_secs_f64()),
-        );
-        gauge(
-            "user_service_events_buffered",
-            "Events waiting in the publisher's buffer.",
-            publisher.stats().buffered.to_string(),
-        );
-        let _ = write!(
-            out,
-            "# HELP user_service_events_total Events by type and outcome (published, refused, dropped).\n\
-             # TYPE user_service_events_total counter\n"
-        );
-        for event_type in EVENT_TYPES {
-            for outcome in [Outcome::Published, Outcome::Refused, Outcome::Dropped] {
-                let value = self.events[&(event_type, outcome)].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "user_service_events_total{{type=\"{event_type}\",outcome=\"{}\"}} {value}",
-                    outcome.as_str()
-                );
-            }
-        }
-        out
-    }
 }
 
 /// The routes over `store`, publishing through `publisher`.
@@ -286,7 +188,7 @@ async fn create(State(app): State<App>, body: Bytes) -> Result<Response, Problem
             .ok_or_else(|| Problem::invalid("name", "is required"))?,
     )?;
     let user = app.store.create(email, name).await?;
-    app.metrics.active.fetch_add(1, Ordering::Relaxed);
+    app.metrics.user_created();
     publish(
         &app,
         "user.created",
@@ -345,8 +247,7 @@ async fn update(
 
 async fn delete(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Problem> {
     let user = app.store.delete(id).await?;
-    app.metrics.active.fetch_sub(1, Ordering::Relaxed);
-    app.metrics.deleted.fetch_add(1, Ordering::Relaxed);
+    app.metrics.user_deleted();
     publish(
         &app,
         "user.deleted",

@@ -9,11 +9,13 @@
 //! - [`config`]: flags with env twins (`--listen`, `--database`,
 //!   `--herald-url`, `--api-key`).
 //! - [`store`]: the users table (SQLite), one transaction per write.
-//! - [`api`]: the routes, input checks, the events and `/metrics`.
+//! - [`api`]: the routes, input checks and the events.
+//! - [`metrics`]: the in-memory counts behind `/metrics`, and their text.
 //! - [`run`]: the whole service on a listener, until shutdown.
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -35,7 +37,7 @@ pub async fn run(
     let store = store::Store::open(&config.database)
         .with_context(|| format!("--database {}", config.database.display()))?;
     let counts = store.counts().await.context("reading the users table")?;
-    let metrics = Arc::new(api::Metrics::new(counts));
+    let metrics = Arc::new(metrics::Metrics::new(counts));
     let client = Client::connect_lazy(config.herald_url.clone())
         .context("--herald-url")?
         .with_api_key(&config.api_key)
