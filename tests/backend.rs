@@ -7,7 +7,7 @@ use herald::{
     Error, EventStatus, NewEvent,
     backend::{self, Backend, BackendConfig, ConsumerConfig},
     cursor::{Cursor, PartitionEntry},
-    domain::{EventInput, Rules, StatusChange, Statuses},
+    domain::{DeliveryAttempt, EventInput, MAX_ATTEMPTS_KEPT, Rules, StatusChange, Statuses},
     partition::Partitions,
     pb,
     query::{ListQuery, page_of},
@@ -1007,6 +1007,117 @@ async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
     }
 }
 
+/// An attempt of `event` through `channel` that succeeded or failed.
+fn attempt(event: Uuid, channel: &str, succeeded: bool) -> DeliveryAttempt {
+    DeliveryAttempt {
+        event_id: event,
+        channel: channel.into(),
+        kind: "webhook".into(),
+        target: format!("http://127.0.0.1:9/{channel}"),
+        attempted_at: herald::domain::now(),
+        latency: Duration::from_micros(1_234),
+        succeeded,
+        http_status: Some(if succeeded { 204 } else { 503 }),
+        error: if succeeded {
+            String::new()
+        } else {
+            "HTTP 503".into()
+        },
+    }
+}
+
+/// Attempts are kept per event, oldest first (the newest
+/// MAX_ATTEMPTS_KEPT); a success marks its channel in the record, so every
+/// later delivery of the event (reclaimed, redriven, dead-lettered) says
+/// which channels took it.
+async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
+    let e = b.store.create(new_event("u", "hi")).await.expect("create");
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let first = c.receive(10).await.expect("receive");
+    assert_eq!(first.len(), 1);
+    assert!(first[0].delivered.is_empty());
+    let attempts = [
+        attempt(e.id, "hooks", false),
+        attempt(e.id, "hooks", true),
+        attempt(e.id, "irc", true),
+        attempt(e.id, "hooks", true),
+    ];
+    b.deliveries
+        .record_attempts(&attempts)
+        .await
+        .expect("record");
+    assert_eq!(
+        b.deliveries.attempts(e.id).await.expect("attempts"),
+        attempts
+    );
+    // Delivered again (its consumer restarted): the record says which
+    // channels took it.
+    drop(c);
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let again = c.receive(10).await.expect("receive");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivered, ["hooks", "irc"]);
+    assert_eq!(again[0].deliveries, 2);
+    // Dead-lettered and redriven, it still skips them.
+    c.dead_letter(&again[0], "irc down").await.expect("dead");
+    let dead = b
+        .store
+        .dead_letters(&Cursor::start(b.store.partitions()), 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead[0].delivery.delivered, ["hooks", "irc"]);
+    b.store
+        .update_status(e.id, EventStatus::Failed)
+        .await
+        .expect("failed");
+    b.store
+        .redrive_many(&[StatusChange::new(e.id, EventStatus::Pending)])
+        .await
+        .expect("redrive");
+    let redriven = c.receive(10).await.expect("receive");
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(redriven[0].delivered, ["hooks", "irc"]);
+    // Only the newest are kept.
+    let many: Vec<_> = (0..MAX_ATTEMPTS_KEPT + 5)
+        .map(|i| attempt(e.id, &format!("c{i}"), false))
+        .collect();
+    b.deliveries.record_attempts(&many).await.expect("record");
+    let kept = b.deliveries.attempts(e.id).await.expect("attempts");
+    assert_eq!(kept, many[5..]);
+    // Attempts of an unknown event are dropped; it has none to list.
+    let other = b.store.create(new_event("v", "x")).await.expect("create");
+    let missing = Uuid::now_v7();
+    b.deliveries
+        .record_attempts(&[
+            attempt(missing, "hooks", true),
+            attempt(other.id, "irc", false),
+        ])
+        .await
+        .expect("record");
+    assert!(
+        matches!(b.deliveries.attempts(missing).await, Err(Error::NotFound(id)) if id == missing)
+    );
+    assert_eq!(
+        b.deliveries
+            .attempts(other.id)
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
+    // Retention removes them with the event.
+    b.store
+        .update_status(other.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    let cutoff = std::time::SystemTime::now() + Duration::from_secs(60);
+    b.store.sweep_older_than(cutoff, 10).await.expect("sweep");
+    assert!(matches!(
+        b.deliveries.attempts(other.id).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1101,6 +1212,7 @@ backend_tests!(
     retention_removes_old_settled_events_only,
     queue_trim_keeps_unacknowledged_work,
     no_busy_partition_starves_the_others,
+    delivery_attempts_are_kept_and_mark_channels,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer
@@ -1522,6 +1634,10 @@ async fn redis_retention_leaves_no_index_entry_behind() {
     }
     let (_server, b, mut conn) = redis_with_conn().await;
     let event = b.store.create(full_event("r1")).await.expect("create");
+    b.deliveries
+        .record_attempts(&[attempt(event.id, "hooks", true)])
+        .await
+        .expect("attempt");
     b.store
         .update_status(event.id, EventStatus::Processed)
         .await
@@ -1547,8 +1663,9 @@ async fn redis_retention_leaves_no_index_entry_behind() {
         sizes.zcard(keys.index(p, kind, value));
     }
     sizes.exists(record_key(&b, event.id));
+    sizes.exists(keys.attempts(p, event.id));
     let left: Vec<u64> = sizes.query_async(&mut conn).await.expect("ZCARD");
-    assert_eq!(left, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(left, [0, 0, 0, 0, 0, 0, 0]);
 }
 
 /// Queue and notification entries refer to their event's record. An entry

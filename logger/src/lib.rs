@@ -218,9 +218,14 @@ pub async fn run_with(
             shutdown.clone(),
         ));
     }
-    let logger = EventLoggerService::new(backend.store.clone(), rules, meters.events.clone())
-        .with_streams(notifier.active_streams())
-        .with_message_limit(config.max_message_bytes as usize);
+    let logger = EventLoggerService::new(
+        backend.store.clone(),
+        backend.deliveries.clone(),
+        rules,
+        meters.events.clone(),
+    )
+    .with_streams(notifier.active_streams())
+    .with_message_limit(config.max_message_bytes as usize);
     let served = server::serve(
         listener,
         logger,

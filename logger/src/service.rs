@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
-    backend::EventStore,
+    backend::{DeliveryLog, EventStore},
     cursor::Cursor,
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
@@ -27,6 +27,7 @@ use crate::{
 /// The EventLogger service over an [`EventStore`].
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
+    deliveries: Arc<dyn DeliveryLog>,
     rules: Rules,
     counters: WriteObserver,
     streams: Option<ActiveStreams>,
@@ -35,11 +36,18 @@ pub struct EventLoggerService {
 }
 
 impl EventLoggerService {
-    /// The service over `store`, checking new events against `rules` and
-    /// counting what it does in `metrics`.
-    pub fn new(store: Arc<dyn EventStore>, rules: Rules, metrics: EventMetrics) -> Self {
+    /// The service over `store` (and its delivery attempts in
+    /// `deliveries`), checking new events against `rules` and counting
+    /// what it does in `metrics`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        deliveries: Arc<dyn DeliveryLog>,
+        rules: Rules,
+        metrics: EventMetrics,
+    ) -> Self {
         Self {
             store,
+            deliveries,
             rules,
             counters: WriteObserver::new(metrics),
             streams: None,
@@ -275,6 +283,17 @@ impl EventLogger for EventLoggerService {
         Ok(Response::new(pb::ListDeadLettersResponse {
             dead_letters,
             next_page_token,
+        }))
+    }
+
+    async fn list_delivery_attempts(
+        &self,
+        request: Request<pb::ListDeliveryAttemptsRequest>,
+    ) -> Result<Response<pb::ListDeliveryAttemptsResponse>, Status> {
+        let id = parse_event_id(&request.get_ref().event_id, "event_id")?;
+        let attempts = self.deliveries.attempts(id).await?;
+        Ok(Response::new(pb::ListDeliveryAttemptsResponse {
+            attempts: attempts.into_iter().map(Into::into).collect(),
         }))
     }
 

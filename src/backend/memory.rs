@@ -19,12 +19,16 @@ use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
 use super::{
-    Consumer, ConsumerConfig, DeadLetter, Delivery, EventStore, FeedRead, History, Notification,
-    NotificationFeed, QueueStats, RetentionSlice, StatusCounts, StoreOptions, Sweep, WorkQueue,
+    Consumer, ConsumerConfig, DeadLetter, Delivery, DeliveryLog, EventStore, FeedRead, History,
+    Notification, NotificationFeed, QueueStats, RetentionSlice, StatusCounts, StoreOptions, Sweep,
+    WorkQueue,
 };
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
-    domain::{Event, EventStatus, NewEvent, StatusChange, Statuses, now},
+    domain::{
+        DeliveryAttempt, Event, EventStatus, MAX_ATTEMPTS_KEPT, NewEvent, StatusChange, Statuses,
+        now,
+    },
     error::{Error, Result},
     partition::{Partition, Partitions},
     query::{ListQuery, Page, page_of},
@@ -49,6 +53,9 @@ impl Default for MemoryBackend {
 struct State {
     partitions: Partitions,
     events: HashMap<Uuid, Event>,
+    /// Delivery attempts and the channels that took the event, of events
+    /// that have any; they go with the event.
+    deliveries: HashMap<Uuid, Deliveries>,
     /// Queued, never delivered entries of each partition, oldest first.
     queues: Vec<VecDeque<(PartitionEntry, Event)>>,
     /// The partition whose queue gives the next entry: they take turns, so
@@ -91,6 +98,15 @@ impl Log {
     }
 }
 
+/// What [`DeliveryLog`] keeps of one event.
+#[derive(Default)]
+struct Deliveries {
+    /// The newest attempts, oldest first.
+    attempts: VecDeque<DeliveryAttempt>,
+    /// Channels that took the event, in the order they did.
+    delivered: Vec<String>,
+}
+
 struct Pending {
     partition: Partition,
     event: Event,
@@ -100,6 +116,14 @@ struct Pending {
 }
 
 impl State {
+    /// The channels that took event `id`.
+    fn delivered(&self, id: Uuid) -> Vec<String> {
+        self.deliveries
+            .get(&id)
+            .map(|d| d.delivered.clone())
+            .unwrap_or_default()
+    }
+
     /// Entries queued and not yet delivered.
     fn queued(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
@@ -399,6 +423,7 @@ impl EventStore for MemoryBackend {
             }
             let status = event.status;
             state.events.remove(&id);
+            state.deliveries.remove(&id);
             *state.counts.slot(status) -= 1;
             sweep.removed += 1;
         }
@@ -477,6 +502,10 @@ impl MemoryConsumer {
         *drained = true;
         let mut out = Vec::new();
         for seq in claimable {
+            let Some(id) = state.pending.get(&seq).map(|p| p.event.id) else {
+                continue;
+            };
+            let delivered = state.delivered(id);
             if let Some(p) = state.pending.get_mut(&seq) {
                 p.consumer.clone_from(name);
                 p.delivered_at = now;
@@ -488,6 +517,7 @@ impl MemoryConsumer {
                     },
                     event: p.event.clone(),
                     deliveries: p.deliveries,
+                    delivered,
                 });
             }
         }
@@ -507,6 +537,7 @@ impl MemoryConsumer {
             );
             out.push(Delivery {
                 entry_id: entry,
+                delivered: state.delivered(event.id),
                 event,
                 deliveries: 1,
             });
@@ -568,6 +599,39 @@ impl Consumer for MemoryConsumer {
             *counts.entry(p.consumer.clone()).or_default() += 1;
         }
         Ok(counts.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryBackend {
+    async fn record_attempts(&self, attempts: &[DeliveryAttempt]) -> Result<()> {
+        let mut state = self.lock();
+        for attempt in attempts {
+            if !state.events.contains_key(&attempt.event_id) {
+                continue;
+            }
+            let kept = state.deliveries.entry(attempt.event_id).or_default();
+            if kept.attempts.len() == MAX_ATTEMPTS_KEPT {
+                kept.attempts.pop_front();
+            }
+            kept.attempts.push_back(attempt.clone());
+            if attempt.succeeded && !kept.delivered.contains(&attempt.channel) {
+                kept.delivered.push(attempt.channel.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempts(&self, id: Uuid) -> Result<Vec<DeliveryAttempt>> {
+        let state = self.lock();
+        if !state.events.contains_key(&id) {
+            return Err(Error::NotFound(id));
+        }
+        Ok(state
+            .deliveries
+            .get(&id)
+            .map(|d| d.attempts.iter().cloned().collect())
+            .unwrap_or_default())
     }
 }
 

@@ -9,6 +9,8 @@
 //!   acknowledged, and entries idle too long are reclaimed by other consumers).
 //! - [`NotificationFeed`]: the log of creations and status changes that each
 //!   logger tails to fan out to live subscribers.
+//! - [`DeliveryLog`]: each event's delivery attempts, and the channels that
+//!   already took it (kept in its record, so a redelivery skips them).
 
 mod batch;
 mod memory;
@@ -28,7 +30,7 @@ pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
 use crate::{
     cursor::{Cursor, EntryId, PartitionEntry},
-    domain::{Event, EventStatus, NewEvent, StatusChange, Statuses},
+    domain::{DeliveryAttempt, Event, EventStatus, NewEvent, StatusChange, Statuses},
     error::Result,
     partition::{Partition, Partitions},
     query::{ListQuery, Page},
@@ -214,6 +216,23 @@ pub struct Delivery {
     pub event: Event,
     /// How many times the entry has been delivered, this time included.
     pub deliveries: u64,
+    /// The channels that already took the event (see [`DeliveryLog`]), as
+    /// its record says when the entry is read.
+    pub delivered: Vec<String>,
+}
+
+/// Each event's delivery attempts, and the channels that took it.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync + 'static {
+    /// Records attempts, in order: each joins its event's attempts (the
+    /// newest [`MAX_ATTEMPTS_KEPT`](crate::domain::MAX_ATTEMPTS_KEPT) are
+    /// kept), and a successful one marks its channel as having taken the
+    /// event, in the event's record: atomically per partition. An attempt
+    /// of an event that is gone is dropped.
+    async fn record_attempts(&self, attempts: &[DeliveryAttempt]) -> Result<()>;
+    /// The attempts recorded for event `id`, oldest first, or
+    /// [`crate::Error::NotFound`] if there is no such event.
+    async fn attempts(&self, id: Uuid) -> Result<Vec<DeliveryAttempt>>;
 }
 
 /// The consumer half: a factory of consumers in the group `processors`.
@@ -410,6 +429,8 @@ pub struct Backend {
     pub queue: Arc<dyn WorkQueue>,
     /// The notification log.
     pub feed: Arc<dyn NotificationFeed>,
+    /// Delivery attempts.
+    pub deliveries: Arc<dyn DeliveryLog>,
 }
 
 /// Which backend to open.
@@ -485,16 +506,17 @@ pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backe
     ))
 }
 
-/// A backend's three faces, its store wrapped in [`Batching`].
+/// A backend's four faces, its store wrapped in [`Batching`].
 fn assemble<B>(kind: &'static str, backend: Arc<B>) -> Backend
 where
-    B: EventStore + WorkQueue + NotificationFeed,
+    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog,
 {
     Backend {
         kind,
         store: Arc::new(Batching::new(backend.clone())),
         queue: backend.clone(),
-        feed: backend,
+        feed: backend.clone(),
+        deliveries: backend,
     }
 }
 

@@ -103,6 +103,69 @@ impl TryFrom<pb::Event> for Event {
     }
 }
 
+impl Event {
+    /// The event as one JSON object (field names as in the protobuf
+    /// message, times in RFC 3339): what `herald get --json` prints and a
+    /// webhook posts.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event_id": self.id.to_string(),
+            "user_id": self.user_id,
+            "description": self.description,
+            "status": self.status.as_str(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "category": self.category,
+            "type": self.event_type,
+            "session_id": self.session_id,
+            "payload": self.payload,
+            "occurred_at": rfc3339(self.occurred_at),
+            "request_id": self.request_id,
+            "source": self.source,
+        })
+    }
+}
+
+impl From<DeliveryAttempt> for pb::DeliveryAttempt {
+    fn from(a: DeliveryAttempt) -> Self {
+        pb::DeliveryAttempt {
+            channel: a.channel,
+            kind: a.kind,
+            target: a.target,
+            attempted_at: Some(a.attempted_at.into()),
+            latency: prost_types::Duration::try_from(a.latency).ok(),
+            succeeded: a.succeeded,
+            http_status: a.http_status.map_or(0, i32::from),
+            error: a.error,
+        }
+    }
+}
+
+impl DeliveryAttempt {
+    /// Reads an attempt of event `event_id` sent by a server; a malformed
+    /// one is [`Error::Internal`].
+    pub fn from_pb(event_id: Uuid, a: pb::DeliveryAttempt) -> Result<Self, Error> {
+        let bad = |what: &str| Error::Internal(format!("malformed delivery attempt: {what}"));
+        Ok(DeliveryAttempt {
+            event_id,
+            attempted_at: a
+                .attempted_at
+                .and_then(|t| SystemTime::try_from(t).ok())
+                .ok_or_else(|| bad("attempted_at"))?,
+            latency: a
+                .latency
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+                .unwrap_or_default(),
+            http_status: u16::try_from(a.http_status).ok().filter(|s| *s != 0),
+            channel: a.channel,
+            kind: a.kind,
+            target: a.target,
+            succeeded: a.succeeded,
+            error: a.error,
+        })
+    }
+}
+
 impl TryFrom<pb::CreateEventRequest> for EventInput {
     type Error = Error;
 

@@ -14,12 +14,15 @@
 //! - `convert.rs`: domain types ↔ protobuf messages, JSON ↔ `Struct`,
 //!   [`BatchResult`].
 //! - `time.rs`: [`now`], microseconds, [`rfc3339`].
+//! - `attempt.rs`: [`DeliveryAttempt`], what a channel did with an event.
 
+mod attempt;
 mod convert;
 mod status;
 mod time;
 mod validation;
 
+pub use attempt::*;
 pub use convert::*;
 pub use status::*;
 pub use time::*;

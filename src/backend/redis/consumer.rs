@@ -23,8 +23,8 @@ use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, instrument, warn};
 
 use super::{
-    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, events_of,
-    record::{EntryRef, entry_id_of, from_value, record},
+    Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, read_records,
+    record::{EntryRef, entry_id_of, from_value, record_delivered},
     redis_error,
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
@@ -158,19 +158,20 @@ impl RedisConsumer {
             .into_iter()
             .map(EntryRef::of)
             .collect::<Result<Vec<_>>>()?;
-        let events = events_of(&self.conn, &self.keys, p, &refs).await?;
+        let records = read_records(&self.conn, &self.keys, p, refs.iter().map(|r| r.id)).await?;
         let mut out = Vec::with_capacity(refs.len());
         let mut gone = Vec::new();
-        for ((r, event), deliveries) in refs.iter().zip(events).zip(counts) {
+        for ((r, record), deliveries) in refs.iter().zip(records).zip(counts) {
             let entry_id = PartitionEntry {
                 partition: p,
                 id: r.entry,
             };
-            match event {
-                Some(event) => out.push(Delivery {
+            match r.event_delivered(record.as_deref())? {
+                Some((event, delivered)) => out.push(Delivery {
                     entry_id,
                     event,
                     deliveries,
+                    delivered,
                 }),
                 None => gone.push(entry_id),
             }
@@ -485,7 +486,7 @@ impl Consumer for RedisConsumer {
             .arg("id")
             .arg(delivery.event.id.as_bytes())
             .arg("record")
-            .arg(record(&delivery.event)?.value)
+            .arg(record_delivered(&delivery.event, &delivery.delivered)?)
             .arg("reason")
             .arg(reason)
             .arg("deliveries")

@@ -86,6 +86,11 @@ impl Keys {
         format!("{}:dead", self.tag(partition))
     }
 
+    /// The list of event `id`'s delivery attempts, named like its record.
+    pub fn attempts(&self, partition: Partition, id: Uuid) -> String {
+        format!("{}:attempts:{}", self.tag(partition), id.simple())
+    }
+
     /// The partition's dead-letter index: a hash from an event id to the ids
     /// of its dead letters (space-separated), so a redrive finds them
     /// without reading the stream.
@@ -112,6 +117,7 @@ mod tests {
             keys.index(p, "user", "ann"),
             keys.dead(p),
             keys.dead_index(p),
+            keys.attempts(p, id),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

@@ -62,6 +62,12 @@
 //!   plus `reason`, `deliveries` and `entry_id`.
 //! - `{p}:dead:index`: hash, event id to the ids of its dead letters, written
 //!   with each dead letter and read by a redrive, which removes both.
+//! - `{p}:attempts:{id}`: list, the event's newest delivery attempts (each
+//!   protobuf bytes), appended by the processors' channels, only while the
+//!   record exists, and removed with it by retention. A channel's success
+//!   also appends its name to the record (a repeated protobuf field, which
+//!   the record's protobuf part ends with), in the same script: a
+//!   redelivered event skips the channels that took it.
 //!
 //! Every write that must be atomic is one Lua script: the record with its queue
 //! and notification entries on creation, and the status with its notification
@@ -80,8 +86,9 @@
 //! and stream entries; `store` is the EventStore, `list` its ListEvents and
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
-//! the NotificationFeed.
+//! the NotificationFeed; `attempts` is the DeliveryLog.
 
+mod attempts;
 mod connection;
 mod consumer;
 mod feed;
@@ -135,6 +142,8 @@ const REDRIVE_MANY: &str = include_str!("lua/redrive_many.lua");
 const DEAD_LETTER: &str = include_str!("lua/dead_letter.lua");
 /// One slice of retention.
 const REMOVE_OLDER_THAN: &str = include_str!("lua/remove_older_than.lua");
+/// Records delivery attempts, and the channels that took their events.
+const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
 /// Trims the work queue below what every consumer group has acknowledged.
 const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
 
@@ -236,6 +245,7 @@ pub struct RedisBackend {
     dead_letter: Arc<Script>,
     remove_older_than: Script,
     trim_acknowledged: Script,
+    record_attempts: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
@@ -411,6 +421,7 @@ impl RedisBackend {
             dead_letter: Arc::new(Script::new(DEAD_LETTER)),
             remove_older_than: Script::new(REMOVE_OLDER_THAN),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
+            record_attempts: Script::new(RECORD_ATTEMPTS),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),

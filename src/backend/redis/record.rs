@@ -63,6 +63,21 @@ struct Stored {
     request_id: String,
     #[prost(string, tag = "11")]
     source: String,
+    /// The channels that took the event: each success appends one
+    /// field to the record (see [`delivered_field`]), which protobuf reads
+    /// as one more item.
+    #[prost(string, repeated, tag = "12")]
+    delivered: Vec<String>,
+}
+
+/// The bytes a success of `channel` appends to the record: one
+/// `delivered` item of the protobuf part, which is the record's end.
+pub(super) fn delivered_field(channel: &str) -> Vec<u8> {
+    Stored {
+        delivered: vec![channel.to_owned()],
+        ..Stored::default()
+    }
+    .encode_to_vec()
 }
 
 /// The one-byte code of `status` in a record's head (the scripts compare
@@ -147,6 +162,7 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
             .unwrap_or_default(),
         request_id: event.request_id.clone(),
         source: event.source.clone(),
+        delivered: Vec::new(),
     };
     let mut value = Vec::with_capacity(HEAD + 2 + ix.len() + stored.encoded_len());
     value.extend_from_slice(&head(event));
@@ -156,6 +172,16 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
         .encode(&mut value)
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(NewRecord { value, indexes })
+}
+
+/// The bytes of `event`'s record with `delivered` (the channels that took
+/// it), as a dead letter keeps it.
+pub(super) fn record_delivered(event: &Event, delivered: &[String]) -> Result<Vec<u8>> {
+    let mut value = record(event)?.value;
+    for channel in delivered {
+        value.extend(delivered_field(channel));
+    }
+    Ok(value)
 }
 
 /// The result of one change of a status script.
@@ -184,6 +210,15 @@ pub(super) fn status_outcome(change: StatusChange, outcome: &str, detail: Value)
 /// notification entry's, [`CHANGE`] bytes) in place of what the record's
 /// head says now.
 pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Result<Event> {
+    parse_record_delivered(id, value, change).map(|(event, _)| event)
+}
+
+/// [`parse_record`], with the channels that took the event.
+pub(super) fn parse_record_delivered(
+    id: Uuid,
+    value: &[u8],
+    change: Option<&[u8]>,
+) -> Result<(Event, Vec<String>)> {
     let bad = |name: &str| Error::Internal(format!("stored event has a malformed {name}"));
     let (own, rest) = value.split_at_checked(HEAD).ok_or_else(|| bad("head"))?;
     let mut head = [0u8; HEAD];
@@ -224,7 +259,7 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
         bytes.copy_from_slice(&head[at..at + 8]);
         from_micros(i64::from_be_bytes(bytes))
     };
-    Ok(Event {
+    let event = Event {
         id,
         user_id,
         description: stored.description,
@@ -239,7 +274,12 @@ pub(super) fn parse_record(id: Uuid, value: &[u8], change: Option<&[u8]>) -> Res
         request_id: stored.request_id,
         source: stored.source,
         traceparent: TraceParent::from_packed(&head[TRACE..]),
-    })
+    };
+    let mut delivered = stored.delivered;
+    // A success recorded twice (two consumers racing) counts once.
+    let mut seen = std::collections::HashSet::with_capacity(delivered.len());
+    delivered.retain(|c| seen.insert(c.clone()));
+    Ok((event, delivered))
 }
 
 /// A value of a Redis reply as `T`; a reply of another shape is our bug.
@@ -307,6 +347,13 @@ impl EntryRef {
             .map(|r| parse_record(self.id, r, self.change.as_deref()))
             .transpose()
     }
+
+    /// [`EntryRef::event`], with the channels that took the event.
+    pub fn event_delivered(&self, record: Option<&[u8]>) -> Result<Option<(Event, Vec<String>)>> {
+        record
+            .map(|r| parse_record_delivered(self.id, r, self.change.as_deref()))
+            .transpose()
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +398,17 @@ mod tests {
             changed
         );
         assert!(parse_record(event.id, &new.value[..HEAD + 1], None).is_err());
+
+        // Successes appended to the record read back as its channels, once each.
+        let mut value = new.value.clone();
+        for channel in ["hooks", "irc", "hooks"] {
+            value.extend(delivered_field(channel));
+        }
+        let (read, delivered) = parse_record_delivered(event.id, &value, None).expect("parse");
+        assert_eq!(
+            (read, delivered),
+            (event.clone(), vec!["hooks".into(), "irc".into()])
+        );
         // The user id and attributes read back whole from `ix` (validation
         // refuses a line break in them; a colon is fine).
         event.user_id = "ann:x".into();

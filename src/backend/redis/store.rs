@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{
     RedisBackend, read_records,
     record::{
-        NewRecord, code, entry_fields, entry_id_of, micros_bytes, parse_record, record,
-        source_codes, status_outcome, trace_arg,
+        NewRecord, code, entry_fields, entry_id_of, micros_bytes, parse_record,
+        parse_record_delivered, record, source_codes, status_outcome, trace_arg,
     },
     redis_error,
     split::{by_partition, per_partition},
@@ -140,11 +140,13 @@ impl RedisBackend {
                 let record = fields.remove("record").unwrap_or_default();
                 let event_id = Uuid::from_slice(&fields.remove("id").unwrap_or_default())
                     .map_err(|_| Error::Internal(format!("dead letter {id} has no event id")))?;
+                let (event, delivered) = parse_record_delivered(event_id, &record, None)?;
                 Ok(DeadLetter {
                     delivery: Delivery {
                         entry_id,
-                        event: parse_record(event_id, &record, None)?,
+                        event,
                         deliveries,
+                        delivered,
                     },
                     id: PartitionEntry {
                         partition: p,

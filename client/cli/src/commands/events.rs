@@ -10,7 +10,7 @@ use herald::{
 use herald_client::{Client, Error, ListEvents};
 use uuid::Uuid;
 
-use super::{event_json, parse_payload, parse_status, parse_time, print_event};
+use super::{parse_payload, parse_status, parse_time, print_event};
 
 /// Flags of `herald create`.
 #[derive(clap::Args)]
@@ -166,7 +166,7 @@ pub async fn list(client: &Client, args: &ListArgs, json: bool) -> Result<(), Er
     }
     let print = |e: &Event| {
         if json {
-            println!("{}", event_json(e));
+            println!("{}", e.to_json());
         } else {
             println!(
                 "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  {}",

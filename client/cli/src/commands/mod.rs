@@ -38,29 +38,10 @@ pub fn parse_status(s: &str) -> Result<EventStatus, String> {
         .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
 }
 
-/// An event as one JSON object.
-pub fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::json!({
-        "event_id": e.id.to_string(),
-        "user_id": e.user_id,
-        "description": e.description,
-        "status": e.status.as_str(),
-        "created_at": rfc3339(e.created_at),
-        "updated_at": rfc3339(e.updated_at),
-        "category": e.category,
-        "type": e.event_type,
-        "session_id": e.session_id,
-        "payload": e.payload,
-        "occurred_at": rfc3339(e.occurred_at),
-        "request_id": e.request_id,
-        "source": e.source,
-    })
-}
-
 /// Prints an event as labelled lines, or with `json` as one object.
 pub fn print_event(e: &Event, json: bool) {
     if json {
-        println!("{}", event_json(e));
+        println!("{}", e.to_json());
     } else {
         println!("event_id:    {}", e.id);
         println!("user_id:     {}", e.user_id);

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use herald::{EventStatus, domain::rfc3339};
 use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions};
 
-use super::{event_json, parse_status};
+use super::parse_status;
 
 /// Flags of `herald subscribe`.
 #[derive(clap::Args)]
@@ -101,7 +101,7 @@ pub async fn run(client: &Client, args: &SubscribeArgs, json: bool) -> Result<()
 fn show_notification(n: &Notification, with_status: bool, json: bool) {
     let e = &n.event;
     if json {
-        let mut value = event_json(e);
+        let mut value = e.to_json();
         value["cursor"] = n.cursor.clone().into();
         println!("{value}");
     } else if with_status {

@@ -4,8 +4,8 @@
 -- the cutoff (micros), how many of the oldest candidates to skip, the most
 -- to look at. Looks at the events that occurred before the cutoff, oldest
 -- first, and removes each that was also created before it and is not
--- PENDING: its record, its index entries and its note in the dead-letter
--- index. An index entry whose record is gone goes too. Index members are
+-- PENDING: its record, its delivery attempts, its index entries and its
+-- note in the dead-letter index. An index entry whose record is gone goes too. Index members are
 -- ids' 16 bytes; records (see record.rs) are keyed by the id's 32 hex
 -- digits, the dead-letter index by the id's text.
 -- Returns {removed, kept, scanned}.
@@ -37,7 +37,7 @@ for _, bytes in ipairs(ids) do
       redis.call('ZREM', prefix .. kind .. line, bytes)
       kind = ':idx:'
     end
-    redis.call('DEL', key)
+    redis.call('DEL', key, prefix .. ':attempts:' .. hex(bytes))
     redis.call('HDEL', prefix .. ':dead:index', id_text(bytes))
     removed = removed + 1
   end
