@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{Stream, TryStreamExt, stream};
 use herald::{
     Event, EventStatus,
-    domain::{BatchResult, EventInput, StatusChange, json_to_struct},
+    domain::{BatchResult, DeliveryAttempt, EventInput, StatusChange, json_to_struct},
     pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
 };
 use tonic::{
@@ -356,6 +356,33 @@ impl Client {
             })
             .await?;
         event_of(response.event)
+    }
+
+    /// Every recorded attempt to send event `id` through a channel (the
+    /// newest 100), oldest first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client, id: uuid::Uuid) -> Result<(), herald_client::Error> {
+    /// for attempt in client.delivery_attempts(id).await? {
+    ///     println!("{} {} {}", attempt.channel, attempt.succeeded, attempt.error);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn delivery_attempts(&self, id: Uuid) -> Result<Vec<DeliveryAttempt>, Error> {
+        let response = self
+            .retrying(|mut logger| async move {
+                logger
+                    .list_delivery_attempts(pb::ListDeliveryAttemptsRequest {
+                        event_id: id.to_string(),
+                    })
+                    .await
+            })
+            .await?;
+        response
+            .attempts
+            .into_iter()
+            .map(|a| DeliveryAttempt::from_pb(id, a).map_err(Error::from))
+            .collect()
     }
 
     /// One page of the events `query` asks for, and the token of the next.

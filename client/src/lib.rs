@@ -26,6 +26,8 @@
 //!   subscription that resumes by itself after a dropped connection.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
 //!   for mutual TLS.
+//! - [`webhooks`]: Standard Webhooks signatures: what a processor's webhook
+//!   channel signs, and [`webhooks::verify`] for receivers.
 
 pub mod admin;
 pub mod client;
@@ -34,11 +36,12 @@ pub mod publisher;
 pub mod query;
 pub mod subscribe;
 pub mod tls;
+pub mod webhooks;
 
 pub use admin::{DeadLetter, Health, Redrive, Stats};
 pub use client::{ApiKey, Client, RetryPolicy};
 pub use error::Error;
-pub use herald::domain::{EventInput, rfc3339};
+pub use herald::domain::{DeliveryAttempt, EventInput, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use publisher::{
     Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,

@@ -27,7 +27,7 @@
 //!   and the trimming of the acknowledged work queue.
 //! - [`server`]: registration of every service, health tracking, serving with
 //!   graceful shutdown.
-//! - [`run`] / [`run_with_sink`] / [`run_with`]: wire it all up on a bound listener.
+//! - [`run`] / [`run_with_line`] / [`run_with`]: wire it all up on a bound listener.
 
 pub mod auth;
 pub mod config;
@@ -52,7 +52,7 @@ use herald::{
     backend::{self, BackendConfig},
 };
 use herald_client::Client;
-use herald_processor::{LineSink, Sink, run_worker};
+use herald_processor::{Channel, LineChannel, Worker};
 use metrics::LoggerMetrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,34 +66,35 @@ use notifier::{NotifierOptions, NotifierService};
 use service::EventLoggerService;
 
 /// Runs the logger on `listener` until `shutdown` is cancelled; an embedded
-/// worker prints notifications on stdout.
+/// worker's line channels print on stdout.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_sink(listener, config, Arc::new(LineSink::stdout()), shutdown).await
+    run_with_line(listener, config, Arc::new(LineChannel::stdout()), shutdown).await
 }
 
-/// [`run`], with the embedded worker (if any) delivering through `sink`.
-pub async fn run_with_sink(
+/// [`run`], with the embedded worker's (if any) line channels writing
+/// through `line`.
+pub async fn run_with_line(
     listener: TcpListener,
     config: Config,
-    sink: Arc<dyn Sink>,
+    line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics =
         herald_runtime::metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
-    run_with(listener, metrics, config, sink, shutdown).await
+    run_with(listener, metrics, config, line, shutdown).await
 }
 
-/// [`run_with_sink`], serving metrics on `metrics` (if any) instead of
+/// [`run_with_line`], serving metrics on `metrics` (if any) instead of
 /// `--metrics-listen`.
 pub async fn run_with(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     config: Config,
-    sink: Arc<dyn Sink>,
+    line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
@@ -162,22 +163,14 @@ pub async fn run_with(
         let client = Client::connect_lazy(format!("http://{}", listener.local_addr()?))
             .and_then(|c| c.with_api_key(&key))
             .context("embedded worker client")?;
-        let queue = backend.queue.clone();
-        let sink = config.embedded_worker.sink_over(sink);
-        let worker_config = config.embedded_worker.clone();
-        let worker_metrics = meters.worker.clone();
-        let worker_shutdown = shutdown.clone();
-        let worker = tokio::spawn(async move {
-            run_worker(
-                queue.as_ref(),
-                client,
-                sink,
-                &worker_config,
-                worker_metrics,
-                worker_shutdown,
-            )
-            .await;
-        });
+        let worker = Worker::new(
+            &backend,
+            client,
+            line,
+            &config.embedded_worker,
+            meters.worker.clone(),
+        )?;
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
         let auth = AuthLayer::new(Arc::new(ring), Arc::new(RateLimiter::new(None)));
         (Some(worker), Some((listener, auth)))
     } else {

@@ -15,7 +15,7 @@ use herald::{
     domain::StatusChange,
     pb::{self, event_logger_client::EventLoggerClient},
 };
-use herald_processor::sink::notification_line;
+use herald_processor::channels::notification_line;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

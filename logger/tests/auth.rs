@@ -45,7 +45,7 @@ fn keys_file(dir: &tempfile::TempDir) -> String {
 /// directory) and `extra` flags.
 async fn logger_with_keys(
     extra: &[&str],
-    sink: std::sync::Arc<dyn herald_processor::Sink>,
+    sink: std::sync::Arc<dyn herald_processor::Channel>,
 ) -> (tempfile::TempDir, Logger) {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = keys_file(&dir);

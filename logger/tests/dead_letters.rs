@@ -66,7 +66,7 @@ async fn failed_events_are_listed_and_redriven() {
     assert_eq!(listed, sorted);
     for d in &dead {
         assert!(
-            d.reason.contains("2 delivery attempts failed"),
+            d.reason.contains("channel simulated: 2 attempts failed"),
             "{}",
             d.reason
         );

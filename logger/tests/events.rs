@@ -14,7 +14,7 @@ use herald::{
     testing::{RedisServer, skip_redis_tests},
 };
 use herald_client::{Client, ListEvents};
-use herald_processor::sink::notification_line;
+use herald_processor::channels::notification_line;
 use serde_json::json;
 use tonic::Code;
 

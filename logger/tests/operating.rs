@@ -78,7 +78,7 @@ async fn the_logger_metrics_follow_what_it_does() {
     assert_eq!(m.get("herald_subscribers_active", &[]), 1.0);
     // The embedded worker's own.
     assert_eq!(
-        m.get("herald_notifications_sent_total", &[("sink", "line")]),
+        m.get("herald_notifications_sent_total", &[("channel", "line")]),
         3.0
     );
     assert_eq!(m.get("herald_processing_duration_seconds_count", &[]), 3.0);
@@ -192,12 +192,12 @@ async fn the_processor_metrics_count_failures_and_dead_letters() {
     assert_eq!(
         m.get(
             "herald_notifications_failed_total",
-            &[("sink", "simulated")]
+            &[("channel", "simulated"), ("reason", "simulated_loss")]
         ),
         6.0
     );
     assert_eq!(
-        m.value("herald_notifications_sent_total", &[("sink", "simulated")]),
+        m.value("herald_notifications_sent_total", &[("channel", "simulated")]),
         None
     );
     assert_eq!(m.get("herald_dead_lettered_total", &[]), 3.0);

@@ -19,7 +19,7 @@ use herald::{
     partition::Partitions,
     testing::{RedisCluster, skip_redis_tests},
 };
-use herald_processor::sink::notification_line;
+use herald_processor::channels::notification_line;
 use uuid::Uuid;
 
 /// Users whose events land in every partition (37 users over 16 partitions).

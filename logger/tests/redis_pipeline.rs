@@ -12,7 +12,7 @@ use herald::{
     testing::{RedisServer, skip_redis_tests},
 };
 use herald_client::Client;
-use herald_processor::sink::notification_line;
+use herald_processor::channels::notification_line;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

@@ -101,7 +101,7 @@ fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> (String, Stri
     (cert.pem(), key.serialize_pem())
 }
 
-async fn start(args: &[String], sink: Arc<dyn herald_processor::Sink>) -> Logger {
+async fn start(args: &[String], sink: Arc<dyn herald_processor::Channel>) -> Logger {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Logger::start(&args, sink).await
 }

@@ -1,14 +1,12 @@
 //! The processor's configuration: clap flags, each with an env twin.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser};
-use herald::random::{SplitMix64, parse_ratio};
+use herald::random::parse_ratio;
 use herald_runtime::flags::{
     RedisArgs, TlsArgs, duration, duration_within, parse_flags, positive_duration,
 };
-
-use crate::sink::{SimulatedSink, Sink};
 
 /// Flags of a worker, shared by `herald-processor` and the logger's embedded worker.
 #[derive(Args, Clone, Debug)]
@@ -22,15 +20,23 @@ pub struct WorkerConfig {
     /// Reclaim entries pending longer than this from other consumers.
     #[arg(long, env = "HERALD_CLAIM_IDLE", default_value = "30s", value_parser = positive_duration)]
     pub claim_idle: Duration,
-    /// Dead-letter an entry delivered more than this many times, marking its event FAILED.
+    /// Attempts per event and channel before the event is given up
+    /// (FAILED, dead-lettered), and deliveries of a queue entry before it is
+    /// (a channel's `retry.attempts` overrides the first).
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_deliveries: u64,
-    /// Wait before retrying a failed delivery; doubles per attempt up to
-    /// 10 s. After --max-deliveries attempts the event is FAILED.
+    /// Wait before retrying a failed attempt; doubles per attempt up to
+    /// 10 s (a channel's `retry.backoff` and `retry.max_backoff` override it).
     #[arg(long, env = "HERALD_RETRY_BACKOFF", default_value = "100ms", value_parser = duration)]
     pub retry_backoff: Duration,
-    /// Where notifications go: `line` (print the notification line) or
-    /// `simulated` (lose --loss-ratio of attempts, print the rest).
+    /// A channels file (TOML): named channels (line, webhook, irc,
+    /// simulated) and the routes that choose them per event; reloaded on
+    /// SIGHUP. Without one, every event goes to the one channel --sink names.
+    #[arg(long, env = "HERALD_CHANNELS")]
+    pub channels: Option<PathBuf>,
+    /// Without --channels, where notifications go: `line` (print the
+    /// notification line) or `simulated` (lose --loss-ratio of attempts,
+    /// print the rest).
     #[arg(long, env = "HERALD_SINK", value_enum, default_value_t = SinkKind::Line)]
     pub sink: SinkKind,
     /// With --sink simulated: the share of delivery attempts lost (0 to 1).
@@ -54,29 +60,6 @@ pub enum SinkKind {
     Line,
     /// Lose a share of attempts (`--loss-ratio`), print the rest.
     Simulated,
-}
-
-impl WorkerConfig {
-    /// The sink these flags ask for, over `inner` (which prints the lines).
-    pub fn sink_over(&self, inner: Arc<dyn Sink>) -> Arc<dyn Sink> {
-        match self.sink {
-            SinkKind::Line => inner,
-            SinkKind::Simulated => {
-                let rng = self
-                    .sink_seed
-                    .map_or_else(SplitMix64::from_time, SplitMix64::new);
-                Arc::new(SimulatedSink::new(inner, self.loss_ratio, rng))
-            }
-        }
-    }
-
-    /// Wait before retry number `attempt` (1 for the first retry).
-    pub fn retry_wait(&self, attempt: u64) -> Duration {
-        let shift = attempt.saturating_sub(1).min(16) as u32;
-        self.retry_backoff
-            .saturating_mul(1 << shift)
-            .min(Duration::from_secs(10))
-    }
 }
 
 impl Default for WorkerConfig {

@@ -1,10 +1,11 @@
 //! `herald-processor`: a worker in the consumer group `processors`. For each
-//! queued event it sends the notification through the sinks, marks the event
-//! PROCESSED through the logger's `UpdateStatus` (with `herald-client`), and
-//! only then acknowledges the queue entry. A failed delivery is retried after
-//! a growing wait; entries another consumer left pending too long are
-//! reclaimed; once the attempts reach `--max-deliveries`, the entry is
-//! dead-lettered and its event marked FAILED.
+//! queued event it sends the notification through the channels its routes
+//! choose (the notification line, signed webhooks, IRC), marks the event
+//! PROCESSED through the logger's `UpdateStatus` (with `herald-client`) once
+//! every channel took it, and only then acknowledges the queue entry. A
+//! failed attempt is retried after a growing wait; entries another consumer
+//! left pending too long are reclaimed; a channel that keeps failing gives
+//! the event up: it is dead-lettered and marked FAILED.
 //!
 //! # Layout
 //! - [`config`]: command-line flags (with `HERALD_*` env twins) and defaults.
@@ -12,16 +13,17 @@
 //!   dead letters, processing time), also kept by the logger's embedded
 //!   worker. The `/metrics` endpoint, logging, signals and OTLP export are
 //!   `herald-runtime`'s.
-//! - [`sink`]: the [`Sink`] abstraction, the line sink that prints
-//!   `Event {event_id} has been sent to {user_id}: {description}`, and the
-//!   simulated sink that loses a share of attempts.
-//! - [`worker`]: the consume/deliver/update/acknowledge loop, [`run_worker`],
+//! - [`channels`]: the [`Channel`] abstraction, the channels file and its
+//!   routes, and the channels: the line that prints
+//!   `Event {event_id} has been sent to {user_id}: {description}`, webhooks,
+//!   IRC, and the simulated channel that loses a share of attempts.
+//! - [`worker`]: the consume/deliver/update/acknowledge loop, [`Worker`],
 //!   shared with the logger's embedded worker.
 //! - [`run`] / [`run_with`]: the whole processor on Redis, as the binary runs it.
 
+pub mod channels;
 pub mod config;
 pub mod metrics;
-pub mod sink;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};
@@ -33,27 +35,27 @@ use herald_runtime::{metrics as endpoint, process::Backoff};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use channels::{Channel, LineChannel, SimulatedChannel};
 pub use config::{Config, WorkerConfig};
-pub use sink::{LineSink, SimulatedSink, Sink};
-pub use worker::run_worker;
+pub use worker::Worker;
 
 /// Runs a processor on Redis until `shutdown` is cancelled, then finishes the
 /// events in flight (within the worker's grace time); serves metrics where
-/// `--metrics-listen` says.
+/// `--metrics-listen` says. `line` is where line channels write.
 pub async fn run(
     config: Config,
-    sink: Arc<dyn Sink>,
+    line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = endpoint::bind(config.metrics_listen.0, "--metrics-listen").await?;
-    run_with(config, metrics, sink, shutdown).await
+    run_with(config, metrics, line, shutdown).await
 }
 
 /// [`run`], serving metrics on `metrics` (if any) instead of `--metrics-listen`.
 pub async fn run_with(
     config: Config,
     metrics: Option<TcpListener>,
-    sink: Arc<dyn Sink>,
+    line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let backend_config = config
@@ -68,20 +70,22 @@ pub async fn run_with(
         },
     )
     .context("--redis-url or --redis-cluster")?;
-    wait_until_prepared(backend.store.as_ref(), &shutdown).await?;
     let tls = config.tls.tls()?;
     let client = Client::connect_lazy_with(config.logger_url.clone(), &tls)
         .context("--logger-url")?
         .with_api_key(&config.api_key)
         .context("--api-key")?;
+    let registry = prometheus::Registry::new();
+    let worker_metrics = metrics::WorkerMetrics::register(&registry);
+    // A bad channels file stops the start at once, Redis up or not.
+    let worker = Worker::new(&backend, client, line, &config.worker, worker_metrics)?;
+    wait_until_prepared(backend.store.as_ref(), &shutdown).await?;
     tracing::info!(
         consumer = %config.worker.consumer_name,
         logger = %config.logger_url,
         concurrency = config.worker.concurrency,
         "processor started"
     );
-    let registry = prometheus::Registry::new();
-    let worker_metrics = metrics::WorkerMetrics::register(&registry);
     let serving = metrics.map(|listener| {
         let uptime = endpoint::Uptime::register(&registry);
         let queue_gauges = endpoint::QueueGauges::register(&registry);
@@ -101,15 +105,7 @@ pub async fn run_with(
             shutdown.clone(),
         ))
     });
-    run_worker(
-        backend.queue.as_ref(),
-        client,
-        config.worker.sink_over(sink),
-        &config.worker,
-        worker_metrics,
-        shutdown,
-    )
-    .await;
+    worker.run(shutdown).await;
     if let Some(serving) = serving {
         serving.abort();
     }

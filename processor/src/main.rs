@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use herald_processor::{Config, LineSink};
+use herald_processor::{Config, LineChannel};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(herald_runtime::process::cancel_on_signal(shutdown.clone()));
     let spans = herald_runtime::otel::init("herald-processor")?;
-    let ran = herald_processor::run(config, Arc::new(LineSink::stdout()), shutdown).await;
+    let ran = herald_processor::run(config, Arc::new(LineChannel::stdout()), shutdown).await;
     if let Some(spans) = spans {
         spans.finish().await;
     }

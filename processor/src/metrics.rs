@@ -1,20 +1,47 @@
-//! The worker's own metrics: notifications sent and failed per sink, dead
-//! letters, and processing time (the logger's embedded worker has them too).
-//! The endpoint that serves them is `herald_runtime::metrics`.
+//! The worker's own metrics: per channel its attempts, successes, failures
+//! by reason, attempt latency, breaker state and whether it is disabled;
+//! dead letters, unrouted events and processing time (the logger's
+//! embedded worker has them too). The endpoint that serves them is
+//! `herald_runtime::metrics`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use herald_runtime::metrics::{DURATION_BUCKETS, counter, counter_vec, register};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Registry};
+use herald_runtime::metrics::{
+    DURATION_BUCKETS, counter, counter_vec, duration_histogram_vec, register,
+};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
-/// What a worker counts: notifications sent and failed per sink, dead
-/// letters, and how long events take from receipt to settled.
+/// What a worker counts.
 #[derive(Clone)]
 pub struct WorkerMetrics {
+    attempts: IntCounterVec,
     sent: IntCounterVec,
     failed: IntCounterVec,
+    latency: HistogramVec,
+    breaker: IntGaugeVec,
+    disabled: IntGaugeVec,
+    unrouted: IntCounter,
     dead_lettered: IntCounter,
     processing: Histogram,
+}
+
+/// The gauges a channel keeps itself, labelled with its name.
+#[derive(Clone)]
+pub struct ChannelGauges {
+    /// The circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub breaker: IntGauge,
+    /// 1 while the endpoint is disabled (it answered 410 Gone).
+    pub disabled: IntGauge,
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &["channel"]).expect("valid metric name"),
+    )
 }
 
 impl WorkerMetrics {
@@ -32,17 +59,44 @@ impl WorkerMetrics {
             .expect("valid metric name"),
         );
         Self {
+            attempts: counter_vec(
+                registry,
+                "herald_channel_attempts_total",
+                "Attempts to send an event through a channel",
+                &["channel"],
+            ),
             sent: counter_vec(
                 registry,
                 "herald_notifications_sent_total",
-                "Notifications delivered, by sink",
-                &["sink"],
+                "Notifications a channel took (successful attempts)",
+                &["channel"],
             ),
             failed: counter_vec(
                 registry,
                 "herald_notifications_failed_total",
-                "Delivery attempts that failed, by sink",
-                &["sink"],
+                "Failed attempts, and events a channel refused without an attempt, by reason",
+                &["channel", "reason"],
+            ),
+            latency: duration_histogram_vec(
+                registry,
+                "herald_channel_attempt_duration_seconds",
+                "How long one attempt through a channel took",
+                &["channel"],
+            ),
+            breaker: int_gauge_vec(
+                registry,
+                "herald_channel_breaker_state",
+                "A webhook's circuit breaker: 0 closed, 1 half-open (probing), 2 open",
+            ),
+            disabled: int_gauge_vec(
+                registry,
+                "herald_channel_disabled",
+                "1 while a webhook endpoint is disabled (it answered 410 Gone)",
+            ),
+            unrouted: counter(
+                registry,
+                "herald_events_unrouted_total",
+                "Events no route chose a channel for (marked PROCESSED at once)",
             ),
             dead_lettered: counter(
                 registry,
@@ -53,14 +107,35 @@ impl WorkerMetrics {
         }
     }
 
-    /// A notification went out through `sink`.
-    pub fn sent(&self, sink: &str) {
-        self.sent.with_label_values(&[sink]).inc();
+    /// The gauges of channel `name`.
+    pub fn channel(&self, name: &str) -> ChannelGauges {
+        ChannelGauges {
+            breaker: self.breaker.with_label_values(&[name]),
+            disabled: self.disabled.with_label_values(&[name]),
+        }
     }
 
-    /// A delivery attempt through `sink` failed.
-    pub fn failed(&self, sink: &str) {
-        self.failed.with_label_values(&[sink]).inc();
+    /// An attempt through `channel` took `latency`.
+    pub fn attempted(&self, channel: &str, latency: Duration) {
+        self.attempts.with_label_values(&[channel]).inc();
+        self.latency
+            .with_label_values(&[channel])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// `channel` took a notification.
+    pub fn sent(&self, channel: &str) {
+        self.sent.with_label_values(&[channel]).inc();
+    }
+
+    /// An attempt through `channel` failed (or was refused) for `reason`.
+    pub fn failed(&self, channel: &str, reason: &str) {
+        self.failed.with_label_values(&[channel, reason]).inc();
+    }
+
+    /// No route chose a channel for an event.
+    pub fn unrouted(&self) {
+        self.unrouted.inc();
     }
 
     /// An entry went to the dead letters.

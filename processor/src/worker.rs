@@ -1,44 +1,61 @@
-//! The worker loop: receive, deliver through the sink, mark PROCESSED, ack.
+//! The worker loop: receive, deliver through the chosen channels, mark
+//! PROCESSED, ack.
 //!
-//! Events are delivered concurrently (up to `--concurrency` in flight). Each
-//! delivered event goes to the settler, which marks the events PROCESSED in
-//! batches (one BatchUpdateStatus call each) and acknowledges the batch's
-//! entries with one XACK: an entry is acknowledged only after its event's
-//! status change succeeded.
+//! Events are delivered concurrently (up to `--concurrency` in flight). The
+//! routes choose an event's channels; those that already took it (its
+//! record says, after a redelivery or a redrive) are skipped, and the rest
+//! are tried at once, each retrying on its own schedule. Every attempt is
+//! recorded; a success is recorded (in the event's record) before the
+//! event moves on, so a channel that took an event never gets it again.
+//! Once every chosen channel took it, the event goes to the settler, which
+//! marks events PROCESSED in batches (one BatchUpdateStatus call each) and
+//! acknowledges the batch's entries with one XACK: an entry is acknowledged
+//! only after its event's status change succeeded.
 //!
-//! A failed delivery is retried in place after a growing wait; once the
-//! attempts (redeliveries of the entry included) reach `--max-deliveries`, the
-//! event is marked FAILED and its entry dead-lettered.
+//! A channel that exhausts its attempts, or refuses the event for good,
+//! makes the event FAILED and its entry a dead letter naming the channels
+//! and their last errors. A channel that cannot try now (an open breaker,
+//! a wait longer than half the claim idle time) leaves the entry pending:
+//! it is delivered again after `--claim-idle`, and once the deliveries
+//! pass `--max-deliveries` the event is given up.
 //!
 //! Each delivery is a span of the event's trace (W3C trace context, from
 //! the queue entry): its log lines carry the `trace_id`, and the status change
 //! that settles it carries the span's `traceparent` back to the logger.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use futures_util::future::join_all;
 use herald::{
     EventStatus,
-    backend::{Consumer, ConsumerConfig, Delivery, WorkQueue, run_batches},
-    domain::StatusChange,
+    backend::{Backend, Consumer, ConsumerConfig, Delivery, DeliveryLog, WorkQueue, run_batches},
+    domain::{DeliveryAttempt, StatusChange, now},
+    random::SplitMix64,
     trace::TraceParent,
 };
 use herald_client::{Client, Error as ClientError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use herald_runtime::{otel, process::Backoff};
 
-use crate::{config::WorkerConfig, metrics::WorkerMetrics, sink::Sink};
+use crate::{
+    channels::{Channel, Channels, ChannelsError, Named, Next},
+    config::WorkerConfig,
+    metrics::WorkerMetrics,
+};
 
 /// Most events one BatchUpdateStatus call settles.
 const SETTLE_BATCH: usize = 256;
 /// Settle calls under way at once.
 const SETTLES_IN_FLIGHT: usize = 4;
+/// Most attempts one write of the delivery log records.
+const RECORD_BATCH: usize = 256;
 
 /// What to do with an entry after handling it.
 #[derive(Debug)]
@@ -59,36 +76,83 @@ type Delivered = (Delivery, Instant, OwnedSemaphorePermit);
 struct Context {
     consumer: Arc<dyn Consumer>,
     client: Client,
-    sink: Arc<dyn Sink>,
+    channels: Arc<Channels>,
+    recorder: Recorder,
     config: WorkerConfig,
     metrics: WorkerMetrics,
     shutdown: CancellationToken,
+    /// Jitter of retry waits.
+    rng: Mutex<SplitMix64>,
 }
 
-/// Consumes the queue as one member of the group until `shutdown` is
-/// cancelled, with up to `concurrency` events in flight; then waits (at most
-/// the grace time) for those to be settled.
-pub async fn run_worker(
-    queue: &dyn WorkQueue,
+/// A worker, ready to run: its channels loaded.
+pub struct Worker {
+    queue: Arc<dyn WorkQueue>,
+    deliveries: Arc<dyn DeliveryLog>,
     client: Client,
-    sink: Arc<dyn Sink>,
-    config: &WorkerConfig,
+    channels: Arc<Channels>,
+    config: WorkerConfig,
     metrics: WorkerMetrics,
-    shutdown: CancellationToken,
-) {
-    let consumer = queue.consumer(ConsumerConfig {
-        name: config.consumer_name.clone(),
-        claim_idle: config.claim_idle,
-        block: config.block,
-    });
-    let context = Arc::new(Context {
-        consumer,
-        client,
-        sink,
-        config: config.clone(),
-        metrics,
-        shutdown: shutdown.clone(),
-    });
+}
+
+impl Worker {
+    /// A worker on `backend`'s queue that settles events through `client`,
+    /// delivering through the channels of `config` (`line` is where line
+    /// channels write). A bad channels file is an error here, before
+    /// anything runs.
+    pub fn new(
+        backend: &Backend,
+        client: Client,
+        line: Arc<dyn Channel>,
+        config: &WorkerConfig,
+        metrics: WorkerMetrics,
+    ) -> Result<Self, ChannelsError> {
+        let channels = Arc::new(Channels::load(config, line, metrics.clone())?);
+        Ok(Self {
+            queue: backend.queue.clone(),
+            deliveries: backend.deliveries.clone(),
+            client,
+            channels,
+            config: config.clone(),
+            metrics,
+        })
+    }
+
+    /// The channels in use (reloadable).
+    pub fn channels(&self) -> Arc<Channels> {
+        self.channels.clone()
+    }
+
+    /// Consumes the queue as one member of the group until `shutdown` is
+    /// cancelled, with up to `--concurrency` events in flight; then waits
+    /// (at most the grace time) for those to be settled. With a channels
+    /// file, a SIGHUP reloads it meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.config.channels.is_some() {
+            tokio::spawn(self.channels.clone().reload_on_hangup(shutdown.clone()));
+        }
+        let consumer = self.queue.consumer(ConsumerConfig {
+            name: self.config.consumer_name.clone(),
+            claim_idle: self.config.claim_idle,
+            block: self.config.block,
+        });
+        let context = Arc::new(Context {
+            consumer,
+            client: self.client,
+            channels: self.channels,
+            recorder: Recorder::start(self.deliveries),
+            config: self.config,
+            metrics: self.metrics,
+            shutdown: shutdown.clone(),
+            rng: Mutex::new(SplitMix64::from_time()),
+        });
+        run(context, shutdown).await;
+    }
+}
+
+/// The loop of [`Worker::run`].
+async fn run(context: Arc<Context>, shutdown: CancellationToken) {
+    let config = context.config.clone();
     let (settle, settle_queue) = mpsc::channel::<Delivered>(config.concurrency as usize);
     let settler = {
         let context = context.clone();
@@ -159,7 +223,7 @@ pub async fn run_worker(
                         attributes: vec![
                             ("herald.event_id", event_id.to_string()),
                             ("herald.deliveries", deliveries.to_string()),
-                            ("herald.sink", context.sink.name().to_owned()),
+
                         ],
                     });
                     if let Some(delivery) = delivered {
@@ -187,9 +251,9 @@ pub async fn run_worker(
     settler.abort();
 }
 
-/// Delivers one event through the sink; returns it if it is now to be marked
-/// PROCESSED, or settles it here (redelivered and already done, given up, or
-/// failed to deliver).
+/// Delivers one event through its channels; returns it if it is now to be
+/// marked PROCESSED, or settles it here (redelivered and already done,
+/// given up, or left for later).
 async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
     let outcome = match check_redelivery(context, &delivery).await {
         Some(outcome) => outcome,
@@ -202,34 +266,173 @@ async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
     None
 }
 
-/// Sends through the sink, retrying failed attempts after a growing wait;
-/// the attempt that makes --max-deliveries gives the event up (FAILED,
-/// dead-lettered). On shutdown the entry is left pending for later.
+/// How one channel ended with an event.
+enum Sending {
+    /// It took the event.
+    Took,
+    /// It cannot take the event: why.
+    Failed(String),
+    /// It could not try now: why.
+    Later(String),
+}
+
+/// Sends the event through every chosen channel that has not taken it yet,
+/// all at once. The first channel that fails for good gives the event up
+/// (FAILED, dead-lettered, naming the failed channels), once the others
+/// are done; a channel that could not try leaves the entry for later.
 async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
+    let set = context.channels.current();
+    let chosen = set.choose(&delivery.event);
+    if chosen.is_empty() {
+        context.metrics.unrouted();
+        debug!(event_id = %delivery.event.id, "no route chose a channel");
+        return Ok(());
+    }
+    let todo: Vec<&Named> = chosen
+        .into_iter()
+        .filter(|c| !delivery.delivered.contains(&c.name))
+        .collect();
+    let ended = join_all(todo.iter().map(|c| send_through(context, delivery, c))).await;
+    let (mut failed, mut later) = (Vec::new(), Vec::new());
+    for (channel, ended) in todo.iter().zip(ended) {
+        match ended {
+            Sending::Took => {}
+            Sending::Failed(why) => failed.push(format!("channel {}: {why}", channel.name)),
+            Sending::Later(why) => later.push(format!("channel {}: {why}", channel.name)),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(give_up(context, &delivery.event, failed.join("; ")).await);
+    }
+    if !later.is_empty() {
+        return Err(Outcome::Retry(later.join("; ")));
+    }
+    Ok(())
+}
+
+/// Sends through one channel, retrying failed attempts after the channel's
+/// wait; its attempts are counted from the entry's delivery count, so
+/// redeliveries do not start over. On shutdown the entry is left pending.
+async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> Sending {
+    let event = &delivery.event;
+    let name = named.name.as_str();
     let mut attempt = delivery.deliveries.max(1);
     loop {
-        let err = match context.sink.deliver(&delivery.event).await {
-            Ok(()) => {
-                context.metrics.sent(context.sink.name());
-                return Ok(());
+        let (at, started) = (now(), Instant::now());
+        let result = named.channel.send(event).await;
+        let latency = started.elapsed();
+        let record = |succeeded: bool, http_status: Option<u16>, error: String| {
+            DeliveryAttempt {
+                event_id: event.id,
+                channel: named.name.clone(),
+                kind: named.channel.kind().to_owned(),
+                target: named.channel.target(),
+                attempted_at: at,
+                latency,
+                succeeded,
+                http_status,
+                error,
             }
-            Err(err) => {
-                context.metrics.failed(context.sink.name());
-                err
-            }
+            .bounded()
         };
-        if attempt >= context.config.max_deliveries {
-            let reason = format!("{attempt} delivery attempts failed, the last with: {err:#}");
-            return Err(give_up(context, &delivery.event, reason).await);
-        }
-        debug!(event_id = %delivery.event.id, attempt, error = %err, "delivery failed; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(context.config.retry_wait(attempt)) => {}
-            () = context.shutdown.cancelled() => {
-                return Err(Outcome::Retry(format!("sink failed: {err:#}")));
+        let failure = match result {
+            Ok(sent) => {
+                context.metrics.attempted(name, latency);
+                context.metrics.sent(name);
+                // Recorded before the event moves on: a redelivery skips it.
+                if let Err(err) = context
+                    .recorder
+                    .record(record(true, sent.http_status, String::new()))
+                    .await
+                {
+                    warn!(event_id = %event.id, channel = name, error = %err, "cannot record a delivery; a redelivery would repeat it");
+                }
+                return Sending::Took;
             }
+            Err(failure) => failure,
+        };
+        context.metrics.failed(name, failure.reason);
+        if failure.attempted {
+            context.metrics.attempted(name, latency);
+            context
+                .recorder
+                .note(record(false, failure.http_status, failure.error.clone()))
+                .await;
+        }
+        let error = failure.error;
+        let wait = match failure.next {
+            Next::GiveUp => return Sending::Failed(error),
+            Next::Later => return Sending::Later(error),
+            Next::Retry(_) if attempt >= named.retry.attempts => {
+                return Sending::Failed(format!(
+                    "{attempt} attempts failed, the last with: {error}"
+                ));
+            }
+            Next::Retry(after) => after.unwrap_or_else(|| {
+                let mut rng = context.rng.lock().unwrap_or_else(|p| p.into_inner());
+                named.retry.wait(attempt, &mut rng)
+            }),
+        };
+        // A long wait would hold a place among the events in flight; the
+        // entry comes back after the claim idle time instead.
+        if wait > context.config.claim_idle / 2 {
+            return Sending::Later(format!(
+                "{error}; next attempt in {} or later",
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ));
+        }
+        debug!(event_id = %event.id, channel = name, attempt, %error, "attempt failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = context.shutdown.cancelled() => return Sending::Later(error),
         }
         attempt += 1;
+    }
+}
+
+/// One attempt to record, and who waits for it being written.
+type Record = (DeliveryAttempt, Option<oneshot::Sender<herald::Result<()>>>);
+
+/// Writes attempts to the delivery log in batches (one write per
+/// partition each), from a task of its own.
+struct Recorder {
+    queue: mpsc::Sender<Record>,
+}
+
+impl Recorder {
+    /// Starts the writing task; it ends when the recorder is dropped.
+    fn start(log: Arc<dyn DeliveryLog>) -> Self {
+        let (queue, records) = mpsc::channel::<Record>(4 * RECORD_BATCH);
+        tokio::spawn(run_batches(records, RECORD_BATCH, 4, move |batch| {
+            let log = log.clone();
+            async move {
+                let (attempts, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let written = log.record_attempts(&attempts).await;
+                if let Err(err) = &written {
+                    warn!(error = %err, attempts = attempts.len(), "cannot record delivery attempts");
+                }
+                for reply in waiting.into_iter().flatten() {
+                    let _ = reply.send(written.clone());
+                }
+            }
+        }));
+        Self { queue }
+    }
+
+    /// Records `attempt`, and answers once it is written.
+    async fn record(&self, attempt: DeliveryAttempt) -> herald::Result<()> {
+        let (reply, written) = oneshot::channel();
+        let gone = || herald::Error::Unavailable("the delivery log writer stopped".into());
+        self.queue
+            .send((attempt, Some(reply)))
+            .await
+            .map_err(|_| gone())?;
+        written.await.map_err(|_| gone())?
+    }
+
+    /// Records `attempt` without waiting for the write.
+    async fn note(&self, attempt: DeliveryAttempt) {
+        let _ = self.queue.send((attempt, None)).await;
     }
 }
 

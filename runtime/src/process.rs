@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Waits between attempts that keep failing: 100 ms, doubling up to a
-/// ceiling, back to 100 ms after a success.
+/// Waits between attempts that keep failing: 100 ms (or another first
+/// wait), doubling up to a ceiling, back to the first after a success.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     next: Duration,
+    first: Duration,
     max: Duration,
 }
 
@@ -20,9 +21,15 @@ impl Backoff {
 
     /// Waits that grow up to `max`.
     pub fn up_to(max: Duration) -> Self {
+        Self::between(Self::FIRST, max)
+    }
+
+    /// Waits from `first`, growing up to `max`.
+    pub fn between(first: Duration, max: Duration) -> Self {
         Self {
-            next: Self::FIRST,
-            max,
+            next: first,
+            first,
+            max: max.max(first),
         }
     }
 
@@ -33,7 +40,7 @@ impl Backoff {
 
     /// An attempt worked: the next failure waits the first wait again.
     pub fn reset(&mut self) {
-        self.next = Self::FIRST;
+        self.next = self.first;
     }
 
     /// Sleeps the next wait and doubles it; `false` if `shutdown` came first.

@@ -38,7 +38,7 @@ fn logger_on(listener: TcpListener) -> Running {
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let config = herald_logger::Config::from_args(&["--metrics-listen", "off"]);
-    let sink = Arc::new(herald_processor::LineSink::new(std::io::sink()));
+    let sink = Arc::new(herald_processor::LineChannel::new(std::io::sink()));
     let handle = tokio::spawn(herald_logger::run_with(
         listener,
         None,

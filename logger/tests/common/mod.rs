@@ -14,18 +14,18 @@ use std::{
 use herald::{Event, EventStatus};
 use herald_client::{Client, Message, Notification, RetryPolicy, Subscription};
 use herald_logger::Config;
-use herald_processor::{LineSink, Sink};
+use herald_processor::{Channel, LineChannel};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-/// A writer whose output tests can read: the lines a [`LineSink`] printed.
+/// A writer whose output tests can read: the lines a [`LineChannel`] printed.
 #[derive(Clone, Default)]
 pub struct Lines(Arc<Mutex<Vec<u8>>>);
 
 impl Lines {
     /// A line sink writing here.
-    pub fn sink(&self) -> Arc<dyn Sink> {
-        Arc::new(LineSink::new(self.clone()))
+    pub fn sink(&self) -> Arc<dyn Channel> {
+        Arc::new(LineChannel::new(self.clone()))
     }
 
     /// Every complete line written so far.
@@ -62,13 +62,13 @@ pub struct Logger {
 impl Logger {
     /// Starts a logger with `args` (flags) on a free port, and its metrics
     /// on another; an embedded worker writes to `sink`.
-    pub async fn start(args: &[&str], sink: Arc<dyn Sink>) -> Self {
+    pub async fn start(args: &[&str], sink: Arc<dyn Channel>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Self::start_on(listener, args, sink).await
     }
 
     /// [`Logger::start`] on `listener` (an address taken before, say).
-    pub async fn start_on(listener: TcpListener, args: &[&str], sink: Arc<dyn Sink>) -> Self {
+    pub async fn start_on(listener: TcpListener, args: &[&str], sink: Arc<dyn Channel>) -> Self {
         let addr = listener.local_addr().expect("addr");
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let metrics_addr = metrics.local_addr().expect("addr");
@@ -136,7 +136,7 @@ impl Processor {
         redis_url: &str,
         logger_url: &str,
         worker_args: &[&str],
-        sink: Arc<dyn Sink>,
+        sink: Arc<dyn Channel>,
     ) -> Self {
         Self::start_with_key(redis_url, logger_url, "", worker_args, sink)
     }
@@ -147,7 +147,7 @@ impl Processor {
         logger_url: &str,
         api_key: &str,
         worker_args: &[&str],
-        sink: Arc<dyn Sink>,
+        sink: Arc<dyn Channel>,
     ) -> Self {
         let config = Self::config(redis_url, logger_url, api_key, worker_args);
         Self::start_with_config(config, sink)
@@ -158,7 +158,7 @@ impl Processor {
         seeds: &[String],
         logger_url: &str,
         worker_args: &[&str],
-        sink: Arc<dyn Sink>,
+        sink: Arc<dyn Channel>,
     ) -> Self {
         let mut config = Self::config("", logger_url, "", worker_args);
         config.redis = herald_runtime::flags::RedisArgs::parse_from_args(&[
@@ -169,7 +169,7 @@ impl Processor {
     }
 
     /// A processor with `config`, printing through `sink`.
-    pub fn start_with_config(config: herald_processor::Config, sink: Arc<dyn Sink>) -> Self {
+    pub fn start_with_config(config: herald_processor::Config, sink: Arc<dyn Channel>) -> Self {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(herald_processor::run(config, sink, shutdown.clone()));
         Self { handle, shutdown }

@@ -1,6 +1,5 @@
-//! Where notifications go: [`LineSink`] prints them, [`SimulatedSink`] loses
-//! a share of attempts for the delivery simulator. Later sinks (webhooks,
-//! e-mail) implement [`Sink`].
+//! The notification line ([`LineChannel`]) and the simulated channel that
+//! loses a share of attempts ([`SimulatedChannel`]).
 
 use std::{
     io::Write,
@@ -10,15 +9,7 @@ use std::{
 use async_trait::async_trait;
 use herald::{Event, random::SplitMix64};
 
-/// A destination of notifications.
-#[async_trait]
-pub trait Sink: Send + Sync + 'static {
-    /// Sends the notification of `event`; an error leaves the event to be
-    /// delivered again later.
-    async fn deliver(&self, event: &Event) -> anyhow::Result<()>;
-    /// A short name for metrics' `sink` label, such as `line`.
-    fn name(&self) -> &'static str;
-}
+use super::{Channel, Failure, Sent};
 
 /// The notification line: `Event {event_id} has been sent to {user_id}: {description}`.
 pub fn notification_line(event: &Event) -> String {
@@ -29,56 +20,66 @@ pub fn notification_line(event: &Event) -> String {
 }
 
 /// Writes each notification as one [`notification_line`] to a writer (stdout
-/// in production), flushed at once.
-pub struct LineSink {
+/// in production).
+pub struct LineChannel {
     out: Mutex<Box<dyn Write + Send>>,
+    target: &'static str,
 }
 
-impl LineSink {
-    /// A sink writing to `out`.
+impl LineChannel {
+    /// A channel writing to `out`, each line flushed at once.
     pub fn new(out: impl Write + Send + 'static) -> Self {
         Self {
             out: Mutex::new(Box::new(out)),
+            target: "writer",
         }
     }
 
-    /// A sink writing to standard output.
+    /// A channel writing to standard output.
     pub fn stdout() -> Self {
-        Self::new(std::io::stdout())
+        Self {
+            out: Mutex::new(Box::new(std::io::stdout())),
+            target: "stdout",
+        }
     }
 }
 
 #[async_trait]
-impl Sink for LineSink {
-    async fn deliver(&self, event: &Event) -> anyhow::Result<()> {
+impl Channel for LineChannel {
+    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
         let line = notification_line(event);
         // One short write under the lock, so lines from concurrent deliveries never interleave.
         let mut out = self
             .out
             .lock()
-            .map_err(|_| anyhow::anyhow!("line sink lock poisoned"))?;
-        writeln!(out, "{line}")?;
-        out.flush()?;
-        Ok(())
+            .map_err(|_| Failure::retry("io", "line channel lock poisoned"))?;
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::retry("io", e.to_string()))?;
+        Ok(Sent::default())
     }
 
-    fn name(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "line"
+    }
+
+    fn target(&self) -> String {
+        self.target.to_owned()
     }
 }
 
-/// Loses each delivery attempt with a given probability (an error, as a
-/// flaky provider would give) and hands the others to an inner sink: the
-/// delivery simulator's sink.
-pub struct SimulatedSink {
-    inner: Arc<dyn Sink>,
+/// Loses each attempt with a given probability (an error, as a flaky
+/// provider would give) and hands the others to an inner channel: the
+/// delivery simulator's channel.
+pub struct SimulatedChannel {
+    inner: Arc<dyn Channel>,
     loss_ratio: f64,
     rng: Mutex<SplitMix64>,
 }
 
-impl SimulatedSink {
+impl SimulatedChannel {
     /// Loses `loss_ratio` of attempts (0 to 1), drawn from `rng`.
-    pub fn new(inner: Arc<dyn Sink>, loss_ratio: f64, rng: SplitMix64) -> Self {
+    pub fn new(inner: Arc<dyn Channel>, loss_ratio: f64, rng: SplitMix64) -> Self {
         Self {
             inner,
             loss_ratio,
@@ -88,21 +89,28 @@ impl SimulatedSink {
 }
 
 #[async_trait]
-impl Sink for SimulatedSink {
-    async fn deliver(&self, event: &Event) -> anyhow::Result<()> {
+impl Channel for SimulatedChannel {
+    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
         let lost = self
             .rng
             .lock()
-            .map_err(|_| anyhow::anyhow!("simulated sink lock poisoned"))?
+            .map_err(|_| Failure::retry("io", "simulated channel lock poisoned"))?
             .chance(self.loss_ratio);
         if lost {
-            anyhow::bail!("simulated loss of the notification of event {}", event.id);
+            return Err(Failure::retry(
+                "simulated_loss",
+                format!("simulated loss of the notification of event {}", event.id),
+            ));
         }
-        self.inner.deliver(event).await
+        self.inner.send(event).await
     }
 
-    fn name(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "simulated"
+    }
+
+    fn target(&self) -> String {
+        self.inner.target()
     }
 }
 
@@ -112,7 +120,7 @@ mod tests {
     use herald::NewEvent;
 
     #[tokio::test]
-    async fn the_simulated_sink_loses_its_share_and_passes_the_rest_on() {
+    async fn the_simulated_channel_loses_its_share_and_passes_the_rest_on() {
         let out = Arc::new(Mutex::new(Vec::new()));
         struct Shared(Arc<Mutex<Vec<u8>>>);
         impl Write for Shared {
@@ -124,14 +132,14 @@ mod tests {
                 Ok(())
             }
         }
-        let inner = Arc::new(LineSink::new(Shared(out.clone())));
-        let sink = SimulatedSink::new(inner, 0.25, SplitMix64::new(9));
+        let inner = Arc::new(LineChannel::new(Shared(out.clone())));
+        let channel = SimulatedChannel::new(inner, 0.25, SplitMix64::new(9));
         let event = NewEvent::new("u", "hi")
             .expect("valid")
             .into_event(herald::partition::Partitions::default());
         let mut lost = 0;
         for _ in 0..4_000 {
-            if sink.deliver(&event).await.is_err() {
+            if channel.send(&event).await.is_err() {
                 lost += 1;
             }
         }

@@ -1,0 +1,596 @@
+//! The channels file (`--channels`): named channels with their settings,
+//! and routes that choose channels for events. Read whole and checked
+//! before anything uses it, so a bad file changes nothing; every error
+//! names the file, the table (`channels.hooks`, `routes[1]`) and the field.
+//!
+//! ```toml
+//! [channels.hooks]
+//! kind = "webhook"
+//! url = "http://127.0.0.1:9000/hook"
+//! secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+//!
+//! [[routes]]
+//! types = ["user.*"]
+//! channels = ["hooks"]
+//! ```
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+
+/// A channels file, read and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelsFile {
+    /// The channels by name, in the file's order.
+    pub channels: Vec<(String, ChannelSettings)>,
+    /// The routes, in the file's order.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// One channel's settings, by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelSettings {
+    /// `kind = "line"`: the notification line on standard output.
+    Line(LineSettings),
+    /// `kind = "simulated"`: loses a share of attempts, prints the rest.
+    Simulated(SimulatedSettings),
+    /// `kind = "webhook"`: signed HTTP POSTs.
+    Webhook(WebhookSettings),
+    /// `kind = "irc"`: messages to IRC channels.
+    Irc(IrcSettings),
+}
+
+/// How a channel retries one event. Unset fields take the worker's
+/// `--max-deliveries` and `--retry-backoff`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts per event before it is given up (dead-lettered), counting
+    /// the attempts of earlier deliveries of its queue entry.
+    pub attempts: Option<u64>,
+    /// Wait before the first retry; doubles per attempt.
+    #[serde(default, deserialize_with = "some_duration")]
+    pub backoff: Option<Duration>,
+    /// Longest wait between two attempts (default 10s).
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_backoff: Option<Duration>,
+}
+
+/// Settings of a `line` channel.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineSettings {
+    /// How it retries.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// Settings of a `simulated` channel.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedSettings {
+    /// Share of attempts lost, 0 to 1.
+    #[serde(default)]
+    pub loss_ratio: f64,
+    /// Seed of the losses (default: from the clock).
+    pub seed: Option<u64>,
+    /// How it retries.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// Settings of a `webhook` channel.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// The signing secret, `whsec_...` (or `secrets`).
+    pub secret: Option<String>,
+    /// Several signing secrets while one is rotated: each signs every
+    /// message (or `secret`).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Longest one attempt may take, answer included (default 10s).
+    #[serde(default = "default_webhook_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Requests in flight to the endpoint at once (default 16).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Also retry 4xx answers (other than 408 and 429, always retried, and
+    /// 410, which disables the endpoint); by default they fail at once.
+    #[serde(default)]
+    pub retry_4xx: bool,
+    /// Consecutive failed attempts that open the circuit breaker (default 5).
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses attempts before one is let through
+    /// to probe the endpoint (default 30s).
+    #[serde(default = "default_breaker_cooldown", deserialize_with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// How it retries.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// Settings of an `irc` channel.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IrcSettings {
+    /// The server, `host:port`.
+    pub server: String,
+    /// Connect with TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: a PEM file of the CA to trust (default: the Web PKI roots).
+    pub tls_ca: Option<PathBuf>,
+    /// The server password (`PASS`), if it needs one.
+    pub password: Option<String>,
+    /// The nickname (a number is added while it is taken).
+    pub nick: String,
+    /// The channels to join and write to, such as `#ops`.
+    pub channels: Vec<String>,
+    /// The message: `{event_id}`, `{user_id}`, `{description}`,
+    /// `{category}`, `{type}`, `{session_id}` and `{status}` are replaced
+    /// (default: the notification line).
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// Messages per second, at most (default 1): flood control, so the
+    /// server never drops the connection.
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// Messages that may go at once before `rate` applies (default 4).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Longest one message may wait to be sent and confirmed by the server
+    /// (default 30s).
+    #[serde(default = "default_irc_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Longest wait between two reconnections (default 30s); the first is
+    /// after 500ms.
+    #[serde(default = "default_reconnect_max", deserialize_with = "duration")]
+    pub reconnect_max: Duration,
+    /// How it retries.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// One route: the events it matches, and the channels it sends them to.
+/// Every filter given must match (one of its values); none given matches
+/// every event. A value ending in `*` matches every value it starts with.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Categories to match.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Event types to match, such as `user.*`.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// User ids to match.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Session ids to match.
+    #[serde(default)]
+    pub sessions: Vec<String>,
+    /// The channels the matched events go to.
+    pub channels: Vec<String>,
+}
+
+/// The default IRC message: the notification line.
+pub const DEFAULT_TEMPLATE: &str = "Event {event_id} has been sent to {user_id}: {description}";
+/// What an IRC template may name.
+pub const TEMPLATE_FIELDS: [&str; 7] = [
+    "event_id",
+    "user_id",
+    "description",
+    "category",
+    "type",
+    "session_id",
+    "status",
+];
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_concurrency() -> u32 {
+    16
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_template() -> String {
+    DEFAULT_TEMPLATE.to_owned()
+}
+fn default_rate() -> f64 {
+    1.0
+}
+fn default_burst() -> u32 {
+    4
+}
+fn default_irc_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A duration as text: `500ms`, `30s`, `5m`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    herald_runtime::flags::duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// Why a channels file was refused: the file, where in it, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelsError {
+    /// The file.
+    pub file: PathBuf,
+    /// The table and field (`channels.hooks.url`, `routes[1].channels`);
+    /// empty for the file as a whole.
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ChannelsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at.as_str() {
+            "" => write!(f, "channels file {}: {}", self.file.display(), self.message),
+            at => write!(
+                f,
+                "channels file {}: {at}: {}",
+                self.file.display(),
+                self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChannelsError {}
+
+/// Longest channel name.
+const MAX_NAME: usize = 64;
+
+impl ChannelsFile {
+    /// Reads and checks the channels file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ChannelsError> {
+        let fail = |at: &str, message: String| ChannelsError {
+            file: path.to_owned(),
+            at: at.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("", e.to_string()))?;
+        Self::parse(&text).map_err(|(at, message)| fail(&at, message))
+    }
+
+    /// Reads and checks a channels file's text; an error is where and what.
+    pub fn parse(text: &str) -> Result<Self, (String, String)> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| (String::new(), e.to_string()))?;
+        let channels_table = match table.remove("channels") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(("channels".into(), "must be a table of channels".into())),
+            None => return Err(("channels".into(), "no channel is defined".into())),
+        };
+        let routes_list = match table.remove("routes") {
+            Some(toml::Value::Array(routes)) => routes,
+            Some(_) => return Err(("routes".into(), "must be an array of tables, [[routes]]".into())),
+            None => return Err(("routes".into(), "no route is defined: events would go nowhere".into())),
+        };
+        if let Some(unknown) = table.keys().next() {
+            return Err((
+                unknown.clone(),
+                "unknown key (a channels file has [channels.NAME] tables and [[routes]])".into(),
+            ));
+        }
+        let mut channels = Vec::with_capacity(channels_table.len());
+        for (name, value) in channels_table {
+            let at = format!("channels.{name}");
+            if name.is_empty()
+                || name.len() > MAX_NAME
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    at,
+                    format!("a channel's name is 1 to {MAX_NAME} letters, digits, - or _"),
+                ));
+            }
+            let settings = ChannelSettings::of(value).map_err(|(field, message)| {
+                (join(&at, &field), message)
+            })?;
+            channels.push((name, settings));
+        }
+        let mut routes = Vec::with_capacity(routes_list.len());
+        for (i, value) in routes_list.into_iter().enumerate() {
+            let at = format!("routes[{i}]");
+            let route: RouteSettings =
+                typed(value).map_err(|(field, message)| (join(&at, &field), message))?;
+            if route.channels.is_empty() {
+                return Err((join(&at, "channels"), "names no channel".into()));
+            }
+            for name in &route.channels {
+                if !channels.iter().any(|(n, _)| n == name) {
+                    let known: Vec<&str> = channels.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err((
+                        join(&at, "channels"),
+                        format!("no channel is named {name:?} (there are: {})", known.join(", ")),
+                    ));
+                }
+            }
+            for (field, values) in [
+                ("categories", &route.categories),
+                ("types", &route.types),
+                ("users", &route.users),
+                ("sessions", &route.sessions),
+            ] {
+                if values.iter().any(String::is_empty) {
+                    return Err((join(&at, field), "holds an empty value".into()));
+                }
+            }
+            routes.push(route);
+        }
+        Ok(Self { channels, routes })
+    }
+}
+
+/// `at.field`, or `at` alone for an empty field.
+fn join(at: &str, field: &str) -> String {
+    match field {
+        "" => at.to_owned(),
+        field => format!("{at}.{field}"),
+    }
+}
+
+/// A TOML value as `T`; an error is the field (empty for the value as a
+/// whole) and serde's message.
+fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match e.path().to_string().as_str() {
+            "." => String::new(),
+            path => path.to_owned(),
+        };
+        (field, e.into_inner().message().to_owned())
+    })
+}
+
+impl ChannelSettings {
+    /// A channel's table, read by its `kind`; an error is the field and
+    /// what is wrong.
+    fn of(value: toml::Value) -> Result<Self, (String, String)> {
+        let toml::Value::Table(mut table) = value else {
+            return Err((String::new(), "must be a table".into()));
+        };
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            _ => {
+                return Err((
+                    "kind".into(),
+                    "is required: line, simulated, webhook or irc".into(),
+                ));
+            }
+        };
+        let rest = toml::Value::Table(table);
+        let settings = match kind.as_str() {
+            "line" => Self::Line(typed(rest)?),
+            "simulated" => Self::Simulated(typed(rest)?),
+            "webhook" => Self::Webhook(typed(rest)?),
+            "irc" => Self::Irc(typed(rest)?),
+            other => {
+                return Err((
+                    "kind".into(),
+                    format!("{other:?} is no kind of channel: line, simulated, webhook or irc"),
+                ));
+            }
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The checks serde cannot make; an error is the field and what is wrong.
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+        let retry = self.retry();
+        if retry.attempts == Some(0) {
+            return bad("retry.attempts", "must be at least 1");
+        }
+        match self {
+            Self::Line(_) => {}
+            Self::Simulated(s) => {
+                if !(0.0..=1.0).contains(&s.loss_ratio) {
+                    return bad("loss_ratio", "must be from 0 to 1");
+                }
+            }
+            Self::Webhook(w) => {
+                let uri: http::Uri = w
+                    .url
+                    .parse()
+                    .map_err(|_| ("url".to_owned(), format!("{:?} is not a URL", w.url)))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return bad("url", "must be an http:// or https:// URL with a host");
+                }
+                let secrets: Vec<&String> = w.secret.iter().chain(&w.secrets).collect();
+                if secrets.is_empty() {
+                    return bad("secret", "is required (whsec_ and base64), or secrets");
+                }
+                if w.secret.is_some() && !w.secrets.is_empty() {
+                    return bad("secrets", "give secret or secrets, not both");
+                }
+                for (i, secret) in secrets.iter().enumerate() {
+                    if herald_client::webhooks::Secret::parse(secret).is_err() {
+                        let field = match w.secret {
+                            Some(_) => "secret".to_owned(),
+                            None => format!("secrets[{i}]"),
+                        };
+                        return Err((
+                            field,
+                            "must be whsec_ followed by base64 of at least 16 bytes".into(),
+                        ));
+                    }
+                }
+                if w.timeout.is_zero() {
+                    return bad("timeout", "must be longer than zero");
+                }
+                if w.concurrency == 0 {
+                    return bad("concurrency", "must be at least 1");
+                }
+                if w.breaker_failures == 0 {
+                    return bad("breaker_failures", "must be at least 1");
+                }
+            }
+            Self::Irc(irc) => {
+                if irc.server.rsplit_once(':').is_none_or(|(host, port)| {
+                    host.is_empty() || port.parse::<u16>().is_err()
+                }) {
+                    return bad("server", "must be host:port");
+                }
+                if irc.tls_ca.is_some() && !irc.tls {
+                    return bad("tls_ca", "needs tls = true");
+                }
+                if !crate::channels::irc::valid_nick(&irc.nick) {
+                    return bad("nick", "must be 1 to 9 letters, digits or []\\`_^{|}- not starting with a digit or -");
+                }
+                if irc.channels.is_empty() {
+                    return bad("channels", "names no IRC channel to write to");
+                }
+                if let Some(bad_channel) = irc
+                    .channels
+                    .iter()
+                    .find(|c| !crate::channels::irc::valid_channel(c))
+                {
+                    return Err((
+                        "channels".into(),
+                        format!("{bad_channel:?} is not an IRC channel (#name, no spaces or commas)"),
+                    ));
+                }
+                if let Some(unknown) = template_fields(&irc.template)
+                    .find(|f| !TEMPLATE_FIELDS.contains(f))
+                {
+                    return Err((
+                        "template".into(),
+                        format!(
+                            "{{{unknown}}} is not a field: use {}",
+                            TEMPLATE_FIELDS.map(|f| format!("{{{f}}}")).join(", ")
+                        ),
+                    ));
+                }
+                if !(irc.rate > 0.0 && irc.rate <= 100.0) {
+                    return bad("rate", "must be more than 0 and at most 100 messages a second");
+                }
+                if irc.burst == 0 {
+                    return bad("burst", "must be at least 1");
+                }
+                if irc.timeout.is_zero() {
+                    return bad("timeout", "must be longer than zero");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The channel's retry settings.
+    pub fn retry(&self) -> &RetrySettings {
+        match self {
+            Self::Line(s) => &s.retry,
+            Self::Simulated(s) => &s.retry,
+            Self::Webhook(s) => &s.retry,
+            Self::Irc(s) => &s.retry,
+        }
+    }
+}
+
+/// The names in `{...}` of a template.
+pub fn template_fields(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn error_of(text: &str) -> (String, String) {
+        ChannelsFile::parse(text).expect_err("refused")
+    }
+
+    #[test]
+    fn the_example_reads_with_its_defaults() {
+        let file = ChannelsFile::parse(&format!(
+            r#"
+            [channels.hooks]
+            kind = "webhook"
+            url = "http://127.0.0.1:9000/hook"
+            secret = "{SECRET}"
+
+            [[routes]]
+            types = ["user.*"]
+            channels = ["hooks"]
+            "#
+        ))
+        .expect("valid");
+        let ChannelSettings::Webhook(hooks) = &file.channels[0].1 else {
+            panic!("a webhook: {file:?}");
+        };
+        assert_eq!(file.channels[0].0, "hooks");
+        assert_eq!(hooks.timeout, Duration::from_secs(10));
+        assert_eq!(hooks.concurrency, 16);
+        assert_eq!(hooks.retry, RetrySettings::default());
+        assert_eq!(file.routes[0].types, ["user.*"]);
+    }
+
+    #[test]
+    fn every_error_names_the_table_and_the_field() {
+        let hook = format!("[channels.hooks]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"{SECRET}\"\n");
+        let route = "[[routes]]\nchannels = [\"hooks\"]\n";
+        for (text, at, words) in [
+            (format!("{hook}[[routes]]\ntypes = [\"a\"]\nchannels = [\"hookz\"]\n"), "routes[0].channels", "no channel is named \"hookz\""),
+            (format!("{hook}{route}[[routes]]\ntyps = [\"a\"]\nchannels = [\"hooks\"]\n"), "routes[1].typs", "unknown field `typs`"),
+            (format!("{hook}timeout = \"soon\"\n{route}"), "channels.hooks.timeout", "expected a duration"),
+            (format!("{hook}concurrency = \"x\"\n{route}"), "channels.hooks.concurrency", "expected u32"),
+            (format!("{hook}retry = {{ backoff = 5 }}\n{route}"), "channels.hooks.retry.backoff", "expected a string"),
+            (hook.replace("http://h/", "ftp://h/") + route, "channels.hooks.url", "http:// or https://"),
+            (hook.replace(SECRET, "hunter2") + route, "channels.hooks.secret", "whsec_"),
+            (format!("{hook}retry = {{ attempts = 0 }}\n{route}"), "channels.hooks.retry.attempts", "at least 1"),
+            ("[channels.x]\nkind = \"pigeon\"\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.kind", "no kind of channel"),
+            ("[channels.x]\nkind = \"line\"\n".into(), "routes", "no route"),
+            ("[channels.x]\nkind = \"irc\"\nserver = \"irc:6667\"\nnick = \"herald\"\nchannels = [\"#ops\"]\ntemplate = \"{who}\"\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.template", "{who} is not a field"),
+            ("[channels.x]\nkind = \"irc\"\nserver = \"irc\"\nnick = \"herald\"\nchannels = [\"#ops\"]\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.server", "host:port"),
+            ("[channels.\"a b\"]\nkind = \"line\"\n[[routes]]\nchannels = [\"a b\"]\n".into(), "channels.a b", "letters, digits"),
+            ("channels = [".into(), "", "TOML parse error"),
+        ] {
+            let (got_at, message) = error_of(&text);
+            assert_eq!(got_at, at, "{text}: {message}");
+            assert!(message.contains(words), "{text}: {message:?} lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("channels.toml");
+        std::fs::write(&path, "[channels.x]\nkind = \"line\"\n[[routes]]\nchannels = [\"y\"]\n")
+            .expect("write");
+        let err = ChannelsFile::read(&path).expect_err("refused").to_string();
+        assert!(
+            err.starts_with(&format!("channels file {}: routes[0].channels: ", path.display())),
+            "{err}"
+        );
+    }
+}

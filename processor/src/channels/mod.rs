@@ -1,0 +1,374 @@
+//! Where notifications go: channels (the notification line, signed
+//! webhooks, IRC, the simulated one), chosen per event by routes.
+//!
+//! A [`Channel`] makes one attempt at a time and says, when it fails,
+//! whether to retry (and when), to give up, or to leave the event for later
+//! (nothing was sent: a breaker is open, the endpoint is busy). The worker
+//! runs the attempts, records each, and marks the event PROCESSED once
+//! every chosen channel took it. [`Channels`] holds the set in use and
+//! swaps it for a new one when the channels file is reloaded; deliveries
+//! under way finish on the set they started with.
+//!
+//! # Layout
+//! - [`file`]: the channels file, read and checked.
+//! - [`routes`]: which channels an event goes to.
+//! - [`line`]: the notification line and the simulated channel.
+//! - [`webhook`]: signed HTTP POSTs, with a per-endpoint concurrency limit
+//!   and circuit breaker ([`breaker`]).
+//! - [`irc`]: an IRC client that stays connected, with flood control.
+
+pub mod breaker;
+pub mod file;
+pub mod irc;
+pub mod line;
+pub mod routes;
+pub mod webhook;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use herald::{Event, random::SplitMix64};
+use tracing::{info, warn};
+
+pub use file::{ChannelSettings, ChannelsError, ChannelsFile};
+pub use line::{LineChannel, SimulatedChannel, notification_line};
+
+use crate::{
+    config::{SinkKind, WorkerConfig},
+    metrics::WorkerMetrics,
+};
+use routes::Route;
+
+/// A destination of notifications.
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// One attempt to send `event`.
+    async fn send(&self, event: &Event) -> Result<Sent, Failure>;
+    /// The kind of channel: `line`, `webhook`, `irc`, `simulated`.
+    fn kind(&self) -> &'static str;
+    /// Where it sends, as attempts record it.
+    fn target(&self) -> String;
+}
+
+/// What a successful attempt tells.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The HTTP status answered, for a webhook.
+    pub http_status: Option<u16>,
+}
+
+/// A failed attempt: why, and what to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// A short word for metrics' `reason` label: `timeout`, `connect`,
+    /// `http_5xx`, `circuit_open`...
+    pub reason: &'static str,
+    /// What went wrong, for logs, attempts and dead letters.
+    pub error: String,
+    /// The HTTP status answered, if any.
+    pub http_status: Option<u16>,
+    /// What the worker does next.
+    pub next: Next,
+    /// Whether anything was sent (an attempt to record) or the channel
+    /// refused at once (an open breaker, a disabled endpoint).
+    pub attempted: bool,
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Try again: after the wait given (a `Retry-After`), or the channel's backoff.
+    Retry(Option<Duration>),
+    /// Give the event up for this channel: it cannot succeed as it is.
+    GiveUp,
+    /// Leave the event for later (it is delivered again after the
+    /// worker's claim idle time) without counting an attempt.
+    Later,
+}
+
+impl Failure {
+    /// An attempt that failed and may succeed if tried again.
+    pub fn retry(reason: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            reason,
+            error: error.into(),
+            http_status: None,
+            next: Next::Retry(None),
+            attempted: true,
+        }
+    }
+
+    /// An attempt that failed and would fail again.
+    pub fn give_up(reason: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            next: Next::GiveUp,
+            ..Self::retry(reason, error)
+        }
+    }
+
+    /// A refusal without an attempt: leave the event for later.
+    pub fn later(reason: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            next: Next::Later,
+            attempted: false,
+            ..Self::retry(reason, error)
+        }
+    }
+}
+
+/// How a channel retries one event: up to `attempts` attempts, waiting
+/// `backoff` before the first retry and twice as long before each next one,
+/// up to `max_backoff`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts before the event is given up (earlier deliveries' included).
+    pub attempts: u64,
+    /// Wait before the first retry.
+    pub backoff: Duration,
+    /// Longest wait.
+    pub max_backoff: Duration,
+    /// Whether waits are spread over their upper half at random, so that
+    /// the retries of many events do not arrive together.
+    pub jitter: bool,
+}
+
+/// The longest wait between two attempts, unless a channel says otherwise.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1 for the first retry).
+    pub fn wait(&self, attempt: u64, rng: &mut SplitMix64) -> Duration {
+        let shift = attempt.saturating_sub(1).min(30) as u32;
+        let full = self
+            .backoff
+            .saturating_mul(1 << shift)
+            .min(self.max_backoff);
+        if self.jitter {
+            full.mul_f64(0.5 + rng.next_f64() / 2.0)
+        } else {
+            full
+        }
+    }
+
+    /// The policy of `settings` over the worker's defaults.
+    fn of(settings: &file::RetrySettings, defaults: RetryPolicy) -> Self {
+        Self {
+            attempts: settings.attempts.unwrap_or(defaults.attempts),
+            backoff: settings.backoff.unwrap_or(defaults.backoff),
+            max_backoff: settings.max_backoff.unwrap_or(defaults.max_backoff),
+            jitter: defaults.jitter,
+        }
+    }
+}
+
+/// One channel of a set, by name.
+pub struct Named {
+    /// Its name: in the channels file, or `line` (`simulated`) without one.
+    pub name: String,
+    /// The channel.
+    pub channel: Arc<dyn Channel>,
+    /// How it retries.
+    pub retry: RetryPolicy,
+    /// Its settings, to keep it (and its connection) across a reload that
+    /// leaves them as they are.
+    settings: Option<ChannelSettings>,
+}
+
+/// The channels and routes in use.
+pub struct ChannelSet {
+    channels: Vec<Named>,
+    routes: Vec<Route>,
+}
+
+impl ChannelSet {
+    /// The channels the routes choose for `event`, each once.
+    pub fn choose(&self, event: &Event) -> Vec<&Named> {
+        routes::choose(&self.routes, event)
+            .into_iter()
+            .filter_map(|i| self.channels.get(i))
+            .collect()
+    }
+
+    /// The channels, in order.
+    pub fn channels(&self) -> &[Named] {
+        &self.channels
+    }
+}
+
+/// What building channels needs besides their settings.
+struct Build {
+    /// Where `line` channels write (standard output in production).
+    line: Arc<dyn Channel>,
+    /// Retry defaults from the worker's flags.
+    defaults: RetryPolicy,
+    metrics: WorkerMetrics,
+}
+
+impl Build {
+    /// The set a checked channels file describes; channels of `previous`
+    /// with the same name and settings are kept as they are (an IRC
+    /// channel keeps its connection).
+    fn set(&self, file: &ChannelsFile, previous: Option<&ChannelSet>) -> Result<ChannelSet, String> {
+        let mut channels = Vec::with_capacity(file.channels.len());
+        for (name, settings) in &file.channels {
+            let kept = previous.and_then(|p| {
+                p.channels
+                    .iter()
+                    .find(|c| c.name == *name && c.settings.as_ref() == Some(settings))
+                    .filter(|_| matches!(settings, ChannelSettings::Irc(_)))
+            });
+            let channel = match kept {
+                Some(c) => c.channel.clone(),
+                None => self
+                    .channel(name, settings)
+                    .map_err(|e| format!("channels.{name}: {e}"))?,
+            };
+            let mut defaults = self.defaults;
+            defaults.jitter = matches!(settings, ChannelSettings::Webhook(_));
+            channels.push(Named {
+                name: name.clone(),
+                channel,
+                retry: RetryPolicy::of(settings.retry(), defaults),
+                settings: Some(settings.clone()),
+            });
+        }
+        let place = |name: &str| channels.iter().position(|c| c.name == name);
+        let routes = file.routes.iter().map(|r| Route::new(r, place)).collect();
+        Ok(ChannelSet { channels, routes })
+    }
+
+    /// A new channel of `settings`.
+    fn channel(&self, name: &str, settings: &ChannelSettings) -> Result<Arc<dyn Channel>, String> {
+        Ok(match settings {
+            ChannelSettings::Line(_) => self.line.clone(),
+            ChannelSettings::Simulated(s) => Arc::new(SimulatedChannel::new(
+                self.line.clone(),
+                s.loss_ratio,
+                s.seed.map_or_else(SplitMix64::from_time, SplitMix64::new),
+            )),
+            ChannelSettings::Webhook(s) => Arc::new(webhook::WebhookChannel::new(
+                name,
+                s,
+                self.metrics.channel(name),
+            )?),
+            ChannelSettings::Irc(s) => Arc::new(irc::IrcChannel::start(name, s)?),
+        })
+    }
+}
+
+/// The channel set in use, reloadable from its file.
+pub struct Channels {
+    file: Option<PathBuf>,
+    build: Build,
+    current: RwLock<Arc<ChannelSet>>,
+}
+
+impl Channels {
+    /// The channels of the file `worker.channels` names or, without one,
+    /// the one channel `--sink` names (routed every event); `line` is
+    /// where line channels write. A bad file is an error naming it.
+    pub fn load(
+        worker: &WorkerConfig,
+        line: Arc<dyn Channel>,
+        metrics: WorkerMetrics,
+    ) -> Result<Self, ChannelsError> {
+        let build = Build {
+            line,
+            defaults: RetryPolicy {
+                attempts: worker.max_deliveries,
+                backoff: worker.retry_backoff,
+                max_backoff: DEFAULT_MAX_BACKOFF,
+                jitter: false,
+            },
+            metrics,
+        };
+        let set = match &worker.channels {
+            Some(path) => Self::read(&build, path, None)?,
+            None => {
+                let (name, channel): (&str, Arc<dyn Channel>) = match worker.sink {
+                    SinkKind::Line => ("line", build.line.clone()),
+                    SinkKind::Simulated => (
+                        "simulated",
+                        Arc::new(SimulatedChannel::new(
+                            build.line.clone(),
+                            worker.loss_ratio,
+                            worker
+                                .sink_seed
+                                .map_or_else(SplitMix64::from_time, SplitMix64::new),
+                        )),
+                    ),
+                };
+                ChannelSet {
+                    channels: vec![Named {
+                        name: name.to_owned(),
+                        channel,
+                        retry: build.defaults,
+                        settings: None,
+                    }],
+                    routes: vec![Route::everything_to(0)],
+                }
+            }
+        };
+        Ok(Self {
+            file: worker.channels.clone(),
+            build,
+            current: RwLock::new(Arc::new(set)),
+        })
+    }
+
+    fn read(build: &Build, path: &Path, previous: Option<&ChannelSet>) -> Result<ChannelSet, ChannelsError> {
+        let file = ChannelsFile::read(path)?;
+        build.set(&file, previous).map_err(|message| ChannelsError {
+            file: path.to_owned(),
+            at: String::new(),
+            message,
+        })
+    }
+
+    /// The set in use now.
+    pub fn current(&self) -> Arc<ChannelSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the channels file again and puts the new set in use; a bad
+    /// file keeps the set in use (and is the error). Without a file, nothing
+    /// changes.
+    pub fn reload(&self) -> Result<(), ChannelsError> {
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let previous = self.current();
+        let set = Self::read(&self.build, path, Some(&previous))?;
+        let names: Vec<&str> = set.channels.iter().map(|c| c.name.as_str()).collect();
+        info!(file = %path.display(), channels = %names.join(","), routes = set.routes.len(), "channels reloaded");
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Reloads on every SIGHUP until `shutdown`; a bad file is logged and
+    /// the channels in use stay.
+    pub async fn reload_on_hangup(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            warn!("cannot listen for SIGHUP; the channels file is read at start only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                got = hangups.recv() => if got.is_none() { return },
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(err) = self.reload() {
+                warn!(error = %err, "channels file refused; the channels in use stay");
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Routes: which channels an event goes to, by its category, type, user
+//! and session.
+
+use herald::Event;
+
+use super::file::RouteSettings;
+
+/// One value of a filter: exact, or a prefix (`user.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn of(text: &str) -> Self {
+        match text.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.to_owned()),
+            None => Self::Exact(text.to_owned()),
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(exact) => value == exact,
+            // `*` alone matches any value, the empty one too.
+            Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// A filter on one attribute: any of its patterns, or anything when empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Filter(Vec<Pattern>);
+
+impl Filter {
+    fn of(values: &[String]) -> Self {
+        Self(values.iter().map(|v| Pattern::of(v)).collect())
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p.matches(value))
+    }
+}
+
+/// A route: its filters, and the channels (by place) it sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    categories: Filter,
+    types: Filter,
+    users: Filter,
+    sessions: Filter,
+    channels: Vec<usize>,
+}
+
+impl Route {
+    /// The route `settings` describe, its channels found by name with `place`.
+    pub fn new(settings: &RouteSettings, place: impl Fn(&str) -> Option<usize>) -> Self {
+        Self {
+            categories: Filter::of(&settings.categories),
+            types: Filter::of(&settings.types),
+            users: Filter::of(&settings.users),
+            sessions: Filter::of(&settings.sessions),
+            channels: settings.channels.iter().filter_map(|n| place(n)).collect(),
+        }
+    }
+
+    /// A route of every event to channel `place`.
+    pub fn everything_to(place: usize) -> Self {
+        Self {
+            categories: Filter::default(),
+            types: Filter::default(),
+            users: Filter::default(),
+            sessions: Filter::default(),
+            channels: vec![place],
+        }
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        self.categories.matches(&event.category)
+            && self.types.matches(&event.event_type)
+            && self.users.matches(&event.user_id)
+            && self.sessions.matches(&event.session_id)
+    }
+}
+
+/// The channels (by place, each once, in order) that the routes matching
+/// `event` send to.
+pub fn choose(routes: &[Route], event: &Event) -> Vec<usize> {
+    let mut chosen: Vec<usize> = routes
+        .iter()
+        .filter(|r| r.matches(event))
+        .flat_map(|r| r.channels.iter().copied())
+        .collect();
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use herald::{NewEvent, partition::Partitions};
+
+    use super::*;
+
+    fn event(category: &str, event_type: &str, user: &str, session: &str) -> Event {
+        let mut e = NewEvent::new(user, "hi")
+            .expect("valid")
+            .into_event(Partitions::default());
+        e.category = category.into();
+        e.event_type = event_type.into();
+        e.session_id = session.into();
+        e
+    }
+
+    fn route(edit: impl FnOnce(&mut RouteSettings), channels: &[usize]) -> Route {
+        let mut settings = RouteSettings {
+            categories: vec![],
+            types: vec![],
+            users: vec![],
+            sessions: vec![],
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+        };
+        edit(&mut settings);
+        Route::new(&settings, |name| name.parse().ok())
+    }
+
+    #[test]
+    fn every_filter_given_must_match_and_channels_come_once() {
+        let routes = [
+            route(|r| r.types = vec!["user.*".into()], &[0]),
+            route(
+                |r| {
+                    r.categories = vec!["billing".into(), "ops".into()];
+                    r.users = vec!["ann".into()];
+                },
+                &[1, 0],
+            ),
+            route(|r| r.sessions = vec!["s-*".into()], &[2]),
+        ];
+        let cases = [
+            (event("", "user.created", "bob", ""), vec![0]),
+            (event("", "user", "bob", ""), vec![]),
+            (event("", "usercreated", "bob", ""), vec![]),
+            (event("billing", "user.deleted", "ann", ""), vec![0, 1]),
+            (event("billing", "", "bob", ""), vec![]),
+            (event("ops", "", "ann", "s-1"), vec![0, 1, 2]),
+            (event("", "", "ann", "s"), vec![]),
+        ];
+        for (event, want) in cases {
+            assert_eq!(choose(&routes, &event), want, "{event:?}");
+        }
+        let all = [route(|_| {}, &[3])];
+        assert_eq!(choose(&all, &event("", "", "x", "")), [3]);
+        let star = [route(|r| r.categories = vec!["*".into()], &[4])];
+        assert_eq!(choose(&star, &event("", "", "x", "")), [4], "* matches the empty value");
+    }
+}

@@ -1,0 +1,249 @@
+//! Webhooks: each event POSTed as JSON to an endpoint, signed the Standard
+//! Webhooks way (see `herald_client::webhooks`).
+//!
+//! An answer of 2xx is success. 408, 429 and 5xx, timeouts and connection
+//! errors are retried (after `Retry-After` when the endpoint gives one);
+//! 410 Gone disables the endpoint until the channels are reloaded (its
+//! events fail, and go to the dead letters for a redrive); other 4xx fail
+//! at once unless `retry_4xx`. Redirects are not followed. At most
+//! `concurrency` requests are in flight; an event that waits longer than
+//! the timeout for a place, or finds the circuit breaker open, is left for
+//! later without an attempt.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use herald::Event;
+use herald_client::webhooks::{self, Secret};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use super::{Channel, Failure, Next, Sent, breaker::Breaker, file::WebhookSettings};
+use crate::metrics::ChannelGauges;
+
+/// Most bytes of an endpoint's answer kept in an error.
+const ANSWER_SNIPPET: usize = 200;
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A webhook endpoint.
+pub struct WebhookChannel {
+    name: String,
+    url: Uri,
+    secrets: Vec<Secret>,
+    timeout: Duration,
+    retry_4xx: bool,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    places: Semaphore,
+    concurrency: u32,
+    breaker: Breaker,
+    disabled: AtomicBool,
+    gauges: ChannelGauges,
+}
+
+impl WebhookChannel {
+    /// The channel `name` of `settings` (checked when the file was read).
+    pub fn new(name: &str, settings: &WebhookSettings, gauges: ChannelGauges) -> Result<Self, String> {
+        let url: Uri = settings.url.parse().map_err(|_| "url: not a URL".to_owned())?;
+        let secrets = settings
+            .secret
+            .iter()
+            .chain(&settings.secrets)
+            .map(|s| Secret::parse(s).map_err(|e| format!("secret: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        gauges.disabled.set(0);
+        Ok(Self {
+            name: name.to_owned(),
+            url,
+            secrets,
+            timeout: settings.timeout,
+            retry_4xx: settings.retry_4xx,
+            client,
+            places: Semaphore::new(settings.concurrency as usize),
+            concurrency: settings.concurrency,
+            breaker: Breaker::new(
+                settings.breaker_failures,
+                settings.breaker_cooldown,
+                gauges.breaker.clone(),
+            ),
+            disabled: AtomicBool::new(false),
+            gauges,
+        })
+    }
+
+    /// The `webhook-id` of `event` to this endpoint: the same on every retry.
+    fn message_id(&self, event: &Event) -> String {
+        format!("msg_{}_{}", event.id.simple(), self.name)
+    }
+
+    /// One POST of `event`, within the timeout.
+    async fn post(&self, event: &Event) -> Result<Sent, Failure> {
+        let body = Bytes::from(event.to_json().to_string());
+        let headers = webhooks::headers(&self.message_id(event), SystemTime::now(), &self.secrets, &body);
+        let mut request = Request::post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body))
+            .map_err(|e| Failure::give_up("request", e.to_string()))?;
+        request.headers_mut().extend(headers);
+        let answer = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                let reason = if e.is_connect() { "connect" } else { "http" };
+                Failure::retry(reason, format!("{reason} error: {}", error_chain(&e)))
+            })?;
+            let (parts, mut body) = response.into_parts();
+            let mut snippet = Vec::new();
+            if !parts.status.is_success() {
+                while snippet.len() < ANSWER_SNIPPET {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Some(data) = frame.data_ref() {
+                                snippet.extend_from_slice(data);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Ok::<_, Failure>((parts.status, parts.headers, snippet))
+        };
+        let (status, headers, snippet) = tokio::time::timeout(self.timeout, answer)
+            .await
+            .map_err(|_| {
+                Failure::retry(
+                    "timeout",
+                    format!("no answer within {}", humantime::format_duration(self.timeout)),
+                )
+            })??;
+        self.judge(status, &headers, &snippet)
+    }
+
+    /// What an answer means.
+    fn judge(&self, status: StatusCode, headers: &http::HeaderMap, snippet: &[u8]) -> Result<Sent, Failure> {
+        let code = status.as_u16();
+        if status.is_success() {
+            return Ok(Sent {
+                http_status: Some(code),
+            });
+        }
+        let mut text = String::from_utf8_lossy(snippet).into_owned();
+        herald::domain::cut_to(&mut text, ANSWER_SNIPPET);
+        let error = match text.trim() {
+            "" => format!("HTTP {status}"),
+            answer => format!("HTTP {status}: {answer}"),
+        };
+        let mut failure = match code {
+            410 => {
+                if !self.disabled.swap(true, Ordering::Relaxed) {
+                    warn!(channel = %self.name, url = %self.url, "endpoint answered 410 Gone; disabled until the channels are reloaded");
+                    self.gauges.disabled.set(1);
+                }
+                Failure::give_up("gone", format!("{error} (endpoint disabled)"))
+            }
+            408 | 429 | 500..=599 => Failure::retry(if code < 500 { "http_4xx" } else { "http_5xx" }, error),
+            400..=499 if self.retry_4xx => Failure::retry("http_4xx", error),
+            400..=499 => Failure::give_up("http_4xx", error),
+            _ => Failure::give_up("http_other", format!("{error} (redirects are not followed)")),
+        };
+        failure.http_status = Some(code);
+        if let (Next::Retry(_), Some(after)) = (failure.next, retry_after(headers)) {
+            failure.next = Next::Retry(Some(after.min(MAX_RETRY_AFTER)));
+        }
+        Err(failure)
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// A `Retry-After` header: seconds, or an HTTP date.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[async_trait]
+impl Channel for WebhookChannel {
+    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return Err(Failure {
+                attempted: false,
+                ..Failure::give_up(
+                    "disabled",
+                    "the endpoint answered 410 Gone and is disabled until the channels are reloaded",
+                )
+            });
+        }
+        let place = match tokio::time::timeout(self.timeout, self.places.acquire()).await {
+            Ok(Ok(place)) => place,
+            _ => {
+                return Err(Failure::later(
+                    "busy",
+                    format!(
+                        "{} requests to the endpoint stayed in flight for {}",
+                        self.concurrency,
+                        humantime::format_duration(self.timeout)
+                    ),
+                ));
+            }
+        };
+        if let Err(wait) = self.breaker.admit() {
+            return Err(Failure::later(
+                "circuit_open",
+                format!(
+                    "circuit breaker open after repeated failures; next probe in {}",
+                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                ),
+            ));
+        }
+        let result = self.post(event).await;
+        drop(place);
+        match &result {
+            Ok(_) => self.breaker.succeeded(),
+            // The endpoint answered a request it will not take: it is alive.
+            Err(f) if f.next == Next::GiveUp => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(),
+        }
+        result
+    }
+
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn target(&self) -> String {
+        self.url.to_string()
+    }
+}
