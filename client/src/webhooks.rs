@@ -228,7 +228,7 @@ mod tests {
         let stale = headers(
             "msg_x",
             now - Duration::from_secs(301),
-            &[old_secret.clone()],
+            std::slice::from_ref(&old_secret),
             b"b",
         );
         assert!(matches!(

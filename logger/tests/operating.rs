@@ -197,7 +197,10 @@ async fn the_processor_metrics_count_failures_and_dead_letters() {
         6.0
     );
     assert_eq!(
-        m.value("herald_notifications_sent_total", &[("channel", "simulated")]),
+        m.value(
+            "herald_notifications_sent_total",
+            &[("channel", "simulated")]
+        ),
         None
     );
     assert_eq!(m.get("herald_dead_lettered_total", &[]), 3.0);

@@ -223,7 +223,6 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
                         attributes: vec![
                             ("herald.event_id", event_id.to_string()),
                             ("herald.deliveries", deliveries.to_string()),
-
                         ],
                     });
                     if let Some(delivery) = delivered {

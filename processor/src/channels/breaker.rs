@@ -81,7 +81,9 @@ impl Breaker {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let open = State::Open(Instant::now() + self.cooldown);
         match *state {
-            State::Closed(n) if n + 1 < self.threshold => self.set(&mut state, State::Closed(n + 1)),
+            State::Closed(n) if n + 1 < self.threshold => {
+                self.set(&mut state, State::Closed(n + 1))
+            }
             // An attempt admitted before the breaker opened changes nothing.
             State::Open(_) => {}
             _ => self.set(&mut state, open),

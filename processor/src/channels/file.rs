@@ -286,8 +286,18 @@ impl ChannelsFile {
         };
         let routes_list = match table.remove("routes") {
             Some(toml::Value::Array(routes)) => routes,
-            Some(_) => return Err(("routes".into(), "must be an array of tables, [[routes]]".into())),
-            None => return Err(("routes".into(), "no route is defined: events would go nowhere".into())),
+            Some(_) => {
+                return Err((
+                    "routes".into(),
+                    "must be an array of tables, [[routes]]".into(),
+                ));
+            }
+            None => {
+                return Err((
+                    "routes".into(),
+                    "no route is defined: events would go nowhere".into(),
+                ));
+            }
         };
         if let Some(unknown) = table.keys().next() {
             return Err((
@@ -309,9 +319,8 @@ impl ChannelsFile {
                     format!("a channel's name is 1 to {MAX_NAME} letters, digits, - or _"),
                 ));
             }
-            let settings = ChannelSettings::of(value).map_err(|(field, message)| {
-                (join(&at, &field), message)
-            })?;
+            let settings = ChannelSettings::of(value)
+                .map_err(|(field, message)| (join(&at, &field), message))?;
             channels.push((name, settings));
         }
         let mut routes = Vec::with_capacity(routes_list.len());
@@ -327,7 +336,10 @@ impl ChannelsFile {
                     let known: Vec<&str> = channels.iter().map(|(n, _)| n.as_str()).collect();
                     return Err((
                         join(&at, "channels"),
-                        format!("no channel is named {name:?} (there are: {})", known.join(", ")),
+                        format!(
+                            "no channel is named {name:?} (there are: {})",
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -452,16 +464,21 @@ impl ChannelSettings {
                 }
             }
             Self::Irc(irc) => {
-                if irc.server.rsplit_once(':').is_none_or(|(host, port)| {
-                    host.is_empty() || port.parse::<u16>().is_err()
-                }) {
+                if irc
+                    .server
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+                {
                     return bad("server", "must be host:port");
                 }
                 if irc.tls_ca.is_some() && !irc.tls {
                     return bad("tls_ca", "needs tls = true");
                 }
                 if !crate::channels::irc::valid_nick(&irc.nick) {
-                    return bad("nick", "must be 1 to 9 letters, digits or []\\`_^{|}- not starting with a digit or -");
+                    return bad(
+                        "nick",
+                        "must be 1 to 9 letters, digits or []\\`_^{|}- not starting with a digit or -",
+                    );
                 }
                 if irc.channels.is_empty() {
                     return bad("channels", "names no IRC channel to write to");
@@ -473,11 +490,13 @@ impl ChannelSettings {
                 {
                     return Err((
                         "channels".into(),
-                        format!("{bad_channel:?} is not an IRC channel (#name, no spaces or commas)"),
+                        format!(
+                            "{bad_channel:?} is not an IRC channel (#name, no spaces or commas)"
+                        ),
                     ));
                 }
-                if let Some(unknown) = template_fields(&irc.template)
-                    .find(|f| !TEMPLATE_FIELDS.contains(f))
+                if let Some(unknown) =
+                    template_fields(&irc.template).find(|f| !TEMPLATE_FIELDS.contains(f))
                 {
                     return Err((
                         "template".into(),
@@ -488,7 +507,10 @@ impl ChannelSettings {
                     ));
                 }
                 if !(irc.rate > 0.0 && irc.rate <= 100.0) {
-                    return bad("rate", "must be more than 0 and at most 100 messages a second");
+                    return bad(
+                        "rate",
+                        "must be more than 0 and at most 100 messages a second",
+                    );
                 }
                 if irc.burst == 0 {
                     return bad("burst", "must be at least 1");
@@ -557,7 +579,9 @@ mod tests {
 
     #[test]
     fn every_error_names_the_table_and_the_field() {
-        let hook = format!("[channels.hooks]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"{SECRET}\"\n");
+        let hook = format!(
+            "[channels.hooks]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"{SECRET}\"\n"
+        );
         let route = "[[routes]]\nchannels = [\"hooks\"]\n";
         for (text, at, words) in [
             (format!("{hook}[[routes]]\ntypes = [\"a\"]\nchannels = [\"hookz\"]\n"), "routes[0].channels", "no channel is named \"hookz\""),
@@ -585,11 +609,17 @@ mod tests {
     fn a_file_error_names_the_file() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("channels.toml");
-        std::fs::write(&path, "[channels.x]\nkind = \"line\"\n[[routes]]\nchannels = [\"y\"]\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[channels.x]\nkind = \"line\"\n[[routes]]\nchannels = [\"y\"]\n",
+        )
+        .expect("write");
         let err = ChannelsFile::read(&path).expect_err("refused").to_string();
         assert!(
-            err.starts_with(&format!("channels file {}: routes[0].channels: ", path.display())),
+            err.starts_with(&format!(
+                "channels file {}: routes[0].channels: ",
+                path.display()
+            )),
             "{err}"
         );
     }

@@ -276,7 +276,9 @@ impl Bucket {
             self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((n.min(self.burst) - self.tokens) / self.rate))
+            Err(Duration::from_secs_f64(
+                (n.min(self.burst) - self.tokens) / self.rate,
+            ))
         }
     }
 }
@@ -358,12 +360,18 @@ impl Connection {
         let base = self.settings.nick.clone();
         let mut nick = base.clone();
         lines.write(&format!("NICK {nick}")).await?;
-        lines.write(&format!("USER {base} 0 * :Herald notifications")).await?;
+        lines
+            .write(&format!("USER {base} 0 * :Herald notifications"))
+            .await?;
         let mut tries = 0u32;
         loop {
             let message = lines.read().await?;
             match message.command.as_str() {
-                "PING" => lines.write(&format!("PONG :{}", message.trailing())).await?,
+                "PING" => {
+                    lines
+                        .write(&format!("PONG :{}", message.trailing()))
+                        .await?
+                }
                 "001" => {
                     nick = message.params.first().cloned().unwrap_or(nick);
                     break;
@@ -377,7 +385,10 @@ impl Connection {
                 }
                 "ERROR" => return Err(format!("server: {}", message.trailing())),
                 code if code.starts_with(['4', '5']) && code.len() == 3 => {
-                    return Err(format!("registration refused: {code} {}", message.trailing()));
+                    return Err(format!(
+                        "registration refused: {code} {}",
+                        message.trailing()
+                    ));
                 }
                 _ => {}
             }
@@ -385,17 +396,30 @@ impl Connection {
         lines
             .write(&format!("JOIN {}", self.settings.channels.join(",")))
             .await?;
-        let mut to_join: Vec<String> = self.settings.channels.iter().map(|c| c.to_lowercase()).collect();
+        let mut to_join: Vec<String> = self
+            .settings
+            .channels
+            .iter()
+            .map(|c| c.to_lowercase())
+            .collect();
         while !to_join.is_empty() {
             let message = lines.read().await?;
             match message.command.as_str() {
-                "PING" => lines.write(&format!("PONG :{}", message.trailing())).await?,
-                "JOIN" if message.from_nick() == Some(nick.as_str()) => {
+                "PING" => {
+                    lines
+                        .write(&format!("PONG :{}", message.trailing()))
+                        .await?
+                }
+                "JOIN" if message.sender() == Some(nick.as_str()) => {
                     let joined = message.params.first().map(|c| c.to_lowercase());
                     to_join.retain(|c| Some(c) != joined.as_ref());
                 }
                 "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" => {
-                    return Err(format!("cannot join: {} {}", message.command, message.params.join(" ")));
+                    return Err(format!(
+                        "cannot join: {} {}",
+                        message.command,
+                        message.params.join(" ")
+                    ));
                 }
                 "ERROR" => return Err(format!("server: {}", message.trailing())),
                 _ => {}
@@ -554,8 +578,10 @@ impl Message {
     }
 
     /// The nick of the prefix (`nick!user@host`).
-    fn from_nick(&self) -> Option<&str> {
-        self.prefix.as_deref().map(|p| p.split('!').next().unwrap_or(p))
+    fn sender(&self) -> Option<&str> {
+        self.prefix
+            .as_deref()
+            .map(|p| p.split('!').next().unwrap_or(p))
     }
 }
 
@@ -616,7 +642,10 @@ mod tests {
         let text = render("{user_id} {type}: {description} {unknown}", &event);
         assert!(text.starts_with("ann : two  lines and éé"), "{text}");
         assert!(text.ends_with(" {unknown}"));
-        let line = format!("PRIVMSG #ops :{}", cut(&text, MAX_LINE - 2 - PREFIX_ROOM - 14));
+        let line = format!(
+            "PRIVMSG #ops :{}",
+            cut(&text, MAX_LINE - 2 - PREFIX_ROOM - 14)
+        );
         assert!(line.len() <= MAX_LINE - 2 - PREFIX_ROOM, "{}", line.len());
         assert!(line.ends_with('…'));
         assert!(!line.contains(['\r', '\n', '\0']));
@@ -626,12 +655,20 @@ mod tests {
     #[test]
     fn server_lines_parse() {
         let m = Message::parse(":herald!~h@host JOIN :#ops\r\n").expect("parse");
-        assert_eq!((m.from_nick(), m.command.as_str(), m.trailing()), (Some("herald"), "JOIN", "#ops"));
+        assert_eq!(
+            (m.sender(), m.command.as_str(), m.trailing()),
+            (Some("herald"), "JOIN", "#ops")
+        );
         let m = Message::parse("PING :irc.local").expect("parse");
         assert_eq!((m.command.as_str(), m.trailing()), ("PING", "irc.local"));
         let m = Message::parse(":srv KICK #ops herald :bye").expect("parse");
         assert_eq!(m.params, ["#ops", "herald", "bye"]);
-        assert!(valid_nick("herald") && valid_nick("h[1]") && !valid_nick("1abc") && !valid_nick("toolongnick"));
+        assert!(
+            valid_nick("herald")
+                && valid_nick("h[1]")
+                && !valid_nick("1abc")
+                && !valid_nick("toolongnick")
+        );
         assert!(valid_channel("#ops") && !valid_channel("ops") && !valid_channel("#a b"));
     }
 
@@ -641,6 +678,9 @@ mod tests {
         assert!(bucket.take(2).is_ok());
         assert!(bucket.take(1).is_ok());
         let wait = bucket.take(1).expect_err("empty");
-        assert!(wait <= Duration::from_millis(100) && wait > Duration::from_millis(50), "{wait:?}");
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::from_millis(50),
+            "{wait:?}"
+        );
     }
 }

@@ -212,7 +212,11 @@ impl Build {
     /// The set a checked channels file describes; channels of `previous`
     /// with the same name and settings are kept as they are (an IRC
     /// channel keeps its connection).
-    fn set(&self, file: &ChannelsFile, previous: Option<&ChannelSet>) -> Result<ChannelSet, String> {
+    fn set(
+        &self,
+        file: &ChannelsFile,
+        previous: Option<&ChannelSet>,
+    ) -> Result<ChannelSet, String> {
         let mut channels = Vec::with_capacity(file.channels.len());
         for (name, settings) in &file.channels {
             let kept = previous.and_then(|p| {
@@ -320,7 +324,11 @@ impl Channels {
         })
     }
 
-    fn read(build: &Build, path: &Path, previous: Option<&ChannelSet>) -> Result<ChannelSet, ChannelsError> {
+    fn read(
+        build: &Build,
+        path: &Path,
+        previous: Option<&ChannelSet>,
+    ) -> Result<ChannelSet, ChannelsError> {
         let file = ChannelsFile::read(path)?;
         build.set(&file, previous).map_err(|message| ChannelsError {
             file: path.to_owned(),

@@ -153,6 +153,10 @@ mod tests {
         let all = [route(|_| {}, &[3])];
         assert_eq!(choose(&all, &event("", "", "x", "")), [3]);
         let star = [route(|r| r.categories = vec!["*".into()], &[4])];
-        assert_eq!(choose(&star, &event("", "", "x", "")), [4], "* matches the empty value");
+        assert_eq!(
+            choose(&star, &event("", "", "x", "")),
+            [4],
+            "* matches the empty value"
+        );
     }
 }

@@ -54,8 +54,15 @@ pub struct WebhookChannel {
 
 impl WebhookChannel {
     /// The channel `name` of `settings` (checked when the file was read).
-    pub fn new(name: &str, settings: &WebhookSettings, gauges: ChannelGauges) -> Result<Self, String> {
-        let url: Uri = settings.url.parse().map_err(|_| "url: not a URL".to_owned())?;
+    pub fn new(
+        name: &str,
+        settings: &WebhookSettings,
+        gauges: ChannelGauges,
+    ) -> Result<Self, String> {
+        let url: Uri = settings
+            .url
+            .parse()
+            .map_err(|_| "url: not a URL".to_owned())?;
         let secrets = settings
             .secret
             .iter()
@@ -98,10 +105,18 @@ impl WebhookChannel {
     /// One POST of `event`, within the timeout.
     async fn post(&self, event: &Event) -> Result<Sent, Failure> {
         let body = Bytes::from(event.to_json().to_string());
-        let headers = webhooks::headers(&self.message_id(event), SystemTime::now(), &self.secrets, &body);
+        let headers = webhooks::headers(
+            &self.message_id(event),
+            SystemTime::now(),
+            &self.secrets,
+            &body,
+        );
         let mut request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("herald/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(body))
             .map_err(|e| Failure::give_up("request", e.to_string()))?;
         request.headers_mut().extend(headers);
@@ -131,14 +146,22 @@ impl WebhookChannel {
             .map_err(|_| {
                 Failure::retry(
                     "timeout",
-                    format!("no answer within {}", humantime::format_duration(self.timeout)),
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
                 )
             })??;
         self.judge(status, &headers, &snippet)
     }
 
     /// What an answer means.
-    fn judge(&self, status: StatusCode, headers: &http::HeaderMap, snippet: &[u8]) -> Result<Sent, Failure> {
+    fn judge(
+        &self,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        snippet: &[u8],
+    ) -> Result<Sent, Failure> {
         let code = status.as_u16();
         if status.is_success() {
             return Ok(Sent {
@@ -159,10 +182,15 @@ impl WebhookChannel {
                 }
                 Failure::give_up("gone", format!("{error} (endpoint disabled)"))
             }
-            408 | 429 | 500..=599 => Failure::retry(if code < 500 { "http_4xx" } else { "http_5xx" }, error),
+            408 | 429 | 500..=599 => {
+                Failure::retry(if code < 500 { "http_4xx" } else { "http_5xx" }, error)
+            }
             400..=499 if self.retry_4xx => Failure::retry("http_4xx", error),
             400..=499 => Failure::give_up("http_4xx", error),
-            _ => Failure::give_up("http_other", format!("{error} (redirects are not followed)")),
+            _ => Failure::give_up(
+                "http_other",
+                format!("{error} (redirects are not followed)"),
+            ),
         };
         failure.http_status = Some(code);
         if let (Next::Retry(_), Some(after)) = (failure.next, retry_after(headers)) {
