@@ -1,0 +1,284 @@
+//! The IRC channel against a real IRC server: Debian's `ngircd`, started
+//! here on a free port. A second client (the reader) joins the channel and
+//! collects what Herald writes; the server is restarted mid-run and nothing
+//! is lost.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{Lines, Logger, eventually};
+use herald::{Event, EventStatus};
+use herald_client::Client;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+const NGIRCD: &str = "/usr/sbin/ngircd";
+
+/// An ngircd of this test, on `port`, killed on drop.
+struct Ngircd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Ngircd {
+    fn start() -> Self {
+        assert!(
+            std::path::Path::new(NGIRCD).exists(),
+            "IRC tests need ngircd: apt-get install ngircd"
+        );
+        let mut server = Self {
+            dir: tempfile::tempdir().expect("dir"),
+            port: herald::testing::free_port(),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("ngircd.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "[Global]\nName = irc.herald.test\nInfo = Herald test\nListen = 127.0.0.1\n\
+                 Ports = {}\nMotdPhrase = test\n[Options]\nPAM = no\nIdent = no\nDNS = no\n",
+                self.port
+            ),
+        )
+        .expect("config");
+        path
+    }
+
+    /// Starts the server and waits until it takes connections.
+    fn run(&mut self) {
+        let child = Command::new(NGIRCD)
+            .args(["--nodaemon", "--config"])
+            .arg(self.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ngircd");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ngircd did not listen on {}", self.addr());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Ngircd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A relay in front of the server whose gate the test holds: while it is
+/// closed, new connections wait before reaching the server (so the reader
+/// is back in the channel before Herald is). A connection ends when the
+/// server's side does.
+async fn relay(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (gate, open) = watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let mut open = open.clone();
+            tokio::spawn(async move {
+                if open.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
+                if let Ok(mut up) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, gate)
+}
+
+/// A second IRC client in `#ops`: every message it reads there.
+#[derive(Clone, Default)]
+struct Reader(Arc<Mutex<Vec<String>>>);
+
+impl Reader {
+    /// Connects as `reader`, joins `#ops`, and collects messages until the
+    /// connection ends; returns once it is in the channel.
+    async fn join(&self, server: SocketAddr) {
+        let stream = TcpStream::connect(server).await.expect("reader connects");
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"NICK reader\r\nUSER reader 0 * :reader\r\nJOIN #ops\r\n")
+            .await
+            .expect("register");
+        let mut lines = BufReader::new(read).lines();
+        loop {
+            let line = lines.next_line().await.expect("read").expect("a line");
+            if line.contains(" 366 ") {
+                break;
+            }
+        }
+        let messages = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(token) = line.strip_prefix("PING ") {
+                    let _ = write
+                        .write_all(format!("PONG {token}\r\n").as_bytes())
+                        .await;
+                } else if let Some((_, text)) = line.split_once(" PRIVMSG #ops :") {
+                    messages.lock().expect("lock").push(text.to_owned());
+                }
+            }
+        });
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    /// Waits until a message names each of `events`.
+    async fn heard(&self, events: &[Event]) {
+        for e in events {
+            let id = e.id.to_string();
+            eventually(
+                Duration::from_secs(30),
+                &format!("a message of {id}"),
+                || async {
+                    self.messages()
+                        .iter()
+                        .any(|m| m.contains(&id))
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+}
+
+async fn processed(client: &Client, events: &[Event]) {
+    for e in events {
+        eventually(Duration::from_secs(30), "PROCESSED", || async {
+            let got = client.get_event(e.id).await.ok()?;
+            (got.status == EventStatus::Processed).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_messages_reach_the_channel_and_survive_a_server_restart() {
+    let mut server = Ngircd::start();
+    let (through_relay, gate) = relay(server.addr()).await;
+    let reader = Reader::default();
+    reader.join(server.addr()).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("channels.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[channels.ops]\nkind = \"irc\"\nserver = \"{through_relay}\"\nnick = \"herald\"\n\
+             channels = [\"#ops\"]\ntemplate = \"[{{category}}] {{event_id}} {{user_id}}:\\n{{description}}\"\n\
+             rate = 10.0\nburst = 5\n\n[[routes]]\nchannels = [\"ops\"]\n"
+        ),
+    )
+    .expect("write");
+    let logger = Logger::start(
+        &["--channels", path.to_str().expect("utf-8")],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = logger.client().await;
+
+    let mut before = Vec::new();
+    for i in 0..5 {
+        before.push(
+            client
+                .create_event(&format!("u{i}"), &format!("before {i}"))
+                .await
+                .expect("create"),
+        );
+    }
+    // A long message arrives cut, as one line (the template's line break
+    // became a space).
+    let long = client
+        .create_event(
+            "long",
+            &format!("first PRIVMSG #ops :injected {}", "x".repeat(600)),
+        )
+        .await
+        .expect("create");
+    before.push(long.clone());
+    reader.heard(&before).await;
+    processed(&client, &before).await;
+    let messages = reader.messages();
+    assert!(
+        messages.contains(&format!("[] {} u0: before 0", before[0].id)),
+        "{messages:?}"
+    );
+    let cut = messages
+        .iter()
+        .find(|m| m.contains(&long.id.to_string()))
+        .expect("the long one");
+    assert!(
+        cut.contains("long: first PRIVMSG #ops :injected xxx") && cut.ends_with('…'),
+        "{cut}"
+    );
+    assert!(cut.len() < 512 - 100, "{} bytes", cut.len());
+    assert!(
+        !messages.iter().any(|m| m.starts_with("injected")),
+        "no line was injected"
+    );
+
+    // The server restarts; events created meanwhile wait, then go.
+    gate.send(false).expect("gate");
+    server.kill();
+    let mut during = Vec::new();
+    for i in 0..5 {
+        during.push(
+            client
+                .create_event(&format!("v{i}"), &format!("during {i}"))
+                .await
+                .expect("create"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.run();
+    let reader = Reader::default();
+    reader.join(server.addr()).await;
+    gate.send(true).expect("gate");
+    reader.heard(&during).await;
+    processed(&client, &during).await;
+    let attempts = client
+        .delivery_attempts(during[0].id)
+        .await
+        .expect("attempts");
+    let last = attempts.last().expect("an attempt");
+    assert!(last.succeeded && last.kind == "irc", "{attempts:?}");
+    assert_eq!(last.target, format!("irc://{through_relay}/#ops"));
+    logger.stop_within(Duration::from_secs(10)).await;
+}
