@@ -254,3 +254,99 @@ async fn flags_beat_env_beats_the_config_file() {
         "{text}"
     );
 }
+
+/// Creates events of `category` until one's notification line comes (the
+/// routes may not choose the category yet); false if none came in time.
+async fn a_line_comes_for(
+    client: &Client,
+    category: &str,
+    stdout: &mpsc::Receiver<String>,
+) -> bool {
+    for _ in 0..20 {
+        let event = client
+            .create(herald::domain::EventInput {
+                user_id: "ann".into(),
+                description: format!("about {category}"),
+                category: category.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+        let wanted = format!("Event {} has been sent to ann: about {category}", event.id);
+        while let Ok(line) = stdout.recv_timeout(Duration::from_millis(300)) {
+            if line == wanted {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_channels_file_is_reloaded_on_sighup_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("channels.toml");
+    let routes_to = |categories: &str| {
+        format!(
+            "[channels.out]\nkind = \"line\"\n\n[[routes]]\ncategories = [{categories}]\nchannels = [\"out\"]\n"
+        )
+    };
+    std::fs::write(&path, routes_to("\"a\"")).expect("write");
+    let (logger, url, stdout) =
+        start_logger_with(&["--channels", path.to_str().expect("utf-8")]).await;
+    let client = Client::connect(url).await.expect("connect");
+    assert!(a_line_comes_for(&client, "a", &stdout).await);
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &logger.0.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(sent.success());
+    };
+
+    std::fs::write(&path, routes_to("\"a\", \"b\"")).expect("write");
+    hangup();
+    assert!(
+        a_line_comes_for(&client, "b", &stdout).await,
+        "the new routes apply"
+    );
+
+    // A bad file is refused; the routes in use stay, and so does the process.
+    std::fs::write(
+        &path,
+        "[channels.out]\nkind = \"line\"\n[[routes]]\nchannels = [\"nowhere\"]\n",
+    )
+    .expect("write");
+    hangup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a_line_comes_for(&client, "b", &stdout).await,
+        "the old routes stay"
+    );
+}
+
+#[test]
+fn a_bad_channels_file_stops_the_start_naming_the_route_and_field() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("channels.toml");
+    std::fs::write(
+        &path,
+        "[channels.out]\nkind = \"line\"\n\n[[routes]]\ntypes = [\"user.*\"]\nchannels = [\"out\"]\n\n[[routes]]\ntypos = [\"x\"]\nchannels = [\"out\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", "off", "--channels"])
+        .arg(&path)
+        .output()
+        .expect("run herald-logger");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "channels file {}: routes[1].typos: unknown field `typos`",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}

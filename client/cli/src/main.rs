@@ -7,7 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{admin, dead_letters, events, keys, simulate, subscribe};
+use commands::{admin, attempts, dead_letters, events, keys, simulate, subscribe};
 use herald_cli::bench;
 use herald_client::{Client, Error};
 use herald_runtime::flags::TlsArgs;
@@ -54,6 +54,9 @@ enum Command {
     Get(events::GetArgs),
     /// Change an event's status.
     UpdateStatus(events::UpdateStatusArgs),
+    /// List every attempt to send an event through a channel (webhook,
+    /// IRC, the notification line), oldest first.
+    Attempts(attempts::AttemptsArgs),
     /// Check the logger's health; exits non-zero unless it is SERVING.
     Health(admin::HealthArgs),
     /// Make API keys.
@@ -134,6 +137,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::List(args) => events::list(&client, args, json).await,
         Command::Get(args) => events::get(&client, args, json).await,
         Command::UpdateStatus(args) => events::update_status(&client, args, json).await,
+        Command::Attempts(args) => attempts::run(&client, args, json).await,
         Command::Health(args) => admin::health(&client, args, json).await,
         Command::Stats => admin::stats(&client, json).await,
         Command::DeadLetters(command) => dead_letters::run(&client, command, json).await,

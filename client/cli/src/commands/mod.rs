@@ -2,6 +2,7 @@
 //! parsers of flag values and how an event is printed.
 
 pub mod admin;
+pub mod attempts;
 pub mod dead_letters;
 pub mod events;
 pub mod keys;

@@ -1,0 +1,63 @@
+//! `herald attempts`: what the processors' channels did with one event.
+
+use herald_client::{Client, DeliveryAttempt, Error, rfc3339};
+use uuid::Uuid;
+
+/// Flags of `herald attempts`.
+#[derive(clap::Args)]
+pub struct AttemptsArgs {
+    /// The event's id (a UUID).
+    id: Uuid,
+}
+
+/// One attempt as a JSON object.
+fn attempt_json(a: &DeliveryAttempt) -> serde_json::Value {
+    serde_json::json!({
+        "attempted_at": rfc3339(a.attempted_at),
+        "channel": a.channel,
+        "kind": a.kind,
+        "target": a.target,
+        "succeeded": a.succeeded,
+        "http_status": a.http_status,
+        "latency_ms": a.latency.as_secs_f64() * 1000.0,
+        "error": a.error,
+    })
+}
+
+/// Prints the event's attempts, oldest first: a line each (or JSON lines).
+pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(), Error> {
+    let attempts = client.delivery_attempts(args.id).await?;
+    if json {
+        for a in &attempts {
+            println!("{}", attempt_json(a));
+        }
+        return Ok(());
+    }
+    if attempts.is_empty() {
+        println!("no delivery attempts recorded for {}", args.id);
+        return Ok(());
+    }
+    for a in &attempts {
+        let outcome = match (a.succeeded, a.http_status) {
+            (true, Some(status)) => format!("ok {status}"),
+            (true, None) => "ok".to_owned(),
+            (false, Some(status)) => format!("failed {status}"),
+            (false, None) => "failed".to_owned(),
+        };
+        let detail = if a.error.is_empty() {
+            a.target.clone()
+        } else {
+            format!("{} ({})", a.target, a.error)
+        };
+        println!(
+            "{}  {:<12} {:<9} {:<10} {:>8.1} ms  {}",
+            rfc3339(a.attempted_at),
+            a.channel,
+            a.kind,
+            outcome,
+            a.latency.as_secs_f64() * 1000.0,
+            detail
+        );
+    }
+    Ok(())
+}
