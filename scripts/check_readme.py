@@ -10,7 +10,8 @@ up after the next foreground commands, as it would in a terminal.
 
 Values that differ from run to run are matched, not compared: an RFC 3339
 timestamp matches any timestamp, a fresh API key or SHA-256 digest any such
-value, a W3C traceparent any traceparent, and a UUID matches any UUID, bound on first
+value, a W3C traceparent any traceparent, a latency (`12.5 ms`) any latency, and a
+UUID matches any UUID, bound on first
 sight, so later uses of the same README UUID (in commands too) stand for the
 value the server really returned.
 
@@ -35,6 +36,8 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
 # A W3C traceparent holds fresh random ids: matched, not compared.
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+# How long something took differs on every run: matched, not compared.
+LATENCY = re.compile(r"\d+\.\d ms")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d)")
 
 
@@ -125,7 +128,7 @@ class Session:
             want = self.addrs(want)
             pattern, ids = "", []
             pos = 0
-            for m in re.finditer(f"{TRACEPARENT.pattern}|{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}", want):
+            for m in re.finditer(f"{TRACEPARENT.pattern}|{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}|{LATENCY.pattern}", want):
                 pattern += re.escape(want[pos:m.start()])
                 if TRACEPARENT.fullmatch(m.group()):
                     pattern += TRACEPARENT.pattern
@@ -134,6 +137,8 @@ class Session:
                     ids.append(m.group())
                 elif TIME.fullmatch(m.group()):
                     pattern += TIME.pattern
+                elif LATENCY.fullmatch(m.group()):
+                    pattern += LATENCY.pattern
                 else:
                     pattern += f"(?:{SECRET.pattern})"
                 pos = m.end()

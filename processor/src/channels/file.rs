@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 /// A channels file, read and checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelsFile {
-    /// The channels by name, in the file's order.
+    /// The channels with their names, sorted by name.
     pub channels: Vec<(String, ChannelSettings)>,
     /// The routes, in the file's order.
     pub routes: Vec<RouteSettings>,
@@ -603,6 +603,15 @@ mod tests {
             assert_eq!(got_at, at, "{text}: {message}");
             assert!(message.contains(words), "{text}: {message:?} lacks {words:?}");
         }
+    }
+
+    #[test]
+    fn the_documented_example_file_reads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/channels.example.toml");
+        let file = ChannelsFile::read(&path).expect("the example file is valid");
+        let names: Vec<&str> = file.channels.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["hooks", "ops", "stdout"]);
+        assert_eq!(file.routes.len(), 3);
     }
 
     #[test]

@@ -122,8 +122,11 @@ impl WebhookChannel {
         request.headers_mut().extend(headers);
         let answer = async {
             let response = self.client.request(request).await.map_err(|e| {
-                let reason = if e.is_connect() { "connect" } else { "http" };
-                Failure::retry(reason, format!("{reason} error: {}", error_chain(&e)))
+                if e.is_connect() {
+                    Failure::retry("connect", format!("cannot connect: {}", root_cause(&e)))
+                } else {
+                    Failure::retry("http", format!("HTTP exchange failed: {}", root_cause(&e)))
+                }
             })?;
             let (parts, mut body) = response.into_parts();
             let mut snippet = Vec::new();
@@ -200,16 +203,14 @@ impl WebhookChannel {
     }
 }
 
-/// An error and its sources, `a: b: c`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
+/// The innermost source of an error: what the system said
+/// (`Connection refused (os error 111)`), without the layers around it.
+fn root_cause(err: &dyn std::error::Error) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
-    text
+    cause.to_string()
 }
 
 /// A `Retry-After` header: seconds, or an HTTP date.

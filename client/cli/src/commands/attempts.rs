@@ -50,7 +50,7 @@ pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(),
             format!("{} ({})", a.target, a.error)
         };
         println!(
-            "{}  {:<12} {:<9} {:<10} {:>8.1} ms  {}",
+            "{}  {}  {}  {}  {:.1} ms  {}",
             rfc3339(a.attempted_at),
             a.channel,
             a.kind,
