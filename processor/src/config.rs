@@ -31,7 +31,8 @@ pub struct WorkerConfig {
     pub retry_backoff: Duration,
     /// A channels file (TOML): named channels (line, webhook, irc,
     /// simulated) and the routes that choose them per event; reloaded on
-    /// SIGHUP. Without one, every event goes to the one channel --sink names.
+    /// SIGHUP. Every setting is documented in config/channels.example.toml.
+    /// Without one, every event goes to the one channel --sink names.
     #[arg(long, env = "HERALD_CHANNELS")]
     pub channels: Option<PathBuf>,
     /// Without --channels, where notifications go: `line` (print the
