@@ -10,9 +10,9 @@
 //! under way finish on the set they started with.
 //!
 //! # Layout
-//! - [`file`]: the channels file, read and checked.
+//! - [`file`](mod@file): the channels file, read and checked.
 //! - [`routes`]: which channels an event goes to.
-//! - [`line`]: the notification line and the simulated channel.
+//! - [`line`](mod@line): the notification line and the simulated channel.
 //! - [`webhook`]: signed HTTP POSTs, with a per-endpoint concurrency limit
 //!   and circuit breaker ([`breaker`]).
 //! - [`irc`]: an IRC client that stays connected, with flood control.
