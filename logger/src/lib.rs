@@ -117,6 +117,11 @@ pub async fn run_with(
         }
         Ok(()) => {}
     }
+    if config.embedded_worker.channels.is_some() && !config.runs_worker() {
+        warn!(
+            "--channels is for an embedded worker, and this logger runs none: give --worker, or the file to the processors"
+        );
+    }
     if !config.redis.is_set() {
         warn!(
             "NO --redis-url: running on the in-memory backend with an embedded worker. \

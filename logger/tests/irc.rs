@@ -24,15 +24,23 @@ use tokio::{
 
 const NGIRCD: &str = "/usr/sbin/ngircd";
 
-/// An ngircd of this test, on `port`, killed on drop.
+/// An ngircd of this test, on `port` (and with TLS on `tls_port`),
+/// killed on drop.
 struct Ngircd {
     dir: tempfile::TempDir,
     port: u16,
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl Ngircd {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `tls`, it also serves TLS, with a certificate for `localhost`
+    /// (`cert.pem` in its directory, self-signed).
+    fn start_with(tls: bool) -> Self {
         assert!(
             std::path::Path::new(NGIRCD).exists(),
             "IRC tests need ngircd: apt-get install ngircd"
@@ -40,23 +48,41 @@ impl Ngircd {
         let mut server = Self {
             dir: tempfile::tempdir().expect("dir"),
             port: herald::testing::free_port(),
+            tls_port: tls.then(herald::testing::free_port),
             child: None,
         };
+        if tls {
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+            std::fs::write(server.cert(), certified.cert.pem()).expect("cert");
+            std::fs::write(
+                server.dir.path().join("key.pem"),
+                certified.signing_key.serialize_pem(),
+            )
+            .expect("key");
+        }
         server.run();
         server
     }
 
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("ngircd.conf");
-        std::fs::write(
-            &path,
-            format!(
-                "[Global]\nName = irc.herald.test\nInfo = Herald test\nListen = 127.0.0.1\n\
-                 Ports = {}\nMotdPhrase = test\n[Options]\nPAM = no\nIdent = no\nDNS = no\n",
-                self.port
-            ),
-        )
-        .expect("config");
+        let mut config = format!(
+            "[Global]\nName = irc.herald.test\nInfo = Herald test\nListen = 127.0.0.1\n\
+             Ports = {}\nMotdPhrase = test\n[Options]\nPAM = no\nIdent = no\nDNS = no\n",
+            self.port
+        );
+        if let Some(port) = self.tls_port {
+            let dir = self.dir.path().display();
+            config.push_str(&format!(
+                "[SSL]\nCertFile = {dir}/cert.pem\nKeyFile = {dir}/key.pem\nPorts = {port}\n"
+            ));
+        }
+        std::fs::write(&path, config).expect("config");
         path
     }
 
@@ -70,13 +96,15 @@ impl Ngircd {
             .spawn()
             .expect("start ngircd");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(self.addr()).is_ok() {
+        // With TLS it makes Diffie-Hellman parameters first, which takes a while.
+        let port = self.tls_port.unwrap_or(self.port);
+        for _ in 0..1_500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("ngircd did not listen on {}", self.addr());
+        panic!("ngircd did not listen on port {port}");
     }
 
     fn kill(&mut self) {
@@ -179,6 +207,28 @@ impl Reader {
     }
 }
 
+/// A logger whose embedded worker sends every event to IRC channel `#ops`
+/// as nick `herald`, with the channel settings `settings` besides.
+async fn logger_with(settings: &str) -> (Logger, Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("channels.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[channels.ops]\nkind = \"irc\"\nnick = \"herald\"\nchannels = [\"#ops\"]\n{settings}\n\
+             [[routes]]\nchannels = [\"ops\"]\n"
+        ),
+    )
+    .expect("write");
+    let logger = Logger::start(
+        &["--channels", path.to_str().expect("utf-8")],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = logger.client().await;
+    (logger, client, dir)
+}
+
 async fn processed(client: &Client, events: &[Event]) {
     for e in events {
         eventually(Duration::from_secs(30), "PROCESSED", || async {
@@ -196,23 +246,12 @@ async fn irc_messages_reach_the_channel_and_survive_a_server_restart() {
     let reader = Reader::default();
     reader.join(server.addr()).await;
 
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("channels.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[channels.ops]\nkind = \"irc\"\nserver = \"{through_relay}\"\nnick = \"herald\"\n\
-             channels = [\"#ops\"]\ntemplate = \"[{{category}}] {{event_id}} {{user_id}}:\\n{{description}}\"\n\
-             rate = 10.0\nburst = 5\n\n[[routes]]\nchannels = [\"ops\"]\n"
-        ),
-    )
-    .expect("write");
-    let logger = Logger::start(
-        &["--channels", path.to_str().expect("utf-8")],
-        Lines::default().sink(),
-    )
+    let (logger, client, _dir) = logger_with(&format!(
+        "server = \"{through_relay}\"\n\
+         template = \"[{{category}}] {{event_id}} {{user_id}}:\\n{{description}}\"\n\
+         rate = 10.0\nburst = 5\n"
+    ))
     .await;
-    let client = logger.client().await;
 
     let mut before = Vec::new();
     for i in 0..5 {
@@ -280,5 +319,55 @@ async fn irc_messages_reach_the_channel_and_survive_a_server_restart() {
     let last = attempts.last().expect("an attempt");
     assert!(last.succeeded && last.kind == "irc", "{attempts:?}");
     assert_eq!(last.target, format!("irc://{through_relay}/#ops"));
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_over_tls_trusts_the_given_ca_and_keeps_to_the_rate() {
+    let server = Ngircd::start_with(true);
+    let reader = Reader::default();
+    reader.join(server.addr()).await;
+    let tls_port = server.tls_port.expect("a TLS port");
+    let (logger, client, _dir) = logger_with(&format!(
+        "server = \"localhost:{tls_port}\"\ntls = true\ntls_ca = \"{}\"\n\
+         template = \"{{event_id}}\"\nrate = 10.0\nburst = 3\n",
+        server.cert().display()
+    ))
+    .await;
+    let mut events = Vec::new();
+    for i in 0..30 {
+        events.push(
+            client
+                .create_event(&format!("u{i}"), "burst")
+                .await
+                .expect("create"),
+        );
+    }
+    reader.heard(&events).await;
+    processed(&client, &events).await;
+    // Each message once (the connection was never dropped for flooding),
+    // no faster than the rate: 30 messages and their PINGs past a burst of
+    // 3 take over two seconds.
+    let messages = reader.messages();
+    assert_eq!(messages.len(), events.len(), "{messages:?}");
+    let attempts = client
+        .delivery_attempts(events[29].id)
+        .await
+        .expect("attempts");
+    assert_eq!(
+        attempts[0].target,
+        format!("ircs://localhost:{tls_port}/#ops")
+    );
+    let first = client
+        .delivery_attempts(events[0].id)
+        .await
+        .expect("attempts")[0]
+        .attempted_at;
+    let last = attempts[0].attempted_at + attempts[0].latency;
+    assert!(
+        last.duration_since(first).expect("later") >= Duration::from_secs(2),
+        "{:?}",
+        last.duration_since(first)
+    );
     logger.stop_within(Duration::from_secs(10)).await;
 }

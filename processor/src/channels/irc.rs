@@ -15,7 +15,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -72,6 +75,9 @@ pub fn valid_channel(name: &str) -> bool {
 struct Job {
     lines: Vec<String>,
     done: oneshot::Sender<Result<(), String>>,
+    /// Set once its lines are being written: a message that times out
+    /// before that was never sent.
+    written: Arc<AtomicBool>,
 }
 
 /// An IRC channel: the handle of its connection task, which stops when the
@@ -170,9 +176,11 @@ pub fn cut(text: &str, room: usize) -> String {
 impl Channel for IrcChannel {
     async fn send(&self, event: &Event) -> Result<Sent, Failure> {
         let (done, confirmed) = oneshot::channel();
+        let written = Arc::new(AtomicBool::new(false));
         let job = Job {
             lines: self.lines(event),
             done,
+            written: written.clone(),
         };
         let timeout = self.settings.timeout;
         let waited = tokio::time::timeout(timeout, async {
@@ -188,10 +196,19 @@ impl Channel for IrcChannel {
         match waited {
             Ok(Ok(())) => Ok(Sent::default()),
             Ok(Err(error)) => Err(Failure::retry("disconnected", error)),
+            // Never sent (the connection is down, or the rate holds back
+            // the messages before it): no attempt, the event comes back later.
+            Err(_) if !written.load(Ordering::Relaxed) => Err(Failure::later(
+                "busy",
+                format!(
+                    "not sent within {}: the connection is down or the messages before it wait for the rate",
+                    humantime::format_duration(timeout)
+                ),
+            )),
             Err(_) => Err(Failure::retry(
                 "timeout",
                 format!(
-                    "not sent and confirmed within {}",
+                    "sent but not confirmed by the server within {}",
                     humantime::format_duration(timeout)
                 ),
             )),
@@ -464,6 +481,7 @@ impl Connection {
                     break;
                 }
                 let job = waiting.pop_front().expect("a front job");
+                job.written.store(true, Ordering::Relaxed);
                 for line in &job.lines {
                     if let Err(error) = lines.write(line).await {
                         let _ = job.done.send(Err(error.clone()));
@@ -484,14 +502,24 @@ impl Connection {
                 }
                 unconfirmed.push_back((pings, std::mem::take(&mut written)));
             }
-            let room = waiting.is_empty();
+            // Take messages while the bucket could send them at once, so
+            // that one PING confirms a run of them.
+            let room = waiting.len() < self.settings.burst as usize;
             tokio::select! {
                 () = self.stop.cancelled() => {
                     let _ = lines.write("QUIT :channels reloaded").await;
                     break Ended::Stopped;
                 }
                 job = queue.recv(), if room => match job {
-                    Some(job) => waiting.push_back(job),
+                    Some(job) => {
+                        waiting.push_back(job);
+                        while waiting.len() < self.settings.burst as usize {
+                            match queue.try_recv() {
+                                Ok(job) => waiting.push_back(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break Ended::Stopped,
                 },
                 () = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}
