@@ -384,11 +384,7 @@ impl Connection {
         loop {
             let message = lines.read().await?;
             match message.command.as_str() {
-                "PING" => {
-                    lines
-                        .write(&format!("PONG :{}", message.trailing()))
-                        .await?
-                }
+                "PING" => lines.pong(&message).await?,
                 "001" => {
                     nick = message.params.first().cloned().unwrap_or(nick);
                     break;
@@ -422,11 +418,7 @@ impl Connection {
         while !to_join.is_empty() {
             let message = lines.read().await?;
             match message.command.as_str() {
-                "PING" => {
-                    lines
-                        .write(&format!("PONG :{}", message.trailing()))
-                        .await?
-                }
+                "PING" => lines.pong(&message).await?,
                 "JOIN" if message.sender() == Some(nick.as_str()) => {
                     let joined = message.params.first().map(|c| c.to_lowercase());
                     to_join.retain(|c| Some(c) != joined.as_ref());
@@ -530,7 +522,7 @@ impl Connection {
                     };
                     match message.command.as_str() {
                         "PING" => {
-                            if let Err(error) = lines.write(&format!("PONG :{}", message.trailing())).await {
+                            if let Err(error) = lines.pong(&message).await {
                                 break Ended::Failed(error);
                             }
                         }
@@ -637,6 +629,11 @@ impl Lines {
             .write_all(&bytes)
             .await
             .map_err(|e| format!("write: {e}"))
+    }
+
+    /// Answers the server's `PING`.
+    async fn pong(&mut self, ping: &Message) -> Result<(), String> {
+        self.write(&format!("PONG :{}", ping.trailing())).await
     }
 
     /// The next line that parses; an error when the connection ends.

@@ -276,3 +276,78 @@ impl Channel for WebhookChannel {
         self.url.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus::IntGauge;
+
+    use super::*;
+
+    fn channel() -> WebhookChannel {
+        let settings: WebhookSettings = toml::from_str(
+            "url = \"http://127.0.0.1:9/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+        )
+        .expect("settings");
+        let gauges = ChannelGauges {
+            breaker: IntGauge::new("b", "b").expect("gauge"),
+            disabled: IntGauge::new("d", "d").expect("gauge"),
+        };
+        WebhookChannel::new("hooks", &settings, gauges).expect("channel")
+    }
+
+    #[test]
+    fn answers_are_judged_by_status_and_retry_after() {
+        let hooks = channel();
+        let judged = |code: u16, retry_after: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = retry_after {
+                headers.insert(header::RETRY_AFTER, value.parse().expect("header"));
+            }
+            hooks.judge(StatusCode::from_u16(code).expect("status"), &headers, b"no")
+        };
+        assert_eq!(
+            judged(204, None),
+            Ok(Sent {
+                http_status: Some(204)
+            })
+        );
+        for (code, reason, next) in [
+            (500, "http_5xx", Next::Retry(None)),
+            (429, "http_4xx", Next::Retry(None)),
+            (408, "http_4xx", Next::Retry(None)),
+            (422, "http_4xx", Next::GiveUp),
+            (301, "http_other", Next::GiveUp),
+        ] {
+            let failure = judged(code, None).expect_err("a failure");
+            assert_eq!(
+                (failure.reason, failure.next, failure.http_status),
+                (reason, next, Some(code))
+            );
+        }
+        let failure = judged(503, Some("7")).expect_err("a failure");
+        assert_eq!(failure.next, Next::Retry(Some(Duration::from_secs(7))));
+        assert!(
+            failure
+                .error
+                .starts_with("HTTP 503 Service Unavailable: no"),
+            "{}",
+            failure.error
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let Next::Retry(Some(wait)) = judged(503, Some(&later)).expect_err("a failure").next else {
+            panic!("a wait");
+        };
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert_eq!(
+            judged(503, Some("99999999")).expect_err("a failure").next,
+            Next::Retry(Some(MAX_RETRY_AFTER))
+        );
+        // A 410 disables the endpoint: what follows is refused without a request.
+        assert_eq!(judged(410, None).expect_err("gone").reason, "gone");
+        assert!(hooks.disabled.load(Ordering::Relaxed));
+        assert_eq!(hooks.gauges.disabled.get(), 1);
+    }
+}
