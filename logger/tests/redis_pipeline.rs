@@ -117,15 +117,13 @@ async fn two_processors_process_a_thousand_events_none_lost() {
 async fn strand_with_killed_processor(
     redis: &RedisServer,
     n: u64,
+    args: &[&str],
 ) -> (std::sync::Arc<dyn Consumer>, Lines) {
     let nowhere = format!("http://127.0.0.1:{}", herald::testing::free_port());
     let lines = Lines::default();
-    let a = Processor::start(
-        &redis.url(),
-        &nowhere,
-        &["--consumer-name", "a"],
-        lines.sink(),
-    );
+    let mut args = args.to_vec();
+    args.extend(["--consumer-name", "a"]);
+    let a = Processor::start(&redis.url(), &nowhere, &args, lines.sink());
     let inspect = backend::open(&BackendConfig::Redis {
         url: redis.url(),
         prefix: "herald".into(),
@@ -156,7 +154,7 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
         return;
     };
     let events = create_many(&client, 5, "poison").await;
-    let (inspect, _) = strand_with_killed_processor(&redis, 5).await;
+    let (inspect, _) = strand_with_killed_processor(&redis, 5, &[]).await;
 
     // The reclaim is the second delivery: one more than "b" allows.
     let lines_b = Lines::default();
@@ -213,21 +211,38 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
 
 /// The entries of a processor killed after it sent their notifications but
 /// before it could settle them are reclaimed and settled by another, which
-/// does not send them again.
+/// (its channels file's line channel recording each success) does not send
+/// them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_processors_pending_entries_are_reclaimed() {
     let Some((redis, logger, client)) = redis_and_logger().await else {
         return;
     };
     let events = create_many(&client, 50, "doomed").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let channels = dir.path().join("channels.toml");
+    std::fs::write(
+        &channels,
+        "[channels.line]\nkind = \"line\"\n[[routes]]\nchannels = [\"line\"]\n",
+    )
+    .expect("write");
+    let channels = channels.to_str().expect("utf-8");
 
-    let (inspect, lines_a) = strand_with_killed_processor(&redis, 50).await;
+    let (inspect, lines_a) =
+        strand_with_killed_processor(&redis, 50, &["--channels", channels]).await;
 
     let lines_b = Lines::default();
     let b = Processor::start(
         &redis.url(),
         &logger.url(),
-        &["--consumer-name", "b", "--claim-idle", "500ms"],
+        &[
+            "--consumer-name",
+            "b",
+            "--claim-idle",
+            "500ms",
+            "--channels",
+            channels,
+        ],
         lines_b.sink(),
     );
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();

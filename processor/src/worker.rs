@@ -339,6 +339,9 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
                 context.metrics.attempted(name, latency);
                 context.metrics.sent(name);
                 // Recorded before the event moves on: a redelivery skips it.
+                if !named.recorded {
+                    return Sending::Took;
+                }
                 if let Err(err) = context
                     .recorder
                     .record(record(true, sent.http_status, String::new()))
@@ -353,6 +356,8 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
         context.metrics.failed(name, failure.reason);
         if failure.attempted {
             context.metrics.attempted(name, latency);
+        }
+        if failure.attempted && named.recorded {
             context
                 .recorder
                 .note(record(false, failure.http_status, failure.error.clone()))

@@ -173,6 +173,10 @@ pub struct Named {
     pub channel: Arc<dyn Channel>,
     /// How it retries.
     pub retry: RetryPolicy,
+    /// Whether its attempts and successes are recorded (channels of a
+    /// channels file); the one channel without a file does as Herald did
+    /// before channels: it prints, and PROCESSED is the only record.
+    pub recorded: bool,
     /// Its settings, to keep it (and its connection) across a reload that
     /// leaves them as they are.
     settings: Option<ChannelSettings>,
@@ -237,6 +241,7 @@ impl Build {
                 name: name.clone(),
                 channel,
                 retry: RetryPolicy::of(settings.retry(), defaults),
+                recorded: true,
                 settings: Some(settings.clone()),
             });
         }
@@ -311,6 +316,7 @@ impl Channels {
                         name: name.to_owned(),
                         channel,
                         retry: build.defaults,
+                        recorded: false,
                         settings: None,
                     }],
                     routes: vec![Route::everything_to(0)],

@@ -9,8 +9,9 @@ local keep = tonumber(ARGV[1])
 local recorded = 0
 for i = 1, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('RPUSH', KEYS[i + 1], ARGV[i + 1])
-    redis.call('LTRIM', KEYS[i + 1], -keep, -1)
+    if redis.call('RPUSH', KEYS[i + 1], ARGV[i + 1]) > keep then
+      redis.call('LTRIM', KEYS[i + 1], -keep, -1)
+    end
     if ARGV[i + 2] ~= '' then
       redis.call('APPEND', KEYS[i], ARGV[i + 2])
     end
