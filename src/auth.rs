@@ -111,6 +111,10 @@ mod tests {
             ("/herald.v1.EventLogger/GetEvent", Some(Scope::EventsRead)),
             ("/herald.v1.EventLogger/ListEvents", Some(Scope::EventsRead)),
             (
+                "/herald.v1.EventLogger/ListDeliveryAttempts",
+                Some(Scope::EventsRead),
+            ),
+            (
                 "/herald.v1.EventLogger/UpdateStatus",
                 Some(Scope::EventsProcess),
             ),

@@ -229,7 +229,7 @@ fn first_message(body: &Bytes) -> &[u8] {
     &body[5..5 + len]
 }
 
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 11] = [
     "/herald.v1.EventLogger/CreateEvent",
     "/herald.v1.EventLogger/CreateEvents",
     "/herald.v1.EventLogger/GetEvent",
@@ -240,6 +240,7 @@ const METHODS: [&str; 10] = [
     "/herald.v1.EventLogger/ListDeadLetters",
     "/herald.v1.EventLogger/RedriveEvents",
     "/herald.v1.Notifier/Subscribe",
+    "/herald.v1.EventLogger/ListDeliveryAttempts",
 ];
 
 /// A valid request of each method (by index in [`METHODS`]); every one
@@ -295,9 +296,13 @@ fn valid_message(method: usize, ids: &[String]) -> Vec<u8> {
             all: false,
         }
         .encode_to_vec(),
-        _ => pb::SubscribeRequest {
+        9 => pb::SubscribeRequest {
             user_id: "fuzz".into(),
             ..Default::default()
+        }
+        .encode_to_vec(),
+        _ => pb::ListDeliveryAttemptsRequest {
+            event_id: ids[0].clone(),
         }
         .encode_to_vec(),
     }
