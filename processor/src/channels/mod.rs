@@ -298,23 +298,27 @@ impl Channels {
         let set = match &worker.channels {
             Some(path) => Self::read(&build, path, None)?,
             None => {
-                let (name, channel): (&str, Arc<dyn Channel>) = match worker.sink {
-                    SinkKind::Line => ("line", build.line.clone()),
+                let (name, settings) = match worker.sink {
+                    SinkKind::Line => ("line", ChannelSettings::Line(Default::default())),
                     SinkKind::Simulated => (
                         "simulated",
-                        Arc::new(SimulatedChannel::new(
-                            build.line.clone(),
-                            worker.loss_ratio,
-                            worker
-                                .sink_seed
-                                .map_or_else(SplitMix64::from_time, SplitMix64::new),
-                        )),
+                        ChannelSettings::Simulated(file::SimulatedSettings {
+                            loss_ratio: worker.loss_ratio,
+                            seed: worker.sink_seed,
+                            retry: Default::default(),
+                        }),
                     ),
                 };
                 ChannelSet {
                     channels: vec![Named {
                         name: name.to_owned(),
-                        channel,
+                        channel: build.channel(name, &settings).map_err(|message| {
+                            ChannelsError {
+                                file: PathBuf::new(),
+                                at: "--sink".into(),
+                                message,
+                            }
+                        })?,
                         retry: build.defaults,
                         recorded: false,
                         settings: None,
