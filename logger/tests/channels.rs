@@ -178,6 +178,11 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     }
 }
 
+/// The value of metric `name` for channel `channel`.
+fn channel_metric(m: &Scrape, name: &str, channel: &str) -> f64 {
+    m.get(name, &[("channel", channel)])
+}
+
 /// A logger with an embedded worker delivering through the channels file
 /// `text`, with extra worker flags.
 async fn logger_with(text: &str, flags: &[&str]) -> (Logger, Client, tempfile::TempDir) {
@@ -211,11 +216,15 @@ async fn create(client: &Client, user: &str, category: &str, event_type: &str) -
         .expect("create")
 }
 
-async fn status_of(client: &Client, id: Uuid, status: EventStatus, limit: Duration) -> Event {
-    eventually(limit, &format!("event {id} {status}"), || async {
-        let event = client.get_event(id).await.ok()?;
-        (event.status == status).then_some(event)
-    })
+async fn status_of(client: &Client, id: Uuid, status: EventStatus) -> Event {
+    eventually(
+        Duration::from_secs(30),
+        &format!("event {id} {status}"),
+        || async {
+            let event = client.get_event(id).await.ok()?;
+            (event.status == status).then_some(event)
+        },
+    )
     .await
 }
 
@@ -233,13 +242,7 @@ async fn webhooks_are_signed_and_only_routed_events_are_sent() {
     }
     let unrouted = create(&client, "cy", "", "order.paid").await;
     for e in events.iter().chain([&unrouted]) {
-        status_of(
-            &client,
-            e.id,
-            EventStatus::Processed,
-            Duration::from_secs(10),
-        )
-        .await;
+        status_of(&client, e.id, EventStatus::Processed).await;
     }
 
     let received = hook.received();
@@ -297,22 +300,19 @@ async fn webhooks_are_signed_and_only_routed_events_are_sent() {
     let m = Scrape::of(logger.metrics_addr).await;
     assert_eq!(m.get("herald_events_unrouted_total", &[]), 1.0);
     assert_eq!(
-        m.get("herald_notifications_sent_total", &[("channel", "hooks")]),
+        channel_metric(&m, "herald_notifications_sent_total", "hooks"),
         2.0
     );
     assert_eq!(
-        m.get("herald_channel_attempts_total", &[("channel", "hooks")]),
+        channel_metric(&m, "herald_channel_attempts_total", "hooks"),
         2.0
     );
     assert_eq!(
-        m.get(
-            "herald_channel_attempt_duration_seconds_count",
-            &[("channel", "hooks")]
-        ),
+        channel_metric(&m, "herald_channel_attempt_duration_seconds_count", "hooks"),
         2.0
     );
     assert_eq!(
-        m.get("herald_channel_breaker_state", &[("channel", "hooks")]),
+        channel_metric(&m, "herald_channel_breaker_state", "hooks"),
         0.0
     );
     logger.stop_within(Duration::from_secs(10)).await;
@@ -335,13 +335,7 @@ async fn a_slow_endpoint_times_out_and_is_tried_again_with_the_same_id() {
     );
     let (logger, client, _dir) = logger_with(&file, &["--retry-backoff", "10ms"]).await;
     let e = create(&client, "ann", "", "").await;
-    status_of(
-        &client,
-        e.id,
-        EventStatus::Processed,
-        Duration::from_secs(10),
-    )
-    .await;
+    status_of(&client, e.id, EventStatus::Processed).await;
     let received = hook.received();
     assert_eq!(received.len(), 2);
     assert_eq!(
@@ -387,7 +381,7 @@ async fn a_failing_endpoint_backs_off_is_dead_lettered_and_redriven() {
     );
     let (logger, client, _dir) = logger_with(&file, &[]).await;
     let e = create(&client, "ann", "", "").await;
-    status_of(&client, e.id, EventStatus::Failed, Duration::from_secs(20)).await;
+    status_of(&client, e.id, EventStatus::Failed).await;
     let received = hook.received();
     assert_eq!(received.len(), 4, "the attempts the channel allows");
     let gaps: Vec<Duration> = received.windows(2).map(|w| w[1].at - w[0].at).collect();
@@ -416,13 +410,7 @@ async fn a_failing_endpoint_backs_off_is_dead_lettered_and_redriven() {
         .redrive(Redrive::Ids(vec![e.id]))
         .await
         .expect("redrive");
-    status_of(
-        &client,
-        e.id,
-        EventStatus::Processed,
-        Duration::from_secs(10),
-    )
-    .await;
+    status_of(&client, e.id, EventStatus::Processed).await;
     assert_eq!(hook.received().len(), 5);
     let attempts = client.delivery_attempts(e.id).await.expect("attempts");
     let statuses: Vec<Option<u16>> = attempts.iter().map(|a| a.http_status).collect();
@@ -444,34 +432,16 @@ async fn gone_disables_the_endpoint_and_other_4xx_fail_at_once() {
     );
     let (logger, client, _dir) = logger_with(&file, &[]).await;
     let first = create(&client, "ann", "gone", "").await;
-    status_of(
-        &client,
-        first.id,
-        EventStatus::Failed,
-        Duration::from_secs(10),
-    )
-    .await;
+    status_of(&client, first.id, EventStatus::Failed).await;
     let second = create(&client, "ann", "gone", "").await;
-    status_of(
-        &client,
-        second.id,
-        EventStatus::Failed,
-        Duration::from_secs(10),
-    )
-    .await;
+    status_of(&client, second.id, EventStatus::Failed).await;
     assert_eq!(
         gone.received().len(),
         1,
         "nothing is sent to a disabled endpoint"
     );
     let unprocessable = create(&client, "bob", "refused", "").await;
-    status_of(
-        &client,
-        unprocessable.id,
-        EventStatus::Failed,
-        Duration::from_secs(10),
-    )
-    .await;
+    status_of(&client, unprocessable.id, EventStatus::Failed).await;
     assert_eq!(refused.received().len(), 1, "a 422 is not retried");
 
     let dead = client
@@ -501,12 +471,9 @@ async fn gone_disables_the_endpoint_and_other_4xx_fail_at_once() {
         reason_of(unprocessable.id)
     );
     let m = Scrape::of(logger.metrics_addr).await;
+    assert_eq!(channel_metric(&m, "herald_channel_disabled", "gone"), 1.0);
     assert_eq!(
-        m.get("herald_channel_disabled", &[("channel", "gone")]),
-        1.0
-    );
-    assert_eq!(
-        m.get("herald_channel_disabled", &[("channel", "refused")]),
+        channel_metric(&m, "herald_channel_disabled", "refused"),
         0.0
     );
     logger.stop_within(Duration::from_secs(10)).await;
@@ -555,13 +522,7 @@ async fn the_breaker_opens_on_a_dead_endpoint_holds_up_nobody_and_closes_when_it
         to_live.push(create(&client, &format!("l{i}"), "live", "").await);
     }
     for e in &to_live {
-        status_of(
-            &client,
-            e.id,
-            EventStatus::Processed,
-            Duration::from_secs(10),
-        )
-        .await;
+        status_of(&client, e.id, EventStatus::Processed).await;
     }
     assert!(live.counts().values().all(|n| *n == 1) && live.counts().len() == 20);
     let m = Scrape::of(logger.metrics_addr).await;
@@ -581,17 +542,11 @@ async fn the_breaker_opens_on_a_dead_endpoint_holds_up_nobody_and_closes_when_it
     // The endpoint returns: a probe closes the breaker and every event goes through.
     dead.answer(|_| answer(200));
     for e in &to_dead {
-        status_of(
-            &client,
-            e.id,
-            EventStatus::Processed,
-            Duration::from_secs(30),
-        )
-        .await;
+        status_of(&client, e.id, EventStatus::Processed).await;
     }
     let m = Scrape::of(logger.metrics_addr).await;
     assert_eq!(
-        m.get("herald_channel_breaker_state", &[("channel", "dead")]),
+        channel_metric(&m, "herald_channel_breaker_state", "dead"),
         0.0
     );
     logger.stop_within(Duration::from_secs(10)).await;
@@ -620,7 +575,7 @@ async fn with_one_of_two_endpoints_failing_the_other_gets_each_event_once() {
         events.push(create(&client, &format!("u{i}"), "", "order.paid").await);
     }
     for e in &events {
-        status_of(&client, e.id, EventStatus::Failed, Duration::from_secs(30)).await;
+        status_of(&client, e.id, EventStatus::Failed).await;
     }
     // Each event: an attempt deferred by its long Retry-After, then (its
     // entry delivered again) failed attempts until the three are used.
@@ -628,13 +583,7 @@ async fn with_one_of_two_endpoints_failing_the_other_gets_each_event_once() {
     flaky.answer(|_| answer(200));
     client.redrive(Redrive::All).await.expect("redrive");
     for e in &events {
-        status_of(
-            &client,
-            e.id,
-            EventStatus::Processed,
-            Duration::from_secs(10),
-        )
-        .await;
+        status_of(&client, e.id, EventStatus::Processed).await;
     }
     let counts = good.counts();
     for e in &events {
