@@ -118,11 +118,6 @@ impl Worker {
         })
     }
 
-    /// The channels in use (reloadable).
-    pub fn channels(&self) -> Arc<Channels> {
-        self.channels.clone()
-    }
-
     /// Consumes the queue as one member of the group until `shutdown` is
     /// cancelled, with up to `--concurrency` events in flight; then waits
     /// (at most the grace time) for those to be settled. With a channels

@@ -196,11 +196,6 @@ impl ChannelSet {
             .filter_map(|i| self.channels.get(i))
             .collect()
     }
-
-    /// The channels, in order.
-    pub fn channels(&self) -> &[Named] {
-        &self.channels
-    }
 }
 
 /// What building channels needs besides their settings.
