@@ -178,6 +178,47 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     }
 }
 
+/// A TLS front for `receiver` on a free port, with a self-signed
+/// certificate for `localhost` written to `dir/cert.pem`: the URL to give.
+async fn https_front(receiver: &Receiver, dir: &std::path::Path) -> String {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = receiver
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/hook")
+        .to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    format!("https://localhost:{port}/hook")
+}
+
 /// The value of metric `name` for channel `channel`.
 fn channel_metric(m: &Scrape, name: &str, channel: &str) -> f64 {
     m.get(name, &[("channel", channel)])
@@ -596,5 +637,47 @@ async fn with_one_of_two_endpoints_failing_the_other_gets_each_event_once() {
         .expect("dead letters")
         .items;
     assert!(dead.is_empty(), "redriven events lose their dead letters");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_is_trusted_through_the_ca_it_is_given_only() {
+    let hook = Receiver::start(|_| answer(204)).await;
+    let certs = tempfile::tempdir().expect("dir");
+    let url = https_front(&hook, certs.path()).await;
+    let ca = certs.path().join("cert.pem");
+    let file = format!(
+        "{}{}[[routes]]\ncategories = [\"trusted\"]\nchannels = [\"trusted\"]\n\
+         [[routes]]\ncategories = [\"untrusted\"]\nchannels = [\"untrusted\"]\n",
+        webhook("trusted", &url, &format!("tls_ca = \"{}\"", ca.display())),
+        webhook("untrusted", &url, "retry = { attempts = 1 }"),
+    );
+    let (logger, client, _dir) = logger_with(&file, &[]).await;
+    let trusted = create(&client, "ann", "trusted", "").await;
+    status_of(&client, trusted.id, EventStatus::Processed).await;
+    let untrusted = create(&client, "bob", "untrusted", "").await;
+    status_of(&client, untrusted.id, EventStatus::Failed).await;
+
+    let received = hook.received();
+    assert_eq!(received.len(), 1, "only the trusting channel got through");
+    assert_eq!(received[0].event_id(), trusted.id);
+    assert_eq!(
+        webhooks::verify(
+            SECRET,
+            &received[0].headers,
+            &received[0].body,
+            webhooks::DEFAULT_TOLERANCE
+        ),
+        Ok(())
+    );
+    let attempts = client
+        .delivery_attempts(untrusted.id)
+        .await
+        .expect("attempts");
+    assert!(
+        attempts[0].error.contains("certificate"),
+        "{:?}",
+        attempts[0].error
+    );
     logger.stop_within(Duration::from_secs(10)).await;
 }

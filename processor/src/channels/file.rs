@@ -89,6 +89,9 @@ pub struct SimulatedSettings {
 pub struct WebhookSettings {
     /// The endpoint, `http://` or `https://`.
     pub url: String,
+    /// With an `https://` url: a PEM file of the CA to trust (default: the
+    /// Web PKI roots).
+    pub tls_ca: Option<PathBuf>,
     /// The signing secret, `whsec_...` (or `secrets`).
     pub secret: Option<String>,
     /// Several signing secrets while one is rotated: each signs every
@@ -434,6 +437,9 @@ impl ChannelSettings {
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return bad("url", "must be an http:// or https:// URL with a host");
                 }
+                if w.tls_ca.is_some() && uri.scheme_str() != Some("https") {
+                    return bad("tls_ca", "needs an https:// url");
+                }
                 let secrets: Vec<&String> = w.secret.iter().chain(&w.secrets).collect();
                 if secrets.is_empty() {
                     return bad("secret", "is required (whsec_ and base64), or secrets");
@@ -590,6 +596,7 @@ mod tests {
             (format!("{hook}concurrency = \"x\"\n{route}"), "channels.hooks.concurrency", "expected u32"),
             (format!("{hook}retry = {{ backoff = 5 }}\n{route}"), "channels.hooks.retry.backoff", "expected a string"),
             (hook.replace("http://h/", "ftp://h/") + route, "channels.hooks.url", "http:// or https://"),
+            (format!("{hook}tls_ca = \"/ca.pem\"\n{route}"), "channels.hooks.tls_ca", "needs an https:// url"),
             (hook.replace(SECRET, "hunter2") + route, "channels.hooks.secret", "whsec_"),
             (format!("{hook}retry = {{ attempts = 0 }}\n{route}"), "channels.hooks.retry.attempts", "at least 1"),
             ("[channels.x]\nkind = \"pigeon\"\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.kind", "no kind of channel"),

@@ -92,7 +92,7 @@ impl IrcChannel {
     /// Starts the connection task of channel `name`.
     pub fn start(name: &str, settings: &IrcSettings) -> Result<Self, String> {
         let tls = if settings.tls {
-            Some(tls_config(settings)?)
+            Some(super::client_tls(settings.tls_ca.as_deref())?)
         } else {
             None
         };
@@ -227,33 +227,6 @@ impl Channel for IrcChannel {
             self.settings.channels.join(",")
         )
     }
-}
-
-/// The rustls configuration of a TLS connection.
-fn tls_config(settings: &IrcSettings) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.tls_ca {
-        Some(path) => {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("tls_ca {}: {e}", path.display()))?
-            {
-                let cert = cert.map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// A byte stream to the server, plain or TLS.

@@ -70,7 +70,7 @@ impl WebhookChannel {
             .map(|s| Secret::parse(s).map_err(|e| format!("secret: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config((*super::client_tls(settings.tls_ca.as_deref())?).clone())
             .https_or_http()
             .enable_http1()
             .build();
