@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
+use crate::error::truncate;
+
 /// Most attempts kept per event: the newest.
 pub const MAX_ATTEMPTS_KEPT: usize = 100;
 /// Longest error text an attempt keeps, in bytes (longer ones are cut).
@@ -34,21 +36,12 @@ pub struct DeliveryAttempt {
 }
 
 impl DeliveryAttempt {
-    /// The attempt with its error cut to [`MAX_ATTEMPT_ERROR`] bytes (on a
-    /// character boundary).
+    /// The attempt with its error cut to [`MAX_ATTEMPT_ERROR`] bytes (see
+    /// [`truncate`]).
     pub fn bounded(mut self) -> Self {
-        cut_to(&mut self.error, MAX_ATTEMPT_ERROR);
-        self
-    }
-}
-
-/// Cuts `text` to at most `max` bytes, on a character boundary.
-pub fn cut_to(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
+        if self.error.len() > MAX_ATTEMPT_ERROR {
+            self.error = truncate(&self.error, MAX_ATTEMPT_ERROR);
         }
-        text.truncate(end);
+        self
     }
 }

@@ -24,7 +24,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use herald::Event;
+use herald::{Event, error::truncate};
 use herald_runtime::process::Backoff;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
@@ -121,7 +121,7 @@ impl IrcChannel {
             .map(|channel| {
                 let head = format!("PRIVMSG {channel} :");
                 let room = MAX_LINE - 2 - PREFIX_ROOM - head.len();
-                format!("{head}{}", cut(&text, room))
+                format!("{head}{}", truncate(&text, room))
             })
             .collect()
     }
@@ -158,18 +158,6 @@ pub fn render(template: &str, event: &Event) -> String {
     out.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// `text` within `room` bytes: cut on a character boundary, ending in `…`.
-pub fn cut(text: &str, room: usize) -> String {
-    if text.len() <= room {
-        return text.to_owned();
-    }
-    let mut end = room.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[async_trait]
@@ -642,12 +630,12 @@ mod tests {
         assert!(text.ends_with(" {unknown}"));
         let line = format!(
             "PRIVMSG #ops :{}",
-            cut(&text, MAX_LINE - 2 - PREFIX_ROOM - 14)
+            truncate(&text, MAX_LINE - 2 - PREFIX_ROOM - 14)
         );
         assert!(line.len() <= MAX_LINE - 2 - PREFIX_ROOM, "{}", line.len());
         assert!(line.ends_with('…'));
         assert!(!line.contains(['\r', '\n', '\0']));
-        assert_eq!(cut("short", 10), "short");
+        assert_eq!(truncate("short", 10), "short");
     }
 
     #[test]

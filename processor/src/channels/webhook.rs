@@ -135,7 +135,8 @@ impl WebhookChannel {
                     match body.frame().await {
                         Some(Ok(frame)) => {
                             if let Some(data) = frame.data_ref() {
-                                snippet.extend_from_slice(data);
+                                let room = ANSWER_SNIPPET - snippet.len();
+                                snippet.extend_from_slice(&data[..data.len().min(room)]);
                             }
                         }
                         _ => break,
@@ -171,8 +172,7 @@ impl WebhookChannel {
                 http_status: Some(code),
             });
         }
-        let mut text = String::from_utf8_lossy(snippet).into_owned();
-        herald::domain::cut_to(&mut text, ANSWER_SNIPPET);
+        let text = herald::error::truncate(&String::from_utf8_lossy(snippet), ANSWER_SNIPPET);
         let error = match text.trim() {
             "" => format!("HTTP {status}"),
             answer => format!("HTTP {status}: {answer}"),
