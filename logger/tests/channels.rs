@@ -524,11 +524,11 @@ async fn gone_disables_the_endpoint_and_other_4xx_fail_at_once() {
 async fn the_breaker_opens_on_a_dead_endpoint_holds_up_nobody_and_closes_when_it_returns() {
     let dead = Receiver::start(|_| answer(500)).await;
     let live = Receiver::start(|_| answer(204)).await;
-    let breaker = "breaker_failures = 3\nbreaker_cooldown = \"500ms\"\nretry = { attempts = 100, backoff = \"10ms\", max_backoff = \"20ms\" }";
+    let breaker = "timeout = \"400ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"500ms\"\nretry = { attempts = 100, backoff = \"10ms\", max_backoff = \"20ms\" }";
     let file = format!(
         "{}{}[[routes]]\ncategories = [\"dead\"]\nchannels = [\"dead\"]\n[[routes]]\ncategories = [\"live\"]\nchannels = [\"live\"]\n",
         webhook("dead", &dead.url, breaker),
-        webhook("live", &live.url, ""),
+        webhook("live", &live.url, "timeout = \"400ms\""),
     );
     let (logger, client, _dir) = logger_with(
         &file,
@@ -604,7 +604,8 @@ async fn with_one_of_two_endpoints_failing_the_other_gets_each_event_once() {
     })
     .await;
     // (Its breaker stays closed: this is about the records of successes.)
-    let retry = "breaker_failures = 100\nretry = { attempts = 3, backoff = \"10ms\" }";
+    let retry =
+        "timeout = \"400ms\"\nbreaker_failures = 100\nretry = { attempts = 3, backoff = \"10ms\" }";
     let file = format!(
         "{}{}[[routes]]\nchannels = [\"good\"]\n[[routes]]\ntypes = [\"order.*\"]\nchannels = [\"flaky\", \"good\"]\n",
         webhook("good", &good.url, retry),

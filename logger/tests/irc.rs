@@ -107,6 +107,17 @@ impl Ngircd {
         panic!("ngircd did not listen on port {port}");
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: stopped, it holds
+    /// its connections open and answers nothing.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -149,9 +160,13 @@ async fn relay(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
     (addr, gate)
 }
 
-/// A second IRC client in `#ops`: every message it reads there.
+/// A second IRC client in `#ops`: every message it reads there, and the
+/// nick of every client it sees join.
 #[derive(Clone, Default)]
-struct Reader(Arc<Mutex<Vec<String>>>);
+struct Reader {
+    messages: Arc<Mutex<Vec<String>>>,
+    joins: Arc<Mutex<Vec<String>>>,
+}
 
 impl Reader {
     /// Connects as `reader`, joins `#ops`, and collects messages until the
@@ -170,7 +185,7 @@ impl Reader {
                 break;
             }
         }
-        let messages = self.0.clone();
+        let (messages, joins) = (self.messages.clone(), self.joins.clone());
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(token) = line.strip_prefix("PING ") {
@@ -179,13 +194,24 @@ impl Reader {
                         .await;
                 } else if let Some((_, text)) = line.split_once(" PRIVMSG #ops :") {
                     messages.lock().expect("lock").push(text.to_owned());
+                } else if let Some((prefix, _)) = line.split_once(" JOIN ") {
+                    let nick = prefix
+                        .trim_start_matches(':')
+                        .split('!')
+                        .next()
+                        .unwrap_or_default();
+                    joins.lock().expect("lock").push(nick.to_owned());
                 }
             }
         });
     }
 
     fn messages(&self) -> Vec<String> {
-        self.0.lock().expect("lock").clone()
+        self.messages.lock().expect("lock").clone()
+    }
+
+    fn joins(&self) -> usize {
+        self.joins.lock().expect("lock").len()
     }
 
     /// Waits until a message names each of `events`.
@@ -208,8 +234,9 @@ impl Reader {
 }
 
 /// A logger whose embedded worker sends every event to IRC channel `#ops`
-/// as nick `herald`, with the channel settings `settings` besides.
-async fn logger_with(settings: &str) -> (Logger, Client, tempfile::TempDir) {
+/// as nick `herald`, with the channel settings `settings` besides, and the
+/// logger `flags`.
+async fn logger_with(settings: &str, flags: &[&str]) -> (Logger, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("channels.toml");
     std::fs::write(
@@ -221,7 +248,7 @@ async fn logger_with(settings: &str) -> (Logger, Client, tempfile::TempDir) {
     )
     .expect("write");
     let logger = Logger::start(
-        &["--channels", path.to_str().expect("utf-8")],
+        &[&["--channels", path.to_str().expect("utf-8")], flags].concat(),
         Lines::default().sink(),
     )
     .await;
@@ -246,11 +273,14 @@ async fn irc_messages_reach_the_channel_and_survive_a_server_restart() {
     let reader = Reader::default();
     reader.join(server.addr()).await;
 
-    let (logger, client, _dir) = logger_with(&format!(
-        "server = \"{through_relay}\"\n\
+    let (logger, client, _dir) = logger_with(
+        &format!(
+            "server = \"{through_relay}\"\n\
          template = \"[{{category}}] {{event_id}} {{user_id}}:\\n{{description}}\"\n\
          rate = 10.0\nburst = 5\n"
-    ))
+        ),
+        &[],
+    )
     .await;
 
     let mut before = Vec::new();
@@ -328,11 +358,14 @@ async fn irc_over_tls_trusts_the_given_ca_and_keeps_to_the_rate() {
     let reader = Reader::default();
     reader.join(server.addr()).await;
     let tls_port = server.tls_port.expect("a TLS port");
-    let (logger, client, _dir) = logger_with(&format!(
-        "server = \"localhost:{tls_port}\"\ntls = true\ntls_ca = \"{}\"\n\
+    let (logger, client, _dir) = logger_with(
+        &format!(
+            "server = \"localhost:{tls_port}\"\ntls = true\ntls_ca = \"{}\"\n\
          template = \"{{event_id}}\"\nrate = 10.0\nburst = 3\n",
-        server.cert().display()
-    ))
+            server.cert().display()
+        ),
+        &[],
+    )
     .await;
     let mut events = Vec::new();
     for i in 0..30 {
@@ -369,5 +402,42 @@ async fn irc_over_tls_trusts_the_given_ca_and_keeps_to_the_rate() {
         "{:?}",
         last.duration_since(first)
     );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_is_left_for_a_new_connection() {
+    let server = Ngircd::start();
+    let reader = Reader::default();
+    reader.join(server.addr()).await;
+    let (logger, client, _dir) = logger_with(
+        &format!("server = \"{}\"\ntimeout = \"1s\"\n", server.addr()),
+        // A message that could not go comes back soon.
+        &["--claim-idle", "3s"],
+    )
+    .await;
+    let first = client.create_event("ann", "first").await.expect("create");
+    reader.heard(std::slice::from_ref(&first)).await;
+    processed(&client, std::slice::from_ref(&first)).await;
+    let joined = reader.joins();
+    assert!(joined >= 1, "herald joined");
+
+    // The server stops answering with the connection open: no PONG comes,
+    // so Herald drops it and connects again.
+    server.signal("-STOP");
+    let stalled = client.create_event("bob", "stalled").await.expect("create");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    server.signal("-CONT");
+    reader.heard(std::slice::from_ref(&stalled)).await;
+    processed(&client, std::slice::from_ref(&stalled)).await;
+    eventually(Duration::from_secs(30), "herald joined again", || async {
+        (reader.joins() > joined).then_some(())
+    })
+    .await;
+    let attempts = client
+        .delivery_attempts(stalled.id)
+        .await
+        .expect("attempts");
+    assert!(attempts.iter().any(|a| !a.succeeded), "{attempts:?}");
     logger.stop_within(Duration::from_secs(10)).await;
 }

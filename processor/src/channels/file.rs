@@ -150,7 +150,8 @@ pub struct IrcSettings {
     #[serde(default = "default_burst")]
     pub burst: u32,
     /// Longest one message may wait to be sent and confirmed by the server
-    /// (default 30s).
+    /// (default 10s); a server that answers no PING for this long is left
+    /// for a new connection.
     #[serde(default = "default_irc_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
     /// Longest wait between two reconnections (default 30s); the first is
@@ -219,7 +220,7 @@ fn default_burst() -> u32 {
     4
 }
 fn default_irc_timeout() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(10)
 }
 fn default_reconnect_max() -> Duration {
     Duration::from_secs(30)

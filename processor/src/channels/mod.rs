@@ -204,6 +204,9 @@ struct Build {
     line: Arc<dyn Channel>,
     /// Retry defaults from the worker's flags.
     defaults: RetryPolicy,
+    /// The worker's `--claim-idle`: an attempt must end well within it, or
+    /// its entry is reclaimed (delivered again) while still in flight.
+    claim_idle: Duration,
     metrics: WorkerMetrics,
 }
 
@@ -218,6 +221,18 @@ impl Build {
     ) -> Result<ChannelSet, String> {
         let mut channels = Vec::with_capacity(file.channels.len());
         for (name, settings) in &file.channels {
+            let timeout = match settings {
+                ChannelSettings::Webhook(w) => Some(w.timeout),
+                ChannelSettings::Irc(irc) => Some(irc.timeout),
+                _ => None,
+            };
+            if timeout.is_some_and(|t| t >= self.claim_idle / 2) {
+                return Err(format!(
+                    "channels.{name}.timeout: must be under half of --claim-idle ({}), or an event \
+                     could be delivered again while its attempt is under way",
+                    humantime::format_duration(self.claim_idle)
+                ));
+            }
             let kept = previous.and_then(|p| {
                 p.channels
                     .iter()
@@ -312,6 +327,7 @@ impl Channels {
                 max_backoff: DEFAULT_MAX_BACKOFF,
                 jitter: false,
             },
+            claim_idle: worker.claim_idle,
             metrics,
         };
         let set = match &worker.channels {
@@ -407,5 +423,38 @@ impl Channels {
                 warn!(error = %err, "channels file refused; the channels in use stay");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_that_could_outlast_the_claim_idle_time_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("channels.toml");
+        std::fs::write(
+            &path,
+            "[channels.hooks]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ntimeout = \"5s\"\n\
+             [[routes]]\nchannels = [\"hooks\"]\n",
+        )
+        .expect("write");
+        let path = path.to_str().expect("utf-8");
+        let metrics = WorkerMetrics::register(&prometheus::Registry::new());
+        let line: Arc<dyn Channel> = Arc::new(LineChannel::new(std::io::sink()));
+        let config = |claim_idle: &str| {
+            WorkerConfig::parse_from_args(&["--channels", path, "--claim-idle", claim_idle])
+        };
+        let Err(err) = Channels::load(&config("10s"), line.clone(), metrics.clone()) else {
+            panic!("a 5s timeout with a 10s claim idle time is refused");
+        };
+        assert!(
+            err.to_string()
+                .contains("channels.hooks.timeout: must be under half of --claim-idle (10s)"),
+            "{err}"
+        );
+        assert!(Channels::load(&config("11s"), line, metrics).is_ok());
     }
 }
