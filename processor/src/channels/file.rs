@@ -17,10 +17,11 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
+
+use super::settings::{ChannelSettings, RouteSettings, TEMPLATE_FIELDS, template_fields};
 
 /// A channels file, read and checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,211 +30,6 @@ pub struct ChannelsFile {
     pub channels: Vec<(String, ChannelSettings)>,
     /// The routes, in the file's order.
     pub routes: Vec<RouteSettings>,
-}
-
-/// One channel's settings, by kind.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ChannelSettings {
-    /// `kind = "line"`: the notification line on standard output.
-    Line(LineSettings),
-    /// `kind = "simulated"`: loses a share of attempts, prints the rest.
-    Simulated(SimulatedSettings),
-    /// `kind = "webhook"`: signed HTTP POSTs.
-    Webhook(WebhookSettings),
-    /// `kind = "irc"`: messages to IRC channels.
-    Irc(IrcSettings),
-}
-
-/// How a channel retries one event. Unset fields take the worker's
-/// `--max-deliveries` and `--retry-backoff`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RetrySettings {
-    /// Attempts per event before it is given up (dead-lettered), counting
-    /// the attempts of earlier deliveries of its queue entry.
-    pub attempts: Option<u64>,
-    /// Wait before the first retry; doubles per attempt.
-    #[serde(default, deserialize_with = "some_duration")]
-    pub backoff: Option<Duration>,
-    /// Longest wait between two attempts (default 10s).
-    #[serde(default, deserialize_with = "some_duration")]
-    pub max_backoff: Option<Duration>,
-}
-
-/// Settings of a `line` channel.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LineSettings {
-    /// How it retries.
-    #[serde(default)]
-    pub retry: RetrySettings,
-}
-
-/// Settings of a `simulated` channel.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatedSettings {
-    /// Share of attempts lost, 0 to 1.
-    #[serde(default)]
-    pub loss_ratio: f64,
-    /// Seed of the losses (default: from the clock).
-    pub seed: Option<u64>,
-    /// How it retries.
-    #[serde(default)]
-    pub retry: RetrySettings,
-}
-
-/// Settings of a `webhook` channel.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// The endpoint, `http://` or `https://`.
-    pub url: String,
-    /// With an `https://` url: a PEM file of the CA to trust (default: the
-    /// Web PKI roots).
-    pub tls_ca: Option<PathBuf>,
-    /// The signing secret, `whsec_...` (or `secrets`).
-    pub secret: Option<String>,
-    /// Several signing secrets while one is rotated: each signs every
-    /// message (or `secret`).
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Longest one attempt may take, answer included (default 10s).
-    #[serde(default = "default_webhook_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Requests in flight to the endpoint at once (default 16).
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-    /// Also retry 4xx answers (other than 408 and 429, always retried, and
-    /// 410, which disables the endpoint); by default they fail at once.
-    #[serde(default)]
-    pub retry_4xx: bool,
-    /// Consecutive failed attempts that open the circuit breaker (default 5).
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// How long an open breaker refuses attempts before one is let through
-    /// to probe the endpoint (default 30s).
-    #[serde(default = "default_breaker_cooldown", deserialize_with = "duration")]
-    pub breaker_cooldown: Duration,
-    /// How it retries.
-    #[serde(default)]
-    pub retry: RetrySettings,
-}
-
-/// Settings of an `irc` channel.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IrcSettings {
-    /// The server, `host:port`.
-    pub server: String,
-    /// Connect with TLS.
-    #[serde(default)]
-    pub tls: bool,
-    /// With `tls`: a PEM file of the CA to trust (default: the Web PKI roots).
-    pub tls_ca: Option<PathBuf>,
-    /// The server password (`PASS`), if it needs one.
-    pub password: Option<String>,
-    /// The nickname (a number is added while it is taken).
-    pub nick: String,
-    /// The channels to join and write to, such as `#ops`.
-    pub channels: Vec<String>,
-    /// The message: `{event_id}`, `{user_id}`, `{description}`,
-    /// `{category}`, `{type}`, `{session_id}` and `{status}` are replaced
-    /// (default: the notification line).
-    #[serde(default = "default_template")]
-    pub template: String,
-    /// Messages per second, at most (default 1): flood control, so the
-    /// server never drops the connection.
-    #[serde(default = "default_rate")]
-    pub rate: f64,
-    /// Messages that may go at once before `rate` applies (default 4).
-    #[serde(default = "default_burst")]
-    pub burst: u32,
-    /// Longest one message may wait to be sent and confirmed by the server
-    /// (default 10s); a server that answers no PING for this long is left
-    /// for a new connection.
-    #[serde(default = "default_irc_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Longest wait between two reconnections (default 30s); the first is
-    /// after 500ms.
-    #[serde(default = "default_reconnect_max", deserialize_with = "duration")]
-    pub reconnect_max: Duration,
-    /// How it retries.
-    #[serde(default)]
-    pub retry: RetrySettings,
-}
-
-/// One route: the events it matches, and the channels it sends them to.
-/// Every filter given must match (one of its values); none given matches
-/// every event. A value ending in `*` matches every value it starts with.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouteSettings {
-    /// Categories to match.
-    #[serde(default)]
-    pub categories: Vec<String>,
-    /// Event types to match, such as `user.*`.
-    #[serde(default)]
-    pub types: Vec<String>,
-    /// User ids to match.
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// Session ids to match.
-    #[serde(default)]
-    pub sessions: Vec<String>,
-    /// The channels the matched events go to.
-    pub channels: Vec<String>,
-}
-
-/// The default IRC message: the notification line.
-pub const DEFAULT_TEMPLATE: &str = "Event {event_id} has been sent to {user_id}: {description}";
-/// What an IRC template may name.
-pub const TEMPLATE_FIELDS: [&str; 7] = [
-    "event_id",
-    "user_id",
-    "description",
-    "category",
-    "type",
-    "session_id",
-    "status",
-];
-
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_concurrency() -> u32 {
-    16
-}
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_cooldown() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_template() -> String {
-    DEFAULT_TEMPLATE.to_owned()
-}
-fn default_rate() -> f64 {
-    1.0
-}
-fn default_burst() -> u32 {
-    4
-}
-fn default_irc_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// A duration as text: `500ms`, `30s`, `5m`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    herald_runtime::flags::duration(&text).map_err(serde::de::Error::custom)
-}
-
-fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
 }
 
 /// Why a channels file was refused: the file, where in it, and what is wrong.
@@ -529,29 +325,14 @@ impl ChannelSettings {
         }
         Ok(())
     }
-
-    /// The channel's retry settings.
-    pub fn retry(&self) -> &RetrySettings {
-        match self {
-            Self::Line(s) => &s.retry,
-            Self::Simulated(s) => &s.retry,
-            Self::Webhook(s) => &s.retry,
-            Self::Irc(s) => &s.retry,
-        }
-    }
-}
-
-/// The names in `{...}` of a template.
-pub fn template_fields(template: &str) -> impl Iterator<Item = &str> {
-    template
-        .split('{')
-        .skip(1)
-        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::channels::settings::RetrySettings;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`file`](mod@file): the channels file, read and checked.
+//! - [`settings`]: what each kind of channel and a route can be set to.
 //! - [`routes`]: which channels an event goes to.
 //! - [`line`](mod@line): the notification line and the simulated channel.
 //! - [`webhook`]: signed HTTP POSTs, with a per-endpoint concurrency limit
@@ -22,6 +23,7 @@ pub mod file;
 pub mod irc;
 pub mod line;
 pub mod routes;
+pub mod settings;
 pub mod webhook;
 
 use std::{
@@ -34,8 +36,9 @@ use async_trait::async_trait;
 use herald::{Event, random::SplitMix64};
 use tracing::{info, warn};
 
-pub use file::{ChannelSettings, ChannelsError, ChannelsFile};
+pub use file::{ChannelsError, ChannelsFile};
 pub use line::{LineChannel, SimulatedChannel, notification_line};
+pub use settings::ChannelSettings;
 
 use crate::{
     config::{SinkKind, WorkerConfig},
@@ -155,7 +158,7 @@ impl RetryPolicy {
     }
 
     /// The policy of `settings` over the worker's defaults.
-    fn of(settings: &file::RetrySettings, defaults: RetryPolicy) -> Self {
+    fn of(settings: &settings::RetrySettings, defaults: RetryPolicy) -> Self {
         Self {
             attempts: settings.attempts.unwrap_or(defaults.attempts),
             backoff: settings.backoff.unwrap_or(defaults.backoff),
@@ -337,7 +340,7 @@ impl Channels {
                     SinkKind::Line => ("line", ChannelSettings::Line(Default::default())),
                     SinkKind::Simulated => (
                         "simulated",
-                        ChannelSettings::Simulated(file::SimulatedSettings {
+                        ChannelSettings::Simulated(settings::SimulatedSettings {
                             loss_ratio: worker.loss_ratio,
                             seed: worker.sink_seed,
                             retry: Default::default(),

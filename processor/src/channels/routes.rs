@@ -3,7 +3,7 @@
 
 use herald::Event;
 
-use super::file::RouteSettings;
+use super::settings::RouteSettings;
 
 /// One value of a filter: exact, or a prefix (`user.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use hyper_util::{
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{Channel, Failure, Next, Sent, breaker::Breaker, file::WebhookSettings};
+use super::{Channel, Failure, Next, Sent, breaker::Breaker, settings::WebhookSettings};
 use crate::metrics::ChannelGauges;
 
 /// Most bytes of an endpoint's answer kept in an error.

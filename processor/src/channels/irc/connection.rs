@@ -17,7 +17,7 @@ use super::{
     Job,
     protocol::{Lines, Stream},
 };
-use crate::channels::file::IrcSettings;
+use crate::channels::settings::IrcSettings;
 
 /// Longest wait to connect, register and join.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);

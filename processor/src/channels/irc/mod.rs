@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod connection;
 mod protocol;
 
-use super::{Channel, Failure, Sent, file::IrcSettings};
+use super::{Channel, Failure, Sent, settings::IrcSettings};
 use connection::Connection;
 
 /// IRC's longest line, CR LF included.
