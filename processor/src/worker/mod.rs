@@ -22,40 +22,43 @@
 //! Each delivery is a span of the event's trace (W3C trace context, from
 //! the queue entry): its log lines carry the `trace_id`, and the status change
 //! that settles it carries the span's `traceparent` back to the logger.
+//!
+//! Here: the loop and the settling; `send` sends an event through its
+//! channels and records the attempts.
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures_util::future::join_all;
 use herald::{
     EventStatus,
     backend::{Backend, Consumer, ConsumerConfig, Delivery, DeliveryLog, WorkQueue, run_batches},
-    domain::{DeliveryAttempt, StatusChange, now},
+    domain::StatusChange,
     random::SplitMix64,
     trace::TraceParent,
 };
 use herald_client::{Client, Error as ClientError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use herald_runtime::{otel, process::Backoff};
 
+mod send;
+
 use crate::{
-    channels::{Channel, Channels, ChannelsError, Named, Next},
+    channels::{Channel, Channels, ChannelsError},
     config::WorkerConfig,
     metrics::WorkerMetrics,
 };
+use send::{Recorder, send};
 
 /// Most events one BatchUpdateStatus call settles.
 const SETTLE_BATCH: usize = 256;
 /// Settle calls under way at once.
 const SETTLES_IN_FLIGHT: usize = 4;
-/// Most attempts one write of the delivery log records.
-const RECORD_BATCH: usize = 256;
 
 /// What to do with an entry after handling it.
 #[derive(Debug)]
@@ -258,181 +261,6 @@ async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
     };
     apply(context, &delivery, outcome).await;
     None
-}
-
-/// How one channel ended with an event.
-enum Sending {
-    /// It took the event.
-    Took,
-    /// It cannot take the event: why.
-    Failed(String),
-    /// It could not try now: why.
-    Later(String),
-}
-
-/// Sends the event through every chosen channel that has not taken it yet,
-/// all at once. The first channel that fails for good gives the event up
-/// (FAILED, dead-lettered, naming the failed channels), once the others
-/// are done; a channel that could not try leaves the entry for later.
-async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
-    let set = context.channels.current();
-    let chosen = set.choose(&delivery.event);
-    if chosen.is_empty() {
-        context.metrics.unrouted();
-        debug!(event_id = %delivery.event.id, "no route chose a channel");
-        return Ok(());
-    }
-    let todo: Vec<&Named> = chosen
-        .into_iter()
-        .filter(|c| !delivery.delivered.contains(&c.name))
-        .collect();
-    let ended = join_all(todo.iter().map(|c| send_through(context, delivery, c))).await;
-    let (mut failed, mut later) = (Vec::new(), Vec::new());
-    for (channel, ended) in todo.iter().zip(ended) {
-        match ended {
-            Sending::Took => {}
-            Sending::Failed(why) => failed.push(format!("channel {}: {why}", channel.name)),
-            Sending::Later(why) => later.push(format!("channel {}: {why}", channel.name)),
-        }
-    }
-    if !failed.is_empty() {
-        return Err(give_up(context, &delivery.event, failed.join("; ")).await);
-    }
-    if !later.is_empty() {
-        return Err(Outcome::Retry(later.join("; ")));
-    }
-    Ok(())
-}
-
-/// Sends through one channel, retrying failed attempts after the channel's
-/// wait; its attempts are counted from the entry's delivery count, so
-/// redeliveries do not start over. On shutdown the entry is left pending.
-async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> Sending {
-    let event = &delivery.event;
-    let name = named.name.as_str();
-    let mut attempt = delivery.deliveries.max(1);
-    loop {
-        let (at, started) = (now(), Instant::now());
-        let result = named.channel.send(event).await;
-        let latency = started.elapsed();
-        let record = |succeeded: bool, http_status: Option<u16>, error: String| {
-            DeliveryAttempt {
-                event_id: event.id,
-                channel: named.name.clone(),
-                kind: named.channel.kind().to_owned(),
-                target: named.channel.target(),
-                attempted_at: at,
-                latency,
-                succeeded,
-                http_status,
-                error,
-            }
-            .bounded()
-        };
-        let failure = match result {
-            Ok(sent) => {
-                context.metrics.attempted(name, latency);
-                context.metrics.sent(name);
-                // Recorded before the event moves on: a redelivery skips it.
-                if !named.recorded {
-                    return Sending::Took;
-                }
-                if let Err(err) = context
-                    .recorder
-                    .record(record(true, sent.http_status, String::new()))
-                    .await
-                {
-                    warn!(event_id = %event.id, channel = name, error = %err, "cannot record a delivery; a redelivery would repeat it");
-                }
-                return Sending::Took;
-            }
-            Err(failure) => failure,
-        };
-        context.metrics.failed(name, failure.reason);
-        if failure.attempted {
-            context.metrics.attempted(name, latency);
-        }
-        if failure.attempted && named.recorded {
-            context
-                .recorder
-                .note(record(false, failure.http_status, failure.error.clone()))
-                .await;
-        }
-        let error = failure.error;
-        let wait = match failure.next {
-            Next::GiveUp => return Sending::Failed(error),
-            Next::Later => return Sending::Later(error),
-            Next::Retry(_) if attempt >= named.retry.attempts => {
-                return Sending::Failed(format!(
-                    "{attempt} attempts failed, the last with: {error}"
-                ));
-            }
-            Next::Retry(after) => after.unwrap_or_else(|| {
-                let mut rng = context.rng.lock().unwrap_or_else(|p| p.into_inner());
-                named.retry.wait(attempt, &mut rng)
-            }),
-        };
-        // A long wait would hold a place among the events in flight; the
-        // entry comes back after the claim idle time instead.
-        if wait > context.config.claim_idle / 2 {
-            return Sending::Later(format!(
-                "{error}; next attempt in {} or later",
-                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-            ));
-        }
-        debug!(event_id = %event.id, channel = name, attempt, %error, "attempt failed; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = context.shutdown.cancelled() => return Sending::Later(error),
-        }
-        attempt += 1;
-    }
-}
-
-/// One attempt to record, and who waits for it being written.
-type Record = (DeliveryAttempt, Option<oneshot::Sender<herald::Result<()>>>);
-
-/// Writes attempts to the delivery log in batches (one write per
-/// partition each), from a task of its own.
-struct Recorder {
-    queue: mpsc::Sender<Record>,
-}
-
-impl Recorder {
-    /// Starts the writing task; it ends when the recorder is dropped.
-    fn start(log: Arc<dyn DeliveryLog>) -> Self {
-        let (queue, records) = mpsc::channel::<Record>(4 * RECORD_BATCH);
-        tokio::spawn(run_batches(records, RECORD_BATCH, 4, move |batch| {
-            let log = log.clone();
-            async move {
-                let (attempts, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let written = log.record_attempts(&attempts).await;
-                if let Err(err) = &written {
-                    warn!(error = %err, attempts = attempts.len(), "cannot record delivery attempts");
-                }
-                for reply in waiting.into_iter().flatten() {
-                    let _ = reply.send(written.clone());
-                }
-            }
-        }));
-        Self { queue }
-    }
-
-    /// Records `attempt`, and answers once it is written.
-    async fn record(&self, attempt: DeliveryAttempt) -> herald::Result<()> {
-        let (reply, written) = oneshot::channel();
-        let gone = || herald::Error::Unavailable("the delivery log writer stopped".into());
-        self.queue
-            .send((attempt, Some(reply)))
-            .await
-            .map_err(|_| gone())?;
-        written.await.map_err(|_| gone())?
-    }
-
-    /// Records `attempt` without waiting for the write.
-    async fn note(&self, attempt: DeliveryAttempt) {
-        let _ = self.queue.send((attempt, None)).await;
-    }
 }
 
 /// Marks the event FAILED, then its entry is dead-lettered.
