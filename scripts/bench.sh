@@ -195,8 +195,8 @@ rest_of_suite() {
 }
 
 export RUST_LOG=warn
-# Several servers run side by side here; none needs a metrics port.
-export HERALD_METRICS_LISTEN=off
+# Several servers run side by side here; none needs a metrics port or a console.
+export HERALD_METRICS_LISTEN=off HERALD_CONSOLE_LISTEN=off
 
 if [ "$ONLY" != redis ]; then
   port=$(free_port)

@@ -19,9 +19,9 @@ pub const MAX_FILTER_VALUES: usize = 64;
 pub struct SubscriptionFilter {
     /// Whose changes; empty for every user's.
     pub user_id: String,
-    /// Any of these categories; empty for all.
+    /// Any of these categories; empty for all ([`any_matches`]: `*` ends a prefix).
     pub categories: Vec<String>,
-    /// Any of these types; empty for all.
+    /// Any of these types; empty for all ([`any_matches`]: `*` ends a prefix).
     pub types: Vec<String>,
     /// Only this session; empty for all.
     pub session_id: String,
@@ -46,10 +46,26 @@ impl SubscriptionFilter {
     pub fn matches(&self, event: &Event) -> bool {
         self.statuses.contains(&event.status)
             && (self.user_id.is_empty() || event.user_id == self.user_id)
-            && (self.categories.is_empty() || self.categories.contains(&event.category))
-            && (self.types.is_empty() || self.types.contains(&event.event_type))
+            && any_matches(&self.categories, &event.category)
+            && any_matches(&self.types, &event.event_type)
             && (self.session_id.is_empty() || event.session_id == self.session_id)
     }
+}
+
+/// Whether `value` matches `pattern`: equal to it, or, for a pattern ending
+/// in `*`, starting with what comes before (`user.*` matches `user.signup`;
+/// `*` alone matches anything, the empty value too).
+pub fn matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => value == pattern,
+    }
+}
+
+/// Whether `value` matches any of `patterns` ([`matches`]), or `patterns` is
+/// empty (no filter).
+pub fn any_matches(patterns: &[String], value: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| matches(p, value))
 }
 
 /// A validated Subscribe request: the filter and where to resume.
@@ -209,6 +225,10 @@ mod tests {
         assert!(miss(|f| f.user_id = "bob".into()));
         assert!(miss(|f| f.categories = vec!["shop".into()]));
         assert!(miss(|f| f.types = vec!["receipt".into()]));
+        assert!(miss(|f| f.types = vec!["inv*x".into()]));
+        assert!(!miss(|f| f.types = vec!["inv*".into()]));
+        assert!(!miss(|f| f.categories = vec!["x".into(), "bill*".into()]));
+        assert!(!miss(|f| f.types = vec!["*".into()]));
         assert!(miss(|f| f.session_id = "s2".into()));
         assert!(miss(|f| f.statuses = vec![EventStatus::Pending]));
         let everyone = SubscriptionFilter {

@@ -46,6 +46,11 @@ impl Identity {
         }
     }
 
+    /// The scopes it holds (none for an end user's token).
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
     /// Whether this identity may use `scope`.
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes
@@ -297,12 +302,34 @@ impl KeyRing {
         scope: Option<Scope>,
         headers: &http::HeaderMap,
     ) -> Result<Identity, Status> {
-        let Some(_) = &self.entries else {
-            return Ok(Identity::anonymous(vec![Scope::Admin]));
-        };
+        if self.is_open() {
+            return self.authenticate(headers);
+        }
         let Some(scope) = scope else {
             return Ok(Identity::anonymous(Vec::new()));
         };
+        let identity = self.authenticate(headers)?;
+        if let Some(user) = identity.user {
+            return user_may_call(user, path, scope);
+        }
+        if identity.allows(scope) {
+            Ok(identity)
+        } else {
+            Err(Status::permission_denied(format!(
+                "client {} lacks the scope {scope}",
+                identity.client_id
+            )))
+        }
+    }
+
+    /// Who presents these headers, whatever they may call: in open mode an
+    /// anonymous caller allowed everything; otherwise the identity of the
+    /// `authorization: Bearer` key, or of an end user's token (no scopes,
+    /// its user set).
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Identity, Status> {
+        if self.is_open() {
+            return Ok(Identity::anonymous(vec![Scope::Admin]));
+        }
         let key = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -311,20 +338,15 @@ impl KeyRing {
                 Status::unauthenticated("missing credentials: send authorization: Bearer <key>")
             })?;
         let key = key.trim();
-        let identity = match self.identify(key) {
-            Some(identity) => identity,
+        match self.identify(key) {
+            Some(identity) => Ok(identity),
             None => match self.user_of(key)? {
-                Some(user) => return user_may_call(user, path, scope),
-                None => return Err(Status::unauthenticated("unknown API key")),
+                Some(user) => Ok(Identity {
+                    user: Some(user),
+                    ..Identity::anonymous(Vec::new())
+                }),
+                None => Err(Status::unauthenticated("unknown API key")),
             },
-        };
-        if identity.allows(scope) {
-            Ok(identity)
-        } else {
-            Err(Status::permission_denied(format!(
-                "client {} lacks the scope {scope}",
-                identity.client_id
-            )))
         }
     }
 }

@@ -169,8 +169,12 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_runtime::metrics::parse_listen)]
-    pub metrics_listen: herald_runtime::metrics::MetricsListen,
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_runtime::http::parse_listen)]
+    pub metrics_listen: herald_runtime::http::Listen,
+    /// Where to serve the console, a live web page of events, at `/`
+    /// (`off`: nowhere). It asks for the same API keys as gRPC.
+    #[arg(long, env = "HERALD_CONSOLE_LISTEN", default_value = "127.0.0.1:8088", value_parser = herald_runtime::http::parse_listen)]
+    pub console_listen: herald_runtime::http::Listen,
     /// Flags of the embedded worker.
     #[command(flatten)]
     pub embedded_worker: WorkerConfig,

@@ -7,6 +7,8 @@
 //! - [`auth`]: API keys and scopes, checked for every call by one tower layer,
 //!   and the caller's identity as the handlers read it.
 //! - [`config`]: flags with `HERALD_*` env twins.
+//! - [`console`]: the console, a live web page of events on a port of its
+//!   own, and the JSON API it calls.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
@@ -31,6 +33,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod event_types;
 pub mod fanout;
 pub mod guard;
@@ -83,16 +86,17 @@ pub async fn run_with_line(
     line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics =
-        herald_runtime::metrics::bind(config.metrics_listen.0, "--metrics-listen").await?;
-    run_with(listener, metrics, config, line, shutdown).await
+    let metrics = herald_runtime::http::bind(config.metrics_listen.0, "--metrics-listen").await?;
+    let console = herald_runtime::http::bind(config.console_listen.0, "--console-listen").await?;
+    run_with(listener, metrics, console, config, line, shutdown).await
 }
 
-/// [`run_with_line`], serving metrics on `metrics` (if any) instead of
-/// `--metrics-listen`.
+/// [`run_with_line`], serving metrics on `metrics` and the console on
+/// `console` (if any) instead of `--metrics-listen` and `--console-listen`.
 pub async fn run_with(
     listener: TcpListener,
     metrics: Option<TcpListener>,
+    console: Option<TcpListener>,
     config: Config,
     line: Arc<dyn Channel>,
     shutdown: CancellationToken,
@@ -153,10 +157,11 @@ pub async fn run_with(
 
     // The worker stops first, so its last UpdateStatus calls still reach this server.
     let stop_server = CancellationToken::new();
+    let mut internal = Vec::new();
     // The embedded worker calls this server like any processor, over a
     // loopback listener of its own that admits only its key: that way it
     // needs neither the server's CA nor a client certificate.
-    let (worker, internal) = if config.runs_worker() {
+    let worker = if config.runs_worker() {
         let (ring, key) = KeyRing::internal(
             "embedded-worker",
             vec![Scope::EventsProcess, Scope::EventsRead],
@@ -176,11 +181,36 @@ pub async fn run_with(
             meters.worker.clone(),
         )?;
         let worker = tokio::spawn(worker.run(shutdown.clone()));
-        let auth = AuthLayer::new(Arc::new(ring), Arc::new(RateLimiter::new(None)));
-        (Some(worker), Some((listener, auth)))
+        internal.push((
+            listener,
+            AuthLayer::new(Arc::new(ring), Arc::new(RateLimiter::new(None))),
+        ));
+        Some(worker)
     } else {
-        (None, None)
+        None
     };
+    // The console calls this server too, over a loopback listener that
+    // checks the same keys as the public one, with the callers' own keys.
+    if let Some(console_listener) = console {
+        let console_addr = console_listener.local_addr().context("console address")?;
+        if !keys.is_open() && !console_addr.ip().is_loopback() {
+            warn!(%console_addr, "the console serves plain HTTP: API keys typed into it cross the network unencrypted; keep it on loopback or behind a TLS proxy");
+        }
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("loopback listener of the console")?;
+        let client = Client::connect_lazy(format!("http://{}", listener.local_addr()?))
+            .context("console client")?;
+        internal.push((listener, AuthLayer::new(keys.clone(), limits.clone())));
+        let console = Arc::new(console::Console::new(
+            client,
+            keys.clone(),
+            backend.feed.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(console.clone().sample(backend.store.clone()));
+        background.spawn(console::serve(console_listener, console, shutdown.clone()));
+    }
     {
         let (shutdown, stop_server) = (shutdown.clone(), stop_server.clone());
         tokio::spawn(async move {

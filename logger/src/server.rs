@@ -41,9 +41,10 @@ pub struct ServeOptions {
     pub metrics: RpcMetricsLayer,
     /// TLS (and client certificates) on the public listener; `None`: plain HTTP/2.
     pub tls: Option<ServerTlsConfig>,
-    /// A loopback listener, always plain HTTP/2, for the embedded worker, with
-    /// its own layer that admits only the worker's key.
-    pub internal: Option<(TcpListener, AuthLayer)>,
+    /// Loopback listeners, always plain HTTP/2, for callers inside this
+    /// process (the embedded worker, the console), each with its own layer
+    /// (the worker's admits only the worker's key).
+    pub internal: Vec<(TcpListener, AuthLayer)>,
     /// Largest request or response message, and how long a request's body
     /// may take to arrive.
     pub body: BodyLimits,
@@ -120,15 +121,17 @@ where
         services.clone(),
         stop.clone(),
     );
-    let internal = async {
-        match internal {
-            Some((listener, auth)) => {
-                let layers = (None, auth);
-                serve_on(Server::builder(), listener, layers, services, stop.clone()).await
-            }
-            None => Ok(()),
-        }
-    };
+    let internal =
+        futures_util::future::try_join_all(internal.into_iter().map(|(listener, auth)| {
+            let layers = (None, auth);
+            serve_on(
+                Server::builder(),
+                listener,
+                layers,
+                services.clone(),
+                stop.clone(),
+            )
+        }));
     tokio::select! {
         result = async { tokio::try_join!(public, internal) } => { result?; }
         () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {

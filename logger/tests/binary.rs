@@ -33,6 +33,7 @@ async fn start_logger() -> (Running, String, mpsc::Receiver<String>) {
 async fn start_logger_with(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(if args.contains(&"--metrics-listen") {
             &[][..]
@@ -107,6 +108,7 @@ async fn the_binary_serves_metrics_where_asked() {
 
     // A taken port stops start-up, naming the flag.
     let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", &metrics.to_string()])
         .output()
@@ -114,6 +116,31 @@ async fn the_binary_serves_metrics_where_asked() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("--metrics-listen"), "{text}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_its_console_where_asked() {
+    let console = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_logger, _url, _stdout) =
+        start_logger_with(&["--console-listen", &console.to_string()]).await;
+    let (status, page) = common::http_get(console, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Herald console</title>"), "{page}");
+
+    // A taken port stops start-up, naming the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--metrics-listen",
+            "off",
+            "--console-listen",
+            &console.to_string(),
+        ])
+        .output()
+        .expect("run herald-logger");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--console-listen"), "{text}");
 }
 
 #[tokio::test]
@@ -158,6 +185,7 @@ fn json_logs_are_one_object_per_line() {
     // are enough to look at.
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -193,6 +221,7 @@ fn json_logs_are_one_object_per_line() {
 
     // A bad value names the flag and the choices.
     let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--log-format", "xml"])
         .output()
         .expect("run herald-logger");
@@ -217,6 +246,7 @@ async fn flags_beat_env_beats_the_config_file() {
     )
     .expect("write");
     let child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--config", path.to_str().expect("utf-8")])
         .env("HERALD_LISTEN", format!("127.0.0.1:{env_port}"))
         .env("RUST_LOG", "warn")
@@ -244,6 +274,7 @@ async fn flags_beat_env_beats_the_config_file() {
     // A bad value in the file stops start-up, naming the option and the file.
     std::fs::write(&path, "heartbeat = \"0s\"\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--config", path.to_str().expect("utf-8")])
         .output()
         .expect("run herald-logger");
@@ -335,6 +366,7 @@ fn a_bad_channels_file_stops_the_start_naming_the_route_and_field() {
     )
     .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", "off", "--channels"])
         .arg(&path)

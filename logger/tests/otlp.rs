@@ -104,6 +104,7 @@ async fn an_events_journey_reaches_the_collector_as_one_trace() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .env("HERALD_CONSOLE_LISTEN", "off")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", "off"])
         .env(

@@ -107,8 +107,8 @@ pub struct Config {
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = herald_runtime::metrics::parse_listen)]
-    pub metrics_listen: herald_runtime::metrics::MetricsListen,
+    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = herald_runtime::http::parse_listen)]
+    pub metrics_listen: herald_runtime::http::Listen,
     /// Worker flags.
     #[command(flatten)]
     pub worker: WorkerConfig,

@@ -47,7 +47,7 @@ pub async fn run(
     line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = endpoint::bind(config.metrics_listen.0, "--metrics-listen").await?;
+    let metrics = herald_runtime::http::bind(config.metrics_listen.0, "--metrics-listen").await?;
     run_with(config, metrics, line, shutdown).await
 }
 

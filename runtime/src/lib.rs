@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`flags`]: flags more than one binary takes: TLS towards a logger, and
 //!   (feature `backend`) where Herald's data is in Redis.
+//! - [`http`]: the small HTTP/1.1 servers beside gRPC: `--*-listen`
+//!   flags, binding, and an accept loop that bounds what clients hold.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint, metric helpers, the
 //!   process's uptime and (feature `backend`) the work queue's sizes.
 //! - [`otel`]: OpenTelemetry export of events' spans over OTLP (feature
@@ -17,6 +19,7 @@
 //!   (`--log-format`) and shutdown on SIGINT/SIGTERM.
 
 pub mod flags;
+pub mod http;
 pub mod metrics;
 pub mod otel;
 pub mod process;

@@ -15,12 +15,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::Context as _;
 #[cfg(feature = "backend")]
 use herald::backend::WorkQueue;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header};
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -192,36 +190,6 @@ impl QueueGauges {
     }
 }
 
-/// Binds the `/metrics` listener at `addr` (`None`: no endpoint); the error
-/// names `flag`.
-pub async fn bind(
-    addr: Option<std::net::SocketAddr>,
-    flag: &str,
-) -> anyhow::Result<Option<TcpListener>> {
-    match addr {
-        None => Ok(None),
-        Some(addr) => TcpListener::bind(addr)
-            .await
-            .map(Some)
-            .with_context(|| format!("cannot listen on {addr} ({flag}; `off` serves no metrics)")),
-    }
-}
-
-/// Reads `--metrics-listen`: an address, or `off`.
-pub fn parse_listen(text: &str) -> Result<MetricsListen, String> {
-    match text.trim() {
-        "off" | "" => Ok(MetricsListen(None)),
-        addr => addr
-            .parse()
-            .map(|a| MetricsListen(Some(a)))
-            .map_err(|e| format!("{e} (expected an address like 127.0.0.1:9464, or off)")),
-    }
-}
-
-/// Where `/metrics` is served; `None` for nowhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetricsListen(pub Option<std::net::SocketAddr>);
-
 /// Serves `GET /metrics` (Prometheus text format) on `listener` until
 /// `shutdown` is cancelled, running `refresh` before each scrape.
 pub async fn serve(
@@ -234,38 +202,15 @@ pub async fn serve(
         info!(%addr, "serving metrics on /metrics");
     }
     let registry = Arc::new(registry);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    debug!(error = %err, "metrics accept failed");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        // Reap finished connections; past the limit, refuse the new one.
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= MAX_CONNECTIONS {
-            debug!("too many metrics connections; closing a new one");
-            continue;
-        }
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (registry, refresh) = (registry.clone(), refresh.clone());
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (registry, refresh) = (registry.clone(), refresh.clone());
-                async move { Ok::<_, Infallible>(answer(&request, &registry, &refresh).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(err) = served {
-                debug!(error = %err, "metrics connection ended with an error");
-            }
-        });
-    }
+        async move { Ok::<_, Infallible>(answer(&request, &registry, &refresh).await) }
+    });
+    let limits = crate::http::Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: Duration::from_secs(10),
+    };
+    crate::http::serve(listener, service, limits, "metrics", shutdown).await;
 }
 
 async fn answer(

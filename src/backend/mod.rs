@@ -344,6 +344,13 @@ pub trait NotificationFeed: Send + Sync + 'static {
     ) -> Result<Vec<Notification>>;
     /// The bounds of what the log still holds.
     async fn history(&self) -> Result<History>;
+    /// A position in a partition's log before every entry logged at or
+    /// after `time` (by the log's clock), where entry ids carry one; else
+    /// the start of the log.
+    fn position_before(&self, time: SystemTime) -> EntryId {
+        let _ = time;
+        EntryId::START
+    }
     /// Removes the entries older than `age` (retention by age; the length
     /// bound is kept on every write).
     async fn trim_older_than(&self, age: Duration) -> Result<()>;

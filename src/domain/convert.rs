@@ -142,6 +142,22 @@ impl From<DeliveryAttempt> for pb::DeliveryAttempt {
 }
 
 impl DeliveryAttempt {
+    /// The attempt as one JSON object (times in RFC 3339, the latency in
+    /// milliseconds): what `herald attempts --json` prints and the console
+    /// shows.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "attempted_at": rfc3339(self.attempted_at),
+            "channel": self.channel,
+            "kind": self.kind,
+            "target": self.target,
+            "succeeded": self.succeeded,
+            "http_status": self.http_status,
+            "latency_ms": self.latency.as_secs_f64() * 1000.0,
+            "error": self.error,
+        })
+    }
+
     /// Reads an attempt of event `event_id` sent by a server; a malformed
     /// one is [`Error::Internal`].
     pub fn from_pb(event_id: Uuid, a: pb::DeliveryAttempt) -> Result<Self, Error> {

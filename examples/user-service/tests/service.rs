@@ -42,6 +42,7 @@ fn logger_on(listener: TcpListener) -> Running {
     let handle = tokio::spawn(herald_logger::run_with(
         listener,
         None,
+        None,
         config,
         sink,
         shutdown.clone(),

@@ -55,6 +55,8 @@ pub struct Logger {
     pub addr: SocketAddr,
     /// Where it serves /metrics.
     pub metrics_addr: SocketAddr,
+    /// Where it serves the console, if it does.
+    pub console_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -67,9 +69,26 @@ impl Logger {
         Self::start_on(listener, args, sink).await
     }
 
+    /// [`Logger::start`], also serving the console on a free port.
+    pub async fn start_with_console(args: &[&str], sink: Arc<dyn Channel>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let console = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_serving(listener, Some(console), args, sink).await
+    }
+
     /// [`Logger::start`] on `listener` (an address taken before, say).
     pub async fn start_on(listener: TcpListener, args: &[&str], sink: Arc<dyn Channel>) -> Self {
+        Self::start_serving(listener, None, args, sink).await
+    }
+
+    async fn start_serving(
+        listener: TcpListener,
+        console: Option<TcpListener>,
+        args: &[&str],
+        sink: Arc<dyn Channel>,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
+        let console_addr = console.as_ref().map(|c| c.local_addr().expect("addr"));
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let metrics_addr = metrics.local_addr().expect("addr");
         let config = Config::from_args(args);
@@ -77,6 +96,7 @@ impl Logger {
         let handle = tokio::spawn(herald_logger::run_with(
             listener,
             Some(metrics),
+            console,
             config,
             sink,
             shutdown.clone(),
@@ -84,6 +104,7 @@ impl Logger {
         Self {
             addr,
             metrics_addr,
+            console_addr,
             shutdown,
             handle,
         }
@@ -190,7 +211,7 @@ impl Processor {
             api_key: api_key.to_owned(),
             tls: herald_runtime::flags::TlsArgs::default(),
             log: Default::default(),
-            metrics_listen: herald_runtime::metrics::MetricsListen(None),
+            metrics_listen: herald_runtime::http::Listen(None),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
         }
     }
@@ -276,11 +297,34 @@ pub fn traced<T>(message: T, trace: &herald::trace::TraceParent) -> tonic::Reque
 
 /// Fetches `path` from the HTTP server at `addr`: the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_call(addr, "GET", path, &[], "").await;
+    (status, body)
+}
+
+/// Sends one HTTP/1.1 request to `addr` (`Host` is `addr` unless `headers`
+/// give one): the status code, the head and the body of the answer.
+pub async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("connect to the metrics endpoint");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        .expect("connect to the HTTP endpoint");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream
         .write_all(request.as_bytes())
         .await
@@ -297,7 +341,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status code");
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// One scrape of a Prometheus endpoint.

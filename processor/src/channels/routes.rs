@@ -5,41 +5,18 @@ use herald::Event;
 
 use super::settings::RouteSettings;
 
-/// One value of a filter: exact, or a prefix (`user.*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Pattern {
-    Exact(String),
-    Prefix(String),
-}
-
-impl Pattern {
-    fn of(text: &str) -> Self {
-        match text.strip_suffix('*') {
-            Some(prefix) => Self::Prefix(prefix.to_owned()),
-            None => Self::Exact(text.to_owned()),
-        }
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Exact(exact) => value == exact,
-            // `*` alone matches any value, the empty one too.
-            Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
-        }
-    }
-}
-
-/// A filter on one attribute: any of its patterns, or anything when empty.
+/// A filter on one attribute: any of its patterns (`user.*` for a prefix),
+/// or anything when empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Filter(Vec<Pattern>);
+struct Filter(Vec<String>);
 
 impl Filter {
     fn of(values: &[String]) -> Self {
-        Self(values.iter().map(|v| Pattern::of(v)).collect())
+        Self(values.to_vec())
     }
 
     fn matches(&self, value: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|p| p.matches(value))
+        herald::subscription::any_matches(&self.0, value)
     }
 }
 

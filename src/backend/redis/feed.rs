@@ -161,6 +161,13 @@ impl NotificationFeed for RedisBackend {
         Ok(all)
     }
 
+    fn position_before(&self, time: SystemTime) -> EntryId {
+        let ms = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        EntryId { ms, seq: 0 }.predecessor()
+    }
+
     async fn history(&self) -> Result<History> {
         let bounds = self.each_partition(|p| self.history_in(p)).await?;
         let mut history = History {

@@ -1,6 +1,6 @@
 //! `herald attempts`: what the processors' channels did with one event.
 
-use herald_client::{Client, DeliveryAttempt, Error, rfc3339};
+use herald_client::{Client, Error, rfc3339};
 use uuid::Uuid;
 
 /// Flags of `herald attempts`.
@@ -10,26 +10,12 @@ pub struct AttemptsArgs {
     id: Uuid,
 }
 
-/// One attempt as a JSON object.
-fn attempt_json(a: &DeliveryAttempt) -> serde_json::Value {
-    serde_json::json!({
-        "attempted_at": rfc3339(a.attempted_at),
-        "channel": a.channel,
-        "kind": a.kind,
-        "target": a.target,
-        "succeeded": a.succeeded,
-        "http_status": a.http_status,
-        "latency_ms": a.latency.as_secs_f64() * 1000.0,
-        "error": a.error,
-    })
-}
-
 /// Prints the event's attempts, oldest first: a line each (or JSON lines).
 pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(), Error> {
     let attempts = client.delivery_attempts(args.id).await?;
     if json {
         for a in &attempts {
-            println!("{}", attempt_json(a));
+            println!("{}", a.to_json());
         }
         return Ok(());
     }

@@ -1,0 +1,666 @@
+//! The console end to end: a real logger serves it, real headless Chromium
+//! (Debian's, through chromedriver) opens it, and events are made over gRPC.
+//! Its JSON API is also called directly, as a hostile client would.
+//! Screenshots of every run are under `target/console-screenshots/`;
+//! with `HERALD_UPDATE_SCREENSHOTS=1` the live view also goes to
+//! `docs/console.png`, the picture the README shows.
+
+mod common;
+mod webdriver;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{Lines, Logger, eventually, http_call, http_get};
+use herald::{Event, EventStatus, auth::hash_key, domain::EventInput, testing::RedisServer};
+use herald_client::Client;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use webdriver::Browser;
+
+/// How long a change may take to show: the issue's "within a second".
+const LIVE: Duration = Duration::from_secs(1);
+/// How long a page may take to load or act.
+const PAGE: Duration = Duration::from_secs(10);
+
+fn console_url(logger: &Logger) -> String {
+    format!("http://{}/", logger.console_addr.expect("a console"))
+}
+
+async fn create(client: &Client, user: &str, description: &str, event_type: &str) -> Event {
+    client
+        .create(EventInput {
+            user_id: user.into(),
+            description: description.into(),
+            category: "shop".into(),
+            event_type: event_type.into(),
+            payload: Some(
+                serde_json::from_value(json!({"order": 42, "items": ["book"]})).expect("payload"),
+            ),
+            ..EventInput::default()
+        })
+        .await
+        .expect("create")
+}
+
+/// Waits until the feed shows a row of `event` (any status).
+async fn row_appears(browser: &Browser, event: &Event, limit: Duration) {
+    browser
+        .wait_for(
+            limit,
+            &format!("a feed row of {}", event.description),
+            "return document.querySelector(`#feed-rows tr[data-event-id='${arguments[0]}']`) !== null;",
+            json!([event.id.to_string()]),
+        )
+        .await;
+}
+
+async fn row_shown(browser: &Browser, event: &Event) -> bool {
+    browser
+        .execute(
+            "return document.querySelector(`#feed-rows tr[data-event-id='${arguments[0]}']`) !== null;",
+            json!([event.id.to_string()]),
+        )
+        .await
+        == true
+}
+
+async fn feed_is(browser: &Browser, state: &str) {
+    browser
+        .wait_for(
+            PAGE,
+            &format!("the feed to be {state}"),
+            "return document.getElementById('feed-state').textContent === arguments[0];",
+            json!([state]),
+        )
+        .await;
+}
+
+async fn status_is(client: &Client, id: Uuid, status: EventStatus) -> Event {
+    eventually(PAGE, &format!("event {id} {status:?}"), || async {
+        client
+            .get_event(id)
+            .await
+            .ok()
+            .filter(|e| e.status == status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_console_shows_events_live_as_text_filtered_paused_and_searched() {
+    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let browser = Browser::start("live").await;
+    browser.goto(&console_url(&logger)).await;
+    feed_is(&browser, "live").await;
+    assert!(
+        !browser.visible("#login").await,
+        "open mode asks for no key"
+    );
+    let who = browser.text("#who").await.unwrap_or_default();
+    assert!(who.contains("open mode"), "{who}");
+
+    // New events appear within a second, every field as text.
+    let shipped = create(&client, "alice", "Your order shipped", "order.shipped").await;
+    row_appears(&browser, &shipped, LIVE).await;
+    let hostile = "<img src=x onerror=\"document.title='pwned'\"><b>bold</b>";
+    let xss = create(&client, "alice", hostile, "order.note").await;
+    row_appears(&browser, &xss, LIVE).await;
+    let shown = browser
+        .execute(
+            "return document.querySelector(`#feed-rows tr[data-event-id='${arguments[0]}'] td.desc`).textContent;",
+            json!([xss.id.to_string()]),
+        )
+        .await;
+    assert_eq!(shown, hostile, "the description shows as the text it is");
+    let markup = browser
+        .execute(
+            "return document.querySelectorAll('main img, main b').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(markup, 0, "no element was made from an event's text");
+    assert_eq!(browser.alert_text().await, None);
+    let title = browser.execute("return document.title;", json!([])).await;
+    assert_eq!(title, "Herald console");
+
+    // A few seconds of traffic: the counts and the rate chart follow it
+    // (and the README's picture shows it).
+    let traffic = [
+        ("erin", "Your parcel is out for delivery", "order.shipped"),
+        ("frank", "Invoice #1042 was paid", "invoice.paid"),
+        ("grace", "Welcome to the team workspace", "user.signup"),
+        ("heidi", "Refund of 12.50 EUR issued", "order.refunded"),
+    ];
+    for _ in 0..4 {
+        for (user, description, event_type) in traffic {
+            create(&client, user, description, event_type).await;
+        }
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    browser
+        .wait_for(
+            PAGE,
+            "the counts and the chart",
+            "return Number(document.getElementById('count-total').textContent) >= 18 \
+               && document.getElementById('rate-line').getAttribute('points').split(' ').length >= 2;",
+            json!([]),
+        )
+        .await;
+    let shot = browser.screenshot("live").await;
+    if std::env::var_os("HERALD_UPDATE_SCREENSHOTS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console.png");
+        std::fs::copy(&shot, docs).expect("copy the screenshot to docs/");
+    }
+
+    // Filters apply on the server: bob's order events only.
+    browser.type_into("#f-user", "bob").await;
+    browser.type_into("#f-types", "order.*").await;
+    browser.click("#feed-apply").await;
+    feed_is(&browser, "live").await;
+    let not_bob = create(&client, "alice", "alice's order", "order.shipped").await;
+    let not_order = create(&client, "bob", "bob's invoice", "invoice.paid").await;
+    let wanted = create(&client, "bob", "bob's refund", "order.refunded").await;
+    row_appears(&browser, &wanted, LIVE).await;
+    assert!(!row_shown(&browser, &not_bob).await, "another user's event");
+    assert!(
+        !row_shown(&browser, &not_order).await,
+        "another type's event"
+    );
+    assert!(
+        !row_shown(&browser, &shipped).await,
+        "the table starts afresh"
+    );
+
+    // Paused, nothing arrives; resumed, what came meanwhile does.
+    browser.click("#feed-toggle").await;
+    feed_is(&browser, "paused").await;
+    let meanwhile = create(&client, "bob", "while paused", "order.paused").await;
+    status_is(&client, meanwhile.id, EventStatus::Processed).await;
+    assert!(!row_shown(&browser, &meanwhile).await, "paused");
+    browser.click("#feed-toggle").await;
+    row_appears(&browser, &meanwhile, PAGE).await;
+    let statuses = browser
+        .execute(
+            "return [...document.querySelectorAll(`#feed-rows tr[data-event-id='${arguments[0]}']`)].map(r => r.dataset.status);",
+            json!([meanwhile.id.to_string()]),
+        )
+        .await;
+    assert_eq!(
+        statuses,
+        json!(["PROCESSED", "PENDING"]),
+        "each change once, newest on top"
+    );
+
+    // An event's page: its fields, payload and history.
+    status_is(&client, shipped.id, EventStatus::Processed).await;
+    browser
+        .goto(&format!("{}#/event/{}", console_url(&logger), shipped.id))
+        .await;
+    browser
+        .wait_for(
+            PAGE,
+            "the event's history",
+            "return document.querySelectorAll('#event-history tr').length === 2;",
+            json!([]),
+        )
+        .await;
+    let field = |name: &str| format!("#event-fields dd[data-field='{name}']");
+    assert_eq!(
+        browser.text(&field("description")).await.as_deref(),
+        Some("Your order shipped")
+    );
+    assert_eq!(
+        browser.text(&field("status")).await.as_deref(),
+        Some("PROCESSED")
+    );
+    let payload = browser.text("#event-payload").await.unwrap_or_default();
+    assert!(
+        payload.contains("\n  \"order\": 42"),
+        "pretty-printed: {payload}"
+    );
+    let history = browser.text("#event-history").await.unwrap_or_default();
+    assert!(
+        history.find("PENDING") < history.find("PROCESSED"),
+        "{history}"
+    );
+    browser.screenshot("event").await;
+
+    // Search: carol's 60 events over two pages of 50.
+    let many = (0..60)
+        .map(|i| EventInput {
+            user_id: "carol".into(),
+            description: format!("carol {i}"),
+            ..EventInput::default()
+        })
+        .collect();
+    for result in client.create_many(many).await.expect("create many") {
+        result.expect("created");
+    }
+    browser
+        .goto(&format!("{}#/search", console_url(&logger)))
+        .await;
+    browser.type_into("#s-user", "carol").await;
+    browser.click("#search-form button[type=submit]").await;
+    let rows = "return document.querySelectorAll('#search-rows tr').length === arguments[0];";
+    browser
+        .wait_for(PAGE, "a first page", rows, json!([50]))
+        .await;
+    assert!(browser.visible("#search-more").await, "a next page");
+    browser.click("#search-more").await;
+    browser
+        .wait_for(PAGE, "the second page", rows, json!([60]))
+        .await;
+    assert!(!browser.visible("#search-more").await, "no third page");
+    let users = browser
+        .execute(
+            "return [...new Set([...document.querySelectorAll('#search-rows td.user')].map(c => c.textContent))];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(users, json!(["carol"]));
+    browser.screenshot("search").await;
+
+    browser.quit().await;
+    logger.stop_within(PAGE).await;
+}
+
+/// A webhook receiver that fails until told to succeed.
+async fn receiver() -> (SocketAddr, Arc<AtomicBool>) {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let state = healthy.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let healthy = state.clone();
+            async move {
+                if healthy.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, healthy)
+}
+
+/// Keys of a reader, an operator and an admin (the test's own client).
+fn keys_file(dir: &tempfile::TempDir) -> String {
+    let key = |client: &str, scopes: &[&str]| json!({"client_id": client, "key_sha256": hash_key(&format!("{client}-key")), "scopes": scopes});
+    let keys = json!({"keys": [
+        key("reader", &["events:read", "notifications:subscribe"]),
+        key("operator", &["events:read", "events:process", "notifications:subscribe"]),
+        key("admin", &["admin"]),
+    ]});
+    let path = dir.path().join("keys.json");
+    std::fs::write(&path, keys.to_string()).expect("write keys");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+async fn sign_in(browser: &Browser, url: &str, key: &str) {
+    browser.goto(url).await;
+    browser
+        .wait_for(
+            PAGE,
+            "the sign-in form",
+            "return !document.getElementById('login').hidden;",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#key", key).await;
+    browser.click("#login-form button").await;
+}
+
+/// Keys decide what the console shows, and an operator redrives a dead letter.
+async fn keys_and_redrive(test: &str, storage: &[&str]) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (hook, healthy) = receiver().await;
+    let channels = dir.path().join("channels.toml");
+    std::fs::write(
+        &channels,
+        format!(
+            "[channels.hooks]\nkind = \"webhook\"\nurl = \"http://{hook}/hook\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ attempts = 1 }}\n\
+             [[routes]]\ncategories = [\"shop\"]\nchannels = [\"hooks\"]\n"
+        ),
+    )
+    .expect("write channels");
+    let keys = keys_file(&dir);
+    let mut args = vec![
+        "--keys-file",
+        &keys,
+        "--channels",
+        channels.to_str().expect("utf-8"),
+    ];
+    args.extend(storage);
+    let logger = Logger::start_with_console(&args, Lines::default().sink()).await;
+    let client = logger.client_with_key("admin-key").await;
+    let failed = create(
+        &client,
+        "dana",
+        "Payment failed <script>x</script>",
+        "order.paid",
+    )
+    .await;
+    status_is(&client, failed.id, EventStatus::Failed).await;
+    let url = console_url(&logger);
+
+    // A wrong key is refused with the server's reason.
+    let browser = Browser::start(test).await;
+    sign_in(&browser, &url, "not-a-key").await;
+    browser
+        .wait_for(
+            PAGE,
+            "the refusal",
+            "return document.getElementById('login-error').textContent;",
+            json!([]),
+        )
+        .await;
+    let refusal = browser.text("#login-error").await.unwrap_or_default();
+    assert!(refusal.contains("unknown API key"), "{refusal}");
+
+    // A reader sees events but cannot redrive.
+    sign_in(&browser, &url, "reader-key").await;
+    feed_is(&browser, "live").await;
+    let who = browser.text("#who").await.unwrap_or_default();
+    assert!(who.starts_with("reader"), "{who}");
+    let stored = browser
+        .execute(
+            "return [location.href, localStorage.length, sessionStorage.getItem('herald.key')];",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !stored[0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reader-key"),
+        "no key in the URL"
+    );
+    assert_eq!(stored[1], 0, "nothing in localStorage");
+    assert_eq!(stored[2], "reader-key", "the key is kept for this tab only");
+    browser.goto(&format!("{url}#/dead-letters")).await;
+    browser
+        .wait_for(
+            PAGE,
+            "the dead letters' note",
+            "return document.getElementById('dead-note').textContent;",
+            json!([]),
+        )
+        .await;
+    let note = browser.text("#dead-note").await.unwrap_or_default();
+    assert!(note.contains("events:process"), "{note}");
+    assert_eq!(
+        browser
+            .execute(
+                "return document.querySelectorAll('button.redrive').length;",
+                json!([])
+            )
+            .await,
+        0
+    );
+    assert!(!browser.visible("#redrive-all").await);
+    browser.goto(&format!("{url}#/event/{}", failed.id)).await;
+    browser
+        .wait_for(
+            PAGE,
+            "the failed attempt",
+            "return document.getElementById('event-attempts').textContent.includes('HTTP 500');",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !browser.visible("#event-redrive").await,
+        "no Redrive for a reader"
+    );
+    assert_eq!(
+        browser
+            .text("#event-fields dd[data-field='description']")
+            .await
+            .as_deref(),
+        Some("Payment failed <script>x</script>")
+    );
+    browser.screenshot("reader").await;
+
+    // An operator sees the dead letter with its reason, and redrives it.
+    browser.click("#signout").await;
+    sign_in(&browser, &url, "operator-key").await;
+    feed_is(&browser, "live").await;
+    browser.goto(&format!("{url}#/dead-letters")).await;
+    let row = format!("#dead-rows tr[data-event-id='{}']", failed.id);
+    browser
+        .wait_for(
+            PAGE,
+            "the dead letter",
+            &format!("return document.querySelector(\"{row}\") !== null;"),
+            json!([]),
+        )
+        .await;
+    let reason = browser
+        .text(&format!("{row} td.reason"))
+        .await
+        .unwrap_or_default();
+    assert!(reason.contains("HTTP 500"), "{reason}");
+    assert!(browser.visible("#redrive-all").await);
+    browser.screenshot("dead-letters").await;
+    healthy.store(true, Ordering::SeqCst);
+    browser.click(&format!("{row} button.redrive")).await;
+    status_is(&client, failed.id, EventStatus::Processed).await;
+    browser.goto(&format!("{url}#/event/{}", failed.id)).await;
+    browser
+        .wait_for(
+            PAGE,
+            "the redriven history",
+            "return document.getElementById('event-history').textContent.includes('PROCESSED');",
+            json!([]),
+        )
+        .await;
+    let history = browser.text("#event-history").await.unwrap_or_default();
+    let order: Vec<usize> = ["PENDING", "FAILED", "PENDING", "PROCESSED"]
+        .iter()
+        .scan(0, |from, status| {
+            let at = history[*from..].find(status).map(|i| i + *from)?;
+            *from = at + 1;
+            Some(at)
+        })
+        .collect();
+    assert_eq!(
+        order.len(),
+        4,
+        "created, failed, redriven, delivered: {history}"
+    );
+    browser.screenshot("redriven").await;
+    browser.quit().await;
+    logger.stop_within(PAGE).await;
+}
+
+#[tokio::test]
+async fn keys_decide_what_the_console_shows_in_memory() {
+    keys_and_redrive("keys-memory", &[]).await;
+}
+
+#[tokio::test]
+async fn keys_decide_what_the_console_shows_on_redis() {
+    let redis = RedisServer::start();
+    keys_and_redrive("keys-redis", &["--redis-url", &redis.url(), "--worker"]).await;
+}
+
+/// Calls the console's API as a script would.
+async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, _, body) = http_call(addr, method, path, headers, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = keys_file(&dir);
+    let logger = Logger::start_with_console(&["--keys-file", &keys], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let reader = [("authorization", "Bearer reader-key")];
+
+    // The page and its assets are served with a strict policy.
+    let (status, head, page) = http_call(addr, "GET", "/", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<script type=\"module\" src=\"/console.js\">"),
+        "{page}"
+    );
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    for asset in ["/console.js", "/console.css"] {
+        assert_eq!(http_get(addr, asset).await.0, 200, "{asset}");
+    }
+    assert_eq!(api(addr, "GET", "/nowhere", &[], "").await.0, 404);
+
+    // Without a key, or with a wrong one: 401, the reason in JSON.
+    let (status, body) = api(addr, "GET", "/api/events", &[], "").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
+    let (status, body) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("authorization", "Bearer nope")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = api(addr, "GET", "/api/session", &reader, "").await;
+    assert_eq!(
+        (status, &body["read"], &body["process"]),
+        (200, &json!(true), &json!(false)),
+        "{body}"
+    );
+
+    // Bad values name their field.
+    for (path, field) in [
+        ("/api/events?status=DONE", "status"),
+        ("/api/events?since=yesterday", "since"),
+        ("/api/events?order=random", "order"),
+        ("/api/events?page_size=-1", "page_size"),
+        ("/api/events?page_token=%00%ff", "page_token"),
+        ("/api/events/not-a-uuid", "event_id"),
+        ("/api/feed?statuses=PENDING,LOST", "statuses"),
+        ("/api/feed?after=garbage", "after_cursor"),
+    ] {
+        let (status, body) = api(addr, "GET", path, &reader, "").await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(field),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = api(addr, "GET", "/api/events?colour=red", &reader, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{body}"
+    );
+    let unknown = format!("/api/events/{}", Uuid::now_v7());
+    assert_eq!(api(addr, "GET", &unknown, &reader, "").await.0, 404);
+
+    // Changes: JSON only, same origin only, the right scope only.
+    let operator = ("authorization", "Bearer operator-key");
+    let json_type = ("content-type", "application/json");
+    let redrive = |headers: Vec<(&'static str, &'static str)>, body: &'static str| async move {
+        api(addr, "POST", "/api/redrive", &headers, body).await
+    };
+    assert_eq!(
+        redrive(vec![operator], r#"{"all": true}"#).await.0,
+        415,
+        "text/plain is refused"
+    );
+    let (status, body) = redrive(
+        vec![operator, json_type, ("origin", "http://evil.example")],
+        r#"{"all": true}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = redrive(vec![reader[0], json_type], r#"{"all": true}"#).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("events:process"),
+        "{body}"
+    );
+    let (status, body) = redrive(vec![operator, json_type], r#"{"event_ids": ["nope"]}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("event_ids[0]"),
+        "{body}"
+    );
+    let (status, body) = redrive(vec![operator, json_type], r#"{}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = redrive(vec![operator, json_type], "{not json").await;
+    assert_eq!(status, 400);
+    let huge = format!(r#"{{"event_ids": ["{}"]}}"#, "x".repeat(100_000));
+    let (status, _) = api(addr, "POST", "/api/redrive", &[operator, json_type], &huge).await;
+    assert_eq!(status, 413, "bodies are bounded");
+    let (status, body) = redrive(vec![operator, json_type], r#"{"all": true}"#).await;
+    assert_eq!((status, &body["results"]), (200, &json!([])), "{body}");
+    logger.stop_within(PAGE).await;
+}
+
+#[tokio::test]
+async fn an_open_console_answers_only_at_local_names() {
+    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let (status, _) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("host", "evil.example:8088")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 421, "a rebound name is refused");
+    let (status, body) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("host", "localhost:8088")],
+        "",
+    )
+    .await;
+    assert_eq!((status, &body["open"]), (200, &json!(true)), "{body}");
+    logger.stop_within(PAGE).await;
+}

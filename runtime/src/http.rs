@@ -1,0 +1,100 @@
+//! The small HTTP/1.1 servers beside gRPC (`/metrics`, the logger's console):
+//! their `--*-listen` flags (an address, or `off`), binding, and one accept
+//! loop that bounds what clients can hold (connections at once, time to send
+//! a request's head).
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use hyper::{Request, Response, body::Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Where a side server listens; `None` for nowhere (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+/// Reads a `--*-listen` flag: an address, or `off`.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    match text.trim() {
+        "off" | "" => Ok(Listen(None)),
+        addr => addr
+            .parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| format!("{e} (expected an address like 127.0.0.1:9464, or off)")),
+    }
+}
+
+/// Binds `addr` (`None`: nothing to bind); the error names `flag`.
+pub async fn bind(addr: Option<SocketAddr>, flag: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("cannot listen on {addr} ({flag}; `off` serves nothing)")),
+    }
+}
+
+/// What the clients of one side server may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed as they come.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head.
+    pub header_timeout: Duration,
+}
+
+/// Serves HTTP/1.1 on `listener` with `service` until `shutdown` is
+/// cancelled; open connections are dropped then. `what` names the server in
+/// the debug log.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    what: &'static str,
+    shutdown: CancellationToken,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    debug!(error = %err, what, "accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        // Reap finished connections; past the limit, refuse the new one.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            debug!(what, "too many connections; closing a new one");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        connections.spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = served {
+                debug!(error = %err, what, "connection ended with an error");
+            }
+        });
+    }
+}
