@@ -38,7 +38,7 @@ SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 # How long something took differs on every run: matched, not compared.
 LATENCY = re.compile(r"\d+\.\d ms")
-ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d)")
+ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d|808\d)")
 
 
 def blocks(readme):
@@ -65,10 +65,11 @@ def free_port():
 
 
 class Session:
-    def __init__(self, addr, metrics_addr, bin_dir, workdir):
-        # README ports 5005N and 946N (on 127.0.0.1 or localhost) become free
-        # ports; 50051 and 9464 are the logger this script started.
-        self.ports = {"50051": addr.split(":")[1], "9464": metrics_addr.split(":")[1]}
+    def __init__(self, addr, metrics_addr, console_addr, bin_dir, workdir):
+        # README ports 5005N, 946N and 808N (on 127.0.0.1 or localhost) become
+        # free ports; 50051, 9464 and 8088 are the logger this script started.
+        self.ports = {"50051": addr.split(":")[1], "9464": metrics_addr.split(":")[1],
+                      "8088": console_addr.split(":")[1]}
         self.workdir = workdir
         self.bound = {}  # README UUID -> real UUID
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
@@ -168,11 +169,12 @@ def main():
     workdir = tempfile.TemporaryDirectory()
     for shared in ("config", "examples", "proto"):
         os.symlink(os.path.join(root, shared), os.path.join(workdir.name, shared))
-    addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    logger = subprocess.Popen([logger_bin, "--listen", addr, "--metrics-listen", metrics_addr],
+    addr, metrics_addr, console_addr = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    logger = subprocess.Popen([logger_bin, "--listen", addr, "--metrics-listen", metrics_addr,
+                               "--console-listen", console_addr],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env=dict(os.environ, RUST_LOG="warn"))
-    session = Session(addr, metrics_addr, bin_dir, workdir.name)
+    session = Session(addr, metrics_addr, console_addr, bin_dir, workdir.name)
     passed = failed = 0
     try:
         for _ in range(100):
