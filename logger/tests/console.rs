@@ -272,6 +272,54 @@ async fn the_console_shows_events_live_as_text_filtered_paused_and_searched() {
     logger.stop_within(PAGE).await;
 }
 
+#[tokio::test]
+async fn a_burst_keeps_the_feed_bounded_and_the_page_responsive() {
+    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let browser = Browser::start("burst").await;
+    browser.goto(&console_url(&logger)).await;
+    feed_is(&browser, "live").await;
+    let rows = "return document.querySelectorAll('#feed-rows tr').length;";
+
+    // 4,000 events (8,000 changes) as fast as the logger takes them; the
+    // page keeps answering, and never holds more than its 500 rows.
+    let started = std::time::Instant::now();
+    let mut last = None;
+    for batch in 0..20 {
+        let events = (0..200)
+            .map(|i| EventInput {
+                user_id: format!("u{}", i % 50),
+                description: format!("burst {batch}.{i}"),
+                ..EventInput::default()
+            })
+            .collect();
+        let created = client.create_many(events).await.expect("create many");
+        last = created.into_iter().next_back().map(|r| r.expect("created"));
+        let shown = browser.execute(rows, json!([])).await;
+        assert!(shown.as_u64().is_some_and(|n| n <= 500), "{shown} rows");
+    }
+    let last = last.expect("a last event");
+    status_is(&client, last.id, EventStatus::Processed).await;
+    eprintln!(
+        "burst: 4000 events created and processed in {:?}",
+        started.elapsed()
+    );
+    browser
+        .wait_for(
+            PAGE,
+            "the burst's last change",
+            "return document.querySelector(`#feed-rows tr[data-event-id='${arguments[0]}'][data-status='PROCESSED']`) !== null;",
+            json!([last.id.to_string()]),
+        )
+        .await;
+    assert_eq!(browser.execute(rows, json!([])).await, 500);
+    browser.click("#feed-toggle").await;
+    feed_is(&browser, "paused").await;
+    browser.screenshot("burst").await;
+    browser.quit().await;
+    logger.stop_within(PAGE).await;
+}
+
 /// A webhook receiver that fails until told to succeed.
 async fn receiver() -> (SocketAddr, Arc<AtomicBool>) {
     let healthy = Arc::new(AtomicBool::new(false));

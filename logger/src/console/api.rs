@@ -182,10 +182,7 @@ impl Console {
 
 /// `GET /api/session`: who the key is and what the page may show it.
 pub async fn session(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiResult {
-    let identity = console
-        .keys
-        .authenticate(&headers)
-        .map_err(Error::from)?;
+    let identity = console.keys.authenticate(&headers).map_err(Error::from)?;
     if identity.user.is_some() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
