@@ -55,17 +55,17 @@ impl SubscriptionFilter {
 /// Whether `value` matches `pattern`: equal to it, or, for a pattern ending
 /// in `*`, starting with what comes before (`user.*` matches `user.signup`;
 /// `*` alone matches anything, the empty value too).
-pub fn matches(pattern: &str, value: &str) -> bool {
+pub fn pattern_matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => value == pattern,
     }
 }
 
-/// Whether `value` matches any of `patterns` ([`matches`]), or `patterns` is
+/// Whether `value` matches any of `patterns` ([`pattern_matches`]), or `patterns` is
 /// empty (no filter).
 pub fn any_matches(patterns: &[String], value: &str) -> bool {
-    patterns.is_empty() || patterns.iter().any(|p| matches(p, value))
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(p, value))
 }
 
 /// A validated Subscribe request: the filter and where to resume.

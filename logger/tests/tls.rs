@@ -185,7 +185,22 @@ async fn https_with_a_trusted_ca_works_and_nothing_else_does() {
 async fn mutual_tls_admits_only_certificates_of_the_client_ca() {
     let pki = Pki::new();
     let lines = Lines::default();
-    let logger = start(&pki.server_args(true), lines.sink()).await;
+    let args = pki.server_args(true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let logger = Logger::start_with_console(&args, lines.sink()).await;
+    // The console could not ask for a client certificate: it is not served.
+    let console = logger.console_addr.expect("a console address");
+    common::eventually(
+        Duration::from_secs(5),
+        "the console's port closed",
+        || async {
+            tokio::net::TcpStream::connect(console)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     let https = format!("https://localhost:{}", logger.addr.port());
 
     let err = try_call(&https, &pki.tls(None))
