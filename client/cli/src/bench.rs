@@ -4,8 +4,9 @@
 //!   `grpc.health.v1.Health/Check` on the same server as the floor.
 //! - `e2e`: create N events and wait, through Notifier subscriptions, until
 //!   every one is PROCESSED.
-//! - `fanout`: S subscriptions to one user, a burst of E events, and the delay
-//!   from PROCESSED to arrival at each subscriber.
+//! - `fanout`: S subscriptions spread over U users, a burst of E events for
+//!   each user, the delay from PROCESSED to arrival at each subscriber, and
+//!   (given the logger's pid) what each stream costs the logger in memory.
 //!
 //! Latencies go into HDR histograms (microseconds). Times that span processes
 //! (`e2e`, `fanout`) compare the server's timestamps with this machine's clock,
@@ -23,6 +24,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use herald::{
     EventStatus,
@@ -115,15 +117,27 @@ pub struct E2eArgs {
 /// Flags of `bench fanout`.
 #[derive(Args)]
 pub struct FanoutArgs {
-    /// Concurrent Subscribe streams, all for one user.
+    /// Concurrent Subscribe streams, spread evenly over --users.
     #[arg(long, default_value_t = 1_000)]
     subscribers: usize,
-    /// Events created in one burst for that user.
+    /// Users the streams subscribe to (stream i follows user i mod U).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
+    /// Events created in one burst for each user.
     #[arg(long, default_value_t = 100)]
     events: u64,
-    /// Subscribe streams per HTTP/2 connection.
+    /// Subscribe streams per HTTP/2 connection (when --connections is not given).
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
+    /// HTTP/2 connections the streams share (round-robin); default:
+    /// subscribers / streams-per-connection.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// The logger's process id, on this machine: its resident memory is read
+    /// (from /proc) before subscribing, with every stream idle, and after the
+    /// burst, and reported per stream.
+    #[arg(long)]
+    logger_pid: Option<u32>,
     /// Give up waiting for messages after this long.
     #[arg(long, default_value = "120s", value_parser = positive_duration)]
     timeout: Duration,
@@ -656,26 +670,42 @@ async fn fanout(
     key: &ApiKey,
     args: &FanoutArgs,
 ) -> anyhow::Result<Report> {
-    let user = format!("{}-fanout", run_tag());
+    let tag = run_tag();
+    let users: Vec<String> = (0..args.users)
+        .map(|u| format!("{tag}-fanout-{u}"))
+        .collect();
     let connections = args
-        .subscribers
-        .div_ceil(args.streams_per_connection.max(1))
+        .connections
+        .unwrap_or_else(|| {
+            args.subscribers
+                .div_ceil(args.streams_per_connection.max(1))
+        })
         .max(1);
     let channels = connect_all(server, tls, connections).await?;
+    let rss_before = resident_bytes(args.logger_pid)?;
     let bar = spinner("subscribing", Some(args.subscribers as u64));
     let arrived = Arc::new(AtomicU64::new(0));
+    // Subscribed a few at a time; each reader counts what reaches it.
+    let opened = futures_util::stream::iter(0..args.subscribers)
+        .map(|i| {
+            let mut client =
+                NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
+            let user_id = users[i % users.len()].clone();
+            async move {
+                client
+                    .subscribe(pb::SubscribeRequest {
+                        user_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .buffer_unordered(64);
+    futures_util::pin_mut!(opened);
     let mut readers = JoinSet::new();
-    for i in 0..args.subscribers {
-        let mut client =
-            NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
-        let mut stream = client
-            .subscribe(pb::SubscribeRequest {
-                user_id: user.clone(),
-                ..Default::default()
-            })
-            .await
-            .context("subscribe")?
-            .into_inner();
+    while let Some(stream) = opened.next().await {
+        let mut stream = stream.context("subscribe")?;
         bar.inc(1);
         let (arrived, expected) = (arrived.clone(), args.events);
         readers.spawn(async move {
@@ -699,32 +729,38 @@ async fn fanout(
         });
     }
     bar.finish_and_clear();
+    // Let the server settle every stream before measuring them idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = resident_bytes(args.logger_pid)?;
 
     let expected = args.subscribers as u64 * args.events;
     let bar = spinner("delivered", Some(expected));
     let start = Instant::now();
     let mut logger = EventLoggerClient::with_interceptor(channels[0].clone(), key.clone());
-    let mut created = 0;
+    // How many streams follow each user: each event of a user reaches them all.
+    let followers = |u: usize| (args.subscribers + users.len() - 1 - u) / users.len();
+    let mut wanted = 0;
     for k in 0..args.events {
-        let request = pb::CreateEventRequest {
-            user_id: user.clone(),
-            description: format!("fanout event {k}"),
-            ..Default::default()
-        };
-        if logger.create_event(request).await.is_ok() {
-            created += 1;
+        for (u, user_id) in users.iter().enumerate() {
+            let request = pb::CreateEventRequest {
+                user_id: user_id.clone(),
+                description: format!("fanout event {k}"),
+                ..Default::default()
+            };
+            if logger.create_event(request).await.is_ok() {
+                wanted += followers(u) as u64;
+            }
         }
     }
     let deadline = start + args.timeout;
-    while arrived.load(Ordering::Relaxed) < created * args.subscribers as u64
-        && Instant::now() < deadline
-    {
+    while arrived.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
         bar.set_position(arrived.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    if arrived.load(Ordering::Relaxed) < created * args.subscribers as u64 {
+    let rss_after = resident_bytes(args.logger_pid)?;
+    if arrived.load(Ordering::Relaxed) < wanted {
         readers.abort_all();
     }
     let mut delivery = Series::new("processed to subscriber");
@@ -736,15 +772,53 @@ async fn fanout(
     delivery.ops = arrived.load(Ordering::Relaxed);
     delivery.errors = expected.saturating_sub(delivery.ops);
     delivery.elapsed = elapsed;
+    let mut figures = vec![
+        ("subscribers", json!(args.subscribers)),
+        ("users", json!(args.users)),
+        ("connections", json!(connections)),
+        ("events_per_user", json!(args.events)),
+        ("expected_messages", json!(expected)),
+        ("arrived_messages", json!(delivery.ops)),
+        ("all_arrived", json!(delivery.ops == expected)),
+    ];
+    if let (Some(before), Some(idle), Some(after)) = (rss_before, rss_idle, rss_after) {
+        let per_stream = |bytes: u64| bytes.saturating_sub(before) / args.subscribers.max(1) as u64;
+        figures.extend([
+            ("logger_rss_mb_before", json!(before / 1_000_000)),
+            ("logger_rss_mb_idle", json!(idle / 1_000_000)),
+            ("logger_rss_mb_after_burst", json!(after / 1_000_000)),
+            ("logger_bytes_per_idle_stream", json!(per_stream(idle))),
+            (
+                "logger_bytes_per_stream_after_burst",
+                json!(per_stream(after)),
+            ),
+        ]);
+    }
     Ok(Report {
         bench: "fanout",
-        figures: vec![
-            ("subscribers", json!(args.subscribers)),
-            ("events", json!(args.events)),
-            ("expected_messages", json!(expected)),
-            ("arrived_messages", json!(delivery.ops)),
-            ("all_arrived", json!(delivery.ops == expected)),
-        ],
+        figures,
         series: vec![delivery],
     })
+}
+
+/// The resident memory of process `pid` (VmRSS in /proc), if one is given.
+fn resident_bytes(pid: Option<u32>) -> anyhow::Result<Option<u64>> {
+    let Some(pid) = pid else {
+        return Ok(None);
+    };
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .with_context(|| format!("--logger-pid {pid}: cannot read {path}"))?;
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(Some(kb * 1024))
 }
