@@ -27,12 +27,14 @@ use herald::{
     subscription::SubscriptionFilter,
 };
 use herald_runtime::process::Backoff;
-use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::queue::{Budget, Ended, Published, Queue};
+use crate::{
+    encoded::Encoded,
+    queue::{Budget, Ended, Published, Queue},
+};
 
 /// Longest the tail naps while no subscriber wants anything.
 const IDLE_NAP: Duration = Duration::from_millis(100);
@@ -87,7 +89,7 @@ impl Subscribers {
                 }
                 let (message, bytes) = message.get_or_insert_with(|| {
                     let message = published(notification, &self.position);
-                    let bytes = message.message.encoded_len();
+                    let bytes = message.message.len();
                     (message, bytes)
                 });
                 let kept = sub.queue.push(message, *bytes, buffer);
@@ -321,7 +323,7 @@ fn published(notification: &Notification, position: &Cursor) -> Published {
         partition: notification.partition,
         entry: notification.entry,
         cursor: Arc::new(position.clone()),
-        message: event_message(notification, position),
+        message: Encoded::new(&event_message(notification, position)),
     }
 }
 

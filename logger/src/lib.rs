@@ -9,6 +9,8 @@
 //! - [`config`]: flags with `HERALD_*` env twins.
 //! - [`console`]: the console, a live web page of events on a port of its
 //!   own, and the JSON API it calls.
+//! - [`encoded`]: Subscribe messages encoded once for every stream, the
+//!   codec that sends them as they are, and the Notifier's server.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
@@ -34,6 +36,7 @@
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod encoded;
 pub mod event_types;
 pub mod fanout;
 pub mod guard;

@@ -24,7 +24,7 @@ use futures_util::Stream;
 use herald::{
     backend::NotificationFeed,
     cursor::Cursor,
-    pb::{self, notifier_server::Notifier, subscribe_response::Kind},
+    pb::{self, subscribe_response::Kind},
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::{
+    encoded::Encoded,
     fanout::{Fanout, event_message},
     limits::{ActiveStreams, StreamCounts, StreamSlot},
     queue::{Ended, Published},
@@ -60,9 +61,8 @@ pub async fn retain(
     }
 }
 
-/// The response stream of Subscribe.
-pub type SubscribeStream =
-    Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+/// The response stream of Subscribe: messages encoded once for every stream.
+pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 /// How the Notifier treats its streams.
 #[derive(Clone, Copy, Debug)]
@@ -113,14 +113,13 @@ impl NotifierService {
     }
 }
 
-#[tonic::async_trait]
-impl Notifier for NotifierService {
-    type SubscribeStream = SubscribeStream;
-
-    async fn subscribe(
+impl NotifierService {
+    /// Notifier.Subscribe: the changes a request asks for, from where it
+    /// asks, as a stream (served by [`crate::encoded::NotifierServer`]).
+    pub async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<Response<SubscribeStream>, Status> {
         let user = crate::auth::user_of(&request);
         let client = match &user {
             Some(user) => format!("user:{user}"),
@@ -168,7 +167,7 @@ fn subscription(
     parts: SubscriptionParts,
     filter: SubscriptionFilter,
     after: Option<Cursor>,
-) -> impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send {
+) -> impl Stream<Item = Result<Encoded, Status>> + Send {
     async_stream::stream! {
         let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot } = parts;
         // Where this subscriber is in every partition: it has had (or
@@ -179,7 +178,7 @@ fn subscription(
                 let mut cursor = match history_start(feed.as_ref(), &requested).await {
                     Ok((start, gap)) => {
                         if let Some(gap) = gap {
-                            yield Ok(gap);
+                            yield Ok(Encoded::new(&gap));
                         }
                         start
                     }
@@ -213,7 +212,7 @@ fn subscription(
                     for notification in &page {
                         cursor.advance(notification.partition, notification.entry);
                         if filter.matches(&notification.event) {
-                            yield Ok(event_message(notification, &cursor));
+                            yield Ok(Encoded::new(&event_message(notification, &cursor)));
                         }
                     }
                     if !page.is_empty() {
@@ -255,7 +254,7 @@ fn subscription(
                 if let Some(end) = &end {
                     joined_at.join(end);
                 }
-                yield Ok(heartbeat(&joined_at));
+                yield Ok(Encoded::new(&heartbeat(&joined_at)));
                 last = joined_at;
                 live
             }
@@ -270,7 +269,7 @@ fn subscription(
             tokio::select! {
                 biased;
                 published = live.queue.pop() => match published {
-                    Ok(Published { partition, entry, cursor, mut message }) => {
+                    Ok(Published { partition, entry, cursor, message }) => {
                         // Already sent while catching up from the log.
                         if last.has(partition, entry) {
                             continue;
@@ -279,19 +278,20 @@ fn subscription(
                         // this subscriber, live or from the log; where it read
                         // the log further, its cursor says so.
                         last.join(&cursor);
-                        if last != *cursor {
-                            message.cursor = last.to_string();
-                        }
                         sent = true;
-                        yield Ok(message);
+                        if last == *cursor {
+                            yield Ok(message);
+                        } else {
+                            yield Ok(message.with_cursor(&last.to_string()));
+                        }
                     }
                     Err((end, held)) => {
                         let resume = last.to_string();
                         if end == Ended::Lagged {
-                            yield Ok(pb::SubscribeResponse {
+                            yield Ok(Encoded::new(&pb::SubscribeResponse {
                                 kind: Some(Kind::Lagged(pb::Lagged { buffered: u32::try_from(held).unwrap_or(u32::MAX) })),
                                 cursor: resume.clone(),
-                            });
+                            }));
                             yield Err(Status::resource_exhausted(format!(
                                 "subscriber fell too far behind; resume after cursor {resume:?}"
                             )));
@@ -312,7 +312,7 @@ fn subscription(
                     // Idle: everything up to the fan-out's position was offered to
                     // this subscriber and its queue is empty, so it has had it all.
                     last.join(&fanout.position());
-                    yield Ok(heartbeat(&last));
+                    yield Ok(Encoded::new(&heartbeat(&last)));
                 }
             }
         }

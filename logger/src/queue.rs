@@ -17,8 +17,9 @@ use std::{
 use herald::{
     cursor::{Cursor, EntryId},
     partition::Partition,
-    pb,
 };
+
+use crate::encoded::Encoded;
 use tokio::sync::Notify;
 
 /// How a queue ended.
@@ -83,8 +84,9 @@ pub struct Published {
     pub entry: EntryId,
     /// Every partition's position once this change was published.
     pub cursor: Arc<Cursor>,
-    /// The message, its `cursor` field already `cursor` as text.
-    pub message: pb::SubscribeResponse,
+    /// The message, encoded once for every subscriber, its `cursor` field
+    /// already `cursor` as text.
+    pub message: Encoded,
 }
 
 struct State {
@@ -177,15 +179,17 @@ impl Drop for Queue {
 mod tests {
     use super::*;
 
+    use herald::pb;
+
     fn message(n: u64) -> Published {
         Published {
             partition: Partition::default(),
             entry: EntryId { ms: 0, seq: n },
             cursor: Arc::default(),
-            message: pb::SubscribeResponse {
+            message: Encoded::new(&pb::SubscribeResponse {
                 kind: None,
                 cursor: n.to_string(),
-            },
+            }),
         }
     }
 
@@ -210,7 +214,10 @@ mod tests {
         assert!(b.push(&message(1), 100, 10));
         assert!(!b.push(&message(2), 100, 10), "past the shared budget");
         assert_eq!(budget.used(), 100, "only a's message is left");
-        assert_eq!(a.pop().await.map(|m| m.message.cursor), Ok("1".into()));
+        assert_eq!(
+            a.pop().await.map(|m| m.message.decode().cursor),
+            Ok("1".into())
+        );
         assert_eq!(budget.used(), 0);
         assert!(a.push(&message(2), 100, 10));
         drop(a);

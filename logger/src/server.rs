@@ -5,10 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use herald::{
-    backend::EventStore,
-    pb::{event_logger_server::EventLoggerServer, notifier_server::NotifierServer},
-};
+use herald::{backend::EventStore, pb::event_logger_server::EventLoggerServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -20,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::AuthLayer,
+    encoded::NotifierServer,
     guard::{BodyLayer, BodyLimits},
     metrics::RpcMetricsLayer,
     notifier::NotifierService,
@@ -30,7 +28,7 @@ use crate::{
 pub const HEALTH_SERVICES: [&str; 3] = [
     "",
     <EventLoggerServer<EventLoggerService> as NamedService>::NAME,
-    <NotifierServer<NotifierService> as NamedService>::NAME,
+    <NotifierServer as NamedService>::NAME,
 ];
 
 /// How the server treats calls and its own end.
@@ -193,11 +191,7 @@ where
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )
-        .add_service(
-            NotifierServer::from_arc(notifier)
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
-        )
+        .add_service(NotifierServer::new(notifier, max_message_bytes))
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small responses back for the peer's
             // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
