@@ -1,6 +1,10 @@
-//! The fan-out of one logger process: its local subscribers, by user, and
-//! the one tail of the notification log ([`Fanout::tail`]) that feeds them,
-//! each through a bounded queue of its own ([`crate::queue`]).
+//! The fan-out of one logger process: its local subscribers, in shards by
+//! user, and the one tail of the notification log ([`Fanout::tail`]) that
+//! feeds them, each through a bounded queue of its own ([`crate::queue`]).
+//! Each change is encoded once, when a first subscriber wants it, and every
+//! queue holds the same bytes ([`crate::encoded`]); publishing locks one
+//! shard at a time and never waits on a subscriber (a full queue is cut
+//! off).
 //!
 //! The tail reads the events of the statuses some local subscriber wants
 //! only (counted as subscribers come, go or are cut off), and while nobody
@@ -12,8 +16,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -42,14 +46,30 @@ const IDLE_NAP: Duration = Duration::from_millis(100);
 /// Subscribers of every user's changes are filed under this key.
 const EVERY_USER: &str = "";
 
+/// Shards of the subscribers: shard 0 holds those of every user's changes,
+/// the others those of one user each, by a hash of the user id.
+const SHARDS: usize = 64;
+
 struct Subscriber {
     filter: SubscriptionFilter,
     queue: Arc<Queue>,
 }
 
-/// The local subscribers of one logger, by user id (every user's under "").
+/// The local subscribers of one logger, sharded by user id (every user's in
+/// shard 0): publishing locks one shard at a time, so subscribers coming
+/// and going in other shards never wait for it.
 pub struct Fanout {
-    subscribers: Mutex<Subscribers>,
+    shards: Vec<Mutex<Shard>>,
+    /// How many subscribers want each status (in [`EventStatus::ALL`]'s
+    /// order): the tail reads the events of these statuses only. Counted up
+    /// before a subscriber enters its shard, so a publication that finds it
+    /// there sees its statuses counted.
+    wanting: [AtomicUsize; 4],
+    /// Subscribers registered in every shard.
+    subscribers: AtomicUsize,
+    /// The newest cursor offered to every subscriber (each shard's position
+    /// is at or past it).
+    position: Mutex<Cursor>,
     next_id: AtomicU64,
     buffer: usize,
     /// Woken when a subscriber registers (the tail naps while nobody wants
@@ -57,74 +77,60 @@ pub struct Fanout {
     arrived: Notify,
 }
 
-/// What the fan-out's lock guards.
+/// One shard: its subscribers by user id, and how far it has been offered
+/// the log.
 #[derive(Default)]
-struct Subscribers {
+struct Shard {
     by_user: HashMap<String, HashMap<u64, Subscriber>>,
-    /// The newest cursor offered to every subscriber: an idle subscriber has
-    /// had everything up to it. Moved with each publication, under the same
-    /// lock as the subscribers, so a new subscriber's starting point is
-    /// exact.
+    /// Every change up to here was offered to this shard's subscribers:
+    /// moved with each publication under the shard's lock, so a new
+    /// subscriber's starting point is exact.
     position: Cursor,
-    /// How many subscribers want each status (in [`EventStatus::ALL`]'s
-    /// order): the tail reads the events of these statuses only.
-    wanting: [usize; 4],
 }
 
-impl Subscribers {
-    /// Hands one logged change to the subscribers whose filters it matches
-    /// (`buffer` messages of room each) and moves the position past it.
-    fn publish(&mut self, notification: &Notification, buffer: usize) {
-        self.position
-            .advance(notification.partition, notification.entry);
-        let mut message = None;
+/// One change of a read, as published: built (and measured) once, when a
+/// first subscriber wants it.
+struct Change<'a> {
+    notification: &'a Notification,
+    /// Every partition's position once this change is published.
+    position: Cursor,
+    message: OnceLock<(Published, usize)>,
+}
+
+impl Change<'_> {
+    fn message(&self) -> &(Published, usize) {
+        self.message.get_or_init(|| {
+            let message = published(self.notification, &self.position);
+            let bytes = message.message.len();
+            (message, bytes)
+        })
+    }
+}
+
+impl Shard {
+    /// Hands `change` to the subscribers filed under `user` whose filters it
+    /// matches (`buffer` messages of room each); returns the statuses of
+    /// those cut off for want of room.
+    fn publish(&mut self, user: &str, change: &Change<'_>, buffer: usize) -> Vec<Vec<EventStatus>> {
         let mut cut_off = Vec::new();
-        for user in [notification.event.user_id.as_str(), EVERY_USER] {
-            let Some(group) = self.by_user.get_mut(user) else {
-                continue;
-            };
-            group.retain(|_, sub| {
-                if !sub.filter.matches(&notification.event) {
-                    return true;
-                }
-                let (message, bytes) = message.get_or_insert_with(|| {
-                    let message = published(notification, &self.position);
-                    let bytes = message.message.len();
-                    (message, bytes)
-                });
-                let kept = sub.queue.push(message, *bytes, buffer);
-                if !kept {
-                    cut_off.push(sub.filter.statuses.clone());
-                }
-                kept
-            });
-            if group.is_empty() {
-                self.by_user.remove(user);
+        let Some(group) = self.by_user.get_mut(user) else {
+            return cut_off;
+        };
+        group.retain(|_, sub| {
+            if !sub.filter.matches(&change.notification.event) {
+                return true;
             }
-        }
-        for statuses in cut_off {
-            self.count_statuses(&statuses, false);
-        }
-    }
-
-    /// The statuses some subscriber wants.
-    fn wanted(&self) -> Statuses {
-        EventStatus::ALL
-            .into_iter()
-            .zip(self.wanting)
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, _)| s)
-            .collect()
-    }
-
-    /// Counts `statuses` in (`up`) or out of [`Self::wanting`].
-    fn count_statuses(&mut self, statuses: &[EventStatus], up: bool) {
-        let statuses: Statuses = statuses.iter().copied().collect();
-        for (status, n) in EventStatus::ALL.into_iter().zip(&mut self.wanting) {
-            if statuses.contains(status) {
-                *n = if up { *n + 1 } else { n.saturating_sub(1) };
+            let (message, bytes) = change.message();
+            let kept = sub.queue.push(message, *bytes, buffer);
+            if !kept {
+                cut_off.push(sub.filter.statuses.clone());
             }
+            kept
+        });
+        if group.is_empty() {
+            self.by_user.remove(user);
         }
+        cut_off
     }
 }
 
@@ -132,35 +138,79 @@ impl Fanout {
     /// A fan-out with `buffer` messages of room per subscriber.
     pub fn new(buffer: usize) -> Arc<Self> {
         Arc::new(Self {
-            subscribers: Mutex::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            wanting: Default::default(),
+            subscribers: AtomicUsize::new(0),
+            position: Mutex::default(),
             next_id: AtomicU64::new(0),
             buffer,
             arrived: Notify::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Subscribers> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard of `user`'s subscribers.
+    fn shard_of(user: &str) -> usize {
+        if user == EVERY_USER {
+            return 0;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(user, &mut hasher);
+        1 + (std::hash::Hasher::finish(&hasher) % (SHARDS as u64 - 1)) as usize
+    }
+
+    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn global_position(&self) -> MutexGuard<'_, Cursor> {
+        self.position.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The newest cursor offered to every subscriber.
     pub(crate) fn position(&self) -> Cursor {
-        self.lock().position.clone()
+        self.global_position().clone()
     }
 
     /// Whether the position may trail the log's end: no subscriber is
     /// registered (the tail then naps), or the tail has not started.
     pub(crate) fn trails_log(&self) -> bool {
-        let subscribers = self.lock();
-        subscribers.by_user.is_empty() || subscribers.position.is_start()
+        self.subscribers.load(Ordering::SeqCst) == 0 || self.global_position().is_start()
     }
 
     fn set_position(&self, cursor: &Cursor) {
-        self.lock().position.clone_from(cursor);
+        for index in 0..SHARDS {
+            self.shard(index).position.clone_from(cursor);
+        }
+        self.global_position().clone_from(cursor);
     }
 
-    /// Registers a subscriber; returns its queue and the fan-out's position
-    /// at that moment (everything after it reaches the queue).
+    /// The statuses some subscriber wants.
+    fn wanted(&self) -> Statuses {
+        EventStatus::ALL
+            .into_iter()
+            .zip(&self.wanting)
+            .filter(|(_, n)| n.load(Ordering::SeqCst) > 0)
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Counts `statuses` in (`up`) or out of [`Self::wanting`].
+    fn count_statuses(&self, statuses: &[EventStatus], up: bool) {
+        let statuses: Statuses = statuses.iter().copied().collect();
+        for (status, n) in EventStatus::ALL.into_iter().zip(&self.wanting) {
+            if statuses.contains(status) {
+                if up {
+                    n.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    let _ =
+                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+                }
+            }
+        }
+    }
+
+    /// Registers a subscriber; returns its queue and its shard's position at
+    /// that moment (everything after it reaches the queue).
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         filter: SubscriptionFilter,
@@ -169,8 +219,9 @@ impl Fanout {
         let queue = Arc::new(Queue::new(budget));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let user = filter.user_id.clone();
-        let mut subscribers = self.lock();
-        subscribers.count_statuses(&filter.statuses, true);
+        let shard = Self::shard_of(&user);
+        self.count_statuses(&filter.statuses, true);
+        let mut subscribers = self.shard(shard);
         subscribers.by_user.entry(user.clone()).or_default().insert(
             id,
             Subscriber {
@@ -180,6 +231,7 @@ impl Fanout {
         );
         let position = subscribers.position.clone();
         drop(subscribers);
+        self.subscribers.fetch_add(1, Ordering::SeqCst);
         self.arrived.notify_one();
         let live = Live {
             queue,
@@ -193,45 +245,89 @@ impl Fanout {
     }
 
     fn remove(&self, user: &str, id: u64) {
-        let mut subscribers = self.lock();
-        let Some(of_user) = subscribers.by_user.get_mut(user) else {
+        let mut shard = self.shard(Self::shard_of(user));
+        let Some(of_user) = shard.by_user.get_mut(user) else {
             return;
         };
         let removed = of_user.remove(&id);
         if of_user.is_empty() {
-            subscribers.by_user.remove(user);
+            shard.by_user.remove(user);
         }
+        drop(shard);
         if let Some(sub) = removed {
-            subscribers.count_statuses(&sub.filter.statuses, false);
+            self.subscribers.fetch_sub(1, Ordering::SeqCst);
+            self.count_statuses(&sub.filter.statuses, false);
         }
     }
 
     /// Hands what the tail read to the subscribers whose filters each
-    /// change matches, and moves the fan-out's position through the read;
-    /// each message is built (and measured) once, and only if someone wants
-    /// it. The read passed over the statuses outside `wanted`: if a
-    /// subscriber wanting one of them joined since, nothing is handed out
-    /// and `false` says to read again (else that subscriber would miss them).
+    /// change matches, shard by shard, and moves every position through the
+    /// read; each message is built (and measured) once, and only if someone
+    /// wants it. The read passed over the statuses outside `wanted`: if a
+    /// subscriber wanting one of them joined since, the publication stops
+    /// and `false` says to read again (else that subscriber would miss
+    /// them; the shards already given the read skip what they had, by
+    /// cursor).
     fn publish_all(&self, read: &FeedRead, wanted: Statuses) -> bool {
-        let mut guard = self.lock();
-        let subscribers = &mut *guard;
-        if !wanted.covers(subscribers.wanted()) {
-            return false;
+        let mut position = self.position();
+        let changes: Vec<Change<'_>> = read
+            .notifications
+            .iter()
+            .map(|notification| {
+                position.advance(notification.partition, notification.entry);
+                Change {
+                    notification,
+                    position: position.clone(),
+                    message: OnceLock::new(),
+                }
+            })
+            .collect();
+        position.join(&read.through);
+        let mut by_shard: Vec<Vec<&Change<'_>>> = vec![Vec::new(); SHARDS];
+        for change in &changes {
+            by_shard[Self::shard_of(&change.notification.event.user_id)].push(change);
         }
-        for notification in &read.notifications {
-            subscribers.publish(notification, self.buffer);
+        let mut cut_off = Vec::new();
+        let mut complete = true;
+        for (index, mine) in by_shard.iter().enumerate() {
+            let mut shard = self.shard(index);
+            if !wanted.covers(self.wanted()) {
+                complete = false;
+                break;
+            }
+            if index == 0 {
+                for change in &changes {
+                    cut_off.extend(shard.publish(EVERY_USER, change, self.buffer));
+                }
+            } else {
+                for change in mine {
+                    let user = change.notification.event.user_id.as_str();
+                    cut_off.extend(shard.publish(user, change, self.buffer));
+                }
+            }
+            shard.position.clone_from(&position);
         }
-        subscribers.position.join(&read.through);
-        true
+        if complete {
+            *self.global_position() = position;
+        }
+        let cut = cut_off.len();
+        for statuses in cut_off {
+            self.count_statuses(&statuses, false);
+        }
+        self.subscribers.fetch_sub(cut, Ordering::SeqCst);
+        complete
     }
 
     /// Ends every subscription with UNAVAILABLE.
     fn close_all(&self) {
-        let mut subscribers = self.lock();
-        subscribers.wanting = [0; 4];
-        for (_, group) in subscribers.by_user.drain() {
-            for (_, sub) in group {
-                sub.queue.end(Ended::Closed);
+        for index in 0..SHARDS {
+            let drained: Vec<_> = self.shard(index).by_user.drain().collect();
+            for (_, group) in drained {
+                for (_, sub) in group {
+                    self.subscribers.fetch_sub(1, Ordering::SeqCst);
+                    self.count_statuses(&sub.filter.statuses, false);
+                    sub.queue.end(Ended::Closed);
+                }
             }
         }
     }
@@ -273,7 +369,7 @@ impl Fanout {
                         latest
                     }
                 };
-                let wanted = self.lock().wanted();
+                let wanted = self.wanted();
                 let read = if wanted == Statuses::NONE {
                     self.pass_over(feed.as_ref(), &current).await?
                 } else {
@@ -354,7 +450,7 @@ mod tests {
     use super::*;
 
     fn wanted(fanout: &Fanout) -> Statuses {
-        fanout.lock().wanted()
+        fanout.wanted()
     }
 
     fn change(user: &str, status: EventStatus, seq: u64) -> Notification {
@@ -402,5 +498,51 @@ mod tests {
         assert_eq!(wanted(&fanout), Statuses::NONE);
         drop(ann);
         assert_eq!(wanted(&fanout), Statuses::NONE);
+    }
+
+    #[tokio::test]
+    async fn every_shard_gets_its_users_changes_and_shard_zero_all_of_them() {
+        let fanout = Fanout::new(1_000);
+        let budget = Arc::new(Budget::new(1 << 24));
+        let users: Vec<String> = (0..200).map(|u| format!("user-{u}")).collect();
+        let lives: Vec<Live> = users
+            .iter()
+            .map(|u| {
+                fanout
+                    .subscribe(SubscriptionFilter::user(u.as_str()), budget.clone())
+                    .0
+            })
+            .collect();
+        let (everyone, _) = fanout.subscribe(SubscriptionFilter::user(""), budget.clone());
+        let used: std::collections::HashSet<usize> =
+            users.iter().map(|u| Fanout::shard_of(u)).collect();
+        assert!(
+            used.len() > 40,
+            "users spread over the shards: {}",
+            used.len()
+        );
+        let read = FeedRead {
+            notifications: (0..200)
+                .map(|i| change(&users[i], EventStatus::Processed, i as u64 + 1))
+                .collect(),
+            through: Cursor::start(Partitions::default()),
+        };
+        assert!(fanout.publish_all(&read, Statuses::ALL));
+        for (user, live) in users.iter().zip(&lives) {
+            let got = live.queue.pop().await.expect("a message");
+            let event = match got.message.decode().kind {
+                Some(Kind::Event(event)) => event,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(&event.user_id, user);
+        }
+        for i in 0..200u64 {
+            let got = everyone.queue.pop().await.expect("a message");
+            assert_eq!(got.entry.seq, i + 1, "in the log's order");
+        }
+        assert_eq!(budget.used(), 0, "every queue drained");
+        drop(lives);
+        drop(everyone);
+        assert!(fanout.trails_log(), "nobody left");
     }
 }

@@ -206,6 +206,16 @@ mod tests {
         assert!(!queue.push(&message(4), 1, 2), "ended for good");
     }
 
+    #[test]
+    fn a_queued_message_costs_a_small_fixed_size_beside_the_shared_bytes() {
+        // What a full queue holds per message on top of the message's bytes,
+        // which every queue shares: the documented per-stream figure.
+        let entry = std::mem::size_of::<(Published, usize)>();
+        assert!(entry <= 128, "{entry} bytes per queued message");
+        let queue = Queue::new(Arc::new(Budget::new(1)));
+        assert_eq!(queue.lock().messages.capacity(), 0, "allocated as it fills");
+    }
+
     #[tokio::test]
     async fn queues_of_one_client_share_the_budget() {
         let budget = Arc::new(Budget::new(250));

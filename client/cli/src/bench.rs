@@ -732,6 +732,10 @@ async fn fanout(
     // Let the server settle every stream before measuring them idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = resident_bytes(args.logger_pid)?;
+    let cpu_before = (
+        cpu_seconds(args.logger_pid),
+        cpu_seconds(Some(std::process::id())),
+    );
 
     let expected = args.subscribers as u64 * args.events;
     let bar = spinner("delivered", Some(expected));
@@ -760,6 +764,10 @@ async fn fanout(
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     let rss_after = resident_bytes(args.logger_pid)?;
+    let cpu_after = (
+        cpu_seconds(args.logger_pid),
+        cpu_seconds(Some(std::process::id())),
+    );
     if arrived.load(Ordering::Relaxed) < wanted {
         readers.abort_all();
     }
@@ -781,6 +789,25 @@ async fn fanout(
         ("arrived_messages", json!(delivery.ops)),
         ("all_arrived", json!(delivery.ops == expected)),
     ];
+    // CPU time of the burst (from the first create to the last arrival),
+    // per message delivered: the logger's and this client's own.
+    let per_message = |before: Option<f64>, after: Option<f64>| {
+        before
+            .zip(after)
+            .map(|(b, a)| (a - b) * 1e6 / delivery.ops.max(1) as f64)
+    };
+    if let Some(us) = per_message(cpu_before.0, cpu_after.0) {
+        figures.push((
+            "logger_cpu_us_per_message",
+            json!((us * 100.0).round() / 100.0),
+        ));
+    }
+    if let Some(us) = per_message(cpu_before.1, cpu_after.1) {
+        figures.push((
+            "bench_cpu_us_per_message",
+            json!((us * 100.0).round() / 100.0),
+        ));
+    }
     if let (Some(before), Some(idle), Some(after)) = (rss_before, rss_idle, rss_after) {
         let per_stream = |bytes: u64| bytes.saturating_sub(before) / args.subscribers.max(1) as u64;
         figures.extend([
@@ -799,6 +826,16 @@ async fn fanout(
         figures,
         series: vec![delivery],
     })
+}
+
+/// The CPU time (user and system, in seconds) process `pid` has used, from
+/// /proc, if a pid is given and it can be read.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// The resident memory of process `pid` (VmRSS in /proc), if one is given.
