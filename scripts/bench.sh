@@ -189,7 +189,7 @@ rest_of_suite() {
   e2e_with_cpu "$backend" "$server" call "$@"
   e2e_with_cpu "$backend" "$server" publisher "$@"
   bench "$backend" "$server" e2e --events "$RATE_EVENTS" --rate 1000 --concurrency 16
-  bench "$backend" "$server" fanout --subscribers "$SUBSCRIBERS" --events "$FANOUT_EVENTS"
+  bench "$backend" "$server" fanout --subscribers "$SUBSCRIBERS" --events "$FANOUT_EVENTS" --logger-pid "$logger_pid"
   bench "$backend" "$server" stats --duration "$DURATION" --warmup 1s
   echo "{\"benchmark\": \"rss\", \"backend\": \"$backend\", \"logger_peak_rss_mb\": $(peak_rss_mb "$logger_pid")}" >> "$OUT/results.jsonl"
 }
