@@ -120,7 +120,7 @@ pub async fn run_with(
     match backend.store.prepare().await {
         Err(err @ herald::Error::Misconfigured(_)) => return Err(err.into()),
         Err(err) => {
-            warn!(error = %err, "cannot check the storage layout yet; it is checked before first use")
+            warn!(storage = %backend_config.location(), error = %err, "cannot check the storage layout yet; it is checked before first use")
         }
         Ok(()) => {}
     }
@@ -143,6 +143,7 @@ pub async fn run_with(
     background.spawn(server::watch_health(
         reporter,
         backend.store.clone(),
+        backend_config.location(),
         shutdown.clone(),
     ));
     background.spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));

@@ -203,11 +203,13 @@ where
     Ok(())
 }
 
-/// Keeps health in step with the store: SERVING while it answers, NOT_SERVING
-/// while it does not, and NOT_SERVING from shutdown on.
+/// Keeps health in step with the store (at `location`, named in the
+/// warnings): SERVING while it answers, NOT_SERVING while it does not, and
+/// NOT_SERVING from shutdown on.
 pub async fn watch_health(
     reporter: HealthReporter,
     store: Arc<dyn EventStore>,
+    location: String,
     shutdown: CancellationToken,
 ) {
     let mut last = None;
@@ -216,7 +218,7 @@ pub async fn watch_health(
             Ok(()) => ServingStatus::Serving,
             Err(err) => {
                 if last != Some(ServingStatus::NotServing) {
-                    warn!(error = %err, "storage unreachable; health is NOT_SERVING");
+                    warn!(storage = %location, error = %err, "storage unreachable; health is NOT_SERVING");
                 }
                 ServingStatus::NotServing
             }

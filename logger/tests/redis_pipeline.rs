@@ -399,3 +399,45 @@ async fn events_settle_soon_after_the_logger_comes_back() {
     let _ = processor.handle.await;
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn a_processor_takes_no_event_until_its_logger_answers() {
+    let Some((redis, logger, client)) = redis_and_logger().await else {
+        return;
+    };
+    // The processor's logger is not there yet: a free port, nothing on it.
+    let later = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let later_url = format!("http://{}", later.local_addr().expect("addr"));
+    drop(later);
+    let lines = Lines::default();
+    let processor = Processor::start(&redis.url(), &later_url, &[], lines.sink());
+    let event = client
+        .create_event("ivy", "waits for its logger")
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        lines.lines().is_empty(),
+        "nothing sent before a settle can work"
+    );
+    let pending = client.get_event(event.id).await.expect("get");
+    assert_eq!(pending.status, EventStatus::Pending);
+
+    // Its logger comes up: the event goes through, once.
+    let listener = tokio::net::TcpListener::bind(later_url.trim_start_matches("http://"))
+        .await
+        .expect("the same port again");
+    let second = Logger::start_on(
+        listener,
+        &["--redis-url", &redis.url()],
+        Lines::default().sink(),
+    )
+    .await;
+    all_processed(&client, &[event.id], Duration::from_secs(20)).await;
+    assert_eq!(lines.lines(), [notification_line(&event)]);
+    processor.shutdown.cancel();
+    second.stop_within(Duration::from_secs(10)).await;
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -78,8 +78,22 @@ pub async fn run_with(
     let registry = prometheus::Registry::new();
     let worker_metrics = metrics::WorkerMetrics::register(&registry);
     // A bad channels file stops the start at once, Redis up or not.
-    let worker = Worker::new(&backend, client, line, &config.worker, worker_metrics)?;
-    wait_until_prepared(backend.store.as_ref(), &shutdown).await?;
+    let worker = Worker::new(
+        &backend,
+        client.clone(),
+        line,
+        &config.worker,
+        worker_metrics,
+    )?;
+    wait_until_prepared(
+        backend.store.as_ref(),
+        &backend_config.location(),
+        &shutdown,
+    )
+    .await?;
+    // No event is taken (and no notification sent) before its settle can
+    // reach the logger.
+    wait_for_logger(&client, &config.logger_url, &shutdown).await;
     tracing::info!(
         consumer = %config.worker.consumer_name,
         logger = %config.logger_url,
@@ -117,6 +131,7 @@ pub async fn run_with(
 /// is an error at once. Returns early (with `Ok`) on `shutdown`.
 async fn wait_until_prepared(
     store: &dyn EventStore,
+    location: &str,
     shutdown: &CancellationToken,
 ) -> herald::Result<()> {
     let mut backoff = Backoff::up_to(Duration::from_secs(5));
@@ -125,11 +140,33 @@ async fn wait_until_prepared(
             Ok(()) => return Ok(()),
             Err(err @ herald::Error::Misconfigured(_)) => return Err(err),
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?backoff.next_wait(), "cannot check the storage layout");
+                tracing::warn!(storage = %location, error = %err, retry_in = ?backoff.next_wait(), "cannot check the storage layout");
                 if !backoff.sleep(shutdown).await {
                     return Ok(());
                 }
             }
+        }
+    }
+}
+
+/// Waits until the logger at `url` answers a health check (each try within
+/// 5 s), warning with its URL while it does not. Returns early on `shutdown`.
+async fn wait_for_logger(client: &Client, url: &str, shutdown: &CancellationToken) {
+    let mut backoff = Backoff::up_to(Duration::from_secs(5));
+    loop {
+        let error = match tokio::time::timeout(Duration::from_secs(5), client.health("")).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no answer within 5s".to_owned(),
+        };
+        tracing::warn!(
+            logger = %url,
+            error = %error,
+            retry_in = ?backoff.next_wait(),
+            "cannot reach the logger (--logger-url); no event is taken until it answers"
+        );
+        if !backoff.sleep(shutdown).await {
+            return;
         }
     }
 }

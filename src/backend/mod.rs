@@ -462,6 +462,33 @@ pub enum BackendConfig {
     },
 }
 
+impl BackendConfig {
+    /// Where the data is, for messages: the Redis URL(s) without any
+    /// password, or `memory`.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Memory => "memory".to_owned(),
+            Self::Redis { url, .. } => without_password(url),
+            Self::RedisCluster { urls, .. } => urls
+                .iter()
+                .map(|u| without_password(u))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// `url` with its user information (`user:password@`) hidden.
+fn without_password(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Opens the configured backend, its store wrapped in [`Batching`]. Redis
 /// connections are made lazily, so this succeeds while Redis is down; only a
 /// malformed URL fails. Needs a Tokio runtime (for the batching tasks).
@@ -535,3 +562,23 @@ pub const DEFAULT_NOTIFICATIONS_MAX_LEN: usize = 32_000;
 pub const DEFAULT_REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The consumer group of the processors.
 pub const GROUP: &str = "processors";
+
+#[cfg(test)]
+mod location_tests {
+    use super::BackendConfig;
+
+    #[test]
+    fn a_location_names_the_servers_but_no_password() {
+        let redis = BackendConfig::Redis {
+            url: "redis://:s3cret@cache.internal:6379/0".into(),
+            prefix: "herald".into(),
+        };
+        assert_eq!(redis.location(), "redis://***@cache.internal:6379/0");
+        let cluster = BackendConfig::RedisCluster {
+            urls: vec!["redis://a:7000".into(), "rediss://u:p@b:7001".into()],
+            prefix: "herald".into(),
+        };
+        assert_eq!(cluster.location(), "redis://a:7000,rediss://***@b:7001");
+        assert_eq!(BackendConfig::Memory.location(), "memory");
+    }
+}
