@@ -117,9 +117,16 @@ async fn main() -> ExitCode {
     match run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
-            for v in err.violations() {
-                eprintln!("  {}: {}", v.field, v.description);
+            // The server's message lists the violations too: each is
+            // printed once, on a line of its own.
+            match err.violations() {
+                [] => eprintln!("error: {err}"),
+                violations => {
+                    eprintln!("error: InvalidArgument:");
+                    for v in violations {
+                        eprintln!("  {}: {}", v.field, v.description);
+                    }
+                }
             }
             ExitCode::FAILURE
         }

@@ -19,14 +19,11 @@ pub enum DeadLettersCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Put FAILED events back in the queue and remove their dead letters.
+    /// Put FAILED events back in the queue and remove their dead letters:
+    /// give event ids, or --all.
     Redrive {
         /// Every dead letter's event.
-        #[arg(
-            long,
-            conflicts_with = "event_ids",
-            required_unless_present = "event_ids"
-        )]
+        #[arg(long, conflicts_with = "event_ids")]
         all: bool,
         /// The events to put back.
         event_ids: Vec<Uuid>,
@@ -43,8 +40,22 @@ pub async fn run(client: &Client, command: &DeadLettersCommand, json: bool) -> R
     }
 }
 
+/// One line of the text listing: dead letter id, event id, user,
+/// deliveries and reason, in columns.
+fn row(id: &str, event: &str, user: &str, deliveries: &str, reason: &str) -> String {
+    format!("{id:<11}  {event:<36}  {user:<12}  {deliveries:>10}  {reason}")
+}
+
 async fn list(client: &Client, page_size: u32, all: bool, json: bool) -> Result<(), Error> {
-    let print = |dead: &DeadLetter| {
+    let mut printed = 0;
+    let mut print = |dead: &DeadLetter| {
+        if printed == 0 && !json {
+            println!(
+                "{}",
+                row("DEAD LETTER", "EVENT", "USER", "DELIVERIES", "REASON")
+            );
+        }
+        printed += 1;
         if json {
             println!(
                 "{}",
@@ -57,10 +68,15 @@ async fn list(client: &Client, page_size: u32, all: bool, json: bool) -> Result<
                 })
             );
         } else {
-            println!(
-                "{}  {}  {}  {}  {}",
-                dead.id, dead.event.id, dead.event.user_id, dead.deliveries, dead.reason
+            let (event, deliveries) = (dead.event.id.to_string(), dead.deliveries.to_string());
+            let row = row(
+                &dead.id,
+                &event,
+                &dead.event.user_id,
+                &deliveries,
+                &dead.reason,
             );
+            println!("{row}");
         }
     };
     if all {
@@ -74,16 +90,19 @@ async fn list(client: &Client, page_size: u32, all: bool, json: bool) -> Result<
             .await?
             .items
             .iter()
-            .for_each(print);
+            .for_each(&mut print);
+    }
+    if printed == 0 && !json {
+        println!("no dead letters");
     }
     Ok(())
 }
 
 async fn redrive(client: &Client, all: bool, event_ids: &[Uuid], json: bool) -> Result<(), Error> {
-    let which = if all {
-        Redrive::All
-    } else {
-        Redrive::Ids(event_ids.to_vec())
+    let which = match (all, event_ids) {
+        (true, _) => Redrive::All,
+        (false, []) => return Err(Error::Setup("give event ids or --all".into())),
+        (false, ids) => Redrive::Ids(ids.to_vec()),
     };
     let mut failed = None;
     for result in client.redrive(which).await? {

@@ -33,9 +33,15 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     SystemTime::try_from(t).map_err(|_| format!("time out of range: {s:?}"))
 }
 
-/// Reads a status flag: pending, processed, opened or failed.
+/// Reads a status flag: pending, processed, opened or failed (any case, with
+/// or without the protobuf prefix `EVENT_STATUS_`).
 pub fn parse_status(s: &str) -> Result<EventStatus, String> {
-    EventStatus::parse(s)
+    // The protobuf spelling (EVENT_STATUS_OPENED, as grpcurl writes it) too.
+    let name = s
+        .get(.."EVENT_STATUS_".len())
+        .filter(|p| p.eq_ignore_ascii_case("EVENT_STATUS_"))
+        .map_or(s, |_| &s["EVENT_STATUS_".len()..]);
+    EventStatus::parse(name)
         .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
 }
 
