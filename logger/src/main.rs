@@ -4,8 +4,12 @@ use anyhow::Context;
 use herald_logger::Config;
 use tokio_util::sync::CancellationToken;
 
+fn main() -> std::process::ExitCode {
+    herald_runtime::process::exit_with(serve())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let config: Config = herald_runtime::process::parse_args();
     herald_runtime::process::init_tracing(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)

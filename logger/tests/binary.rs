@@ -136,11 +136,16 @@ async fn the_binary_serves_its_console_where_asked() {
             "--console-listen",
             &console.to_string(),
         ])
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run herald-logger");
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("--console-listen"), "{text}");
+    // The user's own mistake: one line, no backtrace, RUST_BACKTRACE or not.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" WARN ")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].starts_with("error: cannot listen on"), "{text}");
 }
 
 #[tokio::test]

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use herald_processor::{Config, LineChannel};
 use tokio_util::sync::CancellationToken;
 
+fn main() -> std::process::ExitCode {
+    herald_runtime::process::exit_with(serve())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let config: Config = herald_runtime::process::parse_args();
     herald_runtime::process::init_tracing(config.log.log_format);
     let shutdown = CancellationToken::new();

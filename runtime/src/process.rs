@@ -54,6 +54,20 @@ impl Backoff {
     }
 }
 
+/// How a server binary ends: success, or its error on one line
+/// (`error: what: why`) with a non-zero status. A start-up error is the
+/// user's to fix (a taken port, a bad file), so no backtrace is printed
+/// even under `RUST_BACKTRACE=1`.
+pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
