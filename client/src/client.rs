@@ -813,7 +813,28 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    with_hint(text)
+}
+
+/// `text` (a transport error), with what to do about it where the cause is
+/// a known mistake of the caller's: TLS spoken to a plain server or the
+/// other way round, or a certificate signed by a CA this side does not
+/// trust.
+pub(crate) fn with_hint(text: String) -> String {
+    let hint = if text.contains("frame with invalid size") {
+        // TLS handshake bytes read as HTTP/2 frames.
+        "this server speaks TLS: use https://"
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        "this server does not speak TLS: use http://"
+    } else if text.contains("UnknownIssuer") || text.contains("CaUsedAsEndEntity") {
+        "the server's certificate is not trusted: pass the CA that signed it (--ca-cert)"
+    } else {
+        return text;
+    };
+    if text.contains(hint) {
+        return text;
+    }
+    format!("{text} ({hint})")
 }
 
 #[cfg(test)]

@@ -109,13 +109,19 @@ impl From<Status> for Error {
                 format!("{message}: {chain}")
             };
         }
+        let lost = connection_lost(&status);
         Self::Rpc {
-            code: if connection_lost(&status) {
+            code: if lost {
                 Code::Unavailable
             } else {
                 status.code()
             },
-            message,
+            // Only this side's own reports get a hint, never a server's words.
+            message: if lost || status.code() == Code::Internal {
+                crate::client::with_hint(message)
+            } else {
+                message
+            },
             violations,
             retry_after,
         }

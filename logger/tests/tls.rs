@@ -168,13 +168,23 @@ async fn https_with_a_trusted_ca_works_and_nothing_else_does() {
         .await
         .expect_err("untrusted");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
-    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "the server's certificate is not trusted: pass the CA that signed it (--ca-cert)"
+        ),
+        "{err}"
+    );
     // A name the certificate does not carry is refused.
     let err = try_call(&https, &pki.tls(None).with_domain("other.example"))
         .await
         .expect_err("wrong name");
-    assert!(err.to_string().contains("certificate"), "{err}");
-    // Plain HTTP/2 to a TLS port gets nowhere.
+    assert!(
+        err.to_string().contains("certificate not valid for name"),
+        "{err}"
+    );
+    // Plain HTTP/2 to a TLS port gets nowhere. (Whether the client reads
+    // the server's TLS answer, and hints at https://, or only sees it close
+    // the connection depends on timing: not asserted.)
     let plain = try_call(&logger.url(), &Tls::default()).await;
     assert!(plain.is_err(), "plaintext to a TLS port must fail");
 
