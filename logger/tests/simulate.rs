@@ -48,6 +48,14 @@ async fn observed_ratios_match_the_requested_ones() {
     // Lost three times running: 0.3^3 = 2.7% of 1,000, sd ~5.1; within 4 sd.
     assert!((6..=48).contains(&report.failed), "{report:?}");
     assert!((report.expected_failure_ratio - 0.027).abs() < 1e-9);
+    let (lo, hi) = report.failure_interval;
+    assert!(
+        lo <= report.observed_failure_ratio
+            && report.observed_failure_ratio <= hi
+            && hi - lo < 0.03,
+        "{report:?}"
+    );
+    assert!(report.text().contains("95% interval"), "{}", report.text());
     // Opened: 30% of the processed ones, within 4 sd.
     let n = report.processed as f64;
     let sd = (n * 0.3 * 0.7).sqrt();

@@ -62,12 +62,17 @@ pub struct SimulationReport {
     pub observed_failure_ratio: f64,
     /// What the loss ratio makes of it: loss_ratio ^ max_deliveries.
     pub expected_failure_ratio: f64,
+    /// The 95% interval of the failure ratio, given how many events ran
+    /// (Wilson's score interval).
+    pub failure_interval: (f64, f64),
     /// The per-attempt loss the failures imply: failure ratio ^ (1 / max_deliveries).
     pub implied_loss_ratio: f64,
     /// The open ratio asked for.
     pub requested_open_ratio: f64,
     /// opened / processed.
     pub observed_open_ratio: f64,
+    /// The 95% interval of the open ratio (Wilson's score interval).
+    pub open_interval: (f64, f64),
     /// Delivery latency (created_at to PROCESSED, server clocks) at 50, 90,
     /// 99 and 100 percent, in milliseconds.
     pub latency_ms: [f64; 4],
@@ -89,11 +94,13 @@ impl SimulationReport {
             },
             "failure_ratio": {
                 "observed": self.observed_failure_ratio,
+                "interval_95": [self.failure_interval.0, self.failure_interval.1],
                 "expected": self.expected_failure_ratio,
             },
             "open_ratio": {
                 "requested": self.requested_open_ratio,
                 "observed": self.observed_open_ratio,
+                "interval_95": [self.open_interval.0, self.open_interval.1],
             },
             "latency_ms": {
                 "p50": self.latency_ms[0],
@@ -114,8 +121,8 @@ impl SimulationReport {
              failed     {}\n\
              opened     {}\n\
              pending    {}\n\
-             failure ratio  observed {:.4}  expected {:.4} (loss {:.3} per attempt; implied {:.3})\n\
-             open ratio     observed {:.3}  requested {:.3}\n\
+             failure ratio  observed {:.4} (95% interval {:.4} to {:.4})  expected {:.4}: {} (loss {:.3} per attempt; implied {:.3})\n\
+             open ratio     observed {:.3} (95% interval {:.3} to {:.3})  requested {:.3}: {}\n\
              delivery latency ms  p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}\n",
             self.run,
             self.created,
@@ -124,11 +131,17 @@ impl SimulationReport {
             self.opened,
             self.pending,
             self.observed_failure_ratio,
+            self.failure_interval.0,
+            self.failure_interval.1,
             self.expected_failure_ratio,
+            verdict(self.failure_interval, self.expected_failure_ratio),
             self.requested_loss_ratio,
             self.implied_loss_ratio,
             self.observed_open_ratio,
+            self.open_interval.0,
+            self.open_interval.1,
             self.requested_open_ratio,
+            verdict(self.open_interval, self.requested_open_ratio),
         )
     }
 }
@@ -250,11 +263,36 @@ pub async fn simulate(
         expected_failure_ratio: options
             .loss_ratio
             .powi(options.max_deliveries.max(1) as i32),
+        failure_interval: wilson(get(EventStatus::Failed), total),
+        open_interval: wilson(get(EventStatus::Opened), processed),
         implied_loss_ratio: failure.powf(1.0 / f64::from(options.max_deliveries.max(1))),
         requested_open_ratio: options.open_ratio,
         observed_open_ratio: ratio(get(EventStatus::Opened), processed),
         latency_ms: [quantile(0.5), quantile(0.9), quantile(0.99), quantile(1.0)],
     })
+}
+
+/// The 95% score interval (Wilson's) of a ratio seen as `hits` out of `n`:
+/// where the true ratio lies, given the sample's size; (0, 1) for no sample.
+pub fn wilson(hits: u64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    const Z: f64 = 1.959_964;
+    let (n, p) = (n as f64, hits as f64 / n as f64);
+    let z2 = Z * Z / n;
+    let center = (p + z2 / 2.0) / (1.0 + z2);
+    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n)).sqrt() / (1.0 + z2);
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
+/// Whether `expected` is within `interval`: said for a person reading the report.
+fn verdict(interval: (f64, f64), expected: f64) -> &'static str {
+    if (interval.0..=interval.1).contains(&expected) {
+        "within the interval (the difference is noise)"
+    } else {
+        "outside the interval (a real difference)"
+    }
 }
 
 /// Events that reached PROCESSED: those still there and those OPENED since.
@@ -274,4 +312,23 @@ async fn count_by_status(client: &Client, run: &str) -> Result<HashMap<EventStat
         *counts.entry(event?.status).or_default() += 1;
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wilson;
+
+    #[test]
+    fn the_score_interval_matches_the_textbook_and_narrows_with_the_sample() {
+        let (lo, hi) = wilson(10, 100);
+        assert!(
+            (lo - 0.0552).abs() < 5e-4 && (hi - 0.1744).abs() < 5e-4,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson(1_000, 10_000);
+        assert!(lo > 0.093 && hi < 0.107 && hi - lo < 0.013, "{lo} {hi}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+        let (lo, hi) = wilson(0, 50);
+        assert!(lo == 0.0 && hi > 0.0 && hi < 0.08, "{lo} {hi}");
+    }
 }
