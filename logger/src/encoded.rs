@@ -75,7 +75,8 @@ impl Encoded {
     }
 
     /// The message, decoded back (for tests).
-    pub fn decode(&self) -> pb::SubscribeResponse {
+    #[cfg(test)]
+    pub(crate) fn decode(&self) -> pb::SubscribeResponse {
         let mut bytes = self.shared.to_vec();
         bytes.extend_from_slice(self.cursor.as_deref().unwrap_or_default());
         pb::SubscribeResponse::decode(bytes.as_slice()).expect("encoded by this module")

@@ -92,8 +92,9 @@ struct Shard {
 /// first subscriber wants it.
 struct Change<'a> {
     notification: &'a Notification,
-    /// Every partition's position once this change is published.
-    position: Cursor,
+    /// Every partition's position once this change is published (shared
+    /// with every queue that gets it).
+    position: Arc<Cursor>,
     message: OnceLock<(Published, usize)>,
 }
 
@@ -277,7 +278,7 @@ impl Fanout {
                 position.advance(notification.partition, notification.entry);
                 Change {
                     notification,
-                    position: position.clone(),
+                    position: Arc::new(position.clone()),
                     message: OnceLock::new(),
                 }
             })
@@ -414,11 +415,11 @@ pub(crate) fn event_message(notification: &Notification, cursor: &Cursor) -> pb:
 }
 
 /// One logged change as the fan-out hands it out, published at `position`.
-fn published(notification: &Notification, position: &Cursor) -> Published {
+fn published(notification: &Notification, position: &Arc<Cursor>) -> Published {
     Published {
         partition: notification.partition,
         entry: notification.entry,
-        cursor: Arc::new(position.clone()),
+        cursor: position.clone(),
         message: Encoded::new(&event_message(notification, position)),
     }
 }

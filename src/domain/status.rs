@@ -56,8 +56,15 @@ impl EventStatus {
         }
     }
 
-    /// Parses a name as written by [`EventStatus::as_str`], case-insensitively.
+    /// Parses a name as written by [`EventStatus::as_str`], case-insensitively,
+    /// with or without the protobuf enum's prefix (`EVENT_STATUS_OPENED`, as
+    /// grpcurl writes it).
     pub fn parse(name: &str) -> Option<Self> {
+        const PREFIX: &str = "EVENT_STATUS_";
+        let name = match name.get(..PREFIX.len()) {
+            Some(head) if head.eq_ignore_ascii_case(PREFIX) => &name[PREFIX.len()..],
+            _ => name,
+        };
         Self::ALL
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(name))

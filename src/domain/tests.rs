@@ -321,6 +321,15 @@ fn status_names_round_trip() {
     }
     assert!(EventStatus::parse("done").is_none());
     assert_eq!(
+        EventStatus::parse("EVENT_STATUS_OPENED"),
+        Some(EventStatus::Opened)
+    );
+    assert_eq!(
+        EventStatus::parse("event_status_failed"),
+        Some(EventStatus::Failed)
+    );
+    assert!(EventStatus::parse("EVENT_STATUS_").is_none());
+    assert_eq!(
         fields(EventStatus::from_pb(0, "status").expect_err("unspecified")),
         ["status"]
     );

@@ -29,3 +29,15 @@ pub fn from_micros(micros: i64) -> SystemTime {
 pub fn rfc3339(t: SystemTime) -> String {
     prost_types::Timestamp::from(t).to_string()
 }
+
+/// Reads an RFC 3339 time (what [`rfc3339`] writes, or any offset); the
+/// error says what was wrong with `text`, quoted short.
+pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
+    let t: prost_types::Timestamp = text.parse().map_err(|_| {
+        format!(
+            "not an RFC 3339 time: {} (e.g. 2026-11-22T10:00:00Z)",
+            crate::error::quote(text)
+        )
+    })?;
+    SystemTime::try_from(t).map_err(|_| format!("time out of range: {}", crate::error::quote(text)))
+}

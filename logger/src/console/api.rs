@@ -14,145 +14,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::StreamExt;
-use herald::{Event, EventStatus, auth::Scope, cursor::Cursor, error::truncate};
-use herald_client::{Client, Error, ListEvents, Message, Redrive, SubscribeOptions, rfc3339};
+use herald::{Event, EventStatus, auth::Scope};
+use herald_client::{Client, Error, ListEvents, Message, Redrive, SubscribeOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tonic::Code;
 use uuid::Uuid;
 
-use super::Console;
-
-/// How many log entries an event's history reads at most, from its creation on.
-const HISTORY_SCAN: usize = 5_000;
-/// Entries read from the log at a time.
-const HISTORY_PAGE: usize = 500;
-/// How far before an event's creation its history is looked for (the log's
-/// clock and the logger's may differ).
-const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
-/// Longest error message sent to the page.
-const MAX_MESSAGE: usize = 1_024;
-
-/// An error as the page receives it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    /// An error with `status` and its own `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: status.canonical_reason().unwrap_or("error"),
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    /// NOT_FOUND with `message`.
-    pub fn not_found(message: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// INVALID_ARGUMENT on `field`.
-    fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.to_owned()),
-            code: "INVALID_ARGUMENT",
-            ..Self::new(
-                StatusCode::BAD_REQUEST,
-                format!("{field}: {}", message.into()),
-            )
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        let code = err.code();
-        let status = match code {
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => StatusCode::CONFLICT,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let (message, field) = match err {
-            Error::Rpc {
-                message,
-                violations,
-                ..
-            } if !violations.is_empty() => {
-                let field = violations.first().map(|v| v.field.clone());
-                let text = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (if text.is_empty() { message } else { text }, field)
-            }
-            Error::Rpc { message, .. } => (message, None),
-            other => (other.to_string(), None),
-        };
-        Self {
-            status,
-            code: code_name(code),
-            message,
-            field,
-        }
-    }
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::NotFound => "NOT_FOUND",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "code": self.code,
-            "message": truncate(&self.message, MAX_MESSAGE),
-            "field": self.field,
-        });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self {
-            code: "INVALID_ARGUMENT",
-            ..Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        Self {
-            code: "INVALID_ARGUMENT",
-            ..Self::new(rejection.status(), rejection.body_text())
-        }
-    }
-}
+use super::{
+    Console,
+    error::{ApiError, storage_error},
+};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -334,57 +205,6 @@ pub async fn event(
     .into_response())
 }
 
-impl Console {
-    /// The changes of `event` the notification log still holds, oldest
-    /// first (`{"status", "at", "cursor"}`), and whether they are all of
-    /// them: false when the log was trimmed past the event's creation, or
-    /// more than [`HISTORY_SCAN`] entries came after it.
-    async fn history(&self, event: &Event) -> Result<(Vec<Value>, bool), ApiError> {
-        let partition = self.partitions.of_user(&event.user_id);
-        let since = event
-            .created_at
-            .checked_sub(CLOCK_SKEW)
-            .unwrap_or(event.created_at);
-        let mut cursor = Cursor::start(self.partitions);
-        cursor.set(partition, self.feed.position_before(since));
-        let trimmed = self
-            .feed
-            .history()
-            .await
-            .map_err(storage_error)?
-            .trimmed_through;
-        let mut complete = trimmed.get(partition) <= cursor.get(partition);
-        let (mut changes, mut scanned) = (Vec::new(), 0);
-        loop {
-            let read = self
-                .feed
-                .read_range(&cursor, Some(partition), HISTORY_PAGE)
-                .await
-                .map_err(storage_error)?;
-            let count = read.len();
-            for entry in read {
-                cursor.set(partition, entry.entry);
-                if entry.event.id == event.id {
-                    changes.push(json!({
-                        "status": entry.event.status.as_str(),
-                        "at": rfc3339(entry.event.updated_at),
-                        "cursor": cursor.to_string(),
-                    }));
-                }
-            }
-            scanned += count;
-            if count < HISTORY_PAGE {
-                break;
-            }
-            if scanned >= HISTORY_SCAN {
-                complete = false;
-                break;
-            }
-        }
-        Ok((changes, complete))
-    }
-}
-
 /// The query of `GET /api/dead-letters`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -563,17 +383,9 @@ pub async fn feed(
         .into_response())
 }
 
-/// The notification log could not be read.
-fn storage_error(err: herald::Error) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("notification log: {err}"),
-    )
-}
-
 fn parse_status(field: &str, name: &str) -> Result<EventStatus, ApiError> {
     let name = name.trim();
-    EventStatus::parse(name.strip_prefix("EVENT_STATUS_").unwrap_or(name)).ok_or_else(|| {
+    EventStatus::parse(name).ok_or_else(|| {
         ApiError::invalid(
             field,
             format!(
@@ -585,10 +397,5 @@ fn parse_status(field: &str, name: &str) -> Result<EventStatus, ApiError> {
 }
 
 fn parse_time(field: &str, text: &str) -> Result<SystemTime, ApiError> {
-    humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ApiError::invalid(
-            field,
-            format!("is not an RFC 3339 time: {}", herald::error::quote(text)),
-        )
-    })
+    herald::domain::parse_rfc3339(text).map_err(|why| ApiError::invalid(field, why))
 }

@@ -7,7 +7,8 @@
 //! (`authorization: Bearer`, kept in the browser's sessionStorage) is passed
 //! on as it came, so scopes, user tokens and rate limits apply unchanged.
 //! Only the status history of an event reads the notification log directly,
-//! after the caller was allowed to read the event.
+//! after the caller was allowed to read the event. The routes are in
+//! [`api`], the errors they answer in [`error`], the history in `history`.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from this origin only, no inline code), and the page renders
@@ -16,6 +17,8 @@
 //! rebinding), and a change (POST) must be JSON from the same origin.
 
 pub mod api;
+pub mod error;
+mod history;
 
 use std::{
     collections::VecDeque,
@@ -160,7 +163,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))
-        .fallback(|| async { api::ApiError::not_found("no such page or API") })
+        .fallback(|| async { error::ApiError::not_found("no such page or API") })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)
@@ -187,13 +190,13 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
     secure(next.run(request).await)
 }
 
-fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), api::ApiError> {
+fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), error::ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     if console.keys.is_open() && !local_host(host) {
-        return Err(api::ApiError::new(
+        return Err(error::ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "a console without keys answers only at an IP address or localhost",
         ));
@@ -204,7 +207,7 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !json {
-            return Err(api::ApiError::new(
+            return Err(error::ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send changes as application/json",
             ));
@@ -212,7 +215,7 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let same = |o: &str| o.split_once("://").is_some_and(|(_, rest)| rest == host);
         if origin.is_some_and(|o| !same(o)) {
-            return Err(api::ApiError::new(
+            return Err(error::ApiError::new(
                 StatusCode::FORBIDDEN,
                 "changes are accepted from the console's own page only",
             ));

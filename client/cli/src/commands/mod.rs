@@ -27,21 +27,13 @@ pub fn parse_payload(s: &str) -> Result<Payload, String> {
 
 /// Reads an RFC 3339 time flag.
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
-    let t: prost_types::Timestamp = s
-        .parse()
-        .map_err(|_| format!("not an RFC 3339 time: {s:?} (e.g. 2026-11-22T10:00:00Z)"))?;
-    SystemTime::try_from(t).map_err(|_| format!("time out of range: {s:?}"))
+    herald::domain::parse_rfc3339(s)
 }
 
 /// Reads a status flag: pending, processed, opened or failed (any case, with
 /// or without the protobuf prefix `EVENT_STATUS_`).
 pub fn parse_status(s: &str) -> Result<EventStatus, String> {
-    // The protobuf spelling (EVENT_STATUS_OPENED, as grpcurl writes it) too.
-    let name = s
-        .get(.."EVENT_STATUS_".len())
-        .filter(|p| p.eq_ignore_ascii_case("EVENT_STATUS_"))
-        .map_or(s, |_| &s["EVENT_STATUS_".len()..]);
-    EventStatus::parse(name)
+    EventStatus::parse(s)
         .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
 }
 

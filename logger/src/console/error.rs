@@ -1,0 +1,146 @@
+//! The console API's errors: [`ApiError`], the JSON every failed call answers
+//! (`{"code", "message", "field"}` with the HTTP status of the gRPC code),
+//! and how client errors and bad requests become one.
+
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use herald::error::truncate;
+use herald_client::Error;
+use serde_json::json;
+use tonic::Code;
+
+/// Longest error message sent to the page.
+const MAX_MESSAGE: usize = 1_024;
+
+/// An error as the page receives it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `status` and its own `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: status.canonical_reason().unwrap_or("error"),
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// NOT_FOUND with `message`.
+    pub fn not_found(message: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// INVALID_ARGUMENT on `field`.
+    pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            code: "INVALID_ARGUMENT",
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: {}", message.into()),
+            )
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let code = err.code();
+        let status = match code {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => StatusCode::CONFLICT,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let (message, field) = match err {
+            Error::Rpc {
+                message,
+                violations,
+                ..
+            } if !violations.is_empty() => {
+                let field = violations.first().map(|v| v.field.clone());
+                let text = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (if text.is_empty() { message } else { text }, field)
+            }
+            Error::Rpc { message, .. } => (message, None),
+            other => (other.to_string(), None),
+        };
+        Self {
+            status,
+            code: code_name(code),
+            message,
+            field,
+        }
+    }
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::NotFound => "NOT_FOUND",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "code": self.code,
+            "message": truncate(&self.message, MAX_MESSAGE),
+            "field": self.field,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self {
+            code: "INVALID_ARGUMENT",
+            ..Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self {
+            code: "INVALID_ARGUMENT",
+            ..Self::new(rejection.status(), rejection.body_text())
+        }
+    }
+}
+
+/// The notification log could not be read.
+pub(super) fn storage_error(err: herald::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("notification log: {err}"),
+    )
+}
