@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
 /// Where a side server listens; `None` for nowhere (`off`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listen(pub Option<SocketAddr>);
@@ -72,7 +75,10 @@ pub async fn serve<S, B>(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
+                    // Out of file descriptors, say: wait a little rather
+                    // than spin on an error that will not clear at once.
                     debug!(error = %err, what, "accept failed");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
             },
