@@ -75,6 +75,21 @@ impl fmt::Display for Scope {
     }
 }
 
+/// The shortest secret end users' tokens may be signed with
+/// (`--user-token-secret`), in bytes: HS256 is only as strong as its key.
+pub const MIN_USER_TOKEN_SECRET_BYTES: usize = 16;
+
+/// Whether `secret` may sign end users' tokens; the error says why not.
+pub fn check_user_token_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_USER_TOKEN_SECRET_BYTES {
+        return Err(format!(
+            "must be at least {MIN_USER_TOKEN_SECRET_BYTES} bytes, got {}",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
 /// A fresh random API key: `hk_` and 64 hex digits (256 bits from the OS).
 pub fn generate_key() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];

@@ -24,6 +24,8 @@
 //!   in batches, retrying while the logger is down, and never fails its caller.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
 //!   subscription that resumes by itself after a dropped connection.
+//! - [`tokens`]: end users' tokens (HS256 JWTs), signed for the apps of
+//!   an application's users.
 //! - [`tls`]: [`Tls`], `https://` with a CA to trust and a client certificate
 //!   for mutual TLS.
 //! - [`webhooks`]: Standard Webhooks signatures: what a processor's webhook
@@ -36,6 +38,7 @@ pub mod publisher;
 pub mod query;
 pub mod subscribe;
 pub mod tls;
+pub mod tokens;
 pub mod webhooks;
 
 pub use admin::{DeadLetter, Health, Redrive, Stats};

@@ -37,150 +37,150 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
 pub struct Config {
     /// A TOML file of options: keys are the long flags (`redis-url =
     /// "redis://..."`); flags and HERALD_* variables win over it.
-    #[arg(long, env = "HERALD_CONFIG")]
+    #[arg(help_heading = "Serving", long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to serve gRPC on.
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(help_heading = "Serving", long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Where to serve the console, a live web page of events, at `/`
+    /// (`off`: nowhere). It asks for the same API keys as gRPC.
+    #[arg(help_heading = "Serving", long, env = "HERALD_CONSOLE_LISTEN", default_value = "127.0.0.1:8088", value_parser = herald_runtime::http::parse_listen)]
+    pub console_listen: herald_runtime::http::Listen,
+    /// On shutdown, how long open calls may take to finish.
+    #[arg(help_heading = "Serving", long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+    /// PEM certificate chain to serve TLS with (with --tls-key); without
+    /// it, plain HTTP/2.
+    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must be signed by:
+    /// every connection must present one (mutual TLS). Needs --tls-cert.
+    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Where Herald's data is (none: the in-memory backend).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Storage")]
     pub redis: herald_runtime::flags::RedisArgs,
     /// Replicas of the Redis node written to that must have each write
     /// (event creations, status changes) before the call is answered: a
     /// WAIT after each write batch, up to 1 s, then UNAVAILABLE. 0: answer
     /// once the master has it (a failover may lose the last writes).
-    #[arg(long, env = "HERALD_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    #[arg(help_heading = "Storage", long, env = "HERALD_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,
     /// With Redis, also run a processor worker in this process.
-    #[arg(long, env = "HERALD_WORKER")]
+    #[arg(help_heading = "Storage", long, env = "HERALD_WORKER")]
     pub worker: bool,
-    /// On shutdown, how long open calls may take to finish.
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
-    pub shutdown_grace: Duration,
-    /// Messages buffered per subscriber; one that falls further behind is cut off.
-    #[arg(long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub subscriber_buffer: u32,
-    /// Idle time after which a Subscribe stream gets a heartbeat (1s to 1h;
-    /// it comes within twice that).
-    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600)))]
-    pub heartbeat: Duration,
-    /// Most entries each partition's notification log keeps for resuming
-    /// subscribers; older ones are trimmed as new ones arrive.
-    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald::backend::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub notifications_max_len: u64,
-    /// Oldest entry the notification log keeps (at least 1s).
-    #[arg(long, env = "HERALD_NOTIFICATIONS_MAX_AGE", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
-    pub notifications_max_age: Duration,
-    /// Events older than this (by occurred_at and created_at) are removed,
-    /// with their index entries, and so are dead letters as old; PENDING
-    /// events always stay. E.g. 30d, 12h, 90m; `off` keeps everything.
-    #[arg(long, env = "HERALD_RETENTION", default_value = "7d", value_parser = parse_retention)]
-    pub retention: Retention,
-    /// Time between two retention sweeps (which also trim the work queue
-    /// below what every consumer group has acknowledged), e.g. 1m, 30s.
-    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "1m", value_parser = positive_duration)]
-    pub retention_interval: Duration,
-    /// Most events one retention slice (one Redis script) looks at.
-    #[arg(long, env = "HERALD_RETENTION_SLICE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub retention_slice: u32,
     /// Event-type registry: a JSON file of payload schemas per type. Without it,
     /// the registry shipped in config/event-types.json is used.
-    #[arg(long, env = "HERALD_EVENT_TYPES")]
+    #[arg(help_heading = "Events", long, env = "HERALD_EVENT_TYPES")]
     pub event_types: Option<PathBuf>,
     /// Refuse events whose type is not in the registry.
-    #[arg(long, env = "HERALD_REJECT_UNKNOWN_TYPES")]
+    #[arg(help_heading = "Events", long, env = "HERALD_REJECT_UNKNOWN_TYPES")]
     pub reject_unknown_types: bool,
     /// How far ahead of this server's clock an event's occurred_at may be.
-    #[arg(long, env = "HERALD_MAX_FUTURE_SKEW", default_value = "5m", value_parser = duration)]
+    #[arg(help_heading = "Events", long, env = "HERALD_MAX_FUTURE_SKEW", default_value = "5m", value_parser = duration)]
     pub max_future_skew: Duration,
     /// How old an event's occurred_at may be.
-    #[arg(long, env = "HERALD_MAX_EVENT_AGE", default_value = "30d", value_parser = duration)]
+    #[arg(help_heading = "Events", long, env = "HERALD_MAX_EVENT_AGE", default_value = "30d", value_parser = duration)]
     pub max_event_age: Duration,
     /// How long a client's request_id keeps answering with the event it
     /// created (at least 1s).
-    #[arg(long, env = "HERALD_REQUEST_ID_WINDOW", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
+    #[arg(help_heading = "Events", long, env = "HERALD_REQUEST_ID_WINDOW", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
     pub request_id_window: Duration,
     /// API keys file: per client, its id, the SHA-256 of its key and its
     /// scopes (`herald keys new` makes entries). Without it, every call is
     /// allowed (open mode), and only on a loopback address.
-    #[arg(long, env = "HERALD_KEYS_FILE")]
+    #[arg(help_heading = "Authentication", long, env = "HERALD_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
+    /// Allow open mode (no keys file) on a non-loopback address.
+    #[arg(help_heading = "Authentication", long, env = "HERALD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
+    /// the user id and an `exp`): such a token may Subscribe to its user's
+    /// notifications and mark its user's events OPENED, nothing else.
+    #[arg(help_heading = "Authentication", long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
+    pub user_token_secret: Option<String>,
+    /// How far a user token's `exp` and `nbf` may be off (clock skew
+    /// between its signer and this server), e.g. 5s; 0s for none.
+    #[arg(help_heading = "Authentication", long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
+    pub user_token_leeway: Duration,
     /// Calls a second each client may make on average (0: no limit); a key's
     /// own rate_per_sec in the keys file wins.
-    #[arg(long, env = "HERALD_RATE_LIMIT", default_value_t = 0.0)]
+    #[arg(help_heading = "Limits", long, env = "HERALD_RATE_LIMIT", default_value_t = 0.0)]
     pub rate_limit: f64,
     /// Calls a client may make at once after a quiet spell (default: one second's worth).
-    #[arg(long, env = "HERALD_RATE_BURST")]
+    #[arg(help_heading = "Limits", long, env = "HERALD_RATE_BURST")]
     pub rate_burst: Option<f64>,
     /// Subscribe streams one client (or user) may hold open at once.
-    #[arg(long, env = "HERALD_MAX_STREAMS_PER_CLIENT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_MAX_STREAMS_PER_CLIENT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_streams_per_client: u64,
     /// Bytes (encoded messages) the Subscribe queues of one client (or user)
     /// may hold together; a stream whose message would pass it is cut off
     /// like one whose queue is full.
-    #[arg(long, env = "HERALD_MAX_BUFFERED_BYTES_PER_CLIENT", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_MAX_BUFFERED_BYTES_PER_CLIENT", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub max_buffered_bytes_per_client: u64,
     /// Largest request or response message, in bytes (at least 256 KiB, so
     /// that the largest event fits in an answer).
-    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=64 * 1024 * 1024))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u64,
     /// How long a request's message may take to arrive whole, e.g. 10s;
     /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed.
-    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    #[arg(help_heading = "Limits", long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub body_timeout: Duration,
     /// Bytes of request messages all calls may hold at once (being received
     /// or served); a call past it is refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "HERALD_MAX_PENDING_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=4 * 1024 * 1024 * 1024 - 1))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_MAX_PENDING_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=4 * 1024 * 1024 * 1024 - 1))]
     pub max_pending_request_bytes: u64,
     /// Calls (HTTP/2 streams) one connection may have open at once.
-    #[arg(long, env = "HERALD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub http2_max_concurrent_streams: u32,
     /// Largest header list (metadata) of one request, in bytes.
-    #[arg(long, env = "HERALD_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    #[arg(help_heading = "Limits", long, env = "HERALD_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
     pub http2_max_header_list_size: u32,
     /// Time between HTTP/2 keepalive pings to each client, e.g. 30s.
-    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    #[arg(help_heading = "Limits", long, env = "HERALD_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
     pub http2_keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered before the connection is
     /// closed, e.g. 10s.
-    #[arg(long, env = "HERALD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    #[arg(help_heading = "Limits", long, env = "HERALD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub http2_keepalive_timeout: Duration,
-    /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
-    /// the user id and an `exp`): such a token may Subscribe to its user's
-    /// notifications and mark its user's events OPENED, nothing else.
-    #[arg(long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
-    pub user_token_secret: Option<String>,
-    /// How far a user token's `exp` and `nbf` may be off (clock skew
-    /// between its signer and this server), e.g. 5s; 0s for none.
-    #[arg(long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
-    pub user_token_leeway: Duration,
-    /// PEM certificate chain to serve TLS with (with --tls-key); without
-    /// it, plain HTTP/2.
-    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificate(s) that client certificates must be signed by:
-    /// every connection must present one (mutual TLS). Needs --tls-cert.
-    #[arg(long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Allow open mode (no keys file) on a non-loopback address.
-    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
-    pub allow_anonymous: bool,
+    /// Messages buffered per subscriber; one that falls further behind is cut off.
+    #[arg(help_heading = "Subscriptions", long, env = "HERALD_SUBSCRIBER_BUFFER", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub subscriber_buffer: u32,
+    /// Idle time after which a Subscribe stream gets a heartbeat (1s to 1h;
+    /// it comes within twice that).
+    #[arg(help_heading = "Subscriptions", long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600)))]
+    pub heartbeat: Duration,
+    /// Most entries each partition's notification log keeps for resuming
+    /// subscribers; older ones are trimmed as new ones arrive.
+    #[arg(help_heading = "Subscriptions", long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald::backend::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notifications_max_len: u64,
+    /// Oldest entry the notification log keeps (at least 1s).
+    #[arg(help_heading = "Subscriptions", long, env = "HERALD_NOTIFICATIONS_MAX_AGE", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
+    pub notifications_max_age: Duration,
+    /// Events older than this (by occurred_at and created_at) are removed,
+    /// with their index entries, and so are dead letters as old; PENDING
+    /// events always stay. E.g. 30d, 12h, 90m; `off` keeps everything.
+    #[arg(help_heading = "Retention", long, env = "HERALD_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// Time between two retention sweeps (which also trim the work queue
+    /// below what every consumer group has acknowledged), e.g. 1m, 30s.
+    #[arg(help_heading = "Retention", long, env = "HERALD_RETENTION_INTERVAL", default_value = "1m", value_parser = positive_duration)]
+    pub retention_interval: Duration,
+    /// Most events one retention slice (one Redis script) looks at.
+    #[arg(help_heading = "Retention", long, env = "HERALD_RETENTION_SLICE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub retention_slice: u32,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_runtime::http::parse_listen)]
+    #[arg(help_heading = "Telemetry", long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = herald_runtime::http::parse_listen)]
     pub metrics_listen: herald_runtime::http::Listen,
-    /// Where to serve the console, a live web page of events, at `/`
-    /// (`off`: nowhere). It asks for the same API keys as gRPC.
-    #[arg(long, env = "HERALD_CONSOLE_LISTEN", default_value = "127.0.0.1:8088", value_parser = herald_runtime::http::parse_listen)]
-    pub console_listen: herald_runtime::http::Listen,
-    /// Flags of the embedded worker.
-    #[command(flatten)]
-    pub embedded_worker: WorkerConfig,
     /// Logging flags.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Telemetry")]
     pub log: herald_runtime::process::LogArgs,
+    /// Flags of the embedded worker.
+    #[command(flatten, next_help_heading = "Embedded worker")]
+    pub embedded_worker: WorkerConfig,
 }
 
 impl Config {
@@ -242,10 +242,11 @@ impl Config {
             ),
         }?;
         Ok(match self.user_token_secret.as_deref() {
-            Some(secret) if secret.len() < 16 => {
-                anyhow::bail!("--user-token-secret must be at least 16 bytes")
+            Some(secret) => {
+                herald::auth::check_user_token_secret(secret)
+                    .map_err(|why| anyhow::anyhow!("--user-token-secret {why}"))?;
+                ring.with_user_secret(secret, self.user_token_leeway)
             }
-            Some(secret) => ring.with_user_secret(secret, self.user_token_leeway),
             None => ring,
         })
     }

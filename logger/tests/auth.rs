@@ -477,7 +477,11 @@ async fn user_tokens_reach_only_their_own_notifications_and_events() {
     };
     let shop = as_key(key_of("shop")).await;
     let analyst = as_key(key_of("analyst")).await;
-    let ada = as_key(user_token("ada", USER_SECRET, 600)).await;
+    // Signed by herald-client (as `herald tokens new` does), checked by the
+    // logger's own JWT library: the two agree.
+    let signed = herald_client::tokens::user_token(USER_SECRET, "ada", Duration::from_secs(600))
+        .expect("token");
+    let ada = as_key(signed.token).await;
 
     let mut own = ada.subscribe("ada").await.expect("own notifications");
     let other = ada.subscribe("bob").await.err().expect("someone else's");

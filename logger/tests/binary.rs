@@ -387,3 +387,74 @@ fn a_bad_channels_file_stops_the_start_naming_the_route_and_field() {
         "{stderr}"
     );
 }
+
+/// The option headings of a `--help` text, in order, each with the options
+/// listed under it.
+fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in help.lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|l| !l.starts_with(' ')) {
+            sections.push((heading.to_string(), Vec::new()));
+        } else if let Some(option) = line.trim_start().strip_prefix("--")
+            && let Some(section) = sections.last_mut()
+        {
+            let name = option.split([' ', '\t']).next().unwrap_or_default();
+            section.1.push(format!("--{name}"));
+        }
+    }
+    sections
+}
+
+#[test]
+fn the_logger_help_groups_its_options_under_headings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .arg("--help")
+        .output()
+        .expect("run herald-logger --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let sections = help_sections(&help);
+    let headings: Vec<&str> = sections.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        headings,
+        [
+            "Options",
+            "Serving",
+            "Storage",
+            "Events",
+            "Authentication",
+            "Limits",
+            "Subscriptions",
+            "Retention",
+            "Telemetry",
+            "Embedded worker"
+        ],
+        "{help}"
+    );
+    let under = |heading: &str| {
+        sections
+            .iter()
+            .find(|(h, _)| h == heading)
+            .map(|(_, options)| options.clone())
+            .unwrap_or_default()
+    };
+    // Only help and version stay under the plain heading.
+    assert_eq!(under("Options"), ["--help", "--version"], "{help}");
+    for (heading, option) in [
+        ("Serving", "--listen"),
+        ("Serving", "--console-listen"),
+        ("Storage", "--redis-url"),
+        ("Storage", "--partitions"),
+        ("Authentication", "--user-token-secret"),
+        ("Limits", "--rate-limit"),
+        ("Subscriptions", "--heartbeat"),
+        ("Retention", "--retention"),
+        ("Telemetry", "--log-format"),
+        ("Embedded worker", "--channels"),
+    ] {
+        assert!(
+            under(heading).iter().any(|o| o == option),
+            "{option} under {heading}: {help}"
+        );
+    }
+}

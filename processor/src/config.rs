@@ -85,11 +85,12 @@ pub struct Config {
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// Where Herald's data is: --redis-url or --redis-cluster (one is needed).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Storage")]
     pub redis: RedisArgs,
     /// The logger whose UpdateStatus marks events processed (http:// or https://).
     #[arg(
         long,
+        help_heading = "Logger",
         env = "HERALD_LOGGER_URL",
         default_value = "http://127.0.0.1:50051"
     )]
@@ -97,6 +98,7 @@ pub struct Config {
     /// API key for the logger (needs the events:process scope); none in open mode.
     #[arg(
         long,
+        help_heading = "Logger",
         env = "HERALD_API_KEY",
         default_value = "",
         hide_env_values = true,
@@ -104,16 +106,16 @@ pub struct Config {
     )]
     pub api_key: String,
     /// TLS towards an https:// logger: the CA to trust and the client certificate.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Logger")]
     pub tls: TlsArgs,
     /// Where to serve Prometheus metrics on /metrics (`off`: nowhere).
-    #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = herald_runtime::http::parse_listen)]
+    #[arg(long, help_heading = "Telemetry", env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9465", value_parser = herald_runtime::http::parse_listen)]
     pub metrics_listen: herald_runtime::http::Listen,
     /// Worker flags.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Worker")]
     pub worker: WorkerConfig,
     /// Logging flags.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Telemetry")]
     pub log: herald_runtime::process::LogArgs,
 }
 

@@ -312,6 +312,14 @@ fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> boo
     out.len() == before
 }
 
+/// What is wrong with `user_id` as an event's user (blank, too long, more
+/// than one line), if anything; `field` names it in the violation.
+pub fn check_user_id(field: &str, user_id: &str) -> Option<FieldViolation> {
+    let mut out = Vec::new();
+    check_text(&mut out, field, user_id, MAX_USER_ID_BYTES);
+    out.pop()
+}
+
 /// Not blank, at most `max` bytes, and one line: the notification is printed as
 /// a single line, so what breaks or reorders a line is refused
 /// ([`breaks_line`]).

@@ -7,19 +7,31 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{admin, attempts, dead_letters, events, keys, simulate, subscribe};
+use commands::{admin, attempts, dead_letters, events, keys, simulate, subscribe, tokens};
 use herald_cli::bench;
 use herald_client::{Client, Error};
 use herald_runtime::flags::TlsArgs;
 
 /// Herald's command-line tool: create, inspect and follow events.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Talk to a Herald logger: create events, find them, follow notifications as they \
+             are sent, and operate it (stats, dead letters, keys, tokens, benchmarks).",
+    after_help = "Examples:\n  \
+                  herald create --user-id alice --description \"Your order shipped\"\n  \
+                  herald subscribe --user-id alice\n  \
+                  herald list --user-id alice --all\n  \
+                  herald --server https://herald.example:50051 --api-key hk_... stats\n\n\
+                  Global options go before or after the command; `herald COMMAND --help` \
+                  tells more."
+)]
 struct Cli {
     /// The logger to talk to.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "HERALD_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
@@ -28,6 +40,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "HERALD_API_KEY",
         default_value = "",
         hide_env_values = true,
@@ -35,10 +48,10 @@ struct Cli {
     )]
     api_key: String,
     /// Print JSON (one object per line) instead of readable text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// TLS: the CA to trust and the client certificate.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options")]
     tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
@@ -62,6 +75,9 @@ enum Command {
     /// Make API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Make end users' tokens (for the logger's --user-token-secret).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Print the counts of events by status and the logger's own counters.
     Stats,
     /// Inspect and redrive dead letters (events given up after too many
@@ -92,21 +108,21 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Command::Keys(keys) = &cli.command {
-        return match commands::keys::run(keys, cli.json) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                ExitCode::FAILURE
+    // Subcommands whose errors are not the server's: one line each.
+    let local = match &cli.command {
+        Command::Keys(command) => Some(keys::run(command, cli.json)),
+        Command::Tokens(command) => Some(tokens::run(command, cli.json)),
+        Command::Bench(which) => Some(
+            async {
+                let tls = cli.tls.tls()?;
+                bench::run(&cli.server, &cli.api_key, &tls, which, cli.json).await
             }
-        };
-    }
-    if let Command::Bench(which) = &cli.command {
-        let run = async {
-            let tls = cli.tls.tls()?;
-            bench::run(&cli.server, &cli.api_key, &tls, which, cli.json).await
-        };
-        return match run.await {
+            .await,
+        ),
+        _ => None,
+    };
+    if let Some(result) = local {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -150,6 +166,6 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::DeadLetters(command) => dead_letters::run(&client, command, json).await,
         Command::Simulate(args) => simulate::run(&client, args, json).await,
         Command::Subscribe(args) => subscribe::run(&client, args, json).await,
-        Command::Bench(_) | Command::Keys(_) => unreachable!("handled in main"),
+        Command::Bench(_) | Command::Keys(_) | Command::Tokens(_) => unreachable!("handled in main"),
     }
 }

@@ -7,7 +7,7 @@ use herald_client::{Client, Error, Health};
 #[derive(clap::Args)]
 pub struct HealthArgs {
     /// The service to ask about; empty for the whole server.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     service: String,
 }
 

@@ -22,13 +22,13 @@ pub struct CreateArgs {
     #[arg(long)]
     description: String,
     /// Group of the event, e.g. "page interaction".
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     category: String,
     /// Kind of event, e.g. "pageview"; a registered type's payload is checked.
-    #[arg(long = "type", default_value = "")]
+    #[arg(long = "type", default_value = "", hide_default_value = true)]
     event_type: String,
     /// Session the event belongs to.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     session_id: String,
     /// Free-form data: a JSON object.
     #[arg(long, value_parser = parse_payload)]
@@ -37,7 +37,7 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_time)]
     occurred_at: Option<SystemTime>,
     /// Idempotency key: repeating the create with it returns the first event.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     request_id: String,
 }
 
@@ -45,16 +45,16 @@ pub struct CreateArgs {
 #[derive(clap::Args)]
 pub struct ListArgs {
     /// Only this user's events.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     user_id: String,
     /// Only this session's events.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     session_id: String,
     /// Only this category.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     category: String,
     /// Only this type.
-    #[arg(long = "type", default_value = "")]
+    #[arg(long = "type", default_value = "", hide_default_value = true)]
     event_type: String,
     /// Only this status: pending, processed, opened or failed.
     #[arg(long, value_parser = parse_status)]
@@ -72,7 +72,7 @@ pub struct ListArgs {
     #[arg(long, default_value_t = 100)]
     page_size: u32,
     /// Start at this page token (printed after a page when more follow).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     page_token: String,
     /// Follow every page to the end.
     #[arg(long)]

@@ -8,6 +8,7 @@ pub mod events;
 pub mod keys;
 pub mod simulate;
 pub mod subscribe;
+pub mod tokens;
 
 use std::time::SystemTime;
 
