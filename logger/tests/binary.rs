@@ -395,11 +395,13 @@ fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
     for line in help.lines() {
         if let Some(heading) = line.strip_suffix(':').filter(|l| !l.starts_with(' ')) {
             sections.push((heading.to_string(), Vec::new()));
-        } else if let Some(option) = line.trim_start().strip_prefix("--")
+        } else if line.trim_start().starts_with('-')
+            && let Some(at) = line.find("--")
             && let Some(section) = sections.last_mut()
         {
-            let name = option.split([' ', '\t']).next().unwrap_or_default();
-            section.1.push(format!("--{name}"));
+            // `  -h, --help` or `      --listen <LISTEN>`: the long name.
+            let name = line[at..].split([' ', ',']).next().unwrap_or_default();
+            section.1.push(name.to_string());
         }
     }
     sections
