@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
-"""Runs every example of the README against a real herald-logger and checks
-each answer, so the README cannot drift from the server.
+"""Runs every example of the README (and of the docs/ pages it links) against
+a real herald-logger and checks each answer, so the documentation cannot
+drift from the server. It also checks that every link between these files
+leads to a file and a heading that exist.
 
-Every ```console block of README.md is run, in order, as a terminal session:
-`$ command` lines are run with bash in a scratch directory (stderr shown with stdout, as a terminal
-shows them), and the lines after a command up to the next `$` are its expected
-output. A command ending in `&` runs in the background; what it prints shows
-up after the next foreground commands, as it would in a terminal.
+Every ```console block of README.md, then of each docs/*.md page (in name
+order), is run, in order, as a terminal session (one per file, sharing the
+logger; what a file started in the background is stopped at its end):
+`$ command` lines are run with bash in a scratch directory (stderr shown
+with stdout, as a terminal shows them), and the lines after a command up to
+the next `$` are its expected output. A command ending in `&` runs in the
+background; lines right after it are what it prints at once (it is given up
+to 10 s to print them), and what it prints later shows up after the next
+foreground commands, as it would in a terminal.
 
-Values that differ from run to run are matched, not compared: an RFC 3339
-timestamp matches any timestamp, a fresh API key or SHA-256 digest any such
-value, a W3C traceparent any traceparent, a latency (`12.5 ms`) any latency, and a
-UUID matches any UUID, bound on first
-sight, so later uses of the same README UUID (in commands too) stand for the
-value the server really returned.
+Values that differ from run to run are matched, not compared: a fresh API
+key or SHA-256 digest matches any such value, a JWT any JWT, a Subscribe
+cursor any cursor, a latency (`12.5 ms`) any latency. A UUID matches any
+UUID and the trace id of a W3C traceparent any trace id, bound on first
+sight: later uses of the same README value (in commands too) stand for the
+value the server really returned, and two different README values must
+stand for two different real ones (the README cannot show two trace ids
+where the server keeps one). An RFC 3339 timestamp matches any timestamp,
+but within one command's output the timestamps must be in the order the
+README shows them: earlier, equal or later (so a list said to be oldest
+first is).
 
 Usage: scripts/check_readme.py [--print] LOGGER_BINARY BIN_DIR
   LOGGER_BINARY  the herald-logger to start (on a free port, memory backend)
@@ -31,13 +42,20 @@ import tempfile
 import time
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
 # Fresh API keys and their SHA-256 digests differ on every run: matched, not compared.
-SECRET = re.compile(r"(hk_)?[0-9a-f]{64}")
-# A W3C traceparent holds fresh random ids: matched, not compared.
-TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+SECRET = re.compile(r"(?:hk_)?[0-9a-f]{64}")
+# A W3C traceparent holds fresh random ids: its trace id is bound like a
+# UUID, its span id (new at every step) matched.
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+# A Subscribe cursor holds positions that depend on everything logged before.
+CURSOR = re.compile(r"\d+:\d+:\d+:[0-9.,]*,[0-9.,]*")
+# A JSON Web Token (a user token): signed afresh on every run.
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # How long something took differs on every run: matched, not compared.
 LATENCY = re.compile(r"\d+\.\d ms")
+ANY = re.compile("|".join(p.pattern.replace("([0-9a-f]{32})", "[0-9a-f]{32}")
+                          for p in (TRACEPARENT, JWT, UUID, TIME, CURSOR, SECRET, LATENCY)))
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d|808\d)")
 
 
@@ -121,24 +139,32 @@ class Session:
             proc.wait()
 
     def matches(self, expected, actual):
-        """Whether actual lines match expected ones; binds new UUIDs on success."""
+        """Whether actual lines match expected ones; binds new ids on success."""
         if len(expected) != len(actual):
             return False
         bindings = dict(self.bound)
+        times = []  # (README timestamp, real one), in output order
         for want, got in zip(expected, actual):
             want = self.addrs(want)
-            pattern, ids = "", []
+            pattern, slots = "", []  # slots: (kind, README value), one per group
             pos = 0
-            for m in re.finditer(f"{TRACEPARENT.pattern}|{UUID.pattern}|{TIME.pattern}|{SECRET.pattern}|{LATENCY.pattern}", want):
+            for m in ANY.finditer(want):
                 pattern += re.escape(want[pos:m.start()])
-                if TRACEPARENT.fullmatch(m.group()):
+                value = m.group()
+                if TRACEPARENT.fullmatch(value):
                     pattern += TRACEPARENT.pattern
-                elif UUID.fullmatch(m.group()):
+                    slots.append(("id", TRACEPARENT.fullmatch(value).group(1)))
+                elif UUID.fullmatch(value):
                     pattern += f"({UUID.pattern})"
-                    ids.append(m.group())
-                elif TIME.fullmatch(m.group()):
-                    pattern += TIME.pattern
-                elif LATENCY.fullmatch(m.group()):
+                    slots.append(("id", value))
+                elif TIME.fullmatch(value):
+                    pattern += f"({TIME.pattern})"
+                    slots.append(("time", value))
+                elif JWT.fullmatch(value):
+                    pattern += JWT.pattern
+                elif CURSOR.fullmatch(value):
+                    pattern += CURSOR.pattern
+                elif LATENCY.fullmatch(value):
                     pattern += LATENCY.pattern
                 else:
                     pattern += f"(?:{SECRET.pattern})"
@@ -147,11 +173,98 @@ class Session:
             found = re.fullmatch(pattern, got)
             if not found:
                 return False
-            for readme_id, real_id in zip(ids, [g for g in found.groups() if g and UUID.fullmatch(g)]):
-                if bindings.setdefault(readme_id, real_id) != real_id:
+            for (kind, value), real in zip(slots, found.groups()):
+                if kind == "time":
+                    times.append((value, real))
+                elif bindings.setdefault(value, real) != real:
+                    return False
+        # Two README ids never stand for one real id.
+        if len(set(bindings.values())) != len(bindings):
+            return False
+        # Timestamps keep the README's order: earlier, equal or later.
+        for i, (want_a, got_a) in enumerate(times):
+            for want_b, got_b in times[i + 1:]:
+                shown, real = order(want_a, want_b), order(got_a, got_b)
+                if real != shown and not (real == 0 and shown != 0):
                     return False
         self.bound = bindings
         return True
+
+
+def order(a, b):
+    """-1, 0 or 1 as RFC 3339 time a is before, at or after b."""
+    def key(t):
+        seconds, _, fraction = t.rstrip("Z").partition(".")
+        return seconds, fraction.ljust(9, "0")
+    return (key(a) > key(b)) - (key(a) < key(b))
+
+
+def pages(root):
+    """The files whose examples run: README.md, then docs/*.md by name."""
+    docs = os.path.join(root, "docs")
+    return ["README.md"] + sorted(os.path.join("docs", name) for name in os.listdir(docs)
+                                  if name.endswith(".md"))
+
+
+def slug(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped,
+    spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(root, names):
+    """Links between these files (`#anchor`, `file.md`, `file.md#anchor`) that
+    lead nowhere: a missing file or heading."""
+    anchors, texts = {}, {}
+    for name in names:
+        text = open(os.path.join(root, name)).read()
+        texts[name] = text
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        anchors[name] = {slug(h) for h in re.findall(r"^#+ (.*)$", prose, flags=re.M)}
+    broken = []
+    for name, text in texts.items():
+        for target in re.findall(r"\]\(([^)\s]*)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            page = os.path.normpath(os.path.join(os.path.dirname(name), path)) if path else name
+            if path and not os.path.exists(os.path.join(root, page)):
+                broken.append(f"{name}: {target}: no such file")
+            elif anchor and page in anchors and anchor not in anchors[page]:
+                broken.append(f"{name}: {target}: no such heading")
+    return broken
+
+
+def run_page(session, name, text, show):
+    """Runs one file's examples; returns (passed, failed)."""
+    passed = failed = 0
+    for block in blocks(text):
+        for command, expected in block:
+            code, output = session.run(command)
+            if code is None and not expected:
+                continue
+            # A background command's lines are what it prints at once.
+            actual = output.splitlines()
+            deadline = time.time() + 10
+            while True:
+                actual += session.background_output().splitlines()
+                if session.matches(expected, actual) or time.time() > deadline \
+                        or len(actual) > len(expected):
+                    break
+                time.sleep(0.1)
+            ok = session.matches(expected, actual)
+            wants_error = bool(expected) and expected[0].startswith(("ERROR:", "error:"))
+            ok = ok and (code is None or (code != 0) == wants_error)
+            if show:
+                print(f"$ {command}\n" + "\n".join(actual))
+            if ok:
+                passed += 1
+            else:
+                failed += 1
+                print(f"{name}: example failed: $ {command}\n  exit code {code}\n  expected:\n    "
+                      + "\n    ".join(expected) + "\n  got:\n    " + "\n    ".join(actual),
+                      file=sys.stderr)
+    return passed, failed
 
 
 def main():
@@ -162,7 +275,6 @@ def main():
         sys.exit(__doc__)
     logger_bin, bin_dir = os.path.abspath(args[0]), os.path.abspath(args[1])
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    readme = open(os.path.join(root, "README.md")).read()
     # Commands run in a scratch directory (files they write stay out of the
     # repository) that sees the repository's config/, examples/ and proto/
     # as the README does.
@@ -174,41 +286,27 @@ def main():
                                "--console-listen", console_addr],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env=dict(os.environ, RUST_LOG="warn"))
-    session = Session(addr, metrics_addr, console_addr, bin_dir, workdir.name)
     passed = failed = 0
+    for broken in broken_links(root, pages(root)):
+        print(f"broken link: {broken}", file=sys.stderr)
+        failed += 1
     try:
         for _ in range(100):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", int(addr.split(":")[1]))) == 0:
                     break
             time.sleep(0.1)
-        for block in blocks(readme):
-            for text, expected in block:
-                code, output = session.run(text)
-                if code is None:
-                    continue
-                actual = output.splitlines()
-                deadline = time.time() + 10
-                while True:
-                    actual += session.background_output().splitlines()
-                    if session.matches(expected, actual) or time.time() > deadline \
-                            or len(actual) > len(expected):
-                        break
-                    time.sleep(0.1)
-                ok = session.matches(expected, actual)
-                wants_error = bool(expected) and expected[0].startswith(("ERROR:", "error:"))
-                ok = ok and (code != 0) == wants_error
-                if show:
-                    print(f"$ {text}\n" + "\n".join(actual))
-                if ok:
-                    passed += 1
-                else:
-                    failed += 1
-                    print(f"README example failed: $ {text}\n  exit code {code}\n  expected:\n    "
-                          + "\n    ".join(expected) + "\n  got:\n    " + "\n    ".join(actual),
-                          file=sys.stderr)
+        for name in pages(root):
+            if show:
+                print(f"### {name}")
+            session = Session(addr, metrics_addr, console_addr, bin_dir, workdir.name)
+            try:
+                ok, bad = run_page(session, name, open(os.path.join(root, name)).read(), show)
+            finally:
+                session.stop()
+            print(f"{name}: {ok} passed, {bad} failed")
+            passed, failed = passed + ok, failed + bad
     finally:
-        session.stop()
         logger.terminate()
         logger.wait(timeout=10)
         workdir.cleanup()

@@ -16,7 +16,7 @@
 //!     "alice",
 //!     Duration::from_secs(3600),
 //! )
-//! .unwrap();
+//! .expect("a long enough secret and a valid user id");
 //! assert_eq!(token.token.split('.').count(), 3);
 //! ```
 
@@ -80,10 +80,13 @@ mod tests {
 
     #[test]
     fn names_the_user_and_expires_after_the_ttl() {
-        let token = user_token(SECRET, "alice", Duration::from_secs(3600)).unwrap();
+        let token = user_token(SECRET, "alice", Duration::from_secs(3600)).expect("token");
         let claims = claims(&token.token);
         assert_eq!(claims["sub"], "alice");
-        let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+        let (iat, exp) = (
+            claims["iat"].as_u64().expect("a number"),
+            claims["exp"].as_u64().expect("a number"),
+        );
         assert_eq!(exp - iat, 3600);
         assert_eq!(
             token.expires_at,
@@ -94,29 +97,41 @@ mod tests {
 
     #[test]
     fn the_signature_is_hmac_sha256_of_header_and_claims() {
-        let token = user_token(SECRET, "alice", Duration::from_secs(60)).unwrap();
-        let (input, signature) = token.token.rsplit_once('.').unwrap();
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        let token = user_token(SECRET, "alice", Duration::from_secs(60)).expect("token");
+        let (input, signature) = token.token.rsplit_once('.').expect("three parts");
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key");
         mac.update(input.as_bytes());
-        mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap())
+        mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).expect("base64url"))
             .expect("signed with the secret");
         let other = user_token("another-secret-of-length", "alice", Duration::from_secs(60));
-        assert_ne!(other.unwrap().token.rsplit_once('.').unwrap().1, signature);
+        assert_ne!(
+            other
+                .expect("token")
+                .token
+                .rsplit_once('.')
+                .expect("three parts")
+                .1,
+            signature
+        );
     }
 
     #[test]
     fn refuses_what_the_logger_would_refuse() {
-        let short = user_token("too-short", "alice", Duration::from_secs(60)).unwrap_err();
+        let short = user_token("too-short", "alice", Duration::from_secs(60)).expect_err("refused");
         assert_eq!(
             short.to_string(),
             "user token secret must be at least 16 bytes, got 9"
         );
-        let blank = user_token(SECRET, " ", Duration::from_secs(60)).unwrap_err();
+        let blank = user_token(SECRET, " ", Duration::from_secs(60)).expect_err("refused");
         assert_eq!(
             blank.to_string(),
             "user_id: is required and must not be blank"
         );
-        let long = user_token(SECRET, &"u".repeat(257), Duration::from_secs(60)).unwrap_err();
-        assert!(long.to_string().starts_with("user_id: must be at most 256 bytes"));
+        let long =
+            user_token(SECRET, &"u".repeat(257), Duration::from_secs(60)).expect_err("refused");
+        assert!(
+            long.to_string()
+                .starts_with("user_id: must be at most 256 bytes")
+        );
     }
 }

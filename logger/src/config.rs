@@ -40,7 +40,12 @@ pub struct Config {
     #[arg(help_heading = "Serving", long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to serve gRPC on.
-    #[arg(help_heading = "Serving", long, env = "HERALD_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        help_heading = "Serving",
+        long,
+        env = "HERALD_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
     /// Where to serve the console, a live web page of events, at `/`
     /// (`off`: nowhere). It asks for the same API keys as gRPC.
@@ -51,14 +56,29 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// PEM certificate chain to serve TLS with (with --tls-key); without
     /// it, plain HTTP/2.
-    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        help_heading = "Serving",
+        long,
+        env = "HERALD_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        help_heading = "Serving",
+        long,
+        env = "HERALD_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate(s) that client certificates must be signed by:
     /// every connection must present one (mutual TLS). Needs --tls-cert.
-    #[arg(help_heading = "Serving", long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(
+        help_heading = "Serving",
+        long,
+        env = "HERALD_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
     pub tls_client_ca: Option<PathBuf>,
     /// Where Herald's data is (none: the in-memory backend).
     #[command(flatten, next_help_heading = "Storage")]
@@ -100,7 +120,12 @@ pub struct Config {
     /// Secret that end users' tokens are signed with (JWT, HS256, with `sub`
     /// the user id and an `exp`): such a token may Subscribe to its user's
     /// notifications and mark its user's events OPENED, nothing else.
-    #[arg(help_heading = "Authentication", long, env = "HERALD_USER_TOKEN_SECRET", hide_env_values = true)]
+    #[arg(
+        help_heading = "Authentication",
+        long,
+        env = "HERALD_USER_TOKEN_SECRET",
+        hide_env_values = true
+    )]
     pub user_token_secret: Option<String>,
     /// How far a user token's `exp` and `nbf` may be off (clock skew
     /// between its signer and this server), e.g. 5s; 0s for none.
@@ -108,7 +133,12 @@ pub struct Config {
     pub user_token_leeway: Duration,
     /// Calls a second each client may make on average (0: no limit); a key's
     /// own rate_per_sec in the keys file wins.
-    #[arg(help_heading = "Limits", long, env = "HERALD_RATE_LIMIT", default_value_t = 0.0)]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "HERALD_RATE_LIMIT",
+        default_value_t = 0.0
+    )]
     pub rate_limit: f64,
     /// Calls a client may make at once after a quiet spell (default: one second's worth).
     #[arg(help_heading = "Limits", long, env = "HERALD_RATE_BURST")]

@@ -166,6 +166,8 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::DeadLetters(command) => dead_letters::run(&client, command, json).await,
         Command::Simulate(args) => simulate::run(&client, args, json).await,
         Command::Subscribe(args) => subscribe::run(&client, args, json).await,
-        Command::Bench(_) | Command::Keys(_) | Command::Tokens(_) => unreachable!("handled in main"),
+        Command::Bench(_) | Command::Keys(_) | Command::Tokens(_) => {
+            unreachable!("handled in main")
+        }
     }
 }

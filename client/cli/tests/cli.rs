@@ -83,7 +83,7 @@ fn tokens_new_signs_a_token_with_the_loggers_secret() {
             .expect("claims");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(
-        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().expect("a number") - claims["iat"].as_u64().expect("a number"),
         7200
     );
     let note = text(&out.stderr);
@@ -105,8 +105,18 @@ fn tokens_new_signs_a_token_with_the_loggers_secret() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(value["user_id"], "bob");
-    assert!(value["token"].as_str().unwrap().starts_with("eyJ"));
-    assert!(value["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        value["token"]
+            .as_str()
+            .expect("a string")
+            .starts_with("eyJ")
+    );
+    assert!(
+        value["expires_at"]
+            .as_str()
+            .expect("a string")
+            .ends_with('Z')
+    );
 }
 
 #[test]
@@ -128,7 +138,14 @@ fn tokens_new_refuses_what_the_logger_would_refuse() {
             "error: user token secret must be at least 16 bytes, got 5",
         ),
         (
-            vec!["tokens", "new", "--user-id", " ", "--user-token-secret", SECRET],
+            vec![
+                "tokens",
+                "new",
+                "--user-id",
+                " ",
+                "--user-token-secret",
+                SECRET,
+            ],
             "error: user_id: is required and must not be blank",
         ),
         (

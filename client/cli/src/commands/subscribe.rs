@@ -197,8 +197,20 @@ mod tests {
         );
         assert_eq!(
             describe_of(&[
-                "--category", "billing", "--category", "shop.*", "--type", "invoice", "--session-id",
-                "s-1", "--status", "pending", "--status", "EVENT_STATUS_PROCESSED", "--after", "start"
+                "--category",
+                "billing",
+                "--category",
+                "shop.*",
+                "--type",
+                "invoice",
+                "--session-id",
+                "s-1",
+                "--status",
+                "pending",
+                "--status",
+                "EVENT_STATUS_PROCESSED",
+                "--after",
+                "start"
             ]),
             "following every user's changes into PENDING or PROCESSED (no --user-id; category \
              billing or shop.*; type invoice; session s-1), from the oldest the log keeps; Ctrl-C stops"
