@@ -156,7 +156,8 @@ pub struct Config {
     #[arg(help_heading = "Limits", long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256 * 1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u64,
     /// How long a request's message may take to arrive whole, e.g. 10s;
-    /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed.
+    /// a slower one is refused with DEADLINE_EXCEEDED and its bytes freed
+    /// (and a console change's body with 408).
     #[arg(help_heading = "Limits", long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub body_timeout: Duration,
     /// Bytes of request messages all calls may hold at once (being received

@@ -218,6 +218,7 @@ pub async fn run_with(
             keys.clone(),
             backend.feed.clone(),
             shutdown.clone(),
+            config.body_timeout,
         ));
         background.spawn(console.clone().sample(backend.store.clone()));
         background.spawn(console::serve(console_listener, console, shutdown.clone()));

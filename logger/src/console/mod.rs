@@ -39,6 +39,7 @@ use herald::{
     partition::Partitions,
 };
 use herald_client::Client;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -73,6 +74,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 
 /// Connections the console serves at once (each open page holds one or two).
 const MAX_CONNECTIONS: usize = 256;
+/// The largest body a change may send.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How often the rate chart's samples are taken, and how many are kept.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -91,19 +94,24 @@ pub struct Console {
     samples: Mutex<VecDeque<(SystemTime, u64)>>,
     /// Ends the live feeds when the logger stops.
     shutdown: CancellationToken,
+    /// How long a change's body may take to arrive whole (`--body-timeout`).
+    body_timeout: Duration,
 }
 
 impl Console {
-    /// A console calling this logger through `client`, checking `keys`.
+    /// A console calling this logger through `client`, checking `keys`;
+    /// a change's body must arrive whole within `body_timeout`.
     pub fn new(
         client: Client,
         keys: Arc<KeyRing>,
         feed: Arc<dyn NotificationFeed>,
         shutdown: CancellationToken,
+        body_timeout: Duration,
     ) -> Self {
         Self {
             client,
             keys,
+            body_timeout,
             partitions: feed.partitions(),
             feed,
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES_KEPT)),
@@ -164,7 +172,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))
         .fallback(|| async { error::ApiError::not_found("no such page or API") })
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)
 }
@@ -187,7 +195,43 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
     if let Err(refused) = admit(&console, request.method(), request.headers()) {
         return secure(refused.into_response());
     }
-    secure(next.run(request).await)
+    match read_whole(request, console.body_timeout).await {
+        Ok(request) => secure(next.run(request).await),
+        Err(refused) => secure(refused.into_response()),
+    }
+}
+
+/// The request with its body read whole first (changes only: GET and HEAD
+/// carry none): at most [`MAX_BODY_BYTES`], within `timeout`, so a client
+/// that trickles a body or never ends it holds a connection and its bytes
+/// for no longer than that.
+async fn read_whole(request: Request, timeout: Duration) -> Result<Request, error::ApiError> {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(Request::from_parts(
+            parts,
+            axum::body::Body::from(collected.to_bytes()),
+        )),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {} KiB", MAX_BODY_BYTES / 1024),
+        )),
+        Ok(Err(_)) => Err(error::ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the request body broke off",
+        )),
+        Err(_) => Err(error::ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive whole within {} (--body-timeout)",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), error::ApiError> {
