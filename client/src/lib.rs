@@ -57,3 +57,10 @@ pub use tls::Tls;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;
+
+/// The same for the reference pages the README links.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/reference.md")]
+#[doc = include_str!("../../docs/configuration.md")]
+#[doc = include_str!("../../docs/grpc.md")]
+struct DocsExamples;
