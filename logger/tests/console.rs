@@ -582,7 +582,12 @@ async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() 
     for asset in ["/console.js", "/console.css"] {
         assert_eq!(http_get(addr, asset).await.0, 200, "{asset}");
     }
-    assert_eq!(api(addr, "GET", "/nowhere", &[], "").await.0, 404);
+    let (status, body) = api(addr, "GET", "/nowhere", &[], "").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{body}"
+    );
 
     // Without a key, or with a wrong one: 401, the reason in JSON.
     let (status, body) = api(addr, "GET", "/api/events", &[], "").await;
@@ -643,17 +648,23 @@ async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() 
     let redrive = |headers: Vec<(&'static str, &'static str)>, body: &'static str| async move {
         api(addr, "POST", "/api/redrive", &headers, body).await
     };
+    // The console's own refusals carry gRPC code names like the rest.
+    let (status, body) = redrive(vec![operator], r#"{"all": true}"#).await;
     assert_eq!(
-        redrive(vec![operator], r#"{"all": true}"#).await.0,
-        415,
-        "text/plain is refused"
+        (status, body["code"].as_str()),
+        (415, Some("INVALID_ARGUMENT")),
+        "text/plain is refused: {body}"
     );
     let (status, body) = redrive(
         vec![operator, json_type, ("origin", "http://evil.example")],
         r#"{"all": true}"#,
     )
     .await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
     let (status, body) = redrive(vec![reader[0], json_type], r#"{"all": true}"#).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -681,8 +692,12 @@ async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() 
     let (status, _) = redrive(vec![operator, json_type], "{not json").await;
     assert_eq!(status, 400);
     let huge = format!(r#"{{"event_ids": ["{}"]}}"#, "x".repeat(100_000));
-    let (status, _) = api(addr, "POST", "/api/redrive", &[operator, json_type], &huge).await;
-    assert_eq!(status, 413, "bodies are bounded");
+    let (status, body) = api(addr, "POST", "/api/redrive", &[operator, json_type], &huge).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("RESOURCE_EXHAUSTED")),
+        "bodies are bounded: {body}"
+    );
     let (status, body) = redrive(vec![operator, json_type], r#"{"all": true}"#).await;
     assert_eq!((status, &body["results"]), (200, &json!([])), "{body}");
     logger.stop_within(PAGE).await;
@@ -692,7 +707,7 @@ async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() 
 async fn an_open_console_answers_only_at_local_names() {
     let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
     let addr = logger.console_addr.expect("console");
-    let (status, _) = api(
+    let (status, body) = api(
         addr,
         "GET",
         "/api/session",
@@ -700,7 +715,11 @@ async fn an_open_console_answers_only_at_local_names() {
         "",
     )
     .await;
-    assert_eq!(status, 421, "a rebound name is refused");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (421, Some("PERMISSION_DENIED")),
+        "a rebound name is refused: {body}"
+    );
     let (status, body) = api(
         addr,
         "GET",
@@ -734,6 +753,9 @@ async fn a_change_whose_body_never_arrives_whole_is_cut_off() {
     let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("--body-timeout"), "{text}");
+    assert!(
+        text.contains("--body-timeout") && text.contains("DEADLINE_EXCEEDED"),
+        "{text}"
+    );
     logger.stop_within(PAGE).await;
 }

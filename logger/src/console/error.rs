@@ -26,11 +26,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with `status` and its own `message`.
+    /// An error with `status` and its own `message`; its `code` is the
+    /// gRPC code name nearest the status, as every other answer carries.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: status.canonical_reason().unwrap_or("error"),
+            code: code_name(code_of(status)),
             message: message.into(),
             field: None,
         }
@@ -45,12 +46,30 @@ impl ApiError {
     pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: Some(field.to_owned()),
-            code: "INVALID_ARGUMENT",
             ..Self::new(
                 StatusCode::BAD_REQUEST,
                 format!("{field}: {}", message.into()),
             )
         }
+    }
+}
+
+/// The gRPC code nearest an HTTP status: the console's own refusals carry
+/// it too, so a script reads one `code` vocabulary whoever refused its call.
+fn code_of(status: StatusCode) -> Code {
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        // A foreign Origin, or a name the open console does not answer to.
+        StatusCode::FORBIDDEN | StatusCode::MISDIRECTED_REQUEST => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::CONFLICT => Code::FailedPrecondition,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        _ => Code::Internal,
     }
 }
 
@@ -121,19 +140,13 @@ impl IntoResponse for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self {
-            code: "INVALID_ARGUMENT",
-            ..Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
-        }
+        Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        Self {
-            code: "INVALID_ARGUMENT",
-            ..Self::new(rejection.status(), rejection.body_text())
-        }
+        Self::new(rejection.status(), rejection.body_text())
     }
 }
 
