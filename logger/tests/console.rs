@@ -1,6 +1,7 @@
 //! The console end to end: a real logger serves it, real headless Chromium
 //! (Debian's, through chromedriver) opens it, and events are made over gRPC.
-//! Its JSON API is also called directly, as a hostile client would.
+//! Its JSON API called directly, as a hostile client would, is in
+//! `console_api.rs`.
 //! Screenshots of every run are under `target/console-screenshots/`;
 //! with `HERALD_UPDATE_SCREENSHOTS=1` the live view also goes to
 //! `docs/console.png`, the picture the README shows.
@@ -17,10 +18,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Lines, Logger, eventually, http_call, http_get};
-use herald::{Event, EventStatus, auth::hash_key, domain::EventInput, testing::RedisServer};
+use common::{Lines, Logger, eventually};
+use herald::{Event, EventStatus, domain::EventInput, testing::RedisServer};
 use herald_client::Client;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 use webdriver::Browser;
 
@@ -345,19 +346,6 @@ async fn receiver() -> (SocketAddr, Arc<AtomicBool>) {
     (addr, healthy)
 }
 
-/// Keys of a reader, an operator and an admin (the test's own client).
-fn keys_file(dir: &tempfile::TempDir) -> String {
-    let key = |client: &str, scopes: &[&str]| json!({"client_id": client, "key_sha256": hash_key(&format!("{client}-key")), "scopes": scopes});
-    let keys = json!({"keys": [
-        key("reader", &["events:read", "notifications:subscribe"]),
-        key("operator", &["events:read", "events:process", "notifications:subscribe"]),
-        key("admin", &["admin"]),
-    ]});
-    let path = dir.path().join("keys.json");
-    std::fs::write(&path, keys.to_string()).expect("write keys");
-    path.to_str().expect("utf-8").to_owned()
-}
-
 async fn sign_in(browser: &Browser, url: &str, key: &str) {
     browser.goto(url).await;
     browser
@@ -386,7 +374,7 @@ async fn keys_and_redrive(test: &str, storage: &[&str]) {
         ),
     )
     .expect("write channels");
-    let keys = keys_file(&dir);
+    let keys = common::console_keys_file(&dir);
     let mut args = vec![
         "--keys-file",
         &keys,
@@ -544,218 +532,4 @@ async fn keys_decide_what_the_console_shows_in_memory() {
 async fn keys_decide_what_the_console_shows_on_redis() {
     let redis = RedisServer::start();
     keys_and_redrive("keys-redis", &["--redis-url", &redis.url(), "--worker"]).await;
-}
-
-/// Calls the console's API as a script would.
-async fn api(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let (status, _, body) = http_call(addr, method, path, headers, body).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-#[tokio::test]
-async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() {
-    let dir = tempfile::tempdir().expect("dir");
-    let keys = keys_file(&dir);
-    let logger = Logger::start_with_console(&["--keys-file", &keys], Lines::default().sink()).await;
-    let addr = logger.console_addr.expect("console");
-    let reader = [("authorization", "Bearer reader-key")];
-
-    // The page and its assets are served with a strict policy.
-    let (status, head, page) = http_call(addr, "GET", "/", &[], "").await;
-    assert_eq!(status, 200);
-    assert!(
-        page.contains("<script type=\"module\" src=\"/console.js\">"),
-        "{page}"
-    );
-    let head = head.to_ascii_lowercase();
-    assert!(
-        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
-        "{head}"
-    );
-    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
-    for asset in ["/console.js", "/console.css"] {
-        assert_eq!(http_get(addr, asset).await.0, 200, "{asset}");
-    }
-    let (status, body) = api(addr, "GET", "/nowhere", &[], "").await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("NOT_FOUND")),
-        "{body}"
-    );
-
-    // Without a key, or with a wrong one: 401, the reason in JSON.
-    let (status, body) = api(addr, "GET", "/api/events", &[], "").await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("UNAUTHENTICATED")),
-        "{body}"
-    );
-    let (status, body) = api(
-        addr,
-        "GET",
-        "/api/session",
-        &[("authorization", "Bearer nope")],
-        "",
-    )
-    .await;
-    assert_eq!(status, 401, "{body}");
-    let (status, body) = api(addr, "GET", "/api/session", &reader, "").await;
-    assert_eq!(
-        (status, &body["read"], &body["process"]),
-        (200, &json!(true), &json!(false)),
-        "{body}"
-    );
-
-    // Bad values name their field.
-    for (path, field) in [
-        ("/api/events?status=DONE", "status"),
-        ("/api/events?since=yesterday", "since"),
-        ("/api/events?order=random", "order"),
-        ("/api/events?page_size=-1", "page_size"),
-        ("/api/events?page_token=%00%ff", "page_token"),
-        ("/api/events/not-a-uuid", "event_id"),
-        ("/api/feed?statuses=PENDING,LOST", "statuses"),
-        ("/api/feed?after=garbage", "after_cursor"),
-    ] {
-        let (status, body) = api(addr, "GET", path, &reader, "").await;
-        assert_eq!(status, 400, "{path}: {body}");
-        assert!(
-            body["message"].as_str().unwrap_or_default().contains(field),
-            "{path}: {body}"
-        );
-    }
-    let (status, body) = api(addr, "GET", "/api/events?colour=red", &reader, "").await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("colour"),
-        "{body}"
-    );
-    let unknown = format!("/api/events/{}", Uuid::now_v7());
-    assert_eq!(api(addr, "GET", &unknown, &reader, "").await.0, 404);
-
-    // Changes: JSON only, same origin only, the right scope only.
-    let operator = ("authorization", "Bearer operator-key");
-    let json_type = ("content-type", "application/json");
-    let redrive = |headers: Vec<(&'static str, &'static str)>, body: &'static str| async move {
-        api(addr, "POST", "/api/redrive", &headers, body).await
-    };
-    // The console's own refusals carry gRPC code names like the rest.
-    let (status, body) = redrive(vec![operator], r#"{"all": true}"#).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (415, Some("INVALID_ARGUMENT")),
-        "text/plain is refused: {body}"
-    );
-    let (status, body) = redrive(
-        vec![operator, json_type, ("origin", "http://evil.example")],
-        r#"{"all": true}"#,
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("PERMISSION_DENIED")),
-        "{body}"
-    );
-    let (status, body) = redrive(vec![reader[0], json_type], r#"{"all": true}"#).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("PERMISSION_DENIED")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("events:process"),
-        "{body}"
-    );
-    let (status, body) = redrive(vec![operator, json_type], r#"{"event_ids": ["nope"]}"#).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("event_ids[0]"),
-        "{body}"
-    );
-    let (status, body) = redrive(vec![operator, json_type], r#"{}"#).await;
-    assert_eq!(status, 400, "{body}");
-    let (status, _) = redrive(vec![operator, json_type], "{not json").await;
-    assert_eq!(status, 400);
-    let huge = format!(r#"{{"event_ids": ["{}"]}}"#, "x".repeat(100_000));
-    let (status, body) = api(addr, "POST", "/api/redrive", &[operator, json_type], &huge).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (413, Some("RESOURCE_EXHAUSTED")),
-        "bodies are bounded: {body}"
-    );
-    let (status, body) = redrive(vec![operator, json_type], r#"{"all": true}"#).await;
-    assert_eq!((status, &body["results"]), (200, &json!([])), "{body}");
-    logger.stop_within(PAGE).await;
-}
-
-#[tokio::test]
-async fn an_open_console_answers_only_at_local_names() {
-    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
-    let addr = logger.console_addr.expect("console");
-    let (status, body) = api(
-        addr,
-        "GET",
-        "/api/session",
-        &[("host", "evil.example:8088")],
-        "",
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (421, Some("PERMISSION_DENIED")),
-        "a rebound name is refused: {body}"
-    );
-    let (status, body) = api(
-        addr,
-        "GET",
-        "/api/session",
-        &[("host", "localhost:8088")],
-        "",
-    )
-    .await;
-    assert_eq!((status, &body["open"]), (200, &json!(true)), "{body}");
-    logger.stop_within(PAGE).await;
-}
-
-#[tokio::test]
-async fn a_change_whose_body_never_arrives_whole_is_cut_off() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let logger =
-        Logger::start_with_console(&["--body-timeout", "1s"], Lines::default().sink()).await;
-    let addr = logger.console_addr.expect("console");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    // 100 bytes promised, 7 sent, and then nothing.
-    stream
-        .write_all(
-            b"POST /api/redrive HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"all\":",
-        )
-        .await
-        .expect("send a head and a bit");
-    let mut answer = Vec::new();
-    // The server answers and closes; past 20 s the text below says what came.
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(
-        text.contains("--body-timeout") && text.contains("DEADLINE_EXCEEDED"),
-        "{text}"
-    );
-    logger.stop_within(PAGE).await;
 }

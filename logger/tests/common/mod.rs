@@ -410,3 +410,17 @@ pub async fn assert_heard_once(subscription: &mut Subscription, events: &[Event]
     expected.sort();
     assert_eq!(heard, expected);
 }
+
+/// A keys file of a reader, an operator and an admin, whose keys are
+/// `reader-key`, `operator-key` and `admin-key`: the console tests' clients.
+pub fn console_keys_file(dir: &tempfile::TempDir) -> String {
+    let key = |client: &str, scopes: &[&str]| serde_json::json!({"client_id": client, "key_sha256": herald::auth::hash_key(&format!("{client}-key")), "scopes": scopes});
+    let keys = serde_json::json!({"keys": [
+        key("reader", &["events:read", "notifications:subscribe"]),
+        key("operator", &["events:read", "events:process", "notifications:subscribe"]),
+        key("admin", &["admin"]),
+    ]});
+    let path = dir.path().join("keys.json");
+    std::fs::write(&path, keys.to_string()).expect("write keys");
+    path.to_str().expect("utf-8").to_owned()
+}

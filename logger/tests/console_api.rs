@@ -1,0 +1,230 @@
+//! The console's JSON API as a hostile but fair script uses it: refusals
+//! that name the field and change nothing, the rules for changes (JSON,
+//! same origin, the right scope, bodies bounded in size and time), and the
+//! open console's guard against rebound names. The page itself, in a real
+//! browser, is in `console.rs`.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{Lines, Logger, http_call, http_get};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// How long a logger may take to stop, and a call to answer.
+const PAGE: Duration = Duration::from_secs(10);
+
+/// Calls the console's API as a script would.
+async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, _, body) = http_call(addr, method, path, headers, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = common::console_keys_file(&dir);
+    let logger = Logger::start_with_console(&["--keys-file", &keys], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let reader = [("authorization", "Bearer reader-key")];
+
+    // The page and its assets are served with a strict policy.
+    let (status, head, page) = http_call(addr, "GET", "/", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<script type=\"module\" src=\"/console.js\">"),
+        "{page}"
+    );
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    for asset in ["/console.js", "/console.css"] {
+        assert_eq!(http_get(addr, asset).await.0, 200, "{asset}");
+    }
+    let (status, body) = api(addr, "GET", "/nowhere", &[], "").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{body}"
+    );
+
+    // Without a key, or with a wrong one: 401, the reason in JSON.
+    let (status, body) = api(addr, "GET", "/api/events", &[], "").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
+    let (status, body) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("authorization", "Bearer nope")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = api(addr, "GET", "/api/session", &reader, "").await;
+    assert_eq!(
+        (status, &body["read"], &body["process"]),
+        (200, &json!(true), &json!(false)),
+        "{body}"
+    );
+
+    // Bad values name their field.
+    for (path, field) in [
+        ("/api/events?status=DONE", "status"),
+        ("/api/events?since=yesterday", "since"),
+        ("/api/events?order=random", "order"),
+        ("/api/events?page_size=-1", "page_size"),
+        ("/api/events?page_token=%00%ff", "page_token"),
+        ("/api/events/not-a-uuid", "event_id"),
+        ("/api/feed?statuses=PENDING,LOST", "statuses"),
+        ("/api/feed?after=garbage", "after_cursor"),
+    ] {
+        let (status, body) = api(addr, "GET", path, &reader, "").await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(field),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = api(addr, "GET", "/api/events?colour=red", &reader, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{body}"
+    );
+    let unknown = format!("/api/events/{}", Uuid::now_v7());
+    assert_eq!(api(addr, "GET", &unknown, &reader, "").await.0, 404);
+
+    // Changes: JSON only, same origin only, the right scope only.
+    let operator = ("authorization", "Bearer operator-key");
+    let json_type = ("content-type", "application/json");
+    let redrive = |headers: Vec<(&'static str, &'static str)>, body: &'static str| async move {
+        api(addr, "POST", "/api/redrive", &headers, body).await
+    };
+    // The console's own refusals carry gRPC code names like the rest.
+    let (status, body) = redrive(vec![operator], r#"{"all": true}"#).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("INVALID_ARGUMENT")),
+        "text/plain is refused: {body}"
+    );
+    let (status, body) = redrive(
+        vec![operator, json_type, ("origin", "http://evil.example")],
+        r#"{"all": true}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    let (status, body) = redrive(vec![reader[0], json_type], r#"{"all": true}"#).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("events:process"),
+        "{body}"
+    );
+    let (status, body) = redrive(vec![operator, json_type], r#"{"event_ids": ["nope"]}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("event_ids[0]"),
+        "{body}"
+    );
+    let (status, body) = redrive(vec![operator, json_type], r#"{}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = redrive(vec![operator, json_type], "{not json").await;
+    assert_eq!(status, 400);
+    let huge = format!(r#"{{"event_ids": ["{}"]}}"#, "x".repeat(100_000));
+    let (status, body) = api(addr, "POST", "/api/redrive", &[operator, json_type], &huge).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("RESOURCE_EXHAUSTED")),
+        "bodies are bounded: {body}"
+    );
+    let (status, body) = redrive(vec![operator, json_type], r#"{"all": true}"#).await;
+    assert_eq!((status, &body["results"]), (200, &json!([])), "{body}");
+    logger.stop_within(PAGE).await;
+}
+
+#[tokio::test]
+async fn an_open_console_answers_only_at_local_names() {
+    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let (status, body) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("host", "evil.example:8088")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (421, Some("PERMISSION_DENIED")),
+        "a rebound name is refused: {body}"
+    );
+    let (status, body) = api(
+        addr,
+        "GET",
+        "/api/session",
+        &[("host", "localhost:8088")],
+        "",
+    )
+    .await;
+    assert_eq!((status, &body["open"]), (200, &json!(true)), "{body}");
+    logger.stop_within(PAGE).await;
+}
+
+#[tokio::test]
+async fn a_change_whose_body_never_arrives_whole_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let logger =
+        Logger::start_with_console(&["--body-timeout", "1s"], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // 100 bytes promised, 7 sent, and then nothing.
+    stream
+        .write_all(
+            b"POST /api/redrive HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"all\":",
+        )
+        .await
+        .expect("send a head and a bit");
+    let mut answer = Vec::new();
+    // The server answers and closes; past 20 s the text below says what came.
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("--body-timeout") && text.contains("DEADLINE_EXCEEDED"),
+        "{text}"
+    );
+    logger.stop_within(PAGE).await;
+}
