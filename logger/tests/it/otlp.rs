@@ -5,8 +5,6 @@
 
 #![cfg(feature = "otlp")]
 
-mod common;
-
 use std::{
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -21,6 +19,8 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::any_value,
 };
+
+use crate::common;
 
 /// One span as the collector received it.
 #[derive(Clone, Debug)]

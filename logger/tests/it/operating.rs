@@ -1,8 +1,6 @@
 //! Operating Herald: the Prometheus endpoints of the logger and the
 //! processor, and retention, on real servers over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
 use common::{Lines, Logger, Processor, Scrape, eventually, http_get};
@@ -13,6 +11,8 @@ use herald::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::common;
 
 async fn wait_processed(client: &herald_client::Client, id: uuid::Uuid) {
     eventually(

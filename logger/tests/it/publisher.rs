@@ -2,8 +2,6 @@
 //! the buffer is lost while the logger is down, nothing is created twice, a
 //! full buffer drops and counts, refused events are counted, close flushes.
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -20,6 +18,8 @@ use herald_client::{
     Client, ListEvents, Observer, Outcome, Publish, Publisher, PublisherOptions, WhenFull,
 };
 use tokio::net::TcpListener;
+
+use crate::common;
 
 /// A publisher of a logger at `addr` that may not be up yet, retrying fast.
 fn publisher_of(addr: std::net::SocketAddr, options: PublisherOptions) -> Publisher {

@@ -2,8 +2,6 @@
 //! default): errors and their fields, the lifecycle, health, reflection,
 //! subscriptions and shutdown, over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
 use common::{
@@ -20,6 +18,8 @@ use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+use crate::common;
 
 /// The field names of an INVALID_ARGUMENT error, checking the code.
 fn invalid_fields(err: &herald_client::Error) -> Vec<String> {

@@ -3,8 +3,6 @@
 //! collects what Herald writes; the server is restarted mid-run and nothing
 //! is lost.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -21,6 +19,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
 };
+
+use crate::common;
 
 const NGIRCD: &str = "/usr/sbin/ngircd";
 

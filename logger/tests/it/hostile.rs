@@ -7,8 +7,6 @@
 //! same cases every time; `HERALD_FUZZ_CASES` sets how many (default 1,500
 //! per backend) for longer local runs, `HERALD_FUZZ_SEED` another seed.
 
-mod common;
-
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,6 +23,8 @@ use proptest::{
 };
 use prost::Message;
 use tokio::net::TcpStream;
+
+use crate::common;
 
 /// Most bytes of metadata (header and trailer names and values) any error
 /// answer may carry.

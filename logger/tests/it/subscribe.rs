@@ -2,8 +2,6 @@
 //! across a logger restart), gap and lag notices, heartbeats, many
 //! subscribers, and two loggers sharing one Redis.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
 use common::{Lines, Logger, expect_event, next_event};
@@ -17,6 +15,8 @@ use herald::{
 use herald_client::{Message, RetryPolicy, SubscribeOptions, Subscription};
 use tokio::net::TcpListener;
 use uuid::Uuid;
+
+use crate::common;
 
 /// The events of the next `n` event messages, in order.
 async fn take_events(stream: &mut Subscription, n: usize) -> Vec<(Uuid, EventStatus, String)> {

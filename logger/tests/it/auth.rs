@@ -2,8 +2,6 @@
 //! wrong key, a key without the scope, the right key, an expired user token,
 //! another user's token and the user's own; the caller becomes the source.
 
-mod common;
-
 use std::time::Duration;
 
 use common::{Lines, Logger, eventually};
@@ -16,6 +14,8 @@ use herald::{
 use herald_client::{ApiKey, Client};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::common;
 
 const CLIENTS: [(&str, &str); 5] = [
     ("shop", "events:write"),

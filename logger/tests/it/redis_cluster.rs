@@ -2,8 +2,6 @@
 //! `--redis-cluster`, a processor killed mid-run, and a master killed under
 //! load (failover), with and without `--redis-wait-replicas`.
 
-mod common;
-
 use std::{
     collections::HashSet,
     sync::{
@@ -21,6 +19,8 @@ use herald::{
 };
 use herald_processor::channels::notification_line;
 use uuid::Uuid;
+
+use crate::common;
 
 /// Users whose events land in every partition (37 users over 16 partitions).
 fn user(i: usize) -> String {

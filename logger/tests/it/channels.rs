@@ -3,8 +3,6 @@
 //! answers each test scripts. Signatures are checked with an HMAC written
 //! here from the Standard Webhooks text, not with Herald's code.
 
-mod common;
-
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -25,6 +23,8 @@ use herald::{Event, EventStatus, domain::EventInput};
 use herald_client::{Client, Redrive, webhooks};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::common;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

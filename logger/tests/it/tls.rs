@@ -2,8 +2,6 @@
 //! (rcgen), clients that trust its CA or not, mutual TLS with client
 //! certificates, and a processor reaching a mutual-TLS logger over Redis.
 
-mod common;
-
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
@@ -20,6 +18,8 @@ use rcgen::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::common;
 
 /// A CA and the PEM files it signed, in a temporary directory.
 struct Pki {
@@ -44,7 +44,7 @@ impl Pki {
         let (cert, key) = leaf(&ca, &["processor.herald.test"]);
         write("client.pem", cert);
         write("client.key", key);
-        let (cert, key) = leaf(&crate::ca("Rogue CA"), &["rogue.herald.test"]);
+        let (cert, key) = leaf(&self::ca("Rogue CA"), &["rogue.herald.test"]);
         write("rogue.pem", cert);
         write("rogue.key", key);
         Self { dir }

@@ -2,8 +2,6 @@
 //! per-type payload validation with the shipped registry, timestamps,
 //! idempotency, and the web analytics samples through the whole pipeline.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
 use common::{Lines, Logger, Processor, eventually};
@@ -17,6 +15,8 @@ use herald_client::{Client, ListEvents};
 use herald_processor::channels::notification_line;
 use serde_json::json;
 use tonic::Code;
+
+use crate::common;
 
 fn event(user: &str, event_type: &str, payload: serde_json::Value) -> EventInput {
     EventInput {

@@ -1,8 +1,6 @@
 //! The pipeline on a private redis-server: a logger and separate processors,
 //! all in this process over real sockets, with faults injected.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
 use common::{Lines, Logger, Processor, eventually};
@@ -18,6 +16,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use uuid::Uuid;
+
+use crate::common;
 
 /// A private redis-server with a logger on it and a client of that logger;
 /// `None` when Redis tests are skipped.

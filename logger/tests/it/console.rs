@@ -6,9 +6,6 @@
 //! with `HERALD_UPDATE_SCREENSHOTS=1` the live view also goes to
 //! `docs/console.png`, the picture the README shows.
 
-mod common;
-mod webdriver;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -24,6 +21,8 @@ use herald_client::Client;
 use serde_json::json;
 use uuid::Uuid;
 use webdriver::Browser;
+
+use crate::{common, webdriver};
 
 /// How long a change may take to show: the "within a second".
 const LIVE: Duration = Duration::from_secs(1);

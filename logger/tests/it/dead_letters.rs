@@ -2,8 +2,6 @@
 //! up FAILED and listed with their reason; redriving puts them back in the
 //! queue (by id or all) and removes their dead letters.
 
-mod common;
-
 use std::time::Duration;
 
 use common::{Lines, Logger, eventually};
@@ -12,6 +10,8 @@ use herald::{EventStatus, pb};
 use herald_client::{Client, DeadLetter, Redrive};
 use tonic::Code;
 use uuid::Uuid;
+
+use crate::common;
 
 /// Every dead letter, following the pages (two a page, to have several).
 async fn dead_letters(client: &Client) -> Vec<DeadLetter> {

@@ -2,12 +2,12 @@
 //! delivers through the lossy simulated sink: its observed ratios, read back
 //! from the server, fall within statistical bounds of the requested ones.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use common::{Lines, Logger};
 use herald_cli::simulate::{SimulateOptions, simulate};
+
+use crate::common;
 
 #[tokio::test]
 async fn observed_ratios_match_the_requested_ones() {

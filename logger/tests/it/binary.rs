@@ -1,8 +1,6 @@
 //! The real `herald-logger` binary, as a newcomer starts it: no flags but a
 //! port, the memory backend and the embedded worker.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -13,6 +11,8 @@ use std::{
 use common::assert_ends_unavailable;
 use herald::{EventStatus, testing::free_port};
 use herald_client::Client;
+
+use crate::common;
 
 struct Running(Child);
 

@@ -4,13 +4,13 @@
 //! open console's guard against rebound names. The page itself, in a real
 //! browser, is in `console.rs`.
 
-mod common;
-
 use std::{net::SocketAddr, time::Duration};
 
 use common::{Lines, Logger, http_call, http_get};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::common;
 
 /// How long a logger may take to stop, and a call to answer.
 const PAGE: Duration = Duration::from_secs(10);

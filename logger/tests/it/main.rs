@@ -1,0 +1,37 @@
+//! The logger's end-to-end tests: real loggers (the `run` functions and the
+//! binary), real Redis servers and clusters, real sockets. One test binary,
+//! linked once, with a module per subject; `cargo test -p herald-logger
+//! --test it console::` runs one subject.
+//!
+//! # Layout
+//! - `common`: starting loggers on free ports, waiting, reading streams,
+//!   plain HTTP calls; `webdriver`: a small WebDriver client for the
+//!   console's browser tests.
+//! - One module per subject: the API (`api`, `events`, `dead_letters`),
+//!   keys and tokens (`auth`), TLS, subscriptions, delivery channels and IRC,
+//!   the console (`console` in a browser, `console_api` as a script), hostile
+//!   clients, the binary itself, operating (metrics, shutdown), Redis
+//!   pipelines and clusters, the Publisher, the simulator, OTLP export.
+
+mod common;
+mod webdriver;
+
+mod api;
+mod auth;
+mod binary;
+mod channels;
+mod console;
+mod console_api;
+mod dead_letters;
+mod events;
+mod hostile;
+mod irc;
+mod operating;
+#[cfg(feature = "otlp")]
+mod otlp;
+mod publisher;
+mod redis_cluster;
+mod redis_pipeline;
+mod simulate;
+mod subscribe;
+mod tls;
