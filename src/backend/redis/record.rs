@@ -41,11 +41,11 @@ pub(super) type Fields = std::collections::HashMap<String, Vec<u8>>;
 /// Bytes of a record's head (see the module docs).
 pub(super) const HEAD: usize = 50;
 /// Where `created_at` starts in the head.
-const CREATED_AT: usize = 9;
+pub(super) const CREATED_AT: usize = 9;
 /// Where `occurred_at` starts in the head.
 const OCCURRED_AT: usize = 17;
 /// Where the packed traceparent starts in the head.
-const TRACE: usize = 25;
+pub(super) const TRACE: usize = 25;
 /// Bytes of a change as a notification entry holds it: the head without
 /// the times that never change (status, updated_at, traceparent).
 pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
