@@ -12,6 +12,9 @@
 -- and traceparent (`change`): readers read the rest from the record. Reads
 -- arguments by place and builds no tables per event: this runs once per
 -- event.
+-- On one Redis node, a batch without idempotency keys is written by
+-- `create_plain` (store.rs) with the same commands in MULTI/EXEC instead:
+-- a change to what is written here goes there too.
 local a = 3
 for i = 3, #KEYS do
   if not redis.call('SET', KEYS[i], ARGV[a + 2], 'NX') then
