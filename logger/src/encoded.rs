@@ -56,8 +56,11 @@ impl Encoded {
 
     /// The same message, saying `cursor` instead of its own.
     pub fn with_cursor(&self, cursor: &str) -> Self {
-        let mut field = Vec::with_capacity(cursor.len() + 4);
-        prost::encoding::string::encode(CURSOR_FIELD, &cursor.to_owned(), &mut field);
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let mut field = Vec::with_capacity(cursor.len() + 6);
+        encode_key(CURSOR_FIELD, WireType::LengthDelimited, &mut field);
+        encode_varint(cursor.len() as u64, &mut field);
+        field.extend_from_slice(cursor.as_bytes());
         Self {
             shared: self.shared.clone(),
             cursor: Some(field.into()),

@@ -195,13 +195,17 @@ pub async fn run_with(
     };
     // The console calls this server too, over a loopback listener that
     // checks the same keys as the public one, with the callers' own keys.
-    let console = console.filter(|_| {
-        let mutual_tls = config.tls_client_ca.is_some();
-        if mutual_tls {
-            warn!("no console: it cannot ask browsers for client certificates, and --tls-client-ca requires one on every call (give --console-listen off to silence this)");
+    let console = match console {
+        // Dropped here, so its port closes.
+        Some(listener) if config.tls_client_ca.is_some() => {
+            drop(listener);
+            warn!(
+                "no console: it cannot ask browsers for client certificates, and --tls-client-ca requires one on every call (give --console-listen off to silence this)"
+            );
+            None
         }
-        !mutual_tls
-    });
+        console => console,
+    };
     if let Some(console_listener) = console {
         let console_addr = console_listener.local_addr().context("console address")?;
         if !keys.is_open() && !console_addr.ip().is_loopback() {

@@ -18,9 +18,9 @@ use herald::{
     cursor::{Cursor, EntryId},
     partition::Partition,
 };
+use tokio::sync::Notify;
 
 use crate::encoded::Encoded;
-use tokio::sync::Notify;
 
 /// How a queue ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

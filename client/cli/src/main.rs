@@ -122,13 +122,7 @@ async fn main() -> ExitCode {
         _ => None,
     };
     if let Some(result) = local {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return herald_runtime::process::exit_with(result);
     }
     match run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,7 +28,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -172,7 +172,6 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))
         .fallback(|| async { error::ApiError::not_found("no such page or API") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)
 }
