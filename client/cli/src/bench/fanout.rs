@@ -1,0 +1,251 @@
+//! `bench fanout`: Subscribe streams spread over users, a burst of events
+//! for each user, the delay from PROCESSED to arrival at each stream, and
+//! (given the logger's pid) the logger's memory per stream and CPU per
+//! message, read from /proc.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Args;
+use futures_util::StreamExt;
+use herald::pb::{
+    self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient,
+    subscribe_response::Kind,
+};
+use herald_client::{ApiKey, Tls};
+use herald_runtime::flags::positive_duration;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::{Report, Series, connect_all, histogram, record, run_tag, since, spinner};
+
+/// Flags of `bench fanout`.
+#[derive(Args)]
+pub struct FanoutArgs {
+    /// Concurrent Subscribe streams, spread evenly over --users.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Users the streams subscribe to (stream i follows user i mod U).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
+    /// Events created in one burst for each user.
+    #[arg(long, default_value_t = 100)]
+    events: u64,
+    /// Subscribe streams per HTTP/2 connection (when --connections is not given).
+    #[arg(long, default_value_t = 100)]
+    streams_per_connection: usize,
+    /// HTTP/2 connections the streams share (round-robin); default:
+    /// subscribers / streams-per-connection.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// The logger's process id, on this machine: its resident memory is read
+    /// (from /proc) before subscribing, with every stream idle, and after the
+    /// burst, and reported per stream.
+    #[arg(long)]
+    logger_pid: Option<u32>,
+    /// Give up waiting for messages after this long.
+    #[arg(long, default_value = "120s", value_parser = positive_duration)]
+    timeout: Duration,
+}
+
+pub(super) async fn fanout(
+    server: &str,
+    tls: &Tls,
+    key: &ApiKey,
+    args: &FanoutArgs,
+) -> anyhow::Result<Report> {
+    let tag = run_tag();
+    let users: Vec<String> = (0..args.users)
+        .map(|u| format!("{tag}-fanout-{u}"))
+        .collect();
+    let connections = args
+        .connections
+        .unwrap_or_else(|| {
+            args.subscribers
+                .div_ceil(args.streams_per_connection.max(1))
+        })
+        .max(1);
+    let channels = connect_all(server, tls, connections).await?;
+    let rss_before = resident_bytes(args.logger_pid)?;
+    let bar = spinner("subscribing", Some(args.subscribers as u64));
+    let arrived = Arc::new(AtomicU64::new(0));
+    // Subscribed a few at a time; each reader counts what reaches it.
+    let opened = futures_util::stream::iter(0..args.subscribers)
+        .map(|i| {
+            let mut client =
+                NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
+            let user_id = users[i % users.len()].clone();
+            async move {
+                client
+                    .subscribe(pb::SubscribeRequest {
+                        user_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .buffer_unordered(64);
+    futures_util::pin_mut!(opened);
+    let mut readers = JoinSet::new();
+    while let Some(stream) = opened.next().await {
+        let mut stream = stream.context("subscribe")?;
+        bar.inc(1);
+        let (arrived, expected) = (arrived.clone(), args.events);
+        readers.spawn(async move {
+            let mut latency = histogram();
+            let mut got = 0;
+            while got < expected {
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        // Heartbeats and other notices are not deliveries.
+                        let Some(Kind::Event(event)) = message.kind else {
+                            continue;
+                        };
+                        record(&mut latency, since(event.updated_at));
+                        got += 1;
+                        arrived.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            latency
+        });
+    }
+    bar.finish_and_clear();
+    // Let the server settle every stream before measuring them idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = resident_bytes(args.logger_pid)?;
+    let cpu_before = (
+        cpu_seconds(args.logger_pid),
+        cpu_seconds(Some(std::process::id())),
+    );
+
+    let expected = args.subscribers as u64 * args.events;
+    let bar = spinner("delivered", Some(expected));
+    let start = Instant::now();
+    let mut logger = EventLoggerClient::with_interceptor(channels[0].clone(), key.clone());
+    // How many streams follow each user: each event of a user reaches them all.
+    let followers = |u: usize| (args.subscribers + users.len() - 1 - u) / users.len();
+    let mut wanted = 0;
+    for k in 0..args.events {
+        for (u, user_id) in users.iter().enumerate() {
+            let request = pb::CreateEventRequest {
+                user_id: user_id.clone(),
+                description: format!("fanout event {k}"),
+                ..Default::default()
+            };
+            if logger.create_event(request).await.is_ok() {
+                wanted += followers(u) as u64;
+            }
+        }
+    }
+    let deadline = start + args.timeout;
+    while arrived.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
+        bar.set_position(arrived.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    let rss_after = resident_bytes(args.logger_pid)?;
+    let cpu_after = (
+        cpu_seconds(args.logger_pid),
+        cpu_seconds(Some(std::process::id())),
+    );
+    if arrived.load(Ordering::Relaxed) < wanted {
+        readers.abort_all();
+    }
+    let mut delivery = Series::new("processed to subscriber");
+    while let Some(part) = readers.join_next().await {
+        if let Ok(h) = part {
+            delivery.latency_us.add(&h).expect("same bounds");
+        }
+    }
+    delivery.ops = arrived.load(Ordering::Relaxed);
+    delivery.errors = expected.saturating_sub(delivery.ops);
+    delivery.elapsed = elapsed;
+    let mut figures = vec![
+        ("subscribers", json!(args.subscribers)),
+        ("users", json!(args.users)),
+        ("connections", json!(connections)),
+        ("events_per_user", json!(args.events)),
+        ("expected_messages", json!(expected)),
+        ("arrived_messages", json!(delivery.ops)),
+        ("all_arrived", json!(delivery.ops == expected)),
+    ];
+    // CPU time of the burst (from the first create to the last arrival),
+    // per message delivered: the logger's and this client's own.
+    let per_message = |before: Option<f64>, after: Option<f64>| {
+        before
+            .zip(after)
+            .map(|(b, a)| (a - b) * 1e6 / delivery.ops.max(1) as f64)
+    };
+    if let Some(us) = per_message(cpu_before.0, cpu_after.0) {
+        figures.push((
+            "logger_cpu_us_per_message",
+            json!((us * 100.0).round() / 100.0),
+        ));
+    }
+    if let Some(us) = per_message(cpu_before.1, cpu_after.1) {
+        figures.push((
+            "bench_cpu_us_per_message",
+            json!((us * 100.0).round() / 100.0),
+        ));
+    }
+    if let (Some(before), Some(idle), Some(after)) = (rss_before, rss_idle, rss_after) {
+        let per_stream = |bytes: u64| bytes.saturating_sub(before) / args.subscribers.max(1) as u64;
+        figures.extend([
+            ("logger_rss_mb_before", json!(before / 1_000_000)),
+            ("logger_rss_mb_idle", json!(idle / 1_000_000)),
+            ("logger_rss_mb_after_burst", json!(after / 1_000_000)),
+            ("logger_bytes_per_idle_stream", json!(per_stream(idle))),
+            (
+                "logger_bytes_per_stream_after_burst",
+                json!(per_stream(after)),
+            ),
+        ]);
+    }
+    Ok(Report {
+        bench: "fanout",
+        figures,
+        series: vec![delivery],
+    })
+}
+
+/// The CPU time (user and system, in seconds) process `pid` has used, from
+/// /proc, if a pid is given and it can be read.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The resident memory of process `pid` (VmRSS in /proc), if one is given.
+fn resident_bytes(pid: Option<u32>) -> anyhow::Result<Option<u64>> {
+    let Some(pid) = pid else {
+        return Ok(None);
+    };
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .with_context(|| format!("--logger-pid {pid}: cannot read {path}"))?;
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(Some(kb * 1024))
+}
