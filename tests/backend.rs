@@ -451,6 +451,99 @@ async fn concurrent_status_changes_all_apply(b: Backend) {
     assert_eq!(after.len(), 1);
 }
 
+/// Two writers race to move every event out of PENDING, one to PROCESSED
+/// and one to FAILED, in batches taken in opposite orders so that they meet
+/// on the records: neither status may follow the other, so exactly one
+/// change wins per event and the other is refused; the event is then in
+/// one status index and its one change is logged once. A batch that
+/// changes one event twice applies the changes in order.
+async fn racing_status_changes_apply_one_each(b: Backend) {
+    let events = b
+        .store
+        .create_many((0..120).map(|i| new_event(&format!("u{i}"), "x")).collect())
+        .await
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let writer = |status: EventStatus, reversed: bool| {
+        let (store, mut ids) = (Arc::clone(&b.store), ids.clone());
+        if reversed {
+            ids.reverse();
+        }
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for batch in ids.chunks(7) {
+                let changes: Vec<_> = batch
+                    .iter()
+                    .map(|id| StatusChange::new(*id, status))
+                    .collect();
+                let outcomes = store.update_status_many(&changes).await.expect("batch");
+                results.extend(batch.iter().copied().zip(outcomes));
+            }
+            results
+        })
+    };
+    let (processed, failed) = (
+        writer(EventStatus::Processed, false),
+        writer(EventStatus::Failed, true),
+    );
+    let mut winners = std::collections::HashMap::new();
+    for results in [processed.await.expect("join"), failed.await.expect("join")] {
+        for (id, result) in results {
+            match result {
+                Ok(event) => assert!(
+                    winners.insert(id, event.status).is_none(),
+                    "two changes of {id} out of PENDING were both applied"
+                ),
+                Err(Error::InvalidTransition { .. }) => {}
+                Err(err) => panic!("unexpected outcome for {id}: {err}"),
+            }
+        }
+    }
+    assert_eq!(winners.len(), ids.len(), "every event left PENDING once");
+    for id in &ids {
+        assert_eq!(
+            Some(&b.store.get(*id).await.expect("get").status),
+            winners.get(id)
+        );
+    }
+    let counts = b.store.status_counts().await.expect("counts");
+    let processed = winners
+        .values()
+        .filter(|s| **s == EventStatus::Processed)
+        .count() as u64;
+    assert_eq!(
+        (counts.pending, counts.processed, counts.failed),
+        (0, processed, ids.len() as u64 - processed)
+    );
+    let logged = read_after(&b, &start, 1000, Duration::from_millis(100)).await;
+    assert_eq!(logged.len(), ids.len(), "one change logged per event");
+
+    // FAILED, then back to PENDING, in one batch: in order.
+    let failed = b
+        .store
+        .create(new_event("u0", "y"))
+        .await
+        .expect("create")
+        .id;
+    let outcomes = b
+        .store
+        .update_status_many(&[
+            StatusChange::new(failed, EventStatus::Failed),
+            StatusChange::new(failed, EventStatus::Pending),
+        ])
+        .await
+        .expect("batch");
+    let statuses: Vec<_> = outcomes
+        .into_iter()
+        .map(|o| o.expect("applied").status)
+        .collect();
+    assert_eq!(statuses, [EventStatus::Failed, EventStatus::Pending]);
+}
+
 fn full_event(request_id: &str) -> NewEvent {
     let input = EventInput {
         user_id: "alice".into(),
@@ -533,15 +626,24 @@ async fn repeated_request_ids_return_the_first_event(b: Backend) {
         .await
         .expect("other");
     assert_ne!(other_client.id, first.id, "keys are per client");
+    // In one batch with events without a key (written without the script
+    // on one Redis node), each answer keeps its place.
     let in_one_batch = b
         .store
-        .create_many(vec![full_event("req-2"), full_event("req-2")])
+        .create_many(vec![
+            full_event("req-2"),
+            new_event("bob", "no key"),
+            full_event("req-2"),
+            new_event("carol", "no key either"),
+        ])
         .await
         .expect("batch")
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
-        .expect("both answered");
-    assert_eq!(in_one_batch[0].id, in_one_batch[1].id);
+        .expect("every one answered");
+    assert_eq!(in_one_batch[0].id, in_one_batch[2].id);
+    let users: Vec<&str> = in_one_batch.iter().map(|e| e.user_id.as_str()).collect();
+    assert_eq!(users, ["alice", "bob", "alice", "carol"]);
 
     // Racing duplicates: one event, queued once.
     let mut tasks = Vec::new();
@@ -567,8 +669,8 @@ async fn repeated_request_ids_return_the_first_event(b: Backend) {
     }
     assert_eq!(
         queued.len(),
-        4,
-        "req-1 twice (two clients), req-2 once, req-3 once"
+        6,
+        "req-1 twice (two clients), req-2 once, bob's and carol's, req-3 once"
     );
     assert!(queued.contains(ids.iter().next().expect("one id")));
 }
@@ -1204,6 +1306,7 @@ backend_tests!(
     concurrent_creates_are_all_queued,
     batches_keep_each_items_outcome,
     concurrent_status_changes_all_apply,
+    racing_status_changes_apply_one_each,
     every_field_round_trips,
     repeated_request_ids_return_the_first_event,
     list_queries_follow_the_reference_order,
