@@ -827,7 +827,7 @@ pub(crate) fn with_hint(text: String) -> String {
     } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
         "this server does not speak TLS: use http://"
     } else if text.contains("UnknownIssuer") || text.contains("CaUsedAsEndEntity") {
-        "the server's certificate is not trusted: pass the CA that signed it (--ca-cert)"
+        "the server's certificate is not trusted: give the CA that signed it with --ca-cert, or Tls::with_ca_pem in Rust"
     } else {
         return text;
     };

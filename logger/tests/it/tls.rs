@@ -170,7 +170,7 @@ async fn https_with_a_trusted_ca_works_and_nothing_else_does() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     assert!(
         err.to_string().contains(
-            "the server's certificate is not trusted: pass the CA that signed it (--ca-cert)"
+            "the server's certificate is not trusted: give the CA that signed it with --ca-cert, or Tls::with_ca_pem in Rust"
         ),
         "{err}"
     );
