@@ -38,7 +38,8 @@ case "$SIZE" in
   smoke) DURATION=1s; E2E_EVENTS=2000; RATE_EVENTS=500; SUBSCRIBERS=50; FANOUT_EVENTS=5; BIN=target/debug ;;
 esac
 
-command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
+. scripts/lib.sh
+need_redis_server
 if [ "$BIN" = target/release ]; then
   cargo build --release --workspace --bins --quiet
 else
@@ -47,28 +48,7 @@ fi
 OUT=target/bench
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+start_work
 
 # Waits until the processors have taken and settled every queued entry, in
 # every partition's queue (herald:{p00}:events ...; redis-cli -c follows a
@@ -93,13 +73,6 @@ wait_for_drain() {
   exit 1
 }
 
-# CPU time a process has used so far (user and system), in clock ticks.
-cpu_ticks() {
-  # Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-# Bytes of memory Redis on port $1 uses.
 # Bytes Redis uses, summed over the nodes on the given ports.
 redis_used_memory() {
   local port total=0
@@ -143,12 +116,7 @@ bench() {
   local backend="$1" server="$2"
   shift 2
   echo "== $backend: herald bench $*" >&2
-  python3 -c '
-import resource, subprocess, sys
-done = subprocess.run(sys.argv[2:])
-used = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(sys.argv[1], "w").write(str(used.ru_utime + used.ru_stime))
-sys.exit(done.returncode)' "$WORK/client-cpu" "$BIN/herald" --server "$server" --json bench "$@" \
+  run_counting_cpu "$WORK/client-cpu" "$BIN/herald" --server "$server" --json bench "$@" \
     | python3 -c 'import json, sys; r = json.load(sys.stdin); r["backend"] = sys.argv[1]; print(json.dumps(r))' "$backend" \
     >> "$OUT/results.jsonl"
 }

@@ -420,15 +420,20 @@ async fn batches_keep_each_items_outcome(b: Backend) {
     );
 }
 
-async fn concurrent_status_changes_all_apply(b: Backend) {
-    let events = b
-        .store
-        .create_many((0..100).map(|i| new_event(&format!("u{i}"), "x")).collect())
+/// `n` events stored in one batch, of users `u0`, `u1`, ... (spread over
+/// the partitions).
+async fn stored_events(b: &Backend, n: usize) -> Vec<herald::Event> {
+    b.store
+        .create_many((0..n).map(|i| new_event(&format!("u{i}"), "x")).collect())
         .await
         .expect("create_many")
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
-        .expect("every event stored");
+        .expect("every event stored")
+}
+
+async fn concurrent_status_changes_all_apply(b: Backend) {
+    let events = stored_events(&b, 100).await;
     let mut tasks = Vec::new();
     for e in &events {
         for _ in 0..2 {
@@ -458,14 +463,7 @@ async fn concurrent_status_changes_all_apply(b: Backend) {
 /// one status index and its one change is logged once. A batch that
 /// changes one event twice applies the changes in order.
 async fn racing_status_changes_apply_one_each(b: Backend) {
-    let events = b
-        .store
-        .create_many((0..120).map(|i| new_event(&format!("u{i}"), "x")).collect())
-        .await
-        .expect("create_many")
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("every event stored");
+    let events = stored_events(&b, 120).await;
     let start = b.feed.latest_cursor().await.expect("cursor");
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let writer = |status: EventStatus, reversed: bool| {

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Compares the CPU two builds of Herald spend per event, on this machine, in
+# alternating rounds of the end-to-end run on one Redis:
+#
+#   scripts/compare.sh BASE NEW [--rounds N] [--events N] [--processors N]
+#
+# BASE and NEW are directories holding a herald-logger and a
+# herald-processor (copies of target/release made at two commits, say; BASE
+# also holds the herald that is the benchmark client of both). Each round runs
+# BASE, then NEW, each against a fresh redis-server, logger and processors on
+# free ports: a warm-up of a quarter of the events, then `herald bench e2e
+# --events N`, reading from /proc the CPU (user and system) each process spent
+# on it, and the client's own from getrusage. This machine's speed drifts
+# between runs by more than most changes move, so every figure is also given
+# as a multiple of the client's CPU in the same run (the client does the same
+# work for both builds, so it moves with the machine alone), and the last
+# line compares the builds in those terms. Defaults: 3 rounds of 20,000
+# events, 2 processors. Exits non-zero if a run loses a notification.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+usage() {
+  echo "usage: $0 BASE NEW [--rounds N] [--events N] [--processors N]" >&2
+  exit 2
+}
+[ $# -ge 2 ] || usage
+BASE=$1
+NEW=$2
+shift 2
+ROUNDS=3
+EVENTS=20000
+PROCESSORS=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift ;;
+    --events) EVENTS="$2"; shift ;;
+    --processors) PROCESSORS="$2"; shift ;;
+    *) usage ;;
+  esac
+  shift
+done
+for dir in "$BASE" "$NEW"; do
+  for bin in herald-logger herald-processor; do
+    [ -x "$dir/$bin" ] || { echo "$dir/$bin: no such program (copy it from target/release)" >&2; exit 2; }
+  done
+done
+CLIENT="$BASE/herald"
+[ -x "$CLIENT" ] || { echo "$CLIENT: no such program (the benchmark client of both builds)" >&2; exit 2; }
+need_redis_server
+start_work
+export RUST_LOG=warn HERALD_METRICS_LISTEN=off HERALD_CONSOLE_LISTEN=off
+
+# run_once LABEL ROUND DIR: one end-to-end run of the build in DIR; appends
+# its CPU per event (µs) of each process and of the client to $WORK/runs.
+run_once() {
+  local label="$1" round="$2" dir="$3"
+  local rport lport named=() before=() i
+  rport=$(free_port)
+  mkdir -p "$WORK/$label-$round"
+  redis-server --port "$rport" --bind 127.0.0.1 --dir "$WORK/$label-$round" --save "" \
+    --appendonly no --daemonize no --logfile "$WORK/$label-$round/redis.log" &
+  PIDS+=("$!")
+  named+=("redis=$!")
+  wait_for_port "$rport"
+  lport=$(free_port)
+  "$dir/herald-logger" --listen "127.0.0.1:$lport" --redis-url "redis://127.0.0.1:$rport/" \
+    > /dev/null 2> "$WORK/$label-$round/logger.log" &
+  PIDS+=("$!")
+  named+=("logger=$!")
+  wait_for_port "$lport"
+  for i in $(seq 1 "$PROCESSORS"); do
+    "$dir/herald-processor" --redis-url "redis://127.0.0.1:$rport/" \
+      --logger-url "http://127.0.0.1:$lport" --consumer-name "compare-$i" \
+      > /dev/null 2> "$WORK/$label-$round/processor-$i.log" &
+    PIDS+=("$!")
+    named+=("processor-$i=$!")
+  done
+  "$CLIENT" --server "127.0.0.1:$lport" bench e2e --events $((EVENTS / 4)) > /dev/null
+  for i in "${!named[@]}"; do before[i]=$(cpu_ticks "${named[i]#*=}"); done
+  run_counting_cpu "$WORK/client-cpu" "$CLIENT" --server "127.0.0.1:$lport" --json \
+    bench e2e --events "$EVENTS" > "$WORK/e2e.json"
+  local tick line
+  tick=$(getconf CLK_TCK)
+  line="$label $round"
+  for i in "${!named[@]}"; do
+    line="$line ${named[i]%%=*}=$(( ($(cpu_ticks "${named[i]#*=}") - before[i]) * 1000000 / tick / EVENTS ))"
+  done
+  line="$line client=$(python3 -c 'import sys; print(round(float(open(sys.argv[1]).read()) * 1e6 / int(sys.argv[2])))' "$WORK/client-cpu" "$EVENTS")"
+  echo "$line" >> "$WORK/runs"
+  echo "$line" >&2
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(1 if r.get("missing") else 0)' "$WORK/e2e.json" \
+    || { echo "$label, round $round: notifications were lost" >&2; exit 1; }
+  stop_all
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  run_once base "$round" "$BASE"
+  run_once new "$round" "$NEW"
+done
+
+python3 - "$WORK/runs" "$(nproc)" "$EVENTS" <<'PY'
+import sys
+from statistics import mean
+
+path, cores, events = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = []
+for line in open(path):
+    label, rnd, *fields = line.split()
+    cpu = {k: int(v) for k, v in (f.split("=") for f in fields)}
+    client = cpu.pop("client")
+    runs.append((label, rnd, cpu, client))
+names = list(runs[0][2])
+print(f"\nCPU per end-to-end event (µs; × the client's CPU), {cores} cores, {events} events a run\n")
+print(f"{'build':<6} {'round':>5} " + " ".join(f"{n:>16}" for n in names + ["servers"]) + f" {'client':>8}")
+for label, rnd, cpu, client in runs:
+    cells = [f"{us} ({us / client:.2f}×)" for us in list(cpu.values()) + [sum(cpu.values())]]
+    print(f"{label:<6} {rnd:>5} " + " ".join(f"{c:>16}" for c in cells) + f" {client:>8}")
+means = {}
+for label in ("base", "new"):
+    mine = [r for r in runs if r[0] == label]
+    means[label] = {n: mean(r[2][n] / r[3] for r in mine) for n in names}
+    means[label]["servers"] = mean(sum(r[2].values()) / r[3] for r in mine)
+print()
+for label in ("base", "new"):
+    print(f"{label:<6} {'mean':>5} " + " ".join(f"{means[label][n]:>15.2f}×" for n in names + ["servers"]))
+ratio = means["new"]["servers"] / means["base"]["servers"]
+print(f"\nnew / base, servers' CPU per event in multiples of the client's: {ratio:.3f}")
+PY

@@ -1,0 +1,59 @@
+# Shell helpers shared by scripts/bench.sh and scripts/compare.sh (sourced,
+# not run).
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits (up to 10 s) until something listens on port $1; exits if nothing does.
+wait_for_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# CPU time a process has used so far (user and system), in clock ticks.
+cpu_ticks() {
+  # Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# run_counting_cpu FILE CMD...: runs CMD (its output passes through) and
+# writes the CPU seconds it used, user and system, to FILE; exits as CMD did.
+run_counting_cpu() {
+  python3 -c '
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[2:])
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(str(used.ru_utime + used.ru_stime))
+sys.exit(done.returncode)' "$@"
+}
+
+# Exits unless redis-server is installed.
+need_redis_server() {
+  command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
+}
+
+# Makes $WORK, a temporary directory; on exit, the processes whose pids are
+# in PIDS are stopped and $WORK is removed.
+start_work() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+}
+
+# Stops the processes whose pids are in PIDS, and forgets them.
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
+
+cleanup() {
+  stop_all
+  rm -rf "$WORK"
+}
