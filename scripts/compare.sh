@@ -40,6 +40,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+for n in "$ROUNDS" "$EVENTS" "$PROCESSORS"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$n: rounds, events and processors are whole numbers above 0" >&2; usage; }
+done
 for dir in "$BASE" "$NEW"; do
   for bin in herald-logger herald-processor; do
     [ -x "$dir/$bin" ] || { echo "$dir/$bin: no such program (copy it from target/release)" >&2; exit 2; }
@@ -76,7 +79,7 @@ run_once() {
     PIDS+=("$!")
     named+=("processor-$i=$!")
   done
-  "$CLIENT" --server "127.0.0.1:$lport" bench e2e --events $((EVENTS / 4)) > /dev/null
+  "$CLIENT" --server "127.0.0.1:$lport" bench e2e --events $((EVENTS / 4 + 1)) > /dev/null
   for i in "${!named[@]}"; do before[i]=$(cpu_ticks "${named[i]#*=}"); done
   run_counting_cpu "$WORK/client-cpu" "$CLIENT" --server "127.0.0.1:$lport" --json \
     bench e2e --events "$EVENTS" > "$WORK/e2e.json"

@@ -88,18 +88,14 @@ impl From<Error> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let (message, field) = match err {
-            Error::Rpc {
-                message,
-                violations,
-                ..
-            } if !violations.is_empty() => {
+            Error::Rpc { violations, .. } if !violations.is_empty() => {
                 let field = violations.first().map(|v| v.field.clone());
                 let text = violations
                     .iter()
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                (if text.is_empty() { message } else { text }, field)
+                (text, field)
             }
             Error::Rpc { message, .. } => (message, None),
             other => (other.to_string(), None),
@@ -113,17 +109,27 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The canonical name of a gRPC code (`INVALID_ARGUMENT`), as gRPC
+/// tools print it.
 fn code_name(code: Code) -> &'static str {
     match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
         Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
         Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
         Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
         Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
         Code::Unavailable => "UNAVAILABLE",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -156,4 +162,39 @@ pub(super) fn storage_error(err: herald::Error) -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("notification log: {err}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc(code: Code) -> ApiError {
+        ApiError::from(Error::Rpc {
+            code,
+            message: "refused".into(),
+            violations: Vec::new(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn every_code_keeps_its_name_and_an_http_status_near_it() {
+        let out_of_range = rpc(Code::OutOfRange);
+        assert_eq!(
+            (out_of_range.status, out_of_range.code),
+            (StatusCode::BAD_REQUEST, "OUT_OF_RANGE")
+        );
+        let exists = rpc(Code::AlreadyExists);
+        assert_eq!(
+            (exists.status, exists.code),
+            (StatusCode::CONFLICT, "ALREADY_EXISTS")
+        );
+        assert_eq!(rpc(Code::Aborted).code, "ABORTED");
+        assert_eq!(rpc(Code::Unimplemented).code, "UNIMPLEMENTED");
+        // The console's own refusals name the nearest code.
+        assert_eq!(
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "big").code,
+            "RESOURCE_EXHAUSTED"
+        );
+    }
 }

@@ -41,11 +41,11 @@ pub(super) type Fields = std::collections::HashMap<String, Vec<u8>>;
 /// Bytes of a record's head (see the module docs).
 pub(super) const HEAD: usize = 50;
 /// Where `created_at` starts in the head.
-pub(super) const CREATED_AT: usize = 9;
+const CREATED_AT: usize = 9;
 /// Where `occurred_at` starts in the head.
 const OCCURRED_AT: usize = 17;
 /// Where the packed traceparent starts in the head.
-pub(super) const TRACE: usize = 25;
+const TRACE: usize = 25;
 /// Bytes of a change as a notification entry holds it: the head without
 /// the times that never change (status, updated_at, traceparent).
 pub(super) const CHANGE: usize = HEAD - (TRACE - CREATED_AT);
@@ -113,6 +113,13 @@ pub(super) fn micros_bytes(t: SystemTime) -> [u8; 8] {
 /// empty to keep the record's.
 pub(super) fn trace_arg(trace: Option<TraceParent>) -> Vec<u8> {
     trace.map_or_else(Vec::new, |t| t.to_packed().to_vec())
+}
+
+/// What a notification entry holds of a record just written: its head's
+/// status, updated_at and traceparent ([`CHANGE`] bytes), as the scripts
+/// write it.
+pub(super) fn change_of(record: &[u8]) -> Vec<u8> {
+    [&record[..CREATED_AT], &record[TRACE..HEAD]].concat()
 }
 
 /// The head of `event`'s record as it is now.
@@ -391,8 +398,7 @@ mod tests {
         changed.status = EventStatus::Processed;
         changed.updated_at += std::time::Duration::from_secs(1);
         changed.traceparent = None;
-        let head = &record(&changed).expect("record").value[..HEAD];
-        let change = [&head[..CREATED_AT], &head[TRACE..]].concat();
+        let change = change_of(&record(&changed).expect("record").value);
         assert_eq!(
             parse_record(event.id, &new.value, Some(&change)).expect("parse"),
             changed

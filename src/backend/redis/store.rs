@@ -13,8 +13,8 @@ use super::{
     connection::Conn,
     read_records,
     record::{
-        CREATED_AT, HEAD, NewRecord, TRACE, code, entry_fields, entry_id_of, micros_bytes,
-        parse_record, parse_record_delivered, record, source_codes, status_outcome, trace_arg,
+        NewRecord, change_of, code, entry_fields, entry_id_of, micros_bytes, parse_record,
+        parse_record_delivered, record, source_codes, status_outcome, trace_arg,
     },
     redis_error,
     split::{by_partition, per_partition},
@@ -108,7 +108,7 @@ impl RedisBackend {
             let NewRecord { value, indexes } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
-            let change = [&value[..CREATED_AT], &value[TRACE..HEAD]].concat();
+            let change = change_of(&value);
             pipe.set(self.keys.event(p, event.id), value).ignore();
             pipe.zadd(
                 self.keys.index(p, "status", event.status.as_str()),
