@@ -1,7 +1,7 @@
 //! The EventStore on Redis: records, counts, dead letters, retention (the
 //! queries are in `list`).
 
-use std::time::SystemTime;
+use std::{collections::HashMap, time::SystemTime};
 
 use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
 use async_trait::async_trait;
@@ -96,37 +96,45 @@ impl RedisBackend {
     /// idempotency key (record, index entries, queue and notification
     /// entries), as plain commands in one `MULTI`/`EXEC`: as atomic, and
     /// about half of Redis's time per create, which in the script went to
-    /// Lua itself. Only on one Redis node (a cluster's connection makes no
-    /// transactions) and without `--redis-wait-replicas` (whose `WAIT`
-    /// follows the write). The script claims each record key with `SET NX`
-    /// first; here the ids are fresh UUID v7s, made for these events.
+    /// Lua itself. The records go in one `MSET` and each index key's
+    /// entries in one `ZADD`, so a batch costs two stream entries per event
+    /// and a few commands besides. Only on one Redis node (a cluster's
+    /// connection makes no transactions) and without
+    /// `--redis-wait-replicas` (whose `WAIT` follows the write). The script
+    /// claims each record key with `SET NX` first; here the ids are fresh
+    /// UUID v7s, made for these events.
     async fn create_plain(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
         let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
+        let mut records = ::redis::cmd("MSET");
+        let mut indexes: HashMap<String, ::redis::Cmd> = HashMap::new();
+        let mut entries = Vec::with_capacity(2 * events.len());
         for (event, _) in &events {
-            let NewRecord { value, indexes } = record(event)?;
+            let NewRecord {
+                value,
+                indexes: others,
+            } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
-            let change = change_of(&value);
-            pipe.set(self.keys.event(p, event.id), value).ignore();
-            pipe.zadd(
-                self.keys.index(p, "status", event.status.as_str()),
-                id,
-                score,
-            )
-            .ignore();
-            for (kind, value) in &indexes {
-                pipe.zadd(self.keys.index(p, kind, value), id, score)
-                    .ignore();
+            let status = self.keys.index(p, "status", event.status.as_str());
+            for key in std::iter::once(status).chain(
+                others
+                    .iter()
+                    .map(|(kind, value)| self.keys.index(p, kind, value)),
+            ) {
+                indexes
+                    .entry(key)
+                    .or_insert_with_key(|key| {
+                        let mut zadd = ::redis::cmd("ZADD");
+                        zadd.arg(key);
+                        zadd
+                    })
+                    .arg(score)
+                    .arg(id);
             }
-            pipe.cmd("XADD")
-                .arg(&queue)
-                .arg("*")
-                .arg("id")
-                .arg(id)
-                .ignore();
-            pipe.cmd("XADD")
+            let mut queued = ::redis::cmd("XADD");
+            queued.arg(&queue).arg("*").arg("id").arg(id);
+            let mut logged = ::redis::cmd("XADD");
+            logged
                 .arg(&notifications)
                 .arg("MAXLEN")
                 .arg("~")
@@ -135,8 +143,14 @@ impl RedisBackend {
                 .arg("id")
                 .arg(id)
                 .arg("change")
-                .arg(change)
-                .ignore();
+                .arg(change_of(&value));
+            entries.extend([queued, logged]);
+            records.arg(self.keys.event(p, event.id)).arg(value);
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().add_command(records).ignore();
+        for command in indexes.into_values().chain(entries) {
+            pipe.add_command(command).ignore();
         }
         let () = pipe
             .query_async(&mut self.conn.clone())

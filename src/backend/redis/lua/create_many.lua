@@ -13,8 +13,9 @@
 -- arguments by place and builds no tables per event: this runs once per
 -- event.
 -- On one Redis node, a batch without idempotency keys is written by
--- `create_plain` (store.rs) with the same commands in MULTI/EXEC instead:
--- a change to what is written here goes there too.
+-- `create_plain` (store.rs) with the same writes in MULTI/EXEC instead (the
+-- records in one MSET, each index key's entries in one ZADD): a change to
+-- what is written here goes there too.
 local a = 3
 for i = 3, #KEYS do
   if not redis.call('SET', KEYS[i], ARGV[a + 2], 'NX') then
