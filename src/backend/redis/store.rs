@@ -97,8 +97,8 @@ impl RedisBackend {
     /// entries), as plain commands in one `MULTI`/`EXEC`: as atomic, and
     /// about half of Redis's time per create, which in the script went to
     /// Lua itself. The records go in one `MSET` and each index key's
-    /// entries in one `ZADD`, so a batch costs two stream entries per event
-    /// and a few commands besides. Only on one Redis node (a cluster's
+    /// entries in one `ZADD`, so a batch takes two commands per event (its
+    /// stream entries) and a few besides. Only on one Redis node (a cluster's
     /// connection makes no transactions) and without
     /// `--redis-wait-replicas` (whose `WAIT` follows the write). The script
     /// claims each record key with `SET NX` first; here the ids are fresh
