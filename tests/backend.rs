@@ -520,18 +520,21 @@ async fn racing_status_changes_apply_one_each(b: Backend) {
     let logged = read_after(&b, &start, 1000, Duration::from_millis(100)).await;
     assert_eq!(logged.len(), ids.len(), "one change logged per event");
 
-    // FAILED, then back to PENDING, in one batch: in order.
-    let failed = b
-        .store
-        .create(new_event("u0", "y"))
-        .await
-        .expect("create")
-        .id;
+    // One event FAILED and back to PENDING, another PROCESSED then
+    // OPENED, in one batch: in order, each change logged, and each event
+    // counted (and indexed) in the status it ends with.
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let (back, on) = (
+        b.store.create(new_event("u0", "y")).await.expect("create").id,
+        b.store.create(new_event("u1", "z")).await.expect("create").id,
+    );
     let outcomes = b
         .store
         .update_status_many(&[
-            StatusChange::new(failed, EventStatus::Failed),
-            StatusChange::new(failed, EventStatus::Pending),
+            StatusChange::new(back, EventStatus::Failed),
+            StatusChange::new(on, EventStatus::Processed),
+            StatusChange::new(back, EventStatus::Pending),
+            StatusChange::new(on, EventStatus::Opened),
         ])
         .await
         .expect("batch");
@@ -539,7 +542,22 @@ async fn racing_status_changes_apply_one_each(b: Backend) {
         .into_iter()
         .map(|o| o.expect("applied").status)
         .collect();
-    assert_eq!(statuses, [EventStatus::Failed, EventStatus::Pending]);
+    assert_eq!(
+        statuses,
+        [
+            EventStatus::Failed,
+            EventStatus::Processed,
+            EventStatus::Pending,
+            EventStatus::Opened
+        ]
+    );
+    let after = b.store.status_counts().await.expect("counts");
+    assert_eq!(
+        (after.pending, after.processed, after.opened, after.failed),
+        (1, counts.processed, counts.opened + 1, counts.failed)
+    );
+    let logged = read_after(&b, &start, 100, Duration::from_millis(100)).await;
+    assert_eq!(logged.len(), 6, "two creations and four changes");
 }
 
 fn full_event(request_id: &str) -> NewEvent {
