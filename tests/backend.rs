@@ -525,8 +525,16 @@ async fn racing_status_changes_apply_one_each(b: Backend) {
     // counted (and indexed) in the status it ends with.
     let start = b.feed.latest_cursor().await.expect("cursor");
     let (back, on) = (
-        b.store.create(new_event("u0", "y")).await.expect("create").id,
-        b.store.create(new_event("u1", "z")).await.expect("create").id,
+        b.store
+            .create(new_event("u0", "y"))
+            .await
+            .expect("create")
+            .id,
+        b.store
+            .create(new_event("u1", "z"))
+            .await
+            .expect("create")
+            .id,
     );
     let outcomes = b
         .store
