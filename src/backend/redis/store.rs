@@ -106,22 +106,17 @@ impl RedisBackend {
     async fn create_plain(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
         let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
         let mut records = ::redis::cmd("MSET");
-        let mut indexes: HashMap<String, ::redis::Cmd> = HashMap::new();
+        // One ZADD per index key, its entries added as the events come.
+        let mut zadds: HashMap<String, ::redis::Cmd> = HashMap::new();
         let mut entries = Vec::with_capacity(2 * events.len());
         for (event, _) in &events {
-            let NewRecord {
-                value,
-                indexes: others,
-            } = record(event)?;
+            let NewRecord { value, indexes } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
             let status = self.keys.index(p, "status", event.status.as_str());
-            for key in std::iter::once(status).chain(
-                others
-                    .iter()
-                    .map(|(kind, value)| self.keys.index(p, kind, value)),
-            ) {
-                indexes
+            let others = indexes.iter().map(|(kind, v)| self.keys.index(p, kind, v));
+            for key in std::iter::once(status).chain(others) {
+                zadds
                     .entry(key)
                     .or_insert_with_key(|key| {
                         let mut zadd = ::redis::cmd("ZADD");
@@ -149,7 +144,7 @@ impl RedisBackend {
         }
         let mut pipe = ::redis::pipe();
         pipe.atomic().add_command(records).ignore();
-        for command in indexes.into_values().chain(entries) {
+        for command in zadds.into_values().chain(entries) {
             pipe.add_command(command).ignore();
         }
         let () = pipe
