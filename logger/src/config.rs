@@ -209,6 +209,9 @@ pub struct Config {
     /// Logging flags.
     #[command(flatten, next_help_heading = "Telemetry")]
     pub log: herald_runtime::process::LogArgs,
+    /// The async runtime's threads.
+    #[command(flatten, next_help_heading = "Serving")]
+    pub runtime: herald_runtime::process::RuntimeArgs,
     /// Flags of the embedded worker.
     #[command(flatten, next_help_heading = "Embedded worker")]
     pub embedded_worker: WorkerConfig,

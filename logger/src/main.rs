@@ -5,12 +5,15 @@ use herald_logger::Config;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
-    herald_runtime::process::exit_with(serve())
+    let config: Config = herald_runtime::process::parse_args();
+    let served = config
+        .runtime
+        .runtime()
+        .and_then(|runtime| runtime.block_on(serve(config)));
+    herald_runtime::process::exit_with(served)
 }
 
-#[tokio::main]
-async fn serve() -> anyhow::Result<()> {
-    let config: Config = herald_runtime::process::parse_args();
+async fn serve(config: Config) -> anyhow::Result<()> {
     herald_runtime::process::init_tracing(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

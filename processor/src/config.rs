@@ -117,6 +117,9 @@ pub struct Config {
     /// Logging flags.
     #[command(flatten, next_help_heading = "Telemetry")]
     pub log: herald_runtime::process::LogArgs,
+    /// The async runtime's threads.
+    #[command(flatten, next_help_heading = "Worker")]
+    pub runtime: herald_runtime::process::RuntimeArgs,
 }
 
 /// `{host name}-{pid}`: unique per process on a host.

@@ -16,7 +16,8 @@
 //! - [`otel`]: OpenTelemetry export of events' spans over OTLP (feature
 //!   `otlp`).
 //! - [`process`]: flags with a `--config` file under them, logging set-up
-//!   (`--log-format`) and shutdown on SIGINT/SIGTERM.
+//!   (`--log-format`), the async runtime's threads (`--worker-threads`) and
+//!   shutdown on SIGINT/SIGTERM.
 
 pub mod flags;
 pub mod http;

@@ -1,6 +1,7 @@
 //! Process plumbing shared by every Herald server binary: flags with a
-//! `--config` file under them, logging set-up, shutdown on SIGINT or
-//! SIGTERM, and the [`Backoff`] of loops that retry until shutdown.
+//! `--config` file under them, logging set-up, the async runtime and its
+//! worker threads, shutdown on SIGINT or SIGTERM, and the [`Backoff`] of
+//! loops that retry until shutdown.
 
 use std::time::Duration;
 
@@ -116,6 +117,35 @@ pub struct LogArgs {
     /// default info).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The async runtime flags of every Herald server binary.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RuntimeArgs {
+    /// Threads that run the server's tasks, 1 to 1024 [default: half the
+    /// cores the process may use, at least one]
+    #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+}
+
+impl RuntimeArgs {
+    /// The worker threads to start: the flag's, or half the cores this
+    /// process may use (its CPU quota counted), at least one.
+    pub fn threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            usize::from,
+        )
+    }
+
+    /// A multi-threaded runtime with [`RuntimeArgs::threads`] workers, I/O and timers.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads())
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+    }
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).

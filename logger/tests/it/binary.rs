@@ -90,6 +90,46 @@ async fn one_command_runs_the_whole_system() {
     .await;
 }
 
+/// The threads of process `pid` that run its async tasks.
+fn worker_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "tokio-rt-worker")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn worker_threads_are_half_the_cores_or_as_many_as_asked() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (args, threads) in [
+        (&[][..], (cores / 2).max(1)),
+        (&["--worker-threads", "3"][..], 3),
+    ] {
+        let (logger, url, _) = start_logger_with(args).await;
+        assert_eq!(worker_threads_of(logger.0.id()), threads, "{args:?}");
+        let client = Client::connect(url).await.expect("connect");
+        client
+            .create_event("alice", "on as many threads as asked")
+            .await
+            .expect("create");
+    }
+
+    for bad in ["0", "1025", "many"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+            .env("HERALD_CONSOLE_LISTEN", "off")
+            .args(["--worker-threads", bad])
+            .output()
+            .expect("run herald-logger");
+        assert!(!out.status.success(), "--worker-threads {bad}");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("--worker-threads"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn the_binary_serves_metrics_where_asked() {
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -445,6 +485,7 @@ fn the_logger_help_groups_its_options_under_headings() {
     for (heading, option) in [
         ("Serving", "--listen"),
         ("Serving", "--console-listen"),
+        ("Serving", "--worker-threads"),
         ("Storage", "--redis-url"),
         ("Storage", "--partitions"),
         ("Authentication", "--user-token-secret"),

@@ -261,6 +261,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
         },
         worker: herald_processor::WorkerConfig::parse_from_args(&["--block", "200ms"]),
         log: Default::default(),
+        runtime: Default::default(),
         metrics_listen: herald_runtime::http::Listen(None),
     };
     let processor = tokio::spawn(herald_processor::run(

@@ -211,6 +211,7 @@ impl Processor {
             api_key: api_key.to_owned(),
             tls: herald_runtime::flags::TlsArgs::default(),
             log: Default::default(),
+            runtime: Default::default(),
             metrics_listen: herald_runtime::http::Listen(None),
             worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
         }
