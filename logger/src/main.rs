@@ -5,12 +5,7 @@ use herald_logger::Config;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
-    let config: Config = herald_runtime::process::parse_args();
-    let served = config
-        .runtime
-        .runtime()
-        .and_then(|runtime| runtime.block_on(serve(config)));
-    herald_runtime::process::exit_with(served)
+    herald_runtime::process::serve_main(|config: &Config| &config.runtime, serve)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

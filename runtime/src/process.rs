@@ -55,6 +55,24 @@ impl Backoff {
     }
 }
 
+/// A server binary's `main`: parses its flags into `C` (see [`parse_args`]),
+/// starts the runtime `runtime_of` the flags ask for, runs `serve` on it and
+/// ends as [`exit_with`] says.
+pub fn serve_main<C, Fut>(
+    runtime_of: impl FnOnce(&C) -> &RuntimeArgs,
+    serve: impl FnOnce(C) -> Fut,
+) -> std::process::ExitCode
+where
+    C: clap::Parser,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config: C = parse_args();
+    let served = runtime_of(&config)
+        .runtime()
+        .and_then(|runtime| runtime.block_on(serve(config)));
+    exit_with(served)
+}
+
 /// How a server binary ends: success, or its error on one line
 /// (`error: what: why`) with a non-zero status. A start-up error is the
 /// user's to fix (a taken port, a bad file), so no backtrace is printed
