@@ -17,20 +17,33 @@ pub use backoff::Backoff;
 pub use config_file::{ConfigError, parse_args, try_parse_args};
 
 /// A server binary's `main`: parses its flags into `C` (see [`parse_args`]),
-/// starts the runtime `runtime_of` the flags ask for, runs `serve` on it and
-/// ends as [`exit_with`] says.
+/// starts the runtime `runtime_of` the flags ask for, runs `serve` on one of
+/// its workers and ends as [`exit_with`] says.
+///
+/// `serve` is spawned, not run by `block_on` itself: a future that
+/// `block_on` runs stays on the main thread, so each of its wake-ups (the
+/// processor's receive loop wakes several times per event) would hand over
+/// between a worker, which drives the I/O, and the main thread.
 pub fn serve_main<C, Fut>(
     runtime_of: impl FnOnce(&C) -> &RuntimeArgs,
     serve: impl FnOnce(C) -> Fut,
 ) -> std::process::ExitCode
 where
     C: clap::Parser,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let config: C = parse_args();
-    let served = runtime_of(&config)
-        .runtime()
-        .and_then(|runtime| runtime.block_on(serve(config)));
+    let served = runtime_of(&config).runtime().and_then(|runtime| {
+        runtime.block_on(async move {
+            match tokio::spawn(serve(config)).await {
+                Ok(served) => served,
+                Err(join) => match join.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(cancelled) => Err(anyhow::Error::new(cancelled)),
+                },
+            }
+        })
+    });
     exit_with(served)
 }
 
