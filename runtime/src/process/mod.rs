@@ -17,13 +17,8 @@ pub use backoff::Backoff;
 pub use config_file::{ConfigError, parse_args, try_parse_args};
 
 /// A server binary's `main`: parses its flags into `C` (see [`parse_args`]),
-/// starts the runtime `runtime_of` the flags ask for, runs `serve` on one of
-/// its workers and ends as [`exit_with`] says.
-///
-/// `serve` is spawned, not run by `block_on` itself: a future that
-/// `block_on` runs stays on the main thread, so each of its wake-ups (the
-/// processor's receive loop wakes several times per event) would hand over
-/// between a worker, which drives the I/O, and the main thread.
+/// starts the runtime `runtime_of` the flags ask for, runs `serve` on it (see
+/// [`run_on_worker`]) and ends as [`exit_with`] says.
 pub fn serve_main<C, Fut>(
     runtime_of: impl FnOnce(&C) -> &RuntimeArgs,
     serve: impl FnOnce(C) -> Fut,
@@ -33,18 +28,33 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let config: C = parse_args();
-    let served = runtime_of(&config).runtime().and_then(|runtime| {
-        runtime.block_on(async move {
-            match tokio::spawn(serve(config)).await {
-                Ok(served) => served,
-                Err(join) => match join.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(cancelled) => Err(anyhow::Error::new(cancelled)),
-                },
-            }
-        })
-    });
+    let served = runtime_of(&config)
+        .runtime()
+        .and_then(|runtime| run_on_worker(&runtime, serve(config)));
     exit_with(served)
+}
+
+/// Runs `future` as a task of `runtime` until it ends, the calling thread
+/// only waiting for it; a panic in it goes on unwinding here.
+///
+/// A future that `block_on` runs itself stays on the calling thread while
+/// the workers drive the I/O, so each of its wake-ups (a processor's receive
+/// loop wakes several times per event) would be handed over between two
+/// threads (BENCHMARKS.md §24).
+pub fn run_on_worker<T, Fut>(runtime: &tokio::runtime::Runtime, future: Fut) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    runtime.block_on(async move {
+        match tokio::spawn(future).await {
+            Ok(ended) => ended,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(cancelled) => Err(anyhow::Error::new(cancelled)),
+            },
+        }
+    })
 }
 
 /// How a server binary ends: success, or its error on one line
@@ -152,5 +162,42 @@ pub fn init_tracing(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_worker() -> tokio::runtime::Runtime {
+        let args = RuntimeArgs {
+            worker_threads: Some(1),
+        };
+        args.runtime().expect("a runtime")
+    }
+
+    #[test]
+    fn the_server_future_runs_on_a_worker_not_the_calling_thread() {
+        let caller = std::thread::current().id();
+        let ran_on = run_on_worker(&one_worker(), async {
+            let thread = std::thread::current();
+            Ok((thread.id(), thread.name().map(str::to_owned)))
+        })
+        .expect("it ran");
+        assert_ne!(ran_on.0, caller);
+        assert_eq!(ran_on.1.as_deref(), Some("tokio-rt-worker"));
+    }
+
+    #[test]
+    fn its_error_is_returned_and_its_panic_unwinds_in_the_caller() {
+        let runtime = one_worker();
+        let failed: anyhow::Result<()> =
+            run_on_worker(&runtime, async { Err(anyhow::anyhow!("port taken")) });
+        assert_eq!(failed.expect_err("an error").to_string(), "port taken");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_on_worker::<(), _>(&runtime, async { panic!("a bug") })
+        }));
+        let payload = panicked.expect_err("the panic came through");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
     }
 }
