@@ -18,7 +18,7 @@ pub use config_file::{ConfigError, parse_args, try_parse_args};
 
 /// A server binary's `main`: parses its flags into `C` (see [`parse_args`]),
 /// starts the runtime `runtime_of` the flags ask for, runs `serve` on it (see
-/// [`run_on_worker`]) and ends as [`exit_with`] says.
+/// [`run_as_task`]) and ends as [`exit_with`] says.
 pub fn serve_main<C, Fut>(
     runtime_of: impl FnOnce(&C) -> &RuntimeArgs,
     serve: impl FnOnce(C) -> Fut,
@@ -30,18 +30,19 @@ where
     let config: C = parse_args();
     let served = runtime_of(&config)
         .runtime()
-        .and_then(|runtime| run_on_worker(&runtime, serve(config)));
+        .and_then(|runtime| run_as_task(&runtime, serve(config)));
     exit_with(served)
 }
 
 /// Runs `future` as a task of `runtime` until it ends, the calling thread
-/// only waiting for it; a panic in it goes on unwinding here.
+/// only waiting for it (or, on a current-thread runtime, running it and
+/// every other task); a panic in it goes on unwinding here.
 ///
-/// A future that `block_on` runs itself stays on the calling thread while
-/// the workers drive the I/O, so each of its wake-ups (a processor's receive
-/// loop wakes several times per event) would be handed over between two
-/// threads (BENCHMARKS.md §24).
-pub fn run_on_worker<T, Fut>(runtime: &tokio::runtime::Runtime, future: Fut) -> anyhow::Result<T>
+/// A future that a multi-threaded runtime's `block_on` runs itself stays on
+/// the calling thread while the workers drive the I/O, so each of its
+/// wake-ups (a processor's receive loop wakes several times per event)
+/// would be handed over between two threads (BENCHMARKS.md §24).
+pub fn run_as_task<T, Fut>(runtime: &tokio::runtime::Runtime, future: Fut) -> anyhow::Result<T>
 where
     T: Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
@@ -140,10 +141,26 @@ impl RuntimeArgs {
         )
     }
 
-    /// A multi-threaded runtime with [`RuntimeArgs::threads`] workers, I/O and timers.
+    /// The runtime, with I/O and timers: for one thread, tokio's
+    /// current-thread scheduler on the thread that calls `block_on`; for
+    /// more, a multi-threaded one with [`RuntimeArgs::threads`] workers.
+    ///
+    /// One worker of a multi-threaded runtime would run the same tasks less
+    /// well: a task it wakes runs next (its LIFO slot), so each gRPC answer
+    /// or Redis command was written on its own as soon as it was ready,
+    /// where the current-thread scheduler runs the woken connection task
+    /// after the tasks already waiting, and writes what they all gave it at
+    /// once (BENCHMARKS.md §25).
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.threads())
+        let mut builder = match self.threads() {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            threads => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(threads);
+                builder
+            }
+        };
+        builder
             .enable_all()
             .build()
             .context("cannot start the async runtime")
@@ -169,35 +186,43 @@ pub fn init_tracing(format: LogFormat) {
 mod tests {
     use super::*;
 
-    fn one_worker() -> tokio::runtime::Runtime {
+    fn runtime_of(threads: u16) -> tokio::runtime::Runtime {
         let args = RuntimeArgs {
-            worker_threads: Some(1),
+            worker_threads: Some(threads),
         };
         args.runtime().expect("a runtime")
     }
 
-    #[test]
-    fn the_server_future_runs_on_a_worker_not_the_calling_thread() {
-        let caller = std::thread::current().id();
-        let ran_on = run_on_worker(&one_worker(), async {
+    /// The thread `future` ran on, and its name.
+    fn ran_on(threads: u16) -> (std::thread::ThreadId, Option<String>) {
+        run_as_task(&runtime_of(threads), async {
             let thread = std::thread::current();
             Ok((thread.id(), thread.name().map(str::to_owned)))
         })
-        .expect("it ran");
-        assert_ne!(ran_on.0, caller);
-        assert_eq!(ran_on.1.as_deref(), Some("tokio-rt-worker"));
+        .expect("it ran")
+    }
+
+    #[test]
+    fn one_thread_is_the_callers_and_more_are_workers() {
+        let caller = std::thread::current().id();
+        assert_eq!(ran_on(1).0, caller);
+        let (thread, name) = ran_on(2);
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("tokio-rt-worker"));
     }
 
     #[test]
     fn its_error_is_returned_and_its_panic_unwinds_in_the_caller() {
-        let runtime = one_worker();
-        let failed: anyhow::Result<()> =
-            run_on_worker(&runtime, async { Err(anyhow::anyhow!("port taken")) });
-        assert_eq!(failed.expect_err("an error").to_string(), "port taken");
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_on_worker::<(), _>(&runtime, async { panic!("a bug") })
-        }));
-        let payload = panicked.expect_err("the panic came through");
-        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
+        for threads in [1, 2] {
+            let runtime = runtime_of(threads);
+            let failed: anyhow::Result<()> =
+                run_as_task(&runtime, async { Err(anyhow::anyhow!("port taken")) });
+            assert_eq!(failed.expect_err("an error").to_string(), "port taken");
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_as_task::<(), _>(&runtime, async { panic!("a bug") })
+            }));
+            let payload = panicked.expect_err("the panic came through");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
+        }
     }
 }
