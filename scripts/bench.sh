@@ -145,8 +145,14 @@ e2e_with_cpu() {
   echo "{\"benchmark\": \"cpu\", \"backend\": \"$backend\", \"via\": \"$via\", \"events\": $E2E_EVENTS, \"us_per_event\": {$joined}, \"client_us_per_event\": $client}" >> "$OUT/results.jsonl"
 }
 
+# ingest LABEL SERVER NAME=PID...: the ingest run, with the CPU per call of
+# each named process (and of the benchmark client) in each of its loops.
 ingest() {
-  bench "$1" "$2" ingest --concurrency 64 --connections 4 --duration "$DURATION" --warmup "$DURATION"
+  local backend="$1" server="$2" named cpu_of=()
+  shift 2
+  for named in "$@"; do cpu_of+=(--cpu-of "$named"); done
+  bench "$backend" "$server" ingest --concurrency 64 --connections 4 --duration "$DURATION" --warmup "$DURATION" \
+    "${cpu_of[@]}"
 }
 
 # rest_of_suite LABEL SERVER LOGGER_PID NAME=PID...: the end-to-end runs
@@ -172,7 +178,7 @@ if [ "$ONLY" != redis ]; then
   logger=$!
   PIDS+=("$logger")
   wait_for_port "$port"
-  ingest memory "127.0.0.1:$port"
+  ingest memory "127.0.0.1:$port" "logger=$logger"
   rest_of_suite memory "127.0.0.1:$port" "$logger" "logger=$logger"
   kill "$logger"
   wait "$logger" 2>/dev/null || true
@@ -221,7 +227,7 @@ if [ "$ONLY" != memory ]; then
   # holds per stored (PENDING) event is read over the ingest.
   memory_before=$(redis_used_memory "${rports[@]}")
   stored_before=$(events_stored "127.0.0.1:$port")
-  ingest "$label" "127.0.0.1:$port"
+  ingest "$label" "127.0.0.1:$port" "${named[@]}"
   memory_after=$(redis_used_memory "${rports[@]}")
   stored_after=$(events_stored "127.0.0.1:$port")
   echo "{\"benchmark\": \"memory\", \"backend\": \"$label\", \"events\": $((stored_after - stored_before)), \"bytes_per_event\": $(( (memory_after - memory_before) / (stored_after - stored_before) ))}" >> "$OUT/results.jsonl"

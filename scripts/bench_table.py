@@ -6,6 +6,22 @@ import json
 import sys
 
 
+def ingest_cpu(backend, r, problems):
+    """Prints each process's CPU per call in the two ingest loops, and the
+    ratio the loops' rates would have if both kept every core busy: the sum
+    of the floor's CPU per call over the ingest's."""
+    floor, ingest = r["series"]
+    for s in (floor, ingest):
+        name = "health" if s is floor else "create"
+        for process, us in s.get("cpu_us_per_op", {}).items():
+            print(f"{backend:<8} {'ingest CPU, ' + name + ': ' + process:<34} {us:>11.1f} us")
+    per_floor, per_ingest = (sum(s.get("cpu_us_per_op", {}).values()) for s in (floor, ingest))
+    if "logger" not in floor.get("cpu_us_per_op", {}) or "logger" not in ingest.get("cpu_us_per_op", {}):
+        problems.append(f"{backend} ingest: no CPU per call for the logger")
+    elif per_ingest > 0:
+        print(f"{backend:<8} {'ingest / floor in CPU per call':<34} {per_floor / per_ingest:>14.3f}")
+
+
 def main():
     path, cores, processors = sys.argv[1], sys.argv[2], sys.argv[3]
     rows = [json.loads(line) for line in open(path) if line.strip()]
@@ -41,6 +57,7 @@ def main():
             print(f"{backend:<8} {name:<34} {result:>14} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['p999_ms']:>9.2f}")
         if bench == "ingest":
             print(f"{backend:<8} {'ingest / health floor':<34} {r['ingest_over_floor']:>14.3f}")
+            ingest_cpu(backend, r, problems)
         if bench == "e2e" and r["missing"]:
             print(f"{backend:<8} {'e2e: MISSING notifications':<34} {r['missing']:>14}")
             problems.append(f"{backend} e2e lost {r['missing']} notifications")

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::{Report, Series, connect_all, record, spinner};
+use super::{Report, Series, Watched, connect_all, cpu_per_op, read_cpu, record, spinner, watched};
 
 /// Flags of `bench stats`.
 #[derive(Args)]
@@ -50,16 +50,22 @@ pub struct IngestArgs {
     /// Unmeasured time before each loop.
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
     warmup: Duration,
+    /// A process on this machine (NAME=PID, repeatable; for example
+    /// logger=1234) whose CPU time per call is reported for each loop, read
+    /// from /proc over its measured time, beside this client's own.
+    #[arg(long = "cpu-of", value_name = "NAME=PID", value_parser = watched)]
+    cpu_of: Vec<Watched>,
 }
 
 /// Calls `call` from `concurrency` tasks in a closed loop for `warmup` then
-/// `duration`, measuring only the second part.
+/// `duration`, measuring only the second part: the calls' latencies, and
+/// the CPU time the `watched` processes and this client spent per call.
 async fn closed_loop<F, Fut>(
     name: &str,
     channels: &[Channel],
     concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
+    watched: &[Watched],
     call: F,
 ) -> Series
 where
@@ -93,6 +99,15 @@ where
             series
         });
     }
+    let cpu = {
+        let watched = watched.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = read_cpu(&watched);
+            tokio::time::sleep_until(end.into()).await;
+            (before, read_cpu(&watched))
+        })
+    };
     let ticker = {
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -109,6 +124,9 @@ where
     ticker.abort();
     bar.finish_and_clear();
     total.elapsed = duration;
+    if let Ok((before, after)) = cpu.await {
+        total.cpu_us_per_op = cpu_per_op(&before, &after, total.ops);
+    }
     total
 }
 
@@ -123,8 +141,8 @@ pub(super) async fn ingest(
         "health (floor)",
         &channels,
         args.concurrency,
-        args.warmup,
-        args.duration,
+        (args.warmup, args.duration),
+        &args.cpu_of,
         |ch| async {
             HealthClient::new(ch)
                 .check(HealthCheckRequest::default())
@@ -139,8 +157,8 @@ pub(super) async fn ingest(
         "ingest",
         &channels,
         args.concurrency,
-        args.warmup,
-        args.duration,
+        (args.warmup, args.duration),
+        &args.cpu_of,
         move |ch| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let key = key.clone();
@@ -186,8 +204,8 @@ pub(super) async fn stats(
         "GetStats",
         &channels,
         args.concurrency,
-        args.warmup,
-        args.duration,
+        (args.warmup, args.duration),
+        &[],
         move |ch| {
             let key = key.clone();
             async move {

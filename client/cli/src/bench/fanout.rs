@@ -23,7 +23,7 @@ use herald_runtime::flags::positive_duration;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::{Report, Series, connect_all, histogram, record, run_tag, since, spinner};
+use super::{Report, Series, connect_all, cpu_seconds, histogram, record, run_tag, since, spinner};
 
 /// Flags of `bench fanout`.
 #[derive(Args)]
@@ -123,8 +123,8 @@ pub(super) async fn fanout(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = resident_bytes(args.logger_pid)?;
     let cpu_before = (
-        cpu_seconds(args.logger_pid),
-        cpu_seconds(Some(std::process::id())),
+        args.logger_pid.and_then(cpu_seconds),
+        cpu_seconds(std::process::id()),
     );
 
     let expected = args.subscribers as u64 * args.events;
@@ -155,8 +155,8 @@ pub(super) async fn fanout(
     bar.finish_and_clear();
     let rss_after = resident_bytes(args.logger_pid)?;
     let cpu_after = (
-        cpu_seconds(args.logger_pid),
-        cpu_seconds(Some(std::process::id())),
+        args.logger_pid.and_then(cpu_seconds),
+        cpu_seconds(std::process::id()),
     );
     if arrived.load(Ordering::Relaxed) < wanted {
         readers.abort_all();
@@ -216,16 +216,6 @@ pub(super) async fn fanout(
         figures,
         series: vec![delivery],
     })
-}
-
-/// The CPU time (user and system, in seconds) process `pid` has used, from
-/// /proc, if a pid is given and it can be read.
-fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// The resident memory of process `pid` (VmRSS in /proc), if one is given.
