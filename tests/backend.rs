@@ -1706,6 +1706,62 @@ fn record_key(b: &Backend, id: Uuid) -> String {
     backend::Keys::new("test", partitions).event(partitions.of_id(id).expect("partition"), id)
 }
 
+/// On one Redis node, a batch of creates without idempotency keys is one
+/// transaction whatever partitions its users fall in, and every event lands
+/// in its own partition (found again from its id, queued and logged there).
+#[tokio::test]
+async fn redis_writes_a_batch_of_creates_in_one_transaction() {
+    if skip_redis_tests() {
+        return;
+    }
+    let (_server, b, mut conn) = redis_with_conn().await;
+    b.store.prepare().await.expect("prepare");
+    let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    let partitions = b.store.partitions();
+    let spread: std::collections::HashSet<_> =
+        users.iter().map(|u| partitions.of_user(u)).collect();
+    assert!(spread.len() > 1, "the users fall in one partition");
+    let start = b.feed.latest_cursor().await.expect("cursor");
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("resetstat");
+    let events = b
+        .store
+        .create_many(users.iter().map(|u| new_event(u, "batched")).collect())
+        .await
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let execs = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_exec:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .expect("EXEC was called");
+    assert_eq!(execs, "1", "{stats}");
+    for (event, user) in events.iter().zip(&users) {
+        assert_eq!(&event.user_id, user);
+        assert_eq!(partitions.of_id(event.id), Some(partitions.of_user(user)));
+        assert_eq!(b.store.get(event.id).await.expect("get"), *event);
+    }
+    let logged = read_after(&b, &start, 100, Duration::from_millis(100)).await;
+    assert_eq!(logged.len(), users.len(), "one creation logged per event");
+    let c = b.queue.consumer(consumer_config("c", 60_000));
+    let mut queued = 0;
+    while queued < users.len() {
+        let got = c.receive(100).await.expect("receive");
+        assert!(!got.is_empty(), "only {queued} of {} queued", users.len());
+        queued += got.len();
+    }
+}
+
 /// A typical record (short fields, a small payload) is one Redis string
 /// holding little more than its bytes: no hash, no field names.
 #[tokio::test]

@@ -29,13 +29,21 @@ use crate::{
 };
 
 impl RedisBackend {
+    /// Whether creates without an idempotency key may go as plain commands
+    /// in one transaction ([`Self::create_plain`]): on one Redis node (a
+    /// cluster's connection makes no transactions) and without
+    /// `--redis-wait-replicas` (whose `WAIT` follows the script's write).
+    fn plain_creates(&self) -> bool {
+        matches!(self.conn, Conn::Node(_)) && self.wait_replicas == 0
+    }
+
     /// Creates events of one partition with one script, or, when none of
     /// them carries an idempotency key, with plain commands (see
     /// [`Self::create_plain`]).
     async fn create_in(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
-        let plain = matches!(self.conn, Conn::Node(_)) && self.wait_replicas == 0;
-        if plain && events.iter().all(|(_, request_key)| request_key.is_empty()) {
-            return self.create_plain(p, events).await;
+        if self.plain_creates() && events.iter().all(|(_, request_key)| request_key.is_empty()) {
+            let events = events.into_iter().map(|(event, _)| (p, event)).collect();
+            return self.create_plain(events).await;
         }
         let mut invocation = self.create.prepare_invoke();
         invocation
@@ -96,20 +104,27 @@ impl RedisBackend {
     /// idempotency key (record, index entries, queue and notification
     /// entries), as plain commands in one `MULTI`/`EXEC`: as atomic, and
     /// about half of Redis's time per create, which in the script went to
-    /// Lua itself. The records go in one `MSET` and each index key's
+    /// Lua itself. The events may be of several partitions (one node holds
+    /// them all, and the batch is then one transaction instead of one per
+    /// partition). The records go in one `MSET` and each index key's
     /// entries in one `ZADD`, so a batch takes two commands per event (its
-    /// stream entries) and a few besides. Only on one Redis node (a cluster's
-    /// connection makes no transactions) and without
-    /// `--redis-wait-replicas` (whose `WAIT` follows the write). The script
-    /// claims each record key with `SET NX` first; here the ids are fresh
-    /// UUID v7s, made for these events.
-    async fn create_plain(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
-        let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
-        let mut records = ::redis::cmd("MSET");
+    /// stream entries) and a few besides. Only where
+    /// [`Self::plain_creates`] says so. The script claims each record key
+    /// with `SET NX` first; here the ids are fresh UUID v7s, made for these
+    /// events. Like the script, the transaction fails as one: a command
+    /// Redis refuses at `EXEC` (only a key of the wrong type, which Herald
+    /// never writes) fails every event of the batch, and the records come
+    /// first, so no entry ever points at a record that was not written.
+    async fn create_plain(&self, events: Vec<(Partition, Event)>) -> Result<Vec<Event>> {
+        // Each partition's stream keys, made once per batch.
+        let mut streams: Vec<Option<(String, String)>> = vec![None; self.partitions.count()];
+        let mut records = ::redis::Cmd::with_capacity(1 + 2 * events.len(), 160 * events.len());
+        records.arg("MSET");
         // One ZADD per index key, its entries added as the events come.
         let mut zadds: HashMap<String, ::redis::Cmd> = HashMap::new();
         let mut entries = Vec::with_capacity(2 * events.len());
-        for (event, _) in &events {
+        for (p, event) in &events {
+            let p = *p;
             let NewRecord { value, indexes } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
@@ -126,11 +141,14 @@ impl RedisBackend {
                     .arg(score)
                     .arg(id);
             }
-            let mut queued = ::redis::cmd("XADD");
-            queued.arg(&queue).arg("*").arg("id").arg(id);
-            let mut logged = ::redis::cmd("XADD");
+            let (queue, notifications) = streams[p.index()]
+                .get_or_insert_with(|| (self.keys.events(p), self.keys.notifications(p)));
+            let mut queued = ::redis::Cmd::with_capacity(5, queue.len() + 20);
+            queued.arg("XADD").arg(&*queue).arg("*").arg("id").arg(id);
+            let mut logged = ::redis::Cmd::with_capacity(11, notifications.len() + 80);
             logged
-                .arg(&notifications)
+                .arg("XADD")
+                .arg(&*notifications)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.notifications_max_len)
@@ -142,7 +160,7 @@ impl RedisBackend {
             entries.extend([queued, logged]);
             records.arg(self.keys.event(p, event.id)).arg(value);
         }
-        let mut pipe = ::redis::pipe();
+        let mut pipe = ::redis::Pipeline::with_capacity(1 + zadds.len() + entries.len());
         pipe.atomic().add_command(records).ignore();
         for command in zadds.into_values().chain(entries) {
             pipe.add_command(command).ignore();
@@ -151,7 +169,7 @@ impl RedisBackend {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        Ok(events.into_iter().map(|(event, _)| event).collect())
+        Ok(events.into_iter().map(|(_, event)| event).collect())
     }
 
     /// Applies status changes of one partition with one script.
@@ -291,6 +309,23 @@ impl EventStore for RedisBackend {
             return Ok(Vec::new());
         }
         self.checked().await?;
+        if self.plain_creates() && events.iter().all(|new| new.request_id().is_empty()) {
+            // One transaction for the whole batch, whatever its partitions:
+            // its outcome is every event's.
+            let events = events
+                .into_iter()
+                .map(|new| {
+                    let p = self.partitions.of_user(new.user_id());
+                    (p, new.into_event(self.partitions))
+                })
+                .collect();
+            return Ok(self
+                .create_plain(events)
+                .await?
+                .into_iter()
+                .map(Ok)
+                .collect());
+        }
         let len = events.len();
         let items = events.into_iter().enumerate().map(|(place, new)| {
             let p = self.partitions.of_user(new.user_id());
