@@ -12,10 +12,7 @@ use std::{
 use ::redis::{
     AsyncCommands, Client, RedisError, Script, Value,
     aio::MultiplexedConnection,
-    streams::{
-        StreamAutoClaimOptions, StreamId, StreamPendingCountReply, StreamReadOptions,
-        StreamReadReply,
-    },
+    streams::{StreamAutoClaimOptions, StreamPendingCountReply, StreamReadOptions},
 };
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -26,6 +23,7 @@ use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, read_records,
     record::{EntryRef, entry_id_of, from_value, record_delivered},
     redis_error,
+    stream::{Entry, read_reply},
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
 use crate::{
@@ -150,7 +148,7 @@ impl RedisConsumer {
     async fn deliveries(
         &self,
         p: Partition,
-        entries: Vec<StreamId>,
+        entries: Vec<Entry>,
         count: impl Fn(&str) -> u64,
     ) -> Result<Vec<Delivery>> {
         let counts: Vec<u64> = entries.iter().map(|e| count(&e.id)).collect();
@@ -188,7 +186,7 @@ impl RedisConsumer {
 
     /// Adds delivery counts (from `XPENDING`) to entries of partition `p`
     /// just handed to us.
-    async fn with_counts(&self, p: Partition, entries: Vec<StreamId>) -> Result<Vec<Delivery>> {
+    async fn with_counts(&self, p: Partition, entries: Vec<Entry>) -> Result<Vec<Delivery>> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
         };
@@ -223,7 +221,7 @@ impl RedisConsumer {
         from: &[(Partition, String)],
         count: usize,
         block: bool,
-    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
+    ) -> Result<Vec<(Partition, Vec<Entry>)>> {
         let mut options = StreamReadOptions::default()
             .group(GROUP, &self.config.name)
             .count(count.max(1));
@@ -242,7 +240,7 @@ impl RedisConsumer {
             // all at once, never blocking.
             (None, _) => return self.read_each(state, from, count).await,
         };
-        let reply: Result<Option<StreamReadReply>, RedisError> = if let Some(client) = client {
+        let reply: Result<Value, RedisError> = if let Some(client) = client {
             if state.reader.is_none() {
                 state.reader = Some(blocking_connection(client, self.config.block).await?);
             }
@@ -255,11 +253,10 @@ impl RedisConsumer {
             self.conn.clone().xread_options(&keys, &ids, &options).await
         };
         match reply {
-            Ok(reply) => reply
+            Ok(reply) => read_reply(reply)?
                 .into_iter()
-                .flat_map(|r| r.keys)
-                .filter(|k| !k.ids.is_empty())
-                .map(|k| Ok((self.partition_of(&k.key)?, k.ids)))
+                .filter(|(_, entries)| !entries.is_empty())
+                .map(|(key, entries)| Ok((self.partition_of(&key)?, entries)))
                 .collect(),
             Err(e) => {
                 if is_nogroup(&e) {
@@ -280,30 +277,34 @@ impl RedisConsumer {
         state: &mut ConsumerState,
         from: &[(Partition, String)],
         count: usize,
-    ) -> Result<Vec<(Partition, Vec<StreamId>)>> {
+    ) -> Result<Vec<(Partition, Vec<Entry>)>> {
         let reads = from.iter().map(|(p, id)| {
             let options = StreamReadOptions::default()
                 .group(GROUP, &self.config.name)
                 .count(count.max(1));
             async move {
-                let reply: Option<StreamReadReply> = self
+                let reply: Value = self
                     .conn
                     .clone()
                     .xread_options(&[&self.streams[p.index()]], &[id], &options)
                     .await?;
-                let ids: Vec<StreamId> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
-                Ok::<_, RedisError>((*p, ids))
+                Ok::<_, RedisError>((*p, reply))
             }
         });
         match try_join_all(reads).await {
-            Ok(read) => Ok(read
-                .into_iter()
-                .filter(|(_, ids)| !ids.is_empty())
-                .collect()),
+            Ok(replies) => {
+                let mut read = Vec::new();
+                for (p, reply) in replies {
+                    let entries: Vec<Entry> = read_reply(reply)?
+                        .into_iter()
+                        .flat_map(|(_, entries)| entries)
+                        .collect();
+                    if !entries.is_empty() {
+                        read.push((p, entries));
+                    }
+                }
+                Ok(read)
+            }
             Err(e) => {
                 if is_nogroup(&e) {
                     warn!(group = GROUP, "consumer group missing, recreating it");
@@ -373,7 +374,12 @@ impl RedisConsumer {
             state.claim[index] = entry_id_of(&reply.next_stream_id)?;
             if !reply.claimed.is_empty() {
                 state.claim_from = index;
-                return self.with_counts(p, reply.claimed).await;
+                let claimed = reply
+                    .claimed
+                    .into_iter()
+                    .map(Entry::try_from)
+                    .collect::<Result<Vec<_>>>()?;
+                return self.with_counts(p, claimed).await;
             }
         }
         // Scanned every partition: look again soon, so that an entry is

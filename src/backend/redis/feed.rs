@@ -6,10 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use ::redis::{
-    AsyncCommands, RedisError, Value,
-    streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply},
-};
+use ::redis::{AsyncCommands, RedisError, Value, streams::StreamReadOptions};
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use tracing::instrument;
@@ -18,6 +15,7 @@ use super::{
     RedisBackend, blocking_connection, events_of, poll,
     record::{EntryRef, entry_id_of},
     redis_error,
+    stream::{Entry, range_reply, read_reply},
 };
 use crate::backend::{FeedRead, History, Notification, NotificationFeed};
 use crate::{
@@ -99,8 +97,7 @@ impl NotificationFeed for RedisBackend {
         let conn = guard
             .as_mut()
             .ok_or_else(|| Error::Internal("no feed connection".into()))?;
-        let reply: Result<Option<StreamReadReply>, RedisError> =
-            conn.xread_options(&keys, &ids, &options).await;
+        let reply: Result<Value, RedisError> = conn.xread_options(&keys, &ids, &options).await;
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
@@ -109,18 +106,15 @@ impl NotificationFeed for RedisBackend {
             }
         };
         drop(guard);
-        let reads = reply
+        let reads = read_reply(reply)?
             .into_iter()
-            .flat_map(|r| r.keys)
-            .map(|stream| {
+            .map(|(key, entries)| {
                 let p = keys
                     .iter()
-                    .position(|k| *k == stream.key)
+                    .position(|k| *k == key)
                     .and_then(|i| self.partitions.get(i))
-                    .ok_or_else(|| {
-                        Error::Internal(format!("redis answered for {:?}", stream.key))
-                    })?;
-                Ok(self.notifications(p, stream.ids, wanted))
+                    .ok_or_else(|| Error::Internal(format!("redis answered for {key:?}")))?;
+                Ok(self.notifications(p, entries, wanted))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(joined(cursor, try_join_all(reads).await?))
@@ -250,8 +244,8 @@ struct Read {
 
 impl RedisBackend {
     /// Up to `max` entries of partition `p`'s log after `after`.
-    async fn range_after(&self, p: Partition, after: EntryId, max: usize) -> Result<Vec<StreamId>> {
-        let reply: StreamRangeReply = self
+    async fn range_after(&self, p: Partition, after: EntryId, max: usize) -> Result<Vec<Entry>> {
+        let reply: Value = self
             .conn
             .clone()
             .xrange_count(
@@ -262,7 +256,7 @@ impl RedisBackend {
             )
             .await
             .map_err(redis_error)?;
-        Ok(reply.ids)
+        range_reply(reply)
     }
 
     /// The notifications of partition `p`'s stream entries whose status is
@@ -272,7 +266,7 @@ impl RedisBackend {
     async fn notifications(
         &self,
         p: Partition,
-        entries: Vec<StreamId>,
+        entries: Vec<Entry>,
         wanted: Statuses,
     ) -> Result<Read> {
         let mut refs = entries

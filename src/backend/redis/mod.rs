@@ -85,7 +85,8 @@
 //! The code, by concern: `connection` is the one connection type over a
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` encodes and reads event records
-//! and stream entries; `store` is the EventStore, `list` its ListEvents and
+//! and stream entries, and `stream` takes the entries out of stream
+//! replies; `store` is the EventStore, `list` its ListEvents and
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
 //! the NotificationFeed; `attempts` is the DeliveryLog.
@@ -100,6 +101,7 @@ mod queue;
 mod record;
 mod split;
 mod store;
+mod stream;
 
 use std::{
     sync::Arc,

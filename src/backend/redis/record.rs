@@ -28,6 +28,7 @@ use ::redis::{FromRedisValue, Value, streams::StreamId};
 use prost::Message;
 use uuid::Uuid;
 
+use super::stream::Entry;
 use crate::{
     cursor::EntryId,
     domain::{Event, EventStatus, StatusChange, from_micros, to_micros},
@@ -325,10 +326,9 @@ pub(super) struct EntryRef {
 
 impl EntryRef {
     /// The reference a stream entry holds.
-    pub fn of(entry: StreamId) -> Result<Self> {
-        let StreamId { id, mut map, .. } = entry;
-        let mut field = |name: &str| map.remove(name).map(from_value::<Vec<u8>>).transpose();
-        let (event, change) = (field("id")?, field("change")?);
+    pub fn of(mut entry: Entry) -> Result<Self> {
+        let (event, change) = (entry.take("id"), entry.take("change"));
+        let id = entry.id;
         let bad = || Error::Internal(format!("stream entry {id} is malformed"));
         let event = event.ok_or_else(bad)?;
         if change.as_ref().is_some_and(|c| c.len() != CHANGE) {
