@@ -197,8 +197,12 @@ impl EventMetrics {
         self.rejected.with_label_values(&[code_label(code)]).inc();
     }
 
-    /// `value` as a label: itself while few values were seen, else [`OTHER`].
+    /// `value` as a label: itself while few values were seen, else [`OTHER`]
+    /// (none, the empty label, is not a value).
     fn bounded<'a>(&self, value: &'a str) -> &'a str {
+        if value.is_empty() {
+            return value;
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(value) {
             return value;
@@ -457,4 +461,28 @@ impl Drop for Observed {
 fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?.to_str().ok()?;
     value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_counts_take_the_first_values_and_count_the_rest_as_other() {
+        let registry = Registry::new();
+        let metrics = EventMetrics::register(&registry);
+        for i in 0..MAX_LABEL_VALUES {
+            metrics.created(&format!("category-{i}"), "");
+        }
+        metrics.created("one-too-many", "");
+        metrics.created("category-7", "");
+        // None (the empty label) is not a value: it stays itself past the limit.
+        metrics.created("", "");
+        let count = |category: &str| metrics.created.with_label_values(&[category, ""]).get();
+        assert_eq!(count("category-0"), 1);
+        assert_eq!(count("category-7"), 2);
+        assert_eq!(count(OTHER), 1);
+        assert_eq!(count("one-too-many"), 0);
+        assert_eq!(count(""), 1);
+    }
 }

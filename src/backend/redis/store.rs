@@ -116,8 +116,8 @@ impl RedisBackend {
     /// never writes) fails every event of the batch, and the records come
     /// first, so no entry ever points at a record that was not written.
     async fn create_plain(&self, events: Vec<(Partition, Event)>) -> Result<Vec<Event>> {
-        // Each partition's stream keys, made once per batch.
-        let mut streams: Vec<Option<(String, String)>> = vec![None; self.partitions.count()];
+        // Each partition's stream keys and PENDING index key, made once per batch.
+        let mut keys: Vec<Option<[String; 3]>> = vec![None; self.partitions.count()];
         let mut records = ::redis::Cmd::with_capacity(1 + 2 * events.len(), 160 * events.len());
         records.arg("MSET");
         // One ZADD per index key, its entries added as the events come.
@@ -128,7 +128,17 @@ impl RedisBackend {
             let NewRecord { value, indexes } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
-            let status = self.keys.index(p, "status", event.status.as_str());
+            let [queue, notifications, pending] = keys[p.index()].get_or_insert_with(|| {
+                [
+                    self.keys.events(p),
+                    self.keys.notifications(p),
+                    self.keys.index(p, "status", EventStatus::Pending.as_str()),
+                ]
+            });
+            let status = match event.status {
+                EventStatus::Pending => pending.clone(),
+                other => self.keys.index(p, "status", other.as_str()),
+            };
             let others = indexes.iter().map(|(kind, v)| self.keys.index(p, kind, v));
             for key in std::iter::once(status).chain(others) {
                 zadds
@@ -141,8 +151,6 @@ impl RedisBackend {
                     .arg(score)
                     .arg(id);
             }
-            let (queue, notifications) = streams[p.index()]
-                .get_or_insert_with(|| (self.keys.events(p), self.keys.notifications(p)));
             let mut queued = ::redis::Cmd::with_capacity(5, queue.len() + 20);
             queued.arg("XADD").arg(&*queue).arg("*").arg("id").arg(id);
             let mut logged = ::redis::Cmd::with_capacity(11, notifications.len() + 80);
@@ -161,11 +169,13 @@ impl RedisBackend {
             records.arg(self.keys.event(p, event.id)).arg(value);
         }
         let mut pipe = ::redis::Pipeline::with_capacity(1 + zadds.len() + entries.len());
-        pipe.atomic().add_command(records).ignore();
+        pipe.atomic().add_command(records);
         for command in zadds.into_values().chain(entries) {
-            pipe.add_command(command).ignore();
+            pipe.add_command(command);
         }
-        let () = pipe
+        // Every reply is dropped unread (a command's error still fails the
+        // call); not marking each command ignored spares a set of them.
+        let _: Value = pipe
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
