@@ -6,6 +6,14 @@ import json
 import sys
 
 
+def cpu_bound(floor, ingest):
+    """The ratio an ingest run's two loops would have if both kept every
+    core busy: the floor's CPU per call (every process together) over the
+    create's; None without figures."""
+    per_floor, per_ingest = (sum(s.get("cpu_us_per_op", {}).values()) for s in (floor, ingest))
+    return per_floor / per_ingest if per_ingest > 0 else None
+
+
 def ingest_cpu(backend, r, problems):
     """Prints each process's CPU per call in the two ingest loops, and the
     ratio the loops' rates would have if both kept every core busy: the sum
@@ -15,11 +23,11 @@ def ingest_cpu(backend, r, problems):
         name = "health" if s is floor else "create"
         for process, us in s.get("cpu_us_per_op", {}).items():
             print(f"{backend:<8} {'ingest CPU, ' + name + ': ' + process:<34} {us:>11.1f} us")
-    per_floor, per_ingest = (sum(s.get("cpu_us_per_op", {}).values()) for s in (floor, ingest))
+    bound = cpu_bound(floor, ingest)
     if "logger" not in floor.get("cpu_us_per_op", {}) or "logger" not in ingest.get("cpu_us_per_op", {}):
         problems.append(f"{backend} ingest: no CPU per call for the logger")
-    elif per_ingest > 0:
-        print(f"{backend:<8} {'ingest / floor in CPU per call':<34} {per_floor / per_ingest:>14.3f}")
+    elif bound is not None:
+        print(f"{backend:<8} {'ingest / floor in CPU per call':<34} {bound:>14.3f}")
 
 
 def main():

@@ -152,6 +152,9 @@ import json
 import sys
 from statistics import mean
 
+sys.path.insert(0, "scripts")
+from bench_table import cpu_bound
+
 work, rounds, cores, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 names = ["bench client", "logger", "redis"]
 rows = {"base": [], "new": []}
@@ -161,11 +164,11 @@ for rnd in range(1, rounds + 1):
     for label in ("base", "new"):
         r = json.load(open(f"{work}/{label}-{rnd}.json"))
         floor, ingest = r["series"]
-        create, health = ingest["cpu_us_per_op"], floor["cpu_us_per_op"]
+        create = ingest["cpu_us_per_op"]
         row = {
             "rate": ingest["ops_per_sec"],
             "ratio": r["ingest_over_floor"],
-            "bound": sum(health.values()) / max(sum(create.values()), 1e-9),
+            "bound": cpu_bound(floor, ingest) or 0.0,
             "together": sum(create.values()),
             **{n: create.get(n, 0.0) for n in names},
         }

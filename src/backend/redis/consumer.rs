@@ -52,8 +52,6 @@ pub(super) struct RedisConsumer {
     conn: Conn,
     keys: Keys,
     partitions: Partitions,
-    /// The queue stream of each partition.
-    streams: Vec<String>,
     config: ConsumerConfig,
     /// Held across the blocking read: one consumer reads from one task.
     state: Mutex<ConsumerState>,
@@ -93,11 +91,6 @@ impl RedisConsumer {
             conn: backend.conn.clone(),
             keys: backend.keys.clone(),
             partitions: backend.partitions,
-            streams: backend
-                .partitions
-                .all()
-                .map(|p| backend.keys.events(p))
-                .collect(),
             config,
             state: Mutex::new(ConsumerState {
                 reader: None,
@@ -116,7 +109,7 @@ impl RedisConsumer {
         if state.group_ready {
             return Ok(());
         }
-        for stream in &self.streams {
+        for stream in self.partitions.all().map(|p| self.keys.events(p)) {
             let created: Result<(), RedisError> = self
                 .conn
                 .clone()
@@ -134,10 +127,9 @@ impl RedisConsumer {
 
     /// The partition of a stream key in a reply.
     fn partition_of(&self, stream: &str) -> Result<Partition> {
-        self.streams
-            .iter()
-            .position(|s| s == stream)
-            .and_then(|i| self.partitions.get(i))
+        self.partitions
+            .all()
+            .find(|p| self.keys.events(*p) == stream)
             .ok_or_else(|| Error::Internal(format!("redis answered for stream {stream:?}")))
     }
 
@@ -194,7 +186,7 @@ impl RedisConsumer {
             .conn
             .clone()
             .xpending_consumer_count(
-                &self.streams[p.index()],
+                self.keys.events(p),
                 GROUP,
                 &first.id,
                 &last.id,
@@ -228,10 +220,7 @@ impl RedisConsumer {
         if block {
             options = options.block(self.config.block.as_millis() as usize);
         }
-        let keys: Vec<&str> = from
-            .iter()
-            .map(|(p, _)| self.streams[p.index()].as_str())
-            .collect();
+        let keys: Vec<&str> = from.iter().map(|(p, _)| self.keys.events(*p)).collect();
         let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
         let client = match (&self.client, block) {
             (Some(client), true) => Some(client),
@@ -286,7 +275,7 @@ impl RedisConsumer {
                 let reply: Value = self
                     .conn
                     .clone()
-                    .xread_options(&[&self.streams[p.index()]], &[id], &options)
+                    .xread_options(&[self.keys.events(*p)], &[id], &options)
                     .await?;
                 Ok::<_, RedisError>((*p, reply))
             }
@@ -357,7 +346,7 @@ impl RedisConsumer {
                 .conn
                 .clone()
                 .xautoclaim_options(
-                    &self.streams[index],
+                    self.keys.events(p),
                     GROUP,
                     &self.config.name,
                     self.config.claim_idle.as_millis() as u64,
@@ -468,7 +457,7 @@ impl Consumer for RedisConsumer {
             (!ids.is_empty()).then_some(async move {
                 self.conn
                     .clone()
-                    .xack::<_, _, _, i64>(&self.streams[p.index()], GROUP, &ids)
+                    .xack::<_, _, _, i64>(self.keys.events(p), GROUP, &ids)
                     .await
                     .map_err(redis_error)
             })
@@ -485,7 +474,7 @@ impl Consumer for RedisConsumer {
         invocation
             .key(self.keys.dead(p))
             .key(self.keys.dead_index(p))
-            .key(&self.streams[p.index()])
+            .key(self.keys.events(p))
             .arg(GROUP)
             .arg(&entry_id)
             .arg(delivery.event.id.to_string())
@@ -508,7 +497,12 @@ impl Consumer for RedisConsumer {
 
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        let per_stream = try_join_all(self.streams.iter().map(|s| self.pending_in(s))).await?;
+        let per_stream = try_join_all(
+            self.partitions
+                .all()
+                .map(|p| self.pending_in(self.keys.events(p))),
+        )
+        .await?;
         for (name, count) in per_stream.into_iter().flatten() {
             *totals.entry(name).or_default() += count;
         }

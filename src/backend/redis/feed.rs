@@ -80,7 +80,7 @@ impl NotificationFeed for RedisBackend {
         let options = StreamReadOptions::default()
             .count(max.max(1))
             .block(block.as_millis() as usize);
-        let keys: Vec<String> = self
+        let keys: Vec<&str> = self
             .partitions
             .all()
             .map(|p| self.keys.notifications(p))
@@ -180,7 +180,7 @@ impl NotificationFeed for RedisBackend {
             .checked_sub(age)
             .unwrap_or(std::time::UNIX_EPOCH);
         self.each_partition(|p| async move {
-            self.trim_before(&self.keys.notifications(p), cutoff).await
+            self.trim_before(self.keys.notifications(p), cutoff).await
         })
         .await?;
         Ok(())
@@ -193,12 +193,12 @@ impl RedisBackend {
         let key = self.keys.notifications(p);
         let info = ::redis::cmd("XINFO")
             .arg("STREAM")
-            .arg(&key)
+            .arg(key)
             .query_async(&mut self.conn.clone())
             .await;
         // No log yet: nothing was ever trimmed.
         let info: HashMap<String, Value> =
-            self.unless_missing(&key, info).await?.unwrap_or_default();
+            self.unless_missing(key, info).await?.unwrap_or_default();
         let text = |name: &str| match info.get(name) {
             Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
             Some(Value::SimpleString(text)) => Some(text.clone()),

@@ -2,7 +2,10 @@
 
 use uuid::Uuid;
 
-use crate::partition::{Partition, Partitions};
+use crate::{
+    domain::EventStatus,
+    partition::{Partition, Partitions},
+};
 
 /// The keys of one Herald deployment: a few global keys under the prefix,
 /// and per partition keys that all share the partition's hash tag
@@ -10,19 +13,40 @@ use crate::partition::{Partition, Partitions};
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
-    /// `{prefix}:{pNN}` of each partition, made once.
-    tags: Vec<String>,
+    /// The names every write or read of a partition uses, made once for
+    /// each partition.
+    partitions: Vec<PartitionKeys>,
+}
+
+/// The names of one partition's keys that are not named by an event or a
+/// value.
+#[derive(Clone, Debug)]
+struct PartitionKeys {
+    /// `{prefix}:{pNN}`.
+    tag: String,
+    /// The work-queue stream.
+    events: String,
+    /// The notification-log stream.
+    notifications: String,
+    /// The status indexes, in [`EventStatus::ALL`]'s order.
+    statuses: [String; EventStatus::ALL.len()],
 }
 
 impl Keys {
     /// Keys under `prefix` (`herald` in production) for `partitions`.
     pub fn new(prefix: &str, partitions: Partitions) -> Self {
+        let partition = |p: Partition| {
+            let tag = format!("{prefix}:{{{p}}}");
+            PartitionKeys {
+                events: format!("{tag}:events"),
+                notifications: format!("{tag}:notifications"),
+                statuses: EventStatus::ALL.map(|s| index_key(&tag, "status", s.as_str())),
+                tag,
+            }
+        };
         Self {
             prefix: prefix.to_owned(),
-            tags: partitions
-                .all()
-                .map(|p| format!("{prefix}:{{{p}}}"))
-                .collect(),
+            partitions: partitions.all().map(partition).collect(),
         }
     }
 
@@ -34,7 +58,7 @@ impl Keys {
     /// The prefix of every key of `partition`, `{prefix}:{pNN}` (the scripts
     /// build index keys from it).
     pub fn tag(&self, partition: Partition) -> &str {
-        &self.tags[partition.index()]
+        &self.partitions[partition.index()].tag
     }
 
     /// The hash recording the deployment's layout: its version and its
@@ -60,13 +84,13 @@ impl Keys {
     }
 
     /// The partition's work-queue stream.
-    pub fn events(&self, partition: Partition) -> String {
-        format!("{}:events", self.tag(partition))
+    pub fn events(&self, partition: Partition) -> &str {
+        &self.partitions[partition.index()].events
     }
 
     /// The partition's notification-log stream.
-    pub fn notifications(&self, partition: Partition) -> String {
-        format!("{}:notifications", self.tag(partition))
+    pub fn notifications(&self, partition: Partition) -> &str {
+        &self.partitions[partition.index()].notifications
     }
 
     /// The idempotency key of `request_id` sent by client `source` for an
@@ -78,7 +102,17 @@ impl Keys {
     /// The partition's query index of events whose `kind` (user, session,
     /// category, type, status) is `value`.
     pub fn index(&self, partition: Partition, kind: &str, value: &str) -> String {
-        format!("{}:idx:{kind}:{value}", self.tag(partition))
+        index_key(self.tag(partition), kind, value)
+    }
+
+    /// The partition's index of the events in `status` ([`Keys::index`]
+    /// of kind `status`, made once).
+    pub fn status(&self, partition: Partition, status: EventStatus) -> &str {
+        let at = EventStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or_default();
+        &self.partitions[partition.index()].statuses[at]
     }
 
     /// The partition's dead-letter stream.
@@ -99,6 +133,11 @@ impl Keys {
     }
 }
 
+/// The name of a query index under a partition's `tag`.
+fn index_key(tag: &str, kind: &str, value: &str) -> String {
+    format!("{tag}:idx:{kind}:{value}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,10 +148,16 @@ mod tests {
         let keys = Keys::new("herald", partitions);
         let p = partitions.get(7).expect("7");
         let id = Uuid::nil();
+        for status in EventStatus::ALL {
+            assert_eq!(
+                keys.status(p, status),
+                keys.index(p, "status", status.as_str())
+            );
+        }
         for key in [
             keys.event(p, id),
-            keys.events(p),
-            keys.notifications(p),
+            keys.events(p).to_owned(),
+            keys.notifications(p).to_owned(),
             keys.request(p, "billing", "r1"),
             keys.index(p, "user", "ann"),
             keys.dead(p),

@@ -79,8 +79,8 @@ impl RedisBackend {
             return self.list_index(&index, p, query).await;
         }
         let pages = try_join_all(EventStatus::ALL.map(|status| {
-            let index = self.keys.index(p, "status", status.as_str());
-            async move { self.list_index(&index, p, query).await }
+            let index = self.keys.status(p, status);
+            async move { self.list_index(index, p, query).await }
         }))
         .await?;
         Ok(merge_pages(query, pages))

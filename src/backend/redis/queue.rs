@@ -59,12 +59,12 @@ impl RedisBackend {
         let key = self.keys.events(p);
         let groups = ::redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(&key)
+            .arg(key)
             .query_async(&mut self.conn.clone())
             .await;
         // No queue yet: nothing waits.
         let groups: Vec<HashMap<String, Value>> =
-            self.unless_missing(&key, groups).await?.unwrap_or_default();
+            self.unless_missing(key, groups).await?.unwrap_or_default();
         let group = groups.iter().find(
             |g| matches!(g.get("name"), Some(Value::BulkString(name)) if name == GROUP.as_bytes()),
         );

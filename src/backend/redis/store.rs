@@ -60,7 +60,7 @@ impl RedisBackend {
                 .arg(value)
                 .arg(to_micros(event.occurred_at))
                 .arg(1 + indexes.len())
-                .arg(self.keys.index(p, "status", event.status.as_str()));
+                .arg(self.keys.status(p, event.status));
             for (kind, value) in &indexes {
                 invocation.arg(self.keys.index(p, kind, value));
             }
@@ -116,8 +116,6 @@ impl RedisBackend {
     /// never writes) fails every event of the batch, and the records come
     /// first, so no entry ever points at a record that was not written.
     async fn create_plain(&self, events: Vec<(Partition, Event)>) -> Result<Vec<Event>> {
-        // Each partition's stream keys and PENDING index key, made once per batch.
-        let mut keys: Vec<Option<[String; 3]>> = vec![None; self.partitions.count()];
         let mut records = ::redis::Cmd::with_capacity(1 + 2 * events.len(), 160 * events.len());
         records.arg("MSET");
         // One ZADD per index key, its entries added as the events come.
@@ -128,17 +126,8 @@ impl RedisBackend {
             let NewRecord { value, indexes } = record(event)?;
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
-            let [queue, notifications, pending] = keys[p.index()].get_or_insert_with(|| {
-                [
-                    self.keys.events(p),
-                    self.keys.notifications(p),
-                    self.keys.index(p, "status", EventStatus::Pending.as_str()),
-                ]
-            });
-            let status = match event.status {
-                EventStatus::Pending => pending.clone(),
-                other => self.keys.index(p, "status", other.as_str()),
-            };
+            let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
+            let status = self.keys.status(p, event.status).to_owned();
             let others = indexes.iter().map(|(kind, v)| self.keys.index(p, kind, v));
             for key in std::iter::once(status).chain(others) {
                 zadds
@@ -152,11 +141,11 @@ impl RedisBackend {
                     .arg(id);
             }
             let mut queued = ::redis::Cmd::with_capacity(5, queue.len() + 20);
-            queued.arg("XADD").arg(&*queue).arg("*").arg("id").arg(id);
+            queued.arg("XADD").arg(queue).arg("*").arg("id").arg(id);
             let mut logged = ::redis::Cmd::with_capacity(11, notifications.len() + 80);
             logged
                 .arg("XADD")
-                .arg(&*notifications)
+                .arg(notifications)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.notifications_max_len)
@@ -175,8 +164,7 @@ impl RedisBackend {
         }
         // Every reply is dropped unread (a command's error still fails the
         // call); not marking each command ignored spares a set of them.
-        let _: Value = pipe
-            .query_async(&mut self.conn.clone())
+        pipe.exec_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
         Ok(events.into_iter().map(|(_, event)| event).collect())
@@ -420,10 +408,7 @@ impl EventStore for RedisBackend {
         self.checked().await?;
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
-            .key(
-                self.keys
-                    .index(slice.partition, "status", slice.status.as_str()),
-            )
+            .key(self.keys.status(slice.partition, slice.status))
             .arg(self.keys.tag(slice.partition))
             .arg(to_micros(slice.cutoff))
             .arg(slice.skip)
@@ -451,7 +436,7 @@ impl EventStore for RedisBackend {
             .each_partition(|p| async move {
                 let mut sizes = ::redis::pipe();
                 for status in EventStatus::ALL {
-                    sizes.zcard(self.keys.index(p, "status", status.as_str()));
+                    sizes.zcard(self.keys.status(p, status));
                 }
                 sizes
                     .query_async::<Vec<u64>>(&mut self.conn.clone())

@@ -19,7 +19,11 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::{Report, Series, Watched, connect_all, cpu_per_op, read_cpu, record, spinner, watched};
+use super::{
+    Report, Series, connect_all,
+    cpu::{Watched, cpu_per_op, read_cpu, watched},
+    record, spinner,
+};
 
 /// Flags of `bench stats`.
 #[derive(Args)]

@@ -23,7 +23,9 @@ use herald_runtime::flags::positive_duration;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::{Report, Series, connect_all, cpu_seconds, histogram, record, run_tag, since, spinner};
+use super::{
+    Report, Series, connect_all, cpu::cpu_seconds, histogram, record, run_tag, since, spinner,
+};
 
 /// Flags of `bench fanout`.
 #[derive(Args)]
