@@ -54,6 +54,10 @@ pub struct IngestArgs {
     /// Unmeasured time before each loop.
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
     warmup: Duration,
+    /// Distinct user ids the creates take in turn: the events per user,
+    /// and with them the size of each user's index in Redis, follow from it.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    users: u64,
     /// A process on this machine (NAME=PID, repeatable; for example
     /// logger=1234) whose CPU time per call is reported for each loop, read
     /// from /proc over its measured time, beside this client's own.
@@ -156,7 +160,7 @@ pub(super) async fn ingest(
     )
     .await;
     let counter = Arc::new(AtomicU64::new(0));
-    let key = key.clone();
+    let (key, users) = (key.clone(), args.users);
     let ingest = closed_loop(
         "ingest",
         &channels,
@@ -164,14 +168,9 @@ pub(super) async fn ingest(
         (args.warmup, args.duration),
         &args.cpu_of,
         move |ch| {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let request = ingest_request(counter.fetch_add(1, Ordering::Relaxed), users);
             let key = key.clone();
             async move {
-                let request = pb::CreateEventRequest {
-                    user_id: format!("bench-user-{}", n % 1000),
-                    description: format!("benchmark event {n}"),
-                    ..Default::default()
-                };
                 EventLoggerClient::with_interceptor(ch, key)
                     .create_event(request)
                     .await
@@ -186,6 +185,7 @@ pub(super) async fn ingest(
         figures: vec![
             ("concurrency", json!(args.concurrency)),
             ("connections", json!(args.connections)),
+            ("users", json!(args.users)),
             (
                 "ingest_over_floor",
                 json!((ratio * 1000.0).round() / 1000.0),
@@ -193,6 +193,15 @@ pub(super) async fn ingest(
         ],
         series: vec![floor, ingest],
     })
+}
+
+/// The `n`th create of the ingest loop: user `n` mod `users`.
+fn ingest_request(n: u64, users: u64) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        user_id: format!("bench-user-{}", n % users.max(1)),
+        description: format!("benchmark event {n}"),
+        ..Default::default()
+    }
 }
 
 /// Closed-loop GetStats calls.
@@ -226,4 +235,39 @@ pub(super) async fn stats(
         figures: vec![("concurrency", json!(args.concurrency))],
         series: vec![series],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `bench ingest`'s flags on their own.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        ingest: IngestArgs,
+    }
+
+    #[test]
+    fn ingest_takes_its_users_in_turn_and_refuses_none() {
+        let users = |flags: &[&str]| {
+            Flags::try_parse_from(std::iter::once("ingest").chain(flags.iter().copied()))
+                .map(|f| f.ingest.users)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(users(&[]), Ok(1000));
+        assert_eq!(users(&["--users", "3"]), Ok(3));
+        for bad in ["0", "100000001", "-1", "many"] {
+            let err = users(&[&format!("--users={bad}")]).expect_err(bad);
+            assert!(err.contains("--users"), "{bad}: {err}");
+        }
+        let ids: Vec<String> = (0..7).map(|n| ingest_request(n, 3).user_id).collect();
+        assert_eq!(
+            ids,
+            ["0", "1", "2", "0", "1", "2", "0"].map(|u| format!("bench-user-{u}"))
+        );
+        assert_eq!(ingest_request(5, 3).description, "benchmark event 5");
+    }
 }
