@@ -148,11 +148,10 @@ e2e_with_cpu() {
 # ingest LABEL SERVER NAME=PID...: the ingest run, with the CPU per call of
 # each named process (and of the benchmark client) in each of its loops.
 ingest() {
-  local backend="$1" server="$2" named cpu_of=()
+  local backend="$1" server="$2"
   shift 2
-  for named in "$@"; do cpu_of+=(--cpu-of "$named"); done
-  bench "$backend" "$server" ingest --concurrency 64 --connections 4 --duration "$DURATION" --warmup "$DURATION" \
-    "${cpu_of[@]}"
+  ingest_flags "$DURATION" "$@"
+  bench "$backend" "$server" ingest "${INGEST_FLAGS[@]}"
 }
 
 # rest_of_suite LABEL SERVER LOGGER_PID NAME=PID...: the end-to-end runs

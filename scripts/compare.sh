@@ -131,11 +131,10 @@ run_once() {
 # run_ingest_once LABEL ROUND DIR: one ingest run of the build in DIR, its
 # report (with each process's CPU per call) kept as $WORK/LABEL-ROUND.json.
 run_ingest_once() {
-  local label="$1" round="$2" dir="$3" named cpu_of=()
+  local label="$1" round="$2" dir="$3"
   start_front_door "$label" "$round" "$dir"
-  for named in "${NAMED[@]}"; do cpu_of+=(--cpu-of "$named"); done
-  "$CLIENT" --server "127.0.0.1:$LPORT" --json bench ingest --concurrency 64 --connections 4 \
-    --duration "$DURATION" --warmup "$DURATION" "${cpu_of[@]}" > "$WORK/$label-$round.json"
+  ingest_flags "$DURATION" "${NAMED[@]}"
+  "$CLIENT" --server "127.0.0.1:$LPORT" --json bench ingest "${INGEST_FLAGS[@]}" > "$WORK/$label-$round.json"
   python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(1 if any(s["errors"] for s in r["series"]) else 0)' \
     "$WORK/$label-$round.json" || { echo "$label, round $round: calls failed" >&2; exit 1; }
   echo "$label $round done" >&2

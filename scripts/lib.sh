@@ -6,6 +6,16 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# ingest_flags D NAME=PID...: sets INGEST_FLAGS to the flags both scripts
+# run `herald bench ingest` with: 64 callers over 4 connections, D of warm-up
+# then D measured for each loop, and --cpu-of for each named process.
+ingest_flags() {
+  local duration="$1" named
+  shift
+  INGEST_FLAGS=(--concurrency 64 --connections 4 --duration "$duration" --warmup "$duration")
+  for named in "$@"; do INGEST_FLAGS+=(--cpu-of "$named"); done
+}
+
 # Waits (up to 10 s) until something listens on port $1; exits if nothing does.
 wait_for_port() {
   for _ in $(seq 1 100); do

@@ -1760,6 +1760,35 @@ async fn redis_writes_a_batch_of_creates_in_one_transaction() {
         assert!(!got.is_empty(), "only {queued} of {} queued", users.len());
         queued += got.len();
     }
+
+    // With an idempotency key among them, the others are still one
+    // transaction (the keyed one goes by script).
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("resetstat");
+    let mut mixed: Vec<NewEvent> = users.iter().map(|u| new_event(u, "mixed")).collect();
+    mixed.insert(3, full_event("req-mixed"));
+    let created = b
+        .store
+        .create_many(mixed)
+        .await
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored");
+    assert_eq!(created[3].request_id, "req-mixed");
+    assert_eq!(created[4].user_id, users[3]);
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    assert!(
+        stats.contains("cmdstat_exec:calls=1,"),
+        "one transaction: {stats}"
+    );
 }
 
 /// A typical record (short fields, a small payload) is one Redis string

@@ -11,8 +11,8 @@
 //! Keys. The keyspace is split into partitions (see [`crate::partition`]):
 //! every key of partition 7 starts with `{prefix}:{p07}:`, whose hash tag puts
 //! the whole partition in one Redis Cluster slot, and every script touches one
-//! partition only (on one Redis node, which has no slots, a batch of creates
-//! without idempotency keys is one transaction across its partitions). The
+//! partition only (on one Redis node, which has no slots, the creates of a
+//! batch without idempotency keys are one transaction across partitions). The
 //! prefix is `herald` by default; tests vary it.
 //! - `{prefix}:meta`: hash, the layout (`layout` = 4) and the number of
 //!   partitions, written once when the deployment is first used and checked

@@ -24,7 +24,7 @@
 
 use std::time::SystemTime;
 
-use ::redis::{FromRedisValue, Value, streams::StreamId};
+use ::redis::{FromRedisValue, Value};
 use prost::Message;
 use uuid::Uuid;
 
@@ -35,9 +35,6 @@ use crate::{
     error::{Error, Result},
     trace::TraceParent,
 };
-
-/// A stream entry's fields as Redis returns them: names to raw values.
-pub(super) type Fields = std::collections::HashMap<String, Vec<u8>>;
 
 /// Bytes of a record's head (see the module docs).
 pub(super) const HEAD: usize = 50;
@@ -293,15 +290,6 @@ pub(super) fn parse_record_delivered(
 /// A value of a Redis reply as `T`; a reply of another shape is our bug.
 pub(super) fn from_value<T: FromRedisValue>(value: Value) -> Result<T> {
     ::redis::from_redis_value(value).map_err(|e| Error::Internal(format!("redis reply: {e}")))
-}
-
-/// A stream entry's fields.
-pub(super) fn entry_fields(entry: StreamId) -> Result<(String, Fields)> {
-    let mut fields = Fields::with_capacity(entry.map.len());
-    for (name, value) in entry.map {
-        fields.insert(name, from_value(value)?);
-    }
-    Ok((entry.id, fields))
 }
 
 /// The id of a stream entry Redis gave.

@@ -84,22 +84,33 @@ where
         async move { (places, run.await) }
     });
     for (places, outcome) in join_all(runs).await {
-        match outcome {
-            Ok(results) => {
-                for (place, result) in places.into_iter().zip(results) {
-                    out[place] = Some(result);
-                }
-            }
-            Err(err) => {
-                for place in places {
-                    out[place] = Some(Err(err.clone()));
-                }
-            }
-        }
+        put(&mut out, places, outcome);
     }
     out.into_iter()
         .map(|o| {
             o.unwrap_or_else(|| Err(Error::Internal("a partition answered too little".into())))
         })
         .collect()
+}
+
+/// Puts the outcome of one atomic write in its items' `places` of `out`:
+/// each item's own result, or, when the write failed, its error for every
+/// item.
+pub(super) fn put(
+    out: &mut [Option<Result<Event>>],
+    places: Vec<usize>,
+    outcome: Result<Vec<Result<Event>>>,
+) {
+    match outcome {
+        Ok(results) => {
+            for (place, result) in places.into_iter().zip(results) {
+                out[place] = Some(result);
+            }
+        }
+        Err(err) => {
+            for place in places {
+                out[place] = Some(Err(err.clone()));
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::SystemTime};
 
-use ::redis::{AsyncCommands, Value, streams::StreamRangeReply};
+use ::redis::{AsyncCommands, Value};
 use async_trait::async_trait;
 use tracing::instrument;
 use uuid::Uuid;
@@ -13,11 +13,12 @@ use super::{
     connection::Conn,
     read_records,
     record::{
-        NewRecord, change_of, code, entry_fields, entry_id_of, micros_bytes, parse_record,
+        NewRecord, change_of, code, entry_id_of, micros_bytes, parse_record,
         parse_record_delivered, record, source_codes, status_outcome, trace_arg,
     },
     redis_error,
-    split::{by_partition, per_partition},
+    split::{by_partition, per_partition, put},
+    stream::range_reply,
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
 use crate::{
@@ -37,14 +38,9 @@ impl RedisBackend {
         matches!(self.conn, Conn::Node(_)) && self.wait_replicas == 0
     }
 
-    /// Creates events of one partition with one script, or, when none of
-    /// them carries an idempotency key, with plain commands (see
-    /// [`Self::create_plain`]).
+    /// Creates events of one partition with one script (each with its
+    /// idempotency key, or none).
     async fn create_in(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
-        if self.plain_creates() && events.iter().all(|(_, request_key)| request_key.is_empty()) {
-            let events = events.into_iter().map(|(event, _)| (p, event)).collect();
-            return self.create_plain(events).await;
-        }
         let mut invocation = self.create.prepare_invoke();
         invocation
             .key(self.keys.events(p))
@@ -105,8 +101,8 @@ impl RedisBackend {
     /// entries), as plain commands in one `MULTI`/`EXEC`: as atomic, and
     /// about half of Redis's time per create, which in the script went to
     /// Lua itself. The events may be of several partitions (one node holds
-    /// them all, and the batch is then one transaction instead of one per
-    /// partition). The records go in one `MSET` and each index key's
+    /// them all, so a batch's creates without idempotency keys are one
+    /// transaction instead of one per partition). The records go in one `MSET` and each index key's
     /// entries in one `ZADD`, so a batch takes two commands per event (its
     /// stream entries) and a few besides. Only where
     /// [`Self::plain_creates`] says so. The script claims each record key
@@ -203,19 +199,17 @@ impl RedisBackend {
         after: &Cursor,
         max: usize,
     ) -> Result<Vec<DeadLetter>> {
-        let reply: StreamRangeReply = self
+        let reply: Value = self
             .conn
             .clone()
             .xrange_count(self.keys.dead(p), format!("({}", after.get(p)), "+", max)
             .await
             .map_err(redis_error)?;
-        reply
-            .ids
+        range_reply(reply)?
             .into_iter()
-            .map(|entry| {
-                let (id, mut fields) = entry_fields(entry)?;
+            .map(|mut entry| {
                 let mut take = |name: &str| {
-                    String::from_utf8_lossy(&fields.remove(name).unwrap_or_default()).into_owned()
+                    String::from_utf8_lossy(&entry.take(name).unwrap_or_default()).into_owned()
                 };
                 let reason = take("reason");
                 let deliveries = take("deliveries").parse().unwrap_or(0);
@@ -223,8 +217,9 @@ impl RedisBackend {
                     partition: p,
                     id: take("entry_id").parse().unwrap_or_default(),
                 };
-                let record = fields.remove("record").unwrap_or_default();
-                let event_id = Uuid::from_slice(&fields.remove("id").unwrap_or_default())
+                let (record, event_id) = (entry.take("record"), entry.take("id"));
+                let (record, id) = (record.unwrap_or_default(), entry.id);
+                let event_id = Uuid::from_slice(&event_id.unwrap_or_default())
                     .map_err(|_| Error::Internal(format!("dead letter {id} has no event id")))?;
                 let (event, delivered) = parse_record_delivered(event_id, &record, None)?;
                 Ok(DeadLetter {
@@ -307,45 +302,44 @@ impl EventStore for RedisBackend {
             return Ok(Vec::new());
         }
         self.checked().await?;
-        if self.plain_creates() && events.iter().all(|new| new.request_id().is_empty()) {
-            // One transaction for the whole batch, whatever its partitions:
-            // its outcome is every event's.
-            let events = events
-                .into_iter()
-                .map(|new| {
-                    let p = self.partitions.of_user(new.user_id());
-                    (p, new.into_event(self.partitions))
-                })
-                .collect();
-            return Ok(self
-                .create_plain(events)
-                .await?
-                .into_iter()
-                .map(Ok)
-                .collect());
-        }
+        // Where plain commands may write them, the events without an
+        // idempotency key go in one transaction whatever their partitions;
+        // the others go by script, one per partition.
+        let plain_creates = self.plain_creates();
         let len = events.len();
-        let items = events.into_iter().enumerate().map(|(place, new)| {
+        let (mut plain, mut scripted) = (Vec::new(), Vec::new());
+        for (place, new) in events.into_iter().enumerate() {
             let p = self.partitions.of_user(new.user_id());
             let request_key = match new.request_id() {
                 "" => String::new(),
                 request_id => self.keys.request(p, new.source(), request_id),
             };
-            (place, p, (new.into_event(self.partitions), request_key))
-        });
-        let groups = by_partition(self.partitions, items);
-        Ok(per_partition(
-            (0..len).map(|_| None).collect(),
-            groups,
-            |p, events| async move {
-                Ok(self
-                    .create_in(p, events)
-                    .await?
-                    .into_iter()
-                    .map(Ok)
-                    .collect())
-            },
-        )
+            let event = new.into_event(self.partitions);
+            if plain_creates && request_key.is_empty() {
+                plain.push((place, (p, event)));
+            } else {
+                scripted.push((place, p, (event, request_key)));
+            }
+        }
+        let mut out: Vec<Option<Result<Event>>> = (0..len).map(|_| None).collect();
+        if !plain.is_empty() {
+            let (places, events): (Vec<usize>, Vec<_>) = plain.into_iter().unzip();
+            let outcome = self.create_plain(events).await;
+            put(
+                &mut out,
+                places,
+                outcome.map(|events| events.into_iter().map(Ok).collect()),
+            );
+        }
+        let groups = by_partition(self.partitions, scripted);
+        Ok(per_partition(out, groups, |p, events| async move {
+            Ok(self
+                .create_in(p, events)
+                .await?
+                .into_iter()
+                .map(Ok)
+                .collect())
+        })
         .await)
     }
 
