@@ -423,8 +423,17 @@ async fn batches_keep_each_items_outcome(b: Backend) {
 /// `n` events stored in one batch, of users `u0`, `u1`, ... (spread over
 /// the partitions).
 async fn stored_events(b: &Backend, n: usize) -> Vec<herald::Event> {
+    store_all(
+        b,
+        (0..n).map(|i| new_event(&format!("u{i}"), "x")).collect(),
+    )
+    .await
+}
+
+/// `events` stored in one batch, every one of them.
+async fn store_all(b: &Backend, events: Vec<NewEvent>) -> Vec<herald::Event> {
     b.store
-        .create_many((0..n).map(|i| new_event(&format!("u{i}"), "x")).collect())
+        .create_many(events)
         .await
         .expect("create_many")
         .into_iter()
@@ -731,14 +740,7 @@ async fn seed(b: &Backend) -> Vec<herald::Event> {
             NewEvent::validate(input, &Rules::default()).expect("valid")
         })
         .collect();
-    let mut events = b
-        .store
-        .create_many(inputs)
-        .await
-        .expect("create_many")
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("every event stored");
+    let mut events = store_all(b, inputs).await;
     for i in [0, 3] {
         events[i] = b
             .store
@@ -1722,30 +1724,9 @@ async fn redis_writes_a_batch_of_creates_in_one_transaction() {
         users.iter().map(|u| partitions.of_user(u)).collect();
     assert!(spread.len() > 1, "the users fall in one partition");
     let start = b.feed.latest_cursor().await.expect("cursor");
-    let _: () = ::redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .expect("resetstat");
-    let events = b
-        .store
-        .create_many(users.iter().map(|u| new_event(u, "batched")).collect())
-        .await
-        .expect("create_many")
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("every event stored");
-    let stats: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    let execs = stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_exec:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .expect("EXEC was called");
-    assert_eq!(execs, "1", "{stats}");
+    reset_command_stats(&mut conn).await;
+    let events = store_all(&b, users.iter().map(|u| new_event(u, "batched")).collect()).await;
+    assert_eq!(exec_calls(&mut conn).await, 1);
     for (event, user) in events.iter().zip(&users) {
         assert_eq!(&event.user_id, user);
         assert_eq!(partitions.of_id(event.id), Some(partitions.of_user(user)));
@@ -1763,32 +1744,37 @@ async fn redis_writes_a_batch_of_creates_in_one_transaction() {
 
     // With an idempotency key among them, the others are still one
     // transaction (the keyed one goes by script).
-    let _: () = ::redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .expect("resetstat");
+    reset_command_stats(&mut conn).await;
     let mut mixed: Vec<NewEvent> = users.iter().map(|u| new_event(u, "mixed")).collect();
     mixed.insert(3, full_event("req-mixed"));
-    let created = b
-        .store
-        .create_many(mixed)
-        .await
-        .expect("create_many")
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("every event stored");
+    let created = store_all(&b, mixed).await;
     assert_eq!(created[3].request_id, "req-mixed");
     assert_eq!(created[4].user_id, users[3]);
+    assert_eq!(exec_calls(&mut conn).await, 1, "one transaction");
+}
+
+/// Zeroes Redis's per-command counts (`INFO commandstats`).
+async fn reset_command_stats(conn: &mut ::redis::aio::MultiplexedConnection) {
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .expect("resetstat");
+}
+
+/// How many `EXEC`s Redis ran since its counts were last zeroed.
+async fn exec_calls(conn: &mut ::redis::aio::MultiplexedConnection) -> u64 {
     let stats: String = ::redis::cmd("INFO")
         .arg("commandstats")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .expect("info");
-    assert!(
-        stats.contains("cmdstat_exec:calls=1,"),
-        "one transaction: {stats}"
-    );
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_exec:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or_else(|| panic!("EXEC was not called: {stats}"))
 }
 
 /// A typical record (short fields, a small payload) is one Redis string
