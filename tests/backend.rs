@@ -1246,14 +1246,23 @@ async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
     ));
 }
 
+/// Each test on memory, a Redis and a Redis Cluster of three masters; the
+/// tests after `opening:` take a configuration and open their backend with
+/// options of their own (memory and one Redis).
 macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)? ; opening: $($opening:ident),* $(,)?) => {
         mod memory {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $name() {
                     super::$name(backend::open(&BackendConfig::Memory).expect("memory")).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $opening() {
+                    super::$opening(BackendConfig::Memory).await;
                 }
             )*
         }
@@ -1267,13 +1276,21 @@ macro_rules! backend_tests {
                         return;
                     }
                     let server = RedisServer::start();
-                    let config = BackendConfig::Redis { url: server.url(), prefix: "test".into() };
-                    super::$name(backend::open(&config).expect("redis")).await;
+                    super::$name(backend::open(&redis_config(&server)).expect("redis")).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $opening() {
+                    if skip_redis_tests() {
+                        return;
+                    }
+                    let server = RedisServer::start();
+                    super::$opening(redis_config(&server)).await;
                 }
             )*
         }
 
-        /// The same behaviour on a Redis Cluster of three masters.
         mod cluster {
             use super::*;
             $(
@@ -1289,6 +1306,14 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// The backend of `server` under the prefix `test`.
+fn redis_config(server: &RedisServer) -> BackendConfig {
+    BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    }
 }
 
 /// A partition with a long queue does not hold back another's entries: they
@@ -1341,7 +1366,10 @@ backend_tests!(
     retention_removes_old_settled_events_only,
     queue_trim_keeps_unacknowledged_work,
     no_busy_partition_starves_the_others,
-    delivery_attempts_are_kept_and_mark_channels,
+    delivery_attempts_are_kept_and_mark_channels;
+    opening:
+    request_ids_expire_after_the_window,
+    feed_history_is_bounded_and_says_what_was_trimmed,
 );
 
 /// After Redis lost its data (a restart without persistence), the consumer
@@ -1352,10 +1380,7 @@ async fn redis_consumer_recreates_a_vanished_group() {
         return;
     }
     let mut server = RedisServer::start();
-    let config = BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    };
+    let config = redis_config(&server);
     let b = backend::open(&config).expect("redis");
     let c = b.queue.consumer(consumer_config("c", 60_000));
     b.store
@@ -1495,42 +1520,6 @@ async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig
     assert_eq!(history.trimmed_through, history.last);
 }
 
-#[tokio::test]
-async fn memory_feed_history_is_bounded() {
-    feed_history_is_bounded_and_says_what_was_trimmed(BackendConfig::Memory).await;
-}
-
-#[tokio::test]
-async fn redis_feed_history_is_bounded() {
-    if skip_redis_tests() {
-        return;
-    }
-    let server = RedisServer::start();
-    feed_history_is_bounded_and_says_what_was_trimmed(BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn memory_request_ids_expire_after_the_window() {
-    request_ids_expire_after_the_window(BackendConfig::Memory).await;
-}
-
-#[tokio::test]
-async fn redis_request_ids_expire_after_the_window() {
-    if skip_redis_tests() {
-        return;
-    }
-    let server = RedisServer::start();
-    request_ids_expire_after_the_window(BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    })
-    .await;
-}
-
 /// The Redis Cluster of the tests: three masters with a replica each serve
 /// every slot, and keys of different hash tags, written through one node,
 /// read back through another (redis-cli follows the redirects).
@@ -1658,10 +1647,7 @@ async fn redis_writes_wait_for_replicas() {
         wait_replicas: 1,
         ..Default::default()
     };
-    let config = BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    };
+    let config = redis_config(&server);
     let b = backend::open_with(&config, &options).expect("backend");
     let input = || {
         let input = EventInput {
@@ -1689,10 +1675,7 @@ async fn redis_writes_wait_for_replicas() {
 /// plain connection to look at (or tamper with) what it stores.
 async fn redis_with_conn() -> (RedisServer, Backend, ::redis::aio::MultiplexedConnection) {
     let server = RedisServer::start();
-    let config = BackendConfig::Redis {
-        url: server.url(),
-        prefix: "test".into(),
-    };
+    let config = redis_config(&server);
     let b = backend::open(&config).expect("backend");
     let conn = ::redis::Client::open(server.url())
         .expect("url")
