@@ -71,7 +71,7 @@ pub(super) fn by_partition<T>(
 /// whose call failed gives each of its items that error, and the others
 /// keep theirs, so no caller is told of a failure its write did not have.
 pub(super) async fn per_partition<T, F, Fut>(
-    mut out: Vec<Option<Result<Event>>>,
+    out: Vec<Option<Result<Event>>>,
     groups: Vec<(Partition, Vec<usize>, Vec<T>)>,
     apply: F,
 ) -> Vec<Result<Event>>
@@ -79,11 +79,36 @@ where
     F: Fn(Partition, Vec<T>) -> Fut,
     Fut: Future<Output = Result<Vec<Result<Event>>>>,
 {
-    let runs = groups.into_iter().map(|(p, places, items)| {
+    gather(out, run_groups(groups, apply).await)
+}
+
+/// One atomic write's items (their places) and its outcome.
+pub(super) type Written = (Vec<usize>, Result<Vec<Result<Event>>>);
+
+/// Runs `apply` on every partition's group of items at once: each group's
+/// places with its write's outcome.
+pub(super) async fn run_groups<T, F, Fut>(
+    groups: Vec<(Partition, Vec<usize>, Vec<T>)>,
+    apply: F,
+) -> Vec<Written>
+where
+    F: Fn(Partition, Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<Event>>>>,
+{
+    join_all(groups.into_iter().map(|(p, places, items)| {
         let run = apply(p, items);
         async move { (places, run.await) }
-    });
-    for (places, outcome) in join_all(runs).await {
+    }))
+    .await
+}
+
+/// Puts every write's outcome in its items' places of `out` (see [`put`]);
+/// a place no write answered is our own bug.
+pub(super) fn gather(
+    mut out: Vec<Option<Result<Event>>>,
+    written: impl IntoIterator<Item = Written>,
+) -> Vec<Result<Event>> {
+    for (places, outcome) in written {
         put(&mut out, places, outcome);
     }
     out.into_iter()
@@ -96,11 +121,7 @@ where
 /// Puts the outcome of one atomic write in its items' `places` of `out`:
 /// each item's own result, or, when the write failed, its error for every
 /// item.
-pub(super) fn put(
-    out: &mut [Option<Result<Event>>],
-    places: Vec<usize>,
-    outcome: Result<Vec<Result<Event>>>,
-) {
+fn put(out: &mut [Option<Result<Event>>], places: Vec<usize>, outcome: Result<Vec<Result<Event>>>) {
     match outcome {
         Ok(results) => {
             for (place, result) in places.into_iter().zip(results) {

@@ -5,6 +5,7 @@ use std::{collections::HashMap, time::SystemTime};
 
 use ::redis::{AsyncCommands, Value};
 use async_trait::async_trait;
+use futures_util::future::join;
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -17,7 +18,7 @@ use super::{
         parse_record_delivered, record, source_codes, status_outcome, trace_arg,
     },
     redis_error,
-    split::{by_partition, per_partition, put},
+    split::{by_partition, gather, run_groups},
     stream::range_reply,
 };
 use crate::backend::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
@@ -321,26 +322,35 @@ impl EventStore for RedisBackend {
                 scripted.push((place, p, (event, request_key)));
             }
         }
-        let mut out: Vec<Option<Result<Event>>> = (0..len).map(|_| None).collect();
-        if !plain.is_empty() {
+        // The plain transaction and the partitions' scripts go out at once.
+        let plain_write = async {
+            if plain.is_empty() {
+                return None;
+            }
             let (places, events): (Vec<usize>, Vec<_>) = plain.into_iter().unzip();
             let outcome = self.create_plain(events).await;
-            put(
-                &mut out,
+            Some((
                 places,
                 outcome.map(|events| events.into_iter().map(Ok).collect()),
-            );
-        }
-        let groups = by_partition(self.partitions, scripted);
-        Ok(per_partition(out, groups, |p, events| async move {
-            Ok(self
-                .create_in(p, events)
-                .await?
-                .into_iter()
-                .map(Ok)
-                .collect())
-        })
-        .await)
+            ))
+        };
+        let scripted_writes = run_groups(
+            by_partition(self.partitions, scripted),
+            |p, events| async move {
+                Ok(self
+                    .create_in(p, events)
+                    .await?
+                    .into_iter()
+                    .map(Ok)
+                    .collect())
+            },
+        );
+        let (plain_written, scripted_written) = join(plain_write, scripted_writes).await;
+        let out = (0..len).map(|_| None).collect();
+        Ok(gather(
+            out,
+            scripted_written.into_iter().chain(plain_written),
+        ))
     }
 
     #[instrument(skip_all)]
