@@ -46,6 +46,11 @@ impl EventStatus {
         self == Self::Pending
     }
 
+    /// Its place in [`EventStatus::ALL`] (the order it is declared in).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The stable upper-case name used in storage and output (`PROCESSED`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,10 +121,7 @@ impl Statuses {
     pub const NONE: Self = Self(0);
 
     fn bit(status: EventStatus) -> u8 {
-        1 << EventStatus::ALL
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or_default()
+        1 << status.index()
     }
 
     /// Whether `status` is in the set.

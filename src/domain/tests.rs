@@ -311,7 +311,8 @@ fn lifecycle_allows_exactly_the_designed_transitions() {
 
 #[test]
 fn status_names_round_trip() {
-    for s in EventStatus::ALL {
+    for (i, s) in EventStatus::ALL.into_iter().enumerate() {
+        assert_eq!(s.index(), i);
         assert_eq!(EventStatus::parse(s.as_str()), Some(s));
         assert_eq!(EventStatus::parse(&s.as_str().to_lowercase()), Some(s));
         assert_eq!(

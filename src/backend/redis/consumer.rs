@@ -23,7 +23,7 @@ use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, read_records,
     record::{EntryRef, entry_id_of, from_value, record_delivered},
     redis_error,
-    stream::{Entry, read_reply},
+    stream::{Entry, autoclaim_reply, read_reply},
 };
 use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
 use crate::{
@@ -127,9 +127,8 @@ impl RedisConsumer {
 
     /// The partition of a stream key in a reply.
     fn partition_of(&self, stream: &str) -> Result<Partition> {
-        self.partitions
-            .all()
-            .find(|p| self.keys.events(*p) == stream)
+        self.keys
+            .partition_of_stream(stream)
             .ok_or_else(|| Error::Internal(format!("redis answered for stream {stream:?}")))
     }
 
@@ -342,7 +341,7 @@ impl RedisConsumer {
                 continue;
             };
             let options = StreamAutoClaimOptions::default().count(max);
-            let reply: Result<::redis::streams::StreamAutoClaimReply, RedisError> = self
+            let reply: Result<Value, RedisError> = self
                 .conn
                 .clone()
                 .xautoclaim_options(
@@ -360,14 +359,10 @@ impl RedisConsumer {
                 }
                 redis_error(e)
             })?;
-            state.claim[index] = entry_id_of(&reply.next_stream_id)?;
-            if !reply.claimed.is_empty() {
+            let (next, claimed) = autoclaim_reply(reply)?;
+            state.claim[index] = entry_id_of(&next)?;
+            if !claimed.is_empty() {
                 state.claim_from = index;
-                let claimed = reply
-                    .claimed
-                    .into_iter()
-                    .map(Entry::try_from)
-                    .collect::<Result<Vec<_>>>()?;
                 return self.with_counts(p, claimed).await;
             }
         }

@@ -109,10 +109,9 @@ impl NotificationFeed for RedisBackend {
         let reads = read_reply(reply)?
             .into_iter()
             .map(|(key, entries)| {
-                let p = keys
-                    .iter()
-                    .position(|k| *k == key)
-                    .and_then(|i| self.partitions.get(i))
+                let p = self
+                    .keys
+                    .partition_of_stream(&key)
                     .ok_or_else(|| Error::Internal(format!("redis answered for {key:?}")))?;
                 Ok(self.notifications(p, entries, wanted))
             })

@@ -13,6 +13,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    layout: Partitions,
     /// The names every write or read of a partition uses, made once for
     /// each partition.
     partitions: Vec<PartitionKeys>,
@@ -46,6 +47,7 @@ impl Keys {
         };
         Self {
             prefix: prefix.to_owned(),
+            layout: partitions,
             partitions: partitions.all().map(partition).collect(),
         }
     }
@@ -93,6 +95,16 @@ impl Keys {
         &self.partitions[partition.index()].notifications
     }
 
+    /// The partition whose work-queue or notification-log stream `key` is
+    /// (a stream key in a read's reply).
+    pub fn partition_of_stream(&self, key: &str) -> Option<Partition> {
+        let at = self
+            .partitions
+            .iter()
+            .position(|k| k.events == key || k.notifications == key)?;
+        self.layout.get(at)
+    }
+
     /// The idempotency key of `request_id` sent by client `source` for an
     /// event of `partition`; it holds the id of the event created for it.
     pub fn request(&self, partition: Partition, source: &str, request_id: &str) -> String {
@@ -108,11 +120,7 @@ impl Keys {
     /// The partition's index of the events in `status` ([`Keys::index`]
     /// of kind `status`, made once).
     pub fn status(&self, partition: Partition, status: EventStatus) -> &str {
-        let at = EventStatus::ALL
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or_default();
-        &self.partitions[partition.index()].statuses[at]
+        &self.partitions[partition.index()].statuses[status.index()]
     }
 
     /// The partition's dead-letter stream.
@@ -166,5 +174,18 @@ mod tests {
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn a_stream_key_names_its_partition() {
+        let partitions = Partitions::new(16).expect("16");
+        let keys = Keys::new("herald", partitions);
+        for p in partitions.all() {
+            assert_eq!(keys.partition_of_stream(keys.events(p)), Some(p));
+            assert_eq!(keys.partition_of_stream(keys.notifications(p)), Some(p));
+        }
+        let p = partitions.get(7).expect("7");
+        assert_eq!(keys.partition_of_stream(&keys.dead(p)), None);
+        assert_eq!(keys.partition_of_stream("herald:{p99}:events"), None);
     }
 }

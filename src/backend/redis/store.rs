@@ -1,7 +1,7 @@
 //! The EventStore on Redis: records, counts, dead letters, retention (the
 //! queries are in `list`).
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{borrow::Cow, collections::HashMap, time::SystemTime};
 
 use ::redis::{AsyncCommands, Value};
 use async_trait::async_trait;
@@ -103,12 +103,12 @@ impl RedisBackend {
     /// about half of Redis's time per create, which in the script went to
     /// Lua itself. The events may be of several partitions (one node holds
     /// them all, so a batch's creates without idempotency keys are one
-    /// transaction instead of one per partition). The records go in one `MSET` and each index key's
-    /// entries in one `ZADD`, so a batch takes two commands per event (its
-    /// stream entries) and a few besides. Only where
-    /// [`Self::plain_creates`] says so. The script claims each record key
-    /// with `SET NX` first; here the ids are fresh UUID v7s, made for these
-    /// events. Like the script, the transaction fails as one: a command
+    /// transaction instead of one per partition). The records go in one
+    /// `MSET` and each index key's entries in one `ZADD`, so a batch takes
+    /// two commands per event (its stream entries) and a few besides. Only
+    /// where [`Self::plain_creates`] says so. The script claims each record
+    /// key with `SET NX` first; here the ids are fresh UUID v7s, made for
+    /// these events. Like the script, the transaction fails as one: a command
     /// Redis refuses at `EXEC` (only a key of the wrong type, which Herald
     /// never writes) fails every event of the batch, and the records come
     /// first, so no entry ever points at a record that was not written.
@@ -116,7 +116,7 @@ impl RedisBackend {
         let mut records = ::redis::Cmd::with_capacity(1 + 2 * events.len(), 160 * events.len());
         records.arg("MSET");
         // One ZADD per index key, its entries added as the events come.
-        let mut zadds: HashMap<String, ::redis::Cmd> = HashMap::new();
+        let mut zadds: HashMap<Cow<'_, str>, ::redis::Cmd> = HashMap::new();
         let mut entries = Vec::with_capacity(2 * events.len());
         for (p, event) in &events {
             let p = *p;
@@ -124,8 +124,11 @@ impl RedisBackend {
             let id = event.id.as_bytes();
             let score = to_micros(event.occurred_at);
             let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
-            let status = self.keys.status(p, event.status).to_owned();
-            let others = indexes.iter().map(|(kind, v)| self.keys.index(p, kind, v));
+            // The status index's name is Keys' own; the others are made here.
+            let status = Cow::Borrowed(self.keys.status(p, event.status));
+            let others = indexes
+                .iter()
+                .map(|(kind, v)| Cow::Owned(self.keys.index(p, kind, v)));
             for key in std::iter::once(status).chain(others) {
                 zadds
                     .entry(key)

@@ -1,11 +1,11 @@
-//! Stream replies (`XREAD`, `XREADGROUP`, `XRANGE`) read straight from the
+//! Stream replies (`XREAD`, `XREADGROUP`, `XRANGE`, `XAUTOCLAIM`) read straight from the
 //! reply's values. redis-rs's own reply types copy the whole reply first and
 //! build a map for each stream, each entry and each entry's fields; the
 //! readers here take each entry's id and field bytes out of the reply as
 //! they are, which is most of what the feed and the consumers' reads cost
 //! the logger and the processors beyond the bytes themselves.
 
-use ::redis::{Value, streams::StreamId};
+use ::redis::Value;
 
 use crate::error::{Error, Result};
 
@@ -23,23 +23,6 @@ impl Entry {
     pub fn take(&mut self, name: &str) -> Option<Vec<u8>> {
         let at = self.fields.iter().position(|(n, _)| n == name.as_bytes())?;
         Some(self.fields.swap_remove(at).1)
-    }
-}
-
-impl TryFrom<StreamId> for Entry {
-    type Error = Error;
-
-    /// An entry of a reply redis-rs read (`XAUTOCLAIM`'s).
-    fn try_from(entry: StreamId) -> Result<Self> {
-        let fields = entry
-            .map
-            .into_iter()
-            .map(|(name, value)| Ok((name.into_bytes(), bytes(value)?)))
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            id: entry.id,
-            fields,
-        })
     }
 }
 
@@ -72,6 +55,30 @@ pub(super) fn range_reply(reply: Value) -> Result<Vec<Entry>> {
         Value::Array(entries) => entries.into_iter().map(entry).collect(),
         other => Err(unexpected("range", &other)),
     }
+}
+
+/// An `XAUTOCLAIM` reply: the id to scan on from, and the entries claimed.
+/// An entry deleted while pending is nil among them (Redis 6.2) or listed
+/// in a third part (Redis 7); either way it is not claimed.
+pub(super) fn autoclaim_reply(reply: Value) -> Result<(String, Vec<Entry>)> {
+    let Value::Array(parts) = reply else {
+        return Err(unexpected("claim", &reply));
+    };
+    let mut parts = parts.into_iter();
+    let (Some(next), Some(claimed)) = (parts.next(), parts.next()) else {
+        return Err(Error::Internal(
+            "redis reply: a stream claim without its entries".into(),
+        ));
+    };
+    let Value::Array(claimed) = claimed else {
+        return Err(unexpected("claim's entries", &claimed));
+    };
+    let claimed = claimed
+        .into_iter()
+        .filter(|e| *e != Value::Nil)
+        .map(entry)
+        .collect::<Result<_>>()?;
+    Ok((text(next)?, claimed))
 }
 
 /// One entry: `[id, [field, value, ...]]`; the fields are nil for an entry
@@ -240,14 +247,15 @@ mod tests {
                 "{odd:?}: {err:?}"
             );
         }
-        let claimed = StreamId {
-            id: "7-0".into(),
-            map: [("id".to_owned(), bulk("z"))].into_iter().collect(),
-            ..StreamId::default()
-        };
+        let claim = Value::Array(vec![
+            bulk("7-1"),
+            Value::Array(vec![Value::Nil, raw_entry("7-0", &[("id", "z")])]),
+            Value::Array(vec![bulk("6-0")]),
+        ]);
         assert_eq!(
-            Entry::try_from(claimed).expect("claimed"),
-            parsed("7-0", &[("id", "z")])
+            autoclaim_reply(claim).expect("claimed"),
+            ("7-1".to_owned(), vec![parsed("7-0", &[("id", "z")])])
         );
+        assert!(autoclaim_reply(Value::Array(vec![bulk("0-0")])).is_err());
     }
 }
