@@ -1,0 +1,157 @@
+//! ListEvents' queries and their pages.
+
+use super::*;
+
+/// Events of three users over two sessions, occurring out of creation order,
+/// two of them at the same instant (ties break by id).
+async fn seed(b: &Backend) -> Vec<herald::Event> {
+    let base = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let specs = [
+        ("ada", "s1", "pageview", 50),
+        ("ada", "s1", "cta click", 10),
+        ("ada", "s2", "pageview", 30),
+        ("bob", "s3", "pageview", 30),
+        ("bob", "s3", "form interaction", 20),
+        ("cy", "", "", 40),
+        ("ada", "s1", "pageview", 30),
+    ];
+    let inputs = specs
+        .iter()
+        .map(|(user, session, kind, secs)| {
+            let input = EventInput {
+                user_id: (*user).into(),
+                description: format!("{kind} at {secs}"),
+                category: if kind.is_empty() {
+                    String::new()
+                } else {
+                    "page interaction".into()
+                },
+                event_type: (*kind).into(),
+                session_id: (*session).into(),
+                occurred_at: Some(base + Duration::from_secs(*secs)),
+                ..EventInput::default()
+            };
+            NewEvent::validate(input, &Rules::default()).expect("valid")
+        })
+        .collect();
+    let mut events = store_all(b, inputs).await;
+    for i in [0, 3] {
+        events[i] = b
+            .store
+            .update_status(events[i].id, EventStatus::Processed)
+            .await
+            .expect("processed");
+    }
+    events
+}
+
+pub(super) async fn list_queries_follow_the_reference_order(b: Backend) {
+    let events = seed(&b).await;
+    let ids = |events: &[herald::Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let cases: Vec<ListQuery> = vec![
+        query(|_| {}),
+        query(|r| r.user_id = "ada".into()),
+        query(|r| r.session_id = "s1".into()),
+        query(|r| r.r#type = "pageview".into()),
+        query(|r| r.category = "page interaction".into()),
+        query(|r| r.status = EventStatus::Processed.to_pb() as i32),
+        query(|r| r.status = EventStatus::Pending.to_pb() as i32),
+        query(|r| r.user_id = "nobody".into()),
+        query(|r| r.status = EventStatus::Failed.to_pb() as i32),
+        query(|r| {
+            r.user_id = "ada".into();
+            r.r#type = "pageview".into();
+            r.order_by = "occurred_at desc".into();
+        }),
+        query(|r| {
+            r.occurred_after = Some((events[6].occurred_at).into());
+            r.occurred_before = Some((events[0].occurred_at).into());
+        }),
+    ];
+    for q in cases {
+        let expected = page_of(
+            &ListQuery {
+                page_size: usize::MAX,
+                ..q.clone()
+            },
+            events.clone(),
+        )
+        .events;
+        let got = b.store.list(&q).await.expect("list").events;
+        assert_eq!(ids(&got), ids(&expected), "query {q:?}");
+        assert_eq!(got, expected, "whole events for {q:?}");
+        let paged = all_pages(
+            &b,
+            ListQuery {
+                page_size: 2,
+                ..q.clone()
+            },
+        )
+        .await;
+        assert_eq!(ids(&paged), ids(&expected), "paged by 2: {q:?}");
+    }
+    // A session's events come back in the order they happened.
+    let session = b
+        .store
+        .list(&query(|r| r.session_id = "s1".into()))
+        .await
+        .expect("list")
+        .events;
+    assert!(
+        session
+            .windows(2)
+            .all(|w| w[0].occurred_at <= w[1].occurred_at)
+    );
+    assert_eq!(session.len(), 3);
+    // The half-open range includes its start and excludes its end.
+    let range = b
+        .store
+        .list(&query(|r| {
+            r.occurred_after = Some(events[2].occurred_at.into());
+            r.occurred_before = Some(events[5].occurred_at.into());
+        }))
+        .await
+        .expect("list")
+        .events;
+    assert!(
+        range.iter().all(
+            |e| e.occurred_at >= events[2].occurred_at && e.occurred_at < events[5].occurred_at
+        )
+    );
+    assert_eq!(range.len(), 3, "the three events at +30 s");
+}
+
+pub(super) async fn pages_stay_stable_while_events_arrive(b: Backend) {
+    let before = seed(&b).await;
+    let mut q = query(|r| r.page_size = 2);
+    let mut seen = Vec::new();
+    let mut added = 0;
+    loop {
+        let page = b.store.list(&q).await.expect("list");
+        seen.extend(page.events.iter().map(|e| e.id));
+        // Meanwhile, more events arrive, some sorting before the cursor.
+        let input = EventInput {
+            user_id: "late".into(),
+            description: "arrived while paging".into(),
+            occurred_at: Some(
+                std::time::SystemTime::now()
+                    - Duration::from_secs(if added % 2 == 0 { 7200 } else { 1 }),
+            ),
+            ..EventInput::default()
+        };
+        b.store
+            .create(NewEvent::validate(input, &Rules::default()).expect("valid"))
+            .await
+            .expect("create");
+        added += 1;
+        match page.next {
+            Some(position) => q.after = Some(position),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no event on two pages");
+    for e in &before {
+        assert!(seen.contains(&e.id), "event {} skipped", e.id);
+    }
+}

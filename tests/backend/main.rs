@@ -1,0 +1,225 @@
+//! Behavioural tests of the backends: every check runs on memory, on a
+//! private redis-server and on a private Redis Cluster, and all must behave
+//! the same.
+//!
+//! # Layout
+//!
+//! A module per concern: `store` (creates, status changes, idempotency,
+//! counts), `lists` (ListEvents' queries and pages), `queue` (the work
+//! queue, its consumers and dead letters), `feed` (the notification log),
+//! `retention`, `attempts` (the delivery log), and `redis_storage` (what
+//! Redis alone stores and how: layout, transactions, record size, cluster,
+//! replicas). This file holds the helpers they share and
+//! [`backend_tests!`], which runs each shared test on every backend.
+
+use std::{sync::Arc, time::Duration};
+
+use herald::{
+    Error, EventStatus, NewEvent,
+    backend::{self, Backend, BackendConfig, ConsumerConfig},
+    cursor::{Cursor, PartitionEntry},
+    domain::{DeliveryAttempt, EventInput, MAX_ATTEMPTS_KEPT, Rules, StatusChange, Statuses},
+    partition::Partitions,
+    pb,
+    query::{ListQuery, page_of},
+    testing::{RedisCluster, RedisServer, skip_redis_tests},
+    trace::TraceParent,
+};
+use uuid::Uuid;
+
+mod attempts;
+mod feed;
+mod lists;
+mod queue;
+mod redis_storage;
+mod retention;
+mod store;
+
+fn consumer_config(name: &str, claim_idle_ms: u64) -> ConsumerConfig {
+    ConsumerConfig {
+        name: name.into(),
+        claim_idle: Duration::from_millis(claim_idle_ms),
+        block: Duration::from_millis(100),
+    }
+}
+
+fn new_event(user: &str, description: &str) -> NewEvent {
+    NewEvent::new(user, description).expect("valid event")
+}
+
+/// Every change after `cursor` (see [`backend::NotificationFeed::read_after`]).
+async fn read_after(
+    b: &Backend,
+    cursor: &Cursor,
+    max: usize,
+    block: Duration,
+) -> Vec<backend::Notification> {
+    b.feed
+        .read_after(cursor, max, block, Statuses::ALL)
+        .await
+        .expect("read")
+        .notifications
+}
+
+/// `events` stored in one batch, every one of them.
+async fn store_all(b: &Backend, events: Vec<NewEvent>) -> Vec<herald::Event> {
+    b.store
+        .create_many(events)
+        .await
+        .expect("create_many")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every event stored")
+}
+
+fn full_event(request_id: &str) -> NewEvent {
+    let input = EventInput {
+        user_id: "alice".into(),
+        description: "viewed the pricing page".into(),
+        category: "page interaction".into(),
+        event_type: "pageview".into(),
+        session_id: "session-1".into(),
+        payload: serde_json::json!({"host": "example.com", "path": "/pricing", "n": 1.5, "tags": ["a", 2]})
+            .as_object()
+            .cloned(),
+        occurred_at: Some(std::time::SystemTime::now() - Duration::from_secs(30)),
+        request_id: request_id.into(),
+    };
+    NewEvent::validate(input, &Rules::default()).expect("valid")
+}
+
+fn query(edit: impl FnOnce(&mut pb::ListEventsRequest)) -> ListQuery {
+    let mut request = pb::ListEventsRequest::default();
+    edit(&mut request);
+    ListQuery::try_from(request).expect("valid query")
+}
+
+async fn all_pages(b: &Backend, mut q: ListQuery) -> Vec<herald::Event> {
+    let mut out = Vec::new();
+    loop {
+        let page = b.store.list(&q).await.expect("list");
+        assert!(page.events.len() <= q.page_size);
+        out.extend(page.events);
+        match page.next {
+            Some(position) => q.after = Some(position),
+            None => return out,
+        }
+    }
+}
+
+/// An attempt of `event` through `channel` that succeeded or failed.
+fn attempt(event: Uuid, channel: &str, succeeded: bool) -> DeliveryAttempt {
+    DeliveryAttempt {
+        event_id: event,
+        channel: channel.into(),
+        kind: "webhook".into(),
+        target: format!("http://127.0.0.1:9/{channel}"),
+        attempted_at: herald::domain::now(),
+        latency: Duration::from_micros(1_234),
+        succeeded,
+        http_status: Some(if succeeded { 204 } else { 503 }),
+        error: if succeeded {
+            String::new()
+        } else {
+            "HTTP 503".into()
+        },
+    }
+}
+
+/// Each test on memory, a Redis and a Redis Cluster of three masters; the
+/// tests after `opening:` take a configuration and open their backend with
+/// options of their own (memory and one Redis).
+macro_rules! backend_tests {
+    ($($module:ident::$name:ident),* $(,)? ; opening: $($omodule:ident::$opening:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$module::$name(backend::open(&BackendConfig::Memory).expect("memory")).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $opening() {
+                    super::$omodule::$opening(BackendConfig::Memory).await;
+                }
+            )*
+        }
+
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if skip_redis_tests() {
+                        return;
+                    }
+                    let server = RedisServer::start();
+                    super::$module::$name(backend::open(&redis_config(&server)).expect("redis")).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $opening() {
+                    if skip_redis_tests() {
+                        return;
+                    }
+                    let server = RedisServer::start();
+                    super::$omodule::$opening(redis_config(&server)).await;
+                }
+            )*
+        }
+
+        mod cluster {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if skip_redis_tests() {
+                        return;
+                    }
+                    let cluster = RedisCluster::start(3, 0);
+                    let config = BackendConfig::RedisCluster { urls: cluster.urls(), prefix: "test".into() };
+                    super::$module::$name(backend::open(&config).expect("cluster")).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The backend of `server` under the prefix `test`.
+fn redis_config(server: &RedisServer) -> BackendConfig {
+    BackendConfig::Redis {
+        url: server.url(),
+        prefix: "test".into(),
+    }
+}
+
+backend_tests!(
+    store::create_then_get,
+    store::status_transitions,
+    queue::queue_delivers_once_and_acks,
+    queue::idle_entries_are_reclaimed_and_counted,
+    queue::restarted_consumer_drains_its_own_pending_first,
+    queue::dead_letter_acknowledges,
+    queue::redrive_requeues,
+    feed::feed_logs_every_change_in_order,
+    feed::blocked_feed_read_wakes_on_write,
+    queue::concurrent_creates_are_all_queued,
+    store::batches_keep_each_items_outcome,
+    store::concurrent_status_changes_all_apply,
+    store::racing_status_changes_apply_one_each,
+    store::every_field_round_trips,
+    store::repeated_request_ids_return_the_first_event,
+    lists::list_queries_follow_the_reference_order,
+    lists::pages_stay_stable_while_events_arrive,
+    store::status_counts_follow_every_write,
+    retention::retention_removes_old_settled_events_only,
+    queue::queue_trim_keeps_unacknowledged_work,
+    queue::no_busy_partition_starves_the_others,
+    attempts::delivery_attempts_are_kept_and_mark_channels;
+    opening:
+    store::request_ids_expire_after_the_window,
+    feed::feed_history_is_bounded_and_says_what_was_trimmed,
+);
