@@ -48,25 +48,90 @@ impl Scope {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
+}
 
-    /// The scope a gRPC method (`/herald.v1.EventLogger/CreateEvent`) needs;
-    /// `None` for methods open to all (health checks, reflection).
-    pub fn required_for(path: &str) -> Option<Self> {
-        let method = path.rsplit('/').next().unwrap_or_default();
-        if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
-            return None;
-        }
-        Some(match method {
-            "CreateEvent" | "CreateEvents" => Self::EventsWrite,
-            "UpdateStatus" | "BatchUpdateStatus" | "ListDeadLetters" | "RedriveEvents" => {
-                Self::EventsProcess
-            }
-            "Subscribe" => Self::NotificationsSubscribe,
-            // Reads, and anything unknown, need at least the read scope.
-            _ if path.starts_with("/herald.") => Self::EventsRead,
-            _ => Self::Admin,
-        })
+/// Who may call a gRPC method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health checks and reflection.
+    Open,
+    /// A credential holding this scope (or `admin`).
+    Needs(Scope),
+}
+
+/// Every RPC of Herald's contract and the scope it needs: the one list the
+/// logger's auth layer reads. A method the contract gains without a line
+/// here is named by [`methods_without_scope`], and the logger refuses to
+/// start (and a unit test fails), so no new RPC is ever open by default.
+pub const METHODS: [(&str, Scope); 11] = [
+    ("/herald.v1.EventLogger/CreateEvent", Scope::EventsWrite),
+    ("/herald.v1.EventLogger/CreateEvents", Scope::EventsWrite),
+    ("/herald.v1.EventLogger/GetEvent", Scope::EventsRead),
+    ("/herald.v1.EventLogger/ListEvents", Scope::EventsRead),
+    ("/herald.v1.EventLogger/GetStats", Scope::EventsRead),
+    (
+        "/herald.v1.EventLogger/ListDeliveryAttempts",
+        Scope::EventsRead,
+    ),
+    ("/herald.v1.EventLogger/UpdateStatus", Scope::EventsProcess),
+    (
+        "/herald.v1.EventLogger/BatchUpdateStatus",
+        Scope::EventsProcess,
+    ),
+    (
+        "/herald.v1.EventLogger/ListDeadLetters",
+        Scope::EventsProcess,
+    ),
+    ("/herald.v1.EventLogger/RedriveEvents", Scope::EventsProcess),
+    (
+        "/herald.v1.Notifier/Subscribe",
+        Scope::NotificationsSubscribe,
+    ),
+];
+
+/// The services open to all, by path prefix.
+const OPEN_SERVICES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Who may call the gRPC method at `path`
+/// (`/herald.v1.EventLogger/CreateEvent`); `None` for a method Herald does
+/// not serve, which is refused whatever the credential.
+pub fn access_for(path: &str) -> Option<Access> {
+    if OPEN_SERVICES.iter().any(|open| {
+        path.strip_prefix(open)
+            .is_some_and(|method| !method.is_empty() && !method.contains('/'))
+    }) {
+        return Some(Access::Open);
     }
+    METHODS
+        .iter()
+        .find(|(method, _)| *method == path)
+        .map(|(_, scope)| Access::Needs(*scope))
+}
+
+/// The paths of the contract's RPCs (read from the descriptor set that
+/// reflection serves) that [`METHODS`] gives no scope; empty when every
+/// one has its scope.
+pub fn methods_without_scope() -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) else {
+        return vec!["(the descriptor set does not decode)".to_owned()];
+    };
+    set.file
+        .iter()
+        .filter(|file| file.package().starts_with("herald."))
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .filter(|path| !METHODS.iter().any(|(known, _)| known == path))
+        .collect()
 }
 
 impl fmt::Display for Scope {
@@ -113,43 +178,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn methods_map_to_scopes() {
+    fn every_rpc_of_the_contract_has_a_scope_and_others_are_refused() {
+        assert_eq!(methods_without_scope(), Vec::<String>::new());
         let cases = [
             (
-                "/herald.v1.EventLogger/CreateEvent",
-                Some(Scope::EventsWrite),
-            ),
-            (
                 "/herald.v1.EventLogger/CreateEvents",
-                Some(Scope::EventsWrite),
-            ),
-            ("/herald.v1.EventLogger/GetEvent", Some(Scope::EventsRead)),
-            ("/herald.v1.EventLogger/ListEvents", Some(Scope::EventsRead)),
-            (
-                "/herald.v1.EventLogger/ListDeliveryAttempts",
-                Some(Scope::EventsRead),
+                Some(Access::Needs(Scope::EventsWrite)),
             ),
             (
-                "/herald.v1.EventLogger/UpdateStatus",
-                Some(Scope::EventsProcess),
+                "/herald.v1.EventLogger/GetEvent",
+                Some(Access::Needs(Scope::EventsRead)),
             ),
             (
-                "/herald.v1.EventLogger/BatchUpdateStatus",
-                Some(Scope::EventsProcess),
+                "/herald.v1.EventLogger/RedriveEvents",
+                Some(Access::Needs(Scope::EventsProcess)),
             ),
             (
                 "/herald.v1.Notifier/Subscribe",
-                Some(Scope::NotificationsSubscribe),
+                Some(Access::Needs(Scope::NotificationsSubscribe)),
             ),
-            ("/grpc.health.v1.Health/Check", None),
+            ("/grpc.health.v1.Health/Check", Some(Access::Open)),
             (
-                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-                None,
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                Some(Access::Open),
             ),
-            ("/other.Service/Method", Some(Scope::Admin)),
+            // What the contract does not have is unknown, not read-only.
+            ("/herald.v1.EventLogger/DeleteEvent", None),
+            ("/herald.v1.EventLogger/GetEvent/", None),
+            ("/grpc.health.v1.Health/", None),
+            ("/grpc.health.v1.Health/a/b", None),
+            ("/other.Service/Method", None),
+            ("", None),
         ];
-        for (path, scope) in cases {
-            assert_eq!(Scope::required_for(path), scope, "{path}");
+        for (path, access) in cases {
+            assert_eq!(access_for(path), access, "{path}");
         }
         for s in Scope::ALL {
             assert_eq!(Scope::parse(s.as_str()), Some(s));

@@ -17,6 +17,7 @@
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
 //! - [`query`]: ListEvents queries, their order and page tokens.
 //! - [`random`]: seedable pseudo-random numbers for simulations.
+//! - [`redact`]: URLs as they may be shown, credentials hidden.
 //! - [`sizing`]: answers that always fit the message size limit (batch
 //!   results, list pages).
 //! - [`subscription`]: Subscribe filters and where a subscription resumes.
@@ -35,6 +36,7 @@ pub mod partition;
 pub mod pb;
 pub mod query;
 pub mod random;
+pub mod redact;
 pub mod sizing;
 pub mod subscription;
 pub mod trace;

@@ -5,7 +5,8 @@
 use crate::{
     cursor::Cursor,
     domain::{
-        Event, EventStatus, FieldViolation, MAX_ATTRIBUTE_BYTES, MAX_USER_ID_BYTES, check_text,
+        Event, EventStatus, FieldViolation, MAX_ATTRIBUTE_BYTES, MAX_USER_ID_BYTES,
+        check_identifier,
     },
     error::Error,
     pb,
@@ -84,15 +85,15 @@ impl TryFrom<pb::SubscribeRequest> for SubscribeRequest {
         let mut violations = Vec::new();
         let v = &mut violations;
         if !r.user_id.is_empty() {
-            check_text(v, "user_id", &r.user_id, MAX_USER_ID_BYTES);
+            check_identifier(v, "user_id", &r.user_id, MAX_USER_ID_BYTES);
         }
         if !r.session_id.is_empty() {
-            check_text(v, "session_id", &r.session_id, MAX_ATTRIBUTE_BYTES);
+            check_identifier(v, "session_id", &r.session_id, MAX_ATTRIBUTE_BYTES);
         }
         for (field, values) in [("categories", &r.categories), ("types", &r.types)] {
             check_count(v, field, values.len());
             for (i, value) in values.iter().enumerate() {
-                check_text(v, &format!("{field}[{i}]"), value, MAX_ATTRIBUTE_BYTES);
+                check_identifier(v, &format!("{field}[{i}]"), value, MAX_ATTRIBUTE_BYTES);
             }
         }
         check_count(v, "statuses", r.statuses.len());

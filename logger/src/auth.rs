@@ -9,19 +9,21 @@
 //! `--allow-anonymous`).
 
 use std::{
+    net::IpAddr,
     path::Path,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use herald::auth::{Scope, generate_key, hash_key};
+use herald::auth::{Access, Scope, access_for, generate_key, hash_key};
+use prometheus::IntCounterVec;
 use serde_json::Value;
 use tonic::Status;
 
 use crate::loading::LoadError;
 
-use crate::limits::{Rate, RateLimiter};
+use crate::limits::{AuthFailures, Rate, RateLimiter};
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq)]
@@ -292,22 +294,28 @@ impl KeyRing {
     /// Who is calling `path` with these headers, if allowed.
     #[cfg(test)]
     fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Identity, Status> {
-        self.check_scope(path, Scope::required_for(path), headers)
+        self.check_access(path, access_for(path), headers)
     }
 
-    /// Who is calling `path`, a method that needs `scope` (`None`: open to all).
-    fn check_scope(
+    /// Who is calling `path`, a method anyone may call or one that needs a
+    /// scope (`None`: a method Herald does not serve, refused).
+    fn check_access(
         &self,
         path: &str,
-        scope: Option<Scope>,
+        access: Option<Access>,
         headers: &http::HeaderMap,
     ) -> Result<Identity, Status> {
+        let scope = match access {
+            None => return Err(Status::unimplemented("no such method")),
+            Some(Access::Open) if !self.is_open() => {
+                return Ok(Identity::anonymous(Vec::new()));
+            }
+            Some(Access::Open) => return self.authenticate(headers),
+            Some(Access::Needs(scope)) => scope,
+        };
         if self.is_open() {
             return self.authenticate(headers);
         }
-        let Some(scope) = scope else {
-            return Ok(Identity::anonymous(Vec::new()));
-        };
         let identity = self.authenticate(headers)?;
         if let Some(user) = identity.user {
             return user_may_call(user, path, scope);
@@ -402,12 +410,37 @@ pub(crate) fn user_of<T>(request: &tonic::Request<T>) -> Option<String> {
 pub struct AuthLayer {
     keys: Arc<KeyRing>,
     limits: Arc<RateLimiter>,
+    failures: Option<FailureLimit>,
+}
+
+/// Failed authentications limited per peer, and their counter.
+#[derive(Clone)]
+struct FailureLimit {
+    peers: Arc<AuthFailures>,
+    counted: IntCounterVec,
 }
 
 impl AuthLayer {
     /// A layer checking calls against `keys`, then against their client's rate.
     pub fn new(keys: Arc<KeyRing>, limits: Arc<RateLimiter>) -> Self {
-        Self { keys, limits }
+        Self {
+            keys,
+            limits,
+            failures: None,
+        }
+    }
+
+    /// The same layer, also limiting failed authentications per peer
+    /// address to `rate` (`None`, or open mode where nothing fails: no
+    /// limit), counted in `counted` by outcome (`failed`, `refused`).
+    pub fn with_failure_limit(mut self, rate: Option<Rate>, counted: IntCounterVec) -> Self {
+        if let Some(rate) = rate.filter(|_| !self.keys.is_open()) {
+            self.failures = Some(FailureLimit {
+                peers: Arc::new(AuthFailures::new(rate)),
+                counted,
+            });
+        }
+        self
     }
 }
 
@@ -417,8 +450,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            keys: self.keys.clone(),
-            limits: self.limits.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -427,8 +459,58 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Auth<S> {
     inner: S,
-    keys: Arc<KeyRing>,
-    limits: Arc<RateLimiter>,
+    layer: AuthLayer,
+}
+
+impl AuthLayer {
+    /// Who is calling, if allowed: the method's access, then (for a method
+    /// that needs a scope) the peer's failures, the credential, and the
+    /// caller's rate.
+    fn admit<B>(&self, request: &http::Request<B>) -> Result<Identity, Status> {
+        let path = request.uri().path();
+        let access = access_for(path);
+        let Some(Access::Needs(_)) = access else {
+            return self.keys.check_access(path, access, request.headers());
+        };
+        let limited = self
+            .failures
+            .as_ref()
+            .and_then(|f| Some((f, peer_ip(request.extensions())?)));
+        if let Some((failures, peer)) = limited {
+            failures.peers.check(peer).inspect_err(|_| {
+                failures.counted.with_label_values(&["refused"]).inc();
+            })?;
+        }
+        let identity = self
+            .keys
+            .check_access(path, access, request.headers())
+            .inspect_err(|status| {
+                if let Some((failures, peer)) = limited
+                    && status.code() == tonic::Code::Unauthenticated
+                {
+                    failures.peers.failed(peer);
+                    failures.counted.with_label_values(&["failed"]).inc();
+                }
+            })?;
+        let bucket = match &identity.user {
+            Some(user) => format!("user:{user}"),
+            None => identity.client_id.clone(),
+        };
+        self.limits.admit(&bucket, identity.rate)?;
+        Ok(identity)
+    }
+}
+
+/// The address a call came from, as tonic's accept loop recorded it
+/// (plain TCP, or TCP under TLS).
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })?;
+    tcp.remote_addr().map(|addr| addr.ip())
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
@@ -449,21 +531,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let scope = Scope::required_for(request.uri().path());
-        let admitted = self
-            .keys
-            .check_scope(request.uri().path(), scope, request.headers())
-            .and_then(|identity| {
-                if scope.is_some() {
-                    let bucket = match &identity.user {
-                        Some(user) => format!("user:{user}"),
-                        None => identity.client_id.clone(),
-                    };
-                    self.limits.admit(&bucket, identity.rate)?;
-                }
-                Ok(identity)
-            });
-        match admitted {
+        match self.layer.admit(&request) {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
                 Box::pin(take_ready(&mut self.inner).call(request))
@@ -543,6 +611,13 @@ mod tests {
             ring.check("/grpc.health.v1.Health/Check", &headers(None))
                 .is_ok()
         );
+        // A method the contract lacks is refused, even to an admin and in open mode.
+        for ring in [&ring, &KeyRing::open()] {
+            let unknown = ring
+                .check("/herald.v1.EventLogger/DropAll", &headers(Some("ops-key")))
+                .expect_err("unknown method");
+            assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+        }
     }
 
     #[test]

@@ -143,6 +143,17 @@ pub struct Config {
     /// Calls a client may make at once after a quiet spell (default: one second's worth).
     #[arg(help_heading = "Limits", long, env = "HERALD_RATE_BURST")]
     pub rate_burst: Option<f64>,
+    /// Failed authentications (a missing, unknown or invalid key or token)
+    /// one peer address may make a minute, all at once at most; past it
+    /// its calls are RESOURCE_EXHAUSTED, credentials unread, until the
+    /// allowance comes back (0: no limit).
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "HERALD_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub auth_failures_per_minute: u32,
     /// Subscribe streams one client (or user) may hold open at once.
     #[arg(help_heading = "Limits", long, env = "HERALD_MAX_STREAMS_PER_CLIENT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_streams_per_client: u64,
@@ -282,6 +293,16 @@ impl Config {
                 ring.with_user_secret(secret, self.user_token_leeway)
             }
             None => ring,
+        })
+    }
+
+    /// The allowance of failed authentications per peer address: `None`
+    /// when unlimited.
+    pub fn auth_failure_rate(&self) -> Option<Rate> {
+        let per_minute = f64::from(self.auth_failures_per_minute);
+        (per_minute > 0.0).then_some(Rate {
+            per_sec: per_minute / 60.0,
+            burst: per_minute,
         })
     }
 

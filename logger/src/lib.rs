@@ -105,6 +105,12 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
+    let unscoped = herald::auth::methods_without_scope();
+    anyhow::ensure!(
+        unscoped.is_empty(),
+        "RPCs without a scope in herald::auth::METHODS: {}",
+        unscoped.join(", ")
+    );
     let rules = config.rules()?;
     let limits = Arc::new(RateLimiter::new(config.default_rate()?));
     let keys = Arc::new(config.key_ring(addr)?);
@@ -114,6 +120,18 @@ pub async fn run_with(
     if keys.is_open() {
         warn!(%addr, "no --keys-file: every call is allowed without credentials (open mode)");
     }
+    let console = match console {
+        // Dropped here, so its port closes.
+        Some(listener) if config.tls_client_ca.is_some() => {
+            drop(listener);
+            warn!(
+                "no console: it cannot ask browsers for client certificates, and --tls-client-ca requires one on every call (give --console-listen off to silence this)"
+            );
+            None
+        }
+        console => console,
+    };
+    check_console_address(console.as_ref(), keys.is_open())?;
     let backend_config = config.redis.backend().unwrap_or(BackendConfig::Memory);
     let backend = backend::open_with(&backend_config, &config.store_options())
         .context("--redis-url or --redis-cluster")?;
@@ -195,22 +213,7 @@ pub async fn run_with(
     };
     // The console calls this server too, over a loopback listener that
     // checks the same keys as the public one, with the callers' own keys.
-    let console = match console {
-        // Dropped here, so its port closes.
-        Some(listener) if config.tls_client_ca.is_some() => {
-            drop(listener);
-            warn!(
-                "no console: it cannot ask browsers for client certificates, and --tls-client-ca requires one on every call (give --console-listen off to silence this)"
-            );
-            None
-        }
-        console => console,
-    };
     if let Some(console_listener) = console {
-        let console_addr = console_listener.local_addr().context("console address")?;
-        if !keys.is_open() && !console_addr.ip().is_loopback() {
-            warn!(%console_addr, "the console serves plain HTTP: API keys typed into it cross the network unencrypted; keep it on loopback or behind a TLS proxy");
-        }
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .await
             .context("loopback listener of the console")?;
@@ -276,7 +279,8 @@ pub async fn run_with(
         notifier,
         health,
         server::ServeOptions {
-            auth: AuthLayer::new(keys, limits),
+            auth: AuthLayer::new(keys, limits)
+                .with_failure_limit(config.auth_failure_rate(), meters.auth_failures.clone()),
             metrics: meters.rpc.clone(),
             tls,
             internal,
@@ -290,4 +294,26 @@ pub async fn run_with(
     shutdown.cancel();
     background.shutdown().await;
     served
+}
+
+/// Refuses a console without keys anywhere but loopback (anyone who reached
+/// it could read every event and redrive dead letters), and warns that a
+/// keyed console beyond loopback needs TLS in front of it.
+fn check_console_address(console: Option<&TcpListener>, open: bool) -> anyhow::Result<()> {
+    let Some(console) = console else {
+        return Ok(());
+    };
+    let console_addr = console.local_addr().context("console address")?;
+    if console_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if open {
+        anyhow::bail!(
+            "refusing to serve the console on {console_addr} without --keys-file: anyone who \
+             can reach it could read every event and redrive dead letters; give --keys-file, \
+             or put --console-listen on loopback (127.0.0.1:8088) or off"
+        );
+    }
+    warn!(%console_addr, "the console serves plain HTTP: API keys typed into it cross the network unencrypted; keep it on loopback or put a TLS proxy in front of it");
+    Ok(())
 }

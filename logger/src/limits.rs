@@ -11,6 +11,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -35,12 +36,74 @@ pub struct Rate {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The rate it refills at (a client's own, or the default).
+    rate: Rate,
+}
+
+impl Bucket {
+    /// The bucket refilled up to `now`.
+    fn refill(&mut self, now: Instant) {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_sec;
+        self.tokens = (self.tokens + refill).min(self.rate.burst);
+        self.at = now;
+    }
+
+    /// How long until it has a whole token.
+    fn wait(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate.per_sec).max(0.0))
+    }
+
+    /// Whether it would be full by `now`, so forgetting it changes nothing.
+    fn full_by(&self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_sec;
+        self.tokens + refill >= self.rate.burst
+    }
+}
+
+/// How often idle buckets are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Token buckets by name, each forgotten once it has refilled whole (it
+/// would read the same as a new one), so the map holds only the names
+/// active within about `burst / per_sec`, however many were ever seen.
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    swept: Instant,
+}
+
+impl Buckets {
+    fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+
+    /// `name`'s bucket, refilled to `now`, made full at `rate` if unknown.
+    fn get(&mut self, name: &str, rate: Rate, now: Instant) -> &mut Bucket {
+        if now.duration_since(self.swept) >= SWEEP_EVERY {
+            self.map.retain(|_, bucket| !bucket.full_by(now));
+            self.swept = now;
+        }
+        if !self.map.contains_key(name) {
+            let full = Bucket {
+                tokens: rate.burst,
+                at: now,
+                rate,
+            };
+            self.map.insert(name.to_owned(), full);
+        }
+        let bucket = self.map.get_mut(name).expect("inserted above");
+        bucket.rate = rate;
+        bucket.refill(now);
+        bucket
+    }
 }
 
 /// Token buckets of every client seen.
 pub struct RateLimiter {
     default: Option<Rate>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {
@@ -48,7 +111,7 @@ impl RateLimiter {
     pub fn new(default: Option<Rate>) -> Self {
         Self {
             default,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::new()),
         }
     }
 
@@ -57,36 +120,83 @@ impl RateLimiter {
         let Some(rate) = own.or(self.default) else {
             return Ok(());
         };
-        let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(client.to_owned()).or_insert(Bucket {
-            tokens: rate.burst,
-            at: now,
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * rate.per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(rate.burst);
-        bucket.at = now;
+        let bucket = buckets.get(client, rate, Instant::now());
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate.per_sec);
-        let details = ErrorDetails::with_retry_info(Some(wait));
+        let wait = bucket.wait();
         let who = if client.is_empty() {
             "anonymous callers"
         } else {
             client
         };
-        Err(Status::with_error_details(
-            Code::ResourceExhausted,
+        Err(retry_later(
             format!(
-                "rate limit of {} calls/s (burst {}) exceeded for {who}; retry in {} ms",
-                rate.per_sec,
-                rate.burst,
-                wait.as_millis().max(1)
+                "rate limit of {} calls/s (burst {}) exceeded for {who}",
+                rate.per_sec, rate.burst,
             ),
-            details,
+            wait,
         ))
+    }
+
+    /// How many buckets are kept now.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
+    }
+}
+
+/// RESOURCE_EXHAUSTED saying `what`, and when to retry (in the message
+/// and as a `google.rpc.RetryInfo`).
+fn retry_later(what: String, wait: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{what}; retry in {} ms", wait.as_millis().max(1)),
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
+
+/// Failed authentications per peer address (IP), a token bucket each: a
+/// peer over its allowance is refused before its credentials are looked
+/// at, so a guess made then tells nothing.
+pub struct AuthFailures {
+    rate: Rate,
+    buckets: Mutex<Buckets>,
+}
+
+impl AuthFailures {
+    /// Peers may fail `rate` times (a burst, then per second).
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::new(Buckets::new()),
+        }
+    }
+
+    /// Refuses `peer` while it has no failure left to make.
+    pub fn check(&self, peer: IpAddr) -> Result<(), Status> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.get(&peer.to_string(), self.rate, Instant::now());
+        if bucket.tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(retry_later(
+            format!("too many failed authentications from {peer}"),
+            bucket.wait(),
+        ))
+    }
+
+    /// Counts one failed authentication of `peer`.
+    pub fn failed(&self, peer: IpAddr) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.get(&peer.to_string(), self.rate, Instant::now());
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 }
 
@@ -226,5 +336,47 @@ mod tests {
         });
         unlimited.admit("y", strict).expect("first");
         assert!(unlimited.admit("y", strict).is_err());
+    }
+
+    #[test]
+    fn buckets_of_idle_names_are_forgotten() {
+        let limiter = RateLimiter::new(Some(Rate {
+            per_sec: 1000.0,
+            burst: 2.0,
+        }));
+        for i in 0..5000 {
+            limiter
+                .admit(&format!("user:{i}"), None)
+                .expect("first call");
+        }
+        assert_eq!(limiter.kept(), 5000);
+        // Each refills whole within 1 ms; by the next sweep every one goes.
+        std::thread::sleep(Duration::from_millis(5));
+        limiter.buckets.lock().expect("lock").swept -= SWEEP_EVERY;
+        limiter.admit("user:new", None).expect("first call");
+        assert_eq!(limiter.kept(), 1);
+    }
+
+    #[test]
+    fn failed_authentications_run_out_per_peer() {
+        let failures = AuthFailures::new(Rate {
+            per_sec: 0.001,
+            burst: 3.0,
+        });
+        let (a, b): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().expect("ip"), "::1".parse().expect("ip"));
+        for _ in 0..3 {
+            failures.check(a).expect("failures left");
+            failures.failed(a);
+        }
+        let refused = failures.check(a).expect_err("none left");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(
+            refused
+                .message()
+                .contains("failed authentications from 10.0.0.1")
+        );
+        assert!(refused.get_details_retry_info().is_some());
+        failures.check(b).expect("another peer is not touched");
     }
 }

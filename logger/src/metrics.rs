@@ -43,6 +43,10 @@ pub struct LoggerMetrics {
     pub rpc: RpcMetricsLayer,
     /// The embedded worker's, if it runs.
     pub worker: WorkerMetrics,
+    /// Failed authentications on the public listener, by `outcome`:
+    /// `failed` (a wrong or missing credential) or `refused` (the peer had
+    /// failed too often; its credential was not looked at).
+    pub auth_failures: IntCounterVec,
     uptime: Uptime,
     queue: QueueGauges,
     statuses: IntGaugeVec,
@@ -67,6 +71,17 @@ impl LoggerMetrics {
             rpc: RpcMetricsLayer::register(&registry, Some(events.clone())),
             events,
             worker: WorkerMetrics::register(&registry),
+            auth_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "herald_auth_failures_total",
+                        "Failed authentications on the gRPC listener, by outcome (failed, refused)",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
             uptime: Uptime::register(&registry),
             queue: QueueGauges::register(&registry),
             statuses,

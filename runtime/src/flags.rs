@@ -58,13 +58,14 @@ pub struct RedisArgs {
     /// Redis holding Herald's data, e.g. redis://127.0.0.1:6379/ (the
     /// logger without it or --redis-cluster: in-memory backend plus an
     /// embedded worker, and nothing survives a restart).
-    #[arg(long, env = "HERALD_REDIS_URL")]
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Seed nodes of a Redis Cluster holding Herald's data, in place of
     /// --redis-url, e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
     #[arg(
         long,
         env = "HERALD_REDIS_CLUSTER",
+        hide_env_values = true,
         value_name = "URL[,URL...]",
         value_delimiter = ',',
         conflicts_with = "redis_url"

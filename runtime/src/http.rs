@@ -104,3 +104,54 @@ pub async fn serve<S, B>(
         });
     }
 }
+
+/// Whether `host` (a Host header) names a loopback address or localhost.
+/// A page on another site can reach a server on loopback through a DNS
+/// name of its own that it rebinds to 127.0.0.1 (DNS rebinding), but it
+/// cannot make the browser send a loopback address or `localhost` as the
+/// Host: servers on loopback answer only those.
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => {
+            return rest.split_once(']').is_some_and(|(ip, _)| {
+                ip.parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+            });
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_addresses_and_localhost_are_local_hosts() {
+        for host in [
+            "127.0.0.1:8088",
+            "127.1.2.3",
+            "localhost:8088",
+            "LOCALHOST",
+            "[::1]:8088",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:8088",
+            "",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "localhost.evil",
+            "10.0.0.2",
+            "0.0.0.0:8088",
+            "[fe80::1]:8088",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
+}

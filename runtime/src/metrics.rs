@@ -201,10 +201,15 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving metrics on /metrics");
     }
+    // On loopback, only loopback names: a page elsewhere could otherwise
+    // read the counts (and category and type names) through DNS rebinding.
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|addr| addr.ip().is_loopback());
     let registry = Arc::new(registry);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (registry, refresh) = (registry.clone(), refresh.clone());
-        async move { Ok::<_, Infallible>(answer(&request, &registry, &refresh).await) }
+        async move { Ok::<_, Infallible>(answer(&request, loopback, &registry, &refresh).await) }
     });
     let limits = crate::http::Limits {
         max_connections: MAX_CONNECTIONS,
@@ -215,6 +220,7 @@ pub async fn serve(
 
 async fn answer(
     request: &Request<Incoming>,
+    loopback: bool,
     registry: &Registry,
     refresh: &Refresh,
 ) -> Response<Full<bytes::Bytes>> {
@@ -226,6 +232,19 @@ async fn answer(
         }
         response
     };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if loopback && !crate::http::loopback_host(host) {
+        return reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            b"metrics on a loopback address answer only at a loopback address or localhost\n"
+                .to_vec(),
+        );
+    }
     if request.uri().path() != "/metrics" {
         return reply(
             StatusCode::NOT_FOUND,

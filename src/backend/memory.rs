@@ -66,9 +66,9 @@ struct State {
     /// Dead letters by sequence number, with their reason and when they were given up.
     dead: BTreeMap<u64, (DeadLetter, SystemTime)>,
     last_dead: u64,
-    /// Idempotency keys by (partition, source, request_id): the event
-    /// created, and when.
-    requests: HashMap<(Partition, String, String), (Uuid, Instant)>,
+    /// Idempotency: the event made for each (client, user, request id),
+    /// and when.
+    requests: HashMap<(String, String, String), (Uuid, Instant)>,
     /// The notification log of each partition.
     logs: Vec<Log>,
     /// Longest each partition's log grows.
@@ -278,8 +278,8 @@ impl EventStore for MemoryBackend {
         let mut out = Vec::with_capacity(events.len());
         for new in events {
             let key = (
-                self.partitions.of_user(new.user_id()),
                 new.source().to_owned(),
+                new.user_id().to_owned(),
                 new.request_id().to_owned(),
             );
             let prior = match state.requests.get(&key) {

@@ -468,24 +468,13 @@ impl BackendConfig {
     pub fn location(&self) -> String {
         match self {
             Self::Memory => "memory".to_owned(),
-            Self::Redis { url, .. } => without_password(url),
+            Self::Redis { url, .. } => crate::redact::url(url),
             Self::RedisCluster { urls, .. } => urls
                 .iter()
-                .map(|u| without_password(u))
+                .map(|u| crate::redact::url(u))
                 .collect::<Vec<_>>()
                 .join(","),
         }
-    }
-}
-
-/// `url` with its user information (`user:password@`) hidden.
-fn without_password(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

@@ -141,7 +141,7 @@ impl NewEvent {
     pub fn validate(input: EventInput, rules: &Rules) -> Result<Self, Error> {
         let mut violations = Vec::new();
         let v = &mut violations;
-        check_text(v, "user_id", &input.user_id, MAX_USER_ID_BYTES);
+        check_identifier(v, "user_id", &input.user_id, MAX_USER_ID_BYTES);
         check_text(v, "description", &input.description, MAX_DESCRIPTION_BYTES);
         for (field, value) in [
             ("category", &input.category),
@@ -150,7 +150,7 @@ impl NewEvent {
             ("request_id", &input.request_id),
         ] {
             if !value.is_empty() {
-                check_text(v, field, value, MAX_ATTRIBUTE_BYTES);
+                check_identifier(v, field, value, MAX_ATTRIBUTE_BYTES);
             }
         }
         if let Some(at) = input.occurred_at {
@@ -313,11 +313,39 @@ fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> boo
 }
 
 /// What is wrong with `user_id` as an event's user (blank, too long, more
-/// than one line), if anything; `field` names it in the violation.
+/// than one line, invisible characters), if anything; `field` names it in
+/// the violation.
 pub fn check_user_id(field: &str, user_id: &str) -> Option<FieldViolation> {
     let mut out = Vec::new();
-    check_text(&mut out, field, user_id, MAX_USER_ID_BYTES);
+    check_identifier(&mut out, field, user_id, MAX_USER_ID_BYTES);
     out.pop()
+}
+
+/// [`check_text`], and no invisible character anywhere ([`is_invisible`]):
+/// an identifier (a user, session, category, type or request id) is
+/// compared byte for byte, so `alice` and `al\u{200B}ice` would be two
+/// users that print the same.
+pub(crate) fn check_identifier(
+    out: &mut Vec<FieldViolation>,
+    field: &str,
+    value: &str,
+    max: usize,
+) {
+    let before = out.len();
+    check_text(out, field, value, max);
+    if out.len() > before {
+        return;
+    }
+    if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
+        out.push(FieldViolation::new(
+            field,
+            format!(
+                "must not hold invisible characters: no format or default-ignorable \
+                 code points such as zero-width spaces (found U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
 }
 
 /// Not blank, at most `max` bytes, and one line: the notification is printed as
@@ -364,6 +392,17 @@ fn is_default_ignorable(c: char) -> bool {
         | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
         | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
         | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether `c` shows nothing by itself: a default-ignorable code point, or a
+/// format character (Unicode general category Cf, such as U+0600 ARABIC
+/// NUMBER SIGN or U+FFF9 INTERLINEAR ANNOTATION ANCHOR).
+pub fn is_invisible(c: char) -> bool {
+    is_default_ignorable(c)
+        || matches!(c,
+            '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}')
 }
 
 /// Characters a one-line value may not hold: control characters (U+0000 to

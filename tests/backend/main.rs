@@ -47,6 +47,17 @@ fn new_event(user: &str, description: &str) -> NewEvent {
     NewEvent::new(user, description).expect("valid event")
 }
 
+/// An event of `user` with the idempotency key `request_id`.
+fn keyed_event(user: &str, request_id: &str) -> NewEvent {
+    let input = EventInput {
+        user_id: user.into(),
+        description: format!("{request_id} for {user}"),
+        request_id: request_id.into(),
+        ..EventInput::default()
+    };
+    NewEvent::validate(input, &Rules::default()).expect("valid")
+}
+
 /// Every change after `cursor` (see [`backend::NotificationFeed::read_after`]).
 async fn read_after(
     b: &Backend,
@@ -212,6 +223,7 @@ backend_tests!(
     store::racing_status_changes_apply_one_each,
     store::every_field_round_trips,
     store::repeated_request_ids_return_the_first_event,
+    store::request_ids_are_scoped_per_client_and_user,
     lists::list_queries_follow_the_reference_order,
     lists::pages_stay_stable_while_events_arrive,
     store::status_counts_follow_every_write,

@@ -49,6 +49,40 @@ async fn redis_consumer_recreates_a_vanished_group() {
     assert_eq!(got[0].event, created);
 }
 
+/// A command refused inside a create's transaction for a passing reason
+/// (`LOADING` while Redis reloads its data, `READONLY` on a replica, as
+/// here: a master demoted in a failover) aborts the transaction with
+/// `EXECABORT`: the create is UNAVAILABLE, retried like any outage, never
+/// INTERNAL.
+#[tokio::test]
+async fn redis_a_transaction_refused_for_a_passing_reason_is_unavailable() {
+    if skip_redis_tests() {
+        return;
+    }
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    let b = backend::open(&redis_config(&replica)).expect("redis");
+    b.store
+        .create(new_event("u", "before"))
+        .await
+        .expect("create");
+    let client = ::redis::Client::open(replica.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let () = ::redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .query_async(&mut conn)
+        .await
+        .expect("replicaof");
+    match b.store.create(new_event("u", "on a replica")).await {
+        Err(Error::Unavailable(_)) => {}
+        other => panic!("a create on a replica: {other:?}"),
+    }
+}
+
 /// The Redis Cluster of the tests: three masters with a replica each serve
 /// every slot, and keys of different hash tags, written through one node,
 /// read back through another (redis-cli follows the redirects).

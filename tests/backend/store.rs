@@ -409,6 +409,48 @@ pub(super) async fn status_counts_follow_every_write(b: Backend) {
 }
 
 /// A request id answers with its event only within the window.
+/// A request id is scoped per client and user, on every backend alike.
+pub(super) async fn request_ids_are_scoped_per_client_and_user(b: Backend) {
+    // Client ids and request ids that run together as text are still
+    // apart: `shop` + `eu:1` is not `shop:eu` + `1`, for any user (on
+    // Redis they shared a key when their users shared a partition).
+    for user in ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"] {
+        let a = b
+            .store
+            .create(keyed_event(user, "eu:1").with_source("shop"))
+            .await
+            .expect("create");
+        let c = b
+            .store
+            .create(keyed_event(user, "1").with_source("shop:eu"))
+            .await
+            .expect("create");
+        assert_ne!(a.id, c.id, "{user}: another client's event");
+        assert_eq!(c.source, "shop:eu");
+    }
+    // A request id is scoped per client and user: the same id for another
+    // user is another request, never an answer with someone else's event.
+    let mut firsts = Vec::new();
+    for user in ["v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7"] {
+        let e = b
+            .store
+            .create(keyed_event(user, "same").with_source("web"))
+            .await
+            .expect("create");
+        assert_eq!(e.user_id, user, "answered with another user's event");
+        let again = b
+            .store
+            .create(keyed_event(user, "same").with_source("web"))
+            .await
+            .expect("repeat");
+        assert_eq!(again, e, "{user}: a repeat answers the first event");
+        firsts.push(e.id);
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 8);
+}
+
 pub(super) async fn request_ids_expire_after_the_window(config: BackendConfig) {
     let options = backend::StoreOptions {
         request_id_window: Duration::from_secs(1),

@@ -12,9 +12,10 @@
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from this origin only, no inline code), and the page renders
-//! every event field as text. In open mode (no keys) the console answers
-//! only requests addressed to an IP address or `localhost` (no DNS
-//! rebinding), and a change (POST) must be JSON from the same origin.
+//! every event field as text. In open mode (no keys) the console listens on
+//! loopback only (the logger refuses to start otherwise) and answers only
+//! requests addressed to a loopback address or `localhost` (no DNS
+//! rebinding); a change (POST) must be JSON from the same origin.
 
 pub mod api;
 pub mod error;
@@ -238,10 +239,10 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if console.keys.is_open() && !local_host(host) {
+    if console.keys.is_open() && !herald_runtime::http::loopback_host(host) {
         return Err(error::ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
-            "a console without keys answers only at an IP address or localhost",
+            "a console without keys answers only at a loopback address or localhost",
         ));
     }
     if method != Method::GET && method != Method::HEAD {
@@ -267,19 +268,6 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
     Ok(())
 }
 
-/// Whether `host` (a Host header) names an IP address or localhost.
-fn local_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => {
-            return rest
-                .split_once(']')
-                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
 fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
@@ -294,31 +282,4 @@ fn secure(mut response: Response) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local_host;
-
-    #[test]
-    fn only_addresses_and_localhost_are_local_hosts() {
-        for host in [
-            "127.0.0.1:8088",
-            "localhost:8088",
-            "LOCALHOST",
-            "[::1]:8088",
-            "10.0.0.2",
-        ] {
-            assert!(local_host(host), "{host}");
-        }
-        for host in [
-            "evil.example:8088",
-            "",
-            "127.0.0.1.evil.example",
-            "[::1",
-            "localhost.evil",
-        ] {
-            assert!(!local_host(host), "{host}");
-        }
-    }
 }

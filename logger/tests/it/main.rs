@@ -24,6 +24,7 @@ mod console;
 mod console_api;
 mod dead_letters;
 mod events;
+mod hardening;
 mod hostile;
 mod irc;
 mod operating;

@@ -77,8 +77,10 @@ impl ChannelsFile {
 
     /// Reads and checks a channels file's text; an error is where and what.
     pub fn parse(text: &str) -> Result<Self, (String, String)> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| (String::new(), e.to_string()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            let shown = herald_runtime::process::toml_syntax_error(text, &e);
+            (String::new(), format!("not valid TOML: {shown}"))
+        })?;
         let channels_table = match table.remove("channels") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => return Err(("channels".into(), "must be a table of channels".into())),
@@ -227,10 +229,12 @@ impl ChannelSettings {
                 }
             }
             Self::Webhook(w) => {
-                let uri: http::Uri = w
-                    .url
-                    .parse()
-                    .map_err(|_| ("url".to_owned(), format!("{:?} is not a URL", w.url)))?;
+                let uri: http::Uri = w.url.parse().map_err(|_| {
+                    (
+                        "url".to_owned(),
+                        format!("{} is not a URL", herald::redact::url(&w.url)),
+                    )
+                })?;
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return bad("url", "must be an http:// or https:// URL with a host");
                 }
@@ -386,10 +390,13 @@ mod tests {
             ("[channels.x]\nkind = \"irc\"\nserver = \"irc:6667\"\nnick = \"herald\"\nchannels = [\"#ops\"]\ntemplate = \"{who}\"\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.template", "{who} is not a field"),
             ("[channels.x]\nkind = \"irc\"\nserver = \"irc\"\nnick = \"herald\"\nchannels = [\"#ops\"]\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.server", "host:port"),
             ("[channels.\"a b\"]\nkind = \"line\"\n[[routes]]\nchannels = [\"a b\"]\n".into(), "channels.a b", "letters, digits"),
-            ("channels = [".into(), "", "TOML parse error"),
+            ("channels = [".into(), "", "not valid TOML: line 1, key channels"),
+            // A syntax error never shows the line: its value may be a secret.
+            ("[channels.x]\nkind = \"webhook\"\nsecret = whsec_hunter2\n".into(), "", "line 3, key secret"),
         ] {
             let (got_at, message) = error_of(&text);
             assert_eq!(got_at, at, "{text}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
             assert!(message.contains(words), "{text}: {message:?} lacks {words:?}");
         }
     }

@@ -41,6 +41,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 pub struct WebhookChannel {
     name: String,
     url: Uri,
+    /// The URL as attempts, logs and readers see it: user information and
+    /// query values hidden (they may be credentials).
+    shown: String,
     secrets: Vec<Secret>,
     timeout: Duration,
     retry_4xx: bool,
@@ -80,6 +83,7 @@ impl WebhookChannel {
         gauges.disabled.set(0);
         Ok(Self {
             name: name.to_owned(),
+            shown: herald::redact::url(&settings.url),
             url,
             secrets,
             timeout: settings.timeout,
@@ -180,7 +184,7 @@ impl WebhookChannel {
         let mut failure = match code {
             410 => {
                 if !self.disabled.swap(true, Ordering::Relaxed) {
-                    warn!(channel = %self.name, url = %self.url, "endpoint answered 410 Gone; disabled until the channels are reloaded");
+                    warn!(channel = %self.name, url = %self.shown, "endpoint answered 410 Gone; disabled until the channels are reloaded");
                     self.gauges.disabled.set(1);
                 }
                 Failure::give_up("gone", format!("{error} (endpoint disabled)"))
@@ -273,7 +277,7 @@ impl Channel for WebhookChannel {
     }
 
     fn target(&self) -> String {
-        self.url.to_string()
+        self.shown.clone()
     }
 }
 

@@ -48,8 +48,12 @@ pub fn try_parse_args<T: clap::Parser>(args: Vec<std::ffi::OsString>) -> Result<
     let shown = path.display();
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ConfigError::File(format!("--config: cannot read {shown}: {e}")))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| ConfigError::File(format!("--config {shown}: not valid TOML: {e}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        ConfigError::File(format!(
+            "--config {shown}: not valid TOML: {}",
+            toml_syntax_error(&text, &e)
+        ))
+    })?;
     let mut extra: Vec<std::ffi::OsString> = Vec::new();
     for (key, value) in table {
         let id = key.replace('-', "_");
@@ -113,4 +117,57 @@ pub fn try_parse_args<T: clap::Parser>(args: Vec<std::ffi::OsString>) -> Result<
             e.to_string().trim_start_matches("error: ").trim_end()
         ))
     })
+}
+
+/// A TOML syntax error of `text` as it may be shown: the line, the key the
+/// line sets (when it sets one) and what is wrong, never the line itself,
+/// whose value may be a password or a signing secret (toml's own message
+/// quotes the line).
+pub fn toml_syntax_error(text: &str, err: &toml::de::Error) -> String {
+    let what = err.message().trim_end_matches('\n');
+    let Some(start) = err.span().map(|span| span.start.min(text.len())) else {
+        return what.to_owned();
+    };
+    let before = text.get(..start).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        });
+    match key {
+        Some(key) => format!("line {line}, key {key}: {what}"),
+        None => format!("line {line}: {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::toml_syntax_error;
+
+    #[test]
+    fn toml_errors_name_the_line_and_key_never_the_value() {
+        for (text, expected) in [
+            (
+                "redis-url = \"redis://u:hunter2@h\nlisten = \"x\"\n",
+                "line 1, key redis-url:",
+            ),
+            (
+                "[channels.hooks]\nkind = \"webhook\"\nsecret = whsec_hunter2\n",
+                "line 3, key secret:",
+            ),
+            ("a = 1\n[[[hunter2\n", "line 2:"),
+        ] {
+            let err = toml::from_str::<toml::Table>(text).expect_err("not TOML");
+            let shown = toml_syntax_error(text, &err);
+            assert!(shown.starts_with(expected), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ mod threads;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use config_file::{ConfigError, parse_args, try_parse_args};
+pub use config_file::{ConfigError, parse_args, toml_syntax_error, try_parse_args};
 pub use threads::{RuntimeArgs, run_as_task};
 
 /// A server binary's `main`: parses its flags into `C` (see [`parse_args`]),

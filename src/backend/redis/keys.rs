@@ -106,9 +106,27 @@ impl Keys {
     }
 
     /// The idempotency key of `request_id` sent by client `source` for an
-    /// event of `partition`; it holds the id of the event created for it.
-    pub fn request(&self, partition: Partition, source: &str, request_id: &str) -> String {
-        format!("{}:request:{source}:{request_id}", self.tag(partition))
+    /// event of `user` (whose partition is `partition`); it holds the id of
+    /// the event created for it. Its name is the SHA-256 of the three parts,
+    /// each length-prefixed, so no two (client, user, request id) share a
+    /// key however their text runs together (client `shop` with `eu:1` and
+    /// client `shop:eu` with `1` were one key when they were joined by
+    /// colons), and its length is fixed whatever the parts' lengths.
+    pub fn request(
+        &self,
+        partition: Partition,
+        source: &str,
+        user: &str,
+        request_id: &str,
+    ) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [source, user, request_id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:request:{digest}", self.tag(partition))
     }
 
     /// The partition's query index of events whose `kind` (user, session,
@@ -166,7 +184,7 @@ mod tests {
             keys.event(p, id),
             keys.events(p).to_owned(),
             keys.notifications(p).to_owned(),
-            keys.request(p, "billing", "r1"),
+            keys.request(p, "billing", "ann", "r1"),
             keys.index(p, "user", "ann"),
             keys.dead(p),
             keys.dead_index(p),
@@ -174,6 +192,28 @@ mod tests {
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn request_keys_keep_client_user_and_id_apart() {
+        let keys = Keys::new("herald", Partitions::new(16).expect("16"));
+        let p = Partitions::new(16).expect("16").get(3).expect("3");
+        let key = |source, user, id| keys.request(p, source, user, id);
+        let all = [
+            key("shop", "ann", "eu:1"),
+            key("shop:eu", "ann", "1"),
+            key("shop", "ann:eu", "1"),
+            key("shop", "bob", "eu:1"),
+            key("", "shopann", "eu:1"),
+        ];
+        let distinct: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        assert_eq!(
+            key("shop", "ann", "eu:1"),
+            all[0],
+            "the same parts, the same key"
+        );
+        assert!(all.iter().all(|k| k.len() == all[0].len()));
     }
 
     #[test]

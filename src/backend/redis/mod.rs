@@ -151,16 +151,25 @@ const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
 /// Trims the work queue below what every consumer group has acknowledged.
 const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
 
-/// Maps a Redis error: anything about reaching the server is UNAVAILABLE.
+/// Maps a Redis error: anything about reaching the server is UNAVAILABLE,
+/// also when it is the reason a transaction was aborted (a command queued
+/// inside `MULTI` answered `LOADING`, so `EXEC` answered `EXECABORT`).
 fn redis_error(err: RedisError) -> Error {
+    let transient_code = |code: &str| {
+        matches!(
+            code,
+            "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY" | "CLUSTERDOWN"
+        )
+    };
     let transient = err.is_io_error()
         || err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_timeout()
-        || matches!(
-            err.code(),
-            Some("LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY" | "CLUSTERDOWN")
-        );
+        || err.code().is_some_and(transient_code)
+        || err
+            .clone()
+            .into_server_errors()
+            .is_some_and(|inner| inner.iter().any(|(_, e)| transient_code(e.code())));
     if transient {
         Error::Unavailable(err.to_string())
     } else {

@@ -316,7 +316,9 @@ impl EventStore for RedisBackend {
             let p = self.partitions.of_user(new.user_id());
             let request_key = match new.request_id() {
                 "" => String::new(),
-                request_id => self.keys.request(p, new.source(), request_id),
+                request_id => self
+                    .keys
+                    .request(p, new.source(), new.user_id(), request_id),
             };
             let event = new.into_event(self.partitions);
             if plain_creates && request_key.is_empty() {
