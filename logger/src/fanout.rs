@@ -149,6 +149,11 @@ impl Fanout {
         })
     }
 
+    /// Messages of room in each subscriber's queue (`--subscriber-buffer`).
+    pub(crate) fn buffer(&self) -> usize {
+        self.buffer
+    }
+
     /// The shard of `user`'s subscribers.
     fn shard_of(user: &str) -> usize {
         if user == EVERY_USER {

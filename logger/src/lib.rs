@@ -13,6 +13,8 @@
 //!   codec that sends them as they are, and the Notifier's server.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
+//! - [`in_flight`]: the calls in flight on every listener, so shutdown
+//!   ends once they have.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
 //!   open Subscribe streams per client.
 //! - [`loading`]: reading the JSON configuration files, and [`loading::LoadError`].
@@ -40,6 +42,7 @@ pub mod encoded;
 pub mod event_types;
 pub mod fanout;
 pub mod guard;
+pub mod in_flight;
 pub mod limits;
 pub mod loading;
 pub mod metrics;

@@ -200,8 +200,8 @@ impl AuthFailures {
     }
 }
 
-/// Open Subscribe streams per client id (or user, for user tokens), with
-/// the budget their queues share.
+/// Open Subscribe streams per client id (or user, for user tokens; or
+/// connection, in open mode), with the budget their queues share.
 pub struct StreamCounts {
     max: usize,
     max_bytes: usize,

@@ -2,17 +2,21 @@
 //!
 //! One tail of the notification log per logger process feeds every local
 //! subscriber through a bounded queue of its own ([`crate::fanout`]). A
-//! subscriber that resumes after a cursor first reads the log itself (a page
-//! at a time, as fast as it takes them) and joins the live feed when it has
-//! caught up; cursors drop what it already had, so the switch has no gap and
-//! no duplicate. A subscriber whose queue is full is cut off (a Lagged message,
-//! then RESOURCE_EXHAUSTED), never skipped silently; idle streams get
-//! heartbeats; on shutdown every stream ends with UNAVAILABLE so clients
-//! reconnect elsewhere.
+//! subscriber that resumes after a cursor first catches up from the log: a
+//! task of its own reads the log a page at a time into a queue like the live
+//! ones, only when that queue has room for a page, with at most
+//! [`CATCH_UP_READS`] such reads in flight on the whole logger; then it joins
+//! the live feed, and cursors drop what it already had, so the switch has no
+//! gap and no duplicate. A subscriber whose queue is full is cut off (a
+//! Lagged message, then RESOURCE_EXHAUSTED), never skipped silently; so is
+//! one catching up that takes nothing for two heartbeat intervals while its
+//! queue is full. Idle streams get heartbeats; on shutdown every stream ends
+//! with UNAVAILABLE so clients reconnect elsewhere.
 //!
-//! What a client can make the logger hold is bounded twice: each queue by
-//! `--subscriber-buffer` messages, and all the queues of one client (or
-//! user) together by `--max-buffered-bytes-per-client` (see [`crate::queue`]).
+//! What a client can make the logger hold is bounded twice, catching up or
+//! live: each queue by `--subscriber-buffer` messages, and all the queues of
+//! one client (or user) together by `--max-buffered-bytes-per-client` (see
+//! [`crate::queue`]). A cut-off queue is freed at once, read or not.
 
 use std::{
     pin::Pin,
@@ -23,24 +27,32 @@ use std::{
 use futures_util::Stream;
 use herald::{
     backend::NotificationFeed,
-    cursor::Cursor,
+    cursor::{Cursor, EntryId},
+    partition::Partition,
     pb::{self, subscribe_response::Kind},
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::{
     encoded::Encoded,
-    fanout::{Fanout, event_message},
+    fanout::{Fanout, Live, event_message},
     limits::{ActiveStreams, StreamCounts, StreamSlot},
-    queue::{Ended, Published},
+    queue::{Budget, Ended, Published, Queue},
 };
 
 /// Entries read from the log per page while a subscriber catches up (about
-/// this many in all when every partition is read).
+/// this many in all when every partition is read), and at most half its
+/// queue.
 const CATCH_UP_PAGE: usize = 500;
+
+/// Catch-up reads of the log in flight at once, all streams together: the
+/// storage connection stays free for other calls and the health check
+/// however many subscribers resume at once (they wait their turn, in order).
+const CATCH_UP_READS: usize = 8;
 
 /// Keeps the notification log within `max_age`, trimming it every minute
 /// (or every half of `max_age`, if shorter) until `shutdown`.
@@ -79,6 +91,8 @@ pub struct NotifierOptions {
 pub struct NotifierService {
     fanout: Arc<Fanout>,
     feed: Arc<dyn NotificationFeed>,
+    /// Places for catch-up reads of the log (see [`CATCH_UP_READS`]).
+    catch_up_reads: Arc<Semaphore>,
     shutdown: CancellationToken,
     streams: Arc<StreamCounts>,
     heartbeat: Duration,
@@ -99,6 +113,7 @@ impl NotifierService {
         Self {
             fanout,
             feed,
+            catch_up_reads: Arc::new(Semaphore::new(CATCH_UP_READS)),
             shutdown,
             streams,
             heartbeat: options.heartbeat,
@@ -121,9 +136,16 @@ impl NotifierService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
         let user = crate::auth::user_of(&request);
-        let client = match &user {
-            Some(user) => format!("user:{user}"),
-            None => crate::auth::source_of(&request),
+        let client = match (&user, crate::auth::source_of(&request)) {
+            (Some(user), _) => format!("user:{user}"),
+            // Open mode: every caller is anonymous, so each connection
+            // counts as a client of its own (its streams and their budget),
+            // and slow subscribers on one never cut off those on another.
+            (None, source) if source.is_empty() => match request.remote_addr() {
+                Some(peer) => format!("connection:{peer}"),
+                None => String::new(),
+            },
+            (None, source) => source,
         };
         let SubscribeRequest { filter, after } = request.into_inner().try_into()?;
         if user.is_some_and(|user| user != filter.user_id) {
@@ -140,6 +162,7 @@ impl NotifierService {
             SubscriptionParts {
                 fanout: self.fanout.clone(),
                 feed: self.feed.clone(),
+                reads: self.catch_up_reads.clone(),
                 shutdown: self.shutdown.clone(),
                 heartbeat: self.heartbeat,
                 slot,
@@ -155,6 +178,8 @@ impl NotifierService {
 struct SubscriptionParts {
     fanout: Arc<Fanout>,
     feed: Arc<dyn NotificationFeed>,
+    /// Places for catch-up reads of the log, shared by every stream.
+    reads: Arc<Semaphore>,
     shutdown: CancellationToken,
     heartbeat: Duration,
     /// Counts this stream against its client's limit while it is open.
@@ -169,64 +194,73 @@ fn subscription(
     after: Option<Cursor>,
 ) -> impl Stream<Item = Result<Encoded, Status>> + Send {
     async_stream::stream! {
-        let SubscriptionParts { fanout, feed, shutdown, heartbeat: idle, slot } = parts;
+        let SubscriptionParts { fanout, feed, reads, shutdown, heartbeat: idle, slot } = parts;
         // Where this subscriber is in every partition: it has had (or
         // skipped as filtered out) everything up to here.
         let mut last;
         let live = match after {
             Some(requested) => {
-                let mut cursor = match history_start(feed.as_ref(), &requested).await {
-                    Ok((start, gap)) => {
-                        if let Some(gap) = gap {
-                            yield Ok(Encoded::new(&gap));
-                        }
-                        start
-                    }
-                    Err(status) => {
-                        yield Err(status);
-                        return;
-                    }
-                };
-                // Catch up from the log alone; once caught up, join the live
-                // feed and read the log once more for what came in meanwhile.
-                // One user's changes are all in that user's partition.
-                let partitions = feed.partitions();
-                let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
-                let per_partition = match only {
-                    Some(_) => CATCH_UP_PAGE,
-                    None => CATCH_UP_PAGE.div_ceil(partitions.count()).max(32),
-                };
-                let mut live = None;
+                // A task of its own reads the log into a queue counted
+                // against the client's budget, as live messages are, while
+                // this stream sends what the queue holds: a reader that
+                // stops reading is cut off, its queue freed, and no page
+                // is ever held for it across a yield.
+                let queue = Arc::new(Queue::new(slot.budget.clone()));
+                let stop = shutdown.child_token();
+                let _stop_on_drop = stop.clone().drop_guard();
+                // What the reader has had: where it resumes if cut off.
+                let mut had = Arc::new(requested.clone());
+                let filled = tokio::spawn(catch_up(CatchUp {
+                    feed,
+                    fanout: fanout.clone(),
+                    reads,
+                    budget: slot.budget.clone(),
+                    filter: filter.clone(),
+                    requested,
+                    queue: queue.clone(),
+                    stall: 2 * idle,
+                    stop,
+                }));
                 loop {
-                    if shutdown.is_cancelled() {
-                        yield Err(shutting_down());
-                        return;
-                    }
-                    let page = match feed.read_range(&cursor, only, per_partition).await {
-                        Ok(page) => page,
-                        Err(err) => {
-                            yield Err(Status::from(err));
+                    let next = tokio::select! {
+                        biased;
+                        next = queue.pop() => next,
+                        () = shutdown.cancelled() => {
+                            yield Err(shutting_down());
                             return;
                         }
                     };
-                    for notification in &page {
-                        cursor.advance(notification.partition, notification.entry);
-                        if filter.matches(&notification.event) {
-                            yield Ok(Encoded::new(&event_message(notification, &cursor)));
+                    match next {
+                        Ok(published) => {
+                            had = published.cursor;
+                            yield Ok(published.message);
+                        }
+                        Err((Ended::Filled, _)) => break,
+                        Err((Ended::Lagged, held)) => {
+                            for message in lagged(&had.to_string(), held) {
+                                yield message;
+                            }
+                            return;
+                        }
+                        Err((Ended::Closed, _)) => {
+                            yield Err(shutting_down());
+                            return;
                         }
                     }
-                    if !page.is_empty() {
-                        continue;
-                    }
-                    if live.is_some() {
-                        break;
-                    }
-                    live = Some(fanout.subscribe(filter.clone(), slot.budget.clone()).0);
                 }
-                last = cursor;
-                match live {
-                    Some(live) => live,
-                    None => return,
+                match filled.await {
+                    Ok(Ok((live, cursor))) => {
+                        last = cursor;
+                        live
+                    }
+                    Ok(Err(Stopped::Failed(status))) => {
+                        yield Err(status);
+                        return;
+                    }
+                    Ok(Err(Stopped::Lagged)) | Err(_) => {
+                        yield Err(shutting_down());
+                        return;
+                    }
                 }
             }
             None => {
@@ -285,19 +319,14 @@ fn subscription(
                             yield Ok(message.with_cursor(&last.to_string()));
                         }
                     }
-                    Err((end, held)) => {
-                        let resume = last.to_string();
-                        if end == Ended::Lagged {
-                            yield Ok(Encoded::new(&pb::SubscribeResponse {
-                                kind: Some(Kind::Lagged(pb::Lagged { buffered: u32::try_from(held).unwrap_or(u32::MAX) })),
-                                cursor: resume.clone(),
-                            }));
-                            yield Err(Status::resource_exhausted(format!(
-                                "subscriber fell too far behind; resume after cursor {resume:?}"
-                            )));
-                        } else {
-                            yield Err(shutting_down());
+                    Err((Ended::Lagged, held)) => {
+                        for message in lagged(&last.to_string(), held) {
+                            yield message;
                         }
+                        return;
+                    }
+                    Err(_) => {
+                        yield Err(shutting_down());
                         return;
                     }
                 },
@@ -317,6 +346,144 @@ fn subscription(
             }
         }
     }
+}
+
+/// The end of a stream whose queue was cut off: a Lagged message saying
+/// how many messages it held and where to resume, then RESOURCE_EXHAUSTED.
+fn lagged(resume: &str, held: usize) -> [Result<Encoded, Status>; 2] {
+    [
+        Ok(Encoded::new(&pb::SubscribeResponse {
+            kind: Some(Kind::Lagged(pb::Lagged {
+                buffered: u32::try_from(held).unwrap_or(u32::MAX),
+            })),
+            cursor: resume.to_owned(),
+        })),
+        Err(Status::resource_exhausted(format!(
+            "subscriber fell too far behind; resume after cursor {resume:?}"
+        ))),
+    ]
+}
+
+/// What one subscriber's catch-up from the log works with.
+struct CatchUp {
+    feed: Arc<dyn NotificationFeed>,
+    fanout: Arc<Fanout>,
+    reads: Arc<Semaphore>,
+    /// The client's budget, for the live subscription it joins.
+    budget: Arc<Budget>,
+    filter: SubscriptionFilter,
+    requested: Cursor,
+    /// Where the messages go; ended as [`Ended::Filled`] when done.
+    queue: Arc<Queue>,
+    /// How long the reader may take nothing from a full queue.
+    stall: Duration,
+    /// Cancelled when the stream is dropped or the server stops.
+    stop: CancellationToken,
+}
+
+/// Why a catch-up stopped before it had caught up.
+enum Stopped {
+    /// The reader fell behind and was cut off (its queue says so).
+    Lagged,
+    /// The log could not be read (or the cursor was refused).
+    Failed(Status),
+}
+
+/// Reads the log after `requested` into the queue, a page at a time and
+/// only when the queue has room for a page, then joins the live feed and
+/// reads the log once more for what came meanwhile: returns the live
+/// subscription and the cursor the reader has had everything up to. A gap
+/// notice goes first when the log no longer holds all that was asked for.
+/// One user's changes are all in that user's partition.
+async fn catch_up(job: CatchUp) -> Result<(Live, Cursor), Stopped> {
+    let filled = tokio::select! {
+        filled = fill(&job) => filled,
+        () = job.stop.cancelled() => Err(Stopped::Failed(shutting_down())),
+    };
+    job.queue.end(Ended::Filled);
+    filled
+}
+
+async fn fill(job: &CatchUp) -> Result<(Live, Cursor), Stopped> {
+    let CatchUp {
+        feed,
+        fanout,
+        reads,
+        budget,
+        filter,
+        requested,
+        queue,
+        stall,
+        stop: _,
+    } = job;
+    let max = fanout.buffer();
+    let push = |message: pb::SubscribeResponse, partition, entry, cursor: &Cursor| {
+        let published = Published {
+            partition,
+            entry,
+            cursor: Arc::new(cursor.clone()),
+            message: Encoded::new(&message),
+        };
+        let bytes = published.message.len();
+        queue.push(&published, bytes, max)
+    };
+    let (mut cursor, gap) = in_turn(reads, history_start(feed.as_ref(), requested)).await?;
+    if let Some(gap) = gap
+        && !push(gap, Partition::default(), EntryId::default(), &cursor)
+    {
+        return Err(Stopped::Lagged);
+    }
+    let partitions = feed.partitions();
+    let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
+    let page = (max / 2).clamp(1, CATCH_UP_PAGE);
+    let per_partition = match only {
+        Some(_) => page,
+        None => page.div_ceil(partitions.count()).max(1),
+    };
+    let mut live = None;
+    loop {
+        if !queue.wait_for_room(max.saturating_sub(page), *stall).await {
+            return Err(Stopped::Lagged);
+        }
+        let notifications = in_turn(reads, async {
+            feed.read_range(&cursor, only, per_partition)
+                .await
+                .map_err(Status::from)
+        })
+        .await?;
+        for notification in &notifications {
+            cursor.advance(notification.partition, notification.entry);
+            if filter.matches(&notification.event)
+                && !push(
+                    event_message(notification, &cursor),
+                    notification.partition,
+                    notification.entry,
+                    &cursor,
+                )
+            {
+                return Err(Stopped::Lagged);
+            }
+        }
+        if !notifications.is_empty() {
+            continue;
+        }
+        if let Some(live) = live {
+            return Ok((live, cursor));
+        }
+        live = Some(fanout.subscribe(filter.clone(), budget.clone()).0);
+    }
+}
+
+/// `read` once one of the catch-up reads' places is free.
+async fn in_turn<T>(
+    reads: &Semaphore,
+    read: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Stopped> {
+    let _place = reads
+        .acquire()
+        .await
+        .map_err(|_| Stopped::Failed(shutting_down()))?;
+    read.await.map_err(Stopped::Failed)
 }
 
 /// A heartbeat: the subscriber has had everything up to `cursor`.

@@ -29,6 +29,9 @@ pub enum Ended {
     Lagged,
     /// The server is shutting down.
     Closed,
+    /// Its filler is done: a subscriber's catch-up from the log has read
+    /// all there was (or failed; the filler says which).
+    Filled,
 }
 
 /// The bytes (encoded messages) one client's queues hold together, and
@@ -70,7 +73,10 @@ impl Budget {
 /// One subscriber's queue.
 pub struct Queue {
     state: Mutex<State>,
+    /// A message came, or the queue ended.
     ready: Notify,
+    /// A message was taken, or the queue ended.
+    drained: Notify,
     budget: Arc<Budget>,
 }
 
@@ -107,6 +113,7 @@ impl Queue {
                 ended: None,
             }),
             ready: Notify::new(),
+            drained: Notify::new(),
             budget,
         }
     }
@@ -135,17 +142,49 @@ impl Queue {
         true
     }
 
-    /// Ends the queue and frees every message in it.
+    /// Ends the queue: cut off or closed, it frees every message in it;
+    /// filled, what it holds is still read first.
     pub fn end(&self, how: Ended) {
         let mut state = self.lock();
         if state.ended.is_none() {
             state.ended = Some((how, state.messages.len()));
+        }
+        if how == Ended::Filled {
+            drop(state);
+            self.ready.notify_one();
+            return;
         }
         let freed = std::mem::take(&mut state.messages);
         self.budget.give_back(std::mem::take(&mut state.bytes));
         drop(state);
         drop(freed);
         self.ready.notify_one();
+        self.drained.notify_one();
+    }
+
+    /// Waits until the queue holds at most `at_most` messages: true then,
+    /// false if it ended. A reader that takes nothing for `stall` while the
+    /// queue is fuller than that is cut off: the queue ends as lagged (and
+    /// frees what it held), as when a live message finds it full.
+    pub async fn wait_for_room(&self, at_most: usize, stall: std::time::Duration) -> bool {
+        loop {
+            {
+                let state = self.lock();
+                if state.ended.is_some() {
+                    return false;
+                }
+                if state.messages.len() <= at_most {
+                    return true;
+                }
+            }
+            if tokio::time::timeout(stall, self.drained.notified())
+                .await
+                .is_err()
+            {
+                self.end(Ended::Lagged);
+                return false;
+            }
+        }
     }
 
     /// The next message, or how the queue ended and how many messages it
@@ -157,6 +196,8 @@ impl Queue {
                 if let Some((message, bytes)) = state.messages.pop_front() {
                     state.bytes -= bytes;
                     self.budget.give_back(bytes);
+                    drop(state);
+                    self.drained.notify_one();
                     return Ok(message);
                 }
                 if let Some(ended) = state.ended {
@@ -214,6 +255,30 @@ mod tests {
         assert!(entry <= 128, "{entry} bytes per queued message");
         let queue = Queue::new(Arc::new(Budget::new(1)));
         assert_eq!(queue.lock().messages.capacity(), 0, "allocated as it fills");
+    }
+
+    #[tokio::test]
+    async fn a_filler_waits_for_room_and_cuts_off_a_reader_that_takes_nothing() {
+        let budget = Arc::new(Budget::new(10_000));
+        let queue = Arc::new(Queue::new(budget.clone()));
+        for n in 0..4 {
+            assert!(queue.push(&message(n), 100, 4));
+        }
+        let stall = std::time::Duration::from_millis(200);
+        // A reader that takes two lets the filler on.
+        let reader = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                queue.pop().await.expect("first");
+                queue.pop().await.expect("second");
+            })
+        };
+        assert!(queue.wait_for_room(2, stall).await);
+        reader.await.expect("reader");
+        // One that takes nothing more is cut off, and its bytes freed.
+        assert!(!queue.wait_for_room(0, stall).await);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(queue.pop().await, Err((Ended::Lagged, 2)));
     }
 
     #[tokio::test]

@@ -19,10 +19,15 @@ use crate::{
     auth::AuthLayer,
     encoded::NotifierServer,
     guard::{BodyLayer, BodyLimits},
+    in_flight::InFlight,
     metrics::RpcMetricsLayer,
     notifier::NotifierService,
     service::EventLoggerService,
 };
+
+/// How long the last answers get to leave once every call has ended on
+/// shutdown, before the connections close.
+const FLUSH: Duration = Duration::from_millis(250);
 
 /// The names health reports on: the whole server ("") and each service.
 pub const HEALTH_SERVICES: [&str; 3] = [
@@ -106,6 +111,7 @@ where
         body,
         http2,
     };
+    let calls = InFlight::default();
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -115,13 +121,13 @@ where
     let public = serve_on(
         builder,
         listener,
-        (Some(metrics), auth),
+        (calls.clone(), Some(metrics), auth),
         services.clone(),
         stop.clone(),
     );
     let internal =
         futures_util::future::try_join_all(internal.into_iter().map(|(listener, auth)| {
-            let layers = (None, auth);
+            let layers = (calls.clone(), None, auth);
             serve_on(
                 Server::builder(),
                 listener,
@@ -135,18 +141,25 @@ where
         () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(?grace, "calls still open after the grace time; closing them");
         }
+        // Every call has ended, but hyper still waits for each connection's
+        // answer to its last PING, which a client that stopped reading never
+        // sends: give the last answers time to leave, then close.
+        () = async { stop.cancelled().await; calls.idle().await; tokio::time::sleep(FLUSH).await } => {
+            info!("every call ended; closing the connections");
+        }
     }
     info!("server stopped");
     Ok(())
 }
 
 /// Serves `services` on `listener` through `builder` (which may hold TLS)
-/// and `layers` (metrics outermost, if any, then auth, then the body
-/// guard) until `stop` is cancelled and the open calls have ended.
+/// and `layers` (the count of calls in flight outermost, then metrics, if
+/// any, then auth, then the body guard) until `stop` is cancelled and the
+/// open calls have ended.
 async fn serve_on<H>(
     builder: Server,
     listener: TcpListener,
-    (metrics, auth): (Option<RpcMetricsLayer>, AuthLayer),
+    (calls, metrics, auth): (InFlight, Option<RpcMetricsLayer>, AuthLayer),
     services: Services<tonic_health::pb::health_server::HealthServer<H>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()>
@@ -180,6 +193,7 @@ where
         .http2_keepalive_timeout(Some(http2.keepalive_timeout))
         .max_concurrent_streams(http2.max_concurrent_streams)
         .http2_max_header_list_size(http2.max_header_list_size)
+        .layer(calls)
         .layer(tower::util::option_layer(metrics))
         .layer(auth)
         .layer(body)

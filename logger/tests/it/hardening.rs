@@ -308,3 +308,100 @@ fn the_binary_never_prints_a_secret_it_was_given() {
     assert!(text.contains("line 2, key redis-url"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// A TCP stream whose reads stop for good once `frozen` is set: a client
+/// that stops reading its connection (and so never answers a PING).
+struct Freezable {
+    tcp: tokio::net::TcpStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Freezable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Freezable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_once_every_stream_has_ended_whoever_stops_reading() {
+    use prost::Message as _;
+    let logger = Logger::start(&["--shutdown-grace", "20s"], Lines::default().sink()).await;
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tcp = tokio::net::TcpStream::connect(logger.addr)
+        .await
+        .expect("connect");
+    let (send, connection) = h2::client::handshake(Freezable {
+        tcp,
+        frozen: frozen.clone(),
+    })
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut streams = Vec::new();
+    for i in 0..50 {
+        let request = http::Request::post(format!(
+            "http://{}/herald.v1.Notifier/Subscribe",
+            logger.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+        let mut send = send.clone().ready().await.expect("ready");
+        let (response, mut body) = send.send_request(request, false).expect("send");
+        let message = herald::pb::SubscribeRequest {
+            user_id: format!("u{i}"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        body.send_data(framed.into(), true).expect("subscribe");
+        streams.push(response.await.expect("stream starts"));
+    }
+    eventually(Duration::from_secs(10), "50 streams open", || async {
+        let stats = logger.client().await.stats().await.ok()?;
+        (stats.active_subscribers == 50).then_some(())
+    })
+    .await;
+    // From now on the client reads nothing: it never answers the PING that
+    // follows the server's GOAWAY. Every stream still ends at once, and so
+    // must the logger, long before its 20 s grace.
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    logger.stop_within(Duration::from_secs(10)).await;
+    drop(streams);
+}

@@ -11,6 +11,7 @@ use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Lines, Logger, Scrape, eventually};
+use futures_util::StreamExt;
 use herald::{
     domain::json_to_struct,
     pb,
@@ -94,6 +95,31 @@ impl Raw {
         let (response, mut stream) = self.start(METHODS[9]).await;
         let request = pb::SubscribeRequest {
             statuses: vec![pb::EventStatus::Pending as i32],
+            ..Default::default()
+        };
+        stream
+            .send_data(frame(&request.encode_to_vec()), true)
+            .expect("subscribe");
+        (response, stream)
+    }
+
+    /// Opens a Subscribe stream of every change after `cursor`, which
+    /// nobody reads until the caller does.
+    async fn subscribe_after(
+        &mut self,
+        cursor: &str,
+    ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+        let (response, mut stream) = self.start(METHODS[9]).await;
+        let request = pb::SubscribeRequest {
+            statuses: [
+                pb::EventStatus::Pending,
+                pb::EventStatus::Processed,
+                pb::EventStatus::Opened,
+                pb::EventStatus::Failed,
+            ]
+            .map(|s| s as i32)
+            .to_vec(),
+            after_cursor: cursor.to_owned(),
             ..Default::default()
         };
         stream
@@ -749,24 +775,7 @@ async fn one_clients_queues_share_a_byte_budget() {
     create_big_events(&client, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Now read: the stream ends with a Lagged message and RESOURCE_EXHAUSTED.
-    let mut data = BytesMut::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data())
-        .await
-        .expect("data in time")
-    {
-        let chunk = chunk.expect("data");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let trailers = body.trailers().await.expect("trailers").expect("trailers");
-    assert_eq!(trailers.get("grpc-status").expect("status"), "8");
-    let mut messages = Vec::new();
-    let mut rest = &data[..];
-    while rest.len() >= 5 {
-        let message = first_message(&Bytes::copy_from_slice(rest)).to_vec();
-        rest = &rest[5 + message.len()..];
-        messages.push(pb::SubscribeResponse::decode(&message[..]).expect("message"));
-    }
+    let messages = read_to_the_end(&mut body, "8").await;
     let events = messages
         .iter()
         .filter(|m| matches!(m.kind, Some(pb::subscribe_response::Kind::Event(_))))
@@ -779,5 +788,186 @@ async fn one_clients_queues_share_a_byte_budget() {
         messages.last().and_then(|m| m.kind.as_ref()),
         Some(pb::subscribe_response::Kind::Lagged(_))
     ));
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// Reads a Subscribe stream's body to its end: its messages, after checking
+/// that its trailers' grpc-status is `status`.
+async fn read_to_the_end(body: &mut h2::RecvStream, status: &str) -> Vec<pb::SubscribeResponse> {
+    let mut data = BytesMut::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .expect("data in time")
+    {
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("trailers");
+    assert_eq!(trailers.get("grpc-status").expect("status"), status);
+    let mut messages = Vec::new();
+    let mut rest = &data[..];
+    while rest.len() >= 5 {
+        let message = first_message(&Bytes::copy_from_slice(rest)).to_vec();
+        rest = &rest[5 + message.len()..];
+        messages.push(pb::SubscribeResponse::decode(&message[..]).expect("message"));
+    }
+    messages
+}
+
+/// Catching up from the log is bounded as live streams are: 40 streams
+/// resuming at the start of a log of 2 KB events and never reading hold at
+/// most their client's budget while they stall, are cut off once they have
+/// taken nothing for two heartbeats (their queues freed at once, and a
+/// stream read later says so), and meanwhile other calls answer; a client
+/// that reads catches up whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_streams_that_never_read_are_bounded_and_cut_off() {
+    let budget = 512 * 1024;
+    let logger = Logger::start(
+        &[
+            "--subscriber-buffer",
+            "64",
+            "--max-buffered-bytes-per-client",
+            &budget.to_string(),
+            "--heartbeat",
+            "1s",
+        ],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = logger.client().await;
+    let mut watch = client
+        .subscribe_with(herald_client::SubscribeOptions {
+            statuses: herald::EventStatus::ALL.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    let start = match watch.next().await {
+        Some(Ok(herald_client::Message::Heartbeat { cursor })) => cursor,
+        other => panic!("a live stream starts with its cursor: {other:?}"),
+    };
+    drop(watch);
+    for _ in 0..10 {
+        create_big_events(&client, 100).await;
+    }
+    eventually(Duration::from_secs(30), "every event processed", || async {
+        (client.stats().await.ok()?.processed_events == 1000).then_some(())
+    })
+    .await;
+
+    let mut raw = Raw::connect(logger.addr).await;
+    let mut stalled = Vec::new();
+    for _ in 0..39 {
+        stalled.push(raw.subscribe_after(&start).await);
+    }
+    // One on a connection of its own, whose window the others do not use
+    // up, to be read at the end.
+    let (last, _send) = Raw::connect(logger.addr)
+        .await
+        .subscribe_after(&start)
+        .await;
+    // While they stall, what they hold stays within the budgets, and other
+    // calls answer at once.
+    let mut peak = 0.0f64;
+    for _ in 0..10 {
+        let held = Scrape::of(logger.metrics_addr)
+            .await
+            .get("herald_subscriber_buffered_bytes", &[]);
+        peak = peak.max(held);
+        tokio::time::timeout(Duration::from_secs(2), client.stats())
+            .await
+            .expect("GetStats in time")
+            .expect("GetStats");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Open mode: each of the two connections has a budget of its own.
+    assert!(peak <= 2.0 * budget as f64, "{peak} bytes held");
+    // Two heartbeats without a read: every catch-up queue is cut off and freed.
+    eventually(Duration::from_secs(20), "stalled queues freed", || async {
+        let page = Scrape::of(logger.metrics_addr).await;
+        (page.get("herald_subscriber_buffered_bytes", &[]) == 0.0).then_some(())
+    })
+    .await;
+    let mut body = last.await.expect("stream starts").into_body();
+    let messages = read_to_the_end(&mut body, "8").await;
+    assert!(
+        matches!(
+            messages.last().and_then(|m| m.kind.as_ref()),
+            Some(pb::subscribe_response::Kind::Lagged(_))
+        ),
+        "told it was cut off"
+    );
+    // A client that reads catches up whole, in order, and goes on live.
+    let mut reader = client
+        .subscribe_with(herald_client::SubscribeOptions {
+            statuses: herald::EventStatus::ALL.to_vec(),
+            after_cursor: start,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    let mut changes = 0;
+    while changes < 2000 {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Some(Ok(herald_client::Message::Event(_)))) => changes += 1,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("after {changes} changes: {other:?}"),
+        }
+    }
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// In open mode every caller is anonymous, yet slow subscribers on one
+/// connection never cut off a fast one on another: each connection has a
+/// budget of its own (with keys, each key does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_open_mode_slow_connections_never_cut_off_a_fast_one() {
+    let logger = Logger::start(
+        &["--max-buffered-bytes-per-client", "262144"],
+        Lines::default().sink(),
+    )
+    .await;
+    let client = logger.client().await;
+    let mut slow = Raw::connect(logger.addr).await;
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(slow.subscribe_to_new_events().await);
+    }
+    let mut fast = pb::notifier_client::NotifierClient::new(logger.channel().await)
+        .subscribe(pb::SubscribeRequest {
+            statuses: vec![pb::EventStatus::Pending as i32],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    eventually(Duration::from_secs(10), "31 streams open", || async {
+        (client.stats().await.ok()?.active_subscribers == 31).then_some(())
+    })
+    .await;
+    let reader = tokio::spawn(async move {
+        let mut events = 0;
+        while events < 1000 {
+            let message = tokio::time::timeout(Duration::from_secs(20), fast.message())
+                .await
+                .expect("a message in time")
+                .unwrap_or_else(|status| panic!("after {events} events: {status}"))
+                .expect("the stream goes on");
+            match message.kind {
+                Some(pb::subscribe_response::Kind::Event(_)) => events += 1,
+                Some(pb::subscribe_response::Kind::Lagged(_)) => {
+                    panic!("the fast reader was cut off after {events} events")
+                }
+                _ => {}
+            }
+        }
+    });
+    for _ in 0..10 {
+        create_big_events(&client, 100).await;
+    }
+    reader.await.expect("the fast reader had every event");
+    assert_eq!(held.len(), 30);
     logger.stop_within(Duration::from_secs(10)).await;
 }
