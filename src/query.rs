@@ -5,8 +5,6 @@
 //! the pages (they appear where they sort, on a later page or not at all),
 //! and nothing is repeated or skipped.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use uuid::Uuid;
 
 use crate::{
@@ -19,6 +17,9 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page; larger asks get this many.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Most index entries one ListEvents call looks at (in one partition)
+/// before it returns a short page, resumed from the last one looked at.
+pub const LIST_SCAN_LIMIT: usize = 10_000;
 
 /// A position in the (occurred_at, event_id) order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,66 +86,111 @@ impl ListQuery {
             Some(cursor) => position > cursor,
         }
     }
+}
 
-    /// The token of the page after one that ended at `last`.
-    pub fn next_page_token(&self, last: Position) -> String {
-        let text = format!(
-            "v1|{}|{}|{:x}",
-            last.occurred_micros,
-            last.id,
-            self.filter_hash()
-        );
-        text.bytes().map(|b| format!("{b:02x}")).collect()
+/// Page tokens, signed so that a caller can neither forge a position nor
+/// carry a token over to other filters or another order: a token is the
+/// position of the last event of a page (occurred_at and id) and an
+/// HMAC-SHA256 (cut to 16 bytes) of that position with the query's filters
+/// and order, under a key the storage keeps for the whole deployment
+/// ([`crate::backend::EventStore::page_token_key`]), so any logger reads
+/// another's tokens. A token that does not verify is INVALID_ARGUMENT.
+#[derive(Clone)]
+pub struct PageTokens {
+    key: [u8; 32],
+}
+
+/// The first byte of a token: its version.
+const TOKEN_VERSION: u8 = 2;
+/// Bytes of a token: the version, occurred_at (8), the id (16), the MAC (16).
+const TOKEN_BYTES: usize = 1 + 8 + 16 + 16;
+
+impl PageTokens {
+    /// Tokens signed with `key`.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
     }
 
-    /// A fingerprint of the filters and order, so a token is refused with others.
-    fn filter_hash(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        (
-            &self.user_id,
-            &self.session_id,
-            &self.category,
-            &self.event_type,
-        )
-            .hash(&mut h);
-        (
-            self.status.map(EventStatus::as_str),
-            self.after_micros,
-            self.before_micros,
-        )
-            .hash(&mut h);
-        self.descending.hash(&mut h);
-        h.finish()
+    /// The token of the page of `query` after one that ended at `last`.
+    pub fn sign(&self, query: &ListQuery, last: Position) -> String {
+        let mut bytes = Vec::with_capacity(TOKEN_BYTES);
+        bytes.push(TOKEN_VERSION);
+        bytes.extend_from_slice(&last.occurred_micros.to_be_bytes());
+        bytes.extend_from_slice(last.id.as_bytes());
+        bytes.extend_from_slice(&self.mac(query, last));
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn read_token(&self, token: &str) -> Option<Position> {
-        let bytes: Option<Vec<u8>> = (0..token.len())
+    /// The position `token` holds, if it is a token of `query` signed with
+    /// this key.
+    pub fn read(&self, query: &ListQuery, token: &str) -> Option<Position> {
+        if token.len() != 2 * TOKEN_BYTES {
+            return None;
+        }
+        let bytes: Vec<u8> = (0..token.len())
             .step_by(2)
             .map(|i| {
                 token
                     .get(i..i + 2)
                     .and_then(|b| u8::from_str_radix(b, 16).ok())
             })
-            .collect();
-        let text = String::from_utf8(bytes?).ok()?;
-        let mut parts = text.split('|');
-        if parts.next()? != "v1" {
+            .collect::<Option<_>>()?;
+        if bytes[0] != TOKEN_VERSION {
             return None;
         }
-        let occurred_micros = parts.next()?.parse().ok()?;
-        let id = Uuid::try_parse(parts.next()?).ok()?;
-        let hash = u64::from_str_radix(parts.next()?, 16).ok()?;
-        (parts.next().is_none() && hash == self.filter_hash()).then_some(Position {
-            occurred_micros,
-            id,
-        })
+        let position = Position {
+            occurred_micros: i64::from_be_bytes(bytes[1..9].try_into().ok()?),
+            id: Uuid::from_slice(&bytes[9..25]).ok()?,
+        };
+        let expected = self.mac(query, position);
+        // Constant time: a forger learns nothing from how long it took.
+        let diff = expected
+            .iter()
+            .zip(&bytes[25..])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (diff == 0).then_some(position)
+    }
+
+    /// The MAC of `position` within `query`'s filters and order, each field
+    /// length-prefixed so that no two queries share an encoding.
+    fn mac(&self, query: &ListQuery, position: Position) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        mac.update(&[TOKEN_VERSION]);
+        for text in [
+            &query.user_id,
+            &query.session_id,
+            &query.category,
+            &query.event_type,
+        ] {
+            mac.update(&(text.len() as u64).to_be_bytes());
+            mac.update(text.as_bytes());
+        }
+        mac.update(&[query.status.map_or(0xff, |s| s.index() as u8)]);
+        for bound in [query.after_micros, query.before_micros] {
+            match bound {
+                Some(micros) => {
+                    mac.update(&[1]);
+                    mac.update(&micros.to_be_bytes());
+                }
+                None => mac.update(&[0]),
+            }
+        }
+        mac.update(&[u8::from(query.descending)]);
+        mac.update(&position.occurred_micros.to_be_bytes());
+        mac.update(position.id.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
     }
 }
 
-impl TryFrom<pb::ListEventsRequest> for ListQuery {
-    type Error = Error;
-
-    fn try_from(r: pb::ListEventsRequest) -> Result<Self, Error> {
+impl ListQuery {
+    /// Validates a ListEvents request; its page token must be one `tokens`
+    /// signed for the same filters and order.
+    pub fn parse(r: pb::ListEventsRequest, tokens: &PageTokens) -> Result<Self, Error> {
         let mut violations = Vec::new();
         let status = match r.status {
             0 => None,
@@ -205,11 +251,12 @@ impl TryFrom<pb::ListEventsRequest> for ListQuery {
             after: None,
         };
         if !r.page_token.is_empty() {
-            match query.read_token(&r.page_token) {
+            match tokens.read(&query, &r.page_token) {
                 Some(position) => query.after = Some(position),
                 None => violations.push(FieldViolation::new(
                     "page_token",
-                    "is not a token of this query (filters and order must stay the same)",
+                    "is not a page token of this query: it was altered, or the filters or \
+                     order changed (they must stay the same)",
                 )),
             }
         }
@@ -276,24 +323,32 @@ mod tests {
         pb::ListEventsRequest::default()
     }
 
+    fn tokens() -> PageTokens {
+        PageTokens::new([7; 32])
+    }
+
+    fn parse(r: pb::ListEventsRequest) -> Result<ListQuery, Error> {
+        ListQuery::parse(r, &tokens())
+    }
+
     fn fields(err: Error) -> Vec<String> {
         err.into_violations().into_iter().map(|v| v.field).collect()
     }
 
     #[test]
     fn defaults_and_limits() {
-        let q = ListQuery::try_from(request()).expect("valid");
+        let q = parse(request()).expect("valid");
         assert_eq!(
             (q.page_size, q.descending, q.status),
             (DEFAULT_PAGE_SIZE, false, None)
         );
-        let big = ListQuery::try_from(pb::ListEventsRequest {
+        let big = parse(pb::ListEventsRequest {
             page_size: 5000,
             ..request()
         })
         .expect("coerced");
         assert_eq!(big.page_size, MAX_PAGE_SIZE);
-        let desc = ListQuery::try_from(pb::ListEventsRequest {
+        let desc = parse(pb::ListEventsRequest {
             order_by: "occurred_at desc".into(),
             ..request()
         });
@@ -318,7 +373,7 @@ mod tests {
             ..request()
         };
         assert_eq!(
-            fields(ListQuery::try_from(bad).expect_err("invalid")),
+            fields(parse(bad).expect_err("invalid")),
             [
                 "status",
                 "occurred_before",
@@ -331,7 +386,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_only_with_the_same_filters() {
-        let q = ListQuery::try_from(pb::ListEventsRequest {
+        let q = parse(pb::ListEventsRequest {
             user_id: "ada".into(),
             ..request()
         })
@@ -340,8 +395,8 @@ mod tests {
             occurred_micros: 1_700_000_000_000_000,
             id: Uuid::now_v7(),
         };
-        let token = q.next_page_token(position);
-        let next = ListQuery::try_from(pb::ListEventsRequest {
+        let token = tokens().sign(&q, position);
+        let next = parse(pb::ListEventsRequest {
             user_id: "ada".into(),
             page_token: token.clone(),
             ..request()
@@ -350,13 +405,37 @@ mod tests {
         assert_eq!(next.after, Some(position));
         let other = pb::ListEventsRequest {
             user_id: "bob".into(),
-            page_token: token,
+            page_token: token.clone(),
             ..request()
         };
         assert_eq!(
-            fields(ListQuery::try_from(other).expect_err("other filters")),
+            fields(parse(other).expect_err("other filters")),
             ["page_token"]
         );
+        // A token changed anywhere, made for another order, or signed with
+        // another key is refused.
+        let mut forged = token.clone().into_bytes();
+        forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
+        let forged = String::from_utf8(forged).expect("hex");
+        let desc = ListQuery {
+            descending: true,
+            ..q.clone()
+        };
+        let other_key = PageTokens::new([8; 32]).sign(&q, position);
+        for (token, query) in [
+            (&forged, &q),
+            (&token, &desc),
+            (&other_key, &q),
+            (&format!("{token}00"), &q),
+        ] {
+            assert_eq!(tokens().read(query, token), None, "{token}");
+        }
+        // The old, unsigned form is refused too.
+        let plain: String = format!("v1|{}|{}|0", position.occurred_micros, position.id)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(tokens().read(&q, &plain), None);
     }
 
     #[test]
@@ -368,7 +447,7 @@ mod tests {
             event.occurred_at = crate::domain::from_micros(micros);
             event
         };
-        let q = ListQuery::try_from(pb::ListEventsRequest {
+        let q = parse(pb::ListEventsRequest {
             page_size: 3,
             ..request()
         })

@@ -413,11 +413,36 @@ pub struct AuthLayer {
     failures: Option<FailureLimit>,
 }
 
-/// Failed authentications limited per peer, and their counter.
+/// Failed authentications limited per peer address, and their counter:
+/// one for the whole logger, shared by the gRPC listener and the console.
 #[derive(Clone)]
-struct FailureLimit {
+pub struct FailureLimit {
     peers: Arc<AuthFailures>,
     counted: IntCounterVec,
+}
+
+impl FailureLimit {
+    /// At most `rate` failures per peer address, counted in `counted` by
+    /// outcome (`failed`, `refused`).
+    pub fn new(rate: Rate, counted: IntCounterVec) -> Self {
+        Self {
+            peers: Arc::new(AuthFailures::new(rate)),
+            counted,
+        }
+    }
+
+    /// Refuses `peer` while it has no failure left to make (counted).
+    pub fn check(&self, peer: IpAddr) -> Result<(), Status> {
+        self.peers.check(peer).inspect_err(|_| {
+            self.counted.with_label_values(&["refused"]).inc();
+        })
+    }
+
+    /// Counts one failed authentication of `peer`.
+    pub fn failed(&self, peer: IpAddr) {
+        self.peers.failed(peer);
+        self.counted.with_label_values(&["failed"]).inc();
+    }
 }
 
 impl AuthLayer {
@@ -431,15 +456,9 @@ impl AuthLayer {
     }
 
     /// The same layer, also limiting failed authentications per peer
-    /// address to `rate` (`None`, or open mode where nothing fails: no
-    /// limit), counted in `counted` by outcome (`failed`, `refused`).
-    pub fn with_failure_limit(mut self, rate: Option<Rate>, counted: IntCounterVec) -> Self {
-        if let Some(rate) = rate.filter(|_| !self.keys.is_open()) {
-            self.failures = Some(FailureLimit {
-                peers: Arc::new(AuthFailures::new(rate)),
-                counted,
-            });
-        }
+    /// address (none in open mode, where nothing fails).
+    pub fn with_failure_limit(mut self, failures: Option<FailureLimit>) -> Self {
+        self.failures = failures.filter(|_| !self.keys.is_open());
         self
     }
 }
@@ -477,9 +496,7 @@ impl AuthLayer {
             .as_ref()
             .and_then(|f| Some((f, peer_ip(request.extensions())?)));
         if let Some((failures, peer)) = limited {
-            failures.peers.check(peer).inspect_err(|_| {
-                failures.counted.with_label_values(&["refused"]).inc();
-            })?;
+            failures.check(peer)?;
         }
         let identity = self
             .keys
@@ -488,8 +505,7 @@ impl AuthLayer {
                 if let Some((failures, peer)) = limited
                     && status.code() == tonic::Code::Unauthenticated
                 {
-                    failures.peers.failed(peer);
-                    failures.counted.with_label_values(&["failed"]).inc();
+                    failures.failed(peer);
                 }
             })?;
         let bucket = match &identity.user {

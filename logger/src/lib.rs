@@ -67,7 +67,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use auth::{AuthLayer, KeyRing};
+use auth::{AuthLayer, FailureLimit, KeyRing};
 pub use config::Config;
 use fanout::Fanout;
 use limits::RateLimiter;
@@ -158,6 +158,11 @@ pub async fn run_with(
     }
 
     let meters = LoggerMetrics::new();
+    // Failed authentications per peer, on gRPC and the console alike.
+    let failures = config
+        .auth_failure_rate()
+        .filter(|_| !keys.is_open())
+        .map(|rate| FailureLimit::new(rate, meters.auth_failures.clone()));
     let (reporter, health) = tonic_health::server::health_reporter();
     let fanout = Fanout::new(config.subscriber_buffer as usize);
     let mut background = tokio::task::JoinSet::new();
@@ -223,13 +228,16 @@ pub async fn run_with(
         let client = Client::connect_lazy(format!("http://{}", listener.local_addr()?))
             .context("console client")?;
         internal.push((listener, AuthLayer::new(keys.clone(), limits.clone())));
-        let console = Arc::new(console::Console::new(
-            client,
-            keys.clone(),
-            backend.feed.clone(),
-            shutdown.clone(),
-            config.body_timeout,
-        ));
+        let console = Arc::new(
+            console::Console::new(
+                client,
+                keys.clone(),
+                backend.feed.clone(),
+                shutdown.clone(),
+                config.body_timeout,
+            )
+            .with_failure_limit(failures.clone()),
+        );
         background.spawn(console.clone().sample(backend.store.clone()));
         background.spawn(console::serve(console_listener, console, shutdown.clone()));
     }
@@ -282,8 +290,7 @@ pub async fn run_with(
         notifier,
         health,
         server::ServeOptions {
-            auth: AuthLayer::new(keys, limits)
-                .with_failure_limit(config.auth_failure_rate(), meters.auth_failures.clone()),
+            auth: AuthLayer::new(keys, limits).with_failure_limit(failures),
             metrics: meters.rpc.clone(),
             tls,
             internal,

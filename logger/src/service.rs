@@ -11,7 +11,7 @@ use herald::{
         parse_event_id,
     },
     pb::{self, event_logger_server::EventLogger},
-    query::{ListQuery, Position},
+    query::{ListQuery, PageTokens, Position},
     sizing::{cut_to_fit, fit_results, max_batch_items},
     trace::{self, TraceParent},
 };
@@ -150,7 +150,8 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let query = ListQuery::try_from(request.into_inner())?;
+        let tokens = PageTokens::new(self.store.page_token_key().await?);
+        let query = ListQuery::parse(request.into_inner(), &tokens)?;
         let page = self.store.list(&query).await?;
         let positions: Vec<Position> = page.events.iter().map(Position::of).collect();
         let mut events: Vec<pb::Event> = page.events.into_iter().map(Into::into).collect();
@@ -161,7 +162,7 @@ impl EventLogger for EventLoggerService {
             page.next
         };
         Ok(Response::new(pb::ListEventsResponse {
-            next_page_token: next.map(|p| query.next_page_token(p)).unwrap_or_default(),
+            next_page_token: next.map(|p| tokens.sign(&query, p)).unwrap_or_default(),
             events,
         }))
     }

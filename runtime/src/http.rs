@@ -41,6 +41,10 @@ pub async fn bind(addr: Option<SocketAddr>, flag: &str) -> anyhow::Result<Option
     }
 }
 
+/// The address a request of [`serve`] came from, in its extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// What the clients of one side server may hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -71,7 +75,7 @@ pub async fn serve<S, B>(
 {
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -92,6 +96,11 @@ pub async fn serve<S, B>(
         }
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        // Every request carries the address it came from.
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            service.call(request)
+        });
         connections.spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -163,6 +163,10 @@ impl EventStore for Batching {
         self.inner.get(id).await
     }
 
+    async fn page_token_key(&self) -> Result<[u8; 32]> {
+        self.inner.page_token_key().await
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         self.inner.list(query).await
     }

@@ -31,12 +31,16 @@ use crate::{
     },
     error::{Error, Result},
     partition::{Partition, Partitions},
-    query::{ListQuery, Page, page_of},
+    query::{ListQuery, Page},
 };
+
+mod index;
 
 /// All of Herald's state in this process.
 pub struct MemoryBackend {
     state: Arc<Mutex<State>>,
+    /// This process's page-token key, made on first use.
+    token_key: Arc<tokio::sync::OnceCell<[u8; 32]>>,
     queued: Arc<Notify>,
     notified: Arc<Notify>,
     request_id_window: Duration,
@@ -75,6 +79,8 @@ struct State {
     log_max_len: usize,
     /// Events per status, kept with every write.
     counts: StatusCounts,
+    /// Every event's place in the ListEvents order, overall and by field.
+    indexes: index::Indexes,
     last_entry: u64,
     last_notification: u64,
 }
@@ -240,6 +246,7 @@ impl MemoryBackend {
         };
         Self {
             state: Arc::new(Mutex::new(state)),
+            token_key: Arc::default(),
             queued: Arc::default(),
             notified: Arc::default(),
             request_id_window: options.request_id_window,
@@ -298,6 +305,7 @@ impl EventStore for MemoryBackend {
             if !key.2.is_empty() {
                 state.requests.insert(key, (event.id, now));
             }
+            state.indexes.insert(&event);
             state.events.insert(event.id, event.clone());
             state.counts.pending += 1;
             state.enqueue(&event);
@@ -318,18 +326,23 @@ impl EventStore for MemoryBackend {
             .ok_or(Error::NotFound(id))
     }
 
+    async fn page_token_key(&self) -> Result<[u8; 32]> {
+        self.token_key
+            .get_or_try_init(|| async {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| {
+                    Error::Internal(format!("no randomness for the page-token key: {e}"))
+                })?;
+                Ok(key)
+            })
+            .await
+            .copied()
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
-        // The memory backend is for one process and small data: a filtered
-        // scan in the reference order, under the lock for a consistent page.
+        // Under the lock for a consistent page.
         let state = self.lock();
-        let matching = state
-            .events
-            .values()
-            .filter(|e| query.matches(e))
-            .cloned()
-            .collect();
-        drop(state);
-        Ok(page_of(query, matching))
+        Ok(state.indexes.page(query, &state.events))
     }
 
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
@@ -422,7 +435,9 @@ impl EventStore for MemoryBackend {
                 continue;
             }
             let status = event.status;
-            state.events.remove(&id);
+            if let Some(removed) = state.events.remove(&id) {
+                state.indexes.remove(&removed);
+            }
             state.deliveries.remove(&id);
             *state.counts.slot(status) -= 1;
             sweep.removed += 1;
@@ -450,6 +465,7 @@ impl WorkQueue for MemoryBackend {
         Arc::new(MemoryConsumer {
             backend: MemoryBackend {
                 state: self.state.clone(),
+                token_key: self.token_key.clone(),
                 queued: self.queued.clone(),
                 notified: self.notified.clone(),
                 request_id_window: self.request_id_window,

@@ -56,8 +56,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// (in order): the event stored, or the error of its partition's write
     /// (nothing of that partition was written; the other partitions'
     /// events stand). An event whose `request_id` its client (`source`)
-    /// already used within the request-id window is not stored: its place
-    /// holds the event created the first time. The outer error is for the
+    /// already used for the same user within the request-id window is not
+    /// stored: its place holds the event created the first time. The outer error is for the
     /// whole call (nothing written).
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>>;
     /// Applies status changes in order, each atomically with its notification
@@ -69,6 +69,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
     /// The event with this id, or [`crate::Error::NotFound`].
     async fn get(&self, id: Uuid) -> Result<Event>;
+    /// The key page tokens are signed with ([`crate::query::PageTokens`]):
+    /// made once per deployment and kept in the storage, so every logger of
+    /// it reads the tokens of the others.
+    async fn page_token_key(&self) -> Result<[u8; 32]>;
     /// One page of the events matching `query`, in its order; the same events
     /// in the same pages as [`crate::query::page_of`] gives, except that a
     /// page may end early (with a next position) to bound the work of one call.

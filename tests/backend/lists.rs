@@ -155,3 +155,44 @@ pub(super) async fn pages_stay_stable_while_events_arrive(b: Backend) {
         assert!(seen.contains(&e.id), "event {} skipped", e.id);
     }
 }
+
+/// Events that occurred at one instant come in id order, each once, paged
+/// one at a time or seven at a time, oldest or newest first, on every
+/// backend; a page resumes inside the group where its token says.
+pub(super) async fn a_tie_group_pages_in_id_order_each_event_once(b: Backend) {
+    let at = std::time::SystemTime::now() - Duration::from_secs(60);
+    let inputs = (0..300)
+        .map(|i| {
+            let input = EventInput {
+                user_id: format!("u{}", i % 3),
+                description: format!("tie {i}"),
+                category: "tied".into(),
+                occurred_at: Some(at),
+                ..EventInput::default()
+            };
+            NewEvent::validate(input, &Rules::default()).expect("valid")
+        })
+        .collect();
+    let mut created = store_all(&b, inputs).await;
+    created.sort_by_key(|e| e.id);
+    for descending in [false, true] {
+        let mut expected: Vec<Uuid> = created.iter().map(|e| e.id).collect();
+        if descending {
+            expected.reverse();
+        }
+        for page_size in [1, 7] {
+            let q = query(|r| {
+                r.category = "tied".into();
+                r.page_size = page_size;
+                if descending {
+                    r.order_by = "occurred_at desc".into();
+                }
+            });
+            let got: Vec<Uuid> = all_pages(&b, q).await.iter().map(|e| e.id).collect();
+            assert_eq!(
+                got, expected,
+                "descending {descending}, pages of {page_size}"
+            );
+        }
+    }
+}

@@ -102,7 +102,7 @@ fn full_event(request_id: &str) -> NewEvent {
 fn query(edit: impl FnOnce(&mut pb::ListEventsRequest)) -> ListQuery {
     let mut request = pb::ListEventsRequest::default();
     edit(&mut request);
-    ListQuery::try_from(request).expect("valid query")
+    ListQuery::parse(request, &herald::query::PageTokens::new([0; 32])).expect("valid query")
 }
 
 async fn all_pages(b: &Backend, mut q: ListQuery) -> Vec<herald::Event> {
@@ -226,6 +226,7 @@ backend_tests!(
     store::request_ids_are_scoped_per_client_and_user,
     lists::list_queries_follow_the_reference_order,
     lists::pages_stay_stable_while_events_arrive,
+    lists::a_tie_group_pages_in_id_order_each_event_once,
     store::status_counts_follow_every_write,
     retention::retention_removes_old_settled_events_only,
     queue::queue_trim_keeps_unacknowledged_work,

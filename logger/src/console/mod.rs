@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info};
 
-use crate::auth::KeyRing;
+use crate::auth::{FailureLimit, KeyRing};
 
 /// The page, its script and its styles, as served.
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -97,6 +97,8 @@ pub struct Console {
     shutdown: CancellationToken,
     /// How long a change's body may take to arrive whole (`--body-timeout`).
     body_timeout: Duration,
+    /// Failed authentications per peer address, shared with gRPC.
+    failures: Option<FailureLimit>,
 }
 
 impl Console {
@@ -117,7 +119,17 @@ impl Console {
             feed,
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES_KEPT)),
             shutdown,
+            failures: None,
         }
+    }
+
+    /// The same console, limiting failed authentications per peer address
+    /// as the gRPC listener does (with the same counts): a request that
+    /// sends a key and is answered 401 is a failure, and a peer past its
+    /// allowance is answered 429 before its key is looked at.
+    pub fn with_failure_limit(mut self, failures: Option<FailureLimit>) -> Self {
+        self.failures = failures;
+        self
     }
 
     /// Counts the stored events every few seconds, for the rate chart,
@@ -195,10 +207,33 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
     if let Err(refused) = admit(&console, request.method(), request.headers()) {
         return secure(refused.into_response());
     }
-    match read_whole(request, console.body_timeout).await {
-        Ok(request) => secure(next.run(request).await),
-        Err(refused) => secure(refused.into_response()),
+    // Only a request that sends a key can fail to authenticate: the page
+    // asks without one first, to learn whether it needs one.
+    let limited = console
+        .failures
+        .as_ref()
+        .filter(|_| request.headers().contains_key(header::AUTHORIZATION));
+    let peer = request
+        .extensions()
+        .get::<herald_runtime::http::Peer>()
+        .map(|peer| peer.0.ip());
+    let limited = limited.zip(peer);
+    if let Some((failures, peer)) = limited
+        && let Err(status) = failures.check(peer)
+    {
+        let refused = error::ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message());
+        return secure(refused.into_response());
     }
+    let response = match read_whole(request, console.body_timeout).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    if let Some((failures, peer)) = limited
+        && response.status() == StatusCode::UNAUTHORIZED
+    {
+        failures.failed(peer);
+    }
+    secure(response)
 }
 
 /// The request with its body read whole first (changes only: GET and HEAD

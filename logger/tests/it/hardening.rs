@@ -405,3 +405,116 @@ async fn shutdown_ends_once_every_stream_has_ended_whoever_stops_reading() {
     logger.stop_within(Duration::from_secs(10)).await;
     drop(streams);
 }
+
+#[tokio::test]
+async fn page_tokens_are_tamper_evident_and_shared_by_a_deployments_loggers() {
+    if herald::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald::testing::RedisServer::start();
+    let url = redis.url();
+    let a = Logger::start(&["--redis-url", &url], Lines::default().sink()).await;
+    let b = Logger::start(&["--redis-url", &url], Lines::default().sink()).await;
+    let (to_a, to_b) = (a.client().await, b.client().await);
+    for i in 0..5 {
+        to_a.create_event("ann", &format!("event {i}"))
+            .await
+            .expect("create");
+    }
+    let list = || herald_client::ListEvents::new().user("ann").page_size(2);
+    let first = to_a.list_events(list()).await.expect("first page");
+    let token = first.next.clone().expect("a next page");
+    // Another logger of the deployment reads it.
+    let second = to_b
+        .list_events(list().page_token(token.clone()))
+        .await
+        .expect("second page, from the other logger");
+    assert_eq!(second.items.len(), 2);
+    assert_ne!(second.items[0].id, first.items[0].id);
+    // A token changed in any digit, or of the old unsigned form, is refused
+    // naming page_token, and so is one carried to other filters.
+    let mut forged = token.clone().into_bytes();
+    for at in [3, 20, 60] {
+        forged[at] = if forged[at] == b'0' { b'f' } else { b'0' };
+    }
+    let forged = String::from_utf8(forged).expect("hex");
+    let unsigned: String = format!("v1|{}|{}|0", i64::MAX, uuid::Uuid::max())
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for bad in [forged, unsigned] {
+        let err = to_b
+            .list_events(list().page_token(bad))
+            .await
+            .expect_err("a forged token");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        let fields: Vec<_> = err.violations().iter().map(|v| v.field.clone()).collect();
+        assert_eq!(fields, ["page_token"]);
+    }
+    let err = to_a
+        .list_events(
+            herald_client::ListEvents::new()
+                .user("bob")
+                .page_token(token),
+        )
+        .await
+        .expect_err("another query's token");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    a.stop_within(Duration::from_secs(10)).await;
+    b.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_console_limits_failed_authentications_with_the_grpc_listener() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = console_keys_file(&dir);
+    let logger = Logger::start_with_console(
+        &["--keys-file", &keys, "--auth-failures-per-minute", "10"],
+        Lines::default().sink(),
+    )
+    .await;
+    let console = logger.console_addr.expect("console");
+    // The page's first question, without a key, is no failure.
+    for _ in 0..20 {
+        let (status, _, _) = http_call(console, "GET", "/api/session", &[], "").await;
+        assert_eq!(status, 401);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        let key = format!("Bearer guess-{i}");
+        let (status, _, _) = http_call(
+            console,
+            "GET",
+            "/api/session",
+            &[("Authorization", &key)],
+            "",
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429; 5], "{statuses:?}");
+    // The right key waits too, on the console and on gRPC alike.
+    let (status, _, body) = http_call(
+        console,
+        "GET",
+        "/api/session",
+        &[("Authorization", "Bearer admin-key")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    let err = logger
+        .client_with_key("admin-key")
+        .await
+        .stats()
+        .await
+        .expect_err("locked out");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    let scrape = Scrape::of(logger.metrics_addr).await;
+    assert_eq!(
+        scrape.get("herald_auth_failures_total", &[("outcome", "failed")]),
+        10.0
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}

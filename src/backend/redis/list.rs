@@ -10,11 +10,8 @@ use crate::{
     domain::EventStatus,
     error::Result,
     partition::Partition,
-    query::{ListQuery, Page, Position, merge_pages},
+    query::{LIST_SCAN_LIMIT, ListQuery, Page, Position, merge_pages},
 };
-
-/// Most index entries one ListEvents call reads before it returns a short page.
-const LIST_SCAN_LIMIT: usize = 10_000;
 
 impl RedisBackend {
     /// The index to walk for `query`: the smallest of those its equality
@@ -86,64 +83,62 @@ impl RedisBackend {
         Ok(merge_pages(query, pages))
     }
 
-    /// One page of `query` from `index`, a query index of partition `p`.
+    /// One page of `query` from `index`, a query index of partition `p`: a
+    /// first page by score from its time bound, a resumed one by rank from
+    /// where `list_from.lua` finds the page token (in O(log n), ties
+    /// included), chunk after chunk until the page is full.
     async fn list_index(&self, index: &str, p: Partition, query: &ListQuery) -> Result<Page> {
-        let (mut min, mut max) = (
-            query
-                .after_micros
-                .map_or("-inf".to_owned(), |a| a.to_string()),
-            query
-                .before_micros
-                .map_or("+inf".to_owned(), |b| format!("({b}")),
-        );
-        // Resume at the cursor's score; ties before it are skipped below.
-        if let Some(cursor) = query.after {
-            let at = cursor.occurred_micros.to_string();
-            match query.descending {
-                false
-                    if query
-                        .after_micros
-                        .is_none_or(|a| a <= cursor.occurred_micros) =>
-                {
-                    min = at
-                }
-                true if query
-                    .before_micros
-                    .is_none_or(|b| b > cursor.occurred_micros) =>
-                {
-                    max = at
-                }
-                _ => {}
-            }
-        }
         let chunk = (query.page_size + 1).clamp(64, 1000);
         let mut events = Vec::with_capacity(query.page_size + 1);
-        let (mut offset, mut scanned, mut last_scanned) = (0, 0, None);
-        loop {
-            let mut range = ::redis::cmd("ZRANGE");
-            range.arg(index);
-            if query.descending {
-                range.arg(&max).arg(&min).arg("BYSCORE").arg("REV");
-            } else {
-                range.arg(&min).arg(&max).arg("BYSCORE");
+        let (mut scanned, mut last_scanned) = (0, None);
+        // Where the next chunk starts: an offset into the score range of a
+        // first page, or a rank (in the walk's order) of a resumed one.
+        let mut offset = 0;
+        let mut first = match query.after {
+            Some(cursor) => {
+                let (start, members) = self
+                    .list_from(index, cursor, query.descending, chunk)
+                    .await?;
+                offset = start;
+                Some(members)
             }
-            range.arg("LIMIT").arg(offset).arg(chunk).arg("WITHSCORES");
-            let members: Vec<(Vec<u8>, f64)> = range
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(redis_error)?;
-            let exhausted = members.len() < chunk;
+            None => None,
+        };
+        let by_rank = first.is_some();
+        loop {
+            let members = match first.take() {
+                Some(members) => members,
+                None if by_rank => {
+                    self.range_by_rank(index, offset, chunk, query.descending)
+                        .await?
+                }
+                None => self.range_by_score(index, query, offset, chunk).await?,
+            };
+            let mut exhausted = members.len() < chunk;
             offset += members.len();
-            let positions: Vec<Position> = members
-                .into_iter()
-                .filter_map(|(id, score)| {
-                    Some(Position {
-                        occurred_micros: score as i64,
-                        id: Uuid::from_slice(&id).ok()?,
-                    })
-                })
-                .filter(|p| query.is_past_cursor(*p))
-                .collect();
+            let mut positions = Vec::with_capacity(members.len());
+            for (id, score) in members {
+                let Ok(id) = Uuid::from_slice(&id) else {
+                    continue;
+                };
+                let at = Position {
+                    occurred_micros: score as i64,
+                    id,
+                };
+                // A walk by rank ends where the query's time range does.
+                let beyond = if query.descending {
+                    query.after_micros.is_some_and(|a| at.occurred_micros < a)
+                } else {
+                    query.before_micros.is_some_and(|b| at.occurred_micros >= b)
+                };
+                if beyond {
+                    exhausted = true;
+                    break;
+                }
+                if query.is_past_cursor(at) {
+                    positions.push(at);
+                }
+            }
             scanned += positions.len();
             last_scanned = positions.last().copied().or(last_scanned);
             let records =
@@ -175,4 +170,93 @@ impl RedisBackend {
             }
         }
     }
+
+    /// `list_from.lua` on `index`: the rank of the first entry past
+    /// `cursor` in the walk's order, and up to `count` entries from there.
+    async fn list_from(
+        &self,
+        index: &str,
+        cursor: Position,
+        descending: bool,
+        count: usize,
+    ) -> Result<(usize, Vec<(Vec<u8>, f64)>)> {
+        let mut invocation = self.list_from.prepare_invoke();
+        invocation
+            .key(index)
+            .arg(cursor.occurred_micros)
+            .arg(cursor.id.as_bytes())
+            .arg(if descending { "1" } else { "0" })
+            .arg(count);
+        let (start, flat): (usize, Vec<Vec<u8>>) = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok((start, scored(flat)?))
+    }
+
+    /// Entries `offset` to `offset + count - 1` of `index` by rank, in the
+    /// walk's order, with their scores.
+    async fn range_by_rank(
+        &self,
+        index: &str,
+        offset: usize,
+        count: usize,
+        descending: bool,
+    ) -> Result<Vec<(Vec<u8>, f64)>> {
+        let mut range = ::redis::cmd("ZRANGE");
+        range.arg(index).arg(offset).arg(offset + count - 1);
+        if descending {
+            range.arg("REV");
+        }
+        range.arg("WITHSCORES");
+        range
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Up to `count` entries of `index` within `query`'s time range, from
+    /// `offset` on, in the walk's order, with their scores.
+    async fn range_by_score(
+        &self,
+        index: &str,
+        query: &ListQuery,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<(Vec<u8>, f64)>> {
+        let min = query
+            .after_micros
+            .map_or("-inf".to_owned(), |a| a.to_string());
+        let max = query
+            .before_micros
+            .map_or("+inf".to_owned(), |b| format!("({b}"));
+        let mut range = ::redis::cmd("ZRANGE");
+        range.arg(index);
+        if query.descending {
+            range.arg(&max).arg(&min).arg("BYSCORE").arg("REV");
+        } else {
+            range.arg(&min).arg(&max).arg("BYSCORE");
+        }
+        range.arg("LIMIT").arg(offset).arg(count).arg("WITHSCORES");
+        range
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+}
+
+/// A script's flat `member, score, ...` reply as pairs.
+fn scored(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, f64)>> {
+    let mut pairs = Vec::with_capacity(flat.len() / 2);
+    let mut items = flat.into_iter();
+    while let (Some(member), Some(score)) = (items.next(), items.next()) {
+        let score = std::str::from_utf8(&score)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                crate::error::Error::Internal("redis reply: a score that is not a number".into())
+            })?;
+        pairs.push((member, score));
+    }
+    Ok(pairs)
 }

@@ -14,9 +14,10 @@
 //! partition only (on one Redis node, which has no slots, the creates of a
 //! batch without idempotency keys are one transaction across partitions). The
 //! prefix is `herald` by default; tests vary it.
-//! - `{prefix}:meta`: hash, the layout (`layout` = 4) and the number of
-//!   partitions, written once when the deployment is first used and checked
-//!   by every process that opens it. Keys of the first, unpartitioned layout
+//! - `{prefix}:meta`: hash, the layout (`layout` = 4), the number of
+//!   partitions and the key page tokens are signed with (`page-token-key`,
+//!   64 hex digits), written once when the deployment is first used and
+//!   checked (the key read) by every process that opens it. Keys of the first, unpartitioned layout
 //!   (`{prefix}:events`, `{prefix}:stats`, `{prefix}:idx:all`) make it refuse
 //!   to start instead.
 //! - `{p}:event:{id}`: string, the event record (see `record`), named by
@@ -56,9 +57,11 @@
 //!   ones only (PENDING events are never removed). The partition's events
 //!   per status (GetStats) are the status indexes' sizes (`ZCARD`), so no
 //!   count is written per event.
-//! - `{p}:request:{source}:{request_id}`: string, the id (16 bytes) of
-//!   the event created for that idempotency key; expires after the request-id window.
-//!   It lives in the partition of the event it creates (its user's).
+//! - `{p}:request:{sha256}`: string, the id (16 bytes) of the event created
+//!   for an idempotency key; expires after the request-id window. Named by
+//!   the SHA-256 of the client id, the user id and the request id (each
+//!   length-prefixed), it lives in the partition of the event it creates
+//!   (its user's): a request id is scoped per client and user.
 //! - `{p}:dead`: stream, dead letters: the event whole (`record`, its
 //!   record's bytes as delivered, so a dead letter outlives its record)
 //!   plus `reason`, `deliveries` and `entry_id`.
@@ -148,6 +151,8 @@ const DEAD_LETTER: &str = include_str!("lua/dead_letter.lua");
 const REMOVE_OLDER_THAN: &str = include_str!("lua/remove_older_than.lua");
 /// Records delivery attempts, and the channels that took their events.
 const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
+/// Where a resumed ListEvents page starts in a query index.
+const LIST_FROM: &str = include_str!("lua/list_from.lua");
 /// Trims the work queue below what every consumer group has acknowledged.
 const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
 
@@ -175,6 +180,18 @@ fn redis_error(err: RedisError) -> Error {
     } else {
         Error::Internal(format!("redis: {err}"))
     }
+}
+
+/// 32 bytes from 64 hex digits.
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// Calls `read` until it reads past `cursor` or `block` has passed,
@@ -259,6 +276,7 @@ pub struct RedisBackend {
     remove_older_than: Script,
     trim_acknowledged: Script,
     record_attempts: Script,
+    list_from: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
@@ -268,8 +286,9 @@ pub struct RedisBackend {
     partitions: Partitions,
     /// Replicas that must have each write before it is answered (0: none).
     wait_replicas: u32,
-    /// Set once the layout in Redis is known to be this deployment's.
-    layout: OnceCell<()>,
+    /// Set once the layout in Redis is known to be this deployment's: the
+    /// deployment's page-token key, read (or made) then.
+    layout: OnceCell<[u8; 32]>,
 }
 
 /// How long a write waits for `--redis-wait-replicas` replicas.
@@ -373,15 +392,21 @@ impl RedisBackend {
 
     /// Checks the layout once (see [`crate::backend::EventStore::prepare`]).
     async fn checked(&self) -> Result<()> {
+        self.page_token_key().await.map(|_| ())
+    }
+
+    /// The deployment's page-token key, once the layout is checked.
+    pub(super) async fn page_token_key(&self) -> Result<[u8; 32]> {
         self.layout
             .get_or_try_init(|| self.check_layout())
             .await
-            .map(|_| ())
+            .copied()
     }
 
     /// Records this deployment's layout if Redis holds none, and refuses a
-    /// Redis that holds another one.
-    async fn check_layout(&self) -> Result<()> {
+    /// Redis that holds another one; returns the deployment's page-token
+    /// key, made by the first process to get here (32 random bytes, hex).
+    async fn check_layout(&self) -> Result<[u8; 32]> {
         let mut conn = self.conn.clone();
         for key in self.keys.legacy() {
             let exists: bool = conn.exists(&key).await.map_err(redis_error)?;
@@ -395,11 +420,24 @@ impl RedisBackend {
         }
         let meta = self.keys.meta();
         let count = self.partitions.count().to_string();
-        let (_, _, layout, stored): ((), (), Option<String>, Option<String>) = ::redis::pipe()
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| Error::Internal(format!("no randomness for the page-token key: {e}")))?;
+        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        let (_, _, _, layout, stored, key): (
+            (),
+            (),
+            (),
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = ::redis::pipe()
             .hset_nx(&meta, "layout", LAYOUT)
             .hset_nx(&meta, "partitions", &count)
+            .hset_nx(&meta, "page-token-key", &fresh)
             .hget(&meta, "layout")
             .hget(&meta, "partitions")
+            .hget(&meta, "page-token-key")
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -417,7 +455,11 @@ impl RedisBackend {
                 stored.unwrap_or_default()
             )));
         }
-        Ok(())
+        key.as_deref()
+            .and_then(parse_key)
+            .ok_or_else(|| Error::Misconfigured(format!(
+                "Redis key {meta} holds a page-token-key that is not 64 hex digits; remove that field"
+            )))
     }
 
     /// Prepares a backend; connections are made on first use, so this works
@@ -435,6 +477,7 @@ impl RedisBackend {
             remove_older_than: Script::new(REMOVE_OLDER_THAN),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             record_attempts: Script::new(RECORD_ATTEMPTS),
+            list_from: Script::new(LIST_FROM),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),

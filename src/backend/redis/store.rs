@@ -377,6 +377,10 @@ impl EventStore for RedisBackend {
         .await
     }
 
+    async fn page_token_key(&self) -> Result<[u8; 32]> {
+        RedisBackend::page_token_key(self).await
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         self.list_events(query).await
     }
