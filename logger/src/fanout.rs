@@ -222,7 +222,7 @@ impl Fanout {
         filter: SubscriptionFilter,
         budget: Arc<Budget>,
     ) -> (Live, Cursor) {
-        let queue = Arc::new(Queue::new(budget));
+        let queue = Queue::shared(budget);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let user = filter.user_id.clone();
         let shard = Self::shard_of(&user);

@@ -205,7 +205,7 @@ fn subscription(
                 // this stream sends what the queue holds: a reader that
                 // stops reading is cut off, its queue freed, and no page
                 // is ever held for it across a yield.
-                let queue = Arc::new(Queue::new(slot.budget.clone()));
+                let queue = Queue::shared(slot.budget.clone());
                 let stop = shutdown.child_token();
                 let _stop_on_drop = stop.clone().drop_guard();
                 // What the reader has had: where it resumes if cut off.

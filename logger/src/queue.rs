@@ -1,15 +1,17 @@
 //! Subscriber queues: what a Subscribe stream has been handed and not yet
 //! sent, and the byte budget all the queues of one client share.
 //!
-//! A queue is filled by the fan-out and drained by its stream. Past its
-//! length bound or its client's budget it ends as lagged and is emptied in
-//! the publisher, at once, whether or not its stream is being read: a
-//! subscriber that stops reading holds nothing after its cut-off.
+//! A queue is filled by the fan-out (or a subscriber's catch-up) and
+//! drained by its stream. Past its length bound it ends as lagged; past its
+//! client's budget, the client's queue whose messages have waited longest
+//! does (see [`Budget`]). A queue that ends is emptied at once, whether or
+//! not its stream is being read: a subscriber that stops reading holds
+//! nothing after its cut-off.
 
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -18,7 +20,7 @@ use herald::{
     cursor::{Cursor, EntryId},
     partition::Partition,
 };
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
 use crate::encoded::Encoded;
 
@@ -35,10 +37,15 @@ pub enum Ended {
 }
 
 /// The bytes (encoded messages) one client's queues hold together, and
-/// their bound.
+/// their bound. Past it, the queue whose reader has left messages waiting
+/// longest without taking one is cut off, not necessarily the one the
+/// message was for: a subscriber that keeps up is never cut off because
+/// others of its client are slow.
 pub struct Budget {
     used: AtomicUsize,
     max: usize,
+    /// The queues that share it (those gone are dropped as they are met).
+    queues: Mutex<Vec<Weak<Queue>>>,
 }
 
 impl Budget {
@@ -47,6 +54,36 @@ impl Budget {
         Self {
             used: AtomicUsize::new(0),
             max,
+            queues: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Cuts off the queue of this budget, other than `except`, whose reader
+    /// has left messages waiting longest without taking one, if since
+    /// before `stalled_since`: true if one was cut (and its bytes given
+    /// back).
+    fn cut_the_stalest(&self, except: &Queue, stalled_since: Instant) -> bool {
+        let stalest = {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues.retain(|q| q.strong_count() > 0);
+            queues
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|q| !std::ptr::eq(Arc::as_ptr(q), except))
+                .filter_map(|q| {
+                    let state = q.lock();
+                    let at = state.stalled_since.filter(|_| state.ended.is_none());
+                    drop(state);
+                    Some((at?, q))
+                })
+                .min_by_key(|(at, _)| *at)
+        };
+        match stalest {
+            Some((at, queue)) if at < stalled_since => {
+                queue.end(Ended::Lagged);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -97,6 +134,10 @@ pub struct Published {
 
 struct State {
     messages: VecDeque<(Published, usize)>,
+    /// Since when messages have waited without the reader taking one: set
+    /// when the first comes to an empty queue, moved on by each one taken,
+    /// `None` while empty.
+    stalled_since: Option<Instant>,
     /// Encoded bytes of `messages`, taken from the budget.
     bytes: usize,
     /// How it ended, and how many messages it held then.
@@ -104,11 +145,25 @@ struct State {
 }
 
 impl Queue {
+    /// An empty queue whose messages count against `budget`, known to the
+    /// budget (which may cut it off when another queue's message would not
+    /// fit).
+    pub fn shared(budget: Arc<Budget>) -> Arc<Self> {
+        let queue = Arc::new(Self::new(budget.clone()));
+        budget
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&queue));
+        queue
+    }
+
     /// An empty queue whose messages count against `budget`.
-    pub fn new(budget: Arc<Budget>) -> Self {
+    fn new(budget: Arc<Budget>) -> Self {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
+                stalled_since: None,
                 bytes: 0,
                 ended: None,
             }),
@@ -130,12 +185,30 @@ impl Queue {
         if state.ended.is_some() {
             return false;
         }
-        if state.messages.len() >= max || !self.budget.take(bytes) {
+        if state.messages.len() >= max {
             drop(state);
             self.end(Ended::Lagged);
             return false;
         }
+        if !self.budget.take(bytes) {
+            // Past the budget: the client's stalest queue goes (this one,
+            // if no other has waited longer), so a subscriber that keeps up
+            // stays.
+            let stalled_since = state.stalled_since.unwrap_or_else(Instant::now);
+            drop(state);
+            if !(self.budget.cut_the_stalest(self, stalled_since) && self.budget.take(bytes)) {
+                self.end(Ended::Lagged);
+                return false;
+            }
+            state = self.lock();
+            if state.ended.is_some() {
+                drop(state);
+                self.budget.give_back(bytes);
+                return false;
+            }
+        }
         state.messages.push_back((message.clone(), bytes));
+        state.stalled_since.get_or_insert_with(Instant::now);
         state.bytes += bytes;
         drop(state);
         self.ready.notify_one();
@@ -155,6 +228,7 @@ impl Queue {
             return;
         }
         let freed = std::mem::take(&mut state.messages);
+        state.stalled_since = None;
         self.budget.give_back(std::mem::take(&mut state.bytes));
         drop(state);
         drop(freed);
@@ -195,6 +269,7 @@ impl Queue {
                 let mut state = self.lock();
                 if let Some((message, bytes)) = state.messages.pop_front() {
                     state.bytes -= bytes;
+                    state.stalled_since = (!state.messages.is_empty()).then(Instant::now);
                     self.budget.give_back(bytes);
                     drop(state);
                     self.drained.notify_one();
@@ -237,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_ends_lagged_and_frees_its_bytes() {
         let budget = Arc::new(Budget::new(1000));
-        let queue = Queue::new(budget.clone());
+        let queue = Queue::shared(budget.clone());
         assert!(queue.push(&message(1), 100, 2));
         assert!(queue.push(&message(2), 100, 2));
         assert_eq!(budget.used(), 200);
@@ -253,14 +328,14 @@ mod tests {
         // which every queue shares: the documented per-stream figure.
         let entry = std::mem::size_of::<(Published, usize)>();
         assert!(entry <= 128, "{entry} bytes per queued message");
-        let queue = Queue::new(Arc::new(Budget::new(1)));
+        let queue = Queue::shared(Arc::new(Budget::new(1)));
         assert_eq!(queue.lock().messages.capacity(), 0, "allocated as it fills");
     }
 
     #[tokio::test]
     async fn a_filler_waits_for_room_and_cuts_off_a_reader_that_takes_nothing() {
         let budget = Arc::new(Budget::new(10_000));
-        let queue = Arc::new(Queue::new(budget.clone()));
+        let queue = Queue::shared(budget.clone());
         for n in 0..4 {
             assert!(queue.push(&message(n), 100, 4));
         }
@@ -282,20 +357,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queues_of_one_client_share_the_budget() {
-        let budget = Arc::new(Budget::new(250));
-        let (a, b) = (Queue::new(budget.clone()), Queue::new(budget.clone()));
-        assert!(a.push(&message(1), 100, 10));
-        assert!(b.push(&message(1), 100, 10));
-        assert!(!b.push(&message(2), 100, 10), "past the shared budget");
-        assert_eq!(budget.used(), 100, "only a's message is left");
-        assert_eq!(
-            a.pop().await.map(|m| m.message.decode().cursor),
-            Ok("1".into())
+    async fn past_the_budget_the_stalest_queue_is_cut_not_the_one_that_keeps_up() {
+        let budget = Arc::new(Budget::new(350));
+        let (slow, fast) = (Queue::shared(budget.clone()), Queue::shared(budget.clone()));
+        for n in 0..3 {
+            assert!(slow.push(&message(n), 100, 10));
+        }
+        // slow's messages have waited since before fast's first came: past
+        // the budget, the slow one goes.
+        assert!(fast.push(&message(0), 100, 10), "the one keeping up stays");
+        assert_eq!(slow.pop().await, Err((Ended::Lagged, 3)));
+        assert_eq!(budget.used(), 100);
+        // Alone, the stalest is itself.
+        assert!(fast.push(&message(4), 100, 10));
+        assert!(fast.push(&message(5), 100, 10));
+        assert!(
+            !fast.push(&message(6), 100, 10),
+            "past the budget on its own"
         );
         assert_eq!(budget.used(), 0);
-        assert!(a.push(&message(2), 100, 10));
+    }
+
+    #[tokio::test]
+    async fn queues_of_one_client_share_the_budget() {
+        let budget = Arc::new(Budget::new(250));
+        let (a, b) = (Queue::shared(budget.clone()), Queue::shared(budget.clone()));
+        assert!(a.push(&message(1), 100, 10));
+        assert!(b.push(&message(1), 100, 10));
+        // b's reader takes its message; a's leaves its own waiting: past the
+        // shared budget, a goes and b's message fits.
+        assert_eq!(
+            b.pop().await.map(|m| m.message.decode().cursor),
+            Ok("1".into())
+        );
+        assert!(b.push(&message(2), 100, 10));
+        assert!(b.push(&message(3), 100, 10), "a is cut to make room");
+        assert_eq!(a.pop().await, Err((Ended::Lagged, 1)));
+        assert_eq!(budget.used(), 200, "only b's two messages are left");
+        assert!(
+            !b.push(&message(4), 100, 10),
+            "past the shared budget alone"
+        );
+        assert_eq!(budget.used(), 0);
+        let (a, b) = (Queue::shared(budget.clone()), Queue::shared(budget.clone()));
+        assert!(a.push(&message(1), 100, 10));
+        assert!(b.push(&message(1), 100, 10));
+        assert_eq!(budget.used(), 200);
         drop(a);
-        assert_eq!(budget.used(), 0, "a dropped queue gives its bytes back");
+        assert_eq!(budget.used(), 100, "a dropped queue gives its bytes back");
     }
 }
