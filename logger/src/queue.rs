@@ -150,11 +150,14 @@ impl Queue {
     /// fit).
     pub fn shared(budget: Arc<Budget>) -> Arc<Self> {
         let queue = Arc::new(Self::new(budget.clone()));
-        budget
-            .queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&queue));
+        let mut queues = budget.queues.lock().unwrap_or_else(|p| p.into_inner());
+        // Those gone go whenever the list has doubled, so it holds at most
+        // about twice the open queues however many came and went.
+        if queues.len() >= 16 && queues.len().is_power_of_two() {
+            queues.retain(|q| q.strong_count() > 0);
+        }
+        queues.push(Arc::downgrade(&queue));
+        drop(queues);
         queue
     }
 
@@ -376,6 +379,18 @@ mod tests {
             "past the budget on its own"
         );
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_budget_forgets_queues_that_are_gone() {
+        let budget = Arc::new(Budget::new(1000));
+        let kept = Queue::shared(budget.clone());
+        for _ in 0..10_000 {
+            drop(Queue::shared(budget.clone()));
+        }
+        let listed = budget.queues.lock().expect("lock").len();
+        assert!(listed <= 64, "{listed} queues listed");
+        drop(kept);
     }
 
     #[tokio::test]
