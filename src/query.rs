@@ -93,7 +93,7 @@ impl ListQuery {
 /// position of the last event of a page (occurred_at and id) and an
 /// HMAC-SHA256 (cut to 16 bytes) of that position with the query's filters
 /// and order, under a key the storage keeps for the whole deployment
-/// ([`crate::backend::EventStore::page_token_key`]), so any logger reads
+/// (`EventStore::page_token_key` of the `backend` feature), so any logger reads
 /// another's tokens. A token that does not verify is INVALID_ARGUMENT.
 #[derive(Clone)]
 pub struct PageTokens {

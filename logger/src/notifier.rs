@@ -5,7 +5,7 @@
 //! subscriber that resumes after a cursor first catches up from the log: a
 //! task of its own reads the log a page at a time into a queue like the live
 //! ones, only when that queue has room for a page, with at most
-//! [`CATCH_UP_READS`] such reads in flight on the whole logger; then it joins
+//! `CATCH_UP_READS` (8) such reads in flight on the whole logger; then it joins
 //! the live feed, and cursors drop what it already had, so the switch has no
 //! gap and no duplicate. A subscriber whose queue is full is cut off (a
 //! Lagged message, then RESOURCE_EXHAUSTED), never skipped silently; so is
@@ -416,7 +416,21 @@ async fn fill(job: &CatchUp) -> Result<(Live, Cursor), Stopped> {
         stall,
         stop: _,
     } = job;
-    let max = fanout.buffer();
+    let partitions = feed.partitions();
+    let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
+    let page = (fanout.buffer() / 2).clamp(1, CATCH_UP_PAGE);
+    let per_partition = match only {
+        Some(_) => page,
+        None => page.div_ceil(partitions.count()).max(1),
+    };
+    // The most one read can give, which the queue always has room for
+    // (the bytes are bounded by the client's budget whatever this is).
+    let most = if only.is_some() {
+        page
+    } else {
+        per_partition * partitions.count()
+    };
+    let max = fanout.buffer().max(most);
     let push = |message: pb::SubscribeResponse, partition, entry, cursor: &Cursor| {
         let published = Published {
             partition,
@@ -433,16 +447,9 @@ async fn fill(job: &CatchUp) -> Result<(Live, Cursor), Stopped> {
     {
         return Err(Stopped::Lagged);
     }
-    let partitions = feed.partitions();
-    let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
-    let page = (max / 2).clamp(1, CATCH_UP_PAGE);
-    let per_partition = match only {
-        Some(_) => page,
-        None => page.div_ceil(partitions.count()).max(1),
-    };
     let mut live = None;
     loop {
-        if !queue.wait_for_room(max.saturating_sub(page), *stall).await {
+        if !queue.wait_for_room(max - most, *stall).await {
             return Err(Stopped::Lagged);
         }
         let notifications = in_turn(reads, async {
