@@ -456,9 +456,9 @@ impl AuthLayer {
     }
 
     /// The same layer, also limiting failed authentications per peer
-    /// address (none in open mode, where nothing fails).
+    /// address (`None`: no limit, as in open mode, where nothing fails).
     pub fn with_failure_limit(mut self, failures: Option<FailureLimit>) -> Self {
-        self.failures = failures.filter(|_| !self.keys.is_open());
+        self.failures = failures;
         self
     }
 }

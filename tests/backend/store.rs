@@ -408,7 +408,6 @@ pub(super) async fn status_counts_follow_every_write(b: Backend) {
     assert_eq!(got.total(), 4);
 }
 
-/// A request id answers with its event only within the window.
 /// A request id is scoped per client and user, on every backend alike.
 pub(super) async fn request_ids_are_scoped_per_client_and_user(b: Backend) {
     // Client ids and request ids that run together as text are still
@@ -451,6 +450,7 @@ pub(super) async fn request_ids_are_scoped_per_client_and_user(b: Backend) {
     assert_eq!(firsts.len(), 8);
 }
 
+/// A request id answers with its event only within the window.
 pub(super) async fn request_ids_expire_after_the_window(config: BackendConfig) {
     let options = backend::StoreOptions {
         request_id_window: Duration::from_secs(1),

@@ -220,28 +220,17 @@ async fn failed_authentications_are_limited_per_peer_and_counted() {
 #[tokio::test]
 async fn metrics_on_loopback_answer_loopback_hosts_only() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
+    let scrape_at = |host: &'static str| {
+        let addr = logger.metrics_addr;
+        async move { http_call(addr, "GET", "/metrics", &[("Host", host)], "").await }
+    };
     let (status, _, _) = http_call(logger.metrics_addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
     for host in ["localhost:9464", "[::1]:9464"] {
-        let (status, _, _) = http_call(
-            logger.metrics_addr,
-            "GET",
-            "/metrics",
-            &[("Host", host)],
-            "",
-        )
-        .await;
-        assert_eq!(status, 200, "{host}");
+        assert_eq!(scrape_at(host).await.0, 200, "{host}");
     }
     for host in ["rebound.example:9464", "10.0.0.9", ""] {
-        let (status, _, body) = http_call(
-            logger.metrics_addr,
-            "GET",
-            "/metrics",
-            &[("Host", host)],
-            "",
-        )
-        .await;
+        let (status, _, body) = scrape_at(host).await;
         assert_eq!(status, 421, "{host}: {body}");
         assert!(!body.contains("herald_"), "{body}");
     }
