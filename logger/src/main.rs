@@ -4,6 +4,12 @@ use anyhow::Context;
 use herald_logger::Config;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc gives freed memory back to the system within moments (glibc's
+/// arenas keep it), so what a burst of subscribers made the logger hold is
+/// returned once they are cut off or gone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     herald_runtime::process::serve_main(|config: &Config| &config.runtime, serve)
 }
