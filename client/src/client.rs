@@ -75,9 +75,15 @@ impl Default for RetryPolicy {
 pub struct ApiKey(Option<MetadataValue<Ascii>>);
 
 impl ApiKey {
-    /// The interceptor for `key`; an empty key sends nothing.
+    /// The interceptor for `key`; an empty key sends nothing. A key given
+    /// with its `Bearer ` prefix (copied from a header) is taken without it.
     pub fn bearer(key: &str) -> Result<Self, Error> {
-        match key.trim() {
+        let key = key.trim();
+        let key = match key.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => key[7..].trim_start(),
+            _ => key,
+        };
+        match key {
             "" => Ok(Self(None)),
             key => format!("Bearer {key}")
                 .parse()
@@ -822,8 +828,10 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 /// trust.
 pub(crate) fn with_hint(text: String) -> String {
     let hint = if text.contains("frame with invalid size") {
-        // TLS handshake bytes read as HTTP/2 frames.
-        "this server speaks TLS: use https://"
+        // TLS handshake bytes, or an HTTP/1 answer, read as HTTP/2 frames.
+        "this server does not speak plain HTTP/2: if it speaks TLS, use https://; if not, it is no gRPC server"
+    } else if text.contains("CertificateRequired") {
+        "the server requires a client certificate: give --client-cert and --client-key, or Tls::with_identity_pem in Rust"
     } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
         "this server does not speak TLS: use http://"
     } else if text.contains("UnknownIssuer") || text.contains("CaUsedAsEndEntity") {
@@ -842,6 +850,17 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+
+    #[test]
+    fn a_key_with_its_bearer_prefix_is_sent_once() {
+        for given in ["hk_1", "Bearer hk_1", "bearer  hk_1", " BEARER hk_1 "] {
+            let ApiKey(Some(value)) = ApiKey::bearer(given).expect("a key") else {
+                panic!("{given}: no header");
+            };
+            assert_eq!(value.to_str().expect("ascii"), "Bearer hk_1", "{given:?}");
+        }
+        assert!(ApiKey::bearer("Bearer ").expect("empty").0.is_none());
+    }
 
     #[tokio::test]
     async fn pages_are_followed_and_a_token_that_repeats_ends_the_stream() {

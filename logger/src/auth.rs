@@ -233,15 +233,26 @@ impl KeyRing {
         }
         let data =
             jsonwebtoken::decode::<Value>(token, &tokens.key, &tokens.validation).map_err(|e| {
-                match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                        Status::unauthenticated("expired user token")
+                use jsonwebtoken::errors::ErrorKind;
+                Status::unauthenticated(match e.kind() {
+                    ErrorKind::ExpiredSignature => "expired user token".to_owned(),
+                    ErrorKind::ImmatureSignature => "user token not valid yet (nbf)".to_owned(),
+                    ErrorKind::InvalidSignature => {
+                        "invalid user token: its signature does not match (was it signed with \
+                         the logger's --user-token-secret?)"
+                            .to_owned()
                     }
-                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                        Status::unauthenticated("user token not valid yet (nbf)")
+                    ErrorKind::InvalidAlgorithm => {
+                        "invalid user token: it must be signed with HS256".to_owned()
                     }
-                    _ => Status::unauthenticated("invalid user token"),
-                }
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        format!(
+                            "invalid user token: it has no {} claim",
+                            claim.escape_debug()
+                        )
+                    }
+                    _ => "invalid user token: not a well-formed JWT".to_owned(),
+                })
             })?;
         match data.claims.get("sub").and_then(Value::as_str) {
             Some(user) if !user.is_empty() => Ok(Some(user.to_owned())),

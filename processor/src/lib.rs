@@ -93,7 +93,9 @@ pub async fn run_with(
     .await?;
     // No event is taken (and no notification sent) before its settle can
     // reach the logger.
-    wait_for_logger(&client, &config.logger_url, &shutdown).await;
+    if !wait_for_logger(&client, &config.logger_url, &shutdown).await {
+        return Ok(());
+    }
     tracing::info!(
         consumer = %config.worker.consumer_name,
         logger = %config.logger_url,
@@ -150,12 +152,13 @@ async fn wait_until_prepared(
 }
 
 /// Waits until the logger at `url` answers a health check (each try within
-/// 5 s), warning with its URL while it does not. Returns early on `shutdown`.
-async fn wait_for_logger(client: &Client, url: &str, shutdown: &CancellationToken) {
+/// 5 s), warning with its URL while it does not: true once it answers,
+/// false when `shutdown` comes first.
+async fn wait_for_logger(client: &Client, url: &str, shutdown: &CancellationToken) -> bool {
     let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
         let error = match tokio::time::timeout(Duration::from_secs(5), client.health("")).await {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => return true,
             Ok(Err(err)) => err.to_string(),
             Err(_) => "no answer within 5s".to_owned(),
         };
@@ -166,7 +169,7 @@ async fn wait_for_logger(client: &Client, url: &str, shutdown: &CancellationToke
             "cannot reach the logger (--logger-url); no event is taken until it answers"
         );
         if !backoff.sleep(shutdown).await {
-            return;
+            return false;
         }
     }
 }

@@ -33,7 +33,8 @@ struct Cli {
         global = true,
         help_heading = "Global options",
         env = "HERALD_SERVER",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_parser = herald_cli::advice::parse_server
     )]
     server: String,
     /// API key, sent as authorization: Bearer <key>; none in open mode.
@@ -137,6 +138,9 @@ async fn main() -> ExitCode {
                         eprintln!("  {}: {}", v.field, v.description);
                     }
                 }
+            }
+            if let Some(advice) = herald_cli::advice::advice(&err, &cli.server) {
+                eprintln!("  hint: {advice}");
             }
             ExitCode::FAILURE
         }

@@ -1,6 +1,8 @@
-//! The `herald` binary's own behaviour, where no server is needed: its help
-//! and the commands that run offline. What it prints against a logger is
-//! checked by the README's examples (scripts/check_readme.py).
+//! The `herald` binary's own behaviour: its help and the commands that run
+//! offline, and the errors it explains (against nothing listening, a server
+//! that is not Herald's, and a real logger run in this process). What it
+//! prints on success against a logger is checked by the README's examples
+//! (scripts/check_readme.py).
 
 use std::process::{Command, Output};
 
@@ -168,4 +170,176 @@ fn tokens_new_refuses_what_the_logger_would_refuse() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(error), "{args:?}: {stderr}");
     }
+}
+
+/// `herald` with `args`, against `server`: its exit code and stderr.
+fn against(server: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--server", server])
+        .args(args)
+        .env_remove("HERALD_API_KEY")
+        .output()
+        .expect("run herald");
+    (out.status.code(), text(&out.stderr))
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[test]
+fn a_server_flag_that_cannot_be_herald_is_refused_naming_the_flag() {
+    for (server, words) in [
+        (
+            "htp://127.0.0.1:50051",
+            "scheme must be http:// or https://",
+        ),
+        ("ftp://127.0.0.1:21", "not ftp://"),
+        (
+            "127.0.0.1",
+            "has no port: Herald listens on 50051 by default",
+        ),
+    ] {
+        let (code, stderr) = against(server, &["stats"]);
+        assert_eq!(code, Some(2), "{server}: {stderr}");
+        assert!(
+            stderr.contains("--server") && stderr.contains(words),
+            "{server}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn nothing_listening_asks_whether_the_logger_runs_there() {
+    let server = format!("http://127.0.0.1:{}", closed_port());
+    let (code, stderr) = against(&server, &["stats"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is herald-logger running at {server}? (--server / HERALD_SERVER)"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_that_is_not_herald_is_named_so() {
+    // An HTTP/1.1 server (a console, a metrics port, a web app) that
+    // answers whatever it is sent with a 400.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let (code, stderr) = against(&server, &["stats"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not answer as a Herald gRPC server: give --server (HERALD_SERVER)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_event_id_that_is_no_uuid_is_named_so() {
+    let server = format!("http://127.0.0.1:{}", closed_port());
+    for args in [
+        &["get", "nope"][..],
+        &["attempts", "nope"],
+        &["update-status", "nope", "opened"],
+    ] {
+        let (code, stderr) = against(&server, args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("\"nope\" is not an event id: those are UUIDs"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// A logger running in this process (open mode unless `args` say), and
+/// its URL; stopped when the token is cancelled.
+async fn logger(args: &[&str]) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut all = vec!["herald-logger"];
+    all.extend(args);
+    let config = <herald_logger::Config as clap::Parser>::parse_from(all);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let line = std::sync::Arc::new(herald_processor::LineChannel::new(std::io::sink()));
+    tokio::spawn(herald_logger::run_with(
+        listener,
+        None,
+        None,
+        config,
+        line,
+        shutdown.clone(),
+    ));
+    (url, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_prefixed_keys_and_an_empty_redrive_are_explained() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys.json");
+    let entry = serde_json::json!({"keys": [{"client_id": "ops", "key_sha256": herald::auth::hash_key("ops-key"), "scopes": ["admin"]}]});
+    std::fs::write(&keys, entry.to_string()).expect("write keys");
+    let (server, shutdown) = logger(&["--keys-file", keys.to_str().expect("utf-8")]).await;
+    let (code, stderr) = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || against(&server, &["stats"])
+    })
+    .await
+    .expect("herald");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("hint: give an API key with --api-key or HERALD_API_KEY"),
+        "{stderr}"
+    );
+    // A key pasted with its header's prefix works as the key.
+    let (code, stderr) = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || against(&server, &["--api-key", "Bearer ops-key", "stats"])
+    })
+    .await
+    .expect("herald");
+    assert_eq!(code, Some(0), "{stderr}");
+    // Nothing to redrive is said, not left silent.
+    let out = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args([
+                    "--server",
+                    &server,
+                    "--api-key",
+                    "ops-key",
+                    "dead-letters",
+                    "redrive",
+                    "--all",
+                ])
+                .output()
+                .expect("run herald")
+        }
+    })
+    .await
+    .expect("herald");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "nothing to redrive: there are no dead letters\n"
+    );
+    shutdown.cancel();
 }

@@ -509,3 +509,48 @@ fn the_logger_help_groups_its_options_under_headings() {
         );
     }
 }
+
+#[test]
+fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
+    if herald::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald::testing::RedisServer::start();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", "off", "--console-listen", "off"])
+        .args(["--redis-url", &redis.url(), "--worker"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run herald-logger");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said: Vec<String> = Vec::new();
+    while !said.iter().any(|l| l.contains("consumer group")) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no consumer group; said:\n{}", said.join("\n")));
+        said.push(line);
+    }
+    // The worker reads a few times more; no other partition says it again.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    said.extend(lines.try_iter());
+    let groups: Vec<&String> = said
+        .iter()
+        .filter(|l| l.contains("consumer group"))
+        .collect();
+    assert_eq!(groups.len(), 1, "{}", said.join("\n"));
+    assert!(groups[0].contains("partitions=16"), "{}", groups[0]);
+}

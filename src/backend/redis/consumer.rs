@@ -109,17 +109,27 @@ impl RedisConsumer {
         if state.group_ready {
             return Ok(());
         }
+        let mut created = 0;
         for stream in self.partitions.all().map(|p| self.keys.events(p)) {
-            let created: Result<(), RedisError> = self
+            let made: Result<(), RedisError> = self
                 .conn
                 .clone()
                 .xgroup_create_mkstream(stream, GROUP, "0")
                 .await;
-            match created {
-                Ok(()) => info!(group = GROUP, %stream, "created consumer group"),
+            match made {
+                Ok(()) => created += 1,
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
                 Err(e) => return Err(redis_error(e)),
             }
+        }
+        // One line for all the partitions' queues, not one each.
+        if created > 0 {
+            info!(
+                group = GROUP,
+                created,
+                partitions = self.partitions.count(),
+                "created the consumer group"
+            );
         }
         state.group_ready = true;
         Ok(())

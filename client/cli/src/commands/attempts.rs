@@ -7,6 +7,7 @@ use uuid::Uuid;
 #[derive(clap::Args)]
 pub struct AttemptsArgs {
     /// The event's id (a UUID).
+    #[arg(value_parser = herald_cli::advice::parse_event_id)]
     id: Uuid,
 }
 

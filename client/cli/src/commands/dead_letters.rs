@@ -26,6 +26,7 @@ pub enum DeadLettersCommand {
         #[arg(long, conflicts_with = "event_ids")]
         all: bool,
         /// The events to put back.
+        #[arg(value_parser = herald_cli::advice::parse_event_id)]
         event_ids: Vec<Uuid>,
     },
 }
@@ -104,8 +105,12 @@ async fn redrive(client: &Client, all: bool, event_ids: &[Uuid], json: bool) -> 
         (false, []) => return Err(Error::Setup("give event ids or --all".into())),
         (false, ids) => Redrive::Ids(ids.to_vec()),
     };
+    let results = client.redrive(which).await?;
+    if results.is_empty() && !json {
+        println!("nothing to redrive: there are no dead letters");
+    }
     let mut failed = None;
-    for result in client.redrive(which).await? {
+    for result in results {
         match result {
             Ok(event) => print_event(&event, json),
             Err(err) => {

@@ -83,6 +83,7 @@ pub struct ListArgs {
 #[derive(clap::Args)]
 pub struct GetArgs {
     /// The event's id (a UUID).
+    #[arg(value_parser = herald_cli::advice::parse_event_id)]
     id: Uuid,
 }
 
@@ -90,6 +91,7 @@ pub struct GetArgs {
 #[derive(clap::Args)]
 pub struct UpdateStatusArgs {
     /// The event's id (a UUID).
+    #[arg(value_parser = herald_cli::advice::parse_event_id)]
     id: Uuid,
     /// The new status: pending, processed, opened or failed.
     #[arg(value_parser = parse_status)]
