@@ -78,12 +78,12 @@ impl ApiKey {
     /// The interceptor for `key`; an empty key sends nothing. A key given
     /// with its `Bearer ` prefix (copied from a header) is taken without it.
     pub fn bearer(key: &str) -> Result<Self, Error> {
-        let key = key.trim();
+        let key = key.trim_start();
         let key = match key.get(..7) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => key[7..].trim_start(),
+            Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => &key[7..],
             _ => key,
         };
-        match key {
+        match key.trim() {
             "" => Ok(Self(None)),
             key => format!("Bearer {key}")
                 .parse()
