@@ -13,11 +13,13 @@ use sha2::{Digest, Sha256};
 pub enum Scope {
     /// CreateEvent, CreateEvents.
     EventsWrite,
-    /// GetEvent, ListEvents.
+    /// GetEvent, ListEvents, GetStats, ListDeliveryAttempts.
     EventsRead,
-    /// UpdateStatus and BatchUpdateStatus to any status.
+    /// UpdateStatus and BatchUpdateStatus to any status, ListDeadLetters,
+    /// RedriveEvents.
     EventsProcess,
-    /// Subscribe to anyone's notifications.
+    /// Subscribe, to one user's notifications or everyone's (an API key
+    /// needs it for any subscription).
     NotificationsSubscribe,
     /// Everything.
     Admin,
@@ -215,6 +217,34 @@ mod tests {
         }
         for s in Scope::ALL {
             assert_eq!(Scope::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn the_readme_scope_table_is_the_code_s_list() {
+        let readme = include_str!("../README.md");
+        let name = |path: &str| path.rsplit('/').next().unwrap_or_default().to_owned();
+        let every: Vec<String> = METHODS.iter().map(|(path, _)| name(path)).collect();
+        for scope in Scope::ALL.into_iter().filter(|s| *s != Scope::Admin) {
+            let prefix = format!("| `{}` | ", scope.as_str());
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no README row for {scope}"));
+            let mut listed: Vec<String> = row
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|word| every.iter().any(|m| m == word))
+                .map(str::to_owned)
+                .collect();
+            listed.sort();
+            listed.dedup();
+            let mut wanted: Vec<String> = METHODS
+                .iter()
+                .filter(|(_, s)| *s == scope)
+                .map(|(path, _)| name(path))
+                .collect();
+            wanted.sort();
+            assert_eq!(listed, wanted, "README row of {scope}: {row}");
         }
     }
 
