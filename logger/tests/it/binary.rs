@@ -554,3 +554,73 @@ fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
     assert_eq!(groups.len(), 1, "{}", said.join("\n"));
     assert!(groups[0].contains("partitions=16"), "{}", groups[0]);
 }
+
+/// The stderr lines of a logger on `redis` until it says it listens (and
+/// has checked the storage layout), then stops it.
+fn start_lines_on(redis: &herald::testing::RedisServer) -> Vec<String> {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", "off", "--console-listen", "off"])
+        .args(["--redis-url", &redis.url()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run herald-logger");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said: Vec<String> = Vec::new();
+    while !said.iter().any(|l| l.contains("listening")) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("never listened; said:\n{}", said.join("\n")));
+        said.push(line);
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    said.extend(lines.try_iter());
+    said
+}
+
+#[test]
+fn a_redis_shared_with_another_application_is_warned_of() {
+    if herald::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald::testing::RedisServer::start();
+    let warning = "holds keys that are not Herald's";
+    // Only Herald's keys (the first start writes its layout): no warning.
+    let said = start_lines_on(&redis);
+    assert!(
+        !said.iter().any(|l| l.contains(warning)),
+        "{}",
+        said.join("\n")
+    );
+    let status = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "SET",
+            "session:42",
+            "someone else's",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert!(status.status.success());
+    let said = start_lines_on(&redis);
+    let warned: Vec<&String> = said.iter().filter(|l| l.contains(warning)).collect();
+    assert_eq!(warned.len(), 1, "{}", said.join("\n"));
+    assert!(
+        !warned[0].contains("session:42"),
+        "no key is named: {}",
+        warned[0]
+    );
+}

@@ -117,6 +117,7 @@ use ::redis::{
 };
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{FeedRead, StoreOptions};
@@ -455,11 +456,43 @@ impl RedisBackend {
                 stored.unwrap_or_default()
             )));
         }
-        key.as_deref()
-            .and_then(parse_key)
-            .ok_or_else(|| Error::Misconfigured(format!(
+        let key = key.as_deref().and_then(parse_key).ok_or_else(|| {
+            Error::Misconfigured(format!(
                 "Redis key {meta} holds a page-token-key that is not 64 hex digits; remove that field"
-            )))
+            ))
+        })?;
+        self.warn_of_foreign_keys().await;
+        Ok(key)
+    }
+
+    /// Warns when the database Herald uses on one Redis node also holds
+    /// keys that are not under its prefix (another application's, or a
+    /// Redis someone else runs on the default port): a sample of the
+    /// keyspace is looked at once (one `SCAN`), and no key is named.
+    async fn warn_of_foreign_keys(&self) {
+        if !matches!(self.conn, Conn::Node(_)) {
+            return;
+        }
+        let sample: std::result::Result<(u64, Vec<String>), RedisError> = ::redis::cmd("SCAN")
+            .arg(0)
+            .arg("COUNT")
+            .arg(256)
+            .query_async(&mut self.conn.clone())
+            .await;
+        let Ok((_, keys)) = sample else {
+            return;
+        };
+        let ours = format!("{}:", self.keys.prefix());
+        let foreign = keys.iter().filter(|k| !k.starts_with(&ours)).count();
+        if foreign > 0 {
+            warn!(
+                foreign,
+                sampled = keys.len(),
+                prefix = self.keys.prefix(),
+                "this Redis database also holds keys that are not Herald's: give Herald a Redis \
+                 server or database of its own (redis://host:port/1), or a --redis-prefix nothing else uses"
+            );
+        }
     }
 
     /// Prepares a backend; connections are made on first use, so this works
