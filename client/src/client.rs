@@ -63,6 +63,16 @@ impl Default for RetryPolicy {
     }
 }
 
+/// An event just created, and what the logger said of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// The event as stored (PENDING).
+    pub event: Event,
+    /// Its type is not in the logger's event-type registry (a typo?): its
+    /// payload was stored unchecked.
+    pub unregistered_type: bool,
+}
+
 /// Sends the API key, if any, as `authorization: Bearer <key>` on every call.
 ///
 /// ```
@@ -262,6 +272,13 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn create(&self, event: EventInput) -> Result<Event, Error> {
+        Ok(self.create_reporting(event).await?.event)
+    }
+
+    /// [`Client::create`], also saying whether the logger's event-type
+    /// registry knew the event's type (an unknown one is stored with its
+    /// payload unchecked, unless the logger refuses such events).
+    pub async fn create_reporting(&self, event: EventInput) -> Result<Created, Error> {
         let request = create_request(event);
         let response = if request.request_id.is_empty() {
             self.logger
@@ -276,7 +293,10 @@ impl Client {
             })
             .await?
         };
-        event_of(response.event)
+        Ok(Created {
+            unregistered_type: response.unregistered_type,
+            event: event_of(response.event)?,
+        })
     }
 
     /// Creates up to 1,000 events in one call; each has its own result, in

@@ -42,7 +42,7 @@ pub mod tokens;
 pub mod webhooks;
 
 pub use admin::{DeadLetter, Health, Redrive, Stats};
-pub use client::{ApiKey, Client, RetryPolicy};
+pub use client::{ApiKey, Client, Created, RetryPolicy};
 pub use error::Error;
 pub use herald::domain::{DeliveryAttempt, EventInput, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};

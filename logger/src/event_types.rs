@@ -114,6 +114,10 @@ impl PayloadRules for EventTypes {
                 .collect(),
         )
     }
+
+    fn is_registered(&self, event_type: &str) -> bool {
+        self.schemas.contains_key(event_type)
+    }
 }
 
 /// A JSON pointer into the payload as a request field name:

@@ -130,8 +130,11 @@ impl EventLogger for EventLoggerService {
         let event = self
             .counted(Write::Create(caller), self.store.create(new))
             .await?;
+        let unregistered_type =
+            !event.event_type.is_empty() && !self.rules.types.is_registered(&event.event_type);
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(event.into()),
+            unregistered_type,
         }))
     }
 

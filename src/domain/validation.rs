@@ -82,6 +82,8 @@ pub trait PayloadRules: Send + Sync {
     /// The problems of `payload` (field names starting with `payload`) for a
     /// registered `event_type`, or `None` if the type is not registered.
     fn check(&self, event_type: &str, payload: &serde_json::Value) -> Option<Vec<FieldViolation>>;
+    /// Whether `event_type` is registered.
+    fn is_registered(&self, event_type: &str) -> bool;
 }
 
 /// No registered types.
@@ -90,6 +92,10 @@ struct NoTypes;
 impl PayloadRules for NoTypes {
     fn check(&self, _: &str, _: &serde_json::Value) -> Option<Vec<FieldViolation>> {
         None
+    }
+
+    fn is_registered(&self, _: &str) -> bool {
+        false
     }
 }
 

@@ -343,3 +343,35 @@ async fn missing_or_prefixed_keys_and_an_empty_redrive_are_explained() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_the_registry_lacks_is_warned_of() {
+    let (server, shutdown) = logger(&[]).await;
+    let create = |event_type: &'static str| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(["--server", &server, "create", "--user-id", "ivy"])
+                .args(["--description", "Clicked buy", "--type", event_type])
+                .args([
+                    "--payload",
+                    r#"{"host": "shop.example", "path": "/", "element": "buy"}"#,
+                ])
+                .output()
+                .expect("run herald")
+        })
+    };
+    let typo = create("cta clik").await.expect("herald");
+    assert!(typo.status.success(), "{}", text(&typo.stderr));
+    let warned = text(&typo.stderr);
+    assert!(
+        warned.contains("warning: the logger has no type \"cta clik\" in its registry")
+            && warned.contains("--reject-unknown-types"),
+        "{warned}"
+    );
+    // A registered type (in the shipped registry) is not.
+    let known = create("cta click").await.expect("herald");
+    assert!(known.status.success(), "{}", text(&known.stderr));
+    assert_eq!(text(&known.stderr), "");
+    shutdown.cancel();
+}

@@ -120,7 +120,15 @@ pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<()
         occurred_at: *occurred_at,
         request_id: request_id.clone(),
     };
-    print_event(&client.create(input).await?, json);
+    let created = client.create_reporting(input).await?;
+    print_event(&created.event, json);
+    if created.unregistered_type {
+        eprintln!(
+            "warning: the logger has no type {} in its registry (a typo?): the event was stored \
+             with its payload unchecked; a logger started with --reject-unknown-types refuses such events",
+            herald::error::quote(&created.event.event_type)
+        );
+    }
     Ok(())
 }
 
