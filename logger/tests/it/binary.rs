@@ -510,17 +510,14 @@ fn the_logger_help_groups_its_options_under_headings() {
     }
 }
 
-#[test]
-fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
-    if herald::testing::skip_redis_tests() {
-        return;
-    }
-    let redis = herald::testing::RedisServer::start();
+/// The binary on a free port with `args`, logging at info; its stderr
+/// lines come on the receiver.
+fn spawn_logging(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", "off", "--console-listen", "off"])
-        .args(["--redis-url", &redis.url(), "--worker"])
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -535,18 +532,40 @@ fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
             }
         }
     });
+    (child, lines)
+}
+
+/// What `child` said on `lines` until a line holds `words`, and then
+/// until it stopped (SIGTERM) `after` that.
+fn said_until(
+    mut child: std::process::Child,
+    lines: &mpsc::Receiver<String>,
+    words: &str,
+    after: Duration,
+) -> Vec<String> {
     let mut said: Vec<String> = Vec::new();
-    while !said.iter().any(|l| l.contains("consumer group")) {
+    while !said.iter().any(|l| l.contains(words)) {
         let line = lines
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no consumer group; said:\n{}", said.join("\n")));
+            .unwrap_or_else(|_| panic!("never said {words:?}; said:\n{}", said.join("\n")));
         said.push(line);
     }
-    // The worker reads a few times more; no other partition says it again.
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(after);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
     said.extend(lines.try_iter());
+    said
+}
+
+#[test]
+fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
+    if herald::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald::testing::RedisServer::start();
+    let (child, lines) = spawn_logging(&["--redis-url", &redis.url(), "--worker"]);
+    // The worker reads a few times more; no other partition says it again.
+    let said = said_until(child, &lines, "consumer group", Duration::from_millis(500));
     let groups: Vec<&String> = said
         .iter()
         .filter(|l| l.contains("consumer group"))
@@ -558,36 +577,8 @@ fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
 /// The stderr lines of a logger on `redis` until it says it listens (and
 /// has checked the storage layout), then stops it.
 fn start_lines_on(redis: &herald::testing::RedisServer) -> Vec<String> {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", "off", "--console-listen", "off"])
-        .args(["--redis-url", &redis.url()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run herald-logger");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut said: Vec<String> = Vec::new();
-    while !said.iter().any(|l| l.contains("listening")) {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("never listened; said:\n{}", said.join("\n")));
-        said.push(line);
-    }
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    said.extend(lines.try_iter());
-    said
+    let (child, lines) = spawn_logging(&["--redis-url", &redis.url()]);
+    said_until(child, &lines, "listening", Duration::ZERO)
 }
 
 #[test]
