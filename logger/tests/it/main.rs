@@ -10,7 +10,7 @@
 //! - One module per subject: the API (`api`, `events`, `dead_letters`),
 //!   keys and tokens (`auth`), TLS, subscriptions, delivery channels and IRC,
 //!   the console (`console` in a browser, `console_api` as a script), hostile
-//!   clients, the binary itself, operating (metrics, shutdown), Redis
+//!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
 mod common;
@@ -34,5 +34,6 @@ mod publisher;
 mod redis_cluster;
 mod redis_pipeline;
 mod simulate;
+mod slow_subscribers;
 mod subscribe;
 mod tls;
