@@ -302,9 +302,10 @@ impl KeyRing {
         found
     }
 
-    /// Who is calling `path` with these headers, if allowed.
-    #[cfg(test)]
-    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Identity, Status> {
+    /// Who is calling the gRPC method `path` with these headers, if
+    /// allowed: the same decision the auth layer makes (rate limits aside),
+    /// for callers that are not gRPC calls (the console's routes).
+    pub(crate) fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Identity, Status> {
         self.check_access(path, access_for(path), headers)
     }
 

@@ -10,7 +10,9 @@
 //! metrics.
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -41,10 +43,24 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// A full bucket of `rate`, as of `now`.
+    fn full(rate: Rate, now: Instant) -> Self {
+        Self {
+            tokens: rate.burst,
+            at: now,
+            rate,
+        }
+    }
+
+    /// The tokens it holds at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_sec;
+        (self.tokens + refill).min(self.rate.burst)
+    }
+
     /// The bucket refilled up to `now`.
     fn refill(&mut self, now: Instant) {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_sec;
-        self.tokens = (self.tokens + refill).min(self.rate.burst);
+        self.tokens = self.tokens_at(now);
         self.at = now;
     }
 
@@ -52,26 +68,20 @@ impl Bucket {
     fn wait(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.rate.per_sec).max(0.0))
     }
-
-    /// Whether it would be full by `now`, so forgetting it changes nothing.
-    fn full_by(&self, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate.per_sec;
-        self.tokens + refill >= self.rate.burst
-    }
 }
 
 /// How often idle buckets are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Token buckets by name, each forgotten once it has refilled whole (it
-/// would read the same as a new one), so the map holds only the names
+/// Token buckets by key, each forgotten once it has refilled whole (it
+/// would read the same as a new one), so the map holds only the keys
 /// active within about `burst / per_sec`, however many were ever seen.
-struct Buckets {
-    map: HashMap<String, Bucket>,
+struct Buckets<K> {
+    map: HashMap<K, Bucket>,
     swept: Instant,
 }
 
-impl Buckets {
+impl<K: Hash + Eq> Buckets<K> {
     fn new() -> Self {
         Self {
             map: HashMap::new(),
@@ -79,31 +89,46 @@ impl Buckets {
         }
     }
 
-    /// `name`'s bucket, refilled to `now`, made full at `rate` if unknown.
-    fn get(&mut self, name: &str, rate: Rate, now: Instant) -> &mut Bucket {
+    /// Forgets the buckets that are full by `now`, every [`SWEEP_EVERY`].
+    fn sweep(&mut self, now: Instant) {
         if now.duration_since(self.swept) >= SWEEP_EVERY {
-            self.map.retain(|_, bucket| !bucket.full_by(now));
+            self.map
+                .retain(|_, bucket| bucket.tokens_at(now) < bucket.rate.burst);
             self.swept = now;
         }
-        if !self.map.contains_key(name) {
-            let full = Bucket {
-                tokens: rate.burst,
-                at: now,
-                rate,
-            };
-            self.map.insert(name.to_owned(), full);
-        }
-        let bucket = self.map.get_mut(name).expect("inserted above");
+    }
+
+    /// `key`'s bucket, refilled to `now` at `rate`, if it has one (a key
+    /// without one has a full bucket).
+    fn find<Q>(&mut self, key: &Q, rate: Rate, now: Instant) -> Option<&mut Bucket>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.sweep(now);
+        let bucket = self.map.get_mut(key)?;
         bucket.rate = rate;
         bucket.refill(now);
-        bucket
+        Some(bucket)
+    }
+
+    /// `key`'s bucket, refilled to `now` at `rate`, made full if unknown.
+    fn get<Q>(&mut self, key: &Q, rate: Rate, now: Instant) -> &mut Bucket
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if self.find(key, rate, now).is_none() {
+            self.map.insert(key.to_owned(), Bucket::full(rate, now));
+        }
+        self.map.get_mut(key).expect("found or inserted above")
     }
 }
 
 /// Token buckets of every client seen.
 pub struct RateLimiter {
     default: Option<Rate>,
-    buckets: Mutex<Buckets>,
+    buckets: Mutex<Buckets<String>>,
 }
 
 impl RateLimiter {
@@ -167,7 +192,7 @@ fn retry_later(what: String, wait: Duration) -> Status {
 /// at, so a guess made then tells nothing.
 pub struct AuthFailures {
     rate: Rate,
-    buckets: Mutex<Buckets>,
+    buckets: Mutex<Buckets<IpAddr>>,
 }
 
 impl AuthFailures {
@@ -179,23 +204,24 @@ impl AuthFailures {
         }
     }
 
-    /// Refuses `peer` while it has no failure left to make.
+    /// Refuses `peer` while it has no failure left to make. A peer that
+    /// has not failed lately has no bucket, and none is made for it: a
+    /// call that authenticates costs one map look-up.
     pub fn check(&self, peer: IpAddr) -> Result<(), Status> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.get(&peer.to_string(), self.rate, Instant::now());
-        if bucket.tokens >= 1.0 {
-            return Ok(());
+        match buckets.find(&peer, self.rate, Instant::now()) {
+            Some(bucket) if bucket.tokens < 1.0 => Err(retry_later(
+                format!("too many failed authentications from {peer}"),
+                bucket.wait(),
+            )),
+            _ => Ok(()),
         }
-        Err(retry_later(
-            format!("too many failed authentications from {peer}"),
-            bucket.wait(),
-        ))
     }
 
     /// Counts one failed authentication of `peer`.
     pub fn failed(&self, peer: IpAddr) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.get(&peer.to_string(), self.rate, Instant::now());
+        let bucket = buckets.get(&peer, self.rate, Instant::now());
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 }
@@ -378,5 +404,7 @@ mod tests {
         );
         assert!(refused.get_details_retry_info().is_some());
         failures.check(b).expect("another peer is not touched");
+        let kept = failures.buckets.lock().expect("lock").map.len();
+        assert_eq!(kept, 1, "a peer that never failed gets no bucket");
     }
 }

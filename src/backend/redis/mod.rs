@@ -473,7 +473,8 @@ impl RedisBackend {
         if !matches!(self.conn, Conn::Node(_)) {
             return;
         }
-        let sample: std::result::Result<(u64, Vec<String>), RedisError> = ::redis::cmd("SCAN")
+        // Keys are bytes: another application's need not be UTF-8.
+        let sample: std::result::Result<(u64, Vec<Vec<u8>>), RedisError> = ::redis::cmd("SCAN")
             .arg(0)
             .arg("COUNT")
             .arg(256)
@@ -483,7 +484,10 @@ impl RedisBackend {
             return;
         };
         let ours = format!("{}:", self.keys.prefix());
-        let foreign = keys.iter().filter(|k| !k.starts_with(&ours)).count();
+        let foreign = keys
+            .iter()
+            .filter(|k| !k.starts_with(ours.as_bytes()))
+            .count();
         if foreign > 0 {
             warn!(
                 foreign,
