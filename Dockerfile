@@ -3,11 +3,13 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --workspace --bins
+# The dist profile: whole-program optimisation (fat LTO), slower to build and
+# less CPU per event than --release (BENCHMARKS.md §30).
+RUN cargo build --profile dist --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home herald
-COPY --from=build /src/target/release/herald-logger /src/target/release/herald-processor /src/target/release/herald /usr/local/bin/
+COPY --from=build /src/target/dist/herald-logger /src/target/dist/herald-processor /src/target/dist/herald /usr/local/bin/
 USER herald
 ENV HERALD_LISTEN=0.0.0.0:50051
 # gRPC; Prometheus metrics of the logger and of a processor.

@@ -31,7 +31,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-BIN=target/release
+# The dist profile (fat LTO, one codegen unit), as the Dockerfile ships.
+BIN=target/dist
 case "$SIZE" in
   full) DURATION=10s; E2E_EVENTS=100000; RATE_EVENTS=10000; SUBSCRIBERS=10000; FANOUT_EVENTS=20 ;;
   quick) DURATION=3s; E2E_EVENTS=20000; RATE_EVENTS=3000; SUBSCRIBERS=1000; FANOUT_EVENTS=10 ;;
@@ -40,8 +41,8 @@ esac
 
 . scripts/lib.sh
 need_redis_server
-if [ "$BIN" = target/release ]; then
-  cargo build --release --workspace --bins --quiet
+if [ "$BIN" = target/dist ]; then
+  cargo build --profile dist --workspace --bins --quiet
 else
   cargo build --workspace --bins --quiet
 fi

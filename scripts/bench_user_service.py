@@ -4,7 +4,7 @@ one keep-alive connection for SECONDS, the latency percentiles and the
 service's CPU per call (from /proc), with 1,000 users in its database.
 
 Usage: scripts/bench_user_service.py [USER_SERVICE_BINARY] [RATE] [SECONDS]
-  (default target/release/user-service, 1000 calls/s, 10 s)
+  (default target/dist/user-service, 1000 calls/s, 10 s)
 No Herald is needed: the events wait in the Publisher's buffer.
 """
 
@@ -30,7 +30,7 @@ def cpu_seconds(pid):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/user-service"
+    binary = sys.argv[1] if len(sys.argv) > 1 else "target/dist/user-service"
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     port = free_port()

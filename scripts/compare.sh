@@ -6,7 +6,7 @@
 #                      [--client PATH] [--ingest [--duration D]]
 #
 # BASE and NEW are directories holding a herald-logger and a
-# herald-processor (copies of target/release made at two commits, say; BASE
+# herald-processor (copies of target/dist made at two commits, say; BASE
 # also holds the herald that is the benchmark client of both, unless
 # --client names another: an old build's herald may lack the flags this
 # script passes). Each round runs
@@ -69,7 +69,7 @@ needed=(herald-logger)
 [ -n "$INGEST" ] || needed+=(herald-processor)
 for dir in "$BASE" "$NEW"; do
   for bin in "${needed[@]}"; do
-    [ -x "$dir/$bin" ] || { echo "$dir/$bin: no such program (copy it from target/release)" >&2; exit 2; }
+    [ -x "$dir/$bin" ] || { echo "$dir/$bin: no such program (copy it from target/dist)" >&2; exit 2; }
   done
 done
 [ -x "$CLIENT" ] || { echo "$CLIENT: no such program (the benchmark client of both builds; see --client)" >&2; exit 2; }
