@@ -101,6 +101,12 @@ impl EventLoggerService {
         outcomes
     }
 
+    /// Whether `event` has a type the registry does not know (its payload
+    /// went unchecked).
+    fn unregistered(&self, event: &Event) -> bool {
+        !event.event_type.is_empty() && !self.rules.types.is_registered(&event.event_type)
+    }
+
     /// Applies the valid ones of these status changes in one store call,
     /// counted; refused items keep their errors.
     async fn apply_changes(
@@ -130,11 +136,9 @@ impl EventLogger for EventLoggerService {
         let event = self
             .counted(Write::Create(caller), self.store.create(new))
             .await?;
-        let unregistered_type =
-            !event.event_type.is_empty() && !self.rules.types.is_registered(&event.event_type);
         Ok(Response::new(pb::CreateEventResponse {
+            unregistered_type: self.unregistered(&event),
             event: Some(event.into()),
-            unregistered_type,
         }))
     }
 
@@ -222,7 +226,15 @@ impl EventLogger for EventLoggerService {
             self.store.create_many(valid).await
         });
         let outcomes = self.counted_batch(Write::Create(caller), write).await?;
-        let results = fit_results(outcomes, self.message_limit, false);
+        let unregistered: Vec<bool> = outcomes
+            .iter()
+            .map(|outcome| outcome.as_ref().is_ok_and(|e| self.unregistered(e)))
+            .collect();
+        let mut results: Vec<pb::CreateEventResult> =
+            fit_results(outcomes, self.message_limit, false);
+        for (result, unregistered) in results.iter_mut().zip(unregistered) {
+            result.unregistered_type = unregistered;
+        }
         Ok(Response::new(pb::CreateEventsResponse { results }))
     }
 

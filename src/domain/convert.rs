@@ -272,6 +272,7 @@ macro_rules! batch_result {
                         Ok(event) => pb::$oneof::Result::Event(event),
                         Err(status) => pb::$oneof::Result::Error(status),
                     }),
+                    ..Self::default()
                 }
             }
 

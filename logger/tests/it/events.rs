@@ -9,6 +9,7 @@ use futures_util::TryStreamExt;
 use herald::{
     EventStatus,
     domain::EventInput,
+    pb::{self, event_logger_client::EventLoggerClient},
     testing::{RedisServer, skip_redis_tests},
 };
 use herald_client::{Client, ListEvents};
@@ -104,6 +105,42 @@ async fn payloads_are_checked_against_their_types_schema() {
         .await
         .expect("unknown types pass");
     assert_eq!(unknown.payload, json!({"total": 12.5}).as_object().cloned());
+
+    // The answer says which types the registry does not know, one by one
+    // and in batches (an event without a type is not reported).
+    let reported = client
+        .create_reporting(event("ada", "chekout", json!({})))
+        .await
+        .expect("created");
+    assert!(reported.unregistered_type);
+    let known = web_analytics("ada").remove(0);
+    let reported = client.create_reporting(known).await.expect("known");
+    assert!(!reported.unregistered_type);
+    let page = json!({"host": "shop.example", "path": "/"});
+    let request = |event_type: &str| pb::CreateEventRequest {
+        user_id: "ada".into(),
+        description: "typed or not".into(),
+        r#type: event_type.into(),
+        payload: page.as_object().map(herald::domain::json_to_struct),
+        ..Default::default()
+    };
+    let mut raw = EventLoggerClient::connect(logger.url()).await.expect("raw");
+    let results = raw
+        .create_events(pb::CreateEventsRequest {
+            requests: vec![request("pageview"), request("chekout"), request("")],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let flags: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let stored = matches!(r.result, Some(pb::create_event_result::Result::Event(_)));
+            (stored, r.unregistered_type)
+        })
+        .collect();
+    assert_eq!(flags, [(true, false), (true, true), (true, false)]);
 
     let future = EventInput {
         occurred_at: Some(SystemTime::now() + Duration::from_secs(600)),
