@@ -5,6 +5,9 @@
 // repository's proto/ at run time (npm install in this directory first).
 //
 //   node examples/node/herald_example.js [127.0.0.1:50051] [API_KEY]
+//
+// With the logger's API keys on, the key needs the scopes events:write and
+// notifications:subscribe (example-app-key of config/keys.example.json).
 
 const path = require("path");
 const grpc = require("@grpc/grpc-js");
@@ -35,6 +38,14 @@ const deadline = setTimeout(() => {
 let created = null; // the event's id once CreateEvent answered
 const early = new Map(); // notifications that came before that answer
 
+// A gRPC error ends the example with one line: the status code and the
+// server's message, as the herald CLI says it.
+function fail(err) {
+  const code = Object.keys(grpc.status).find((name) => grpc.status[name] === err.code);
+  console.error(`error: ${code}: ${err.details}`);
+  process.exit(1);
+}
+
 function finish(event) {
   console.log(`notified: ${event.user_id}: ${event.description} (${event.status})`);
   clearTimeout(deadline);
@@ -50,10 +61,7 @@ stream.on("data", (message) => {
       { user_id: user, description: "Hello from Node", category: "example" },
       metadata,
       (err, response) => {
-        if (err) {
-          console.error(`CreateEvent failed: ${err.message}`);
-          process.exit(1);
-        }
+        if (err) fail(err);
         created = response.event.event_id;
         console.log(`created ${created} (${response.event.status})`);
         if (early.has(created)) finish(early.get(created));
@@ -65,10 +73,7 @@ stream.on("data", (message) => {
   }
 });
 stream.on("error", (err) => {
-  if (err.code !== grpc.status.CANCELLED) {
-    console.error(`Subscribe failed: ${err.message}`);
-    process.exit(1);
-  }
+  if (err.code !== grpc.status.CANCELLED) fail(err);
   logger.close();
   notifier.close();
 });

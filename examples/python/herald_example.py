@@ -6,12 +6,18 @@ Stubs are generated from the repository's proto/ into a temporary directory
 (pip install grpcio grpcio-tools). Usage:
 
     python3 examples/python/herald_example.py [127.0.0.1:50051] [API_KEY]
+
+With the logger's API keys on, the key needs the scopes events:write and
+notifications:subscribe (example-app-key of config/keys.example.json). A
+gRPC error ends it with one line on stderr and exit status 1.
 """
 
 import os
 import subprocess
 import sys
 import tempfile
+
+import grpc
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
@@ -31,7 +37,6 @@ def main():
     api_key = sys.argv[2] if len(sys.argv) > 2 else ""
     with tempfile.TemporaryDirectory() as out:
         generate_stubs(out)
-        import grpc
         from herald.v1 import herald_pb2 as pb
         from herald.v1 import herald_pb2_grpc as rpc
 
@@ -60,4 +65,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except grpc.RpcError as err:
+        # One line: the status code and the server's message, as the herald CLI says it.
+        sys.exit(f"error: {err.code().name}: {err.details()}")
