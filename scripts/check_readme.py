@@ -17,14 +17,21 @@ foreground commands, as it would in a terminal.
 Values that differ from run to run are matched, not compared: a fresh API
 key or SHA-256 digest matches any such value, a JWT any JWT, a Subscribe
 cursor any cursor, a latency (`12.5 ms`) any latency. A UUID matches any
-UUID and the trace id of a W3C traceparent any trace id, bound on first
-sight: later uses of the same README value (in commands too) stand for the
-value the server really returned, and two different README values must
-stand for two different real ones (the README cannot show two trace ids
-where the server keeps one). An RFC 3339 timestamp matches any timestamp,
-but within one command's output the timestamps must be in the order the
-README shows them: earlier, equal or later (so a list said to be oldest
-first is).
+UUID (also written as 32 hex digits without hyphens, as in a webhook id)
+and the trace id of a W3C traceparent any trace id, bound on first sight:
+later uses of the same README value (in commands too, in either form) stand
+for the value the server really returned, and two different README values
+must stand for two different real ones (the README cannot show two trace
+ids where the server keeps one). An RFC 3339 timestamp matches any
+timestamp with as many fractional digits (or fewer where the dropped
+digits were zeros: 3, 6 and 9 digits are written as needed, so `.120000`
+may come as `.120`), but within one command's output the timestamps must
+be in the order the README shows them: earlier, equal or later (so a list
+said to be oldest first is).
+
+A fenced block of code whose first line is a comment naming a file of the
+repository (`# examples/python/webhook_receiver.py ...`) must be a verbatim
+excerpt of that file, so the code the README shows is the code that runs.
 
 Usage: scripts/check_readme.py [--print] LOGGER_BINARY BIN_DIR
   LOGGER_BINARY  the herald-logger to start (on a free port, memory backend)
@@ -54,8 +61,11 @@ CURSOR = re.compile(r"\d+:\d+:\d+:[0-9.,]*,[0-9.,]*")
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # How long something took differs on every run: matched, not compared.
 LATENCY = re.compile(r"\d+\.\d ms")
+# A version 1-8 UUID without its hyphens (a webhook id's middle).
+SIMPLE_UUID = re.compile(r"(?<![0-9a-f])[0-9a-f]{12}[1-8][0-9a-f]{3}[89ab][0-9a-f]{15}(?![0-9a-f])")
 # Any of them (only whole matches are used: the groups inside do not matter).
-ANY = re.compile("|".join(p.pattern for p in (TRACEPARENT, JWT, UUID, TIME, CURSOR, SECRET, LATENCY)))
+ANY = re.compile("|".join(p.pattern for p in (TRACEPARENT, JWT, UUID, TIME, CURSOR, SECRET,
+                                                SIMPLE_UUID, LATENCY)))
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):(5005\d|946\d|808\d)")
 
 
@@ -97,7 +107,7 @@ class Session:
 
     def command(self, text):
         for readme_id, real_id in self.bound.items():
-            text = text.replace(readme_id, real_id)
+            text = text.replace(readme_id, real_id).replace(simple(readme_id), simple(real_id))
         return self.addrs(text)
 
     def addrs(self, text):
@@ -157,6 +167,9 @@ class Session:
                 elif UUID.fullmatch(value):
                     pattern += f"({UUID.pattern})"
                     slots.append(("id", value))
+                elif SIMPLE_UUID.fullmatch(value):
+                    pattern += f"({SIMPLE_UUID.pattern})"
+                    slots.append(("simple", hyphenated(value)))
                 elif TIME.fullmatch(value):
                     pattern += f"({TIME.pattern})"
                     slots.append(("time", value))
@@ -175,7 +188,12 @@ class Session:
                 return False
             for (kind, value), real in zip(slots, found.groups()):
                 if kind == "time":
+                    if not same_precision(value, real):
+                        return False
                     times.append((value, real))
+                elif kind == "simple":
+                    if bindings.setdefault(value, hyphenated(real)) != hyphenated(real):
+                        return False
                 elif bindings.setdefault(value, real) != real:
                     return False
         # Two README ids never stand for one real id.
@@ -189,6 +207,43 @@ class Session:
                     return False
         self.bound = bindings
         return True
+
+
+def simple(uuid):
+    """A UUID without its hyphens."""
+    return uuid.replace("-", "")
+
+
+def hyphenated(digits):
+    """32 hex digits as a UUID, 8-4-4-4-12."""
+    return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
+
+
+def fraction(t):
+    """The fractional-second digits of RFC 3339 time t."""
+    return t.rstrip("Z").partition(".")[2]
+
+
+def same_precision(shown, real):
+    """Whether real time `real` is written to the precision the README shows:
+    as many fractional digits, or fewer where only zeros were dropped (times
+    are written with 0, 3, 6 or 9 digits, as their value needs)."""
+    want, got = len(fraction(shown)), len(fraction(real))
+    return got == want or (got < want and got in (0, 3, 6))
+
+
+def quoted_files(root, name, text):
+    """Fenced code blocks of page `name` whose first line names a file of
+    the repository (`# path ...` or `// path ...`) but are not an excerpt of
+    it, as messages."""
+    wrong = []
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
+        first = re.match(r"(?:#|//) ([\w./-]+)", block)
+        if not first or not os.path.isfile(os.path.join(root, first.group(1))):
+            continue
+        if block not in open(os.path.join(root, first.group(1))).read():
+            wrong.append(f"{name}: the block quoting {first.group(1)} is not an excerpt of it")
+    return wrong
 
 
 def order(a, b):
@@ -289,6 +344,10 @@ def main():
     for broken in broken_links(root, pages(root)):
         print(f"broken link: {broken}", file=sys.stderr)
         failed += 1
+    for name in pages(root):
+        for wrong in quoted_files(root, name, open(os.path.join(root, name)).read()):
+            print(wrong, file=sys.stderr)
+            failed += 1
     try:
         for _ in range(100):
             with socket.socket() as s:

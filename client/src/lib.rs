@@ -44,7 +44,7 @@ pub mod webhooks;
 pub use admin::{DeadLetter, Health, Redrive, Stats};
 pub use client::{ApiKey, Client, Created, RetryPolicy};
 pub use error::Error;
-pub use herald::domain::{DeliveryAttempt, EventInput, rfc3339};
+pub use herald::domain::{DeliveryAttempt, EventInput, now, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use publisher::{
     Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,

@@ -18,11 +18,7 @@
 //! one client (or user) together by `--max-buffered-bytes-per-client` (see
 //! [`crate::queue`]). A cut-off queue is freed at once, read or not.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use herald::{
@@ -497,7 +493,8 @@ async fn in_turn<T>(
 fn heartbeat(cursor: &Cursor) -> pb::SubscribeResponse {
     pb::SubscribeResponse {
         kind: Some(Kind::Heartbeat(pb::Heartbeat {
-            sent_at: Some(SystemTime::now().into()),
+            // Microseconds, as every time Herald sends.
+            sent_at: Some(herald::domain::now().into()),
         })),
         cursor: cursor.to_string(),
     }

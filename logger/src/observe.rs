@@ -37,7 +37,7 @@ impl WriteObserver {
     /// Counts into `metrics` from now on.
     pub fn new(metrics: EventMetrics) -> Self {
         Self {
-            started: SystemTime::now(),
+            started: herald::domain::now(),
             clock: Instant::now(),
             created: AtomicU64::new(0),
             updated: AtomicU64::new(0),

@@ -4,7 +4,6 @@
 use std::{
     path::Path,
     sync::{Arc, Mutex},
-    time::SystemTime,
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -240,5 +239,5 @@ fn taken_or(err: rusqlite::Error, email: &str) -> StoreError {
 
 /// Now, as RFC 3339 with microseconds.
 fn now() -> String {
-    herald_client::rfc3339(SystemTime::now())
+    herald_client::rfc3339(herald_client::now())
 }
