@@ -267,13 +267,13 @@ macro_rules! batch_result {
     ($message:ident, $oneof:ident) => {
         impl BatchResult for pb::$message {
             fn from_parts(outcome: Result<pb::Event, tonic_types::pb::Status>) -> Self {
-                Self {
-                    result: Some(match outcome {
-                        Ok(event) => pb::$oneof::Result::Event(event),
-                        Err(status) => pb::$oneof::Result::Error(status),
-                    }),
-                    ..Self::default()
-                }
+                // Other fields (CreateEventResult's flag) are the caller's to set.
+                let mut message = Self::default();
+                message.result = Some(match outcome {
+                    Ok(event) => pb::$oneof::Result::Event(event),
+                    Err(status) => pb::$oneof::Result::Error(status),
+                });
+                message
             }
 
             fn into_parts(self) -> (Option<pb::Event>, Option<tonic_types::pb::Status>) {
