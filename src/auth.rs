@@ -8,6 +8,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::pb::Rpc;
+
 /// What a credential allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -61,35 +63,21 @@ pub enum Access {
     Needs(Scope),
 }
 
-/// Every RPC of Herald's contract and the scope it needs: the one list the
-/// logger's auth layer reads. A method the contract gains without a line
-/// here is named by [`methods_without_scope`], and the logger refuses to
-/// start (and a unit test fails), so no new RPC is ever open by default.
-pub const METHODS: [(&str, Scope); 11] = [
-    ("/herald.v1.EventLogger/CreateEvent", Scope::EventsWrite),
-    ("/herald.v1.EventLogger/CreateEvents", Scope::EventsWrite),
-    ("/herald.v1.EventLogger/GetEvent", Scope::EventsRead),
-    ("/herald.v1.EventLogger/ListEvents", Scope::EventsRead),
-    ("/herald.v1.EventLogger/GetStats", Scope::EventsRead),
-    (
-        "/herald.v1.EventLogger/ListDeliveryAttempts",
-        Scope::EventsRead,
-    ),
-    ("/herald.v1.EventLogger/UpdateStatus", Scope::EventsProcess),
-    (
-        "/herald.v1.EventLogger/BatchUpdateStatus",
-        Scope::EventsProcess,
-    ),
-    (
-        "/herald.v1.EventLogger/ListDeadLetters",
-        Scope::EventsProcess,
-    ),
-    ("/herald.v1.EventLogger/RedriveEvents", Scope::EventsProcess),
-    (
-        "/herald.v1.Notifier/Subscribe",
-        Scope::NotificationsSubscribe,
-    ),
-];
+/// The scope an RPC needs. The match is exhaustive: an RPC the contract
+/// gains does not compile until it is given its scope here, so none is ever
+/// open, or read-scoped, by default.
+pub fn scope_for(rpc: Rpc) -> Scope {
+    match rpc {
+        Rpc::CreateEvent | Rpc::CreateEvents => Scope::EventsWrite,
+        Rpc::GetEvent | Rpc::ListEvents | Rpc::GetStats | Rpc::ListDeliveryAttempts => {
+            Scope::EventsRead
+        }
+        Rpc::UpdateStatus | Rpc::BatchUpdateStatus | Rpc::ListDeadLetters | Rpc::RedriveEvents => {
+            Scope::EventsProcess
+        }
+        Rpc::Subscribe => Scope::NotificationsSubscribe,
+    }
+}
 
 /// The services open to all, by path prefix.
 const OPEN_SERVICES: [&str; 3] = [
@@ -108,32 +96,7 @@ pub fn access_for(path: &str) -> Option<Access> {
     }) {
         return Some(Access::Open);
     }
-    METHODS
-        .iter()
-        .find(|(method, _)| *method == path)
-        .map(|(_, scope)| Access::Needs(*scope))
-}
-
-/// The paths of the contract's RPCs (read from the descriptor set that
-/// reflection serves) that [`METHODS`] gives no scope; empty when every
-/// one has its scope.
-pub fn methods_without_scope() -> Vec<String> {
-    use prost::Message as _;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) else {
-        return vec!["(the descriptor set does not decode)".to_owned()];
-    };
-    set.file
-        .iter()
-        .filter(|file| file.package().starts_with("herald."))
-        .flat_map(|file| {
-            file.service.iter().flat_map(move |service| {
-                service.method.iter().map(move |method| {
-                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
-                })
-            })
-        })
-        .filter(|path| !METHODS.iter().any(|(known, _)| known == path))
-        .collect()
+    Rpc::from_path(path).map(|rpc| Access::Needs(scope_for(rpc)))
 }
 
 impl fmt::Display for Scope {
@@ -181,7 +144,10 @@ mod tests {
 
     #[test]
     fn every_rpc_of_the_contract_has_a_scope_and_others_are_refused() {
-        assert_eq!(methods_without_scope(), Vec::<String>::new());
+        for rpc in Rpc::ALL {
+            assert_eq!(Rpc::from_path(rpc.path()), Some(rpc));
+            assert_eq!(access_for(rpc.path()), Some(Access::Needs(scope_for(rpc))));
+        }
         let cases = [
             (
                 "/herald.v1.EventLogger/CreateEvents",
@@ -224,7 +190,7 @@ mod tests {
     fn the_readme_scope_table_is_the_code_s_list() {
         let readme = include_str!("../README.md");
         let name = |path: &str| path.rsplit('/').next().unwrap_or_default().to_owned();
-        let every: Vec<String> = METHODS.iter().map(|(path, _)| name(path)).collect();
+        let every: Vec<String> = Rpc::ALL.iter().map(|rpc| name(rpc.path())).collect();
         for scope in Scope::ALL.into_iter().filter(|s| *s != Scope::Admin) {
             let prefix = format!("| `{}` | ", scope.as_str());
             let row = readme
@@ -238,10 +204,10 @@ mod tests {
                 .collect();
             listed.sort();
             listed.dedup();
-            let mut wanted: Vec<String> = METHODS
-                .iter()
-                .filter(|(_, s)| *s == scope)
-                .map(|(path, _)| name(path))
+            let mut wanted: Vec<String> = Rpc::ALL
+                .into_iter()
+                .filter(|rpc| scope_for(*rpc) == scope)
+                .map(|rpc| name(rpc.path()))
                 .collect();
             wanted.sort();
             assert_eq!(listed, wanted, "README row of {scope}: {row}");

@@ -1,6 +1,6 @@
-//! Herald's contract and shared core: the generated protobuf code, the domain
-//! types with their validation and status rules, and (feature `backend`) the
-//! storage, queue and notification-log backends on Redis and in memory.
+//! Herald's contract, shared by every crate: the generated protobuf code, the
+//! domain types with their validation and status rules, errors, queries and
+//! cursors. Storage lives in `herald-storage`.
 //!
 //! # Layout
 //! - [`partition`]: how the keyspace is split into partitions, and how an
@@ -22,10 +22,6 @@
 //!   results, list pages).
 //! - [`subscription`]: Subscribe filters and where a subscription resumes.
 //! - [`trace`]: W3C trace context (`traceparent`) carried with each event.
-//! - [`backend`] (feature `backend`): the `EventStore`, `WorkQueue` and
-//!   `NotificationFeed` traits, their Redis and memory implementations, and the
-//!   factory that picks one.
-//! - [`testing`] (feature `testing`): a private `redis-server` per test.
 
 pub mod auth;
 pub mod codec;
@@ -40,11 +36,6 @@ pub mod redact;
 pub mod sizing;
 pub mod subscription;
 pub mod trace;
-
-#[cfg(feature = "backend")]
-pub mod backend;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use domain::{Event, EventStatus, FieldViolation, NewEvent};
 pub use error::{Error, Result};

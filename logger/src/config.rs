@@ -4,10 +4,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use herald::{backend::StoreOptions, domain::Rules};
+use herald::domain::Rules;
 use herald_client::tls::read_pem;
 use herald_processor::WorkerConfig;
 use herald_runtime::flags::{duration, duration_within, positive_duration};
+use herald_storage::StoreOptions;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::{
@@ -197,7 +198,7 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Most entries each partition's notification log keeps for resuming
     /// subscribers; older ones are trimmed as new ones arrive.
-    #[arg(help_heading = "Subscriptions", long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald::backend::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Subscriptions", long, env = "HERALD_NOTIFICATIONS_MAX_LEN", default_value_t = herald_storage::DEFAULT_NOTIFICATIONS_MAX_LEN as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub notifications_max_len: u64,
     /// Oldest entry the notification log keeps (at least 1s).
     #[arg(help_heading = "Subscriptions", long, env = "HERALD_NOTIFICATIONS_MAX_AGE", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]

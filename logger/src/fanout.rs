@@ -24,13 +24,13 @@ use std::{
 
 use herald::{
     EventStatus,
-    backend::{FeedRead, Notification, NotificationFeed},
     cursor::Cursor,
     domain::Statuses,
     pb::{self, subscribe_response::Kind},
     subscription::SubscriptionFilter,
 };
 use herald_runtime::process::Backoff;
+use herald_storage::{FeedRead, Notification, NotificationFeed};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};

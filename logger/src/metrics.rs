@@ -11,14 +11,12 @@ use std::{
     time::Instant,
 };
 
-use herald::{
-    EventStatus,
-    backend::{EventStore, WorkQueue},
-};
+use herald::EventStatus;
 use herald_processor::metrics::WorkerMetrics;
 use herald_runtime::metrics::{
     QueueGauges, Refresh, Uptime, counter, counter_vec, duration_histogram_vec, register,
 };
+use herald_storage::{EventStore, WorkQueue};
 use http_body::Frame;
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use prost::Message;

@@ -22,12 +22,12 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use herald::{
-    backend::NotificationFeed,
     cursor::{Cursor, EntryId},
     partition::Partition,
     pb::{self, subscribe_response::Kind},
     subscription::{SubscribeRequest, SubscriptionFilter},
 };
+use herald_storage::NotificationFeed;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};

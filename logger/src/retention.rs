@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use herald::backend::{EventStore, WorkQueue};
+use herald_storage::{EventStore, WorkQueue};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 

@@ -5,7 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use herald::{backend::EventStore, pb::event_logger_server::EventLoggerServer};
+use herald::pb::event_logger_server::EventLoggerServer;
+use herald_storage::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
-    backend::{DeliveryLog, EventStore},
     cursor::Cursor,
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
@@ -15,6 +14,7 @@ use herald::{
     sizing::{cut_to_fit, fit_results, max_batch_items},
     trace::{self, TraceParent},
 };
+use herald_storage::{DeliveryLog, EventStore};
 use tonic::{Request, Response, Status};
 
 use crate::{

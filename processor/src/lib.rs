@@ -29,9 +29,9 @@ pub mod worker;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use herald::backend::{self, EventStore, StoreOptions};
 use herald_client::Client;
 use herald_runtime::{metrics as endpoint, process::Backoff};
+use herald_storage::{self as storage, EventStore, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,7 @@ pub async fn run_with(
         .redis
         .backend()
         .context("give --redis-url or --redis-cluster: where Herald's data is")?;
-    let backend = backend::open_with(
+    let backend = storage::open_with(
         &backend_config,
         &StoreOptions {
             partitions: config.redis.partitions(),
@@ -128,7 +128,7 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Waits until `store` is prepared (see [`EventStore::prepare`](herald::backend::EventStore::prepare)), retrying
+/// Waits until `store` is prepared (see [`EventStore::prepare`](herald_storage::EventStore::prepare)), retrying
 /// while the storage cannot be reached; a storage that holds another layout
 /// is an error at once. Returns early (with `Ok`) on `shutdown`.
 async fn wait_until_prepared(

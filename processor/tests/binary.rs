@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use herald::testing::{RedisServer, free_port, skip_redis_tests};
+use herald_storage::testing::{RedisServer, free_port, skip_redis_tests};
 
 #[test]
 fn a_processor_waiting_for_its_logger_says_so_and_stops_without_starting() {

@@ -1,13 +1,15 @@
 //! Flags more than one Herald binary takes: TLS towards a logger (the
-//! `herald` tool and the processor) and (feature `backend`) where Herald's
+//! `herald` tool and the processor) and (feature `storage`) where Herald's
 //! data is in Redis (the logger and the processor).
 
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
-#[cfg(feature = "backend")]
-use herald::{backend::BackendConfig, partition::Partitions};
+#[cfg(feature = "storage")]
+use herald::partition::Partitions;
 use herald_client::Tls;
+#[cfg(feature = "storage")]
+use herald_storage::BackendConfig;
 
 /// A group of flags `T` at its defaults, overridden by `args` (flag syntax,
 /// without a program name); a bad flag exits as clap does.
@@ -51,8 +53,8 @@ pub fn duration_within(
 }
 
 /// Where Herald's data is in Redis: flags shared by `herald-processor` and
-/// `herald-logger` (feature `backend`).
-#[cfg(feature = "backend")]
+/// `herald-logger` (feature `storage`).
+#[cfg(feature = "storage")]
 #[derive(Args, Clone, Debug)]
 pub struct RedisArgs {
     /// Redis holding Herald's data, e.g. redis://127.0.0.1:6379/ (the
@@ -81,7 +83,7 @@ pub struct RedisArgs {
     pub partitions: u16,
 }
 
-#[cfg(feature = "backend")]
+#[cfg(feature = "storage")]
 impl RedisArgs {
     /// Flags for one Redis node at `url`, every other flag at its default.
     pub fn node(url: &str) -> Self {

@@ -8,11 +8,11 @@
 //!
 //! # Layout
 //! - [`flags`]: flags more than one binary takes: TLS towards a logger, and
-//!   (feature `backend`) where Herald's data is in Redis.
+//!   (feature `storage`) where Herald's data is in Redis.
 //! - [`http`]: the small HTTP/1.1 servers beside gRPC: `--*-listen`
 //!   flags, binding, and an accept loop that bounds what clients hold.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint, metric helpers, the
-//!   process's uptime and (feature `backend`) the work queue's sizes.
+//!   process's uptime and (feature `storage`) the work queue's sizes.
 //! - [`otel`]: OpenTelemetry export of events' spans over OTLP (feature
 //!   `otlp`).
 //! - [`process`]: flags with a `--config` file under them, logging set-up

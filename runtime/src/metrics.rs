@@ -1,5 +1,5 @@
 //! Prometheus metrics shared by every Herald server binary: the `/metrics`
-//! HTTP endpoint, the process's uptime and (feature `backend`) the work
+//! HTTP endpoint, the process's uptime and (feature `storage`) the work
 //! queue's sizes.
 //!
 //! Each server keeps its metrics in a [`Registry`] of its own (no global
@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-#[cfg(feature = "backend")]
-use herald::backend::WorkQueue;
+#[cfg(feature = "storage")]
+use herald_storage::WorkQueue;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header};
 use prometheus::{
@@ -135,8 +135,8 @@ impl Uptime {
     }
 }
 
-/// The work queue's sizes, read at each scrape (feature `backend`).
-#[cfg(feature = "backend")]
+/// The work queue's sizes, read at each scrape (feature `storage`).
+#[cfg(feature = "storage")]
 #[derive(Clone)]
 pub struct QueueGauges {
     length: IntGauge,
@@ -145,7 +145,7 @@ pub struct QueueGauges {
     dead_letters: IntGauge,
 }
 
-#[cfg(feature = "backend")]
+#[cfg(feature = "storage")]
 impl QueueGauges {
     /// Registers the queue gauges.
     pub fn register(registry: &Registry) -> Self {

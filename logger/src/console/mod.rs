@@ -35,11 +35,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use herald::{
-    backend::{EventStore, NotificationFeed},
-    partition::Partitions,
-};
+use herald::partition::Partitions;
 use herald_client::Client;
+use herald_storage::{EventStore, NotificationFeed};
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -276,10 +276,10 @@ async fn open_mode_is_refused_off_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processors_need_the_process_scope() {
-    if herald::testing::skip_redis_tests() {
+    if herald_storage::testing::skip_redis_tests() {
         return;
     }
-    let redis = herald::testing::RedisServer::start();
+    let redis = herald_storage::testing::RedisServer::start();
     let (_keys, logger) =
         logger_with_keys(&["--redis-url", &redis.url()], Lines::default().sink()).await;
     let shop = logger.client_with_key(&key_of("shop")).await;

@@ -9,8 +9,9 @@ use std::{
 };
 
 use common::assert_ends_unavailable;
-use herald::{EventStatus, testing::free_port};
+use herald::EventStatus;
 use herald_client::Client;
+use herald_storage::testing::free_port;
 
 use crate::common;
 
@@ -559,10 +560,10 @@ fn said_until(
 
 #[test]
 fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
-    if herald::testing::skip_redis_tests() {
+    if herald_storage::testing::skip_redis_tests() {
         return;
     }
-    let redis = herald::testing::RedisServer::start();
+    let redis = herald_storage::testing::RedisServer::start();
     let (child, lines) = spawn_logging(&["--redis-url", &redis.url(), "--worker"]);
     // The worker reads a few times more; no other partition says it again.
     let said = said_until(child, &lines, "consumer group", Duration::from_millis(500));
@@ -576,17 +577,17 @@ fn a_logger_with_a_worker_says_once_that_it_made_the_consumer_group() {
 
 /// The stderr lines of a logger on `redis` until it says it listens (and
 /// has checked the storage layout), then stops it.
-fn start_lines_on(redis: &herald::testing::RedisServer) -> Vec<String> {
+fn start_lines_on(redis: &herald_storage::testing::RedisServer) -> Vec<String> {
     let (child, lines) = spawn_logging(&["--redis-url", &redis.url()]);
     said_until(child, &lines, "listening", Duration::ZERO)
 }
 
 #[test]
 fn a_redis_shared_with_another_application_is_warned_of() {
-    if herald::testing::skip_redis_tests() {
+    if herald_storage::testing::skip_redis_tests() {
         return;
     }
-    let redis = herald::testing::RedisServer::start();
+    let redis = herald_storage::testing::RedisServer::start();
     let warning = "holds keys that are not Herald's";
     // Only Herald's keys (the first start writes its layout): no warning.
     let said = start_lines_on(&redis);

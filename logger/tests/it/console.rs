@@ -16,8 +16,9 @@ use std::{
 };
 
 use common::{Lines, Logger, eventually};
-use herald::{Event, EventStatus, domain::EventInput, testing::RedisServer};
+use herald::{Event, EventStatus, domain::EventInput};
 use herald_client::Client;
+use herald_storage::testing::RedisServer;
 use serde_json::json;
 use uuid::Uuid;
 use webdriver::Browser;

@@ -10,10 +10,10 @@ use herald::{
     EventStatus,
     domain::EventInput,
     pb::{self, event_logger_client::EventLoggerClient},
-    testing::{RedisServer, skip_redis_tests},
 };
 use herald_client::{Client, ListEvents};
 use herald_processor::channels::notification_line;
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use serde_json::json;
 use tonic::Code;
 

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use common::{Lines, Logger, Scrape, console_keys_file, eventually, http_call};
-use herald::{domain::EventInput, testing::free_port};
+use herald::domain::EventInput;
+use herald_storage::testing::free_port;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -397,10 +398,10 @@ async fn shutdown_ends_once_every_stream_has_ended_whoever_stops_reading() {
 
 #[tokio::test]
 async fn page_tokens_are_tamper_evident_and_shared_by_a_deployments_loggers() {
-    if herald::testing::skip_redis_tests() {
+    if herald_storage::testing::skip_redis_tests() {
         return;
     }
-    let redis = herald::testing::RedisServer::start();
+    let redis = herald_storage::testing::RedisServer::start();
     let url = redis.url();
     let a = Logger::start(&["--redis-url", &url], Lines::default().sink()).await;
     let b = Logger::start(&["--redis-url", &url], Lines::default().sink()).await;

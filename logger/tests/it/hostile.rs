@@ -11,11 +11,8 @@ use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Lines, Logger, Scrape, eventually};
-use herald::{
-    domain::json_to_struct,
-    pb,
-    testing::{RedisServer, skip_redis_tests},
-};
+use herald::{domain::json_to_struct, pb};
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use proptest::{
     prelude::*,
     strategy::ValueTree,

@@ -47,8 +47,8 @@ impl Ngircd {
         );
         let mut server = Self {
             dir: tempfile::tempdir().expect("dir"),
-            port: herald::testing::free_port(),
-            tls_port: tls.then(herald::testing::free_port),
+            port: herald_storage::testing::free_port(),
+            tls_port: tls.then(herald_storage::testing::free_port),
             child: None,
         };
         if tls {

@@ -4,11 +4,8 @@
 use std::time::Duration;
 
 use common::{Lines, Logger, Processor, Scrape, eventually, http_get};
-use herald::{
-    EventStatus,
-    domain::EventInput,
-    testing::{RedisServer, skip_redis_tests},
-};
+use herald::{EventStatus, domain::EventInput};
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

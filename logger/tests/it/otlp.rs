@@ -11,7 +11,8 @@ use std::{
     time::Duration,
 };
 
-use herald::{pb, testing::free_port, trace::TraceParent};
+use herald::{pb, trace::TraceParent};
+use herald_storage::testing::free_port;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,

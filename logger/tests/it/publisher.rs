@@ -10,13 +10,11 @@ use std::{
 
 use common::{Lines, Logger, eventually};
 use futures_util::TryStreamExt;
-use herald::{
-    domain::EventInput,
-    testing::{RedisServer, skip_redis_tests},
-};
+use herald::domain::EventInput;
 use herald_client::{
     Client, ListEvents, Observer, Outcome, Publish, Publisher, PublisherOptions, WhenFull,
 };
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use tokio::net::TcpListener;
 
 use crate::common;

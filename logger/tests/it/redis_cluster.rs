@@ -12,12 +12,9 @@ use std::{
 };
 
 use common::{Lines, Logger, Processor, eventually};
-use herald::{
-    Event, EventStatus,
-    partition::Partitions,
-    testing::{RedisCluster, skip_redis_tests},
-};
+use herald::{Event, EventStatus, partition::Partitions};
 use herald_processor::channels::notification_line;
+use herald_storage::testing::{RedisCluster, skip_redis_tests};
 use uuid::Uuid;
 
 use crate::common;

@@ -4,13 +4,13 @@
 use std::{collections::HashSet, time::Duration};
 
 use common::{Lines, Logger, Processor, eventually};
-use herald::{
-    Event, EventStatus,
-    backend::{self, BackendConfig, Consumer, ConsumerConfig},
-    testing::{RedisServer, skip_redis_tests},
-};
+use herald::{Event, EventStatus};
 use herald_client::Client;
 use herald_processor::channels::notification_line;
+use herald_storage::{
+    self as storage, BackendConfig, Consumer, ConsumerConfig,
+    testing::{RedisServer, skip_redis_tests},
+};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -146,7 +146,7 @@ async fn strand_with_killed_processor(
         &args,
         lines.sink(),
     );
-    let inspect = backend::open(&BackendConfig::Redis {
+    let inspect = storage::open(&BackendConfig::Redis {
         url: redis.url(),
         prefix: "herald".into(),
     })
@@ -210,7 +210,7 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
     })
     .await;
     // Every partition's dead letters, as the store reads them back.
-    let store = backend::open(&BackendConfig::Redis {
+    let store = storage::open(&BackendConfig::Redis {
         url: redis.url(),
         prefix: "herald".into(),
     })

@@ -10,9 +10,9 @@ use herald::{
     EventStatus,
     domain::EventInput,
     pb::{self, notifier_client::NotifierClient, subscribe_response::Kind},
-    testing::{RedisServer, skip_redis_tests},
 };
 use herald_client::{Message, RetryPolicy, SubscribeOptions, Subscription};
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 

@@ -6,13 +6,11 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use common::{Lines, Logger};
-use herald::{
-    EventStatus,
-    testing::{RedisServer, skip_redis_tests},
-};
+use herald::EventStatus;
 use herald_client::{Client, Error, Tls};
 use herald_logger::Config;
 use herald_runtime::flags::TlsArgs;
+use herald_storage::testing::{RedisServer, skip_redis_tests};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };

@@ -31,14 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald::{
-    EventStatus,
-    backend::{Backend, Consumer, ConsumerConfig, Delivery, DeliveryLog, WorkQueue, run_batches},
-    domain::StatusChange,
-    random::SplitMix64,
-    trace::TraceParent,
-};
+use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
+use herald_storage::{
+    Backend, Consumer, ConsumerConfig, Delivery, DeliveryLog, WorkQueue, run_batches,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;

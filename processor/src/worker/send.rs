@@ -8,10 +8,8 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use herald::{
-    backend::{Delivery, DeliveryLog, run_batches},
-    domain::{DeliveryAttempt, now},
-};
+use herald::domain::{DeliveryAttempt, now};
+use herald_storage::{Delivery, DeliveryLog, run_batches};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 

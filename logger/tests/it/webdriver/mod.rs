@@ -47,7 +47,7 @@ impl Browser {
             std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
         );
-        let port = herald::testing::free_port();
+        let port = herald_storage::testing::free_port();
         let mut command = Command::new(CHROMEDRIVER);
         command
             .arg(format!("--port={port}"))

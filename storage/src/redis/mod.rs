@@ -8,7 +8,7 @@
 //! consumer that died are taken over by another (`XAUTOCLAIM`), and Redis counts
 //! how often each entry was delivered (`XPENDING`).
 //!
-//! Keys. The keyspace is split into partitions (see [`crate::partition`]):
+//! Keys. The keyspace is split into partitions (see [`herald::partition`]):
 //! every key of partition 7 starts with `{prefix}:{p07}:`, whose hash tag puts
 //! the whole partition in one Redis Cluster slot, and every script touches one
 //! partition only (on one Redis node, which has no slots, the creates of a
@@ -121,7 +121,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{FeedRead, StoreOptions};
-use crate::{
+use herald::{
     cursor::Cursor,
     domain::Event,
     error::{Error, Result},
@@ -391,7 +391,7 @@ impl RedisBackend {
         try_join_all(self.partitions.all().map(each)).await
     }
 
-    /// Checks the layout once (see [`crate::backend::EventStore::prepare`]).
+    /// Checks the layout once (see [`crate::EventStore::prepare`]).
     async fn checked(&self) -> Result<()> {
         self.page_token_key().await.map(|_| ())
     }

@@ -81,11 +81,11 @@ pub(super) async fn blocked_feed_read_wakes_on_write(b: Backend) {
 /// The notification log keeps at most its maximum length (Redis trims whole
 /// nodes, so a little more) and at most its age, and says what it trimmed.
 pub(super) async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig) {
-    let options = backend::StoreOptions {
+    let options = storage::StoreOptions {
         notifications_max_len: 50,
         ..Default::default()
     };
-    let b = backend::open_with(&config, &options).expect("backend");
+    let b = storage::open_with(&config, &options).expect("backend");
     let start = Cursor::start(b.feed.partitions());
     let fresh = b.feed.history().await.expect("history");
     assert_eq!(fresh.trimmed_through, start);

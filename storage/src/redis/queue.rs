@@ -8,8 +8,8 @@ use ::redis::Value;
 use async_trait::async_trait;
 
 use super::{RedisBackend, consumer::RedisConsumer, redis_error};
-use crate::backend::{Consumer, ConsumerConfig, GROUP, QueueStats, WorkQueue};
-use crate::{error::Result, partition::Partition};
+use crate::{Consumer, ConsumerConfig, GROUP, QueueStats, WorkQueue};
+use herald::{error::Result, partition::Partition};
 
 #[async_trait]
 impl WorkQueue for RedisBackend {

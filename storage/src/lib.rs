@@ -1,5 +1,7 @@
-//! Storage, work queue and notification log, behind traits with one Redis and
-//! one memory implementation that pass the same behavioural tests.
+//! Herald's storage: the event store, the work queue and the notification
+//! log, behind traits with one Redis and one memory implementation that pass
+//! the same behavioural tests (`tests/backend`, on memory, one redis-server
+//! and a Redis Cluster).
 //!
 //! - [`EventStore`]: the producer half the logger uses. Creating an event
 //!   stores its record, queues it for the processors and appends it to the
@@ -11,10 +13,25 @@
 //!   logger tails to fan out to live subscribers.
 //! - [`DeliveryLog`]: each event's delivery attempts, and the channels that
 //!   already took it (kept in its record, so a redelivery skips them).
+//!
+//! # Layout
+//! - this file: the traits, the backend configuration and [`open`], the
+//!   factory that picks a backend.
+//! - `batch`: the batching loop that groups concurrent calls into one write.
+//! - `memory` (and `memory/index`): [`MemoryBackend`], everything in one
+//!   process behind one lock.
+//! - `redis`: [`RedisBackend`], on one server or a Redis Cluster; its keys
+//!   (`redis/keys.rs`), records, lists, queue consumers, feed and delivery
+//!   attempts each in a file of their own, and the Lua scripts in
+//!   `redis/lua/`.
+//! - [`testing`] (feature `testing`): a private `redis-server` (or Redis
+//!   Cluster) per test.
 
 mod batch;
 mod memory;
 mod redis;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::{
     collections::HashSet,
@@ -28,7 +45,7 @@ use uuid::Uuid;
 pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
-use crate::{
+use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{DeliveryAttempt, Event, EventStatus, NewEvent, StatusChange, Statuses},
     error::Result,
@@ -63,18 +80,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// Applies status changes in order, each atomically with its notification
     /// entry (and its queue entry when the new status enqueues). Each change
     /// has its own outcome: the same status again is a no-op success, a
-    /// forbidden transition [`crate::Error::InvalidTransition`], an unknown
-    /// event [`crate::Error::NotFound`]. The outer error is for the whole call
+    /// forbidden transition [`herald::Error::InvalidTransition`], an unknown
+    /// event [`herald::Error::NotFound`]. The outer error is for the whole call
     /// (Redis down).
     async fn update_status_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
-    /// The event with this id, or [`crate::Error::NotFound`].
+    /// The event with this id, or [`herald::Error::NotFound`].
     async fn get(&self, id: Uuid) -> Result<Event>;
-    /// The key page tokens are signed with ([`crate::query::PageTokens`]):
+    /// The key page tokens are signed with ([`herald::query::PageTokens`]):
     /// made once per deployment and kept in the storage, so every logger of
     /// it reads the tokens of the others.
     async fn page_token_key(&self) -> Result<[u8; 32]>;
     /// One page of the events matching `query`, in its order; the same events
-    /// in the same pages as [`crate::query::page_of`] gives, except that a
+    /// in the same pages as [`herald::query::page_of`] gives, except that a
     /// page may end early (with a next position) to bound the work of one call.
     async fn list(&self, query: &ListQuery) -> Result<Page>;
     /// Succeeds when the backend can serve requests.
@@ -181,7 +198,7 @@ pub trait EventStore: Send + Sync + 'static {
         let mut created = self.create_many(vec![event]).await?;
         created
             .pop()
-            .unwrap_or_else(|| Err(crate::Error::Internal("create returned nothing".into())))
+            .unwrap_or_else(|| Err(herald::Error::Internal("create returned nothing".into())))
     }
 
     /// Applies one status change (with its trace context); see
@@ -190,7 +207,7 @@ pub trait EventStore: Send + Sync + 'static {
         let mut results = self.update_status_many(&[change]).await?;
         results
             .pop()
-            .unwrap_or_else(|| Err(crate::Error::Internal("update returned nothing".into())))
+            .unwrap_or_else(|| Err(herald::Error::Internal("update returned nothing".into())))
     }
 
     /// Moves event `id` to `status`, outside any trace; see [`EventStore::apply`].
@@ -229,13 +246,13 @@ pub struct Delivery {
 #[async_trait]
 pub trait DeliveryLog: Send + Sync + 'static {
     /// Records attempts, in order: each joins its event's attempts (the
-    /// newest [`MAX_ATTEMPTS_KEPT`](crate::domain::MAX_ATTEMPTS_KEPT) are
+    /// newest [`MAX_ATTEMPTS_KEPT`](herald::domain::MAX_ATTEMPTS_KEPT) are
     /// kept), and a successful one marks its channel as having taken the
     /// event, in the event's record: atomically per partition. An attempt
     /// of an event that is gone is dropped.
     async fn record_attempts(&self, attempts: &[DeliveryAttempt]) -> Result<()>;
     /// The attempts recorded for event `id`, oldest first, or
-    /// [`crate::Error::NotFound`] if there is no such event.
+    /// [`herald::Error::NotFound`] if there is no such event.
     async fn attempts(&self, id: Uuid) -> Result<Vec<DeliveryAttempt>>;
 }
 
@@ -472,10 +489,10 @@ impl BackendConfig {
     pub fn location(&self) -> String {
         match self {
             Self::Memory => "memory".to_owned(),
-            Self::Redis { url, .. } => crate::redact::url(url),
+            Self::Redis { url, .. } => herald::redact::url(url),
             Self::RedisCluster { urls, .. } => urls
                 .iter()
-                .map(|u| crate::redact::url(u))
+                .map(|u| herald::redact::url(u))
                 .collect::<Vec<_>>()
                 .join(","),
         }

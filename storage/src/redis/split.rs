@@ -7,7 +7,7 @@ use std::future::Future;
 use futures_util::future::join_all;
 
 use super::RedisBackend;
-use crate::{
+use herald::{
     domain::{Event, StatusChange},
     error::{Error, Result},
     partition::{Partition, Partitions},

@@ -29,7 +29,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use super::stream::Entry;
-use crate::{
+use herald::{
     cursor::EntryId,
     domain::{Event, EventStatus, StatusChange, from_micros, to_micros},
     error::{Error, Result},
@@ -354,7 +354,7 @@ impl EntryRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NewEvent, partition::Partitions};
+    use herald::{NewEvent, partition::Partitions};
 
     #[test]
     fn a_record_reads_back_as_the_event() {

@@ -21,8 +21,8 @@ use super::{
     split::{by_partition, gather, run_groups},
     stream::range_reply,
 };
-use crate::backend::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
-use crate::{
+use crate::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
+use herald::{
     cursor::{Cursor, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
     error::{Error, Result},

@@ -452,11 +452,11 @@ pub(super) async fn request_ids_are_scoped_per_client_and_user(b: Backend) {
 
 /// A request id answers with its event only within the window.
 pub(super) async fn request_ids_expire_after_the_window(config: BackendConfig) {
-    let options = backend::StoreOptions {
+    let options = storage::StoreOptions {
         request_id_window: Duration::from_secs(1),
         ..Default::default()
     };
-    let b = backend::open_with(&config, &options).expect("backend");
+    let b = storage::open_with(&config, &options).expect("backend");
     let first = b
         .store
         .create(full_event("short-lived"))

@@ -16,14 +16,16 @@ use std::{sync::Arc, time::Duration};
 
 use herald::{
     Error, EventStatus, NewEvent,
-    backend::{self, Backend, BackendConfig, ConsumerConfig},
     cursor::{Cursor, PartitionEntry},
     domain::{DeliveryAttempt, EventInput, MAX_ATTEMPTS_KEPT, Rules, StatusChange, Statuses},
     partition::Partitions,
     pb,
     query::{ListQuery, page_of},
-    testing::{RedisCluster, RedisServer, skip_redis_tests},
     trace::TraceParent,
+};
+use herald_storage::{
+    self as storage, Backend, BackendConfig, ConsumerConfig,
+    testing::{RedisCluster, RedisServer, skip_redis_tests},
 };
 use uuid::Uuid;
 
@@ -58,13 +60,13 @@ fn keyed_event(user: &str, request_id: &str) -> NewEvent {
     NewEvent::validate(input, &Rules::default()).expect("valid")
 }
 
-/// Every change after `cursor` (see [`backend::NotificationFeed::read_after`]).
+/// Every change after `cursor` (see [`storage::NotificationFeed::read_after`]).
 async fn read_after(
     b: &Backend,
     cursor: &Cursor,
     max: usize,
     block: Duration,
-) -> Vec<backend::Notification> {
+) -> Vec<storage::Notification> {
     b.feed
         .read_after(cursor, max, block, Statuses::ALL)
         .await
@@ -147,7 +149,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$module::$name(backend::open(&BackendConfig::Memory).expect("memory")).await;
+                    super::$module::$name(storage::open(&BackendConfig::Memory).expect("memory")).await;
                 }
             )*
             $(
@@ -167,7 +169,7 @@ macro_rules! backend_tests {
                         return;
                     }
                     let server = RedisServer::start();
-                    super::$module::$name(backend::open(&redis_config(&server)).expect("redis")).await;
+                    super::$module::$name(storage::open(&redis_config(&server)).expect("redis")).await;
                 }
             )*
             $(
@@ -192,7 +194,7 @@ macro_rules! backend_tests {
                     }
                     let cluster = RedisCluster::start(3, 0);
                     let config = BackendConfig::RedisCluster { urls: cluster.urls(), prefix: "test".into() };
-                    super::$module::$name(backend::open(&config).expect("cluster")).await;
+                    super::$module::$name(storage::open(&config).expect("cluster")).await;
                 }
             )*
         }

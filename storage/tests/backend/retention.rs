@@ -32,7 +32,7 @@ async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> 
     {
         let done = b
             .store
-            .remove_older_than(backend::RetentionSlice {
+            .remove_older_than(storage::RetentionSlice {
                 partition,
                 status,
                 cutoff,

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{DeadLetter, EventStore, RetentionSlice, StatusCounts, Sweep};
-use crate::{
+use herald::{
     cursor::Cursor,
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},

@@ -12,7 +12,7 @@ async fn redis_consumer_recreates_a_vanished_group() {
     }
     let mut server = RedisServer::start();
     let config = redis_config(&server);
-    let b = backend::open(&config).expect("redis");
+    let b = storage::open(&config).expect("redis");
     let c = b.queue.consumer(consumer_config("c", 60_000));
     b.store
         .create(new_event("u", "before"))
@@ -61,7 +61,7 @@ async fn redis_a_transaction_refused_for_a_passing_reason_is_unavailable() {
     }
     let master = RedisServer::start();
     let replica = RedisServer::start();
-    let b = backend::open(&redis_config(&replica)).expect("redis");
+    let b = storage::open(&redis_config(&replica)).expect("redis");
     b.store
         .create(new_event("u", "before"))
         .await
@@ -125,7 +125,7 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
     }
     let server = RedisServer::start();
     let open = |prefix: &str, partitions: u16| {
-        let options = backend::StoreOptions {
+        let options = storage::StoreOptions {
             partitions: Partitions::new(partitions).expect("partitions"),
             ..Default::default()
         };
@@ -133,7 +133,7 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
             url: server.url(),
             prefix: prefix.into(),
         };
-        backend::open_with(&config, &options).expect("backend")
+        storage::open_with(&config, &options).expect("backend")
     };
     let first = open("test", 16);
     first.store.prepare().await.expect("first use records 16");
@@ -206,12 +206,12 @@ async fn redis_writes_wait_for_replicas() {
         return;
     }
     let server = RedisServer::start(); // no replica
-    let options = backend::StoreOptions {
+    let options = storage::StoreOptions {
         wait_replicas: 1,
         ..Default::default()
     };
     let config = redis_config(&server);
-    let b = backend::open_with(&config, &options).expect("backend");
+    let b = storage::open_with(&config, &options).expect("backend");
     let input = || {
         let input = EventInput {
             user_id: "u".into(),
@@ -225,7 +225,7 @@ async fn redis_writes_wait_for_replicas() {
         Err(Error::Unavailable(why)) => assert!(why.contains("0 of the 1 replicas"), "{why}"),
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
-    let plain = backend::open(&config).expect("backend");
+    let plain = storage::open(&config).expect("backend");
     let first = plain.store.create(input()).await.expect("the retry");
     assert_eq!(
         plain.store.status_counts().await.expect("counts").total(),
@@ -239,7 +239,7 @@ async fn redis_writes_wait_for_replicas() {
 async fn redis_with_conn() -> (RedisServer, Backend, ::redis::aio::MultiplexedConnection) {
     let server = RedisServer::start();
     let config = redis_config(&server);
-    let b = backend::open(&config).expect("backend");
+    let b = storage::open(&config).expect("backend");
     let conn = ::redis::Client::open(server.url())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -251,7 +251,7 @@ async fn redis_with_conn() -> (RedisServer, Backend, ::redis::aio::MultiplexedCo
 /// The key of event `id`'s record under the prefix `test`.
 fn record_key(b: &Backend, id: Uuid) -> String {
     let partitions = b.store.partitions();
-    backend::Keys::new("test", partitions).event(partitions.of_id(id).expect("partition"), id)
+    storage::Keys::new("test", partitions).event(partitions.of_id(id).expect("partition"), id)
 }
 
 /// On one Redis node, a batch of creates without idempotency keys is one
@@ -456,7 +456,7 @@ async fn redis_retention_leaves_no_index_entry_behind() {
     assert_eq!(swept.0, 1, "removed");
     let partitions = b.store.partitions();
     let p = partitions.of_id(event.id).expect("partition");
-    let keys = backend::Keys::new("test", partitions);
+    let keys = storage::Keys::new("test", partitions);
     let mut sizes = ::redis::pipe();
     for (kind, value) in [
         ("user", event.user_id.as_str()),
@@ -534,9 +534,8 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
         .expect("create");
     let mut after_kept = start.clone();
     after_kept.advance(notes[0].partition, notes[0].entry);
-    let ids = |notes: Vec<herald::backend::Notification>| {
-        notes.iter().map(|n| n.event.id).collect::<Vec<_>>()
-    };
+    let ids =
+        |notes: Vec<storage::Notification>| notes.iter().map(|n| n.event.id).collect::<Vec<_>>();
     let page = b
         .feed
         .read_range(&after_kept, None, 1)

@@ -11,7 +11,7 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{
+use herald::{
     domain::Event,
     query::{LIST_SCAN_LIMIT, ListQuery, Page, Position},
 };

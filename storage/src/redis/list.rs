@@ -6,7 +6,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{RedisBackend, read_records, record::parse_record, redis_error};
-use crate::{
+use herald::{
     domain::EventStatus,
     error::Result,
     partition::Partition,
@@ -254,7 +254,7 @@ fn scored(flat: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, f64)>> {
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| {
-                crate::error::Error::Internal("redis reply: a score that is not a number".into())
+                herald::error::Error::Internal("redis reply: a score that is not a number".into())
             })?;
         pairs.push((member, score));
     }

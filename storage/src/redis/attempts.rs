@@ -10,8 +10,8 @@ use prost::Message;
 use uuid::Uuid;
 
 use super::{RedisBackend, record::delivered_field, redis_error, split::by_partition};
-use crate::{
-    backend::DeliveryLog,
+use crate::DeliveryLog;
+use herald::{
     domain::{DeliveryAttempt, MAX_ATTEMPTS_KEPT, from_micros, to_micros},
     error::{Error, Result},
 };

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::{
+use herald::{
     domain::EventStatus,
     partition::{Partition, Partitions},
 };

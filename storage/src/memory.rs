@@ -23,7 +23,7 @@ use super::{
     Notification, NotificationFeed, QueueStats, RetentionSlice, StatusCounts, StoreOptions, Sweep,
     WorkQueue,
 };
-use crate::{
+use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{
         DeliveryAttempt, Event, EventStatus, MAX_ATTEMPTS_KEPT, NewEvent, StatusChange, Statuses,

@@ -15,7 +15,7 @@ use ::redis::{
     io::tcp::TcpSettings,
 };
 
-use crate::error::{Error, Result};
+use herald::error::{Error, Result};
 
 /// How long one command may take before the shared connection gives up on it.
 pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);

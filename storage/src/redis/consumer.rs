@@ -25,8 +25,8 @@ use super::{
     redis_error,
     stream::{Entry, autoclaim_reply, read_reply},
 };
-use crate::backend::{Consumer, ConsumerConfig, Delivery, GROUP};
-use crate::{
+use crate::{Consumer, ConsumerConfig, Delivery, GROUP};
+use herald::{
     cursor::{EntryId, PartitionEntry},
     error::{Error, Result},
     partition::{Partition, Partitions},

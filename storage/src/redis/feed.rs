@@ -17,8 +17,8 @@ use super::{
     redis_error,
     stream::{Entry, range_reply, read_reply},
 };
-use crate::backend::{FeedRead, History, Notification, NotificationFeed};
-use crate::{
+use crate::{FeedRead, History, Notification, NotificationFeed};
+use herald::{
     cursor::{Cursor, EntryId},
     domain::Statuses,
     error::{Error, Result},

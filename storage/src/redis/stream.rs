@@ -7,7 +7,7 @@
 
 use ::redis::Value;
 
-use crate::error::{Error, Result};
+use herald::error::{Error, Result};
 
 /// A stream entry: its id and its fields, in the order Redis gave them.
 #[derive(Debug, Default, PartialEq)]
