@@ -12,6 +12,8 @@
 //! - [`auth`]: scopes of API keys, and how keys are hashed.
 //! - [`cursor`]: positions in partitioned logs (stream entry ids, and the
 //!   cursors of the notification log and the dead letters).
+//! - [`dead_letters`]: the dead-letter requests read and checked (a page of
+//!   ListDeadLetters, which events RedriveEvents brings back).
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
@@ -26,6 +28,7 @@
 pub mod auth;
 pub mod codec;
 pub mod cursor;
+pub mod dead_letters;
 pub mod domain;
 pub mod error;
 pub mod partition;

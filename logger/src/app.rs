@@ -278,7 +278,7 @@ pub async fn run(
     }
     let stop_server = after_worker(worker, shutdown.clone());
 
-    info!(%addr, store = backend.kind, worker = config.runs_worker(), tls = tls.is_some(), "listening");
+    info!(%addr, store = %backend.kind, worker = config.runs_worker(), tls = tls.is_some(), "listening");
     let logger = EventLoggerService::new(
         store,
         backend.deliveries.clone(),

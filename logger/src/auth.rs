@@ -16,7 +16,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use herald::auth::{Access, Scope, access_for, generate_key, hash_key};
+use herald::{
+    EventStatus,
+    auth::{Access, Scope, access_for, generate_key, hash_key},
+    domain::StatusChange,
+};
+use herald_storage::EventStore;
 use prometheus::IntCounterVec;
 use serde_json::Value;
 use tonic::Status;
@@ -415,6 +420,32 @@ pub(crate) fn user_of<T>(request: &tonic::Request<T>) -> Option<String> {
         .extensions()
         .get::<Identity>()
         .and_then(|identity| identity.user.clone())
+}
+
+/// Whether the end user `user` (whose token made the call) may make
+/// `change`: only to OPENED, only on their own events. An unknown id
+/// answers like another user's event, so a token cannot tell which ids
+/// exist. The auth layer checked the token; this checks what it may touch,
+/// which needs the event.
+pub(crate) async fn check_user_change(
+    user: &str,
+    change: &StatusChange,
+    store: &dyn EventStore,
+) -> Result<(), Status> {
+    if change.status != EventStatus::Opened {
+        return Err(Status::permission_denied("user tokens may only set OPENED"));
+    }
+    let owner = match store.get(change.id).await {
+        Ok(event) => Some(event.user_id),
+        Err(herald::Error::NotFound(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
+    if owner.as_deref() != Some(user) {
+        return Err(Status::permission_denied(
+            "user tokens may only open their own events",
+        ));
+    }
+    Ok(())
 }
 
 /// The tower layer that checks every call against a [`KeyRing`].

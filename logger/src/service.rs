@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
-    cursor::Cursor,
+    dead_letters::{DeadLetterPage, MAX_REDRIVE, RedriveRequest},
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
         parse_event_id,
@@ -18,7 +18,7 @@ use herald_storage::{DeliveryLog, EventStore};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{source_of, user_of},
+    auth::{check_user_change, source_of, user_of},
     limits::ActiveStreams,
     metrics::EventMetrics,
     observe::{Write, WriteObserver},
@@ -183,22 +183,7 @@ impl EventLogger for EventLoggerService {
         let mut change = StatusChange::try_from(request.into_inner())?;
         change.trace = change.trace.or(header);
         if let Some(user) = user {
-            // An end user's token: only their own events, only to OPENED.
-            if change.status != EventStatus::Opened {
-                return Err(Status::permission_denied("user tokens may only set OPENED"));
-            }
-            // An unknown id answers like another user's event, so that a
-            // token cannot tell which ids exist.
-            let owner = match self.store.get(change.id).await {
-                Ok(event) => Some(event.user_id),
-                Err(Error::NotFound(_)) => None,
-                Err(err) => return Err(err.into()),
-            };
-            if owner.as_deref() != Some(user.as_str()) {
-                return Err(Status::permission_denied(
-                    "user tokens may only open their own events",
-                ));
-            }
+            check_user_change(&user, &change, self.store.as_ref()).await?;
         }
         let event = self
             .counted(Write::Change, self.store.apply(change))
@@ -259,21 +244,8 @@ impl EventLogger for EventLoggerService {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
-        let r = request.into_inner();
-        let size = match r.page_size {
-            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
-            0 => 100,
-            n => (n as usize).min(1_000),
-        };
-        let partitions = self.store.partitions();
-        let mut after = match r.page_token.as_str() {
-            "" => Cursor::start(partitions),
-            token => token
-                .parse::<Cursor>()
-                .ok()
-                .filter(|c| c.check(partitions, "page_token").is_ok())
-                .ok_or_else(|| Error::invalid("page_token", "is not a token of this list"))?,
-        };
+        let page = DeadLetterPage::try_from(request.into_inner())?;
+        let (size, mut after) = (page.size, page.start(self.store.partitions())?);
         let page = self.store.dead_letters(&after, size).await?;
         let full = page.len() == size;
         let ids: Vec<_> = page.iter().map(|d| d.id).collect();
@@ -318,40 +290,21 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::RedriveEventsRequest>,
     ) -> Result<Response<pb::RedriveEventsResponse>, Status> {
         let trace = call_trace(&request).map(|t| t.child());
-        let r = request.into_inner();
         let back = |id| StatusChange::new(id, EventStatus::Pending).in_trace(trace);
         let max = self.batch_items(MAX_REDRIVE);
-        let named: Option<Vec<Result<StatusChange, Error>>> = match (r.all, r.event_ids.len()) {
-            (true, 0) => None,
-            (true, _) => {
-                return Err(Error::invalid("event_ids", "give event_ids or all, not both").into());
-            }
-            (false, n) if (1..=max).contains(&n) => Some(
-                r.event_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| parse_event_id(id, &format!("event_ids[{i}]")).map(back))
-                    .collect(),
-            ),
-            (false, n) => {
-                return Err(Error::invalid(
-                    "event_ids",
-                    format!("must hold 1 to {max} ids (or set all), got {n}"),
-                )
-                .into());
-            }
-        };
+        let redrive = RedriveRequest::try_from(request.into_inner())?.within(max)?;
         // One store operation: each event back to PENDING with its dead
         // letters removed, atomically per partition.
         let mut more = false;
-        let outcomes = match named {
-            Some(items) => {
+        let outcomes = match redrive {
+            RedriveRequest::Events(ids) => {
+                let items = ids.into_iter().map(|id| id.map(back)).collect();
                 let write = apply_valid(items, async |valid: Vec<StatusChange>| {
                     self.store.redrive_many(&valid).await
                 });
                 self.counted_batch(Write::Change, write).await?
             }
-            None => {
+            RedriveRequest::All => {
                 // The events of the oldest dead letters, as many as one
                 // answer holds; `more` tells the caller to come back.
                 let write = async {
@@ -389,9 +342,6 @@ impl EventLogger for EventLoggerService {
         }))
     }
 }
-
-/// Most events one RedriveEvents call names (and one store call applies).
-const MAX_REDRIVE: usize = 1_000;
 
 /// The trace context the caller sent in its `traceparent` header, if valid
 /// (an invalid one is ignored, as W3C Trace Context asks).

@@ -449,8 +449,8 @@ pub struct History {
 /// Both halves and the feed of one backend, ready to share.
 #[derive(Clone)]
 pub struct Backend {
-    /// `"redis"`, `"redis-cluster"` or `"memory"`, for logs.
-    pub kind: &'static str,
+    /// Which backend this is.
+    pub kind: BackendKind,
     /// The producer half.
     pub store: Arc<dyn EventStore>,
     /// The consumer half.
@@ -459,6 +459,34 @@ pub struct Backend {
     pub feed: Arc<dyn NotificationFeed>,
     /// Delivery attempts.
     pub deliveries: Arc<dyn DeliveryLog>,
+}
+
+/// The kinds of backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// In this process.
+    Memory,
+    /// One Redis server.
+    Redis,
+    /// A Redis Cluster.
+    RedisCluster,
+}
+
+impl BackendKind {
+    /// The kind's name in logs: `memory`, `redis`, `redis-cluster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::RedisCluster => "redis-cluster",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Which backend to open.
@@ -536,12 +564,17 @@ impl Default for StoreOptions {
 pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backend> {
     let (kind, target, prefix) = match config {
         BackendConfig::Memory => {
-            return Ok(assemble("memory", Arc::new(MemoryBackend::new(options))));
+            let memory = Arc::new(MemoryBackend::new(options));
+            return Ok(assemble(BackendKind::Memory, memory));
         }
-        BackendConfig::Redis { url, prefix } => ("redis", RedisTarget::Node(url.clone()), prefix),
-        BackendConfig::RedisCluster { urls, prefix } => {
-            ("redis-cluster", RedisTarget::Cluster(urls.clone()), prefix)
+        BackendConfig::Redis { url, prefix } => {
+            (BackendKind::Redis, RedisTarget::Node(url.clone()), prefix)
         }
+        BackendConfig::RedisCluster { urls, prefix } => (
+            BackendKind::RedisCluster,
+            RedisTarget::Cluster(urls.clone()),
+            prefix,
+        ),
     };
     let keys = Keys::new(prefix, options.partitions);
     Ok(assemble(
@@ -551,7 +584,7 @@ pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backe
 }
 
 /// A backend's four faces, its store wrapped in [`Batching`].
-fn assemble<B>(kind: &'static str, backend: Arc<B>) -> Backend
+fn assemble<B>(kind: BackendKind, backend: Arc<B>) -> Backend
 where
     B: EventStore + WorkQueue + NotificationFeed + DeliveryLog,
 {

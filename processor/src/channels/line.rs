@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 use herald::{Event, random::SplitMix64};
 
-use super::{Channel, Failure, Sent};
+use super::{Channel, Failure, Reason, Sent};
 
 /// The notification line: `Event {event_id} has been sent to {user_id}: {description}`.
 pub fn notification_line(event: &Event) -> String {
@@ -52,10 +52,10 @@ impl Channel for LineChannel {
         let mut out = self
             .out
             .lock()
-            .map_err(|_| Failure::retry("io", "line channel lock poisoned"))?;
+            .map_err(|_| Failure::retry(Reason::Io, "line channel lock poisoned"))?;
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
-            .map_err(|e| Failure::retry("io", e.to_string()))?;
+            .map_err(|e| Failure::retry(Reason::Io, e.to_string()))?;
         Ok(Sent::default())
     }
 
@@ -94,11 +94,11 @@ impl Channel for SimulatedChannel {
         let lost = self
             .rng
             .lock()
-            .map_err(|_| Failure::retry("io", "simulated channel lock poisoned"))?
+            .map_err(|_| Failure::retry(Reason::Io, "simulated channel lock poisoned"))?
             .chance(self.loss_ratio);
         if lost {
             return Err(Failure::retry(
-                "simulated_loss",
+                Reason::SimulatedLoss,
                 format!("simulated loss of the notification of event {}", event.id),
             ));
         }

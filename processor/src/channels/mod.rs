@@ -67,9 +67,8 @@ pub struct Sent {
 /// A failed attempt: why, and what to do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// A short word for metrics' `reason` label: `timeout`, `connect`,
-    /// `http_5xx`, `circuit_open`...
-    pub reason: &'static str,
+    /// Why, as metrics' `reason` label says it.
+    pub reason: Reason,
     /// What went wrong, for logs, attempts and dead letters.
     pub error: String,
     /// The HTTP status answered, if any.
@@ -79,6 +78,61 @@ pub struct Failure {
     /// Whether anything was sent (an attempt to record) or the channel
     /// refused at once (an open breaker, a disabled endpoint).
     pub attempted: bool,
+}
+
+/// Why an attempt failed, or why a channel left an event for later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No answer in time.
+    Timeout,
+    /// The connection could not be made.
+    Connect,
+    /// The HTTP exchange broke off.
+    Http,
+    /// A 4xx answer (408 and 429 included).
+    Http4xx,
+    /// A 5xx answer.
+    Http5xx,
+    /// Another answer that is no success (a redirect).
+    HttpOther,
+    /// 410 Gone: the endpoint is disabled until the next reload.
+    Gone,
+    /// The request could not be built.
+    Request,
+    /// The endpoint is disabled (after a 410): nothing was sent.
+    Disabled,
+    /// The endpoint or connection is saturated: nothing was sent.
+    Busy,
+    /// The circuit breaker is open: nothing was sent.
+    CircuitOpen,
+    /// The connection dropped before the message was confirmed.
+    Disconnected,
+    /// Writing failed.
+    Io,
+    /// The simulated channel lost the notification on purpose.
+    SimulatedLoss,
+}
+
+impl Reason {
+    /// The label value in `herald_notifications_failed_total{reason}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Http => "http",
+            Self::Http4xx => "http_4xx",
+            Self::Http5xx => "http_5xx",
+            Self::HttpOther => "http_other",
+            Self::Gone => "gone",
+            Self::Request => "request",
+            Self::Disabled => "disabled",
+            Self::Busy => "busy",
+            Self::CircuitOpen => "circuit_open",
+            Self::Disconnected => "disconnected",
+            Self::Io => "io",
+            Self::SimulatedLoss => "simulated_loss",
+        }
+    }
 }
 
 /// What to do after a failed attempt.
@@ -95,7 +149,7 @@ pub enum Next {
 
 impl Failure {
     /// An attempt that failed and may succeed if tried again.
-    pub fn retry(reason: &'static str, error: impl Into<String>) -> Self {
+    pub fn retry(reason: Reason, error: impl Into<String>) -> Self {
         Self {
             reason,
             error: error.into(),
@@ -106,7 +160,7 @@ impl Failure {
     }
 
     /// An attempt that failed and would fail again.
-    pub fn give_up(reason: &'static str, error: impl Into<String>) -> Self {
+    pub fn give_up(reason: Reason, error: impl Into<String>) -> Self {
         Self {
             next: Next::GiveUp,
             ..Self::retry(reason, error)
@@ -114,7 +168,7 @@ impl Failure {
     }
 
     /// A refusal without an attempt: leave the event for later.
-    pub fn later(reason: &'static str, error: impl Into<String>) -> Self {
+    pub fn later(reason: Reason, error: impl Into<String>) -> Self {
         Self {
             next: Next::Later,
             attempted: false,

@@ -29,7 +29,7 @@ use hyper_util::{
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{Channel, Failure, Next, Sent, breaker::Breaker, settings::WebhookSettings};
+use super::{Channel, Failure, Next, Reason, Sent, breaker::Breaker, settings::WebhookSettings};
 use crate::metrics::ChannelGauges;
 
 /// Most bytes of an endpoint's answer kept in an error.
@@ -122,14 +122,20 @@ impl WebhookChannel {
                 concat!("herald/", env!("CARGO_PKG_VERSION")),
             )
             .body(Full::new(body))
-            .map_err(|e| Failure::give_up("request", e.to_string()))?;
+            .map_err(|e| Failure::give_up(Reason::Request, e.to_string()))?;
         request.headers_mut().extend(headers);
         let answer = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
-                    Failure::retry("connect", format!("cannot connect: {}", root_cause(&e)))
+                    Failure::retry(
+                        Reason::Connect,
+                        format!("cannot connect: {}", root_cause(&e)),
+                    )
                 } else {
-                    Failure::retry("http", format!("HTTP exchange failed: {}", root_cause(&e)))
+                    Failure::retry(
+                        Reason::Http,
+                        format!("HTTP exchange failed: {}", root_cause(&e)),
+                    )
                 }
             })?;
             let (parts, mut body) = response.into_parts();
@@ -153,7 +159,7 @@ impl WebhookChannel {
             .await
             .map_err(|_| {
                 Failure::retry(
-                    "timeout",
+                    Reason::Timeout,
                     format!(
                         "no answer within {}",
                         humantime::format_duration(self.timeout)
@@ -187,15 +193,20 @@ impl WebhookChannel {
                     warn!(channel = %self.name, url = %self.shown, "endpoint answered 410 Gone; disabled until the channels are reloaded");
                     self.gauges.disabled.set(1);
                 }
-                Failure::give_up("gone", format!("{error} (endpoint disabled)"))
+                Failure::give_up(Reason::Gone, format!("{error} (endpoint disabled)"))
             }
-            408 | 429 | 500..=599 => {
-                Failure::retry(if code < 500 { "http_4xx" } else { "http_5xx" }, error)
-            }
-            400..=499 if self.retry_4xx => Failure::retry("http_4xx", error),
-            400..=499 => Failure::give_up("http_4xx", error),
+            408 | 429 | 500..=599 => Failure::retry(
+                if code < 500 {
+                    Reason::Http4xx
+                } else {
+                    Reason::Http5xx
+                },
+                error,
+            ),
+            400..=499 if self.retry_4xx => Failure::retry(Reason::Http4xx, error),
+            400..=499 => Failure::give_up(Reason::Http4xx, error),
             _ => Failure::give_up(
-                "http_other",
+                Reason::HttpOther,
                 format!("{error} (redirects are not followed)"),
             ),
         };
@@ -234,7 +245,7 @@ impl Channel for WebhookChannel {
             return Err(Failure {
                 attempted: false,
                 ..Failure::give_up(
-                    "disabled",
+                    Reason::Disabled,
                     "the endpoint answered 410 Gone and is disabled until the channels are reloaded",
                 )
             });
@@ -243,7 +254,7 @@ impl Channel for WebhookChannel {
             Ok(Ok(place)) => place,
             _ => {
                 return Err(Failure::later(
-                    "busy",
+                    Reason::Busy,
                     format!(
                         "{} requests to the endpoint stayed in flight for {}",
                         self.concurrency,
@@ -254,7 +265,7 @@ impl Channel for WebhookChannel {
         };
         if let Err(wait) = self.breaker.admit() {
             return Err(Failure::later(
-                "circuit_open",
+                Reason::CircuitOpen,
                 format!(
                     "circuit breaker open after repeated failures; next probe in {}",
                     humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
@@ -316,11 +327,11 @@ mod tests {
             })
         );
         for (code, reason, next) in [
-            (500, "http_5xx", Next::Retry(None)),
-            (429, "http_4xx", Next::Retry(None)),
-            (408, "http_4xx", Next::Retry(None)),
-            (422, "http_4xx", Next::GiveUp),
-            (301, "http_other", Next::GiveUp),
+            (500, Reason::Http5xx, Next::Retry(None)),
+            (429, Reason::Http4xx, Next::Retry(None)),
+            (408, Reason::Http4xx, Next::Retry(None)),
+            (422, Reason::Http4xx, Next::GiveUp),
+            (301, Reason::HttpOther, Next::GiveUp),
         ] {
             let failure = judged(code, None).expect_err("a failure");
             assert_eq!(
@@ -350,7 +361,7 @@ mod tests {
             Next::Retry(Some(MAX_RETRY_AFTER))
         );
         // A 410 disables the endpoint: what follows is refused without a request.
-        assert_eq!(judged(410, None).expect_err("gone").reason, "gone");
+        assert_eq!(judged(410, None).expect_err("gone").reason, Reason::Gone);
         assert!(hooks.disabled.load(Ordering::Relaxed));
         assert_eq!(hooks.gauges.disabled.get(), 1);
     }

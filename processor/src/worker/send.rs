@@ -107,7 +107,7 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
             }
             Err(failure) => failure,
         };
-        context.metrics.failed(name, failure.reason);
+        context.metrics.failed(name, failure.reason.as_str());
         if failure.attempted {
             context.metrics.attempted(name, latency);
         }

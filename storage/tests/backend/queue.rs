@@ -221,7 +221,7 @@ pub(super) async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
     let stats = b.queue.stats().await.expect("stats");
     assert_eq!((stats.pending, stats.lag), (1, Some(2)));
     assert!(stats.length >= 3, "{stats:?}");
-    if b.kind != "memory" {
+    if b.kind != storage::BackendKind::Memory {
         // Only the entry below the oldest pending one could go.
         assert_eq!((trimmed, stats.length), (1, 4));
     }
@@ -243,7 +243,7 @@ pub(super) async fn queue_trim_keeps_unacknowledged_work(b: Backend) {
     let trimmed = b.queue.trim_acknowledged().await.expect("trim");
     let stats = b.queue.stats().await.expect("stats");
     assert_eq!((stats.pending, stats.lag), (0, Some(0)));
-    if b.kind != "memory" {
+    if b.kind != storage::BackendKind::Memory {
         // Everything but the last delivered entry.
         assert_eq!((trimmed, stats.length), (3, 1));
     }

@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod connection;
 mod protocol;
 
-use super::{Channel, Failure, Sent, settings::IrcSettings};
+use super::{Channel, Failure, Reason, Sent, settings::IrcSettings};
 use connection::Connection;
 
 /// IRC's longest line, CR LF included.
@@ -173,18 +173,18 @@ impl Channel for IrcChannel {
         .await;
         match waited {
             Ok(Ok(())) => Ok(Sent::default()),
-            Ok(Err(error)) => Err(Failure::retry("disconnected", error)),
+            Ok(Err(error)) => Err(Failure::retry(Reason::Disconnected, error)),
             // Never sent (the connection is down, or the rate holds back
             // the messages before it): no attempt, the event comes back later.
             Err(_) if !written.load(Ordering::Relaxed) => Err(Failure::later(
-                "busy",
+                Reason::Busy,
                 format!(
                     "not sent within {}: the connection is down or the messages before it wait for the rate",
                     humantime::format_duration(timeout)
                 ),
             )),
             Err(_) => Err(Failure::retry(
-                "timeout",
+                Reason::Timeout,
                 format!(
                     "sent but not confirmed by the server within {}",
                     humantime::format_duration(timeout)
