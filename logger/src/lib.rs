@@ -26,8 +26,12 @@
 //! - [`event_types`]: the event-type registry (payload JSON Schemas per type).
 //! - [`service`]: the EventLogger handlers.
 //! - [`observe`]: what every write is counted, logged and traced as.
-//! - [`notifier`]: the Notifier handler: filters, resuming after a cursor,
-//!   heartbeats, stream limits.
+//! - [`notifier`]: the Notifier handler: filters, stream limits, and the
+//!   trimming of the notification log.
+//! - [`subscription`]: one Subscribe stream as a state machine (catching
+//!   up, joining, live, ended), with heartbeats.
+//! - [`catch_up`]: a resuming stream's catch-up from the log, bounded and
+//!   taking turns.
 //! - [`fanout`]: the per-process fan-out: local subscribers and the one tail
 //!   of the notification log that feeds them.
 //! - [`queue`]: each subscriber's queue, and the byte budget one client's
@@ -41,6 +45,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod catch_up;
 pub mod config;
 pub mod console;
 pub mod encoded;
@@ -57,6 +62,7 @@ pub mod queue;
 pub mod retention;
 pub mod server;
 pub mod service;
+pub mod subscription;
 
 use std::sync::Arc;
 
