@@ -43,14 +43,14 @@ impl Position {
 /// A validated ListEvents request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListQuery {
-    /// Only this user's events (empty: any).
-    pub user_id: String,
-    /// Only this session's events (empty: any).
-    pub session_id: String,
-    /// Only this category (empty: any).
-    pub category: String,
-    /// Only this type (empty: any).
-    pub event_type: String,
+    /// Only this user's events (`None`: any).
+    pub user_id: Option<String>,
+    /// Only this session's events (`None`: any).
+    pub session_id: Option<String>,
+    /// Only this category (`None`: any).
+    pub category: Option<String>,
+    /// Only this type (`None`: any).
+    pub event_type: Option<String>,
     /// Only this status.
     pub status: Option<EventStatus>,
     /// occurred_at at or after this many microseconds.
@@ -69,10 +69,12 @@ impl ListQuery {
     /// Whether `event` passes every filter (the order and page aside).
     pub fn matches(&self, event: &Event) -> bool {
         let micros = to_micros(event.occurred_at);
-        (self.user_id.is_empty() || event.user_id == self.user_id)
-            && (self.session_id.is_empty() || event.session_id == self.session_id)
-            && (self.category.is_empty() || event.category == self.category)
-            && (self.event_type.is_empty() || event.event_type == self.event_type)
+        let is =
+            |wanted: &Option<String>, value: &String| wanted.as_ref().is_none_or(|w| w == value);
+        is(&self.user_id, &event.user_id)
+            && is(&self.session_id, &event.session_id)
+            && is(&self.category, &event.category)
+            && is(&self.event_type, &event.event_type)
             && self.status.is_none_or(|s| event.status == s)
             && self.after_micros.is_none_or(|a| micros >= a)
             && self.before_micros.is_none_or(|b| micros < b)
@@ -158,12 +160,15 @@ impl PageTokens {
         let mut mac =
             <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
         mac.update(&[TOKEN_VERSION]);
+        // No filter is encoded as an empty one, as tokens always were.
         for text in [
             &query.user_id,
             &query.session_id,
             &query.category,
             &query.event_type,
-        ] {
+        ]
+        .map(|filter| filter.as_deref().unwrap_or_default())
+        {
             mac.update(&(text.len() as u64).to_be_bytes());
             mac.update(text.as_bytes());
         }
@@ -239,10 +244,10 @@ impl ListQuery {
             }
         };
         let mut query = ListQuery {
-            user_id: r.user_id,
-            session_id: r.session_id,
-            category: r.category,
-            event_type: r.r#type,
+            user_id: given(r.user_id),
+            session_id: given(r.session_id),
+            category: given(r.category),
+            event_type: given(r.r#type),
             status,
             after_micros,
             before_micros,
@@ -266,6 +271,11 @@ impl ListQuery {
             Err(Error::InvalidArgument(violations))
         }
     }
+}
+
+/// A filter's value, `None` when the request left it empty (any).
+fn given(value: String) -> Option<String> {
+    Some(value).filter(|v| !v.is_empty())
 }
 
 /// One page of results.

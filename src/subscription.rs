@@ -18,14 +18,14 @@ pub const MAX_FILTER_VALUES: usize = 64;
 /// Which logged changes a subscriber receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionFilter {
-    /// Whose changes; empty for every user's.
-    pub user_id: String,
+    /// Whose changes; `None` for every user's.
+    pub user_id: Option<String>,
     /// Any of these categories; empty for all ([`any_matches`]: `*` ends a prefix).
     pub categories: Vec<String>,
     /// Any of these types; empty for all ([`any_matches`]: `*` ends a prefix).
     pub types: Vec<String>,
-    /// Only this session; empty for all.
-    pub session_id: String,
+    /// Only this session; `None` for all.
+    pub session_id: Option<String>,
     /// Changes into any of these statuses (never empty; PROCESSED by default).
     pub statuses: Vec<EventStatus>,
 }
@@ -34,10 +34,18 @@ impl SubscriptionFilter {
     /// Notifications (PROCESSED) of one user: the default subscription.
     pub fn user(user_id: impl Into<String>) -> Self {
         Self {
-            user_id: user_id.into(),
+            user_id: Some(user_id.into()),
+            ..Self::everyone()
+        }
+    }
+
+    /// Notifications (PROCESSED) of every user.
+    pub fn everyone() -> Self {
+        Self {
+            user_id: None,
             categories: Vec::new(),
             types: Vec::new(),
-            session_id: String::new(),
+            session_id: None,
             statuses: vec![EventStatus::Processed],
         }
     }
@@ -46,10 +54,13 @@ impl SubscriptionFilter {
     /// this subscriber.
     pub fn matches(&self, event: &Event) -> bool {
         self.statuses.contains(&event.status)
-            && (self.user_id.is_empty() || event.user_id == self.user_id)
+            && self.user_id.as_ref().is_none_or(|u| *u == event.user_id)
             && any_matches(&self.categories, &event.category)
             && any_matches(&self.types, &event.event_type)
-            && (self.session_id.is_empty() || event.session_id == self.session_id)
+            && self
+                .session_id
+                .as_ref()
+                .is_none_or(|s| *s == event.session_id)
     }
 }
 
@@ -129,10 +140,10 @@ impl TryFrom<pb::SubscribeRequest> for SubscribeRequest {
         }
         Ok(Self {
             filter: SubscriptionFilter {
-                user_id: r.user_id,
+                user_id: Some(r.user_id).filter(|u| !u.is_empty()),
                 categories: r.categories,
                 types: r.types,
-                session_id: r.session_id,
+                session_id: Some(r.session_id).filter(|s| !s.is_empty()),
                 statuses,
             },
             after,
@@ -223,19 +234,16 @@ mod tests {
             f(&mut filter);
             !filter.matches(&event)
         };
-        assert!(miss(|f| f.user_id = "bob".into()));
+        assert!(miss(|f| f.user_id = Some("bob".into())));
         assert!(miss(|f| f.categories = vec!["shop".into()]));
         assert!(miss(|f| f.types = vec!["receipt".into()]));
         assert!(miss(|f| f.types = vec!["inv*x".into()]));
         assert!(!miss(|f| f.types = vec!["inv*".into()]));
         assert!(!miss(|f| f.categories = vec!["x".into(), "bill*".into()]));
         assert!(!miss(|f| f.types = vec!["*".into()]));
-        assert!(miss(|f| f.session_id = "s2".into()));
+        assert!(miss(|f| f.session_id = Some("s2".into())));
         assert!(miss(|f| f.statuses = vec![EventStatus::Pending]));
-        let everyone = SubscriptionFilter {
-            user_id: String::new(),
-            ..SubscriptionFilter::user("")
-        };
+        let everyone = SubscriptionFilter::everyone();
         assert!(everyone.matches(&event));
     }
 }

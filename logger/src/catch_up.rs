@@ -90,7 +90,7 @@ async fn fill(job: &CatchUp) -> Result<(Live, Cursor), Stopped> {
         stop: _,
     } = job;
     let partitions = feed.partitions();
-    let only = (!filter.user_id.is_empty()).then(|| partitions.of_user(&filter.user_id));
+    let only = filter.user_id.as_ref().map(|user| partitions.of_user(user));
     let page = (fanout.buffer() / 2).clamp(1, CATCH_UP_PAGE);
     let per_partition = match only {
         Some(_) => page,

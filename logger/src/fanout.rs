@@ -43,9 +43,6 @@ use crate::{
 /// Longest the tail naps while no subscriber wants anything.
 const IDLE_NAP: Duration = Duration::from_millis(100);
 
-/// Subscribers of every user's changes are filed under this key.
-const EVERY_USER: &str = "";
-
 /// Shards of the subscribers: shard 0 holds those of every user's changes,
 /// the others those of one user each, by a hash of the user id.
 const SHARDS: usize = 64;
@@ -77,11 +74,29 @@ pub struct Fanout {
     arrived: Notify,
 }
 
-/// One shard: its subscribers by user id, and how far it has been offered
-/// the log.
+/// Whose changes a group of subscribers follows.
+#[derive(Clone, Copy, Debug)]
+enum Whose<'a> {
+    /// Every user's (in shard 0).
+    Everyone,
+    /// One user's.
+    User(&'a str),
+}
+
+impl<'a> Whose<'a> {
+    /// One user's changes, or (`None`) every user's.
+    fn of(user: Option<&'a str>) -> Self {
+        user.map_or(Self::Everyone, Self::User)
+    }
+}
+
+/// One shard: its subscribers (by user id, and those of every user), and
+/// how far it has been offered the log.
 #[derive(Default)]
 struct Shard {
     by_user: HashMap<String, HashMap<u64, Subscriber>>,
+    /// Subscribers of every user's changes (shard 0 only).
+    everyone: HashMap<u64, Subscriber>,
     /// Every change up to here was offered to this shard's subscribers:
     /// moved with each publication under the shard's lock, so a new
     /// subscriber's starting point is exact.
@@ -109,12 +124,25 @@ impl Change<'_> {
 }
 
 impl Shard {
-    /// Hands `change` to the subscribers filed under `user` whose filters it
+    /// The subscribers of `whose` changes, if any.
+    fn group(&mut self, whose: Whose<'_>) -> Option<&mut HashMap<u64, Subscriber>> {
+        match whose {
+            Whose::Everyone => Some(&mut self.everyone),
+            Whose::User(user) => self.by_user.get_mut(user),
+        }
+    }
+
+    /// Hands `change` to the subscribers of `whose` changes whose filters it
     /// matches (`buffer` messages of room each); returns the statuses of
     /// those cut off for want of room.
-    fn publish(&mut self, user: &str, change: &Change<'_>, buffer: usize) -> Vec<Vec<EventStatus>> {
+    fn publish(
+        &mut self,
+        whose: Whose<'_>,
+        change: &Change<'_>,
+        buffer: usize,
+    ) -> Vec<Vec<EventStatus>> {
         let mut cut_off = Vec::new();
-        let Some(group) = self.by_user.get_mut(user) else {
+        let Some(group) = self.group(whose) else {
             return cut_off;
         };
         group.retain(|_, sub| {
@@ -128,10 +156,17 @@ impl Shard {
             }
             kept
         });
-        if group.is_empty() {
+        self.forget_if_empty(whose);
+        cut_off
+    }
+
+    /// Drops the group of one user's subscribers once it is empty.
+    fn forget_if_empty(&mut self, whose: Whose<'_>) {
+        if let Whose::User(user) = whose
+            && self.by_user.get(user).is_some_and(HashMap::is_empty)
+        {
             self.by_user.remove(user);
         }
-        cut_off
     }
 }
 
@@ -154,11 +189,11 @@ impl Fanout {
         self.buffer
     }
 
-    /// The shard of `user`'s subscribers.
-    fn shard_of(user: &str) -> usize {
-        if user == EVERY_USER {
+    /// The shard of the subscribers of `whose` changes.
+    fn shard_of(whose: Whose<'_>) -> usize {
+        let Whose::User(user) = whose else {
             return 0;
-        }
+        };
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(user, &mut hasher);
         1 + (std::hash::Hasher::finish(&hasher) % (SHARDS as u64 - 1)) as usize
@@ -225,16 +260,21 @@ impl Fanout {
         let queue = Queue::shared(budget);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let user = filter.user_id.clone();
-        let shard = Self::shard_of(&user);
+        let shard = Self::shard_of(Whose::of(filter.user_id.as_deref()));
         self.count_statuses(&filter.statuses, true);
         let mut subscribers = self.shard(shard);
-        subscribers.by_user.entry(user.clone()).or_default().insert(
-            id,
-            Subscriber {
-                filter,
-                queue: queue.clone(),
-            },
-        );
+        let subscriber = Subscriber {
+            filter,
+            queue: queue.clone(),
+        };
+        match &user {
+            None => subscribers.everyone.insert(id, subscriber),
+            Some(user) => subscribers
+                .by_user
+                .entry(user.clone())
+                .or_default()
+                .insert(id, subscriber),
+        };
         let position = subscribers.position.clone();
         drop(subscribers);
         self.subscribers.fetch_add(1, Ordering::SeqCst);
@@ -250,15 +290,13 @@ impl Fanout {
         (live, position)
     }
 
-    fn remove(&self, user: &str, id: u64) {
-        let mut shard = self.shard(Self::shard_of(user));
-        let Some(of_user) = shard.by_user.get_mut(user) else {
+    fn remove(&self, whose: Whose<'_>, id: u64) {
+        let mut shard = self.shard(Self::shard_of(whose));
+        let Some(group) = shard.group(whose) else {
             return;
         };
-        let removed = of_user.remove(&id);
-        if of_user.is_empty() {
-            shard.by_user.remove(user);
-        }
+        let removed = group.remove(&id);
+        shard.forget_if_empty(whose);
         drop(shard);
         if let Some(sub) = removed {
             self.subscribers.fetch_sub(1, Ordering::SeqCst);
@@ -291,7 +329,8 @@ impl Fanout {
         position.join(&read.through);
         let mut by_shard: Vec<Vec<&Change<'_>>> = vec![Vec::new(); SHARDS];
         for change in &changes {
-            by_shard[Self::shard_of(&change.notification.event.user_id)].push(change);
+            let user = change.notification.event.user_id.as_str();
+            by_shard[Self::shard_of(Whose::User(user))].push(change);
         }
         let mut cut_off = Vec::new();
         let mut complete = true;
@@ -303,12 +342,12 @@ impl Fanout {
             }
             if index == 0 {
                 for change in &changes {
-                    cut_off.extend(shard.publish(EVERY_USER, change, self.buffer));
+                    cut_off.extend(shard.publish(Whose::Everyone, change, self.buffer));
                 }
             } else {
                 for change in mine {
                     let user = change.notification.event.user_id.as_str();
-                    cut_off.extend(shard.publish(user, change, self.buffer));
+                    cut_off.extend(shard.publish(Whose::User(user), change, self.buffer));
                 }
             }
             shard.position.clone_from(&position);
@@ -327,13 +366,19 @@ impl Fanout {
     /// Ends every subscription with UNAVAILABLE.
     fn close_all(&self) {
         for index in 0..SHARDS {
-            let drained: Vec<_> = self.shard(index).by_user.drain().collect();
-            for (_, group) in drained {
-                for (_, sub) in group {
-                    self.subscribers.fetch_sub(1, Ordering::SeqCst);
-                    self.count_statuses(&sub.filter.statuses, false);
-                    sub.queue.end(Ended::Closed);
-                }
+            let mut shard = self.shard(index);
+            let mut drained: Vec<Subscriber> = shard.everyone.drain().map(|(_, sub)| sub).collect();
+            drained.extend(
+                shard
+                    .by_user
+                    .drain()
+                    .flat_map(|(_, group)| group.into_values()),
+            );
+            drop(shard);
+            for sub in drained {
+                self.subscribers.fetch_sub(1, Ordering::SeqCst);
+                self.count_statuses(&sub.filter.statuses, false);
+                sub.queue.end(Ended::Closed);
             }
         }
     }
@@ -432,13 +477,14 @@ fn published(notification: &Notification, position: &Arc<Cursor>) -> Published {
 /// Unregisters a subscriber when its stream is dropped (the client went away).
 struct Guard {
     fanout: Arc<Fanout>,
-    user: String,
+    /// Whose changes the subscriber follows (`None`: every user's).
+    user: Option<String>,
     id: u64,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.fanout.remove(&self.user, self.id);
+        self.fanout.remove(Whose::of(self.user.as_deref()), self.id);
     }
 }
 
@@ -519,9 +565,11 @@ mod tests {
                     .0
             })
             .collect();
-        let (everyone, _) = fanout.subscribe(SubscriptionFilter::user(""), budget.clone());
-        let used: std::collections::HashSet<usize> =
-            users.iter().map(|u| Fanout::shard_of(u)).collect();
+        let (everyone, _) = fanout.subscribe(SubscriptionFilter::everyone(), budget.clone());
+        let used: std::collections::HashSet<usize> = users
+            .iter()
+            .map(|u| Fanout::shard_of(Whose::User(u)))
+            .collect();
         assert!(
             used.len() > 40,
             "users spread over the shards: {}",

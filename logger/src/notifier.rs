@@ -135,7 +135,7 @@ impl NotifierService {
             (None, source) => source,
         };
         let SubscribeRequest { filter, after } = request.into_inner().try_into()?;
-        if user.is_some_and(|user| user != filter.user_id) {
+        if user.is_some_and(|user| filter.user_id.as_ref() != Some(&user)) {
             return Err(Status::permission_denied(
                 "user tokens may only subscribe to their own notifications",
             ));
@@ -144,7 +144,7 @@ impl NotifierService {
             return Err(shutting_down());
         }
         let slot = self.streams.acquire(client)?;
-        debug!(user_id = %filter.user_id, after = ?after.as_ref().map(ToString::to_string), "subscriber connected");
+        debug!(user_id = filter.user_id.as_deref().unwrap_or("(every user)"), after = ?after.as_ref().map(ToString::to_string), "subscriber connected");
         let subscription = Subscription::new(
             SubscriptionParts {
                 fanout: self.fanout.clone(),

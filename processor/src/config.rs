@@ -100,11 +100,9 @@ pub struct Config {
         long,
         help_heading = "Logger",
         env = "HERALD_API_KEY",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
+        hide_env_values = true
     )]
-    pub api_key: String,
+    pub api_key: Option<String>,
     /// TLS towards an https:// logger: the CA to trust and the client certificate.
     #[command(flatten, next_help_heading = "Logger")]
     pub tls: TlsArgs,

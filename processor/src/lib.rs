@@ -71,10 +71,11 @@ pub async fn run_with(
     )
     .context("--redis-url or --redis-cluster")?;
     let tls = config.tls.tls()?;
-    let client = Client::connect_lazy_with(config.logger_url.clone(), &tls)
-        .context("--logger-url")?
-        .with_api_key(&config.api_key)
-        .context("--api-key")?;
+    let mut client =
+        Client::connect_lazy_with(config.logger_url.clone(), &tls).context("--logger-url")?;
+    if let Some(key) = &config.api_key {
+        client = client.with_api_key(key).context("--api-key")?;
+    }
     let registry = prometheus::Registry::new();
     let worker_metrics = metrics::WorkerMetrics::register(&registry);
     // A bad channels file stops the start at once, Redis up or not.

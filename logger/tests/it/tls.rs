@@ -251,7 +251,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
         config: None,
         redis: herald_runtime::flags::RedisArgs::node(&redis.url()),
         logger_url: https.clone(),
-        api_key: String::new(),
+        api_key: None,
         tls: TlsArgs {
             ca_cert: Some(pki.path("ca.pem")),
             client_cert: Some(pki.path("client.pem")),

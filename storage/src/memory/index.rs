@@ -83,9 +83,9 @@ impl Indexes {
         ];
         let mut smallest = &self.all;
         for (field, value) in named {
-            if value.is_empty() {
+            let Some(value) = value else {
                 continue;
-            }
+            };
             let index = self.by.get(&(field, value.clone()))?;
             if index.len() < smallest.len() {
                 smallest = index;

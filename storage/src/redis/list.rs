@@ -24,13 +24,13 @@ impl RedisBackend {
     ) -> Result<Option<String>> {
         let mut candidates = Vec::new();
         for (kind, value) in [
-            ("user", query.user_id.as_str()),
-            ("session", query.session_id.as_str()),
-            ("category", query.category.as_str()),
-            ("type", query.event_type.as_str()),
-            ("status", query.status.map_or("", EventStatus::as_str)),
+            ("user", query.user_id.as_deref()),
+            ("session", query.session_id.as_deref()),
+            ("category", query.category.as_deref()),
+            ("type", query.event_type.as_deref()),
+            ("status", query.status.map(EventStatus::as_str)),
         ] {
-            if !value.is_empty() {
+            if let Some(value) = value {
                 candidates.push(self.keys.index(p, kind, value));
             }
         }
@@ -58,11 +58,9 @@ impl RedisBackend {
     #[instrument(skip_all)]
     pub(super) async fn list_events(&self, query: &ListQuery) -> Result<Page> {
         self.checked().await?;
-        if !query.user_id.is_empty() {
+        if let Some(user) = &query.user_id {
             // A user's events are all in one partition.
-            return self
-                .list_in(self.partitions.of_user(&query.user_id), query)
-                .await;
+            return self.list_in(self.partitions.of_user(user), query).await;
         }
         let pages = self.each_partition(|p| self.list_in(p, query)).await?;
         Ok(merge_pages(query, pages))

@@ -208,7 +208,7 @@ impl Processor {
             config: None,
             redis: herald_runtime::flags::RedisArgs::node(redis_url),
             logger_url: logger_url.to_owned(),
-            api_key: api_key.to_owned(),
+            api_key: Some(api_key.to_owned()).filter(|k| !k.is_empty()),
             tls: herald_runtime::flags::TlsArgs::default(),
             log: Default::default(),
             runtime: Default::default(),
