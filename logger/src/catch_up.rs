@@ -2,7 +2,7 @@
 //! its own reads the log after the subscriber's cursor a page at a time
 //! into a queue counted against the client's budget, only when the queue
 //! has room for the most one read can give, with at most
-//! [`CATCH_UP_READS`] such reads in flight on the whole logger; then it
+//! `CATCH_UP_READS` such reads in flight on the whole logger; then it
 //! joins the live feed and reads the log once more for what came
 //! meanwhile. A reader that takes nothing from a full queue for the stall
 //! time is cut off.

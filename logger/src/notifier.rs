@@ -2,7 +2,7 @@
 //!
 //! One tail of the notification log per logger process feeds every local
 //! subscriber through a bounded queue of its own ([`crate::fanout`]); each
-//! stream is a [`crate::subscription::Subscription`]. A subscriber that
+//! stream is a `Subscription` ([`crate::subscription`]). A subscriber that
 //! resumes after a cursor first catches up from the log
 //! ([`crate::catch_up`]): a task of its own reads the log a page at a time
 //! into a queue like the live ones, only when that queue has room for a

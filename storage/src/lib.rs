@@ -18,8 +18,9 @@
 //! - this file: the traits, the backend configuration and [`open`], the
 //!   factory that picks a backend.
 //! - `batch`: the batching loop that groups concurrent calls into one write.
-//! - `memory` (and `memory/index`): [`MemoryBackend`], everything in one
-//!   process behind one lock.
+//! - `memory`: [`MemoryBackend`], everything in one process behind one
+//!   lock; its store, indexes, queue, feed and delivery log each in a file
+//!   of their own under `memory/`, as the Redis backend's are.
 //! - `redis`: [`RedisBackend`], on one server or a Redis Cluster; its keys
 //!   (`redis/keys.rs`), records, lists, queue consumers, feed and delivery
 //!   attempts each in a file of their own, and the Lua scripts in
