@@ -31,7 +31,7 @@ use anyhow::Context;
 use herald::{auth::Scope, domain::Rules};
 use herald_client::Client;
 use herald_processor::{Channel, Worker};
-use herald_storage::{self as storage, Backend, BackendConfig};
+use herald_storage::{self as storage, Backend, BackendTarget};
 use tokio::{
     net::TcpListener,
     task::{Id, JoinHandle, JoinSet},
@@ -135,7 +135,7 @@ impl Parts {
             console => console,
         };
         check_console_address(console.as_ref(), keys.is_open())?;
-        let backend_config = config.redis.backend().unwrap_or(BackendConfig::Memory);
+        let backend_config = config.redis.backend().unwrap_or(BackendTarget::Memory);
         let backend = storage::open_with(&backend_config, &config.store_options())
             .context("--redis-url or --redis-cluster")?;
         let location = backend_config.location();

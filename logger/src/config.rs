@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use herald::domain::Rules;
 use herald_client::tls::read_pem;
-use herald_processor::WorkerConfig;
+use herald_processor::WorkerArgs;
 use herald_runtime::flags::{duration, duration_within, positive_duration};
 use herald_storage::StoreOptions;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -226,7 +226,7 @@ pub struct Config {
     pub runtime: herald_runtime::process::RuntimeArgs,
     /// Flags of the embedded worker.
     #[command(flatten, next_help_heading = "Embedded worker")]
-    pub embedded_worker: WorkerConfig,
+    pub embedded_worker: WorkerArgs,
 }
 
 impl Config {

@@ -306,7 +306,7 @@ mod tests {
     use std::time::Instant;
 
     use herald::{EventStatus, NewEvent, domain::StatusChange, pb::subscribe_response::Kind};
-    use herald_storage::{Backend, BackendConfig};
+    use herald_storage::{Backend, BackendTarget};
     use uuid::Uuid;
 
     use super::*;
@@ -322,7 +322,7 @@ mod tests {
 
     impl Setup {
         fn new(buffer: usize) -> Self {
-            let backend = herald_storage::open(&BackendConfig::Memory).expect("memory");
+            let backend = herald_storage::open(&BackendTarget::Memory).expect("memory");
             let fanout = Fanout::new(buffer);
             let shutdown = CancellationToken::new();
             tokio::spawn(fanout.clone().tail(backend.feed.clone(), shutdown.clone()));

@@ -10,7 +10,7 @@ use herald_runtime::flags::{
 
 /// Flags of a worker, shared by `herald-processor` and the logger's embedded worker.
 #[derive(Args, Clone, Debug)]
-pub struct WorkerConfig {
+pub struct WorkerArgs {
     /// Name of this consumer in the group; unique per processor.
     #[arg(long, env = "HERALD_CONSUMER_NAME", default_value_t = default_consumer_name())]
     pub consumer_name: String,
@@ -63,13 +63,13 @@ pub enum SinkKind {
     Simulated,
 }
 
-impl Default for WorkerConfig {
+impl Default for WorkerArgs {
     fn default() -> Self {
         Self::parse_from_args(&[])
     }
 }
 
-impl WorkerConfig {
+impl WorkerArgs {
     /// The defaults, overridden by `args` (flag syntax, without a program name).
     pub fn parse_from_args(args: &[&str]) -> Self {
         parse_flags("worker", args)
@@ -111,7 +111,7 @@ pub struct Config {
     pub metrics_listen: herald_runtime::http::Listen,
     /// Worker flags.
     #[command(flatten, next_help_heading = "Worker")]
-    pub worker: WorkerConfig,
+    pub worker: WorkerArgs,
     /// Logging flags.
     #[command(flatten, next_help_heading = "Telemetry")]
     pub log: herald_runtime::process::LogArgs,

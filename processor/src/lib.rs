@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use channels::{Channel, LineChannel, SimulatedChannel};
-pub use config::{Config, WorkerConfig};
+pub use config::{Config, WorkerArgs};
 pub use worker::Worker;
 
 /// Runs a processor on Redis until `shutdown` is cancelled, then finishes the

@@ -9,7 +9,7 @@ use clap::{Args, FromArgMatches};
 use herald::partition::Partitions;
 use herald_client::Tls;
 #[cfg(feature = "storage")]
-use herald_storage::BackendConfig;
+use herald_storage::BackendTarget;
 
 /// A group of flags `T` at its defaults, overridden by `args` (flag syntax,
 /// without a program name); a bad flag exits as clap does.
@@ -104,14 +104,14 @@ impl RedisArgs {
     }
 
     /// The backend these flags name; `None` when no Redis is named.
-    pub fn backend(&self) -> Option<BackendConfig> {
+    pub fn backend(&self) -> Option<BackendTarget> {
         let prefix = self.redis_prefix.clone();
         match &self.redis_url {
-            Some(url) => Some(BackendConfig::Redis {
+            Some(url) => Some(BackendTarget::Redis {
                 url: url.clone(),
                 prefix,
             }),
-            None if !self.redis_cluster.is_empty() => Some(BackendConfig::RedisCluster {
+            None if !self.redis_cluster.is_empty() => Some(BackendTarget::RedisCluster {
                 urls: self.redis_cluster.clone(),
                 prefix,
             }),

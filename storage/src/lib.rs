@@ -219,7 +219,7 @@ pub trait EventStore: Send + Sync + 'static {
 
 /// How one consumer of the work queue behaves.
 #[derive(Clone, Debug)]
-pub struct ConsumerConfig {
+pub struct ConsumerOptions {
     /// Unique name of the consumer within the group.
     pub name: String,
     /// Entries pending longer than this, with any consumer, are reclaimed.
@@ -261,7 +261,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// A consumer with this configuration.
-    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer>;
+    fn consumer(&self, config: ConsumerOptions) -> Arc<dyn Consumer>;
     /// Removes the entries that every consumer group has acknowledged (none
     /// while no group exists); returns how many. Unacknowledged entries, and
     /// entries not yet delivered, always stay.
@@ -492,7 +492,7 @@ impl std::fmt::Display for BackendKind {
 
 /// Which backend to open.
 #[derive(Clone, Debug)]
-pub enum BackendConfig {
+pub enum BackendTarget {
     /// In this process only; nothing survives a restart.
     Memory,
     /// Redis at `url`, with every key under `prefix`.
@@ -512,7 +512,7 @@ pub enum BackendConfig {
     },
 }
 
-impl BackendConfig {
+impl BackendTarget {
     /// Where the data is, for messages: the Redis URL(s) without any
     /// password, or `memory`.
     pub fn location(&self) -> String {
@@ -531,7 +531,7 @@ impl BackendConfig {
 /// Opens the configured backend, its store wrapped in [`Batching`]. Redis
 /// connections are made lazily, so this succeeds while Redis is down; only a
 /// malformed URL fails. Needs a Tokio runtime (for the batching tasks).
-pub fn open(config: &BackendConfig) -> Result<Backend> {
+pub fn open(config: &BackendTarget) -> Result<Backend> {
     open_with(config, &StoreOptions::default())
 }
 
@@ -562,16 +562,16 @@ impl Default for StoreOptions {
 }
 
 /// [`open`] with store options other than the defaults.
-pub fn open_with(config: &BackendConfig, options: &StoreOptions) -> Result<Backend> {
+pub fn open_with(config: &BackendTarget, options: &StoreOptions) -> Result<Backend> {
     let (kind, target, prefix) = match config {
-        BackendConfig::Memory => {
+        BackendTarget::Memory => {
             let memory = Arc::new(MemoryBackend::new(options));
             return Ok(assemble(BackendKind::Memory, memory));
         }
-        BackendConfig::Redis { url, prefix } => {
+        BackendTarget::Redis { url, prefix } => {
             (BackendKind::Redis, RedisTarget::Node(url.clone()), prefix)
         }
-        BackendConfig::RedisCluster { urls, prefix } => (
+        BackendTarget::RedisCluster { urls, prefix } => (
             BackendKind::RedisCluster,
             RedisTarget::Cluster(urls.clone()),
             prefix,
@@ -609,20 +609,20 @@ pub const GROUP: &str = "processors";
 
 #[cfg(test)]
 mod location_tests {
-    use super::BackendConfig;
+    use super::BackendTarget;
 
     #[test]
     fn a_location_names_the_servers_but_no_password() {
-        let redis = BackendConfig::Redis {
+        let redis = BackendTarget::Redis {
             url: "redis://:s3cret@cache.internal:6379/0".into(),
             prefix: "herald".into(),
         };
         assert_eq!(redis.location(), "redis://***@cache.internal:6379/0");
-        let cluster = BackendConfig::RedisCluster {
+        let cluster = BackendTarget::RedisCluster {
             urls: vec!["redis://a:7000".into(), "rediss://u:p@b:7001".into()],
             prefix: "herald".into(),
         };
         assert_eq!(cluster.location(), "redis://a:7000,rediss://***@b:7001");
-        assert_eq!(BackendConfig::Memory.location(), "memory");
+        assert_eq!(BackendTarget::Memory.location(), "memory");
     }
 }

@@ -8,7 +8,7 @@ use herald::{Event, EventStatus};
 use herald_client::Client;
 use herald_processor::channels::notification_line;
 use herald_storage::{
-    self as storage, BackendConfig, Consumer, ConsumerConfig,
+    self as storage, BackendTarget, Consumer, ConsumerOptions,
     testing::{RedisServer, skip_redis_tests},
 };
 use tonic::Code;
@@ -146,13 +146,13 @@ async fn strand_with_killed_processor(
         &args,
         lines.sink(),
     );
-    let inspect = storage::open(&BackendConfig::Redis {
+    let inspect = storage::open(&BackendTarget::Redis {
         url: redis.url(),
         prefix: "herald".into(),
     })
     .expect("backend")
     .queue
-    .consumer(ConsumerConfig {
+    .consumer(ConsumerOptions {
         name: "inspector".into(),
         claim_idle: Duration::from_secs(3600),
         block: Duration::from_millis(10),
@@ -210,7 +210,7 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
     })
     .await;
     // Every partition's dead letters, as the store reads them back.
-    let store = storage::open(&BackendConfig::Redis {
+    let store = storage::open(&BackendTarget::Redis {
         url: redis.url(),
         prefix: "herald".into(),
     })

@@ -257,7 +257,7 @@ async fn a_processor_settles_events_through_a_mutual_tls_logger() {
             client_cert: Some(pki.path("client.pem")),
             client_key: Some(pki.path("client.key")),
         },
-        worker: herald_processor::WorkerConfig::parse_from_args(&["--block", "200ms"]),
+        worker: herald_processor::WorkerArgs::parse_from_args(&["--block", "200ms"]),
         log: Default::default(),
         runtime: Default::default(),
         metrics_listen: herald_runtime::http::Listen(None),

@@ -41,7 +41,7 @@ pub use line::{LineChannel, SimulatedChannel, notification_line};
 pub use settings::ChannelSettings;
 
 use crate::{
-    config::{SinkKind, WorkerConfig},
+    config::{SinkKind, WorkerArgs},
     metrics::WorkerMetrics,
 };
 use routes::Route;
@@ -372,7 +372,7 @@ impl Channels {
     /// the one channel `--sink` names (routed every event); `line` is
     /// where line channels write. A bad file is an error naming it.
     pub fn load(
-        worker: &WorkerConfig,
+        worker: &WorkerArgs,
         line: Arc<dyn Channel>,
         metrics: WorkerMetrics,
     ) -> Result<Self, ChannelsError> {
@@ -502,7 +502,7 @@ mod tests {
         let metrics = WorkerMetrics::register(&prometheus::Registry::new());
         let line: Arc<dyn Channel> = Arc::new(LineChannel::new(std::io::sink()));
         let config = |claim_idle: &str| {
-            WorkerConfig::parse_from_args(&["--channels", path, "--claim-idle", claim_idle])
+            WorkerArgs::parse_from_args(&["--channels", path, "--claim-idle", claim_idle])
         };
         let Err(err) = Channels::load(&config("10s"), line.clone(), metrics.clone()) else {
             panic!("a 5s timeout with a 10s claim idle time is refused");

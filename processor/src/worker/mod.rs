@@ -34,7 +34,7 @@ use std::{
 use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
-    Backend, Consumer, ConsumerConfig, Delivery, DeliveryLog, WorkQueue, run_batches,
+    Backend, Consumer, ConsumerOptions, Delivery, DeliveryLog, WorkQueue, run_batches,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ mod send;
 
 use crate::{
     channels::{Channel, Channels, ChannelsError},
-    config::WorkerConfig,
+    config::WorkerArgs,
     metrics::WorkerMetrics,
 };
 use send::{Recorder, send};
@@ -78,7 +78,7 @@ struct Context {
     client: Client,
     channels: Arc<Channels>,
     recorder: Recorder,
-    config: WorkerConfig,
+    config: WorkerArgs,
     metrics: WorkerMetrics,
     shutdown: CancellationToken,
     /// Jitter of retry waits.
@@ -91,7 +91,7 @@ pub struct Worker {
     deliveries: Arc<dyn DeliveryLog>,
     client: Client,
     channels: Arc<Channels>,
-    config: WorkerConfig,
+    config: WorkerArgs,
     metrics: WorkerMetrics,
 }
 
@@ -104,7 +104,7 @@ impl Worker {
         backend: &Backend,
         client: Client,
         line: Arc<dyn Channel>,
-        config: &WorkerConfig,
+        config: &WorkerArgs,
         metrics: WorkerMetrics,
     ) -> Result<Self, ChannelsError> {
         let channels = Arc::new(Channels::load(config, line, metrics.clone())?);
@@ -126,7 +126,7 @@ impl Worker {
         if self.config.channels.is_some() {
             tokio::spawn(self.channels.clone().reload_on_hangup(shutdown.clone()));
         }
-        let consumer = self.queue.consumer(ConsumerConfig {
+        let consumer = self.queue.consumer(ConsumerOptions {
             name: self.config.consumer_name.clone(),
             claim_idle: self.config.claim_idle,
             block: self.config.block,

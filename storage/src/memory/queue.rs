@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{MemoryBackend, Pending, entry_id};
-use crate::{Consumer, ConsumerConfig, DeadLetter, Delivery, QueueStats, WorkQueue};
+use crate::{Consumer, ConsumerOptions, DeadLetter, Delivery, QueueStats, WorkQueue};
 use herald::{cursor::PartitionEntry, error::Result};
 
 #[async_trait]
 impl WorkQueue for MemoryBackend {
-    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
+    fn consumer(&self, config: ConsumerOptions) -> Arc<dyn Consumer> {
         Arc::new(MemoryConsumer {
             backend: MemoryBackend {
                 state: self.state.clone(),
@@ -49,7 +49,7 @@ impl WorkQueue for MemoryBackend {
 
 struct MemoryConsumer {
     backend: MemoryBackend,
-    config: ConsumerConfig,
+    config: ConsumerOptions,
     drained_own: Mutex<bool>,
 }
 

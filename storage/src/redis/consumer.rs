@@ -25,7 +25,7 @@ use super::{
     redis_error,
     stream::{Entry, autoclaim_reply, read_reply},
 };
-use crate::{Consumer, ConsumerConfig, Delivery, GROUP};
+use crate::{Consumer, ConsumerOptions, Delivery, GROUP};
 use herald::{
     cursor::{EntryId, PartitionEntry},
     error::{Error, Result},
@@ -52,7 +52,7 @@ pub(super) struct RedisConsumer {
     conn: Conn,
     keys: Keys,
     partitions: Partitions,
-    config: ConsumerConfig,
+    config: ConsumerOptions,
     /// Held across the blocking read: one consumer reads from one task.
     state: Mutex<ConsumerState>,
 }
@@ -83,7 +83,7 @@ struct ConsumerState {
 impl RedisConsumer {
     /// A member of the group named by `config`, reading every partition of
     /// `backend`.
-    pub(super) fn new(backend: &RedisBackend, config: ConsumerConfig) -> Self {
+    pub(super) fn new(backend: &RedisBackend, config: ConsumerOptions) -> Self {
         let count = backend.partitions.count();
         RedisConsumer {
             dead_letter: backend.dead_letter.clone(),

@@ -8,7 +8,7 @@ use ::redis::Value;
 use async_trait::async_trait;
 
 use super::{RedisBackend, consumer::RedisConsumer, redis_error};
-use crate::{Consumer, ConsumerConfig, GROUP, QueueStats, WorkQueue};
+use crate::{Consumer, ConsumerOptions, GROUP, QueueStats, WorkQueue};
 use herald::{error::Result, partition::Partition};
 
 #[async_trait]
@@ -42,7 +42,7 @@ impl WorkQueue for RedisBackend {
         ))
     }
 
-    fn consumer(&self, config: ConsumerConfig) -> Arc<dyn Consumer> {
+    fn consumer(&self, config: ConsumerOptions) -> Arc<dyn Consumer> {
         Arc::new(RedisConsumer::new(self, config))
     }
 }

@@ -80,7 +80,7 @@ pub(super) async fn blocked_feed_read_wakes_on_write(b: Backend) {
 
 /// The notification log keeps at most its maximum length (Redis trims whole
 /// nodes, so a little more) and at most its age, and says what it trimmed.
-pub(super) async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendConfig) {
+pub(super) async fn feed_history_is_bounded_and_says_what_was_trimmed(config: BackendTarget) {
     let options = storage::StoreOptions {
         notifications_max_len: 50,
         ..Default::default()

@@ -24,7 +24,7 @@ use herald::{
     trace::TraceParent,
 };
 use herald_storage::{
-    self as storage, Backend, BackendConfig, ConsumerConfig,
+    self as storage, Backend, BackendTarget, ConsumerOptions,
     testing::{RedisCluster, RedisServer, skip_redis_tests},
 };
 use uuid::Uuid;
@@ -37,8 +37,8 @@ mod redis_storage;
 mod retention;
 mod store;
 
-fn consumer_config(name: &str, claim_idle_ms: u64) -> ConsumerConfig {
-    ConsumerConfig {
+fn consumer_config(name: &str, claim_idle_ms: u64) -> ConsumerOptions {
+    ConsumerOptions {
         name: name.into(),
         claim_idle: Duration::from_millis(claim_idle_ms),
         block: Duration::from_millis(100),
@@ -149,13 +149,13 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$module::$name(storage::open(&BackendConfig::Memory).expect("memory")).await;
+                    super::$module::$name(storage::open(&BackendTarget::Memory).expect("memory")).await;
                 }
             )*
             $(
                 #[tokio::test]
                 async fn $opening() {
-                    super::$omodule::$opening(BackendConfig::Memory).await;
+                    super::$omodule::$opening(BackendTarget::Memory).await;
                 }
             )*
         }
@@ -193,7 +193,7 @@ macro_rules! backend_tests {
                         return;
                     }
                     let cluster = RedisCluster::start(3, 0);
-                    let config = BackendConfig::RedisCluster { urls: cluster.urls(), prefix: "test".into() };
+                    let config = BackendTarget::RedisCluster { urls: cluster.urls(), prefix: "test".into() };
                     super::$module::$name(storage::open(&config).expect("cluster")).await;
                 }
             )*
@@ -202,8 +202,8 @@ macro_rules! backend_tests {
 }
 
 /// The backend of `server` under the prefix `test`.
-fn redis_config(server: &RedisServer) -> BackendConfig {
-    BackendConfig::Redis {
+fn redis_config(server: &RedisServer) -> BackendTarget {
+    BackendTarget::Redis {
         url: server.url(),
         prefix: "test".into(),
     }

@@ -129,7 +129,7 @@ async fn redis_refuses_another_partition_count_and_the_old_layout() {
             partitions: Partitions::new(partitions).expect("partitions"),
             ..Default::default()
         };
-        let config = BackendConfig::Redis {
+        let config = BackendTarget::Redis {
             url: server.url(),
             prefix: prefix.into(),
         };

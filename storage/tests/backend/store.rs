@@ -451,7 +451,7 @@ pub(super) async fn request_ids_are_scoped_per_client_and_user(b: Backend) {
 }
 
 /// A request id answers with its event only within the window.
-pub(super) async fn request_ids_expire_after_the_window(config: BackendConfig) {
+pub(super) async fn request_ids_expire_after_the_window(config: BackendTarget) {
     let options = storage::StoreOptions {
         request_id_window: Duration::from_secs(1),
         ..Default::default()

@@ -213,7 +213,7 @@ impl Processor {
             log: Default::default(),
             runtime: Default::default(),
             metrics_listen: herald_runtime::http::Listen(None),
-            worker: herald_processor::WorkerConfig::parse_from_args(worker_args),
+            worker: herald_processor::WorkerArgs::parse_from_args(worker_args),
         }
     }
 
