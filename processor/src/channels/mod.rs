@@ -177,6 +177,35 @@ impl Failure {
     }
 }
 
+/// A setting a channel cannot be built with: where it is in the channels
+/// file, and what is wrong (read into [`ChannelsError`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct SettingError {
+    /// The field (`tls_ca`), or in the file (`channels.hooks.tls_ca`).
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SettingError {
+    /// A setting `at` that is wrong for `message`.
+    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, placed in channel `name`'s table.
+    fn in_channel(self, name: &str) -> Self {
+        Self {
+            at: format!("channels.{name}.{}", self.at),
+            ..self
+        }
+    }
+}
+
 /// How a channel retries one event: up to `attempts` attempts, waiting
 /// `backoff` before the first retry and twice as long before each next one,
 /// up to `max_backoff`.
@@ -275,7 +304,7 @@ impl Build {
         &self,
         file: &ChannelsFile,
         previous: Option<&ChannelSet>,
-    ) -> Result<ChannelSet, String> {
+    ) -> Result<ChannelSet, SettingError> {
         let mut channels = Vec::with_capacity(file.channels.len());
         for (name, settings) in &file.channels {
             let timeout = match settings {
@@ -284,11 +313,12 @@ impl Build {
                 _ => None,
             };
             if timeout.is_some_and(|t| t >= self.claim_idle / 2) {
-                return Err(format!(
-                    "channels.{name}.timeout: must be under half of --claim-idle ({}), or an event \
-                     could be delivered again while its attempt is under way",
+                let message = format!(
+                    "must be under half of --claim-idle ({}), or an event could be delivered \
+                     again while its attempt is under way",
                     humantime::format_duration(self.claim_idle)
-                ));
+                );
+                return Err(SettingError::new("timeout", message).in_channel(name));
             }
             let kept = previous.and_then(|p| {
                 p.channels
@@ -300,7 +330,7 @@ impl Build {
                 Some(c) => c.channel.clone(),
                 None => self
                     .channel(name, settings)
-                    .map_err(|e| format!("channels.{name}: {e}"))?,
+                    .map_err(|e| e.in_channel(name))?,
             };
             let mut defaults = self.defaults;
             defaults.jitter = matches!(settings, ChannelSettings::Webhook(_));
@@ -318,7 +348,11 @@ impl Build {
     }
 
     /// A new channel of `settings`.
-    fn channel(&self, name: &str, settings: &ChannelSettings) -> Result<Arc<dyn Channel>, String> {
+    fn channel(
+        &self,
+        name: &str,
+        settings: &ChannelSettings,
+    ) -> Result<Arc<dyn Channel>, SettingError> {
         Ok(match settings {
             ChannelSettings::Line(_) => self.line.clone(),
             ChannelSettings::Simulated(s) => Arc::new(SimulatedChannel::new(
@@ -338,12 +372,14 @@ impl Build {
 
 /// The TLS settings of a client: it trusts the CAs of the PEM file `ca`,
 /// or else the Web PKI roots.
-fn client_tls(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+fn client_tls(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, SettingError> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let bad = |e: &dyn std::fmt::Display| format!("tls_ca {}: {e}", path.display());
+            let bad = |e: &dyn std::fmt::Display| {
+                SettingError::new("tls_ca", format!("{}: {e}", path.display()))
+            };
             for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
                 roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             }
@@ -354,7 +390,7 @@ fn client_tls(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| SettingError::new("tls", e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
@@ -404,12 +440,10 @@ impl Channels {
                 ChannelSet {
                     channels: vec![Named {
                         name: name.to_owned(),
-                        channel: build.channel(name, &settings).map_err(|message| {
-                            ChannelsError {
-                                file: PathBuf::new(),
-                                at: "--sink".into(),
-                                message,
-                            }
+                        channel: build.channel(name, &settings).map_err(|e| ChannelsError {
+                            file: PathBuf::new(),
+                            at: "--sink".into(),
+                            message: e.to_string(),
                         })?,
                         retry: build.defaults,
                         recorded: false,
@@ -432,10 +466,10 @@ impl Channels {
         previous: Option<&ChannelSet>,
     ) -> Result<ChannelSet, ChannelsError> {
         let file = ChannelsFile::read(path)?;
-        build.set(&file, previous).map_err(|message| ChannelsError {
+        build.set(&file, previous).map_err(|e| ChannelsError {
             file: path.to_owned(),
-            at: String::new(),
-            message,
+            at: e.at,
+            message: e.message,
         })
     }
 

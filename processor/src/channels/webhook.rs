@@ -29,7 +29,9 @@ use hyper_util::{
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{Channel, Failure, Next, Reason, Sent, breaker::Breaker, settings::WebhookSettings};
+use super::{
+    Channel, Failure, Next, Reason, Sent, SettingError, breaker::Breaker, settings::WebhookSettings,
+};
 use crate::metrics::ChannelGauges;
 
 /// Most bytes of an endpoint's answer kept in an error.
@@ -61,16 +63,16 @@ impl WebhookChannel {
         name: &str,
         settings: &WebhookSettings,
         gauges: ChannelGauges,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         let url: Uri = settings
             .url
             .parse()
-            .map_err(|_| "url: not a URL".to_owned())?;
+            .map_err(|_| SettingError::new("url", "not a URL"))?;
         let secrets = settings
             .secret
             .iter()
             .chain(&settings.secrets)
-            .map(|s| Secret::parse(s).map_err(|e| format!("secret: {e}")))
+            .map(|s| Secret::parse(s).map_err(|e| SettingError::new("secret", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*super::client_tls(settings.tls_ca.as_deref())?).clone())

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{
     Job,
-    protocol::{Lines, Stream},
+    protocol::{IrcError, Lines, Stream},
 };
 use crate::channels::settings::IrcSettings;
 
@@ -75,7 +75,7 @@ enum Ended {
     /// The channel was dropped.
     Stopped,
     /// The connection failed; try again.
-    Failed(String),
+    Failed(IrcError),
 }
 
 impl Connection {
@@ -93,7 +93,7 @@ impl Connection {
                     self.serve(stream, &nick, &mut queue, &mut waiting).await
                 }
                 Ok(Err(error)) => Ended::Failed(error),
-                Err(_) => Ended::Failed("no welcome and joins within 30s".into()),
+                Err(_) => Ended::Failed(IrcError::SetupTimeout(SETUP_TIMEOUT)),
             };
             match ended {
                 Ended::Stopped => return,
@@ -109,10 +109,13 @@ impl Connection {
 
     /// Connects, registers and joins every channel; the stream, and the
     /// nick the server gave.
-    async fn connect(&self) -> Result<(Lines, String), String> {
+    async fn connect(&self) -> Result<(Lines, String), IrcError> {
         let tcp = TcpStream::connect(&self.settings.server)
             .await
-            .map_err(|e| format!("connect to {}: {e}", self.settings.server))?;
+            .map_err(|e| IrcError::Connect {
+                server: self.settings.server.clone(),
+                reason: e.to_string(),
+            })?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
@@ -124,11 +127,11 @@ impl Connection {
                     .map_or(self.settings.server.as_str(), |(h, _)| h)
                     .to_owned();
                 let name = rustls::pki_types::ServerName::try_from(host)
-                    .map_err(|e| format!("server name: {e}"))?;
+                    .map_err(|e| IrcError::ServerName(e.to_string()))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(|e| IrcError::Tls(e.to_string()))?;
                 Box::new(tls)
             }
         };
@@ -158,12 +161,12 @@ impl Connection {
                     nick = format!("{}{suffix}", &base[..keep]);
                     lines.write(&format!("NICK {nick}")).await?;
                 }
-                "ERROR" => return Err(format!("server: {}", message.trailing())),
+                "ERROR" => return Err(IrcError::Server(message.trailing().to_owned())),
                 code if code.starts_with(['4', '5']) && code.len() == 3 => {
-                    return Err(format!(
+                    return Err(IrcError::Refused(format!(
                         "registration refused: {code} {}",
                         message.trailing()
-                    ));
+                    )));
                 }
                 _ => {}
             }
@@ -186,13 +189,13 @@ impl Connection {
                     to_join.retain(|c| Some(c) != joined.as_ref());
                 }
                 "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" => {
-                    return Err(format!(
+                    return Err(IrcError::Refused(format!(
                         "cannot join: {} {}",
                         message.command,
                         message.params.join(" ")
-                    ));
+                    )));
                 }
-                "ERROR" => return Err(format!("server: {}", message.trailing())),
+                "ERROR" => return Err(IrcError::Server(message.trailing().to_owned())),
                 _ => {}
             }
         }
@@ -213,10 +216,10 @@ impl Connection {
         let mut unconfirmed: VecDeque<(u64, Instant, Vec<Job>)> = VecDeque::new();
         let mut pings = 0u64;
         let mut written: Vec<Job> = Vec::new();
-        let fail_all = |unconfirmed: &mut VecDeque<(u64, Instant, Vec<Job>)>, error: &str| {
+        let fail_all = |unconfirmed: &mut VecDeque<(u64, Instant, Vec<Job>)>, error: &IrcError| {
             for (_, _, jobs) in unconfirmed.drain(..) {
                 for job in jobs {
-                    let _ = job.done.send(Err(error.to_owned()));
+                    let _ = job.done.send(Err(error.clone()));
                 }
             }
         };
@@ -283,10 +286,7 @@ impl Connection {
                 // A server that stops answering (a connection gone half-open)
                 // is left for a new connection, and its messages tried again.
                 () = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now).into()), if oldest.is_some() => {
-                    break Ended::Failed(format!(
-                        "the server did not answer a PING within {}",
-                        humantime::format_duration(self.settings.timeout)
-                    ));
+                    break Ended::Failed(IrcError::NoPong(self.settings.timeout));
                 }
                 message = lines.read() => {
                     let message = match message {
@@ -317,15 +317,15 @@ impl Connection {
                                 break Ended::Failed(error);
                             }
                         }
-                        "ERROR" => break Ended::Failed(format!("server: {}", message.trailing())),
+                        "ERROR" => break Ended::Failed(IrcError::Server(message.trailing().to_owned())),
                         _ => {}
                     }
                 }
             }
         };
         let error = match &ended {
-            Ended::Stopped => "the channel was reloaded".to_owned(),
-            Ended::Failed(error) => format!("connection lost before the server confirmed: {error}"),
+            Ended::Stopped => IrcError::Reloaded,
+            Ended::Failed(error) => IrcError::Unconfirmed(Box::new(error.clone())),
         };
         fail_all(&mut unconfirmed, &error);
         ended

@@ -30,8 +30,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod connection;
 mod protocol;
 
-use super::{Channel, Failure, Reason, Sent, settings::IrcSettings};
+use super::{Channel, Failure, Reason, Sent, SettingError, settings::IrcSettings};
 use connection::Connection;
+use protocol::IrcError;
 
 /// IRC's longest line, CR LF included.
 const MAX_LINE: usize = 512;
@@ -64,7 +65,7 @@ pub fn valid_channel(name: &str) -> bool {
 /// One message to write: its lines, and who waits for them.
 struct Job {
     lines: Vec<String>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), IrcError>>,
     /// Set once its lines are being written: a message that times out
     /// before that was never sent.
     written: Arc<AtomicBool>,
@@ -80,7 +81,7 @@ pub struct IrcChannel {
 
 impl IrcChannel {
     /// Starts the connection task of channel `name`.
-    pub fn start(name: &str, settings: &IrcSettings) -> Result<Self, String> {
+    pub fn start(name: &str, settings: &IrcSettings) -> Result<Self, SettingError> {
         let tls = if settings.tls {
             Some(super::client_tls(settings.tls_ca.as_deref())?)
         } else {
@@ -162,18 +163,13 @@ impl Channel for IrcChannel {
         };
         let timeout = self.settings.timeout;
         let waited = tokio::time::timeout(timeout, async {
-            self.jobs
-                .send(job)
-                .await
-                .map_err(|_| "the connection task ended".to_owned())?;
-            confirmed
-                .await
-                .map_err(|_| "the connection task ended".to_owned())?
+            self.jobs.send(job).await.map_err(|_| IrcError::TaskEnded)?;
+            confirmed.await.map_err(|_| IrcError::TaskEnded)?
         })
         .await;
         match waited {
             Ok(Ok(())) => Ok(Sent::default()),
-            Ok(Err(error)) => Err(Failure::retry(Reason::Disconnected, error)),
+            Ok(Err(error)) => Err(Failure::retry(Reason::Disconnected, error.to_string())),
             // Never sent (the connection is down, or the rate holds back
             // the messages before it): no attempt, the event comes back later.
             Err(_) if !written.load(Ordering::Relaxed) => Err(Failure::later(

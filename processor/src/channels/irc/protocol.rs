@@ -58,6 +58,51 @@ impl Message {
     }
 }
 
+/// Why an IRC connection failed, or a message on it did not go through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum IrcError {
+    /// The TCP connection could not be made.
+    #[error("connect to {server}: {reason}")]
+    Connect { server: String, reason: String },
+    /// The server's name is not one TLS can check.
+    #[error("server name: {0}")]
+    ServerName(String),
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Writing to the connection failed.
+    #[error("write: {0}")]
+    Write(String),
+    /// Reading from it failed.
+    #[error("read: {0}")]
+    Read(String),
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server sent ERROR.
+    #[error("server: {0}")]
+    Server(String),
+    /// The server refused the registration or a join (the reply's code
+    /// and text).
+    #[error("{0}")]
+    Refused(String),
+    /// The server did not answer a PING in time.
+    #[error("the server did not answer a PING within {}", humantime::format_duration(*.0))]
+    NoPong(std::time::Duration),
+    /// No welcome and joins within the setup time.
+    #[error("no welcome and joins within {}", humantime::format_duration(*.0))]
+    SetupTimeout(std::time::Duration),
+    /// The connection was lost with the message written but unconfirmed.
+    #[error("connection lost before the server confirmed: {0}")]
+    Unconfirmed(Box<IrcError>),
+    /// The channel was reloaded while the message waited.
+    #[error("the channel was reloaded")]
+    Reloaded,
+    /// The connection task is gone.
+    #[error("the connection task ended")]
+    TaskEnded,
+}
+
 /// The connection as lines: read one at a time (bounded), written with CR LF.
 pub(super) struct Lines {
     reader: FramedRead<tokio::io::ReadHalf<Box<dyn Stream>>, AnyDelimiterCodec>,
@@ -74,23 +119,23 @@ impl Lines {
         }
     }
 
-    pub(super) async fn write(&mut self, line: &str) -> Result<(), String> {
+    pub(super) async fn write(&mut self, line: &str) -> Result<(), IrcError> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
         self.writer
             .write_all(&bytes)
             .await
-            .map_err(|e| format!("write: {e}"))
+            .map_err(|e| IrcError::Write(e.to_string()))
     }
 
     /// Answers the server's `PING`.
-    pub(super) async fn pong(&mut self, ping: &Message) -> Result<(), String> {
+    pub(super) async fn pong(&mut self, ping: &Message) -> Result<(), IrcError> {
         self.write(&format!("PONG :{}", ping.trailing())).await
     }
 
     /// The next line that parses; an error when the connection ends.
-    pub(super) async fn read(&mut self) -> Result<Message, String> {
+    pub(super) async fn read(&mut self) -> Result<Message, IrcError> {
         loop {
             match self.reader.next().await {
                 Some(Ok(bytes)) => {
@@ -98,8 +143,8 @@ impl Lines {
                         return Ok(message);
                     }
                 }
-                Some(Err(e)) => return Err(format!("read: {e}")),
-                None => return Err("the server closed the connection".into()),
+                Some(Err(e)) => return Err(IrcError::Read(e.to_string())),
+                None => return Err(IrcError::Closed),
             }
         }
     }
