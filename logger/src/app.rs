@@ -224,12 +224,7 @@ pub async fn run(
     tasks.spawn("log tail", fanout.tail(feed.clone(), stopping.clone()));
     tasks.spawn(
         "retention",
-        retention::run(
-            store.clone(),
-            backend.queue.clone(),
-            retention,
-            stopping.clone(),
-        ),
+        retention::run(backend.clone(), retention, stopping.clone()),
     );
     tasks.spawn(
         "notification log trim",
@@ -279,14 +274,9 @@ pub async fn run(
     let stop_server = after_worker(worker, shutdown.clone());
 
     info!(%addr, store = %backend.kind, worker = config.runs_worker(), tls = tls.is_some(), "listening");
-    let logger = EventLoggerService::new(
-        store,
-        backend.deliveries.clone(),
-        rules,
-        meters.events.clone(),
-    )
-    .with_streams(notifier.active_streams())
-    .with_message_limit(config.max_message_bytes as usize);
+    let logger = EventLoggerService::new(&backend, rules, meters.events.clone())
+        .with_streams(notifier.active_streams())
+        .with_message_limit(config.max_message_bytes as usize);
     let options = server::ServeOptions {
         auth: AuthLayer::new(keys, limits).with_failure_limit(failures),
         metrics: meters.rpc.clone(),

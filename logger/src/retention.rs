@@ -6,12 +6,9 @@
 //! so it never holds Redis for long, and it never removes an event still
 //! PENDING: unsettled work stays until it is settled, whatever its age.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use herald_storage::{EventStore, WorkQueue};
+use herald_storage::Backend;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -39,19 +36,14 @@ pub struct Swept {
 
 /// Sweeps every `interval` until `shutdown` is cancelled; a failed sweep is
 /// logged and tried again at the next interval.
-pub async fn run(
-    store: Arc<dyn EventStore>,
-    queue: Arc<dyn WorkQueue>,
-    options: RetentionOptions,
-    shutdown: CancellationToken,
-) {
+pub async fn run(backend: Backend, options: RetentionOptions, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(options.interval) => {}
             () = shutdown.cancelled() => return,
         }
         let sweep = tokio::select! {
-            sweep = sweep(store.as_ref(), queue.as_ref(), &options) => sweep,
+            sweep = sweep(&backend, &options) => sweep,
             () = shutdown.cancelled() => return,
         };
         match sweep {
@@ -69,13 +61,9 @@ pub async fn run(
 
 /// One sweep: the queue's acknowledged entries, then (with a maximum age)
 /// the old events, slice by slice, and the old dead letters.
-pub async fn sweep(
-    store: &dyn EventStore,
-    queue: &dyn WorkQueue,
-    options: &RetentionOptions,
-) -> herald::Result<Swept> {
+pub async fn sweep(backend: &Backend, options: &RetentionOptions) -> herald::Result<Swept> {
     let mut swept = Swept {
-        queue_entries: queue.trim_acknowledged().await?,
+        queue_entries: backend.queue.trim_acknowledged().await?,
         ..Swept::default()
     };
     let Some(max_age) = options.max_age else {
@@ -84,7 +72,8 @@ pub async fn sweep(
     let cutoff = SystemTime::now()
         .checked_sub(max_age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    swept.events = store.sweep_older_than(cutoff, options.slice).await?.0;
-    swept.dead_letters = store.trim_dead_letters(cutoff).await?;
+    let store = backend.store.as_ref();
+    swept.events = herald_storage::sweep(store, cutoff, options.slice).await?.0;
+    swept.dead_letters = backend.dead_letters.trim_dead_letters(cutoff).await?;
     Ok(swept)
 }

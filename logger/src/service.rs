@@ -14,7 +14,7 @@ use herald::{
     sizing::{cut_to_fit, fit_results, max_batch_items},
     trace::{self, TraceParent},
 };
-use herald_storage::{DeliveryLog, EventStore};
+use herald_storage::{Backend, DeadLetters, DeliveryLog, EventStore, redrive_oldest};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
 pub struct EventLoggerService {
     store: Arc<dyn EventStore>,
     deliveries: Arc<dyn DeliveryLog>,
+    dead_letters: Arc<dyn DeadLetters>,
     rules: Rules,
     counters: WriteObserver,
     streams: Option<ActiveStreams>,
@@ -36,18 +37,14 @@ pub struct EventLoggerService {
 }
 
 impl EventLoggerService {
-    /// The service over `store` (and its delivery attempts in
-    /// `deliveries`), checking new events against `rules` and counting
-    /// what it does in `metrics`.
-    pub fn new(
-        store: Arc<dyn EventStore>,
-        deliveries: Arc<dyn DeliveryLog>,
-        rules: Rules,
-        metrics: EventMetrics,
-    ) -> Self {
+    /// The service over `backend`'s store, delivery log and dead letters,
+    /// checking new events against `rules` and counting what it does in
+    /// `metrics`.
+    pub fn new(backend: &Backend, rules: Rules, metrics: EventMetrics) -> Self {
         Self {
-            store,
-            deliveries,
+            store: backend.store.clone(),
+            deliveries: backend.deliveries.clone(),
+            dead_letters: backend.dead_letters.clone(),
             rules,
             counters: WriteObserver::new(metrics),
             streams: None,
@@ -245,8 +242,8 @@ impl EventLogger for EventLoggerService {
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         let page = DeadLetterPage::try_from(request.into_inner())?;
-        let (size, mut after) = (page.size, page.start(self.store.partitions())?);
-        let page = self.store.dead_letters(&after, size).await?;
+        let (size, mut after) = (page.size, page.start(self.dead_letters.partitions())?);
+        let page = self.dead_letters.dead_letters(&after, size).await?;
         let full = page.len() == size;
         let ids: Vec<_> = page.iter().map(|d| d.id).collect();
         let mut dead_letters: Vec<pb::DeadLetter> = page
@@ -300,7 +297,7 @@ impl EventLogger for EventLoggerService {
             RedriveRequest::Events(ids) => {
                 let items = ids.into_iter().map(|id| id.map(back)).collect();
                 let write = apply_valid(items, async |valid: Vec<StatusChange>| {
-                    self.store.redrive_many(&valid).await
+                    self.dead_letters.redrive_many(&valid).await
                 });
                 self.counted_batch(Write::Change, write).await?
             }
@@ -308,7 +305,8 @@ impl EventLogger for EventLoggerService {
                 // The events of the oldest dead letters, as many as one
                 // answer holds; `more` tells the caller to come back.
                 let write = async {
-                    let (outcomes, others) = self.store.redrive_all(trace, max).await?;
+                    let (outcomes, others) =
+                        redrive_oldest(self.dead_letters.as_ref(), trace, max).await?;
                     more = others;
                     Ok(outcomes)
                 };

@@ -6,15 +6,14 @@
 //! script run; when idle, a call goes alone, without waiting for company. Each
 //! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
 
-use std::{future::Future, sync::Arc, time::SystemTime};
+use std::{future::Future, sync::Arc};
 
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{DeadLetter, EventStore, RetentionSlice, StatusCounts, Sweep};
+use super::{EventStore, RetentionSlice, StatusCounts, Sweep};
 use herald::{
-    cursor::Cursor,
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
     partition::Partitions,
@@ -179,20 +178,8 @@ impl EventStore for Batching {
         self.inner.status_counts().await
     }
 
-    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(after, max).await
-    }
-
-    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
-        self.inner.redrive_many(changes).await
-    }
-
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
         self.inner.remove_older_than(slice).await
-    }
-
-    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
-        self.inner.trim_dead_letters(cutoff).await
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {

@@ -13,11 +13,16 @@
 //!   logger tails to fan out to live subscribers.
 //! - [`DeliveryLog`]: each event's delivery attempts, and the channels that
 //!   already took it (kept in its record, so a redelivery skips them).
+//! - [`DeadLetters`]: entries given up (atomically with their
+//!   acknowledgement), read, redriven and trimmed.
 //!
 //! # Layout
 //! - this file: the traits, the backend configuration and [`open`], the
 //!   factory that picks a backend.
 //! - `batch`: the batching loop that groups concurrent calls into one write.
+//! - [`dead_letters`]: the dead letters' trait and type, and redriving the
+//!   oldest.
+//! - [`retention`]: retention's slices, and the sweep that runs them.
 //! - `memory`: [`MemoryBackend`], everything in one process behind one
 //!   lock; its store, indexes, queue, feed and delivery log each in a file
 //!   of their own under `memory/`, as the Redis backend's are.
@@ -29,13 +34,14 @@
 //!   Cluster) per test.
 
 mod batch;
+pub mod dead_letters;
 mod memory;
 mod redis;
+pub mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::{
-    collections::HashSet,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -44,15 +50,16 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use self::batch::{Batching, MAX_BATCH, run_batches};
+pub use self::dead_letters::{DeadLetter, DeadLetters, redrive_oldest};
 pub use self::memory::MemoryBackend;
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
+pub use self::retention::{RetentionSlice, Sweep, sweep};
 use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{DeliveryAttempt, Event, EventStatus, NewEvent, StatusChange, Statuses},
     error::Result,
     partition::{Partition, Partitions},
     query::{ListQuery, Page},
-    trace::TraceParent,
 };
 
 /// The producer half: records, with their queue and notification entries.
@@ -100,99 +107,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// How many events are in each status now (read from sizes the storage
     /// keeps, never by scanning events).
     async fn status_counts(&self) -> Result<StatusCounts>;
-    /// Up to `max` dead letters past `after` in every partition, oldest
-    /// first (by the time they were given up).
-    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>>;
-    /// Redrives events: each change (to PENDING) is applied on its own, as
-    /// [`EventStore::update_status_many`] does (FAILED events go back on the
-    /// queue), and each event that is PENDING after it loses its dead
-    /// letters; atomically per partition.
-    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>>;
     /// One slice of retention (see [`RetentionSlice`]): removes each event
     /// it looks at that was also created before the cutoff, with its index
     /// entries, atomically. PENDING events are never removed.
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep>;
-    /// All of retention up to `cutoff`: every partition's settled events,
-    /// slice after slice of at most `slice` (see
-    /// [`EventStore::remove_older_than`]), letting other work run in between.
-    /// Returns how many events went and how many were kept (created after
-    /// `cutoff`).
-    async fn sweep_older_than(&self, cutoff: SystemTime, slice: usize) -> Result<(u64, u64)> {
-        let slice = slice.max(1);
-        let settled = [
-            EventStatus::Processed,
-            EventStatus::Opened,
-            EventStatus::Failed,
-        ];
-        let (mut removed, mut kept) = (0, 0);
-        for partition in self.partitions().all() {
-            for status in settled {
-                // Kept events stay where they are, oldest first: the next
-                // slice skips them.
-                let mut skip = 0;
-                loop {
-                    let done = self
-                        .remove_older_than(RetentionSlice {
-                            partition,
-                            status,
-                            cutoff,
-                            skip,
-                            max: slice,
-                        })
-                        .await?;
-                    removed += done.removed;
-                    skip += done.kept as usize;
-                    if (done.scanned as usize) < slice {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                kept += skip as u64;
-            }
-        }
-        Ok((removed, kept))
-    }
-
-    /// Removes the dead letters given up before `cutoff`; returns how many.
-    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64>;
-
-    /// Redrives the events of the oldest dead letters, at most `max` of
-    /// them (see [`EventStore::redrive_many`]), in `trace`; reads only the
-    /// dead letters it needs. Also says whether dead letters of other events
-    /// remain.
-    async fn redrive_all(
-        &self,
-        trace: Option<TraceParent>,
-        max: usize,
-    ) -> Result<(Vec<Result<Event>>, bool)> {
-        let page_size = max.clamp(1, 1_000);
-        let (mut ids, mut seen) = (Vec::new(), HashSet::new());
-        let mut cursor = Cursor::start(self.partitions());
-        let mut more = false;
-        'pages: loop {
-            let page = self.dead_letters(&cursor, page_size).await?;
-            for dead in &page {
-                cursor.advance(dead.id.partition, dead.id.id);
-                let id = dead.delivery.event.id;
-                if !seen.contains(&id) {
-                    if ids.len() == max {
-                        more = true;
-                        break 'pages;
-                    }
-                    seen.insert(id);
-                    ids.push(id);
-                }
-            }
-            if page.len() < page_size {
-                break;
-            }
-        }
-        let changes: Vec<StatusChange> = ids
-            .into_iter()
-            .map(|id| StatusChange::new(id, EventStatus::Pending).in_trace(trace))
-            .collect();
-        Ok((self.redrive_many(&changes).await?, more))
-    }
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
@@ -283,18 +201,6 @@ pub struct QueueStats {
     pub dead_letters: u64,
 }
 
-/// What one slice of retention did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sweep {
-    /// Events removed.
-    pub removed: u64,
-    /// Events looked at and kept (PENDING, or created after the cutoff): the
-    /// next slice skips them.
-    pub kept: u64,
-    /// Events looked at; fewer than asked for means the slice reached the cutoff.
-    pub scanned: u64,
-}
-
 /// One member of the consumer group.
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
@@ -304,9 +210,6 @@ pub trait Consumer: Send + Sync + 'static {
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>>;
     /// Acknowledges entries: they are done and never delivered again.
     async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()>;
-    /// Moves an entry to the dead-letter stream with a reason, and acknowledges
-    /// it, atomically.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
     /// The number of entries pending (delivered, not acknowledged) per consumer.
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>>;
 }
@@ -378,34 +281,6 @@ pub trait NotificationFeed: Send + Sync + 'static {
     async fn trim_older_than(&self, age: Duration) -> Result<()>;
 }
 
-/// One slice of retention: up to `max` of one partition's events in one
-/// settled status that occurred before `cutoff`, oldest first, after the
-/// `skip` oldest (kept by an earlier slice).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetentionSlice {
-    /// The partition whose events it looks at.
-    pub partition: Partition,
-    /// The status whose events it looks at.
-    pub status: EventStatus,
-    /// Events that occurred and were created before this go.
-    pub cutoff: SystemTime,
-    /// How many of the oldest candidates it passes over.
-    pub skip: usize,
-    /// The most candidates it looks at.
-    pub max: usize,
-}
-
-/// A queue entry given up after too many failed deliveries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Where it is among the dead letters: its partition and entry id.
-    pub id: PartitionEntry,
-    /// The entry as it was last delivered.
-    pub delivery: Delivery,
-    /// Why it was given up.
-    pub reason: String,
-}
-
 /// How many events are in each status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatusCounts {
@@ -460,6 +335,8 @@ pub struct Backend {
     pub feed: Arc<dyn NotificationFeed>,
     /// Delivery attempts.
     pub deliveries: Arc<dyn DeliveryLog>,
+    /// The dead letters.
+    pub dead_letters: Arc<dyn DeadLetters>,
 }
 
 /// The kinds of backend.
@@ -587,14 +464,15 @@ pub fn open_with(config: &BackendTarget, options: &StoreOptions) -> Result<Backe
 /// A backend's four faces, its store wrapped in [`Batching`].
 fn assemble<B>(kind: BackendKind, backend: Arc<B>) -> Backend
 where
-    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog,
+    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog + DeadLetters,
 {
     Backend {
         kind,
         store: Arc::new(Batching::new(backend.clone())),
         queue: backend.clone(),
         feed: backend.clone(),
-        deliveries: backend,
+        deliveries: backend.clone(),
+        dead_letters: backend,
     }
 }
 

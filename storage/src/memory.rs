@@ -32,6 +32,7 @@ use herald::{
 };
 
 mod attempts;
+mod dead_letters;
 mod feed;
 mod index;
 mod queue;

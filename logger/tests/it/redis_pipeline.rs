@@ -209,15 +209,18 @@ async fn too_often_delivered_events_are_failed_and_dead_lettered() {
             .then_some(())
     })
     .await;
-    // Every partition's dead letters, as the store reads them back.
-    let store = storage::open(&BackendTarget::Redis {
+    // Every partition's dead letters, as the storage reads them back.
+    let dead_letters = storage::open(&BackendTarget::Redis {
         url: redis.url(),
         prefix: "herald".into(),
     })
     .expect("backend")
-    .store;
-    let start = herald::cursor::Cursor::start(store.partitions());
-    let dead = store.dead_letters(&start, 100).await.expect("dead letters");
+    .dead_letters;
+    let start = herald::cursor::Cursor::start(dead_letters.partitions());
+    let dead = dead_letters
+        .dead_letters(&start, 100)
+        .await
+        .expect("dead letters");
     let dead_ids: HashSet<Uuid> = dead.iter().map(|d| d.delivery.event.id).collect();
     let ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     assert_eq!(dead_ids, ids);

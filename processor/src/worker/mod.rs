@@ -34,7 +34,7 @@ use std::{
 use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
-    Backend, Consumer, ConsumerOptions, Delivery, DeliveryLog, WorkQueue, run_batches,
+    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, WorkQueue, run_batches,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,8 @@ type Delivered = (Delivery, Instant, OwnedSemaphorePermit);
 
 struct Context {
     consumer: Arc<dyn Consumer>,
+    /// Where given-up entries go.
+    dead_letters: Arc<dyn DeadLetters>,
     client: Client,
     channels: Arc<Channels>,
     recorder: Recorder,
@@ -89,6 +91,7 @@ struct Context {
 pub struct Worker {
     queue: Arc<dyn WorkQueue>,
     deliveries: Arc<dyn DeliveryLog>,
+    dead_letters: Arc<dyn DeadLetters>,
     client: Client,
     channels: Arc<Channels>,
     config: WorkerArgs,
@@ -111,6 +114,7 @@ impl Worker {
         Ok(Self {
             queue: backend.queue.clone(),
             deliveries: backend.deliveries.clone(),
+            dead_letters: backend.dead_letters.clone(),
             client,
             channels,
             config: config.clone(),
@@ -133,6 +137,7 @@ impl Worker {
         });
         let context = Arc::new(Context {
             consumer,
+            dead_letters: self.dead_letters,
             client: self.client,
             channels: self.channels,
             recorder: Recorder::start(self.deliveries),
@@ -363,7 +368,7 @@ async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
         Outcome::Ack => context.consumer.ack(&[delivery.entry_id]).await,
         Outcome::DeadLetter(reason) => {
             warn!(event_id = %id, deliveries = delivery.deliveries, %reason, "dead-lettering event");
-            let result = context.consumer.dead_letter(delivery, reason).await;
+            let result = context.dead_letters.dead_letter(delivery, reason).await;
             if result.is_ok() {
                 context.metrics.dead_lettered();
             }

@@ -4,14 +4,14 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{MemoryBackend, Pending, entry_id};
-use crate::{Consumer, ConsumerOptions, DeadLetter, Delivery, QueueStats, WorkQueue};
+use crate::{Consumer, ConsumerOptions, Delivery, QueueStats, WorkQueue};
 use herald::{cursor::PartitionEntry, error::Result};
 
 #[async_trait]
@@ -143,23 +143,6 @@ impl Consumer for MemoryConsumer {
         for entry in entry_ids {
             state.pending.remove(&entry.id.seq);
         }
-        Ok(())
-    }
-
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let mut state = self.backend.lock();
-        state.pending.remove(&delivery.entry_id.id.seq);
-        state.last_dead += 1;
-        let seq = state.last_dead;
-        let dead = DeadLetter {
-            id: PartitionEntry {
-                partition: delivery.entry_id.partition,
-                id: entry_id(seq),
-            },
-            delivery: delivery.clone(),
-            reason: reason.to_owned(),
-        };
-        state.dead.insert(seq, (dead, SystemTime::now()));
         Ok(())
     }
 

@@ -8,9 +8,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::MemoryBackend;
-use crate::{DeadLetter, EventStore, RetentionSlice, StatusCounts, Sweep};
+use crate::{EventStore, RetentionSlice, StatusCounts, Sweep};
 use herald::{
-    cursor::Cursor,
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
     partition::Partitions,
@@ -118,41 +117,6 @@ impl EventStore for MemoryBackend {
         Ok(self.lock().counts)
     }
 
-    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
-        let state = self.lock();
-        Ok(state
-            .dead
-            .values()
-            .filter(|(dead, _)| !after.has(dead.id.partition, dead.id.id))
-            .take(max)
-            .map(|(dead, _)| dead.clone())
-            .collect())
-    }
-
-    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
-        let mut state = self.lock();
-        let before = state.last_entry;
-        let results: Vec<Result<Event>> = changes
-            .iter()
-            .map(|change| {
-                let result = state.change_status(*change);
-                if result.is_ok() {
-                    state
-                        .dead
-                        .retain(|_, (dead, _)| dead.delivery.event.id != change.id);
-                }
-                result
-            })
-            .collect();
-        let queued = state.last_entry != before;
-        drop(state);
-        if queued {
-            self.queued.notify_waiters();
-            self.notified.notify_waiters();
-        }
-        Ok(results)
-    }
-
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
         let RetentionSlice {
             partition,
@@ -197,12 +161,5 @@ impl EventStore for MemoryBackend {
             .requests
             .retain(|_, (_, at)| now.duration_since(*at) < window);
         Ok(sweep)
-    }
-
-    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
-        let mut state = self.lock();
-        let before = state.dead.len();
-        state.dead.retain(|_, (_, at)| *at >= cutoff);
-        Ok((before - state.dead.len()) as u64)
     }
 }

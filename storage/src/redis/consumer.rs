@@ -5,12 +5,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::Arc,
     time::Duration,
 };
 
 use ::redis::{
-    AsyncCommands, Client, RedisError, Script, Value,
+    AsyncCommands, Client, RedisError, Value,
     aio::MultiplexedConnection,
     streams::{StreamAutoClaimOptions, StreamPendingCountReply, StreamReadOptions},
 };
@@ -21,7 +20,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Conn, Keys, MAX_POLL, RedisBackend, blocking_connection, read_records,
-    record::{EntryRef, entry_id_of, from_value, record_delivered},
+    record::{EntryRef, entry_id_of, from_value},
     redis_error,
     stream::{Entry, autoclaim_reply, read_reply},
 };
@@ -45,8 +44,6 @@ fn is_nogroup(err: &RedisError) -> bool {
 
 /// One member of the group on every partition's queue.
 pub(super) struct RedisConsumer {
-    /// The script that moves an entry to the dead letters.
-    dead_letter: Arc<Script>,
     /// Makes the blocking reader's connection; `None` on a cluster.
     client: Option<Client>,
     conn: Conn,
@@ -86,7 +83,6 @@ impl RedisConsumer {
     pub(super) fn new(backend: &RedisBackend, config: ConsumerOptions) -> Self {
         let count = backend.partitions.count();
         RedisConsumer {
-            dead_letter: backend.dead_letter.clone(),
             client: backend.client.clone(),
             conn: backend.conn.clone(),
             keys: backend.keys.clone(),
@@ -468,35 +464,6 @@ impl Consumer for RedisConsumer {
             })
         });
         try_join_all(acks).await?;
-        Ok(())
-    }
-
-    #[instrument(skip_all)]
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let p = delivery.entry_id.partition;
-        let entry_id = delivery.entry_id.id.to_string();
-        let mut invocation = self.dead_letter.prepare_invoke();
-        invocation
-            .key(self.keys.dead(p))
-            .key(self.keys.dead_index(p))
-            .key(self.keys.events(p))
-            .arg(GROUP)
-            .arg(&entry_id)
-            .arg(delivery.event.id.to_string())
-            .arg("id")
-            .arg(delivery.event.id.as_bytes())
-            .arg("record")
-            .arg(record_delivered(&delivery.event, &delivery.delivered)?)
-            .arg("reason")
-            .arg(reason)
-            .arg("deliveries")
-            .arg(delivery.deliveries)
-            .arg("entry_id")
-            .arg(&entry_id);
-        let _: String = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
         Ok(())
     }
 

@@ -97,6 +97,7 @@
 mod attempts;
 mod connection;
 mod consumer;
+mod dead_letters;
 mod feed;
 mod keys;
 mod list;
@@ -273,7 +274,7 @@ pub struct RedisBackend {
     create: Arc<Script>,
     update_status: Arc<Script>,
     redrive: Script,
-    dead_letter: Arc<Script>,
+    dead_letter: Script,
     remove_older_than: Script,
     trim_acknowledged: Script,
     record_attempts: Script,
@@ -510,7 +511,7 @@ impl RedisBackend {
             create: Arc::new(Script::new(CREATE_MANY)),
             update_status: Arc::new(Script::new(&format!("{CHANGE_STATUS}{UPDATE_STATUS_MANY}"))),
             redrive: Script::new(&format!("{CHANGE_STATUS}{REDRIVE_MANY}")),
-            dead_letter: Arc::new(Script::new(DEAD_LETTER)),
+            dead_letter: Script::new(DEAD_LETTER),
             remove_older_than: Script::new(REMOVE_OLDER_THAN),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             record_attempts: Script::new(RECORD_ATTEMPTS),

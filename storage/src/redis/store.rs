@@ -1,7 +1,7 @@
 //! The EventStore on Redis: records, counts, dead letters, retention (the
 //! queries are in `list`).
 
-use std::{borrow::Cow, collections::HashMap, time::SystemTime};
+use std::{borrow::Cow, collections::HashMap};
 
 use ::redis::{AsyncCommands, Value};
 use async_trait::async_trait;
@@ -197,7 +197,7 @@ impl RedisBackend {
     }
 
     /// Up to `max` dead letters of partition `p` past `after`.
-    async fn dead_letters_in(
+    pub(super) async fn dead_letters_in(
         &self,
         p: Partition,
         after: &Cursor,
@@ -244,7 +244,7 @@ impl RedisBackend {
     }
 
     /// Redrives events of one partition with one script.
-    async fn redrive_in(
+    pub(super) async fn redrive_in(
         &self,
         p: Partition,
         changes: &[StatusChange],
@@ -393,26 +393,6 @@ impl EventStore for RedisBackend {
         Ok(())
     }
 
-    async fn dead_letters(&self, after: &Cursor, max: usize) -> Result<Vec<DeadLetter>> {
-        let max = max.max(1);
-        let pages = self
-            .each_partition(|p| self.dead_letters_in(p, after, max))
-            .await?;
-        // The oldest first, whichever their partition.
-        let mut all: Vec<DeadLetter> = pages.into_iter().flatten().collect();
-        all.sort_unstable_by_key(|d| (d.id.id, d.id.partition));
-        all.truncate(max);
-        Ok(all)
-    }
-
-    #[instrument(skip_all, fields(n = changes.len()))]
-    async fn redrive_many(&self, changes: &[StatusChange]) -> Result<Vec<Result<Event>>> {
-        self.by_partition_of_id(changes, |p, changes| async move {
-            self.redrive_in(p, &changes).await
-        })
-        .await
-    }
-
     #[instrument(skip_all)]
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
         if slice.status == EventStatus::Pending {
@@ -434,13 +414,6 @@ impl EventStore for RedisBackend {
             kept,
             scanned,
         })
-    }
-
-    async fn trim_dead_letters(&self, cutoff: SystemTime) -> Result<u64> {
-        let removed = self
-            .each_partition(|p| async move { self.trim_before(&self.keys.dead(p), cutoff).await })
-            .await?;
-        Ok(removed.into_iter().sum())
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {

@@ -35,9 +35,12 @@ pub(super) async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
     assert_eq!(again[0].delivered, ["hooks", "irc"]);
     assert_eq!(again[0].deliveries, 2);
     // Dead-lettered and redriven, it still skips them.
-    c.dead_letter(&again[0], "irc down").await.expect("dead");
+    b.dead_letters
+        .dead_letter(&again[0], "irc down")
+        .await
+        .expect("dead");
     let dead = b
-        .store
+        .dead_letters
         .dead_letters(&Cursor::start(b.store.partitions()), 10)
         .await
         .expect("dead letters");
@@ -46,7 +49,7 @@ pub(super) async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
         .update_status(e.id, EventStatus::Failed)
         .await
         .expect("failed");
-    b.store
+    b.dead_letters
         .redrive_many(&[StatusChange::new(e.id, EventStatus::Pending)])
         .await
         .expect("redrive");
@@ -87,7 +90,9 @@ pub(super) async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
         .await
         .expect("processed");
     let cutoff = std::time::SystemTime::now() + Duration::from_secs(60);
-    b.store.sweep_older_than(cutoff, 10).await.expect("sweep");
+    storage::sweep(b.store.as_ref(), cutoff, 10)
+        .await
+        .expect("sweep");
     assert!(matches!(
         b.deliveries.attempts(other.id).await,
         Err(Error::NotFound(_))

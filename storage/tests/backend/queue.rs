@@ -88,7 +88,8 @@ pub(super) async fn dead_letter_acknowledges(b: Backend) {
     }
     let got = c.receive(10).await.expect("receive");
     for (i, delivery) in got.iter().enumerate() {
-        c.dead_letter(delivery, &format!("gave up {i}"))
+        b.dead_letters
+            .dead_letter(delivery, &format!("gave up {i}"))
             .await
             .expect("dead letter");
     }
@@ -97,7 +98,7 @@ pub(super) async fn dead_letter_acknowledges(b: Backend) {
     // Listed oldest first with their reasons, a page at a time, and removable.
     let start = Cursor::start(b.store.partitions());
     let all = b
-        .store
+        .dead_letters
         .dead_letters(&start, 10)
         .await
         .expect("dead letters");
@@ -110,11 +111,15 @@ pub(super) async fn dead_letter_acknowledges(b: Backend) {
     }
     let mut after_first = start.clone();
     after_first.advance(all[0].id.partition, all[0].id.id);
-    let page = b.store.dead_letters(&after_first, 1).await.expect("page");
+    let page = b
+        .dead_letters
+        .dead_letters(&after_first, 1)
+        .await
+        .expect("page");
     assert_eq!(page, all[1..2]);
     // A redrive of an event removes its dead letters, and only those.
     let redriven = b
-        .store
+        .dead_letters
         .redrive_many(&[StatusChange::new(
             all[1].delivery.event.id,
             EventStatus::Pending,
@@ -123,24 +128,28 @@ pub(super) async fn dead_letter_acknowledges(b: Backend) {
         .expect("redrive");
     assert!(redriven[0].is_ok(), "{redriven:?}");
     let left = b
-        .store
+        .dead_letters
         .dead_letters(&start, 10)
         .await
         .expect("dead letters");
     assert_eq!(left, [all[0].clone(), all[2].clone()]);
     // Redriving the rest takes the events of the oldest dead letters first.
-    let (outcomes, more) = b.store.redrive_all(None, 1).await.expect("redrive all");
+    let (outcomes, more) = storage::redrive_oldest(b.dead_letters.as_ref(), None, 1)
+        .await
+        .expect("redrive all");
     assert_eq!(outcomes.len(), 1);
     assert_eq!(
         outcomes[0].as_ref().expect("redriven").id,
         all[0].delivery.event.id
     );
     assert!(more, "one more dead letter is left");
-    let (outcomes, more) = b.store.redrive_all(None, 10).await.expect("redrive all");
+    let (outcomes, more) = storage::redrive_oldest(b.dead_letters.as_ref(), None, 10)
+        .await
+        .expect("redrive all");
     assert_eq!(outcomes.len(), 1);
     assert!(!more);
     assert!(
-        b.store
+        b.dead_letters
             .dead_letters(&start, 10)
             .await
             .expect("dead letters")

@@ -448,11 +448,13 @@ async fn redis_retention_leaves_no_index_entry_behind() {
         .update_status(event.id, EventStatus::Processed)
         .await
         .expect("processed");
-    let swept = b
-        .store
-        .sweep_older_than(std::time::SystemTime::now() + Duration::from_secs(60), 10)
-        .await
-        .expect("sweep");
+    let swept = storage::sweep(
+        b.store.as_ref(),
+        std::time::SystemTime::now() + Duration::from_secs(60),
+        10,
+    )
+    .await
+    .expect("sweep");
     assert_eq!(swept.0, 1, "removed");
     let partitions = b.store.partitions();
     let p = partitions.of_id(event.id).expect("partition");

@@ -14,7 +14,7 @@ fn backdated_event(description: &str, ago: Duration) -> NewEvent {
 }
 
 /// Runs retention up to `cutoff` in slices of `slice` events, as the
-/// logger's sweep does (`sweep_older_than`), after checking that a first
+/// logger does (`storage::sweep`), after checking that a first
 /// slice of every partition's settled statuses stays within its bound;
 /// returns (removed, kept) in all.
 async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> (u64, u64) {
@@ -44,9 +44,7 @@ async fn sweep_all(b: &Backend, cutoff: std::time::SystemTime, slice: usize) -> 
         assert!(done.scanned as usize <= slice, "a slice is bounded");
         removed += done.removed;
     }
-    let (rest, kept) = b
-        .store
-        .sweep_older_than(cutoff, slice)
+    let (rest, kept) = storage::sweep(b.store.as_ref(), cutoff, slice)
         .await
         .expect("retention sweep");
     (removed + rest, kept)
@@ -80,7 +78,10 @@ pub(super) async fn retention_removes_old_settled_events_only(b: Backend) {
     // ids[3] and ids[4] stay PENDING; one of them is dead-lettered.
     let got = c.receive(10).await.expect("receive");
     let doomed = got.iter().find(|d| d.event.id == ids[4]).expect("queued");
-    c.dead_letter(doomed, "gave up").await.expect("dead letter");
+    b.dead_letters
+        .dead_letter(doomed, "gave up")
+        .await
+        .expect("dead letter");
     // Occurred two hours ago but created now: younger than an hour's cutoff.
     let backdated = b
         .store
@@ -97,7 +98,13 @@ pub(super) async fn retention_removes_old_settled_events_only(b: Backend) {
         (0, 1),
         "only the backdated event occurred before the cutoff, and it is young"
     );
-    assert_eq!(b.store.trim_dead_letters(hour_ago).await.expect("trim"), 0);
+    assert_eq!(
+        b.dead_letters
+            .trim_dead_letters(hour_ago)
+            .await
+            .expect("trim"),
+        0
+    );
 
     let later = std::time::SystemTime::now() + Duration::from_secs(1);
     let (removed, kept) = sweep_all(&b, later, 2).await;
@@ -148,9 +155,12 @@ pub(super) async fn retention_removes_old_settled_events_only(b: Backend) {
         ),
         (2, 0, 0, 0)
     );
-    assert_eq!(b.store.trim_dead_letters(later).await.expect("trim"), 1);
+    assert_eq!(
+        b.dead_letters.trim_dead_letters(later).await.expect("trim"),
+        1
+    );
     assert!(
-        b.store
+        b.dead_letters
             .dead_letters(&Cursor::start(b.store.partitions()), 10)
             .await
             .expect("dead")
@@ -162,7 +172,9 @@ pub(super) async fn retention_removes_old_settled_events_only(b: Backend) {
         "nothing more to remove"
     );
     assert_eq!(
-        b.store.sweep_older_than(later, 2).await.expect("sweep"),
+        storage::sweep(b.store.as_ref(), later, 2)
+            .await
+            .expect("sweep"),
         (0, 0),
         "the store's own sweep agrees"
     );
