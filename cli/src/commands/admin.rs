@@ -1,6 +1,6 @@
 //! `herald health` and `herald stats`.
 
-use herald::domain::rfc3339;
+use herald::domain::rfc3339_micros;
 use herald_client::{Client, Error, Health};
 
 /// Flags of `herald health`.
@@ -33,7 +33,7 @@ pub async fn health(client: &Client, args: &HealthArgs, json: bool) -> Result<()
 /// Prints the counts of events by status and the logger's own counters.
 pub async fn stats(client: &Client, json: bool) -> Result<(), Error> {
     let stats = client.stats().await?;
-    let started = stats.started_at.map(rfc3339).unwrap_or_default();
+    let started = stats.started_at.map(rfc3339_micros).unwrap_or_default();
     let uptime = stats.uptime.as_secs();
     let fields: [(&str, serde_json::Value); 12] = [
         ("total_events", stats.total_events.into()),

@@ -1,6 +1,7 @@
 //! `herald attempts`: what the processors' channels did with one event.
 
-use herald_client::{Client, Error, rfc3339};
+use herald::domain::rfc3339_micros;
+use herald_client::{Client, Error};
 use uuid::Uuid;
 
 /// Flags of `herald attempts`.
@@ -38,7 +39,7 @@ pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(),
         };
         println!(
             "{}  {}  {}  {}  {:.1} ms  {}",
-            rfc3339(a.attempted_at),
+            rfc3339_micros(a.attempted_at),
             a.channel,
             a.kind,
             outcome,

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use futures_util::StreamExt;
 use herald::{
     Event, EventStatus,
-    domain::{EventInput, Payload, rfc3339},
+    domain::{EventInput, Payload, rfc3339_micros},
 };
 use herald_client::{Client, Error, ListEvents};
 use uuid::Uuid;
@@ -181,7 +181,7 @@ pub async fn list(client: &Client, args: &ListArgs, json: bool) -> Result<(), Er
             println!(
                 "{:<36}  {:<27}  {:<9}  {:<16}  {:<16}  {}",
                 e.id,
-                rfc3339(e.occurred_at),
+                rfc3339_micros(e.occurred_at),
                 e.status.as_str(),
                 e.user_id,
                 e.event_type,

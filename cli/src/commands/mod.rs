@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use herald::{
     Event, EventStatus,
-    domain::{Payload, rfc3339},
+    domain::{Payload, rfc3339_micros},
 };
 
 /// Reads `--payload`: a JSON object.
@@ -47,10 +47,10 @@ pub fn print_event(e: &Event, json: bool) {
         println!("user_id:     {}", e.user_id);
         println!("description: {}", e.description);
         println!("status:      {}", e.status);
-        println!("created_at:  {}", rfc3339(e.created_at));
-        println!("updated_at:  {}", rfc3339(e.updated_at));
+        println!("created_at:  {}", rfc3339_micros(e.created_at));
+        println!("updated_at:  {}", rfc3339_micros(e.updated_at));
         if e.occurred_at != e.created_at {
-            println!("occurred_at: {}", rfc3339(e.occurred_at));
+            println!("occurred_at: {}", rfc3339_micros(e.occurred_at));
         }
         let optional = [
             ("category:   ", &e.category),

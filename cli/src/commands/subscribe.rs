@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use herald::{EventStatus, domain::rfc3339};
+use herald::{EventStatus, domain::rfc3339_micros};
 use herald_client::{Client, Error, Message, Notification, RetryPolicy, SubscribeOptions};
 
 use super::parse_status;
@@ -149,7 +149,7 @@ fn show_notification(n: &Notification, with_status: bool, json: bool) {
     } else if with_status {
         println!(
             "{}  {}  {:<9}  {}: {}",
-            rfc3339(e.updated_at),
+            rfc3339_micros(e.updated_at),
             e.id,
             e.status.as_str(),
             e.user_id,
@@ -158,7 +158,7 @@ fn show_notification(n: &Notification, with_status: bool, json: bool) {
     } else {
         println!(
             "{}  {}  {}: {}",
-            rfc3339(e.updated_at),
+            rfc3339_micros(e.updated_at),
             e.id,
             e.user_id,
             e.description
