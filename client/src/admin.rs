@@ -3,11 +3,15 @@
 
 use std::time::{Duration, SystemTime};
 
+use futures_util::Stream;
 use herald::{Event, pb};
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use uuid::Uuid;
 
-use crate::{Error, client::event_of};
+use crate::{
+    Client, Error, Page,
+    client::{event_of, every_page, item_result},
+};
 
 /// An event given up after too many delivery attempts (it is FAILED).
 ///
@@ -187,5 +191,141 @@ impl From<ServingStatus> for Health {
             ServingStatus::ServiceUnknown => Self::ServiceUnknown,
             ServingStatus::Unknown => Self::Unknown,
         }
+    }
+}
+
+/// The calls operators make: dead letters, redrives, stats and health.
+impl Client {
+    /// One page of dead letters (oldest first) of at most `page_size` (0:
+    /// the server's default), starting at `page_token` (a [`Page::next`]; `""`
+    /// for the first page).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let page = client.list_dead_letters(100, "").await?;
+    /// for dead in &page.items {
+    ///     println!("{} {}", dead.event.id, dead.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_dead_letters(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<DeadLetter>, Error> {
+        let request = pb::ListDeadLettersRequest {
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+            page_token: page_token.to_owned(),
+        };
+        let response = self
+            .retrying(|mut logger| {
+                let request = request.clone();
+                async move { logger.list_dead_letters(request).await }
+            })
+            .await?;
+        let dead = response
+            .dead_letters
+            .into_iter()
+            .map(DeadLetter::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Page::new(dead, response.next_page_token))
+    }
+
+    /// Every dead letter, oldest first, read `page_size` at a time as the
+    /// stream needs them. The stream ends after the first error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use futures_util::TryStreamExt;
+    ///
+    /// let dead: Vec<_> = client.dead_letters(100).try_collect().await?;
+    /// for letter in &dead {
+    ///     println!("{} failed after {}: {}", letter.event.id, letter.deliveries, letter.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_letters(
+        &self,
+        page_size: u32,
+    ) -> impl Stream<Item = Result<DeadLetter, Error>> + Send + 'static {
+        let client = self.clone();
+        every_page(move |token| {
+            let client = client.clone();
+            async move {
+                let token = token.unwrap_or_default();
+                client.list_dead_letters(page_size, &token).await
+            }
+        })
+    }
+
+    /// Puts FAILED events back in the queue (as PENDING) and removes their
+    /// dead letters, in as many calls as the answers need. Each event has
+    /// its own result (NOT_FOUND for an id that is not dead-lettered);
+    /// retried while unavailable, since putting back twice changes nothing
+    /// more.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::Redrive;
+    ///
+    /// let results = client.redrive(Redrive::All).await?;
+    /// println!("{} put back", results.iter().filter(|r| r.is_ok()).count());
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive(&self, which: Redrive) -> Result<Vec<Result<Event, Error>>, Error> {
+        let request = which.to_request();
+        let mut results = Vec::new();
+        loop {
+            let response = self
+                .retrying(|mut logger| {
+                    let request = request.clone();
+                    async move { logger.redrive_events(request).await }
+                })
+                .await?;
+            // Stop when a call put nothing back: its dead letters stay, and
+            // the next call would meet them again.
+            let before = results.len();
+            results.extend(response.results.into_iter().map(item_result));
+            if !response.more || results[before..].iter().all(Result::is_err) {
+                return Ok(results);
+            }
+        }
+    }
+
+    /// The logger's counts: events by status, and its own activity.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// let stats = client.stats().await?;
+    /// println!("{} events, {} pending", stats.total_events, stats.pending_events);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })
+            .await
+            .map(Stats::from)
+    }
+
+    /// The gRPC health of `service` (`""` for the whole server).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use herald_client::Health;
+    ///
+    /// assert_eq!(client.health("").await?, Health::Serving);
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self, service: &str) -> Result<Health, Error> {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let status = self
+            .health
+            .clone()
+            .check(request)
+            .await?
+            .into_inner()
+            .status();
+        Ok(Health::from(status))
     }
 }

@@ -14,12 +14,11 @@ use tonic::{
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
 use crate::{
     Error, Tls,
-    admin::{DeadLetter, Health, Redrive, Stats},
     error::connection_lost,
     query::{ListEvents, Page},
 };
@@ -128,7 +127,7 @@ pub struct Client {
     channel: Channel,
     logger: EventLoggerClient<Authed>,
     pub(crate) notifier: NotifierClient<Authed>,
-    health: HealthClient<Channel>,
+    pub(crate) health: HealthClient<Channel>,
     pub(crate) retry: RetryPolicy,
     pub(crate) resubscribe: RetryPolicy,
 }
@@ -592,140 +591,7 @@ impl Client {
         Ok(response.results)
     }
 
-    /// One page of dead letters (oldest first) of at most `page_size` (0:
-    /// the server's default), starting at `page_token` (a [`Page::next`]; `""`
-    /// for the first page).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
-    /// let page = client.list_dead_letters(100, "").await?;
-    /// for dead in &page.items {
-    ///     println!("{} {}", dead.event.id, dead.reason);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_dead_letters(
-        &self,
-        page_size: u32,
-        page_token: &str,
-    ) -> Result<Page<DeadLetter>, Error> {
-        let request = pb::ListDeadLettersRequest {
-            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
-            page_token: page_token.to_owned(),
-        };
-        let response = self
-            .retrying(|mut logger| {
-                let request = request.clone();
-                async move { logger.list_dead_letters(request).await }
-            })
-            .await?;
-        let dead = response
-            .dead_letters
-            .into_iter()
-            .map(DeadLetter::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok(Page::new(dead, response.next_page_token))
-    }
-
-    /// Every dead letter, oldest first, read `page_size` at a time as the
-    /// stream needs them. The stream ends after the first error.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
-    /// use futures_util::TryStreamExt;
-    ///
-    /// let dead: Vec<_> = client.dead_letters(100).try_collect().await?;
-    /// for letter in &dead {
-    ///     println!("{} failed after {}: {}", letter.event.id, letter.deliveries, letter.reason);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn dead_letters(
-        &self,
-        page_size: u32,
-    ) -> impl Stream<Item = Result<DeadLetter, Error>> + Send + 'static {
-        let client = self.clone();
-        every_page(move |token| {
-            let client = client.clone();
-            async move {
-                let token = token.unwrap_or_default();
-                client.list_dead_letters(page_size, &token).await
-            }
-        })
-    }
-
-    /// Puts FAILED events back in the queue (as PENDING) and removes their
-    /// dead letters, in as many calls as the answers need. Each event has
-    /// its own result (NOT_FOUND for an id that is not dead-lettered);
-    /// retried while unavailable, since putting back twice changes nothing
-    /// more.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
-    /// use herald_client::Redrive;
-    ///
-    /// let results = client.redrive(Redrive::All).await?;
-    /// println!("{} put back", results.iter().filter(|r| r.is_ok()).count());
-    /// # Ok(()) }
-    /// ```
-    pub async fn redrive(&self, which: Redrive) -> Result<Vec<Result<Event, Error>>, Error> {
-        let request = which.to_request();
-        let mut results = Vec::new();
-        loop {
-            let response = self
-                .retrying(|mut logger| {
-                    let request = request.clone();
-                    async move { logger.redrive_events(request).await }
-                })
-                .await?;
-            // Stop when a call put nothing back: its dead letters stay, and
-            // the next call would meet them again.
-            let before = results.len();
-            results.extend(response.results.into_iter().map(item_result));
-            if !response.more || results[before..].iter().all(Result::is_err) {
-                return Ok(results);
-            }
-        }
-    }
-
-    /// The logger's counts: events by status, and its own activity.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
-    /// let stats = client.stats().await?;
-    /// println!("{} events, {} pending", stats.total_events, stats.pending_events);
-    /// # Ok(()) }
-    /// ```
-    pub async fn stats(&self) -> Result<Stats, Error> {
-        self.retrying(|mut logger| async move { logger.get_stats(pb::GetStatsRequest {}).await })
-            .await
-            .map(Stats::from)
-    }
-
-    /// The gRPC health of `service` (`""` for the whole server).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
-    /// use herald_client::Health;
-    ///
-    /// assert_eq!(client.health("").await?, Health::Serving);
-    /// # Ok(()) }
-    /// ```
-    pub async fn health(&self, service: &str) -> Result<Health, Error> {
-        let request = HealthCheckRequest {
-            service: service.into(),
-        };
-        let status = self
-            .health
-            .clone()
-            .check(request)
-            .await?
-            .into_inner()
-            .status();
-        Ok(Health::from(status))
-    }
-
-    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    pub(crate) async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
         F: Fn(EventLoggerClient<Authed>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -758,7 +624,9 @@ impl Client {
 /// names (`None`: the first), and the stream asks for the next page only when
 /// it needs it. The stream ends after the first error, and with an error if
 /// the server names the page just read as the next one.
-fn every_page<T, F, Fut>(fetch: F) -> impl Stream<Item = Result<T, Error>> + Send + 'static
+pub(crate) fn every_page<T, F, Fut>(
+    fetch: F,
+) -> impl Stream<Item = Result<T, Error>> + Send + 'static
 where
     T: Send + 'static,
     F: Fn(Option<String>) -> Fut + Send + 'static,
@@ -802,7 +670,7 @@ pub(crate) fn create_request(event: EventInput) -> pb::CreateEventRequest {
 }
 
 /// One item of a batch response: its event, or its error read like a call's.
-fn item_result(result: impl BatchResult) -> Result<Event, Error> {
+pub(crate) fn item_result(result: impl BatchResult) -> Result<Event, Error> {
     event_of(Some(item_parts(result)?))
 }
 

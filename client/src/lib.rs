@@ -13,7 +13,7 @@
 //!
 //! # Layout
 //! - [`admin`]: [`DeadLetter`], [`Redrive`], [`Stats`] and [`Health`], what
-//!   operators read and do.
+//!   operators read and do, and the [`Client`] calls that read and do it.
 //! - [`client`]: [`Client`], typed async methods over the generated stubs, with
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
