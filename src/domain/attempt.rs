@@ -12,6 +12,47 @@ pub const MAX_ATTEMPTS_KEPT: usize = 100;
 /// Longest error text an attempt keeps, in bytes (longer ones are cut).
 pub const MAX_ATTEMPT_ERROR: usize = 512;
 
+/// The kinds of channel a notification goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// The notification line (stdout or a file).
+    Line,
+    /// A signed HTTP POST.
+    Webhook,
+    /// A message on IRC.
+    Irc,
+    /// The line, losing a share of attempts on purpose.
+    Simulated,
+}
+
+impl ChannelKind {
+    /// Every kind.
+    pub const ALL: [ChannelKind; 4] = [Self::Line, Self::Webhook, Self::Irc, Self::Simulated];
+
+    /// The kind's name in attempts, the channels file and metrics: `line`,
+    /// `webhook`, `irc`, `simulated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Line => "line",
+            Self::Webhook => "webhook",
+            Self::Irc => "irc",
+            Self::Simulated => "simulated",
+        }
+    }
+
+    /// The kind of this name; `None` for a kind this version does not know
+    /// (an attempt written by a newer processor).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One attempt to send an event through one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryAttempt {
@@ -19,8 +60,8 @@ pub struct DeliveryAttempt {
     pub event_id: Uuid,
     /// The channel's name (in the channels file; `line` without one).
     pub channel: String,
-    /// The channel's kind: `line`, `webhook`, `irc` or `simulated`.
-    pub kind: String,
+    /// The channel's kind.
+    pub kind: ChannelKind,
     /// Where it went: a URL, an IRC server and its channels, `stdout`.
     pub target: String,
     /// When the attempt started (microsecond precision).
@@ -43,5 +84,26 @@ impl DeliveryAttempt {
             self.error = truncate(&self.error, MAX_ATTEMPT_ERROR);
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+
+    #[test]
+    fn channel_kinds_read_back_and_unknown_ones_are_refused() {
+        for kind in ChannelKind::ALL {
+            assert_eq!(ChannelKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ChannelKind::parse("email"), None);
+        let sent = pb::DeliveryAttempt {
+            kind: "email".into(),
+            attempted_at: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        let err = DeliveryAttempt::from_pb(Uuid::now_v7(), sent).expect_err("unknown kind");
+        assert!(err.to_string().contains("kind"), "{err}");
     }
 }

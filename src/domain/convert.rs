@@ -130,7 +130,7 @@ impl From<DeliveryAttempt> for pb::DeliveryAttempt {
     fn from(a: DeliveryAttempt) -> Self {
         pb::DeliveryAttempt {
             channel: a.channel,
-            kind: a.kind,
+            kind: a.kind.as_str().to_owned(),
             target: a.target,
             attempted_at: Some(a.attempted_at.into()),
             latency: prost_types::Duration::try_from(a.latency).ok(),
@@ -149,7 +149,7 @@ impl DeliveryAttempt {
         serde_json::json!({
             "attempted_at": rfc3339(self.attempted_at),
             "channel": self.channel,
-            "kind": self.kind,
+            "kind": self.kind.as_str(),
             "target": self.target,
             "succeeded": self.succeeded,
             "http_status": self.http_status,
@@ -173,8 +173,8 @@ impl DeliveryAttempt {
                 .and_then(|d| std::time::Duration::try_from(d).ok())
                 .unwrap_or_default(),
             http_status: u16::try_from(a.http_status).ok().filter(|s| *s != 0),
+            kind: ChannelKind::parse(&a.kind).ok_or_else(|| bad("kind"))?,
             channel: a.channel,
-            kind: a.kind,
             target: a.target,
             succeeded: a.succeeded,
             error: a.error,

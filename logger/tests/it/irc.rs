@@ -347,7 +347,10 @@ async fn irc_messages_reach_the_channel_and_survive_a_server_restart() {
         .await
         .expect("attempts");
     let last = attempts.last().expect("an attempt");
-    assert!(last.succeeded && last.kind == "irc", "{attempts:?}");
+    assert!(
+        last.succeeded && last.kind.as_str() == "irc",
+        "{attempts:?}"
+    );
     assert_eq!(last.target, format!("irc://{through_relay}/#ops"));
     logger.stop_within(Duration::from_secs(10)).await;
 }

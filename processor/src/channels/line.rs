@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 use herald::{Event, random::SplitMix64};
 
-use super::{Channel, Failure, Reason, Sent};
+use super::{Channel, ChannelKind, Failure, Reason, Sent};
 
 /// The notification line: `Event {event_id} has been sent to {user_id}: {description}`.
 pub fn notification_line(event: &Event) -> String {
@@ -59,8 +59,8 @@ impl Channel for LineChannel {
         Ok(Sent::default())
     }
 
-    fn kind(&self) -> &'static str {
-        "line"
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Line
     }
 
     fn target(&self) -> String {
@@ -105,8 +105,8 @@ impl Channel for SimulatedChannel {
         self.inner.send(event).await
     }
 
-    fn kind(&self) -> &'static str {
-        "simulated"
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Simulated
     }
 
     fn target(&self) -> String {

@@ -33,7 +33,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use herald::{Event, random::SplitMix64};
+use herald::{Event, domain::ChannelKind, random::SplitMix64};
 use tracing::{info, warn};
 
 pub use file::{ChannelsError, ChannelsFile};
@@ -51,8 +51,8 @@ use routes::Route;
 pub trait Channel: Send + Sync + 'static {
     /// One attempt to send `event`.
     async fn send(&self, event: &Event) -> Result<Sent, Failure>;
-    /// The kind of channel: `line`, `webhook`, `irc`, `simulated`.
-    fn kind(&self) -> &'static str;
+    /// The kind of channel.
+    fn kind(&self) -> ChannelKind;
     /// Where it sends, as attempts record it.
     fn target(&self) -> String;
 }

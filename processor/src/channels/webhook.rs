@@ -30,7 +30,8 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{
-    Channel, Failure, Next, Reason, Sent, SettingError, breaker::Breaker, settings::WebhookSettings,
+    Channel, ChannelKind, Failure, Next, Reason, Sent, SettingError, breaker::Breaker,
+    settings::WebhookSettings,
 };
 use crate::metrics::ChannelGauges;
 
@@ -285,8 +286,8 @@ impl Channel for WebhookChannel {
         result
     }
 
-    fn kind(&self) -> &'static str {
-        "webhook"
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Webhook
     }
 
     fn target(&self) -> String {

@@ -78,7 +78,7 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
             DeliveryAttempt {
                 event_id: event.id,
                 channel: named.name.clone(),
-                kind: named.channel.kind().to_owned(),
+                kind: named.channel.kind(),
                 target: named.channel.target(),
                 attempted_at: at,
                 latency,

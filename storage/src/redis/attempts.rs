@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{RedisBackend, record::delivered_field, redis_error, split::by_partition};
 use crate::DeliveryLog;
 use herald::{
-    domain::{DeliveryAttempt, MAX_ATTEMPTS_KEPT, from_micros, to_micros},
+    domain::{ChannelKind, DeliveryAttempt, MAX_ATTEMPTS_KEPT, from_micros, to_micros},
     error::{Error, Result},
 };
 
@@ -43,7 +43,7 @@ impl StoredAttempt {
     fn of(a: &DeliveryAttempt) -> Self {
         Self {
             channel: a.channel.clone(),
-            kind: a.kind.clone(),
+            kind: a.kind.as_str().to_owned(),
             target: a.target.clone(),
             attempted_at: to_micros(a.attempted_at),
             latency_micros: u64::try_from(a.latency.as_micros()).unwrap_or(u64::MAX),
@@ -53,18 +53,19 @@ impl StoredAttempt {
         }
     }
 
-    fn attempt(self, event_id: Uuid) -> DeliveryAttempt {
-        DeliveryAttempt {
+    /// The attempt; `None` if its kind is one this version does not know.
+    fn attempt(self, event_id: Uuid) -> Option<DeliveryAttempt> {
+        Some(DeliveryAttempt {
             event_id,
+            kind: ChannelKind::parse(&self.kind)?,
             channel: self.channel,
-            kind: self.kind,
             target: self.target,
             attempted_at: from_micros(self.attempted_at),
             latency: Duration::from_micros(self.latency_micros),
             succeeded: self.succeeded,
             http_status: u16::try_from(self.http_status).ok().filter(|s| *s != 0),
             error: self.error,
-        }
+        })
     }
 }
 
@@ -115,8 +116,11 @@ impl DeliveryLog for RedisBackend {
             .iter()
             .map(|bytes| {
                 StoredAttempt::decode(bytes.as_slice())
-                    .map(|s| s.attempt(id))
-                    .map_err(|_| Error::Internal(format!("a stored attempt of {id} is malformed")))
+                    .ok()
+                    .and_then(|s| s.attempt(id))
+                    .ok_or_else(|| {
+                        Error::Internal(format!("a stored attempt of {id} is malformed"))
+                    })
             })
             .collect()
     }

@@ -125,7 +125,7 @@ fn attempt(event: Uuid, channel: &str, succeeded: bool) -> DeliveryAttempt {
     DeliveryAttempt {
         event_id: event,
         channel: channel.into(),
-        kind: "webhook".into(),
+        kind: herald::domain::ChannelKind::Webhook,
         target: format!("http://127.0.0.1:9/{channel}"),
         attempted_at: herald::domain::now(),
         latency: Duration::from_micros(1_234),

@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod connection;
 mod protocol;
 
-use super::{Channel, Failure, Reason, Sent, SettingError, settings::IrcSettings};
+use super::{Channel, ChannelKind, Failure, Reason, Sent, SettingError, settings::IrcSettings};
 use connection::Connection;
 use protocol::IrcError;
 
@@ -189,8 +189,8 @@ impl Channel for IrcChannel {
         }
     }
 
-    fn kind(&self) -> &'static str {
-        "irc"
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Irc
     }
 
     fn target(&self) -> String {
