@@ -53,11 +53,19 @@ impl StoredAttempt {
         }
     }
 
-    /// The attempt; `None` if its kind is one this version does not know.
-    fn attempt(self, event_id: Uuid) -> Option<DeliveryAttempt> {
-        Some(DeliveryAttempt {
+    /// The attempt; refused if its kind is one this version does not know
+    /// (a newer processor wrote it).
+    fn attempt(self, event_id: Uuid) -> Result<DeliveryAttempt> {
+        let kind = ChannelKind::parse(&self.kind).ok_or_else(|| {
+            Error::Misconfigured(format!(
+                "an attempt of event {event_id} went through a channel of kind {:?}, which \
+                 this version does not know: a newer processor wrote it; upgrade this logger",
+                herald::error::truncate(&self.kind, 40)
+            ))
+        })?;
+        Ok(DeliveryAttempt {
             event_id,
-            kind: ChannelKind::parse(&self.kind)?,
+            kind,
             channel: self.channel,
             target: self.target,
             attempted_at: from_micros(self.attempted_at),
@@ -116,12 +124,31 @@ impl DeliveryLog for RedisBackend {
             .iter()
             .map(|bytes| {
                 StoredAttempt::decode(bytes.as_slice())
-                    .ok()
-                    .and_then(|s| s.attempt(id))
-                    .ok_or_else(|| {
-                        Error::Internal(format!("a stored attempt of {id} is malformed"))
-                    })
+                    .map_err(|_| Error::Internal(format!("a stored attempt of {id} is malformed")))?
+                    .attempt(id)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_attempt_of_an_unknown_kind_names_the_kind_and_the_remedy() {
+        let stored = StoredAttempt {
+            kind: "email".into(),
+            ..StoredAttempt::default()
+        };
+        let err = stored.attempt(Uuid::now_v7()).expect_err("unknown kind");
+        assert!(matches!(err, Error::Misconfigured(_)), "{err:?}");
+        assert!(err.to_string().contains("\"email\""), "{err}");
+        let known = StoredAttempt {
+            kind: "irc".into(),
+            ..StoredAttempt::default()
+        };
+        let attempt = known.attempt(Uuid::now_v7()).expect("known kind");
+        assert_eq!(attempt.kind, ChannelKind::Irc);
     }
 }
