@@ -156,15 +156,15 @@ impl Shard {
             }
             kept
         });
-        self.forget_if_empty(whose);
+        if group.is_empty() {
+            self.forget(whose);
+        }
         cut_off
     }
 
-    /// Drops the group of one user's subscribers once it is empty.
-    fn forget_if_empty(&mut self, whose: Whose<'_>) {
-        if let Whose::User(user) = whose
-            && self.by_user.get(user).is_some_and(HashMap::is_empty)
-        {
+    /// Drops the group of one user's subscribers (it has none left).
+    fn forget(&mut self, whose: Whose<'_>) {
+        if let Whose::User(user) = whose {
             self.by_user.remove(user);
         }
     }
@@ -296,7 +296,9 @@ impl Fanout {
             return;
         };
         let removed = group.remove(&id);
-        shard.forget_if_empty(whose);
+        if group.is_empty() {
+            shard.forget(whose);
+        }
         drop(shard);
         if let Some(sub) = removed {
             self.subscribers.fetch_sub(1, Ordering::SeqCst);
