@@ -11,7 +11,10 @@ use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Lines, Logger, Scrape, eventually};
-use herald::{domain::json_to_struct, pb};
+use herald::{
+    domain::json_to_struct,
+    pb::{self, Rpc},
+};
 use herald_storage::testing::{RedisServer, skip_redis_tests};
 use proptest::{
     prelude::*,
@@ -90,7 +93,7 @@ impl Raw {
         declared: u32,
         sent: usize,
     ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
-        let (response, mut stream) = self.start(METHODS[0]).await;
+        let (response, mut stream) = self.start(Rpc::CreateEvent.path()).await;
         let mut head = BytesMut::new();
         head.put_u8(0);
         head.put_u32(declared);
@@ -104,7 +107,7 @@ impl Raw {
     pub(crate) async fn subscribe_to_new_events(
         &mut self,
     ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
-        let (response, mut stream) = self.start(METHODS[9]).await;
+        let (response, mut stream) = self.start(Rpc::Subscribe.path()).await;
         let request = pb::SubscribeRequest {
             statuses: vec![pb::EventStatus::Pending as i32],
             ..Default::default()
@@ -121,7 +124,7 @@ impl Raw {
         &mut self,
         cursor: &str,
     ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
-        let (response, mut stream) = self.start(METHODS[9]).await;
+        let (response, mut stream) = self.start(Rpc::Subscribe.path()).await;
         let request = pb::SubscribeRequest {
             statuses: [
                 pb::EventStatus::Pending,
@@ -267,23 +270,10 @@ pub(crate) fn first_message(body: &Bytes) -> &[u8] {
     &body[5..5 + len]
 }
 
-pub(crate) const METHODS: [&str; 11] = [
-    "/herald.v1.EventLogger/CreateEvent",
-    "/herald.v1.EventLogger/CreateEvents",
-    "/herald.v1.EventLogger/GetEvent",
-    "/herald.v1.EventLogger/ListEvents",
-    "/herald.v1.EventLogger/UpdateStatus",
-    "/herald.v1.EventLogger/BatchUpdateStatus",
-    "/herald.v1.EventLogger/GetStats",
-    "/herald.v1.EventLogger/ListDeadLetters",
-    "/herald.v1.EventLogger/RedriveEvents",
-    "/herald.v1.Notifier/Subscribe",
-    "/herald.v1.EventLogger/ListDeliveryAttempts",
-];
-
-/// A valid request of each method (by index in [`METHODS`]); every one
-/// holds the string `fuzz`, which the invalid-UTF-8 fault overwrites.
-fn valid_message(method: usize, ids: &[String]) -> Vec<u8> {
+/// A valid request of each method (the match is exhaustive: a new RPC gets
+/// fuzzed once it has a case here); every one holds the string `fuzz`,
+/// which the invalid-UTF-8 fault overwrites.
+fn valid_message(method: Rpc, ids: &[String]) -> Vec<u8> {
     let create = || pb::CreateEventRequest {
         user_id: "fuzz".into(),
         description: "a fuzzed event".into(),
@@ -301,45 +291,45 @@ fn valid_message(method: usize, ids: &[String]) -> Vec<u8> {
         traceparent: String::new(),
     };
     match method {
-        0 => create().encode_to_vec(),
-        1 => pb::CreateEventsRequest {
+        Rpc::CreateEvent => create().encode_to_vec(),
+        Rpc::CreateEvents => pb::CreateEventsRequest {
             requests: vec![create(), create()],
         }
         .encode_to_vec(),
-        2 => pb::GetEventRequest {
+        Rpc::GetEvent => pb::GetEventRequest {
             event_id: ids[0].clone(),
         }
         .encode_to_vec(),
-        3 => pb::ListEventsRequest {
+        Rpc::ListEvents => pb::ListEventsRequest {
             user_id: "fuzz".into(),
             page_size: 5,
             ..Default::default()
         }
         .encode_to_vec(),
-        4 => change(&ids[1]).encode_to_vec(),
-        5 => pb::BatchUpdateStatusRequest {
+        Rpc::UpdateStatus => change(&ids[1]).encode_to_vec(),
+        Rpc::BatchUpdateStatus => pb::BatchUpdateStatusRequest {
             requests: ids.iter().map(change).collect(),
             ..Default::default()
         }
         .encode_to_vec(),
         // GetStats has no fields: the fault has something to work on anyway.
-        6 => b"fuzz".to_vec(),
-        7 => pb::ListDeadLettersRequest {
+        Rpc::GetStats => b"fuzz".to_vec(),
+        Rpc::ListDeadLetters => pb::ListDeadLettersRequest {
             page_size: 5,
             page_token: "fuzz".into(),
         }
         .encode_to_vec(),
-        8 => pb::RedriveEventsRequest {
+        Rpc::RedriveEvents => pb::RedriveEventsRequest {
             event_ids: vec![ids[2].clone(), "fuzz".into()],
             all: false,
         }
         .encode_to_vec(),
-        9 => pb::SubscribeRequest {
+        Rpc::Subscribe => pb::SubscribeRequest {
             user_id: "fuzz".into(),
             ..Default::default()
         }
         .encode_to_vec(),
-        _ => pb::ListDeliveryAttemptsRequest {
+        Rpc::ListDeliveryAttempts => pb::ListDeliveryAttemptsRequest {
             event_id: ids[0].clone(),
         }
         .encode_to_vec(),
@@ -407,7 +397,7 @@ fn fault() -> impl Strategy<Value = Fault> {
 }
 
 /// The body a case sends.
-fn body_of(method: usize, fault: &Fault, ids: &[String]) -> Bytes {
+fn body_of(method: Rpc, fault: &Fault, ids: &[String]) -> Bytes {
     let mut message = valid_message(method, ids);
     let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
     match fault {
@@ -458,7 +448,7 @@ fn body_of(method: usize, fault: &Fault, ids: &[String]) -> Bytes {
 }
 
 /// The cases: a method and a fault each, from a fixed seed.
-fn cases() -> Vec<(usize, Fault)> {
+fn cases() -> Vec<(Rpc, Fault)> {
     let n: usize = std::env::var("HERALD_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -473,9 +463,10 @@ fn cases() -> Vec<(usize, Fault)> {
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     );
-    let strategy = (0..METHODS.len(), fault());
+    let strategy = (0..Rpc::ALL.len(), fault());
     (0..n)
         .map(|_| strategy.new_tree(&mut runner).expect("a case").current())
+        .map(|(method, fault)| (Rpc::ALL[method], fault))
         .collect()
 }
 
@@ -497,8 +488,8 @@ async fn fuzz(logger: &Logger) {
     let mut codes = std::collections::BTreeMap::new();
     for (i, (method, fault)) in cases().into_iter().enumerate() {
         let body = body_of(method, &fault, &ids);
-        let answer = raw.call(METHODS[method], body).await;
-        let case = format!("case {i}: {} with {fault:?}: {answer:?}", METHODS[method]);
+        let answer = raw.call(method.path(), body).await;
+        let case = format!("case {i}: {} with {fault:?}: {answer:?}", method.path());
         assert!(
             ![2, 13].contains(&answer.code),
             "no UNKNOWN or INTERNAL: {case}"
@@ -509,9 +500,10 @@ async fn fuzz(logger: &Logger) {
         );
         *codes.entry(answer.code).or_insert(0) += 1;
         // What a successful create stored, to count against the store.
-        if answer.code == 0 && method <= 1 && !answer.body.is_empty() {
+        let creates = matches!(method, Rpc::CreateEvent | Rpc::CreateEvents);
+        if answer.code == 0 && creates && !answer.body.is_empty() {
             let message = first_message(&answer.body);
-            if method == 0 {
+            if method == Rpc::CreateEvent {
                 let response = pb::CreateEventResponse::decode(message).expect("response");
                 created.extend(response.event.map(|e| e.event_id));
             } else {
@@ -584,7 +576,10 @@ async fn bodies_that_never_finish_are_dropped_after_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(15));
     // The connection and the server are fine afterwards.
     let answer = raw
-        .call(METHODS[6], frame(&pb::GetStatsRequest {}.encode_to_vec()))
+        .call(
+            Rpc::GetStats.path(),
+            frame(&pb::GetStatsRequest {}.encode_to_vec()),
+        )
         .await;
     assert_eq!(answer.code, 0, "{answer:?}");
     logger.stop_within(Duration::from_secs(10)).await;
@@ -624,7 +619,10 @@ async fn unfinished_bodies_share_one_budget_and_gone_clients_are_cancelled() {
     let (_response, mut stream) = raw.start_unfinished(900_000, 1000).await;
     stream.send_reset(h2::Reason::CANCEL);
     let answer = raw
-        .call(METHODS[6], frame(&pb::GetStatsRequest {}.encode_to_vec()))
+        .call(
+            Rpc::GetStats.path(),
+            frame(&pb::GetStatsRequest {}.encode_to_vec()),
+        )
         .await;
     assert_eq!(answer.code, 0, "{answer:?}");
     eventually(Duration::from_secs(5), "the reset call counted", || async {
@@ -648,7 +646,7 @@ async fn oversized_messages_are_resource_exhausted_naming_the_limit() {
     let mut header = BytesMut::new();
     header.put_u8(0);
     header.put_u32(2 * 1024 * 1024);
-    let answer = raw.call(METHODS[0], header.freeze()).await;
+    let answer = raw.call(Rpc::CreateEvent.path(), header.freeze()).await;
     assert_eq!(answer.code, 8, "{answer:?}");
     assert!(answer.message.contains("--max-message-bytes"), "{answer:?}");
     logger.stop_within(Duration::from_secs(10)).await;
@@ -661,14 +659,14 @@ async fn long_bad_values_are_quoted_short() {
     let long = "z".repeat(500_000);
     for (method, message) in [
         (
-            2,
+            Rpc::GetEvent,
             pb::GetEventRequest {
                 event_id: long.clone(),
             }
             .encode_to_vec(),
         ),
         (
-            9,
+            Rpc::Subscribe,
             pb::SubscribeRequest {
                 after_cursor: long.clone(),
                 ..Default::default()
@@ -676,7 +674,7 @@ async fn long_bad_values_are_quoted_short() {
             .encode_to_vec(),
         ),
         (
-            3,
+            Rpc::ListEvents,
             pb::ListEventsRequest {
                 order_by: long.clone(),
                 page_token: long.clone(),
@@ -685,7 +683,7 @@ async fn long_bad_values_are_quoted_short() {
             .encode_to_vec(),
         ),
     ] {
-        let answer = raw.call(METHODS[method], frame(&message)).await;
+        let answer = raw.call(method.path(), frame(&message)).await;
         assert_eq!(answer.code, 3, "{answer:?}");
         assert!(answer.metadata <= MAX_ERROR_METADATA, "{answer:?}");
         assert!(answer.message.contains("500000 bytes"), "{answer:?}");
