@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{EventStore, RetentionSlice, StatusCounts, Sweep};
+use super::{EventStore, Partitioned, RetentionSlice, StatusCounts, Sweep};
 use herald::{
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
@@ -140,12 +140,14 @@ async fn answer<T>(jobs: Vec<Job<T>>, run: impl AsyncFnOnce(Vec<T>) -> Vec<Resul
     }
 }
 
-#[async_trait]
-impl EventStore for Batching {
+impl Partitioned for Batching {
     fn partitions(&self) -> Partitions {
         self.inner.partitions()
     }
+}
 
+#[async_trait]
+impl EventStore for Batching {
     async fn prepare(&self) -> Result<()> {
         self.inner.prepare().await
     }

@@ -10,11 +10,10 @@ use herald::{
     cursor::{Cursor, PartitionEntry},
     domain::{Event, EventStatus, StatusChange},
     error::Result,
-    partition::Partitions,
     trace::TraceParent,
 };
 
-use crate::Delivery;
+use crate::{Delivery, Partitioned};
 
 /// A queue entry given up after too many failed deliveries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +28,7 @@ pub struct DeadLetter {
 
 /// The dead letters of a deployment.
 #[async_trait]
-pub trait DeadLetters: Send + Sync + 'static {
-    /// The partitions of the deployment.
-    fn partitions(&self) -> Partitions;
+pub trait DeadLetters: Partitioned {
     /// Gives a queue entry up: moves it to the dead letters with a reason,
     /// and acknowledges it in the consumer group, atomically.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;

@@ -62,15 +62,20 @@ use herald::{
     query::{ListQuery, Page},
 };
 
+/// Storage split into partitions: what every storage trait knows of its
+/// deployment, implemented once per backend.
+pub trait Partitioned: Send + Sync + 'static {
+    /// The partitions of the deployment.
+    fn partitions(&self) -> Partitions;
+}
+
 /// The producer half: records, with their queue and notification entries.
 ///
 /// The batch methods are the primitives: a backend does a whole batch in one
 /// atomic write (one script, one lock). The single-item methods are batches of
 /// one.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
-    /// The partitions of the deployment.
-    fn partitions(&self) -> Partitions;
+pub trait EventStore: Partitioned {
     /// Checks, once, that the storage holds this deployment's layout with
     /// the same number of partitions (recording it on first use); an error
     /// names what differs. Every other call checks it too before its first
@@ -239,9 +244,7 @@ pub struct FeedRead {
 /// Entries of one partition are in the order they were logged; entries of
 /// different partitions have no order among them.
 #[async_trait]
-pub trait NotificationFeed: Send + Sync + 'static {
-    /// The partitions of the deployment.
-    fn partitions(&self) -> Partitions;
+pub trait NotificationFeed: Partitioned {
     /// The newest entry of every partition: reading after it yields only
     /// what comes next.
     async fn latest_cursor(&self) -> Result<Cursor>;

@@ -23,7 +23,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 use uuid::Uuid;
 
-use super::{DeadLetter, Notification, StatusCounts, StoreOptions};
+use super::{DeadLetter, Notification, Partitioned, StatusCounts, StoreOptions};
 use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{DeliveryAttempt, Event, StatusChange, now},
@@ -232,6 +232,12 @@ impl State {
             cursor.set(partition, entry_id(position(log)));
         }
         cursor
+    }
+}
+
+impl Partitioned for MemoryBackend {
+    fn partitions(&self) -> Partitions {
+        self.partitions
     }
 }
 

@@ -8,7 +8,6 @@ use herald::{
     cursor::{Cursor, PartitionEntry},
     domain::{Event, StatusChange},
     error::Result,
-    partition::Partitions,
 };
 
 use super::{MemoryBackend, entry_id};
@@ -16,10 +15,6 @@ use crate::{DeadLetter, DeadLetters, Delivery};
 
 #[async_trait]
 impl DeadLetters for MemoryBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let mut state = self.lock();
         state.pending.remove(&delivery.entry_id.id.seq);

@@ -8,19 +8,10 @@ use tokio::time::Instant;
 
 use super::MemoryBackend;
 use crate::{FeedRead, History, Notification, NotificationFeed};
-use herald::{
-    cursor::Cursor,
-    domain::Statuses,
-    error::Result,
-    partition::{Partition, Partitions},
-};
+use herald::{cursor::Cursor, domain::Statuses, error::Result, partition::Partition};
 
 #[async_trait]
 impl NotificationFeed for MemoryBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     async fn latest_cursor(&self) -> Result<Cursor> {
         Ok(self.lock().cursor(|log| log.last))
     }

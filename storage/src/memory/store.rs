@@ -12,16 +12,11 @@ use crate::{EventStore, RetentionSlice, StatusCounts, Sweep};
 use herald::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
-    partition::Partitions,
     query::{ListQuery, Page},
 };
 
 #[async_trait]
 impl EventStore for MemoryBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     async fn prepare(&self) -> Result<()> {
         Ok(())
     }

@@ -9,7 +9,6 @@ use herald::{
     cursor::Cursor,
     domain::{Event, StatusChange},
     error::Result,
-    partition::Partitions,
 };
 use tracing::instrument;
 
@@ -18,10 +17,6 @@ use crate::{DeadLetter, DeadLetters, Delivery, GROUP};
 
 #[async_trait]
 impl DeadLetters for RedisBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     #[instrument(skip_all)]
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let p = delivery.entry_id.partition;

@@ -22,15 +22,11 @@ use herald::{
     cursor::{Cursor, EntryId},
     domain::Statuses,
     error::{Error, Result},
-    partition::{Partition, Partitions},
+    partition::Partition,
 };
 
 #[async_trait]
 impl NotificationFeed for RedisBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     async fn latest_cursor(&self) -> Result<Cursor> {
         let newest = self
             .each_partition(|p| async move {

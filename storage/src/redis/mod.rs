@@ -121,7 +121,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{FeedRead, StoreOptions};
+use super::{FeedRead, Partitioned, StoreOptions};
 use herald::{
     cursor::Cursor,
     domain::Event,
@@ -298,6 +298,12 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version of the key layout `{prefix}:meta` records.
 const LAYOUT: &str = "4";
+
+impl Partitioned for RedisBackend {
+    fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+}
 
 impl RedisBackend {
     /// `reply` of a command on `key` that fails when the key is missing

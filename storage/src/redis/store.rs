@@ -26,7 +26,7 @@ use herald::{
     cursor::{Cursor, PartitionEntry},
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
     error::{Error, Result},
-    partition::{Partition, Partitions},
+    partition::Partition,
     query::{ListQuery, Page},
 };
 
@@ -292,10 +292,6 @@ fn outcomes_of(
 
 #[async_trait]
 impl EventStore for RedisBackend {
-    fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     async fn prepare(&self) -> Result<()> {
         self.checked().await
     }
