@@ -280,9 +280,7 @@ async fn logger(args: &[&str]) -> (String, tokio_util::sync::CancellationToken) 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let line = std::sync::Arc::new(herald_processor::LineChannel::new(std::io::sink()));
     tokio::spawn(herald_logger::run_with(
-        listener,
-        None,
-        None,
+        herald_logger::Listeners::grpc(listener),
         config,
         line,
         shutdown.clone(),

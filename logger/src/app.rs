@@ -10,6 +10,8 @@
 //! - `notification log trim`: the notification log kept to its age;
 //! - `console` and `console sampler` (with `--console-listen`);
 //! - `metrics` (with `--metrics-listen`);
+//! - the end users' listener (with `--web-listen`), served beside the gRPC
+//!   listeners;
 //! - `embedded worker` (without Redis, or with `--worker`);
 //! - and the gRPC listeners, the public one and a loopback one each for the
 //!   embedded worker and the console, which [`run`] serves itself.
@@ -52,6 +54,7 @@ use crate::{
     retention::{self, RetentionOptions},
     server,
     service::EventLoggerService,
+    web::{Tickets, Web},
 };
 
 /// The logger's tasks, each under a name, stopped together at the end.
@@ -100,19 +103,22 @@ pub struct Parts {
     body: BodyLimits,
     /// The console's listener, unless the configuration rules it out.
     console: Option<TcpListener>,
+    /// The end users' listener, and its TLS settings.
+    web: Option<(TcpListener, Option<ServerTlsConfig>)>,
     location: String,
     backend: Backend,
 }
 
 impl Parts {
-    /// Reads `config` for a logger on `addr`, with the console on `console`:
-    /// every file and flag checked, the storage opened and its layout
-    /// checked if it answers; warns of settings that serve but risk data or
-    /// secrets.
+    /// Reads `config` for a logger on `addr`, with the console on `console`
+    /// and the end users' endpoints on `web`: every file and flag checked,
+    /// the storage opened and its layout checked if it answers; warns of
+    /// settings that serve but risk data or secrets.
     pub async fn read(
         config: &Config,
         addr: SocketAddr,
         console: Option<TcpListener>,
+        web: Option<TcpListener>,
     ) -> anyhow::Result<Self> {
         let rules = config.rules()?;
         let limits = Arc::new(RateLimiter::new(config.default_rate()?));
@@ -135,6 +141,14 @@ impl Parts {
             console => console,
         };
         check_console_address(console.as_ref(), keys.is_open())?;
+        let web = match web {
+            Some(listener) => {
+                let tls = config.web_tls()?;
+                check_web_address(&listener, keys.is_open(), tls.is_some())?;
+                Some((listener, tls))
+            }
+            None => None,
+        };
         let backend_config = config.redis.backend().unwrap_or(BackendTarget::Memory);
         let backend = storage::open_with(&backend_config, &config.store_options())
             .context("--redis-url or --redis-cluster")?;
@@ -166,6 +180,7 @@ impl Parts {
             retention,
             body,
             console,
+            web,
             location,
             backend,
         })
@@ -192,6 +207,7 @@ pub async fn run(
         retention,
         body,
         console,
+        web,
         location,
         backend,
     } = parts;
@@ -203,7 +219,7 @@ pub async fn run(
         .map(|rate| FailureLimit::new(rate, meters.auth_failures.clone()));
     let (reporter, health) = tonic_health::server::health_reporter();
     let fanout = Fanout::new(config.subscriber_buffer as usize);
-    let notifier = NotifierService::new(
+    let notifier = Arc::new(NotifierService::new(
         fanout.clone(),
         backend.feed.clone(),
         shutdown.clone(),
@@ -212,7 +228,7 @@ pub async fn run(
             max_buffered_bytes: config.max_buffered_bytes_per_client as usize,
             heartbeat: config.heartbeat,
         },
-    );
+    ));
     let (store, feed) = (backend.store.clone(), backend.feed.clone());
 
     let mut tasks = Tasks::default();
@@ -277,8 +293,28 @@ pub async fn run(
     let logger = EventLoggerService::new(&backend, rules, meters.events.clone())
         .with_streams(notifier.active_streams())
         .with_message_limit(config.max_message_bytes as usize);
+    let auth = AuthLayer::new(keys.clone(), limits).with_failure_limit(failures);
+    let web = web.map(|(listener, tls)| {
+        let tickets = config
+            .user_token_secret
+            .as_deref()
+            .filter(|_| !keys.is_open())
+            .map(|secret| Tickets::new(secret, config.ticket_ttl));
+        let web = Web::new(
+            notifier.clone(),
+            auth.clone(),
+            tickets,
+            config.cors_allow_origin.clone(),
+        );
+        server::WebListener {
+            listener,
+            web: Arc::new(web),
+            tls,
+        }
+    });
     let options = server::ServeOptions {
-        auth: AuthLayer::new(keys, limits).with_failure_limit(failures),
+        auth,
+        web,
         metrics: meters.rpc.clone(),
         tls,
         internal,
@@ -349,6 +385,25 @@ fn after_worker(worker: Option<JoinHandle<()>>, shutdown: CancellationToken) -> 
         stop.cancel();
     });
     stop_server
+}
+
+/// Refuses the end users' listener without keys anywhere but loopback
+/// (anyone could read anyone's notifications), and warns that beyond
+/// loopback without TLS, tokens and tickets cross the network in the clear.
+fn check_web_address(web: &TcpListener, open: bool, tls: bool) -> anyhow::Result<()> {
+    let addr = web.local_addr().context("--web-listen address")?;
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if open {
+        anyhow::bail!(
+            "refusing to serve --web-listen {addr} without --keys-file: anyone who can reach              it could read every user's notifications; give --keys-file (and              --user-token-secret for end users' tokens), or listen on loopback"
+        );
+    }
+    if !tls {
+        warn!(%addr, "--web-listen serves plain HTTP: end users' tokens and tickets cross the network unencrypted; give --tls-cert and --tls-key, or put a TLS proxy in front of it");
+    }
+    Ok(())
 }
 
 /// Refuses a console without keys anywhere but loopback (anyone who reached

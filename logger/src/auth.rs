@@ -46,6 +46,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The end user `user`, as a token (or a ticket it bought) proves.
+    pub(crate) fn end_user(user: String) -> Self {
+        Self {
+            user: Some(user),
+            ..Self::anonymous(Vec::new())
+        }
+    }
+
     /// A caller without credentials, allowed `scopes`.
     fn anonymous(scopes: Vec<Scope>) -> Self {
         Self {
@@ -193,21 +201,33 @@ impl AuthLayer {
     /// that needs a scope) the peer's failures, the credential, and the
     /// caller's rate.
     fn admit<B>(&self, request: &http::Request<B>) -> Result<Identity, Status> {
-        let path = request.uri().path();
+        self.admit_call(
+            request.uri().path(),
+            request.headers(),
+            peer_ip(request.extensions()),
+        )
+    }
+
+    /// Who is calling the method at `path` with `headers` from `peer`, if
+    /// allowed: [`Self::admit`] for a caller that is not a gRPC call (an
+    /// end user's HTTP endpoint acting as that method).
+    pub(crate) fn admit_call(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Identity, Status> {
         let access = access_for(path);
         let Some(Access::Needs(_)) = access else {
-            return self.keys.check_access(path, access, request.headers());
+            return self.keys.check_access(path, access, headers);
         };
-        let limited = self
-            .failures
-            .as_ref()
-            .and_then(|f| Some((f, peer_ip(request.extensions())?)));
+        let limited = self.failures.as_ref().zip(peer);
         if let Some((failures, peer)) = limited {
             failures.check(peer)?;
         }
         let identity = self
             .keys
-            .check_access(path, access, request.headers())
+            .check_access(path, access, headers)
             .inspect_err(|status| {
                 if let Some((failures, peer)) = limited
                     && status.code() == tonic::Code::Unauthenticated
@@ -215,18 +235,29 @@ impl AuthLayer {
                     failures.failed(peer);
                 }
             })?;
+        self.admit_rate(&identity)?;
+        Ok(identity)
+    }
+
+    /// Whether `identity` may make one more call now (its client's, or its
+    /// user's, rate).
+    pub(crate) fn admit_rate(&self, identity: &Identity) -> Result<(), Status> {
         let bucket = match &identity.user {
             Some(user) => format!("user:{user}"),
             None => identity.client_id.clone(),
         };
-        self.limits.admit(&bucket, identity.rate)?;
-        Ok(identity)
+        self.limits.admit(&bucket, identity.rate)
+    }
+
+    /// The limit on failed authentications per peer, if any.
+    pub(crate) fn failures(&self) -> Option<&FailureLimit> {
+        self.failures.as_ref()
     }
 }
 
 /// The address a call came from, as tonic's accept loop recorded it
 /// (plain TCP, or TCP under TLS).
-fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
         extensions

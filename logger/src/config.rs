@@ -52,6 +52,21 @@ pub struct Config {
     /// (`off`: nowhere). It asks for the same API keys as gRPC.
     #[arg(help_heading = "Serving", long, env = "HERALD_CONSOLE_LISTEN", default_value = "127.0.0.1:8088", value_parser = herald_runtime::http::parse_listen)]
     pub console_listen: herald_runtime::http::Listen,
+    /// Where to serve end users' endpoints (`off`: nowhere): gRPC-Web and
+    /// gRPC for the Notifier, Server-Sent Events at /v1/notifications and
+    /// tickets at /v1/tickets, over HTTP/1.1 and HTTP/2 (TLS as on
+    /// --listen). Never the console's port.
+    #[arg(help_heading = "End users", long, env = "HERALD_WEB_LISTEN", default_value = "off", value_parser = herald_runtime::http::parse_listen)]
+    pub web_listen: herald_runtime::http::Listen,
+    /// A browser origin allowed to call --web-listen, e.g.
+    /// https://app.example.com (repeatable; comma-separated in the env
+    /// variable). None by default: requests from browsers are refused.
+    #[arg(help_heading = "End users", long, env = "HERALD_CORS_ALLOW_ORIGIN", value_delimiter = ',', value_parser = crate::web::parse_origin)]
+    pub cors_allow_origin: Vec<http::HeaderValue>,
+    /// How long a ticket from POST /v1/tickets stays valid (1s to 5m): it
+    /// opens one event stream, within this time.
+    #[arg(help_heading = "End users", long, env = "HERALD_TICKET_TTL", default_value = "30s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(300)))]
+    pub ticket_ttl: Duration,
     /// On shutdown, how long open calls may take to finish.
     #[arg(help_heading = "Serving", long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -326,14 +341,11 @@ impl Config {
 
     /// The TLS settings, files read: `None` for plain HTTP/2. The error names the flag.
     pub fn server_tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+        let Some(identity) = self.tls_identity()? else {
             return Ok(None);
         };
         let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(
-                read_pem(cert, "CERTIFICATE", "--tls-cert")?,
-                read_pem(key, "PRIVATE KEY", "--tls-key")?,
-            ))
+            .identity(identity)
             .timeout(Duration::from_secs(10));
         if let Some(ca) = &self.tls_client_ca {
             tls = tls.client_ca_root(Certificate::from_pem(read_pem(
@@ -343,6 +355,27 @@ impl Config {
             )?));
         }
         Ok(Some(tls))
+    }
+
+    /// The TLS settings of the end users' listener: the same certificate,
+    /// no client certificates (browsers have none). `None`: plain HTTP.
+    pub fn web_tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        Ok(self.tls_identity()?.map(|identity| {
+            ServerTlsConfig::new()
+                .identity(identity)
+                .timeout(Duration::from_secs(10))
+        }))
+    }
+
+    /// The certificate and key of `--tls-cert` and `--tls-key`, read.
+    fn tls_identity(&self) -> anyhow::Result<Option<Identity>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(Identity::from_pem(
+            read_pem(cert, "CERTIFICATE", "--tls-cert")?,
+            read_pem(key, "PRIVATE KEY", "--tls-key")?,
+        )))
     }
 
     /// How retention runs; the error says what to fix.

@@ -77,8 +77,8 @@ impl Encoded {
         self.len() == 0
     }
 
-    /// The message, decoded back (for tests).
-    #[cfg(test)]
+    /// The message, decoded back (for a transport that sends it otherwise:
+    /// Server-Sent Events).
     pub(crate) fn decode(&self) -> pb::SubscribeResponse {
         let mut bytes = self.shared.to_vec();
         bytes.extend_from_slice(self.cursor.as_deref().unwrap_or_default());

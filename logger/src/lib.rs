@@ -16,6 +16,7 @@
 //!   codec that sends them as they are, and the Notifier's server.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
+//! - [`http_error`]: the JSON error of every HTTP endpoint.
 //! - [`in_flight`]: the calls in flight on every listener, so shutdown
 //!   ends once they have.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
@@ -40,8 +41,10 @@
 //!   and the trimming of the acknowledged work queue.
 //! - [`server`]: registration of every service, health tracking, serving with
 //!   graceful shutdown.
+//! - [`web`]: the end users' listener: gRPC-Web, Server-Sent Events and
+//!   the tickets `EventSource` needs.
 //! - [`run`] / [`run_with_line`] / [`run_with`]: read the configuration and
-//!   run [`app`] on a bound listener.
+//!   run [`app`] on bound [`Listeners`].
 
 pub mod app;
 pub mod auth;
@@ -52,6 +55,7 @@ pub mod encoded;
 pub mod event_types;
 pub mod fanout;
 pub mod guard;
+pub mod http_error;
 pub mod in_flight;
 pub mod limits;
 pub mod loading;
@@ -63,6 +67,7 @@ pub mod retention;
 pub mod server;
 pub mod service;
 pub mod subscription;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -91,22 +96,58 @@ pub async fn run_with_line(
     line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = herald_runtime::http::bind(config.metrics_listen.0, "--metrics-listen").await?;
-    let console = herald_runtime::http::bind(config.console_listen.0, "--console-listen").await?;
-    run_with(listener, metrics, console, config, line, shutdown).await
+    use herald_runtime::http::bind;
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: bind(config.metrics_listen.0, "--metrics-listen").await?,
+        console: bind(config.console_listen.0, "--console-listen").await?,
+        web: bind(config.web_listen.0, "--web-listen").await?,
+    };
+    run_with(listeners, config, line, shutdown).await
 }
 
-/// [`run_with_line`], serving metrics on `metrics` and the console on
-/// `console` (if any) instead of `--metrics-listen` and `--console-listen`.
+/// Where the logger serves, bound: what `--listen`, `--metrics-listen`,
+/// `--console-listen` and `--web-listen` name, or listeners taken before
+/// (tests bind free ports).
+pub struct Listeners {
+    /// gRPC for services (`--listen`).
+    pub grpc: TcpListener,
+    /// Prometheus metrics, if served.
+    pub metrics: Option<TcpListener>,
+    /// The console, if served.
+    pub console: Option<TcpListener>,
+    /// The end users' endpoints ([`web`]), if served.
+    pub web: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// gRPC on `grpc` and nothing else.
+    pub fn grpc(grpc: TcpListener) -> Self {
+        Self {
+            grpc,
+            metrics: None,
+            console: None,
+            web: None,
+        }
+    }
+}
+
+/// [`run_with_line`] on `listeners` instead of the flags' addresses.
 pub async fn run_with(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
-    console: Option<TcpListener>,
+    listeners: Listeners,
     config: Config,
     line: Arc<dyn Channel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("listener address")?;
-    let parts = app::Parts::read(&config, addr, console).await?;
-    app::run(listener, metrics, parts, &config, line, shutdown).await
+    let addr = listeners.grpc.local_addr().context("listener address")?;
+    let parts = app::Parts::read(&config, addr, listeners.console, listeners.web).await?;
+    app::run(
+        listeners.grpc,
+        listeners.metrics,
+        parts,
+        &config,
+        line,
+        shutdown,
+    )
+    .await
 }

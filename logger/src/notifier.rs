@@ -19,7 +19,7 @@
 //! one client (or user) together by `--max-buffered-bytes-per-client` (see
 //! [`crate::queue`]). A cut-off queue is freed at once, read or not.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use herald::{
@@ -122,20 +122,26 @@ impl NotifierService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
-        let user = crate::auth::user_of(&request);
-        let client = match (&user, crate::auth::source_of(&request)) {
-            (Some(user), _) => format!("user:{user}"),
-            // Open mode: every caller is anonymous, so each connection
-            // counts as a client of its own (its streams and their budget),
-            // and slow subscribers on one never cut off those on another.
-            (None, source) if source.is_empty() => match request.remote_addr() {
-                Some(peer) => format!("connection:{peer}"),
-                None => String::new(),
-            },
-            (None, source) => source,
-        };
-        let SubscribeRequest { filter, after } = request.into_inner().try_into()?;
-        if user.is_some_and(|user| filter.user_id.as_ref() != Some(&user)) {
+        let caller = Caller::new(
+            request.extensions().get::<crate::auth::Identity>(),
+            request.remote_addr(),
+        );
+        self.open(caller, request.into_inner()).map(Response::new)
+    }
+
+    /// Opens the stream `request` asks for on behalf of `caller`, over any
+    /// transport (gRPC and gRPC-Web through [`Self::subscribe`], Server-Sent
+    /// Events in [`crate::web`]): the same checks, limits and budget.
+    pub fn open(
+        &self,
+        caller: Caller,
+        request: pb::SubscribeRequest,
+    ) -> Result<SubscribeStream, Status> {
+        let SubscribeRequest { filter, after } = request.try_into()?;
+        if caller
+            .user
+            .is_some_and(|user| filter.user_id.as_ref() != Some(&user))
+        {
             return Err(Status::permission_denied(
                 "user tokens may only subscribe to their own notifications",
             ));
@@ -143,7 +149,7 @@ impl NotifierService {
         if self.shutdown.is_cancelled() {
             return Err(shutting_down());
         }
-        let slot = self.streams.acquire(client)?;
+        let slot = self.streams.acquire(caller.client)?;
         debug!(user_id = filter.user_id.as_deref().unwrap_or("(every user)"), after = ?after.as_ref().map(ToString::to_string), "subscriber connected");
         let subscription = Subscription::new(
             SubscriptionParts {
@@ -157,7 +163,35 @@ impl NotifierService {
             filter,
             after,
         );
-        Ok(Response::new(Box::pin(subscription.into_stream())))
+        Ok(Box::pin(subscription.into_stream()))
+    }
+}
+
+/// Who opens a stream: the end user a token speaks for, if any, and the
+/// client whose limits (streams, buffered bytes) the stream counts against.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    user: Option<String>,
+    client: String,
+}
+
+impl Caller {
+    /// The caller of `identity` (none: no credentials were checked) from
+    /// `peer`.
+    pub fn new(identity: Option<&crate::auth::Identity>, peer: Option<SocketAddr>) -> Self {
+        let user = identity.and_then(|identity| identity.user.clone());
+        let source = identity.map_or_else(String::new, |identity| identity.client_id.clone());
+        let client = match (&user, source) {
+            (Some(user), _) => format!("user:{user}"),
+            // Open mode: every caller is anonymous, so each connection
+            // counts as a client of its own (its streams and their budget),
+            // and slow subscribers on one never cut off those on another.
+            (None, source) if source.is_empty() => peer
+                .map(|peer| format!("connection:{peer}"))
+                .unwrap_or_default(),
+            (None, source) => source,
+        };
+        Self { user, client }
     }
 }
 

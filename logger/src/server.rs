@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     server::NamedService,
+    service::Routes,
     transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -45,6 +46,8 @@ pub struct ServeOptions {
     pub metrics: RpcMetricsLayer,
     /// TLS (and client certificates) on the public listener; `None`: plain HTTP/2.
     pub tls: Option<ServerTlsConfig>,
+    /// The end users' listener (`--web-listen`), if any.
+    pub web: Option<WebListener>,
     /// Loopback listeners, always plain HTTP/2, for callers inside this
     /// process (the embedded worker, the console), each with its own layer
     /// (the worker's admits only the worker's key).
@@ -58,6 +61,19 @@ pub struct ServeOptions {
     pub stop: CancellationToken,
     /// How long open calls may take to finish after `stop`.
     pub grace: Duration,
+}
+
+/// The end users' listener: gRPC-Web (and gRPC) for the Notifier and the
+/// HTTP endpoints of [`crate::web`], HTTP/1.1 and HTTP/2, with TLS if the
+/// gRPC listener has it (browsers present no client certificates, so none
+/// is asked for).
+pub struct WebListener {
+    /// Where it listens.
+    pub listener: TcpListener,
+    /// Its endpoints, and the credentials they check (for gRPC-Web too).
+    pub web: Arc<crate::web::Web>,
+    /// TLS, without client certificates; `None`: plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// What one HTTP/2 connection may hold, and how a silent peer is found.
@@ -88,7 +104,7 @@ struct Services<H> {
 pub async fn serve<H>(
     listener: TcpListener,
     logger: EventLoggerService,
-    notifier: NotifierService,
+    notifier: Arc<NotifierService>,
     health: tonic_health::pb::health_server::HealthServer<H>,
     options: ServeOptions,
 ) -> anyhow::Result<()>
@@ -99,6 +115,7 @@ where
         auth,
         metrics,
         tls,
+        web,
         internal,
         body,
         http2,
@@ -107,7 +124,7 @@ where
     } = options;
     let services = Services {
         logger: Arc::new(logger),
-        notifier: Arc::new(notifier),
+        notifier,
         health,
         body,
         http2,
@@ -119,6 +136,13 @@ where
             .tls_config(tls)
             .context("--tls-cert, --tls-key or --tls-client-ca")?;
     }
+    let web_layers = (calls.clone(), Some(metrics.clone()));
+    let web = async {
+        match web {
+            Some(web) => serve_web(web, web_layers, &services, stop.clone()).await,
+            None => Ok(()),
+        }
+    };
     let public = serve_on(
         builder,
         listener,
@@ -138,7 +162,7 @@ where
             )
         }));
     tokio::select! {
-        result = async { tokio::try_join!(public, internal) } => { result?; }
+        result = async { tokio::try_join!(public, internal, web) } => { result?; }
         () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(?grace, "calls still open after the grace time; closing them");
         }
@@ -212,6 +236,50 @@ where
             // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
             // listeners tonic binds itself.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Serves the end users' listener ([`crate::web`]): its gRPC services
+/// behind tonic-web and the same layers as [`serve_on`], beside its HTTP
+/// endpoints, over HTTP/1.1 and HTTP/2, until `stop` is cancelled.
+async fn serve_web<H>(
+    web: WebListener,
+    (calls, metrics): (InFlight, Option<RpcMetricsLayer>),
+    services: &Services<H>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let max_message_bytes = services.body.max_message_bytes;
+    let grpc = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(calls)
+        .layer(tower::util::option_layer(metrics))
+        .layer(web.web.auth().clone())
+        .layer(BodyLayer(services.body.clone()))
+        .service(
+            Routes::new(NotifierServer::new(
+                services.notifier.clone(),
+                max_message_bytes,
+            ))
+            .prepare(),
+        );
+    let mut builder = Server::builder();
+    if let Some(tls) = web.tls {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert or --tls-key (for --web-listen)")?;
+    }
+    builder
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(services.http2.keepalive_interval))
+        .http2_keepalive_timeout(Some(services.http2.keepalive_timeout))
+        .max_concurrent_streams(services.http2.max_concurrent_streams)
+        .http2_max_header_list_size(services.http2.max_header_list_size)
+        .add_routes(Routes::from(crate::web::router(web.web, grpc)))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(web.listener).with_nodelay(Some(true)),
             stop.cancelled_owned(),
         )
         .await?;

@@ -40,9 +40,7 @@ fn logger_on(listener: TcpListener) -> Running {
     let config = herald_logger::Config::from_args(&["--metrics-listen", "off"]);
     let sink = Arc::new(herald_processor::LineChannel::new(std::io::sink()));
     let handle = tokio::spawn(herald_logger::run_with(
-        listener,
-        None,
-        None,
+        herald_logger::Listeners::grpc(listener),
         config,
         sink,
         shutdown.clone(),

@@ -313,10 +313,7 @@ impl KeyRing {
         match self.identify(key) {
             Some(identity) => Ok(identity),
             None => match self.user_of(key)? {
-                Some(user) => Ok(Identity {
-                    user: Some(user),
-                    ..Identity::anonymous(Vec::new())
-                }),
+                Some(user) => Ok(Identity::end_user(user)),
                 None => Err(Status::unauthenticated("unknown API key")),
             },
         }
@@ -329,10 +326,9 @@ impl KeyRing {
 /// own events OPENED.
 fn user_may_call(user: String, path: &str, scope: Scope) -> Result<Identity, Status> {
     match path {
-        "/herald.v1.Notifier/Subscribe" | "/herald.v1.EventLogger/UpdateStatus" => Ok(Identity {
-            user: Some(user),
-            ..Identity::anonymous(Vec::new())
-        }),
+        "/herald.v1.Notifier/Subscribe" | "/herald.v1.EventLogger/UpdateStatus" => {
+            Ok(Identity::end_user(user))
+        }
         _ => Err(Status::permission_denied(format!(
             "user tokens may only subscribe to their own notifications and mark their own \
              events opened; this call needs the scope {scope}"

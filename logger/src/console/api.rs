@@ -20,10 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    Console,
-    error::{ApiError, storage_error},
-};
+use super::Console;
+use crate::http_error::{ApiError, storage_error};
 
 type ApiResult = Result<Response, ApiError>;
 

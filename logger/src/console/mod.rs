@@ -8,7 +8,8 @@
 //! on as it came, so scopes, user tokens and rate limits apply unchanged.
 //! Only the status history of an event reads the notification log directly,
 //! after the caller was allowed to read the event. The routes are in
-//! [`api`], the errors they answer in [`error`], the history in `history`.
+//! [`api`], the errors they answer in [`crate::http_error`], the history in
+//! `history`.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from this origin only, no inline code), and the page renders
@@ -18,7 +19,7 @@
 //! rebinding); a change (POST) must be JSON from the same origin.
 
 pub mod api;
-pub mod error;
+
 mod history;
 
 use std::{
@@ -44,7 +45,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info};
 
-use crate::auth::{FailureLimit, KeyRing};
+use crate::{
+    auth::{FailureLimit, KeyRing},
+    http_error::ApiError,
+};
 
 /// The page, its script and its styles, as served.
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -182,7 +186,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))
-        .fallback(|| async { error::ApiError::not_found("no such page or API") })
+        .fallback(|| async { ApiError::not_found("no such page or API") })
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)
 }
@@ -219,7 +223,7 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
     if let Some((failures, peer)) = limited
         && let Err(status) = failures.check(peer)
     {
-        let refused = error::ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message());
+        let refused = ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message());
         return secure(refused.into_response());
     }
     let response = match read_whole(request, console.body_timeout).await {
@@ -238,7 +242,7 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
 /// carry none): at most [`MAX_BODY_BYTES`], within `timeout`, so a client
 /// that trickles a body or never ends it holds a connection and its bytes
 /// for no longer than that.
-async fn read_whole(request: Request, timeout: Duration) -> Result<Request, error::ApiError> {
+async fn read_whole(request: Request, timeout: Duration) -> Result<Request, ApiError> {
     if request.method() == Method::GET || request.method() == Method::HEAD {
         return Ok(request);
     }
@@ -249,15 +253,15 @@ async fn read_whole(request: Request, timeout: Duration) -> Result<Request, erro
             parts,
             axum::body::Body::from(collected.to_bytes()),
         )),
-        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(error::ApiError::new(
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is over {} KiB", MAX_BODY_BYTES / 1024),
         )),
-        Ok(Err(_)) => Err(error::ApiError::new(
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "the request body broke off",
         )),
-        Err(_) => Err(error::ApiError::new(
+        Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive whole within {} (--body-timeout)",
@@ -267,13 +271,13 @@ async fn read_whole(request: Request, timeout: Duration) -> Result<Request, erro
     }
 }
 
-fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), error::ApiError> {
+fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     if console.keys.is_open() && !herald_runtime::http::loopback_host(host) {
-        return Err(error::ApiError::new(
+        return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "a console without keys answers only at a loopback address or localhost",
         ));
@@ -284,7 +288,7 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !json {
-            return Err(error::ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send changes as application/json",
             ));
@@ -292,7 +296,7 @@ fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), 
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let same = |o: &str| o.split_once("://").is_some_and(|(_, rest)| rest == host);
         if origin.is_some_and(|o| !same(o)) {
-            return Err(error::ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "changes are accepted from the console's own page only",
             ));

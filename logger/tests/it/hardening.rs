@@ -21,9 +21,10 @@ async fn an_open_console_beyond_loopback_stops_the_start_naming_both_flags() {
     let console = TcpListener::bind("0.0.0.0:0").await.expect("bind");
     let config = herald_logger::Config::from_args(&[]);
     let err = herald_logger::run_with(
-        listener,
-        None,
-        Some(console),
+        herald_logger::Listeners {
+            console: Some(console),
+            ..herald_logger::Listeners::grpc(listener)
+        },
         config,
         Lines::default().sink(),
         CancellationToken::new(),

@@ -9,7 +9,8 @@
 //!   console's browser tests.
 //! - One module per subject: the API (`api`, `events`, `dead_letters`),
 //!   keys and tokens (`auth`), TLS, subscriptions, delivery channels and IRC,
-//!   the console (`console` in a browser, `console_api` as a script), hostile
+//!   the console (`console` in a browser, `console_api` as a script), the
+//!   end users' listener (`web`: Server-Sent Events, tickets, CORS), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -37,3 +38,4 @@ mod simulate;
 mod slow_subscribers;
 mod subscribe;
 mod tls;
+mod web;

@@ -57,6 +57,8 @@ pub struct Logger {
     pub metrics_addr: SocketAddr,
     /// Where it serves the console, if it does.
     pub console_addr: Option<SocketAddr>,
+    /// Where it serves end users' endpoints, if it does.
+    pub web_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -73,30 +75,51 @@ impl Logger {
     pub async fn start_with_console(args: &[&str], sink: Arc<dyn Channel>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let console = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::start_serving(listener, Some(console), args, sink).await
+        Self::start_serving(listener, Some(console), None, args, sink).await
+    }
+
+    /// [`Logger::start`], also serving end users' endpoints on a free port.
+    pub async fn start_with_web(args: &[&str], sink: Arc<dyn Channel>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_with_web_on(listener, args, sink).await
+    }
+
+    /// [`Logger::start_with_web`] on `listener` (an address taken before).
+    pub async fn start_with_web_on(
+        listener: TcpListener,
+        args: &[&str],
+        sink: Arc<dyn Channel>,
+    ) -> Self {
+        let web = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_serving(listener, None, Some(web), args, sink).await
     }
 
     /// [`Logger::start`] on `listener` (an address taken before, say).
     pub async fn start_on(listener: TcpListener, args: &[&str], sink: Arc<dyn Channel>) -> Self {
-        Self::start_serving(listener, None, args, sink).await
+        Self::start_serving(listener, None, None, args, sink).await
     }
 
     async fn start_serving(
         listener: TcpListener,
         console: Option<TcpListener>,
+        web: Option<TcpListener>,
         args: &[&str],
         sink: Arc<dyn Channel>,
     ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let console_addr = console.as_ref().map(|c| c.local_addr().expect("addr"));
+        let web_addr = web.as_ref().map(|w| w.local_addr().expect("addr"));
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let metrics_addr = metrics.local_addr().expect("addr");
         let config = Config::from_args(args);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(herald_logger::run_with(
-            listener,
-            Some(metrics),
-            console,
+            herald_logger::Listeners {
+                grpc: listener,
+                metrics: Some(metrics),
+                console,
+                web,
+            },
             config,
             sink,
             shutdown.clone(),
@@ -105,6 +128,7 @@ impl Logger {
             addr,
             metrics_addr,
             console_addr,
+            web_addr,
             shutdown,
             handle,
         }

@@ -1,6 +1,7 @@
-//! The console API's errors: [`ApiError`], the JSON every failed call answers
-//! (`{"code", "message", "field"}` with the HTTP status of the gRPC code),
-//! and how client errors and bad requests become one.
+//! The errors of Herald's HTTP endpoints (the console's API, the end users'
+//! endpoints): [`ApiError`], the JSON every failed call answers (`{"code",
+//! "message", "field"}` with the HTTP status of the gRPC code), and how
+//! gRPC statuses, client errors and bad requests become one.
 
 use axum::{
     Json,
@@ -20,8 +21,8 @@ const MAX_MESSAGE: usize = 1_024;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    pub(super) code: &'static str,
-    pub(super) message: String,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     field: Option<String>,
 }
 
@@ -43,7 +44,7 @@ impl ApiError {
     }
 
     /// INVALID_ARGUMENT on `field`.
-    pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: Some(field.to_owned()),
             ..Self::new(
@@ -144,6 +145,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        Error::from(status).into()
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
@@ -157,7 +164,7 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// The notification log could not be read.
-pub(super) fn storage_error(err: herald::Error) -> ApiError {
+pub(crate) fn storage_error(err: herald::Error) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("notification log: {err}"),
