@@ -345,3 +345,67 @@ async fn bad_tls_settings_stop_start_up_naming_the_flag() {
     .expect_err("a key is no certificate");
     assert!(err.to_string().contains("--ca-cert"), "{err}");
 }
+
+#[tokio::test]
+async fn the_end_users_listener_serves_tls_without_client_certificates() {
+    let pki = Pki::new();
+    // Mutual TLS on the gRPC port; browsers have no certificates, so the end
+    // users' listener asks for none.
+    let args = pki.server_args(true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let logger = Logger::start_with_web(&args, Lines::default().sink()).await;
+    let web = logger.web_addr.expect("web listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).expect("CA");
+    for cert in pem_certificates(&ca) {
+        roots.add(cert).expect("CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("a TLS handshake without a client certificate");
+    let (mut h2, connection) = h2::client::handshake(tls).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let request = http::Request::get(format!(
+        "https://localhost:{}/v1/notifications?user_id=ann",
+        web.port()
+    ))
+    .body(())
+    .expect("request");
+    let (response, _) = h2.send_request(request, true).expect("sent");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .expect("data within 10 s")
+        .expect("data")
+        .expect("a chunk");
+    assert!(first.starts_with(b"retry: "), "{first:?}");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// The certificates of a PEM file.
+fn pem_certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates")
+}

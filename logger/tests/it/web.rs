@@ -502,7 +502,9 @@ fn grpc_web_example(
 ) -> tokio::process::Child {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grpc-web");
     assert!(
-        example.join("node_modules/@connectrpc/connect-web").is_dir(),
+        example
+            .join("node_modules/@connectrpc/connect-web")
+            .is_dir(),
         "the gRPC-Web example's packages are missing: run npm ci --prefix examples/grpc-web"
     );
     tokio::process::Command::new("node")
@@ -538,8 +540,14 @@ async fn a_grpc_web_client_from_npm_subscribes_with_a_user_token() {
         serde_json::from_str::<Value>(&line).expect("JSON line")
     };
     assert!(line().await["joined"].is_string(), "the stream opened");
-    admin.create_event("bob", "not ann's").await.expect("create");
-    let anns = admin.create_event("ann", "over gRPC-Web").await.expect("create");
+    admin
+        .create_event("bob", "not ann's")
+        .await
+        .expect("create");
+    let anns = admin
+        .create_event("ann", "over gRPC-Web")
+        .await
+        .expect("create");
     let got = line().await;
     assert_eq!(got["event_id"], anns.id.to_string(), "{got}");
     assert_eq!(got["description"], "over gRPC-Web");
@@ -548,10 +556,9 @@ async fn a_grpc_web_client_from_npm_subscribes_with_a_user_token() {
     // Someone else's notifications: refused, with the gRPC code.
     let mut node = grpc_web_example(web, &descriptors, &token("ann"), "bob");
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let refused: Value = serde_json::from_str(
-        &lines.next_line().await.expect("read").expect("a line"),
-    )
-    .expect("JSON");
+    let refused: Value =
+        serde_json::from_str(&lines.next_line().await.expect("read").expect("a line"))
+            .expect("JSON");
     assert_eq!(refused["error"], "PermissionDenied", "{refused}");
     assert!(!node.wait().await.expect("exit").success());
     logger.stop_within(Duration::from_secs(10)).await;
@@ -612,7 +619,10 @@ async fn grpc_web_text_mode_streams_base64_frames() {
         joined.kind,
         Some(herald::pb::subscribe_response::Kind::Heartbeat(_))
     ));
-    let anns = admin.create_event("ann", "in text mode").await.expect("create");
+    let anns = admin
+        .create_event("ann", "in text mode")
+        .await
+        .expect("create");
     let got = next().await;
     let Some(herald::pb::subscribe_response::Kind::Event(event)) = got.kind else {
         panic!("an event: {got:?}");
