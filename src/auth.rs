@@ -15,10 +15,11 @@ use crate::pb::Rpc;
 pub enum Scope {
     /// CreateEvent, CreateEvents.
     EventsWrite,
-    /// GetEvent, ListEvents, GetStats, ListDeliveryAttempts.
+    /// GetEvent, ListEvents, GetStats, ListDeliveryAttempts, ListInbox,
+    /// GetUnreadCount.
     EventsRead,
     /// UpdateStatus and BatchUpdateStatus to any status, ListDeadLetters,
-    /// RedriveEvents.
+    /// RedriveEvents, MarkRead.
     EventsProcess,
     /// Subscribe, to one user's notifications or everyone's (an API key
     /// needs it for any subscription).
@@ -69,12 +70,17 @@ pub enum Access {
 pub fn scope_for(rpc: Rpc) -> Scope {
     match rpc {
         Rpc::CreateEvent | Rpc::CreateEvents => Scope::EventsWrite,
-        Rpc::GetEvent | Rpc::ListEvents | Rpc::GetStats | Rpc::ListDeliveryAttempts => {
-            Scope::EventsRead
-        }
-        Rpc::UpdateStatus | Rpc::BatchUpdateStatus | Rpc::ListDeadLetters | Rpc::RedriveEvents => {
-            Scope::EventsProcess
-        }
+        Rpc::GetEvent
+        | Rpc::ListEvents
+        | Rpc::GetStats
+        | Rpc::ListDeliveryAttempts
+        | Rpc::ListInbox
+        | Rpc::GetUnreadCount => Scope::EventsRead,
+        Rpc::UpdateStatus
+        | Rpc::BatchUpdateStatus
+        | Rpc::ListDeadLetters
+        | Rpc::RedriveEvents
+        | Rpc::MarkRead => Scope::EventsProcess,
         Rpc::Subscribe => Scope::NotificationsSubscribe,
     }
 }

@@ -17,6 +17,8 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page; larger asks get this many.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// The page size of a ListInbox request that gives none.
+pub const DEFAULT_INBOX_PAGE_SIZE: usize = 50;
 /// Most index entries one ListEvents call looks at (in one partition)
 /// before it returns a short page, resumed from the last one looked at.
 pub const LIST_SCAN_LIMIT: usize = 10_000;
@@ -41,7 +43,7 @@ impl Position {
 }
 
 /// A validated ListEvents request.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ListQuery {
     /// Only this user's events (`None`: any).
     pub user_id: Option<String>,
@@ -63,6 +65,36 @@ pub struct ListQuery {
     pub page_size: usize,
     /// Continue after this position (from the page token).
     pub after: Option<Position>,
+    /// Walk this view of `user_id`'s inbox (ListInbox), not the events.
+    pub inbox: Option<InboxView>,
+}
+
+/// Which notifications of a user's inbox a ListInbox page walks: each has
+/// an index of its own, kept with every status change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InboxView {
+    /// Every notification: events that reached PROCESSED (OPENED: read).
+    All,
+    /// The unread ones: PROCESSED, not yet OPENED.
+    Unread,
+}
+
+impl InboxView {
+    /// Whether an event in `status` is in this view.
+    pub fn holds(self, status: EventStatus) -> bool {
+        match self {
+            Self::All => matches!(status, EventStatus::Processed | EventStatus::Opened),
+            Self::Unread => status == EventStatus::Processed,
+        }
+    }
+
+    /// The name of its index kind (`inbox`, `unread`), per user.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "inbox",
+            Self::Unread => "unread",
+        }
+    }
 }
 
 impl ListQuery {
@@ -78,6 +110,7 @@ impl ListQuery {
             && self.status.is_none_or(|s| event.status == s)
             && self.after_micros.is_none_or(|a| micros >= a)
             && self.before_micros.is_none_or(|b| micros < b)
+            && self.inbox.is_none_or(|view| view.holds(event.status))
     }
 
     /// Whether `position` comes after the page token's position, in this order.
@@ -183,6 +216,10 @@ impl PageTokens {
             }
         }
         mac.update(&[u8::from(query.descending)]);
+        // Nothing for ListEvents' queries, as their tokens always were.
+        if let Some(view) = query.inbox {
+            mac.update(view.as_str().as_bytes());
+        }
         mac.update(&position.occurred_micros.to_be_bytes());
         mac.update(position.id.as_bytes());
         let full = mac.finalize().into_bytes();
@@ -254,22 +291,67 @@ impl ListQuery {
             descending,
             page_size,
             after: None,
+            inbox: None,
         };
-        if !r.page_token.is_empty() {
-            match tokens.read(&query, &r.page_token) {
-                Some(position) => query.after = Some(position),
-                None => violations.push(FieldViolation::new(
-                    "page_token",
-                    "is not a page token of this query: it was altered, or the filters or \
-                     order changed (they must stay the same)",
-                )),
-            }
-        }
+        read_token(&mut query, &r.page_token, tokens, &mut violations);
         if violations.is_empty() {
             Ok(query)
         } else {
             Err(Error::InvalidArgument(violations))
         }
+    }
+
+    /// Validates a ListInbox request: a page of one user's inbox, newest
+    /// first; its page token must be one `tokens` signed for the same
+    /// request.
+    pub fn parse_inbox(r: pb::ListInboxRequest, tokens: &PageTokens) -> Result<Self, Error> {
+        let mut violations = Vec::new();
+        violations.extend(crate::domain::check_user_id("user_id", &r.user_id));
+        let page_size = match r.page_size {
+            0 => DEFAULT_INBOX_PAGE_SIZE,
+            n if n < 0 => {
+                violations.push(FieldViolation::new("page_size", "must not be negative"));
+                DEFAULT_INBOX_PAGE_SIZE
+            }
+            n => (n as usize).min(MAX_PAGE_SIZE),
+        };
+        let mut query = ListQuery {
+            user_id: Some(r.user_id),
+            descending: true,
+            page_size,
+            inbox: Some(if r.unread_only {
+                InboxView::Unread
+            } else {
+                InboxView::All
+            }),
+            ..ListQuery::default()
+        };
+        read_token(&mut query, &r.page_token, tokens, &mut violations);
+        if violations.is_empty() {
+            Ok(query)
+        } else {
+            Err(Error::InvalidArgument(violations))
+        }
+    }
+}
+
+/// Sets `query`'s position from `token` (none if empty), or says why not.
+fn read_token(
+    query: &mut ListQuery,
+    token: &str,
+    tokens: &PageTokens,
+    violations: &mut Vec<FieldViolation>,
+) {
+    if token.is_empty() {
+        return;
+    }
+    match tokens.read(query, token) {
+        Some(position) => query.after = Some(position),
+        None => violations.push(FieldViolation::new(
+            "page_token",
+            "is not a page token of this query: it was altered, or the filters or \
+             order changed (they must stay the same)",
+        )),
     }
 }
 

@@ -48,6 +48,7 @@ use crate::{
     console,
     fanout::Fanout,
     guard::BodyLimits,
+    inbox::InboxService,
     limits::RateLimiter,
     metrics::LoggerMetrics,
     notifier::{self, NotifierOptions, NotifierService},
@@ -290,6 +291,11 @@ pub async fn run(
     let stop_server = after_worker(worker, shutdown.clone());
 
     info!(%addr, store = %backend.kind, worker = config.runs_worker(), tls = tls.is_some(), "listening");
+    let inbox = Arc::new(InboxService::new(
+        &backend,
+        meters.events.clone(),
+        config.max_message_bytes as usize,
+    ));
     let logger = EventLoggerService::new(&backend, rules, meters.events.clone())
         .with_streams(notifier.active_streams())
         .with_message_limit(config.max_message_bytes as usize);
@@ -301,10 +307,11 @@ pub async fn run(
             .filter(|_| !keys.is_open())
             .map(|secret| Tickets::new(secret, config.ticket_ttl));
         let web = Web::new(
-            notifier.clone(),
+            (notifier.clone(), inbox.clone()),
             auth.clone(),
             tickets,
             config.cors_allow_origin.clone(),
+            config.body_timeout,
         );
         server::WebListener {
             listener,
@@ -323,7 +330,7 @@ pub async fn run(
         stop: stop_server,
         grace: config.shutdown_grace,
     };
-    let served = server::serve(listener, logger, notifier, health, options).await;
+    let served = server::serve(listener, logger, (notifier, inbox), health, options).await;
     shutdown.cancel();
     tasks.stop().await;
     served

@@ -207,6 +207,7 @@ async fn history_start(
             reason,
         })),
         cursor: oldest,
+        unread_count: None,
     };
     Ok((start, Some(gap)))
 }

@@ -216,6 +216,7 @@ mod tests {
         let message = pb::SubscribeResponse {
             kind: Some(Kind::Lagged(pb::Lagged { buffered: 7 })),
             cursor: "2:16:0:1".into(),
+            unread_count: None,
         };
         let shared = Encoded::new(&message);
         assert_eq!(shared.decode(), message);

@@ -463,6 +463,7 @@ pub(crate) fn event_message(notification: &Notification, cursor: &Cursor) -> pb:
     pb::SubscribeResponse {
         kind: Some(Kind::Event(notification.event.clone().into())),
         cursor: cursor.to_string(),
+        unread_count: notification.unread,
     }
 }
 
@@ -517,6 +518,7 @@ mod tests {
             partition: partitions.of_user(user),
             entry: format!("1-{seq}").parse().expect("entry id"),
             event,
+            unread: None,
         }
     }
 

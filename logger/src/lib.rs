@@ -16,7 +16,10 @@
 //!   codec that sends them as they are, and the Notifier's server.
 //! - [`guard`]: reads and checks every request body (size, framing, time)
 //!   before a handler sees it.
-//! - [`http_error`]: the JSON error of every HTTP endpoint.
+//! - [`http_api`]: what every HTTP endpoint shares: the JSON error, bodies
+//!   read within bounds.
+//! - [`inbox`]: the Inbox handlers: each user's notifications, unread
+//!   count and marking read.
 //! - [`in_flight`]: the calls in flight on every listener, so shutdown
 //!   ends once they have.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
@@ -55,8 +58,9 @@ pub mod encoded;
 pub mod event_types;
 pub mod fanout;
 pub mod guard;
-pub mod http_error;
+pub mod http_api;
 pub mod in_flight;
+pub mod inbox;
 pub mod limits;
 pub mod loading;
 pub mod metrics;

@@ -203,6 +203,7 @@ pub(crate) fn heartbeat(cursor: &Cursor) -> pb::SubscribeResponse {
             sent_at: Some(herald::domain::now().into()),
         })),
         cursor: cursor.to_string(),
+        unread_count: None,
     }
 }
 

@@ -308,6 +308,7 @@ mod tests {
             message: Encoded::new(&pb::SubscribeResponse {
                 kind: None,
                 cursor: n.to_string(),
+                unread_count: None,
             }),
         }
     }

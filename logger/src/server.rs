@@ -1,11 +1,13 @@
 //! The one place where every gRPC service is registered: EventLogger,
-//! Notifier, health (for "" and each service) and reflection (v1 and v1alpha).
+//! Notifier, Inbox, health (for "" and each service) and reflection (v1
+//! and v1alpha); and the end users' listener's (Notifier and Inbox, over
+//! gRPC-Web too).
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use herald::pb::event_logger_server::EventLoggerServer;
+use herald::pb::{event_logger_server::EventLoggerServer, inbox_server::InboxServer};
 use herald_storage::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,7 @@ use crate::{
     encoded::NotifierServer,
     guard::{BodyLayer, BodyLimits},
     in_flight::InFlight,
+    inbox::InboxService,
     metrics::RpcMetricsLayer,
     notifier::NotifierService,
     service::EventLoggerService,
@@ -32,10 +35,11 @@ use crate::{
 const FLUSH: Duration = Duration::from_millis(250);
 
 /// The names health reports on: the whole server ("") and each service.
-pub const HEALTH_SERVICES: [&str; 3] = [
+pub const HEALTH_SERVICES: [&str; 4] = [
     "",
     <EventLoggerServer<EventLoggerService> as NamedService>::NAME,
     <NotifierServer as NamedService>::NAME,
+    <InboxServer<InboxService> as NamedService>::NAME,
 ];
 
 /// How the server treats calls and its own end.
@@ -94,6 +98,7 @@ pub struct Http2Options {
 struct Services<H> {
     logger: Arc<EventLoggerService>,
     notifier: Arc<NotifierService>,
+    inbox: Arc<InboxService>,
     health: H,
     body: BodyLimits,
     http2: Http2Options,
@@ -104,7 +109,7 @@ struct Services<H> {
 pub async fn serve<H>(
     listener: TcpListener,
     logger: EventLoggerService,
-    notifier: Arc<NotifierService>,
+    (notifier, inbox): (Arc<NotifierService>, Arc<InboxService>),
     health: tonic_health::pb::health_server::HealthServer<H>,
     options: ServeOptions,
 ) -> anyhow::Result<()>
@@ -125,6 +130,7 @@ where
     let services = Services {
         logger: Arc::new(logger),
         notifier,
+        inbox,
         health,
         body,
         http2,
@@ -194,6 +200,7 @@ where
     let Services {
         logger,
         notifier,
+        inbox,
         health,
         body,
         http2,
@@ -231,6 +238,7 @@ where
                 .max_encoding_message_size(max_message_bytes),
         )
         .add_service(NotifierServer::new(notifier, max_message_bytes))
+        .add_service(inbox_server(inbox, max_message_bytes))
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small responses back for the peer's
             // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
@@ -263,6 +271,7 @@ async fn serve_web<H>(
                 services.notifier.clone(),
                 max_message_bytes,
             ))
+            .add_service(inbox_server(services.inbox.clone(), max_message_bytes))
             .prepare(),
         );
     let mut builder = Server::builder();
@@ -284,6 +293,13 @@ async fn serve_web<H>(
         )
         .await?;
     Ok(())
+}
+
+/// The Inbox's server, with messages of at most `max_message_bytes`.
+fn inbox_server(inbox: Arc<InboxService>, max_message_bytes: usize) -> InboxServer<InboxService> {
+    InboxServer::from_arc(inbox)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
 }
 
 /// Keeps health in step with the store (at `location`, named in the

@@ -117,6 +117,27 @@ impl EventLoggerService {
     }
 }
 
+/// One page of `query` as an answer of at most `limit` bytes holds it, and
+/// the token of the next page (empty after the last): a page too large for
+/// one answer ends early, and the next starts after it.
+pub(crate) async fn page_within(
+    store: &dyn EventStore,
+    query: &ListQuery,
+    tokens: &PageTokens,
+    limit: usize,
+) -> Result<(Vec<pb::Event>, String), Error> {
+    let page = store.list(query).await?;
+    let positions: Vec<Position> = page.events.iter().map(Position::of).collect();
+    let mut events: Vec<pb::Event> = page.events.into_iter().map(Into::into).collect();
+    let next = if cut_to_fit(&mut events, limit) {
+        positions.get(events.len().wrapping_sub(1)).copied()
+    } else {
+        page.next
+    };
+    let token = next.map(|p| tokens.sign(query, p)).unwrap_or_default();
+    Ok((events, token))
+}
+
 #[tonic::async_trait]
 impl EventLogger for EventLoggerService {
     async fn create_event(
@@ -156,17 +177,10 @@ impl EventLogger for EventLoggerService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let tokens = PageTokens::new(self.store.page_token_key().await?);
         let query = ListQuery::parse(request.into_inner(), &tokens)?;
-        let page = self.store.list(&query).await?;
-        let positions: Vec<Position> = page.events.iter().map(Position::of).collect();
-        let mut events: Vec<pb::Event> = page.events.into_iter().map(Into::into).collect();
-        // A page too large for one answer ends early; the next starts after it.
-        let next = if cut_to_fit(&mut events, self.message_limit) {
-            positions.get(events.len() - 1).copied()
-        } else {
-            page.next
-        };
+        let (events, next_page_token) =
+            page_within(self.store.as_ref(), &query, &tokens, self.message_limit).await?;
         Ok(Response::new(pb::ListEventsResponse {
-            next_page_token: next.map(|p| tokens.sign(&query, p)).unwrap_or_default(),
+            next_page_token,
             events,
         }))
     }

@@ -294,6 +294,7 @@ fn lagged(resume: &str, held: usize) -> [Result<Encoded, Status>; 2] {
                 buffered: u32::try_from(held).unwrap_or(u32::MAX),
             })),
             cursor: resume.to_owned(),
+            unread_count: None,
         })),
         Err(Status::resource_exhausted(format!(
             "subscriber fell too far behind; resume after cursor {resume:?}"

@@ -176,6 +176,10 @@ impl EventStore for Batching {
         self.inner.ping().await
     }
 
+    async fn unread_count(&self, user: &str) -> Result<u64> {
+        self.inner.unread_count(user).await
+    }
+
     async fn status_counts(&self) -> Result<StatusCounts> {
         self.inner.status_counts().await
     }

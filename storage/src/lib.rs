@@ -109,6 +109,10 @@ pub trait EventStore: Partitioned {
     async fn list(&self, query: &ListQuery) -> Result<Page>;
     /// Succeeds when the backend can serve requests.
     async fn ping(&self) -> Result<()>;
+    /// How many unread notifications (PROCESSED, not yet OPENED) `user`
+    /// has: the size of an index kept with every status change, never a
+    /// scan.
+    async fn unread_count(&self, user: &str) -> Result<u64>;
     /// How many events are in each status now (read from sizes the storage
     /// keeps, never by scanning events).
     async fn status_counts(&self) -> Result<StatusCounts>;
@@ -229,6 +233,9 @@ pub struct Notification {
     pub entry: EntryId,
     /// The event after the change.
     pub event: Event,
+    /// The user's unread notifications after the change, if it moved them
+    /// (a change into PROCESSED, or out of it).
+    pub unread: Option<u64>,
 }
 
 /// What one [`NotificationFeed::read_after`] gave.

@@ -90,8 +90,9 @@ struct State {
 /// One partition's notification log.
 #[derive(Default)]
 struct Log {
-    /// Sequence number, when logged, the event.
-    entries: VecDeque<(u64, Instant, Event)>,
+    /// Sequence number, when logged, the event, and its user's unread
+    /// count if the change moved it.
+    entries: VecDeque<(u64, Instant, Event, Option<u64>)>,
     /// The newest sequence number trimmed from the log (0: none).
     trimmed_through: u64,
     /// The newest sequence number logged (0: none).
@@ -100,7 +101,7 @@ struct Log {
 
 impl Log {
     fn trim_front(&mut self) {
-        if let Some((seq, _, _)) = self.entries.pop_front() {
+        if let Some((seq, ..)) = self.entries.pop_front() {
             self.trimmed_through = seq;
         }
     }
@@ -187,16 +188,19 @@ impl State {
         if status.enqueues() {
             self.enqueue(&event);
         }
-        self.log(&event);
+        let unread = self.indexes.status_changed(&event, from);
+        self.log(&event, unread);
         Ok(event)
     }
 
-    fn log(&mut self, event: &Event) {
+    /// Logs `event`'s change, with its user's unread count if it moved.
+    fn log(&mut self, event: &Event, unread: Option<u64>) {
         self.last_notification += 1;
         let seq = self.last_notification;
         let max_len = self.log_max_len;
         let log = &mut self.logs[self.partitions.of_user(&event.user_id).index()];
-        log.entries.push_back((seq, Instant::now(), event.clone()));
+        log.entries
+            .push_back((seq, Instant::now(), event.clone(), unread));
         log.last = seq;
         while log.entries.len() > max_len {
             log.trim_front();
@@ -209,15 +213,16 @@ impl State {
         for (partition, log) in self.partitions.all().zip(&self.logs) {
             let after = cursor.get(partition).seq;
             // Sequence numbers ascend: find the start by bisection, not a scan.
-            let start = log.entries.partition_point(|(seq, _, _)| *seq <= after);
+            let start = log.entries.partition_point(|(seq, ..)| *seq <= after);
             out.extend(
                 log.entries
                     .range(start..)
                     .take(max)
-                    .map(|(seq, _, event)| Notification {
+                    .map(|(seq, _, event, unread)| Notification {
                         partition,
                         entry: entry_id(*seq),
                         event: event.clone(),
+                        unread: *unread,
                     }),
             );
         }

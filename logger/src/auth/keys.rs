@@ -320,18 +320,23 @@ impl KeyRing {
     }
 }
 
-/// An end user may only Subscribe and UpdateStatus (named methods, not
-/// scopes, so a new method is closed to them until allowed here), and the
-/// handlers then hold them to their own notifications and to marking their
-/// own events OPENED.
+/// An end user may only Subscribe, UpdateStatus and use the Inbox (named
+/// methods, not scopes, so a new method is closed to them until allowed
+/// here), and the handlers then hold them to their own notifications and
+/// inbox, and to marking their own events OPENED.
 fn user_may_call(user: String, path: &str, scope: Scope) -> Result<Identity, Status> {
-    match path {
-        "/herald.v1.Notifier/Subscribe" | "/herald.v1.EventLogger/UpdateStatus" => {
-            Ok(Identity::end_user(user))
-        }
+    use herald::pb::Rpc;
+    match Rpc::from_path(path) {
+        Some(
+            Rpc::Subscribe
+            | Rpc::UpdateStatus
+            | Rpc::ListInbox
+            | Rpc::GetUnreadCount
+            | Rpc::MarkRead,
+        ) => Ok(Identity::end_user(user)),
         _ => Err(Status::permission_denied(format!(
-            "user tokens may only subscribe to their own notifications and mark their own \
-             events opened; this call needs the scope {scope}"
+            "user tokens may only subscribe to their own notifications, read their own inbox \
+             and mark their own events opened; this call needs the scope {scope}"
         ))),
     }
 }

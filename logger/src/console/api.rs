@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Console;
-use crate::http_error::{ApiError, storage_error};
+use crate::http_api::{ApiError, storage_error};
 
 type ApiResult = Result<Response, ApiError>;
 

@@ -7,7 +7,7 @@ use herald_client::rfc3339;
 use serde_json::{Value, json};
 
 use super::Console;
-use crate::http_error::{ApiError, storage_error};
+use crate::http_api::{ApiError, storage_error};
 
 /// How many log entries an event's history reads at most, from its creation on.
 const HISTORY_SCAN: usize = 5_000;

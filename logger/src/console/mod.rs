@@ -8,7 +8,7 @@
 //! on as it came, so scopes, user tokens and rate limits apply unchanged.
 //! Only the status history of an event reads the notification log directly,
 //! after the caller was allowed to read the event. The routes are in
-//! [`api`], the errors they answer in [`crate::http_error`], the history in
+//! [`api`], the errors they answer in [`crate::http_api`], the history in
 //! `history`.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
@@ -39,7 +39,6 @@ use axum::{
 use herald::partition::Partitions;
 use herald_client::Client;
 use herald_storage::{EventStore, NotificationFeed};
-use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -47,7 +46,7 @@ use tracing::{debug, info};
 
 use crate::{
     auth::{FailureLimit, KeyRing},
-    http_error::ApiError,
+    http_api::ApiError,
 };
 
 /// The page, its script and its styles, as served.
@@ -226,49 +225,17 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
         let refused = ApiError::new(StatusCode::TOO_MANY_REQUESTS, status.message());
         return secure(refused.into_response());
     }
-    let response = match read_whole(request, console.body_timeout).await {
-        Ok(request) => next.run(request).await,
-        Err(refused) => refused.into_response(),
-    };
+    let response =
+        match crate::http_api::read_whole(request, MAX_BODY_BYTES, console.body_timeout).await {
+            Ok(request) => next.run(request).await,
+            Err(refused) => refused.into_response(),
+        };
     if let Some((failures, peer)) = limited
         && response.status() == StatusCode::UNAUTHORIZED
     {
         failures.failed(peer);
     }
     secure(response)
-}
-
-/// The request with its body read whole first (changes only: GET and HEAD
-/// carry none): at most [`MAX_BODY_BYTES`], within `timeout`, so a client
-/// that trickles a body or never ends it holds a connection and its bytes
-/// for no longer than that.
-async fn read_whole(request: Request, timeout: Duration) -> Result<Request, ApiError> {
-    if request.method() == Method::GET || request.method() == Method::HEAD {
-        return Ok(request);
-    }
-    let (parts, body) = request.into_parts();
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(Request::from_parts(
-            parts,
-            axum::body::Body::from(collected.to_bytes()),
-        )),
-        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over {} KiB", MAX_BODY_BYTES / 1024),
-        )),
-        Ok(Err(_)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the request body broke off",
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive whole within {} (--body-timeout)",
-                humantime::format_duration(timeout)
-            ),
-        )),
-    }
 }
 
 fn admit(console: &Console, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {

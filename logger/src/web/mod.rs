@@ -2,7 +2,8 @@
 //! the people notified reach Herald, apart from the operator's listeners
 //! (gRPC for services, the console, /metrics), which it never shares.
 //!
-//! - **gRPC-Web** (binary and text) and gRPC for `herald.v1.Notifier`,
+//! - **gRPC-Web** (binary and text) and gRPC for `herald.v1.Notifier` and
+//!   `herald.v1.Inbox`,
 //!   through tonic-web in front of the same layers as the gRPC listener
 //!   (calls in flight, metrics, auth, body guard).
 //! - **Server-Sent Events** ([`sse`]): `GET /v1/notifications` streams one
@@ -10,13 +11,17 @@
 //! - **Tickets** ([`tickets`]): `POST /v1/tickets` trades a user token
 //!   (in the `authorization` header) for a single-use ticket valid for
 //!   seconds, which `EventSource`, unable to send headers, puts in the URL.
+//! - **The inbox** ([`inbox`]): `herald.v1.Inbox` over gRPC-Web, the same
+//!   calls as JSON under `/v1/inbox`, and the `<herald-inbox>` element
+//!   (`/herald-inbox.js`) that shows them.
 //!
 //! Browsers may call it only from the origins the operator lists
 //! (`--cors-allow-origin`): a request carrying any other `Origin` is
 //! refused with 403 before anything else, preflights included; requests
 //! without one (servers, curl) pass. Errors are the JSON of
-//! [`crate::http_error`].
+//! [`crate::http_api`].
 
+pub mod inbox;
 pub mod sse;
 pub mod tickets;
 
@@ -36,7 +41,8 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, Expos
 
 use crate::{
     auth::{AuthLayer, Identity, peer_ip},
-    http_error::ApiError,
+    http_api::ApiError,
+    inbox::InboxService,
     notifier::NotifierService,
 };
 
@@ -48,27 +54,34 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// What the end users' endpoints share.
 pub struct Web {
     notifier: Arc<NotifierService>,
+    inbox: Arc<InboxService>,
     auth: AuthLayer,
     /// `None` without `--user-token-secret`: no user tokens, so no tickets.
     tickets: Option<Tickets>,
     origins: Vec<HeaderValue>,
+    /// How long a request's body may take to arrive whole.
+    body_timeout: Duration,
 }
 
 impl Web {
-    /// The endpoints over `notifier`, checking credentials with `auth`,
-    /// issuing `tickets` (if user tokens are configured), to browsers of
-    /// `origins` only.
+    /// The endpoints over `notifier` and `inbox`, checking credentials
+    /// with `auth`, issuing `tickets` (if user tokens are configured), to
+    /// browsers of `origins` only; a body must arrive whole within
+    /// `body_timeout`.
     pub fn new(
-        notifier: Arc<NotifierService>,
+        (notifier, inbox): (Arc<NotifierService>, Arc<InboxService>),
         auth: AuthLayer,
         tickets: Option<Tickets>,
         origins: Vec<HeaderValue>,
+        body_timeout: Duration,
     ) -> Self {
         Self {
             notifier,
+            inbox,
             auth,
             tickets,
             origins,
+            body_timeout,
         }
     }
 
@@ -80,12 +93,13 @@ impl Web {
     /// Who calls with `headers` from `peer` as a Subscribe call would be
     /// checked (keys, user tokens, failures, rates).
     fn subscriber(&self, parts: &http::request::Parts) -> Result<Identity, ApiError> {
+        self.caller_of(Rpc::Subscribe, parts)
+    }
+
+    /// Who makes this request as a call of `rpc` would be checked.
+    fn caller_of(&self, rpc: Rpc, parts: &http::request::Parts) -> Result<Identity, ApiError> {
         self.auth
-            .admit_call(
-                Rpc::Subscribe.path(),
-                &parts.headers,
-                peer_ip(&parts.extensions),
-            )
+            .admit_call(rpc.path(), &parts.headers, peer_ip(&parts.extensions))
             .map_err(ApiError::from)
     }
 }
@@ -106,7 +120,12 @@ where
     Router::new()
         .route("/v1/tickets", post(issue_ticket))
         .route("/v1/notifications", get(sse::stream))
-        .route_service("/herald.v1.Notifier/{*method}", grpc)
+        .route("/v1/inbox", get(inbox::list))
+        .route("/v1/inbox/unread_count", get(inbox::unread))
+        .route("/v1/inbox/read", post(inbox::mark_read))
+        .route("/herald-inbox.js", get(inbox::element))
+        .route_service("/herald.v1.Notifier/{*method}", grpc.clone())
+        .route_service("/herald.v1.Inbox/{*method}", grpc)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(web.clone())
         .layer(cors)

@@ -5,6 +5,8 @@
 //!
 //! - a notification is a `message` event whose `data` is the event as JSON
 //!   (the fields of `herald get --json`) and whose `id` is its cursor;
+//! - a change that moved the user's unread count (into PROCESSED, or
+//!   OPENED) is followed by an `unread` event, `{"unread_count": n}`;
 //! - a heartbeat is a comment after the stream's cursor as `id` (no event
 //!   fires, but the position moves on);
 //! - `history_gap` and `lagged` events carry those messages as JSON, and
@@ -43,7 +45,7 @@ use super::Web;
 use crate::{
     auth::{Identity, peer_ip},
     encoded::Encoded,
-    http_error::ApiError,
+    http_api::ApiError,
     notifier::Caller,
 };
 
@@ -224,12 +226,23 @@ fn frame(message: Result<Encoded, Status>) -> Bytes {
     };
     let id = Some(message.cursor.as_str());
     match message.kind {
-        Some(Kind::Event(event_pb)) => match herald::Event::try_from(event_pb) {
-            Ok(notification) => event(id, None, &notification.to_json().to_string()),
-            // Never sent by this server: a message it cannot read is skipped
-            // with its position kept.
-            Err(_) => comment(id, "unreadable"),
-        },
+        Some(Kind::Event(event_pb)) => {
+            let mut frame = match herald::Event::try_from(event_pb) {
+                Ok(notification) => event(id, None, &notification.to_json().to_string()),
+                // Never sent by this server: a message it cannot read is
+                // skipped with its position kept.
+                Err(_) => comment(id, "unreadable"),
+            };
+            if let Some(count) = message.unread_count {
+                let unread = event(
+                    id,
+                    Some("unread"),
+                    &json!({ "unread_count": count }).to_string(),
+                );
+                frame = [frame, unread].concat().into();
+            }
+            frame
+        }
         Some(Kind::Heartbeat(_)) | None => comment(id, "heartbeat"),
         Some(Kind::HistoryGap(gap)) => event(
             id,
@@ -341,6 +354,7 @@ mod tests {
         let lagged = frame(Ok(pb::SubscribeResponse {
             kind: Some(Kind::Lagged(pb::Lagged { buffered: 3 })),
             cursor: "c1".into(),
+            unread_count: None,
         }
         .into()));
         assert_eq!(

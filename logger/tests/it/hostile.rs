@@ -333,6 +333,23 @@ fn valid_message(method: Rpc, ids: &[String]) -> Vec<u8> {
             event_id: ids[0].clone(),
         }
         .encode_to_vec(),
+        Rpc::ListInbox => pb::ListInboxRequest {
+            user_id: "fuzz".into(),
+            unread_only: true,
+            page_size: 5,
+            page_token: String::new(),
+        }
+        .encode_to_vec(),
+        Rpc::GetUnreadCount => pb::GetUnreadCountRequest {
+            user_id: "fuzz".into(),
+        }
+        .encode_to_vec(),
+        Rpc::MarkRead => pb::MarkReadRequest {
+            user_id: "fuzz".into(),
+            event_ids: vec![ids[0].clone()],
+            all: false,
+        }
+        .encode_to_vec(),
     }
 }
 

@@ -401,6 +401,7 @@ async fn a_subscriber_that_does_not_read_is_cut_off_without_slowing_others() {
             Ok(Some(pb::SubscribeResponse {
                 kind: Some(Kind::Lagged(_)),
                 cursor,
+                ..
             })) => break cursor,
             Ok(Some(_)) => {}
             other => panic!("expected a Lagged message, got {other:?}"),

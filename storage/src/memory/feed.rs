@@ -77,7 +77,7 @@ impl NotificationFeed for MemoryBackend {
             while log
                 .entries
                 .front()
-                .is_some_and(|(_, at, _)| now.duration_since(*at) > age)
+                .is_some_and(|(_, at, ..)| now.duration_since(*at) > age)
             {
                 log.trim_front();
             }

@@ -12,8 +12,8 @@ use std::{
 use uuid::Uuid;
 
 use herald::{
-    domain::Event,
-    query::{LIST_SCAN_LIMIT, ListQuery, Page, Position},
+    domain::{Event, EventStatus},
+    query::{InboxView, LIST_SCAN_LIMIT, ListQuery, Page, Position},
 };
 
 /// A field with an index of its own.
@@ -30,6 +30,8 @@ enum Field {
 pub(super) struct Indexes {
     all: BTreeSet<Position>,
     by: HashMap<(Field, String), BTreeSet<Position>>,
+    /// Each user's inbox views ([`InboxView`]), kept with status changes.
+    inboxes: HashMap<(InboxView, String), BTreeSet<Position>>,
 }
 
 /// The indexed fields of `event` that it has (none is not indexed).
@@ -57,9 +59,48 @@ impl Indexes {
         }
     }
 
+    /// Moves `event` (now in its new status, `from` before) between its
+    /// user's inbox views; returns the user's unread count if it changed.
+    pub(super) fn status_changed(&mut self, event: &Event, from: EventStatus) -> Option<u64> {
+        let at = Position::of(event);
+        let mut changed = false;
+        for view in [InboxView::All, InboxView::Unread] {
+            let key = (view, event.user_id.clone());
+            match (view.holds(from), view.holds(event.status)) {
+                (false, true) => {
+                    self.inboxes.entry(key).or_default().insert(at);
+                }
+                (true, false) => self.forget(key, at),
+                _ => continue,
+            }
+            changed |= view == InboxView::Unread;
+        }
+        changed.then(|| self.unread(&event.user_id))
+    }
+
+    /// How many unread notifications `user` has.
+    pub(super) fn unread(&self, user: &str) -> u64 {
+        self.inboxes
+            .get(&(InboxView::Unread, user.to_owned()))
+            .map_or(0, |index| index.len() as u64)
+    }
+
+    /// Takes `at` out of the inbox view `key`, dropping the view once empty.
+    fn forget(&mut self, key: (InboxView, String), at: Position) {
+        if let Some(index) = self.inboxes.get_mut(&key) {
+            index.remove(&at);
+            if index.is_empty() {
+                self.inboxes.remove(&key);
+            }
+        }
+    }
+
     /// Forgets a removed event.
     pub(super) fn remove(&mut self, event: &Event) {
         let at = Position::of(event);
+        for view in [InboxView::All, InboxView::Unread] {
+            self.forget((view, event.user_id.clone()), at);
+        }
         self.all.remove(&at);
         for (field, value) in fields(event) {
             let key = (field, value.to_owned());
@@ -75,6 +116,9 @@ impl Indexes {
     /// The index to walk for `query`: the smallest its equality filters
     /// name, or every event; `None` when a filter's value has no event.
     fn walk(&self, query: &ListQuery) -> Option<&BTreeSet<Position>> {
+        if let (Some(view), Some(user)) = (query.inbox, &query.user_id) {
+            return self.inboxes.get(&(view, user.clone()));
+        }
         let named = [
             (Field::User, &query.user_id),
             (Field::Session, &query.session_id),

@@ -51,7 +51,7 @@ impl EventStore for MemoryBackend {
             state.events.insert(event.id, event.clone());
             state.counts.pending += 1;
             state.enqueue(&event);
-            state.log(&event);
+            state.log(&event, None);
             out.push(Ok(event));
         }
         drop(state);
@@ -106,6 +106,10 @@ impl EventStore for MemoryBackend {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn unread_count(&self, user: &str) -> Result<u64> {
+        Ok(self.lock().indexes.unread(user))
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {

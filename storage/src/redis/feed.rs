@@ -281,6 +281,7 @@ impl RedisBackend {
                         partition: p,
                         entry: r.entry,
                         event: event?,
+                        unread: r.unread,
                     })
                 })
                 .collect(),

@@ -310,22 +310,35 @@ pub(super) struct EntryRef {
     /// work queue, whose entries are all PENDING as their record says while
     /// they matter).
     pub change: Option<Vec<u8>>,
+    /// The user's unread count after the change, if it moved it (field
+    /// `unread`).
+    pub unread: Option<u64>,
 }
 
 impl EntryRef {
     /// The reference a stream entry holds.
     pub fn of(mut entry: Entry) -> Result<Self> {
         let (event, change) = (entry.take("id"), entry.take("change"));
+        let unread = entry.take("unread");
         let id = entry.id;
         let bad = || Error::Internal(format!("stream entry {id} is malformed"));
         let event = event.ok_or_else(bad)?;
         if change.as_ref().is_some_and(|c| c.len() != CHANGE) {
             return Err(bad());
         }
+        let unread = unread
+            .map(|n| {
+                std::str::from_utf8(&n)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(bad)
+            })
+            .transpose()?;
         Ok(Self {
             entry: entry_id_of(&id)?,
             id: Uuid::from_slice(&event).map_err(|_| bad())?,
             change,
+            unread,
         })
     }
 

@@ -27,7 +27,7 @@ use herald::{
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
     error::{Error, Result},
     partition::Partition,
-    query::{ListQuery, Page},
+    query::{InboxView, ListQuery, Page},
 };
 
 impl RedisBackend {
@@ -410,6 +410,16 @@ impl EventStore for RedisBackend {
             kept,
             scanned,
         })
+    }
+
+    async fn unread_count(&self, user: &str) -> Result<u64> {
+        self.checked().await?;
+        let p = self.partitions.of_user(user);
+        self.conn
+            .clone()
+            .zcard(self.keys.index(p, InboxView::Unread.as_str(), user))
+            .await
+            .map_err(redis_error)
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {

@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! A module per concern: `store` (creates, status changes, idempotency,
-//! counts), `lists` (ListEvents' queries and pages), `queue` (the work
+//! counts), `lists` (ListEvents' queries and pages), `inbox` (each user's
+//! notifications and unread count), `queue` (the work
 //! queue, its consumers and dead letters), `feed` (the notification log),
 //! `retention`, `attempts` (the delivery log), and `redis_storage` (what
 //! Redis alone stores and how: layout, transactions, record size, cluster,
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 mod attempts;
 mod feed;
+mod inbox;
 mod lists;
 mod queue;
 mod redis_storage;
@@ -233,7 +235,8 @@ backend_tests!(
     retention::retention_removes_old_settled_events_only,
     queue::queue_trim_keeps_unacknowledged_work,
     queue::no_busy_partition_starves_the_others,
-    attempts::delivery_attempts_are_kept_and_mark_channels;
+    attempts::delivery_attempts_are_kept_and_mark_channels,
+    inbox::the_inbox_and_its_unread_count_follow_status_changes;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,

@@ -1,6 +1,8 @@
 -- Lua shared by the status scripts: one status change of the event whose
--- id's 16 bytes are `bytes`, with its status index entry, its notification
--- entry (the id and `change`: the new status, time and trace) and
+-- id's 16 bytes are `bytes`, with its status index entry, its user's inbox
+-- indexes (a change into or out of PROCESSED), its notification entry (the
+-- id, `change`: the new status, time and trace, and `unread`: the user's
+-- unread count, when the change moved it) and
 -- (entering a status that enqueues) its queue entry, as the create script
 -- writes them. `target` and `sources` are status codes (see record.rs),
 -- `now` is updated_at as the head holds it, `trace` a packed traceparent
@@ -29,7 +31,21 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('ZREM', prefix .. ':idx:status:' .. STATUS_NAMES[current], bytes)
   redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
-  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', 'id', bytes, 'change',
-             target .. now .. trace)
+  -- The user's inbox (PROCESSED or OPENED) and unread (PROCESSED) indexes;
+  -- the user id is the first line of the record's `ix`.
+  local entry = {'id', bytes, 'change', target .. now .. trace}
+  if target == '2' or current == '2' then
+    local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
+    local user = string.match(ix, '^[^\n]*')
+    local unread = prefix .. ':idx:unread:' .. user
+    if target == '2' then
+      redis.call('ZADD', prefix .. ':idx:inbox:' .. user, score, bytes)
+      redis.call('ZADD', unread, score, bytes)
+    else
+      redis.call('ZREM', unread, bytes)
+    end
+    entry[5], entry[6] = 'unread', redis.call('ZCARD', unread)
+  end
+  redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', unpack(entry))
   return {'changed', record}
 end

@@ -1,7 +1,8 @@
-//! The errors of Herald's HTTP endpoints (the console's API, the end users'
-//! endpoints): [`ApiError`], the JSON every failed call answers (`{"code",
-//! "message", "field"}` with the HTTP status of the gRPC code), and how
-//! gRPC statuses, client errors and bad requests become one.
+//! What Herald's HTTP endpoints (the console's API, the end users'
+//! endpoints) share: [`ApiError`], the JSON every failed call answers
+//! (`{"code", "message", "field"}` with the HTTP status of the gRPC code),
+//! how gRPC statuses, client errors and bad requests become one, and
+//! [`read_whole`], which reads a request's body within bounds.
 
 use axum::{
     Json,
@@ -160,6 +161,44 @@ impl From<QueryRejection> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+/// The request with its body read whole (GET and HEAD requests, which
+/// carry none, as they are): at most `max_bytes`, within `timeout`, so a
+/// client that trickles a body or never ends it holds a connection and its
+/// bytes for no longer than that.
+pub(crate) async fn read_whole(
+    request: axum::extract::Request,
+    max_bytes: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::extract::Request, ApiError> {
+    use http_body_util::BodyExt;
+    if request.method() == http::Method::GET || request.method() == http::Method::HEAD {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, max_bytes);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(collected.to_bytes()),
+        )),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {} KiB", max_bytes / 1024),
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the request body broke off",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive whole within {} (--body-timeout)",
+                humantime::format_duration(timeout)
+            ),
+        )),
     }
 }
 

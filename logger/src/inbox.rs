@@ -1,0 +1,249 @@
+//! `herald.v1.Inbox`: each user's notifications as an in-app inbox shows
+//! them, read from the storage's per-user indexes (every notification, and
+//! the unread ones, whose size is the unread count), for API keys with the
+//! scopes and for a user's own token. The end users' listener serves the
+//! same calls as JSON for the `<herald-inbox>` element ([`crate::web`]).
+//!
+//! Read means OPENED: marking read is a status change like UpdateStatus's,
+//! logged (with the new unread count) and counted as one.
+
+use std::sync::Arc;
+
+use herald::{
+    Error, Event, EventStatus,
+    domain::{FieldViolation, MAX_BATCH_CHANGES, StatusChange, check_user_id, parse_event_id},
+    pb::{self, inbox_server::Inbox},
+    query::{InboxView, ListQuery, MAX_PAGE_SIZE, PageTokens},
+};
+use herald_storage::{Backend, EventStore};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::user_of,
+    metrics::EventMetrics,
+    observe::{Write, WriteObserver},
+    service::page_within,
+};
+
+/// The Inbox service over an [`EventStore`].
+pub struct InboxService {
+    store: Arc<dyn EventStore>,
+    counters: WriteObserver,
+    /// Largest response message: every page is built to fit it.
+    message_limit: usize,
+}
+
+impl InboxService {
+    /// The service over `backend`'s store, counting its status changes in
+    /// `metrics`, answering with messages of at most `message_limit` bytes.
+    pub fn new(backend: &Backend, metrics: EventMetrics, message_limit: usize) -> Self {
+        Self {
+            store: backend.store.clone(),
+            counters: WriteObserver::new(metrics),
+            message_limit,
+        }
+    }
+
+    /// ListInbox for `caller` (a user token's user, if the call came with
+    /// one).
+    pub async fn list(
+        &self,
+        caller: Option<&str>,
+        request: pb::ListInboxRequest,
+    ) -> Result<pb::ListInboxResponse, Status> {
+        only_own(caller, &request.user_id)?;
+        let tokens = PageTokens::new(self.store.page_token_key().await?);
+        let query = ListQuery::parse_inbox(request, &tokens)?;
+        let user = query.user_id.as_deref().unwrap_or_default();
+        let (notifications, next_page_token) =
+            page_within(self.store.as_ref(), &query, &tokens, self.message_limit).await?;
+        Ok(pb::ListInboxResponse {
+            notifications,
+            next_page_token,
+            unread_count: self.store.unread_count(user).await?,
+        })
+    }
+
+    /// GetUnreadCount for `caller`.
+    pub async fn unread(
+        &self,
+        caller: Option<&str>,
+        request: pb::GetUnreadCountRequest,
+    ) -> Result<pb::GetUnreadCountResponse, Status> {
+        only_own(caller, &request.user_id)?;
+        check_user(&request.user_id)?;
+        Ok(pb::GetUnreadCountResponse {
+            unread_count: self.store.unread_count(&request.user_id).await?,
+        })
+    }
+
+    /// MarkRead for `caller`: the ids given (each checked to be one of the
+    /// user's notifications before any is marked), or every notification
+    /// unread when the call starts, oldest first.
+    pub async fn mark_read(
+        &self,
+        caller: Option<&str>,
+        request: pb::MarkReadRequest,
+    ) -> Result<pb::MarkReadResponse, Status> {
+        only_own(caller, &request.user_id)?;
+        check_user(&request.user_id)?;
+        let user = request.user_id.as_str();
+        let ids = match (request.all, request.event_ids.is_empty()) {
+            (true, false) => {
+                return Err(invalid("all", "give event_ids or all, not both"));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "event_ids",
+                    "give the notifications to mark read, or all",
+                ));
+            }
+            (true, true) => self.unread_ids(user).await?,
+            (false, false) => self.notification_ids(user, &request.event_ids).await?,
+        };
+        let mut marked = 0;
+        for chunk in ids.chunks(MAX_BATCH_CHANGES) {
+            let changes: Vec<StatusChange> = chunk
+                .iter()
+                .map(|(id, _)| StatusChange::new(*id, EventStatus::Opened))
+                .collect();
+            let since = herald::domain::now();
+            let outcomes = self.store.update_status_many(&changes).await?;
+            self.counters.record(&outcomes, since, Write::Change);
+            marked += chunk
+                .iter()
+                .zip(&outcomes)
+                .filter(|((_, was), outcome)| *was == EventStatus::Processed && outcome.is_ok())
+                .count();
+        }
+        Ok(pb::MarkReadResponse {
+            marked: u32::try_from(marked).unwrap_or(u32::MAX),
+            unread_count: self.store.unread_count(user).await?,
+        })
+    }
+
+    /// The events `ids` name, each checked to be a notification of `user`
+    /// (unknown ids answer as another user's do, so nobody can probe for
+    /// ids), with the status each had.
+    async fn notification_ids(
+        &self,
+        user: &str,
+        ids: &[String],
+    ) -> Result<Vec<(uuid::Uuid, EventStatus)>, Status> {
+        if ids.len() > MAX_BATCH_CHANGES {
+            return Err(invalid(
+                "event_ids",
+                &format!("at most {MAX_BATCH_CHANGES} per call, got {}", ids.len()),
+            ));
+        }
+        let mut parsed = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            parsed.push(parse_event_id(id, &format!("event_ids[{i}]"))?);
+        }
+        let events = futures_util::future::join_all(parsed.iter().map(|id| self.store.get(*id)));
+        let mut out = Vec::with_capacity(parsed.len());
+        for (i, (id, event)) in parsed.into_iter().zip(events.await).enumerate() {
+            let status = match event {
+                Ok(Event {
+                    user_id, status, ..
+                }) if user_id == user && InboxView::All.holds(status) => status,
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    return Err(invalid(
+                        &format!("event_ids[{i}]"),
+                        &format!(
+                            "is not a notification of user {}",
+                            herald::error::quote(user)
+                        ),
+                    ));
+                }
+                Err(err) => return Err(err.into()),
+            };
+            out.push((id, status));
+        }
+        Ok(out)
+    }
+
+    /// Every notification of `user` unread now, oldest first: as many as
+    /// the unread count says, so notifications arriving meanwhile stay
+    /// unread.
+    async fn unread_ids(&self, user: &str) -> Result<Vec<(uuid::Uuid, EventStatus)>, Status> {
+        let count = usize::try_from(self.store.unread_count(user).await?).unwrap_or(usize::MAX);
+        let mut query = ListQuery {
+            user_id: Some(user.to_owned()),
+            inbox: Some(InboxView::Unread),
+            page_size: MAX_PAGE_SIZE,
+            ..ListQuery::default()
+        };
+        let mut out = Vec::with_capacity(count.min(MAX_PAGE_SIZE));
+        while out.len() < count {
+            let page = self.store.list(&query).await?;
+            out.extend(
+                page.events
+                    .iter()
+                    .take(count - out.len())
+                    .map(|e| (e.id, e.status)),
+            );
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A user token may reach its own user's inbox only.
+fn only_own(caller: Option<&str>, user_id: &str) -> Result<(), Status> {
+    match caller {
+        Some(user) if user != user_id => Err(Status::permission_denied(
+            "user tokens may only reach their own inbox",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `user_id` is required and must be a user id.
+fn check_user(user_id: &str) -> Result<(), Status> {
+    match check_user_id("user_id", user_id) {
+        Some(violation) => Err(Error::InvalidArgument(vec![violation]).into()),
+        None => Ok(()),
+    }
+}
+
+/// INVALID_ARGUMENT on `field`.
+fn invalid(field: &str, description: &str) -> Status {
+    Error::InvalidArgument(vec![FieldViolation::new(field, description)]).into()
+}
+
+#[tonic::async_trait]
+impl Inbox for InboxService {
+    async fn list_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+        let caller = user_of(&request);
+        self.list(caller.as_deref(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_unread_count(
+        &self,
+        request: Request<pb::GetUnreadCountRequest>,
+    ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
+        let caller = user_of(&request);
+        self.unread(caller.as_deref(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let caller = user_of(&request);
+        InboxService::mark_read(self, caller.as_deref(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
