@@ -10,7 +10,8 @@
 //! - One module per subject: the API (`api`, `events`, `dead_letters`),
 //!   keys and tokens (`auth`), TLS, subscriptions, delivery channels and IRC,
 //!   the console (`console` in a browser, `console_api` as a script), the
-//!   end users' listener (`web`: Server-Sent Events, tickets, CORS), hostile
+//!   end users' listener (`web`: Server-Sent Events, tickets, CORS, the
+//!   inbox; `inbox_page`: the `<herald-inbox>` element in a browser), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -27,6 +28,7 @@ mod dead_letters;
 mod events;
 mod hardening;
 mod hostile;
+mod inbox_page;
 mod irc;
 mod operating;
 #[cfg(feature = "otlp")]

@@ -18,7 +18,7 @@ const SHOWN = 20;
 const STYLE = `
 :host { display: inline-block; position: relative; font: 14px system-ui, sans-serif; }
 button.bell { position: relative; border: 1px solid #ccc; border-radius: 6px; background: #fff;
-  padding: 4px 10px; cursor: pointer; font-size: 18px; }
+  padding: 4px 8px; cursor: pointer; color: #333; line-height: 0; }
 .badge { position: absolute; top: -6px; right: -8px; min-width: 18px; padding: 0 5px;
   border-radius: 9px; background: #d33; color: #fff; font-size: 12px; line-height: 18px; }
 .badge[hidden] { display: none; }
@@ -52,7 +52,8 @@ class HeraldInbox extends HTMLElement {
     const root = this.attachShadow({ mode: "open" });
     const style = document.createElement("style");
     style.textContent = STYLE;
-    this._bell = el("button", "bell", "\u{1F514}");
+    this._bell = el("button", "bell");
+    this._bell.append(bellIcon());
     this._bell.setAttribute("aria-label", "Notifications");
     this._badge = el("span", "badge", "0");
     this._badge.setAttribute("part", "badge");
@@ -248,6 +249,24 @@ class HeraldInbox extends HTMLElement {
     );
     if (newest.length === 0) this._list.append(el("li", "empty", "No notifications yet"));
   }
+}
+
+/** A bell, drawn (no font has to have the emoji). */
+function bellIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "20");
+  svg.setAttribute("height", "20");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute(
+    "d",
+    "M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1z",
+  );
+  svg.append(path);
+  return svg;
 }
 
 /** An element with a class and text (never HTML). */

@@ -81,16 +81,18 @@ impl Logger {
     /// [`Logger::start`], also serving end users' endpoints on a free port.
     pub async fn start_with_web(args: &[&str], sink: Arc<dyn Channel>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::start_with_web_on(listener, args, sink).await
+        let web = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_with_web_on(listener, web, args, sink).await
     }
 
-    /// [`Logger::start_with_web`] on `listener` (an address taken before).
+    /// [`Logger::start_with_web`] on `listener` and `web` (addresses taken
+    /// before: a restart's).
     pub async fn start_with_web_on(
         listener: TcpListener,
+        web: TcpListener,
         args: &[&str],
         sink: Arc<dyn Channel>,
     ) -> Self {
-        let web = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Self::start_serving(listener, None, Some(web), args, sink).await
     }
 
