@@ -172,14 +172,21 @@ export RUST_LOG=warn
 # Several servers run side by side here; none needs a metrics port or a console.
 export HERALD_METRICS_LISTEN=off HERALD_CONSOLE_LISTEN=off
 
+# Every Server-Sent Events stream is a connection of its own, two file
+# descriptors (the logger's and the client's) on this machine.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 if [ "$ONLY" != redis ]; then
   port=$(free_port)
-  "$BIN/herald-logger" --listen "127.0.0.1:$port" > /dev/null 2> "$WORK/memory-logger.log" &
+  web=$(free_port)
+  "$BIN/herald-logger" --listen "127.0.0.1:$port" --web-listen "127.0.0.1:$web" > /dev/null 2> "$WORK/memory-logger.log" &
   logger=$!
   PIDS+=("$logger")
   wait_for_port "$port"
   ingest memory "127.0.0.1:$port" "logger=$logger"
   rest_of_suite memory "127.0.0.1:$port" "$logger" "logger=$logger"
+  # The same fan-out to browsers: each stream Server-Sent Events over HTTP/1.1.
+  bench memory "127.0.0.1:$port" fanout --subscribers "$SUBSCRIBERS" --events "$FANOUT_EVENTS" --logger-pid "$logger" --sse "http://127.0.0.1:$web"
   kill "$logger"
   wait "$logger" 2>/dev/null || true
 fi

@@ -62,6 +62,8 @@ def main():
             result = f"{s['ops_per_sec']:,.0f}/s"
             if bench == "fanout":
                 result = f"{s['ops']}/{r['expected_messages']} msgs"
+                if r.get("transport") == "sse":
+                    name = f"fanout(SSE): {s['name']}"
             print(f"{backend:<8} {name:<34} {result:>14} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['p999_ms']:>9.2f}")
         if bench == "ingest":
             print(f"{backend:<8} {'ingest / health floor':<34} {r['ingest_over_floor']:>14.3f}")
@@ -69,6 +71,9 @@ def main():
         if bench == "e2e" and r["missing"]:
             print(f"{backend:<8} {'e2e: MISSING notifications':<34} {r['missing']:>14}")
             problems.append(f"{backend} e2e lost {r['missing']} notifications")
+        if bench == "fanout" and "logger_bytes_per_idle_stream" in r:
+            label = "fanout(SSE)" if r.get("transport") == "sse" else "fanout"
+            print(f"{backend:<8} {label + ': logger bytes per idle stream':<34} {r['logger_bytes_per_idle_stream']:>14}")
         if bench == "fanout" and not r["all_arrived"]:
             problems.append(f"{backend} fanout: {r['arrived_messages']} of {r['expected_messages']} arrived")
         if bench != "fanout":

@@ -1,7 +1,9 @@
 //! `bench fanout`: Subscribe streams spread over users, a burst of events
 //! for each user, the delay from PROCESSED to arrival at each stream, and
 //! (given the logger's pid) the logger's memory per stream and CPU per
-//! message, read from /proc.
+//! message, read from /proc. With `--sse`, the streams are Server-Sent
+//! Events from the end users' listener instead (one HTTP/1.1 connection
+//! each, as browsers hold them), measured the same way.
 
 use std::{
     sync::{
@@ -22,6 +24,7 @@ use herald_client::{ApiKey, Tls};
 use herald_runtime::flags::positive_duration;
 use serde_json::json;
 use tokio::task::JoinSet;
+use tonic::transport::Channel;
 
 use super::{
     Report, Series, connect_all, cpu::cpu_seconds, histogram, record, run_tag, since, spinner,
@@ -54,12 +57,125 @@ pub struct FanoutArgs {
     /// Give up waiting for messages after this long.
     #[arg(long, default_value = "120s", value_parser = positive_duration)]
     timeout: Duration,
+    /// Follow over Server-Sent Events from this end users' listener
+    /// (`http://host:port` of the logger's --web-listen; one connection per
+    /// stream, the API key in `authorization`) instead of Subscribe.
+    #[arg(long, value_name = "URL", value_parser = parse_sse_url)]
+    sse: Option<String>,
+}
+
+/// Reads `--sse`: `http://host:port`, as the address to connect to.
+fn parse_sse_url(text: &str) -> Result<String, String> {
+    let rest = text.trim().trim_end_matches('/');
+    let Some(authority) = rest.strip_prefix("http://") else {
+        return Err(format!(
+            "{text}: give the plain-HTTP address of --web-listen (http://host:port)"
+        ));
+    };
+    if authority.is_empty() || authority.contains('/') {
+        return Err(format!("{text}: expected http://host:port"));
+    }
+    Ok(authority.to_owned())
+}
+
+/// One subscriber's stream: Subscribe over gRPC, or Server-Sent Events.
+enum Follower {
+    Grpc(tonic::Streaming<pb::SubscribeResponse>),
+    Sse {
+        body: hyper::body::Incoming,
+        buffer: Vec<u8>,
+    },
+}
+
+impl Follower {
+    /// A Subscribe stream of `user_id`'s notifications on `channel`.
+    async fn grpc(channel: Channel, key: &ApiKey, user_id: String) -> anyhow::Result<Self> {
+        let mut client = NotifierClient::with_interceptor(channel, key.clone());
+        let stream = client
+            .subscribe(pb::SubscribeRequest {
+                user_id,
+                ..Default::default()
+            })
+            .await
+            .context("subscribe")?;
+        Ok(Self::Grpc(stream.into_inner()))
+    }
+
+    /// An event stream of `user_id`'s notifications from the end users'
+    /// listener at `authority`, on a connection of its own.
+    async fn sse(authority: &str, api_key: &str, user_id: &str) -> anyhow::Result<Self> {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("--sse: cannot connect to {authority}"))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("/v1/notifications?user_id={user_id}"))
+            .header(http::header::HOST, authority)
+            .header(http::header::AUTHORIZATION, format!("Bearer {api_key}"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::bail!("--sse: {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        Ok(Self::Sse {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// When the next notification's event was updated (reached PROCESSED);
+    /// `None` once the stream has ended.
+    async fn next_update(&mut self) -> Option<Option<prost_types::Timestamp>> {
+        match self {
+            Self::Grpc(stream) => loop {
+                let message = stream.message().await.ok()??;
+                // Heartbeats and other notices are not deliveries.
+                if let Some(Kind::Event(event)) = message.kind {
+                    return Some(event.updated_at);
+                }
+            },
+            Self::Sse { body, buffer } => loop {
+                while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                    let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                    if let Some(updated) = notification_time(&block) {
+                        return Some(updated);
+                    }
+                }
+                use http_body_util::BodyExt;
+                let frame = body.frame().await?.ok()?;
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            },
+        }
+    }
+}
+
+/// The `updated_at` of a notification event (a plain message: no `event:`
+/// line), if `block` is one.
+fn notification_time(block: &[u8]) -> Option<Option<prost_types::Timestamp>> {
+    let text = std::str::from_utf8(block).ok()?;
+    if text.lines().any(|line| line.starts_with("event:")) {
+        return None;
+    }
+    let data = text.lines().find_map(|line| line.strip_prefix("data: "))?;
+    let event: serde_json::Value = serde_json::from_str(data).ok()?;
+    let updated = event["updated_at"]
+        .as_str()
+        .and_then(|t| herald::domain::parse_rfc3339(t).ok())
+        .map(prost_types::Timestamp::from);
+    Some(updated)
 }
 
 pub(super) async fn fanout(
     server: &str,
     tls: &Tls,
-    key: &ApiKey,
+    (key, api_key): (&ApiKey, &str),
     args: &FanoutArgs,
 ) -> anyhow::Result<Report> {
     let tag = run_tag();
@@ -80,42 +196,32 @@ pub(super) async fn fanout(
     // Subscribed a few at a time; each reader counts what reaches it.
     let opened = futures_util::stream::iter(0..args.subscribers)
         .map(|i| {
-            let mut client =
-                NotifierClient::with_interceptor(channels[i % channels.len()].clone(), key.clone());
+            let channel = channels[i % channels.len()].clone();
             let user_id = users[i % users.len()].clone();
             async move {
-                client
-                    .subscribe(pb::SubscribeRequest {
-                        user_id,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(tonic::Response::into_inner)
+                match &args.sse {
+                    Some(authority) => Follower::sse(authority, api_key, &user_id).await,
+                    None => Follower::grpc(channel, key, user_id).await,
+                }
             }
         })
         .buffer_unordered(64);
     futures_util::pin_mut!(opened);
     let mut readers = JoinSet::new();
-    while let Some(stream) = opened.next().await {
-        let mut stream = stream.context("subscribe")?;
+    while let Some(follower) = opened.next().await {
+        let mut follower = follower?;
         bar.inc(1);
         let (arrived, expected) = (arrived.clone(), args.events);
         readers.spawn(async move {
             let mut latency = histogram();
             let mut got = 0;
             while got < expected {
-                match stream.message().await {
-                    Ok(Some(message)) => {
-                        // Heartbeats and other notices are not deliveries.
-                        let Some(Kind::Event(event)) = message.kind else {
-                            continue;
-                        };
-                        record(&mut latency, since(event.updated_at));
-                        got += 1;
-                        arrived.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+                let Some(updated_at) = follower.next_update().await else {
+                    break;
+                };
+                record(&mut latency, since(updated_at));
+                got += 1;
+                arrived.fetch_add(1, Ordering::Relaxed);
             }
             latency
         });
@@ -173,6 +279,10 @@ pub(super) async fn fanout(
     delivery.errors = expected.saturating_sub(delivery.ops);
     delivery.elapsed = elapsed;
     let mut figures = vec![
+        (
+            "transport",
+            json!(if args.sse.is_some() { "sse" } else { "grpc" }),
+        ),
         ("subscribers", json!(args.subscribers)),
         ("users", json!(args.users)),
         ("connections", json!(connections)),

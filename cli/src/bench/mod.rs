@@ -4,9 +4,10 @@
 //!   `grpc.health.v1.Health/Check` on the same server as the floor.
 //! - `e2e`: create N events and wait, through Notifier subscriptions, until
 //!   every one is PROCESSED.
-//! - `fanout`: S subscriptions spread over U users, a burst of E events for
-//!   each user, the delay from PROCESSED to arrival at each subscriber, and
-//!   (given the logger's pid) what each stream costs the logger in memory.
+//! - `fanout`: S subscriptions (Subscribe, or Server-Sent Events with
+//!   `--sse`) spread over U users, a burst of E events for each user, the
+//!   delay from PROCESSED to arrival at each subscriber, and (given the
+//!   logger's pid) what each stream costs the logger in memory.
 //!
 //! Latencies go into HDR histograms (microseconds). Times that span processes
 //! (`e2e`, `fanout`) compare the server's timestamps with this machine's clock,
@@ -63,7 +64,7 @@ pub async fn run(
     let report = match bench {
         Bench::Ingest(args) => closed_loop::ingest(server, tls, &key, args).await?,
         Bench::E2e(args) => e2e::e2e(server, tls, api_key, args).await?,
-        Bench::Fanout(args) => fanout::fanout(server, tls, &key, args).await?,
+        Bench::Fanout(args) => fanout::fanout(server, tls, (&key, api_key), args).await?,
         Bench::Stats(args) => closed_loop::stats(server, tls, &key, args).await?,
     };
     if json {
