@@ -258,13 +258,18 @@ impl AuthLayer {
 /// The address a call came from, as tonic's accept loop recorded it
 /// (plain TCP, or TCP under TLS).
 pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    peer_addr(extensions).map(|addr| addr.ip())
+}
+
+/// The address and port a call came from (plain TCP, or TCP under TLS).
+pub(crate) fn peer_addr(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
         extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .map(TlsConnectInfo::get_ref)
     })?;
-    tcp.remote_addr().map(|addr| addr.ip())
+    tcp.remote_addr()
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>

@@ -43,7 +43,7 @@ use tonic::Status;
 
 use super::Web;
 use crate::{
-    auth::{Identity, peer_ip},
+    auth::{Identity, peer_addr, peer_ip},
     encoded::Encoded,
     http_api::ApiError,
     notifier::Caller,
@@ -93,13 +93,7 @@ fn open(
     {
         subscribe.user_id.clone_from(user);
     }
-    let caller = Caller::new(
-        Some(&identity),
-        parts
-            .extensions
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|tcp| tcp.remote_addr()),
-    );
+    let caller = Caller::new(Some(&identity), peer_addr(&parts.extensions));
     web.notifier.open(caller, subscribe).map_err(ApiError::from)
 }
 

@@ -51,6 +51,28 @@ async fn an_open_console_beyond_loopback_stops_the_start_naming_both_flags() {
 }
 
 #[tokio::test]
+async fn an_open_web_listener_beyond_loopback_stops_the_start_naming_both_flags() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let web = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let err = herald_logger::run_with(
+        herald_logger::Listeners {
+            web: Some(web),
+            ..herald_logger::Listeners::grpc(listener)
+        },
+        herald_logger::Config::from_args(&[]),
+        Lines::default().sink(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("an open web listener on 0.0.0.0 must not start");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("--web-listen") && message.contains("--keys-file"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn identifiers_with_invisible_characters_are_refused_naming_the_field() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
     let client = logger.client().await;

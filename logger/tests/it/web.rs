@@ -945,3 +945,141 @@ async fn the_inbox_over_grpc_answers_a_token_for_its_own_user_only() {
     assert_eq!((done.marked, done.unread_count), (1, 0));
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn browser_streams_count_against_the_users_stream_limit_and_bodies_have_a_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_keys, logger) =
+        web_logger(&["--max-streams-per-client", "2", "--body-timeout", "1s"]).await;
+    let web = logger.web_addr.expect("web listener");
+    let ann = format!("Bearer {}", token("ann"));
+    // Two streams of one user, over SSE and a ticket: the third is refused.
+    let first = EventStream::open(web, "/v1/notifications", &[("Authorization", &ann)]).await;
+    let second = EventStream::open(
+        web,
+        &format!("/v1/notifications?ticket={}", ticket(web, "ann").await),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (first.head.status.as_u16(), second.head.status.as_u16()),
+        (200, 200)
+    );
+    let (status, err) = EventStream::open(web, "/v1/notifications", &[("Authorization", &ann)])
+        .await
+        .refusal()
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (429, Some("RESOURCE_EXHAUSTED")),
+        "{err}"
+    );
+    // Another user is not held back by ann's streams.
+    let bob = format!("Bearer {}", token("bob"));
+    let other = EventStream::open(web, "/v1/notifications", &[("Authorization", &bob)]).await;
+    assert_eq!(other.head.status, 200);
+    drop((first, second, other));
+
+    // A body promised and never finished is cut off.
+    let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let head = format!(
+        "POST /v1/inbox/read HTTP/1.1\r\nhost: {web}\r\nauthorization: {ann}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"all\":"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send a head and a bit");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("--body-timeout"), "{text}");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn random_queries_and_bytes_get_client_errors_never_server_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_keys, logger) = web_logger(&[]).await;
+    let web = logger.web_addr.expect("web listener");
+    let ann = format!("Bearer {}", token("ann"));
+    // A fixed-seed generator: the same cases on every run.
+    let mut seed: u64 = 0x5eed_1234_abcd_0042;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let keys = [
+        "user_id",
+        "categories",
+        "types",
+        "statuses",
+        "session_id",
+        "after_cursor",
+        "ticket",
+        "unread_only",
+        "page_size",
+        "page_token",
+        "x",
+    ];
+    let values = [
+        "",
+        "ann",
+        "bob",
+        "PROCESSED",
+        "-1",
+        "99999999999",
+        "%00",
+        "%ff%fe",
+        "2:16:0:,,",
+        "*",
+        "a%0Ab",
+        "true",
+    ];
+    for case in 0..300 {
+        let mut query = String::new();
+        for _ in 0..next() % 5 {
+            query.push_str(&format!(
+                "{}={}&",
+                keys[next() % keys.len()],
+                values[next() % values.len()]
+            ));
+        }
+        let path = ["/v1/notifications", "/v1/inbox", "/v1/inbox/unread_count"][case % 3];
+        let full = format!("{path}?{query}");
+        let (status, head) = if path == "/v1/notifications" {
+            let stream = EventStream::open(web, &full, &[("Authorization", &ann)]).await;
+            (stream.head.status.as_u16(), format!("{:?}", stream.head))
+        } else {
+            let (status, head, _) =
+                http_call(web, "GET", &full, &[("Authorization", &ann)], "").await;
+            (status, head)
+        };
+        assert!(
+            status == 200 || (400..500).contains(&status),
+            "{full}: {head}"
+        );
+    }
+    // Bytes that are not HTTP: the connection is closed, the server goes on.
+    for junk in [
+        &b"\x00\x01\x02\x03garbage\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        &[0x16, 0x03, 0x01, 0x00, 0x05][..],
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
+        stream.write_all(junk).await.expect("write");
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        assert!(
+            !String::from_utf8_lossy(&answer).contains(" 500 "),
+            "{answer:?}"
+        );
+    }
+    let (status, _) = json_call(web, "GET", "/v1/inbox/unread_count", &ann, None).await;
+    assert_eq!(status, 200, "still serving");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
