@@ -404,7 +404,9 @@ fn check_web_address(web: &TcpListener, open: bool, tls: bool) -> anyhow::Result
     }
     if open {
         anyhow::bail!(
-            "refusing to serve --web-listen {addr} without --keys-file: anyone who can reach              it could read every user's notifications; give --keys-file (and              --user-token-secret for end users' tokens), or listen on loopback"
+            "refusing to serve --web-listen {addr} without --keys-file: anyone who can reach \
+             it could read every user's notifications; give --keys-file (and \
+             --user-token-secret for end users' tokens), or listen on loopback"
         );
     }
     if !tls {

@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(help_heading = "End users", long, env = "HERALD_WEB_LISTEN", default_value = "off", value_parser = herald_runtime::http::parse_listen)]
     pub web_listen: herald_runtime::http::Listen,
     /// A browser origin allowed to call --web-listen, e.g.
-    /// https://app.example.com (repeatable; comma-separated in the env
+    /// `https://app.example.com` (repeatable; comma-separated in the env
     /// variable). None by default: requests from browsers are refused.
     #[arg(help_heading = "End users", long, env = "HERALD_CORS_ALLOW_ORIGIN", value_delimiter = ',', value_parser = crate::web::parse_origin)]
     pub cors_allow_origin: Vec<http::HeaderValue>,

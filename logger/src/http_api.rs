@@ -2,7 +2,7 @@
 //! endpoints) share: [`ApiError`], the JSON every failed call answers
 //! (`{"code", "message", "field"}` with the HTTP status of the gRPC code),
 //! how gRPC statuses, client errors and bad requests become one, and
-//! [`read_whole`], which reads a request's body within bounds.
+//! `read_whole`, which reads a request's body within bounds.
 
 use axum::{
     Json,

@@ -1,6 +1,6 @@
 //! `GET /v1/notifications`: one user's notifications as Server-Sent Events.
 //!
-//! The stream is a Subscribe stream ([`NotifierService::open`]: the same
+//! The stream is a Subscribe stream ([`crate::notifier::NotifierService::open`]: the same
 //! filters, limits and budget) written as `text/event-stream`:
 //!
 //! - a notification is a `message` event whose `data` is the event as JSON
