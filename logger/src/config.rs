@@ -30,9 +30,9 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
     }
 }
 
-/// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, health,
-/// reflection). Without --redis-url it runs the whole system in this process on
-/// an in-memory backend.
+/// `herald-logger`: Herald's gRPC front door (EventLogger, Notifier, Inbox,
+/// health, reflection). Without --redis-url it runs the whole system in this
+/// process on an in-memory backend.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "herald-logger", version, about)]
 pub struct Config {

@@ -1,5 +1,6 @@
-//! `herald-logger`: Herald's front door. Serves `herald.v1.EventLogger` and
-//! `herald.v1.Notifier` with gRPC health and reflection on one port, over the
+//! `herald-logger`: Herald's front door. Serves `herald.v1.EventLogger`,
+//! `herald.v1.Notifier` and `herald.v1.Inbox` with gRPC health and
+//! reflection on one port (and end users' endpoints on another), over the
 //! Redis backend, or, without Redis, over the memory backend with a processor
 //! worker embedded, so one command runs the whole system.
 //!

@@ -152,7 +152,12 @@ async fn ids_and_statuses_are_checked_and_rejections_change_nothing() {
 async fn health_and_reflection_cover_every_service() {
     let logger = Logger::start(&[], Lines::default().sink()).await;
     let mut health = HealthClient::new(logger.channel().await);
-    for service in ["", "herald.v1.EventLogger", "herald.v1.Notifier"] {
+    for service in [
+        "",
+        "herald.v1.EventLogger",
+        "herald.v1.Notifier",
+        "herald.v1.Inbox",
+    ] {
         eventually(Duration::from_secs(5), "SERVING", || {
             let mut health = health.clone();
             async move {
@@ -201,6 +206,7 @@ async fn health_and_reflection_cover_every_service() {
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
             "herald.v1.EventLogger",
+            "herald.v1.Inbox",
             "herald.v1.Notifier",
         ]
     );

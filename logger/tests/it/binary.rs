@@ -471,6 +471,7 @@ fn the_logger_help_groups_its_options_under_headings() {
         [
             "Options",
             "Serving",
+            "End users",
             "Storage",
             "Events",
             "Authentication",
@@ -495,6 +496,8 @@ fn the_logger_help_groups_its_options_under_headings() {
         ("Serving", "--listen"),
         ("Serving", "--console-listen"),
         ("Serving", "--worker-threads"),
+        ("End users", "--web-listen"),
+        ("End users", "--cors-allow-origin"),
         ("Storage", "--redis-url"),
         ("Storage", "--partitions"),
         ("Authentication", "--user-token-secret"),

@@ -164,8 +164,8 @@ async fn the_inbox_element_shows_notifications_live_marks_them_read_and_survives
         .expect("create");
     let state = until(
         &browser,
-        LIVE + Duration::from_secs(1),
-        "the notification and the badge",
+        LIVE,
+        "the notification and the badge within a second",
         &format!(
             "state.items.some((i) => i.id === '{}') && state.badge === '1'",
             first.id
