@@ -557,7 +557,8 @@ fn said_until(
     std::thread::sleep(after);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
-    said.extend(lines.try_iter());
+    // Everything it wrote before it exited: the reader ends at its end.
+    said.extend(lines.iter());
     said
 }
 

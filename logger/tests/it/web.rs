@@ -17,6 +17,15 @@ use crate::common;
 const SECRET: &str = "a-test-secret-of-enough-length";
 const ORIGIN: &str = "http://app.example.test:8080";
 
+/// A logger of [`web_logger`] (its keys' directory, to keep), where its
+/// end users' listener is, and an admin's client of it.
+async fn setup(extra: &[&str]) -> (tempfile::TempDir, Logger, SocketAddr, herald_client::Client) {
+    let (keys, logger) = web_logger(extra).await;
+    let web = logger.web_addr.expect("web listener");
+    let admin = logger.client_with_key("admin-key").await;
+    (keys, logger, web, admin)
+}
+
 /// A logger with keys (`admin-key`, `reader-key`), user tokens and the end
 /// users' listener allowing [`ORIGIN`], plus `extra` flags.
 async fn web_logger(extra: &[&str]) -> (tempfile::TempDir, Logger) {
@@ -176,9 +185,7 @@ impl EventStream {
 
 #[tokio::test]
 async fn a_browser_stream_gets_its_users_notifications_and_resumes_after_its_last_id() {
-    let (_keys, logger) = web_logger(&[]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&[]).await;
     let ann_ticket = ticket(web, "ann").await;
     let mut stream = EventStream::open(
         web,
@@ -443,9 +450,7 @@ async fn hostile_browsers_are_refused_with_the_field_or_reason() {
 
 #[tokio::test]
 async fn a_browser_that_stops_reading_is_cut_off_and_told() {
-    let (_keys, logger) = web_logger(&["--max-buffered-bytes-per-client", "65536"]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&["--max-buffered-bytes-per-client", "65536"]).await;
     let mut stream = EventStream::open(
         web,
         "/v1/notifications?user_id=ann&statuses=PENDING",
@@ -523,9 +528,7 @@ fn grpc_web_example(
 #[tokio::test]
 async fn a_grpc_web_client_from_npm_subscribes_with_a_user_token() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let (_keys, logger) = web_logger(&[]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&[]).await;
     let dir = tempfile::tempdir().expect("dir");
     let descriptors = dir.path().join("herald.binpb");
     std::fs::write(&descriptors, herald::pb::FILE_DESCRIPTOR_SET).expect("descriptors");
@@ -569,9 +572,7 @@ async fn a_grpc_web_client_from_npm_subscribes_with_a_user_token() {
 async fn grpc_web_text_mode_streams_base64_frames() {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
     use prost::Message as _;
-    let (_keys, logger) = web_logger(&[]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&[]).await;
     let request = herald::pb::SubscribeRequest {
         user_id: "ann".into(),
         ..Default::default()
@@ -651,6 +652,17 @@ async fn json_call(
     (status, value)
 }
 
+/// `POST /v1/inbox/read` with `body` as `authorization`.
+async fn mark_read(web: SocketAddr, authorization: &str, body: Value) -> (u16, Value) {
+    json_call(web, "POST", "/v1/inbox/read", authorization, Some(body)).await
+}
+
+/// The status of the event `id` names.
+async fn status_of(admin: &herald_client::Client, id: &str) -> EventStatus {
+    let id = id.parse().expect("an event id");
+    admin.get_event(id).await.expect("get").status
+}
+
 /// Creates one event per description for `user` and waits until every one
 /// is PROCESSED.
 async fn notify(admin: &herald_client::Client, user: &str, descriptions: &[&str]) -> Vec<String> {
@@ -675,9 +687,7 @@ async fn notify(admin: &herald_client::Client, user: &str, descriptions: &[&str]
 
 #[tokio::test]
 async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
-    let (_keys, logger) = web_logger(&[]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&[]).await;
     let ann = format!("Bearer {}", token("ann"));
     let ids = notify(&admin, "ann", &["one", "two", "three"]).await;
     let bobs = notify(&admin, "bob", &["bob's"]).await;
@@ -704,35 +714,14 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
     assert_eq!(rest["notifications"][0]["description"], "one");
     assert_eq!(rest["next_page_token"], "");
 
-    let (status, done) = json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"event_ids": [ids[0]]})),
-    )
-    .await;
+    let (status, done) = mark_read(web, &ann, json!({"event_ids": [ids[0]]})).await;
     assert_eq!(
         (status, &done["marked"], &done["unread_count"]),
         (200, &json!(1), &json!(2)),
         "{done}"
     );
-    assert_eq!(
-        admin
-            .get_event(ids[0].parse().expect("id"))
-            .await
-            .expect("get")
-            .status,
-        EventStatus::Opened
-    );
-    let (_, again) = json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"event_ids": [ids[0]]})),
-    )
-    .await;
+    assert_eq!(status_of(&admin, &ids[0]).await, EventStatus::Opened);
+    let (_, again) = mark_read(web, &ann, json!({"event_ids": [ids[0]]})).await;
     assert_eq!(again["marked"], 0, "read once");
     let (_, count) = json_call(web, "GET", "/v1/inbox/unread_count", &ann, None).await;
     assert_eq!(count["unread_count"], 2);
@@ -740,38 +729,17 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
     assert_eq!(unread["notifications"].as_array().expect("list").len(), 2);
 
     // Someone else's notifications, inbox or ids: refused, nothing marked.
-    let (status, err) = json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"event_ids": [bobs[0]]})),
-    )
-    .await;
+    let (status, err) = mark_read(web, &ann, json!({"event_ids": [bobs[0]]})).await;
     assert_eq!(
         (status, err["field"].as_str()),
         (400, Some("event_ids[0]")),
         "{err}"
     );
-    let (status, _) = json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"user_id": "bob", "all": true})),
-    )
-    .await;
+    let (status, _) = mark_read(web, &ann, json!({"user_id": "bob", "all": true})).await;
     assert_eq!(status, 403);
     let (status, _) = json_call(web, "GET", "/v1/inbox?user_id=bob", &ann, None).await;
     assert_eq!(status, 403);
-    assert_eq!(
-        admin
-            .get_event(bobs[0].parse().expect("id"))
-            .await
-            .expect("get")
-            .status,
-        EventStatus::Processed
-    );
+    assert_eq!(status_of(&admin, &bobs[0]).await, EventStatus::Processed);
     // API keys by scope: reading needs events:read, marking events:process.
     let (status, _) = json_call(
         web,
@@ -782,12 +750,10 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, err) = json_call(
+    let (status, err) = mark_read(
         web,
-        "POST",
-        "/v1/inbox/read",
         "Bearer reader-key",
-        Some(json!({"user_id": "bob", "all": true})),
+        json!({"user_id": "bob", "all": true}),
     )
     .await;
     assert_eq!(status, 403, "{err}");
@@ -797,8 +763,7 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
         (json!({}), "event_ids"),
         (json!({"event_ids": ["nope"]}), "event_ids[0]"),
     ] {
-        let (status, err) =
-            json_call(web, "POST", "/v1/inbox/read", &ann, Some(body.clone())).await;
+        let (status, err) = mark_read(web, &ann, body.clone()).await;
         assert_eq!(
             (status, err["field"].as_str()),
             (400, Some(field)),
@@ -814,42 +779,19 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
     )
     .await;
     assert_eq!(status, 415, "JSON only");
-    let (status, _, _) = http_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &[
-            ("Authorization", &ann),
-            ("Content-Type", "application/json"),
-        ],
-        "{not json",
-    )
-    .await;
-    assert_eq!(status, 400);
     let big = format!(r#"{{"event_ids": ["{}"]}}"#, "a".repeat(100_000));
-    let (status, _, _) = http_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &[
-            ("Authorization", &ann),
+    for (body, expected) in [("{not json", 400), (big.as_str(), 413)] {
+        let headers = [
+            ("Authorization", ann.as_str()),
             ("Content-Type", "application/json"),
-        ],
-        &big,
-    )
-    .await;
-    assert_eq!(status, 413);
+        ];
+        let (status, _, _) = http_call(web, "POST", "/v1/inbox/read", &headers, body).await;
+        assert_eq!(status, expected, "{}", &body[..body.len().min(20)]);
+    }
     let (status, page) = json_call(web, "GET", "/v1/inbox?page_token=forged", &ann, None).await;
     assert_eq!((status, page["field"].as_str()), (400, Some("page_token")));
 
-    let (status, done) = json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"all": true})),
-    )
-    .await;
+    let (status, done) = mark_read(web, &ann, json!({"all": true})).await;
     assert_eq!(
         (status, &done["marked"], &done["unread_count"]),
         (200, &json!(2), &json!(0)),
@@ -860,9 +802,7 @@ async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
 
 #[tokio::test]
 async fn the_unread_count_is_pushed_on_the_users_stream() {
-    let (_keys, logger) = web_logger(&[]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
+    let (_keys, logger, web, admin) = setup(&[]).await;
     let ann = format!("Bearer {}", token("ann"));
     let mut stream = EventStream::open(
         web,
@@ -891,14 +831,7 @@ async fn the_unread_count_is_pushed_on_the_users_stream() {
         (Some("unread"), Some(1))
     );
     assert_eq!(count.id, sent.id, "at the change's position");
-    json_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &ann,
-        Some(json!({"event_ids": [id]})),
-    )
-    .await;
+    mark_read(web, &ann, json!({"event_ids": [id]})).await;
     let read = stream.notification().await;
     assert_eq!(read.json()["status"], "OPENED");
     let count = stream.next().await.expect("the count");
