@@ -282,6 +282,21 @@ fn free_cluster_port() -> u16 {
     }
 }
 
+/// A port that is free now, for a server that stops and starts again on
+/// it: drawn from 10000 to 19999, below the ports the OS hands out for
+/// `:0` and those [`RedisCluster`] draws, so no other test's server takes
+/// it while this one is down.
+pub fn restartable_port() -> u16 {
+    loop {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).expect("randomness from the OS");
+        let port = 10_000 + u16::from_le_bytes(bytes) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

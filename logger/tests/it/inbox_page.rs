@@ -5,11 +5,10 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
-use common::{Lines, Logger, console_keys_file, eventually};
+use common::{Lines, Logger, console_keys_file, eventually, rebind};
 use herald::EventStatus;
-use herald_storage::testing::{RedisServer, free_port};
+use herald_storage::testing::{RedisServer, free_port, restartable_port};
 use serde_json::json;
-use tokio::net::TcpListener;
 use webdriver::Browser;
 
 use crate::{common, webdriver};
@@ -78,18 +77,9 @@ async fn logger(
         "1s",
     ];
     // A restart binds the same addresses again, as a redeployed logger would.
-    let bind = async |addr: SocketAddr| {
-        for _ in 0..100 {
-            if let Ok(listener) = TcpListener::bind(addr).await {
-                return listener;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("cannot bind {addr} again");
-    };
     Logger::start_with_web_on(
-        bind(grpc).await,
-        bind(web).await,
+        rebind(grpc).await,
+        rebind(web).await,
         &args,
         Lines::default().sink(),
     )
@@ -127,8 +117,8 @@ async fn the_inbox_element_shows_notifications_live_marks_them_read_and_survives
     let dir = tempfile::tempdir().expect("dir");
     let keys = console_keys_file(&dir);
     let (grpc, web) = (
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], restartable_port())),
+        SocketAddr::from(([127, 0, 0, 1], restartable_port())),
     );
     let app = ExampleApp::start(web, "ann");
     let mut herald = logger(&redis, &keys, grpc, web, &app.origin).await;

@@ -15,7 +15,6 @@ use herald_client::{
     Client, ListEvents, Observer, Outcome, Publish, Publisher, PublisherOptions, WhenFull,
 };
 use herald_storage::testing::{RedisServer, skip_redis_tests};
-use tokio::net::TcpListener;
 
 use crate::common;
 
@@ -67,8 +66,7 @@ async fn nothing_is_lost_or_doubled_while_the_logger_is_down() {
     }
     let redis = RedisServer::start();
     let args = ["--redis-url", &redis.url()];
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = common::restartable_listener().await;
     let publisher = publisher_of(addr, fast_retries());
 
     let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
@@ -91,7 +89,7 @@ async fn nothing_is_lost_or_doubled_while_the_logger_is_down() {
     assert_eq!(stats.published, 100, "{stats:?}");
     assert_eq!(stats.buffered, 300, "{stats:?}");
 
-    let listener = TcpListener::bind(addr).await.expect("the same address");
+    let listener = common::rebind(addr).await;
     let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
     publish_all(&publisher, "ann", "after", 100).await;
     publisher
@@ -123,8 +121,7 @@ async fn nothing_is_lost_or_doubled_while_the_logger_is_down() {
 #[tokio::test]
 async fn a_full_buffer_drops_the_newest_and_counts_it() {
     // Nothing listens yet: every event stays in the buffer.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = common::restartable_listener().await;
     drop(listener);
     let publisher = publisher_of(
         addr,
@@ -168,7 +165,7 @@ async fn a_full_buffer_drops_the_newest_and_counts_it() {
     assert_eq!(waiting.stats().dropped, 1);
 
     // Once a logger answers there, the buffered events are stored.
-    let listener = TcpListener::bind(addr).await.expect("the same address");
+    let listener = common::rebind(addr).await;
     let logger = Logger::start_on(listener, &[], Lines::default().sink()).await;
     publisher
         .flush(Duration::from_secs(20))

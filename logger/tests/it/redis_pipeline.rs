@@ -389,10 +389,7 @@ async fn events_settle_soon_after_the_logger_comes_back() {
         return;
     }
     let redis = RedisServer::start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = common::restartable_listener().await;
     let args = ["--redis-url", &redis.url()];
     let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
     // The processor starts while its logger answers (it takes no event
@@ -424,9 +421,7 @@ async fn events_settle_soon_after_the_logger_comes_back() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .expect("the same address again");
+    let listener = common::rebind(addr).await;
     let logger = Logger::start_on(listener, &args, Lines::default().sink()).await;
     let client = logger.client().await;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();

@@ -171,6 +171,30 @@ impl Logger {
     }
 }
 
+/// A listener on a port no other test takes while its server is down
+/// ([`herald_storage::testing::restartable_port`]), and its address.
+pub async fn restartable_listener() -> (TcpListener, SocketAddr) {
+    loop {
+        let port = herald_storage::testing::restartable_port();
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            let addr = listener.local_addr().expect("addr");
+            return (listener, addr);
+        }
+    }
+}
+
+/// `addr` bound again after its server stopped, as a restarted server
+/// would (its old connections may hold it for a moment).
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr} again");
+}
+
 /// A processor running in this process.
 pub struct Processor {
     pub handle: JoinHandle<anyhow::Result<()>>,
