@@ -61,9 +61,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for n in "$ROUNDS" "$EVENTS" "$PROCESSORS"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$n: rounds, events and processors are whole numbers above 0" >&2; usage; }
-done
+check_counts "$ROUNDS" "$EVENTS" "$PROCESSORS"
 [[ "$DURATION" =~ ^[1-9][0-9]*(ms|s|m)$ ]] || { echo "--duration $DURATION: a time such as 5s or 500ms" >&2; usage; }
 needed=(herald-logger)
 [ -n "$INGEST" ] || needed+=(herald-processor)
@@ -103,13 +101,7 @@ run_once() {
   local label="$1" round="$2" dir="$3"
   local before=() i
   start_front_door "$label" "$round" "$dir"
-  for i in $(seq 1 "$PROCESSORS"); do
-    "$dir/herald-processor" --redis-url "redis://127.0.0.1:$RPORT/" \
-      --logger-url "http://127.0.0.1:$LPORT" --consumer-name "compare-$i" \
-      > /dev/null 2> "$WORK/$label-$round/processor-$i.log" &
-    PIDS+=("$!")
-    NAMED+=("processor-$i=$!")
-  done
+  start_processors "$dir" "$PROCESSORS" "$RPORT" "$LPORT" "$WORK/$label-$round"
   "$CLIENT" --server "127.0.0.1:$LPORT" bench e2e --events $((EVENTS / 4 + 1)) > /dev/null
   for i in "${!NAMED[@]}"; do before[i]=$(cpu_ticks "${NAMED[i]#*=}"); done
   run_counting_cpu "$WORK/client-cpu" "$CLIENT" --server "127.0.0.1:$LPORT" --json \

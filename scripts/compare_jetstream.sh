@@ -43,9 +43,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for n in "$ROUNDS" "$EVENTS" "$PROCESSORS"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$n: rounds, events and processors are whole numbers above 0" >&2; usage; }
-done
+check_counts "$ROUNDS" "$EVENTS" "$PROCESSORS"
 for bin in herald-logger herald-processor herald jetstream-bench; do
   [ -x "$BIN/$bin" ] || { echo "$BIN/$bin: no such program (cargo build --profile dist --workspace --bins, or give --bin)" >&2; exit 2; }
 done
@@ -84,13 +82,9 @@ herald_round() {
   PIDS+=("$!")
   named+=("logger=$!")
   wait_for_port "$lport"
-  for i in $(seq 1 "$PROCESSORS"); do
-    "$BIN/herald-processor" --redis-url "redis://127.0.0.1:$rport/" \
-      --logger-url "http://127.0.0.1:$lport" --consumer-name "compare-$i" \
-      > /dev/null 2> "$dir/processor-$i.log" &
-    PIDS+=("$!")
-    named+=("processor-$i=$!")
-  done
+  NAMED=("${named[@]}")
+  start_processors "$BIN" "$PROCESSORS" "$rport" "$lport" "$dir"
+  named=("${NAMED[@]}")
   "$BIN/herald" --server "127.0.0.1:$lport" bench e2e --events "$WARM" --concurrency 64 > /dev/null
   for i in "${!named[@]}"; do before[i]=$(cpu_ticks "${named[i]#*=}"); done
   local start end

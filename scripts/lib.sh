@@ -43,6 +43,28 @@ open(sys.argv[1], "w").write(str(used.ru_utime + used.ru_stime))
 sys.exit(done.returncode)' "$@"
 }
 
+# check_counts N...: each is a whole number above 0, or the caller's usage.
+check_counts() {
+  local n
+  for n in "$@"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$n: rounds, events and processors are whole numbers above 0" >&2; usage; }
+  done
+}
+
+# start_processors BIN N RPORT LPORT LOGDIR: N processors of BIN on the
+# Redis at RPORT, calling the logger at LPORT, logging into LOGDIR; each
+# is added to PIDS and, as processor-I=PID, to NAMED.
+start_processors() {
+  local bin="$1" count="$2" rport="$3" lport="$4" logs="$5" i
+  for i in $(seq 1 "$count"); do
+    "$bin/herald-processor" --redis-url "redis://127.0.0.1:$rport/" \
+      --logger-url "http://127.0.0.1:$lport" --consumer-name "compare-$i" \
+      > /dev/null 2> "$logs/processor-$i.log" &
+    PIDS+=("$!")
+    NAMED+=("processor-$i=$!")
+  done
+}
+
 # Exits unless redis-server is installed.
 need_redis_server() {
   command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
