@@ -41,7 +41,7 @@ use herald::{
 use serde_json::json;
 use tonic::Status;
 
-use super::Web;
+use super::{Web, tickets::Claim};
 use crate::{
     auth::{Identity, peer_addr, peer_ip},
     encoded::Encoded,
@@ -78,15 +78,20 @@ fn open(
         mut subscribe,
         ticket,
     } = read_request(parts.uri.query().unwrap_or_default(), &parts.headers)?;
-    let identity = match ticket {
+    let (identity, claim) = match ticket {
         Some(_) if parts.headers.contains_key(header::AUTHORIZATION) => {
             return Err(ApiError::invalid(
                 "ticket",
                 "send a ticket or an authorization header, not both",
             ));
         }
-        Some(ticket) => redeem(web, parts, &ticket)?,
-        None => web.subscriber(parts)?,
+        Some(ticket) => {
+            let claim = check_ticket(web, parts, &ticket)?;
+            let identity = Identity::end_user(claim.user.clone());
+            web.auth.admit_rate(&identity)?;
+            (identity, Some(claim))
+        }
+        None => (web.subscriber(parts)?, None),
     };
     if let Some(user) = &identity.user
         && subscribe.user_id.is_empty()
@@ -94,12 +99,18 @@ fn open(
         subscribe.user_id.clone_from(user);
     }
     let caller = Caller::new(Some(&identity), peer_addr(&parts.extensions));
-    web.notifier.open(caller, subscribe).map_err(ApiError::from)
+    let stream = web.notifier.open(caller, subscribe)?;
+    // Spent only now: a request refused above leaves its ticket usable. A
+    // ticket spent meanwhile drops the stream just opened.
+    if let (Some(claim), Some(tickets)) = (claim, &web.tickets) {
+        tickets.spend(&claim)?;
+    }
+    Ok(stream)
 }
 
-/// The user of `ticket`, as a user token would be: failures counted
-/// against the peer, the user's rate applied.
-fn redeem(web: &Web, parts: &http::request::Parts, ticket: &str) -> Result<Identity, ApiError> {
+/// What `ticket` claims, checked as a user token would be (failures
+/// counted against the peer). Not spent yet.
+fn check_ticket(web: &Web, parts: &http::request::Parts, ticket: &str) -> Result<Claim, ApiError> {
     let failures = web.auth.failures().zip(peer_ip(&parts.extensions));
     if let Some((failures, peer)) = failures {
         failures.check(peer)?;
@@ -110,14 +121,12 @@ fn redeem(web: &Web, parts: &http::request::Parts, ticket: &str) -> Result<Ident
             "this logger issues no tickets (no --user-token-secret)",
         )
     })?;
-    let user = tickets.redeem(ticket).inspect_err(|_| {
+    let claim = tickets.check(ticket).inspect_err(|_| {
         if let Some((failures, peer)) = failures {
             failures.failed(peer);
         }
     })?;
-    let identity = Identity::end_user(user);
-    web.auth.admit_rate(&identity)?;
-    Ok(identity)
+    Ok(claim)
 }
 
 /// Reads the query string (Subscribe's fields, and `ticket`) and the

@@ -5,9 +5,11 @@
 //! it expires (milliseconds since the epoch, 8 bytes), a random nonce (16
 //! bytes) and the user id; the mac is its HMAC-SHA256 under a key derived
 //! from `--user-token-secret`, so every logger sharing the secret can check
-//! a ticket any of them issued. A redeemed ticket's nonce is kept until the
-//! ticket expires, so it opens one stream only (on this logger: see
-//! [`Tickets::redeem`]).
+//! a ticket any of them issued. A ticket is checked first
+//! ([`Tickets::check`]) and spent only once its stream is open
+//! ([`Tickets::spend`]), so a request refused for another reason leaves it
+//! usable; a spent ticket's nonce is kept until the ticket expires, so it
+//! opens one stream only (on this logger: see [`Tickets::spend`]).
 
 use std::{
     collections::HashMap,
@@ -43,6 +45,22 @@ struct Redeemed {
     nonces: HashMap<Nonce, SystemTime>,
     /// The size at which expired nonces are next swept out.
     sweep_at: usize,
+}
+
+/// What a checked ticket stands for, until it is spent.
+#[derive(Debug)]
+pub struct Claim {
+    nonce: Nonce,
+    expires: SystemTime,
+    /// The user it opens a stream of.
+    pub user: String,
+}
+
+/// Why a ticket used before opens nothing.
+fn used() -> Status {
+    Status::unauthenticated(
+        "ticket: already used: a ticket opens one stream; get a new one with POST /v1/tickets",
+    )
 }
 
 /// A ticket just issued.
@@ -89,12 +107,10 @@ impl Tickets {
         })
     }
 
-    /// The user of `ticket`, if it is one this deployment issued, unexpired
-    /// and not redeemed before; it cannot be redeemed again. A nonce is
-    /// remembered by this logger only: behind a balancer, a ticket seen in
-    /// transit could open one stream on each other logger within its
-    /// seconds of life (keep `--ticket-ttl` short).
-    pub fn redeem(&self, ticket: &str) -> Result<String, Status> {
+    /// What `ticket` claims, if it is one this deployment issued, unexpired
+    /// and not redeemed before. Nothing is spent: a request refused for
+    /// another reason leaves its ticket usable; [`Self::spend`] redeems it.
+    pub fn check(&self, ticket: &str) -> Result<Claim, Status> {
         let invalid = |why: &str| Status::unauthenticated(format!("ticket: {why}"));
         if ticket.len() > MAX_TICKET_CHARS {
             return Err(invalid("too long to be a ticket"));
@@ -113,25 +129,40 @@ impl Tickets {
             + Duration::from_millis(u64::from_be_bytes(
                 payload[..8].try_into().expect("8 bytes"),
             ));
-        let now = SystemTime::now();
-        if expires <= now {
+        if expires <= SystemTime::now() {
             return Err(invalid("expired; get a new one with POST /v1/tickets"));
         }
-        let nonce: Nonce = payload[8..HEAD].try_into().expect("16 bytes");
-        let user =
-            String::from_utf8(payload[HEAD..].to_vec()).map_err(|_| invalid("not a ticket"))?;
-        let mut redeemed = self.redeemed.lock().expect("tickets lock");
-        if redeemed.nonces.contains_key(&nonce) {
-            return Err(invalid(
-                "already used: a ticket opens one stream; get a new one with POST /v1/tickets",
-            ));
+        let claim = Claim {
+            nonce: payload[8..HEAD].try_into().expect("16 bytes"),
+            expires,
+            user: String::from_utf8(payload[HEAD..].to_vec())
+                .map_err(|_| invalid("not a ticket"))?,
+        };
+        if self.lock().nonces.contains_key(&claim.nonce) {
+            return Err(used());
         }
-        redeemed.nonces.insert(nonce, expires);
+        Ok(claim)
+    }
+
+    /// Redeems a checked ticket: it cannot be redeemed again. A nonce is
+    /// remembered by this logger only: behind a balancer, a ticket seen in
+    /// transit could open one stream on each other logger within its
+    /// seconds of life (keep `--ticket-ttl` short).
+    pub fn spend(&self, claim: &Claim) -> Result<(), Status> {
+        let mut redeemed = self.lock();
+        if redeemed.nonces.insert(claim.nonce, claim.expires).is_some() {
+            return Err(used());
+        }
         if redeemed.nonces.len() >= redeemed.sweep_at {
+            let now = SystemTime::now();
             redeemed.nonces.retain(|_, expires| *expires > now);
             redeemed.sweep_at = (redeemed.nonces.len() * 2).max(1024);
         }
-        Ok(user)
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Redeemed> {
+        self.redeemed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
@@ -150,6 +181,15 @@ fn millis(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
+    impl Tickets {
+        /// Checks and spends `ticket` at once.
+        fn redeem(&self, ticket: &str) -> Result<String, Status> {
+            let claim = self.check(ticket)?;
+            self.spend(&claim)?;
+            Ok(claim.user)
+        }
+    }
+
     #[test]
     fn a_ticket_opens_once_for_its_user_only() {
         let tickets = Tickets::new("a secret of sixteen bytes", Duration::from_secs(30));
@@ -159,6 +199,14 @@ mod tests {
         let again = tickets.redeem(&issued.ticket).expect_err("used");
         assert_eq!(again.code(), tonic::Code::Unauthenticated);
         assert!(again.message().contains("already used"), "{again:?}");
+        // Checked but not spent: still good, and only one spend wins.
+        let issued = tickets.issue("bob").expect("issued");
+        let (one, two) = (
+            tickets.check(&issued.ticket).expect("checked"),
+            tickets.check(&issued.ticket).expect("checked again"),
+        );
+        tickets.spend(&one).expect("spent");
+        assert!(tickets.spend(&two).is_err(), "spent once only");
     }
 
     #[test]

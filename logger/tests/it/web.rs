@@ -309,12 +309,10 @@ async fn hostile_browsers_are_refused_with_the_field_or_reason() {
             refused(format!("/v1/notifications?{key}={}", token("ann")), vec![]).await;
         assert_eq!((status, body["field"].as_str()), (400, Some(key)), "{body}");
     }
-    // A ticket opens its own user's stream only.
+    // A ticket opens its own user's stream only; the refusal spends nothing.
+    let anns = ticket(web, "ann").await;
     let (status, body) = refused(
-        format!(
-            "/v1/notifications?ticket={}&user_id=bob",
-            ticket(web, "ann").await
-        ),
+        format!("/v1/notifications?ticket={anns}&user_id=bob"),
         vec![],
     )
     .await;
@@ -323,6 +321,12 @@ async fn hostile_browsers_are_refused_with_the_field_or_reason() {
         (403, Some("PERMISSION_DENIED")),
         "{body}"
     );
+    let own = EventStream::open(web, &format!("/v1/notifications?ticket={anns}"), &[]).await;
+    assert_eq!(
+        own.head.status, 200,
+        "the refused request left the ticket usable"
+    );
+    drop(own);
     let (status, _) = refused(
         "/v1/notifications?user_id=bob".into(),
         vec![("Authorization", ann.clone())],
