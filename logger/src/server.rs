@@ -220,11 +220,8 @@ where
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    builder
-        .http2_keepalive_interval(Some(http2.keepalive_interval))
-        .http2_keepalive_timeout(Some(http2.keepalive_timeout))
-        .max_concurrent_streams(http2.max_concurrent_streams)
-        .http2_max_header_list_size(http2.max_header_list_size)
+    http2
+        .apply(builder)
         .layer(calls)
         .layer(tower::util::option_layer(metrics))
         .layer(auth)
@@ -239,13 +236,7 @@ where
         )
         .add_service(NotifierServer::new(notifier, max_message_bytes))
         .add_service(inbox_server(inbox, max_message_bytes))
-        .serve_with_incoming_shutdown(
-            // Nagle's algorithm would hold small responses back for the peer's
-            // delayed ACK (40 ms tails); the builder's tcp_nodelay only covers
-            // listeners tonic binds itself.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
         .await?;
     Ok(())
 }
@@ -280,19 +271,32 @@ async fn serve_web<H>(
             .tls_config(tls)
             .context("--tls-cert or --tls-key (for --web-listen)")?;
     }
-    builder
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(services.http2.keepalive_interval))
-        .http2_keepalive_timeout(Some(services.http2.keepalive_timeout))
-        .max_concurrent_streams(services.http2.max_concurrent_streams)
-        .http2_max_header_list_size(services.http2.max_header_list_size)
+    services
+        .http2
+        .apply(builder.accept_http1(true))
         .add_routes(Routes::from(crate::web::router(web.web, grpc)))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(web.listener).with_nodelay(Some(true)),
-            stop.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(web.listener), stop.cancelled_owned())
         .await?;
     Ok(())
+}
+
+impl Http2Options {
+    /// `builder` holding these settings.
+    fn apply(self, builder: Server) -> Server {
+        builder
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .http2_max_header_list_size(self.max_header_list_size)
+    }
+}
+
+/// The connections `listener` accepts, without Nagle's algorithm: it
+/// would hold small responses back for the peer's delayed ACK (40 ms
+/// tails), and the builder's tcp_nodelay only covers listeners tonic binds
+/// itself.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The Inbox's server, with messages of at most `max_message_bytes`.
