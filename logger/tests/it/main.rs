@@ -10,8 +10,9 @@
 //! - One module per subject: the API (`api`, `events`, `dead_letters`),
 //!   keys and tokens (`auth`), TLS, subscriptions, delivery channels and IRC,
 //!   the console (`console` in a browser, `console_api` as a script), the
-//!   end users' listener (`web`: Server-Sent Events, tickets, CORS, the
-//!   inbox; `inbox_page`: the `<herald-inbox>` element in a browser), hostile
+//!   end users' listener (`web`: Server-Sent Events, tickets, CORS;
+//!   `grpc_web`; `inbox`: the Inbox's calls; `inbox_page`: the
+//!   `<herald-inbox>` element in a browser), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -26,8 +27,10 @@ mod console;
 mod console_api;
 mod dead_letters;
 mod events;
+mod grpc_web;
 mod hardening;
 mod hostile;
+mod inbox;
 mod inbox_page;
 mod irc;
 mod operating;

@@ -10,16 +10,18 @@ use common::{Lines, Logger, console_keys_file, eventually, http_call};
 use herald::EventStatus;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common;
 
-const SECRET: &str = "a-test-secret-of-enough-length";
-const ORIGIN: &str = "http://app.example.test:8080";
+pub(crate) const SECRET: &str = "a-test-secret-of-enough-length";
+pub(crate) const ORIGIN: &str = "http://app.example.test:8080";
 
 /// A logger of [`web_logger`] (its keys' directory, to keep), where its
 /// end users' listener is, and an admin's client of it.
-async fn setup(extra: &[&str]) -> (tempfile::TempDir, Logger, SocketAddr, herald_client::Client) {
+pub(crate) async fn setup(
+    extra: &[&str],
+) -> (tempfile::TempDir, Logger, SocketAddr, herald_client::Client) {
     let (keys, logger) = web_logger(extra).await;
     let web = logger.web_addr.expect("web listener");
     let admin = logger.client_with_key("admin-key").await;
@@ -28,7 +30,7 @@ async fn setup(extra: &[&str]) -> (tempfile::TempDir, Logger, SocketAddr, herald
 
 /// A logger with keys (`admin-key`, `reader-key`), user tokens and the end
 /// users' listener allowing [`ORIGIN`], plus `extra` flags.
-async fn web_logger(extra: &[&str]) -> (tempfile::TempDir, Logger) {
+pub(crate) async fn web_logger(extra: &[&str]) -> (tempfile::TempDir, Logger) {
     let dir = tempfile::tempdir().expect("dir");
     let keys = console_keys_file(&dir);
     let mut args = vec![
@@ -46,14 +48,14 @@ async fn web_logger(extra: &[&str]) -> (tempfile::TempDir, Logger) {
     (dir, logger)
 }
 
-fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     herald_client::tokens::user_token(SECRET, user, Duration::from_secs(600))
         .expect("token")
         .token
 }
 
 /// `POST /v1/tickets` with `authorization`: the status and the JSON answer.
-async fn ticket_call(web: SocketAddr, authorization: &str) -> (u16, Value) {
+pub(crate) async fn ticket_call(web: SocketAddr, authorization: &str) -> (u16, Value) {
     let (status, _, body) = http_call(
         web,
         "POST",
@@ -65,7 +67,7 @@ async fn ticket_call(web: SocketAddr, authorization: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).expect("JSON"))
 }
 
-async fn ticket(web: SocketAddr, user: &str) -> String {
+pub(crate) async fn ticket(web: SocketAddr, user: &str) -> String {
     let (status, body) = ticket_call(web, &format!("Bearer {}", token(user))).await;
     assert_eq!(status, 200, "{body}");
     body["ticket"].as_str().expect("a ticket").to_owned()
@@ -73,30 +75,30 @@ async fn ticket(web: SocketAddr, user: &str) -> String {
 
 /// One event of a stream: its `id`, name and data (a comment has none).
 #[derive(Debug, Default, Clone)]
-struct Sse {
-    id: Option<String>,
-    name: Option<String>,
-    data: Option<String>,
-    comment: Option<String>,
+pub(crate) struct Sse {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 impl Sse {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(self.data.as_deref().expect("data")).expect("JSON data")
     }
 }
 
 /// An open event stream, read as it comes.
-struct EventStream {
-    head: http::response::Parts,
-    body: hyper::body::Incoming,
-    buffer: Vec<u8>,
+pub(crate) struct EventStream {
+    pub(crate) head: http::response::Parts,
+    pub(crate) body: hyper::body::Incoming,
+    pub(crate) buffer: Vec<u8>,
 }
 
 impl EventStream {
     /// `GET path` with `headers` over HTTP/1.1; the response's head, and
     /// its body to read events from.
-    async fn open(web: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+    pub(crate) async fn open(web: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
         let stream = tokio::net::TcpStream::connect(web).await.expect("connect");
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -122,7 +124,7 @@ impl EventStream {
         }
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.head
             .headers
             .get(name)
@@ -131,14 +133,14 @@ impl EventStream {
     }
 
     /// The whole body of a refusal, as JSON.
-    async fn refusal(self) -> (u16, Value) {
+    pub(crate) async fn refusal(self) -> (u16, Value) {
         let status = self.head.status.as_u16();
         let body = self.body.collect().await.expect("body").to_bytes();
         (status, serde_json::from_slice(&body).expect("JSON error"))
     }
 
     /// The next event or comment, within 10 s; `None` once the stream ended.
-    async fn next(&mut self) -> Option<Sse> {
+    pub(crate) async fn next(&mut self) -> Option<Sse> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
@@ -172,7 +174,7 @@ impl EventStream {
 
     /// The next notification (skipping heartbeats, other comments and
     /// unread counts).
-    async fn notification(&mut self) -> Sse {
+    pub(crate) async fn notification(&mut self) -> Sse {
         loop {
             let sse = self.next().await.expect("the stream goes on");
             if sse.data.is_some() && sse.name.as_deref() != Some("unread") {
@@ -502,144 +504,9 @@ async fn a_browser_that_stops_reading_is_cut_off_and_told() {
     logger.stop_within(Duration::from_secs(10)).await;
 }
 
-/// Runs the gRPC-Web example (Connect's transport, from npm) against
-/// `web` as `user`'s token, subscribing to `subscribe_to`; its JSON lines.
-fn grpc_web_example(
-    web: SocketAddr,
-    descriptors: &std::path::Path,
-    token: &str,
-    subscribe_to: &str,
-) -> tokio::process::Child {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grpc-web");
-    assert!(
-        example
-            .join("node_modules/@connectrpc/connect-web")
-            .is_dir(),
-        "the gRPC-Web example's packages are missing: run npm ci --prefix examples/grpc-web"
-    );
-    tokio::process::Command::new("node")
-        .arg(example.join("subscribe.mjs"))
-        .arg(format!("http://{web}"))
-        .arg(descriptors)
-        .arg(subscribe_to)
-        .env("HERALD_TOKEN", token)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (install nodejs)")
-}
-
-#[tokio::test]
-async fn a_grpc_web_client_from_npm_subscribes_with_a_user_token() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let (_keys, logger, web, admin) = setup(&[]).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let descriptors = dir.path().join("herald.binpb");
-    std::fs::write(&descriptors, herald::pb::FILE_DESCRIPTOR_SET).expect("descriptors");
-
-    let mut node = grpc_web_example(web, &descriptors, &token("ann"), "ann");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let mut line = async || {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a line within 20 s")
-            .expect("read")
-            .expect("a line");
-        serde_json::from_str::<Value>(&line).expect("JSON line")
-    };
-    assert!(line().await["joined"].is_string(), "the stream opened");
-    admin
-        .create_event("bob", "not ann's")
-        .await
-        .expect("create");
-    let anns = admin
-        .create_event("ann", "over gRPC-Web")
-        .await
-        .expect("create");
-    let got = line().await;
-    assert_eq!(got["event_id"], anns.id.to_string(), "{got}");
-    assert_eq!(got["description"], "over gRPC-Web");
-    assert!(node.wait().await.expect("exit").success());
-
-    // Someone else's notifications: refused, with the gRPC code.
-    let mut node = grpc_web_example(web, &descriptors, &token("ann"), "bob");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let refused: Value =
-        serde_json::from_str(&lines.next_line().await.expect("read").expect("a line"))
-            .expect("JSON");
-    assert_eq!(refused["error"], "PermissionDenied", "{refused}");
-    assert!(!node.wait().await.expect("exit").success());
-    logger.stop_within(Duration::from_secs(10)).await;
-}
-
-#[tokio::test]
-async fn grpc_web_text_mode_streams_base64_frames() {
-    use base64::{Engine as _, engine::general_purpose::STANDARD};
-    use prost::Message as _;
-    let (_keys, logger, web, admin) = setup(&[]).await;
-    let request = herald::pb::SubscribeRequest {
-        user_id: "ann".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(request.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&request);
-    let body = STANDARD.encode(&frame);
-
-    let stream = tokio::net::TcpStream::connect(web).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let request = http::Request::post("/herald.v1.Notifier/Subscribe")
-        .header("host", web.to_string())
-        .header("content-type", "application/grpc-web-text")
-        .header("accept", "application/grpc-web-text")
-        .header("x-grpc-web", "1")
-        .header("origin", ORIGIN)
-        .header("authorization", format!("Bearer {}", token("ann")))
-        .body(http_body_util::Full::new(Bytes::from(body)))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/grpc-web-text+proto"
-    );
-    assert_eq!(response.headers()["access-control-allow-origin"], ORIGIN);
-    let mut body = response.into_body();
-    let mut next = async || {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("a frame within 10 s")
-            .expect("the stream goes on")
-            .expect("a frame");
-        let data = frame.into_data().expect("data");
-        let bytes = STANDARD.decode(&data).expect("base64");
-        assert_eq!(bytes[0], 0, "a message, not trailers");
-        herald::pb::SubscribeResponse::decode(&bytes[5..]).expect("a message")
-    };
-    let joined = next().await;
-    assert!(matches!(
-        joined.kind,
-        Some(herald::pb::subscribe_response::Kind::Heartbeat(_))
-    ));
-    let anns = admin
-        .create_event("ann", "in text mode")
-        .await
-        .expect("create");
-    let got = next().await;
-    let Some(herald::pb::subscribe_response::Kind::Event(event)) = got.kind else {
-        panic!("an event: {got:?}");
-    };
-    assert_eq!(event.event_id, anns.id.to_string());
-    logger.stop_within(Duration::from_secs(10)).await;
-}
-
 /// `method path` on the end users' listener as `authorization`, with a
 /// JSON `body` (if any): the status and the JSON answer.
-async fn json_call(
+pub(crate) async fn json_call(
     web: SocketAddr,
     method: &str,
     path: &str,
@@ -654,233 +521,6 @@ async fn json_call(
     let (status, head, text) = http_call(web, method, path, &headers, &body).await;
     let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON: {head}\n{text}"));
     (status, value)
-}
-
-/// `POST /v1/inbox/read` with `body` as `authorization`.
-async fn mark_read(web: SocketAddr, authorization: &str, body: Value) -> (u16, Value) {
-    json_call(web, "POST", "/v1/inbox/read", authorization, Some(body)).await
-}
-
-/// The status of the event `id` names.
-async fn status_of(admin: &herald_client::Client, id: &str) -> EventStatus {
-    let id = id.parse().expect("an event id");
-    admin.get_event(id).await.expect("get").status
-}
-
-/// Creates one event per description for `user` and waits until every one
-/// is PROCESSED.
-async fn notify(admin: &herald_client::Client, user: &str, descriptions: &[&str]) -> Vec<String> {
-    let mut ids = Vec::new();
-    for description in descriptions {
-        ids.push(
-            admin
-                .create_event(user, description)
-                .await
-                .expect("create")
-                .id,
-        );
-    }
-    for id in &ids {
-        eventually(Duration::from_secs(10), "processed", || async {
-            (admin.get_event(*id).await.ok()?.status == EventStatus::Processed).then_some(())
-        })
-        .await;
-    }
-    ids.iter().map(ToString::to_string).collect()
-}
-
-#[tokio::test]
-async fn an_inbox_lists_counts_and_marks_read_for_its_own_user_only() {
-    let (_keys, logger, web, admin) = setup(&[]).await;
-    let ann = format!("Bearer {}", token("ann"));
-    let ids = notify(&admin, "ann", &["one", "two", "three"]).await;
-    let bobs = notify(&admin, "bob", &["bob's"]).await;
-
-    let (status, page) = json_call(web, "GET", "/v1/inbox?page_size=2", &ann, None).await;
-    assert_eq!(status, 200, "{page}");
-    let described: Vec<&str> = page["notifications"]
-        .as_array()
-        .expect("notifications")
-        .iter()
-        .map(|n| n["description"].as_str().expect("text"))
-        .collect();
-    assert_eq!(described, ["three", "two"], "newest first");
-    assert_eq!(page["unread_count"], 3);
-    let next = page["next_page_token"].as_str().expect("a next page");
-    let (_, rest) = json_call(
-        web,
-        "GET",
-        &format!("/v1/inbox?page_size=2&page_token={next}"),
-        &ann,
-        None,
-    )
-    .await;
-    assert_eq!(rest["notifications"][0]["description"], "one");
-    assert_eq!(rest["next_page_token"], "");
-
-    let (status, done) = mark_read(web, &ann, json!({"event_ids": [ids[0]]})).await;
-    assert_eq!(
-        (status, &done["marked"], &done["unread_count"]),
-        (200, &json!(1), &json!(2)),
-        "{done}"
-    );
-    assert_eq!(status_of(&admin, &ids[0]).await, EventStatus::Opened);
-    let (_, again) = mark_read(web, &ann, json!({"event_ids": [ids[0]]})).await;
-    assert_eq!(again["marked"], 0, "read once");
-    let (_, count) = json_call(web, "GET", "/v1/inbox/unread_count", &ann, None).await;
-    assert_eq!(count["unread_count"], 2);
-    let (_, unread) = json_call(web, "GET", "/v1/inbox?unread_only=true", &ann, None).await;
-    assert_eq!(unread["notifications"].as_array().expect("list").len(), 2);
-
-    // Someone else's notifications, inbox or ids: refused, nothing marked.
-    let (status, err) = mark_read(web, &ann, json!({"event_ids": [bobs[0]]})).await;
-    assert_eq!(
-        (status, err["field"].as_str()),
-        (400, Some("event_ids[0]")),
-        "{err}"
-    );
-    let (status, _) = mark_read(web, &ann, json!({"user_id": "bob", "all": true})).await;
-    assert_eq!(status, 403);
-    let (status, _) = json_call(web, "GET", "/v1/inbox?user_id=bob", &ann, None).await;
-    assert_eq!(status, 403);
-    assert_eq!(status_of(&admin, &bobs[0]).await, EventStatus::Processed);
-    // API keys by scope: reading needs events:read, marking events:process.
-    let (status, _) = json_call(
-        web,
-        "GET",
-        "/v1/inbox?user_id=bob",
-        "Bearer reader-key",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, err) = mark_read(
-        web,
-        "Bearer reader-key",
-        json!({"user_id": "bob", "all": true}),
-    )
-    .await;
-    assert_eq!(status, 403, "{err}");
-    // Malformed requests.
-    for (body, field) in [
-        (json!({"event_ids": [ids[1]], "all": true}), "all"),
-        (json!({}), "event_ids"),
-        (json!({"event_ids": ["nope"]}), "event_ids[0]"),
-    ] {
-        let (status, err) = mark_read(web, &ann, body.clone()).await;
-        assert_eq!(
-            (status, err["field"].as_str()),
-            (400, Some(field)),
-            "{body}: {err}"
-        );
-    }
-    let (status, _, _) = http_call(
-        web,
-        "POST",
-        "/v1/inbox/read",
-        &[("Authorization", &ann)],
-        r#"{"all": true}"#,
-    )
-    .await;
-    assert_eq!(status, 415, "JSON only");
-    let big = format!(r#"{{"event_ids": ["{}"]}}"#, "a".repeat(100_000));
-    for (body, expected) in [("{not json", 400), (big.as_str(), 413)] {
-        let headers = [
-            ("Authorization", ann.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        let (status, _, _) = http_call(web, "POST", "/v1/inbox/read", &headers, body).await;
-        assert_eq!(status, expected, "{}", &body[..body.len().min(20)]);
-    }
-    let (status, page) = json_call(web, "GET", "/v1/inbox?page_token=forged", &ann, None).await;
-    assert_eq!((status, page["field"].as_str()), (400, Some("page_token")));
-
-    let (status, done) = mark_read(web, &ann, json!({"all": true})).await;
-    assert_eq!(
-        (status, &done["marked"], &done["unread_count"]),
-        (200, &json!(2), &json!(0)),
-        "{done}"
-    );
-    logger.stop_within(Duration::from_secs(10)).await;
-}
-
-#[tokio::test]
-async fn the_unread_count_is_pushed_on_the_users_stream() {
-    let (_keys, logger, web, admin) = setup(&[]).await;
-    let ann = format!("Bearer {}", token("ann"));
-    let mut stream = EventStream::open(
-        web,
-        "/v1/notifications?statuses=PROCESSED&statuses=OPENED",
-        &[("Authorization", &ann)],
-    )
-    .await;
-    assert_eq!(stream.head.status, 200);
-    let id = admin
-        .create_event("ann", "a badge")
-        .await
-        .expect("create")
-        .id
-        .to_string();
-    let sent = stream.notification().await;
-    assert_eq!(
-        (
-            sent.json()["event_id"].as_str(),
-            sent.json()["status"].as_str()
-        ),
-        (Some(id.as_str()), Some("PROCESSED"))
-    );
-    let count = stream.next().await.expect("the count");
-    assert_eq!(
-        (count.name.as_deref(), count.json()["unread_count"].as_u64()),
-        (Some("unread"), Some(1))
-    );
-    assert_eq!(count.id, sent.id, "at the change's position");
-    mark_read(web, &ann, json!({"event_ids": [id]})).await;
-    let read = stream.notification().await;
-    assert_eq!(read.json()["status"], "OPENED");
-    let count = stream.next().await.expect("the count");
-    assert_eq!(count.json()["unread_count"], 0);
-    logger.stop_within(Duration::from_secs(10)).await;
-}
-
-#[tokio::test]
-async fn the_inbox_over_grpc_answers_a_token_for_its_own_user_only() {
-    use herald::pb::inbox_client::InboxClient;
-    let (_keys, logger) = web_logger(&[]).await;
-    let admin = logger.client_with_key("admin-key").await;
-    notify(&admin, "ann", &["over gRPC"]).await;
-    let mut inbox = InboxClient::with_interceptor(
-        logger.channel().await,
-        herald_client::ApiKey::bearer(&token("ann")).expect("token"),
-    );
-    let page = inbox
-        .list_inbox(herald::pb::ListInboxRequest {
-            user_id: "ann".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("own inbox")
-        .into_inner();
-    assert_eq!(page.notifications.len(), 1);
-    assert_eq!(page.unread_count, 1);
-    let err = inbox
-        .get_unread_count(herald::pb::GetUnreadCountRequest {
-            user_id: "bob".into(),
-        })
-        .await
-        .expect_err("bob's");
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    let done = inbox
-        .mark_read(herald::pb::MarkReadRequest {
-            user_id: "ann".into(),
-            all: true,
-            ..Default::default()
-        })
-        .await
-        .expect("marked")
-        .into_inner();
-    assert_eq!((done.marked, done.unread_count), (1, 0));
-    logger.stop_within(Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
