@@ -69,8 +69,8 @@ pub struct ListQuery {
     pub inbox: Option<InboxView>,
 }
 
-/// Which notifications of a user's inbox a ListInbox page walks: each has
-/// an index of its own, kept with every status change.
+/// Which notifications of a user's inbox a ListInbox page walks: the
+/// user's events in the view's statuses (the others passed over).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InboxView {
     /// Every notification: events that reached PROCESSED (OPENED: read).

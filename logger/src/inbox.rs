@@ -1,7 +1,7 @@
 //! `herald.v1.Inbox`: each user's notifications as an in-app inbox shows
-//! them, read from the storage's per-user indexes (every notification, and
-//! the unread ones, whose size is the unread count), for API keys with the
-//! scopes and for a user's own token. The end users' listener serves the
+//! them, read from the storage (a walk of the user's events in the view's
+//! statuses, and an unread count kept with every status change), for API
+//! keys with the scopes and for a user's own token. The end users' listener serves the
 //! same calls as JSON for the `<herald-inbox>` element ([`crate::web`]).
 //!
 //! Read means OPENED: marking read is a status change like UpdateStatus's,
@@ -163,15 +163,19 @@ impl InboxService {
         Ok(out)
     }
 
-    /// Every notification of `user` unread now, oldest first: as many as
-    /// the unread count says, so notifications arriving meanwhile stay
-    /// unread.
+    /// Every notification of `user` unread when the call starts, oldest
+    /// first. The walk goes newest first (unread ones are mostly the
+    /// newest, and a user's read ones are passed over) and stops once it
+    /// has as many as the unread count said; ones sent after the call
+    /// began (updated since) are passed over, so they stay unread.
     async fn unread_ids(&self, user: &str) -> Result<Vec<(uuid::Uuid, EventStatus)>, Status> {
+        let started = herald::domain::now();
         let count = usize::try_from(self.store.unread_count(user).await?).unwrap_or(usize::MAX);
         let mut query = ListQuery {
             user_id: Some(user.to_owned()),
             inbox: Some(InboxView::Unread),
             page_size: MAX_PAGE_SIZE,
+            descending: true,
             ..ListQuery::default()
         };
         let mut out = Vec::with_capacity(count.min(MAX_PAGE_SIZE));
@@ -180,6 +184,7 @@ impl InboxService {
             out.extend(
                 page.events
                     .iter()
+                    .filter(|e| e.updated_at <= started)
                     .take(count - out.len())
                     .map(|e| (e.id, e.status)),
             );
@@ -188,6 +193,7 @@ impl InboxService {
                 None => break,
             }
         }
+        out.reverse();
         Ok(out)
     }
 }

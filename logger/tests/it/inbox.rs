@@ -241,3 +241,83 @@ async fn the_inbox_over_grpc_answers_a_token_for_its_own_user_only() {
     assert_eq!((done.marked, done.unread_count), (1, 0));
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_the_inbox_passes_over_events_that_are_not_notifications() {
+    if herald_storage::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald_storage::testing::RedisServer::start();
+    let (_keys, logger) = web_logger(&["--redis-url", &redis.url()]).await;
+    let web = logger.web_addr.expect("web listener");
+    let admin = logger.client_with_key("admin-key").await;
+    let ann = format!("Bearer {}", token("ann"));
+    // No processor runs: the statuses are set by hand, oldest first a read
+    // one, an unread one, one still PENDING, one FAILED, an unread one.
+    let mut ids = Vec::new();
+    for description in ["read", "first", "pending", "failed", "second"] {
+        ids.push(
+            admin
+                .create_event("ann", description)
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    for (i, statuses) in [
+        (0, &[EventStatus::Processed, EventStatus::Opened][..]),
+        (1, &[EventStatus::Processed]),
+        (3, &[EventStatus::Failed]),
+        (4, &[EventStatus::Processed]),
+    ] {
+        for status in statuses {
+            admin.update_status(ids[i], *status).await.expect("status");
+        }
+    }
+    let descriptions = |page: &Value| -> Vec<String> {
+        page["notifications"]
+            .as_array()
+            .expect("notifications")
+            .iter()
+            .map(|n| n["description"].as_str().expect("description").to_owned())
+            .collect()
+    };
+    let (_, all) = json_call(web, "GET", "/v1/inbox?page_size=1", &ann, None).await;
+    assert_eq!(descriptions(&all), ["second"], "{all}");
+    let mut walked = descriptions(&all);
+    let mut token = all["next_page_token"].as_str().unwrap_or("").to_owned();
+    while !token.is_empty() {
+        let path = format!("/v1/inbox?page_size=1&page_token={token}");
+        let (_, page) = json_call(web, "GET", &path, &ann, None).await;
+        walked.extend(descriptions(&page));
+        token = page["next_page_token"].as_str().unwrap_or("").to_owned();
+    }
+    assert_eq!(
+        walked,
+        ["second", "first", "read"],
+        "PENDING and FAILED passed over"
+    );
+    let (_, unread) = json_call(web, "GET", "/v1/inbox?unread_only=true", &ann, None).await;
+    assert_eq!(descriptions(&unread), ["second", "first"]);
+    assert_eq!(unread["unread_count"], 2);
+
+    let (status, done) = mark_read(web, &ann, json!({"all": true})).await;
+    assert_eq!(
+        (status, &done["marked"], &done["unread_count"]),
+        (200, &json!(2), &json!(0)),
+        "{done}"
+    );
+    let statuses = [
+        EventStatus::Opened,
+        EventStatus::Opened,
+        EventStatus::Pending,
+        EventStatus::Failed,
+        EventStatus::Opened,
+    ];
+    for (id, expected) in ids.iter().zip(statuses) {
+        assert_eq!(admin.get_event(*id).await.expect("get").status, expected);
+    }
+    let (_, count) = json_call(web, "GET", "/v1/inbox/unread_count", &ann, None).await;
+    assert_eq!(count["unread_count"], 0);
+    logger.stop_within(Duration::from_secs(10)).await;
+}

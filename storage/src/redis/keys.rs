@@ -141,6 +141,13 @@ impl Keys {
         &self.partitions[partition.index()].statuses[status.index()]
     }
 
+    /// The partition's unread counts: a hash from a user id to how many of
+    /// the user's notifications are PROCESSED (a user with none has no
+    /// field). A ListInbox walks the user's index.
+    pub fn unread(&self, partition: Partition) -> String {
+        format!("{}:unread", self.tag(partition))
+    }
+
     /// The partition's dead-letter stream.
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
@@ -188,6 +195,7 @@ mod tests {
             keys.index(p, "user", "ann"),
             keys.dead(p),
             keys.dead_index(p),
+            keys.unread(p),
             keys.attempts(p, id),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");

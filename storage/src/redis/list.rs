@@ -14,16 +14,18 @@ use herald::{
 };
 
 impl RedisBackend {
-    /// The index to walk for `query`: its user's inbox view if it lists
-    /// one, else the smallest of those its equality filters name (so a query never scans every event when it has one);
+    /// The index to walk for `query`: its user's if it lists an inbox view
+    /// (the view's notifications are the user's events in its statuses,
+    /// the others passed over), else the smallest of those its equality
+    /// filters name (so a query never scans every event when it has one);
     /// `None` when it names none.
     async fn most_selective_index(
         &self,
         p: Partition,
         query: &ListQuery,
     ) -> Result<Option<String>> {
-        if let (Some(view), Some(user)) = (query.inbox, &query.user_id) {
-            return Ok(Some(self.keys.index(p, view.as_str(), user)));
+        if let (Some(_), Some(user)) = (query.inbox, &query.user_id) {
+            return Ok(Some(self.keys.index(p, "user", user)));
         }
         let mut candidates = Vec::new();
         for (kind, value) in [

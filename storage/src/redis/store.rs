@@ -27,7 +27,7 @@ use herald::{
     domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
     error::{Error, Result},
     partition::Partition,
-    query::{InboxView, ListQuery, Page},
+    query::{ListQuery, Page},
 };
 
 impl RedisBackend {
@@ -415,11 +415,13 @@ impl EventStore for RedisBackend {
     async fn unread_count(&self, user: &str) -> Result<u64> {
         self.checked().await?;
         let p = self.partitions.of_user(user);
-        self.conn
+        let count: Option<u64> = self
+            .conn
             .clone()
-            .zcard(self.keys.index(p, InboxView::Unread.as_str(), user))
+            .hget(self.keys.unread(p), user)
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        Ok(count.unwrap_or(0))
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {

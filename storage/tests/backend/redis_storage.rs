@@ -472,8 +472,10 @@ async fn redis_retention_leaves_no_index_entry_behind() {
     }
     sizes.exists(record_key(&b, event.id));
     sizes.exists(keys.attempts(p, event.id));
+    // Its user's unread count went to zero, and the field with it.
+    sizes.exists(keys.unread(p));
     let left: Vec<u64> = sizes.query_async(&mut conn).await.expect("ZCARD");
-    assert_eq!(left, [0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(left, [0, 0, 0, 0, 0, 0, 0, 0]);
 }
 
 /// Queue and notification entries refer to their event's record. An entry

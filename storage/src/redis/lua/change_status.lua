@@ -1,6 +1,7 @@
 -- Lua shared by the status scripts: one status change of the event whose
--- id's 16 bytes are `bytes`, with its status index entry, its user's inbox
--- indexes (a change into or out of PROCESSED), its notification entry (the
+-- id's 16 bytes are `bytes`, with its status index entry, its user's
+-- unread count (a change into or out of PROCESSED: a field of the
+-- partition's `unread` hash, gone at zero), its notification entry (the
 -- id, `change`: the new status, time and trace, and `unread`: the user's
 -- unread count, when the change moved it) and
 -- (entering a status that enqueues) its queue entry, as the create script
@@ -31,20 +32,15 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('ZREM', prefix .. ':idx:status:' .. STATUS_NAMES[current], bytes)
   redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
-  -- The user's inbox (PROCESSED or OPENED) and unread (PROCESSED) indexes;
-  -- the user id is the first line of the record's `ix`.
+  -- The user's unread count (PROCESSED); the user id is the first line of
+  -- the record's `ix`. The inbox itself is the user's index, read through.
   local entry = {'id', bytes, 'change', target .. now .. trace}
   if target == '2' or current == '2' then
     local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
     local user = string.match(ix, '^[^\n]*')
-    local unread = prefix .. ':idx:unread:' .. user
-    if target == '2' then
-      redis.call('ZADD', prefix .. ':idx:inbox:' .. user, score, bytes)
-      redis.call('ZADD', unread, score, bytes)
-    else
-      redis.call('ZREM', unread, bytes)
-    end
-    entry[5], entry[6] = 'unread', redis.call('ZCARD', unread)
+    local unread = redis.call('HINCRBY', prefix .. ':unread', user, target == '2' and 1 or -1)
+    if unread <= 0 then redis.call('HDEL', prefix .. ':unread', user) end
+    entry[5], entry[6] = 'unread', math.max(unread, 0)
   end
   redis.call('XADD', notifications, 'MAXLEN', '~', max_len, '*', unpack(entry))
   return {'changed', record}

@@ -4,9 +4,10 @@
 -- the cutoff (micros), how many of the oldest candidates to skip, the most
 -- to look at. Looks at the events that occurred before the cutoff, oldest
 -- first, and removes each that was also created before it and is not
--- PENDING: its record, its delivery attempts, its index entries (its
--- user's inbox indexes too) and its
--- note in the dead-letter index. An index entry whose record is gone goes too. Index members are
+-- PENDING: its record, its delivery attempts, its index entries, its
+-- note in the dead-letter index and, if it was unread (PROCESSED), its
+-- share of its user's unread count. An index entry whose record is gone
+-- goes too. Index members are
 -- ids' 16 bytes; records (see record.rs) are keyed by the id's 32 hex
 -- digits, the dead-letter index by the id's text.
 -- Returns {removed, kept, scanned}.
@@ -35,9 +36,10 @@ for _, bytes in ipairs(ids) do
     local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
     local kind = ':idx:user:'
     for line in string.gmatch(ix, '[^\n]+') do
-      if kind == ':idx:user:' then
-        redis.call('ZREM', prefix .. ':idx:inbox:' .. line, bytes)
-        redis.call('ZREM', prefix .. ':idx:unread:' .. line, bytes)
+      if kind == ':idx:user:' and string.sub(record, 1, 1) == '2' then
+        if redis.call('HINCRBY', prefix .. ':unread', line, -1) <= 0 then
+          redis.call('HDEL', prefix .. ':unread', line)
+        end
       end
       redis.call('ZREM', prefix .. kind .. line, bytes)
       kind = ':idx:'
