@@ -1,8 +1,9 @@
 //! `herald.v1.Inbox`: each user's notifications as an in-app inbox shows
 //! them, read from the storage (a walk of the user's events in the view's
 //! statuses, and an unread count kept with every status change), for API
-//! keys with the scopes and for a user's own token. The end users' listener serves the
-//! same calls as JSON for the `<herald-inbox>` element ([`crate::web`]).
+//! keys with the scopes and for a user's own token. The end users'
+//! listener serves the same calls as JSON for the `<herald-inbox>` element
+//! ([`crate::web`]).
 //!
 //! Read means OPENED: marking read is a status change like UpdateStatus's,
 //! logged (with the new unread count) and counted as one.

@@ -7,9 +7,8 @@
 -- PENDING: its record, its delivery attempts, its index entries, its
 -- note in the dead-letter index and, if it was unread (PROCESSED), its
 -- share of its user's unread count. An index entry whose record is gone
--- goes too. Index members are
--- ids' 16 bytes; records (see record.rs) are keyed by the id's 32 hex
--- digits, the dead-letter index by the id's text.
+-- goes too. Index members are ids' 16 bytes; records (see record.rs) are
+-- keyed by the id's 32 hex digits, the dead-letter index by the id's text.
 -- Returns {removed, kept, scanned}.
 local function hex(bytes)
   return (string.gsub(bytes, '.', function(c) return string.format('%02x', string.byte(c)) end))
