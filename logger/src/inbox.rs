@@ -56,12 +56,21 @@ impl InboxService {
         let tokens = PageTokens::new(self.store.page_token_key().await?);
         let query = ListQuery::parse_inbox(request, &tokens)?;
         let user = query.user_id.as_deref().unwrap_or_default();
+        let unread_count = self.store.unread_count(user).await?;
+        // The unread view walks the user's events: with none unread, there
+        // is nothing to walk past (the badge's usual case).
+        if query.inbox == Some(InboxView::Unread) && unread_count == 0 {
+            return Ok(pb::ListInboxResponse {
+                unread_count,
+                ..pb::ListInboxResponse::default()
+            });
+        }
         let (notifications, next_page_token) =
             page_within(self.store.as_ref(), &query, &tokens, self.message_limit).await?;
         Ok(pb::ListInboxResponse {
             notifications,
             next_page_token,
-            unread_count: self.store.unread_count(user).await?,
+            unread_count,
         })
     }
 

@@ -321,3 +321,76 @@ async fn on_redis_the_inbox_passes_over_events_that_are_not_notifications() {
     assert_eq!(count["unread_count"], 0);
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_inbox_page_looks_at_so_many_events_and_none_when_nothing_is_unread() {
+    if herald_storage::testing::skip_redis_tests() {
+        return;
+    }
+    let redis = herald_storage::testing::RedisServer::start();
+    let (_keys, logger) = web_logger(&["--redis-url", &redis.url()]).await;
+    let web = logger.web_addr.expect("web listener");
+    let admin = logger.client_with_key("admin-key").await;
+    let ann = format!("Bearer {}", token("ann"));
+    // More read notifications than one call looks at (LIST_SCAN_LIMIT),
+    // then one unread one, the oldest of all.
+    let oldest = admin
+        .create_event("ann", "unread")
+        .await
+        .expect("create")
+        .id;
+    let mut changes = vec![herald_client::StatusChange::new(
+        oldest,
+        EventStatus::Processed,
+    )];
+    for _ in 0..11 {
+        let inputs = vec![
+            herald_client::EventInput {
+                user_id: "ann".into(),
+                description: "read".into(),
+                ..herald_client::EventInput::default()
+            };
+            1_000
+        ];
+        for created in admin.create_many(inputs).await.expect("create_many") {
+            let id = created.expect("created").id;
+            changes.push(herald_client::StatusChange::new(id, EventStatus::Processed));
+            changes.push(herald_client::StatusChange::new(id, EventStatus::Opened));
+        }
+    }
+    for chunk in changes.chunks(1_000) {
+        for outcome in admin.batch_update_status(chunk).await.expect("batch") {
+            outcome.expect("changed");
+        }
+    }
+    let unread_page = || json_call(web, "GET", "/v1/inbox?unread_only=true", &ann, None);
+    // The first call stops short of the unread one, with a token to go on.
+    let (status, first) = unread_page().await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["notifications"].as_array().expect("list").is_empty());
+    let token = first["next_page_token"].as_str().expect("token").to_owned();
+    assert!(!token.is_empty(), "a short page says where to go on");
+    let path = format!("/v1/inbox?unread_only=true&page_token={token}");
+    let (_, second) = json_call(web, "GET", &path, &ann, None).await;
+    let found: Vec<&str> = second["notifications"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|n| n["description"].as_str().expect("description"))
+        .collect();
+    assert_eq!(found, ["unread"], "{second}");
+    // With nothing unread, nothing is walked: an empty last page at once.
+    let (status, done) = mark_read(web, &ann, json!({"all": true})).await;
+    assert_eq!((status, &done["marked"]), (200, &json!(1)), "{done}");
+    let (_, empty) = unread_page().await;
+    assert_eq!(
+        (
+            &empty["notifications"],
+            &empty["next_page_token"],
+            &empty["unread_count"]
+        ),
+        (&json!([]), &json!(""), &json!(0)),
+        "{empty}"
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
