@@ -7,7 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{admin, attempts, dead_letters, events, keys, simulate, subscribe, tokens};
+use commands::{admin, attempts, dead_letters, events, inbox, keys, simulate, subscribe, tokens};
 use herald_cli::bench;
 use herald_client::{Client, Error};
 use herald_runtime::flags::TlsArgs;
@@ -95,6 +95,10 @@ enum Command {
     /// Print each notification (or other change) as it arrives, until
     /// interrupted; reconnects and resumes by itself if the connection drops.
     Subscribe(subscribe::SubscribeArgs),
+    /// A user's inbox: list their notifications, count the unread ones,
+    /// mark them read (with an API key, or the user's token as --api-key).
+    #[command(subcommand)]
+    Inbox(inbox::InboxCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -164,6 +168,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::DeadLetters(command) => dead_letters::run(&client, command, json).await,
         Command::Simulate(args) => simulate::run(&client, args, json).await,
         Command::Subscribe(args) => subscribe::run(&client, args, json).await,
+        Command::Inbox(command) => inbox::run(&client, command, json).await,
         Command::Bench(_) | Command::Keys(_) | Command::Tokens(_) => {
             unreachable!("handled in main")
         }

@@ -6,7 +6,10 @@ use futures_util::{Stream, TryStreamExt, stream};
 use herald::{
     Event, EventStatus,
     domain::{BatchResult, DeliveryAttempt, EventInput, StatusChange, json_to_struct},
-    pb::{self, event_logger_client::EventLoggerClient, notifier_client::NotifierClient},
+    pb::{
+        self, event_logger_client::EventLoggerClient, inbox_client::InboxClient,
+        notifier_client::NotifierClient,
+    },
 };
 use tonic::{
     Code,
@@ -127,6 +130,7 @@ pub struct Client {
     channel: Channel,
     logger: EventLoggerClient<Authed>,
     pub(crate) notifier: NotifierClient<Authed>,
+    pub(crate) inbox: InboxClient<Authed>,
     pub(crate) health: HealthClient<Channel>,
     pub(crate) retry: RetryPolicy,
     pub(crate) resubscribe: RetryPolicy,
@@ -195,7 +199,8 @@ impl Client {
     fn with_key(channel: Channel, key: ApiKey) -> Self {
         Self {
             logger: EventLoggerClient::with_interceptor(channel.clone(), key.clone()),
-            notifier: NotifierClient::with_interceptor(channel.clone(), key),
+            notifier: NotifierClient::with_interceptor(channel.clone(), key.clone()),
+            inbox: InboxClient::with_interceptor(channel.clone(), key),
             health: HealthClient::new(channel.clone()),
             channel,
             retry: RetryPolicy::default(),
@@ -459,17 +464,12 @@ impl Client {
         &self,
         query: ListEvents,
     ) -> impl Stream<Item = Result<Event, Error>> + Send + 'static {
-        let client = self.clone();
-        every_page(move |token| {
-            let (client, query) = (client.clone(), query.clone());
-            async move {
-                let query = match token {
-                    Some(token) => query.page_token(token),
-                    None => query,
-                };
-                client.list_events(query).await
-            }
-        })
+        every_page_of(
+            self,
+            query,
+            ListEvents::page_token,
+            |client, query| async move { client.list_events(query).await },
+        )
     }
 
     /// Moves the event to `status`; retried, since setting a status twice is a no-op.
@@ -596,10 +596,20 @@ impl Client {
         F: Fn(EventLoggerClient<Authed>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.retrying_on(&self.logger, call).await
+    }
+
+    /// [`Self::retrying`] with a stub of another service on the connection.
+    pub(crate) async fn retrying_on<C, T, F, Fut>(&self, stub: &C, call: F) -> Result<T, Error>
+    where
+        C: Clone,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
-            match call(self.logger.clone()).await {
+            match call(stub.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status)
                     if (status.code() == Code::Unavailable || connection_lost(&status))
@@ -618,6 +628,31 @@ impl Client {
             }
         }
     }
+}
+
+/// Every item of `query`'s pages, as [`every_page`] reads them: `fetch`
+/// reads the page of `query` with the token `resume` sets (none: the first).
+pub(crate) fn every_page_of<Q, T, R, F, Fut>(
+    client: &Client,
+    query: Q,
+    resume: R,
+    fetch: F,
+) -> impl Stream<Item = Result<T, Error>> + Send + 'static
+where
+    Q: Clone + Send + 'static,
+    T: Send + 'static,
+    R: Fn(Q, String) -> Q + Send + 'static,
+    F: Fn(Client, Q) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Page<T>, Error>> + Send + 'static,
+{
+    let client = client.clone();
+    every_page(move |token| {
+        let query = match token {
+            Some(token) => resume(query.clone(), token),
+            None => query.clone(),
+        };
+        fetch(client.clone(), query)
+    })
 }
 
 /// Every item of a listing, page after page: `fetch` reads the page a token

@@ -18,6 +18,9 @@
 //!   retries of idempotent calls while the server is unavailable.
 //! - [`error`]: [`Error`], which keeps the gRPC code, the field violations
 //!   and the server's retry delay.
+//! - [`inbox`]: [`ListInbox`], [`InboxPage`], [`MarkRead`] and
+//!   [`MarkedRead`]: each user's inbox, and the [`Client`] calls that read
+//!   it, count its unread notifications and mark them read.
 //! - [`query`]: [`ListEvents`], a ListEvents query built step by step, and
 //!   [`Page`], one page of its answer.
 //! - [`publisher`]: [`Publisher`], which publishes events in the background
@@ -34,6 +37,7 @@
 pub mod admin;
 pub mod client;
 pub mod error;
+pub mod inbox;
 pub mod publisher;
 pub mod query;
 pub mod subscribe;
@@ -46,6 +50,7 @@ pub use client::{ApiKey, Client, Created, RetryPolicy};
 pub use error::Error;
 pub use herald::domain::{DeliveryAttempt, EventInput, now, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
+pub use inbox::{InboxPage, ListInbox, MarkRead, MarkedRead};
 pub use publisher::{
     Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,
 };

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod attempts;
 pub mod dead_letters;
 pub mod events;
+pub mod inbox;
 pub mod keys;
 pub mod simulate;
 pub mod subscribe;

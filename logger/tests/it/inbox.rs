@@ -242,16 +242,43 @@ async fn the_inbox_over_grpc_answers_a_token_for_its_own_user_only() {
     logger.stop_within(Duration::from_secs(10)).await;
 }
 
+/// A logger on a real Redis with no processor (the tests set statuses by
+/// hand), its end users' listener, an admin client and ann's
+/// `authorization`; `None` when Redis tests are skipped. Bind every field:
+/// one left out of a pattern is dropped at once (the Redis server with it).
+struct OnRedis {
+    _redis: herald_storage::testing::RedisServer,
+    _keys: tempfile::TempDir,
+    logger: common::Logger,
+    web: SocketAddr,
+    admin: herald_client::Client,
+    ann: String,
+}
+
+impl OnRedis {
+    async fn start() -> Option<Self> {
+        if herald_storage::testing::skip_redis_tests() {
+            return None;
+        }
+        let redis = herald_storage::testing::RedisServer::start();
+        let (keys, logger) = web_logger(&["--redis-url", &redis.url()]).await;
+        Some(Self {
+            web: logger.web_addr.expect("web listener"),
+            admin: logger.client_with_key("admin-key").await,
+            ann: format!("Bearer {}", token("ann")),
+            _redis: redis,
+            _keys: keys,
+            logger,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_the_inbox_passes_over_events_that_are_not_notifications() {
-    if herald_storage::testing::skip_redis_tests() {
+    let Some(on) = OnRedis::start().await else {
         return;
-    }
-    let redis = herald_storage::testing::RedisServer::start();
-    let (_keys, logger) = web_logger(&["--redis-url", &redis.url()]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
-    let ann = format!("Bearer {}", token("ann"));
+    };
+    let (web, admin, ann) = (on.web, &on.admin, on.ann.clone());
     // No processor runs: the statuses are set by hand, oldest first a read
     // one, an unread one, one still PENDING, one FAILED, an unread one.
     let mut ids = Vec::new();
@@ -319,19 +346,15 @@ async fn on_redis_the_inbox_passes_over_events_that_are_not_notifications() {
     }
     let (_, count) = json_call(web, "GET", "/v1/inbox/unread_count", &ann, None).await;
     assert_eq!(count["unread_count"], 0);
-    logger.stop_within(Duration::from_secs(10)).await;
+    on.logger.stop_within(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_an_inbox_page_looks_at_so_many_events_and_none_when_nothing_is_unread() {
-    if herald_storage::testing::skip_redis_tests() {
+    let Some(on) = OnRedis::start().await else {
         return;
-    }
-    let redis = herald_storage::testing::RedisServer::start();
-    let (_keys, logger) = web_logger(&["--redis-url", &redis.url()]).await;
-    let web = logger.web_addr.expect("web listener");
-    let admin = logger.client_with_key("admin-key").await;
-    let ann = format!("Bearer {}", token("ann"));
+    };
+    let (web, admin, ann) = (on.web, &on.admin, on.ann.clone());
     // More read notifications than one call looks at (LIST_SCAN_LIMIT),
     // then one unread one, the oldest of all.
     let oldest = admin
@@ -392,5 +415,66 @@ async fn on_redis_an_inbox_page_looks_at_so_many_events_and_none_when_nothing_is
         (&json!([]), &json!(""), &json!(0)),
         "{empty}"
     );
+    on.logger.stop_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_clients_inbox_calls_work_with_a_users_token() {
+    use futures_util::TryStreamExt;
+    use herald_client::{ListInbox, MarkRead};
+    let (_keys, logger) = web_logger(&[]).await;
+    let admin = logger.client_with_key("admin-key").await;
+    let ids = notify(&admin, "ann", &["one", "two", "three"]).await;
+    let bobs = notify(&admin, "bob", &["bob's"]).await;
+    let ann = logger.client_with_key(&token("ann")).await;
+
+    // Every page, one notification at a time, newest first.
+    let all: Vec<String> = ann
+        .inbox(ListInbox::new("ann").page_size(1))
+        .map_ok(|e| e.description)
+        .try_collect()
+        .await
+        .expect("every page");
+    assert_eq!(all, ["three", "two", "one"]);
+    assert_eq!(ann.unread_count("ann").await.expect("count"), 3);
+
+    let first: uuid::Uuid = ids[0].parse().expect("id");
+    let done = ann
+        .mark_read("ann", MarkRead::Ids(vec![first]))
+        .await
+        .expect("marked");
+    assert_eq!((done.marked, done.unread_count), (1, 2));
+    let unread = ann
+        .list_inbox(ListInbox::new("ann").unread_only())
+        .await
+        .expect("unread");
+    let descriptions: Vec<&str> = unread
+        .page
+        .items
+        .iter()
+        .map(|e| e.description.as_str())
+        .collect();
+    assert_eq!(
+        (descriptions, unread.unread_count),
+        (vec!["three", "two"], 2)
+    );
+
+    // Another user's notification among the ids: refused naming it, and
+    // nothing marked.
+    let bob: uuid::Uuid = bobs[0].parse().expect("id");
+    let second: uuid::Uuid = ids[1].parse().expect("id");
+    let err = ann
+        .mark_read("ann", MarkRead::Ids(vec![second, bob]))
+        .await
+        .expect_err("bob's notification");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<&str> = err.violations().iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(fields, ["event_ids[1]"], "{err}");
+    assert_eq!(status_of(&admin, &ids[1]).await, EventStatus::Processed);
+    let err = ann.unread_count("bob").await.expect_err("bob's inbox");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    let done = ann.mark_read("ann", MarkRead::All).await.expect("all");
+    assert_eq!((done.marked, done.unread_count), (2, 0));
     logger.stop_within(Duration::from_secs(10)).await;
 }
