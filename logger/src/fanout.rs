@@ -40,8 +40,11 @@ use crate::{
     queue::{Budget, Ended, Published, Queue},
 };
 
-/// Longest the tail naps while no subscriber wants anything.
-const IDLE_NAP: Duration = Duration::from_millis(100);
+/// Longest the tail naps while no subscriber wants anything. Each nap
+/// ends with a read of the log's end (one command per partition), so this
+/// is what an idle logger costs Redis; a subscriber arriving cuts the nap
+/// short, and joining reads the log's end itself while the tail trails.
+const IDLE_NAP: Duration = Duration::from_secs(1);
 
 /// Shards of the subscribers: shard 0 holds those of every user's changes,
 /// the others those of one user each, by a hash of the user id.
