@@ -525,7 +525,6 @@ pub(crate) async fn json_call(
 
 #[tokio::test]
 async fn browser_streams_count_against_the_users_stream_limit_and_bodies_have_a_deadline() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_keys, logger) =
         web_logger(&["--max-streams-per-client", "2", "--body-timeout", "1s"]).await;
     let web = logger.web_addr.expect("web listener");
@@ -558,18 +557,11 @@ async fn browser_streams_count_against_the_users_stream_limit_and_bodies_have_a_
     drop((first, second, other));
 
     // A body promised and never finished is cut off.
-    let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
     let head = format!(
         "POST /v1/inbox/read HTTP/1.1\r\nhost: {web}\r\nauthorization: {ann}\r\n\
          content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"all\":"
     );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("send a head and a bit");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer);
+    let text = common::unfinished_body(web, &head).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("--body-timeout"), "{text}");
     logger.stop_within(Duration::from_secs(10)).await;

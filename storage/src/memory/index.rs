@@ -30,8 +30,10 @@ enum Field {
 pub(super) struct Indexes {
     all: BTreeSet<Position>,
     by: HashMap<(Field, String), BTreeSet<Position>>,
-    /// Each user's inbox views ([`InboxView`]), kept with status changes.
-    inboxes: HashMap<(InboxView, String), BTreeSet<Position>>,
+    /// Each user's unread notifications (PROCESSED), kept with status
+    /// changes; a user with none has no entry. The inbox itself is the
+    /// user's index, walked with the view as a filter, as on Redis.
+    unread: HashMap<String, u64>,
 }
 
 /// The indexed fields of `event` that it has (none is not indexed).
@@ -59,38 +61,29 @@ impl Indexes {
         }
     }
 
-    /// Moves `event` (now in its new status, `from` before) between its
-    /// user's inbox views; returns the user's unread count if it changed.
+    /// Counts `event`'s change (to its status now, from `from`) in its
+    /// user's unread count; returns the count if the change moved it.
     pub(super) fn status_changed(&mut self, event: &Event, from: EventStatus) -> Option<u64> {
-        let at = Position::of(event);
-        let mut changed = false;
-        for view in [InboxView::All, InboxView::Unread] {
-            let key = (view, event.user_id.clone());
-            match (view.holds(from), view.holds(event.status)) {
-                (false, true) => {
-                    self.inboxes.entry(key).or_default().insert(at);
-                }
-                (true, false) => self.forget(key, at),
-                _ => continue,
-            }
-            changed |= view == InboxView::Unread;
+        let unread = InboxView::Unread;
+        match (unread.holds(from), unread.holds(event.status)) {
+            (false, true) => *self.unread.entry(event.user_id.clone()).or_default() += 1,
+            (true, false) => self.read_one(&event.user_id),
+            _ => return None,
         }
-        changed.then(|| self.unread(&event.user_id))
+        Some(self.unread(&event.user_id))
     }
 
     /// How many unread notifications `user` has.
     pub(super) fn unread(&self, user: &str) -> u64 {
-        self.inboxes
-            .get(&(InboxView::Unread, user.to_owned()))
-            .map_or(0, |index| index.len() as u64)
+        self.unread.get(user).copied().unwrap_or(0)
     }
 
-    /// Takes `at` out of the inbox view `key`, dropping the view once empty.
-    fn forget(&mut self, key: (InboxView, String), at: Position) {
-        if let Some(index) = self.inboxes.get_mut(&key) {
-            index.remove(&at);
-            if index.is_empty() {
-                self.inboxes.remove(&key);
+    /// Takes one off `user`'s unread count, dropping it at zero.
+    fn read_one(&mut self, user: &str) {
+        if let Some(count) = self.unread.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.unread.remove(user);
             }
         }
     }
@@ -98,8 +91,8 @@ impl Indexes {
     /// Forgets a removed event.
     pub(super) fn remove(&mut self, event: &Event) {
         let at = Position::of(event);
-        for view in [InboxView::All, InboxView::Unread] {
-            self.forget((view, event.user_id.clone()), at);
+        if InboxView::Unread.holds(event.status) {
+            self.read_one(&event.user_id);
         }
         self.all.remove(&at);
         for (field, value) in fields(event) {
@@ -116,9 +109,6 @@ impl Indexes {
     /// The index to walk for `query`: the smallest its equality filters
     /// name, or every event; `None` when a filter's value has no event.
     fn walk(&self, query: &ListQuery) -> Option<&BTreeSet<Position>> {
-        if let (Some(view), Some(user)) = (query.inbox, &query.user_id) {
-            return self.inboxes.get(&(view, user.clone()));
-        }
         let named = [
             (Field::User, &query.user_id),
             (Field::Session, &query.session_id),

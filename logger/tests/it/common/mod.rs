@@ -352,6 +352,21 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Sends `head` (an HTTP/1.1 request's head promising a longer body, and
+/// the first bytes of it) to `addr`, then nothing more: what the server
+/// answers before it closes the connection (20 s at most).
+pub async fn unfinished_body(addr: SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send a head and a bit");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Sends one HTTP/1.1 request to `addr` (`Host` is `addr` unless `headers`
 /// give one): the status code, the head and the body of the answer.
 pub async fn http_call(
