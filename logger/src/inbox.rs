@@ -89,7 +89,7 @@ impl InboxService {
 
     /// MarkRead for `caller`: the ids given (each checked to be one of the
     /// user's notifications before any is marked), or every notification
-    /// unread when the call starts, oldest first.
+    /// unread when the call starts ([`Self::mark_all`]).
     pub async fn mark_read(
         &self,
         caller: Option<&str>,
@@ -98,7 +98,7 @@ impl InboxService {
         only_own(caller, &request.user_id)?;
         check_user(&request.user_id)?;
         let user = request.user_id.as_str();
-        let ids = match (request.all, request.event_ids.is_empty()) {
+        let marked = match (request.all, request.event_ids.is_empty()) {
             (true, false) => {
                 return Err(invalid("all", "give event_ids or all, not both"));
             }
@@ -108,24 +108,12 @@ impl InboxService {
                     "give the notifications to mark read, or all",
                 ));
             }
-            (true, true) => self.unread_ids(user).await?,
-            (false, false) => self.notification_ids(user, &request.event_ids).await?,
+            (true, true) => self.mark_all(user).await?,
+            (false, false) => {
+                let ids = self.notification_ids(user, &request.event_ids).await?;
+                self.mark(&ids).await?
+            }
         };
-        let mut marked = 0;
-        for chunk in ids.chunks(MAX_BATCH_CHANGES) {
-            let changes: Vec<StatusChange> = chunk
-                .iter()
-                .map(|(id, _)| StatusChange::new(*id, EventStatus::Opened))
-                .collect();
-            let since = herald::domain::now();
-            let outcomes = self.store.update_status_many(&changes).await?;
-            self.counters.record(&outcomes, since, Write::Change);
-            marked += chunk
-                .iter()
-                .zip(&outcomes)
-                .filter(|((_, was), outcome)| *was == EventStatus::Processed && outcome.is_ok())
-                .count();
-        }
         Ok(pb::MarkReadResponse {
             marked: u32::try_from(marked).unwrap_or(u32::MAX),
             unread_count: self.store.unread_count(user).await?,
@@ -173,12 +161,34 @@ impl InboxService {
         Ok(out)
     }
 
-    /// Every notification of `user` unread when the call starts, oldest
-    /// first. The walk goes newest first (unread ones are mostly the
-    /// newest, and a user's read ones are passed over) and stops once it
-    /// has as many as the unread count said; ones sent after the call
-    /// began (updated since) are passed over, so they stay unread.
-    async fn unread_ids(&self, user: &str) -> Result<Vec<(uuid::Uuid, EventStatus)>, Status> {
+    /// Marks `ids` read, a batch at a time: how many went from unread to
+    /// read (each id comes with the status it had).
+    async fn mark(&self, ids: &[(uuid::Uuid, EventStatus)]) -> Result<usize, Status> {
+        let mut marked = 0;
+        for chunk in ids.chunks(MAX_BATCH_CHANGES) {
+            let changes: Vec<StatusChange> = chunk
+                .iter()
+                .map(|(id, _)| StatusChange::new(*id, EventStatus::Opened))
+                .collect();
+            let since = herald::domain::now();
+            let outcomes = self.store.update_status_many(&changes).await?;
+            self.counters.record(&outcomes, since, Write::Change);
+            marked += chunk
+                .iter()
+                .zip(&outcomes)
+                .filter(|((_, was), outcome)| *was == EventStatus::Processed && outcome.is_ok())
+                .count();
+        }
+        Ok(marked)
+    }
+
+    /// Marks read every notification of `user` unread when the call
+    /// starts, a page at a time as the walk finds them (so the call holds
+    /// one page, however many there are): newest first, since unread ones
+    /// are mostly the newest and read ones are passed over, until as many
+    /// as the unread count said. Ones sent after the call began (updated
+    /// since) are passed over, so they stay unread.
+    async fn mark_all(&self, user: &str) -> Result<usize, Status> {
         let started = herald::domain::now();
         let count = usize::try_from(self.store.unread_count(user).await?).unwrap_or(usize::MAX);
         let mut query = ListQuery {
@@ -188,23 +198,24 @@ impl InboxService {
             descending: true,
             ..ListQuery::default()
         };
-        let mut out = Vec::with_capacity(count.min(MAX_PAGE_SIZE));
-        while out.len() < count {
+        let (mut found, mut marked) = (0, 0);
+        while found < count {
             let page = self.store.list(&query).await?;
-            out.extend(
-                page.events
-                    .iter()
-                    .filter(|e| e.updated_at <= started)
-                    .take(count - out.len())
-                    .map(|e| (e.id, e.status)),
-            );
+            let ids: Vec<_> = page
+                .events
+                .iter()
+                .filter(|e| e.updated_at <= started)
+                .take(count - found)
+                .map(|e| (e.id, e.status))
+                .collect();
+            found += ids.len();
+            marked += self.mark(&ids).await?;
             match page.next {
                 Some(next) => query.after = Some(next),
                 None => break,
             }
         }
-        out.reverse();
-        Ok(out)
+        Ok(marked)
     }
 }
 
