@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::{
     Client, Error, Page,
-    client::{event_of, every_page, item_result},
+    client::{event_of, item_result},
+    query::every_page,
 };
 
 /// An event given up after too many delivery attempts (it is FAILED).

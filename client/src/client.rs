@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::{Stream, TryStreamExt, stream};
+use futures_util::Stream;
 use herald::{
     Event, EventStatus,
     domain::{BatchResult, DeliveryAttempt, EventInput, StatusChange, json_to_struct},
@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::{
     Error, Tls,
     error::connection_lost,
-    query::{ListEvents, Page},
+    query::{ListEvents, Page, every_page_of},
 };
 
 /// How idempotent calls are retried while the server answers UNAVAILABLE
@@ -630,66 +630,6 @@ impl Client {
     }
 }
 
-/// Every item of `query`'s pages, as [`every_page`] reads them: `fetch`
-/// reads the page of `query` with the token `resume` sets (none: the first).
-pub(crate) fn every_page_of<Q, T, R, F, Fut>(
-    client: &Client,
-    query: Q,
-    resume: R,
-    fetch: F,
-) -> impl Stream<Item = Result<T, Error>> + Send + 'static
-where
-    Q: Clone + Send + 'static,
-    T: Send + 'static,
-    R: Fn(Q, String) -> Q + Send + 'static,
-    F: Fn(Client, Q) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Page<T>, Error>> + Send + 'static,
-{
-    let client = client.clone();
-    every_page(move |token| {
-        let query = match token {
-            Some(token) => resume(query.clone(), token),
-            None => query.clone(),
-        };
-        fetch(client.clone(), query)
-    })
-}
-
-/// Every item of a listing, page after page: `fetch` reads the page a token
-/// names (`None`: the first), and the stream asks for the next page only when
-/// it needs it. The stream ends after the first error, and with an error if
-/// the server names the page just read as the next one.
-pub(crate) fn every_page<T, F, Fut>(
-    fetch: F,
-) -> impl Stream<Item = Result<T, Error>> + Send + 'static
-where
-    T: Send + 'static,
-    F: Fn(Option<String>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Page<T>, Error>> + Send + 'static,
-{
-    stream::try_unfold(Some(None), move |token: Option<Option<String>>| {
-        let page = token.clone().map(&fetch);
-        async move {
-            let Some(page) = page else {
-                return Ok::<_, Error>(None);
-            };
-            let page = page.await?;
-            // A server that names the page just read as the next would make
-            // the stream go round forever.
-            if page.next.is_some() && page.next == token.flatten() {
-                return Err(Error::InvalidResponse(
-                    "the next page token is the one just read".into(),
-                ));
-            }
-            Ok(Some((
-                stream::iter(page.items.into_iter().map(Ok)),
-                page.next.map(Some),
-            )))
-        }
-    })
-    .try_flatten()
-}
-
 /// A request to create `event`.
 pub(crate) fn create_request(event: EventInput) -> pb::CreateEventRequest {
     pb::CreateEventRequest {
@@ -770,8 +710,6 @@ pub(crate) fn with_hint(text: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use futures_util::StreamExt;
-
     use super::*;
 
     #[test]
@@ -783,27 +721,5 @@ mod tests {
             assert_eq!(value.to_str().expect("ascii"), "Bearer hk_1", "{given:?}");
         }
         assert!(ApiKey::bearer("Bearer ").expect("empty").0.is_none());
-    }
-
-    #[tokio::test]
-    async fn pages_are_followed_and_a_token_that_repeats_ends_the_stream() {
-        // Three pages: "" → "b" → "c" → end.
-        let pages = every_page(|token: Option<String>| async move {
-            let (items, next) = match token.as_deref() {
-                None => (vec![1, 2], "b"),
-                Some("b") => (vec![3], "c"),
-                _ => (vec![4], ""),
-            };
-            Ok(Page::new(items, next.into()))
-        });
-        let all: Vec<u32> = pages.try_collect().await.expect("every page");
-        assert_eq!(all, [1, 2, 3, 4]);
-
-        // A server naming the same page again.
-        let stuck =
-            every_page(|_token: Option<String>| async { Ok(Page::new(vec![7], "same".into())) });
-        let seen: Vec<Result<u32, Error>> = stuck.collect().await;
-        assert_eq!(seen.len(), 2, "the first page, then the error");
-        assert!(matches!(seen[1], Err(Error::InvalidResponse(_))));
     }
 }

@@ -9,10 +9,7 @@ use futures_util::Stream;
 use herald::{Event, pb};
 use uuid::Uuid;
 
-use crate::{
-    Client, Error, Page,
-    client::{event_of, every_page_of},
-};
+use crate::{Client, Error, Page, client::event_of, query::every_page_of};
 
 /// A ListInbox query: one user's notifications, newest first, all of them
 /// or the unread ones, a page at a time.

@@ -21,8 +21,9 @@
 //! - [`inbox`]: [`ListInbox`], [`InboxPage`], [`MarkRead`] and
 //!   [`MarkedRead`]: each user's inbox, and the [`Client`] calls that read
 //!   it, count its unread notifications and mark them read.
-//! - [`query`]: [`ListEvents`], a ListEvents query built step by step, and
-//!   [`Page`], one page of its answer.
+//! - [`query`]: [`ListEvents`], a ListEvents query built step by step,
+//!   [`Page`], one page of its answer, and how every listing follows its
+//!   pages.
 //! - [`publisher`]: [`Publisher`], which publishes events in the background
 //!   in batches, retrying while the logger is down, and never fails its caller.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a

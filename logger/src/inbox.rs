@@ -89,7 +89,7 @@ impl InboxService {
 
     /// MarkRead for `caller`: the ids given (each checked to be one of the
     /// user's notifications before any is marked), or every notification
-    /// unread when the call starts ([`Self::mark_all`]).
+    /// unread when the call starts, a page at a time as a walk finds them.
     pub async fn mark_read(
         &self,
         caller: Option<&str>,
