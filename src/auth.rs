@@ -24,17 +24,23 @@ pub enum Scope {
     /// Subscribe, to one user's notifications or everyone's (an API key
     /// needs it for any subscription).
     NotificationsSubscribe,
+    /// GetRecipient, GetPreferences.
+    RecipientsRead,
+    /// PutRecipient, PutRecipients, DeleteRecipient, SetPreferences.
+    RecipientsWrite,
     /// Everything.
     Admin,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Self::EventsWrite,
         Self::EventsRead,
         Self::EventsProcess,
         Self::NotificationsSubscribe,
+        Self::RecipientsRead,
+        Self::RecipientsWrite,
         Self::Admin,
     ];
 
@@ -45,6 +51,8 @@ impl Scope {
             Self::EventsRead => "events:read",
             Self::EventsProcess => "events:process",
             Self::NotificationsSubscribe => "notifications:subscribe",
+            Self::RecipientsRead => "recipients:read",
+            Self::RecipientsWrite => "recipients:write",
             Self::Admin => "admin",
         }
     }
@@ -82,6 +90,10 @@ pub fn scope_for(rpc: Rpc) -> Scope {
         | Rpc::RedriveEvents
         | Rpc::MarkRead => Scope::EventsProcess,
         Rpc::Subscribe => Scope::NotificationsSubscribe,
+        Rpc::GetRecipient | Rpc::GetPreferences => Scope::RecipientsRead,
+        Rpc::PutRecipient | Rpc::PutRecipients | Rpc::DeleteRecipient | Rpc::SetPreferences => {
+            Scope::RecipientsWrite
+        }
     }
 }
 

@@ -7,7 +7,9 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{admin, attempts, dead_letters, events, inbox, keys, simulate, subscribe, tokens};
+use commands::{
+    admin, attempts, dead_letters, events, inbox, keys, recipients, simulate, subscribe, tokens,
+};
 use herald_cli::bench;
 use herald_client::{Client, Error};
 use herald_runtime::flags::TlsArgs;
@@ -99,6 +101,10 @@ enum Command {
     /// mark them read (with an API key, or the user's token as --api-key).
     #[command(subcommand)]
     Inbox(inbox::InboxCommand),
+    /// Recipients: store, read, erase and import users' contact data, and
+    /// set what they opt out of.
+    #[command(subcommand)]
+    Recipients(recipients::RecipientsCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -169,6 +175,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Simulate(args) => simulate::run(&client, args, json).await,
         Command::Subscribe(args) => subscribe::run(&client, args, json).await,
         Command::Inbox(command) => inbox::run(&client, command, json).await,
+        Command::Recipients(command) => recipients::run(&client, command, json).await,
         Command::Bench(_) | Command::Keys(_) | Command::Tokens(_) => {
             unreachable!("handled in main")
         }

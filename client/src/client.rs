@@ -8,7 +8,7 @@ use herald::{
     domain::{BatchResult, DeliveryAttempt, EventInput, StatusChange, json_to_struct},
     pb::{
         self, event_logger_client::EventLoggerClient, inbox_client::InboxClient,
-        notifier_client::NotifierClient,
+        notifier_client::NotifierClient, recipients_client::RecipientsClient,
     },
 };
 use tonic::{
@@ -131,6 +131,7 @@ pub struct Client {
     logger: EventLoggerClient<Authed>,
     pub(crate) notifier: NotifierClient<Authed>,
     pub(crate) inbox: InboxClient<Authed>,
+    pub(crate) recipients: RecipientsClient<Authed>,
     pub(crate) health: HealthClient<Channel>,
     pub(crate) retry: RetryPolicy,
     pub(crate) resubscribe: RetryPolicy,
@@ -200,7 +201,8 @@ impl Client {
         Self {
             logger: EventLoggerClient::with_interceptor(channel.clone(), key.clone()),
             notifier: NotifierClient::with_interceptor(channel.clone(), key.clone()),
-            inbox: InboxClient::with_interceptor(channel.clone(), key),
+            inbox: InboxClient::with_interceptor(channel.clone(), key.clone()),
+            recipients: RecipientsClient::with_interceptor(channel.clone(), key),
             health: HealthClient::new(channel.clone()),
             channel,
             retry: RetryPolicy::default(),
@@ -651,17 +653,23 @@ pub(crate) fn item_result(result: impl BatchResult) -> Result<Event, Error> {
 
 /// The event a batch result holds, or the error it holds as a status.
 pub(crate) fn item_parts(result: impl BatchResult) -> Result<pb::Event, Error> {
-    use prost::Message;
     match result.into_parts() {
         (Some(event), _) => Ok(event),
-        (None, Some(status)) => Err(tonic::Status::with_details(
-            Code::from_i32(status.code),
-            status.message.clone(),
-            status.encode_to_vec().into(),
-        )
-        .into()),
+        (None, Some(status)) => Err(item_error(&status)),
         (None, None) => Err(Error::InvalidResponse("batch result is empty".into())),
     }
+}
+
+/// The error a batch item carries as a `google.rpc.Status`, with its
+/// details (field violations) as a call's error would have them.
+pub(crate) fn item_error(status: &tonic_types::pb::Status) -> Error {
+    use prost::Message;
+    tonic::Status::with_details(
+        Code::from_i32(status.code),
+        status.message.clone(),
+        status.encode_to_vec().into(),
+    )
+    .into()
 }
 
 pub(crate) fn event_of(event: Option<pb::Event>) -> Result<Event, Error> {

@@ -24,6 +24,8 @@
 //! - [`query`]: [`ListEvents`], a ListEvents query built step by step,
 //!   [`Page`], one page of its answer, and how every listing follows its
 //!   pages.
+//! - [`recipients`]: [`NewRecipient`], and the [`Client`] calls that put,
+//!   read and erase recipients and read and set their preferences.
 //! - [`publisher`]: [`Publisher`], which publishes events in the background
 //!   in batches, retrying while the logger is down, and never fails its caller.
 //! - [`subscribe`]: [`SubscribeOptions`] and the [`Message`]s of a
@@ -41,6 +43,7 @@ pub mod error;
 pub mod inbox;
 pub mod publisher;
 pub mod query;
+pub mod recipients;
 pub mod subscribe;
 pub mod tls;
 pub mod tokens;
@@ -49,6 +52,7 @@ pub mod webhooks;
 pub use admin::{DeadLetter, Health, Redrive, Stats};
 pub use client::{ApiKey, Client, Created, RetryPolicy};
 pub use error::Error;
+pub use herald::domain::{Contact, OptOut, Preferences, Recipient};
 pub use herald::domain::{DeliveryAttempt, EventInput, now, rfc3339};
 pub use herald::{Event, EventStatus, FieldViolation, domain::StatusChange, trace::TraceParent};
 pub use inbox::{InboxPage, ListInbox, MarkRead, MarkedRead};
@@ -56,6 +60,7 @@ pub use publisher::{
     Observer, Outcome, Publish, Publisher, PublisherOptions, PublisherStats, Unflushed, WhenFull,
 };
 pub use query::{ListEvents, Page};
+pub use recipients::NewRecipient;
 pub use subscribe::{Message, Notification, SubscribeOptions, Subscription};
 pub use tls::Tls;
 

@@ -52,10 +52,11 @@ use crate::{
     limits::RateLimiter,
     metrics::LoggerMetrics,
     notifier::{self, NotifierOptions, NotifierService},
+    recipients::RecipientsService,
     retention::{self, RetentionOptions},
     server,
     service::EventLoggerService,
-    web::{Tickets, Web},
+    web::{Shared, Tickets, Web},
 };
 
 /// The logger's tasks, each under a name, stopped together at the end.
@@ -299,6 +300,11 @@ pub async fn run(
     let logger = EventLoggerService::new(&backend, rules, meters.events.clone())
         .with_streams(notifier.active_streams())
         .with_message_limit(config.max_message_bytes as usize);
+    let shared = Shared {
+        notifier,
+        inbox,
+        recipients: Arc::new(RecipientsService::new(&backend)),
+    };
     let auth = AuthLayer::new(keys.clone(), limits).with_failure_limit(failures);
     let web = web.map(|(listener, tls)| {
         let tickets = config
@@ -307,7 +313,7 @@ pub async fn run(
             .filter(|_| !keys.is_open())
             .map(|secret| Tickets::new(secret, config.ticket_ttl));
         let web = Web::new(
-            (notifier.clone(), inbox.clone()),
+            shared.clone(),
             auth.clone(),
             tickets,
             config.cors_allow_origin.clone(),
@@ -330,7 +336,7 @@ pub async fn run(
         stop: stop_server,
         grace: config.shutdown_grace,
     };
-    let served = server::serve(listener, logger, (notifier, inbox), health, options).await;
+    let served = server::serve(listener, logger, shared, health, options).await;
     shutdown.cancel();
     tasks.stop().await;
     served

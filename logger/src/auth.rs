@@ -94,6 +94,26 @@ pub(crate) fn user_of<T>(request: &tonic::Request<T>) -> Option<String> {
         .and_then(|identity| identity.user.clone())
 }
 
+/// A user token (`caller`) may reach its own user's `what` (inbox,
+/// preferences) only; an API key reaches every user's.
+pub(crate) fn only_own(caller: Option<&str>, user_id: &str, what: &str) -> Result<(), Status> {
+    match caller {
+        Some(user) if user != user_id => Err(Status::permission_denied(format!(
+            "user tokens may only reach their own {what}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `user_id` is required and must be a user id (else INVALID_ARGUMENT
+/// naming `user_id`).
+pub(crate) fn require_user_id(user_id: &str) -> Result<(), Status> {
+    match herald::domain::check_user_id("user_id", user_id) {
+        Some(violation) => Err(herald::Error::InvalidArgument(vec![violation]).into()),
+        None => Ok(()),
+    }
+}
+
 /// Whether the end user `user` (whose token made the call) may make
 /// `change`: only to OPENED, only on their own events. An unknown id
 /// answers like another user's event, so a token cannot tell which ids

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus,
-    domain::{FieldViolation, MAX_BATCH_CHANGES, StatusChange, check_user_id, parse_event_id},
+    domain::{FieldViolation, MAX_BATCH_CHANGES, StatusChange, parse_event_id},
     pb::{self, inbox_server::Inbox},
     query::{InboxView, ListQuery, MAX_PAGE_SIZE, PageTokens},
 };
@@ -20,7 +20,7 @@ use herald_storage::{Backend, EventStore};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::user_of,
+    auth::{only_own, require_user_id, user_of},
     metrics::EventMetrics,
     observe::{Write, WriteObserver},
     service::page_within,
@@ -52,7 +52,7 @@ impl InboxService {
         caller: Option<&str>,
         request: pb::ListInboxRequest,
     ) -> Result<pb::ListInboxResponse, Status> {
-        only_own(caller, &request.user_id)?;
+        only_own(caller, &request.user_id, "inbox")?;
         let tokens = PageTokens::new(self.store.page_token_key().await?);
         let query = ListQuery::parse_inbox(request, &tokens)?;
         let user = query.user_id.as_deref().unwrap_or_default();
@@ -80,8 +80,8 @@ impl InboxService {
         caller: Option<&str>,
         request: pb::GetUnreadCountRequest,
     ) -> Result<pb::GetUnreadCountResponse, Status> {
-        only_own(caller, &request.user_id)?;
-        check_user(&request.user_id)?;
+        only_own(caller, &request.user_id, "inbox")?;
+        require_user_id(&request.user_id)?;
         Ok(pb::GetUnreadCountResponse {
             unread_count: self.store.unread_count(&request.user_id).await?,
         })
@@ -95,8 +95,8 @@ impl InboxService {
         caller: Option<&str>,
         request: pb::MarkReadRequest,
     ) -> Result<pb::MarkReadResponse, Status> {
-        only_own(caller, &request.user_id)?;
-        check_user(&request.user_id)?;
+        only_own(caller, &request.user_id, "inbox")?;
+        require_user_id(&request.user_id)?;
         let user = request.user_id.as_str();
         let marked = match (request.all, request.event_ids.is_empty()) {
             (true, false) => {
@@ -216,24 +216,6 @@ impl InboxService {
             }
         }
         Ok(marked)
-    }
-}
-
-/// A user token may reach its own user's inbox only.
-fn only_own(caller: Option<&str>, user_id: &str) -> Result<(), Status> {
-    match caller {
-        Some(user) if user != user_id => Err(Status::permission_denied(
-            "user tokens may only reach their own inbox",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// `user_id` is required and must be a user id.
-fn check_user(user_id: &str) -> Result<(), Status> {
-    match check_user_id("user_id", user_id) {
-        Some(violation) => Err(Error::InvalidArgument(vec![violation]).into()),
-        None => Ok(()),
     }
 }
 

@@ -1,5 +1,5 @@
 //! `herald-logger`: Herald's front door. Serves `herald.v1.EventLogger`,
-//! `herald.v1.Notifier` and `herald.v1.Inbox` with gRPC health and
+//! `herald.v1.Notifier`, `herald.v1.Inbox` and `herald.v1.Recipients` with gRPC health and
 //! reflection on one port (and end users' endpoints on another), over the
 //! Redis backend, or, without Redis, over the memory backend with a processor
 //! worker embedded, so one command runs the whole system.
@@ -21,6 +21,8 @@
 //!   read within bounds.
 //! - [`inbox`]: the Inbox handlers: each user's notifications, unread
 //!   count and marking read.
+//! - [`recipients`]: the Recipients handlers: contact data and
+//!   preferences.
 //! - [`in_flight`]: the calls in flight on every listener, so shutdown
 //!   ends once they have.
 //! - [`limits`]: per-client token-bucket rate limits, and the accounting of
@@ -68,6 +70,7 @@ pub mod metrics;
 pub mod notifier;
 pub mod observe;
 pub mod queue;
+pub mod recipients;
 pub mod retention;
 pub mod server;
 pub mod service;

@@ -1,13 +1,16 @@
 //! The one place where every gRPC service is registered: EventLogger,
-//! Notifier, Inbox, health (for "" and each service) and reflection (v1
-//! and v1alpha); and the end users' listener's (Notifier and Inbox, over
-//! gRPC-Web too).
+//! Notifier, Inbox, Recipients, health (for "" and each service) and
+//! reflection (v1 and v1alpha); and the end users' listener's (Notifier,
+//! Inbox and Recipients, over gRPC-Web too).
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use herald::pb::{event_logger_server::EventLoggerServer, inbox_server::InboxServer};
+use herald::pb::{
+    event_logger_server::EventLoggerServer, inbox_server::InboxServer,
+    recipients_server::RecipientsServer,
+};
 use herald_storage::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +29,9 @@ use crate::{
     in_flight::InFlight,
     inbox::InboxService,
     metrics::RpcMetricsLayer,
-    notifier::NotifierService,
+    recipients::RecipientsService,
     service::EventLoggerService,
+    web::Shared,
 };
 
 /// How long the last answers get to leave once every call has ended on
@@ -35,11 +39,12 @@ use crate::{
 const FLUSH: Duration = Duration::from_millis(250);
 
 /// The names health reports on: the whole server ("") and each service.
-pub const HEALTH_SERVICES: [&str; 4] = [
+pub const HEALTH_SERVICES: [&str; 5] = [
     "",
     <EventLoggerServer<EventLoggerService> as NamedService>::NAME,
     <NotifierServer as NamedService>::NAME,
     <InboxServer<InboxService> as NamedService>::NAME,
+    <RecipientsServer<RecipientsService> as NamedService>::NAME,
 ];
 
 /// How the server treats calls and its own end.
@@ -97,8 +102,7 @@ pub struct Http2Options {
 #[derive(Clone)]
 struct Services<H> {
     logger: Arc<EventLoggerService>,
-    notifier: Arc<NotifierService>,
-    inbox: Arc<InboxService>,
+    shared: Shared,
     health: H,
     body: BodyLimits,
     http2: Http2Options,
@@ -109,7 +113,7 @@ struct Services<H> {
 pub async fn serve<H>(
     listener: TcpListener,
     logger: EventLoggerService,
-    (notifier, inbox): (Arc<NotifierService>, Arc<InboxService>),
+    shared: Shared,
     health: tonic_health::pb::health_server::HealthServer<H>,
     options: ServeOptions,
 ) -> anyhow::Result<()>
@@ -129,8 +133,7 @@ where
     } = options;
     let services = Services {
         logger: Arc::new(logger),
-        notifier,
-        inbox,
+        shared,
         health,
         body,
         http2,
@@ -199,8 +202,7 @@ where
 {
     let Services {
         logger,
-        notifier,
-        inbox,
+        shared,
         health,
         body,
         http2,
@@ -234,8 +236,9 @@ where
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )
-        .add_service(NotifierServer::new(notifier, max_message_bytes))
-        .add_service(inbox_server(inbox, max_message_bytes))
+        .add_service(NotifierServer::new(shared.notifier, max_message_bytes))
+        .add_service(inbox_server(shared.inbox, max_message_bytes))
+        .add_service(recipients_server(shared.recipients, max_message_bytes))
         .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
         .await?;
     Ok(())
@@ -259,10 +262,17 @@ async fn serve_web<H>(
         .layer(BodyLayer(services.body.clone()))
         .service(
             Routes::new(NotifierServer::new(
-                services.notifier.clone(),
+                services.shared.notifier.clone(),
                 max_message_bytes,
             ))
-            .add_service(inbox_server(services.inbox.clone(), max_message_bytes))
+            .add_service(inbox_server(
+                services.shared.inbox.clone(),
+                max_message_bytes,
+            ))
+            .add_service(recipients_server(
+                services.shared.recipients.clone(),
+                max_message_bytes,
+            ))
             .prepare(),
         );
     let mut builder = Server::builder();
@@ -302,6 +312,16 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 /// The Inbox's server, with messages of at most `max_message_bytes`.
 fn inbox_server(inbox: Arc<InboxService>, max_message_bytes: usize) -> InboxServer<InboxService> {
     InboxServer::from_arc(inbox)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+/// The Recipients' server, with messages of at most `max_message_bytes`.
+fn recipients_server(
+    recipients: Arc<RecipientsService>,
+    max_message_bytes: usize,
+) -> RecipientsServer<RecipientsService> {
+    RecipientsServer::from_arc(recipients)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
 }

@@ -20,6 +20,7 @@ pub struct WorkerMetrics {
     attempts: IntCounterVec,
     sent: IntCounterVec,
     failed: IntCounterVec,
+    skipped: IntCounterVec,
     latency: HistogramVec,
     breaker: IntGaugeVec,
     disabled: IntGaugeVec,
@@ -77,6 +78,12 @@ impl WorkerMetrics {
                 "Failed attempts, and events a channel refused without an attempt, by reason",
                 &["channel", "reason"],
             ),
+            skipped: counter_vec(
+                registry,
+                "herald_notifications_skipped_total",
+                "Events a channel did not send because the recipient opted out",
+                &["channel"],
+            ),
             latency: duration_histogram_vec(
                 registry,
                 "herald_channel_attempt_duration_seconds",
@@ -131,6 +138,11 @@ impl WorkerMetrics {
     /// An attempt through `channel` failed (or was refused) for `reason`.
     pub fn failed(&self, channel: &str, reason: &str) {
         self.failed.with_label_values(&[channel, reason]).inc();
+    }
+
+    /// `channel` skipped an event its recipient opted out of.
+    pub fn skipped(&self, channel: &str) {
+        self.skipped.with_label_values(&[channel]).inc();
     }
 
     /// No route chose a channel for an event.

@@ -72,8 +72,11 @@ pub struct DeliveryAttempt {
     pub succeeded: bool,
     /// The HTTP status the endpoint answered, if any.
     pub http_status: Option<u16>,
-    /// Why it failed; empty when it succeeded.
+    /// Why it failed, or why it was skipped; empty when it succeeded.
     pub error: String,
+    /// Nothing was sent: the recipient opted out (error says how), or the
+    /// channel had nowhere to send it. The channel is done with the event.
+    pub skipped: bool,
 }
 
 impl DeliveryAttempt {

@@ -137,6 +137,7 @@ impl From<DeliveryAttempt> for pb::DeliveryAttempt {
             succeeded: a.succeeded,
             http_status: a.http_status.map_or(0, i32::from),
             error: a.error,
+            skipped: a.skipped,
         }
     }
 }
@@ -152,6 +153,7 @@ impl DeliveryAttempt {
             "kind": self.kind.as_str(),
             "target": self.target,
             "succeeded": self.succeeded,
+            "skipped": self.skipped,
             "http_status": self.http_status,
             "latency_ms": self.latency.as_secs_f64() * 1000.0,
             "error": self.error,
@@ -178,6 +180,7 @@ impl DeliveryAttempt {
             target: a.target,
             succeeded: a.succeeded,
             error: a.error,
+            skipped: a.skipped,
         })
     }
 }
@@ -189,7 +192,11 @@ impl TryFrom<pb::CreateEventRequest> for EventInput {
     /// cannot hold (NaN, infinities) fails here, the rest is checked by
     /// [`NewEvent::validate`].
     fn try_from(r: pb::CreateEventRequest) -> Result<Self, Error> {
-        if let Some(path) = r.payload.as_ref().and_then(non_finite_number) {
+        if let Some(path) = r
+            .payload
+            .as_ref()
+            .and_then(|p| non_finite_number(p, "payload"))
+        {
             return Err(Error::invalid(
                 &path,
                 "must be a finite number (JSON has no NaN or infinity)",

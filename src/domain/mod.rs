@@ -15,15 +15,19 @@
 //!   [`BatchResult`].
 //! - `time.rs`: [`now`], microseconds, [`rfc3339`].
 //! - `attempt.rs`: [`DeliveryAttempt`], what a channel did with an event.
+//! - `recipient.rs`: [`Recipient`], its [`Contact`] and [`Preferences`],
+//!   and the checks of a [`RecipientUpdate`].
 
 mod attempt;
 mod convert;
+mod recipient;
 mod status;
 mod time;
 mod validation;
 
 pub use attempt::*;
 pub use convert::*;
+pub use recipient::*;
 pub use status::*;
 pub use time::*;
 pub use validation::*;

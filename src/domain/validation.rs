@@ -163,7 +163,7 @@ impl NewEvent {
             check_occurred_at(v, at, rules);
         }
         let payload_ok = match &input.payload {
-            Some(payload) => check_payload_limits(v, payload),
+            Some(payload) => check_json_limits(v, "payload", payload, MAX_PAYLOAD_BYTES),
             None => true,
         };
         if !input.event_type.is_empty() && payload_ok {
@@ -272,8 +272,15 @@ fn check_occurred_at(out: &mut Vec<FieldViolation>, at: SystemTime, rules: &Rule
     }
 }
 
-/// The payload's size, depth and key count; false if any is exceeded.
-fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> bool {
+/// The size (at most `max_bytes` as JSON), depth and key count of the
+/// JSON object in `field` (a payload, a recipient's attributes); false if
+/// any is exceeded.
+pub(crate) fn check_json_limits(
+    out: &mut Vec<FieldViolation>,
+    field: &str,
+    payload: &Payload,
+    max_bytes: usize,
+) -> bool {
     /// The nesting depth below `value`, counting its keys into `keys`.
     fn walk(value: &serde_json::Value, keys: &mut usize) -> usize {
         match value {
@@ -297,21 +304,21 @@ fn check_payload_limits(out: &mut Vec<FieldViolation>, payload: &Payload) -> boo
         .max()
         .unwrap_or(0);
     let size = serde_json::to_string(payload).map_or(usize::MAX, |s| s.len());
-    if size > MAX_PAYLOAD_BYTES {
+    if size > max_bytes {
         out.push(FieldViolation::new(
-            "payload",
-            format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON, got {size}"),
+            field,
+            format!("must be at most {max_bytes} bytes as JSON, got {size}"),
         ));
     }
     if depth > MAX_PAYLOAD_DEPTH {
         out.push(FieldViolation::new(
-            "payload",
+            field,
             format!("must be nested at most {MAX_PAYLOAD_DEPTH} deep, got {depth}"),
         ));
     }
     if keys > MAX_PAYLOAD_KEYS {
         out.push(FieldViolation::new(
-            "payload",
+            field,
             format!("must have at most {MAX_PAYLOAD_KEYS} keys in all, got {keys}"),
         ));
     }
@@ -421,9 +428,9 @@ pub fn breaks_line(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// The path (`payload.a.b[2]`) of the first number in `payload` that JSON
-/// cannot hold (NaN or an infinity), if any.
-pub(super) fn non_finite_number(payload: &prost_types::Struct) -> Option<String> {
+/// The path (`payload.a.b[2]`, under `root`) of the first number in
+/// `payload` that JSON cannot hold (NaN or an infinity), if any.
+pub(super) fn non_finite_number(payload: &prost_types::Struct, root: &str) -> Option<String> {
     fn walk(value: &prost_types::Value, path: String) -> Option<String> {
         use prost_types::value::Kind;
         match &value.kind {
@@ -442,7 +449,7 @@ pub(super) fn non_finite_number(payload: &prost_types::Struct) -> Option<String>
             .iter()
             .find_map(|(key, v)| walk(v, format!("{path}.{key}")))
     }
-    fields(payload, "payload")
+    fields(payload, root)
 }
 
 /// Earliest and latest seconds a Timestamp may hold: 0001-01-01T00:00:00Z
@@ -486,24 +493,25 @@ pub const MAX_BATCH_CHANGES: usize = 1000;
 /// Most events in one CreateEvents call.
 pub const MAX_BATCH_CREATES: usize = 1000;
 
-/// Checks the size of a batch request's `requests` field.
-fn check_batch_size(n: usize, max: usize) -> Result<(), Error> {
+/// Checks the size of a batch request's list `field` (`requests`).
+pub(super) fn check_batch_size(field: &str, n: usize, max: usize) -> Result<(), Error> {
     if n == 0 || n > max {
         return Err(Error::invalid(
-            "requests",
+            field,
             format!("must hold 1 to {max} items, got {n}"),
         ));
     }
     Ok(())
 }
 
-/// Names the fields of item `i`'s error as `requests[i].field`.
-fn within_item<T>(i: usize, result: Result<T, Error>) -> Result<T, Error> {
+/// Names the fields of an error under `prefix`: `requests[3].field` for
+/// `requests[3]`.
+pub fn within<T>(prefix: &str, result: Result<T, Error>) -> Result<T, Error> {
     result.map_err(|err| match err {
         Error::InvalidArgument(violations) => Error::InvalidArgument(
             violations
                 .into_iter()
-                .map(|v| FieldViolation::new(format!("requests[{i}].{}", v.field), v.description))
+                .map(|v| FieldViolation::new(format!("{prefix}.{}", v.field), v.description))
                 .collect(),
         ),
         other => other,
@@ -518,11 +526,11 @@ pub fn parse_batch_changes(
     r: pb::BatchUpdateStatusRequest,
     max: usize,
 ) -> Result<Vec<Result<StatusChange, Error>>, Error> {
-    check_batch_size(r.requests.len(), max.min(MAX_BATCH_CHANGES))?;
+    check_batch_size("requests", r.requests.len(), max.min(MAX_BATCH_CHANGES))?;
     Ok(r.requests
         .into_iter()
         .enumerate()
-        .map(|(i, request)| within_item(i, StatusChange::try_from(request)))
+        .map(|(i, request)| within(&format!("requests[{i}]"), StatusChange::try_from(request)))
         .collect())
 }
 
@@ -534,13 +542,13 @@ pub fn parse_batch_creates(
     rules: &Rules,
     max: usize,
 ) -> Result<Vec<Result<NewEvent, Error>>, Error> {
-    check_batch_size(r.requests.len(), max.min(MAX_BATCH_CREATES))?;
+    check_batch_size("requests", r.requests.len(), max.min(MAX_BATCH_CREATES))?;
     Ok(r.requests
         .into_iter()
         .enumerate()
         .map(|(i, request)| {
-            within_item(
-                i,
+            within(
+                &format!("requests[{i}]"),
                 EventInput::try_from(request).and_then(|input| NewEvent::validate(input, rules)),
             )
         })

@@ -15,6 +15,7 @@
 //!   already took it (kept in its record, so a redelivery skips them).
 //! - [`DeadLetters`]: entries given up (atomically with their
 //!   acknowledgement), read, redriven and trimmed.
+//! - [`RecipientStore`]: each user's contact data and preferences.
 //!
 //! # Layout
 //! - this file: the traits, the backend configuration and [`open`], the
@@ -23,6 +24,7 @@
 //! - [`dead_letters`]: the dead letters' trait and type, and redriving the
 //!   oldest.
 //! - [`retention`]: retention's slices, and the sweep that runs them.
+//! - `recipients`: the recipients' trait.
 //! - `memory`: [`MemoryBackend`], everything in one process behind one
 //!   lock; its store, indexes, queue, feed and delivery log each in a file
 //!   of their own under `memory/`, as the Redis backend's are.
@@ -36,6 +38,7 @@
 mod batch;
 pub mod dead_letters;
 mod memory;
+mod recipients;
 mod redis;
 pub mod retention;
 #[cfg(feature = "testing")]
@@ -52,6 +55,7 @@ use uuid::Uuid;
 pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::dead_letters::{DeadLetter, DeadLetters, redrive_oldest};
 pub use self::memory::MemoryBackend;
+pub use self::recipients::{RecipientStore, recipient};
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
 pub use self::retention::{RetentionSlice, Sweep, sweep};
 use herald::{
@@ -347,6 +351,8 @@ pub struct Backend {
     pub deliveries: Arc<dyn DeliveryLog>,
     /// The dead letters.
     pub dead_letters: Arc<dyn DeadLetters>,
+    /// Recipients and their preferences.
+    pub recipients: Arc<dyn RecipientStore>,
 }
 
 /// The kinds of backend.
@@ -474,7 +480,7 @@ pub fn open_with(config: &BackendTarget, options: &StoreOptions) -> Result<Backe
 /// A backend's four faces, its store wrapped in [`Batching`].
 fn assemble<B>(kind: BackendKind, backend: Arc<B>) -> Backend
 where
-    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog + DeadLetters,
+    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog + DeadLetters + RecipientStore,
 {
     Backend {
         kind,
@@ -482,7 +488,8 @@ where
         queue: backend.clone(),
         feed: backend.clone(),
         deliveries: backend.clone(),
-        dead_letters: backend,
+        dead_letters: backend.clone(),
+        recipients: backend,
     }
 }
 

@@ -12,7 +12,7 @@
 //! room of its own: `store` (the event store: creates, status changes,
 //! lists, dead letters, retention), `index` (the lists' ordered indexes),
 //! `queue` (the work queue and its consumers), `feed` (the notification
-//! log) and `attempts` (the delivery log).
+//! log), `attempts` (the delivery log) and `recipients`.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -36,6 +36,7 @@ mod dead_letters;
 mod feed;
 mod index;
 mod queue;
+mod recipients;
 mod store;
 
 /// All of Herald's state in this process.
@@ -83,6 +84,8 @@ struct State {
     counts: StatusCounts,
     /// Every event's place in the ListEvents order, overall and by field.
     indexes: index::Indexes,
+    /// Recipient records by user.
+    recipients: HashMap<String, herald::domain::Recipient>,
     last_entry: u64,
     last_notification: u64,
 }

@@ -27,6 +27,7 @@ pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(),
     }
     for a in &attempts {
         let outcome = match (a.succeeded, a.http_status) {
+            _ if a.skipped => "skipped".to_owned(),
             (true, Some(status)) => format!("ok {status}"),
             (true, None) => "ok".to_owned(),
             (false, Some(status)) => format!("failed {status}"),

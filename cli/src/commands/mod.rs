@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod inbox;
 pub mod keys;
+pub mod recipients;
 pub mod simulate;
 pub mod subscribe;
 pub mod tokens;

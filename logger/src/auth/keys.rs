@@ -320,10 +320,11 @@ impl KeyRing {
     }
 }
 
-/// An end user may only Subscribe, UpdateStatus and use the Inbox (named
-/// methods, not scopes, so a new method is closed to them until allowed
-/// here), and the handlers then hold them to their own notifications and
-/// inbox, and to marking their own events OPENED.
+/// An end user may only Subscribe, UpdateStatus, use the Inbox and read
+/// and set their preferences (named methods, not scopes, so a new method
+/// is closed to them until allowed here), and the handlers then hold them
+/// to their own notifications, inbox and preferences, and to marking their
+/// own events OPENED.
 fn user_may_call(user: String, path: &str, scope: Scope) -> Result<Identity, Status> {
     use herald::pb::Rpc;
     match Rpc::from_path(path) {
@@ -332,11 +333,14 @@ fn user_may_call(user: String, path: &str, scope: Scope) -> Result<Identity, Sta
             | Rpc::UpdateStatus
             | Rpc::ListInbox
             | Rpc::GetUnreadCount
-            | Rpc::MarkRead,
+            | Rpc::MarkRead
+            | Rpc::GetPreferences
+            | Rpc::SetPreferences,
         ) => Ok(Identity::end_user(user)),
         _ => Err(Status::permission_denied(format!(
-            "user tokens may only subscribe to their own notifications, read their own inbox \
-             and mark their own events opened; this call needs the scope {scope}"
+            "user tokens may only subscribe to their own notifications, read their own inbox, \
+             mark their own events opened and read and set their own preferences; this call \
+             needs the scope {scope}"
         ))),
     }
 }

@@ -106,30 +106,7 @@ struct MarkRead {
 /// `POST /v1/inbox/read`: marks notifications read.
 pub async fn mark_read(State(web): State<Arc<Web>>, request: Request) -> Response {
     respond(async {
-        let (parts, body) = read_whole(request, MAX_BODY_BYTES, web.body_timeout)
-            .await?
-            .into_parts();
-        let identity = web.caller_of(Rpc::MarkRead, &parts)?;
-        let json_body = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json_body {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the body as application/json",
-            ));
-        }
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the request body broke off"))?;
-        let body: MarkRead = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not a MarkRead: {e}"),
-            )
-        })?;
+        let (identity, body): (_, MarkRead) = json_call(&web, Rpc::MarkRead, request).await?;
         let mut request = pb::MarkReadRequest {
             user_id: body.user_id,
             event_ids: body.event_ids,
@@ -143,6 +120,42 @@ pub async fn mark_read(State(web): State<Arc<Web>>, request: Request) -> Respons
         Ok(json!({ "marked": done.marked, "unread_count": done.unread_count }))
     })
     .await
+}
+
+/// The caller of a JSON call standing for `rpc`, and its body: read whole
+/// (at most [`MAX_BODY_BYTES`], within the body timeout), then checked as
+/// `application/json` holding a `T` (named after the RPC in errors).
+pub(super) async fn json_call<T: serde::de::DeserializeOwned>(
+    web: &Web,
+    rpc: Rpc,
+    request: Request,
+) -> Result<(crate::auth::Identity, T), ApiError> {
+    let (parts, body) = read_whole(request, MAX_BODY_BYTES, web.body_timeout)
+        .await?
+        .into_parts();
+    let identity = web.caller_of(rpc, &parts)?;
+    let json_body = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the request body broke off"))?;
+    let body: T = serde_json::from_slice(&bytes).map_err(|e| {
+        let name = rpc.path().rsplit('/').next().unwrap_or_default();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a {name}: {e}"),
+        )
+    })?;
+    Ok((identity, body))
 }
 
 /// `GET /herald-inbox.js`: the `<herald-inbox>` element.
@@ -159,7 +172,7 @@ pub async fn element() -> Response {
 }
 
 /// The JSON of `answer`, or its error.
-async fn respond(answer: impl Future<Output = Result<Value, ApiError>>) -> Response {
+pub(super) async fn respond(answer: impl Future<Output = Result<Value, ApiError>>) -> Response {
     match answer.await {
         Ok(value) => ([(header::CACHE_CONTROL, "no-store")], Json(value)).into_response(),
         Err(err) => err.into_response(),
@@ -167,14 +180,14 @@ async fn respond(answer: impl Future<Output = Result<Value, ApiError>>) -> Respo
 }
 
 /// The query's parameters, decoded.
-fn query_pairs(parts: &http::request::Parts) -> Vec<(String, String)> {
+pub(super) fn query_pairs(parts: &http::request::Parts) -> Vec<(String, String)> {
     form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
 /// A user token's own user when the request names none.
-fn default_user(user_id: &mut String, token_user: Option<&str>) {
+pub(super) fn default_user(user_id: &mut String, token_user: Option<&str>) {
     if user_id.is_empty()
         && let Some(user) = token_user
     {
@@ -192,7 +205,7 @@ fn flag(field: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 /// An unknown query parameter, named, and those there are.
-fn unknown(key: &str, known: &str) -> ApiError {
+pub(super) fn unknown(key: &str, known: &str) -> ApiError {
     ApiError::invalid(
         &herald::error::truncate(key, 64),
         format!("is not a parameter here ({known})"),

@@ -2,8 +2,8 @@
 //! the people notified reach Herald, apart from the operator's listeners
 //! (gRPC for services, the console, /metrics), which it never shares.
 //!
-//! - **gRPC-Web** (binary and text) and gRPC for `herald.v1.Notifier` and
-//!   `herald.v1.Inbox`,
+//! - **gRPC-Web** (binary and text) and gRPC for `herald.v1.Notifier`,
+//!   `herald.v1.Inbox` and `herald.v1.Recipients`,
 //!   through tonic-web in front of the same layers as the gRPC listener
 //!   (calls in flight, metrics, auth, body guard).
 //! - **Server-Sent Events** ([`sse`]): `GET /v1/notifications` streams one
@@ -14,6 +14,9 @@
 //! - **The inbox** ([`inbox`]): `herald.v1.Inbox` over gRPC-Web, the same
 //!   calls as JSON under `/v1/inbox`, and the `<herald-inbox>` element
 //!   (`/herald-inbox.js`) that shows them.
+//! - **Preferences** ([`preferences`]): `herald.v1.Recipients`' own-user
+//!   calls (GetPreferences, SetPreferences) over gRPC-Web, and as JSON at
+//!   `/v1/preferences`.
 //!
 //! Browsers may call it only from the origins the operator lists
 //! (`--cors-allow-origin`): a request carrying any other `Origin` is
@@ -22,6 +25,7 @@
 //! [`crate::http_api`].
 
 pub mod inbox;
+pub mod preferences;
 pub mod sse;
 pub mod tickets;
 
@@ -44,9 +48,21 @@ use crate::{
     http_api::ApiError,
     inbox::InboxService,
     notifier::NotifierService,
+    recipients::RecipientsService,
 };
 
 pub use tickets::Tickets;
+
+/// The services the gRPC listener and the end users' listener share.
+#[derive(Clone)]
+pub struct Shared {
+    /// Notifier.
+    pub notifier: Arc<NotifierService>,
+    /// Inbox.
+    pub inbox: Arc<InboxService>,
+    /// Recipients.
+    pub recipients: Arc<RecipientsService>,
+}
 
 /// How long a browser may cache a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -55,6 +71,7 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 pub struct Web {
     notifier: Arc<NotifierService>,
     inbox: Arc<InboxService>,
+    recipients: Arc<RecipientsService>,
     auth: AuthLayer,
     /// `None` without `--user-token-secret`: no user tokens, so no tickets.
     tickets: Option<Tickets>,
@@ -64,12 +81,16 @@ pub struct Web {
 }
 
 impl Web {
-    /// The endpoints over `notifier` and `inbox`, checking credentials
-    /// with `auth`, issuing `tickets` (if user tokens are configured), to
-    /// browsers of `origins` only; a body must arrive whole within
-    /// `body_timeout`.
+    /// The endpoints over `notifier`, `inbox` and `recipients`, checking
+    /// credentials with `auth`, issuing `tickets` (if user tokens are
+    /// configured), to browsers of `origins` only; a body must arrive whole
+    /// within `body_timeout`.
     pub fn new(
-        (notifier, inbox): (Arc<NotifierService>, Arc<InboxService>),
+        Shared {
+            notifier,
+            inbox,
+            recipients,
+        }: Shared,
         auth: AuthLayer,
         tickets: Option<Tickets>,
         origins: Vec<HeaderValue>,
@@ -78,6 +99,7 @@ impl Web {
         Self {
             notifier,
             inbox,
+            recipients,
             auth,
             tickets,
             origins,
@@ -124,8 +146,13 @@ where
         .route("/v1/inbox/unread_count", get(inbox::unread))
         .route("/v1/inbox/read", post(inbox::mark_read))
         .route("/herald-inbox.js", get(inbox::element))
+        .route(
+            "/v1/preferences",
+            get(preferences::get).put(preferences::set),
+        )
         .route_service("/herald.v1.Notifier/{*method}", grpc.clone())
-        .route_service("/herald.v1.Inbox/{*method}", grpc)
+        .route_service("/herald.v1.Inbox/{*method}", grpc.clone())
+        .route_service("/herald.v1.Recipients/{*method}", grpc)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(web.clone())
         .layer(cors)
@@ -139,7 +166,7 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
     let name = HeaderName::from_static;
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
-        .allow_methods(AllowMethods::list([Method::GET, Method::POST]))
+        .allow_methods(AllowMethods::list([Method::GET, Method::POST, Method::PUT]))
         .allow_headers(AllowHeaders::list([
             AUTHORIZATION,
             CONTENT_TYPE,

@@ -682,3 +682,88 @@ async fn an_https_endpoint_is_trusted_through_the_ca_it_is_given_only() {
     );
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_channels_are_skipped_unless_a_required_route_chose_them() {
+    let hooks = Receiver::start(|_| answer(204)).await;
+    let mail = Receiver::start(|_| answer(204)).await;
+    let file = format!(
+        "{}{}[[routes]]\nchannels = [\"hooks\", \"mail\"]\n\n\
+         [[routes]]\ntypes = [\"security.*\"]\nchannels = [\"mail\"]\nrequired = true\n",
+        webhook("hooks", &hooks.url, ""),
+        webhook("mail", &mail.url, ""),
+    );
+    let (logger, client, _dir) = logger_with(&file, &[]).await;
+    let opt_outs = vec![
+        herald_client::OptOut {
+            channel: "mail".into(),
+            category: "marketing".into(),
+            ..Default::default()
+        },
+        herald_client::OptOut {
+            event_type: "promo.daily".into(),
+            ..Default::default()
+        },
+    ];
+    client
+        .set_preferences("ann", opt_outs)
+        .await
+        .expect("preferences");
+    let weekly = create(&client, "ann", "marketing", "promo.weekly").await;
+    let daily = create(&client, "ann", "", "promo.daily").await;
+    let alert = create(&client, "ann", "marketing", "security.login").await;
+    let bobs = create(&client, "bob", "marketing", "promo.weekly").await;
+    for e in [&weekly, &daily, &alert, &bobs] {
+        status_of(&client, e.id, EventStatus::Processed).await;
+    }
+    let got = |r: &Receiver| {
+        let mut ids: Vec<Uuid> = r.received().iter().map(Received::event_id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut ids: Vec<Uuid>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(got(&hooks), sorted(vec![weekly.id, alert.id, bobs.id]));
+    assert_eq!(
+        got(&mail),
+        sorted(vec![alert.id, bobs.id]),
+        "a required route ignores the opt-out"
+    );
+
+    let attempts = client.delivery_attempts(weekly.id).await.expect("attempts");
+    let skipped: Vec<_> = attempts.iter().filter(|a| a.skipped).collect();
+    assert_eq!(skipped.len(), 1, "{attempts:?}");
+    assert_eq!(skipped[0].channel, "mail");
+    assert!(!skipped[0].succeeded);
+    assert_eq!(
+        skipped[0].error,
+        "opted out: channel mail, category marketing"
+    );
+    let daily_attempts = client.delivery_attempts(daily.id).await.expect("attempts");
+    assert!(
+        daily_attempts.len() == 2 && daily_attempts.iter().all(|a| a.skipped),
+        "{daily_attempts:?}"
+    );
+
+    // A change applies to the next event, without a restart.
+    client
+        .set_preferences("ann", vec![])
+        .await
+        .expect("cleared");
+    let after = create(&client, "ann", "marketing", "promo.weekly").await;
+    status_of(&client, after.id, EventStatus::Processed).await;
+    assert!(got(&mail).contains(&after.id));
+
+    let m = Scrape::of(logger.metrics_addr).await;
+    assert_eq!(
+        channel_metric(&m, "herald_notifications_skipped_total", "mail"),
+        2.0
+    );
+    assert_eq!(
+        channel_metric(&m, "herald_notifications_skipped_total", "hooks"),
+        1.0
+    );
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -350,6 +350,51 @@ fn valid_message(method: Rpc, ids: &[String]) -> Vec<u8> {
             all: false,
         }
         .encode_to_vec(),
+        Rpc::PutRecipient => pb::PutRecipientRequest {
+            recipient: Some(fuzz_recipient()),
+        }
+        .encode_to_vec(),
+        Rpc::PutRecipients => pb::PutRecipientsRequest {
+            recipients: vec![fuzz_recipient(), fuzz_recipient()],
+        }
+        .encode_to_vec(),
+        Rpc::GetRecipient => pb::GetRecipientRequest {
+            user_id: "fuzz".into(),
+        }
+        .encode_to_vec(),
+        Rpc::DeleteRecipient => pb::DeleteRecipientRequest {
+            user_id: "fuzz".into(),
+        }
+        .encode_to_vec(),
+        Rpc::GetPreferences => pb::GetPreferencesRequest {
+            user_id: "fuzz".into(),
+        }
+        .encode_to_vec(),
+        Rpc::SetPreferences => pb::SetPreferencesRequest {
+            user_id: "fuzz".into(),
+            preferences: fuzz_recipient().preferences,
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// A recipient with every field set, for the fuzz to corrupt.
+fn fuzz_recipient() -> pb::Recipient {
+    pb::Recipient {
+        user_id: "fuzz".into(),
+        email: "fuzz@example.com".into(),
+        name: "Fuzz".into(),
+        locale: "en-GB".into(),
+        time_zone: "Europe/London".into(),
+        attributes: Some(prost_types::Struct::default()),
+        preferences: Some(pb::Preferences {
+            opt_outs: vec![pb::OptOut {
+                channel: "email".into(),
+                category: "marketing".into(),
+                r#type: String::new(),
+            }],
+        }),
+        updated_at: None,
     }
 }
 

@@ -12,7 +12,8 @@
 //!   the console (`console` in a browser, `console_api` as a script), the
 //!   end users' listener (`web`: Server-Sent Events, tickets, CORS;
 //!   `grpc_web`; `inbox`: the Inbox's calls; `inbox_page`: the
-//!   `<herald-inbox>` element in a browser), hostile
+//!   `<herald-inbox>` element in a browser), recipients and their
+//!   preferences (`recipients`), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -37,6 +38,7 @@ mod operating;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod publisher;
+mod recipients;
 mod redis_cluster;
 mod redis_pipeline;
 mod simulate;

@@ -275,11 +275,12 @@ pub struct ChannelSet {
 }
 
 impl ChannelSet {
-    /// The channels the routes choose for `event`, each once.
-    pub fn choose(&self, event: &Event) -> Vec<&Named> {
+    /// The channels the routes choose for `event`, each once, and
+    /// whether a required route chose it.
+    pub fn choose(&self, event: &Event) -> Vec<(&Named, bool)> {
         routes::choose(&self.routes, event)
             .into_iter()
-            .filter_map(|i| self.channels.get(i))
+            .filter_map(|c| Some((self.channels.get(c.place)?, c.required)))
             .collect()
     }
 }

@@ -1,5 +1,6 @@
 //! Routes: which channels an event goes to, by its category, type, user
-//! and session.
+//! and session, and whether a route requires it (past the recipient's
+//! opt-outs).
 
 use herald::Event;
 
@@ -28,6 +29,7 @@ pub struct Route {
     users: Filter,
     sessions: Filter,
     channels: Vec<usize>,
+    required: bool,
 }
 
 impl Route {
@@ -39,6 +41,7 @@ impl Route {
             users: Filter::of(&settings.users),
             sessions: Filter::of(&settings.sessions),
             channels: settings.channels.iter().filter_map(|n| place(n)).collect(),
+            required: settings.required,
         }
     }
 
@@ -50,6 +53,7 @@ impl Route {
             users: Filter::default(),
             sessions: Filter::default(),
             channels: vec![place],
+            required: false,
         }
     }
 
@@ -61,16 +65,32 @@ impl Route {
     }
 }
 
-/// The channels (by place, each once, in order) that the routes matching
-/// `event` send to.
-pub fn choose(routes: &[Route], event: &Event) -> Vec<usize> {
-    let mut chosen: Vec<usize> = routes
+/// A channel a route chose for an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chosen {
+    /// The channel, by place.
+    pub place: usize,
+    /// Whether a required route chose it: the recipient's opt-outs do not
+    /// apply.
+    pub required: bool,
+}
+
+/// The channels (each once, in order of place) that the routes matching
+/// `event` send to, each required if any required route chose it.
+pub fn choose(routes: &[Route], event: &Event) -> Vec<Chosen> {
+    let mut chosen: Vec<Chosen> = routes
         .iter()
         .filter(|r| r.matches(event))
-        .flat_map(|r| r.channels.iter().copied())
+        .flat_map(|r| {
+            r.channels.iter().map(|&place| Chosen {
+                place,
+                required: r.required,
+            })
+        })
         .collect();
-    chosen.sort_unstable();
-    chosen.dedup();
+    // Required first within a place, so dedup keeps it.
+    chosen.sort_unstable_by_key(|c| (c.place, !c.required));
+    chosen.dedup_by_key(|c| c.place);
     chosen
 }
 
@@ -97,6 +117,7 @@ mod tests {
             users: vec![],
             sessions: vec![],
             channels: channels.iter().map(|c| c.to_string()).collect(),
+            required: false,
         };
         edit(&mut settings);
         Route::new(&settings, |name| name.parse().ok())
@@ -124,16 +145,46 @@ mod tests {
             (event("ops", "", "ann", "s-1"), vec![0, 1, 2]),
             (event("", "", "ann", "s"), vec![]),
         ];
+        let places = |chosen: Vec<Chosen>| chosen.into_iter().map(|c| c.place).collect::<Vec<_>>();
         for (event, want) in cases {
-            assert_eq!(choose(&routes, &event), want, "{event:?}");
+            assert_eq!(places(choose(&routes, &event)), want, "{event:?}");
         }
         let all = [route(|_| {}, &[3])];
-        assert_eq!(choose(&all, &event("", "", "x", "")), [3]);
+        assert_eq!(places(choose(&all, &event("", "", "x", ""))), [3]);
         let star = [route(|r| r.categories = vec!["*".into()], &[4])];
         assert_eq!(
-            choose(&star, &event("", "", "x", "")),
+            places(choose(&star, &event("", "", "x", ""))),
             [4],
             "* matches the empty value"
         );
+    }
+
+    #[test]
+    fn a_channel_is_required_when_any_route_choosing_it_is() {
+        let routes = [
+            route(|_| {}, &[0, 1]),
+            route(
+                |r| {
+                    r.types = vec!["security.*".into()];
+                    r.required = true;
+                },
+                &[1],
+            ),
+        ];
+        let chosen = |t: &str| choose(&routes, &event("", t, "ann", ""));
+        assert_eq!(
+            chosen("security.login"),
+            [
+                Chosen {
+                    place: 0,
+                    required: false
+                },
+                Chosen {
+                    place: 1,
+                    required: true
+                }
+            ]
+        );
+        assert!(chosen("promo").iter().all(|c| !c.required));
     }
 }

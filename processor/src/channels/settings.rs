@@ -158,6 +158,10 @@ pub struct RouteSettings {
     pub sessions: Vec<String>,
     /// The channels the matched events go to.
     pub channels: Vec<String>,
+    /// Whether the route's events go out whatever the recipient's
+    /// preferences say (security alerts, receipts).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// The default IRC message: the notification line.

@@ -34,7 +34,8 @@ use std::{
 use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
-    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, WorkQueue, run_batches,
+    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, RecipientStore,
+    WorkQueue, run_batches,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +78,8 @@ struct Context {
     consumer: Arc<dyn Consumer>,
     /// Where given-up entries go.
     dead_letters: Arc<dyn DeadLetters>,
+    /// Where recipients' preferences are read, before each channel.
+    recipients: Arc<dyn RecipientStore>,
     client: Client,
     channels: Arc<Channels>,
     recorder: Recorder,
@@ -92,6 +95,7 @@ pub struct Worker {
     queue: Arc<dyn WorkQueue>,
     deliveries: Arc<dyn DeliveryLog>,
     dead_letters: Arc<dyn DeadLetters>,
+    recipients: Arc<dyn RecipientStore>,
     client: Client,
     channels: Arc<Channels>,
     config: WorkerArgs,
@@ -115,6 +119,7 @@ impl Worker {
             queue: backend.queue.clone(),
             deliveries: backend.deliveries.clone(),
             dead_letters: backend.dead_letters.clone(),
+            recipients: backend.recipients.clone(),
             client,
             channels,
             config: config.clone(),
@@ -138,6 +143,7 @@ impl Worker {
         let context = Arc::new(Context {
             consumer,
             dead_letters: self.dead_letters,
+            recipients: self.recipients,
             client: self.client,
             channels: self.channels,
             recorder: Recorder::start(self.deliveries),

@@ -1,6 +1,6 @@
 //! Sending one event through the channels its routes choose, each with
-//! its own retries, and the [`Recorder`] that writes every attempt to the
-//! delivery log.
+//! its own retries, past the channels its recipient opted out of, and the
+//! [`Recorder`] that writes every attempt to the delivery log.
 
 use std::{
     sync::Arc,
@@ -8,8 +8,11 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use herald::domain::{DeliveryAttempt, now};
-use herald_storage::{Delivery, DeliveryLog, run_batches};
+use herald::{
+    Event,
+    domain::{DeliveryAttempt, Preferences, now},
+};
+use herald_storage::{Delivery, DeliveryLog, recipient, run_batches};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -30,9 +33,13 @@ enum Sending {
 }
 
 /// Sends the event through every chosen channel that has not taken it yet,
-/// all at once. The first channel that fails for good gives the event up
+/// all at once, but for the channels its recipient opted out of (read
+/// from the recipient's record now, so a change applies to the next
+/// event): those are skipped, recorded as such, unless a required route
+/// chose them. The first channel that fails for good gives the event up
 /// (FAILED, dead-lettered, naming the failed channels), once the others
-/// are done; a channel that could not try leaves the entry for later.
+/// are done; a channel that could not try leaves the entry for later, as
+/// does a record that cannot be read.
 pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
     let set = context.channels.current();
     let chosen = set.choose(&delivery.event);
@@ -41,13 +48,33 @@ pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), O
         debug!(event_id = %delivery.event.id, "no route chose a channel");
         return Ok(());
     }
-    let todo: Vec<&Named> = chosen
+    let todo: Vec<(&Named, bool)> = chosen
         .into_iter()
-        .filter(|c| !delivery.delivered.contains(&c.name))
+        .filter(|(c, _)| !delivery.delivered.contains(&c.name))
         .collect();
-    let ended = join_all(todo.iter().map(|c| send_through(context, delivery, c))).await;
+    let preferences = preferences_for(context, &delivery.event, &todo).await?;
+    let ended = join_all(todo.iter().map(|&(named, required)| {
+        let opted_out = (!required && named.recorded)
+            .then(|| preferences.opted_out(&named.name, &delivery.event))
+            .flatten();
+        async move {
+            match opted_out {
+                Some(opt_out) => {
+                    skip(
+                        context,
+                        &delivery.event,
+                        named,
+                        format!("opted out: {opt_out}"),
+                    )
+                    .await
+                }
+                None => send_through(context, delivery, named).await,
+            }
+        }
+    }))
+    .await;
     let (mut failed, mut later) = (Vec::new(), Vec::new());
-    for (channel, ended) in todo.iter().zip(ended) {
+    for ((channel, _), ended) in todo.iter().zip(ended) {
         match ended {
             Sending::Took => {}
             Sending::Failed(why) => failed.push(format!("channel {}: {why}", channel.name)),
@@ -63,6 +90,62 @@ pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), O
     Ok(())
 }
 
+/// The preferences of `event`'s recipient, read when some channel of
+/// `todo` may be opted out of (one of a channels file that no required
+/// route chose); none otherwise, and none for a user without a record.
+async fn preferences_for(
+    context: &Context,
+    event: &Event,
+    todo: &[(&Named, bool)],
+) -> Result<Preferences, Outcome> {
+    if !todo
+        .iter()
+        .any(|(named, required)| named.recorded && !required)
+    {
+        return Ok(Preferences::default());
+    }
+    match recipient(context.recipients.as_ref(), &event.user_id).await {
+        Ok(record) => Ok(record.map(|r| r.preferences).unwrap_or_default()),
+        Err(err) => Err(Outcome::Retry(format!(
+            "cannot read the recipient's preferences: {err}"
+        ))),
+    }
+}
+
+/// Skips `named` for `event` (the recipient opted out, `why`): counted,
+/// and recorded as a skipped attempt; the channel is done with it.
+async fn skip(context: &Context, event: &Event, named: &Named, why: String) -> Sending {
+    debug!(event_id = %event.id, channel = %named.name, %why, "skipped");
+    context.metrics.skipped(&named.name);
+    let mut attempt = attempt_of(event, named, now(), Duration::ZERO);
+    attempt.error = why;
+    attempt.skipped = true;
+    context.recorder.note(attempt.bounded()).await;
+    Sending::Took
+}
+
+/// An attempt of `event` through `named` that started `at` and took
+/// `latency`: not (yet) a success, nor skipped.
+fn attempt_of(
+    event: &Event,
+    named: &Named,
+    at: std::time::SystemTime,
+    latency: Duration,
+) -> DeliveryAttempt {
+    DeliveryAttempt {
+        event_id: event.id,
+        channel: named.name.clone(),
+        kind: named.channel.kind(),
+        target: named.channel.target(),
+        attempted_at: at,
+        latency,
+        succeeded: false,
+        http_status: None,
+        error: String::new(),
+        skipped: false,
+    }
+}
+
 /// Sends through one channel, retrying failed attempts after the channel's
 /// wait; its attempts are counted from the entry's delivery count, so
 /// redeliveries do not start over. On shutdown the entry is left pending.
@@ -76,15 +159,10 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
         let latency = started.elapsed();
         let record = |succeeded: bool, http_status: Option<u16>, error: String| {
             DeliveryAttempt {
-                event_id: event.id,
-                channel: named.name.clone(),
-                kind: named.channel.kind(),
-                target: named.channel.target(),
-                attempted_at: at,
-                latency,
                 succeeded,
                 http_status,
                 error,
+                ..attempt_of(event, named, at, latency)
             }
             .bounded()
         };

@@ -37,6 +37,8 @@ struct StoredAttempt {
     http_status: u32,
     #[prost(string, tag = "8")]
     error: String,
+    #[prost(bool, tag = "9")]
+    skipped: bool,
 }
 
 impl StoredAttempt {
@@ -50,6 +52,7 @@ impl StoredAttempt {
             succeeded: a.succeeded,
             http_status: a.http_status.map_or(0, u32::from),
             error: a.error.clone(),
+            skipped: a.skipped,
         }
     }
 
@@ -73,6 +76,7 @@ impl StoredAttempt {
             succeeded: self.succeeded,
             http_status: u16::try_from(self.http_status).ok().filter(|s| *s != 0),
             error: self.error,
+            skipped: self.skipped,
         })
     }
 }

@@ -148,6 +148,12 @@ impl Keys {
         format!("{}:unread", self.tag(partition))
     }
 
+    /// The hash of `user`'s recipient record (fields `contact` and
+    /// `preferences`), in the user's partition.
+    pub fn recipient(&self, partition: Partition, user: &str) -> String {
+        format!("{}:recipient:{user}", self.tag(partition))
+    }
+
     /// The partition's dead-letter stream.
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
@@ -197,6 +203,7 @@ mod tests {
             keys.dead_index(p),
             keys.unread(p),
             keys.attempts(p, id),
+            keys.recipient(p, "ann"),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

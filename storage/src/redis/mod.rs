@@ -67,6 +67,11 @@
 //!   plus `reason`, `deliveries` and `entry_id`.
 //! - `{p}:dead:index`: hash, event id to the ids of its dead letters, written
 //!   with each dead letter and read by a redrive, which removes both.
+//! - `{p}:recipient:{user}`: hash, the user's recipient record, in the
+//!   user's partition: `contact` (email, name, locale, time zone,
+//!   attributes) and `preferences` (the opt-outs), each protobuf bytes with
+//!   the time it was written; each written apart (see `recipients`), both
+//!   erased with the key.
 //! - `{p}:attempts:{id}`: list, the event's newest delivery attempts (each
 //!   protobuf bytes), appended by the processors' channels, only while the
 //!   record exists, and removed with it by retention. A channel's success
@@ -92,7 +97,8 @@
 //! replies; `store` is the EventStore, `list` its ListEvents and
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
-//! the NotificationFeed; `attempts` is the DeliveryLog.
+//! the NotificationFeed; `attempts` is the DeliveryLog; `recipients` the
+//! RecipientStore.
 
 mod attempts;
 mod connection;
@@ -102,6 +108,7 @@ mod feed;
 mod keys;
 mod list;
 mod queue;
+mod recipients;
 mod record;
 mod split;
 mod store;

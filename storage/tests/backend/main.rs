@@ -6,7 +6,8 @@
 //!
 //! A module per concern: `store` (creates, status changes, idempotency,
 //! counts), `lists` (ListEvents' queries and pages), `inbox` (each user's
-//! notifications and unread count), `queue` (the work
+//! notifications and unread count), `recipients` (contact data and
+//! preferences), `queue` (the work
 //! queue, its consumers and dead letters), `feed` (the notification log),
 //! `retention`, `attempts` (the delivery log), and `redis_storage` (what
 //! Redis alone stores and how: layout, transactions, record size, cluster,
@@ -35,6 +36,7 @@ mod feed;
 mod inbox;
 mod lists;
 mod queue;
+mod recipients;
 mod redis_storage;
 mod retention;
 mod store;
@@ -138,6 +140,7 @@ fn attempt(event: Uuid, channel: &str, succeeded: bool) -> DeliveryAttempt {
         } else {
             "HTTP 503".into()
         },
+        skipped: false,
     }
 }
 
@@ -236,7 +239,8 @@ backend_tests!(
     queue::queue_trim_keeps_unacknowledged_work,
     queue::no_busy_partition_starves_the_others,
     attempts::delivery_attempts_are_kept_and_mark_channels,
-    inbox::the_inbox_and_its_unread_count_follow_status_changes;
+    inbox::the_inbox_and_its_unread_count_follow_status_changes,
+    recipients::recipients_keep_contact_data_and_preferences_apart;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,
