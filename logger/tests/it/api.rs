@@ -157,6 +157,7 @@ async fn health_and_reflection_cover_every_service() {
         "herald.v1.EventLogger",
         "herald.v1.Notifier",
         "herald.v1.Inbox",
+        "herald.v1.Recipients",
     ] {
         eventually(Duration::from_secs(5), "SERVING", || {
             let mut health = health.clone();
@@ -208,6 +209,7 @@ async fn health_and_reflection_cover_every_service() {
             "herald.v1.EventLogger",
             "herald.v1.Inbox",
             "herald.v1.Notifier",
+            "herald.v1.Recipients",
         ]
     );
     logger.stop_within(Duration::from_secs(10)).await;
