@@ -23,20 +23,29 @@ pub enum ChannelKind {
     Irc,
     /// The line, losing a share of attempts on purpose.
     Simulated,
+    /// An email over SMTP.
+    Email,
 }
 
 impl ChannelKind {
     /// Every kind.
-    pub const ALL: [ChannelKind; 4] = [Self::Line, Self::Webhook, Self::Irc, Self::Simulated];
+    pub const ALL: [ChannelKind; 5] = [
+        Self::Line,
+        Self::Webhook,
+        Self::Irc,
+        Self::Simulated,
+        Self::Email,
+    ];
 
     /// The kind's name in attempts, the channels file and metrics: `line`,
-    /// `webhook`, `irc`, `simulated`.
+    /// `webhook`, `irc`, `simulated`, `email`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Line => "line",
             Self::Webhook => "webhook",
             Self::Irc => "irc",
             Self::Simulated => "simulated",
+            Self::Email => "email",
         }
     }
 
@@ -100,9 +109,9 @@ mod tests {
         for kind in ChannelKind::ALL {
             assert_eq!(ChannelKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(ChannelKind::parse("email"), None);
+        assert_eq!(ChannelKind::parse("sms"), None);
         let sent = pb::DeliveryAttempt {
-            kind: "email".into(),
+            kind: "sms".into(),
             attempted_at: Some(SystemTime::now().into()),
             ..Default::default()
         };

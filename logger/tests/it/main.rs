@@ -27,6 +27,7 @@ mod channels;
 mod console;
 mod console_api;
 mod dead_letters;
+mod email;
 mod events;
 mod grpc_web;
 mod hardening;

@@ -161,6 +161,13 @@ impl ChannelsFile {
     }
 }
 
+/// Whether `server` is `host:port`.
+fn is_host_port(server: &str) -> bool {
+    server
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// `at.field`, or `at` alone for an empty field.
 fn join(at: &str, field: &str) -> String {
     match field {
@@ -193,7 +200,7 @@ impl ChannelSettings {
             _ => {
                 return Err((
                     "kind".into(),
-                    "is required: line, simulated, webhook or irc".into(),
+                    "is required: line, simulated, webhook, irc or email".into(),
                 ));
             }
         };
@@ -203,10 +210,13 @@ impl ChannelSettings {
             "simulated" => Self::Simulated(typed(rest)?),
             "webhook" => Self::Webhook(typed(rest)?),
             "irc" => Self::Irc(typed(rest)?),
+            "email" => Self::Email(typed(rest)?),
             other => {
                 return Err((
                     "kind".into(),
-                    format!("{other:?} is no kind of channel: line, simulated, webhook or irc"),
+                    format!(
+                        "{other:?} is no kind of channel: line, simulated, webhook, irc or email"
+                    ),
                 ));
             }
         };
@@ -270,12 +280,28 @@ impl ChannelSettings {
                     return bad("breaker_failures", "must be at least 1");
                 }
             }
+            Self::Email(e) => {
+                if !is_host_port(&e.server) {
+                    return bad("server", "must be host:port");
+                }
+                if e.tls_ca.is_some() && e.tls == super::settings::EmailTls::None {
+                    return bad("tls_ca", "needs tls = \"starttls\" or \"tls\"");
+                }
+                if e.password.is_some() && e.username.is_none() {
+                    return bad("password", "needs a username");
+                }
+                if e.timeout.is_zero() {
+                    return bad("timeout", "must be longer than zero");
+                }
+                if e.pool == 0 {
+                    return bad("pool", "must be at least 1");
+                }
+                if e.breaker_failures == 0 {
+                    return bad("breaker_failures", "must be at least 1");
+                }
+            }
             Self::Irc(irc) => {
-                if irc
-                    .server
-                    .rsplit_once(':')
-                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-                {
+                if !is_host_port(&irc.server) {
                     return bad("server", "must be host:port");
                 }
                 if irc.tls_ca.is_some() && !irc.tls {
@@ -427,5 +453,50 @@ mod tests {
             )),
             "{err}"
         );
+    }
+
+    #[test]
+    fn email_settings_are_checked_naming_the_field() {
+        let mail = "[channels.mail]\nkind = \"email\"\nfrom = \"a@b.c\"\ntemplates = \"t\"\n";
+        let route = "[[routes]]\nchannels = [\"mail\"]\nrequired = true\n";
+        let ok = ChannelsFile::parse(&format!("{mail}server = \"smtp.example.com:587\"\n{route}"))
+            .expect("valid");
+        let ChannelSettings::Email(email) = &ok.channels[0].1 else {
+            panic!("an email channel: {ok:?}");
+        };
+        assert_eq!(email.tls, super::super::settings::EmailTls::Starttls);
+        assert_eq!((email.pool, email.timeout), (4, Duration::from_secs(10)));
+        assert!(ok.routes[0].required);
+        for (extra, at, words) in [
+            (
+                "server = \"smtp.example.com\"",
+                "channels.mail.server",
+                "host:port",
+            ),
+            (
+                "server = \"h:25\"\ntls = \"none\"\ntls_ca = \"ca.pem\"",
+                "channels.mail.tls_ca",
+                "needs tls",
+            ),
+            (
+                "server = \"h:25\"\npassword = \"p\"",
+                "channels.mail.password",
+                "needs a username",
+            ),
+            (
+                "server = \"h:25\"\ntls = \"ssl\"",
+                "channels.mail.tls",
+                "unknown variant",
+            ),
+            (
+                "server = \"h:25\"\npool = 0",
+                "channels.mail.pool",
+                "at least 1",
+            ),
+        ] {
+            let (field, message) = error_of(&format!("{mail}{extra}\n{route}"));
+            assert_eq!(field, at, "{extra}: {message}");
+            assert!(message.contains(words), "{extra}: {message}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use herald::{Event, random::SplitMix64};
+use herald::{Event, domain::Recipient, random::SplitMix64};
 
 use super::{Channel, ChannelKind, Failure, Reason, Sent};
 
@@ -46,7 +46,7 @@ impl LineChannel {
 
 #[async_trait]
 impl Channel for LineChannel {
-    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
+    async fn send(&self, event: &Event, _: Option<&Recipient>) -> Result<Sent, Failure> {
         let line = notification_line(event);
         // One short write under the lock, so lines from concurrent deliveries never interleave.
         let mut out = self
@@ -90,7 +90,7 @@ impl SimulatedChannel {
 
 #[async_trait]
 impl Channel for SimulatedChannel {
-    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
+    async fn send(&self, event: &Event, recipient: Option<&Recipient>) -> Result<Sent, Failure> {
         let lost = self
             .rng
             .lock()
@@ -102,7 +102,7 @@ impl Channel for SimulatedChannel {
                 format!("simulated loss of the notification of event {}", event.id),
             ));
         }
-        self.inner.send(event).await
+        self.inner.send(event, recipient).await
     }
 
     fn kind(&self) -> ChannelKind {
@@ -139,7 +139,7 @@ mod tests {
             .into_event(herald::partition::Partitions::default());
         let mut lost = 0;
         for _ in 0..4_000 {
-            if channel.send(&event).await.is_err() {
+            if channel.send(&event, None).await.is_err() {
                 lost += 1;
             }
         }

@@ -1,5 +1,5 @@
 //! Where notifications go: channels (the notification line, signed
-//! webhooks, IRC, the simulated one), chosen per event by routes.
+//! webhooks, IRC, email, the simulated one), chosen per event by routes.
 //!
 //! A [`Channel`] makes one attempt at a time and says, when it fails,
 //! whether to retry (and when), to give up, or to leave the event for later
@@ -17,8 +17,10 @@
 //! - [`webhook`]: signed HTTP POSTs, with a per-endpoint concurrency limit
 //!   and circuit breaker ([`breaker`]).
 //! - [`irc`]: an IRC client that stays connected, with flood control.
+//! - [`email`]: messages over SMTP, rendered from templates.
 
 pub mod breaker;
+pub mod email;
 pub mod file;
 pub mod irc;
 pub mod line;
@@ -33,7 +35,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use herald::{Event, domain::ChannelKind, random::SplitMix64};
+use herald::{
+    Event,
+    domain::{ChannelKind, Recipient},
+    random::SplitMix64,
+};
 use tracing::{info, warn};
 
 pub use file::{ChannelsError, ChannelsFile};
@@ -49,8 +55,9 @@ use routes::Route;
 /// A destination of notifications.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
-    /// One attempt to send `event`.
-    async fn send(&self, event: &Event) -> Result<Sent, Failure>;
+    /// One attempt to send `event` to its user, whose recipient record
+    /// (read for this delivery, if the user has one) is `recipient`.
+    async fn send(&self, event: &Event, recipient: Option<&Recipient>) -> Result<Sent, Failure>;
     /// The kind of channel.
     fn kind(&self) -> ChannelKind;
     /// Where it sends, as attempts record it.
@@ -111,6 +118,12 @@ pub enum Reason {
     Io,
     /// The simulated channel lost the notification on purpose.
     SimulatedLoss,
+    /// A 4xx SMTP answer.
+    Smtp4xx,
+    /// A 5xx SMTP answer.
+    Smtp5xx,
+    /// The user has no address for the channel: nothing was sent.
+    NoAddress,
 }
 
 impl Reason {
@@ -131,6 +144,9 @@ impl Reason {
             Self::Disconnected => "disconnected",
             Self::Io => "io",
             Self::SimulatedLoss => "simulated_loss",
+            Self::Smtp4xx => "smtp_4xx",
+            Self::Smtp5xx => "smtp_5xx",
+            Self::NoAddress => "no_address",
         }
     }
 }
@@ -145,6 +161,9 @@ pub enum Next {
     /// Leave the event for later (it is delivered again after the
     /// worker's claim idle time) without counting an attempt.
     Later,
+    /// The channel cannot send to this user (no address): it is done with
+    /// the event, recorded as a skipped attempt.
+    Skip,
 }
 
 impl Failure {
@@ -163,6 +182,15 @@ impl Failure {
     pub fn give_up(reason: Reason, error: impl Into<String>) -> Self {
         Self {
             next: Next::GiveUp,
+            ..Self::retry(reason, error)
+        }
+    }
+
+    /// Nothing to send to: the channel is done with the event (skipped).
+    pub fn skip(reason: Reason, error: impl Into<String>) -> Self {
+        Self {
+            next: Next::Skip,
+            attempted: false,
             ..Self::retry(reason, error)
         }
     }
@@ -311,6 +339,7 @@ impl Build {
             let timeout = match settings {
                 ChannelSettings::Webhook(w) => Some(w.timeout),
                 ChannelSettings::Irc(irc) => Some(irc.timeout),
+                ChannelSettings::Email(email) => Some(email.timeout),
                 _ => None,
             };
             if timeout.is_some_and(|t| t >= self.claim_idle / 2) {
@@ -367,6 +396,11 @@ impl Build {
                 self.metrics.channel(name),
             )?),
             ChannelSettings::Irc(s) => Arc::new(irc::IrcChannel::start(name, s)?),
+            ChannelSettings::Email(s) => Arc::new(email::EmailChannel::new(
+                name,
+                s,
+                self.metrics.channel(name),
+            )?),
         })
     }
 }

@@ -17,6 +17,8 @@ pub enum ChannelSettings {
     Webhook(WebhookSettings),
     /// `kind = "irc"`: messages to IRC channels.
     Irc(IrcSettings),
+    /// `kind = "email"`: a message per event over SMTP.
+    Email(EmailSettings),
 }
 
 /// How a channel retries one event. Unset fields take the worker's
@@ -138,6 +140,58 @@ pub struct IrcSettings {
     pub retry: RetrySettings,
 }
 
+/// Settings of an `email` channel.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// The SMTP server, `host:port`.
+    pub server: String,
+    /// How the connection is secured (default `starttls`).
+    #[serde(default)]
+    pub tls: EmailTls,
+    /// A PEM file of the CA to trust (default: the Web PKI roots).
+    pub tls_ca: Option<PathBuf>,
+    /// The user to authenticate as, if the server asks.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// The sender, such as `Herald <noreply@example.com>`.
+    pub from: String,
+    /// The folder of templates (`<type>[.<locale>].subject`, `.txt`,
+    /// `.html`; `default.*` for other types).
+    pub templates: PathBuf,
+    /// A payload field holding the address, used before the recipient's.
+    pub address_field: Option<String>,
+    /// Longest one message may take to send (default 10s).
+    #[serde(default = "default_email_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Connections kept open to the server, at most (default 4).
+    #[serde(default = "default_pool")]
+    pub pool: u32,
+    /// Consecutive failed attempts that open the circuit breaker (default 5).
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses attempts (default 30s).
+    #[serde(default = "default_breaker_cooldown", deserialize_with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// How it retries.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// How an email channel secures its connection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    /// Plain, then STARTTLS, which the server must offer (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain text throughout: for a server on the same host only.
+    None,
+}
+
 /// One route: the events it matches, and the channels it sends them to.
 /// Every filter given must match (one of its values); none given matches
 /// every event. A value ending in `*` matches every value it starts with.
@@ -189,6 +243,12 @@ fn default_breaker_failures() -> u32 {
 fn default_breaker_cooldown() -> Duration {
     Duration::from_secs(30)
 }
+fn default_email_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pool() -> u32 {
+    4
+}
 fn default_template() -> String {
     DEFAULT_TEMPLATE.to_owned()
 }
@@ -223,6 +283,7 @@ impl ChannelSettings {
             Self::Simulated(s) => &s.retry,
             Self::Webhook(s) => &s.retry,
             Self::Irc(s) => &s.retry,
+            Self::Email(s) => &s.retry,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald::Event;
+use herald::{Event, domain::Recipient};
 use herald_client::webhooks::{self, Secret};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
@@ -243,7 +243,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 
 #[async_trait]
 impl Channel for WebhookChannel {
-    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
+    async fn send(&self, event: &Event, _: Option<&Recipient>) -> Result<Sent, Failure> {
         if self.disabled.load(Ordering::Relaxed) {
             return Err(Failure {
                 attempted: false,

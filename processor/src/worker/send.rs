@@ -10,7 +10,7 @@ use std::{
 use futures_util::future::join_all;
 use herald::{
     Event,
-    domain::{DeliveryAttempt, Preferences, now},
+    domain::{DeliveryAttempt, Recipient, now},
 };
 use herald_storage::{Delivery, DeliveryLog, recipient, run_batches};
 use tokio::sync::{mpsc, oneshot};
@@ -52,23 +52,19 @@ pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), O
         .into_iter()
         .filter(|(c, _)| !delivery.delivered.contains(&c.name))
         .collect();
-    let preferences = preferences_for(context, &delivery.event, &todo).await?;
+    let recipient = recipient_for(context, &delivery.event, &todo).await?;
+    let recipient = recipient.as_ref();
     let ended = join_all(todo.iter().map(|&(named, required)| {
-        let opted_out = (!required && named.recorded)
-            .then(|| preferences.opted_out(&named.name, &delivery.event))
-            .flatten();
+        let opted_out = recipient
+            .filter(|_| !required && named.recorded)
+            .and_then(|r| r.preferences.opted_out(&named.name, &delivery.event));
         async move {
             match opted_out {
                 Some(opt_out) => {
-                    skip(
-                        context,
-                        &delivery.event,
-                        named,
-                        format!("opted out: {opt_out}"),
-                    )
-                    .await
+                    let why = format!("opted out: {opt_out}");
+                    skip(context, &delivery.event, named, why).await
                 }
-                None => send_through(context, delivery, named).await,
+                None => send_through(context, delivery, named, recipient).await,
             }
         }
     }))
@@ -90,26 +86,21 @@ pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), O
     Ok(())
 }
 
-/// The preferences of `event`'s recipient, read when some channel of
-/// `todo` may be opted out of (one of a channels file that no required
-/// route chose); none otherwise, and none for a user without a record.
-async fn preferences_for(
+/// `event`'s recipient record (its preferences, its address), read when
+/// `todo` holds a channel of a channels file; none without one (the
+/// notification line alone reads nothing), and none for a user without a
+/// record.
+async fn recipient_for(
     context: &Context,
     event: &Event,
     todo: &[(&Named, bool)],
-) -> Result<Preferences, Outcome> {
-    if !todo
-        .iter()
-        .any(|(named, required)| named.recorded && !required)
-    {
-        return Ok(Preferences::default());
+) -> Result<Option<Recipient>, Outcome> {
+    if !todo.iter().any(|(named, _)| named.recorded) {
+        return Ok(None);
     }
-    match recipient(context.recipients.as_ref(), &event.user_id).await {
-        Ok(record) => Ok(record.map(|r| r.preferences).unwrap_or_default()),
-        Err(err) => Err(Outcome::Retry(format!(
-            "cannot read the recipient's preferences: {err}"
-        ))),
-    }
+    recipient(context.recipients.as_ref(), &event.user_id)
+        .await
+        .map_err(|err| Outcome::Retry(format!("cannot read the recipient's record: {err}")))
 }
 
 /// Skips `named` for `event` (the recipient opted out, `why`): counted,
@@ -149,13 +140,18 @@ fn attempt_of(
 /// Sends through one channel, retrying failed attempts after the channel's
 /// wait; its attempts are counted from the entry's delivery count, so
 /// redeliveries do not start over. On shutdown the entry is left pending.
-async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> Sending {
+async fn send_through(
+    context: &Context,
+    delivery: &Delivery,
+    named: &Named,
+    recipient: Option<&Recipient>,
+) -> Sending {
     let event = &delivery.event;
     let name = named.name.as_str();
     let mut attempt = delivery.deliveries.max(1);
     loop {
         let (at, started) = (now(), Instant::now());
-        let result = named.channel.send(event).await;
+        let result = named.channel.send(event, recipient).await;
         let latency = started.elapsed();
         let record = |succeeded: bool, http_status: Option<u16>, error: String| {
             DeliveryAttempt {
@@ -185,6 +181,9 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
             }
             Err(failure) => failure,
         };
+        if failure.next == Next::Skip {
+            return skip(context, event, named, failure.error).await;
+        }
         context.metrics.failed(name, failure.reason.as_str());
         if failure.attempted {
             context.metrics.attempted(name, latency);
@@ -197,7 +196,7 @@ async fn send_through(context: &Context, delivery: &Delivery, named: &Named) -> 
         }
         let error = failure.error;
         let wait = match failure.next {
-            Next::GiveUp => return Sending::Failed(error),
+            Next::Skip | Next::GiveUp => return Sending::Failed(error),
             Next::Later => return Sending::Later(error),
             Next::Retry(_) if attempt >= named.retry.attempts => {
                 return Sending::Failed(format!(

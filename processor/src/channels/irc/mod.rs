@@ -23,7 +23,7 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
-use herald::{Event, error::truncate};
+use herald::{Event, domain::Recipient, error::truncate};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -153,7 +153,7 @@ pub fn render(template: &str, event: &Event) -> String {
 
 #[async_trait]
 impl Channel for IrcChannel {
-    async fn send(&self, event: &Event) -> Result<Sent, Failure> {
+    async fn send(&self, event: &Event, _: Option<&Recipient>) -> Result<Sent, Failure> {
         let (done, confirmed) = oneshot::channel();
         let written = Arc::new(AtomicBool::new(false));
         let job = Job {

@@ -1,0 +1,259 @@
+//! The email channel: a message per event to the recipient's address, over
+//! SMTP (STARTTLS, TLS or, for a local test server, plain), through a pool
+//! of connections, rendered from the channel's [`templates`].
+//!
+//! The address is the recipient record's (or a payload field's, when the
+//! channel names one); an event whose user has none is skipped, with the
+//! reason, not failed. Each message carries a `Message-ID` made from the
+//! event and the channel (the same for every attempt, so a receiver can
+//! tell a repeat). A 4xx answer or a broken connection is retried with the
+//! channel's backoff; a 5xx answer fails the channel for that event at
+//! once, the server's answer recorded in the attempt. A circuit breaker
+//! stops attempts to a server that keeps failing.
+
+pub mod templates;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald::{
+    Event,
+    domain::{ChannelKind, Recipient},
+};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart, SinglePart, header::ContentType},
+    transport::smtp::{
+        PoolConfig,
+        authentication::Credentials,
+        client::{Certificate, CertificateStore, Tls, TlsParameters},
+    },
+};
+
+use super::{
+    Channel, Failure, Next, Reason, Sent, SettingError,
+    breaker::Breaker,
+    settings::{EmailSettings, EmailTls},
+};
+use crate::metrics::ChannelGauges;
+use templates::Templates;
+
+/// Sends each event as an email.
+pub struct EmailChannel {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    templates: Templates,
+    address_field: Option<String>,
+    timeout: Duration,
+    breaker: Breaker,
+    /// The channel's name, in each `Message-ID`.
+    name: String,
+    /// The domain of `from`, in each `Message-ID`.
+    domain: String,
+    /// `smtp://host:port`, as attempts record it.
+    shown: String,
+}
+
+impl EmailChannel {
+    /// The channel `name` of `settings` (connections are made on first
+    /// use); a bad setting or template is an error naming it.
+    pub fn new(
+        name: &str,
+        settings: &EmailSettings,
+        gauges: ChannelGauges,
+    ) -> Result<Self, SettingError> {
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .map_err(|e| SettingError::new("from", format!("not an address: {e}")))?;
+        let (host, port) = settings
+            .server
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .filter(|(host, _)| !host.is_empty())
+            .ok_or_else(|| SettingError::new("server", "must be host:port"))?;
+        let tls = match settings.tls {
+            EmailTls::None => Tls::None,
+            EmailTls::Starttls => Tls::Required(tls_parameters(&host, settings)?),
+            EmailTls::Tls => Tls::Wrapper(tls_parameters(&host, settings)?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            .port(port)
+            .tls(tls)
+            .timeout(Some(settings.timeout))
+            .pool_config(PoolConfig::new().max_size(settings.pool.max(1)));
+        if let Some(user) = &settings.username {
+            let password = settings.password.clone().unwrap_or_default();
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        let scheme = match settings.tls {
+            EmailTls::Tls => "smtps",
+            _ => "smtp",
+        };
+        Ok(Self {
+            transport: builder.build(),
+            domain: from.email.domain().to_owned(),
+            from,
+            templates: Templates::load(&settings.templates)?,
+            address_field: settings.address_field.clone(),
+            timeout: settings.timeout,
+            breaker: Breaker::new(
+                settings.breaker_failures,
+                settings.breaker_cooldown,
+                gauges.breaker,
+            ),
+            name: name.to_owned(),
+            shown: format!("{scheme}://{host}:{port}"),
+        })
+    }
+
+    /// Where `event` goes: the payload field the channel names, else the
+    /// recipient's address; `None` when there is none.
+    fn address(&self, event: &Event, recipient: Option<&Recipient>) -> Option<String> {
+        let from_payload = self.address_field.as_ref().and_then(|field| {
+            event
+                .payload
+                .as_ref()?
+                .get(field)?
+                .as_str()
+                .map(str::to_owned)
+        });
+        from_payload
+            .or_else(|| recipient.map(|r| r.contact.email.clone()))
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The message of `event` to `to`, rendered.
+    fn message(
+        &self,
+        event: &Event,
+        recipient: Option<&Recipient>,
+        to: Mailbox,
+    ) -> Result<Message, Failure> {
+        let rendered = self
+            .templates
+            .render(event, recipient, minijinja::Value::from(()))
+            .unwrap_or_else(|| {
+                Ok(templates::Rendered {
+                    subject: event.description.clone(),
+                    text: super::notification_line(event),
+                    html: None,
+                })
+            })
+            .map_err(|e| Failure::give_up(Reason::Request, e))?;
+        let builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(rendered.subject)
+            .message_id(Some(format!(
+                "<{}.{}@{}>",
+                event.id.simple(),
+                self.name,
+                self.domain
+            )));
+        let text = SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .body(rendered.text);
+        let built = match rendered.html {
+            Some(html) => builder.multipart(
+                MultiPart::alternative().singlepart(text).singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html),
+                ),
+            ),
+            None => builder.singlepart(text),
+        };
+        built.map_err(|e| {
+            Failure::give_up(Reason::Request, format!("cannot build the message: {e}"))
+        })
+    }
+}
+
+/// TLS with the CA of `tls_ca` (else the Web PKI roots) for `host`.
+fn tls_parameters(host: &str, settings: &EmailSettings) -> Result<TlsParameters, SettingError> {
+    let mut params = TlsParameters::builder(host.to_owned());
+    params = match &settings.tls_ca {
+        Some(path) => {
+            let bad = |e: &dyn std::fmt::Display| {
+                SettingError::new("tls_ca", format!("{}: {e}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            params
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(Certificate::from_pem(&pem).map_err(|e| bad(&e))?)
+        }
+        None => params.certificate_store(CertificateStore::WebpkiRoots),
+    };
+    params
+        .build_rustls()
+        .map_err(|e| SettingError::new("tls", e.to_string()))
+}
+
+/// What a failed send means.
+fn failure(err: &lettre::transport::smtp::Error) -> Failure {
+    let error = err.to_string();
+    if err.is_permanent() {
+        Failure::give_up(Reason::Smtp5xx, error)
+    } else if err.is_transient() {
+        Failure::retry(Reason::Smtp4xx, error)
+    } else if err.is_timeout() {
+        Failure::retry(Reason::Timeout, error)
+    } else {
+        Failure::retry(Reason::Connect, error)
+    }
+}
+
+#[async_trait]
+impl Channel for EmailChannel {
+    async fn send(&self, event: &Event, recipient: Option<&Recipient>) -> Result<Sent, Failure> {
+        let Some(address) = self.address(event, recipient) else {
+            return Err(Failure::skip(
+                Reason::NoAddress,
+                format!("no email address for user {}", event.user_id),
+            ));
+        };
+        let email = address.parse().map_err(|e| {
+            Failure::give_up(Reason::Request, format!("{address:?} is no address: {e}"))
+        })?;
+        let name = recipient
+            .map(|r| r.contact.name.clone())
+            .filter(|n| !n.is_empty());
+        let message = self.message(event, recipient, Mailbox::new(name, email))?;
+        if let Err(wait) = self.breaker.admit() {
+            return Err(Failure::later(
+                Reason::CircuitOpen,
+                format!(
+                    "circuit breaker open after repeated failures; next probe in {}",
+                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                ),
+            ));
+        }
+        let result = match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(Sent::default()),
+            Ok(Err(err)) => Err(failure(&err)),
+            Err(_) => Err(Failure::retry(
+                Reason::Timeout,
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            )),
+        };
+        match &result {
+            Ok(_) => self.breaker.succeeded(),
+            // The server answered a message it will not take: it is alive.
+            Err(f) if f.next == Next::GiveUp => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(),
+        }
+        result
+    }
+
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Email
+    }
+
+    fn target(&self) -> String {
+        self.shown.clone()
+    }
+}
