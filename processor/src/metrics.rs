@@ -81,7 +81,7 @@ impl WorkerMetrics {
             skipped: counter_vec(
                 registry,
                 "herald_notifications_skipped_total",
-                "Events a channel did not send because the recipient opted out",
+                "Events a channel did not send: the recipient opted out, or has no address for it",
                 &["channel"],
             ),
             latency: duration_histogram_vec(
@@ -140,7 +140,8 @@ impl WorkerMetrics {
         self.failed.with_label_values(&[channel, reason]).inc();
     }
 
-    /// `channel` skipped an event its recipient opted out of.
+    /// `channel` skipped an event (its recipient opted out, or has no
+    /// address for it).
     pub fn skipped(&self, channel: &str) {
         self.skipped.with_label_values(&[channel]).inc();
     }

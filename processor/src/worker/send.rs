@@ -103,8 +103,9 @@ async fn recipient_for(
         .map_err(|err| Outcome::Retry(format!("cannot read the recipient's record: {err}")))
 }
 
-/// Skips `named` for `event` (the recipient opted out, `why`): counted,
-/// and recorded as a skipped attempt; the channel is done with it.
+/// Skips `named` for `event` (the recipient opted out, or has no address
+/// for it: `why`): counted, and recorded as a skipped attempt; the channel
+/// is done with it.
 async fn skip(context: &Context, event: &Event, named: &Named, why: String) -> Sending {
     debug!(event_id = %event.id, channel = %named.name, %why, "skipped");
     context.metrics.skipped(&named.name);

@@ -142,12 +142,12 @@ mod tests {
     #[test]
     fn a_stored_attempt_of_an_unknown_kind_names_the_kind_and_the_remedy() {
         let stored = StoredAttempt {
-            kind: "email".into(),
+            kind: "sms".into(),
             ..StoredAttempt::default()
         };
         let err = stored.attempt(Uuid::now_v7()).expect_err("unknown kind");
         assert!(matches!(err, Error::Misconfigured(_)), "{err:?}");
-        assert!(err.to_string().contains("\"email\""), "{err}");
+        assert!(err.to_string().contains("\"sms\""), "{err}");
         let known = StoredAttempt {
             kind: "irc".into(),
             ..StoredAttempt::default()
