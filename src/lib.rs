@@ -17,6 +17,7 @@
 //! - [`domain`]: events, statuses and their lifecycle, input validation, and the
 //!   conversions between domain types and protobuf messages.
 //! - [`error`]: the one error type, and its mapping onto gRPC status codes.
+//! - [`links`]: the signed unsubscribe and open links of an email.
 //! - [`query`]: ListEvents queries, their order and page tokens.
 //! - [`random`]: seedable pseudo-random numbers for simulations.
 //! - [`redact`]: URLs as they may be shown, credentials hidden.
@@ -31,6 +32,7 @@ pub mod cursor;
 pub mod dead_letters;
 pub mod domain;
 pub mod error;
+pub mod links;
 pub mod partition;
 pub mod pb;
 pub mod query;

@@ -306,6 +306,7 @@ pub async fn run(
         recipients: Arc::new(RecipientsService::new(&backend)),
     };
     let auth = AuthLayer::new(keys.clone(), limits).with_failure_limit(failures);
+    let links = config.link_signer()?;
     let web = web.map(|(listener, tls)| {
         let tickets = config
             .user_token_secret
@@ -314,7 +315,7 @@ pub async fn run(
             .map(|secret| Tickets::new(secret, config.ticket_ttl));
         let web = Web::new(
             shared.clone(),
-            auth.clone(),
+            (auth.clone(), links.clone()),
             tickets,
             config.cors_allow_origin.clone(),
             config.body_timeout,

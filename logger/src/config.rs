@@ -143,6 +143,16 @@ pub struct Config {
         hide_env_values = true
     )]
     pub user_token_secret: Option<String>,
+    /// Secret of the links in emails (unsubscribe, open pixel), the same
+    /// as the email channels' `links.secret`, at least 16 bytes; without
+    /// it those links are refused.
+    #[arg(
+        help_heading = "Authentication",
+        long,
+        env = "HERALD_LINK_SECRET",
+        hide_env_values = true
+    )]
+    pub link_secret: Option<String>,
     /// How far a user token's `exp` and `nbf` may be off (clock skew
     /// between its signer and this server), e.g. 5s; 0s for none.
     #[arg(help_heading = "Authentication", long, env = "HERALD_USER_TOKEN_LEEWAY", default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
@@ -310,6 +320,18 @@ impl Config {
             }
             None => ring,
         })
+    }
+
+    /// The signer of emails' links (`--link-secret`), checked.
+    pub fn link_signer(&self) -> anyhow::Result<Option<herald::links::LinkSigner>> {
+        self.link_secret
+            .as_deref()
+            .map(|secret| {
+                herald::auth::check_user_token_secret(secret)
+                    .map_err(|why| anyhow::anyhow!("--link-secret {why}"))?;
+                Ok(herald::links::LinkSigner::new(secret))
+            })
+            .transpose()
     }
 
     /// The allowance of failed authentications per peer address: `None`

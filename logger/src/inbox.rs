@@ -120,6 +120,24 @@ impl InboxService {
         })
     }
 
+    /// Marks event `id` of `user` OPENED if it is a PROCESSED one of
+    /// theirs (an email's open pixel): whether it was.
+    pub async fn open(&self, id: uuid::Uuid, user: &str) -> Result<bool, Error> {
+        let event = match self.store.get(id).await {
+            Ok(event) => event,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        if event.user_id != user || event.status != EventStatus::Processed {
+            return Ok(false);
+        }
+        let marked = self
+            .mark(&[(id, event.status)])
+            .await
+            .map_err(|status| Error::Unavailable(status.message().to_owned()))?;
+        Ok(marked == 1)
+    }
+
     /// The events `ids` name, each checked to be a notification of `user`
     /// (unknown ids answer as another user's do, so nobody can probe for
     /// ids), with the status each had.

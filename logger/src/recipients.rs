@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use herald::{
     Error,
-    domain::{Preferences, RecipientUpdate, parse_batch_recipients, within},
+    domain::{OptOut, Preferences, RecipientUpdate, parse_batch_recipients, within},
     pb::{self, recipients_server::Recipients},
 };
 use herald_storage::{Backend, RecipientStore, recipient};
@@ -63,6 +63,14 @@ impl RecipientsService {
         Ok(pb::SetPreferencesResponse {
             preferences: Some(stored.preferences.into()),
         })
+    }
+}
+
+impl RecipientsService {
+    /// Adds `opt_out` to `user`'s preferences (an unsubscribe link):
+    /// whether `user` has a record to add it to.
+    pub async fn unsubscribe(&self, user: &str, opt_out: &OptOut) -> Result<bool, Error> {
+        Ok(self.store.add_opt_out(user, opt_out).await?.is_some())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use herald::{
-    domain::{Preferences, Recipient, RecipientUpdate},
+    domain::{OptOut, Preferences, Recipient, RecipientUpdate},
     error::Result,
 };
 
@@ -26,6 +26,11 @@ pub trait RecipientStore: Send + Sync + 'static {
     /// Replaces `user`'s preferences (a record of preferences alone if
     /// there was none); returns the record as stored.
     async fn set_preferences(&self, user: &str, preferences: &Preferences) -> Result<Recipient>;
+    /// Adds `opt_out` to `user`'s preferences (see [`Preferences::with`]),
+    /// atomically against any other change of them; `None`, changing
+    /// nothing, when `user` has no record (an unsubscribe link of an
+    /// erased recipient).
+    async fn add_opt_out(&self, user: &str, opt_out: &OptOut) -> Result<Option<Recipient>>;
 }
 
 /// The record of `user`, if one is stored: one [`RecipientStore::recipients`].

@@ -14,6 +14,8 @@
 //! - **The inbox** ([`inbox`]): `herald.v1.Inbox` over gRPC-Web, the same
 //!   calls as JSON under `/v1/inbox`, and the `<herald-inbox>` element
 //!   (`/herald-inbox.js`) that shows them.
+//! - **Email links** ([`links`]): `/v1/unsubscribe` and `/v1/open`, the
+//!   signed links an email channel puts in its messages.
 //! - **Preferences** ([`preferences`]): `herald.v1.Recipients`' own-user
 //!   calls (GetPreferences, SetPreferences) over gRPC-Web, and as JSON at
 //!   `/v1/preferences`.
@@ -25,6 +27,7 @@
 //! [`crate::http_api`].
 
 pub mod inbox;
+pub mod links;
 pub mod preferences;
 pub mod sse;
 pub mod tickets;
@@ -72,6 +75,8 @@ pub struct Web {
     notifier: Arc<NotifierService>,
     inbox: Arc<InboxService>,
     recipients: Arc<RecipientsService>,
+    /// Checks the links of emails (`--link-secret`); `None`: refused.
+    links: Option<herald::links::LinkSigner>,
     auth: AuthLayer,
     /// `None` without `--user-token-secret`: no user tokens, so no tickets.
     tickets: Option<Tickets>,
@@ -82,16 +87,16 @@ pub struct Web {
 
 impl Web {
     /// The endpoints over `notifier`, `inbox` and `recipients`, checking
-    /// credentials with `auth`, issuing `tickets` (if user tokens are
-    /// configured), to browsers of `origins` only; a body must arrive whole
-    /// within `body_timeout`.
+    /// credentials with `auth` and emails' links with `links`, issuing
+    /// `tickets` (if user tokens are configured), to browsers of `origins`
+    /// only; a body must arrive whole within `body_timeout`.
     pub fn new(
         Shared {
             notifier,
             inbox,
             recipients,
         }: Shared,
-        auth: AuthLayer,
+        (auth, links): (AuthLayer, Option<herald::links::LinkSigner>),
         tickets: Option<Tickets>,
         origins: Vec<HeaderValue>,
         body_timeout: Duration,
@@ -100,6 +105,7 @@ impl Web {
             notifier,
             inbox,
             recipients,
+            links,
             auth,
             tickets,
             origins,
@@ -139,6 +145,14 @@ where
     S::Future: Send + 'static,
 {
     let cors = cors(&web.origins);
+    // The links of emails carry their own credential and take any origin.
+    let links = Router::new()
+        .route(
+            "/v1/unsubscribe",
+            get(links::confirm).post(links::unsubscribe),
+        )
+        .route("/v1/open", get(links::open))
+        .with_state(web.clone());
     Router::new()
         .route("/v1/tickets", post(issue_ticket))
         .route("/v1/notifications", get(sse::stream))
@@ -157,6 +171,7 @@ where
         .with_state(web.clone())
         .layer(cors)
         .layer(middleware::from_fn_with_state(web, check_origin))
+        .merge(links)
 }
 
 /// The CORS answers a gRPC-Web client and `EventSource` need, for

@@ -114,6 +114,16 @@ fn templates(dir: &Path) -> PathBuf {
 /// A logger whose embedded worker sends every event through the email
 /// channel of `settings` (to which the templates are added).
 async fn logger_with_email(settings: &str) -> (Logger, Client, tempfile::TempDir) {
+    logger_serving(settings, None, &[]).await
+}
+
+/// [`logger_with_email`], serving end users' endpoints on `web` if given,
+/// with `flags`.
+async fn logger_serving(
+    settings: &str,
+    web: Option<tokio::net::TcpListener>,
+    flags: &[&str],
+) -> (Logger, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let folder = templates(dir.path());
     let file = format!(
@@ -125,7 +135,17 @@ async fn logger_with_email(settings: &str) -> (Logger, Client, tempfile::TempDir
     let path = dir.path().join("channels.toml");
     std::fs::write(&path, file).expect("write");
     let path = path.to_str().expect("utf-8").to_owned();
-    let logger = Logger::start(&["--channels", &path], Lines::default().sink()).await;
+    let mut args = vec!["--channels", path.as_str()];
+    args.extend_from_slice(flags);
+    let logger = match web {
+        Some(web) => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            Logger::start_with_web_on(listener, web, &args, Lines::default().sink()).await
+        }
+        None => Logger::start(&args, Lines::default().sink()).await,
+    };
     let client = logger.client().await;
     (logger, client, dir)
 }
@@ -311,5 +331,159 @@ async fn starttls_and_authentication_are_used_when_set() {
         attempts[0].target,
         format!("smtp://127.0.0.1:{}", sink.port)
     );
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// The secret of the links, given to the logger and the channel.
+const LINK_SECRET: &str = "links-secret-of-this-test";
+
+/// `text` with quoted-printable escapes (RFC 2045) decoded: soft line
+/// breaks removed, `=XX` as the byte it stands for.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The whole answer, bytes and all, to `GET path` (an image).
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    answer
+}
+
+/// The value of `name`'s header in a raw message.
+fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    message
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} header in {message}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unsubscribe_link_opts_out_and_the_pixel_marks_the_event_opened() {
+    let sink = SmtpSink::start(&[]);
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let web_addr = web.local_addr().expect("addr");
+    let base = format!("http://{web_addr}");
+    let settings = format!(
+        "server = \"127.0.0.1:{}\"\ntls = \"none\"\n\
+         links = {{ base_url = \"{base}\", secret = \"{LINK_SECRET}\", open_tracking = true }}",
+        sink.port
+    );
+    let (logger, client, _dir) =
+        logger_serving(&settings, Some(web), &["--link-secret", LINK_SECRET]).await;
+    client
+        .put_recipient(
+            NewRecipient::new("ann")
+                .email("ann@example.com")
+                .name("Ann"),
+        )
+        .await
+        .expect("recipient");
+    let news = |n: u32| EventInput {
+        user_id: "ann".into(),
+        description: format!("news {n}"),
+        category: "news".into(),
+        event_type: "account.welcome".into(),
+        ..EventInput::default()
+    };
+    let first = client.create(news(1)).await.expect("create");
+    settled(&client, &first, EventStatus::Processed).await;
+    let message = sink.message_to("ann@example.com").await;
+    let text = data(&message);
+    assert_eq!(
+        header(text, "List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
+    let unsubscribe = header(text, "List-Unsubscribe")
+        .strip_prefix(&format!("<{base}"))
+        .and_then(|rest| rest.strip_suffix('>'))
+        .expect("a link to the end users' listener")
+        .to_owned();
+    let html = quoted_printable(text);
+    let pixel = html
+        .split("<img src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|url| url.strip_prefix(&base))
+        .unwrap_or_else(|| panic!("the open pixel in {html}"))
+        .to_owned();
+
+    // The pixel: a GIF, and the event OPENED.
+    let gif = raw_get(web_addr, &pixel).await;
+    let head = String::from_utf8_lossy(&gif[..gif.len().min(200)]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: image/gif"), "{head}");
+    assert!(gif.windows(6).any(|w| w == b"GIF89a"), "{head}");
+    settled(&client, &first, EventStatus::Opened).await;
+
+    // A GET asks (scanners fetch links); the POST opts out, once.
+    let (status, _, page) = common::http_call(web_addr, "GET", &unsubscribe, &[], "").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Stop receiving email messages about news?"),
+        "{page}"
+    );
+    assert!(
+        client
+            .preferences("ann")
+            .await
+            .expect("read")
+            .opt_outs
+            .is_empty()
+    );
+    let one_click = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = "List-Unsubscribe=One-Click";
+    for _ in 0..2 {
+        let (status, _, page) =
+            common::http_call(web_addr, "POST", &unsubscribe, &one_click, body).await;
+        assert_eq!(status, 200, "{page}");
+    }
+    let opted = client.preferences("ann").await.expect("read").opt_outs;
+    assert_eq!(
+        opted,
+        [OptOut {
+            channel: "email".into(),
+            category: "news".into(),
+            ..OptOut::default()
+        }]
+    );
+    let second = client.create(news(2)).await.expect("create");
+    settled(&client, &second, EventStatus::Processed).await;
+    let attempts = client.delivery_attempts(second.id).await.expect("attempts");
+    assert!(attempts[0].skipped, "{attempts:?}");
+    assert_eq!(sink.received().len(), 1, "no second message");
+
+    // An altered token does nothing.
+    let mut forged = unsubscribe.clone();
+    let last = forged.pop().expect("a digit");
+    forged.push(if last == '0' { '1' } else { '0' });
+    let (status, _, _) = common::http_call(web_addr, "POST", &forged, &one_click, body).await;
+    assert_eq!(status, 400);
     logger.stop_within(Duration::from_secs(10)).await;
 }

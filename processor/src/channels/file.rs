@@ -296,6 +296,18 @@ impl ChannelSettings {
                 if e.pool == 0 {
                     return bad("pool", "must be at least 1");
                 }
+                if let Some(links) = &e.links {
+                    let url: Option<http::Uri> = links.base_url.parse().ok();
+                    if !url.is_some_and(|u| {
+                        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                    }) || links.base_url.contains(['?', '#'])
+                    {
+                        return bad("links.base_url", "must be an http:// or https:// URL");
+                    }
+                    if let Err(why) = herald::auth::check_user_token_secret(&links.secret) {
+                        return Err(("links.secret".into(), why));
+                    }
+                }
                 if e.breaker_failures == 0 {
                     return bad("breaker_failures", "must be at least 1");
                 }

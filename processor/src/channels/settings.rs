@@ -162,6 +162,9 @@ pub struct EmailSettings {
     pub templates: PathBuf,
     /// A payload field holding the address, used before the recipient's.
     pub address_field: Option<String>,
+    /// Signed links in each message: unsubscribe (`List-Unsubscribe`,
+    /// RFC 8058 one-click) and, with `open_tracking`, an open pixel.
+    pub links: Option<EmailLinks>,
     /// Longest one message may take to send (default 10s).
     #[serde(default = "default_email_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
@@ -177,6 +180,21 @@ pub struct EmailSettings {
     /// How it retries.
     #[serde(default)]
     pub retry: RetrySettings,
+}
+
+/// Where an email's links lead, and how they are signed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailLinks {
+    /// The logger's end users' listener as mail readers reach it
+    /// (`https://herald.example.com`).
+    pub base_url: String,
+    /// The logger's `--link-secret`.
+    pub secret: String,
+    /// Add a 1×1 image to HTML messages whose first fetch marks the
+    /// event OPENED.
+    #[serde(default)]
+    pub open_tracking: bool,
 }
 
 /// How an email channel secures its connection.

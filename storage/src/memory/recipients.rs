@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use herald::{
-    domain::{Contact, Preferences, Recipient, RecipientUpdate, now},
+    domain::{Contact, OptOut, Preferences, Recipient, RecipientUpdate, now},
     error::Result,
 };
 
@@ -52,6 +52,17 @@ impl RecipientStore for MemoryBackend {
         record.preferences = preferences.clone();
         record.updated_at = now();
         Ok(record.clone())
+    }
+
+    async fn add_opt_out(&self, user: &str, opt_out: &OptOut) -> Result<Option<Recipient>> {
+        let mut state = self.lock();
+        let Some(record) = state.recipients.get_mut(user) else {
+            return Ok(None);
+        };
+        let preferences = std::mem::take(&mut record.preferences).with(opt_out.clone());
+        record.preferences = preferences;
+        record.updated_at = now();
+        Ok(Some(record.clone()))
     }
 }
 

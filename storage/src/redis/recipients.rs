@@ -12,7 +12,7 @@ use prost::Message;
 use super::{RedisBackend, redis_error};
 use crate::RecipientStore;
 use herald::{
-    domain::{Contact, Preferences, Recipient, RecipientUpdate, json_to_struct, now},
+    domain::{Contact, OptOut, Preferences, Recipient, RecipientUpdate, json_to_struct, now},
     error::{Error, Result},
     pb,
 };
@@ -21,6 +21,13 @@ use herald::{
 const CONTACT: &str = "contact";
 /// The hash field of the preferences.
 const PREFERENCES: &str = "preferences";
+/// How often [`RecipientStore::add_opt_out`] reads again after another
+/// change of the preferences came between its read and its write.
+const MAX_RACES: usize = 16;
+
+/// Sets a hash field only if it still holds what was read.
+static SET_FIELD_IF: std::sync::LazyLock<::redis::Script> =
+    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("lua/set_field_if.lua")));
 
 #[async_trait]
 impl RecipientStore for RedisBackend {
@@ -85,6 +92,44 @@ impl RecipientStore for RedisBackend {
             .map_err(redis_error)?;
         decode(user, contact.as_deref(), Some(&bytes))?
             .ok_or_else(|| Error::Internal("preferences written are not there".into()))
+    }
+
+    async fn add_opt_out(&self, user: &str, opt_out: &OptOut) -> Result<Option<Recipient>> {
+        self.checked().await?;
+        let key = self.recipient_key(user);
+        for _ in 0..MAX_RACES {
+            let (contact, read): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::cmd("HMGET")
+                .arg(&key)
+                .arg(CONTACT)
+                .arg(PREFERENCES)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            let Some(record) = decode(user, contact.as_deref(), read.as_deref())? else {
+                return Ok(None);
+            };
+            let preferences = record.preferences.clone().with(opt_out.clone());
+            if preferences == record.preferences {
+                return Ok(Some(record));
+            }
+            let bytes = preferences_bytes(&preferences, now());
+            let set: i64 = SET_FIELD_IF
+                .key(&key)
+                .arg(PREFERENCES)
+                .arg(read.unwrap_or_default())
+                .arg(&bytes)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            match set {
+                1 => return decode(user, contact.as_deref(), Some(&bytes)),
+                -1 => return Ok(None),
+                _ => continue,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the preferences of {user:?} kept changing; try again"
+        )))
     }
 }
 

@@ -240,7 +240,8 @@ backend_tests!(
     queue::no_busy_partition_starves_the_others,
     attempts::delivery_attempts_are_kept_and_mark_channels,
     inbox::the_inbox_and_its_unread_count_follow_status_changes,
-    recipients::recipients_keep_contact_data_and_preferences_apart;
+    recipients::recipients_keep_contact_data_and_preferences_apart,
+    recipients::opt_outs_are_added_once_and_never_to_an_erased_record;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,

@@ -83,3 +83,39 @@ pub(super) async fn recipients_keep_contact_data_and_preferences_apart(b: Backen
     assert_eq!(recipient(r.as_ref(), "ann").await.expect("read"), None);
     assert!(recipient(r.as_ref(), "bob").await.expect("read").is_some());
 }
+
+pub(super) async fn opt_outs_are_added_once_and_never_to_an_erased_record(b: Backend) {
+    let r = &b.recipients;
+    let email = OptOut {
+        channel: "email".into(),
+        category: "news".into(),
+        ..OptOut::default()
+    };
+    assert_eq!(
+        r.add_opt_out("ann", &email).await.expect("add"),
+        None,
+        "no record"
+    );
+    assert_eq!(recipient(r.as_ref(), "ann").await.expect("read"), None);
+    r.put_recipients(&[update("ann", "ann@example.com", Some(no_marketing_email()))])
+        .await
+        .expect("put");
+    // Concurrent adds: each lands once, none lost.
+    let adds = (0..8).map(|i| {
+        let opt_out = OptOut {
+            category: format!("c{}", i % 4),
+            ..OptOut::default()
+        };
+        async move { r.add_opt_out("ann", &opt_out).await }
+    });
+    for added in futures_util::future::join_all(adds).await {
+        assert!(added.expect("add").is_some());
+    }
+    let added = r
+        .add_opt_out("ann", &email)
+        .await
+        .expect("add")
+        .expect("a record");
+    assert_eq!(added.preferences.opt_outs.len(), 1 + 4 + 1, "{added:?}");
+    assert_eq!(added.contact.email, "ann@example.com", "contact data stays");
+}

@@ -18,11 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald::{
     Event,
-    domain::{ChannelKind, Recipient},
+    domain::{ChannelKind, OptOut, Recipient},
+    links::{Link, LinkSigner},
 };
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart, SinglePart, header::ContentType},
+    message::{
+        Mailbox, MultiPart, SinglePart,
+        header::{ContentType, HeaderName, HeaderValue},
+    },
     transport::smtp::{
         PoolConfig,
         authentication::Credentials,
@@ -44,6 +48,9 @@ pub struct EmailChannel {
     from: Mailbox,
     templates: Templates,
     address_field: Option<String>,
+    /// Where links lead (no trailing `/`), their signer, and whether HTML
+    /// messages carry the open pixel.
+    links: Option<(String, LinkSigner, bool)>,
     timeout: Duration,
     breaker: Breaker,
     /// The channel's name, in each `Message-ID`.
@@ -96,6 +103,13 @@ impl EmailChannel {
             from,
             templates: Templates::load(&settings.templates)?,
             address_field: settings.address_field.clone(),
+            links: settings.links.as_ref().map(|l| {
+                (
+                    l.base_url.trim_end_matches('/').to_owned(),
+                    LinkSigner::new(&l.secret),
+                    l.open_tracking,
+                )
+            }),
             timeout: settings.timeout,
             breaker: Breaker::new(
                 settings.breaker_failures,
@@ -123,6 +137,34 @@ impl EmailChannel {
             .filter(|a| !a.is_empty())
     }
 
+    /// The unsubscribe and open links of `event`, if the channel has links:
+    /// the unsubscribe link opts out of this channel for the event's
+    /// category (else its type, else altogether).
+    fn links(&self, event: &Event) -> Option<(String, String)> {
+        let (base, signer, _) = self.links.as_ref()?;
+        let opt_out = OptOut {
+            channel: self.name.clone(),
+            category: event.category.clone(),
+            event_type: if event.category.is_empty() {
+                event.event_type.clone()
+            } else {
+                String::new()
+            },
+        };
+        let unsubscribe = signer.sign(&Link::Unsubscribe {
+            user: event.user_id.clone(),
+            opt_out,
+        });
+        let open = signer.sign(&Link::Open {
+            event_id: event.id,
+            user: event.user_id.clone(),
+        });
+        Some((
+            format!("{base}/v1/unsubscribe?t={unsubscribe}"),
+            format!("{base}/v1/open?t={open}"),
+        ))
+    }
+
     /// The message of `event` to `to`, rendered.
     fn message(
         &self,
@@ -130,9 +172,16 @@ impl EmailChannel {
         recipient: Option<&Recipient>,
         to: Mailbox,
     ) -> Result<Message, Failure> {
+        let links = self.links(event);
+        let context = match &links {
+            Some((unsubscribe, open)) => {
+                minijinja::context! { unsubscribe => unsubscribe, open_pixel => open }
+            }
+            None => minijinja::Value::from(()),
+        };
         let rendered = self
             .templates
-            .render(event, recipient, minijinja::Value::from(()))
+            .render(event, recipient, context)
             .unwrap_or_else(|| {
                 Ok(templates::Rendered {
                     subject: event.description.clone(),
@@ -141,7 +190,7 @@ impl EmailChannel {
                 })
             })
             .map_err(|e| Failure::give_up(Reason::Request, e))?;
-        let builder = Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(rendered.subject)
@@ -151,10 +200,32 @@ impl EmailChannel {
                 self.name,
                 self.domain
             )));
+        let mut html = rendered.html;
+        if let Some((unsubscribe, open)) = &links {
+            // The base URL was checked and the token is hex: nothing to encode.
+            let header = |name: &'static str, value: String| {
+                HeaderValue::dangerous_new_pre_encoded(
+                    HeaderName::new_from_ascii_str(name),
+                    value.clone(),
+                    value,
+                )
+            };
+            builder = builder
+                .raw_header(header("List-Unsubscribe", format!("<{unsubscribe}>")))
+                .raw_header(header(
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+            if let (Some(body), Some((_, _, true))) = (html.as_mut(), &self.links) {
+                body.push_str(&format!(
+                    "<img src=\"{open}\" width=\"1\" height=\"1\" alt=\"\">"
+                ));
+            }
+        }
         let text = SinglePart::builder()
             .header(ContentType::TEXT_PLAIN)
             .body(rendered.text);
-        let built = match rendered.html {
+        let built = match html {
             Some(html) => builder.multipart(
                 MultiPart::alternative().singlepart(text).singlepart(
                     SinglePart::builder()
