@@ -487,3 +487,30 @@ async fn the_unsubscribe_link_opts_out_and_the_pixel_marks_the_event_opened() {
     assert_eq!(status, 400);
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_field_can_name_the_address() {
+    let sink = SmtpSink::start(&[]);
+    let settings = format!(
+        "server = \"127.0.0.1:{}\"\ntls = \"none\"\naddress_field = \"email\"",
+        sink.port
+    );
+    let (logger, client, _dir) = logger_with_email(&settings).await;
+    // No recipient record: the payload's address, and no name.
+    let event = client
+        .create(EventInput {
+            user_id: "u-1".into(),
+            description: "u-1 signed up".into(),
+            event_type: "account.welcome".into(),
+            payload: json!({"email": "new@example.com", "plan": "free"})
+                .as_object()
+                .cloned(),
+            ..EventInput::default()
+        })
+        .await
+        .expect("create");
+    settled(&client, &event, EventStatus::Processed).await;
+    let message = sink.message_to("new@example.com").await;
+    assert!(data(&message).contains("your plan is free."), "{message}");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
