@@ -11,7 +11,8 @@ recipients as a troubled server would.
   (only over TLS).
 
 Each accepted message is one line of --out: `mail_from`, `rcpt_tos`, `tls`
-(whether STARTTLS was on), `auth` (the user), `data` (the message as sent).
+(whether STARTTLS was on), `auth` (the user), `data` (the message as sent),
+`received_at` (seconds since the epoch).
 It prints `ready` once it listens, and runs until killed.
 
 Usage: scripts/smtp_sink.py --port PORT --out FILE [--tls-cert PEM --tls-key PEM
@@ -21,6 +22,7 @@ Usage: scripts/smtp_sink.py --port PORT --out FILE [--tls-cert PEM --tls-key PEM
 import argparse
 import json
 import ssl
+import time
 import sys
 import threading
 
@@ -53,6 +55,7 @@ class Sink:
             "tls": session.ssl is not None,
             "auth": session.auth_data.login.decode() if session.authenticated else None,
             "data": envelope.original_content.decode("utf-8", "replace"),
+            "received_at": time.time(),
         }
         with self.lock, open(self.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

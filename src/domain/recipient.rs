@@ -38,14 +38,17 @@ pub struct Contact {
 }
 
 /// One opt-out: the channel, category and event type it covers (an empty
-/// one covers any; at least one is given).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// one covers any; at least one is given). As JSON (the end users' API, an
+/// import file): `{"channel", "category", "type"}`, each optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptOut {
     /// A channel's name in the channels file.
     pub channel: String,
     /// An event category.
     pub category: String,
     /// An event type.
+    #[serde(rename = "type")]
     pub event_type: String,
 }
 

@@ -112,22 +112,10 @@ struct ImportLine {
     #[serde(default)]
     attributes: Option<Payload>,
     #[serde(default)]
-    opt_outs: Option<Vec<ImportOptOut>>,
+    opt_outs: Option<Vec<OptOut>>,
     /// What `recipients get --json` prints beside the record; ignored.
     #[serde(default, rename = "updated_at")]
     _updated_at: Option<String>,
-}
-
-/// One opt-out of an import line.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportOptOut {
-    #[serde(default)]
-    channel: String,
-    #[serde(default)]
-    category: String,
-    #[serde(default, rename = "type")]
-    event_type: String,
 }
 
 impl ImportLine {
@@ -141,14 +129,6 @@ impl ImportLine {
             r = r.attributes(attributes);
         }
         if let Some(opt_outs) = self.opt_outs {
-            let opt_outs = opt_outs
-                .into_iter()
-                .map(|o| OptOut {
-                    channel: o.channel,
-                    category: o.category,
-                    event_type: o.event_type,
-                })
-                .collect();
             r = r.preferences(herald::domain::Preferences { opt_outs });
         }
         r

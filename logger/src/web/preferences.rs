@@ -23,25 +23,13 @@ use super::{
     inbox::{default_user, json_call, query_pairs, respond, unknown},
 };
 
-/// One opt-out as the JSON carries it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OptOut {
-    #[serde(default)]
-    channel: String,
-    #[serde(default)]
-    category: String,
-    #[serde(default, rename = "type")]
-    event_type: String,
-}
-
 /// The body of `PUT /v1/preferences`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetPreferences {
     #[serde(default)]
     user_id: String,
-    opt_outs: Vec<OptOut>,
+    opt_outs: Vec<herald::domain::OptOut>,
 }
 
 /// `GET /v1/preferences`: the caller's preferences.
@@ -72,17 +60,12 @@ pub async fn set(State(web): State<Arc<Web>>, request: Request) -> Response {
             json_call(&web, Rpc::SetPreferences, request).await?;
         let mut request = pb::SetPreferencesRequest {
             user_id: body.user_id,
-            preferences: Some(pb::Preferences {
-                opt_outs: body
-                    .opt_outs
-                    .into_iter()
-                    .map(|o| pb::OptOut {
-                        channel: o.channel,
-                        category: o.category,
-                        r#type: o.event_type,
-                    })
-                    .collect(),
-            }),
+            preferences: Some(
+                herald::domain::Preferences {
+                    opt_outs: body.opt_outs,
+                }
+                .into(),
+            ),
         };
         default_user(&mut request.user_id, identity.user.as_deref());
         let set = web

@@ -11,6 +11,8 @@ use std::{
 
 use prometheus::IntGauge;
 
+use super::{Failure, Next, Reason, Sent};
+
 /// Where a breaker is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -74,6 +76,31 @@ impl Breaker {
         if *state != State::Closed(0) {
             self.set(&mut state, State::Closed(0));
         }
+    }
+
+    /// Makes `attempt` if the breaker admits one (else leaves the event for
+    /// later, saying when the next probe is), and counts how it went: an
+    /// answer refusing the event for good shows the server alive.
+    pub async fn guard(
+        &self,
+        attempt: impl Future<Output = Result<Sent, Failure>>,
+    ) -> Result<Sent, Failure> {
+        if let Err(wait) = self.admit() {
+            return Err(Failure::later(
+                Reason::CircuitOpen,
+                format!(
+                    "circuit breaker open after repeated failures; next probe in {}",
+                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                ),
+            ));
+        }
+        let result = attempt.await;
+        match &result {
+            Ok(_) => self.succeeded(),
+            Err(f) if f.next == Next::GiveUp => self.succeeded(),
+            Err(_) => self.failed(),
+        }
+        result
     }
 
     /// An attempt failed: a probe's failure, or the threshold's, opens it.

@@ -266,23 +266,8 @@ impl Channel for WebhookChannel {
                 ));
             }
         };
-        if let Err(wait) = self.breaker.admit() {
-            return Err(Failure::later(
-                Reason::CircuitOpen,
-                format!(
-                    "circuit breaker open after repeated failures; next probe in {}",
-                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
-                ),
-            ));
-        }
-        let result = self.post(event).await;
+        let result = self.breaker.guard(self.post(event)).await;
         drop(place);
-        match &result {
-            Ok(_) => self.breaker.succeeded(),
-            // The endpoint answered a request it will not take: it is alive.
-            Err(f) if f.next == Next::GiveUp => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
-        }
         result
     }
 

@@ -35,7 +35,7 @@ use lettre::{
 };
 
 use super::{
-    Channel, Failure, Next, Reason, Sent, SettingError,
+    Channel, Failure, Reason, Sent, SettingError,
     breaker::Breaker,
     settings::{EmailSettings, EmailTls},
 };
@@ -291,33 +291,20 @@ impl Channel for EmailChannel {
             .map(|r| r.contact.name.clone())
             .filter(|n| !n.is_empty());
         let message = self.message(event, recipient, Mailbox::new(name, email))?;
-        if let Err(wait) = self.breaker.admit() {
-            return Err(Failure::later(
-                Reason::CircuitOpen,
-                format!(
-                    "circuit breaker open after repeated failures; next probe in {}",
-                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
-                ),
-            ));
-        }
-        let result = match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
-            Ok(Ok(_)) => Ok(Sent::default()),
-            Ok(Err(err)) => Err(failure(&err)),
-            Err(_) => Err(Failure::retry(
-                Reason::Timeout,
-                format!(
-                    "no answer within {}",
-                    humantime::format_duration(self.timeout)
-                ),
-            )),
+        let send = async {
+            match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+                Ok(Ok(_)) => Ok(Sent::default()),
+                Ok(Err(err)) => Err(failure(&err)),
+                Err(_) => Err(Failure::retry(
+                    Reason::Timeout,
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                )),
+            }
         };
-        match &result {
-            Ok(_) => self.breaker.succeeded(),
-            // The server answered a message it will not take: it is alive.
-            Err(f) if f.next == Next::GiveUp => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(),
-        }
-        result
+        self.breaker.guard(send).await
     }
 
     fn kind(&self) -> ChannelKind {
