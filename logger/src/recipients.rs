@@ -94,22 +94,32 @@ impl Recipients for RecipientsService {
         &self,
         request: Request<pb::PutRecipientsRequest>,
     ) -> Result<Response<pb::PutRecipientsResponse>, Status> {
-        let parsed = parse_batch_recipients(request.into_inner())?;
-        let valid: Vec<RecipientUpdate> = parsed.iter().filter_map(|r| r.clone().ok()).collect();
+        // The valid updates are stored together; each refused one keeps
+        // its error in its place.
+        let (mut valid, mut refusals) = (Vec::new(), Vec::new());
+        for item in parse_batch_recipients(request.into_inner())? {
+            match item {
+                Ok(update) => {
+                    valid.push(update);
+                    refusals.push(None);
+                }
+                Err(err) => refusals.push(Some(err)),
+            }
+        }
         let mut stored = self.store.put_recipients(&valid).await?.into_iter();
-        let results = parsed
+        let results = refusals
             .into_iter()
-            .map(|item| {
+            .map(|refusal| {
                 use pb::put_recipient_result::Result as Outcome;
-                let outcome = match item {
-                    Ok(_) => stored.next().map(|r| {
+                let outcome = match refusal {
+                    None => stored.next().map(|r| {
                         Outcome::Recipient(pb::Recipient {
                             user_id: r.user_id,
                             updated_at: Some(r.updated_at.into()),
                             ..Default::default()
                         })
                     }),
-                    Err(err) => Some(Outcome::Error(err.into_rpc_status())),
+                    Some(err) => Some(Outcome::Error(err.into_rpc_status())),
                 };
                 pb::PutRecipientResult { result: outcome }
             })

@@ -144,16 +144,22 @@ impl Preferences {
         }
     }
 
-    /// The same preferences with `opt_out` too (kept once): none past
-    /// [`MAX_OPT_OUTS`], where the oldest gives way.
-    pub fn with(mut self, opt_out: OptOut) -> Self {
-        if !self.opt_outs.contains(&opt_out) {
-            if self.opt_outs.len() >= MAX_OPT_OUTS {
-                self.opt_outs.remove(0);
-            }
-            self.opt_outs.push(opt_out);
+    /// The same preferences with `opt_out` too (kept once); refused
+    /// (INVALID_ARGUMENT on `preferences.opt_outs`) when they already hold
+    /// [`MAX_OPT_OUTS`]: dropping one the user chose to make room would
+    /// send them what they opted out of.
+    pub fn with(mut self, opt_out: OptOut) -> Result<Self, Error> {
+        if self.opt_outs.contains(&opt_out) {
+            return Ok(self);
         }
-        self
+        if self.opt_outs.len() >= MAX_OPT_OUTS {
+            return Err(Error::invalid(
+                "preferences.opt_outs",
+                format!("holds the most opt-outs there may be ({MAX_OPT_OUTS}); remove some first"),
+            ));
+        }
+        self.opt_outs.push(opt_out);
+        Ok(self)
     }
 }
 
@@ -570,13 +576,21 @@ mod tests {
         assert_eq!(prefs.opted_out("email", &event), None);
         event.event_type = "digest".into();
         assert!(prefs.opted_out("hooks", &event).is_some());
-        let full = (0..MAX_OPT_OUTS + 1).fold(Preferences::default(), |p, i| {
-            p.with(OptOut {
-                category: format!("c{i}"),
-                ..Default::default()
-            })
+        let category = |i: usize| OptOut {
+            category: format!("c{i}"),
+            ..Default::default()
+        };
+        let full = (0..MAX_OPT_OUTS).fold(Preferences::default(), |p, i| {
+            p.with(category(i)).expect("room")
         });
         assert_eq!(full.opt_outs.len(), MAX_OPT_OUTS);
-        assert_eq!(full.opt_outs[0].category, "c1", "the oldest gave way");
+        let again = full.clone().with(category(0)).expect("already there");
+        assert_eq!(again, full, "an opt-out held already changes nothing");
+        let refused = full.with(category(MAX_OPT_OUTS)).expect_err("full");
+        assert_eq!(
+            refused.into_violations()[0].field,
+            "preferences.opt_outs",
+            "none the user chose gives way"
+        );
     }
 }

@@ -26,10 +26,10 @@ pub trait RecipientStore: Send + Sync + 'static {
     /// Replaces `user`'s preferences (a record of preferences alone if
     /// there was none); returns the record as stored.
     async fn set_preferences(&self, user: &str, preferences: &Preferences) -> Result<Recipient>;
-    /// Adds `opt_out` to `user`'s preferences (see [`Preferences::with`]),
-    /// atomically against any other change of them; `None`, changing
-    /// nothing, when `user` has no record (an unsubscribe link of an
-    /// erased recipient).
+    /// Adds `opt_out` to `user`'s preferences (see [`Preferences::with`]:
+    /// refused, changing nothing, when they are full), atomically against
+    /// any other change of them; `None`, changing nothing, when `user` has
+    /// no record (an unsubscribe link of an erased recipient).
     async fn add_opt_out(&self, user: &str, opt_out: &OptOut) -> Result<Option<Recipient>>;
 }
 

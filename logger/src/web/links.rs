@@ -62,6 +62,11 @@ pub async fn unsubscribe(State(web): State<Arc<Web>>, Query(token): Query<Token>
             StatusCode::OK,
             &format!("<p>You will no longer receive {what}.</p>"),
         ),
+        Err(herald::Error::InvalidArgument(_)) => page(
+            StatusCode::CONFLICT,
+            "<p>Your preferences already hold as many opt-outs as they may; remove some \
+             in the app first.</p>",
+        ),
         Err(err) => {
             warn!(error = %err, "cannot apply an unsubscribe link");
             page(

@@ -59,9 +59,11 @@ impl RecipientStore for MemoryBackend {
         let Some(record) = state.recipients.get_mut(user) else {
             return Ok(None);
         };
-        let preferences = std::mem::take(&mut record.preferences).with(opt_out.clone());
-        record.preferences = preferences;
-        record.updated_at = now();
+        let preferences = record.preferences.clone().with(opt_out.clone())?;
+        if preferences != record.preferences {
+            record.preferences = preferences;
+            record.updated_at = now();
+        }
         Ok(Some(record.clone()))
     }
 }

@@ -108,7 +108,7 @@ impl RecipientStore for RedisBackend {
             let Some(record) = decode(user, contact.as_deref(), read.as_deref())? else {
                 return Ok(None);
             };
-            let preferences = record.preferences.clone().with(opt_out.clone());
+            let preferences = record.preferences.clone().with(opt_out.clone())?;
             if preferences == record.preferences {
                 return Ok(Some(record));
             }

@@ -118,4 +118,21 @@ pub(super) async fn opt_outs_are_added_once_and_never_to_an_erased_record(b: Bac
         .expect("a record");
     assert_eq!(added.preferences.opt_outs.len(), 1 + 4 + 1, "{added:?}");
     assert_eq!(added.contact.email, "ann@example.com", "contact data stays");
+    // Full preferences refuse another, and lose none of the user's.
+    let full = Preferences {
+        opt_outs: (0..herald::domain::MAX_OPT_OUTS)
+            .map(|i| OptOut {
+                category: format!("full{i}"),
+                ..OptOut::default()
+            })
+            .collect(),
+    };
+    r.set_preferences("ann", &full).await.expect("set");
+    let refused = r.add_opt_out("ann", &email).await.expect_err("full");
+    assert!(matches!(refused, Error::InvalidArgument(_)), "{refused:?}");
+    let kept = recipient(r.as_ref(), "ann")
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(kept.preferences, full);
 }
