@@ -185,6 +185,12 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))
+        .route(
+            "/api/recipients/{user_id}",
+            get(api::recipient)
+                .put(api::put_recipient)
+                .delete(api::delete_recipient),
+        )
         .fallback(|| async { ApiError::not_found("no such page or API") })
         .layer(middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)

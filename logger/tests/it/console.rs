@@ -17,7 +17,7 @@ use std::{
 
 use common::{Lines, Logger, eventually};
 use herald::{Event, EventStatus, domain::EventInput};
-use herald_client::Client;
+use herald_client::{Client, NewRecipient, OptOut, Preferences};
 use herald_storage::testing::RedisServer;
 use serde_json::json;
 use uuid::Uuid;
@@ -532,4 +532,200 @@ async fn keys_decide_what_the_console_shows_in_memory() {
 async fn keys_decide_what_the_console_shows_on_redis() {
     let redis = RedisServer::start();
     keys_and_redrive("keys-redis", &["--redis-url", &redis.url(), "--worker"]).await;
+}
+
+/// The value of the input (or text area) `css`.
+async fn value_of(browser: &Browser, css: &str) -> serde_json::Value {
+    browser
+        .execute(
+            "return document.querySelector(arguments[0]).value;",
+            json!([css]),
+        )
+        .await
+}
+
+async fn recipient_note(browser: &Browser, id: &str, wanted: &str) -> String {
+    browser
+        .wait_for(
+            PAGE,
+            &format!("#{id} to say {wanted}"),
+            "const t = document.getElementById(arguments[0]).textContent; \
+             return t.includes(arguments[1]) ? t : '';",
+            json!([id, wanted]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_console_shows_and_edits_recipients_and_their_opt_outs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = common::console_keys_file(&dir);
+    let logger = Logger::start_with_console(&["--keys-file", &keys], Lines::default().sink()).await;
+    let client = logger.client_with_key("admin-key").await;
+    let hostile = "<b>Ann</b> \"Bold\"";
+    client
+        .put_recipient(
+            NewRecipient::new("ann")
+                .email("ann@example.com")
+                .name(hostile)
+                .locale("fr")
+                .preferences(Preferences {
+                    opt_outs: vec![OptOut {
+                        channel: "email".into(),
+                        category: "marketing".into(),
+                        ..OptOut::default()
+                    }],
+                }),
+        )
+        .await
+        .expect("put ann");
+    let url = console_url(&logger);
+    let browser = Browser::start("recipients").await;
+    sign_in(&browser, &url, "admin-key").await;
+    feed_is(&browser, "live").await;
+
+    // Looked up: the record as stored, every value as text.
+    browser.click("nav a[data-view='recipients']").await;
+    browser.type_into("#r-user", "ann").await;
+    browser.click("#r-find button").await;
+    browser
+        .wait_for(
+            PAGE,
+            "ann's record",
+            "return !document.getElementById('r-form').hidden \
+               && document.getElementById('r-title').textContent === 'ann';",
+            json!([]),
+        )
+        .await;
+    assert_eq!(value_of(&browser, "#r-email").await, "ann@example.com");
+    assert_eq!(value_of(&browser, "#r-name").await, hostile);
+    assert_eq!(value_of(&browser, "#r-locale").await, "fr");
+    let opt_outs = browser.text("#r-opt-outs").await.unwrap_or_default();
+    assert!(opt_outs.starts_with("emailmarketingany"), "{opt_outs}");
+    let markup = browser
+        .execute(
+            "return document.querySelectorAll('main b').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(markup, 0, "no element made from a name");
+
+    // A bad address is refused by the server, named and marked, and
+    // nothing changes.
+    browser.type_into("#r-email", "ann at example").await;
+    browser.click("#r-save").await;
+    let error = recipient_note(&browser, "r-error", "email").await;
+    assert!(error.contains("email address"), "{error}");
+    let marked = browser
+        .execute(
+            "return document.getElementById('r-email').getAttribute('aria-invalid');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(marked, "true");
+    let kept = client.recipient("ann").await.expect("get").expect("ann");
+    assert_eq!(kept.contact.email, "ann@example.com");
+
+    // Edited: another address, attributes, one opt-out removed and
+    // another added, saved in one go.
+    browser.type_into("#r-email", "ann@example.org").await;
+    browser
+        .type_into("#r-attributes", r#"{"plan": "pro"}"#)
+        .await;
+    browser.click("#r-opt-outs button.remove").await;
+    browser.type_into("#r-oo-category", "digest").await;
+    browser.click("#r-oo-add").await;
+    assert_eq!(
+        browser.text("#r-dirty").await.as_deref(),
+        Some("unsaved changes")
+    );
+    browser.screenshot("recipient-edit").await;
+    browser.click("#r-save").await;
+    recipient_note(&browser, "r-note", "Saved ann.").await;
+    let saved = client.recipient("ann").await.expect("get").expect("ann");
+    assert_eq!(saved.contact.email, "ann@example.org");
+    assert_eq!(saved.contact.name, hostile, "the name as it was");
+    assert_eq!(
+        saved.contact.attributes,
+        serde_json::from_value(json!({"plan": "pro"})).ok()
+    );
+    assert_eq!(
+        saved.preferences.opt_outs,
+        vec![OptOut {
+            category: "digest".into(),
+            ..OptOut::default()
+        }]
+    );
+
+    // A user with no record yet: filled in and saved, then erased (the
+    // button asks twice).
+    browser.goto(&format!("{url}#/recipients/bob")).await;
+    let note = recipient_note(&browser, "r-note", "No record for bob yet").await;
+    assert!(note.contains("save to create"), "{note}");
+    browser.type_into("#r-email", "bob@example.com").await;
+    browser.type_into("#r-time_zone", "Europe/Paris").await;
+    browser.click("#r-save").await;
+    recipient_note(&browser, "r-note", "Saved bob.").await;
+    let bob = client.recipient("bob").await.expect("get").expect("bob");
+    assert_eq!(
+        (bob.contact.email.as_str(), bob.contact.time_zone.as_str()),
+        ("bob@example.com", "Europe/Paris")
+    );
+    browser.click("#r-delete").await;
+    assert_eq!(
+        browser.text("#r-delete").await.as_deref(),
+        Some("Really erase bob?")
+    );
+    assert!(
+        client.recipient("bob").await.expect("get").is_some(),
+        "one click erases nothing"
+    );
+    browser.click("#r-delete").await;
+    recipient_note(&browser, "r-note", "Erased bob").await;
+    assert_eq!(client.recipient("bob").await.expect("get"), None);
+
+    // A key that may only read sees the record and cannot change it; one
+    // without recipients:read is told which scope it lacks.
+    browser.click("#signout").await;
+    sign_in(&browser, &url, "support-key").await;
+    browser
+        .wait_for(
+            PAGE,
+            "support to be signed in",
+            "return document.getElementById('who').textContent.startsWith('support');",
+            json!([]),
+        )
+        .await;
+    browser.goto(&format!("{url}#/recipients/ann")).await;
+    browser
+        .wait_for(
+            PAGE,
+            "ann's record, read only",
+            "return !document.getElementById('r-form').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(value_of(&browser, "#r-email").await, "ann@example.org");
+    let read_only = browser
+        .execute(
+            "return [document.getElementById('r-email').disabled, \
+                     document.querySelectorAll('#r-opt-outs button').length];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(read_only, json!([true, 0]));
+    assert!(!browser.visible("#r-save").await, "no Save for a reader");
+    assert!(!browser.visible("#r-delete").await, "no Erase for a reader");
+    browser.screenshot("recipient-read-only").await;
+    browser.click("#signout").await;
+    sign_in(&browser, &url, "reader-key").await;
+    feed_is(&browser, "live").await;
+    browser.goto(&format!("{url}#/recipients/ann")).await;
+    recipient_note(&browser, "r-error", "recipients:read").await;
+    assert!(!browser.visible("#r-form").await);
+    browser.quit().await;
+    logger.stop_within(PAGE).await;
 }

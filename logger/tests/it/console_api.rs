@@ -221,3 +221,139 @@ async fn a_change_whose_body_never_arrives_whole_is_cut_off() {
     );
     logger.stop_within(PAGE).await;
 }
+
+#[tokio::test]
+async fn the_console_recipients_api_names_bad_fields_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = common::console_keys_file(&dir);
+    let logger = Logger::start_with_console(&["--keys-file", &keys], Lines::default().sink()).await;
+    let addr = logger.console_addr.expect("console");
+    let admin = ("authorization", "Bearer admin-key");
+    let json_type = ("content-type", "application/json");
+    let put = |body: &'static str| async move {
+        api(
+            addr,
+            "PUT",
+            "/api/recipients/ann",
+            &[admin, json_type],
+            body,
+        )
+        .await
+    };
+
+    let (status, body) = api(addr, "GET", "/api/recipients/ann", &[admin], "").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{body}"
+    );
+    let (status, stored) = put(
+        r#"{"email": "ann@example.com", "locale": "fr", "opt_outs": [{"channel": "email", "category": "marketing"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        stored["opt_outs"],
+        json!([{"channel": "email", "category": "marketing", "type": ""}])
+    );
+
+    // Every refusal names its field, and the record stays as it was.
+    // (422: JSON of the wrong shape, 400: values the server refuses.)
+    for (body, field, wanted) in [
+        (r#"{"email": "ann at example"}"#, "email", 400),
+        (r#"{"locale": "fr_FR"}"#, "locale", 400),
+        (r#"{"time_zone": "Mars/Olympus"}"#, "time_zone", 400),
+        (r#"{"attributes": "plan"}"#, "attributes", 422),
+        (r#"{"attributes": {"x": 1e400}}"#, "attributes.x", 400),
+        (r#"{"opt_outs": [{}]}"#, "preferences.opt_outs[0]", 400),
+        (r#"{"opt_outs": [{"colour": "red"}]}"#, "colour", 422),
+        (r#"{"mail": "ann@example.com"}"#, "mail", 422),
+    ] {
+        let (status, answer) = put(body).await;
+        assert_eq!(status, wanted, "{body}: {answer}");
+        assert_eq!(answer["code"], "INVALID_ARGUMENT", "{body}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "{body}: {answer}"
+        );
+    }
+    let long = format!("/api/recipients/{}", "u".repeat(300));
+    let (status, answer) = api(addr, "PUT", &long, &[admin, json_type], "{}").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("user_id"),
+        "{answer}"
+    );
+    let (status, now) = api(addr, "GET", "/api/recipients/ann", &[admin], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(now, stored, "nothing changed");
+
+    // Reading needs recipients:read, changing recipients:write.
+    let reader = ("authorization", "Bearer reader-key");
+    let support = ("authorization", "Bearer support-key");
+    let (status, answer) = api(addr, "GET", "/api/recipients/ann", &[reader], "").await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("recipients:read"),
+        "{answer}"
+    );
+    let (status, session) = api(addr, "GET", "/api/session", &[support], "").await;
+    assert_eq!(
+        (
+            status,
+            &session["recipients_read"],
+            &session["recipients_write"]
+        ),
+        (200, &json!(true), &json!(false)),
+        "{session}"
+    );
+    assert_eq!(
+        api(addr, "GET", "/api/recipients/ann", &[support], "").await,
+        (200, stored.clone())
+    );
+    let (status, answer) = api(
+        addr,
+        "DELETE",
+        "/api/recipients/ann",
+        &[support, json_type],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("recipients:write"),
+        "{answer}"
+    );
+
+    // Erasing answers whether there was a record, and it is gone.
+    for deleted in [true, false] {
+        let (status, answer) = api(
+            addr,
+            "DELETE",
+            "/api/recipients/ann",
+            &[admin, json_type],
+            "{}",
+        )
+        .await;
+        assert_eq!((status, &answer["deleted"]), (200, &json!(deleted)));
+    }
+    assert_eq!(
+        api(addr, "GET", "/api/recipients/ann", &[admin], "")
+            .await
+            .0,
+        404
+    );
+    logger.stop_within(PAGE).await;
+}

@@ -15,6 +15,9 @@ const state = {
   frame: 0,
   statsTimer: 0,
   nextPage: null,
+  recipient: null, // the user whose record is open
+  optOuts: [], // its opt-outs as edited
+  eraseTimer: 0,
 };
 
 class ApiError extends Error {
@@ -22,6 +25,7 @@ class ApiError extends Error {
     super(body.message || `HTTP ${status}`);
     this.status = status;
     this.code = body.code;
+    this.field = body.field;
   }
 }
 
@@ -30,10 +34,11 @@ function headers() {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
-async function api(path, body) {
+// GET `path`, or send `body` as JSON with `method`.
+async function api(path, body, method = 'POST') {
   const init = { headers: headers() };
   if (body !== undefined) {
-    init.method = 'POST';
+    init.method = method;
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -150,6 +155,9 @@ function route() {
   } else if (hash === '/dead-letters') {
     show('dead');
     loadDeadLetters();
+  } else if (hash === '/recipients' || hash.startsWith('/recipients/')) {
+    show('recipients');
+    loadRecipient(hash.slice('/recipients/'.length));
   } else {
     show('live');
     if (!state.feed && !state.paused) startFeed();
@@ -403,7 +411,10 @@ async function loadEvent(id) {
   const event = page.event;
   const fields = $('event-fields');
   for (const name of ['event_id', 'status', 'user_id', 'description', 'category', 'type', 'session_id', 'occurred_at', 'created_at', 'updated_at', 'request_id', 'source']) {
-    fields.append(el('dt', {}, name), el('dd', { 'data-field': name }, event[name] ?? ''));
+    const value = name === 'user_id' && state.session.recipients_read
+      ? el('a', { href: `#/recipients/${encodeURIComponent(event.user_id)}`, title: 'the recipient' }, event.user_id)
+      : event[name] ?? '';
+    fields.append(el('dt', {}, name), el('dd', { 'data-field': name }, value));
   }
   $('event-payload').textContent = event.payload == null ? '(none)' : JSON.stringify(event.payload, null, 2);
   for (const change of page.history) {
@@ -425,5 +436,166 @@ async function loadEvent(id) {
     loadEvent(id);
   };
 }
+
+// ---- recipients ----
+
+const CONTACT = ['email', 'name', 'locale', 'time_zone'];
+
+function recipientMessage(note, error) {
+  $('r-note').textContent = note || '';
+  $('r-error').textContent = error || '';
+}
+
+function dirty(yes) {
+  $('r-dirty').textContent = yes ? 'unsaved changes' : '';
+}
+
+// Marks the input of `field` as the server named it (`recipient.email`).
+function markInvalid(field) {
+  const name = (field || '').replace(/^recipient\./, '').split(/[.[]/)[0];
+  for (const input of document.querySelectorAll('#r-form [data-field]')) {
+    input.setAttribute('aria-invalid', String(name === input.dataset.field));
+  }
+}
+
+async function loadRecipient(user) {
+  $('r-form').hidden = true;
+  recipientMessage('', '');
+  $('r-user').value = user;
+  if (!user) {
+    recipientMessage('Look up a user to see how they are reached and what they opted out of.');
+    return;
+  }
+  const write = state.session.recipients_write;
+  let record;
+  try {
+    record = await api(`/api/recipients/${encodeURIComponent(user)}`);
+  } catch (err) {
+    if (err.status !== 404) {
+      recipientMessage('', err.status === 403 ? `Recipients need the recipients:read scope. (${err.message})` : err.message);
+      return;
+    }
+    record = { user_id: user, attributes: null, opt_outs: [], updated_at: '' };
+    recipientMessage(write ? `No record for ${user} yet: fill it in and save to create one.` : `No record for ${user}.`);
+  }
+  fillRecipient(record);
+}
+
+function fillRecipient(record) {
+  state.recipient = record.user_id;
+  state.optOuts = record.opt_outs.map((o) => ({ channel: o.channel, category: o.category, type: o.type }));
+  $('r-title').textContent = record.user_id;
+  for (const name of CONTACT) $(`r-${name}`).value = record[name] ?? '';
+  $('r-attributes').value = record.attributes == null ? '' : JSON.stringify(record.attributes, null, 2);
+  $('r-updated').textContent = record.updated_at || 'never';
+  const write = state.session.recipients_write;
+  for (const input of document.querySelectorAll('#r-form input, #r-form textarea')) input.disabled = !write;
+  for (const part of ['r-add', 'r-save', 'r-delete']) $(part).hidden = !write;
+  disarm();
+  markInvalid(null);
+  dirty(false);
+  renderOptOuts();
+  $('r-form').hidden = false;
+}
+
+function renderOptOuts() {
+  const rows = $('r-opt-outs');
+  rows.replaceChildren();
+  const write = state.session.recipients_write;
+  state.optOuts.forEach((o, i) => {
+    const action = el('td');
+    if (write) {
+      const button = el('button', { type: 'button', class: 'remove' }, 'Remove');
+      button.addEventListener('click', () => {
+        state.optOuts.splice(i, 1);
+        renderOptOuts();
+        dirty(true);
+      });
+      action.append(button);
+    }
+    rows.append(el('tr', { class: 'opt-out' }, el('td', {}, o.channel || 'any'), el('td', {}, o.category || 'any'), el('td', {}, o.type || 'any'), action));
+  });
+  if (state.optOuts.length === 0) rows.append(el('tr', {}, el('td', { colspan: '4', class: 'note' }, 'None: everything on.')));
+}
+
+$('r-find').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const target = `#/recipients/${encodeURIComponent($('r-user').value.trim())}`;
+  if (location.hash === target) route();
+  else location.hash = target;
+});
+
+$('r-form').addEventListener('input', (e) => {
+  if (e.target.dataset.field) e.target.setAttribute('aria-invalid', 'false');
+  dirty(true);
+});
+
+$('r-oo-add').addEventListener('click', () => {
+  const part = (name) => $(`r-oo-${name}`).value.trim();
+  const optOut = { channel: part('channel'), category: part('category'), type: part('type') };
+  if (!optOut.channel && !optOut.category && !optOut.type) {
+    recipientMessage('', 'An opt-out names a channel, a category or a type.');
+    return;
+  }
+  state.optOuts.push(optOut);
+  for (const name of ['channel', 'category', 'type']) $(`r-oo-${name}`).value = '';
+  recipientMessage('', '');
+  renderOptOuts();
+  dirty(true);
+});
+
+$('r-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const body = { opt_outs: state.optOuts };
+  for (const name of CONTACT) body[name] = $(`r-${name}`).value.trim();
+  const attributes = $('r-attributes').value.trim();
+  if (attributes) {
+    try {
+      body.attributes = JSON.parse(attributes);
+    } catch (err) {
+      markInvalid('attributes');
+      recipientMessage('', `attributes: is not JSON (${err.message})`);
+      return;
+    }
+  }
+  $('r-save').disabled = true;
+  try {
+    const stored = await api(`/api/recipients/${encodeURIComponent(state.recipient)}`, body, 'PUT');
+    fillRecipient(stored);
+    recipientMessage(`Saved ${stored.user_id}.`);
+  } catch (err) {
+    markInvalid(err.field);
+    recipientMessage('', err.message);
+  } finally {
+    $('r-save').disabled = false;
+  }
+});
+
+// Erasing asks twice: the first click arms the button for a few seconds.
+function disarm() {
+  clearTimeout(state.eraseTimer);
+  state.eraseTimer = 0;
+  $('r-delete').textContent = 'Erase recipient';
+  delete $('r-delete').dataset.armed;
+}
+
+$('r-delete').addEventListener('click', async () => {
+  const button = $('r-delete');
+  if (!button.dataset.armed) {
+    button.dataset.armed = 'yes';
+    button.textContent = `Really erase ${state.recipient}?`;
+    state.eraseTimer = setTimeout(disarm, 5000);
+    return;
+  }
+  disarm();
+  try {
+    const user = state.recipient;
+    const answer = await api(`/api/recipients/${encodeURIComponent(user)}`, {}, 'DELETE');
+    $('r-form').hidden = true;
+    recipientMessage(answer.deleted ? `Erased ${user}: contact data and preferences.` : `${user} had no record.`);
+  } catch (err) {
+    recipientMessage('', err.message);
+  }
+});
 
 start();

@@ -485,6 +485,7 @@ pub fn console_keys_file(dir: &tempfile::TempDir) -> String {
         key("reader", &["events:read", "notifications:subscribe"]),
         key("operator", &["events:read", "events:process", "notifications:subscribe"]),
         key("admin", &["admin"]),
+        key("support", &["events:read", "recipients:read"]),
     ]});
     let path = dir.path().join("keys.json");
     std::fs::write(&path, keys.to_string()).expect("write keys");
