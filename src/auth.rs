@@ -13,7 +13,8 @@ use crate::pb::Rpc;
 /// What a credential allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
-    /// CreateEvent, CreateEvents.
+    /// CreateEvent, CreateEvents, CancelEvent (of the client's own
+    /// events).
     EventsWrite,
     /// GetEvent, ListEvents, GetStats, ListDeliveryAttempts, ListInbox,
     /// GetUnreadCount.
@@ -77,7 +78,7 @@ pub enum Access {
 /// open, or read-scoped, by default.
 pub fn scope_for(rpc: Rpc) -> Scope {
     match rpc {
-        Rpc::CreateEvent | Rpc::CreateEvents => Scope::EventsWrite,
+        Rpc::CreateEvent | Rpc::CreateEvents | Rpc::CancelEvent => Scope::EventsWrite,
         Rpc::GetEvent
         | Rpc::ListEvents
         | Rpc::GetStats

@@ -62,8 +62,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an event; prints it as stored (PENDING).
+    /// Create an event; prints it as stored (PENDING, or SCHEDULED with
+    /// --deliver-at or --deliver-in).
     Create(events::CreateArgs),
+    /// Cancel a SCHEDULED event before it is delivered.
+    Cancel(events::CancelArgs),
     /// List events matching filters, oldest first, as a table (or JSON lines).
     List(events::ListArgs),
     /// Show one event.
@@ -165,6 +168,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
     let json = cli.json;
     match &cli.command {
         Command::Create(args) => events::create(&client, args, json).await,
+        Command::Cancel(args) => events::cancel(&client, args, json).await,
         Command::List(args) => events::list(&client, args, json).await,
         Command::Get(args) => events::get(&client, args, json).await,
         Command::UpdateStatus(args) => events::update_status(&client, args, json).await,

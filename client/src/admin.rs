@@ -106,6 +106,10 @@ pub struct Stats {
     pub opened_events: u64,
     /// Events FAILED.
     pub failed_events: u64,
+    /// Events SCHEDULED (waiting for their deliver_at).
+    pub scheduled_events: u64,
+    /// Events CANCELLED.
+    pub cancelled_events: u64,
     /// Events this logger process created.
     pub events_created: u64,
     /// Status changes this logger process made.
@@ -132,6 +136,8 @@ impl From<pb::GetStatsResponse> for Stats {
             processed_events: count(r.processed_events),
             opened_events: count(r.opened_events),
             failed_events: count(r.failed_events),
+            scheduled_events: count(r.scheduled_events),
+            cancelled_events: count(r.cancelled_events),
             events_created: count(r.events_created),
             status_updates: count(r.status_updates),
             events_published: count(r.events_published),

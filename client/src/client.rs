@@ -390,6 +390,40 @@ impl Client {
         event_of(response.event)
     }
 
+    /// Cancels the SCHEDULED event `id`: it becomes CANCELLED and is never
+    /// delivered. One already queued is FAILED_PRECONDITION. Retried
+    /// (cancelling twice cancels once).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_client::Client) -> Result<(), herald_client::Error> {
+    /// use std::time::Duration;
+    /// use herald_client::EventInput;
+    ///
+    /// let reminder = client
+    ///     .create(EventInput {
+    ///         user_id: "alice".into(),
+    ///         description: "Your trial ends tomorrow".into(),
+    ///         deliver_after: Some(Duration::from_secs(3 * 24 * 3600)),
+    ///         ..EventInput::default()
+    ///     })
+    ///     .await?;
+    /// // Alice upgraded meanwhile:
+    /// client.cancel_event(reminder.id).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_event(&self, id: Uuid) -> Result<Event, Error> {
+        let response = self
+            .retrying(|mut logger| async move {
+                logger
+                    .cancel_event(pb::CancelEventRequest {
+                        event_id: id.to_string(),
+                    })
+                    .await
+            })
+            .await?;
+        event_of(response.event)
+    }
+
     /// Every recorded attempt to send event `id` through a channel (the
     /// newest 100), oldest first.
     ///
@@ -643,6 +677,10 @@ pub(crate) fn create_request(event: EventInput) -> pb::CreateEventRequest {
         payload: event.payload.as_ref().map(json_to_struct),
         occurred_at: event.occurred_at.map(Into::into),
         request_id: event.request_id,
+        deliver_at: event.deliver_at.map(Into::into),
+        deliver_after: event
+            .deliver_after
+            .and_then(|d| prost_types::Duration::try_from(d).ok()),
     }
 }
 

@@ -54,7 +54,7 @@ use crate::{
     notifier::{self, NotifierOptions, NotifierService},
     recipients::RecipientsService,
     retention::{self, RetentionOptions},
-    server,
+    schedule, server,
     service::EventLoggerService,
     web::{Shared, Tickets, Web},
 };
@@ -243,6 +243,15 @@ pub async fn run(
     tasks.spawn(
         "retention",
         retention::run(backend.clone(), retention, stopping.clone()),
+    );
+    tasks.spawn(
+        "scheduler",
+        schedule::run(
+            store.clone(),
+            meters.events.clone(),
+            format!("logger-{}", uuid::Uuid::now_v7().simple()),
+            stopping.clone(),
+        ),
     );
     tasks.spawn(
         "notification log trim",

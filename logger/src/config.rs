@@ -121,6 +121,10 @@ pub struct Config {
     /// How old an event's occurred_at may be.
     #[arg(help_heading = "Events", long, env = "HERALD_MAX_EVENT_AGE", default_value = "30d", value_parser = duration)]
     pub max_event_age: Duration,
+    /// How far ahead an event may be scheduled (CreateEvent's deliver_at
+    /// or deliver_after).
+    #[arg(help_heading = "Events", long, env = "HERALD_MAX_SCHEDULE_AHEAD", default_value = "365d", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(100 * 365 * 24 * 3600)))]
+    pub max_schedule_ahead: Duration,
     /// How long a client's request_id keeps answering with the event it
     /// created (at least 1s).
     #[arg(help_heading = "Events", long, env = "HERALD_REQUEST_ID_WINDOW", default_value = "24h", value_parser = duration_within(Duration::from_secs(1), Duration::MAX))]
@@ -298,6 +302,7 @@ impl Config {
             reject_unknown_types: self.reject_unknown_types,
             max_future_skew: self.max_future_skew,
             max_age: self.max_event_age,
+            max_schedule_ahead: self.max_schedule_ahead,
         })
     }
 

@@ -45,6 +45,8 @@
 //!   queues share.
 //! - [`retention`]: the background removal of old events and dead letters,
 //!   and the trimming of the acknowledged work queue.
+//! - [`schedule`]: the move of due SCHEDULED events to the work queue,
+//!   partition by partition under a lease.
 //! - [`server`]: registration of every service, health tracking, serving with
 //!   graceful shutdown.
 //! - [`web`]: the end users' listener: gRPC-Web, Server-Sent Events and
@@ -72,6 +74,7 @@ pub mod observe;
 pub mod queue;
 pub mod recipients;
 pub mod retention;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod subscription;

@@ -18,7 +18,9 @@ use herald_runtime::metrics::{
 };
 use herald_storage::{EventStore, WorkQueue};
 use http_body::Frame;
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use prost::Message;
 use tonic::Code;
 
@@ -153,6 +155,8 @@ pub struct EventMetrics {
     pub published: IntCounter,
     /// Writes that failed (storage unreachable or broken).
     pub publish_failures: IntCounter,
+    /// How late scheduled events were queued, past their deliver_at.
+    schedule_lateness: Histogram,
     seen: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -188,6 +192,17 @@ impl EventMetrics {
                 "herald_publish_failures_total",
                 "Writes (creations, status changes) that failed because storage was unreachable or broken",
             ),
+            schedule_lateness: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "herald_schedule_lateness_seconds",
+                        "How long after its deliver_at each scheduled event was queued, by this logger",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0]),
+                )
+                .expect("valid metric"),
+            ),
             seen: Arc::default(),
         }
     }
@@ -203,6 +218,13 @@ impl EventMetrics {
         self.status_updates
             .with_label_values(&[status.as_str()])
             .inc();
+    }
+
+    /// A scheduled event was queued `late` past its deliver_at.
+    pub fn scheduled_released(&self, late: std::time::Duration) {
+        self.schedule_lateness.observe(late.as_secs_f64());
+        self.status_updated(EventStatus::Pending);
+        self.published.inc();
     }
 
     /// An event (or a whole create call) was refused with `code`.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use herald::{
     Error, Event, EventStatus, NewEvent,
+    auth::Scope,
     dead_letters::{DeadLetterPage, MAX_REDRIVE, RedriveRequest},
     domain::{
         EventInput, Rules, StatusChange, now, parse_batch_changes, parse_batch_creates,
@@ -18,7 +19,7 @@ use herald_storage::{Backend, DeadLetters, DeliveryLog, EventStore, redrive_olde
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{check_user_change, source_of, user_of},
+    auth::{Identity, check_user_change, source_of, user_of},
     limits::ActiveStreams,
     metrics::EventMetrics,
     observe::{Write, WriteObserver},
@@ -351,6 +352,46 @@ impl EventLogger for EventLoggerService {
             active_subscribers: n(self.streams.as_ref().map_or(0, ActiveStreams::count)),
             started_at: Some(c.started().into()),
             uptime: prost_types::Duration::try_from(c.uptime()).ok(),
+            scheduled_events: n(counts.scheduled),
+            cancelled_events: n(counts.cancelled),
+        }))
+    }
+
+    async fn cancel_event(
+        &self,
+        request: Request<pb::CancelEventRequest>,
+    ) -> Result<Response<pb::CancelEventResponse>, Status> {
+        let trace = call_trace(&request).map(|t| t.child());
+        let identity = request.extensions().get::<Identity>().cloned();
+        let id = parse_event_id(&request.get_ref().event_id, "event_id")?;
+        // A client cancels the events it created; a key that may process
+        // every event (or admin) cancels any.
+        if let Some(identity) = identity.filter(|i| !i.allows(Scope::EventsProcess)) {
+            let event = self.store.get(id).await?;
+            if event.source != identity.client_id {
+                return Err(Status::permission_denied(format!(
+                    "client {} did not create event {id} (a client cancels its own \
+                     events; events:process cancels any)",
+                    identity.client_id
+                )));
+            }
+        }
+        let change = StatusChange::new(id, EventStatus::Cancelled).in_trace(trace);
+        let event = match self.counted(Write::Change, self.store.apply(change)).await {
+            Ok(event) => event,
+            Err(Error::InvalidTransition { from, .. }) => {
+                let queued = match from {
+                    EventStatus::Pending => " (it is queued for delivery already)",
+                    _ => "",
+                };
+                return Err(Status::failed_precondition(format!(
+                    "event {id} is {from}{queued}: only a SCHEDULED event can be cancelled"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Response::new(pb::CancelEventResponse {
+            event: Some(event.into()),
         }))
     }
 }

@@ -70,6 +70,7 @@ impl From<Event> for pb::Event {
             request_id: e.request_id,
             source: e.source,
             traceparent: e.traceparent.map(|t| t.to_string()).unwrap_or_default(),
+            deliver_at: e.deliver_at.map(Into::into),
         }
     }
 }
@@ -99,6 +100,7 @@ impl TryFrom<pb::Event> for Event {
             request_id: e.request_id,
             source: e.source,
             traceparent: TraceParent::parse(&e.traceparent),
+            deliver_at: e.deliver_at.and_then(|t| SystemTime::try_from(t).ok()),
         })
     }
 }
@@ -122,6 +124,7 @@ impl Event {
             "occurred_at": rfc3339(self.occurred_at),
             "request_id": self.request_id,
             "source": self.source,
+            "deliver_at": self.deliver_at.map(rfc3339),
         })
     }
 }
@@ -206,6 +209,17 @@ impl TryFrom<pb::CreateEventRequest> for EventInput {
             Some(t) => Some(parse_timestamp(t, "occurred_at")?),
             None => None,
         };
+        let deliver_at = match r.deliver_at {
+            Some(t) => Some(parse_timestamp(t, "deliver_at")?),
+            None => None,
+        };
+        let deliver_after = match r.deliver_after {
+            Some(d) => Some(
+                std::time::Duration::try_from(d)
+                    .map_err(|_| Error::invalid("deliver_after", "must be positive"))?,
+            ),
+            None => None,
+        };
         Ok(EventInput {
             user_id: r.user_id,
             description: r.description,
@@ -215,6 +229,8 @@ impl TryFrom<pb::CreateEventRequest> for EventInput {
             payload: r.payload.map(struct_to_json),
             occurred_at,
             request_id: r.request_id,
+            deliver_at,
+            deliver_after,
         })
     }
 }
@@ -234,7 +250,17 @@ impl TryFrom<pb::UpdateStatusRequest> for StatusChange {
 
     fn try_from(r: pb::UpdateStatusRequest) -> Result<Self, Error> {
         let id = parse_event_id(&r.event_id, "event_id");
-        let status = EventStatus::from_pb(r.status, "status");
+        let status = EventStatus::from_pb(r.status, "status").and_then(|status| match status {
+            EventStatus::Scheduled => Err(Error::invalid(
+                "status",
+                "SCHEDULED is entered by creating an event with deliver_at or deliver_after",
+            )),
+            EventStatus::Cancelled => Err(Error::invalid(
+                "status",
+                "CANCELLED is entered through CancelEvent",
+            )),
+            status => Ok(status),
+        });
         let trace = match r.traceparent.as_str() {
             "" => Ok(None),
             text => TraceParent::parse(text).map(Some).ok_or_else(|| {

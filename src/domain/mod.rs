@@ -69,6 +69,9 @@ pub struct Event {
     pub source: String,
     /// Trace context of the event's last change, if any.
     pub traceparent: Option<TraceParent>,
+    /// When it is (or was) due, if it was created to be delivered later
+    /// (microsecond precision).
+    pub deliver_at: Option<SystemTime>,
 }
 
 /// An event's payload: a JSON object.

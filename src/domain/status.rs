@@ -18,11 +18,23 @@ pub enum EventStatus {
     Opened,
     /// Delivery gave up; the event was dead-lettered.
     Failed,
+    /// Stored, waiting for its `deliver_at`; queued (PENDING) when due.
+    Scheduled,
+    /// Cancelled while SCHEDULED; never delivered.
+    Cancelled,
 }
 
 impl EventStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [EventStatus; 4] = [Self::Pending, Self::Processed, Self::Opened, Self::Failed];
+    /// Every status, in the order they were added to the lifecycle (their
+    /// places are kept in storage: a new status goes last).
+    pub const ALL: [EventStatus; 6] = [
+        Self::Pending,
+        Self::Processed,
+        Self::Opened,
+        Self::Failed,
+        Self::Scheduled,
+        Self::Cancelled,
+    ];
 
     /// The lifecycle: whether an event in `self` may move to `next`. Staying in
     /// the same status is not a transition (it is a no-op success elsewhere).
@@ -30,7 +42,12 @@ impl EventStatus {
         use EventStatus::*;
         matches!(
             (self, next),
-            (Pending, Processed) | (Processed, Opened) | (Pending, Failed) | (Failed, Pending)
+            (Pending, Processed)
+                | (Processed, Opened)
+                | (Pending, Failed)
+                | (Failed, Pending)
+                | (Scheduled, Pending)
+                | (Scheduled, Cancelled)
         )
     }
 
@@ -58,6 +75,8 @@ impl EventStatus {
             Self::Processed => "PROCESSED",
             Self::Opened => "OPENED",
             Self::Failed => "FAILED",
+            Self::Scheduled => "SCHEDULED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 
@@ -83,6 +102,8 @@ impl EventStatus {
             Ok(pb::EventStatus::Processed) => Ok(Self::Processed),
             Ok(pb::EventStatus::Opened) => Ok(Self::Opened),
             Ok(pb::EventStatus::Failed) => Ok(Self::Failed),
+            Ok(pb::EventStatus::Scheduled) => Ok(Self::Scheduled),
+            Ok(pb::EventStatus::Cancelled) => Ok(Self::Cancelled),
             Ok(pb::EventStatus::Unspecified) => {
                 Err(Error::invalid(field, "must be set to a status"))
             }
@@ -100,6 +121,8 @@ impl EventStatus {
             Self::Processed => pb::EventStatus::Processed,
             Self::Opened => pb::EventStatus::Opened,
             Self::Failed => pb::EventStatus::Failed,
+            Self::Scheduled => pb::EventStatus::Scheduled,
+            Self::Cancelled => pb::EventStatus::Cancelled,
         }
     }
 }
@@ -116,7 +139,7 @@ pub struct Statuses(u8);
 
 impl Statuses {
     /// Every status.
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b11_1111);
     /// No status.
     pub const NONE: Self = Self(0);
 

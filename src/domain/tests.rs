@@ -295,6 +295,8 @@ fn lifecycle_allows_exactly_the_designed_transitions() {
         (Processed, Opened),
         (Pending, Failed),
         (Failed, Pending),
+        (Scheduled, Pending),
+        (Scheduled, Cancelled),
     ];
     for from in EventStatus::ALL {
         for to in EventStatus::ALL {
@@ -305,7 +307,8 @@ fn lifecycle_allows_exactly_the_designed_transitions() {
             );
         }
     }
-    assert_eq!(Pending.sources().collect::<Vec<_>>(), [Failed]);
+    assert_eq!(Pending.sources().collect::<Vec<_>>(), [Failed, Scheduled]);
+    assert_eq!(Cancelled.sources().collect::<Vec<_>>(), [Scheduled]);
     assert_eq!(Processed.sources().collect::<Vec<_>>(), [Pending]);
 }
 

@@ -75,6 +75,11 @@ pub struct EventInput {
     pub occurred_at: Option<SystemTime>,
     /// Optional idempotency key.
     pub request_id: String,
+    /// Deliver at this time, not before (the event waits as SCHEDULED).
+    pub deliver_at: Option<SystemTime>,
+    /// Deliver this long after the server receives it; not with
+    /// `deliver_at`.
+    pub deliver_after: Option<Duration>,
 }
 
 /// Checks of payloads against per-type schemas (the event-type registry).
@@ -110,6 +115,8 @@ pub struct Rules {
     pub max_future_skew: Duration,
     /// How old `occurred_at` may be.
     pub max_age: Duration,
+    /// How far ahead `deliver_at` may be.
+    pub max_schedule_ahead: Duration,
 }
 
 impl Default for Rules {
@@ -119,6 +126,7 @@ impl Default for Rules {
             reject_unknown_types: false,
             max_future_skew: Duration::from_secs(5 * 60),
             max_age: Duration::from_secs(30 * 24 * 3600),
+            max_schedule_ahead: DEFAULT_MAX_SCHEDULE_AHEAD,
         }
     }
 }
@@ -162,6 +170,7 @@ impl NewEvent {
         if let Some(at) = input.occurred_at {
             check_occurred_at(v, at, rules);
         }
+        let deliver_at = check_deliver_at(v, &input, rules);
         let payload_ok = match &input.payload {
             Some(payload) => check_json_limits(v, "payload", payload, MAX_PAYLOAD_BYTES),
             None => true,
@@ -181,7 +190,11 @@ impl NewEvent {
         }
         if violations.is_empty() {
             Ok(Self {
-                input,
+                input: EventInput {
+                    deliver_at,
+                    deliver_after: None,
+                    ..input
+                },
                 source: String::new(),
                 trace: None,
             })
@@ -222,16 +235,27 @@ impl NewEvent {
         &self.input.description
     }
 
-    /// The event as first stored: PENDING, created now, with a fresh UUID v7
-    /// that carries its user's partition among `partitions`.
+    /// When the event is due, if it was scheduled.
+    pub fn deliver_at(&self) -> Option<SystemTime> {
+        self.input.deliver_at
+    }
+
+    /// The event as first stored: PENDING (SCHEDULED when its `deliver_at`
+    /// is still ahead), created now, with a fresh UUID v7 that carries its
+    /// user's partition among `partitions`.
     pub fn into_event(self, partitions: Partitions) -> Event {
         let now = now();
         let input = self.input;
+        let deliver_at = input.deliver_at.map(|t| from_micros(to_micros(t)));
+        let status = match deliver_at {
+            Some(due) if due > now => EventStatus::Scheduled,
+            _ => EventStatus::Pending,
+        };
         Event {
             id: new_id(partitions.of_user(&input.user_id)),
             user_id: input.user_id,
             description: input.description,
-            status: EventStatus::Pending,
+            status,
             created_at: now,
             updated_at: now,
             category: input.category,
@@ -242,8 +266,53 @@ impl NewEvent {
             request_id: input.request_id,
             source: self.source,
             traceparent: self.trace,
+            deliver_at,
         }
     }
+}
+
+/// How far ahead an event may be scheduled unless configured otherwise: a
+/// year.
+pub const DEFAULT_MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When the event is due (from `deliver_at`, or `deliver_after` from now),
+/// checked: one of them at most, a positive wait, not past
+/// `max_schedule_ahead`.
+fn check_deliver_at(
+    out: &mut Vec<FieldViolation>,
+    input: &EventInput,
+    rules: &Rules,
+) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let (field, ahead) = match (input.deliver_at, input.deliver_after) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            out.push(FieldViolation::new(
+                "deliver_after",
+                "give deliver_at or deliver_after, not both",
+            ));
+            return None;
+        }
+        (Some(at), None) => ("deliver_at", at.duration_since(now).unwrap_or_default()),
+        (None, Some(wait)) if wait.is_zero() => {
+            out.push(FieldViolation::new("deliver_after", "must be positive"));
+            return None;
+        }
+        (None, Some(wait)) => ("deliver_after", wait),
+    };
+    if ahead > rules.max_schedule_ahead {
+        out.push(FieldViolation::new(
+            field,
+            format!(
+                "is {} s ahead; events may be scheduled at most {} s ahead \
+                 (--max-schedule-ahead)",
+                ahead.as_secs(),
+                rules.max_schedule_ahead.as_secs()
+            ),
+        ));
+        return None;
+    }
+    input.deliver_at.or_else(|| now.checked_add(ahead))
 }
 
 /// `occurred_at` within the allowed skew ahead and age behind the server clock.

@@ -6,17 +6,21 @@
 //! script run; when idle, a call goes alone, without waiting for company. Each
 //! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{EventStore, Partitioned, RetentionSlice, StatusCounts, Sweep};
+use super::{EventStore, Partitioned, Released, RetentionSlice, StatusCounts, Sweep};
 use herald::{
     domain::{Event, NewEvent, StatusChange},
     error::{Error, Result},
-    partition::Partitions,
+    partition::{Partition, Partitions},
     query::{ListQuery, Page},
 };
 
@@ -186,6 +190,19 @@ impl EventStore for Batching {
 
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {
         self.inner.remove_older_than(slice).await
+    }
+
+    async fn release_due(
+        &self,
+        partition: Partition,
+        now: SystemTime,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Vec<Released>>> {
+        self.inner
+            .release_due(partition, now, max, owner, lease)
+            .await
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {

@@ -125,6 +125,22 @@ pub trait EventStore: Partitioned {
     /// entries, atomically. PENDING events are never removed.
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep>;
 
+    /// Queues the due SCHEDULED events of `partition`: up to `max` whose
+    /// `deliver_at` is at or before `now`, earliest due first, each moved
+    /// to PENDING as a status change moves it (queued and logged in one
+    /// atomic write, which a cancellation cannot interleave: an event is
+    /// cancelled or queued, never both). `None` when another mover holds
+    /// the partition's lease: `owner` names this one, and the lease, taken
+    /// or renewed by each call of its holder, lasts `lease`.
+    async fn release_due(
+        &self,
+        partition: Partition,
+        now: SystemTime,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Vec<Released>>>;
+
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
         let mut created = self.create_many(vec![event]).await?;
@@ -146,6 +162,15 @@ pub trait EventStore: Partitioned {
     async fn update_status(&self, id: Uuid, status: EventStatus) -> Result<Event> {
         self.apply(StatusChange::new(id, status)).await
     }
+}
+
+/// An event [`EventStore::release_due`] queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The event.
+    pub id: Uuid,
+    /// When it was due.
+    pub due: SystemTime,
 }
 
 /// How one consumer of the work queue behaves.
@@ -306,12 +331,16 @@ pub struct StatusCounts {
     pub opened: u64,
     /// Given up after every delivery attempt.
     pub failed: u64,
+    /// Waiting for their `deliver_at`.
+    pub scheduled: u64,
+    /// Cancelled while scheduled.
+    pub cancelled: u64,
 }
 
 impl StatusCounts {
     /// Events in every status.
     pub fn total(&self) -> u64 {
-        self.pending + self.processed + self.opened + self.failed
+        self.pending + self.processed + self.opened + self.failed + self.scheduled + self.cancelled
     }
 
     /// The count of `status`.
@@ -321,6 +350,8 @@ impl StatusCounts {
             EventStatus::Processed => &mut self.processed,
             EventStatus::Opened => &mut self.opened,
             EventStatus::Failed => &mut self.failed,
+            EventStatus::Scheduled => &mut self.scheduled,
+            EventStatus::Cancelled => &mut self.cancelled,
         }
     }
 }

@@ -15,7 +15,7 @@
 //! log), `attempts` (the delivery log) and `recipients`.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime},
 };
@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::{DeadLetter, Notification, Partitioned, StatusCounts, StoreOptions};
 use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
-    domain::{DeliveryAttempt, Event, StatusChange, now},
+    domain::{DeliveryAttempt, Event, EventStatus, StatusChange, now},
     error::{Error, Result},
     partition::{Partition, Partitions},
 };
@@ -86,6 +86,8 @@ struct State {
     indexes: index::Indexes,
     /// Recipient records by user.
     recipients: HashMap<String, herald::domain::Recipient>,
+    /// The SCHEDULED events, earliest due first.
+    schedule: BTreeSet<(SystemTime, Uuid)>,
     last_entry: u64,
     last_notification: u64,
 }
@@ -186,6 +188,9 @@ impl State {
             event.traceparent = trace;
         }
         let event = event.clone();
+        if from == EventStatus::Scheduled {
+            self.unschedule(&event);
+        }
         *self.counts.slot(from) -= 1;
         *self.counts.slot(status) += 1;
         if status.enqueues() {
@@ -194,6 +199,23 @@ impl State {
         let unread = self.indexes.status_changed(&event, from);
         self.log(&event, unread);
         Ok(event)
+    }
+
+    /// Puts a SCHEDULED `event` on the schedule, or queues any other.
+    fn schedule_or_enqueue(&mut self, event: &Event) {
+        match (event.status, event.deliver_at) {
+            (EventStatus::Scheduled, Some(due)) => {
+                self.schedule.insert((due, event.id));
+            }
+            _ => self.enqueue(event),
+        }
+    }
+
+    /// Takes `event` off the schedule.
+    fn unschedule(&mut self, event: &Event) {
+        if let Some(due) = event.deliver_at {
+            self.schedule.remove(&(due, event.id));
+        }
     }
 
     /// Logs `event`'s change, with its user's unread count if it moved.

@@ -47,6 +47,7 @@ pub async fn sweep(store: &dyn EventStore, cutoff: SystemTime, slice: usize) -> 
         EventStatus::Processed,
         EventStatus::Opened,
         EventStatus::Failed,
+        EventStatus::Cancelled,
     ];
     let (mut removed, mut kept) = (0, 0);
     for partition in store.partitions().all() {

@@ -35,12 +35,14 @@ pub async fn stats(client: &Client, json: bool) -> Result<(), Error> {
     let stats = client.stats().await?;
     let started = stats.started_at.map(rfc3339_micros).unwrap_or_default();
     let uptime = stats.uptime.as_secs();
-    let fields: [(&str, serde_json::Value); 12] = [
+    let fields: [(&str, serde_json::Value); 14] = [
         ("total_events", stats.total_events.into()),
         ("pending_events", stats.pending_events.into()),
         ("processed_events", stats.processed_events.into()),
         ("opened_events", stats.opened_events.into()),
         ("failed_events", stats.failed_events.into()),
+        ("scheduled_events", stats.scheduled_events.into()),
+        ("cancelled_events", stats.cancelled_events.into()),
         ("events_created", stats.events_created.into()),
         ("status_updates", stats.status_updates.into()),
         ("events_published", stats.events_published.into()),

@@ -1,6 +1,6 @@
-//! `herald create`, `list`, `get` and `update-status`.
+//! `herald create`, `cancel`, `list`, `get` and `update-status`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use herald::{
@@ -39,6 +39,22 @@ pub struct CreateArgs {
     /// Idempotency key: repeating the create with it returns the first event.
     #[arg(long, default_value = "", hide_default_value = true)]
     request_id: String,
+    /// Deliver at this time, not before (RFC 3339): the event waits as
+    /// SCHEDULED until then.
+    #[arg(long, value_parser = parse_time, conflicts_with = "deliver_in")]
+    deliver_at: Option<SystemTime>,
+    /// Deliver this long from now (90s, 15m, 2h, 3d): the event waits as
+    /// SCHEDULED until then.
+    #[arg(long, value_parser = herald_runtime::flags::duration)]
+    deliver_in: Option<Duration>,
+}
+
+/// Flags of `herald cancel`.
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    /// The id of a SCHEDULED event (a UUID).
+    #[arg(value_parser = herald_cli::advice::parse_event_id)]
+    id: Uuid,
 }
 
 /// Flags of `herald list`.
@@ -56,7 +72,8 @@ pub struct ListArgs {
     /// Only this type.
     #[arg(long = "type", default_value = "", hide_default_value = true)]
     event_type: String,
-    /// Only this status: pending, processed, opened or failed.
+    /// Only this status: pending, processed, opened, failed, scheduled or
+    /// cancelled.
     #[arg(long, value_parser = parse_status)]
     status: Option<EventStatus>,
     /// Only events that occurred at or after this time (RFC 3339).
@@ -109,6 +126,8 @@ pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<()
         payload,
         occurred_at,
         request_id,
+        deliver_at,
+        deliver_in,
     } = args;
     let input = EventInput {
         user_id: user_id.clone(),
@@ -119,6 +138,8 @@ pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<()
         payload: payload.clone(),
         occurred_at: *occurred_at,
         request_id: request_id.clone(),
+        deliver_at: *deliver_at,
+        deliver_after: *deliver_in,
     };
     let created = client.create_reporting(input).await?;
     print_event(&created.event, json);
@@ -129,6 +150,13 @@ pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<()
             herald::error::quote(&created.event.event_type)
         );
     }
+    Ok(())
+}
+
+/// Cancels a scheduled event and prints it.
+pub async fn cancel(client: &Client, args: &CancelArgs, json: bool) -> Result<(), Error> {
+    let event = client.cancel_event(args.id).await?;
+    print_event(&event, json);
     Ok(())
 }
 

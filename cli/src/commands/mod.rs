@@ -36,8 +36,12 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
 /// Reads a status flag: pending, processed, opened or failed (any case, with
 /// or without the protobuf prefix `EVENT_STATUS_`).
 pub fn parse_status(s: &str) -> Result<EventStatus, String> {
-    EventStatus::parse(s)
-        .ok_or_else(|| format!("unknown status {s:?}: use pending, processed, opened or failed"))
+    EventStatus::parse(s).ok_or_else(|| {
+        format!(
+            "unknown status {s:?}: use pending, processed, opened, failed, scheduled or \
+                 cancelled"
+        )
+    })
 }
 
 /// Prints an event as labelled lines, or with `json` as one object.
@@ -65,6 +69,9 @@ pub fn print_event(e: &Event, json: bool) {
             if !value.is_empty() {
                 println!("{label} {value}");
             }
+        }
+        if let Some(due) = e.deliver_at {
+            println!("deliver_at:  {}", rfc3339_micros(due));
         }
         if let Some(payload) = &e.payload {
             println!(

@@ -333,6 +333,10 @@ fn valid_message(method: Rpc, ids: &[String]) -> Vec<u8> {
             event_id: ids[0].clone(),
         }
         .encode_to_vec(),
+        Rpc::CancelEvent => pb::CancelEventRequest {
+            event_id: ids[2].clone(),
+        }
+        .encode_to_vec(),
         Rpc::ListInbox => pb::ListInboxRequest {
             user_id: "fuzz".into(),
             unread_only: true,

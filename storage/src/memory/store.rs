@@ -1,17 +1,18 @@
 //! The memory backend as the event store: creates, status changes, lists,
 //! dead letters and retention, each under the one lock.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::MemoryBackend;
-use crate::{EventStore, RetentionSlice, StatusCounts, Sweep};
+use crate::{EventStore, Released, RetentionSlice, StatusCounts, Sweep};
 use herald::{
     domain::{Event, EventStatus, NewEvent, StatusChange},
     error::{Error, Result},
+    partition::Partition,
     query::{ListQuery, Page},
 };
 
@@ -49,8 +50,8 @@ impl EventStore for MemoryBackend {
             }
             state.indexes.insert(&event);
             state.events.insert(event.id, event.clone());
-            state.counts.pending += 1;
-            state.enqueue(&event);
+            *state.counts.slot(event.status) += 1;
+            state.schedule_or_enqueue(&event);
             state.log(&event, None);
             out.push(Ok(event));
         }
@@ -114,6 +115,41 @@ impl EventStore for MemoryBackend {
 
     async fn status_counts(&self) -> Result<StatusCounts> {
         Ok(self.lock().counts)
+    }
+
+    async fn release_due(
+        &self,
+        partition: Partition,
+        now: SystemTime,
+        max: usize,
+        _owner: &str,
+        _lease: Duration,
+    ) -> Result<Option<Vec<Released>>> {
+        // One process: no other mover to lease against.
+        let mut state = self.lock();
+        let due: Vec<(SystemTime, Uuid)> = state
+            .schedule
+            .range(..=(now, Uuid::max()))
+            .filter(|(_, id)| state.partitions.of_id(*id) == Some(partition))
+            .take(max)
+            .copied()
+            .collect();
+        let mut released = Vec::with_capacity(due.len());
+        for (due, id) in due {
+            match state.change_status(StatusChange::new(id, EventStatus::Pending)) {
+                Ok(_) => released.push(Released { id, due }),
+                // Gone or no longer SCHEDULED: off the schedule all the same.
+                Err(_) => {
+                    state.schedule.remove(&(due, id));
+                }
+            }
+        }
+        drop(state);
+        if !released.is_empty() {
+            self.queued.notify_waiters();
+            self.notified.notify_waiters();
+        }
+        Ok(Some(released))
     }
 
     async fn remove_older_than(&self, slice: RetentionSlice) -> Result<Sweep> {

@@ -154,6 +154,18 @@ impl Keys {
         format!("{}:recipient:{user}", self.tag(partition))
     }
 
+    /// The partition's schedule: a sorted set of the SCHEDULED events' ids
+    /// (16 bytes) scored by their deliver_at (micros).
+    pub fn scheduled(&self, partition: Partition) -> String {
+        format!("{}:scheduled", self.tag(partition))
+    }
+
+    /// The partition's scheduler lease: the name of the mover that moves
+    /// its due events for now, expiring on its own.
+    pub fn scheduler(&self, partition: Partition) -> String {
+        format!("{}:scheduler", self.tag(partition))
+    }
+
     /// The partition's dead-letter stream.
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
@@ -204,6 +216,8 @@ mod tests {
             keys.unread(p),
             keys.attempts(p, id),
             keys.recipient(p, "ann"),
+            keys.scheduled(p),
+            keys.scheduler(p),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

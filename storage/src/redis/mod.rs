@@ -164,6 +164,8 @@ const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
 const LIST_FROM: &str = include_str!("lua/list_from.lua");
 /// Trims the work queue below what every consumer group has acknowledged.
 const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
+/// Queues a partition's due scheduled events, under its lease.
+const RELEASE_DUE: &str = include_str!("lua/release_due.lua");
 
 /// Maps a Redis error: anything about reaching the server is UNAVAILABLE,
 /// also when it is the reason a transaction was aborted (a command queued
@@ -286,6 +288,7 @@ pub struct RedisBackend {
     trim_acknowledged: Script,
     record_attempts: Script,
     list_from: Script,
+    release_due: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
@@ -529,6 +532,7 @@ impl RedisBackend {
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             record_attempts: Script::new(RECORD_ATTEMPTS),
             list_from: Script::new(LIST_FROM),
+            release_due: Script::new(&format!("{CHANGE_STATUS}{RELEASE_DUE}")),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),

@@ -4,7 +4,7 @@
 //!
 //! | bytes   | what                                                     |
 //! |---------|----------------------------------------------------------|
-//! | 0       | status code (`1` PENDING, `2` PROCESSED, `3` OPENED, `4` FAILED) |
+//! | 0       | status code (`1` PENDING, `2` PROCESSED, `3` OPENED, `4` FAILED, `5` SCHEDULED, `6` CANCELLED) |
 //! | 1..9    | updated_at, microseconds since the epoch, i64 big-endian |
 //! | 9..17   | created_at, the same way (retention reads it)            |
 //! | 17..25  | occurred_at, the same way (a status change scores the status index with it) |
@@ -66,6 +66,10 @@ struct Stored {
     /// as one more item.
     #[prost(string, repeated, tag = "12")]
     delivered: Vec<String>,
+    /// When the event is due, microseconds since the epoch; 0 for an event
+    /// delivered at once.
+    #[prost(int64, tag = "13")]
+    deliver_at: i64,
 }
 
 /// The bytes a success of `channel` appends to the record: one
@@ -86,6 +90,8 @@ pub(super) fn code(status: EventStatus) -> u8 {
         EventStatus::Processed => b'2',
         EventStatus::Opened => b'3',
         EventStatus::Failed => b'4',
+        EventStatus::Scheduled => b'5',
+        EventStatus::Cancelled => b'6',
     }
 }
 
@@ -168,6 +174,7 @@ pub(super) fn record(event: &Event) -> Result<NewRecord> {
         request_id: event.request_id.clone(),
         source: event.source.clone(),
         delivered: Vec::new(),
+        deliver_at: event.deliver_at.map_or(0, to_micros),
     };
     let mut value = Vec::with_capacity(HEAD + 2 + ix.len() + stored.encoded_len());
     value.extend_from_slice(&head(event));
@@ -279,6 +286,7 @@ pub(super) fn parse_record_delivered(
         request_id: stored.request_id,
         source: stored.source,
         traceparent: TraceParent::from_packed(&head[TRACE..]),
+        deliver_at: (stored.deliver_at != 0).then(|| from_micros(stored.deliver_at)),
     };
     let mut delivered = stored.delivered;
     // A success recorded twice (two consumers racing) counts once.

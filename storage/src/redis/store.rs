@@ -1,7 +1,11 @@
 //! The EventStore on Redis: records, counts, dead letters, retention (the
 //! queries are in `list`).
 
-use std::{borrow::Cow, collections::HashMap};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
 use ::redis::{AsyncCommands, Value};
 use async_trait::async_trait;
@@ -21,17 +25,17 @@ use super::{
     split::{by_partition, gather, run_groups},
     stream::range_reply,
 };
-use crate::{DeadLetter, Delivery, EventStore, RetentionSlice, StatusCounts, Sweep};
+use crate::{DeadLetter, Delivery, EventStore, Released, RetentionSlice, StatusCounts, Sweep};
 use herald::{
     cursor::{Cursor, PartitionEntry},
-    domain::{Event, EventStatus, NewEvent, StatusChange, now, to_micros},
+    domain::{Event, EventStatus, NewEvent, StatusChange, from_micros, now, to_micros},
     error::{Error, Result},
     partition::Partition,
     query::{ListQuery, Page},
 };
 
 impl RedisBackend {
-    /// Whether creates without an idempotency key may go as plain commands
+    /// Whether creates without an idempotency key (nor a schedule) may go as plain commands
     /// in one transaction ([`Self::create_plain`]): on one Redis node (a
     /// cluster's connection makes no transactions) and without
     /// `--redis-wait-replicas` (whose `WAIT` follows the script's write).
@@ -47,15 +51,21 @@ impl RedisBackend {
             .key(self.keys.events(p))
             .key(self.keys.notifications(p))
             .arg(self.notifications_max_len)
-            .arg(self.request_id_window.as_secs().max(1));
+            .arg(self.request_id_window.as_secs().max(1))
+            .arg(self.keys.scheduled(p));
         for (event, request_key) in &events {
             let NewRecord { value, indexes } = record(event)?;
+            let due = match (event.status, event.deliver_at) {
+                (EventStatus::Scheduled, Some(due)) => to_micros(due).to_string(),
+                _ => String::new(),
+            };
             invocation
                 .key(self.keys.event(p, event.id))
                 .arg(request_key)
                 .arg(event.id.as_bytes())
                 .arg(value)
                 .arg(to_micros(event.occurred_at))
+                .arg(due)
                 .arg(1 + indexes.len())
                 .arg(self.keys.status(p, event.status));
             for (kind, value) in &indexes {
@@ -317,7 +327,7 @@ impl EventStore for RedisBackend {
                     .request(p, new.source(), new.user_id(), request_id),
             };
             let event = new.into_event(self.partitions);
-            if plain_creates && request_key.is_empty() {
+            if plain_creates && request_key.is_empty() && event.status != EventStatus::Scheduled {
                 plain.push((place, (p, event)));
             } else {
                 scripted.push((place, p, (event, request_key)));
@@ -422,6 +432,53 @@ impl EventStore for RedisBackend {
             .await
             .map_err(redis_error)?;
         Ok(count.unwrap_or(0))
+    }
+
+    async fn release_due(
+        &self,
+        p: Partition,
+        due_by: SystemTime,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Vec<Released>>> {
+        self.checked().await?;
+        let mut invocation = self.release_due.prepare_invoke();
+        invocation
+            .key(self.keys.events(p))
+            .key(self.keys.notifications(p))
+            .key(self.keys.scheduled(p))
+            .key(self.keys.scheduler(p))
+            .arg(to_micros(due_by))
+            .arg(max)
+            .arg(owner)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(&micros_bytes(now()))
+            .arg(self.notifications_max_len)
+            .arg(self.keys.tag(p));
+        let moved: Option<Vec<Vec<u8>>> = self.write(&invocation).await?;
+        let Some(moved) = moved else {
+            return Ok(None);
+        };
+        moved
+            .chunks(2)
+            .map(|pair| {
+                let bad = || Error::Internal(format!("release_due answered {pair:?}"));
+                let [id, score] = pair else {
+                    return Err(bad());
+                };
+                let id = Uuid::from_slice(id).map_err(|_| bad())?;
+                let micros: i64 = std::str::from_utf8(score)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(bad)?;
+                Ok(Released {
+                    id,
+                    due: from_micros(micros),
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {

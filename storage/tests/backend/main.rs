@@ -7,7 +7,8 @@
 //! A module per concern: `store` (creates, status changes, idempotency,
 //! counts), `lists` (ListEvents' queries and pages), `inbox` (each user's
 //! notifications and unread count), `recipients` (contact data and
-//! preferences), `queue` (the work
+//! preferences), `schedule` (scheduled events, their release and
+//! cancellation), `queue` (the work
 //! queue, its consumers and dead letters), `feed` (the notification log),
 //! `retention`, `attempts` (the delivery log), and `redis_storage` (what
 //! Redis alone stores and how: layout, transactions, record size, cluster,
@@ -39,6 +40,7 @@ mod queue;
 mod recipients;
 mod redis_storage;
 mod retention;
+mod schedule;
 mod store;
 
 fn consumer_config(name: &str, claim_idle_ms: u64) -> ConsumerOptions {
@@ -101,6 +103,7 @@ fn full_event(request_id: &str) -> NewEvent {
             .cloned(),
         occurred_at: Some(std::time::SystemTime::now() - Duration::from_secs(30)),
         request_id: request_id.into(),
+        ..EventInput::default()
     };
     NewEvent::validate(input, &Rules::default()).expect("valid")
 }
@@ -241,7 +244,10 @@ backend_tests!(
     attempts::delivery_attempts_are_kept_and_mark_channels,
     inbox::the_inbox_and_its_unread_count_follow_status_changes,
     recipients::recipients_keep_contact_data_and_preferences_apart,
-    recipients::opt_outs_are_added_once_and_never_to_an_erased_record;
+    recipients::opt_outs_are_added_once_and_never_to_an_erased_record,
+    schedule::scheduled_events_wait_then_queue_once_in_due_order,
+    schedule::a_scheduled_event_is_cancelled_or_queued_never_both,
+    schedule::a_partitions_lease_keeps_other_movers_out;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,

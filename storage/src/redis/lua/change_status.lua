@@ -10,8 +10,9 @@
 -- ('' keeps the record's). Reads the record once and writes it back with
 -- the new head. Returns {outcome, detail}: {'missing', ''}, {'same', the
 -- record}, {'forbidden', current status code} or {'changed', the record as
--- it is now}.
-local STATUS_NAMES = {['1'] = 'PENDING', ['2'] = 'PROCESSED', ['3'] = 'OPENED', ['4'] = 'FAILED'}
+-- it is now}. An event leaving SCHEDULED leaves the partition's schedule.
+local STATUS_NAMES = {['1'] = 'PENDING', ['2'] = 'PROCESSED', ['3'] = 'OPENED', ['4'] = 'FAILED',
+                      ['5'] = 'SCHEDULED', ['6'] = 'CANCELLED'}
 local function change_status(queue, notifications, record_key, bytes, prefix, now, max_len,
                              target, enqueue, sources, trace)
   local record = redis.call('GET', record_key)
@@ -32,6 +33,7 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('ZREM', prefix .. ':idx:status:' .. STATUS_NAMES[current], bytes)
   redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
+  if current == '5' then redis.call('ZREM', prefix .. ':scheduled', bytes) end
   -- The user's unread count (PROCESSED); the user id is the first line of
   -- the record's `ix`. The inbox itself is the user's index, read through.
   local entry = {'id', bytes, 'change', target .. now .. trace}

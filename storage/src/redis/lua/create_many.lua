@@ -1,35 +1,38 @@
 -- Creates a batch of events of one partition. KEYS: queue, notifications,
 -- then one record key per event. ARGV: notifications max length, the
--- idempotency window in seconds, then per event: its idempotency key (''
--- for none), its id's 16 bytes, its record (see record.rs), its occurred_at
--- (micros, the index score), the number k of its query indexes and those k
--- index keys. Claims every record key first (SET NX), so the batch is
--- written whole or not at all (an id already taken undoes the claims); an
--- event whose idempotency key is already taken is not written, and its
--- slot of the reply holds the id bytes of the event that took the key (''
--- for events written). Each event's queue entry holds its id's bytes
--- (`id`), its notification entry the id and the head's status, updated_at
--- and traceparent (`change`): readers read the rest from the record. Reads
+-- idempotency window in seconds, the partition's schedule, then per event:
+-- its idempotency key ('' for none), its id's 16 bytes, its record (see
+-- record.rs), its occurred_at (micros, the index score), its deliver_at
+-- (micros) if it is SCHEDULED ('' otherwise), the number k of its query
+-- indexes and those k index keys. Claims every record key first (SET NX),
+-- so the batch is written whole or not at all (an id already taken undoes
+-- the claims); an event whose idempotency key is already taken is not
+-- written, and its slot of the reply holds the id bytes of the event that
+-- took the key ('' for events written). Each event's queue entry (or, if
+-- it is SCHEDULED, its schedule entry) holds its id's bytes (`id`), its
+-- notification entry the id and the head's status, updated_at and
+-- traceparent (`change`): readers read the rest from the record. Reads
 -- arguments by place and builds no tables per event: this runs once per
 -- event.
--- On one Redis node, a batch without idempotency keys is written by
--- `create_plain` (store.rs) with the same writes in MULTI/EXEC instead (the
--- records in one MSET, each index key's entries in one ZADD): a change to
--- what is written here goes there too.
-local a = 3
+-- On one Redis node, a batch without idempotency keys or scheduled events
+-- is written by `create_plain` (store.rs) with the same writes in
+-- MULTI/EXEC instead (the records in one MSET, each index key's entries in
+-- one ZADD): a change to what is written here goes there too.
+local a = 4
 for i = 3, #KEYS do
   if not redis.call('SET', KEYS[i], ARGV[a + 2], 'NX') then
     for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
     return redis.error_reply('HERALD_EXISTS event id already taken')
   end
-  a = a + 5 + tonumber(ARGV[a + 4])
+  a = a + 6 + tonumber(ARGV[a + 5])
 end
 local out = {}
-a = 3
+a = 4
 for i = 3, #KEYS do
   local request_key, bytes, record, occurred_at = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local indexes = a + 5
-  a = indexes + tonumber(ARGV[a + 4])
+  local due = ARGV[a + 4]
+  local indexes = a + 6
+  a = indexes + tonumber(ARGV[a + 5])
   local prior = request_key ~= '' and redis.call('GET', request_key)
   if prior then
     redis.call('DEL', KEYS[i])
@@ -41,7 +44,11 @@ for i = 3, #KEYS do
     for j = indexes, a - 1 do
       redis.call('ZADD', ARGV[j], occurred_at, bytes)
     end
-    redis.call('XADD', KEYS[1], '*', 'id', bytes)
+    if due == '' then
+      redis.call('XADD', KEYS[1], '*', 'id', bytes)
+    else
+      redis.call('ZADD', ARGV[3], due, bytes)
+    end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'id', bytes, 'change',
                string.sub(record, 1, 9) .. string.sub(record, 26, 50))
     out[#out + 1] = ''
