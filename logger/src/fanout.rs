@@ -64,7 +64,7 @@ pub struct Fanout {
     /// order): the tail reads the events of these statuses only. Counted up
     /// before a subscriber enters its shard, so a publication that finds it
     /// there sees its statuses counted.
-    wanting: [AtomicUsize; 4],
+    wanting: [AtomicUsize; EventStatus::ALL.len()],
     /// Subscribers registered in every shard.
     subscribers: AtomicUsize,
     /// The newest cursor offered to every subscriber (each shard's position

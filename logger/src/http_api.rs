@@ -10,7 +10,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use herald::error::truncate;
+use herald::{EventStatus, error::truncate};
 use herald_client::Error;
 use serde_json::json;
 use tonic::Code;
@@ -162,6 +162,24 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         Self::new(rejection.status(), rejection.body_text())
     }
+}
+
+/// The status named `name` (as [`EventStatus::parse`] reads it), or
+/// INVALID_ARGUMENT on `field` listing every status.
+pub(crate) fn parse_status(field: &str, name: &str) -> Result<EventStatus, ApiError> {
+    let name = name.trim();
+    EventStatus::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = EventStatus::ALL.iter().map(|s| s.as_str()).collect();
+        let (last, others) = names.split_last().expect("statuses");
+        ApiError::invalid(
+            field,
+            format!(
+                "is not a status: {} ({} or {last})",
+                herald::error::quote(name),
+                others.join(", ")
+            ),
+        )
+    })
 }
 
 /// The request with its body read whole (GET and HEAD requests, which

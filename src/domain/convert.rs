@@ -107,10 +107,10 @@ impl TryFrom<pb::Event> for Event {
 
 impl Event {
     /// The event as one JSON object (field names as in the protobuf
-    /// message, times in RFC 3339): what `herald get --json` prints and a
-    /// webhook posts.
+    /// message, times in RFC 3339; `deliver_at` only if the event was
+    /// scheduled): what `herald get --json` prints and a webhook posts.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "event_id": self.id.to_string(),
             "user_id": self.user_id,
             "description": self.description,
@@ -124,8 +124,11 @@ impl Event {
             "occurred_at": rfc3339(self.occurred_at),
             "request_id": self.request_id,
             "source": self.source,
-            "deliver_at": self.deliver_at.map(rfc3339),
-        })
+        });
+        if let (Some(due), Some(object)) = (self.deliver_at, json.as_object_mut()) {
+            object.insert("deliver_at".into(), rfc3339(due).into());
+        }
+        json
     }
 }
 

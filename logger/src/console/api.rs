@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Console;
-use crate::http_api::{ApiError, storage_error};
+use crate::http_api::{ApiError, parse_status, storage_error};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -68,6 +68,7 @@ pub async fn session(State(console): State<Arc<Console>>, headers: HeaderMap) ->
         "client_id": identity.client_id,
         "scopes": identity.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "read": may(Scope::EventsRead),
+        "write": may(Scope::EventsWrite),
         "process": may(Scope::EventsProcess),
         "subscribe": may(Scope::NotificationsSubscribe),
         "recipients_read": may(Scope::RecipientsRead),
@@ -105,6 +106,8 @@ pub async fn stats(State(console): State<Arc<Console>>, headers: HeaderMap) -> A
         "processed": stats.processed_events,
         "opened": stats.opened_events,
         "failed": stats.failed_events,
+        "scheduled": stats.scheduled_events,
+        "cancelled": stats.cancelled_events,
         "subscribers": stats.active_subscribers,
         "rate": rate,
     }))
@@ -207,6 +210,18 @@ pub async fn event(
         "history_complete": complete,
     }))
     .into_response())
+}
+
+/// `POST /api/events/{id}/cancel`: cancels a SCHEDULED event
+/// (CancelEvent) and answers it.
+pub async fn cancel(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("event_id", "is not a UUID"))?;
+    let event = console.client_for(&headers)?.cancel_event(id).await?;
+    Ok(Json(json!({ "event": event.to_json() })).into_response())
 }
 
 /// The query of `GET /api/dead-letters`.
@@ -466,19 +481,6 @@ pub async fn delete_recipient(
         .delete_recipient(&user_id)
         .await?;
     Ok(Json(json!({ "deleted": deleted })).into_response())
-}
-
-fn parse_status(field: &str, name: &str) -> Result<EventStatus, ApiError> {
-    let name = name.trim();
-    EventStatus::parse(name).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            format!(
-                "is not a status: {} (PENDING, PROCESSED, OPENED or FAILED)",
-                herald::error::quote(name)
-            ),
-        )
-    })
 }
 
 fn parse_time(field: &str, text: &str) -> Result<SystemTime, ApiError> {

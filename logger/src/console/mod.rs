@@ -182,6 +182,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/events", get(api::list_events))
         .route("/api/events/{id}", get(api::event))
+        .route("/api/events/{id}/cancel", post(api::cancel))
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/redrive", post(api::redrive))
         .route("/api/feed", get(api::feed))

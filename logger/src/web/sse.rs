@@ -34,10 +34,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herald::{
-    EventStatus,
-    pb::{self, subscribe_response::Kind},
-};
+use herald::pb::{self, subscribe_response::Kind};
 use serde_json::json;
 use tonic::Status;
 
@@ -45,7 +42,7 @@ use super::{Web, tickets::Claim};
 use crate::{
     auth::{Identity, peer_addr, peer_ip},
     encoded::Encoded,
-    http_api::ApiError,
+    http_api::{ApiError, parse_status},
     notifier::Caller,
 };
 
@@ -152,15 +149,7 @@ fn read_request(query: &str, headers: &HeaderMap) -> Result<StreamRequest, ApiEr
             "categories" => subscribe.categories.push(value),
             "types" => subscribe.types.push(value),
             "statuses" => {
-                let status = EventStatus::parse(value.trim()).ok_or_else(|| {
-                    ApiError::invalid(
-                        "statuses",
-                        format!(
-                            "is not a status: {} (PENDING, PROCESSED, OPENED or FAILED)",
-                            herald::error::quote(&value)
-                        ),
-                    )
-                })?;
+                let status = parse_status("statuses", &value)?;
                 subscribe.statuses.push(status.to_pb() as i32);
             }
             "ticket" if ticket.is_none() => ticket = Some(value),

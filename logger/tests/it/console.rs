@@ -729,3 +729,97 @@ async fn the_console_shows_and_edits_recipients_and_their_opt_outs() {
     browser.quit().await;
     logger.stop_within(PAGE).await;
 }
+
+#[tokio::test]
+async fn the_console_shows_scheduled_events_and_cancels_them() {
+    let logger = Logger::start_with_console(&[], Lines::default().sink()).await;
+    let client = logger.client().await;
+    let browser = Browser::start("scheduled").await;
+    browser.goto(&console_url(&logger)).await;
+    feed_is(&browser, "live").await;
+    let reminder = client
+        .create(EventInput {
+            user_id: "ann".into(),
+            description: "Your trial ends tomorrow".into(),
+            deliver_after: Some(Duration::from_secs(3600)),
+            ..EventInput::default()
+        })
+        .await
+        .expect("create");
+    browser
+        .wait_for(
+            LIVE,
+            "the scheduled row",
+            "return document.querySelector(`#feed-rows tr[data-event-id='${arguments[0]}'][data-status='SCHEDULED']`) !== null;",
+            json!([reminder.id.to_string()]),
+        )
+        .await;
+    browser
+        .wait_for(
+            PAGE,
+            "the scheduled count",
+            "return document.getElementById('count-scheduled').textContent === '1';",
+            json!([]),
+        )
+        .await;
+
+    // Its page says when it is due, and cancels it.
+    browser
+        .goto(&format!("{}#/event/{}", console_url(&logger), reminder.id))
+        .await;
+    browser
+        .wait_for(
+            PAGE,
+            "the Cancel button",
+            "return !document.getElementById('event-cancel').hidden;",
+            json!([]),
+        )
+        .await;
+    let due = browser
+        .text("#event-fields dd[data-field='deliver_at']")
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        due,
+        herald::domain::rfc3339(reminder.deliver_at.expect("due")),
+        "deliver_at shown"
+    );
+    browser.screenshot("scheduled").await;
+    browser.click("#event-cancel").await;
+    browser
+        .wait_for(
+            PAGE,
+            "the cancelled status",
+            "return document.querySelector(\"#event-fields dd[data-field='status']\").textContent === 'CANCELLED';",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !browser.visible("#event-cancel").await,
+        "nothing left to cancel"
+    );
+    status_is(&client, reminder.id, EventStatus::Cancelled).await;
+    let history = browser.text("#event-history").await.unwrap_or_default();
+    assert!(
+        history.find("SCHEDULED") < history.find("CANCELLED"),
+        "{history}"
+    );
+
+    // An event already delivered has no Cancel button.
+    let now = create(&client, "ann", "Welcome", "user.welcome").await;
+    status_is(&client, now.id, EventStatus::Processed).await;
+    browser
+        .goto(&format!("{}#/event/{}", console_url(&logger), now.id))
+        .await;
+    browser
+        .wait_for(
+            PAGE,
+            "the delivered event",
+            "return document.querySelector(\"#event-fields dd[data-field='status']\")?.textContent === 'PROCESSED';",
+            json!([]),
+        )
+        .await;
+    assert!(!browser.visible("#event-cancel").await);
+    browser.quit().await;
+    logger.stop_within(PAGE).await;
+}

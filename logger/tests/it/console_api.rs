@@ -169,6 +169,46 @@ async fn the_console_api_refuses_bad_input_with_the_field_and_changes_nothing() 
     );
     let (status, body) = redrive(vec![operator, json_type], r#"{"all": true}"#).await;
     assert_eq!((status, &body["results"]), (200, &json!([])), "{body}");
+
+    // Cancelling needs events:write, a UUID, and a SCHEDULED event.
+    let admin = ("authorization", "Bearer admin-key");
+    let cancel = |id: String, key| async move {
+        api(
+            addr,
+            "POST",
+            &format!("/api/events/{id}/cancel"),
+            &[key, json_type],
+            "{}",
+        )
+        .await
+    };
+    let (status, body) = cancel("nope".into(), admin).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("event_id")),
+        "{body}"
+    );
+    let delivered = logger
+        .client_with_key("admin-key")
+        .await
+        .create_event("ann", "now")
+        .await
+        .expect("create");
+    let (status, body) = cancel(delivered.id.to_string(), operator).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("events:write"),
+        "{body}"
+    );
+    let (status, body) = cancel(delivered.id.to_string(), admin).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("FAILED_PRECONDITION")),
+        "{body}"
+    );
     logger.stop_within(PAGE).await;
 }
 

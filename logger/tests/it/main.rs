@@ -13,7 +13,7 @@
 //!   end users' listener (`web`: Server-Sent Events, tickets, CORS;
 //!   `grpc_web`; `inbox`: the Inbox's calls; `inbox_page`: the
 //!   `<herald-inbox>` element in a browser), recipients and their
-//!   preferences (`recipients`), hostile
+//!   preferences (`recipients`), scheduled delivery (`schedule`), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -42,6 +42,7 @@ mod publisher;
 mod recipients;
 mod redis_cluster;
 mod redis_pipeline;
+mod schedule;
 mod simulate;
 mod slow_subscribers;
 mod subscribe;

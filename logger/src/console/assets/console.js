@@ -180,7 +180,7 @@ function feedQuery() {
   put('types', 'f-types');
   put('session_id', 'f-session');
   const statuses = [...document.querySelectorAll('input[name=status]:checked')].map((c) => c.value);
-  if (statuses.length < 4) params.set('statuses', statuses.join(','));
+  if (statuses.length < document.querySelectorAll('input[name=status]').length) params.set('statuses', statuses.join(','));
   if (state.cursor) params.set('after', state.cursor);
   return params;
 }
@@ -290,7 +290,7 @@ async function loadStats() {
     $('rate-peak').textContent = `– (${err.message})`;
     return;
   }
-  for (const name of ['total', 'pending', 'processed', 'opened', 'failed']) $(`count-${name}`).textContent = stats[name].toLocaleString();
+  for (const name of ['total', 'pending', 'processed', 'opened', 'failed', 'scheduled']) $(`count-${name}`).textContent = stats[name].toLocaleString();
   const rate = stats.rate;
   const peak = Math.max(1, ...rate.map(([, r]) => r));
   const points = rate.map(([, r], i) => `${(i / Math.max(1, rate.length - 1)) * 300},${60 - (r / peak) * 56}`);
@@ -401,6 +401,7 @@ async function loadEvent(id) {
   $('event-payload').textContent = '';
   $('event-history-note').textContent = '';
   $('event-redrive').hidden = true;
+  $('event-cancel').hidden = true;
   let page;
   try {
     page = await api(`/api/events/${encodeURIComponent(id)}`);
@@ -410,7 +411,8 @@ async function loadEvent(id) {
   }
   const event = page.event;
   const fields = $('event-fields');
-  for (const name of ['event_id', 'status', 'user_id', 'description', 'category', 'type', 'session_id', 'occurred_at', 'created_at', 'updated_at', 'request_id', 'source']) {
+  for (const name of ['event_id', 'status', 'user_id', 'description', 'category', 'type', 'session_id', 'occurred_at', 'created_at', 'updated_at', 'deliver_at', 'request_id', 'source']) {
+    if (name === 'deliver_at' && !event.deliver_at) continue;
     const value = name === 'user_id' && state.session.recipients_read
       ? el('a', { href: `#/recipients/${encodeURIComponent(event.user_id)}`, title: 'the recipient' }, event.user_id)
       : event[name] ?? '';
@@ -434,6 +436,19 @@ async function loadEvent(id) {
   button.onclick = async () => {
     await redrive({ event_ids: [event.event_id] });
     loadEvent(id);
+  };
+  const cancel = $('event-cancel');
+  cancel.hidden = !(state.session.write && event.status === 'SCHEDULED');
+  cancel.onclick = async () => {
+    cancel.disabled = true;
+    try {
+      await api(`/api/events/${encodeURIComponent(event.event_id)}/cancel`, {});
+    } catch (err) {
+      $('event-error').textContent = err.message;
+    } finally {
+      cancel.disabled = false;
+    }
+    if (!$('event-error').textContent) loadEvent(id);
   };
 }
 
