@@ -102,17 +102,45 @@ impl Partitions {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// A fresh UUID v7 (time-ordered) that carries `partition`.
+/// A fresh UUID v7 (time-ordered) that carries `partition`, greater than
+/// every id this process made before for the partition: the partition's
+/// bits replace two bytes of the UUID's own counter, so an id that would
+/// not be greater (a carry lost with them, within one millisecond) is the
+/// previous one plus one in its last six bytes. Ids of one partition, and
+/// so of one user, sort in the order this process made them.
 pub fn new_id(partition: Partition) -> Uuid {
+    static LAST: std::sync::Mutex<Vec<u128>> = std::sync::Mutex::new(Vec::new());
     let mut bytes = *Uuid::now_v7().as_bytes();
     bytes[8] = 0x80 | ((partition.0 >> 8) as u8 & 0x3f);
     bytes[9] = partition.0 as u8;
-    Uuid::from_bytes(bytes)
+    let mut id = u128::from_be_bytes(bytes);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let at = usize::from(partition.0);
+    if last.len() <= at {
+        last.resize(at + 1, 0);
+    }
+    if id <= last[at] {
+        id = last[at] + 1;
+    }
+    last[at] = id;
+    Uuid::from_u128(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_a_partition_ascend_in_the_order_they_are_made() {
+        let p = Partition(5);
+        let ids: Vec<Uuid> = (0..100_000).map(|_| new_id(p)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            ids.iter()
+                .all(|id| Partitions::new(16).expect("16").of_id(*id) == Some(p))
+        );
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+    }
 
     #[test]
     fn a_users_partition_is_the_documented_hash() {

@@ -25,6 +25,7 @@ pub struct WorkerMetrics {
     breaker: IntGaugeVec,
     disabled: IntGaugeVec,
     unrouted: IntCounter,
+    ordered_waits: IntCounter,
     dead_lettered: IntCounter,
     processing: Histogram,
 }
@@ -105,6 +106,11 @@ impl WorkerMetrics {
                 "herald_events_unrouted_total",
                 "Events no route chose a channel for (marked PROCESSED at once)",
             ),
+            ordered_waits: counter(
+                registry,
+                "herald_ordered_waits_total",
+                "Events of an ordered route that waited for their user's earlier events",
+            ),
             dead_lettered: counter(
                 registry,
                 "herald_dead_lettered_total",
@@ -149,6 +155,11 @@ impl WorkerMetrics {
     /// No route chose a channel for an event.
     pub fn unrouted(&self) {
         self.unrouted.inc();
+    }
+
+    /// An ordered event waited for its turn.
+    pub fn ordered_wait(&self) {
+        self.ordered_waits.inc();
     }
 
     /// An entry went to the dead letters.

@@ -192,6 +192,10 @@ impl EventStore for Batching {
         self.inner.remove_older_than(slice).await
     }
 
+    async fn first_queued(&self, user: &str) -> Result<Option<Uuid>> {
+        self.inner.first_queued(user).await
+    }
+
     async fn release_due(
         &self,
         partition: Partition,

@@ -141,6 +141,11 @@ pub trait EventStore: Partitioned {
         lease: Duration,
     ) -> Result<Option<Vec<Released>>>;
 
+    /// The earliest (by id, so by creation) of `user`'s PENDING events,
+    /// if any: read from an index kept with every status change, never a
+    /// scan. An ordered delivery waits until its event is the first.
+    async fn first_queued(&self, user: &str) -> Result<Option<Uuid>>;
+
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
         let mut created = self.create_many(vec![event]).await?;
@@ -248,6 +253,10 @@ pub trait Consumer: Send + Sync + 'static {
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>>;
     /// Acknowledges entries: they are done and never delivered again.
     async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()>;
+    /// Keeps entries this consumer holds from being reclaimed for another
+    /// `claim_idle`, without counting a delivery (an entry waiting for its
+    /// turn is not idle).
+    async fn touch(&self, entry_ids: &[PartitionEntry]) -> Result<()>;
     /// The number of entries pending (delivered, not acknowledged) per consumer.
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>>;
 }

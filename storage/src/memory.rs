@@ -88,6 +88,8 @@ struct State {
     recipients: HashMap<String, herald::domain::Recipient>,
     /// The SCHEDULED events, earliest due first.
     schedule: BTreeSet<(SystemTime, Uuid)>,
+    /// Each user's PENDING events, by id (a user with none has no entry).
+    queued_by_user: HashMap<String, BTreeSet<Uuid>>,
     last_entry: u64,
     last_notification: u64,
 }
@@ -161,6 +163,10 @@ impl State {
     }
 
     fn enqueue(&mut self, event: &Event) {
+        self.queued_by_user
+            .entry(event.user_id.clone())
+            .or_default()
+            .insert(event.id);
         self.last_entry += 1;
         let entry = PartitionEntry {
             partition: self.partition_of(event),
@@ -190,6 +196,14 @@ impl State {
         let event = event.clone();
         if from == EventStatus::Scheduled {
             self.unschedule(&event);
+        }
+        if from == EventStatus::Pending
+            && let Some(queued) = self.queued_by_user.get_mut(&event.user_id)
+        {
+            queued.remove(&event.id);
+            if queued.is_empty() {
+                self.queued_by_user.remove(&event.user_id);
+            }
         }
         *self.counts.slot(from) -= 1;
         *self.counts.slot(status) += 1;

@@ -767,3 +767,111 @@ async fn opted_out_channels_are_skipped_unless_a_required_route_chose_them() {
     );
     logger.stop_within(Duration::from_secs(10)).await;
 }
+
+/// Each user's request order at `receiver`, with a repeat of the request
+/// just before it (a redelivery after a processor died) counted once.
+fn order_per_user(
+    receiver: &Receiver,
+    users: &HashMap<Uuid, String>,
+) -> HashMap<String, Vec<Uuid>> {
+    let mut order: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for r in receiver.received() {
+        let id = r.event_id();
+        let seen = order.entry(users[&id].clone()).or_default();
+        if seen.last() != Some(&id) {
+            seen.push(id);
+        }
+    }
+    order
+}
+
+/// 1,000 events of 10 users through an ordered webhook route, by two
+/// processors on one Redis, one of them killed mid-run: each user's
+/// requests arrive one at a time, in the order the events were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_route_delivers_each_users_events_in_order_across_processors() {
+    if herald_storage::testing::skip_redis_tests() {
+        return;
+    }
+    // Answers take 0 to 6 ms, so unordered deliveries would overtake.
+    let receiver = Receiver::start(|n| Answer {
+        delay: Duration::from_millis((n % 7) as u64),
+        ..answer(200)
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let channels = dir.path().join("channels.toml");
+    std::fs::write(
+        &channels,
+        format!(
+            "[channels.hooks]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             timeout = \"500ms\"\n[[routes]]\nchannels = [\"hooks\"]\nordered = true\n",
+            receiver.url
+        ),
+    )
+    .expect("write channels");
+    let redis = herald_storage::testing::RedisServer::start();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    let channels = channels.to_str().expect("utf-8");
+    let processor = |name: &str| {
+        common::Processor::start(
+            &redis.url(),
+            &logger.url(),
+            &[
+                "--channels",
+                channels,
+                "--consumer-name",
+                name,
+                "--claim-idle",
+                "2s",
+            ],
+            Lines::default().sink(),
+        )
+    };
+    let (a, mut b) = (processor("a"), Some(processor("b")));
+    let client = logger.client().await;
+    let mut made: Vec<Event> = Vec::new();
+    for batch in 0..10 {
+        let events = (0..100)
+            .map(|i| EventInput {
+                user_id: format!("user-{}", i % 10),
+                description: format!("#{batch}.{i}"),
+                ..EventInput::default()
+            })
+            .collect();
+        let created = client.create_many(events).await.expect("create");
+        made.extend(created.into_iter().map(|r| r.expect("created")));
+        if batch == 4 {
+            // Halfway: one processor dies with what it holds.
+            eventually(Duration::from_secs(20), "deliveries under way", || async {
+                (receiver.received().len() >= 200).then_some(())
+            })
+            .await;
+            b.take().expect("b runs").kill();
+        }
+    }
+    for event in &made {
+        eventually(Duration::from_secs(60), "every event processed", || async {
+            client
+                .get_event(event.id)
+                .await
+                .ok()
+                .filter(|e| e.status == EventStatus::Processed)
+        })
+        .await;
+    }
+    let users: HashMap<Uuid, String> = made.iter().map(|e| (e.id, e.user_id.clone())).collect();
+    let order = order_per_user(&receiver, &users);
+    assert_eq!(order.len(), 10);
+    for (user, got) in order {
+        let wanted: Vec<Uuid> = made
+            .iter()
+            .filter(|e| e.user_id == user)
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(got, wanted, "{user}'s requests, in creation order");
+    }
+    a.shutdown.cancel();
+    a.handle.await.expect("join").expect("processor a");
+    logger.stop_within(Duration::from_secs(10)).await;
+}

@@ -311,6 +311,12 @@ impl ChannelSet {
             .filter_map(|c| Some((self.channels.get(c.place)?, c.required)))
             .collect()
     }
+
+    /// Whether `event` is to wait for its user's earlier events (an
+    /// ordered route matches it).
+    pub fn ordered(&self, event: &Event) -> bool {
+        routes::ordered(&self.routes, event)
+    }
 }
 
 /// What building channels needs besides their settings.

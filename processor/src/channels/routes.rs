@@ -1,6 +1,6 @@
 //! Routes: which channels an event goes to, by its category, type, user
-//! and session, and whether a route requires it (past the recipient's
-//! opt-outs).
+//! and session, whether a route requires it (past the recipient's
+//! opt-outs), and whether it waits for the user's earlier events.
 
 use herald::Event;
 
@@ -30,6 +30,7 @@ pub struct Route {
     sessions: Filter,
     channels: Vec<usize>,
     required: bool,
+    ordered: bool,
 }
 
 impl Route {
@@ -42,6 +43,7 @@ impl Route {
             sessions: Filter::of(&settings.sessions),
             channels: settings.channels.iter().filter_map(|n| place(n)).collect(),
             required: settings.required,
+            ordered: settings.ordered,
         }
     }
 
@@ -54,6 +56,7 @@ impl Route {
             sessions: Filter::default(),
             channels: vec![place],
             required: false,
+            ordered: false,
         }
     }
 
@@ -73,6 +76,14 @@ pub struct Chosen {
     /// Whether a required route chose it: the recipient's opt-outs do not
     /// apply.
     pub required: bool,
+}
+
+/// Whether an ordered route with a channel matches `event`: its delivery
+/// waits for the user's earlier events.
+pub fn ordered(routes: &[Route], event: &Event) -> bool {
+    routes
+        .iter()
+        .any(|r| r.ordered && !r.channels.is_empty() && r.matches(event))
 }
 
 /// The channels (each once, in order of place) that the routes matching
@@ -118,6 +129,7 @@ mod tests {
             sessions: vec![],
             channels: channels.iter().map(|c| c.to_string()).collect(),
             required: false,
+            ordered: false,
         };
         edit(&mut settings);
         Route::new(&settings, |name| name.parse().ok())
@@ -157,6 +169,31 @@ mod tests {
             [4],
             "* matches the empty value"
         );
+    }
+
+    #[test]
+    fn an_event_waits_its_turn_when_an_ordered_route_with_channels_matches() {
+        let routes = [
+            route(|_| {}, &[0]),
+            route(
+                |r| {
+                    r.types = vec!["order.*".into()];
+                    r.ordered = true;
+                },
+                &[1],
+            ),
+            route(
+                |r| {
+                    r.types = vec!["invoice.*".into()];
+                    r.ordered = true;
+                },
+                &[],
+            ),
+        ];
+        let ordered = |t: &str| ordered(&routes, &event("", t, "ann", ""));
+        assert!(ordered("order.paid"));
+        assert!(!ordered("promo"), "no ordered route matches");
+        assert!(!ordered("invoice.paid"), "the ordered route sends nowhere");
     }
 
     #[test]

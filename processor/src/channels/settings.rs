@@ -234,6 +234,11 @@ pub struct RouteSettings {
     /// preferences say (security alerts, receipts).
     #[serde(default)]
     pub required: bool,
+    /// Whether one user's events matched by the route go out one at a
+    /// time, in the order they were created: each waits until the user's
+    /// earlier PENDING events are settled.
+    #[serde(default)]
+    pub ordered: bool,
 }
 
 /// The default IRC message: the notification line.

@@ -19,6 +19,15 @@
 //! it is delivered again after `--claim-idle`, and once the deliveries
 //! pass `--max-deliveries` the event is given up.
 //!
+//! An event an ordered route matches waits for its turn: until no earlier
+//! event of its user (by id, so by creation) is still PENDING. Waiting,
+//! it gives its place among the events in flight back (while there is room
+//! among the waiting: [`MAX_WAITING`] per `--concurrency`), and keeps its
+//! entry from being reclaimed by touching it; it takes a place again when
+//! its turn comes. The earliest PENDING event of a user never waits, so a
+//! user's queue moves as long as that one is delivered, given up
+//! (dead-lettered after `--max-deliveries`) or otherwise settled.
+//!
 //! Each delivery is a span of the event's trace (W3C trace context, from
 //! the queue entry): its log lines carry the `trace_id`, and the status change
 //! that settles it carries the span's `traceparent` back to the logger.
@@ -34,8 +43,8 @@ use std::{
 use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
-    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, RecipientStore,
-    WorkQueue, run_batches,
+    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, EventStore,
+    RecipientStore, WorkQueue, run_batches,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +66,12 @@ use send::{Recorder, send};
 const SETTLE_BATCH: usize = 256;
 /// Settle calls under way at once.
 const SETTLES_IN_FLIGHT: usize = 4;
+/// Events that may wait for their turn without holding a place among the
+/// events in flight, per place (`--concurrency`).
+const MAX_WAITING: usize = 16;
+/// Longest pause between two looks at whether an ordered event's turn has
+/// come.
+const MAX_TURN_POLL: Duration = Duration::from_millis(100);
 
 /// What to do with an entry after handling it.
 #[derive(Debug)]
@@ -76,6 +91,16 @@ type Delivered = (Delivery, Instant, OwnedSemaphorePermit);
 
 struct Context {
     consumer: Arc<dyn Consumer>,
+    /// Where an ordered event reads whether its turn has come.
+    store: Arc<dyn EventStore>,
+    /// Places among the events in flight.
+    permits: Arc<Semaphore>,
+    /// Places among the ordered events waiting for their turn without a
+    /// place in flight.
+    waiting: Arc<Semaphore>,
+    /// Woken when this worker settles events: a waiting event looks again
+    /// at once (events settled by other workers are seen by polling).
+    settled: tokio::sync::Notify,
     /// Where given-up entries go.
     dead_letters: Arc<dyn DeadLetters>,
     /// Where recipients' preferences are read, before each channel.
@@ -93,6 +118,7 @@ struct Context {
 /// A worker, ready to run: its channels loaded.
 pub struct Worker {
     queue: Arc<dyn WorkQueue>,
+    store: Arc<dyn EventStore>,
     deliveries: Arc<dyn DeliveryLog>,
     dead_letters: Arc<dyn DeadLetters>,
     recipients: Arc<dyn RecipientStore>,
@@ -117,6 +143,7 @@ impl Worker {
         let channels = Arc::new(Channels::load(config, line, metrics.clone())?);
         Ok(Self {
             queue: backend.queue.clone(),
+            store: backend.store.clone(),
             deliveries: backend.deliveries.clone(),
             dead_letters: backend.dead_letters.clone(),
             recipients: backend.recipients.clone(),
@@ -140,8 +167,13 @@ impl Worker {
             claim_idle: self.config.claim_idle,
             block: self.config.block,
         });
+        let concurrency = self.config.concurrency as usize;
         let context = Arc::new(Context {
             consumer,
+            store: self.store,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            waiting: Arc::new(Semaphore::new(concurrency * MAX_WAITING)),
+            settled: tokio::sync::Notify::new(),
             dead_letters: self.dead_letters,
             recipients: self.recipients,
             client: self.client,
@@ -169,7 +201,7 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
             move |batch| settle_batch(context.clone(), batch),
         ))
     };
-    let permits = Arc::new(Semaphore::new(config.concurrency as usize));
+    let permits = context.permits.clone();
     let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
         let first = tokio::select! {
@@ -220,6 +252,10 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
             tokio::spawn(
                 async move {
                     debug!(deliveries, "delivering");
+                    let Some(permit) = wait_turn(&context, &delivery, permit).await else {
+                        // Stopping: the entry stays pending for another consumer.
+                        return;
+                    };
                     let delivered = deliver(&context, delivery).await;
                     otel::record(|| otel::Step {
                         name: "deliver",
@@ -254,6 +290,64 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
         warn!("grace time over; unsettled entries stay pending for another consumer");
     }
     settler.abort();
+}
+
+/// For an event an ordered route matches: waits until no earlier event of
+/// its user is PENDING (see the module docs), giving `permit` back
+/// meanwhile if there is room among the waiting; returns a place in
+/// flight, or `None` if the worker stops first.
+async fn wait_turn(
+    context: &Context,
+    delivery: &Delivery,
+    permit: OwnedSemaphorePermit,
+) -> Option<OwnedSemaphorePermit> {
+    let event = &delivery.event;
+    if !context.channels.current().ordered(event) {
+        return Some(permit);
+    }
+    let mut permit = Some(permit);
+    let mut waiting = None;
+    let mut pause = Duration::from_millis(5);
+    let mut touched = Instant::now();
+    let mut counted = false;
+    loop {
+        let settled = context.settled.notified();
+        match context.store.first_queued(&event.user_id).await {
+            // The first (or no longer queued: settled meanwhile).
+            Ok(first) if first.is_none_or(|first| first >= event.id) => break,
+            Ok(_) => {}
+            Err(err) => debug!(event_id = %event.id, error = %err, "cannot read whose turn it is"),
+        }
+        if !counted {
+            context.metrics.ordered_wait();
+            counted = true;
+        }
+        if waiting.is_none()
+            && let Ok(slot) = context.waiting.clone().try_acquire_owned()
+        {
+            waiting = Some(slot);
+            permit = None;
+        }
+        if touched.elapsed() >= context.config.claim_idle / 3 {
+            if let Err(err) = context.consumer.touch(&[delivery.entry_id]).await {
+                warn!(event_id = %event.id, error = %err, "cannot keep a waiting entry");
+            }
+            touched = Instant::now();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => pause = (pause * 2).min(MAX_TURN_POLL),
+            () = settled => {}
+            () = context.shutdown.cancelled() => return None,
+        }
+    }
+    drop(waiting);
+    match permit {
+        Some(permit) => Some(permit),
+        None => tokio::select! {
+            permit = context.permits.clone().acquire_owned() => permit.ok(),
+            () = context.shutdown.cancelled() => None,
+        },
+    }
 }
 
 /// Delivers one event through its channels; returns it if it is now to be
@@ -336,6 +430,7 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
             other => apply(&context, delivery, other).await,
         }
     }
+    context.settled.notify_waiters();
     match context.consumer.ack(&acks).await {
         Ok(()) => received
             .into_iter()
@@ -385,6 +480,7 @@ async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
             Ok(())
         }
     };
+    context.settled.notify_waiters();
     if let Err(err) = result {
         warn!(event_id = %id, error = %err, ?outcome, "cannot settle queue entry");
     }

@@ -146,6 +146,19 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
+    async fn touch(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
+        let mut state = self.backend.lock();
+        let now = Instant::now();
+        for entry in entry_ids {
+            if let Some(pending) = state.pending.get_mut(&entry.id.seq)
+                && pending.consumer == self.config.name
+            {
+                pending.delivered_at = now;
+            }
+        }
+        Ok(())
+    }
+
     async fn pending_by_consumer(&self) -> Result<Vec<(String, u64)>> {
         let state = self.backend.lock();
         let mut counts = BTreeMap::<String, u64>::new();

@@ -117,6 +117,14 @@ impl EventStore for MemoryBackend {
         Ok(self.lock().counts)
     }
 
+    async fn first_queued(&self, user: &str) -> Result<Option<Uuid>> {
+        Ok(self
+            .lock()
+            .queued_by_user
+            .get(user)
+            .and_then(|ids| ids.first().copied()))
+    }
+
     async fn release_due(
         &self,
         partition: Partition,

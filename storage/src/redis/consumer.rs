@@ -43,6 +43,20 @@ fn is_nogroup(err: &RedisError) -> bool {
 }
 
 /// One member of the group on every partition's queue.
+/// Claims entries again for the consumer that holds them (KEYS: the
+/// stream; ARGV: the group, the consumer, the entry ids), leaving those
+/// another consumer holds now.
+static TOUCH: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        "for i = 3, #ARGV do \
+           if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then \
+             redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') \
+           end \
+         end \
+         return 0",
+    )
+});
+
 pub(super) struct RedisConsumer {
     /// Makes the blocking reader's connection; `None` on a cluster.
     client: Option<Client>,
@@ -464,6 +478,33 @@ impl Consumer for RedisConsumer {
             })
         });
         try_join_all(acks).await?;
+        Ok(())
+    }
+
+    async fn touch(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
+        // Each entry still this consumer's is claimed again by it with
+        // JUSTID: its idle time starts again and its delivery count stays.
+        // One script per partition, all at once.
+        let claims = self.partitions.all().filter_map(|p| {
+            let ids: Vec<String> = entry_ids
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.id.to_string())
+                .collect();
+            (!ids.is_empty()).then_some(async move {
+                let mut invocation = TOUCH.prepare_invoke();
+                invocation
+                    .key(self.keys.events(p))
+                    .arg(GROUP)
+                    .arg(&self.config.name)
+                    .arg(&ids);
+                invocation
+                    .invoke_async::<Value>(&mut self.conn.clone())
+                    .await
+                    .map_err(redis_error)
+            })
+        });
+        try_join_all(claims).await?;
         Ok(())
     }
 

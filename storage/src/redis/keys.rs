@@ -154,6 +154,12 @@ impl Keys {
         format!("{}:recipient:{user}", self.tag(partition))
     }
 
+    /// `user`'s PENDING events: a sorted set of their ids' 16 bytes, all
+    /// scored 0, so in id (creation) order; gone when empty.
+    pub fn queued(&self, partition: Partition, user: &str) -> String {
+        format!("{}:queued:{user}", self.tag(partition))
+    }
+
     /// The partition's schedule: a sorted set of the SCHEDULED events' ids
     /// (16 bytes) scored by their deliver_at (micros).
     pub fn scheduled(&self, partition: Partition) -> String {
@@ -218,6 +224,7 @@ mod tests {
             keys.recipient(p, "ann"),
             keys.scheduled(p),
             keys.scheduler(p),
+            keys.queued(p, "ann"),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

@@ -66,6 +66,7 @@ impl RedisBackend {
                 .arg(value)
                 .arg(to_micros(event.occurred_at))
                 .arg(due)
+                .arg(self.keys.queued(p, &event.user_id))
                 .arg(1 + indexes.len())
                 .arg(self.keys.status(p, event.status));
             for (kind, value) in &indexes {
@@ -139,7 +140,13 @@ impl RedisBackend {
             let others = indexes
                 .iter()
                 .map(|(kind, v)| Cow::Owned(self.keys.index(p, kind, v)));
-            for key in std::iter::once(status).chain(others) {
+            // The user's queued index too, scored 0 (by id).
+            let queued = (Cow::Owned(self.keys.queued(p, &event.user_id)), 0);
+            let scored = std::iter::once(status)
+                .chain(others)
+                .map(|key| (key, score))
+                .chain(std::iter::once(queued));
+            for (key, score) in scored {
                 zadds
                     .entry(key)
                     .or_insert_with_key(|key| {
@@ -432,6 +439,24 @@ impl EventStore for RedisBackend {
             .await
             .map_err(redis_error)?;
         Ok(count.unwrap_or(0))
+    }
+
+    async fn first_queued(&self, user: &str) -> Result<Option<Uuid>> {
+        self.checked().await?;
+        let p = self.partitions.of_user(user);
+        let first: Vec<Vec<u8>> = self
+            .conn
+            .clone()
+            .zrange(self.keys.queued(p, user), 0, 0)
+            .await
+            .map_err(redis_error)?;
+        first
+            .first()
+            .map(|id| {
+                Uuid::from_slice(id)
+                    .map_err(|_| Error::Internal(format!("a queued index holds {id:?}")))
+            })
+            .transpose()
     }
 
     async fn release_due(

@@ -8,7 +8,8 @@
 //! counts), `lists` (ListEvents' queries and pages), `inbox` (each user's
 //! notifications and unread count), `recipients` (contact data and
 //! preferences), `schedule` (scheduled events, their release and
-//! cancellation), `queue` (the work
+//! cancellation), `ordering` (each user's first queued event, entries kept
+//! while they wait), `queue` (the work
 //! queue, its consumers and dead letters), `feed` (the notification log),
 //! `retention`, `attempts` (the delivery log), and `redis_storage` (what
 //! Redis alone stores and how: layout, transactions, record size, cluster,
@@ -36,6 +37,7 @@ mod attempts;
 mod feed;
 mod inbox;
 mod lists;
+mod ordering;
 mod queue;
 mod recipients;
 mod redis_storage;
@@ -247,7 +249,9 @@ backend_tests!(
     recipients::opt_outs_are_added_once_and_never_to_an_erased_record,
     schedule::scheduled_events_wait_then_queue_once_in_due_order,
     schedule::a_scheduled_event_is_cancelled_or_queued_never_both,
-    schedule::a_partitions_lease_keeps_other_movers_out;
+    schedule::a_partitions_lease_keeps_other_movers_out,
+    ordering::first_queued_follows_each_users_pending_events,
+    ordering::a_touched_entry_is_kept_from_other_consumers;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,

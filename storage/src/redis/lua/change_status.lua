@@ -10,7 +10,9 @@
 -- ('' keeps the record's). Reads the record once and writes it back with
 -- the new head. Returns {outcome, detail}: {'missing', ''}, {'same', the
 -- record}, {'forbidden', current status code} or {'changed', the record as
--- it is now}. An event leaving SCHEDULED leaves the partition's schedule.
+-- it is now}. An event leaving SCHEDULED leaves the partition's schedule;
+-- one entering or leaving PENDING enters or leaves its user's queued
+-- index.
 local STATUS_NAMES = {['1'] = 'PENDING', ['2'] = 'PROCESSED', ['3'] = 'OPENED', ['4'] = 'FAILED',
                       ['5'] = 'SCHEDULED', ['6'] = 'CANCELLED'}
 local function change_status(queue, notifications, record_key, bytes, prefix, now, max_len,
@@ -34,12 +36,18 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
   if current == '5' then redis.call('ZREM', prefix .. ':scheduled', bytes) end
-  -- The user's unread count (PROCESSED); the user id is the first line of
-  -- the record's `ix`. The inbox itself is the user's index, read through.
+  -- The user id is the first line of the record's `ix`.
+  local user
+  if target == '1' or current == '1' or target == '2' or current == '2' then
+    local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
+    user = string.match(ix, '^[^\n]*')
+  end
+  if current == '1' then redis.call('ZREM', prefix .. ':queued:' .. user, bytes) end
+  if target == '1' then redis.call('ZADD', prefix .. ':queued:' .. user, 0, bytes) end
+  -- The user's unread count (PROCESSED). The inbox itself is the user's
+  -- index, read through.
   local entry = {'id', bytes, 'change', target .. now .. trace}
   if target == '2' or current == '2' then
-    local ix = string.sub(record, 53, 52 + struct.unpack('>I2', record, 51))
-    local user = string.match(ix, '^[^\n]*')
     local unread = redis.call('HINCRBY', prefix .. ':unread', user, target == '2' and 1 or -1)
     if unread <= 0 then redis.call('HDEL', prefix .. ':unread', user) end
     entry[5], entry[6] = 'unread', math.max(unread, 0)

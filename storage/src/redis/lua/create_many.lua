@@ -3,13 +3,15 @@
 -- idempotency window in seconds, the partition's schedule, then per event:
 -- its idempotency key ('' for none), its id's 16 bytes, its record (see
 -- record.rs), its occurred_at (micros, the index score), its deliver_at
--- (micros) if it is SCHEDULED ('' otherwise), the number k of its query
--- indexes and those k index keys. Claims every record key first (SET NX),
+-- (micros) if it is SCHEDULED ('' otherwise), its user's queued index
+-- (see keys.rs), the number k of its query indexes and those k index
+-- keys. Claims every record key first (SET NX),
 -- so the batch is written whole or not at all (an id already taken undoes
 -- the claims); an event whose idempotency key is already taken is not
 -- written, and its slot of the reply holds the id bytes of the event that
 -- took the key ('' for events written). Each event's queue entry (or, if
--- it is SCHEDULED, its schedule entry) holds its id's bytes (`id`), its
+-- it is SCHEDULED, its schedule entry) holds its id's bytes (`id`), as
+-- does its user's queued index if it is PENDING; its
 -- notification entry the id and the head's status, updated_at and
 -- traceparent (`change`): readers read the rest from the record. Reads
 -- arguments by place and builds no tables per event: this runs once per
@@ -24,15 +26,15 @@ for i = 3, #KEYS do
     for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
     return redis.error_reply('HERALD_EXISTS event id already taken')
   end
-  a = a + 6 + tonumber(ARGV[a + 5])
+  a = a + 7 + tonumber(ARGV[a + 6])
 end
 local out = {}
 a = 4
 for i = 3, #KEYS do
   local request_key, bytes, record, occurred_at = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local due = ARGV[a + 4]
-  local indexes = a + 6
-  a = indexes + tonumber(ARGV[a + 5])
+  local due, queued = ARGV[a + 4], ARGV[a + 5]
+  local indexes = a + 7
+  a = indexes + tonumber(ARGV[a + 6])
   local prior = request_key ~= '' and redis.call('GET', request_key)
   if prior then
     redis.call('DEL', KEYS[i])
@@ -46,6 +48,7 @@ for i = 3, #KEYS do
     end
     if due == '' then
       redis.call('XADD', KEYS[1], '*', 'id', bytes)
+      redis.call('ZADD', queued, 0, bytes)
     else
       redis.call('ZADD', ARGV[3], due, bytes)
     end
