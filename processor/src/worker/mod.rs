@@ -21,12 +21,15 @@
 //!
 //! An event an ordered route matches waits for its turn: until no earlier
 //! event of its user (by id, so by creation) is still PENDING. Waiting,
-//! it gives its place among the events in flight back (while there is room
-//! among the waiting: [`MAX_WAITING`] per `--concurrency`), and keeps its
-//! entry from being reclaimed by touching it; it takes a place again when
-//! its turn comes. The earliest PENDING event of a user never waits, so a
-//! user's queue moves as long as that one is delivered, given up
-//! (dead-lettered after `--max-deliveries`) or otherwise settled.
+//! it gives its place among the events in flight back, and keeps its entry
+//! from being reclaimed by touching it; it takes a place again when its
+//! turn comes. Events received and not yet settled, waiting or not, are
+//! at most [`MAX_WAITING`] per place (`--concurrency`): past that, no more
+//! are received. Among this worker's waiting events of one user, only the
+//! earliest reads storage; the others wait for it. The earliest PENDING
+//! event of a user never waits, so a user's queue moves as long as that
+//! one is delivered, given up (dead-lettered after `--max-deliveries`) or
+//! otherwise settled.
 //!
 //! Each delivery is a span of the event's trace (W3C trace context, from
 //! the queue entry): its log lines carry the `trace_id`, and the status change
@@ -36,6 +39,7 @@
 //! channels and records the attempts.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -46,10 +50,11 @@ use herald_storage::{
     Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, EventStore,
     RecipientStore, WorkQueue, run_batches,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
 
 use herald_runtime::{otel, process::Backoff};
 
@@ -66,8 +71,8 @@ use send::{Recorder, send};
 const SETTLE_BATCH: usize = 256;
 /// Settle calls under way at once.
 const SETTLES_IN_FLIGHT: usize = 4;
-/// Events that may wait for their turn without holding a place among the
-/// events in flight, per place (`--concurrency`).
+/// Events received and not yet settled (sending, or waiting for their
+/// turn without a place in flight), per place (`--concurrency`).
 const MAX_WAITING: usize = 16;
 /// Longest pause between two looks at whether an ordered event's turn has
 /// come.
@@ -95,12 +100,14 @@ struct Context {
     store: Arc<dyn EventStore>,
     /// Places among the events in flight.
     permits: Arc<Semaphore>,
-    /// Places among the ordered events waiting for their turn without a
-    /// place in flight.
-    waiting: Arc<Semaphore>,
-    /// Woken when this worker settles events: a waiting event looks again
-    /// at once (events settled by other workers are seen by polling).
-    settled: tokio::sync::Notify,
+    /// Places among the events received and not yet settled (see
+    /// [`MAX_WAITING`]).
+    received: Arc<Semaphore>,
+    /// This worker's ordered events waiting for their turn, by user, each
+    /// with what wakes it: the earliest of a user is woken when this worker
+    /// settles one of the user's events or the one before leaves (events
+    /// settled by other workers are seen by polling).
+    waiting: Mutex<HashMap<String, BTreeMap<Uuid, Arc<Notify>>>>,
     /// Where given-up entries go.
     dead_letters: Arc<dyn DeadLetters>,
     /// Where recipients' preferences are read, before each channel.
@@ -172,8 +179,8 @@ impl Worker {
             consumer,
             store: self.store,
             permits: Arc::new(Semaphore::new(concurrency)),
-            waiting: Arc::new(Semaphore::new(concurrency * MAX_WAITING)),
-            settled: tokio::sync::Notify::new(),
+            received: Arc::new(Semaphore::new(concurrency * MAX_WAITING)),
+            waiting: Mutex::default(),
             dead_letters: self.dead_letters,
             recipients: self.recipients,
             client: self.client,
@@ -204,14 +211,12 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
     let permits = context.permits.clone();
     let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
-        let first = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
+        let Some(first) = places(&context, &shutdown).await else {
+            break;
         };
-        let room = 1 + permits.available_permits();
+        let room = 1 + permits
+            .available_permits()
+            .min(context.received.available_permits());
         let received = tokio::select! {
             received = context.consumer.receive(room) => received,
             () = shutdown.cancelled() => break,
@@ -231,11 +236,14 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
         };
         let mut first = Some(first);
         for delivery in batch {
-            let Some(permit) = first
-                .take()
-                .or_else(|| permits.clone().try_acquire_owned().ok())
-            else {
-                // receive() returned no more than there was room for.
+            // receive() returned no more than there was room for, but a
+            // waiting event may have taken a place back meanwhile.
+            let next = match first.take() {
+                Some(places) => Some(places),
+                None => places(&context, &shutdown).await,
+            };
+            let Some((permit, slot)) = next else {
+                // Stopping: the rest stay pending for another consumer.
                 break;
             };
             let (context, settle) = (context.clone(), settle.clone());
@@ -251,6 +259,7 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
                 info_span!("deliver", event_id = %delivery.event.id, trace_id = %trace.trace_id());
             tokio::spawn(
                 async move {
+                    let _slot = slot;
                     debug!(deliveries, "delivering");
                     let Some(permit) = wait_turn(&context, &delivery, permit).await else {
                         // Stopping: the entry stays pending for another consumer.
@@ -292,10 +301,86 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
     settler.abort();
 }
 
+/// A place in flight and a place among the received events, or `None`
+/// if the worker stops first.
+async fn places(
+    context: &Context,
+    shutdown: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let both = async {
+        let slot = context.received.clone().acquire_owned().await.ok()?;
+        let permit = context.permits.clone().acquire_owned().await.ok()?;
+        Some((permit, slot))
+    };
+    tokio::select! {
+        both = both => both,
+        () = shutdown.cancelled() => None,
+    }
+}
+
+/// Wakes the earliest of `user`'s events waiting here, if any: its turn
+/// may have come.
+fn wake(context: &Context, user: &str) {
+    let waiting = context.waiting.lock().expect("waiting lock");
+    if let Some((_, woken)) = waiting.get(user).and_then(|w| w.first_key_value()) {
+        woken.notify_one();
+    }
+}
+
+/// This worker's waiting event `id` of `user`, listed while it waits.
+struct Waiting<'a> {
+    context: &'a Context,
+    user: &'a str,
+    id: Uuid,
+    /// What wakes it.
+    woken: Arc<Notify>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(context: &'a Context, user: &'a str, id: Uuid) -> Self {
+        let woken = Arc::new(Notify::new());
+        let mut waiting = context.waiting.lock().expect("waiting lock");
+        waiting
+            .entry(user.to_owned())
+            .or_default()
+            .insert(id, woken.clone());
+        Self {
+            context,
+            user,
+            id,
+            woken,
+        }
+    }
+
+    /// Whether it is the earliest of its user's waiting events here.
+    fn earliest(&self) -> bool {
+        let waiting = self.context.waiting.lock().expect("waiting lock");
+        waiting
+            .get(self.user)
+            .and_then(|w| w.first_key_value())
+            .is_none_or(|(first, _)| *first == self.id)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.context.waiting.lock().expect("waiting lock");
+        if let Some(ids) = waiting.get_mut(self.user) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                waiting.remove(self.user);
+            }
+        }
+        drop(waiting);
+        // The next of the user's waiting events reads storage now.
+        wake(self.context, self.user);
+    }
+}
+
 /// For an event an ordered route matches: waits until no earlier event of
 /// its user is PENDING (see the module docs), giving `permit` back
-/// meanwhile if there is room among the waiting; returns a place in
-/// flight, or `None` if the worker stops first.
+/// meanwhile; returns a place in flight, or `None` if the worker stops
+/// first.
 async fn wait_turn(
     context: &Context,
     delivery: &Delivery,
@@ -306,37 +391,49 @@ async fn wait_turn(
         return Some(permit);
     }
     let mut permit = Some(permit);
-    let mut waiting = None;
     let mut pause = Duration::from_millis(5);
     let mut touched = Instant::now();
     let mut counted = false;
+    let waiting = Waiting::new(context, &event.user_id, event.id);
     loop {
-        let settled = context.settled.notified();
-        match context.store.first_queued(&event.user_id).await {
-            // The first (or no longer queued: settled meanwhile).
-            Ok(first) if first.is_none_or(|first| first >= event.id) => break,
-            Ok(_) => {}
-            Err(err) => debug!(event_id = %event.id, error = %err, "cannot read whose turn it is"),
+        let woken = waiting.woken.notified();
+        // An earlier waiting event of the user here goes first: only the
+        // earliest reads storage (and polls it, for events other workers
+        // settle); the others sleep until the one before them leaves.
+        let earliest = waiting.earliest();
+        if earliest {
+            match context.store.first_queued(&event.user_id).await {
+                // The first (or no longer queued: settled meanwhile).
+                Ok(first) if first.is_none_or(|first| first >= event.id) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    debug!(event_id = %event.id, error = %err, "cannot read whose turn it is");
+                }
+            }
         }
         if !counted {
             context.metrics.ordered_wait();
             counted = true;
         }
-        if waiting.is_none()
-            && let Ok(slot) = context.waiting.clone().try_acquire_owned()
-        {
-            waiting = Some(slot);
-            permit = None;
-        }
+        permit = None;
         if touched.elapsed() >= context.config.claim_idle / 3 {
             if let Err(err) = context.consumer.touch(&[delivery.entry_id]).await {
                 warn!(event_id = %event.id, error = %err, "cannot keep a waiting entry");
             }
             touched = Instant::now();
         }
+        let nap = if earliest {
+            pause
+        } else {
+            (context.config.claim_idle / 3).saturating_sub(touched.elapsed())
+        };
         tokio::select! {
-            () = tokio::time::sleep(pause) => pause = (pause * 2).min(MAX_TURN_POLL),
-            () = settled => {}
+            () = tokio::time::sleep(nap) => {
+                if earliest {
+                    pause = (pause * 2).min(MAX_TURN_POLL);
+                }
+            }
+            () = woken => {}
             () = context.shutdown.cancelled() => return None,
         }
     }
@@ -430,7 +527,9 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
             other => apply(&context, delivery, other).await,
         }
     }
-    context.settled.notify_waiters();
+    for (delivery, _, _) in &batch {
+        wake(&context, &delivery.event.user_id);
+    }
     match context.consumer.ack(&acks).await {
         Ok(()) => received
             .into_iter()
@@ -480,7 +579,7 @@ async fn apply(context: &Context, delivery: &Delivery, outcome: Outcome) {
             Ok(())
         }
     };
-    context.settled.notify_waiters();
+    wake(context, &delivery.event.user_id);
     if let Err(err) = result {
         warn!(event_id = %id, error = %err, ?outcome, "cannot settle queue entry");
     }
