@@ -31,41 +31,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# CPU seconds (user + system) a process has used.
-cpu() {
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.4f\n", ($14 + $15) / hz }' "/proc/$1/stat"
-}
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
-
+. "$root/scripts/lib.sh"
+need_redis_server
+start_work
+work=$WORK
 redis_port=$(free_port)
 grpc=$(free_port)
 smtp=$(free_port)
 redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
-pids+=($!)
-wait_port "$redis_port"
+PIDS+=($!)
+wait_for_port "$redis_port"
 python3 "$root/scripts/smtp_sink.py" --port "$smtp" --out "$work/mail.jsonl" >"$work/sink.log" &
 sink=$!
-pids+=("$sink")
-wait_port "$smtp"
+PIDS+=("$sink")
+wait_for_port "$smtp"
 
 mkdir "$work/templates"
 printf '{{ event.description }}\n' >"$work/templates/default.subject"
@@ -88,8 +67,8 @@ url="redis://127.0.0.1:$redis_port/"
 "$bin/herald-logger" --listen "127.0.0.1:$grpc" --redis-url "$url" --metrics-listen 127.0.0.1:0 \
   --console-listen 127.0.0.1:0 >"$work/logger.log" 2>&1 &
 logger=$!
-pids+=("$logger")
-wait_port "$grpc"
+PIDS+=("$logger")
+wait_for_port "$grpc"
 herald=("$bin/herald" --server "http://127.0.0.1:$grpc")
 
 for i in $(seq 0 $((users - 1))); do
@@ -114,8 +93,8 @@ echo "queued: $queued events; the logger's CPU per Health/Check: ${health_us:-?}
   --channels "$work/channels.toml" --consumer-name bench --metrics-listen 127.0.0.1:0 \
   >"$work/processor.log" 2>&1 &
 processor=$!
-pids+=("$processor")
-p0=$(cpu "$processor"); l0=$(cpu "$logger"); s0=$(cpu "$sink")
+PIDS+=("$processor")
+p0=$(cpu_seconds "$processor"); l0=$(cpu_seconds "$logger"); s0=$(cpu_seconds "$sink")
 while :; do
   sent=0
   [ -f "$work/mail.jsonl" ] && sent=$(wc -l <"$work/mail.jsonl")
@@ -127,7 +106,7 @@ while :; do
   fi
   sleep 0.2
 done
-p1=$(cpu "$processor"); l1=$(cpu "$logger"); s1=$(cpu "$sink")
+p1=$(cpu_seconds "$processor"); l1=$(cpu_seconds "$logger"); s1=$(cpu_seconds "$sink")
 python3 - "$work/mail.jsonl" "$queued" "$p0" "$p1" "$l0" "$l1" "$s0" "$s1" "${health_us:-0}" <<'PY'
 import json, sys
 path, n = sys.argv[1], int(sys.argv[2])

@@ -31,43 +31,21 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-work=$(mktemp -d)
-pids=()
-processor=
-cleanup() {
-  [ -n "$processor" ] && kill "$processor" 2>/dev/null
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# CPU seconds (user + system) a process has used.
-cpu() {
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.4f\n", ($14 + $15) / hz }' "/proc/$1/stat"
-}
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
-
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib.sh"
+need_redis_server
+start_work
+work=$WORK
 redis_port=$(free_port)
 grpc=$(free_port)
 redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
-pids+=($!)
-wait_port "$redis_port"
+PIDS+=($!)
+wait_for_port "$redis_port"
 url="redis://127.0.0.1:$redis_port/"
 "$bin/herald-logger" --listen "127.0.0.1:$grpc" --redis-url "$url" --metrics-listen off \
   --console-listen off >"$work/logger.log" 2>&1 &
-pids+=($!)
-wait_port "$grpc"
+PIDS+=($!)
+wait_for_port "$grpc"
 
 for ordered in false true; do
   cat >"$work/$ordered.toml" <<TOML
@@ -86,16 +64,17 @@ run() {
   "$bin/herald-processor" --redis-url "$url" --logger-url "http://127.0.0.1:$grpc" \
     --channels "$work/$ordered.toml" --consumer-name "bench-$ordered" --metrics-listen off \
     >/dev/null 2>"$work/processor.log" &
-  processor=$!
+  local processor=$!
+  # (This runs in a subshell of its own: its processor stops with it.)
+  trap 'kill "$processor" 2>/dev/null || true' EXIT
   sleep 0.5
   local c0 c1 out
-  c0=$(cpu "$processor")
+  c0=$(cpu_seconds "$processor")
   out=$("$bin/herald" --server "http://127.0.0.1:$grpc" --json bench e2e --events "$n" \
     --users "$u" --publisher --timeout 600s | tail -1)
-  c1=$(cpu "$processor")
+  c1=$(cpu_seconds "$processor")
   kill "$processor"
   wait "$processor" 2>/dev/null || true
-  processor=
   python3 -c '
 import json, sys
 report = json.loads(sys.argv[1])

@@ -1,5 +1,6 @@
-# Shell helpers shared by scripts/bench.sh and scripts/compare.sh (sourced,
-# not run).
+# Shell helpers shared by the benchmark scripts (bench.sh, compare.sh,
+# compare_jetstream.sh, bench_email.sh, bench_ordering.sh): sourced, not
+# run.
 
 # A free TCP port on 127.0.0.1.
 free_port() {
@@ -30,6 +31,11 @@ wait_for_port() {
 cpu_ticks() {
   # Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# CPU seconds (user and system) a process has used so far.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" -v ticks="$(cpu_ticks "$1")" 'BEGIN { printf "%.4f\n", ticks / hz }'
 }
 
 # run_counting_cpu FILE CMD...: runs CMD (its output passes through) and

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Lines, Logger, eventually};
+use common::{Lines, Logger};
 use herald::{Event, EventStatus, domain::EventInput};
 use herald_client::{Client, NewRecipient, OptOut, Preferences};
 use herald_storage::testing::RedisServer;
@@ -84,14 +84,7 @@ async fn feed_is(browser: &Browser, state: &str) {
 }
 
 async fn status_is(client: &Client, id: Uuid, status: EventStatus) -> Event {
-    eventually(PAGE, &format!("event {id} {status:?}"), || async {
-        client
-            .get_event(id)
-            .await
-            .ok()
-            .filter(|e| e.status == status)
-    })
-    .await
+    common::status_is(client, id, status, PAGE).await
 }
 
 #[tokio::test]

@@ -45,14 +45,7 @@ fn with_key<T>(message: T) -> tonic::Request<T> {
 }
 
 async fn status_is(client: &Client, id: Uuid, status: EventStatus) -> Event {
-    eventually(LIMIT, &format!("event {id} {status}"), || async {
-        client
-            .get_event(id)
-            .await
-            .ok()
-            .filter(|e| e.status == status)
-    })
-    .await
+    common::status_is(client, id, status, LIMIT).await
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@
 //! it gives its place among the events in flight back, and keeps its entry
 //! from being reclaimed by touching it; it takes a place again when its
 //! turn comes. Events received and not yet settled, waiting or not, are
-//! at most [`MAX_WAITING`] per place (`--concurrency`): past that, no more
+//! at most `MAX_WAITING` per place (`--concurrency`): past that, no more
 //! are received. Among this worker's waiting events of one user, only the
 //! earliest reads storage; the others wait for it. The earliest PENDING
 //! event of a user never waits, so a user's queue moves as long as that
@@ -101,7 +101,7 @@ struct Context {
     /// Places among the events in flight.
     permits: Arc<Semaphore>,
     /// Places among the events received and not yet settled (see
-    /// [`MAX_WAITING`]).
+    /// `MAX_WAITING`).
     received: Arc<Semaphore>,
     /// This worker's ordered events waiting for their turn, by user, each
     /// with what wakes it: the earliest of a user is woken when this worker

@@ -463,19 +463,12 @@ impl Consumer for RedisConsumer {
     #[instrument(skip_all)]
     async fn ack(&self, entry_ids: &[PartitionEntry]) -> Result<()> {
         // One XACK per partition (each in its own slot), all at once.
-        let acks = self.partitions.all().filter_map(|p| {
-            let ids: Vec<String> = entry_ids
-                .iter()
-                .filter(|e| e.partition == p)
-                .map(|e| e.id.to_string())
-                .collect();
-            (!ids.is_empty()).then_some(async move {
-                self.conn
-                    .clone()
-                    .xack::<_, _, _, i64>(self.keys.events(p), GROUP, &ids)
-                    .await
-                    .map_err(redis_error)
-            })
+        let acks = self.by_partition(entry_ids).map(|(p, ids)| async move {
+            self.conn
+                .clone()
+                .xack::<_, _, _, i64>(self.keys.events(p), GROUP, &ids)
+                .await
+                .map_err(redis_error)
         });
         try_join_all(acks).await?;
         Ok(())
@@ -485,24 +478,17 @@ impl Consumer for RedisConsumer {
         // Each entry still this consumer's is claimed again by it with
         // JUSTID: its idle time starts again and its delivery count stays.
         // One script per partition, all at once.
-        let claims = self.partitions.all().filter_map(|p| {
-            let ids: Vec<String> = entry_ids
-                .iter()
-                .filter(|e| e.partition == p)
-                .map(|e| e.id.to_string())
-                .collect();
-            (!ids.is_empty()).then_some(async move {
-                let mut invocation = TOUCH.prepare_invoke();
-                invocation
-                    .key(self.keys.events(p))
-                    .arg(GROUP)
-                    .arg(&self.config.name)
-                    .arg(&ids);
-                invocation
-                    .invoke_async::<Value>(&mut self.conn.clone())
-                    .await
-                    .map_err(redis_error)
-            })
+        let claims = self.by_partition(entry_ids).map(|(p, ids)| async move {
+            let mut invocation = TOUCH.prepare_invoke();
+            invocation
+                .key(self.keys.events(p))
+                .arg(GROUP)
+                .arg(&self.config.name)
+                .arg(&ids);
+            invocation
+                .invoke_async::<Value>(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)
         });
         try_join_all(claims).await?;
         Ok(())
@@ -524,6 +510,22 @@ impl Consumer for RedisConsumer {
 }
 
 impl RedisConsumer {
+    /// `entry_ids` by partition: each partition that has some, with their
+    /// ids as Redis writes them.
+    fn by_partition<'a>(
+        &self,
+        entry_ids: &'a [PartitionEntry],
+    ) -> impl Iterator<Item = (Partition, Vec<String>)> + 'a {
+        self.partitions.all().filter_map(move |p| {
+            let ids: Vec<String> = entry_ids
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.id.to_string())
+                .collect();
+            (!ids.is_empty()).then_some((p, ids))
+        })
+    }
+
     /// Pending entries per consumer in one partition's queue.
     async fn pending_in(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         let reply: Value = ::redis::cmd("XPENDING")

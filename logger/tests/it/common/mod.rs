@@ -317,6 +317,23 @@ pub const NO_RETRIES: RetryPolicy = RetryPolicy {
     max_backoff: Duration::ZERO,
 };
 
+/// Event `id` once it is in `status`, waiting up to `limit`.
+pub async fn status_is(
+    client: &Client,
+    id: uuid::Uuid,
+    status: EventStatus,
+    limit: Duration,
+) -> Event {
+    eventually(limit, &format!("event {id} {status}"), || async {
+        client
+            .get_event(id)
+            .await
+            .ok()
+            .filter(|e| e.status == status)
+    })
+    .await
+}
+
 /// Polls `check` until it yields a value or `limit` passes (then panics with `what`).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
