@@ -167,28 +167,42 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts the nodes, joins them and waits until the cluster serves every
-    /// slot.
+    /// slot. A join that fails (a node's bus port, its port + 10000, taken
+    /// meanwhile by another test's process, say) is tried again with fresh
+    /// nodes, twice at most; the third failure panics with what
+    /// `redis-cli` said.
     pub fn start(masters: usize, replicas: usize) -> Self {
         assert!(masters >= 3, "a Redis Cluster needs at least 3 masters");
-        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
-            .map(|_| RedisServer::spawn_on(false, true, free_cluster_port))
-            .collect();
-        let cluster = Self { nodes };
-        let status = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(
-                cluster
-                    .nodes
-                    .iter()
-                    .map(|n| format!("127.0.0.1:{}", n.port)),
-            )
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli (Debian: apt-get install redis-tools) to join the cluster");
-        assert!(status.success(), "redis-cli --cluster create failed");
+        let mut attempt = 0;
+        let cluster = loop {
+            let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+                .map(|_| RedisServer::spawn_on(false, true, free_cluster_port))
+                .collect();
+            let cluster = Self { nodes };
+            let out = Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(
+                    cluster
+                        .nodes
+                        .iter()
+                        .map(|n| format!("127.0.0.1:{}", n.port)),
+                )
+                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli (Debian: apt-get install redis-tools) to join the cluster");
+            if out.status.success() {
+                break cluster;
+            }
+            attempt += 1;
+            assert!(
+                attempt < 3,
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         for node in &cluster.nodes {
             cluster.wait_until_ok(node.port);
         }

@@ -783,7 +783,7 @@ async fn the_console_shows_scheduled_events_and_cancels_them() {
         .wait_for(
             PAGE,
             "the cancelled status",
-            "return document.querySelector(\"#event-fields dd[data-field='status']\").textContent === 'CANCELLED';",
+            "return document.querySelector(\"#event-fields dd[data-field='status']\")?.textContent === 'CANCELLED';",
             json!([]),
         )
         .await;
