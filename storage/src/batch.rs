@@ -196,6 +196,10 @@ impl EventStore for Batching {
         self.inner.first_queued(user).await
     }
 
+    async fn use_ordering(&self) -> Result<()> {
+        self.inner.use_ordering().await
+    }
+
     async fn release_due(
         &self,
         partition: Partition,

@@ -143,8 +143,18 @@ pub trait EventStore: Partitioned {
 
     /// The earliest (by id, so by creation) of `user`'s PENDING events,
     /// if any: read from an index kept with every status change, never a
-    /// scan. An ordered delivery waits until its event is the first.
+    /// scan. An ordered delivery waits until its event is the first. The
+    /// index holds the events created since the deployment uses ordering
+    /// (see [`EventStore::use_ordering`]), and every event queued again.
     async fn first_queued(&self, user: &str) -> Result<Option<Uuid>>;
+
+    /// Records that the deployment uses ordered delivery: from then on
+    /// every create also indexes the event among its user's PENDING events
+    /// (one more write per event, which deployments without ordering do
+    /// not pay). A processor with an ordered route calls it as it starts;
+    /// the other processes of the deployment see it within
+    /// [`ORDERING_REFRESH`].
+    async fn use_ordering(&self) -> Result<()>;
 
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
@@ -168,6 +178,10 @@ pub trait EventStore: Partitioned {
         self.apply(StatusChange::new(id, status)).await
     }
 }
+
+/// How long a process may go on creating events without indexing them
+/// after another one called [`EventStore::use_ordering`].
+pub const ORDERING_REFRESH: Duration = Duration::from_secs(1);
 
 /// An event [`EventStore::release_due`] queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -88,8 +88,11 @@ struct State {
     recipients: HashMap<String, herald::domain::Recipient>,
     /// The SCHEDULED events, earliest due first.
     schedule: BTreeSet<(SystemTime, Uuid)>,
-    /// Each user's PENDING events, by id (a user with none has no entry).
+    /// Each user's PENDING events, by id (a user with none has no entry):
+    /// those created since `ordering`, and every one queued again.
     queued_by_user: HashMap<String, BTreeSet<Uuid>>,
+    /// Whether creates index their events in `queued_by_user`.
+    ordering: bool,
     last_entry: u64,
     last_notification: u64,
 }
@@ -162,11 +165,15 @@ impl State {
         self.partitions.of_user(&event.user_id)
     }
 
-    fn enqueue(&mut self, event: &Event) {
+    /// Indexes `event` among its user's PENDING events.
+    fn index_queued(&mut self, event: &Event) {
         self.queued_by_user
             .entry(event.user_id.clone())
             .or_default()
             .insert(event.id);
+    }
+
+    fn enqueue(&mut self, event: &Event) {
         self.last_entry += 1;
         let entry = PartitionEntry {
             partition: self.partition_of(event),
@@ -208,6 +215,7 @@ impl State {
         *self.counts.slot(from) -= 1;
         *self.counts.slot(status) += 1;
         if status.enqueues() {
+            self.index_queued(&event);
             self.enqueue(&event);
         }
         let unread = self.indexes.status_changed(&event, from);
@@ -221,7 +229,12 @@ impl State {
             (EventStatus::Scheduled, Some(due)) => {
                 self.schedule.insert((due, event.id));
             }
-            _ => self.enqueue(event),
+            _ => {
+                if self.ordering {
+                    self.index_queued(event);
+                }
+                self.enqueue(event)
+            }
         }
     }
 

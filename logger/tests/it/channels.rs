@@ -829,6 +829,22 @@ async fn an_ordered_route_delivers_each_users_events_in_order_across_processors(
         )
     };
     let (a, mut b) = (processor("a"), Some(processor("b")));
+    // The processors record that the deployment uses ordering (the logger
+    // indexes each user's PENDING events from its next create on).
+    eventually(Duration::from_secs(20), "ordering recorded", || async {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port().to_string(),
+                "hget",
+                "herald:meta",
+                "ordering",
+            ])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "1").then_some(())
+    })
+    .await;
     let client = logger.client().await;
     let mut made: Vec<Event> = Vec::new();
     for batch in 0..10 {

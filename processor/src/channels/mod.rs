@@ -312,6 +312,11 @@ impl ChannelSet {
             .collect()
     }
 
+    /// Whether some route is ordered.
+    pub fn has_ordered(&self) -> bool {
+        routes::any_ordered(&self.routes)
+    }
+
     /// Whether `event` is to wait for its user's earlier events (an
     /// ordered route matches it).
     pub fn ordered(&self, event: &Event) -> bool {

@@ -78,6 +78,11 @@ pub struct Chosen {
     pub required: bool,
 }
 
+/// Whether some route with a channel is ordered.
+pub fn any_ordered(routes: &[Route]) -> bool {
+    routes.iter().any(|r| r.ordered && !r.channels.is_empty())
+}
+
 /// Whether an ordered route with a channel matches `event`: its delivery
 /// waits for the user's earlier events.
 pub fn ordered(routes: &[Route], event: &Event) -> bool {

@@ -103,6 +103,9 @@ struct Context {
     /// Places among the events received and not yet settled (see
     /// `MAX_WAITING`).
     received: Arc<Semaphore>,
+    /// Set once the deployment is known to use ordering (this worker
+    /// recorded it).
+    ordering: std::sync::atomic::AtomicBool,
     /// This worker's ordered events waiting for their turn, by user, each
     /// with what wakes it: the earliest of a user is woken when this worker
     /// settles one of the user's events or the one before leaves (events
@@ -181,6 +184,7 @@ impl Worker {
             permits: Arc::new(Semaphore::new(concurrency)),
             received: Arc::new(Semaphore::new(concurrency * MAX_WAITING)),
             waiting: Mutex::default(),
+            ordering: Default::default(),
             dead_letters: self.dead_letters,
             recipients: self.recipients,
             client: self.client,
@@ -195,8 +199,22 @@ impl Worker {
     }
 }
 
+/// Records that the deployment uses ordering, once, if the routes of this
+/// worker have an ordered one (at start, and after a reload added one).
+async fn use_ordering(context: &Context) {
+    use std::sync::atomic::Ordering;
+    if context.ordering.load(Ordering::Relaxed) || !context.channels.current().has_ordered() {
+        return;
+    }
+    match context.store.use_ordering().await {
+        Ok(()) => context.ordering.store(true, Ordering::Relaxed),
+        Err(err) => warn!(error = %err, "cannot record that this deployment uses ordered routes"),
+    }
+}
+
 /// The loop of [`Worker::run`].
 async fn run(context: Arc<Context>, shutdown: CancellationToken) {
+    use_ordering(&context).await;
     let config = context.config.clone();
     let (settle, settle_queue) = mpsc::channel::<Delivered>(config.concurrency as usize);
     let settler = {
@@ -390,6 +408,7 @@ async fn wait_turn(
     if !context.channels.current().ordered(event) {
         return Some(permit);
     }
+    use_ordering(context).await;
     let mut permit = Some(permit);
     let mut pause = Duration::from_millis(5);
     let mut touched = Instant::now();

@@ -125,6 +125,11 @@ impl EventStore for MemoryBackend {
             .and_then(|ids| ids.first().copied()))
     }
 
+    async fn use_ordering(&self) -> Result<()> {
+        self.lock().ordering = true;
+        Ok(())
+    }
+
     async fn release_due(
         &self,
         partition: Partition,

@@ -154,8 +154,9 @@ impl Keys {
         format!("{}:recipient:{user}", self.tag(partition))
     }
 
-    /// `user`'s PENDING events: a sorted set of their ids' 16 bytes, all
-    /// scored 0, so in id (creation) order; gone when empty.
+    /// `user`'s PENDING events (those created since the deployment uses
+    /// ordering, and every one queued again): a sorted set of their ids'
+    /// 16 bytes, all scored 0, so in id (creation) order; gone when empty.
     pub fn queued(&self, partition: Partition, user: &str) -> String {
         format!("{}:queued:{user}", self.tag(partition))
     }

@@ -301,6 +301,9 @@ pub struct RedisBackend {
     /// Set once the layout in Redis is known to be this deployment's: the
     /// deployment's page-token key, read (or made) then.
     layout: OnceCell<[u8; 32]>,
+    /// Whether the deployment uses ordering (field `ordering` of the meta
+    /// hash), and when that was last read.
+    ordering: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
 }
 
 /// How long a write waits for `--redis-wait-replicas` replicas.
@@ -411,6 +414,26 @@ impl RedisBackend {
     /// Checks the layout once (see [`crate::EventStore::prepare`]).
     async fn checked(&self) -> Result<()> {
         self.page_token_key().await.map(|_| ())
+    }
+
+    /// Whether creates index their events among their users' PENDING
+    /// ones: the meta hash's `ordering`, read again once
+    /// [`crate::ORDERING_REFRESH`] has passed (a failed read keeps what
+    /// was known).
+    pub(super) async fn ordering(&self) -> bool {
+        let (known, read) = *self.ordering.lock().expect("ordering lock");
+        if known || read.is_some_and(|at| at.elapsed() < crate::ORDERING_REFRESH) {
+            return known;
+        }
+        let now = self
+            .conn
+            .clone()
+            .hget::<_, _, Option<String>>(self.keys.meta(), "ordering")
+            .await
+            .map(|v| v.is_some())
+            .unwrap_or(known);
+        *self.ordering.lock().expect("ordering lock") = (now, Some(std::time::Instant::now()));
+        now
     }
 
     /// The deployment's page-token key, once the layout is checked.
@@ -539,6 +562,7 @@ impl RedisBackend {
             partitions: options.partitions,
             wait_replicas: options.wait_replicas,
             layout: OnceCell::new(),
+            ordering: std::sync::Mutex::new((false, None)),
         })
     }
 }

@@ -45,7 +45,12 @@ impl RedisBackend {
 
     /// Creates events of one partition with one script (each with its
     /// idempotency key, or none).
-    async fn create_in(&self, p: Partition, events: Vec<(Event, String)>) -> Result<Vec<Event>> {
+    async fn create_in(
+        &self,
+        p: Partition,
+        events: Vec<(Event, String)>,
+        ordering: bool,
+    ) -> Result<Vec<Event>> {
         let mut invocation = self.create.prepare_invoke();
         invocation
             .key(self.keys.events(p))
@@ -66,7 +71,11 @@ impl RedisBackend {
                 .arg(value)
                 .arg(to_micros(event.occurred_at))
                 .arg(due)
-                .arg(self.keys.queued(p, &event.user_id))
+                .arg(if ordering {
+                    self.keys.queued(p, &event.user_id)
+                } else {
+                    String::new()
+                })
                 .arg(1 + indexes.len())
                 .arg(self.keys.status(p, event.status));
             for (kind, value) in &indexes {
@@ -123,7 +132,11 @@ impl RedisBackend {
     /// Redis refuses at `EXEC` (only a key of the wrong type, which Herald
     /// never writes) fails every event of the batch, and the records come
     /// first, so no entry ever points at a record that was not written.
-    async fn create_plain(&self, events: Vec<(Partition, Event)>) -> Result<Vec<Event>> {
+    async fn create_plain(
+        &self,
+        events: Vec<(Partition, Event)>,
+        ordering: bool,
+    ) -> Result<Vec<Event>> {
         let mut records = ::redis::Cmd::with_capacity(1 + 2 * events.len(), 160 * events.len());
         records.arg("MSET");
         // One ZADD per index key, its entries added as the events come.
@@ -140,12 +153,12 @@ impl RedisBackend {
             let others = indexes
                 .iter()
                 .map(|(kind, v)| Cow::Owned(self.keys.index(p, kind, v)));
-            // The user's queued index too, scored 0 (by id).
-            let queued = (Cow::Owned(self.keys.queued(p, &event.user_id)), 0);
+            // The user's queued index too (with ordering), scored 0 (by id).
+            let queued = ordering.then(|| (Cow::Owned(self.keys.queued(p, &event.user_id)), 0));
             let scored = std::iter::once(status)
                 .chain(others)
                 .map(|key| (key, score))
-                .chain(std::iter::once(queued));
+                .chain(queued);
             for (key, score) in scored {
                 zadds
                     .entry(key)
@@ -323,6 +336,7 @@ impl EventStore for RedisBackend {
         // idempotency key go in one transaction whatever their partitions;
         // the others go by script, one per partition.
         let plain_creates = self.plain_creates();
+        let ordering = self.ordering().await;
         let len = events.len();
         let (mut plain, mut scripted) = (Vec::new(), Vec::new());
         for (place, new) in events.into_iter().enumerate() {
@@ -346,7 +360,7 @@ impl EventStore for RedisBackend {
                 return None;
             }
             let (places, events): (Vec<usize>, Vec<_>) = plain.into_iter().unzip();
-            let outcome = self.create_plain(events).await;
+            let outcome = self.create_plain(events, ordering).await;
             Some((
                 places,
                 outcome.map(|events| events.into_iter().map(Ok).collect()),
@@ -356,7 +370,7 @@ impl EventStore for RedisBackend {
             by_partition(self.partitions, scripted),
             |p, events| async move {
                 Ok(self
-                    .create_in(p, events)
+                    .create_in(p, events, ordering)
                     .await?
                     .into_iter()
                     .map(Ok)
@@ -439,6 +453,17 @@ impl EventStore for RedisBackend {
             .await
             .map_err(redis_error)?;
         Ok(count.unwrap_or(0))
+    }
+
+    async fn use_ordering(&self) -> Result<()> {
+        self.checked().await?;
+        self.conn
+            .clone()
+            .hset::<_, _, _, ()>(self.keys.meta(), "ordering", "1")
+            .await
+            .map_err(redis_error)?;
+        *self.ordering.lock().expect("ordering lock") = (true, Some(std::time::Instant::now()));
+        Ok(())
     }
 
     async fn first_queued(&self, user: &str) -> Result<Option<Uuid>> {

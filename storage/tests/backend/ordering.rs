@@ -12,6 +12,13 @@ pub(super) async fn first_queued_follows_each_users_pending_events(b: Backend) {
         let s = s.clone();
         async move { s.first_queued(user).await.expect("first_queued") }
     };
+    // A deployment without ordering does not index its creates.
+    let before = s.create(new_event("ann", "before")).await.expect("create");
+    assert_eq!(first("ann").await, None);
+    s.update_status(before.id, EventStatus::Processed)
+        .await
+        .expect("processed");
+    s.use_ordering().await.expect("use ordering");
     let e1 = s.create(new_event("ann", "one")).await.expect("create");
     let e2 = s.create(new_event("ann", "two")).await.expect("create");
     let e3 = s.create(new_event("bob", "three")).await.expect("create");

@@ -4,8 +4,8 @@
 -- its idempotency key ('' for none), its id's 16 bytes, its record (see
 -- record.rs), its occurred_at (micros, the index score), its deliver_at
 -- (micros) if it is SCHEDULED ('' otherwise), its user's queued index
--- (see keys.rs), the number k of its query indexes and those k index
--- keys. Claims every record key first (SET NX),
+-- (see keys.rs; '' while the deployment does not use ordering), the
+-- number k of its query indexes and those k index keys. Claims every record key first (SET NX),
 -- so the batch is written whole or not at all (an id already taken undoes
 -- the claims); an event whose idempotency key is already taken is not
 -- written, and its slot of the reply holds the id bytes of the event that
@@ -48,7 +48,7 @@ for i = 3, #KEYS do
     end
     if due == '' then
       redis.call('XADD', KEYS[1], '*', 'id', bytes)
-      redis.call('ZADD', queued, 0, bytes)
+      if queued ~= '' then redis.call('ZADD', queued, 0, bytes) end
     else
       redis.call('ZADD', ARGV[3], due, bytes)
     end
