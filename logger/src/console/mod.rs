@@ -8,8 +8,8 @@
 //! on as it came, so scopes, user tokens and rate limits apply unchanged.
 //! Only the status history of an event reads the notification log directly,
 //! after the caller was allowed to read the event. The routes are in
-//! [`api`], the errors they answer in [`crate::http_api`], the history in
-//! `history`.
+//! [`api`] (events) and [`recipients`], the errors they answer in
+//! [`crate::http_api`], the history in `history`.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and
 //! styles from this origin only, no inline code), and the page renders
@@ -19,6 +19,7 @@
 //! rebinding); a change (POST) must be JSON from the same origin.
 
 pub mod api;
+pub mod recipients;
 
 mod history;
 
@@ -188,9 +189,9 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/feed", get(api::feed))
         .route(
             "/api/recipients/{user_id}",
-            get(api::recipient)
-                .put(api::put_recipient)
-                .delete(api::delete_recipient),
+            get(recipients::recipient)
+                .put(recipients::put_recipient)
+                .delete(recipients::delete_recipient),
         )
         .fallback(|| async { ApiError::not_found("no such page or API") })
         .layer(middleware::from_fn_with_state(console.clone(), guard))
