@@ -16,6 +16,8 @@
 //! - [`DeadLetters`]: entries given up (atomically with their
 //!   acknowledgement), read, redriven and trimmed.
 //! - [`RecipientStore`]: each user's contact data and preferences.
+//! - [`DigestStore`]: digests, the events a digest route collects per
+//!   user and sends as one notification.
 //!
 //! # Layout
 //! - this file: the traits, the backend configuration and [`open`], the
@@ -25,6 +27,7 @@
 //!   oldest.
 //! - [`retention`]: retention's slices, and the sweep that runs them.
 //! - `recipients`: the recipients' trait.
+//! - [`digests`]: the digests' trait and types.
 //! - `memory`: [`MemoryBackend`], everything in one process behind one
 //!   lock; its store, indexes, queue, feed and delivery log each in a file
 //!   of their own under `memory/`, as the Redis backend's are.
@@ -37,6 +40,7 @@
 
 mod batch;
 pub mod dead_letters;
+pub mod digests;
 mod memory;
 mod recipients;
 mod redis;
@@ -54,6 +58,7 @@ use uuid::Uuid;
 
 pub use self::batch::{Batching, MAX_BATCH, run_batches};
 pub use self::dead_letters::{DeadLetter, DeadLetters, redrive_oldest};
+pub use self::digests::{Digest, DigestKey, DigestStore, Join};
 pub use self::memory::MemoryBackend;
 pub use self::recipients::{RecipientStore, recipient};
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
@@ -407,6 +412,8 @@ pub struct Backend {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Recipients and their preferences.
     pub recipients: Arc<dyn RecipientStore>,
+    /// Digests.
+    pub digests: Arc<dyn DigestStore>,
 }
 
 /// The kinds of backend.
@@ -531,10 +538,16 @@ pub fn open_with(config: &BackendTarget, options: &StoreOptions) -> Result<Backe
     ))
 }
 
-/// A backend's four faces, its store wrapped in [`Batching`].
+/// A backend's faces, its store wrapped in [`Batching`].
 fn assemble<B>(kind: BackendKind, backend: Arc<B>) -> Backend
 where
-    B: EventStore + WorkQueue + NotificationFeed + DeliveryLog + DeadLetters + RecipientStore,
+    B: EventStore
+        + WorkQueue
+        + NotificationFeed
+        + DeliveryLog
+        + DeadLetters
+        + RecipientStore
+        + DigestStore,
 {
     Backend {
         kind,
@@ -543,7 +556,8 @@ where
         feed: backend.clone(),
         deliveries: backend.clone(),
         dead_letters: backend.clone(),
-        recipients: backend,
+        recipients: backend.clone(),
+        digests: backend,
     }
 }
 

@@ -12,7 +12,7 @@
 //! room of its own: `store` (the event store: creates, status changes,
 //! lists, dead letters, retention), `index` (the lists' ordered indexes),
 //! `queue` (the work queue and its consumers), `feed` (the notification
-//! log), `attempts` (the delivery log) and `recipients`.
+//! log), `attempts` (the delivery log), `recipients` and `digests`.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -33,6 +33,7 @@ use herald::{
 
 mod attempts;
 mod dead_letters;
+mod digests;
 mod feed;
 mod index;
 mod queue;
@@ -93,6 +94,8 @@ struct State {
     queued_by_user: HashMap<String, BTreeSet<Uuid>>,
     /// Whether creates index their events in `queued_by_user`.
     ordering: bool,
+    /// Digests and their members.
+    digests: digests::Digests,
     last_entry: u64,
     last_notification: u64,
 }
@@ -173,6 +176,16 @@ impl State {
             .insert(event.id);
     }
 
+    /// Takes event `id` out of `user`'s PENDING events.
+    fn unqueue(&mut self, user: &str, id: Uuid) {
+        if let Some(queued) = self.queued_by_user.get_mut(user) {
+            queued.remove(&id);
+            if queued.is_empty() {
+                self.queued_by_user.remove(user);
+            }
+        }
+    }
+
     fn enqueue(&mut self, event: &Event) {
         self.last_entry += 1;
         let entry = PartitionEntry {
@@ -204,13 +217,8 @@ impl State {
         if from == EventStatus::Scheduled {
             self.unschedule(&event);
         }
-        if from == EventStatus::Pending
-            && let Some(queued) = self.queued_by_user.get_mut(&event.user_id)
-        {
-            queued.remove(&event.id);
-            if queued.is_empty() {
-                self.queued_by_user.remove(&event.user_id);
-            }
+        if from == EventStatus::Pending {
+            self.unqueue(&event.user_id, event.id);
         }
         *self.counts.slot(from) -= 1;
         *self.counts.slot(status) += 1;

@@ -173,6 +173,32 @@ impl Keys {
         format!("{}:scheduler", self.tag(partition))
     }
 
+    /// The partition's digest membership: a hash from an event id (16
+    /// bytes) to the id of the digest it joined (32 hex digits), while
+    /// the digest lasts.
+    pub fn digest_members(&self, partition: Partition) -> String {
+        format!("{}:digests:member", self.tag(partition))
+    }
+
+    /// The partition's open digests: a hash from a digest key (see
+    /// `DigestKey::encode`) to the id of the digest collecting it now.
+    pub fn digests_open(&self, partition: Partition) -> String {
+        format!("{}:digests:open", self.tag(partition))
+    }
+
+    /// The partition's digests by when they are due (micros): open ones
+    /// at their window's end, sealed ones at once, taken ones a lease on.
+    pub fn digests_due(&self, partition: Partition) -> String {
+        format!("{}:digests:due", self.tag(partition))
+    }
+
+    /// Digest `id`'s hash (fields `key`, `opened`, `takes`); its members
+    /// are the list under the same name and `:members`, the channels that
+    /// took it the set under `:took`.
+    pub fn digest(&self, partition: Partition, id: Uuid) -> String {
+        format!("{}:digest:{}", self.tag(partition), id.simple())
+    }
+
     /// The partition's dead-letter stream.
     pub fn dead(&self, partition: Partition) -> String {
         format!("{}:dead", self.tag(partition))
@@ -226,6 +252,10 @@ mod tests {
             keys.scheduled(p),
             keys.scheduler(p),
             keys.queued(p, "ann"),
+            keys.digest_members(p),
+            keys.digests_open(p),
+            keys.digests_due(p),
+            keys.digest(p, id),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

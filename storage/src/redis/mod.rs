@@ -72,6 +72,12 @@
 //!   attributes) and `preferences` (the opt-outs), each protobuf bytes with
 //!   the time it was written; each written apart (see `recipients`), both
 //!   erased with the key.
+//! - `{p}:digests:member`, `{p}:digests:open`, `{p}:digests:due`: hash of
+//!   each digested event's digest, hash of the digest collecting each
+//!   digest key now, zset of digests by when they are due; and per digest
+//!   `{p}:digest:{id}` (hash: `key`, `opened`, `takes`) with its
+//!   `:members` (list of event ids) and `:took` (set of channel names).
+//!   All written by the scripts of `digests`.
 //! - `{p}:attempts:{id}`: list, the event's newest delivery attempts (each
 //!   protobuf bytes), appended by the processors' channels, only while the
 //!   record exists, and removed with it by retention. A channel's success
@@ -98,12 +104,13 @@
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
 //! the NotificationFeed; `attempts` is the DeliveryLog; `recipients` the
-//! RecipientStore.
+//! RecipientStore; `digests` the DigestStore.
 
 mod attempts;
 mod connection;
 mod consumer;
 mod dead_letters;
+mod digests;
 mod feed;
 mod keys;
 mod list;

@@ -9,7 +9,7 @@
 //! notifications and unread count), `recipients` (contact data and
 //! preferences), `schedule` (scheduled events, their release and
 //! cancellation), `ordering` (each user's first queued event, entries kept
-//! while they wait), `queue` (the work
+//! while they wait), `digests` (membership, sealing, taking), `queue` (the work
 //! queue, its consumers and dead letters), `feed` (the notification log),
 //! `retention`, `attempts` (the delivery log), and `redis_storage` (what
 //! Redis alone stores and how: layout, transactions, record size, cluster,
@@ -34,6 +34,7 @@ use herald_storage::{
 use uuid::Uuid;
 
 mod attempts;
+mod digests;
 mod feed;
 mod inbox;
 mod lists;
@@ -251,7 +252,9 @@ backend_tests!(
     schedule::a_scheduled_event_is_cancelled_or_queued_never_both,
     schedule::a_partitions_lease_keeps_other_movers_out,
     ordering::first_queued_follows_each_users_pending_events,
-    ordering::a_touched_entry_is_kept_from_other_consumers;
+    ordering::a_touched_entry_is_kept_from_other_consumers,
+    digests::each_event_joins_one_digest_taken_once_due,
+    digests::the_event_that_fills_a_digest_seals_it;
     opening:
     store::request_ids_expire_after_the_window,
     feed::feed_history_is_bounded_and_says_what_was_trimmed,
