@@ -26,6 +26,8 @@ pub struct WorkerMetrics {
     disabled: IntGaugeVec,
     unrouted: IntCounter,
     ordered_waits: IntCounter,
+    digests_sent: IntCounter,
+    digested_events: IntCounter,
     dead_lettered: IntCounter,
     processing: Histogram,
 }
@@ -111,6 +113,16 @@ impl WorkerMetrics {
                 "herald_ordered_waits_total",
                 "Events of an ordered route that waited for their user's earlier events",
             ),
+            digests_sent: counter(
+                registry,
+                "herald_digests_sent_total",
+                "Digests sent (each one notification of many events) and settled",
+            ),
+            digested_events: counter(
+                registry,
+                "herald_digested_events_total",
+                "Events settled by the digests they went out in",
+            ),
             dead_lettered: counter(
                 registry,
                 "herald_dead_lettered_total",
@@ -160,6 +172,12 @@ impl WorkerMetrics {
     /// An ordered event waited for its turn.
     pub fn ordered_wait(&self) {
         self.ordered_waits.inc();
+    }
+
+    /// A digest of `events` events was sent and settled.
+    pub fn digest_sent(&self, events: usize) {
+        self.digests_sent.inc();
+        self.digested_events.inc_by(events as u64);
     }
 
     /// An entry went to the dead letters.

@@ -86,6 +86,9 @@ pub struct DeliveryAttempt {
     /// Nothing was sent: the recipient opted out (error says how), or the
     /// channel had nowhere to send it. The channel is done with the event.
     pub skipped: bool,
+    /// The digest the event went out in, if a digest route collected it
+    /// (the attempt sent the whole digest).
+    pub digest_id: Option<Uuid>,
 }
 
 impl DeliveryAttempt {

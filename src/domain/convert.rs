@@ -144,6 +144,7 @@ impl From<DeliveryAttempt> for pb::DeliveryAttempt {
             http_status: a.http_status.map_or(0, i32::from),
             error: a.error,
             skipped: a.skipped,
+            digest_id: a.digest_id.map(|d| d.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -163,6 +164,7 @@ impl DeliveryAttempt {
             "http_status": self.http_status,
             "latency_ms": self.latency.as_secs_f64() * 1000.0,
             "error": self.error,
+            "digest_id": self.digest_id.map(|d| d.to_string()),
         })
     }
 
@@ -187,6 +189,10 @@ impl DeliveryAttempt {
             succeeded: a.succeeded,
             error: a.error,
             skipped: a.skipped,
+            digest_id: match a.digest_id.as_str() {
+                "" => None,
+                id => Some(id.parse().map_err(|_| bad("digest_id"))?),
+            },
         })
     }
 }

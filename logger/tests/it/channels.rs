@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::common;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// HMAC-SHA256 as RFC 2104 defines it, over SHA-256 (64-byte blocks).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -73,13 +73,13 @@ fn the_independent_signature_matches_the_specifications_example() {
 
 /// How a receiver answers one request.
 #[derive(Clone, Copy, Debug)]
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    delay: Duration,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) delay: Duration,
 }
 
-fn answer(status: u16) -> Answer {
+pub(crate) fn answer(status: u16) -> Answer {
     Answer {
         status,
         retry_after: None,
@@ -89,21 +89,21 @@ fn answer(status: u16) -> Answer {
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-    at: Instant,
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) at: Instant,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     }
 
-    fn event_id(&self) -> Uuid {
+    pub(crate) fn event_id(&self) -> Uuid {
         let json: serde_json::Value = serde_json::from_slice(&self.body).expect("JSON body");
         json["event_id"]
             .as_str()
@@ -117,14 +117,14 @@ type Script = Box<dyn Fn(usize) -> Answer + Send + Sync>;
 /// A webhook receiver on a free port: records every request and answers
 /// as its script says (given the request's number, from 0).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
 }
 
 impl Receiver {
-    async fn start(script: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
+    pub(crate) async fn start(script: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -145,7 +145,7 @@ impl Receiver {
         *self.script.lock().expect("lock") = Box::new(script);
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
     }
 
@@ -226,7 +226,7 @@ fn channel_metric(m: &Scrape, name: &str, channel: &str) -> f64 {
 
 /// A logger with an embedded worker delivering through the channels file
 /// `text`, with extra worker flags.
-async fn logger_with(text: &str, flags: &[&str]) -> (Logger, Client, tempfile::TempDir) {
+pub(crate) async fn logger_with(text: &str, flags: &[&str]) -> (Logger, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("channels.toml");
     std::fs::write(&path, text).expect("write");
@@ -238,7 +238,7 @@ async fn logger_with(text: &str, flags: &[&str]) -> (Logger, Client, tempfile::T
     (logger, client, dir)
 }
 
-fn webhook(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!(
         "[channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}\n"
     )
@@ -257,7 +257,7 @@ async fn create(client: &Client, user: &str, category: &str, event_type: &str) -
         .expect("create")
 }
 
-async fn status_of(client: &Client, id: Uuid, status: EventStatus) -> Event {
+pub(crate) async fn status_of(client: &Client, id: Uuid, status: EventStatus) -> Event {
     eventually(
         Duration::from_secs(30),
         &format!("event {id} {status}"),

@@ -13,7 +13,7 @@
 //!   end users' listener (`web`: Server-Sent Events, tickets, CORS;
 //!   `grpc_web`; `inbox`: the Inbox's calls; `inbox_page`: the
 //!   `<herald-inbox>` element in a browser), recipients and their
-//!   preferences (`recipients`), scheduled delivery (`schedule`), hostile
+//!   preferences (`recipients`), scheduled delivery (`schedule`), digests (`digests`), hostile
 //!   clients and slow subscribers, the binary itself, operating (metrics, shutdown), Redis
 //!   pipelines and clusters, the Publisher, the simulator, OTLP export.
 
@@ -27,6 +27,7 @@ mod channels;
 mod console;
 mod console_api;
 mod dead_letters;
+mod digests;
 mod email;
 mod events;
 mod grpc_web;

@@ -155,9 +155,45 @@ impl ChannelsFile {
                     return Err((join(&at, field), "holds an empty value".into()));
                 }
             }
+            check_digest(&route).map_err(|(field, message)| (join(&at, field), message))?;
             routes.push(route);
         }
         Ok(Self { channels, routes })
+    }
+}
+
+/// What is wrong with a route's digest settings: the field and why.
+fn check_digest(route: &RouteSettings) -> Result<(), (&'static str, String)> {
+    use super::settings::{DIGEST_WINDOWS, MAX_DIGEST_EVENTS};
+    let Some(window) = route.digest else {
+        return match route.max_events {
+            Some(_) => Err(("max_events", "applies to a digest route only".into())),
+            None => Ok(()),
+        };
+    };
+    let (shortest, longest) = DIGEST_WINDOWS;
+    if window < shortest || window > longest {
+        return Err((
+            "digest",
+            format!(
+                "must be from {} to {}",
+                humantime::format_duration(shortest),
+                humantime::format_duration(longest)
+            ),
+        ));
+    }
+    if route.ordered {
+        return Err((
+            "ordered",
+            "a digest route cannot be ordered: a digest goes out as one notification".into(),
+        ));
+    }
+    match route.max_events {
+        Some(n) if !(2..=MAX_DIGEST_EVENTS).contains(&n) => Err((
+            "max_events",
+            format!("must be from 2 to {MAX_DIGEST_EVENTS}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -428,6 +464,12 @@ mod tests {
             ("[channels.x]\nkind = \"irc\"\nserver = \"irc:6667\"\nnick = \"herald\"\nchannels = [\"#ops\"]\ntemplate = \"{who}\"\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.template", "{who} is not a field"),
             ("[channels.x]\nkind = \"irc\"\nserver = \"irc\"\nnick = \"herald\"\nchannels = [\"#ops\"]\n[[routes]]\nchannels = [\"x\"]\n".into(), "channels.x.server", "host:port"),
             ("[channels.\"a b\"]\nkind = \"line\"\n[[routes]]\nchannels = [\"a b\"]\n".into(), "channels.a b", "letters, digits"),
+            (format!("{hook}{route}digest = \"500ms\"\n"), "routes[0].digest", "from 1s to 7days"),
+            (format!("{hook}{route}digest = \"8d\"\n"), "routes[0].digest", "from 1s to 7days"),
+            (format!("{hook}{route}digest = \"10m\"\nordered = true\n"), "routes[0].ordered", "cannot be ordered"),
+            (format!("{hook}{route}digest = \"10m\"\nmax_events = 1\n"), "routes[0].max_events", "from 2 to 1000"),
+            (format!("{hook}{route}digest = \"10m\"\nmax_events = 1001\n"), "routes[0].max_events", "from 2 to 1000"),
+            (format!("{hook}{route}max_events = 10\n"), "routes[0].max_events", "a digest route only"),
             ("channels = [".into(), "", "not valid TOML: line 1, key channels"),
             // A syntax error never shows the line: its value may be a secret.
             ("[channels.x]\nkind = \"webhook\"\nsecret = whsec_hunter2\n".into(), "", "line 3, key secret"),

@@ -322,6 +322,34 @@ impl ChannelSet {
     pub fn ordered(&self, event: &Event) -> bool {
         routes::ordered(&self.routes, event)
     }
+
+    /// Whether some route collects digests.
+    pub fn has_digests(&self) -> bool {
+        routes::any_digest(&self.routes)
+    }
+
+    /// How `event` goes out in a digest, if a digest route matches it:
+    /// the route's window and size, and the key of its digest.
+    pub fn digest(&self, event: &Event) -> Option<(routes::Digesting, herald_storage::DigestKey)> {
+        let route = routes::digest(&self.routes, event)?;
+        let channels = route
+            .channels
+            .iter()
+            .filter_map(|&place| Some(self.channels.get(place)?.name.clone()))
+            .collect();
+        let key = herald_storage::DigestKey {
+            user: event.user_id.clone(),
+            event_type: event.event_type.clone(),
+            channels,
+            required: route.required,
+        };
+        Some((route.digesting, key))
+    }
+
+    /// The channel named `name`, if the set has it.
+    pub fn named(&self, name: &str) -> Option<&Named> {
+        self.channels.iter().find(|c| c.name == name)
+    }
 }
 
 /// What building channels needs besides their settings.

@@ -1,10 +1,13 @@
 //! Routes: which channels an event goes to, by its category, type, user
 //! and session, whether a route requires it (past the recipient's
-//! opt-outs), and whether it waits for the user's earlier events.
+//! opt-outs), whether it waits for the user's earlier events, and whether
+//! it collects them into digests.
+
+use std::time::Duration;
 
 use herald::Event;
 
-use super::settings::RouteSettings;
+use super::settings::{DEFAULT_DIGEST_MAX_EVENTS, RouteSettings};
 
 /// A filter on one attribute: any of its patterns (`user.*` for a prefix),
 /// or anything when empty.
@@ -31,6 +34,27 @@ pub struct Route {
     channels: Vec<usize>,
     required: bool,
     ordered: bool,
+    digest: Option<Digesting>,
+}
+
+/// How a digest route collects a user's events of one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digesting {
+    /// How long a digest stays open after its first event.
+    pub window: Duration,
+    /// The most events of one digest.
+    pub max_events: u32,
+}
+
+/// The digest route an event matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestRoute {
+    /// How it collects.
+    pub digesting: Digesting,
+    /// Its channels, by place.
+    pub channels: Vec<usize>,
+    /// Whether it is required (past the recipient's opt-outs).
+    pub required: bool,
 }
 
 impl Route {
@@ -44,6 +68,10 @@ impl Route {
             channels: settings.channels.iter().filter_map(|n| place(n)).collect(),
             required: settings.required,
             ordered: settings.ordered,
+            digest: settings.digest.map(|window| Digesting {
+                window,
+                max_events: settings.max_events.unwrap_or(DEFAULT_DIGEST_MAX_EVENTS),
+            }),
         }
     }
 
@@ -57,6 +85,7 @@ impl Route {
             channels: vec![place],
             required: false,
             ordered: false,
+            digest: None,
         }
     }
 
@@ -91,12 +120,36 @@ pub fn ordered(routes: &[Route], event: &Event) -> bool {
         .any(|r| r.ordered && !r.channels.is_empty() && r.matches(event))
 }
 
+/// Whether some route with a channel collects digests.
+pub fn any_digest(routes: &[Route]) -> bool {
+    routes
+        .iter()
+        .any(|r| r.digest.is_some() && !r.channels.is_empty())
+}
+
+/// The first digest route with a channel that matches `event`: the event
+/// goes out in one of its digests (and to the channels of the other
+/// routes at once).
+pub fn digest(routes: &[Route], event: &Event) -> Option<DigestRoute> {
+    routes
+        .iter()
+        .filter(|r| !r.channels.is_empty() && r.matches(event))
+        .find_map(|r| {
+            Some(DigestRoute {
+                digesting: r.digest?,
+                channels: r.channels.clone(),
+                required: r.required,
+            })
+        })
+}
+
 /// The channels (each once, in order of place) that the routes matching
-/// `event` send to, each required if any required route chose it.
+/// `event` send to at once (digest routes send later), each required if
+/// any required route chose it.
 pub fn choose(routes: &[Route], event: &Event) -> Vec<Chosen> {
     let mut chosen: Vec<Chosen> = routes
         .iter()
-        .filter(|r| r.matches(event))
+        .filter(|r| r.digest.is_none() && r.matches(event))
         .flat_map(|r| {
             r.channels.iter().map(|&place| Chosen {
                 place,
@@ -135,6 +188,8 @@ mod tests {
             channels: channels.iter().map(|c| c.to_string()).collect(),
             required: false,
             ordered: false,
+            digest: None,
+            max_events: None,
         };
         edit(&mut settings);
         Route::new(&settings, |name| name.parse().ok())
@@ -228,5 +283,49 @@ mod tests {
             ]
         );
         assert!(chosen("promo").iter().all(|c| !c.required));
+    }
+
+    #[test]
+    fn a_digest_route_takes_its_events_from_the_channels_sent_at_once() {
+        let routes = [
+            route(|_| {}, &[0]),
+            route(
+                |r| {
+                    r.types = vec!["comment.*".into()];
+                    r.digest = Some(Duration::from_secs(600));
+                },
+                &[1],
+            ),
+            route(
+                |r| {
+                    r.types = vec!["comment.*".into()];
+                    r.digest = Some(Duration::from_secs(60));
+                    r.max_events = Some(5);
+                },
+                &[2],
+            ),
+        ];
+        let comment = event("", "comment.created", "ann", "");
+        let places: Vec<usize> = choose(&routes, &comment).iter().map(|c| c.place).collect();
+        assert_eq!(
+            places,
+            [0],
+            "the digest routes' channels wait for the digest"
+        );
+        assert_eq!(
+            digest(&routes, &comment),
+            Some(DigestRoute {
+                digesting: Digesting {
+                    window: Duration::from_secs(600),
+                    max_events: DEFAULT_DIGEST_MAX_EVENTS,
+                },
+                channels: vec![1],
+                required: false,
+            }),
+            "the first digest route that matches"
+        );
+        assert_eq!(digest(&routes, &event("", "promo", "ann", "")), None);
+        assert!(any_digest(&routes));
+        assert!(!any_digest(&routes[..1]));
     }
 }

@@ -239,7 +239,23 @@ pub struct RouteSettings {
     /// earlier PENDING events are settled.
     #[serde(default)]
     pub ordered: bool,
+    /// Whether the route collects each user's events of one type over a
+    /// window (opened by the first) and sends them as one notification.
+    #[serde(default, deserialize_with = "some_duration")]
+    pub digest: Option<Duration>,
+    /// The most events of one digest: the one that fills it sends it at
+    /// once (default [`DEFAULT_DIGEST_MAX_EVENTS`]).
+    #[serde(default)]
+    pub max_events: Option<u32>,
 }
+
+/// The most events of one digest, unless its route says otherwise.
+pub const DEFAULT_DIGEST_MAX_EVENTS: u32 = 100;
+/// The most events a route may put in one digest.
+pub const MAX_DIGEST_EVENTS: u32 = 1_000;
+/// The shortest and longest digest windows.
+pub const DIGEST_WINDOWS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
 
 /// The default IRC message: the notification line.
 pub const DEFAULT_TEMPLATE: &str = "Event {event_id} has been sent to {user_id}: {description}";

@@ -31,13 +31,18 @@
 //! one is delivered, given up (dead-lettered after `--max-deliveries`) or
 //! otherwise settled.
 //!
+//! An event a digest route matches goes to that route's channels in a
+//! digest (see `digests`): once its other channels took it, it joins its
+//! digest and its entry is acknowledged; the event stays PENDING until the
+//! digest is sent.
+//!
 //! Each delivery is a span of the event's trace (W3C trace context, from
 //! the queue entry): its log lines carry the `trace_id`, and the status change
 //! that settles it carries the span's `traceparent` back to the logger.
 //!
 //! Here: the loop and the settling; `send` sends an event through its
 //! channels and records the attempts; `turns` holds an ordered event until
-//! its turn.
+//! its turn; `digests` joins events to digests and sends the due ones.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -48,8 +53,8 @@ use std::{
 use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
-    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, EventStore,
-    RecipientStore, WorkQueue, run_batches,
+    Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, DigestStore,
+    EventStore, RecipientStore, WorkQueue, run_batches,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +64,7 @@ use uuid::Uuid;
 
 use herald_runtime::{otel, process::Backoff};
 
+mod digests;
 mod send;
 mod turns;
 
@@ -118,6 +124,8 @@ struct Context {
     dead_letters: Arc<dyn DeadLetters>,
     /// Where recipients' preferences are read, before each channel.
     recipients: Arc<dyn RecipientStore>,
+    /// Where digests are kept.
+    digests: Arc<dyn DigestStore>,
     client: Client,
     channels: Arc<Channels>,
     recorder: Recorder,
@@ -135,6 +143,7 @@ pub struct Worker {
     deliveries: Arc<dyn DeliveryLog>,
     dead_letters: Arc<dyn DeadLetters>,
     recipients: Arc<dyn RecipientStore>,
+    digests: Arc<dyn DigestStore>,
     client: Client,
     channels: Arc<Channels>,
     config: WorkerArgs,
@@ -160,6 +169,7 @@ impl Worker {
             deliveries: backend.deliveries.clone(),
             dead_letters: backend.dead_letters.clone(),
             recipients: backend.recipients.clone(),
+            digests: backend.digests.clone(),
             client,
             channels,
             config: config.clone(),
@@ -190,6 +200,7 @@ impl Worker {
             ordering: Default::default(),
             dead_letters: self.dead_letters,
             recipients: self.recipients,
+            digests: self.digests,
             client: self.client,
             channels: self.channels,
             recorder: Recorder::start(self.deliveries),
@@ -216,6 +227,7 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
             move |batch| settle_batch(context.clone(), batch),
         ))
     };
+    let digests = tokio::spawn(digests::run(context.clone(), shutdown.clone()));
     let permits = context.permits.clone();
     let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
@@ -307,6 +319,7 @@ async fn run(context: Arc<Context>, shutdown: CancellationToken) {
         warn!("grace time over; unsettled entries stay pending for another consumer");
     }
     settler.abort();
+    digests.abort();
 }
 
 /// A place in flight and a place among the received events, or `None`
@@ -333,7 +346,10 @@ async fn deliver(context: &Context, delivery: Delivery) -> Option<Delivery> {
     let outcome = match check_redelivery(context, &delivery).await {
         Some(outcome) => outcome,
         None => match send(context, &delivery).await {
-            Ok(()) => return Some(delivery),
+            Ok(()) => match digests::join(context, &delivery).await {
+                None => return Some(delivery),
+                Some(outcome) => outcome,
+            },
             Err(outcome) => outcome,
         },
     };

@@ -1,6 +1,7 @@
-//! Sending one event through the channels its routes choose, each with
-//! its own retries, past the channels its recipient opted out of, and the
-//! [`Recorder`] that writes every attempt to the delivery log.
+//! Sending one event (or a digest of events) through the channels its
+//! routes choose, each with its own retries, past the channels its
+//! recipient opted out of, and the [`Recorder`] that writes every attempt
+//! to the delivery log.
 
 use std::{
     sync::Arc,
@@ -15,6 +16,7 @@ use herald::{
 use herald_storage::{Delivery, DeliveryLog, recipient, run_batches};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 use super::{Context, Outcome, give_up};
 use crate::channels::{Named, Next};
@@ -32,29 +34,64 @@ enum Sending {
     Later(String),
 }
 
-/// Sends the event through every chosen channel that has not taken it yet,
-/// all at once, but for the channels its recipient opted out of (read
-/// from the recipient's record now, so a change applies to the next
-/// event): those are skipped, recorded as such, unless a required route
-/// chose them. The first channel that fails for good gives the event up
-/// (FAILED, dead-lettered, naming the failed channels), once the others
-/// are done; a channel that could not try leaves the entry for later, as
-/// does a record that cannot be read.
+/// Sends the event through every chosen channel that has not taken it yet
+/// (see [`send_to`]). The first channel that fails for good gives the
+/// event up (FAILED, dead-lettered, naming the failed channels), once the
+/// others are done; a channel that could not try leaves the entry for
+/// later, as does a record that cannot be read.
 pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), Outcome> {
     let set = context.channels.current();
     let chosen = set.choose(&delivery.event);
     if chosen.is_empty() {
-        context.metrics.unrouted();
-        debug!(event_id = %delivery.event.id, "no route chose a channel");
+        if set.digest(&delivery.event).is_none() {
+            context.metrics.unrouted();
+            debug!(event_id = %delivery.event.id, "no route chose a channel");
+        }
         return Ok(());
     }
     let todo: Vec<(&Named, bool)> = chosen
         .into_iter()
         .filter(|(c, _)| !delivery.delivered.contains(&c.name))
         .collect();
-    let recipient = recipient_for(context, &delivery.event, &todo).await?;
+    let ended = send_to(context, delivery, &todo, None)
+        .await
+        .map_err(Outcome::Retry)?;
+    if !ended.failed.is_empty() {
+        return Err(give_up(context, &delivery.event, ended.failed.join("; ")).await);
+    }
+    if !ended.later.is_empty() {
+        return Err(Outcome::Retry(ended.later.join("; ")));
+    }
+    Ok(())
+}
+
+/// How the channels of one send ended.
+#[derive(Debug, Default)]
+pub(super) struct Ended {
+    /// The channels done with it: they took it, or skipped it.
+    pub took: Vec<String>,
+    /// `channel NAME: why`, for each channel that cannot take it.
+    pub failed: Vec<String>,
+    /// `channel NAME: why`, for each channel that could not try now.
+    pub later: Vec<String>,
+}
+
+/// Sends through the channels of `todo` (each with whether a required
+/// route chose it) all at once, but for those the recipient opted out of
+/// (read from the recipient's record now, so a change applies to the next
+/// event): those are skipped, recorded as such, unless required. For a
+/// digest, `members` are its events: each attempt is recorded for each of
+/// them, naming the digest (the delivery's event). An error is why the
+/// recipient's record could not be read (nothing was sent).
+pub(super) async fn send_to(
+    context: &Context,
+    delivery: &Delivery,
+    todo: &[(&Named, bool)],
+    members: Option<&[Uuid]>,
+) -> Result<Ended, String> {
+    let recipient = recipient_for(context, &delivery.event, todo).await?;
     let recipient = recipient.as_ref();
-    let ended = join_all(todo.iter().map(|&(named, required)| {
+    let sending = join_all(todo.iter().map(|&(named, required)| {
         let opted_out = recipient
             .filter(|_| !required && named.recorded)
             .and_then(|r| r.preferences.opted_out(&named.name, &delivery.event));
@@ -62,28 +99,24 @@ pub(super) async fn send(context: &Context, delivery: &Delivery) -> Result<(), O
             match opted_out {
                 Some(opt_out) => {
                     let why = format!("opted out: {opt_out}");
-                    skip(context, &delivery.event, named, why).await
+                    skip(context, &delivery.event, named, why, members).await
                 }
-                None => send_through(context, delivery, named, recipient).await,
+                None => send_through(context, delivery, named, recipient, members).await,
             }
         }
     }))
     .await;
-    let (mut failed, mut later) = (Vec::new(), Vec::new());
-    for ((channel, _), ended) in todo.iter().zip(ended) {
-        match ended {
-            Sending::Took => {}
-            Sending::Failed(why) => failed.push(format!("channel {}: {why}", channel.name)),
-            Sending::Later(why) => later.push(format!("channel {}: {why}", channel.name)),
+    let mut ended = Ended::default();
+    for ((channel, _), sending) in todo.iter().zip(sending) {
+        match sending {
+            Sending::Took => ended.took.push(channel.name.clone()),
+            Sending::Failed(why) => ended
+                .failed
+                .push(format!("channel {}: {why}", channel.name)),
+            Sending::Later(why) => ended.later.push(format!("channel {}: {why}", channel.name)),
         }
     }
-    if !failed.is_empty() {
-        return Err(give_up(context, &delivery.event, failed.join("; ")).await);
-    }
-    if !later.is_empty() {
-        return Err(Outcome::Retry(later.join("; ")));
-    }
-    Ok(())
+    Ok(ended)
 }
 
 /// `event`'s recipient record (its preferences, its address), read when
@@ -94,26 +127,49 @@ async fn recipient_for(
     context: &Context,
     event: &Event,
     todo: &[(&Named, bool)],
-) -> Result<Option<Recipient>, Outcome> {
+) -> Result<Option<Recipient>, String> {
     if !todo.iter().any(|(named, _)| named.recorded) {
         return Ok(None);
     }
     recipient(context.recipients.as_ref(), &event.user_id)
         .await
-        .map_err(|err| Outcome::Retry(format!("cannot read the recipient's record: {err}")))
+        .map_err(|err| format!("cannot read the recipient's record: {err}"))
 }
 
 /// Skips `named` for `event` (the recipient opted out, or has no address
 /// for it: `why`): counted, and recorded as a skipped attempt; the channel
-/// is done with it.
-async fn skip(context: &Context, event: &Event, named: &Named, why: String) -> Sending {
+/// is done with it. For a digest, recorded for each of its `members`.
+async fn skip(
+    context: &Context,
+    event: &Event,
+    named: &Named,
+    why: String,
+    members: Option<&[Uuid]>,
+) -> Sending {
     debug!(event_id = %event.id, channel = %named.name, %why, "skipped");
     context.metrics.skipped(&named.name);
     let mut attempt = attempt_of(event, named, now(), Duration::ZERO);
     attempt.error = why;
     attempt.skipped = true;
-    context.recorder.note(attempt.bounded()).await;
+    context.recorder.note(each(attempt, members)).await;
     Sending::Took
+}
+
+/// The records of `attempt`: itself, or for a digest one for each of its
+/// `members`, naming the digest (the attempt's event).
+fn each(attempt: DeliveryAttempt, members: Option<&[Uuid]>) -> Vec<DeliveryAttempt> {
+    let attempt = attempt.bounded();
+    match members {
+        None => vec![attempt],
+        Some(members) => members
+            .iter()
+            .map(|&event_id| DeliveryAttempt {
+                event_id,
+                digest_id: Some(attempt.event_id),
+                ..attempt.clone()
+            })
+            .collect(),
+    }
 }
 
 /// An attempt of `event` through `named` that started `at` and took
@@ -135,17 +191,20 @@ fn attempt_of(
         http_status: None,
         error: String::new(),
         skipped: false,
+        digest_id: None,
     }
 }
 
 /// Sends through one channel, retrying failed attempts after the channel's
 /// wait; its attempts are counted from the entry's delivery count, so
 /// redeliveries do not start over. On shutdown the entry is left pending.
+/// Attempts of a digest are recorded for each of its `members`.
 async fn send_through(
     context: &Context,
     delivery: &Delivery,
     named: &Named,
     recipient: Option<&Recipient>,
+    members: Option<&[Uuid]>,
 ) -> Sending {
     let event = &delivery.event;
     let name = named.name.as_str();
@@ -155,13 +214,13 @@ async fn send_through(
         let result = named.channel.send(event, recipient).await;
         let latency = started.elapsed();
         let record = |succeeded: bool, http_status: Option<u16>, error: String| {
-            DeliveryAttempt {
+            let attempt = DeliveryAttempt {
                 succeeded,
                 http_status,
                 error,
                 ..attempt_of(event, named, at, latency)
-            }
-            .bounded()
+            };
+            each(attempt, members)
         };
         let failure = match result {
             Ok(sent) => {
@@ -183,7 +242,7 @@ async fn send_through(
             Err(failure) => failure,
         };
         if failure.next == Next::Skip {
-            return skip(context, event, named, failure.error).await;
+            return skip(context, event, named, failure.error, members).await;
         }
         context.metrics.failed(name, failure.reason.as_str());
         if failure.attempted {
@@ -226,8 +285,11 @@ async fn send_through(
     }
 }
 
-/// One attempt to record, and who waits for it being written.
-type Record = (DeliveryAttempt, Option<oneshot::Sender<herald::Result<()>>>);
+/// Attempts to record, and who waits for them being written.
+type Record = (
+    Vec<DeliveryAttempt>,
+    Option<oneshot::Sender<herald::Result<()>>>,
+);
 
 /// Writes attempts to the delivery log in batches (one write per
 /// partition each), from a task of its own.
@@ -242,7 +304,8 @@ impl Recorder {
         tokio::spawn(run_batches(records, RECORD_BATCH, 4, move |batch| {
             let log = log.clone();
             async move {
-                let (attempts, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let (attempts, waiting): (Vec<Vec<_>>, Vec<_>) = batch.into_iter().unzip();
+                let attempts: Vec<DeliveryAttempt> = attempts.into_iter().flatten().collect();
                 let written = log.record_attempts(&attempts).await;
                 if let Err(err) = &written {
                     warn!(error = %err, attempts = attempts.len(), "cannot record delivery attempts");
@@ -255,19 +318,19 @@ impl Recorder {
         Self { queue }
     }
 
-    /// Records `attempt`, and answers once it is written.
-    async fn record(&self, attempt: DeliveryAttempt) -> herald::Result<()> {
+    /// Records `attempts`, and answers once they are written.
+    async fn record(&self, attempts: Vec<DeliveryAttempt>) -> herald::Result<()> {
         let (reply, written) = oneshot::channel();
         let gone = || herald::Error::Unavailable("the delivery log writer stopped".into());
         self.queue
-            .send((attempt, Some(reply)))
+            .send((attempts, Some(reply)))
             .await
             .map_err(|_| gone())?;
         written.await.map_err(|_| gone())?
     }
 
-    /// Records `attempt` without waiting for the write.
-    async fn note(&self, attempt: DeliveryAttempt) {
-        let _ = self.queue.send((attempt, None)).await;
+    /// Records `attempts` without waiting for the write.
+    async fn note(&self, attempts: Vec<DeliveryAttempt>) {
+        let _ = self.queue.send((attempts, None)).await;
     }
 }

@@ -39,6 +39,9 @@ struct StoredAttempt {
     error: String,
     #[prost(bool, tag = "9")]
     skipped: bool,
+    /// The digest's id bytes; empty: none.
+    #[prost(bytes = "vec", tag = "10")]
+    digest_id: Vec<u8>,
 }
 
 impl StoredAttempt {
@@ -53,6 +56,10 @@ impl StoredAttempt {
             http_status: a.http_status.map_or(0, u32::from),
             error: a.error.clone(),
             skipped: a.skipped,
+            digest_id: a
+                .digest_id
+                .map(|d| d.as_bytes().to_vec())
+                .unwrap_or_default(),
         }
     }
 
@@ -77,6 +84,7 @@ impl StoredAttempt {
             http_status: u16::try_from(self.http_status).ok().filter(|s| *s != 0),
             error: self.error,
             skipped: self.skipped,
+            digest_id: Uuid::from_slice(&self.digest_id).ok(),
         })
     }
 }

@@ -273,6 +273,48 @@ impl Processor {
     }
 }
 
+/// A processor on a runtime of its own, so that killing it stops every
+/// task it started at once (as `kill -9` would), not only its main one.
+pub struct IsolatedProcessor {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl IsolatedProcessor {
+    /// Starts a processor with `config`, printing through `sink`.
+    pub fn start(config: herald_processor::Config, sink: Arc<dyn Channel>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.spawn(herald_processor::run(
+            config,
+            sink,
+            CancellationToken::new(),
+        ));
+        Self {
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Kills it: no task of it runs another step.
+    pub fn kill(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for IsolatedProcessor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The next event message of `stream` within `limit`, skipping heartbeats and
 /// other notices; `None` if none came in time, `Some(Err)` if the stream
 /// ended with an error.
