@@ -33,11 +33,14 @@ pub async fn run(client: &Client, args: &AttemptsArgs, json: bool) -> Result<(),
             (false, Some(status)) => format!("failed {status}"),
             (false, None) => "failed".to_owned(),
         };
-        let detail = if a.error.is_empty() {
+        let mut detail = if a.error.is_empty() {
             a.target.clone()
         } else {
             format!("{} ({})", a.target, a.error)
         };
+        if let Some(digest) = a.digest_id {
+            detail.push_str(&format!(" in digest {digest}"));
+        }
         println!(
             "{}  {}  {}  {}  {:.1} ms  {}",
             rfc3339_micros(a.attempted_at),

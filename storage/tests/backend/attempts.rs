@@ -16,7 +16,11 @@ pub(super) async fn delivery_attempts_are_kept_and_mark_channels(b: Backend) {
         attempt(e.id, "hooks", false),
         attempt(e.id, "hooks", true),
         attempt(e.id, "irc", true),
-        attempt(e.id, "hooks", true),
+        // Sent in a digest: the attempt names it.
+        DeliveryAttempt {
+            digest_id: Some(Uuid::now_v7()),
+            ..attempt(e.id, "hooks", true)
+        },
     ];
     b.deliveries
         .record_attempts(&attempts)

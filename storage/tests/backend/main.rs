@@ -147,6 +147,7 @@ fn attempt(event: Uuid, channel: &str, succeeded: bool) -> DeliveryAttempt {
             "HTTP 503".into()
         },
         skipped: false,
+        digest_id: None,
     }
 }
 

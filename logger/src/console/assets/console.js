@@ -424,7 +424,8 @@ async function loadEvent(id) {
   }
   $('event-history-note').textContent = page.history_complete ? '' : 'Older changes are no longer in the notification log; this is what it keeps.';
   for (const a of page.attempts) {
-    const result = a.skipped ? 'skipped' : a.succeeded ? 'delivered' : `failed${a.http_status ? ` (HTTP ${a.http_status})` : ''}`;
+    const outcome = a.skipped ? 'skipped' : a.succeeded ? 'delivered' : `failed${a.http_status ? ` (HTTP ${a.http_status})` : ''}`;
+    const result = a.digest_id ? `${outcome} in digest ${a.digest_id}` : outcome;
     $('event-attempts').append(el('tr', {},
       el('td', {}, a.attempted_at), el('td', {}, `${a.channel} (${a.kind})`), el('td', {}, a.target),
       el('td', { class: a.succeeded ? 'status-PROCESSED' : 'status-FAILED' }, result),
