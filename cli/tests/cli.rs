@@ -4,7 +4,10 @@
 //! prints on success against a logger is checked by the README's examples
 //! (scripts/check_readme.py).
 
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
@@ -374,5 +377,58 @@ async fn a_type_the_registry_lacks_is_warned_of() {
     let known = create("cta click").await.expect("herald");
     assert!(known.status.success(), "{}", text(&known.stderr));
     assert_eq!(text(&known.stderr), "");
+    shutdown.cancel();
+}
+
+/// `herald create` sends a request id of its own, so it retries while the
+/// logger's storage is unavailable (a failover, a restart) and the event is
+/// made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_retries_with_a_request_id_of_its_own() {
+    if herald_storage::testing::skip_redis_tests() {
+        return;
+    }
+    // With its append-only file, Redis keeps the first event over the restart.
+    let mut redis = herald_storage::testing::RedisServer::start_with_aof();
+    let (server, shutdown) = logger(&["--redis-url", &redis.url()]).await;
+    let run = |args: Vec<&'static str>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(["--server", &server])
+                .args(args)
+                .output()
+                .expect("run herald")
+        })
+    };
+    let first = run(vec!["create", "--user-id", "kim", "--description", "first"]);
+    assert!(first.await.expect("herald").status.success());
+    redis.stop();
+    let create = run(vec![
+        "create",
+        "--user-id",
+        "kim",
+        "--description",
+        "Made once",
+        "--json",
+    ]);
+    // Redis comes back while herald is retrying.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let out = create.await.expect("herald");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let request_id = made["request_id"].as_str().expect("request_id");
+    assert!(request_id.starts_with("herald-cli-"), "{made}");
+    let listed = run(vec!["list", "--user-id", "kim", "--json"])
+        .await
+        .expect("herald");
+    let descriptions: Vec<String> = text(&listed.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["description"].to_string()
+        })
+        .collect();
+    assert_eq!(descriptions, ["\"first\"", "\"Made once\""], "made once");
     shutdown.cancel();
 }

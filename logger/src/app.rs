@@ -237,7 +237,13 @@ pub async fn run(
     let stopping = shutdown.clone();
     tasks.spawn(
         "health",
-        server::watch_health(reporter, store.clone(), location, stopping.clone()),
+        server::watch_health(
+            reporter,
+            store.clone(),
+            location,
+            meters.partitions.clone(),
+            stopping.clone(),
+        ),
     );
     tasks.spawn("log tail", fanout.tail(feed.clone(), stopping.clone()));
     tasks.spawn(

@@ -47,6 +47,9 @@ pub struct LoggerMetrics {
     /// `failed` (a wrong or missing credential) or `refused` (the peer had
     /// failed too often; its credential was not looked at).
     pub auth_failures: IntCounterVec,
+    /// 1 while a partition takes writes, 0 while it does not (its Redis
+    /// master is gone, or has too few replicas), by `partition`.
+    pub partitions: IntGaugeVec,
     uptime: Uptime,
     queue: QueueGauges,
     statuses: IntGaugeVec,
@@ -79,6 +82,18 @@ impl LoggerMetrics {
                         "Failed authentications on the gRPC listener, by outcome (failed, refused)",
                     ),
                     &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            partitions: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "herald_partition_writable",
+                        "1 while a partition takes writes, 0 while its Redis master is gone or \
+                         has fewer replicas than --redis-wait-replicas asks for",
+                    ),
+                    &["partition"],
                 )
                 .expect("valid metric"),
             ),

@@ -326,17 +326,26 @@ fn recipients_server(
         .max_encoding_message_size(max_message_bytes)
 }
 
+/// The health service that says whether every partition takes writes.
+pub const PARTITIONS_HEALTH: &str = "herald.partitions";
+
 /// Keeps health in step with the store (at `location`, named in the
 /// warnings): SERVING while it answers, NOT_SERVING while it does not, and
-/// NOT_SERVING from shutdown on.
+/// NOT_SERVING from shutdown on. [`PARTITIONS_HEALTH`] is SERVING while
+/// every partition takes writes, NOT_SERVING while some do not (their
+/// Redis master is gone, or has too few replicas), which `writable` says
+/// per partition; the logger serves the other partitions meanwhile.
 pub async fn watch_health(
     reporter: HealthReporter,
     store: Arc<dyn EventStore>,
     location: String,
+    writable: prometheus::IntGaugeVec,
     shutdown: CancellationToken,
 ) {
     let mut last = None;
+    let mut partitions = PartitionHealth::default();
     loop {
+        partitions.check(&reporter, store.as_ref(), &writable).await;
         let status = match store.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(err) => {
@@ -359,10 +368,66 @@ pub async fn watch_health(
         }
     }
     set_all(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(PARTITIONS_HEALTH, ServingStatus::NotServing)
+        .await;
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for name in HEALTH_SERVICES {
         reporter.set_service_status(name, status).await;
+    }
+}
+
+/// What the partitions' health was last seen as.
+#[derive(Default)]
+struct PartitionHealth {
+    /// The partitions last seen unwritable; `None` before the first look.
+    down: Option<Vec<String>>,
+}
+
+impl PartitionHealth {
+    /// Looks at which partitions take writes, and says so (health,
+    /// gauges, a line when it changes).
+    async fn check(
+        &mut self,
+        reporter: &HealthReporter,
+        store: &dyn EventStore,
+        writable: &prometheus::IntGaugeVec,
+    ) {
+        let Ok(unwritable) = store.unwritable_partitions().await else {
+            // The store does not answer at all (the overall health says
+            // so): no partition takes writes.
+            reporter
+                .set_service_status(PARTITIONS_HEALTH, ServingStatus::NotServing)
+                .await;
+            self.down = None;
+            return;
+        };
+        for p in store.partitions().all() {
+            let up = !unwritable.iter().any(|(q, _)| *q == p);
+            writable
+                .with_label_values(&[&p.to_string()])
+                .set(i64::from(up));
+        }
+        let down: Vec<String> = unwritable.iter().map(|(p, _)| p.to_string()).collect();
+        if self.down.as_ref() == Some(&down) {
+            return;
+        }
+        let status = if down.is_empty() {
+            if self.down.as_ref().is_some_and(|d| !d.is_empty()) {
+                info!("every partition takes writes again");
+            }
+            ServingStatus::Serving
+        } else {
+            let why: Vec<String> = unwritable
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect();
+            warn!(partitions = %down.join(","), why = %why.join("; "), "some partitions take no writes; health of herald.partitions is NOT_SERVING");
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(PARTITIONS_HEALTH, status).await;
+        self.down = Some(down);
     }
 }

@@ -5,6 +5,10 @@
 //! Lua script in Redis): under load, many calls share one round trip and one
 //! script run; when idle, a call goes alone, without waiting for company. Each
 //! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
+//!
+//! Each partition has queues and batches of its own, with their own limit
+//! of batches under way: a partition whose Redis node is slow or gone (a
+//! failover) holds up its own calls only, never another partition's.
 
 use std::{
     future::Future,
@@ -26,24 +30,43 @@ use herald::{
 
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 256;
-/// Batches under way at once; more calls wait, and grow the next batch.
-const MAX_IN_FLIGHT: usize = 8;
-/// Calls queued before callers wait for room.
-const QUEUE: usize = 4 * MAX_BATCH;
+/// Batches of one partition under way at once; more calls wait, and grow
+/// the partition's next batch.
+const MAX_IN_FLIGHT: usize = 4;
+/// Calls of one partition queued before callers wait for room.
+const QUEUE: usize = MAX_BATCH;
 
 type Job<T> = (T, oneshot::Sender<Result<Event>>);
 
-/// An [`EventStore`] that batches single calls into the inner store's batch methods.
+/// An [`EventStore`] that batches single calls into the inner store's batch
+/// methods, per partition.
 pub struct Batching {
     inner: Arc<dyn EventStore>,
-    creates: mpsc::Sender<Job<NewEvent>>,
-    changes: mpsc::Sender<Job<StatusChange>>,
+    partitions: Partitions,
+    /// Each partition's queue of creates, by index.
+    creates: Vec<mpsc::Sender<Job<NewEvent>>>,
+    /// Each partition's queue of status changes, by index.
+    changes: Vec<mpsc::Sender<Job<StatusChange>>>,
 }
 
 impl Batching {
-    /// Wraps `inner`; spawns the batching tasks, so it needs a Tokio runtime.
-    /// The tasks end when this is dropped.
+    /// Wraps `inner`; spawns the batching tasks (two per partition), so it
+    /// needs a Tokio runtime. The tasks end when this is dropped.
     pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        let partitions = inner.partitions();
+        let (creates, changes) = partitions.all().map(|_| Self::spawn_queues(&inner)).unzip();
+        Self {
+            inner,
+            partitions,
+            creates,
+            changes,
+        }
+    }
+
+    /// One partition's queues of creates and changes, with their tasks.
+    fn spawn_queues(
+        inner: &Arc<dyn EventStore>,
+    ) -> (mpsc::Sender<Job<NewEvent>>, mpsc::Sender<Job<StatusChange>>) {
         let (creates, create_rx) = mpsc::channel(QUEUE);
         let (changes, change_rx) = mpsc::channel(QUEUE);
         let store = inner.clone();
@@ -77,11 +100,7 @@ impl Batching {
                 })
             },
         ));
-        Self {
-            inner,
-            creates,
-            changes,
-        }
+        (creates, changes)
     }
 
     async fn submit<T>(queue: &mpsc::Sender<Job<T>>, item: T) -> Result<Event> {
@@ -146,7 +165,7 @@ async fn answer<T>(jobs: Vec<Job<T>>, run: impl AsyncFnOnce(Vec<T>) -> Vec<Resul
 
 impl Partitioned for Batching {
     fn partitions(&self) -> Partitions {
-        self.inner.partitions()
+        self.partitions
     }
 }
 
@@ -200,6 +219,10 @@ impl EventStore for Batching {
         self.inner.use_ordering().await
     }
 
+    async fn unwritable_partitions(&self) -> Result<Vec<(Partition, String)>> {
+        self.inner.unwritable_partitions().await
+    }
+
     async fn release_due(
         &self,
         partition: Partition,
@@ -214,10 +237,15 @@ impl EventStore for Batching {
     }
 
     async fn create(&self, event: NewEvent) -> Result<Event> {
-        Self::submit(&self.creates, event).await
+        let p = self.partitions.of_user(event.user_id());
+        Self::submit(&self.creates[p.index()], event).await
     }
 
     async fn apply(&self, change: StatusChange) -> Result<Event> {
-        Self::submit(&self.changes, change).await
+        match self.partitions.of_id(change.id) {
+            Some(p) => Self::submit(&self.changes[p.index()], change).await,
+            // No event of this deployment: the store says so.
+            None => self.inner.apply(change).await,
+        }
     }
 }

@@ -161,6 +161,14 @@ pub trait EventStore: Partitioned {
     /// [`ORDERING_REFRESH`].
     async fn use_ordering(&self) -> Result<()>;
 
+    /// The partitions that cannot take writes now, each with why: its
+    /// Redis master does not answer, or has fewer replicas than
+    /// `--redis-wait-replicas` asks for. One small read per partition;
+    /// none on memory, whose partitions are always writable.
+    async fn unwritable_partitions(&self) -> Result<Vec<(Partition, String)>> {
+        Ok(Vec::new())
+    }
+
     /// Stores one new event; see [`EventStore::create_many`].
     async fn create(&self, event: NewEvent) -> Result<Event> {
         let mut created = self.create_many(vec![event]).await?;

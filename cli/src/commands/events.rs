@@ -7,7 +7,7 @@ use herald::{
     Event, EventStatus,
     domain::{EventInput, Payload, rfc3339_micros},
 };
-use herald_client::{Client, Error, ListEvents};
+use herald_client::{Client, Error, ListEvents, RetryPolicy};
 use uuid::Uuid;
 
 use super::{parse_payload, parse_status, parse_time, print_event};
@@ -36,7 +36,10 @@ pub struct CreateArgs {
     /// When it happened (RFC 3339, e.g. 2026-11-22T10:00:00Z); default now.
     #[arg(long, value_parser = parse_time)]
     occurred_at: Option<SystemTime>,
-    /// Idempotency key: repeating the create with it returns the first event.
+    /// Idempotency key: repeating the create with it returns the first
+    /// event. Default: one made for this call (herald-cli-UUID), so the
+    /// retries `herald create` makes while the logger's storage is
+    /// unavailable (for about 10 seconds) create the event once.
     #[arg(long, default_value = "", hide_default_value = true)]
     request_id: String,
     /// Deliver at this time, not before (RFC 3339): the event waits as
@@ -115,6 +118,14 @@ pub struct UpdateStatusArgs {
     status: EventStatus,
 }
 
+/// How `herald create` retries while the logger's storage is unavailable
+/// (a failover, a restart): for about 10 seconds.
+const CREATE_RETRIES: RetryPolicy = RetryPolicy {
+    retries: 8,
+    initial_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(2),
+};
+
 /// Creates the event and prints it as stored.
 pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<(), Error> {
     let CreateArgs {
@@ -137,11 +148,21 @@ pub async fn create(client: &Client, args: &CreateArgs, json: bool) -> Result<()
         session_id: session_id.clone(),
         payload: payload.clone(),
         occurred_at: *occurred_at,
-        request_id: request_id.clone(),
+        // With a request id the client retries an unavailable logger, and
+        // a create that was stored before the failure is answered, not
+        // made twice.
+        request_id: match request_id.as_str() {
+            "" => format!("herald-cli-{}", Uuid::now_v7()),
+            given => given.to_owned(),
+        },
         deliver_at: *deliver_at,
         deliver_after: *deliver_in,
     };
-    let created = client.create_reporting(input).await?;
+    let created = client
+        .clone()
+        .with_retry(CREATE_RETRIES)
+        .create_reporting(input)
+        .await?;
     print_event(&created.event, json);
     if created.unregistered_type {
         eprintln!(

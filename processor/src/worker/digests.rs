@@ -255,7 +255,7 @@ async fn settle(
             .iter()
             .map(|e| StatusChange::new(e.id, status).in_trace(e.traceparent))
             .collect();
-        let settled = match settle_call(context, &changes).await {
+        let settled = match settle_call(context, &changes, &[]).await {
             // An event that moved on, or is gone, needs nothing more.
             Ok(results) => results.iter().all(|r| {
                 r.as_ref().err().is_none_or(|err| {

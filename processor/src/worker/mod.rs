@@ -50,7 +50,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald::{EventStatus, domain::StatusChange, random::SplitMix64, trace::TraceParent};
+use herald::{
+    EventStatus, cursor::PartitionEntry, domain::StatusChange, random::SplitMix64,
+    trace::TraceParent,
+};
 use herald_client::{Client, Error as ClientError};
 use herald_storage::{
     Backend, Consumer, ConsumerOptions, DeadLetters, Delivery, DeliveryLog, DigestStore,
@@ -398,7 +401,8 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
             StatusChange::new(d.event.id, EventStatus::Processed).in_trace(d.event.traceparent)
         })
         .collect();
-    let outcomes: Vec<Outcome> = match settle_call(&context, &changes).await {
+    let entries: Vec<PartitionEntry> = batch.iter().map(|(d, _, _)| d.entry_id).collect();
+    let outcomes: Vec<Outcome> = match settle_call(&context, &changes, &entries).await {
         Ok(results) => results
             .into_iter()
             .map(|r| r.map_or_else(settle_error, |_| Outcome::Ack))
@@ -434,26 +438,84 @@ async fn settle_batch(context: Arc<Context>, batch: Vec<Delivered>) {
     }
 }
 
-/// The BatchUpdateStatus call of a settle, repeated while the logger is
-/// unavailable (restarting, say) until it answers or the worker stops: the
-/// changes are idempotent, and the events settle within about a second of
-/// the logger's return instead of waiting to be reclaimed.
+/// The BatchUpdateStatus call of a settle, its changes repeated while the
+/// logger (or the storage of their partition) is unavailable, until they
+/// are answered or the worker stops: the changes are idempotent, and the
+/// events settle within about a second of the storage's return instead of
+/// waiting to be reclaimed. Meanwhile the queue `entries` of the events
+/// (in the order of `changes`) are touched every third of the claim idle
+/// time, so no processor takes them back and delivers the events again
+/// while their settle is pending (their notifications went out).
 async fn settle_call(
     context: &Context,
     changes: &[StatusChange],
+    entries: &[PartitionEntry],
 ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+    let mut results: Vec<Option<Result<(), ClientError>>> = changes.iter().map(|_| None).collect();
+    let mut todo: Vec<usize> = (0..changes.len()).collect();
     let mut backoff = Backoff::up_to(Duration::from_secs(1));
+    let touch_every = context.config.claim_idle / 3;
+    let mut touched = Instant::now();
     loop {
-        match context.client.batch_update_status_outcomes(changes).await {
-            Err(err) if err.code() == Code::Unavailable && !context.shutdown.is_cancelled() => {
-                warn!(error = %err, retry_in = ?backoff.next_wait(), events = changes.len(), "cannot settle; retrying");
-                if !backoff.sleep(&context.shutdown).await {
-                    return Err(err);
+        let batch: Vec<StatusChange> = todo.iter().map(|&i| changes[i]).collect();
+        let why = match context.client.batch_update_status_outcomes(&batch).await {
+            Ok(outcomes) => {
+                let mut again = Vec::new();
+                let mut why = None;
+                for (&i, outcome) in todo.iter().zip(outcomes) {
+                    if let Err(err) = &outcome
+                        && retry_settle(err.code())
+                    {
+                        again.push(i);
+                        why = Some(err.to_string());
+                    }
+                    results[i] = Some(outcome);
+                }
+                todo = again;
+                match why {
+                    None => break,
+                    Some(why) => why,
                 }
             }
-            result => return result,
+            Err(err) if retry_settle(err.code()) && !context.shutdown.is_cancelled() => {
+                err.to_string()
+            }
+            Err(err) => return Err(err),
+        };
+        if context.shutdown.is_cancelled() {
+            break;
+        }
+        warn!(error = %why, retry_in = ?backoff.next_wait(), events = todo.len(), "cannot settle; retrying");
+        let pending: Vec<PartitionEntry> = todo
+            .iter()
+            .filter_map(|&i| entries.get(i).copied())
+            .collect();
+        if !pending.is_empty() && touched.elapsed() >= touch_every {
+            if let Err(err) = context.consumer.touch(&pending).await {
+                warn!(error = %err, entries = pending.len(), "cannot keep entries whose settle is pending; another processor may deliver them again");
+            }
+            touched = Instant::now();
+        }
+        if !backoff.sleep(&context.shutdown).await {
+            break;
         }
     }
+    let unanswered = || {
+        Err(ClientError::from(tonic::Status::unavailable(
+            "the worker is stopping",
+        )))
+    };
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(unanswered))
+        .collect())
+}
+
+/// Whether a settle that failed with `code` is tried again: the logger or
+/// its storage is unavailable, or did not answer in time (the change is
+/// idempotent, and the notification went out).
+fn retry_settle(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded)
 }
 
 /// Carries out an outcome for one entry.

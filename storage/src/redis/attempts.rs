@@ -114,7 +114,7 @@ impl DeliveryLog for RedisBackend {
                     .arg(StoredAttempt::of(attempt).encode_to_vec())
                     .arg(success);
             }
-            self.write::<u64>(&invocation).await
+            self.write::<u64>(p, &invocation).await
         }))
         .await?;
         Ok(())

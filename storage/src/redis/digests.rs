@@ -60,7 +60,7 @@ impl DigestStore for RedisBackend {
             .arg(i64::try_from(join.window.as_micros()).unwrap_or(i64::MAX / 4))
             .arg(join.max_events.max(1))
             .arg(self.keys.tag(p));
-        let id: Option<String> = self.write(&invocation).await?;
+        let id: Option<String> = self.write(p, &invocation).await?;
         let id = id.ok_or(Error::NotFound(join.event))?;
         Uuid::parse_str(&id).map_err(|_| Error::Internal(format!("a digest is named {id:?}")))
     }
@@ -81,16 +81,17 @@ impl DigestStore for RedisBackend {
             .arg(max.max(1))
             .arg(to_micros(now + lease))
             .arg(self.keys.tag(p));
-        let taken: Vec<Vec<Value>> = self.write(&invocation).await?;
+        let taken: Vec<Vec<Value>> = self.write(p, &invocation).await?;
         taken.into_iter().map(|fields| digest_of(&fields)).collect()
     }
 
     async fn digest_took(&self, id: Uuid, channel: &str) -> Result<()> {
         self.checked().await?;
-        let key = self.keys.digest(self.partition_of_digest(id)?, id);
+        let p = self.partition_of_digest(id)?;
+        let key = self.keys.digest(p, id);
         let mut invocation = TOOK.prepare_invoke();
         invocation.key(&key).key(format!("{key}:took")).arg(channel);
-        self.write::<()>(&invocation).await
+        self.write::<()>(p, &invocation).await
     }
 
     async fn finish_digest(&self, id: Uuid) -> Result<()> {
@@ -106,7 +107,7 @@ impl DigestStore for RedisBackend {
             .key(format!("{key}:members"))
             .key(format!("{key}:took"))
             .arg(id.simple().to_string());
-        self.write::<u64>(&invocation).await.map(|_| ())
+        self.write::<u64>(p, &invocation).await.map(|_| ())
     }
 }
 

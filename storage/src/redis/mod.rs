@@ -117,6 +117,7 @@ mod list;
 mod queue;
 mod recipients;
 mod record;
+mod replicas;
 mod split;
 mod store;
 mod stream;
@@ -127,8 +128,8 @@ use std::{
 };
 
 use ::redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, Script,
-    ScriptInvocation, ServerErrorKind, aio::MultiplexedConnection,
+    AsyncCommands, AsyncConnectionConfig, Client, FromRedisValue, RedisError, Script,
+    ScriptInvocation, aio::MultiplexedConnection,
 };
 use futures_util::future::try_join_all;
 use tokio::sync::{Mutex, OnceCell};
@@ -147,6 +148,7 @@ pub use connection::RedisTarget;
 use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
 use record::EntryRef;
+use replicas::{Replicated, Replication};
 
 /// How long a reader of a cluster waits between two reads that found
 /// nothing, at most (blocking reads cannot span the slots of several
@@ -303,8 +305,8 @@ pub struct RedisBackend {
     /// Longest each partition's notification log grows.
     notifications_max_len: usize,
     partitions: Partitions,
-    /// Replicas that must have each write before it is answered (0: none).
-    wait_replicas: u32,
+    /// With `--redis-wait-replicas`: the replicated writes.
+    replication: Option<Replication>,
     /// Set once the layout in Redis is known to be this deployment's: the
     /// deployment's page-token key, read (or made) then.
     layout: OnceCell<[u8; 32]>,
@@ -312,9 +314,6 @@ pub struct RedisBackend {
     /// hash), and when that was last read.
     ordering: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
 }
-
-/// How long a write waits for `--redis-wait-replicas` replicas.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version of the key layout `{prefix}:meta` records.
 const LAYOUT: &str = "4";
@@ -366,46 +365,49 @@ impl RedisBackend {
             .map_err(redis_error)
     }
 
-    /// Runs a write script and answers once it is applied and, with
-    /// `--redis-wait-replicas N`, once N replicas of its node have it: the
-    /// `WAIT` goes in one pipeline with the script, so it is sent over the
-    /// same connection to the same node (on a cluster, the script key's
-    /// master). A write that reaches fewer replicas in time is UNAVAILABLE:
-    /// it is applied on the master but could be lost with it, and a retry
-    /// with the same request id finds it.
-    async fn write<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T> {
-        let mut conn = self.conn.clone();
-        if self.wait_replicas == 0 {
-            return invocation
-                .invoke_async(&mut conn)
+    /// Runs a write script on partition `p`'s keys and answers once it is
+    /// applied and, with `--redis-wait-replicas N`, once N replicas of its
+    /// node have it (see `replicas`). A write that reaches fewer replicas
+    /// in time is UNAVAILABLE: it is applied on the master but could be
+    /// lost with it, and a retry with the same request id finds it.
+    async fn write<T: FromRedisValue>(
+        &self,
+        p: Partition,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        match self.write_replicated(p, invocation).await? {
+            Replicated::Yes(value) => Ok(value),
+            Replicated::Short(_, replicas) => Err(self.short_error(replicas, "the write")),
+        }
+    }
+
+    /// [`Self::write`], saying whether the write reached the replicas
+    /// asked for rather than failing when it did not.
+    async fn write_replicated<T: FromRedisValue>(
+        &self,
+        p: Partition,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Replicated<T>> {
+        match &self.replication {
+            None => invocation
+                .invoke_async(&mut self.conn.clone())
                 .await
-                .map_err(redis_error);
-        }
-        let mut pipe = ::redis::pipe();
-        pipe.invoke_script(invocation)
-            .cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(WAIT_TIMEOUT.as_millis() as u64);
-        let reply: std::result::Result<(T, u32), RedisError> = pipe.query_async(&mut conn).await;
-        let (value, replicas) = match reply {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                invocation
-                    .load_async(&mut conn)
+                .map(Replicated::Yes)
+                .map_err(redis_error),
+            Some(replication) => {
+                replication
+                    .write(p, self.keys.events(p), &self.conn, invocation)
                     .await
-                    .map_err(redis_error)?;
-                pipe.query_async(&mut conn).await.map_err(redis_error)?
             }
-            reply => reply.map_err(redis_error)?,
-        };
-        if replicas < self.wait_replicas {
-            return Err(Error::Unavailable(format!(
-                "the write reached {replicas} of the {} replicas --redis-wait-replicas asks for \
-                 within {} ms; retry (with the same request_id)",
-                self.wait_replicas,
-                WAIT_TIMEOUT.as_millis()
-            )));
         }
-        Ok(value)
+    }
+
+    /// The error of a write (`what`) that reached `replicas` replicas only.
+    fn short_error(&self, replicas: u32, what: &str) -> Error {
+        match &self.replication {
+            Some(replication) => replication.short_error(replicas, what),
+            None => Error::Internal("a write without replicas asked came back short".into()),
+        }
     }
 
     /// Runs `each` for every partition at once; the answers in partition order.
@@ -567,7 +569,10 @@ impl RedisBackend {
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),
             partitions: options.partitions,
-            wait_replicas: options.wait_replicas,
+            replication: match options.wait_replicas {
+                0 => None,
+                wanted => Some(Replication::new(target, options.partitions, wanted)?),
+            },
             layout: OnceCell::new(),
             ordering: std::sync::Mutex::new((false, None)),
         })

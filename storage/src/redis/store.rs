@@ -14,7 +14,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{
-    RedisBackend,
+    RedisBackend, Replicated,
     connection::Conn,
     read_records,
     record::{
@@ -40,17 +40,19 @@ impl RedisBackend {
     /// cluster's connection makes no transactions) and without
     /// `--redis-wait-replicas` (whose `WAIT` follows the script's write).
     fn plain_creates(&self) -> bool {
-        matches!(self.conn, Conn::Node(_)) && self.wait_replicas == 0
+        matches!(self.conn, Conn::Node(_)) && self.replication.is_none()
     }
 
     /// Creates events of one partition with one script (each with its
-    /// idempotency key, or none).
+    /// idempotency key, or none). A write that reached fewer replicas than
+    /// `--redis-wait-replicas` asks for fails each event, naming the event
+    /// stored (on the master only) for it.
     async fn create_in(
         &self,
         p: Partition,
         events: Vec<(Event, String)>,
         ordering: bool,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<Result<Event>>> {
         let mut invocation = self.create.prepare_invoke();
         invocation
             .key(self.keys.events(p))
@@ -82,7 +84,17 @@ impl RedisBackend {
                 invocation.arg(self.keys.index(p, kind, value));
             }
         }
-        let priors: Vec<Vec<u8>> = self.write(&invocation).await?;
+        let priors: Vec<Vec<u8>> = match self.write_replicated(p, &invocation).await? {
+            Replicated::Yes(priors) => priors,
+            Replicated::Short(priors, replicas) => {
+                let priors: Vec<Vec<u8>> = priors;
+                let stored = events.iter().zip(priors).map(|((event, _), prior)| {
+                    let id = Uuid::from_slice(&prior).unwrap_or(event.id);
+                    Err(self.short_error(replicas, &format!("the write of event {id}")))
+                });
+                return Ok(stored.collect());
+            }
+        };
         // Repeated requests answer with the events that first took their
         // keys (in the same partition), all read in one round trip.
         let repeated = priors
@@ -114,6 +126,7 @@ impl RedisBackend {
                     )),
                 }
             })
+            .map(Ok)
             .collect()
     }
 
@@ -222,7 +235,7 @@ impl RedisBackend {
                 .arg(trace_arg(change.trace))
                 .arg(change.id.as_bytes());
         }
-        let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
+        let outcomes: Vec<(String, Value)> = self.write(p, &invocation).await?;
         outcomes_of(changes, outcomes)
     }
 
@@ -296,7 +309,7 @@ impl RedisBackend {
                 .arg(change.id.as_bytes())
                 .arg(trace_arg(change.trace));
         }
-        let outcomes: Vec<(String, Value)> = self.write(&invocation).await?;
+        let outcomes: Vec<(String, Value)> = self.write(p, &invocation).await?;
         outcomes_of(changes, outcomes)
     }
 }
@@ -368,14 +381,7 @@ impl EventStore for RedisBackend {
         };
         let scripted_writes = run_groups(
             by_partition(self.partitions, scripted),
-            |p, events| async move {
-                Ok(self
-                    .create_in(p, events, ordering)
-                    .await?
-                    .into_iter()
-                    .map(Ok)
-                    .collect())
-            },
+            |p, events| async move { self.create_in(p, events, ordering).await },
         );
         let (plain_written, scripted_written) = join(plain_write, scripted_writes).await;
         let out = (0..len).map(|_| None).collect();
@@ -410,6 +416,30 @@ impl EventStore for RedisBackend {
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         self.list_events(query).await
+    }
+
+    async fn unwritable_partitions(&self) -> Result<Vec<(Partition, String)>> {
+        self.checked().await?;
+        let short = self
+            .replication
+            .as_ref()
+            .map(|r| r.short(self.partitions))
+            .unwrap_or_default();
+        let short = &short;
+        let probes = self.partitions.all().map(|p| async move {
+            if let Some((_, why)) = short.iter().find(|(s, _)| *s == p) {
+                return Some((p, why.clone()));
+            }
+            // A read of the partition's own key reaches its master.
+            let answered: std::result::Result<bool, _> =
+                self.conn.clone().exists(self.keys.events(p)).await;
+            answered.err().map(|err| (p, redis_error(err).to_string()))
+        });
+        Ok(futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -506,7 +536,7 @@ impl EventStore for RedisBackend {
             .arg(&micros_bytes(now()))
             .arg(self.notifications_max_len)
             .arg(self.keys.tag(p));
-        let moved: Option<Vec<Vec<u8>>> = self.write(&invocation).await?;
+        let moved: Option<Vec<Vec<u8>>> = self.write(p, &invocation).await?;
         let Some(moved) = moved else {
             return Ok(None);
         };
