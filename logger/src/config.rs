@@ -101,8 +101,10 @@ pub struct Config {
     pub redis: herald_runtime::flags::RedisArgs,
     /// Replicas of the Redis node written to that must have each write
     /// (event creations, status changes) before the call is answered: a
-    /// WAIT after each write batch, up to 1 s, then UNAVAILABLE. 0: answer
-    /// once the master has it (a failover may lose the last writes).
+    /// WAIT after each write batch, up to 1 s, then UNAVAILABLE. A
+    /// partition whose master has fewer online replicas is refused at once
+    /// (UNAVAILABLE) until they are back. 0: answer once the master has it
+    /// (a failover may lose the last writes).
     #[arg(help_heading = "Storage", long, env = "HERALD_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,
     /// With Redis, also run a processor worker in this process.

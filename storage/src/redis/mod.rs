@@ -128,7 +128,7 @@ use std::{
 };
 
 use ::redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, FromRedisValue, RedisError, Script,
+    AsyncCommands, AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, Script,
     ScriptInvocation, aio::MultiplexedConnection,
 };
 use futures_util::future::try_join_all;
@@ -180,16 +180,27 @@ const RELEASE_DUE: &str = include_str!("lua/release_due.lua");
 /// also when it is the reason a transaction was aborted (a command queued
 /// inside `MULTI` answered `LOADING`, so `EXEC` answered `EXECABORT`).
 fn redis_error(err: RedisError) -> Error {
+    // A failover's passing states: a node gone or loading, slots moving
+    // (MOVED and ASK left after the retries), the cluster's map of them
+    // changing under a request.
     let transient_code = |code: &str| {
         matches!(
             code,
-            "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "BUSY" | "CLUSTERDOWN"
+            "LOADING"
+                | "TRYAGAIN"
+                | "MASTERDOWN"
+                | "READONLY"
+                | "BUSY"
+                | "CLUSTERDOWN"
+                | "MOVED"
+                | "ASK"
         )
     };
     let transient = err.is_io_error()
         || err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_timeout()
+        || err.kind() == ErrorKind::ClusterConnectionNotFound
         || err.code().is_some_and(transient_code)
         || err
             .clone()
@@ -198,6 +209,7 @@ fn redis_error(err: RedisError) -> Error {
     if transient {
         Error::Unavailable(err.to_string())
     } else {
+        tracing::debug!(error = %err, kind = ?err.kind(), "a Redis error taken for a bug");
         Error::Internal(format!("redis: {err}"))
     }
 }

@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use ::redis::{
+    AsyncCommands, ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind,
+};
 
 use super::{RedisTarget, connection, connection::Conn, redis_error};
 use herald::{
@@ -106,7 +108,16 @@ impl Replication {
             .cmd("WAIT")
             .arg(self.wanted)
             .arg(WAIT_TIMEOUT.as_millis() as u64);
-        let reply: std::result::Result<(T, u32), RedisError> = pipe.query_async(&mut conn).await;
+        let mut reply: std::result::Result<(T, u32), RedisError> =
+            pipe.query_async(&mut conn).await;
+        if reply.as_ref().is_err_and(redirected) {
+            // redis-rs follows a MOVED for a single command, not for a
+            // pipeline: one command on the key updates the connection's
+            // map of slots (after a failover), and the pipeline, which the
+            // node that refused it did not run, goes again.
+            let _: std::result::Result<bool, RedisError> = conn.exists(key).await;
+            reply = pipe.query_async(&mut conn).await;
+        }
         let (value, replicas) = match reply {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 invocation
@@ -183,4 +194,18 @@ impl Replication {
             WAIT_TIMEOUT.as_millis()
         ))
     }
+}
+
+/// Whether `err` sends the request to another node (MOVED, ASK): the
+/// request was not run.
+fn redirected(err: &RedisError) -> bool {
+    let code = |code: &str| matches!(code, "MOVED" | "ASK");
+    matches!(
+        err.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    ) || err.code().is_some_and(code)
+        || err
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| code(e.code())))
 }

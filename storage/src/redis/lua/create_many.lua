@@ -7,7 +7,10 @@
 -- (see keys.rs; '' while the deployment does not use ordering), the
 -- number k of its query indexes and those k index keys. Claims every record key first (SET NX),
 -- so the batch is written whole or not at all (an id already taken undoes
--- the claims); an event whose idempotency key is already taken is not
+-- the claims). A record key already holding the very record is this
+-- batch run before (the client sent it again after losing the answer, as
+-- redis-rs does when a connection drops during a failover): that event is
+-- answered as written and not written again. An event whose idempotency key is already taken is not
 -- written, and its slot of the reply holds the id bytes of the event that
 -- took the key ('' for events written). Each event's queue entry (or, if
 -- it is SCHEDULED, its schedule entry) holds its id's bytes (`id`), as
@@ -21,10 +24,19 @@
 -- MULTI/EXEC instead (the records in one MSET, each index key's entries in
 -- one ZADD): a change to what is written here goes there too.
 local a = 4
+-- The events an earlier run of this batch wrote (nil while there are none).
+local written
 for i = 3, #KEYS do
   if not redis.call('SET', KEYS[i], ARGV[a + 2], 'NX') then
-    for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
-    return redis.error_reply('HERALD_EXISTS event id already taken')
+    if redis.call('GET', KEYS[i]) == ARGV[a + 2] then
+      written = written or {}
+      written[i] = true
+    else
+      for j = 3, i - 1 do
+        if not (written and written[j]) then redis.call('DEL', KEYS[j]) end
+      end
+      return redis.error_reply('HERALD_EXISTS event id already taken')
+    end
   end
   a = a + 7 + tonumber(ARGV[a + 6])
 end
@@ -36,7 +48,9 @@ for i = 3, #KEYS do
   local indexes = a + 7
   a = indexes + tonumber(ARGV[a + 6])
   local prior = request_key ~= '' and redis.call('GET', request_key)
-  if prior then
+  if written and written[i] then
+    out[#out + 1] = ''
+  elseif prior then
     redis.call('DEL', KEYS[i])
     out[#out + 1] = prior
   else
