@@ -6,9 +6,12 @@
 //! script run; when idle, a call goes alone, without waiting for company. Each
 //! item keeps its own outcome, and a batch is atomic, so no guarantee weakens.
 //!
-//! Each partition has queues and batches of its own, with their own limit
-//! of batches under way: a partition whose Redis node is slow or gone (a
-//! failover) holds up its own calls only, never another partition's.
+//! On a Redis Cluster each partition has queues and batches of its own,
+//! with their own limit of batches under way: a partition whose master is
+//! slow or gone (a failover) holds up its own calls only, never another
+//! partition's. On one Redis node (or in memory), where every partition
+//! lives on the one server, one set of queues serves them all, and a batch
+//! of creates may be one transaction across partitions.
 
 use std::{
     future::Future,
@@ -30,31 +33,53 @@ use herald::{
 
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 256;
-/// Batches of one partition under way at once; more calls wait, and grow
-/// the partition's next batch.
-const MAX_IN_FLIGHT: usize = 4;
-/// Calls of one partition queued before callers wait for room.
-const QUEUE: usize = MAX_BATCH;
+/// Batches under way at once with one set of queues for every partition;
+/// more calls wait, and grow the next batch.
+const SHARED_IN_FLIGHT: usize = 8;
+/// Calls queued, with one set of queues, before callers wait for room.
+const SHARED_QUEUE: usize = 4 * MAX_BATCH;
+/// Batches of one partition under way at once, with queues per partition.
+const PARTITION_IN_FLIGHT: usize = 4;
+/// Calls of one partition queued, with queues per partition, before
+/// callers wait for room.
+const PARTITION_QUEUE: usize = MAX_BATCH;
 
 type Job<T> = (T, oneshot::Sender<Result<Event>>);
 
 /// An [`EventStore`] that batches single calls into the inner store's batch
-/// methods, per partition.
+/// methods: with one set of queues, or a set per partition.
 pub struct Batching {
     inner: Arc<dyn EventStore>,
     partitions: Partitions,
-    /// Each partition's queue of creates, by index.
+    /// The queues of creates: one, or one per partition (by index).
     creates: Vec<mpsc::Sender<Job<NewEvent>>>,
-    /// Each partition's queue of status changes, by index.
+    /// The queues of status changes, likewise.
     changes: Vec<mpsc::Sender<Job<StatusChange>>>,
 }
 
 impl Batching {
-    /// Wraps `inner`; spawns the batching tasks (two per partition), so it
-    /// needs a Tokio runtime. The tasks end when this is dropped.
+    /// Wraps `inner` with one set of queues for every partition (one Redis
+    /// node, memory); spawns the batching tasks, so it needs a Tokio
+    /// runtime. The tasks end when this is dropped.
     pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        let queues = Self::spawn_queues(&inner, SHARED_IN_FLIGHT, SHARED_QUEUE);
+        let (creates, changes) = (vec![queues.0], vec![queues.1]);
+        Self {
+            partitions: inner.partitions(),
+            inner,
+            creates,
+            changes,
+        }
+    }
+
+    /// [`Batching::new`] with a set of queues per partition (a Redis
+    /// Cluster, whose partitions are on several masters).
+    pub fn per_partition(inner: Arc<dyn EventStore>) -> Self {
         let partitions = inner.partitions();
-        let (creates, changes) = partitions.all().map(|_| Self::spawn_queues(&inner)).unzip();
+        let (creates, changes) = partitions
+            .all()
+            .map(|_| Self::spawn_queues(&inner, PARTITION_IN_FLIGHT, PARTITION_QUEUE))
+            .unzip();
         Self {
             inner,
             partitions,
@@ -63,43 +88,45 @@ impl Batching {
         }
     }
 
-    /// One partition's queues of creates and changes, with their tasks.
+    /// The place of partition `p`'s queues.
+    fn lane(&self, p: Partition) -> usize {
+        if self.creates.len() == 1 {
+            0
+        } else {
+            p.index()
+        }
+    }
+
+    /// A set of queues of creates and changes, with their tasks: up to
+    /// `in_flight` batches of each under way, `queue` calls waiting.
     fn spawn_queues(
         inner: &Arc<dyn EventStore>,
+        in_flight: usize,
+        queue: usize,
     ) -> (mpsc::Sender<Job<NewEvent>>, mpsc::Sender<Job<StatusChange>>) {
-        let (creates, create_rx) = mpsc::channel(QUEUE);
-        let (changes, change_rx) = mpsc::channel(QUEUE);
+        let (creates, create_rx) = mpsc::channel(queue);
+        let (changes, change_rx) = mpsc::channel(queue);
         let store = inner.clone();
-        tokio::spawn(run_batches(
-            create_rx,
-            MAX_BATCH,
-            MAX_IN_FLIGHT,
-            move |jobs| {
-                let store = store.clone();
-                answer(jobs, async move |events: Vec<NewEvent>| {
-                    let n = events.len();
-                    match store.create_many(events).await {
-                        Ok(results) => results,
-                        Err(err) => vec![Err(err); n],
-                    }
-                })
-            },
-        ));
+        tokio::spawn(run_batches(create_rx, MAX_BATCH, in_flight, move |jobs| {
+            let store = store.clone();
+            answer(jobs, async move |events: Vec<NewEvent>| {
+                let n = events.len();
+                match store.create_many(events).await {
+                    Ok(results) => results,
+                    Err(err) => vec![Err(err); n],
+                }
+            })
+        }));
         let store = inner.clone();
-        tokio::spawn(run_batches(
-            change_rx,
-            MAX_BATCH,
-            MAX_IN_FLIGHT,
-            move |jobs| {
-                let store = store.clone();
-                answer(jobs, async move |changes: Vec<StatusChange>| {
-                    match store.update_status_many(&changes).await {
-                        Ok(results) => results,
-                        Err(err) => vec![Err(err); changes.len()],
-                    }
-                })
-            },
-        ));
+        tokio::spawn(run_batches(change_rx, MAX_BATCH, in_flight, move |jobs| {
+            let store = store.clone();
+            answer(jobs, async move |changes: Vec<StatusChange>| {
+                match store.update_status_many(&changes).await {
+                    Ok(results) => results,
+                    Err(err) => vec![Err(err); changes.len()],
+                }
+            })
+        }));
         (creates, changes)
     }
 
@@ -238,12 +265,12 @@ impl EventStore for Batching {
 
     async fn create(&self, event: NewEvent) -> Result<Event> {
         let p = self.partitions.of_user(event.user_id());
-        Self::submit(&self.creates[p.index()], event).await
+        Self::submit(&self.creates[self.lane(p)], event).await
     }
 
     async fn apply(&self, change: StatusChange) -> Result<Event> {
         match self.partitions.of_id(change.id) {
-            Some(p) => Self::submit(&self.changes[p.index()], change).await,
+            Some(p) => Self::submit(&self.changes[self.lane(p)], change).await,
             // No event of this deployment: the store says so.
             None => self.inner.apply(change).await,
         }

@@ -559,7 +559,10 @@ where
 {
     Backend {
         kind,
-        store: Arc::new(Batching::new(backend.clone())),
+        store: Arc::new(match kind {
+            BackendKind::RedisCluster => Batching::per_partition(backend.clone()),
+            BackendKind::Memory | BackendKind::Redis => Batching::new(backend.clone()),
+        }),
         queue: backend.clone(),
         feed: backend.clone(),
         deliveries: backend.clone(),

@@ -435,12 +435,14 @@ async fn a_failing_endpoint_backs_off_is_dead_lettered_and_redriven() {
         gaps[1] >= Duration::from_millis(100) && gaps[2] >= Duration::from_millis(200),
         "{gaps:?}"
     );
-    let dead = client
-        .list_dead_letters(10, "")
-        .await
-        .expect("dead letters");
-    assert_eq!(dead.items.len(), 1);
-    let reason = &dead.items[0].reason;
+    // The event is FAILED just before its entry becomes a dead letter.
+    let dead = eventually(Duration::from_secs(10), "the dead letter", || async {
+        let items = client.list_dead_letters(10, "").await.ok()?.items;
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    let reason = &dead[0].reason;
     assert!(
         reason.starts_with("channel hooks: 4 attempts failed, the last with: HTTP 503"),
         "{reason}"
@@ -485,11 +487,12 @@ async fn gone_disables_the_endpoint_and_other_4xx_fail_at_once() {
     status_of(&client, unprocessable.id, EventStatus::Failed).await;
     assert_eq!(refused.received().len(), 1, "a 422 is not retried");
 
-    let dead = client
-        .list_dead_letters(10, "")
-        .await
-        .expect("dead letters")
-        .items;
+    // An event is FAILED just before its entry becomes a dead letter.
+    let dead = eventually(Duration::from_secs(10), "three dead letters", || async {
+        let items = client.list_dead_letters(10, "").await.ok()?.items;
+        (items.len() == 3).then_some(items)
+    })
+    .await;
     let reason_of = |id: Uuid| {
         dead.iter()
             .find(|d| d.event.id == id)

@@ -301,7 +301,7 @@ async fn failover(wait_replicas: u32) {
     let back = if wait_replicas == 0 {
         promoted
     } else {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
         partitions_down |= health(&logger, PARTITIONS).await == Some(ServingStatus::NotServing);
         assert!(
             moved
@@ -394,7 +394,7 @@ async fn failover(wait_replicas: u32) {
     // Once the promoted master was seen to lack replicas.
     let refused: Vec<Duration> = calls
         .iter()
-        .filter(|c| c.code.is_some() && c.at > promoted + Duration::from_secs(2) && c.at < back)
+        .filter(|c| c.code.is_some() && c.at > promoted + Duration::from_secs(3) && c.at < back)
         .map(|c| c.took)
         .collect();
     println!(

@@ -11,6 +11,11 @@
 //! at most once a second (`INFO replication` through a script on the
 //! partition's key, so it reaches the partition's master on a cluster too).
 //! Writes resume by themselves when the replicas are back.
+//!
+//! One write (and its `WAIT`) of a partition is under way at a time, the
+//! others wait their turn (the batches grow meanwhile) and see the gate
+//! as it is when their turn comes: no `WAIT` ever queues behind another
+//! on the connection, so each answers within its timeout.
 
 use std::{
     sync::{LazyLock, Mutex},
@@ -31,6 +36,8 @@ use herald::{
 pub(super) const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a partition refused for want of replicas is checked again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// Longest a write waits for its partition's turn.
+const TURN_WAIT: Duration = Duration::from_secs(2);
 
 /// Counts the online replicas of the master holding KEYS[1].
 static ONLINE_REPLICAS: LazyLock<Script> =
@@ -54,6 +61,8 @@ pub(super) struct Replication {
     conns: Vec<Conn>,
     /// Each partition's gate.
     gates: Vec<Mutex<Gate>>,
+    /// Each partition's turn: one write under way at a time.
+    turns: Vec<tokio::sync::Semaphore>,
 }
 
 /// What a replicated write came to.
@@ -76,6 +85,10 @@ impl Replication {
         Ok(Self {
             wanted,
             gates: conns.iter().map(|_| Mutex::default()).collect(),
+            turns: conns
+                .iter()
+                .map(|_| tokio::sync::Semaphore::new(1))
+                .collect(),
             conns,
         })
     }
@@ -101,6 +114,13 @@ impl Replication {
         shared: &Conn,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Replicated<T>> {
+        let turn = tokio::time::timeout(TURN_WAIT, self.turns[p.index()].acquire()).await;
+        let Ok(Ok(_turn)) = turn else {
+            return Err(Error::Unavailable(format!(
+                "partition {p}'s writes are waiting for its replicas; nothing was written, \
+                 retry with the same request_id"
+            )));
+        };
         self.admit(p, key, shared).await?;
         let mut conn = self.conns[p.index()].clone();
         let mut pipe = ::redis::pipe();

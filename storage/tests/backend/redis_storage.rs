@@ -198,8 +198,10 @@ async fn refusal(b: &Backend) -> String {
 }
 
 /// With `wait_replicas`, a write no replica confirmed in time is UNAVAILABLE
-/// (it may be lost with its master), and a retry with the same request id
-/// finds the event instead of making another.
+/// (it may be lost with its master); the partition's later writes are
+/// refused at once, writing nothing, until a replica is there, and then go
+/// on by themselves; a retry with the same request id finds the event
+/// instead of making another.
 #[tokio::test]
 async fn redis_writes_wait_for_replicas() {
     if skip_redis_tests() {
@@ -225,11 +227,57 @@ async fn redis_writes_wait_for_replicas() {
         Err(Error::Unavailable(why)) => assert!(why.contains("0 of the 1 replicas"), "{why}"),
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
+    // The partition is refused at once from then on, writing nothing, and
+    // said to take no writes.
+    let other = |request_id: &str| {
+        let input = EventInput {
+            user_id: "u".into(),
+            description: "refused".into(),
+            request_id: request_id.into(),
+            ..EventInput::default()
+        };
+        NewEvent::validate(input, &Rules::default()).expect("valid")
+    };
+    let asked = std::time::Instant::now();
+    match b.store.create(other("r2")).await {
+        Err(Error::Unavailable(why)) => {
+            assert!(why.contains("refused until one is back"), "{why}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_millis(500), "at once");
+    let p = b.store.partitions().of_user("u");
+    let down = b.store.unwritable_partitions().await.expect("partitions");
+    assert_eq!(down.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [p]);
+    // A replica comes: the partition's writes resume by themselves.
+    let replica = RedisServer::start();
+    let attached = std::process::Command::new("redis-cli")
+        .args(["-p", &replica.port().to_string(), "replicaof", "127.0.0.1"])
+        .arg(server.port().to_string())
+        .output()
+        .expect("redis-cli");
+    assert!(attached.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match b.store.create(other("r3")).await {
+            Ok(_) => break,
+            Err(err) => assert!(std::time::Instant::now() < deadline, "still refused: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        b.store
+            .unwritable_partitions()
+            .await
+            .expect("partitions")
+            .is_empty()
+    );
     let plain = storage::open(&config).expect("backend");
     let first = plain.store.create(input()).await.expect("the retry");
     assert_eq!(
         plain.store.status_counts().await.expect("counts").total(),
-        1
+        2,
+        "the first write, found again by the retry, and the one after the replica came"
     );
     assert_eq!(first.description, "waited");
 }
