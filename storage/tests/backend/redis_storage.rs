@@ -605,3 +605,78 @@ async fn redis_entries_of_a_removed_record_are_skipped() {
     let live = read_after(&b, &live.through, 1, Duration::from_secs(5)).await;
     assert_eq!(ids(live), vec![later.id]);
 }
+
+/// The create script run twice with the same batch (redis-rs sends a
+/// request again when a connection drops before its answer, as in a
+/// failover) answers the second run as written and writes nothing twice;
+/// a record key holding another record is still refused, undoing the
+/// batch's claims.
+#[tokio::test]
+async fn a_create_batch_sent_twice_is_written_once() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    let mut conn = ::redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let writer = conn.clone();
+    let script = ::redis::Script::new(include_str!("../../src/redis/lua/create_many.lua"));
+    // One event without idempotency key, schedule, ordering or index: the
+    // record is opaque to the script but for its head (status, times).
+    let record = |fill: u8| {
+        let mut r = vec![b'1'];
+        r.extend([fill; 59]);
+        r
+    };
+    let run = |records: Vec<(String, Vec<u8>)>| {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key("t:{p00}:events")
+            .key("t:{p00}:notifications")
+            .arg(1000)
+            .arg(60)
+            .arg("t:{p00}:scheduled");
+        for (key, value) in &records {
+            invocation
+                .key(key)
+                .arg("")
+                .arg(&key.as_bytes()[key.len() - 16..])
+                .arg(value.as_slice())
+                .arg(1)
+                .arg("")
+                .arg("")
+                .arg(0);
+        }
+        let mut conn = writer.clone();
+        async move { invocation.invoke_async::<Vec<Vec<u8>>>(&mut conn).await }
+    };
+    let batch = vec![
+        ("t:{p00}:event:aaaaaaaaaaaaaaaa".to_owned(), record(1)),
+        ("t:{p00}:event:bbbbbbbbbbbbbbbb".to_owned(), record(2)),
+    ];
+    let first = run(batch.clone()).await.expect("first run");
+    let again = run(batch.clone()).await.expect("the same batch again");
+    assert_eq!(first, again, "answered as written, both times");
+    let queued: u64 = ::redis::cmd("XLEN")
+        .arg("t:{p00}:events")
+        .query_async(&mut conn)
+        .await
+        .expect("xlen");
+    assert_eq!(queued, 2, "each event queued once");
+    // Another record under a taken key: refused, and the new claim undone.
+    let clash = vec![
+        ("t:{p00}:event:cccccccccccccccc".to_owned(), record(3)),
+        ("t:{p00}:event:aaaaaaaaaaaaaaaa".to_owned(), record(9)),
+    ];
+    let err = run(clash).await.expect_err("a taken id");
+    assert!(err.to_string().contains("HERALD_EXISTS"), "{err}");
+    let claimed: bool = ::redis::cmd("EXISTS")
+        .arg("t:{p00}:event:cccccccccccccccc")
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert!(!claimed, "the batch's claims are undone");
+}
