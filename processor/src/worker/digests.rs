@@ -21,6 +21,7 @@ use herald::{
     domain::{StatusChange, now, rfc3339},
     partition::new_id,
 };
+use herald_runtime::process::Backoff;
 use herald_storage::{Delivery, Digest, Join};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -61,10 +62,12 @@ pub(super) async fn join(context: &Context, delivery: &Delivery) -> Option<Outco
 
 /// Takes and sends the due digests of every partition until `shutdown`,
 /// while the channels in use have a digest route. Each digest sent takes a
-/// place among the events in flight.
+/// place among the events in flight. While storage fails, the looks back
+/// off (up to 5 s), with one warning each.
 pub(super) async fn run(context: Arc<Context>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(DIGEST_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Backoff::up_to(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -73,33 +76,50 @@ pub(super) async fn run(context: Arc<Context>, shutdown: CancellationToken) {
         if !context.channels.current().has_digests() {
             continue;
         }
-        for partition in context.store.partitions().all() {
-            let lease = context.config.claim_idle;
-            let taken = context
-                .digests
-                .take_due_digests(partition, now(), TAKE_MAX, lease)
-                .await;
-            let digests = match taken {
-                Ok(digests) => digests,
-                Err(err) => {
-                    warn!(error = %err, %partition, "cannot take the due digests");
-                    continue;
+        match take_and_send(&context, &shutdown).await {
+            Ok(()) => backoff.reset(),
+            Err(err) => {
+                warn!(error = %err, retry_in = ?backoff.next_wait(), "cannot take the due digests");
+                if !backoff.sleep(&shutdown).await {
+                    return;
                 }
-            };
-            for digest in digests {
-                let permit = tokio::select! {
-                    permit = context.permits.clone().acquire_owned() => permit,
-                    () = shutdown.cancelled() => return,
-                };
-                let Ok(permit) = permit else { return };
-                let context = context.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    send_digest(&context, digest).await;
-                });
             }
         }
     }
+}
+
+/// One look at every partition: takes its due digests and sends each from
+/// a task of its own. The partitions that answer are served; the error is
+/// the last of those that did not.
+async fn take_and_send(context: &Arc<Context>, shutdown: &CancellationToken) -> herald::Result<()> {
+    let mut failed = Ok(());
+    for partition in context.store.partitions().all() {
+        let lease = context.config.claim_idle;
+        let taken = context
+            .digests
+            .take_due_digests(partition, now(), TAKE_MAX, lease)
+            .await;
+        let digests = match taken {
+            Ok(digests) => digests,
+            Err(err) => {
+                failed = Err(err);
+                continue;
+            }
+        };
+        for digest in digests {
+            let permit = tokio::select! {
+                permit = context.permits.clone().acquire_owned() => permit,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let Ok(permit) = permit else { return Ok(()) };
+            let context = context.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                send_digest(&context, digest).await;
+            });
+        }
+    }
+    failed
 }
 
 /// Sends one taken digest and settles its members, or leaves it to be
