@@ -29,7 +29,7 @@ use tonic::Code;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::{Context, Outcome, SETTLE_BATCH, send::send_to, settle_call};
+use super::{Context, Outcome, SETTLE_BATCH, send::send_to, settle::settle_call};
 use crate::channels::Named;
 
 /// How often the due digests are looked for.
