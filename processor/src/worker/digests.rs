@@ -36,6 +36,10 @@ use crate::channels::Named;
 const DIGEST_POLL: Duration = Duration::from_millis(200);
 /// Most digests of one partition taken at once.
 const TAKE_MAX: usize = 16;
+/// Most bytes of its events' payloads (as JSON) one digest carries: past
+/// them, the later events are listed without their payloads (a digest of
+/// 1,000 events of 32 KiB each would be a 32 MB request).
+const MAX_DIGEST_PAYLOADS: usize = 1024 * 1024;
 
 /// Puts the event of `delivery` in its digest, if a digest route matches
 /// it: what to do with its entry then (acknowledge it: the digest holds the
@@ -208,19 +212,37 @@ async fn read_members(context: &Context, ids: &[Uuid]) -> herald::Result<Vec<Eve
 /// of its first event, a description with the count and the latest
 /// event's, and a payload listing the events (`digest.events`, each with
 /// its id, description, category, session, occurred_at and payload) with
-/// `digest.id`, `digest.count` and `digest.opened_at`.
-pub(super) fn digest_event(digest: &Digest, members: &[Event]) -> Event {
+/// `digest.id`, `digest.count` and `digest.opened_at`. The events'
+/// payloads take at most [`MAX_DIGEST_PAYLOADS`] bytes in all: the events
+/// past them are listed with a null payload, and
+/// `digest.payloads_omitted` says how many.
+fn digest_event(digest: &Digest, members: &[Event]) -> Event {
     let (first, last) = (&members[0], &members[members.len() - 1]);
+    let (mut budget, mut omitted) = (MAX_DIGEST_PAYLOADS, 0);
     let events: Vec<serde_json::Value> = members
         .iter()
         .map(|e| {
+            let size = e
+                .payload
+                .as_ref()
+                .map_or(0, |p| serde_json::to_vec(p).map_or(usize::MAX, |b| b.len()));
+            let payload = match budget.checked_sub(size) {
+                Some(left) => {
+                    budget = left;
+                    e.payload.as_ref()
+                }
+                None => {
+                    omitted += 1;
+                    None
+                }
+            };
             json!({
                 "event_id": e.id.to_string(),
                 "description": e.description,
                 "category": e.category,
                 "session_id": e.session_id,
                 "occurred_at": rfc3339(e.occurred_at),
-                "payload": e.payload,
+                "payload": payload,
             })
         })
         .collect();
@@ -229,6 +251,7 @@ pub(super) fn digest_event(digest: &Digest, members: &[Event]) -> Event {
             "id": digest.id.to_string(),
             "count": members.len(),
             "opened_at": rfc3339(digest.opened_at),
+            "payloads_omitted": omitted,
             "events": events,
         }
     });
@@ -300,5 +323,53 @@ async fn settle(
 async fn finish(context: &Context, id: Uuid) {
     if let Err(err) = context.digests.finish_digest(id).await {
         warn!(digest_id = %id, error = %err, "cannot finish a digest; it is taken again later and finished then");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use herald::{NewEvent, partition::Partitions};
+    use herald_storage::DigestKey;
+
+    use super::*;
+
+    #[test]
+    fn a_digest_of_big_payloads_stays_within_its_budget() {
+        let big: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(json!({"text": "x".repeat(30 * 1024)})).expect("object");
+        let members: Vec<Event> = (0..100)
+            .map(|i| {
+                let mut e = NewEvent::new("ann", format!("#{i}"))
+                    .expect("valid")
+                    .into_event(Partitions::default());
+                e.payload = Some(big.clone());
+                e
+            })
+            .collect();
+        let digest = Digest {
+            id: Uuid::now_v7(),
+            key: DigestKey {
+                user: "ann".into(),
+                event_type: "comment.created".into(),
+                channels: vec!["hooks".into()],
+                required: false,
+            },
+            opened_at: SystemTime::now(),
+            members: members.iter().map(|e| e.id).collect(),
+            delivered: vec![],
+            takes: 1,
+        };
+        let event = digest_event(&digest, &members);
+        let payload = serde_json::Value::Object(event.payload.expect("payload"));
+        let size = serde_json::to_vec(&payload).expect("json").len();
+        assert!(size < MAX_DIGEST_PAYLOADS + 64 * 1024, "{size} bytes");
+        let listed = payload["digest"]["events"].as_array().expect("events");
+        assert_eq!(listed.len(), 100, "every event is listed");
+        let kept = listed.iter().filter(|e| !e["payload"].is_null()).count();
+        assert_eq!(kept, MAX_DIGEST_PAYLOADS / (30 * 1024 + 11), "{kept}");
+        assert_eq!(payload["digest"]["payloads_omitted"], 100 - kept);
+        assert_eq!(event.description, "100 notifications, the latest: #99");
     }
 }
