@@ -136,9 +136,28 @@ impl Keys {
     }
 
     /// The partition's index of the events in `status` ([`Keys::index`]
-    /// of kind `status`, made once).
+    /// of kind `status`, made once): one sorted set, or, for a
+    /// [`bucketed`] status, the name its directory and buckets extend.
     pub fn status(&self, partition: Partition, status: EventStatus) -> &str {
         &self.partitions[partition.index()].statuses[status.index()]
+    }
+
+    /// The directory of a [`bucketed`] status index: a sorted set of its
+    /// buckets' starts (see `lua/buckets.lua`).
+    pub fn status_directory(&self, partition: Partition, status: EventStatus) -> String {
+        format!("{}:dir", self.status(partition, status))
+    }
+
+    /// The bucket of a [`bucketed`] status index that starts at `start`
+    /// (a member of its directory).
+    pub fn status_bucket(&self, partition: Partition, status: EventStatus, start: &str) -> String {
+        format!("{}:{start}", self.status(partition, status))
+    }
+
+    /// The partition's counts of events per [`bucketed`] status: a hash
+    /// from the status's name to the size of its index.
+    pub fn counts(&self, partition: Partition) -> String {
+        format!("{}:counts", self.tag(partition))
     }
 
     /// The partition's unread counts: a hash from a user id to how many of
@@ -217,6 +236,13 @@ impl Keys {
     }
 }
 
+/// Whether `status`'s index is in buckets of at most 128 entries (with a
+/// count apart) rather than one sorted set: the statuses events stay in.
+/// PENDING and SCHEDULED, which events leave, are one sorted set each.
+pub fn bucketed(status: EventStatus) -> bool {
+    !matches!(status, EventStatus::Pending | EventStatus::Scheduled)
+}
+
 /// The name of a query index under a partition's `tag`.
 fn index_key(tag: &str, kind: &str, value: &str) -> String {
     format!("{tag}:idx:{kind}:{value}")
@@ -256,6 +282,9 @@ mod tests {
             keys.digests_open(p),
             keys.digests_due(p),
             keys.digest(p, id),
+            keys.counts(p),
+            keys.status_directory(p, EventStatus::Processed),
+            keys.status_bucket(p, EventStatus::Processed, "-inf"),
         ] {
             assert!(key.starts_with("herald:{p07}:"), "{key}");
         }

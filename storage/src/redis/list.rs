@@ -1,11 +1,13 @@
 //! ListEvents on Redis: which query index to walk, one page of it, and
 //! pages of several indexes or partitions merged in the query's order.
 
+use std::collections::VecDeque;
+
 use futures_util::future::try_join_all;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{RedisBackend, read_records, record::parse_record, redis_error};
+use super::{RedisBackend, keys, read_records, record::parse_record, redis_error};
 use herald::{
     domain::EventStatus,
     error::Result,
@@ -13,19 +15,74 @@ use herald::{
     query::{LIST_SCAN_LIMIT, ListQuery, Page, Position, merge_pages},
 };
 
+/// A query index of one partition: one sorted set, or a status index in
+/// buckets (see `lua/buckets.lua`).
+enum Index {
+    /// A sorted set of ids scored by occurred_at.
+    Set(String),
+    /// The index of a [`keys::bucketed`] status.
+    Buckets(EventStatus),
+}
+
+/// How far one ListEvents call has walked: entries looked at, the last of
+/// them (a short page resumes after it), across the sorted sets it read.
+#[derive(Default)]
+struct Walk {
+    scanned: usize,
+    last_scanned: Option<Position>,
+}
+
+/// How many bucket starts one read of a directory takes.
+const STARTS_PER_READ: isize = 32;
+
 impl RedisBackend {
+    /// The index of `status` in partition `p`.
+    fn status_index(&self, p: Partition, status: EventStatus) -> Index {
+        if keys::bucketed(status) {
+            Index::Buckets(status)
+        } else {
+            Index::Set(self.keys.status(p, status).to_owned())
+        }
+    }
+
+    /// The sizes of `indexes` of partition `p`, in one round trip: a
+    /// sorted set's `ZCARD`, a bucketed index's count.
+    async fn index_sizes(&self, p: Partition, indexes: &[Index]) -> Result<Vec<u64>> {
+        let mut sizes = ::redis::pipe();
+        for index in indexes {
+            match index {
+                Index::Set(key) => sizes.zcard(key),
+                Index::Buckets(status) => sizes.hget(self.keys.counts(p), status.as_str()),
+            };
+        }
+        let sizes: Vec<Option<i64>> = sizes
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(sizes
+            .into_iter()
+            .map(|n| u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+            .collect())
+    }
+
+    /// How many events of partition `p` are in each of `statuses`.
+    pub(super) async fn status_sizes(
+        &self,
+        p: Partition,
+        statuses: &[EventStatus],
+    ) -> Result<Vec<u64>> {
+        let indexes: Vec<Index> = statuses.iter().map(|s| self.status_index(p, *s)).collect();
+        self.index_sizes(p, &indexes).await
+    }
+
     /// The index to walk for `query`: its user's if it lists an inbox view
     /// (the view's notifications are the user's events in its statuses,
     /// the others passed over), else the smallest of those its equality
     /// filters name (so a query never scans every event when it has one);
     /// `None` when it names none.
-    async fn most_selective_index(
-        &self,
-        p: Partition,
-        query: &ListQuery,
-    ) -> Result<Option<String>> {
+    async fn most_selective_index(&self, p: Partition, query: &ListQuery) -> Result<Option<Index>> {
         if let (Some(_), Some(user)) = (query.inbox, &query.user_id) {
-            return Ok(Some(self.keys.index(p, "user", user)));
+            return Ok(Some(Index::Set(self.keys.index(p, "user", user))));
         }
         let mut candidates = Vec::new();
         for (kind, value) in [
@@ -33,23 +90,16 @@ impl RedisBackend {
             ("session", query.session_id.as_deref()),
             ("category", query.category.as_deref()),
             ("type", query.event_type.as_deref()),
-            ("status", query.status.map(EventStatus::as_str)),
         ] {
             if let Some(value) = value {
-                candidates.push(self.keys.index(p, kind, value));
+                candidates.push(Index::Set(self.keys.index(p, kind, value)));
             }
         }
+        candidates.extend(query.status.map(|status| self.status_index(p, status)));
         if candidates.len() < 2 {
             return Ok(candidates.pop());
         }
-        let mut sizes = ::redis::pipe();
-        for key in &candidates {
-            sizes.zcard(key);
-        }
-        let sizes: Vec<u64> = sizes
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
+        let sizes = self.index_sizes(p, &candidates).await?;
         let smallest = sizes
             .iter()
             .enumerate()
@@ -79,21 +129,189 @@ impl RedisBackend {
             return self.list_index(&index, p, query).await;
         }
         let pages = try_join_all(EventStatus::ALL.map(|status| {
-            let index = self.keys.status(p, status);
-            async move { self.list_index(index, p, query).await }
+            let index = self.status_index(p, status);
+            async move { self.list_index(&index, p, query).await }
         }))
         .await?;
         Ok(merge_pages(query, pages))
     }
 
-    /// One page of `query` from `index`, a query index of partition `p`: a
+    /// One page of `query` from `index`, a query index of partition `p`.
+    async fn list_index(&self, index: &Index, p: Partition, query: &ListQuery) -> Result<Page> {
+        match index {
+            Index::Set(key) => self.list_set(key, p, query, &mut Walk::default()).await,
+            Index::Buckets(status) => self.list_buckets(p, *status, query).await,
+        }
+    }
+
+    /// One page of `query` from the bucketed index of `status` in
+    /// partition `p`: its buckets in the walk's order, from the one
+    /// holding where the page starts (the page token's score, else the
+    /// time bound the walk starts from), each walked as a sorted set, until
+    /// the page is full, the time range ends or the scan limit is reached.
+    async fn list_buckets(
+        &self,
+        p: Partition,
+        status: EventStatus,
+        query: &ListQuery,
+    ) -> Result<Page> {
+        let directory = self.keys.status_directory(p, status);
+        let from = query
+            .after
+            .map(|cursor| cursor.occurred_micros)
+            .or(if query.descending {
+                query.before_micros
+            } else {
+                query.after_micros
+            });
+        let mut starts = self
+            .bucket_starts(&directory, from, query.descending)
+            .await?;
+        let (mut events, mut walk) = (Vec::with_capacity(query.page_size + 1), Walk::default());
+        let mut sub = query.clone();
+        while let Some(start) = starts.pop_front() {
+            let remaining = query.page_size - events.len();
+            if walk.scanned >= LIST_SCAN_LIMIT {
+                // Bound one call's work: a short page, resumed from here.
+                return Ok(Page {
+                    events,
+                    next: walk.last_scanned,
+                });
+            }
+            let bound = start.parse::<f64>().unwrap_or(f64::NEG_INFINITY);
+            // A bucket holds scores from its start on: one starting at or past
+            // the end of an oldest-first walk holds none of the range.
+            if !query.descending && query.before_micros.is_some_and(|b| bound >= b as f64) {
+                break;
+            }
+            sub.page_size = remaining.max(1);
+            let key = self.keys.status_bucket(p, status, &start);
+            let page = self.list_set(&key, p, &sub, &mut walk).await?;
+            if remaining == 0 {
+                // The page was full: is anything past it?
+                if !page.events.is_empty() {
+                    return Ok(Page {
+                        next: events.last().map(Position::of),
+                        events,
+                    });
+                }
+            } else {
+                events.extend(page.events);
+                if page.next.is_some() {
+                    return Ok(Page {
+                        events,
+                        next: page.next,
+                    });
+                }
+            }
+            // Every bucket past the page token is wholly past it.
+            sub.after = None;
+            // In a newest-first walk, the buckets before one starting at or
+            // before the range's start hold nothing of it.
+            if query.descending && query.after_micros.is_some_and(|a| bound <= a as f64) {
+                break;
+            }
+            if starts.is_empty() {
+                starts = self
+                    .bucket_starts_past(&directory, &start, query.descending)
+                    .await?;
+            }
+        }
+        Ok(Page { events, next: None })
+    }
+
+    /// The starts of the buckets a walk from score `from` (its first
+    /// bound, `None` for the index's end) reads first, in its order: the
+    /// bucket holding `from`, and a few past it.
+    async fn bucket_starts(
+        &self,
+        directory: &str,
+        from: Option<i64>,
+        descending: bool,
+    ) -> Result<VecDeque<String>> {
+        let from = from.map_or(
+            if descending {
+                "+inf".to_owned()
+            } else {
+                "-inf".to_owned()
+            },
+            |f| f.to_string(),
+        );
+        if descending {
+            return self.directory_range(directory, &from, "-inf").await;
+        }
+        let mut first = self
+            .directory_range_limit(directory, &from, "-inf", 1)
+            .await?;
+        first.extend(
+            self.directory_range(directory, &format!("({from}"), "+inf")
+                .await?,
+        );
+        Ok(first)
+    }
+
+    /// The starts of the next few buckets after the one starting at
+    /// `start`, in the walk's order.
+    async fn bucket_starts_past(
+        &self,
+        directory: &str,
+        start: &str,
+        descending: bool,
+    ) -> Result<VecDeque<String>> {
+        let end = if descending { "-inf" } else { "+inf" };
+        self.directory_range(directory, &format!("({start}"), end)
+            .await
+    }
+
+    /// Up to [`STARTS_PER_READ`] bucket starts of `directory` between
+    /// scores `from` and `to` (a walk from `from`: downwards if `to` is
+    /// below it).
+    async fn directory_range(
+        &self,
+        directory: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<VecDeque<String>> {
+        self.directory_range_limit(directory, from, to, STARTS_PER_READ)
+            .await
+    }
+
+    /// [`Self::directory_range`], up to `count` starts.
+    async fn directory_range_limit(
+        &self,
+        directory: &str,
+        from: &str,
+        to: &str,
+        count: isize,
+    ) -> Result<VecDeque<String>> {
+        let downwards = to == "-inf";
+        let mut range = ::redis::cmd("ZRANGE");
+        range.arg(directory).arg(from).arg(to).arg("BYSCORE");
+        if downwards {
+            range.arg("REV");
+        }
+        range.arg("LIMIT").arg(0).arg(count);
+        let starts: Vec<String> = range
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(starts.into())
+    }
+
+    /// One page of `query` from the sorted set `index` of partition `p`: a
     /// first page by score from its time bound, a resumed one by rank from
     /// where `list_from.lua` finds the page token (in O(log n), ties
-    /// included), chunk after chunk until the page is full.
-    async fn list_index(&self, index: &str, p: Partition, query: &ListQuery) -> Result<Page> {
+    /// included), chunk after chunk until the page is full; `walk` counts
+    /// what it looked at (the scan limit is the walk's, across sets).
+    async fn list_set(
+        &self,
+        index: &str,
+        p: Partition,
+        query: &ListQuery,
+        walk: &mut Walk,
+    ) -> Result<Page> {
         let chunk = (query.page_size + 1).clamp(64, 1000);
         let mut events = Vec::with_capacity(query.page_size + 1);
-        let (mut scanned, mut last_scanned) = (0, None);
         // Where the next chunk starts: an offset into the score range of a
         // first page, or a rank (in the walk's order) of a resumed one.
         let mut offset = 0;
@@ -142,8 +360,8 @@ impl RedisBackend {
                     positions.push(at);
                 }
             }
-            scanned += positions.len();
-            last_scanned = positions.last().copied().or(last_scanned);
+            walk.scanned += positions.len();
+            walk.last_scanned = positions.last().copied().or(walk.last_scanned);
             let records =
                 read_records(&self.conn, &self.keys, p, positions.iter().map(|at| at.id)).await?;
             for (at, record) in positions.iter().zip(&records) {
@@ -164,11 +382,11 @@ impl RedisBackend {
             if exhausted {
                 return Ok(Page { events, next: None });
             }
-            if scanned >= LIST_SCAN_LIMIT {
+            if walk.scanned >= LIST_SCAN_LIMIT {
                 // Bound one call's work: a short page, resumed from here.
                 return Ok(Page {
                     events,
-                    next: last_scanned,
+                    next: walk.last_scanned,
                 });
             }
         }

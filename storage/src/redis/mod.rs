@@ -14,7 +14,7 @@
 //! partition only (on one Redis node, which has no slots, the creates of a
 //! batch without idempotency keys are one transaction across partitions). The
 //! prefix is `herald` by default; tests vary it.
-//! - `{prefix}:meta`: hash, the layout (`layout` = 4), the number of
+//! - `{prefix}:meta`: hash, the layout (`layout` = 5), the number of
 //!   partitions and the key page tokens are signed with (`page-token-key`,
 //!   64 hex digits), written once when the deployment is first used and
 //!   checked (the key read) by every process that opens it. Keys of the first, unpartitioned layout
@@ -52,11 +52,23 @@
 //!   query indexes;
 //!   written by the same scripts as the records (the status index follows
 //!   every status change). Ties sort by id, as ListEvents orders. There is no
-//!   index of every event: the four status indexes together are one, merged
+//!   index of every event: the six status indexes together are one, merged
 //!   by a query without equality filters, and retention walks the settled
-//!   ones only (PENDING events are never removed). The partition's events
-//!   per status (GetStats) are the status indexes' sizes (`ZCARD`), so no
-//!   count is written per event.
+//!   ones only (PENDING events are never removed).
+//! - The index of a status events stay in (PROCESSED, OPENED, FAILED,
+//!   CANCELLED; see `keys::bucketed`) is not one sorted set but buckets of
+//!   at most 128 entries, which Redis keeps as listpacks (about 33 bytes an
+//!   entry against a skip list's 125; BENCHMARKS.md §38):
+//!   `{p}:idx:status:{status}:dir`, a sorted set of the buckets' starts,
+//!   and `{p}:idx:status:{status}:{start}`, the bucket holding the scores
+//!   from its start to the next one's. The status scripts split a full
+//!   bucket at its middle score before adding to it (`lua/buckets.lua`);
+//!   readers walk the buckets in order. Their sizes are counted in
+//!   `{p}:counts` (hash: status name to count, written by the same
+//!   scripts); PENDING's and SCHEDULED's (statuses events leave; PENDING's
+//!   is written by creates, which are plain commands) are one sorted set
+//!   each, sized with `ZCARD`. So GetStats reads a count per status, and
+//!   nothing else is counted per event.
 //! - `{p}:request:{sha256}`: string, the id (16 bytes) of the event created
 //!   for an idempotency key; expires after the request-id window. Named by
 //!   the SHA-256 of the client id, the user id and the request id (each
@@ -157,7 +169,9 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// Creates a batch of events, atomically (see the script for its arguments).
 const CREATE_MANY: &str = include_str!("lua/create_many.lua");
-/// Lua shared by the status scripts: one status change.
+/// Lua shared by the scripts that keep a status index in buckets.
+const BUCKETS: &str = include_str!("lua/buckets.lua");
+/// Lua shared by the status scripts: one status change (after [`BUCKETS`]).
 const CHANGE_STATUS: &str = include_str!("lua/change_status.lua");
 /// Applies a batch of status changes, each on its own.
 const UPDATE_STATUS_MANY: &str = include_str!("lua/update_status_many.lua");
@@ -328,7 +342,7 @@ pub struct RedisBackend {
 }
 
 /// The version of the key layout `{prefix}:meta` records.
-const LAYOUT: &str = "4";
+const LAYOUT: &str = "5";
 
 impl Partitioned for RedisBackend {
     fn partitions(&self) -> Partitions {
@@ -569,14 +583,16 @@ impl RedisBackend {
             conn,
             keys,
             create: Arc::new(Script::new(CREATE_MANY)),
-            update_status: Arc::new(Script::new(&format!("{CHANGE_STATUS}{UPDATE_STATUS_MANY}"))),
-            redrive: Script::new(&format!("{CHANGE_STATUS}{REDRIVE_MANY}")),
+            update_status: Arc::new(Script::new(&format!(
+                "{BUCKETS}{CHANGE_STATUS}{UPDATE_STATUS_MANY}"
+            ))),
+            redrive: Script::new(&format!("{BUCKETS}{CHANGE_STATUS}{REDRIVE_MANY}")),
             dead_letter: Script::new(DEAD_LETTER),
-            remove_older_than: Script::new(REMOVE_OLDER_THAN),
+            remove_older_than: Script::new(&format!("{BUCKETS}{REMOVE_OLDER_THAN}")),
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             record_attempts: Script::new(RECORD_ATTEMPTS),
             list_from: Script::new(LIST_FROM),
-            release_due: Script::new(&format!("{CHANGE_STATUS}{RELEASE_DUE}")),
+            release_due: Script::new(&format!("{BUCKETS}{CHANGE_STATUS}{RELEASE_DUE}")),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,
             notifications_max_len: options.notifications_max_len.max(1),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     RedisBackend, Replicated,
     connection::Conn,
-    read_records,
+    keys, read_records,
     record::{
         NewRecord, change_of, code, entry_id_of, micros_bytes, parse_record,
         parse_record_delivered, record, source_codes, status_outcome, trace_arg,
@@ -41,6 +41,19 @@ impl RedisBackend {
     /// `--redis-wait-replicas` (whose `WAIT` follows the script's write).
     fn plain_creates(&self) -> bool {
         matches!(self.conn, Conn::Node(_)) && self.replication.is_none()
+    }
+
+    /// The status index a create writes an event in `status` to: a new
+    /// event is PENDING or SCHEDULED, whose indexes are one sorted set each
+    /// (the creates add plain entries; buckets are the status scripts').
+    fn created_index(&self, p: Partition, status: EventStatus) -> Result<&str> {
+        if keys::bucketed(status) {
+            return Err(Error::Internal(format!(
+                "a new event cannot be {}",
+                status.as_str()
+            )));
+        }
+        Ok(self.keys.status(p, status))
     }
 
     /// Creates events of one partition with one script (each with its
@@ -79,7 +92,7 @@ impl RedisBackend {
                     String::new()
                 })
                 .arg(1 + indexes.len())
-                .arg(self.keys.status(p, event.status));
+                .arg(self.created_index(p, event.status)?);
             for (kind, value) in &indexes {
                 invocation.arg(self.keys.index(p, kind, value));
             }
@@ -162,7 +175,7 @@ impl RedisBackend {
             let score = to_micros(event.occurred_at);
             let (queue, notifications) = (self.keys.events(p), self.keys.notifications(p));
             // The status index's name is Keys' own; the others are made here.
-            let status = Cow::Borrowed(self.keys.status(p, event.status));
+            let status = Cow::Borrowed(self.created_index(p, event.status)?);
             let others = indexes
                 .iter()
                 .map(|(kind, v)| Cow::Owned(self.keys.index(p, kind, v)));
@@ -456,13 +469,20 @@ impl EventStore for RedisBackend {
             return Ok(Sweep::default());
         }
         self.checked().await?;
+        let (p, status) = (slice.partition, slice.status);
+        let (index, bucketed) = if keys::bucketed(status) {
+            (self.keys.status_directory(p, status), status.as_str())
+        } else {
+            (self.keys.status(p, status).to_owned(), "")
+        };
         let (removed, kept, scanned): (u64, u64, u64) = self
             .remove_older_than
-            .key(self.keys.status(slice.partition, slice.status))
-            .arg(self.keys.tag(slice.partition))
+            .key(index)
+            .arg(self.keys.tag(p))
             .arg(to_micros(slice.cutoff))
             .arg(slice.skip)
             .arg(slice.max.max(1))
+            .arg(bucketed)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
@@ -562,18 +582,10 @@ impl EventStore for RedisBackend {
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
-        // Every event is in exactly one status index: the counts are their sizes.
+        // Every event is in exactly one status index: the counts are their
+        // sizes, kept apart for the bucketed ones.
         let stored = self
-            .each_partition(|p| async move {
-                let mut sizes = ::redis::pipe();
-                for status in EventStatus::ALL {
-                    sizes.zcard(self.keys.status(p, status));
-                }
-                sizes
-                    .query_async::<Vec<u64>>(&mut self.conn.clone())
-                    .await
-                    .map_err(redis_error)
-            })
+            .each_partition(|p| async move { self.status_sizes(p, &EventStatus::ALL).await })
             .await?;
         let mut counts = StatusCounts::default();
         for partition in stored {

@@ -196,3 +196,112 @@ pub(super) async fn a_tie_group_pages_in_id_order_each_event_once(b: Backend) {
         }
     }
 }
+
+/// 700 events in two users' partitions, occurring out of creation order
+/// (200 of them at one instant), settled in a third order: most
+/// PROCESSED, some then OPENED, some FAILED, some left PENDING. Returns
+/// them as they are now. Enough for a status index of one partition to
+/// outgrow a bucket of Redis's (128 entries) several times over, splitting
+/// where entries arrive, and for a tie group too big for one bucket.
+pub(super) async fn seed_many_settled(b: &Backend) -> Vec<herald::Event> {
+    let base = std::time::SystemTime::now() - Duration::from_secs(1900);
+    let inputs = (0..700u64)
+        .map(|i| {
+            let secs = if i % 3 == 0 && i < 600 {
+                900
+            } else {
+                (i * 7919) % 2100
+            };
+            let input = EventInput {
+                user_id: if i < 600 { "many" } else { "other" }.into(),
+                description: format!("event {i}"),
+                occurred_at: Some(base + Duration::from_secs(secs)),
+                ..EventInput::default()
+            };
+            NewEvent::validate(input, &Rules::default()).expect("valid")
+        })
+        .collect();
+    let mut events = store_all(b, inputs).await;
+    for k in 0..events.len() {
+        let i = (k * 389) % events.len();
+        let id = events[i].id;
+        let set = |status| b.store.update_status(id, status);
+        events[i] = match i {
+            _ if i % 11 == 0 => continue,
+            _ if i % 13 == 0 => set(EventStatus::Failed).await.expect("failed"),
+            _ if i % 7 == 0 => {
+                set(EventStatus::Processed).await.expect("processed");
+                set(EventStatus::Opened).await.expect("opened")
+            }
+            _ => set(EventStatus::Processed).await.expect("processed"),
+        };
+    }
+    events
+}
+
+/// The statuses' indexes of many settled events (see
+/// [`seed_many_settled`]) page in the reference order, each event once,
+/// whole or a page at a time, either way, within a time range or not,
+/// and the counts per status follow them.
+pub(super) async fn many_settled_events_page_in_order_and_are_counted(b: Backend) {
+    let events = seed_many_settled(&b).await;
+    let base = events.iter().map(|e| e.occurred_at).min().expect("events");
+    let ids = |events: &[herald::Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    // A query of `status` (any if `None`), oldest or newest first, edited.
+    let of = |status: Option<EventStatus>,
+              descending: bool,
+              edit: &dyn Fn(&mut pb::ListEventsRequest)| {
+        query(|r| {
+            r.status = status.map_or(0, |s| s.to_pb() as i32);
+            if descending {
+                r.order_by = "occurred_at desc".into();
+            }
+            edit(r);
+        })
+    };
+    let at = |secs| Some((base + Duration::from_secs(secs)).into());
+    let mut cases: Vec<ListQuery> = Vec::new();
+    for descending in [false, true] {
+        cases.extend([
+            of(Some(EventStatus::Processed), descending, &|_| {}),
+            of(Some(EventStatus::Opened), descending, &|_| {}),
+            of(Some(EventStatus::Failed), descending, &|_| {}),
+            of(None, descending, &|_| {}),
+            of(Some(EventStatus::Processed), descending, &|r| {
+                r.occurred_after = at(300);
+                r.occurred_before = at(900);
+            }),
+            of(Some(EventStatus::Processed), descending, &|r| {
+                r.user_id = "many".into();
+                r.occurred_after = at(900);
+            }),
+        ]);
+    }
+    for q in cases {
+        let expected = page_of(
+            &ListQuery {
+                page_size: usize::MAX,
+                ..q.clone()
+            },
+            events.clone(),
+        )
+        .events;
+        assert!(!expected.is_empty(), "{q:?} finds events");
+        for page_size in [1000, 37, 7] {
+            let got = all_pages(
+                &b,
+                ListQuery {
+                    page_size,
+                    ..q.clone()
+                },
+            )
+            .await;
+            assert_eq!(ids(&got), ids(&expected), "pages of {page_size}: {q:?}");
+        }
+    }
+    let mut counts = b.store.status_counts().await.expect("counts");
+    for s in EventStatus::ALL {
+        let n = events.iter().filter(|e| e.status == s).count() as u64;
+        assert_eq!(*counts.slot(s), n, "{}", s.as_str());
+    }
+}

@@ -241,6 +241,8 @@ backend_tests!(
     lists::list_queries_follow_the_reference_order,
     lists::pages_stay_stable_while_events_arrive,
     lists::a_tie_group_pages_in_id_order_each_event_once,
+    lists::many_settled_events_page_in_order_and_are_counted,
+    retention::retention_walks_many_settled_events,
     store::status_counts_follow_every_write,
     retention::retention_removes_old_settled_events_only,
     queue::queue_trim_keeps_unacknowledged_work,

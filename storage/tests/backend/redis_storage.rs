@@ -1,6 +1,8 @@
 //! What Redis alone stores and how: the layout, transactions, record size,
 //! replicas, a cluster.
 
+use ::redis::AsyncCommands;
+
 use super::*;
 
 /// After Redis lost its data (a restart without persistence), the consumer
@@ -479,6 +481,83 @@ async fn redis_keeps_a_typical_record_compact() {
     assert_eq!(b.store.get(event.id).await.expect("get"), event);
 }
 
+/// Sorted-set entries with their scores.
+type Scored = Vec<(Vec<u8>, f64)>;
+
+/// A settled status's index is kept in buckets of at most 128 entries,
+/// which Redis keeps as listpacks (about a quarter of a skip list's bytes
+/// an entry), however the entries arrive; only a tie group too big for one
+/// bucket makes a bigger one. Together they hold the status's events,
+/// which its count says too.
+#[tokio::test]
+async fn redis_keeps_settled_status_indexes_in_compact_buckets() {
+    if skip_redis_tests() {
+        return;
+    }
+    let (_server, b, mut conn) = redis_with_conn().await;
+    let events = super::lists::seed_many_settled(&b).await;
+    let partitions = b.store.partitions();
+    let p = partitions.of_id(events[0].id).expect("partition");
+    let keys = storage::Keys::new("test", partitions);
+    let processed = events
+        .iter()
+        .filter(|e| e.status == EventStatus::Processed && partitions.of_id(e.id) == Some(p))
+        .count();
+    let starts: Vec<String> = conn
+        .zrange(keys.status_directory(p, EventStatus::Processed), 0, -1)
+        .await
+        .expect("ZRANGE");
+    assert!(
+        starts.len() >= 3,
+        "{} buckets for {processed} events",
+        starts.len()
+    );
+    assert_eq!(starts[0], "-inf");
+    let (mut total, mut compact, mut compact_bytes, mut tied) = (0, 0, 0, 0);
+    for start in &starts {
+        let key = keys.status_bucket(p, EventStatus::Processed, start);
+        let (n, encoding, bytes, first, last): (usize, String, usize, Scored, Scored) =
+            ::redis::pipe()
+                .zcard(&key)
+                .cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(&key)
+                .cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .cmd("ZRANGE")
+                .arg(&key)
+                .arg(-1)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .expect("bucket");
+        total += n;
+        if n > 128 {
+            assert_eq!(first[0].1, last[0].1, "a bucket of {n} is one tie group");
+            tied += 1;
+        } else {
+            assert_eq!(encoding, "listpack", "a bucket of {n}");
+            compact += n;
+            compact_bytes += bytes;
+        }
+    }
+    assert_eq!(total, processed);
+    assert_eq!(tied, 1, "the 200 events of one instant");
+    assert!(
+        compact_bytes < 50 * compact,
+        "{compact_bytes} bytes for {compact} entries in listpacks"
+    );
+    let counted: u64 = conn.hget(keys.counts(p), "PROCESSED").await.expect("HGET");
+    assert_eq!(counted, processed as u64);
+}
+
 /// Retention leaves nothing of a removed event in Redis: its record and
 /// every index entry (user, session, category, type, status) go.
 #[tokio::test]
@@ -513,17 +592,18 @@ async fn redis_retention_leaves_no_index_entry_behind() {
         ("session", event.session_id.as_str()),
         ("category", event.category.as_str()),
         ("type", event.event_type.as_str()),
-        ("status", "PROCESSED"),
     ] {
         assert!(!value.is_empty(), "{kind} is set");
         sizes.zcard(keys.index(p, kind, value));
     }
+    sizes.zcard(keys.status_bucket(p, EventStatus::Processed, "-inf"));
+    sizes.hget(keys.counts(p), "PROCESSED");
     sizes.exists(record_key(&b, event.id));
     sizes.exists(keys.attempts(p, event.id));
     // Its user's unread count went to zero, and the field with it.
     sizes.exists(keys.unread(p));
     let left: Vec<u64> = sizes.query_async(&mut conn).await.expect("ZCARD");
-    assert_eq!(left, [0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(left, [0, 0, 0, 0, 0, 0, 0, 0, 0]);
 }
 
 /// Queue and notification entries refer to their event's record. An entry

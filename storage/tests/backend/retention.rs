@@ -179,3 +179,43 @@ pub(super) async fn retention_removes_old_settled_events_only(b: Backend) {
         "the store's own sweep agrees"
     );
 }
+
+/// Retention over many settled events (see `lists::seed_many_settled`):
+/// those created after the cutoff are kept, slice after slice, however
+/// many come before the removable ones; a later cutoff removes exactly
+/// the settled events that occurred before it, and what is left still
+/// lists in order and is counted.
+pub(super) async fn retention_walks_many_settled_events(b: Backend) {
+    let events = super::lists::seed_many_settled(&b).await;
+    let settled = |e: &&herald::Event| e.status != EventStatus::Pending;
+    let now = std::time::SystemTime::now();
+    let early = now - Duration::from_secs(1000);
+    let (removed, kept) = sweep_all(&b, early, 50).await;
+    assert_eq!(removed, 0, "every event was created after the cutoff");
+    let older = events
+        .iter()
+        .filter(settled)
+        .filter(|e| e.occurred_at < early)
+        .count();
+    assert_eq!(kept, older as u64, "each kept candidate counted once");
+
+    let cutoff = now + Duration::from_secs(100);
+    let (removed, _) = sweep_all(&b, cutoff, 50).await;
+    let (gone, left): (Vec<_>, Vec<_>) = events
+        .iter()
+        .cloned()
+        .partition(|e| settled(&e) && e.occurred_at < cutoff);
+    assert_eq!(removed, gone.len() as u64);
+    assert!(left.iter().any(|e| e.status == EventStatus::Processed));
+    let listed = all_pages(&b, query(|r| r.page_size = 37)).await;
+    let expected = page_of(&query(|r| r.page_size = 1000), left.clone()).events;
+    assert_eq!(
+        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        expected.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let mut counts = b.store.status_counts().await.expect("counts");
+    for s in EventStatus::ALL {
+        let n = left.iter().filter(|e| e.status == s).count() as u64;
+        assert_eq!(*counts.slot(s), n, "{}", s.as_str());
+    }
+}

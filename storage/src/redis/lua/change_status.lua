@@ -1,5 +1,6 @@
--- Lua shared by the status scripts: one status change of the event whose
--- id's 16 bytes are `bytes`, with its status index entry, its user's
+-- Lua shared by the status scripts (after buckets.lua): one status change
+-- of the event whose id's 16 bytes are `bytes`, with its status index
+-- entry (and its status's count, if bucketed), its user's
 -- unread count (a change into or out of PROCESSED: a field of the
 -- partition's `unread` hash, gone at zero), its notification entry (the
 -- id, `change`: the new status, time and trace, and `unread`: the user's
@@ -15,6 +16,10 @@
 -- index.
 local STATUS_NAMES = {['1'] = 'PENDING', ['2'] = 'PROCESSED', ['3'] = 'OPENED', ['4'] = 'FAILED',
                       ['5'] = 'SCHEDULED', ['6'] = 'CANCELLED'}
+-- The statuses whose index is in buckets (see buckets.lua) and counted in
+-- the partition's `counts` hash; PENDING and SCHEDULED (which events
+-- leave) are one sorted set each, counted by its size.
+local BUCKETED = {['2'] = true, ['3'] = true, ['4'] = true, ['6'] = true}
 local function change_status(queue, notifications, record_key, bytes, prefix, now, max_len,
                              target, enqueue, sources, trace)
   local record = redis.call('GET', record_key)
@@ -32,8 +37,19 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   redis.call('SET', record_key, record)
   -- The index score is occurred_at (head bytes 17..25), as the create wrote it.
   local score = string.format('%.0f', struct.unpack('>i8', record, 18))
-  redis.call('ZREM', prefix .. ':idx:status:' .. STATUS_NAMES[current], bytes)
-  redis.call('ZADD', prefix .. ':idx:status:' .. STATUS_NAMES[target], score, bytes)
+  local from, to = STATUS_NAMES[current], STATUS_NAMES[target]
+  if BUCKETED[current] then
+    bucket_remove(prefix .. ':idx:status:' .. from, score, bytes)
+    redis.call('HINCRBY', prefix .. ':counts', from, -1)
+  else
+    redis.call('ZREM', prefix .. ':idx:status:' .. from, bytes)
+  end
+  if BUCKETED[target] then
+    bucket_add(prefix .. ':idx:status:' .. to, score, bytes)
+    redis.call('HINCRBY', prefix .. ':counts', to, 1)
+  else
+    redis.call('ZADD', prefix .. ':idx:status:' .. to, score, bytes)
+  end
   if enqueue == '1' then redis.call('XADD', queue, '*', 'id', bytes) end
   if current == '5' then redis.call('ZREM', prefix .. ':scheduled', bytes) end
   -- The user id is the first line of the record's `ix`.
