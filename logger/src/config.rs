@@ -110,6 +110,11 @@ pub struct Config {
     /// With Redis, also run a processor worker in this process.
     #[arg(help_heading = "Storage", long, env = "HERALD_WORKER")]
     pub worker: bool,
+    /// Upgrade the Redis data of the previous version's layout in place,
+    /// print what was done and exit (serving nothing). Run it once, with
+    /// the deployment's storage flags, while no Herald process runs.
+    #[arg(help_heading = "Storage", long)]
+    pub upgrade_storage: bool,
     /// Event-type registry: a JSON file of payload schemas per type. Without it,
     /// the registry shipped in config/event-types.json is used.
     #[arg(help_heading = "Events", long, env = "HERALD_EVENT_TYPES")]

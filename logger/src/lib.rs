@@ -99,6 +99,33 @@ pub async fn run(
     run_with_line(listener, config, Arc::new(LineChannel::stdout()), shutdown).await
 }
 
+/// `--upgrade-storage`: upgrades the configured storage's layout in place
+/// and says what was done on stdout.
+pub async fn upgrade_storage(config: &Config) -> anyhow::Result<()> {
+    let target = config
+        .redis
+        .backend()
+        .context("--upgrade-storage needs the storage: give --redis-url or --redis-cluster")?;
+    let backend = herald_storage::open_with(&target, &config.store_options())
+        .context("--redis-url or --redis-cluster")?;
+    match backend
+        .store
+        .upgrade()
+        .await
+        .with_context(|| format!("upgrading the storage at {}", target.location()))?
+    {
+        Some(done) => println!(
+            "upgraded {} from layout {} to {}: {} index entries moved",
+            target.location(),
+            done.from,
+            done.to,
+            done.entries
+        ),
+        None => println!("{}: nothing to upgrade", target.location()),
+    }
+    Ok(())
+}
+
 /// [`run`], with the embedded worker's (if any) line channels writing
 /// through `line`.
 pub async fn run_with_line(

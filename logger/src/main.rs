@@ -16,6 +16,9 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     herald_runtime::process::init_tracing(config.log.log_format);
+    if config.upgrade_storage {
+        return herald_logger::upgrade_storage(&config).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;

@@ -202,6 +202,10 @@ impl EventStore for Batching {
         self.inner.prepare().await
     }
 
+    async fn upgrade(&self) -> Result<Option<crate::Upgraded>> {
+        self.inner.upgrade().await
+    }
+
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         self.inner.create_many(events).await
     }

@@ -63,6 +63,17 @@ pub use self::memory::MemoryBackend;
 pub use self::recipients::{RecipientStore, recipient};
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
 pub use self::retention::{RetentionSlice, Sweep, sweep};
+
+/// What [`EventStore::upgrade`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgraded {
+    /// The layout found.
+    pub from: String,
+    /// The layout written.
+    pub to: String,
+    /// Index entries moved into the new layout's places.
+    pub entries: u64,
+}
 use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{DeliveryAttempt, Event, EventStatus, NewEvent, StatusChange, Statuses},
@@ -90,6 +101,11 @@ pub trait EventStore: Partitioned {
     /// names what differs. Every other call checks it too before its first
     /// use of the storage.
     async fn prepare(&self) -> Result<()>;
+    /// Upgrades the storage's layout in place from the one the previous
+    /// version wrote, for `herald-logger --upgrade-storage`: run while no
+    /// other Herald process uses the storage. `None` when there was
+    /// nothing to upgrade (no layout recorded yet, or this version's).
+    async fn upgrade(&self) -> Result<Option<Upgraded>>;
     /// Stores new PENDING events, queues them and logs their creation:
     /// atomically within each partition, so each event has its own outcome
     /// (in order): the event stored, or the error of its partition's write

@@ -620,3 +620,93 @@ fn a_redis_shared_with_another_application_is_warned_of() {
         warned[0]
     );
 }
+
+/// Redis data of the previous layout (the settled statuses' indexes one
+/// sorted set each, no counts): a logger refuses to start on it, naming
+/// `--upgrade-storage`; the binary with that flag upgrades it and exits;
+/// then the logger serves it, the processed event found by its status and
+/// counted.
+#[tokio::test]
+async fn the_previous_layout_is_refused_until_upgraded_in_place() {
+    if herald_storage::testing::skip_redis_tests() {
+        return;
+    }
+    use redis::AsyncCommands;
+    let redis = herald_storage::testing::RedisServer::start();
+    let url = redis.url();
+    let event = {
+        let (_logger, logger, _) = start_logger_with(&["--redis-url", &url, "--worker"]).await;
+        let client = Client::connect(logger).await.expect("connect");
+        let event = client.create_event("ann", "kept").await.expect("create");
+        common::eventually(Duration::from_secs(10), "PROCESSED", || async {
+            let got = client.get_event(event.id).await.expect("get");
+            (got.status == EventStatus::Processed).then_some(())
+        })
+        .await;
+        event
+    };
+    // Back to layout 4: the bucket's entries in the index's own sorted set.
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let dirs: Vec<String> = conn
+        .keys("herald:*:idx:status:PROCESSED:dir")
+        .await
+        .expect("KEYS");
+    assert_eq!(dirs.len(), 1, "one partition has a processed event");
+    let index = dirs[0].trim_end_matches(":dir");
+    let bucket = format!("{index}:-inf");
+    let (): () = redis::pipe()
+        .cmd("RENAME")
+        .arg(&bucket)
+        .arg(index)
+        .ignore()
+        .del(&dirs[0])
+        .ignore()
+        .cmd("EVAL")
+        .arg(
+            "for _, k in ipairs(redis.call('KEYS', 'herald:*:counts')) do redis.call('DEL', k) end",
+        )
+        .arg(0)
+        .ignore()
+        .hset("herald:meta", "layout", "4")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("layout 4");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", "off", "--console-listen", "off"])
+        .args(["--redis-url", &url])
+        .output()
+        .expect("run herald-logger");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--upgrade-storage"), "{said}");
+
+    let upgraded = Command::new(env!("CARGO_BIN_EXE_herald-logger"))
+        .args(["--redis-url", &url, "--upgrade-storage"])
+        .output()
+        .expect("run herald-logger --upgrade-storage");
+    assert!(upgraded.status.success(), "{upgraded:?}");
+    let said = String::from_utf8_lossy(&upgraded.stdout);
+    assert!(
+        said.contains("from layout 4 to 5: 1 index entries moved"),
+        "{said}"
+    );
+
+    let (_logger, logger, _) = start_logger_with(&["--redis-url", &url]).await;
+    let client = Client::connect(logger).await.expect("connect");
+    let page = client
+        .list_events(herald_client::ListEvents::new().status(EventStatus::Processed))
+        .await
+        .expect("list");
+    assert_eq!(
+        page.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [event.id]
+    );
+    assert_eq!(client.stats().await.expect("stats").processed_events, 1);
+}

@@ -22,6 +22,11 @@ impl EventStore for MemoryBackend {
         Ok(())
     }
 
+    async fn upgrade(&self) -> Result<Option<crate::Upgraded>> {
+        // Nothing outlives the process.
+        Ok(None)
+    }
+
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         let mut state = self.lock();
         let now = Instant::now();

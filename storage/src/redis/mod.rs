@@ -151,7 +151,7 @@ use uuid::Uuid;
 use super::{FeedRead, Partitioned, StoreOptions};
 use herald::{
     cursor::Cursor,
-    domain::Event,
+    domain::{Event, EventStatus},
     error::{Error, Result},
     partition::{Partition, Partitions},
 };
@@ -189,6 +189,18 @@ const LIST_FROM: &str = include_str!("lua/list_from.lua");
 const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
 /// Queues a partition's due scheduled events, under its lease.
 const RELEASE_DUE: &str = include_str!("lua/release_due.lua");
+/// One slice of the upgrade of a status index from layout 4.
+const UPGRADE_STATUS_INDEX: &str = include_str!("lua/upgrade_status_index.lua");
+
+/// The refusal of a process started with `--partitions count` where
+/// `meta` records `stored`.
+fn other_partitions(meta: &str, stored: Option<String>, count: &str) -> Error {
+    Error::Misconfigured(format!(
+        "this deployment has {} partitions (recorded in {meta}) but this process was \
+         started with --partitions {count}; start it with --partitions {0}",
+        stored.unwrap_or_default()
+    ))
+}
 
 /// Maps a Redis error: anything about reaching the server is UNAVAILABLE,
 /// also when it is the reason a transaction was aborted (a command queued
@@ -324,6 +336,7 @@ pub struct RedisBackend {
     record_attempts: Script,
     list_from: Script,
     release_due: Script,
+    upgrade_status_index: Script,
     /// The feed's own connection for blocking `XREAD`s, made on first use.
     feed_conn: Mutex<Option<MultiplexedConnection>>,
     /// How long idempotency keys are kept.
@@ -343,6 +356,12 @@ pub struct RedisBackend {
 
 /// The version of the key layout `{prefix}:meta` records.
 const LAYOUT: &str = "5";
+/// The layout before, which [`RedisBackend::upgrade_layout`] upgrades: the
+/// same but for the indexes of the [`keys::bucketed`] statuses, one sorted
+/// set each, and no counts.
+const PREVIOUS_LAYOUT: &str = "4";
+/// How many index entries one slice of the upgrade moves.
+const UPGRADE_SLICE: usize = 1000;
 
 impl Partitioned for RedisBackend {
     fn partitions(&self) -> Partitions {
@@ -517,6 +536,14 @@ impl RedisBackend {
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
+        if layout.as_deref() == Some(PREVIOUS_LAYOUT) {
+            return Err(Error::Misconfigured(format!(
+                "Redis key {meta} records layout {PREVIOUS_LAYOUT}, the previous version's; this \
+                 version reads and writes layout {LAYOUT}: stop every Herald process and run \
+                 herald-logger --upgrade-storage once, with the same storage flags, to upgrade \
+                 it in place"
+            )));
+        }
         if layout.as_deref() != Some(LAYOUT) {
             return Err(Error::Misconfigured(format!(
                 "Redis key {meta} records layout {}; this version reads and writes layout \
@@ -525,11 +552,7 @@ impl RedisBackend {
             )));
         }
         if stored.as_deref() != Some(count.as_str()) {
-            return Err(Error::Misconfigured(format!(
-                "this deployment has {} partitions (recorded in {meta}) but this process was \
-                 started with --partitions {count}; start it with --partitions {0}",
-                stored.unwrap_or_default()
-            )));
+            return Err(other_partitions(&meta, stored, &count));
         }
         let key = key.as_deref().and_then(parse_key).ok_or_else(|| {
             Error::Misconfigured(format!(
@@ -538,6 +561,64 @@ impl RedisBackend {
         })?;
         self.warn_of_foreign_keys().await;
         Ok(key)
+    }
+
+    /// [`crate::EventStore::upgrade`]: from [`PREVIOUS_LAYOUT`], moves
+    /// each partition's indexes of the bucketed statuses into buckets, a
+    /// slice at a time (each slice one script: an interrupted upgrade
+    /// resumes where it stopped), then records [`LAYOUT`].
+    pub(super) async fn upgrade_layout(&self) -> Result<Option<crate::Upgraded>> {
+        let meta = self.keys.meta();
+        let mut conn = self.conn.clone();
+        let (layout, partitions): (Option<String>, Option<String>) = ::redis::pipe()
+            .hget(&meta, "layout")
+            .hget(&meta, "partitions")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        match layout.as_deref() {
+            None | Some(LAYOUT) => return Ok(None),
+            Some(PREVIOUS_LAYOUT) => {}
+            Some(other) => {
+                return Err(Error::Misconfigured(format!(
+                    "Redis key {meta} records layout {other}; this version upgrades layout \
+                     {PREVIOUS_LAYOUT} only"
+                )));
+            }
+        }
+        let count = self.partitions.count().to_string();
+        if partitions.as_deref() != Some(count.as_str()) {
+            return Err(other_partitions(&meta, partitions, &count));
+        }
+        let mut entries = 0;
+        for p in self.partitions.all() {
+            for status in EventStatus::ALL.into_iter().filter(|s| keys::bucketed(*s)) {
+                loop {
+                    let moved: u64 = self
+                        .upgrade_status_index
+                        .key(self.keys.status(p, status))
+                        .key(self.keys.counts(p))
+                        .arg(status.as_str())
+                        .arg(UPGRADE_SLICE)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)?;
+                    entries += moved;
+                    if moved == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        let () = conn
+            .hset(&meta, "layout", LAYOUT)
+            .await
+            .map_err(redis_error)?;
+        Ok(Some(crate::Upgraded {
+            from: PREVIOUS_LAYOUT.to_owned(),
+            to: LAYOUT.to_owned(),
+            entries,
+        }))
     }
 
     /// Warns when the database Herald uses on one Redis node also holds
@@ -592,6 +673,7 @@ impl RedisBackend {
             trim_acknowledged: Script::new(TRIM_ACKNOWLEDGED),
             record_attempts: Script::new(RECORD_ATTEMPTS),
             list_from: Script::new(LIST_FROM),
+            upgrade_status_index: Script::new(&format!("{BUCKETS}{UPGRADE_STATUS_INDEX}")),
             release_due: Script::new(&format!("{BUCKETS}{CHANGE_STATUS}{RELEASE_DUE}")),
             feed_conn: Mutex::new(None),
             request_id_window: options.request_id_window,

@@ -352,6 +352,10 @@ impl EventStore for RedisBackend {
         self.checked().await
     }
 
+    async fn upgrade(&self) -> Result<Option<crate::Upgraded>> {
+        self.upgrade_layout().await
+    }
+
     #[instrument(skip_all, fields(n = events.len()))]
     async fn create_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Event>>> {
         if events.is_empty() {

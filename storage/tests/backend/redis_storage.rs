@@ -558,6 +558,90 @@ async fn redis_keeps_settled_status_indexes_in_compact_buckets() {
     assert_eq!(counted, processed as u64);
 }
 
+/// Data of layout 4 (the settled statuses' indexes one sorted set each,
+/// no counts) is refused, naming the upgrade; the upgrade moves every entry
+/// into buckets and counts them, after which everything lists and counts
+/// as before, and a second upgrade has nothing to do.
+#[tokio::test]
+async fn redis_upgrades_the_previous_layout_in_place() {
+    if skip_redis_tests() {
+        return;
+    }
+    let (server, b, mut conn) = redis_with_conn().await;
+    super::lists::seed_many_settled(&b).await;
+    let listed = |b: Backend| async move {
+        let mut pages = Vec::new();
+        for status in [
+            None,
+            Some(EventStatus::Processed),
+            Some(EventStatus::Opened),
+        ] {
+            let q = query(|r| {
+                r.page_size = 50;
+                r.status = status.map_or(0, |s| s.to_pb() as i32);
+            });
+            pages.push(all_pages(&b, q).await);
+        }
+        (pages, b.store.status_counts().await.expect("counts"))
+    };
+    let (before, counts) = listed(b).await;
+    // Layout 4: each bucketed index's entries in the sorted set its
+    // buckets' names extend, no directory, no counts.
+    let partitions = Partitions::default();
+    let keys = storage::Keys::new("test", partitions);
+    let settled = [
+        EventStatus::Processed,
+        EventStatus::Opened,
+        EventStatus::Failed,
+        EventStatus::Cancelled,
+    ];
+    let mut entries = 0;
+    for p in partitions.all() {
+        for status in settled {
+            let (old, dir) = (keys.status(p, status), keys.status_directory(p, status));
+            let starts: Vec<String> = conn.zrange(&dir, 0, -1).await.expect("ZRANGE");
+            for start in starts {
+                let bucket = keys.status_bucket(p, status, &start);
+                let (): () = ::redis::pipe()
+                    .cmd("ZUNIONSTORE")
+                    .arg(old)
+                    .arg(2)
+                    .arg(old)
+                    .arg(&bucket)
+                    .ignore()
+                    .del(&bucket)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ZUNIONSTORE");
+            }
+            entries += conn.zcard::<_, u64>(old).await.expect("ZCARD");
+            let () = conn.del(&dir).await.expect("DEL");
+        }
+        let () = conn.del(keys.counts(p)).await.expect("DEL");
+    }
+    let () = conn.hset(keys.meta(), "layout", "4").await.expect("HSET");
+
+    let old = storage::open(&redis_config(&server)).expect("backend");
+    let why = refusal(&old).await;
+    assert!(why.contains("--upgrade-storage"), "{why}");
+    let upgraded = old.store.upgrade().await.expect("upgrade");
+    assert_eq!(
+        upgraded,
+        Some(storage::Upgraded {
+            from: "4".into(),
+            to: "5".into(),
+            entries
+        })
+    );
+    let new = storage::open(&redis_config(&server)).expect("backend");
+    new.store.prepare().await.expect("layout 5");
+    assert_eq!(new.store.upgrade().await.expect("again"), None);
+    let (after, counted) = listed(new).await;
+    assert_eq!(after, before);
+    assert_eq!(counted, counts);
+}
+
 /// Retention leaves nothing of a removed event in Redis: its record and
 /// every index entry (user, session, category, type, status) go.
 #[tokio::test]

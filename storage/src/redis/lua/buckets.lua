@@ -6,8 +6,9 @@
 -- from its start up to the next one's: the directory `index:dir` is a
 -- sorted set of the starts (member the start as text, scored by it), and
 -- the bucket starting at `s` is `index:s`. The first bucket starts at
--- -inf. A full bucket is split at its middle score before an entry is
--- added; a bucket of one score cannot be split and grows past the limit.
+-- -inf. A full bucket is split before an entry is
+-- added (see bucket_split); a bucket of one score cannot be split and
+-- grows past the limit.
 -- An emptied bucket leaves the directory (its range joins the one
 -- before). Members are event ids' 16 bytes, scores occurred_at in micros.
 local BUCKET_MAX = 128
@@ -18,10 +19,17 @@ local function bucket_start(index, score)
   return redis.call('ZRANGE', index .. ':dir', score, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)[1]
 end
 
--- Splits the full bucket `key` of `index` at its middle score (or past its
--- first tie group, if that reaches the middle); returns the key of the
--- half that holds `score`, or `key` itself if it is one tie group.
+-- Splits the full bucket `key` of `index` before `score` is added to it;
+-- returns the key of the bucket `score` then belongs to. A score past
+-- every entry (the usual case: the newest event) starts a bucket of its
+-- own, so buckets filled in order stay full and nothing moves; any other
+-- splits the bucket at its middle score (or past its first tie group, if
+-- that reaches the middle), and a bucket of one tie group is not split.
 local function bucket_split(index, key, score)
+  if tonumber(score) > tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) then
+    redis.call('ZADD', index .. ':dir', score, score)
+    return index .. ':' .. score
+  end
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
   local at = redis.call('ZRANGE', key, BUCKET_MAX / 2, BUCKET_MAX / 2, 'WITHSCORES')[2]
   if at == first then
