@@ -10,7 +10,8 @@
 # for each: records, the status indexes (sorted sets or buckets and their
 # directories), the user indexes, the work queue, the notification log,
 # and the rest. "kept" is what an event costs once the work queue and the
-# log are trimmed (retention keeps records and indexes). Defaults: 25,000
+# log are trimmed (retention keeps records and indexes); used_memory's
+# growth over the run, per event, is printed too. Defaults: 25,000
 # events, 32 users (the figures in BENCHMARKS.md §34 and §38).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,17 +53,21 @@ PIDS+=("$!")
 wait_for_port "$lport"
 NAMED=()
 start_processors "$BIN" 2 "$rport" "$lport" "$WORK"
+used_memory() { redis-cli -p "$rport" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+used_before=$(used_memory)
 "$BIN/herald" --server "127.0.0.1:$lport" --json bench e2e --events "$EVENTS" --users "$USERS" \
   --concurrency 64 > "$WORK/e2e.json"
 python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(1 if r.get("missing") else 0)' "$WORK/e2e.json" \
   || { echo "notifications were lost" >&2; exit 1; }
 
-# Every key with its type and MEMORY USAGE, one pipelined redis-cli each.
-redis-cli -p "$rport" --scan --count 1000 > "$WORK/keys"
-python3 - "$WORK/keys" "$rport" "$EVENTS" <<'PY'
+used_after=$(used_memory)
+
+# Every key's MEMORY USAGE, asked through one redis-cli.
+redis-cli -p "$rport" --scan > "$WORK/keys"
+python3 - "$WORK/keys" "$rport" "$EVENTS" "$((used_after - used_before))" <<'PY'
 import re, subprocess, sys
 
-keys_file, port, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keys_file, port, events, grown = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 keys = [k for k in open(keys_file).read().split("\n") if k]
 def ask(command):
     script = "".join(f'{command} "{k}"\n' for k in keys)
@@ -86,4 +91,5 @@ for name, total in totals.items():
     print(f"  {name:<17} {total / events:8.1f}")
 kept = sum(totals[k] for k in ("records", "status index", "user index", "other"))
 print(f"  {'kept':<17} {kept / events:8.1f}  (all but the work queue and the log)")
+print(f"used_memory grew {grown / events:.1f} bytes per event (the allocator's share and Redis's buffers too)")
 PY

@@ -222,19 +222,42 @@ pub(super) async fn seed_many_settled(b: &Backend) -> Vec<herald::Event> {
         })
         .collect();
     let mut events = store_all(b, inputs).await;
-    for k in 0..events.len() {
-        let i = (k * 389) % events.len();
-        let id = events[i].id;
-        let set = |status| b.store.update_status(id, status);
-        events[i] = match i {
-            _ if i % 11 == 0 => continue,
-            _ if i % 13 == 0 => set(EventStatus::Failed).await.expect("failed"),
-            _ if i % 7 == 0 => {
-                set(EventStatus::Processed).await.expect("processed");
-                set(EventStatus::Opened).await.expect("opened")
-            }
-            _ => set(EventStatus::Processed).await.expect("processed"),
-        };
+    let place: std::collections::HashMap<Uuid, usize> =
+        events.iter().enumerate().map(|(i, e)| (e.id, i)).collect();
+    // Settled in batches of up to 100 changes (one script run per
+    // partition, splitting buckets as it goes), in a third order.
+    let order: Vec<usize> = (0..events.len())
+        .map(|k| (k * 389) % events.len())
+        .collect();
+    for chunk in order.chunks(100) {
+        let changes: Vec<StatusChange> = chunk
+            .iter()
+            .filter(|i| *i % 11 != 0)
+            .map(|&i| {
+                let status = if i % 13 == 0 {
+                    EventStatus::Failed
+                } else {
+                    EventStatus::Processed
+                };
+                StatusChange::new(events[i].id, status)
+            })
+            .collect();
+        let changed = b.store.update_status_many(&changes).await.expect("batch");
+        for event in changed {
+            let event = event.expect("changed");
+            let i = place[&event.id];
+            events[i] = event;
+        }
+    }
+    // Some then opened, one at a time.
+    for &i in order.iter().filter(|i| *i % 7 == 0) {
+        if events[i].status == EventStatus::Processed {
+            events[i] = b
+                .store
+                .update_status(events[i].id, EventStatus::Opened)
+                .await
+                .expect("opened");
+        }
     }
     events
 }

@@ -13,10 +13,35 @@
 -- before). Members are event ids' 16 bytes, scores occurred_at in micros.
 local BUCKET_MAX = 128
 
+-- What this run of the script knows of each index's last bucket (the one
+-- most entries go to: the newest events'): its start (a number), key and
+-- size, so that a batch's later entries there need no lookup; and the
+-- changes of the statuses' counts, written once at the end (counts_flush).
+local LAST, COUNTED = {}, {}
+
 -- The start of the bucket of `index` holding `score`, or nil if the index
 -- has none.
 local function bucket_start(index, score)
   return redis.call('ZRANGE', index .. ':dir', score, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)[1]
+end
+
+-- The key and size of the bucket of `index` that `score` belongs to (which
+-- exists, or is made: the first starts at -inf), through what LAST knows.
+local function bucket_for(index, score)
+  local last = LAST[index]
+  if last and tonumber(score) >= last.from then return last end
+  local dir = index .. ':dir'
+  local start = redis.call('ZRANGE', dir, '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)[1]
+  if not start then
+    start = '-inf'
+    redis.call('ZADD', dir, start, start)
+  end
+  local is_last = tonumber(score) >= tonumber(start)
+  if not is_last then start = bucket_start(index, score) end
+  local key = index .. ':' .. start
+  local bucket = {from = tonumber(start), key = key, size = redis.call('ZCARD', key)}
+  if is_last then LAST[index] = bucket end
+  return bucket
 end
 
 -- Splits the full bucket `key` of `index` before `score` is added to it;
@@ -51,16 +76,15 @@ end
 
 -- Adds `member` at `score` to the bucketed index `index`.
 local function bucket_add(index, score, member)
-  local start = bucket_start(index, score)
-  if not start then
-    start = '-inf'
-    redis.call('ZADD', index .. ':dir', start, start)
-  end
-  local key = index .. ':' .. start
-  if redis.call('ZCARD', key) >= BUCKET_MAX then
+  local bucket = bucket_for(index, score)
+  local key = bucket.key
+  if bucket.size >= BUCKET_MAX then
     key = bucket_split(index, key, score)
+    -- Where the index's buckets now start is read again when needed.
+    LAST[index] = nil
   end
   redis.call('ZADD', key, score, member)
+  bucket.size = bucket.size + 1
 end
 
 -- Takes the emptied bucket starting at `start` (not the first) out of the
@@ -73,9 +97,24 @@ end
 
 -- Removes `member` (at `score`) from the bucketed index `index`.
 local function bucket_remove(index, score, member)
+  LAST[index] = nil
   local start = bucket_start(index, score)
   if start then
     redis.call('ZREM', index .. ':' .. start, member)
     bucket_drop_if_empty(index, start)
   end
+end
+
+-- Moves the count of status `name` by `delta`, in counts_flush.
+local function count(name, delta)
+  COUNTED[name] = (COUNTED[name] or 0) + delta
+end
+
+-- Writes the counts' changes to the partition's `counts` hash; every
+-- script that counts calls it before it returns.
+local function counts_flush(counts)
+  for name, delta in pairs(COUNTED) do
+    if delta ~= 0 then redis.call('HINCRBY', counts, name, delta) end
+  end
+  COUNTED = {}
 end

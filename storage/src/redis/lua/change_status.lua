@@ -1,6 +1,7 @@
 -- Lua shared by the status scripts (after buckets.lua): one status change
 -- of the event whose id's 16 bytes are `bytes`, with its status index
--- entry (and its status's count, if bucketed), its user's
+-- entry (and its status's count, if bucketed: the script calls
+-- counts_flush before it returns), its user's
 -- unread count (a change into or out of PROCESSED: a field of the
 -- partition's `unread` hash, gone at zero), its notification entry (the
 -- id, `change`: the new status, time and trace, and `unread`: the user's
@@ -40,13 +41,13 @@ local function change_status(queue, notifications, record_key, bytes, prefix, no
   local from, to = STATUS_NAMES[current], STATUS_NAMES[target]
   if BUCKETED[current] then
     bucket_remove(prefix .. ':idx:status:' .. from, score, bytes)
-    redis.call('HINCRBY', prefix .. ':counts', from, -1)
+    count(from, -1)
   else
     redis.call('ZREM', prefix .. ':idx:status:' .. from, bytes)
   end
   if BUCKETED[target] then
     bucket_add(prefix .. ':idx:status:' .. to, score, bytes)
-    redis.call('HINCRBY', prefix .. ':counts', to, 1)
+    count(to, 1)
   else
     redis.call('ZADD', prefix .. ':idx:status:' .. to, score, bytes)
   end

@@ -21,4 +21,5 @@ for i = 5, #KEYS do
   end
   out[#out + 1] = result
 end
+counts_flush(ARGV[3] .. ':counts')
 return out

@@ -29,4 +29,5 @@ for i = 1, #due, 2 do
     redis.call('ZREM', KEYS[3], bytes)
   end
 end
+counts_flush(prefix .. ':counts')
 return out

@@ -55,7 +55,7 @@ else
 end
 local function unindex(i)
   redis.call('ZREM', sets[i], ids[i])
-  if status ~= '' then redis.call('HINCRBY', prefix .. ':counts', status, -1) end
+  if status ~= '' then count(status, -1) end
 end
 local removed, kept = 0, 0
 for i, bytes in ipairs(ids) do
@@ -93,4 +93,5 @@ if status ~= '' then
     end
   end
 end
+counts_flush(prefix .. ':counts')
 return {removed, kept, #ids}

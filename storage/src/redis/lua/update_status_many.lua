@@ -11,4 +11,5 @@ for i = 3, #KEYS do
   out[#out + 1] = change_status(KEYS[1], KEYS[2], KEYS[i], ARGV[a + 4], ARGV[3], ARGV[1],
                                 ARGV[2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
+counts_flush(ARGV[3] .. ':counts')
 return out
