@@ -1,6 +1,6 @@
 # Shell helpers shared by the benchmark scripts (bench.sh, compare.sh,
-# compare_jetstream.sh, bench_email.sh, bench_ordering.sh): sourced, not
-# run.
+# compare_jetstream.sh, stored_bytes.sh, bench_email.sh, bench_ordering.sh):
+# sourced, not run.
 
 # A free TCP port on 127.0.0.1.
 free_port() {
