@@ -136,26 +136,27 @@ impl Keys {
     }
 
     /// The partition's index of the events in `status` ([`Keys::index`]
-    /// of kind `status`, made once): one sorted set, or, for a
-    /// [`bucketed`] status, the name its directory and buckets extend.
+    /// of kind `status`, made once): one sorted set, or, for a status
+    /// whose index is in buckets (PROCESSED, OPENED, FAILED, CANCELLED:
+    /// see `bucketed`), the name its directory and buckets extend.
     pub fn status(&self, partition: Partition, status: EventStatus) -> &str {
         &self.partitions[partition.index()].statuses[status.index()]
     }
 
-    /// The directory of a [`bucketed`] status index: a sorted set of its
+    /// The directory of a status index in buckets: a sorted set of its
     /// buckets' starts (see `lua/buckets.lua`).
     pub fn status_directory(&self, partition: Partition, status: EventStatus) -> String {
         format!("{}:dir", self.status(partition, status))
     }
 
-    /// The bucket of a [`bucketed`] status index that starts at `start`
-    /// (a member of its directory).
+    /// The bucket of a status index in buckets that starts at `start` (a
+    /// member of its directory).
     pub fn status_bucket(&self, partition: Partition, status: EventStatus, start: &str) -> String {
         format!("{}:{start}", self.status(partition, status))
     }
 
-    /// The partition's counts of events per [`bucketed`] status: a hash
-    /// from the status's name to the size of its index.
+    /// The partition's counts of events per status whose index is in
+    /// buckets: a hash from the status's name to the size of its index.
     pub fn counts(&self, partition: Partition) -> String {
         format!("{}:counts", self.tag(partition))
     }
