@@ -45,9 +45,13 @@ async fn seed(b: &Backend) -> Vec<herald::Event> {
     events
 }
 
+/// The ids of `events`, in their order.
+pub(super) fn ids(events: &[herald::Event]) -> Vec<Uuid> {
+    events.iter().map(|e| e.id).collect()
+}
+
 pub(super) async fn list_queries_follow_the_reference_order(b: Backend) {
     let events = seed(&b).await;
-    let ids = |events: &[herald::Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
     let cases: Vec<ListQuery> = vec![
         query(|_| {}),
         query(|r| r.user_id = "ada".into()),
@@ -269,7 +273,6 @@ pub(super) async fn seed_many_settled(b: &Backend) -> Vec<herald::Event> {
 pub(super) async fn many_settled_events_page_in_order_and_are_counted(b: Backend) {
     let events = seed_many_settled(&b).await;
     let base = events.iter().map(|e| e.occurred_at).min().expect("events");
-    let ids = |events: &[herald::Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
     // A query of `status` (any if `None`), oldest or newest first, edited.
     let of = |status: Option<EventStatus>,
               descending: bool,

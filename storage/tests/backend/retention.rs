@@ -209,10 +209,7 @@ pub(super) async fn retention_walks_many_settled_events(b: Backend) {
     assert!(left.iter().any(|e| e.status == EventStatus::Processed));
     let listed = all_pages(&b, query(|r| r.page_size = 37)).await;
     let expected = page_of(&query(|r| r.page_size = 1000), left.clone()).events;
-    assert_eq!(
-        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
-        expected.iter().map(|e| e.id).collect::<Vec<_>>()
-    );
+    assert_eq!(super::lists::ids(&listed), super::lists::ids(&expected));
     let mut counts = b.store.status_counts().await.expect("counts");
     for s in EventStatus::ALL {
         let n = left.iter().filter(|e| e.status == s).count() as u64;
