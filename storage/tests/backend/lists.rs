@@ -45,6 +45,16 @@ async fn seed(b: &Backend) -> Vec<herald::Event> {
     events
 }
 
+/// What `q` finds among `events`, all of it in one page, by the
+/// reference order that every backend must follow.
+fn reference(q: &ListQuery, events: &[herald::Event]) -> Vec<herald::Event> {
+    let all = ListQuery {
+        page_size: usize::MAX,
+        ..q.clone()
+    };
+    page_of(&all, events.to_vec()).events
+}
+
 /// The ids of `events`, in their order.
 pub(super) fn ids(events: &[herald::Event]) -> Vec<Uuid> {
     events.iter().map(|e| e.id).collect()
@@ -73,14 +83,7 @@ pub(super) async fn list_queries_follow_the_reference_order(b: Backend) {
         }),
     ];
     for q in cases {
-        let expected = page_of(
-            &ListQuery {
-                page_size: usize::MAX,
-                ..q.clone()
-            },
-            events.clone(),
-        )
-        .events;
+        let expected = reference(&q, &events);
         let got = b.store.list(&q).await.expect("list").events;
         assert_eq!(ids(&got), ids(&expected), "query {q:?}");
         assert_eq!(got, expected, "whole events for {q:?}");
@@ -304,14 +307,7 @@ pub(super) async fn many_settled_events_page_in_order_and_are_counted(b: Backend
         ]);
     }
     for q in cases {
-        let expected = page_of(
-            &ListQuery {
-                page_size: usize::MAX,
-                ..q.clone()
-            },
-            events.clone(),
-        )
-        .events;
+        let expected = reference(&q, &events);
         assert!(!expected.is_empty(), "{q:?} finds events");
         for page_size in [1000, 37, 7] {
             let got = all_pages(
