@@ -7,7 +7,7 @@ BENCHMARKS.md §34's tables come from here.
 
 - records: a 100-byte record as a string per event (Herald's layout), and
   as fields of hashes of 100 (Redis's default limits, then with
-  hash-max-listpack-value 512).
+  hash-max-listpack-value 512), and of 1 to 40,000 (default limits).
 - indexes: 16-byte members scored by micros in one sorted set, in users'
   sorted sets of several sizes, and in sorted sets of at most 128 entries.
 - scripted: an index kept in buckets of at most 128 with a directory by a
@@ -110,6 +110,12 @@ def records(n):
         measure(f"record: fields of hashes of 100 {' '.join(config) or '(default limits)'}", n,
                 lambda p, i, id_, _: p.hset(b"herald:{p07}:ev:%d" % (i // 100), id_, RECORD),
                 config, timed=("hset",))
+    # Hashes named by a window of the id's time hold as many records as the
+    # window sees: few at a slow rate, tens of thousands at a fast one.
+    for size in (1, 4, 16, 1000, 40000):
+        measure(f"record: fields of hashes of {size} (default limits)", n,
+                lambda p, i, id_, _, s=size: p.hset(b"herald:{p07}:rec:%d" % (i // s), id_, RECORD),
+                timed=("hset",))
 
 
 def indexes(n):
