@@ -101,7 +101,9 @@
 //! and notification entries on creation, and the status with its notification
 //! (and, entering PENDING, queue) entry on a change. These two run once per
 //! event, so they read their arguments by place and build no Lua tables per
-//! event; the Rust side computes the index keys. Blocking reads use
+//! event (a status script builds one per bucket it looks up, mostly once a
+//! run); the Rust side computes the index keys but for the status buckets,
+//! which the scripts find. Blocking reads use
 //! connections of their own, never the shared multiplexed one.
 //!
 //! On a Redis Cluster (`--redis-cluster`) nothing changes but the
@@ -112,13 +114,15 @@
 //! node or a cluster; `keys` names every key; `lua/` holds the scripts
 //! (loaded with `include_str!`); `record` encodes and reads event records
 //! and stream entries, and `stream` takes the entries out of stream
-//! replies; `store` is the EventStore, `list` its ListEvents and
+//! replies; `store` is the EventStore, `list` its ListEvents (`buckets` its walk
+//! over a status index in buckets), `upgrade` its layout upgrade and
 //! `split` how its batches are split by partition;
 //! `queue` is the WorkQueue and `consumer` a member of its group; `feed` is
 //! the NotificationFeed; `attempts` is the DeliveryLog; `recipients` the
 //! RecipientStore; `digests` the DigestStore.
 
 mod attempts;
+mod buckets;
 mod connection;
 mod consumer;
 mod dead_letters;
@@ -133,6 +137,7 @@ mod replicas;
 mod split;
 mod store;
 mod stream;
+mod upgrade;
 
 use std::{
     sync::Arc,
@@ -151,7 +156,7 @@ use uuid::Uuid;
 use super::{FeedRead, Partitioned, StoreOptions};
 use herald::{
     cursor::Cursor,
-    domain::{Event, EventStatus},
+    domain::Event,
     error::{Error, Result},
     partition::{Partition, Partitions},
 };
@@ -161,6 +166,7 @@ use connection::{CONNECT_TIMEOUT, Conn, RESPONSE_TIMEOUT};
 pub use keys::Keys;
 use record::EntryRef;
 use replicas::{Replicated, Replication};
+use upgrade::PREVIOUS_LAYOUT;
 
 /// How long a reader of a cluster waits between two reads that found
 /// nothing, at most (blocking reads cannot span the slots of several
@@ -194,7 +200,7 @@ const UPGRADE_STATUS_INDEX: &str = include_str!("lua/upgrade_status_index.lua");
 
 /// The refusal of a process started with `--partitions count` where
 /// `meta` records `stored`.
-fn other_partitions(meta: &str, stored: Option<String>, count: &str) -> Error {
+pub(super) fn other_partitions(meta: &str, stored: Option<String>, count: &str) -> Error {
     Error::Misconfigured(format!(
         "this deployment has {} partitions (recorded in {meta}) but this process was \
          started with --partitions {count}; start it with --partitions {0}",
@@ -355,13 +361,7 @@ pub struct RedisBackend {
 }
 
 /// The version of the key layout `{prefix}:meta` records.
-const LAYOUT: &str = "5";
-/// The layout before, which [`RedisBackend::upgrade_layout`] upgrades: the
-/// same but for the indexes of the [`keys::bucketed`] statuses, one sorted
-/// set each, and no counts.
-const PREVIOUS_LAYOUT: &str = "4";
-/// How many index entries one slice of the upgrade moves.
-const UPGRADE_SLICE: usize = 1000;
+pub(super) const LAYOUT: &str = "5";
 
 impl Partitioned for RedisBackend {
     fn partitions(&self) -> Partitions {
@@ -561,64 +561,6 @@ impl RedisBackend {
         })?;
         self.warn_of_foreign_keys().await;
         Ok(key)
-    }
-
-    /// [`crate::EventStore::upgrade`]: from [`PREVIOUS_LAYOUT`], moves
-    /// each partition's indexes of the bucketed statuses into buckets, a
-    /// slice at a time (each slice one script: an interrupted upgrade
-    /// resumes where it stopped), then records [`LAYOUT`].
-    pub(super) async fn upgrade_layout(&self) -> Result<Option<crate::Upgraded>> {
-        let meta = self.keys.meta();
-        let mut conn = self.conn.clone();
-        let (layout, partitions): (Option<String>, Option<String>) = ::redis::pipe()
-            .hget(&meta, "layout")
-            .hget(&meta, "partitions")
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        match layout.as_deref() {
-            None | Some(LAYOUT) => return Ok(None),
-            Some(PREVIOUS_LAYOUT) => {}
-            Some(other) => {
-                return Err(Error::Misconfigured(format!(
-                    "Redis key {meta} records layout {other}; this version upgrades layout \
-                     {PREVIOUS_LAYOUT} only"
-                )));
-            }
-        }
-        let count = self.partitions.count().to_string();
-        if partitions.as_deref() != Some(count.as_str()) {
-            return Err(other_partitions(&meta, partitions, &count));
-        }
-        let mut entries = 0;
-        for p in self.partitions.all() {
-            for status in EventStatus::ALL.into_iter().filter(|s| keys::bucketed(*s)) {
-                loop {
-                    let moved: u64 = self
-                        .upgrade_status_index
-                        .key(self.keys.status(p, status))
-                        .key(self.keys.counts(p))
-                        .arg(status.as_str())
-                        .arg(UPGRADE_SLICE)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
-                    entries += moved;
-                    if moved == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-        let () = conn
-            .hset(&meta, "layout", LAYOUT)
-            .await
-            .map_err(redis_error)?;
-        Ok(Some(crate::Upgraded {
-            from: PREVIOUS_LAYOUT.to_owned(),
-            to: LAYOUT.to_owned(),
-            entries,
-        }))
     }
 
     /// Warns when the database Herald uses on one Redis node also holds
