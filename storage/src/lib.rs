@@ -64,16 +64,6 @@ pub use self::recipients::{RecipientStore, recipient};
 pub use self::redis::{Keys, RedisBackend, RedisTarget};
 pub use self::retention::{RetentionSlice, Sweep, sweep};
 
-/// What [`EventStore::upgrade`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upgraded {
-    /// The layout found.
-    pub from: String,
-    /// The layout written.
-    pub to: String,
-    /// Index entries moved into the new layout's places.
-    pub entries: u64,
-}
 use herald::{
     cursor::{Cursor, EntryId, PartitionEntry},
     domain::{DeliveryAttempt, Event, EventStatus, NewEvent, StatusChange, Statuses},
@@ -370,6 +360,17 @@ pub trait NotificationFeed: Partitioned {
     /// Removes the entries older than `age` (retention by age; the length
     /// bound is kept on every write).
     async fn trim_older_than(&self, age: Duration) -> Result<()>;
+}
+
+/// What [`EventStore::upgrade`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgraded {
+    /// The layout found.
+    pub from: String,
+    /// The layout written.
+    pub to: String,
+    /// Index entries moved into the new layout's places.
+    pub entries: u64,
 }
 
 /// How many events are in each status.

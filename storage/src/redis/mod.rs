@@ -62,8 +62,9 @@
 //!   `{p}:idx:status:{status}:dir`, a sorted set of the buckets' starts,
 //!   and `{p}:idx:status:{status}:{start}`, the bucket holding the scores
 //!   from its start to the next one's. The status scripts split a full
-//!   bucket at its middle score before adding to it (`lua/buckets.lua`);
-//!   readers walk the buckets in order. Their sizes are counted in
+//!   bucket before adding to it: at the new entry when it is past every
+//!   entry (the newest event: nothing moves), else at its middle score
+//!   (`lua/buckets.lua`); readers walk the buckets in order. Their sizes are counted in
 //!   `{p}:counts` (hash: status name to count, written by the same
 //!   scripts); PENDING's and SCHEDULED's (statuses events leave; PENDING's
 //!   is written by creates, which are plain commands) are one sorted set

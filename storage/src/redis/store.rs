@@ -100,7 +100,6 @@ impl RedisBackend {
         let priors: Vec<Vec<u8>> = match self.write_replicated(p, &invocation).await? {
             Replicated::Yes(priors) => priors,
             Replicated::Short(priors, replicas) => {
-                let priors: Vec<Vec<u8>> = priors;
                 let stored = events.iter().zip(priors).map(|((event, _), prior)| {
                     let id = Uuid::from_slice(&prior).unwrap_or(event.id);
                     Err(self.short_error(replicas, &format!("the write of event {id}")))
