@@ -395,21 +395,24 @@ impl PartitionHealth {
         store: &dyn EventStore,
         writable: &prometheus::IntGaugeVec,
     ) {
-        let Ok(unwritable) = store.unwritable_partitions().await else {
-            // The store does not answer at all (the overall health says
-            // so): no partition takes writes.
+        let unwritable = store.unwritable_partitions().await;
+        for p in store.partitions().all() {
+            // A store that does not answer at all takes no writes anywhere.
+            let up = unwritable
+                .as_ref()
+                .is_ok_and(|down| !down.iter().any(|(q, _)| *q == p));
+            writable
+                .with_label_values(&[&p.to_string()])
+                .set(i64::from(up));
+        }
+        let Ok(unwritable) = unwritable else {
+            // The overall health says why.
             reporter
                 .set_service_status(PARTITIONS_HEALTH, ServingStatus::NotServing)
                 .await;
             self.down = None;
             return;
         };
-        for p in store.partitions().all() {
-            let up = !unwritable.iter().any(|(q, _)| *q == p);
-            writable
-                .with_label_values(&[&p.to_string()])
-                .set(i64::from(up));
-        }
         let down: Vec<String> = unwritable.iter().map(|(p, _)| p.to_string()).collect();
         if self.down.as_ref() == Some(&down) {
             return;

@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{Lines, Logger, Processor, eventually};
+use common::{Lines, Logger, Processor, Scrape, eventually};
 use herald::{Event, EventStatus};
 use herald_client::Client;
 use herald_processor::channels::notification_line;
@@ -340,11 +340,23 @@ async fn redis_restart_is_survived_and_no_acknowledged_event_is_lost() {
         health_is(ServingStatus::NotServing)
     })
     .await;
+    eventually(
+        Duration::from_secs(10),
+        "every partition unwritable",
+        || all_writable(&logger, 0.0),
+    )
+    .await;
 
     redis.restart();
     eventually(Duration::from_secs(20), "SERVING again", || {
         health_is(ServingStatus::Serving)
     })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "every partition writable again",
+        || all_writable(&logger, 1.0),
+    )
     .await;
     let first_after = eventually(Duration::from_secs(20), "creates succeed again", || async {
         client.create_event("alice", "after the restart").await.ok()
@@ -364,6 +376,43 @@ async fn redis_restart_is_survived_and_no_acknowledged_event_is_lost() {
 
     p.shutdown.cancel();
     p.handle.await.expect("join").expect("processor");
+    logger.stop_within(Duration::from_secs(10)).await;
+}
+
+/// `Some(())` once every one of the 16 partitions' `herald_partition_writable`
+/// gauges on `logger` is `want`.
+async fn all_writable(logger: &Logger, want: f64) -> Option<()> {
+    let scrape = Scrape::of(logger.metrics_addr).await;
+    (0..16)
+        .all(|p| {
+            let p = format!("p{p:02}");
+            scrape.value("herald_partition_writable", &[("partition", &p)]) == Some(want)
+        })
+        .then_some(())
+}
+
+/// A logger started while its Redis is down says every partition takes no
+/// writes (its layout cannot even be checked), and each writable once
+/// Redis is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_unwritable_while_redis_was_never_reached() {
+    if skip_redis_tests() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let logger = Logger::start(&["--redis-url", &redis.url()], Lines::default().sink()).await;
+    eventually(
+        Duration::from_secs(10),
+        "every partition unwritable",
+        || all_writable(&logger, 0.0),
+    )
+    .await;
+    redis.restart();
+    eventually(Duration::from_secs(20), "every partition writable", || {
+        all_writable(&logger, 1.0)
+    })
+    .await;
     logger.stop_within(Duration::from_secs(10)).await;
 }
 
